@@ -1,0 +1,8 @@
+//! EventStreamCore: an event-streaming engine built as a deterministic simulation testbed.
+//!
+//! Data flows one way: [`wire`] → [`ingest`] → [`node`] (propose) → raft (commit) → [`node`]
+//! (apply: dedup, append to topic log, ack) → pipeline (route, process) → consumers. Everything on
+//! that path reaches the runtime only through [`rt`], so the same code runs on real sockets and
+//! inside the madsim simulator.
+
+pub mod rt;

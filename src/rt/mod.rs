@@ -1,0 +1,78 @@
+//! The runtime seam: the only module that names tokio or madsim directly.
+//!
+//! Production code reaches the clock, tasks, sockets, entropy and the disk only through here, so the
+//! very same code runs on real tokio (normal build) and inside the madsim simulator
+//! (`--cfg madsim`), where one seed decides every scheduling choice. See DESIGN.md, "The runtime
+//! seam".
+#![allow(clippy::disallowed_methods)]
+
+pub mod clock;
+pub mod disk;
+pub mod net;
+pub mod rng;
+
+pub use clock::NodeClock;
+pub use disk::{Disk, DiskError, DiskFault, FileDisk, SimDisk};
+pub use rng::{NodeRng, node_rng, rng_from_seed};
+
+/// `select!` — every use must start with `biased;` (DESIGN.md rule 3).
+pub use tokio::select;
+/// Spawns a task on the current runtime (the current simulated node under madsim).
+pub use tokio::spawn;
+pub use tokio::task::JoinHandle;
+
+/// Asynchronous I/O traits and helpers. Use [`io::split`], not `into_split`.
+pub mod io {
+    pub use tokio::io::{
+        AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf,
+        WriteHalf, split,
+    };
+}
+
+/// Synchronisation primitives (tokio's, which are deterministic under madsim).
+pub mod sync {
+    pub use tokio::sync::{
+        Mutex, Notify, OwnedSemaphorePermit, RwLock, Semaphore, broadcast, mpsc, oneshot, watch,
+    };
+}
+
+/// Timers on the runtime's monotonic clock. Protocol timers that must be skewable use
+/// [`NodeClock`] instead.
+pub mod time {
+    pub use std::time::Duration;
+    pub use tokio::time::{Instant, Interval, MissedTickBehavior, interval, sleep, sleep_until};
+
+    /// The runtime's monotonic now (simulated time under madsim).
+    pub fn now() -> Instant {
+        Instant::now()
+    }
+
+    /// Error returned by [`timeout`] when the deadline passes first.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    #[error("deadline elapsed")]
+    pub struct Elapsed;
+
+    /// Runs `fut` for at most `dur`. Built on a biased select so it is `Send` and replays exactly
+    /// in the simulator.
+    pub async fn timeout<F: std::future::Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
+        tokio::select! {
+            biased;
+            out = fut => Ok(out),
+            _ = sleep(dur) => Err(Elapsed),
+        }
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT); under madsim, for the simulator's ctrl-c to this node.
+pub async fn ctrl_c() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
+
+/// True when compiled for the madsim simulator.
+pub const SIMULATED: bool = cfg!(madsim);
+
+/// Reads a small configuration file from the real filesystem. Only for the CLI's `--config`; it is
+/// not on the simulated path.
+pub fn read_config_file(path: &std::path::Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+}
