@@ -5,4 +5,6 @@
 //! that path reaches the runtime only through [`rt`], so the same code runs on real sockets and
 //! inside the madsim simulator.
 
+pub mod event;
 pub mod rt;
+pub mod wire;

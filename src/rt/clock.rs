@@ -207,18 +207,30 @@ mod tests {
     fn no_drift_tracks_real_time() {
         let (t0, c) = base();
         assert_eq!(c.mono_at(t0), Duration::ZERO);
-        assert_eq!(c.mono_at(t0 + Duration::from_secs(3)), Duration::from_secs(3));
-        assert_eq!(c.wall_ns_at(t0 + Duration::from_millis(5)), 1_000_000_000_000 + 5_000_000);
+        assert_eq!(
+            c.mono_at(t0 + Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            c.wall_ns_at(t0 + Duration::from_millis(5)),
+            1_000_000_000_000 + 5_000_000
+        );
     }
 
     #[test]
     fn positive_drift_runs_fast_and_negative_slow() {
         let (t0, mut c) = base();
         c.set_drift_ppm(t0, 100_000); // +10%
-        assert_eq!(c.mono_at(t0 + Duration::from_secs(10)), Duration::from_secs(11));
+        assert_eq!(
+            c.mono_at(t0 + Duration::from_secs(10)),
+            Duration::from_secs(11)
+        );
         let (t0, mut c) = base();
         c.set_drift_ppm(t0, -250_000); // -25%
-        assert_eq!(c.mono_at(t0 + Duration::from_secs(4)), Duration::from_secs(3));
+        assert_eq!(
+            c.mono_at(t0 + Duration::from_secs(4)),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]
@@ -228,9 +240,15 @@ mod tests {
         let before = c.mono_at(t1);
         c.set_drift_ppm(t1, 500_000);
         assert_eq!(c.mono_at(t1), before, "re-anchoring must not jump");
-        assert_eq!(c.mono_at(t1 + Duration::from_secs(2)), Duration::from_secs(13));
+        assert_eq!(
+            c.mono_at(t1 + Duration::from_secs(2)),
+            Duration::from_secs(13)
+        );
         c.set_drift_ppm(t1 + Duration::from_secs(2), 0);
-        assert_eq!(c.mono_at(t1 + Duration::from_secs(4)), Duration::from_secs(15));
+        assert_eq!(
+            c.mono_at(t1 + Duration::from_secs(4)),
+            Duration::from_secs(15)
+        );
     }
 
     #[test]
@@ -252,7 +270,10 @@ mod tests {
         c.set_drift_ppm(t0, 100_000);
         let real = c.real_for_local(Duration::from_millis(1100));
         // Rounded up by at most one nanosecond.
-        assert!(real >= Duration::from_millis(1000) && real <= Duration::from_millis(1000) + Duration::from_nanos(1));
+        assert!(
+            real >= Duration::from_millis(1000)
+                && real <= Duration::from_millis(1000) + Duration::from_nanos(1)
+        );
         // After sleeping that real duration, local time has advanced at least the local amount.
         assert!(c.mono_at(t0 + real) >= Duration::from_millis(1100));
     }

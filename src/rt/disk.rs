@@ -79,8 +79,17 @@ pub trait Disk: Send + Sync + fmt::Debug {
 }
 
 fn check_name(op: &'static str, name: &str) -> Result<(), DiskError> {
-    if name.is_empty() || name.contains('/') || name.contains('\\') || name.contains('\0') || name == "." || name == ".." {
-        return Err(DiskError::InvalidName { op, path: name.to_string() });
+    if name.is_empty()
+        || name.contains('/')
+        || name.contains('\\')
+        || name.contains('\0')
+        || name == "."
+        || name == ".."
+    {
+        return Err(DiskError::InvalidName {
+            op,
+            path: name.to_string(),
+        });
     }
     Ok(())
 }
@@ -106,7 +115,10 @@ impl FileDisk {
             path: root.display().to_string(),
             source,
         })?;
-        Ok(FileDisk { root, handles: Mutex::new(BTreeMap::new()) })
+        Ok(FileDisk {
+            root,
+            handles: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// The directory this disk lives in.
@@ -179,7 +191,10 @@ impl Disk for FileDisk {
             .write(true)
             .open(self.path(name))
             .map_err(|e| self.io("truncate", name, e))?;
-        let cur = f.metadata().map_err(|e| self.io("truncate", name, e))?.len();
+        let cur = f
+            .metadata()
+            .map_err(|e| self.io("truncate", name, e))?
+            .len();
         if len < cur {
             f.set_len(len).map_err(|e| self.io("truncate", name, e))?;
         }
@@ -331,7 +346,10 @@ impl SimDisk {
         {
             let k = rng.random_range(0..lw.data.len());
             if k > 0 {
-                let f = st.files.get_mut(&lw.file).expect("durable name refers to a file");
+                let f = st
+                    .files
+                    .get_mut(&lw.file)
+                    .expect("durable name refers to a file");
                 let end = lw.offset + k;
                 if f.current.len() < end {
                     f.current.resize(end, 0);
@@ -373,13 +391,19 @@ impl SimDisk {
     /// Bytes currently stored (what reads see).
     pub fn used_bytes(&self) -> u64 {
         let st = self.lock();
-        st.names.values().map(|id| st.files[id].current.len() as u64).sum()
+        st.names
+            .values()
+            .map(|id| st.files[id].current.len() as u64)
+            .sum()
     }
 
     /// Flips one byte of a file, durably (for corruption tests).
     pub fn corrupt(&self, name: &str, offset: usize) -> Result<(), DiskError> {
         let mut st = self.lock();
-        let id = *st.names.get(name).ok_or_else(|| DiskError::NotFound { op: "corrupt", path: name.into() })?;
+        let id = *st.names.get(name).ok_or_else(|| DiskError::NotFound {
+            op: "corrupt",
+            path: name.into(),
+        })?;
         let f = st.files.get_mut(&id).expect("named file exists");
         if let Some(b) = f.current.get_mut(offset) {
             *b ^= 0xFF;
@@ -392,13 +416,21 @@ impl SimDisk {
 }
 
 fn gc(st: &mut SimState) {
-    let live: std::collections::BTreeSet<FileId> =
-        st.names.values().chain(st.durable_names.values()).copied().collect();
+    let live: std::collections::BTreeSet<FileId> = st
+        .names
+        .values()
+        .chain(st.durable_names.values())
+        .copied()
+        .collect();
     st.files.retain(|id, _| live.contains(id));
 }
 
 fn injected(op: &'static str, name: &str) -> DiskError {
-    DiskError::Io { op, path: name.to_string(), source: io::Error::other("injected I/O error") }
+    DiskError::Io {
+        op,
+        path: name.to_string(),
+        source: io::Error::other("injected I/O error"),
+    }
 }
 
 impl SimState {
@@ -409,10 +441,17 @@ impl SimState {
             return Err(injected(op, name));
         }
         if let Some(cap) = self.capacity {
-            let used: u64 = self.names.values().map(|id| self.files[id].current.len() as u64).sum();
+            let used: u64 = self
+                .names
+                .values()
+                .map(|id| self.files[id].current.len() as u64)
+                .sum();
             if used + growth > cap {
                 self.stats.injected_failures += 1;
-                return Err(DiskError::NoSpace { op, path: name.to_string() });
+                return Err(DiskError::NoSpace {
+                    op,
+                    path: name.to_string(),
+                });
             }
         }
         self.stats.writes += 1;
@@ -441,7 +480,13 @@ impl SimState {
     }
 
     fn id(&self, op: &'static str, name: &str) -> Result<FileId, DiskError> {
-        self.names.get(name).copied().ok_or_else(|| DiskError::NotFound { op, path: name.to_string() })
+        self.names
+            .get(name)
+            .copied()
+            .ok_or_else(|| DiskError::NotFound {
+                op,
+                path: name.to_string(),
+            })
     }
 }
 
@@ -456,7 +501,10 @@ impl Disk for SimDisk {
     fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
         check_name("size", name)?;
         let st = self.lock();
-        Ok(st.names.get(name).map(|id| st.files[id].current.len() as u64))
+        Ok(st
+            .names
+            .get(name)
+            .map(|id| st.files[id].current.len() as u64))
     }
 
     fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
@@ -467,19 +515,31 @@ impl Disk for SimDisk {
         let f = st.files.get_mut(&id).expect("created above");
         let offset = f.current.len();
         f.current.extend_from_slice(data);
-        st.last_write = Some(LastWrite { file: id, offset, data: data.to_vec() });
+        st.last_write = Some(LastWrite {
+            file: id,
+            offset,
+            data: data.to_vec(),
+        });
         Ok(())
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         check_name("write", name)?;
         let mut st = self.lock();
-        let old = st.names.get(name).map(|id| st.files[id].current.len() as u64).unwrap_or(0);
+        let old = st
+            .names
+            .get(name)
+            .map(|id| st.files[id].current.len() as u64)
+            .unwrap_or(0);
         st.before_write("write", name, (data.len() as u64).saturating_sub(old))?;
         let id = st.create(name);
         let f = st.files.get_mut(&id).expect("created above");
         f.current = data.to_vec();
-        st.last_write = Some(LastWrite { file: id, offset: 0, data: data.to_vec() });
+        st.last_write = Some(LastWrite {
+            file: id,
+            offset: 0,
+            data: data.to_vec(),
+        });
         Ok(())
     }
 
@@ -530,7 +590,12 @@ impl Disk for SimDisk {
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
         let st = self.lock();
-        Ok(st.names.keys().filter(|n| n.starts_with(prefix)).cloned().collect())
+        Ok(st
+            .names
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .cloned()
+            .collect())
     }
 
     fn sync_dir(&self) -> Result<(), DiskError> {
@@ -577,7 +642,11 @@ mod tests {
         d.rename("state.tmp", "state").unwrap();
         assert_eq!(d.read("state").unwrap(), b"v2");
         d.power_fail(None);
-        assert_eq!(d.read("state").unwrap(), b"v1", "rename without sync_dir reverts");
+        assert_eq!(
+            d.read("state").unwrap(),
+            b"v1",
+            "rename without sync_dir reverts"
+        );
         d.write_atomic("state", b"v3").unwrap();
         d.power_fail(None);
         assert_eq!(d.read("state").unwrap(), b"v3");
@@ -645,10 +714,17 @@ mod tests {
         d.inject(DiskFault::FailSyncs(1));
         assert!(d.sync("f").is_err());
         d.power_fail(None);
-        assert_eq!(d.read("f").unwrap(), b"ok", "a failed fsync made nothing durable");
+        assert_eq!(
+            d.read("f").unwrap(),
+            b"ok",
+            "a failed fsync made nothing durable"
+        );
         d.inject(DiskFault::Capacity(4));
         d.append("f", b"zz").unwrap();
-        assert!(matches!(d.append("f", b"!"), Err(DiskError::NoSpace { .. })));
+        assert!(matches!(
+            d.append("f", b"!"),
+            Err(DiskError::NoSpace { .. })
+        ));
         d.clear_faults();
         d.append("f", b"!").unwrap();
         assert_eq!(d.stats().injected_failures, 3);
@@ -671,8 +747,14 @@ mod tests {
     #[test]
     fn names_are_flat() {
         let d = SimDisk::new();
-        assert!(matches!(d.write("../x", b""), Err(DiskError::InvalidName { .. })));
-        assert!(matches!(d.write("a/b", b""), Err(DiskError::InvalidName { .. })));
+        assert!(matches!(
+            d.write("../x", b""),
+            Err(DiskError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            d.write("a/b", b""),
+            Err(DiskError::InvalidName { .. })
+        ));
     }
 
     #[cfg(not(madsim))]

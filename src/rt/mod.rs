@@ -54,7 +54,10 @@ pub mod time {
 
     /// Runs `fut` for at most `dur`. Built on a biased select so it is `Send` and replays exactly
     /// in the simulator.
-    pub async fn timeout<F: std::future::Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    pub async fn timeout<F: std::future::Future>(
+        dur: Duration,
+        fut: F,
+    ) -> Result<F::Output, Elapsed> {
         tokio::select! {
             biased;
             out = fut => Ok(out),

@@ -35,8 +35,18 @@ mod tests {
 
     #[test]
     fn explicit_seed_is_reproducible() {
-        let a: Vec<u64> = (0..4).map({ let mut r = rng_from_seed(7); move |_| r.next_u64() }).collect();
-        let b: Vec<u64> = (0..4).map({ let mut r = rng_from_seed(7); move |_| r.next_u64() }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = rng_from_seed(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = rng_from_seed(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         let c = rng_from_seed(8).next_u64();
         assert_ne!(a[0], c);
