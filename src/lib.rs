@@ -5,6 +5,11 @@
 //! that path reaches the runtime only through [`rt`], so the same code runs on real sockets and
 //! inside the madsim simulator.
 
+pub mod client;
+pub mod config;
 pub mod event;
+pub mod ingest;
+pub mod metrics;
+pub mod node;
 pub mod rt;
 pub mod wire;

@@ -71,6 +71,23 @@ pub async fn ctrl_c() -> std::io::Result<()> {
     tokio::signal::ctrl_c().await
 }
 
+/// Waits for SIGINT or SIGTERM (a service manager's stop); under madsim, for ctrl-c.
+pub async fn terminate_signal() -> std::io::Result<()> {
+    #[cfg(all(unix, not(madsim)))]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            biased;
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(any(not(unix), madsim))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
 /// True when compiled for the madsim simulator.
 pub const SIMULATED: bool = cfg!(madsim);
 

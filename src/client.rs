@@ -1,0 +1,272 @@
+//! A client for the acknowledged protocol (and for sending legacy frames), on the runtime seam
+//! so the same client drives real servers, tests and simulated workloads.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use crate::event::{Event, Priority, StoredEvent};
+use crate::rt::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use crate::rt::{self, net::TcpStream};
+use crate::wire::{self, AckItem, ErrorFrame, ReplyDecoder, ReplyError, Request, Response, legacy};
+
+/// What can go wrong talking to a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server closed the connection")]
+    Closed,
+    #[error("bad reply: {0}")]
+    Protocol(#[from] ReplyError),
+    #[error("server error: {0}")]
+    Server(ErrorFrame),
+    #[error("unexpected reply {0:?}")]
+    Unexpected(Box<Response>),
+    #[error("reply to request {got} while waiting for {want}")]
+    OutOfOrder { want: u64, got: u64 },
+    #[error("event cannot be encoded: {0}")]
+    Encode(#[from] wire::acked::EncodeError),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// The server's answer to HELLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub server: String,
+    pub node_id: u64,
+    pub max_frame_bytes: u32,
+}
+
+/// A page of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub events: Vec<StoredEvent>,
+    pub next_offset: u64,
+    pub end_offset: u64,
+}
+
+/// One connection to a server.
+pub struct Client {
+    rd: ReadHalf<TcpStream>,
+    wr: WriteHalf<TcpStream>,
+    buf: BytesMut,
+    out: BytesMut,
+    decoder: ReplyDecoder,
+    next_id: u64,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects (one attempt).
+    pub async fn connect(addr: SocketAddr) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr).await?;
+        Ok(Self::from_stream(stream))
+    }
+
+    /// Wraps an open stream.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = rt::io::split(stream);
+        Client {
+            rd,
+            wr,
+            buf: BytesMut::with_capacity(8 * 1024),
+            out: BytesMut::new(),
+            decoder: ReplyDecoder::new(wire::acked::MAX_FRAME_LIMIT),
+            next_id: 1,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets how long to wait for each reply (default 30 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Queues a request without sending it; returns its request id. Call [`Client::flush`].
+    pub fn queue(&mut self, req: &Request) -> Result<u64, ClientError> {
+        if let Request::Publish(events) = req {
+            for e in events {
+                wire::acked::check_encodable(e)?;
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        req.encode(id, &mut self.out);
+        Ok(id)
+    }
+
+    /// Sends everything queued.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if !self.out.is_empty() {
+            self.wr.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.wr.flush().await?;
+        Ok(())
+    }
+
+    /// Reads the next reply.
+    pub async fn recv(&mut self) -> Result<(u64, Response), ClientError> {
+        let timeout = self.timeout;
+        let fut = async {
+            loop {
+                if !self.buf.is_empty()
+                    && let Some(r) = self.decoder.decode(&mut self.buf)?
+                {
+                    return Ok(r);
+                }
+                if self.rd.read_buf(&mut self.buf).await? == 0 {
+                    return Err(ClientError::Closed);
+                }
+            }
+        };
+        rt::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        let id = self.queue(req)?;
+        self.flush().await?;
+        let (got, resp) = self.recv().await?;
+        if got != id {
+            // Connection-level errors (e.g. "too many connections") carry request id 0.
+            if let Response::Error(e) = resp {
+                return Err(ClientError::Server(e));
+            }
+            return Err(ClientError::OutOfOrder { want: id, got });
+        }
+        Ok(resp)
+    }
+
+    /// Introduces the client (with the server's token if it requires one).
+    pub async fn hello(&mut self, client: &str, token: &str) -> Result<ServerInfo, ClientError> {
+        match self
+            .call(&Request::Hello {
+                client: client.into(),
+                token: token.into(),
+            })
+            .await?
+        {
+            Response::HelloOk {
+                server,
+                node_id,
+                max_frame_bytes,
+            } => Ok(ServerInfo {
+                server,
+                node_id,
+                max_frame_bytes,
+            }),
+            Response::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Publishes events in one frame; one [`AckItem`] per event.
+    pub async fn publish(&mut self, events: Vec<Event>) -> Result<Vec<AckItem>, ClientError> {
+        match self.call(&Request::Publish(events)).await? {
+            Response::Ack(items) => Ok(items),
+            Response::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Sends several publish frames back to back, then reads every reply (pipelining).
+    pub async fn publish_pipelined(
+        &mut self,
+        frames: Vec<Vec<Event>>,
+    ) -> Result<Vec<Result<Vec<AckItem>, ErrorFrame>>, ClientError> {
+        let mut ids = Vec::with_capacity(frames.len());
+        for f in frames {
+            ids.push(self.queue(&Request::Publish(f))?);
+        }
+        self.flush().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for want in ids {
+            let (got, resp) = self.recv().await?;
+            if got != want {
+                return Err(ClientError::OutOfOrder { want, got });
+            }
+            out.push(match resp {
+                Response::Ack(items) => Ok(items),
+                Response::Error(e) => Err(e),
+                other => return Err(ClientError::Unexpected(Box::new(other))),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads up to `max_events` of `topic` from `offset`.
+    pub async fn fetch(
+        &mut self,
+        topic: &str,
+        offset: u64,
+        max_events: u32,
+    ) -> Result<Fetched, ClientError> {
+        match self
+            .call(&Request::Fetch {
+                topic: topic.into(),
+                offset,
+                max_events,
+            })
+            .await?
+        {
+            Response::Fetched {
+                events,
+                next_offset,
+                end_offset,
+                ..
+            } => Ok(Fetched {
+                events,
+                next_offset,
+                end_offset,
+            }),
+            Response::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Round trip.
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        match self.call(&Request::Ping).await? {
+            Response::Pong => Ok(()),
+            Response::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Sends one legacy frame (no reply comes back).
+    pub async fn send_legacy(
+        &mut self,
+        priority: Priority,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        legacy::encode(priority, topic, payload, &mut self.out);
+        self.flush().await
+    }
+
+    /// Sends raw bytes (tests and fault injection).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.wr.write_all(bytes).await?;
+        self.wr.flush().await?;
+        Ok(())
+    }
+
+    /// Waits until the server closes the connection (or `timeout`); true if it closed.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> bool {
+        let fut = async {
+            loop {
+                match self.rd.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => self.buf.clear(),
+                }
+            }
+        };
+        rt::time::timeout(timeout, fut).await.is_ok()
+    }
+}

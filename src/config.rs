@@ -1,0 +1,419 @@
+//! Typed configuration with embedded defaults.
+//!
+//! Precedence, lowest first: the defaults compiled in ([`Config::default`], documented in
+//! `config/esc.toml`), a TOML file (`--config`), environment variables `ESC__SECTION__KEY=value`,
+//! and `--set section.key=value` flags. Unknown keys and bad values are refused with an error that
+//! names the key (and the line, for the file).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::DedupConfig;
+use crate::wire::acked::MAX_FRAME_LIMIT;
+
+/// The whole configuration of one `esc` server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub ingest: IngestConfig,
+    pub dedup: DedupConfig,
+    pub log: LogConfig,
+}
+
+/// Identity of this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Node id (non-zero), reported to clients.
+    pub id: u64,
+    /// Human-readable server name, reported to clients.
+    pub name: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            name: "esc".to_string(),
+        }
+    }
+}
+
+/// The client-facing TCP (and optional UDP) server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// TCP address for both protocols.
+    pub listen: SocketAddr,
+    /// UDP address for legacy frames (one per datagram); absent = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_listen: Option<SocketAddr>,
+    /// Connections served at once; more are told "overloaded" and closed.
+    pub max_connections: usize,
+    /// Largest legacy body / acked frame in bytes; larger closes the connection.
+    pub max_frame_bytes: usize,
+    /// Most events in one acked publish frame.
+    pub max_events_per_frame: usize,
+    /// Acked requests a connection may have in flight (pipelining depth).
+    pub max_inflight_per_connection: usize,
+    /// Events being stored server-wide at once; beyond this publishes are refused as overloaded.
+    pub max_inflight_events: usize,
+    /// How long an overloaded client is told to wait.
+    pub overload_retry_after_ms: u32,
+    /// A connection with no bytes for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A partly received frame must complete within this long, or the connection is closed.
+    pub read_timeout_ms: u64,
+    /// A reply must be accepted by the client within this long (slow readers are dropped).
+    pub write_timeout_ms: u64,
+    /// On shutdown, in-flight requests get this long to finish before connections are cut.
+    pub shutdown_grace_ms: u64,
+    /// If non-empty, acked clients must send HELLO with this token before publishing or fetching;
+    /// legacy frames are then refused (counted) since they cannot authenticate.
+    pub auth_token: String,
+    /// If non-empty, only these topics are accepted: exact names, or prefixes ending in `/*`.
+    pub allowed_topics: Vec<String>,
+    /// Most events a fetch returns.
+    pub max_fetch_events: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            udp_listen: None,
+            max_connections: 10_000,
+            max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME,
+            max_events_per_frame: 10_000,
+            max_inflight_per_connection: 128,
+            max_inflight_events: 200_000,
+            overload_retry_after_ms: 100,
+            idle_timeout_ms: 300_000,
+            read_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
+            shutdown_grace_ms: 5_000,
+            auth_token: String::new(),
+            allowed_topics: Vec::new(),
+            max_fetch_events: 10_000,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// True if `topic` may be published under `allowed_topics`.
+    pub fn topic_allowed(&self, topic: &str) -> bool {
+        self.allowed_topics.is_empty()
+            || self
+                .allowed_topics
+                .iter()
+                .any(|pat| match pat.strip_suffix('*') {
+                    Some(prefix) => topic.starts_with(prefix),
+                    None => pat == topic,
+                })
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `eventstreamcore::ingest=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("override `{spec}`: {message}")]
+    Override { spec: String, message: String },
+    #[error("invalid config: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then `ESC__…` variables from `env`, then `--set` overrides,
+    /// and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = file {
+            let text = crate::rt::read_config_file(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            // Parse the file alone first so unknown keys and bad values are reported with their line.
+            toml::from_str::<Config>(&text).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            table = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix("ESC__") {
+                let key = path
+                    .split("__")
+                    .map(str::to_ascii_lowercase)
+                    .collect::<Vec<_>>()
+                    .join(".");
+                let spec = format!("{name}={value}");
+                set_path(&mut table, &key, &value)
+                    .map_err(|message| ConfigError::Override { spec, message })?;
+            }
+        }
+        for spec in overrides {
+            let (key, value) = spec.split_once('=').ok_or_else(|| ConfigError::Override {
+                spec: spec.clone(),
+                message: "expected section.key=value".to_string(),
+            })?;
+            set_path(&mut table, key.trim(), value.trim()).map_err(|message| {
+                ConfigError::Override {
+                    spec: spec.clone(),
+                    message,
+                }
+            })?;
+        }
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Override {
+                spec: "(file + overrides)".into(),
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML string over the defaults and validates it.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::File {
+            path: PathBuf::from("<string>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relations between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        }
+        let i = &self.ingest;
+        if self.node.id == 0 {
+            return invalid("node.id", "must be non-zero");
+        }
+        if !(64..=MAX_FRAME_LIMIT).contains(&i.max_frame_bytes) {
+            return invalid(
+                "ingest.max_frame_bytes",
+                format!("must be between 64 and {MAX_FRAME_LIMIT}"),
+            );
+        }
+        for (key, v) in [
+            ("ingest.max_connections", i.max_connections),
+            ("ingest.max_events_per_frame", i.max_events_per_frame),
+            (
+                "ingest.max_inflight_per_connection",
+                i.max_inflight_per_connection,
+            ),
+            ("ingest.max_inflight_events", i.max_inflight_events),
+            ("ingest.max_fetch_events", i.max_fetch_events),
+            (
+                "dedup.max_keys_per_producer",
+                self.dedup.max_keys_per_producer,
+            ),
+            ("dedup.max_keys", self.dedup.max_keys),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        for (key, v) in [
+            ("ingest.idle_timeout_ms", i.idle_timeout_ms),
+            ("ingest.read_timeout_ms", i.read_timeout_ms),
+            ("ingest.write_timeout_ms", i.write_timeout_ms),
+            ("dedup.window_ms", self.dedup.window_ms),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1 ms");
+            }
+        }
+        if i.max_inflight_events < i.max_events_per_frame {
+            return invalid(
+                "ingest.max_inflight_events",
+                "must be at least ingest.max_events_per_frame, or a full frame could never be accepted",
+            );
+        }
+        for t in &i.allowed_topics {
+            let name = t.strip_suffix('*').unwrap_or(t);
+            if name.is_empty() && t != "*" {
+                return invalid("ingest.allowed_topics", "empty pattern");
+            }
+            if name.contains('*') {
+                return invalid(
+                    "ingest.allowed_topics",
+                    format!("`{t}`: `*` is only allowed at the end"),
+                );
+            }
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            return invalid("log.level", e.to_string());
+        }
+        Ok(())
+    }
+
+    /// The defaults as TOML (what `esc config defaults` prints).
+    pub fn defaults_toml() -> String {
+        toml::to_string(&Config::default()).expect("defaults serialise")
+    }
+}
+
+/// Sets `a.b.c = value` in `table`; `value` is parsed as TOML, or taken as a string if it is not.
+fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("bad key `{key}`"));
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (last, parents) = parts.split_last().expect("non-empty split");
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a section"))?;
+    }
+    cur.insert(last.to_string(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_default_file_is_the_embedded_default() {
+        let text = include_str!("../config/esc.toml");
+        assert_eq!(Config::from_toml(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        Config::default().validate().unwrap();
+        assert_eq!(
+            Config::from_toml(&Config::defaults_toml()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name_and_line() {
+        let err = Config::from_toml("[ingest]\nmax_conections = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_conections"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        let err = Config::from_toml("[ingset]\n").unwrap_err().to_string();
+        assert!(err.contains("ingset"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let err = Config::from_toml("[ingest]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listen") || err.contains("socket address"),
+            "{err}"
+        );
+        let err = Config::from_toml("[ingest]\nmax_frame_bytes = 3000000000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.max_frame_bytes"), "{err}");
+        let err = Config::from_toml("[ingest]\nread_timeout_ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.read_timeout_ms"), "{err}");
+        let err = Config::from_toml("[node]\nid = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node.id"), "{err}");
+        let err = Config::from_toml("[ingest]\nallowed_topics = [\"a*b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allowed_topics"), "{err}");
+    }
+
+    #[test]
+    fn overrides_apply_in_order_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("esc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[ingest]\nmax_connections = 5\nmax_fetch_events = 7\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("ESC__INGEST__MAX_CONNECTIONS".to_string(), "6".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&path), env, &["ingest.listen=127.0.0.1:0".to_string()]).unwrap();
+        assert_eq!(c.ingest.max_connections, 6);
+        assert_eq!(c.ingest.max_fetch_events, 7);
+        assert_eq!(c.ingest.listen.port(), 0);
+        let err = Config::load(None, vec![], &["ingest.nope=1".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+        let err = Config::load(None, vec![], &["garbage".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("section.key=value"), "{err}");
+        let err = Config::load(Some(&dir.join("missing.toml")), vec![], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.toml"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn topic_patterns() {
+        let mut i = IngestConfig::default();
+        assert!(i.topic_allowed("anything"));
+        i.allowed_topics = vec!["payment".into(), "sensor/*".into()];
+        assert!(i.topic_allowed("payment"));
+        assert!(i.topic_allowed("sensor/temperature"));
+        assert!(!i.topic_allowed("payments"));
+        assert!(!i.topic_allowed("sensor"));
+    }
+}

@@ -1,0 +1,211 @@
+//! The client-facing servers: TCP (both protocols on one port) and, if configured, UDP legacy
+//! frames. One task per connection, bounded buffers and pipelining, a connection limit, idle /
+//! read / write timeouts, and a graceful shutdown that stops accepting, finishes in-flight
+//! requests and closes clients.
+
+mod conn;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::BytesMut;
+
+use crate::config::IngestConfig;
+use crate::metrics::IngestMetrics;
+use crate::node::EventService;
+use crate::rt::{self, NodeClock, net::TcpListener, sync::Semaphore, sync::watch};
+use crate::wire::{ErrorCode, ErrorFrame, Response};
+
+/// Everything the connection tasks share.
+pub(crate) struct Shared<S> {
+    pub config: IngestConfig,
+    pub service: S,
+    pub metrics: Arc<IngestMetrics>,
+    pub clock: NodeClock,
+    /// Permits = events that may be in the service at once.
+    pub inflight: Arc<Semaphore>,
+    pub server_name: String,
+    pub conn_ids: AtomicU64,
+}
+
+/// Tells a running server to shut down gracefully. Cloneable.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown (idempotent).
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(true);
+    }
+}
+
+/// A bound ingest server, ready to [`run`](IngestServer::run).
+pub struct IngestServer<S> {
+    listener: TcpListener,
+    udp: Option<rt::net::UdpSocket>,
+    shared: Arc<Shared<S>>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
+    shutdown_rx: watch::Receiver<bool>,
+}
+
+impl<S: EventService> IngestServer<S> {
+    /// Binds the TCP listener (and UDP socket, if configured).
+    pub async fn bind(
+        config: IngestConfig,
+        service: S,
+        clock: NodeClock,
+        server_name: impl Into<String>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let udp = match config.udp_listen {
+            Some(addr) => Some(rt::net::UdpSocket::bind(addr).await?),
+            None => None,
+        };
+        let (tx, rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            inflight: Arc::new(Semaphore::new(config.max_inflight_events)),
+            config,
+            service,
+            metrics: Arc::new(IngestMetrics::default()),
+            clock,
+            server_name: server_name.into(),
+            conn_ids: AtomicU64::new(0),
+        });
+        Ok(IngestServer {
+            listener,
+            udp,
+            shared,
+            shutdown_tx: Arc::new(tx),
+            shutdown_rx: rx,
+        })
+    }
+
+    /// The TCP address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The UDP address actually bound, if UDP is on.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|u| u.local_addr().ok())
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> Arc<IngestMetrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            tx: self.shutdown_tx.clone(),
+        }
+    }
+
+    /// Serves until shut down, then drains: stops accepting, lets every connection finish its
+    /// in-flight requests (up to `shutdown_grace_ms`), and returns.
+    pub async fn run(self) {
+        let IngestServer {
+            listener,
+            udp,
+            shared,
+            shutdown_tx: _keep_open,
+            mut shutdown_rx,
+        } = self;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
+        let udp_task =
+            udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown_rx.clone())));
+        let mut accept_backoff = rt::time::Duration::from_millis(1);
+        loop {
+            if *shutdown_rx.borrow() {
+                break;
+            }
+            rt::select! {
+                biased;
+                _ = shutdown_rx.changed() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        accept_backoff = rt::time::Duration::from_millis(1);
+                        accept_one(&shared, stream, peer, &shutdown_rx).await;
+                    }
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        rt::time::sleep(accept_backoff).await;
+                        accept_backoff = (accept_backoff * 2).min(rt::time::Duration::from_secs(1));
+                    }
+                },
+            }
+        }
+        drop(listener);
+        tracing::info!(
+            active = shared.metrics.connections_active.get(),
+            "ingest shutting down: draining connections"
+        );
+        let grace = rt::time::Duration::from_millis(shared.config.shutdown_grace_ms);
+        let deadline = rt::time::now() + grace + rt::time::Duration::from_millis(100);
+        while shared.metrics.connections_active.get() > 0 && rt::time::now() < deadline {
+            rt::time::sleep(rt::time::Duration::from_millis(10)).await;
+        }
+        if let Some(t) = udp_task {
+            t.abort();
+        }
+        tracing::info!(
+            left = shared.metrics.connections_active.get(),
+            "ingest stopped"
+        );
+    }
+}
+
+async fn accept_one<S: EventService>(
+    shared: &Arc<Shared<S>>,
+    stream: rt::net::TcpStream,
+    peer: SocketAddr,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let m = &shared.metrics;
+    if m.connections_active.get() >= shared.config.max_connections as i64 {
+        m.connections_refused.inc();
+        tracing::debug!(%peer, "connection refused: at max_connections");
+        // Best effort: tell an acked client why, then close. Never wait on a refused client.
+        let mut out = BytesMut::new();
+        let mut err = ErrorFrame::new(ErrorCode::Overloaded, "too many connections");
+        err.retry_after_ms = shared.config.overload_retry_after_ms;
+        Response::Error(err).encode(0, &mut out);
+        rt::spawn(async move {
+            use rt::io::AsyncWriteExt;
+            let mut stream = stream;
+            let _ = rt::time::timeout(rt::time::Duration::from_secs(1), async {
+                let _ = stream.write_all(&out).await;
+                let _ = stream.flush().await;
+            })
+            .await;
+        });
+        return;
+    }
+    m.connections_accepted.inc();
+    m.connections_active.inc();
+    let id = shared.conn_ids.fetch_add(1, Ordering::Relaxed);
+    let shared = shared.clone();
+    let shutdown = shutdown.clone();
+    rt::spawn(async move {
+        let guard = ActiveGuard(shared.metrics.clone());
+        conn::serve(stream, peer, id, shared, shutdown).await;
+        drop(guard);
+    });
+}
+
+/// Decrements the active-connection gauge however the connection task ends.
+struct ActiveGuard(Arc<IngestMetrics>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.connections_active.dec();
+    }
+}

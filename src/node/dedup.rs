@@ -1,0 +1,228 @@
+//! `DedupWindow`: remembers where each idempotency key (producer id, sequence) was stored, so a
+//! retried publish gets its original offset back instead of a second copy.
+//!
+//! Entries expire by *replicated* time — the timestamp the ordering node stamped into the batch —
+//! never by a local clock, so every replica expires the same entries at the same point.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Where a key was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupHit {
+    pub topic: Arc<str>,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    topic: Arc<str>,
+    offset: u64,
+    stamped_ms: u64,
+}
+
+/// Limits of a [`DedupWindow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// How long a key is remembered, in milliseconds of replicated time.
+    pub window_ms: u64,
+    /// Keys remembered per producer; the lowest sequences are forgotten first.
+    pub max_keys_per_producer: usize,
+    /// Keys remembered in total; the oldest are forgotten first.
+    pub max_keys: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            window_ms: 10 * 60 * 1000,
+            max_keys_per_producer: 100_000,
+            max_keys: 2_000_000,
+        }
+    }
+}
+
+/// The table of recently seen idempotency keys.
+#[derive(Debug, Clone)]
+pub struct DedupWindow {
+    config: DedupConfig,
+    producers: HashMap<u64, BTreeMap<u64, Entry>>,
+    /// Insertion order for expiry: (stamped_ms, producer, sequence). Stale items (already
+    /// evicted by a cap) are skipped when popped.
+    order: VecDeque<(u64, u64, u64)>,
+    len: usize,
+    last_stamp_ms: u64,
+}
+
+impl DedupWindow {
+    /// An empty window.
+    pub fn new(config: DedupConfig) -> Self {
+        DedupWindow {
+            config,
+            producers: HashMap::new(),
+            order: VecDeque::new(),
+            len: 0,
+            last_stamp_ms: 0,
+        }
+    }
+
+    /// Where `(producer, sequence)` was stored, if it is still remembered.
+    pub fn lookup(&self, producer: u64, sequence: u64) -> Option<DedupHit> {
+        self.producers
+            .get(&producer)
+            .and_then(|m| m.get(&sequence))
+            .map(|e| DedupHit {
+                topic: e.topic.clone(),
+                offset: e.offset,
+            })
+    }
+
+    /// Remembers a newly stored key. `stamped_ms` must not go backwards (the state machine clamps).
+    pub fn record(
+        &mut self,
+        producer: u64,
+        sequence: u64,
+        topic: Arc<str>,
+        offset: u64,
+        stamped_ms: u64,
+    ) {
+        debug_assert!(
+            stamped_ms >= self.last_stamp_ms,
+            "replicated time went backwards"
+        );
+        self.last_stamp_ms = stamped_ms;
+        let entries = self.producers.entry(producer).or_default();
+        let old = entries.insert(
+            sequence,
+            Entry {
+                topic,
+                offset,
+                stamped_ms,
+            },
+        );
+        debug_assert!(
+            old.is_none(),
+            "a key is recorded once; duplicates are looked up first"
+        );
+        self.len += 1;
+        self.order.push_back((stamped_ms, producer, sequence));
+        if entries.len() > self.config.max_keys_per_producer
+            && let Some((&lowest, _)) = entries.iter().next()
+        {
+            entries.remove(&lowest);
+            self.len -= 1;
+        }
+        while self.len > self.config.max_keys {
+            if !self.pop_oldest() {
+                break;
+            }
+        }
+    }
+
+    /// Forgets keys stamped more than the window before `now_ms` (replicated time).
+    pub fn expire(&mut self, now_ms: u64) {
+        while let Some(&(stamped, _, _)) = self.order.front() {
+            if stamped.saturating_add(self.config.window_ms) >= now_ms {
+                break;
+            }
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) -> bool {
+        let Some((stamped, producer, seq)) = self.order.pop_front() else {
+            return false;
+        };
+        if let Some(entries) = self.producers.get_mut(&producer) {
+            if entries.get(&seq).is_some_and(|e| e.stamped_ms == stamped) {
+                entries.remove(&seq);
+                self.len -= 1;
+            }
+            if entries.is_empty() {
+                self.producers.remove(&producer);
+            }
+        }
+        true
+    }
+
+    /// Keys currently remembered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(window_ms: u64, per: usize, max: usize) -> DedupWindow {
+        DedupWindow::new(DedupConfig {
+            window_ms,
+            max_keys_per_producer: per,
+            max_keys: max,
+        })
+    }
+
+    #[test]
+    fn remembers_where_a_key_went() {
+        let mut d = w(1000, 10, 100);
+        d.record(7, 1, "a".into(), 5, 0);
+        assert_eq!(
+            d.lookup(7, 1),
+            Some(DedupHit {
+                topic: "a".into(),
+                offset: 5
+            })
+        );
+        assert_eq!(d.lookup(7, 2), None);
+        assert_eq!(d.lookup(8, 1), None);
+    }
+
+    #[test]
+    fn expires_by_stamped_time_only() {
+        let mut d = w(1000, 10, 100);
+        d.record(1, 1, "a".into(), 0, 100);
+        d.record(1, 2, "a".into(), 1, 600);
+        d.expire(1100);
+        assert!(
+            d.lookup(1, 1).is_some(),
+            "exactly at the window edge it is still remembered"
+        );
+        d.expire(1101);
+        assert!(d.lookup(1, 1).is_none());
+        assert!(d.lookup(1, 2).is_some());
+        d.expire(5000);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn per_producer_cap_forgets_lowest_sequences() {
+        let mut d = w(u64::MAX / 2, 2, 100);
+        for s in 0..4 {
+            d.record(1, s, "a".into(), s, 0);
+        }
+        assert_eq!(d.len(), 2);
+        assert!(d.lookup(1, 0).is_none() && d.lookup(1, 1).is_none());
+        assert!(d.lookup(1, 3).is_some());
+        // Stale order entries of evicted keys are skipped without corrupting the count.
+        d.expire(u64::MAX);
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn global_cap_forgets_oldest() {
+        let mut d = w(u64::MAX / 2, 10, 3);
+        for p in 1..=5 {
+            d.record(p, 0, "a".into(), p, p);
+        }
+        assert_eq!(d.len(), 3);
+        assert!(d.lookup(1, 0).is_none() && d.lookup(2, 0).is_none());
+        assert!(d.lookup(5, 0).is_some());
+    }
+}

@@ -1,0 +1,59 @@
+//! `LocalNode`: a single node that orders events itself and keeps them in memory.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::event::Event;
+use crate::rt::NodeClock;
+
+use super::{Appended, DedupConfig, EventLogState, EventService, FetchReply, ServiceError};
+
+/// A single-node, in-memory event log. Clones share one log.
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    id: u64,
+    clock: NodeClock,
+    state: Arc<Mutex<EventLogState>>,
+}
+
+impl LocalNode {
+    /// An empty node that stamps events with `clock`'s wall time.
+    pub fn new(id: u64, clock: NodeClock, dedup: DedupConfig) -> Self {
+        LocalNode {
+            id,
+            clock,
+            state: Arc::new(Mutex::new(EventLogState::new(dedup))),
+        }
+    }
+
+    /// Locks the state (for inspection by tests and the simulator's checkers).
+    pub fn state(&self) -> MutexGuard<'_, EventLogState> {
+        // The state is only mutated inside `apply_batch`, which does not panic on any input;
+        // a poisoned lock would mean a bug there, and the data is still the best we have.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl EventService for LocalNode {
+    /// Stores the batch at the call (not when the future is polled), so call order is log order.
+    fn publish(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static {
+        let stamp = self.clock.wall_unix_ms();
+        std::future::ready(Ok(self.state().apply_batch(events, stamp)))
+    }
+
+    fn fetch(
+        &self,
+        topic: String,
+        offset: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static {
+        std::future::ready(Ok(self.state().fetch(&topic, offset, max)))
+    }
+
+    fn node_id(&self) -> u64 {
+        self.id
+    }
+}
