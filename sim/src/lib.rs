@@ -1,1 +1,13 @@
-//! Deterministic simulation harness for EventStreamCore.
+//! Deterministic simulation harness for EventStreamCore (built with `--cfg madsim`): scenarios,
+//! the history recorder, checkers and the seed runner behind `cargo simtest` and `cargo sim`.
+//!
+//! The checkers and the history are plain code and are unit-tested in both builds; scenarios and
+//! the runner need the simulator.
+
+pub mod check;
+pub mod history;
+
+#[cfg(madsim)]
+pub mod runner;
+#[cfg(madsim)]
+pub mod scenarios;

@@ -39,7 +39,7 @@ impl EventService for LocalNode {
     fn publish(
         &self,
         events: Vec<Event>,
-    ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static + use<> {
         let stamp = self.clock.wall_unix_ms();
         std::future::ready(Ok(self.state().apply_batch(events, stamp)))
     }
@@ -49,7 +49,7 @@ impl EventService for LocalNode {
         topic: String,
         offset: u64,
         max: usize,
-    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static {
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
         std::future::ready(Ok(self.state().fetch(&topic, offset, max)))
     }
 

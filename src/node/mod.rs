@@ -62,7 +62,7 @@ pub trait EventService: Send + Sync + 'static {
     fn publish(
         &self,
         events: Vec<Event>,
-    ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static;
+    ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static + use<Self>;
 
     /// Reads up to `max` committed events of `topic` from `offset`. Sees every batch whose
     /// `publish` was called before this call and has completed.
@@ -71,7 +71,7 @@ pub trait EventService: Send + Sync + 'static {
         topic: String,
         offset: u64,
         max: usize,
-    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static;
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<Self>;
 
     /// This node's id (reported to clients in HELLO).
     fn node_id(&self) -> u64;

@@ -1,0 +1,110 @@
+//! What clients did and saw during a run, recorded as they go, for the checkers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// One acknowledged event, as the client saw the ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRecord {
+    pub client: String,
+    pub producer: u64,
+    pub sequence: u64,
+    pub topic: String,
+    pub offset: u64,
+    pub duplicate: bool,
+}
+
+/// One event a client sent with an idempotency key (acked or not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// The recorded history of a run. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    inner: Arc<Mutex<HistoryData>>,
+}
+
+/// The recorded data.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryData {
+    /// Every keyed event sent, by (producer, sequence). A key is only ever sent with one content.
+    pub published: BTreeMap<(u64, u64), Published>,
+    /// Every ack received, in the order received.
+    pub acks: Vec<AckRecord>,
+    /// Legacy frames sent: (topic, payload) → how many times.
+    pub legacy_sent: BTreeMap<(String, Vec<u8>), u64>,
+    /// Expectations a client checked and found broken (e.g. "a stalled client was never dropped").
+    pub violations: Vec<String>,
+    /// Free-form counters of what clients did (for the run summary and the digest).
+    pub counters: BTreeMap<String, u64>,
+    /// Producers that pipeline past a possible refusal, so their events may be stored out of
+    /// sequence order by design; exempt from the order check.
+    pub unordered_producers: std::collections::BTreeSet<u64>,
+}
+
+impl History {
+    /// An empty history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HistoryData) -> T) -> T {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    /// Records a keyed event about to be sent.
+    pub fn published(&self, producer: u64, sequence: u64, topic: &str, payload: &[u8]) {
+        self.with(|h| {
+            let new = Published {
+                topic: topic.to_string(),
+                payload: payload.to_vec(),
+            };
+            let old = h.published.insert((producer, sequence), new.clone());
+            if let Some(old) = old
+                && old != new
+            {
+                h.violations.push(format!(
+                    "workload bug: key ({producer},{sequence}) reused with other content"
+                ));
+            }
+        });
+    }
+
+    /// Records an ack.
+    pub fn acked(&self, rec: AckRecord) {
+        self.with(|h| h.acks.push(rec));
+    }
+
+    /// Records a legacy frame sent.
+    pub fn legacy_sent(&self, topic: &str, payload: &[u8]) {
+        self.with(|h| {
+            *h.legacy_sent
+                .entry((topic.to_string(), payload.to_vec()))
+                .or_default() += 1
+        });
+    }
+
+    /// Records a broken expectation.
+    pub fn violation(&self, what: impl Into<String>) {
+        self.with(|h| h.violations.push(what.into()));
+    }
+
+    /// Marks a producer as exempt from the per-producer order check.
+    pub fn unordered(&self, producer: u64) {
+        self.with(|h| h.unordered_producers.insert(producer));
+    }
+
+    /// Bumps a named counter.
+    pub fn count(&self, name: &str) {
+        self.with(|h| *h.counters.entry(name.to_string()).or_default() += 1);
+    }
+
+    /// A copy of everything recorded.
+    pub fn snapshot(&self) -> HistoryData {
+        self.with(|h| h.clone())
+    }
+}

@@ -1,0 +1,251 @@
+//! The seed runner: one seed in a fresh simulator runtime, sweeps across threads, determinism
+//! checks, and the regression seed files in `seeds/`.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::scenarios::{self, Options, RunReport};
+
+/// Simulated-time limit of one run; exceeding it is a failure (a hang or lost liveness).
+pub const TIME_LIMIT: Duration = Duration::from_secs(600);
+
+/// The outcome of one seed.
+#[derive(Debug, Clone)]
+pub struct SeedResult {
+    pub scenario: String,
+    pub seed: u64,
+    /// The readable plan, if the run got far enough to draw it.
+    pub plan: Option<String>,
+    /// The report, or the panic message.
+    pub outcome: Result<RunReport, String>,
+    /// Wall-clock time the run took.
+    pub wall: Duration,
+}
+
+impl SeedResult {
+    /// True if the run panicked or a checker failed.
+    pub fn failed(&self) -> bool {
+        match &self.outcome {
+            Ok(r) => r.failure.is_some(),
+            Err(_) => true,
+        }
+    }
+
+    /// The failure message, if any.
+    pub fn failure(&self) -> Option<String> {
+        match &self.outcome {
+            Ok(r) => r.failure.as_ref().map(|f| f.to_string()),
+            Err(panic) => Some(format!("panicked: {panic}")),
+        }
+    }
+
+    /// The digest of a successful run.
+    pub fn digest(&self) -> Option<u64> {
+        self.outcome.as_ref().ok().map(|r| r.digest)
+    }
+
+    /// A block a person can act on: what failed, the plan, and the command that replays it.
+    pub fn failure_report(&self) -> String {
+        format!(
+            "--- simulation failure ---\nscenario: {}\nseed:     {}\nplan:     {}\nfailure:  {}\nreplay:   {}\n",
+            self.scenario,
+            self.seed,
+            self.plan.as_deref().unwrap_or("(not drawn)"),
+            self.failure().unwrap_or_default(),
+            replay_command(&self.scenario, self.seed),
+        )
+    }
+}
+
+/// The one command that replays a seed alone, with tracing.
+pub fn replay_command(scenario: &str, seed: u64) -> String {
+    format!("cargo sim -- replay --scenario {scenario} --seed {seed}")
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".to_string()
+    }
+}
+
+async fn dispatch(scenario: &str, opts: Options) -> RunReport {
+    match scenario {
+        "ingest" => scenarios::ingest::run(opts).await,
+        other => panic!("unknown scenario `{other}`"),
+    }
+}
+
+/// Runs one seed of `scenario` in a fresh thread and simulator runtime (fresh thread-locals, so
+/// seeds never influence each other). Panics inside the run are caught and reported.
+pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
+    assert!(
+        scenarios::find(scenario).is_some(),
+        "unknown scenario `{scenario}`"
+    );
+    let plan_slot = opts.plan_slot.clone();
+    let name = scenario.to_string();
+    let started = Instant::now();
+    let joined = std::thread::Builder::new()
+        .name(format!("sim-{scenario}-{seed}"))
+        .stack_size(16 * 1024 * 1024)
+        .spawn(move || {
+            let mut rt =
+                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            rt.set_time_limit(TIME_LIMIT);
+            rt.block_on(dispatch(&name, opts))
+        })
+        .expect("spawn a simulation thread")
+        .join();
+    let plan = plan_slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    SeedResult {
+        scenario: scenario.to_string(),
+        seed,
+        plan,
+        outcome: joined.map_err(|p| panic_message(p.as_ref())),
+        wall: started.elapsed(),
+    }
+}
+
+/// Runs a seed twice under madsim's determinism checker (every random draw and its simulated
+/// time compared); `Err` with the message if the runs diverge or fail.
+pub fn check_determinism(scenario: &str, seed: u64) -> Result<(), String> {
+    let scenario = scenario.to_string();
+    std::thread::spawn(move || {
+        let f = match scenario.as_str() {
+            "ingest" => || scenarios::ingest::run(Options::default()),
+            other => panic!("unknown scenario `{other}`"),
+        };
+        madsim::runtime::Runtime::check_determinism(seed, madsim::Config::default(), f)
+    })
+    .join()
+    .map(|_| ())
+    .map_err(|p| panic_message(p.as_ref()))
+}
+
+/// What a sweep found.
+#[derive(Debug)]
+pub struct SweepReport {
+    pub scenario: String,
+    pub seeds: u64,
+    pub failures: Vec<SeedResult>,
+    pub wall: Duration,
+    /// Sum of per-seed wall time (≈ CPU time); `busy / wall` is the parallel speed-up.
+    pub busy: Duration,
+}
+
+impl SweepReport {
+    /// Seeds per wall-clock second.
+    pub fn seeds_per_sec(&self) -> f64 {
+        self.seeds as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// One summary line.
+    pub fn summary(&self) -> String {
+        format!(
+            "scenario {}: {} seeds in {:.1}s ({:.1} seeds/s, {:.1} s busy), {} failed",
+            self.scenario,
+            self.seeds,
+            self.wall.as_secs_f64(),
+            self.seeds_per_sec(),
+            self.busy.as_secs_f64(),
+            self.failures.len()
+        )
+    }
+}
+
+/// Runs `seeds` of `scenario` on `jobs` threads. `on_done` is called after each seed (progress).
+pub fn sweep(
+    scenario: &str,
+    seeds: Range<u64>,
+    jobs: usize,
+    opts: impl Fn() -> Options + Sync,
+    on_done: impl Fn(&SeedResult) + Sync,
+) -> SweepReport {
+    let started = Instant::now();
+    let next = AtomicU64::new(seeds.start);
+    let failures = Mutex::new(Vec::new());
+    let busy_ns = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds.end {
+                        break;
+                    }
+                    let r = run_seed(scenario, seed, opts());
+                    busy_ns.fetch_add(r.wall.as_nanos() as u64, Ordering::Relaxed);
+                    on_done(&r);
+                    if r.failed() {
+                        failures.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    failures.sort_by_key(|r| r.seed);
+    SweepReport {
+        scenario: scenario.to_string(),
+        seeds: seeds.end.saturating_sub(seeds.start),
+        failures,
+        wall: started.elapsed(),
+        busy: Duration::from_nanos(busy_ns.load(Ordering::Relaxed)),
+    }
+}
+
+/// Default parallelism: the machine's cores.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// A regression seed: a seed that once failed, replayed forever.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedFile {
+    pub scenario: String,
+    pub seed: u64,
+    /// One line: what it found and what fixed it.
+    pub note: String,
+}
+
+/// Loads every `*.toml` seed file in `dir`, sorted by name.
+pub fn load_seed_files(dir: &Path) -> Result<Vec<(PathBuf, SeedFile)>, String> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        if p.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let f: SeedFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        if scenarios::find(&f.scenario).is_none() {
+            return Err(format!(
+                "{}: unknown scenario `{}`",
+                p.display(),
+                f.scenario
+            ));
+        }
+        out.push((p, f));
+    }
+    Ok(out)
+}
+
+/// Shared options factory for sweeps: a fresh plan slot per seed.
+pub fn default_options() -> Options {
+    Options {
+        mutant: None,
+        plan_slot: Arc::new(Mutex::new(None)),
+    }
+}

@@ -1,0 +1,57 @@
+//! Named simulation scenarios. Each derives its whole plan from the simulator's seeded RNG, so a
+//! seed replays the same run bit for bit.
+
+pub mod ingest;
+
+use std::sync::{Arc, Mutex};
+
+use crate::check::CheckFailure;
+
+/// Knobs a caller may set on a run (the defaults are what sweeps use).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Deliberately break the server, to prove the checkers catch it.
+    pub mutant: Option<Mutant>,
+    /// Where the run writes its readable plan as soon as it is drawn (survives a panic).
+    pub plan_slot: PlanSlot,
+}
+
+/// A deliberate server bug, for testing the testbed itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutant {
+    /// Now and then acks the last event of a batch without storing it (ack before store, then
+    /// "crash" before the write).
+    AckBeforeStore,
+}
+
+/// A shared slot for the plan text.
+pub type PlanSlot = Arc<Mutex<Option<String>>>;
+
+/// What one run produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Digest of everything observable (final logs, acks, counters); equal for equal seeds.
+    pub digest: u64,
+    /// One-paragraph summary of what happened.
+    pub summary: String,
+    /// The first checker that failed, if any.
+    pub failure: Option<CheckFailure>,
+}
+
+/// A scenario's name and one-line description.
+#[derive(Debug, Clone, Copy)]
+pub struct ScenarioInfo {
+    pub name: &'static str,
+    pub about: &'static str,
+}
+
+/// Every scenario, for `esc-sim list` and argument checking.
+pub const SCENARIOS: &[ScenarioInfo] = &[ScenarioInfo {
+    name: "ingest",
+    about: "one server, 200+ TCP clients: producers, retriers, legacy, malformed, stalled, idle, vanishing, consumers",
+}];
+
+/// Looks a scenario up by name.
+pub fn find(name: &str) -> Option<ScenarioInfo> {
+    SCENARIOS.iter().copied().find(|s| s.name == name)
+}
