@@ -1,0 +1,178 @@
+//! The `esc` binary as a user runs it: serve on embedded defaults, publish, fetch, stop.
+#![cfg(not(madsim))]
+#![allow(clippy::disallowed_methods)] // real processes and files
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ESC: &str = env!("CARGO_BIN_EXE_esc");
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Server {
+    let mut child = Command::new(ESC)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("esc starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("esc listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server { child, addr }
+}
+
+fn esc(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(ESC).args(args).output().expect("esc runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_publish_fetch_and_stop_with_sigterm() {
+    let mut s = serve(&[]);
+    let a = s.addr.clone();
+    let (ok, out, err) = esc(&[
+        "publish",
+        "--addr",
+        &a,
+        "--topic",
+        "sensor/t",
+        "--priority",
+        "HIGH",
+        "--count",
+        "3",
+        "--producer",
+        "42",
+        "hello",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("stored topic=sensor/t offset=0 producer=42 seq=1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("stored topic=sensor/t offset=2 producer=42 seq=3"),
+        "{out}"
+    );
+    // Same producer and sequences again: original offsets, no copies.
+    let (ok, out, _) = esc(&[
+        "publish",
+        "--addr",
+        &a,
+        "--topic",
+        "sensor/t",
+        "--count",
+        "3",
+        "--producer",
+        "42",
+        "hello",
+    ]);
+    assert!(ok);
+    assert!(out.contains("0 stored, 3 duplicate"), "{out}");
+    let (ok, out, _) = esc(&[
+        "publish",
+        "--legacy",
+        "--addr",
+        &a,
+        "--topic",
+        "sensor/t",
+        "--priority",
+        "critical",
+        "legacy!",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out, _) = esc(&["fetch", "--addr", &a, "--topic", "sensor/t"]);
+    assert!(ok);
+    assert!(
+        out.contains("offset=3")
+            && out.contains("priority=CRITICAL")
+            && out.contains("payload=legacy!"),
+        "{out}"
+    );
+    assert!(out.contains("next=4 end=4"), "{out}");
+    // SIGTERM: graceful shutdown, exit 0.
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("esc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[ingest]\nmax_conections = 5\n").unwrap();
+    let (ok, _, err) = esc(&["serve", "--config", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("unknown field `max_conections`") && err.contains("bad.toml"),
+        "{err}"
+    );
+    let (ok, _, err) = esc(&["serve", "--set", "ingest.read_timeout_ms=0"]);
+    assert!(!ok);
+    assert!(err.contains("ingest.read_timeout_ms"), "{err}");
+    let (ok, _, err) = esc(&[
+        "serve",
+        "--config",
+        dir.join("missing.toml").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("missing.toml"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn printed_defaults_are_a_valid_config_file() {
+    let (ok, out, _) = esc(&["config", "defaults"]);
+    assert!(ok);
+    let dir = std::env::temp_dir().join(format!("esc-defaults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("d.toml");
+    std::fs::write(&f, &out).unwrap();
+    let (ok, out, err) = esc(&["config", "check", f.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn publish_to_a_server_that_is_not_there_fails_cleanly() {
+    let (ok, _, err) = esc(&["publish", "--addr", "127.0.0.1:1", "--topic", "t", "x"]);
+    assert!(!ok);
+    assert!(err.contains("cannot connect"), "{err}");
+}
