@@ -317,6 +317,7 @@ fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<(), Strin
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests write real config files
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
 //! The runtime seam inside the simulator: entropy and time are decided by the seed.
 #![cfg(madsim)]
+#![allow(clippy::disallowed_methods)] // each run gets a fresh OS thread, outside the simulation
 
 use eventstreamcore::rt;
 use rand::RngCore;
