@@ -124,9 +124,15 @@ impl Client {
                 }
             }
         };
-        rt::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
+        rt::time::timeout(timeout, fut).await.map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    /// Takes a reply that is already buffered, without reading from the socket.
+    pub fn try_recv_buffered(&mut self) -> Result<Option<(u64, Response)>, ClientError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.decoder.decode(&mut self.buf)?)
     }
 
     async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
@@ -145,22 +151,10 @@ impl Client {
 
     /// Introduces the client (with the server's token if it requires one).
     pub async fn hello(&mut self, client: &str, token: &str) -> Result<ServerInfo, ClientError> {
-        match self
-            .call(&Request::Hello {
-                client: client.into(),
-                token: token.into(),
-            })
-            .await?
-        {
-            Response::HelloOk {
-                server,
-                node_id,
-                max_frame_bytes,
-            } => Ok(ServerInfo {
-                server,
-                node_id,
-                max_frame_bytes,
-            }),
+        match self.call(&Request::Hello { client: client.into(), token: token.into() }).await? {
+            Response::HelloOk { server, node_id, max_frame_bytes } => {
+                Ok(ServerInfo { server, node_id, max_frame_bytes })
+            }
             Response::Error(e) => Err(ClientError::Server(e)),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
@@ -201,30 +195,11 @@ impl Client {
     }
 
     /// Reads up to `max_events` of `topic` from `offset`.
-    pub async fn fetch(
-        &mut self,
-        topic: &str,
-        offset: u64,
-        max_events: u32,
-    ) -> Result<Fetched, ClientError> {
-        match self
-            .call(&Request::Fetch {
-                topic: topic.into(),
-                offset,
-                max_events,
-            })
-            .await?
-        {
-            Response::Fetched {
-                events,
-                next_offset,
-                end_offset,
-                ..
-            } => Ok(Fetched {
-                events,
-                next_offset,
-                end_offset,
-            }),
+    pub async fn fetch(&mut self, topic: &str, offset: u64, max_events: u32) -> Result<Fetched, ClientError> {
+        match self.call(&Request::Fetch { topic: topic.into(), offset, max_events }).await? {
+            Response::Fetched { events, next_offset, end_offset, .. } => {
+                Ok(Fetched { events, next_offset, end_offset })
+            }
             Response::Error(e) => Err(ClientError::Server(e)),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }

@@ -35,10 +35,7 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig {
-            id: 1,
-            name: "esc".to_string(),
-        }
+        NodeConfig { id: 1, name: "esc".to_string() }
     }
 }
 
@@ -106,13 +103,10 @@ impl IngestConfig {
     /// True if `topic` may be published under `allowed_topics`.
     pub fn topic_allowed(&self, topic: &str) -> bool {
         self.allowed_topics.is_empty()
-            || self
-                .allowed_topics
-                .iter()
-                .any(|pat| match pat.strip_suffix('*') {
-                    Some(prefix) => topic.starts_with(prefix),
-                    None => pat == topic,
-                })
+            || self.allowed_topics.iter().any(|pat| match pat.strip_suffix('*') {
+                Some(prefix) => topic.starts_with(prefix),
+                None => pat == topic,
+            })
     }
 }
 
@@ -126,9 +120,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".to_string(),
-        }
+        LogConfig { level: "info".to_string() }
     }
 }
 
@@ -136,10 +128,7 @@ impl Default for LogConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("override `{spec}`: {message}")]
@@ -158,27 +147,17 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table = toml::Table::new();
         if let Some(path) = file {
-            let text = crate::rt::read_config_file(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let text = crate::rt::read_config_file(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
             // Parse the file alone first so unknown keys and bad values are reported with their line.
-            toml::from_str::<Config>(&text).map_err(|e| ConfigError::File {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-            table = toml::from_str(&text).map_err(|e| ConfigError::File {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            toml::from_str::<Config>(&text)
+                .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
+            table = toml::from_str(&text)
+                .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
         }
         for (name, value) in env {
             if let Some(path) = name.strip_prefix("ESC__") {
-                let key = path
-                    .split("__")
-                    .map(str::to_ascii_lowercase)
-                    .collect::<Vec<_>>()
-                    .join(".");
+                let key = path.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".");
                 let spec = format!("{name}={value}");
                 set_path(&mut table, &key, &value)
                     .map_err(|message| ConfigError::Override { spec, message })?;
@@ -189,28 +168,20 @@ impl Config {
                 spec: spec.clone(),
                 message: "expected section.key=value".to_string(),
             })?;
-            set_path(&mut table, key.trim(), value.trim()).map_err(|message| {
-                ConfigError::Override {
-                    spec: spec.clone(),
-                    message,
-                }
-            })?;
+            set_path(&mut table, key.trim(), value.trim())
+                .map_err(|message| ConfigError::Override { spec: spec.clone(), message })?;
         }
-        let config: Config =
-            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Override {
-                spec: "(file + overrides)".into(),
-                message: e.to_string(),
-            })?;
+        let config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Override { spec: "(file + overrides)".into(), message: e.to_string() }
+        })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses a TOML string over the defaults and validates it.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::File {
-            path: PathBuf::from("<string>"),
-            message: e.to_string(),
-        })?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::File { path: PathBuf::from("<string>"), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -218,34 +189,22 @@ impl Config {
     /// Checks ranges and relations between values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.into(),
-            })
+            Err(ConfigError::Invalid { key, message: message.into() })
         }
         let i = &self.ingest;
         if self.node.id == 0 {
             return invalid("node.id", "must be non-zero");
         }
         if !(64..=MAX_FRAME_LIMIT).contains(&i.max_frame_bytes) {
-            return invalid(
-                "ingest.max_frame_bytes",
-                format!("must be between 64 and {MAX_FRAME_LIMIT}"),
-            );
+            return invalid("ingest.max_frame_bytes", format!("must be between 64 and {MAX_FRAME_LIMIT}"));
         }
         for (key, v) in [
             ("ingest.max_connections", i.max_connections),
             ("ingest.max_events_per_frame", i.max_events_per_frame),
-            (
-                "ingest.max_inflight_per_connection",
-                i.max_inflight_per_connection,
-            ),
+            ("ingest.max_inflight_per_connection", i.max_inflight_per_connection),
             ("ingest.max_inflight_events", i.max_inflight_events),
             ("ingest.max_fetch_events", i.max_fetch_events),
-            (
-                "dedup.max_keys_per_producer",
-                self.dedup.max_keys_per_producer,
-            ),
+            ("dedup.max_keys_per_producer", self.dedup.max_keys_per_producer),
             ("dedup.max_keys", self.dedup.max_keys),
         ] {
             if v == 0 {
@@ -274,10 +233,7 @@ impl Config {
                 return invalid("ingest.allowed_topics", "empty pattern");
             }
             if name.contains('*') {
-                return invalid(
-                    "ingest.allowed_topics",
-                    format!("`{t}`: `*` is only allowed at the end"),
-                );
+                return invalid("ingest.allowed_topics", format!("`{t}`: `*` is only allowed at the end"));
             }
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
@@ -305,12 +261,8 @@ fn set_path(table: &mut toml::Table, key: &str, value: &str) -> Result<(), Strin
     let (last, parents) = parts.split_last().expect("non-empty split");
     let mut cur = table;
     for p in parents {
-        let entry = cur
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{p}` is not a section"))?;
+        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| format!("`{p}` is not a section"))?;
     }
     cur.insert(last.to_string(), parsed);
     Ok(())
@@ -330,17 +282,12 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_round_trip() {
         Config::default().validate().unwrap();
-        assert_eq!(
-            Config::from_toml(&Config::defaults_toml()).unwrap(),
-            Config::default()
-        );
+        assert_eq!(Config::from_toml(&Config::defaults_toml()).unwrap(), Config::default());
     }
 
     #[test]
     fn unknown_keys_are_refused_with_their_name_and_line() {
-        let err = Config::from_toml("[ingest]\nmax_conections = 5\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[ingest]\nmax_conections = 5\n").unwrap_err().to_string();
         assert!(err.contains("max_conections"), "{err}");
         assert!(err.contains("line 2"), "{err}");
         let err = Config::from_toml("[ingset]\n").unwrap_err().to_string();
@@ -349,28 +296,15 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        let err = Config::from_toml("[ingest]\nlisten = \"nowhere\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("listen") || err.contains("socket address"),
-            "{err}"
-        );
-        let err = Config::from_toml("[ingest]\nmax_frame_bytes = 3000000000\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[ingest]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.contains("listen") || err.contains("socket address"), "{err}");
+        let err = Config::from_toml("[ingest]\nmax_frame_bytes = 3000000000\n").unwrap_err().to_string();
         assert!(err.contains("ingest.max_frame_bytes"), "{err}");
-        let err = Config::from_toml("[ingest]\nread_timeout_ms = 0\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[ingest]\nread_timeout_ms = 0\n").unwrap_err().to_string();
         assert!(err.contains("ingest.read_timeout_ms"), "{err}");
-        let err = Config::from_toml("[node]\nid = 0\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[node]\nid = 0\n").unwrap_err().to_string();
         assert!(err.contains("node.id"), "{err}");
-        let err = Config::from_toml("[ingest]\nallowed_topics = [\"a*b\"]\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml("[ingest]\nallowed_topics = [\"a*b\"]\n").unwrap_err().to_string();
         assert!(err.contains("allowed_topics"), "{err}");
     }
 
@@ -379,11 +313,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("esc-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(
-            &path,
-            "[ingest]\nmax_connections = 5\nmax_fetch_events = 7\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "[ingest]\nmax_connections = 5\nmax_fetch_events = 7\n").unwrap();
         let env = vec![
             ("ESC__INGEST__MAX_CONNECTIONS".to_string(), "6".to_string()),
             ("UNRELATED".to_string(), "x".to_string()),
@@ -392,17 +322,11 @@ mod tests {
         assert_eq!(c.ingest.max_connections, 6);
         assert_eq!(c.ingest.max_fetch_events, 7);
         assert_eq!(c.ingest.listen.port(), 0);
-        let err = Config::load(None, vec![], &["ingest.nope=1".to_string()])
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(None, vec![], &["ingest.nope=1".to_string()]).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
-        let err = Config::load(None, vec![], &["garbage".to_string()])
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(None, vec![], &["garbage".to_string()]).unwrap_err().to_string();
         assert!(err.contains("section.key=value"), "{err}");
-        let err = Config::load(Some(&dir.join("missing.toml")), vec![], &[])
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(Some(&dir.join("missing.toml")), vec![], &[]).unwrap_err().to_string();
         assert!(err.contains("missing.toml"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

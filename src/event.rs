@@ -6,9 +6,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 
 /// Priority of an event, as on the legacy wire (one byte, 0..=4).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 #[repr(u8)]
 pub enum Priority {
@@ -21,13 +19,8 @@ pub enum Priority {
 
 impl Priority {
     /// All priorities, lowest first.
-    pub const ALL: [Priority; 5] = [
-        Priority::Batch,
-        Priority::Low,
-        Priority::Medium,
-        Priority::High,
-        Priority::Critical,
-    ];
+    pub const ALL: [Priority; 5] =
+        [Priority::Batch, Priority::Low, Priority::Medium, Priority::High, Priority::Critical];
 
     /// The wire byte.
     pub fn as_u8(self) -> u8 {
@@ -123,11 +116,7 @@ impl Event {
         self.topic.len()
             + self.payload.len()
             + self.key.as_ref().map_or(0, |k| k.len())
-            + self
-                .headers
-                .iter()
-                .map(|h| h.name.len() + h.value.len())
-                .sum::<usize>()
+            + self.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
             + 32
     }
 }

@@ -5,6 +5,7 @@
 //! that path reaches the runtime only through [`rt`], so the same code runs on real sockets and
 //! inside the madsim simulator.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod event;

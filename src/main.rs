@@ -86,6 +86,29 @@ enum Command {
         #[arg(long, default_value = "")]
         token: String,
     },
+    /// Measure publish throughput and ack latency (starts an in-process server if --addr is not given).
+    Bench {
+        /// A running server; default: start one in-process on loopback.
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Events per acked publish frame.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Frames in flight per connection.
+        #[arg(long, default_value_t = 8)]
+        pipeline: usize,
+        #[arg(long, default_value_t = 128)]
+        payload: usize,
+        /// Send legacy frames instead of acked publishes.
+        #[arg(long)]
+        legacy: bool,
+        #[arg(long, default_value = "")]
+        token: String,
+    },
     /// Show or check configuration.
     Config {
         #[command(subcommand)]
@@ -109,11 +132,7 @@ enum ConfigAction {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve {
-            config,
-            set,
-            listen,
-        } => serve(config, set, listen).await,
+        Command::Serve { config, set, listen } => serve(config, set, listen).await,
         Command::Publish {
             addr,
             topic,
@@ -138,32 +157,23 @@ async fn main() -> ExitCode {
                 token,
                 quiet,
             };
-            if legacy {
-                publish_legacy(opts, message).await
-            } else {
-                publish(opts, message).await
-            }
+            if legacy { publish_legacy(opts, message).await } else { publish(opts, message).await }
         }
-        Command::Fetch {
-            addr,
-            topic,
-            from,
-            max,
-            token,
-        } => fetch(addr, topic, from, max, token).await,
-        Command::Config {
-            action: ConfigAction::Defaults,
-        } => {
+        Command::Fetch { addr, topic, from, max, token } => fetch(addr, topic, from, max, token).await,
+        Command::Bench { addr, connections, events, batch, pipeline, payload, legacy, token } => {
+            bench(addr, connections, events, batch, pipeline, payload, legacy, token).await
+        }
+        Command::Config { action: ConfigAction::Defaults } => {
             print!("{}", Config::defaults_toml());
             Ok(())
         }
-        Command::Config {
-            action: ConfigAction::Check { file, set },
-        } => Config::load(Some(&file), std::env::vars(), &set)
-            .map(|c| {
-                println!("config OK\n\n{}", toml::to_string(&c).unwrap_or_default());
-            })
-            .map_err(|e| e.to_string()),
+        Command::Config { action: ConfigAction::Check { file, set } } => {
+            Config::load(Some(&file), std::env::vars(), &set)
+                .map(|c| {
+                    println!("config OK\n\n{}", toml::to_string(&c).unwrap_or_default());
+                })
+                .map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,15 +188,8 @@ fn init_tracing(level: &str) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            level
-                .parse::<tracing_subscriber::EnvFilter>()
-                .unwrap_or_else(|_| "info".into())
-        });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .unwrap_or_else(|| level.parse::<tracing_subscriber::EnvFilter>().unwrap_or_else(|_| "info".into()));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn serve(
@@ -197,8 +200,7 @@ async fn serve(
     if let Some(addr) = listen {
         set.push(format!("ingest.listen=\"{addr}\""));
     }
-    let config =
-        Config::load(file.as_deref(), std::env::vars(), &set).map_err(|e| e.to_string())?;
+    let config = Config::load(file.as_deref(), std::env::vars(), &set).map_err(|e| e.to_string())?;
     init_tracing(&config.log.level);
     let clock = NodeClock::new();
     let node = LocalNode::new(config.node.id, clock.clone(), config.dedup);
@@ -237,22 +239,16 @@ struct PublishOpts {
 }
 
 async fn connect(addr: SocketAddr, token: &str) -> Result<Client, String> {
-    let stream =
-        rt::net::connect_with_retry(addr, 5, Duration::from_millis(100), Duration::from_secs(1))
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let mut client = Client::from_stream(stream);
-    client
-        .hello("esc-cli", token)
+    let stream = rt::net::connect_with_retry(addr, 5, Duration::from_millis(100), Duration::from_secs(1))
         .await
-        .map_err(|e| format!("hello to {addr}: {e}"))?;
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let mut client = Client::from_stream(stream);
+    client.hello("esc-cli", token).await.map_err(|e| format!("hello to {addr}: {e}"))?;
     Ok(client)
 }
 
 async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
-    let producer = o
-        .producer
-        .unwrap_or_else(|| rt::node_rng().random_range(1..u64::MAX));
+    let producer = o.producer.unwrap_or_else(|| rt::node_rng().random_range(1..u64::MAX));
     let mut client = connect(o.addr, &o.token).await?;
     let (mut stored, mut dup, mut rejected) = (0u64, 0u64, 0u64);
     let mut seq = o.first_seq;
@@ -271,11 +267,7 @@ async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
         for (i, item) in items.iter().enumerate() {
             let s = seq + i as u64;
             match item {
-                AckItem::Stored {
-                    topic,
-                    offset,
-                    duplicate,
-                } => {
+                AckItem::Stored { topic, offset, duplicate } => {
                     if *duplicate {
                         dup += 1
                     } else {
@@ -283,9 +275,7 @@ async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
                     }
                     if !o.quiet {
                         let what = if *duplicate { "duplicate" } else { "stored" };
-                        println!(
-                            "{what} topic={topic} offset={offset} producer={producer} seq={s}"
-                        );
+                        println!("{what} topic={topic} offset={offset} producer={producer} seq={s}");
                     }
                 }
                 AckItem::Rejected(e) => {
@@ -297,11 +287,7 @@ async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
         seq += n;
     }
     println!("{stored} stored, {dup} duplicate, {rejected} rejected (producer {producer})");
-    if rejected > 0 {
-        Err(format!("{rejected} events rejected"))
-    } else {
-        Ok(())
-    }
+    if rejected > 0 { Err(format!("{rejected} events rejected")) } else { Ok(()) }
 }
 
 /// Publishes one frame, retrying with the same idempotency keys when the server says
@@ -319,9 +305,7 @@ async fn publish_with_retry(
             Err(ClientError::Server(e)) if e.code == ErrorCode::Overloaded && attempt < 10 => {
                 rt::time::sleep(Duration::from_millis(u64::from(e.retry_after_ms.max(10)))).await;
             }
-            Err(e @ (ClientError::Io(_) | ClientError::Closed | ClientError::Timeout(_)))
-                if attempt < 5 =>
-            {
+            Err(e @ (ClientError::Io(_) | ClientError::Closed | ClientError::Timeout(_))) if attempt < 5 => {
                 eprintln!("publish failed ({e}); reconnecting and retrying with the same keys");
                 rt::time::sleep(Duration::from_millis(200 * attempt)).await;
                 *client = connect(o.addr, &o.token).await?;
@@ -332,40 +316,20 @@ async fn publish_with_retry(
 }
 
 async fn publish_legacy(o: PublishOpts, message: String) -> Result<(), String> {
-    let stream = rt::net::connect_with_retry(
-        o.addr,
-        5,
-        Duration::from_millis(100),
-        Duration::from_secs(1),
-    )
-    .await
-    .map_err(|e| format!("cannot connect to {}: {e}", o.addr))?;
+    let stream = rt::net::connect_with_retry(o.addr, 5, Duration::from_millis(100), Duration::from_secs(1))
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", o.addr))?;
     let mut client = Client::from_stream(stream);
     for _ in 0..o.count {
-        client
-            .send_legacy(o.priority, &o.topic, message.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+        client.send_legacy(o.priority, &o.topic, message.as_bytes()).await.map_err(|e| e.to_string())?;
     }
-    println!(
-        "sent {} legacy frame(s) to {} (the legacy protocol has no acks)",
-        o.count, o.addr
-    );
+    println!("sent {} legacy frame(s) to {} (the legacy protocol has no acks)", o.count, o.addr);
     Ok(())
 }
 
-async fn fetch(
-    addr: SocketAddr,
-    topic: String,
-    from: u64,
-    max: u32,
-    token: String,
-) -> Result<(), String> {
+async fn fetch(addr: SocketAddr, topic: String, from: u64, max: u32, token: String) -> Result<(), String> {
     let mut client = connect(addr, &token).await?;
-    let page = client
-        .fetch(&topic, from, max)
-        .await
-        .map_err(|e| e.to_string())?;
+    let page = client.fetch(&topic, from, max).await.map_err(|e| e.to_string())?;
     for s in &page.events {
         println!(
             "offset={} ts={} priority={} producer={} seq={} payload={}",
@@ -378,5 +342,64 @@ async fn fetch(
         );
     }
     println!("next={} end={}", page.next_offset, page.end_offset);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench(
+    addr: Option<SocketAddr>,
+    connections: usize,
+    events: u64,
+    batch: usize,
+    pipeline: usize,
+    payload: usize,
+    legacy: bool,
+    token: String,
+) -> Result<(), String> {
+    let mut local = None;
+    let addr = match addr {
+        Some(a) => a,
+        None => {
+            let mut config = Config::default();
+            config.ingest.listen = "127.0.0.1:0".parse().expect("valid address");
+            config.ingest.max_events_per_frame = config.ingest.max_events_per_frame.max(batch);
+            config.ingest.max_inflight_events =
+                config.ingest.max_inflight_events.max(batch * pipeline * connections);
+            let clock = NodeClock::new();
+            let node = LocalNode::new(1, clock.clone(), config.dedup);
+            let server = IngestServer::bind(config.ingest, node.clone(), clock, "esc-bench")
+                .await
+                .map_err(|e| e.to_string())?;
+            let a = server.local_addr();
+            let stop = server.shutdown_handle();
+            let task = rt::spawn(server.run());
+            local = Some((node, stop, task));
+            a
+        }
+    };
+    let cfg = eventstreamcore::bench::BenchConfig {
+        addr,
+        connections: connections.max(1),
+        events,
+        batch: batch.max(1),
+        pipeline: pipeline.max(1),
+        payload_bytes: payload,
+        topic: "bench".to_string(),
+        legacy,
+        token,
+    };
+    let report = eventstreamcore::bench::run(cfg.clone()).await.map_err(|e| e.to_string())?;
+    println!("{}", report.render(&cfg));
+    if let Some((node, stop, task)) = local {
+        let stored = node.state().topic_log("bench").len() as u64;
+        println!("server stored {stored} events");
+        stop.shutdown();
+        let _ = task.await;
+        if stored != events {
+            return Err(format!("expected {events} stored events, found {stored}"));
+        }
+    } else if !legacy && report.acked != events {
+        return Err(format!("expected {events} acks, got {}", report.acked));
+    }
     Ok(())
 }

@@ -45,9 +45,7 @@ pub struct LatencyHistogram(Mutex<Histogram<u64>>);
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        LatencyHistogram(Mutex::new(
-            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
-        ))
+        LatencyHistogram(Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")))
     }
 }
 
@@ -60,12 +58,7 @@ impl LatencyHistogram {
     /// (count, p50, p99, max) in microseconds.
     pub fn summary(&self) -> (u64, u64, u64, u64) {
         let h = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            h.len(),
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.99),
-            h.max(),
-        )
+        (h.len(), h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
     }
 }
 

@@ -29,9 +29,7 @@ fn serve(extra: &[&str]) -> Server {
         .spawn()
         .expect("esc starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line
         .trim()
         .strip_prefix("esc listening on ")
@@ -68,27 +66,11 @@ fn serve_publish_fetch_and_stop_with_sigterm() {
         "hello",
     ]);
     assert!(ok, "{out}{err}");
-    assert!(
-        out.contains("stored topic=sensor/t offset=0 producer=42 seq=1"),
-        "{out}"
-    );
-    assert!(
-        out.contains("stored topic=sensor/t offset=2 producer=42 seq=3"),
-        "{out}"
-    );
+    assert!(out.contains("stored topic=sensor/t offset=0 producer=42 seq=1"), "{out}");
+    assert!(out.contains("stored topic=sensor/t offset=2 producer=42 seq=3"), "{out}");
     // Same producer and sequences again: original offsets, no copies.
-    let (ok, out, _) = esc(&[
-        "publish",
-        "--addr",
-        &a,
-        "--topic",
-        "sensor/t",
-        "--count",
-        "3",
-        "--producer",
-        "42",
-        "hello",
-    ]);
+    let (ok, out, _) =
+        esc(&["publish", "--addr", &a, "--topic", "sensor/t", "--count", "3", "--producer", "42", "hello"]);
     assert!(ok);
     assert!(out.contains("0 stored, 3 duplicate"), "{out}");
     let (ok, out, _) = esc(&[
@@ -106,21 +88,13 @@ fn serve_publish_fetch_and_stop_with_sigterm() {
     let (ok, out, _) = esc(&["fetch", "--addr", &a, "--topic", "sensor/t"]);
     assert!(ok);
     assert!(
-        out.contains("offset=3")
-            && out.contains("priority=CRITICAL")
-            && out.contains("payload=legacy!"),
+        out.contains("offset=3") && out.contains("priority=CRITICAL") && out.contains("payload=legacy!"),
         "{out}"
     );
     assert!(out.contains("next=4 end=4"), "{out}");
     // SIGTERM: graceful shutdown, exit 0.
     let pid = s.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = s.child.try_wait().unwrap() {
@@ -140,18 +114,11 @@ fn bad_configuration_is_refused_with_a_clear_error() {
     std::fs::write(&bad, "[ingest]\nmax_conections = 5\n").unwrap();
     let (ok, _, err) = esc(&["serve", "--config", bad.to_str().unwrap()]);
     assert!(!ok);
-    assert!(
-        err.contains("unknown field `max_conections`") && err.contains("bad.toml"),
-        "{err}"
-    );
+    assert!(err.contains("unknown field `max_conections`") && err.contains("bad.toml"), "{err}");
     let (ok, _, err) = esc(&["serve", "--set", "ingest.read_timeout_ms=0"]);
     assert!(!ok);
     assert!(err.contains("ingest.read_timeout_ms"), "{err}");
-    let (ok, _, err) = esc(&[
-        "serve",
-        "--config",
-        dir.join("missing.toml").to_str().unwrap(),
-    ]);
+    let (ok, _, err) = esc(&["serve", "--config", dir.join("missing.toml").to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("missing.toml"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -11,9 +11,7 @@ use eventstreamcore::config::IngestConfig;
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
 use eventstreamcore::metrics::IngestMetrics;
-use eventstreamcore::node::{
-    Appended, DedupConfig, EventService, FetchReply, LocalNode, ServiceError,
-};
+use eventstreamcore::node::{Appended, DedupConfig, EventService, FetchReply, LocalNode, ServiceError};
 use eventstreamcore::rt::NodeClock;
 use eventstreamcore::wire::{AckItem, ErrorCode, Request, Response, acked, legacy};
 use std::sync::Arc;
@@ -28,29 +26,17 @@ struct TestServer {
 }
 
 async fn start(f: impl FnOnce(&mut IngestConfig)) -> TestServer {
-    let mut config = IngestConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..IngestConfig::default()
-    };
+    let mut config = IngestConfig { listen: "127.0.0.1:0".parse().unwrap(), ..IngestConfig::default() };
     f(&mut config);
     let clock = NodeClock::new();
     let node = LocalNode::new(1, clock.clone(), DedupConfig::default());
-    let server = IngestServer::bind(config, node.clone(), clock, "test")
-        .await
-        .unwrap();
+    let server = IngestServer::bind(config, node.clone(), clock, "test").await.unwrap();
     let addr = server.local_addr();
     let udp = server.udp_addr();
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
     let task = tokio::spawn(server.run());
-    TestServer {
-        addr,
-        udp,
-        node,
-        stop,
-        metrics,
-        task,
-    }
+    TestServer { addr, udp, node, stop, metrics, task }
 }
 
 impl TestServer {
@@ -61,10 +47,7 @@ impl TestServer {
     }
     async fn stop(self) {
         self.stop.shutdown();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("shutdown finishes")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("shutdown finishes").unwrap();
     }
 }
 
@@ -77,9 +60,7 @@ fn keyed(topic: &str, producer: u64, seq: u64, payload: &str) -> Event {
 
 fn stored_offset(item: &AckItem) -> (u64, bool) {
     match item {
-        AckItem::Stored {
-            offset, duplicate, ..
-        } => (*offset, *duplicate),
+        AckItem::Stored { offset, duplicate, .. } => (*offset, *duplicate),
         other => panic!("expected stored, got {other:?}"),
     }
 }
@@ -90,37 +71,16 @@ async fn acked_publish_returns_offsets_and_retries_get_the_original() {
     let mut c = s.client().await;
     let info = c.hello("t", "").await.unwrap();
     assert_eq!(info.node_id, 1);
-    let items = c
-        .publish(vec![
-            keyed("a", 7, 1, "x"),
-            keyed("a", 7, 2, "y"),
-            keyed("b", 7, 3, "z"),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(
-        items.iter().map(stored_offset).collect::<Vec<_>>(),
-        vec![(0, false), (1, false), (0, false)]
-    );
+    let items =
+        c.publish(vec![keyed("a", 7, 1, "x"), keyed("a", 7, 2, "y"), keyed("b", 7, 3, "z")]).await.unwrap();
+    assert_eq!(items.iter().map(stored_offset).collect::<Vec<_>>(), vec![(0, false), (1, false), (0, false)]);
     // A retry on a new connection, same keys: original offsets, flagged duplicate, no copies.
     let mut c2 = s.client().await;
-    let items = c2
-        .publish(vec![keyed("a", 7, 2, "y"), keyed("a", 7, 4, "w")])
-        .await
-        .unwrap();
-    assert_eq!(
-        items.iter().map(stored_offset).collect::<Vec<_>>(),
-        vec![(1, true), (2, false)]
-    );
+    let items = c2.publish(vec![keyed("a", 7, 2, "y"), keyed("a", 7, 4, "w")]).await.unwrap();
+    assert_eq!(items.iter().map(stored_offset).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
     assert_eq!(s.node.state().topic_log("a").len(), 3);
     let page = c2.fetch("a", 0, 10).await.unwrap();
-    assert_eq!(
-        page.events
-            .iter()
-            .map(|e| e.event.sequence)
-            .collect::<Vec<_>>(),
-        vec![1, 2, 4]
-    );
+    assert_eq!(page.events.iter().map(|e| e.event.sequence).collect::<Vec<_>>(), vec![1, 2, 4]);
     assert_eq!((page.next_offset, page.end_offset), (3, 3));
     s.stop().await;
 }
@@ -129,48 +89,27 @@ async fn acked_publish_returns_offsets_and_retries_get_the_original() {
 async fn pipelined_frames_are_stored_and_acked_in_order() {
     let s = start(|_| {}).await;
     let mut c = s.client().await;
-    let frames: Vec<Vec<Event>> = (0..50)
-        .map(|i| vec![keyed("p", 1, 2 * i, "a"), keyed("p", 1, 2 * i + 1, "b")])
-        .collect();
+    let frames: Vec<Vec<Event>> =
+        (0..50).map(|i| vec![keyed("p", 1, 2 * i, "a"), keyed("p", 1, 2 * i + 1, "b")]).collect();
     let replies = c.publish_pipelined(frames).await.unwrap();
-    let offsets: Vec<u64> = replies
-        .into_iter()
-        .flat_map(|r| r.unwrap())
-        .map(|i| stored_offset(&i).0)
-        .collect();
+    let offsets: Vec<u64> =
+        replies.into_iter().flat_map(|r| r.unwrap()).map(|i| stored_offset(&i).0).collect();
     assert_eq!(offsets, (0..100).collect::<Vec<_>>());
     let log = s.node.state().topic_log("p").to_vec();
-    assert!(
-        log.iter()
-            .enumerate()
-            .all(|(i, e)| e.event.sequence == i as u64)
-    );
+    assert!(log.iter().enumerate().all(|(i, e)| e.event.sequence == i as u64));
     s.stop().await;
 }
 
 #[tokio::test]
 async fn legacy_frames_built_like_the_original_python_tools_are_accepted() {
-    let bytes = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/legacy_frames.bin"
-    ))
-    .unwrap();
+    let bytes =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/legacy_frames.bin")).unwrap();
     // Our encoder produces exactly the same bytes.
     let mut ours = Vec::new();
     legacy::encode(Priority::Critical, "sensor/temperature", &[105], &mut ours);
     legacy::encode(Priority::High, "sensor/pressure", &[160], &mut ours);
-    legacy::encode(
-        Priority::Medium,
-        "payment",
-        &2500u32.to_le_bytes(),
-        &mut ours,
-    );
-    legacy::encode(
-        Priority::Low,
-        "audit",
-        b"user=alice action=login",
-        &mut ours,
-    );
+    legacy::encode(Priority::Medium, "payment", &2500u32.to_le_bytes(), &mut ours);
+    legacy::encode(Priority::Low, "audit", b"user=alice action=login", &mut ours);
     legacy::encode(Priority::Batch, "batch/metrics", b"", &mut ours);
     assert_eq!(ours, bytes);
 
@@ -254,17 +193,11 @@ async fn malformed_input_gets_an_error_and_the_connection_goes_on() {
     c.send_raw(&f).await.unwrap();
     expect_error(&mut c, 13, ErrorCode::Malformed).await;
     // Invalid topic: rejected per event, the valid one in the same frame is stored.
-    let items = c
-        .publish(vec![keyed("", 1, 2, "x"), keyed("ok", 1, 3, "y")])
-        .await
-        .unwrap();
+    let items = c.publish(vec![keyed("", 1, 2, "x"), keyed("ok", 1, 3, "y")]).await.unwrap();
     assert!(matches!(&items[0], AckItem::Rejected(e) if e.code == ErrorCode::Malformed));
     assert_eq!(stored_offset(&items[1]), (0, false));
     // The same connection still works.
-    assert_eq!(
-        stored_offset(&c.publish(vec![keyed("ok", 1, 4, "z")]).await.unwrap()[0]),
-        (1, false)
-    );
+    assert_eq!(stored_offset(&c.publish(vec![keyed("ok", 1, 4, "z")]).await.unwrap()[0]), (1, false));
     s.stop().await;
 }
 
@@ -319,20 +252,11 @@ async fn a_client_that_stalls_mid_frame_is_dropped_and_an_idle_one_closed() {
     Request::Publish(vec![keyed("s", 1, 1, "x")]).encode(1, &mut f);
     staller.send_raw(&f[..f.len() / 2]).await.unwrap();
     let mut idle = s.client().await;
-    assert!(
-        staller.wait_closed(Duration::from_secs(3)).await,
-        "stalled client dropped"
-    );
-    assert!(
-        idle.wait_closed(Duration::from_secs(3)).await,
-        "idle client closed"
-    );
+    assert!(staller.wait_closed(Duration::from_secs(3)).await, "stalled client dropped");
+    assert!(idle.wait_closed(Duration::from_secs(3)).await, "idle client closed");
     assert_eq!(s.metrics.closed_read_timeout.get(), 1);
     assert_eq!(s.metrics.closed_idle.get(), 1);
-    assert!(
-        s.node.state().topic_log("s").is_empty(),
-        "half a frame stores nothing"
-    );
+    assert!(s.node.state().topic_log("s").is_empty(), "half a frame stores nothing");
     // Still serving.
     let mut c = s.client().await;
     c.ping().await.unwrap();
@@ -388,11 +312,7 @@ async fn auth_and_topic_restrictions() {
     }
     c.hello("t", "tok").await.unwrap();
     let items = c
-        .publish(vec![
-            keyed("payment", 1, 2, "x"),
-            keyed("orders", 1, 3, "y"),
-            keyed("sensor/t", 1, 4, "z"),
-        ])
+        .publish(vec![keyed("payment", 1, 2, "x"), keyed("orders", 1, 3, "y"), keyed("sensor/t", 1, 4, "z")])
         .await
         .unwrap();
     assert!(matches!(items[0], AckItem::Stored { .. }));
@@ -400,9 +320,7 @@ async fn auth_and_topic_restrictions() {
     assert!(matches!(items[2], AckItem::Stored { .. }));
     // Legacy frames cannot authenticate: refused and counted.
     let mut l = s.client().await;
-    l.send_legacy(Priority::High, "payment", b"1")
-        .await
-        .unwrap();
+    l.send_legacy(Priority::High, "payment", b"1").await.unwrap();
     l.hello("t", "tok").await.unwrap();
     assert_eq!(s.metrics.legacy_refused.get(), 1);
     assert_eq!(s.node.state().topic_log("payment").len(), 1);
@@ -422,13 +340,7 @@ async fn too_many_events_in_one_frame_is_malformed() {
         Err(ClientError::Server(e)) => assert_eq!(e.code, ErrorCode::Malformed),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        c.publish((0..3).map(|i| keyed("t", 1, i, "x")).collect())
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(c.publish((0..3).map(|i| keyed("t", 1, i, "x")).collect()).await.unwrap().len(), 3);
     s.stop().await;
 }
 
@@ -437,29 +349,19 @@ async fn udp_legacy_datagrams_are_stored_and_malformed_ones_counted() {
     let s = start(|c| c.udp_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let udp = s.udp.expect("udp on");
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(&legacy::encode_to_vec(Priority::High, "u", b"one"), udp)
-        .await
-        .unwrap();
+    sock.send_to(&legacy::encode_to_vec(Priority::High, "u", b"one"), udp).await.unwrap();
     sock.send_to(&[0, 0, 0, 9, 1], udp).await.unwrap(); // truncated
     let mut two = legacy::encode_to_vec(Priority::High, "u", b"a");
     two.extend(legacy::encode_to_vec(Priority::High, "u", b"b")); // two frames: refused
     sock.send_to(&two, udp).await.unwrap();
-    sock.send_to(&legacy::encode_to_vec(Priority::Low, "u", b"three"), udp)
-        .await
-        .unwrap();
+    sock.send_to(&legacy::encode_to_vec(Priority::Low, "u", b"three"), udp).await.unwrap();
     for _ in 0..100 {
         if s.metrics.udp_datagrams.get() == 4 && s.node.state().topic_log("u").len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let log: Vec<_> = s
-        .node
-        .state()
-        .topic_log("u")
-        .iter()
-        .map(|e| e.event.payload.clone())
-        .collect();
+    let log: Vec<_> = s.node.state().topic_log("u").iter().map(|e| e.event.payload.clone()).collect();
     assert_eq!(log, vec![&b"one"[..], &b"three"[..]]);
     assert_eq!(s.metrics.udp_malformed.get(), 2);
     s.stop().await;
@@ -476,13 +378,7 @@ struct GatedNode {
 impl GatedNode {
     fn new() -> (GatedNode, tokio::sync::watch::Sender<bool>) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        (
-            GatedNode {
-                inner: LocalNode::new(1, NodeClock::new(), DedupConfig::default()),
-                gate: rx,
-            },
-            tx,
-        )
+        (GatedNode { inner: LocalNode::new(1, NodeClock::new(), DedupConfig::default()), gate: rx }, tx)
     }
 }
 
@@ -514,24 +410,16 @@ impl EventService for GatedNode {
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 #[tokio::test]
 async fn graceful_shutdown_answers_in_flight_requests_then_stops_accepting() {
-    let config = IngestConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..IngestConfig::default()
-    };
+    let config = IngestConfig { listen: "127.0.0.1:0".parse().unwrap(), ..IngestConfig::default() };
     let (node, gate) = GatedNode::new();
-    let server = IngestServer::bind(config, node.clone(), NodeClock::new(), "test")
-        .await
-        .unwrap();
+    let server = IngestServer::bind(config, node.clone(), NodeClock::new(), "test").await.unwrap();
     let addr = server.local_addr();
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
@@ -539,21 +427,12 @@ async fn graceful_shutdown_answers_in_flight_requests_then_stops_accepting() {
     let mut c = Client::connect(addr).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(
-            c.queue(&Request::Publish(vec![keyed("g", 3, i, "x")]))
-                .unwrap(),
-        );
+        ids.push(c.queue(&Request::Publish(vec![keyed("g", 3, i, "x")])).unwrap());
     }
     c.flush().await.unwrap();
-    wait_until("the server read all 20 frames", || {
-        metrics.acked_frames.get() == 20
-    })
-    .await;
+    wait_until("the server read all 20 frames", || metrics.acked_frames.get() == 20).await;
     stop.shutdown();
-    wait_until("the listener is closed", || {
-        std::net::TcpStream::connect(addr).is_err()
-    })
-    .await;
+    wait_until("the listener is closed", || std::net::TcpStream::connect(addr).is_err()).await;
     // Every in-flight request is still answered once the service completes.
     gate.send(true).unwrap();
     for want in &ids {
@@ -562,10 +441,7 @@ async fn graceful_shutdown_answers_in_flight_requests_then_stops_accepting() {
         assert!(matches!(resp, Response::Ack(_)), "{resp:?}");
     }
     assert!(c.wait_closed(Duration::from_secs(5)).await);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
     assert_eq!(node.inner.state().topic_log("g").len(), 20);
 }
 
@@ -579,9 +455,7 @@ async fn at_capacity_acked_publishes_are_told_to_retry_and_legacy_ones_wait() {
         ..IngestConfig::default()
     };
     let (node, gate) = GatedNode::new();
-    let server = IngestServer::bind(config, node.clone(), NodeClock::new(), "test")
-        .await
-        .unwrap();
+    let server = IngestServer::bind(config, node.clone(), NodeClock::new(), "test").await.unwrap();
     let addr = server.local_addr();
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
@@ -589,16 +463,9 @@ async fn at_capacity_acked_publishes_are_told_to_retry_and_legacy_ones_wait() {
 
     // Fill the server: one acked frame of 4 events holds all capacity until the gate opens.
     let mut filler = Client::connect(addr).await.unwrap();
-    let fill_id = filler
-        .queue(&Request::Publish(
-            (0..4).map(|i| keyed("f", 9, i, "x")).collect(),
-        ))
-        .unwrap();
+    let fill_id = filler.queue(&Request::Publish((0..4).map(|i| keyed("f", 9, i, "x")).collect())).unwrap();
     filler.flush().await.unwrap();
-    wait_until("the filler frame is in flight", || {
-        metrics.acked_frames.get() == 1
-    })
-    .await;
+    wait_until("the filler frame is in flight", || metrics.acked_frames.get() == 1).await;
 
     // An acked publish now is refused with a retry-after, not queued without bound.
     let mut acked_client = Client::connect(addr).await.unwrap();
@@ -612,26 +479,14 @@ async fn at_capacity_acked_publishes_are_told_to_retry_and_legacy_ones_wait() {
     // Legacy frames cannot be refused: they wait (backpressure) and are all stored, in order.
     let mut legacy_client = Client::connect(addr).await.unwrap();
     for i in 0..12 {
-        legacy_client
-            .send_legacy(Priority::Low, "l", format!("{i}").as_bytes())
-            .await
-            .unwrap();
+        legacy_client.send_legacy(Priority::Low, "l", format!("{i}").as_bytes()).await.unwrap();
     }
-    wait_until("the legacy frames are read", || {
-        metrics.legacy_frames.get() >= 1
-    })
-    .await;
-    assert!(
-        node.inner.state().topic_log("l").is_empty(),
-        "nothing is stored beyond capacity"
-    );
+    wait_until("the legacy frames are read", || metrics.legacy_frames.get() >= 1).await;
+    assert!(node.inner.state().topic_log("l").is_empty(), "nothing is stored beyond capacity");
     gate.send(true).unwrap();
     let (id, _) = filler.recv().await.unwrap();
     assert_eq!(id, fill_id);
-    wait_until("all 12 legacy frames are stored", || {
-        node.inner.state().topic_log("l").len() == 12
-    })
-    .await;
+    wait_until("all 12 legacy frames are stored", || node.inner.state().topic_log("l").len() == 12).await;
     let got: Vec<String> = node
         .inner
         .state()
@@ -657,8 +512,5 @@ async fn at_capacity_acked_publishes_are_told_to_retry_and_legacy_ones_wait() {
     assert!(stored, "the retried publish was stored once, at offset 0");
     assert!(metrics.overloaded.get() >= 1);
     stop.shutdown();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 }

@@ -8,32 +8,19 @@ use eventstreamcore_sim::runner::{self, default_options};
 use eventstreamcore_sim::scenarios::Mutant;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 #[test]
 fn sweep_ingest_seeds() {
     let n = env_u64("ESC_SIM_SEEDS", 1000);
     let base = env_u64("ESC_SIM_SEED_BASE", 0);
-    let report = runner::sweep(
-        "ingest",
-        base..base + n,
-        runner::default_jobs(),
-        default_options,
-        |_| {},
-    );
+    let report = runner::sweep("ingest", base..base + n, runner::default_jobs(), default_options, |_| {});
     println!("{}", report.summary());
     for f in &report.failures {
         eprintln!("{}", f.failure_report());
     }
-    assert!(
-        report.failures.is_empty(),
-        "{} of {n} seeds failed (reports above)",
-        report.failures.len()
-    );
+    assert!(report.failures.is_empty(), "{} of {n} seeds failed (reports above)", report.failures.len());
 }
 
 #[test]
@@ -67,22 +54,10 @@ fn a_server_that_acks_before_storing_is_caught_and_the_seed_replays_alone() {
         o
     };
     let report = runner::sweep("ingest", 0..30, runner::default_jobs(), mutant, |_| {});
-    let first = report
-        .failures
-        .first()
-        .expect("the sweep must catch an ack-before-store server");
+    let first = report.failures.first().expect("the sweep must catch an ack-before-store server");
     let text = first.failure_report();
-    assert!(
-        text.contains(&format!("seed:     {}", first.seed)),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
-            "cargo sim -- replay --scenario ingest --seed {}",
-            first.seed
-        )),
-        "{text}"
-    );
+    assert!(text.contains(&format!("seed:     {}", first.seed)), "{text}");
+    assert!(text.contains(&format!("cargo sim -- replay --scenario ingest --seed {}", first.seed)), "{text}");
     assert!(text.contains("acked_exactly_once"), "{text}");
     // Replaying that one seed alone fails the same way.
     let again = runner::run_seed("ingest", first.seed, mutant());

@@ -22,9 +22,5 @@ fn draw(seed: u64) -> (u64, u64) {
 fn node_rng_and_wall_clock_follow_the_seed() {
     assert_eq!(draw(1), draw(1));
     assert_eq!(draw(2), draw(2));
-    assert_ne!(
-        draw(1).0,
-        draw(2).0,
-        "different seeds must give different node RNG seeds"
-    );
+    assert_ne!(draw(1).0, draw(2).0, "different seeds must give different node RNG seeds");
 }

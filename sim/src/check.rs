@@ -32,9 +32,7 @@ pub trait LogView {
 
 impl LogView for eventstreamcore::node::EventLogState {
     fn topics(&self) -> Vec<String> {
-        eventstreamcore::node::EventLogState::topics(self)
-            .map(str::to_string)
-            .collect()
+        eventstreamcore::node::EventLogState::topics(self).map(str::to_string).collect()
     }
     fn topic_log(&self, topic: &str) -> Vec<StoredEvent> {
         eventstreamcore::node::EventLogState::topic_log(self, topic).to_vec()
@@ -66,10 +64,7 @@ pub fn offsets_dense(log: &dyn LogView) -> Result<(), CheckFailure> {
     for t in log.topics() {
         for (i, s) in log.topic_log(&t).iter().enumerate() {
             if s.offset != i as u64 {
-                return fail(
-                    "offsets_dense",
-                    format!("topic {t}: position {i} holds offset {}", s.offset),
-                );
+                return fail("offsets_dense", format!("topic {t}: position {i} holds offset {}", s.offset));
             }
         }
     }
@@ -78,10 +73,7 @@ pub fn offsets_dense(log: &dyn LogView) -> Result<(), CheckFailure> {
 
 /// Every acked event is in the log exactly once, at the offset it was acked with, with the content
 /// that was published; acks of the same key agree.
-pub fn acked_events_stored_exactly_once(
-    h: &HistoryData,
-    log: &dyn LogView,
-) -> Result<(), CheckFailure> {
+pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> Result<(), CheckFailure> {
     const C: &str = "acked_exactly_once";
     // Where each key is stored (first copy) and how many copies exist.
     let mut copies: BTreeMap<(u64, u64), Vec<(String, u64)>> = BTreeMap::new();
@@ -134,19 +126,13 @@ pub fn acked_events_stored_exactly_once(
         if let Some(p) = h.published.get(&key)
             && (p.topic != a.topic || p.payload != stored.event.payload)
         {
-            return fail(
-                C,
-                format!("key {key:?} stored with content other than what was published"),
-            );
+            return fail(C, format!("key {key:?} stored with content other than what was published"));
         }
         let n = copies.get(&key).map_or(0, Vec::len);
         if n != 1 {
             return fail(
                 C,
-                format!(
-                    "acked key {key:?} appears {n} times in the log: {:?}",
-                    copies.get(&key)
-                ),
+                format!("acked key {key:?} appears {n} times in the log: {:?}", copies.get(&key)),
             );
         }
     }
@@ -163,18 +149,12 @@ pub fn nothing_unpublished_stored(h: &HistoryData, log: &dyn LogView) -> Result<
             match s.event.idempotency_key() {
                 Some(key) => {
                     let Some(p) = h.published.get(&key) else {
-                        return fail(
-                            C,
-                            format!("{t}@{}: key {key:?} was never published", s.offset),
-                        );
+                        return fail(C, format!("{t}@{}: key {key:?} was never published", s.offset));
                     };
                     if p.topic != t || p.payload != s.event.payload {
                         return fail(
                             C,
-                            format!(
-                                "{t}@{}: key {key:?} holds content it was not published with",
-                                s.offset
-                            ),
+                            format!("{t}@{}: key {key:?} holds content it was not published with", s.offset),
                         );
                     }
                     if !seen.insert(key) {
@@ -252,22 +232,11 @@ mod tests {
         let mut e = Event::new("t", Priority::Low, payload.to_string());
         e.producer_id = producer;
         e.sequence = seq;
-        StoredEvent {
-            offset,
-            timestamp_ms: 0,
-            event: e,
-        }
+        StoredEvent { offset, timestamp_ms: 0, event: e }
     }
 
     fn ack(producer: u64, seq: u64, offset: u64) -> AckRecord {
-        AckRecord {
-            client: "c".into(),
-            producer,
-            sequence: seq,
-            topic: "t".into(),
-            offset,
-            duplicate: false,
-        }
+        AckRecord { client: "c".into(), producer, sequence: seq, topic: "t".into(), offset, duplicate: false }
     }
 
     fn good() -> (History, BTreeMap<String, Vec<StoredEvent>>) {
@@ -280,10 +249,7 @@ mod tests {
         let mut log = BTreeMap::new();
         let mut anon = stored(1, 0, 0, "L");
         anon.event.producer_id = 0;
-        log.insert(
-            "t".to_string(),
-            vec![stored(0, 1, 1, "a"), anon, stored(2, 1, 2, "b")],
-        );
+        log.insert("t".to_string(), vec![stored(0, 1, 1, "a"), anon, stored(2, 1, 2, "b")]);
         (h, log)
     }
 
@@ -297,10 +263,7 @@ mod tests {
     fn client_violations_fail() {
         let (h, log) = good();
         h.violation("stalled client never dropped");
-        assert_eq!(
-            check_ingest_run(&h.snapshot(), &log).unwrap_err().checker,
-            "client_expectations"
-        );
+        assert_eq!(check_ingest_run(&h.snapshot(), &log).unwrap_err().checker, "client_expectations");
     }
 
     #[test]
@@ -308,9 +271,7 @@ mod tests {
         let (h, mut log) = good();
         log.get_mut("t").unwrap().truncate(2);
         assert_eq!(
-            acked_events_stored_exactly_once(&h.snapshot(), &log)
-                .unwrap_err()
-                .checker,
+            acked_events_stored_exactly_once(&h.snapshot(), &log).unwrap_err().checker,
             "acked_exactly_once"
         );
     }
@@ -318,11 +279,7 @@ mod tests {
     #[test]
     fn an_ack_at_the_wrong_offset_fails() {
         let (h, log) = good();
-        h.acked(AckRecord {
-            sequence: 2,
-            offset: 0,
-            ..ack(1, 2, 0)
-        });
+        h.acked(AckRecord { sequence: 2, offset: 0, ..ack(1, 2, 0) });
         assert!(acked_events_stored_exactly_once(&h.snapshot(), &log).is_err());
     }
 
@@ -338,12 +295,7 @@ mod tests {
     fn a_phantom_event_fails() {
         let (h, mut log) = good();
         log.get_mut("t").unwrap().push(stored(3, 9, 9, "x"));
-        assert_eq!(
-            nothing_unpublished_stored(&h.snapshot(), &log)
-                .unwrap_err()
-                .checker,
-            "no_phantom_events"
-        );
+        assert_eq!(nothing_unpublished_stored(&h.snapshot(), &log).unwrap_err().checker, "no_phantom_events");
         let (h, mut log) = good();
         let mut anon = stored(3, 0, 0, "L");
         anon.event.producer_id = 0;
@@ -365,15 +317,9 @@ mod tests {
         l.swap(0, 2);
         l[0].offset = 0;
         l[2].offset = 2;
-        assert_eq!(
-            per_producer_order(&h.snapshot(), &log).unwrap_err().checker,
-            "per_producer_order"
-        );
+        assert_eq!(per_producer_order(&h.snapshot(), &log).unwrap_err().checker, "per_producer_order");
         h.unordered(1);
-        assert!(
-            per_producer_order(&h.snapshot(), &log).is_ok(),
-            "exempt producers are not checked"
-        );
+        assert!(per_producer_order(&h.snapshot(), &log).is_ok(), "exempt producers are not checked");
     }
 
     #[test]

@@ -59,17 +59,13 @@ impl History {
     /// Records a keyed event about to be sent.
     pub fn published(&self, producer: u64, sequence: u64, topic: &str, payload: &[u8]) {
         self.with(|h| {
-            let new = Published {
-                topic: topic.to_string(),
-                payload: payload.to_vec(),
-            };
+            let new = Published { topic: topic.to_string(), payload: payload.to_vec() };
             let old = h.published.insert((producer, sequence), new.clone());
             if let Some(old) = old
                 && old != new
             {
-                h.violations.push(format!(
-                    "workload bug: key ({producer},{sequence}) reused with other content"
-                ));
+                h.violations
+                    .push(format!("workload bug: key ({producer},{sequence}) reused with other content"));
             }
         });
     }
@@ -81,11 +77,7 @@ impl History {
 
     /// Records a legacy frame sent.
     pub fn legacy_sent(&self, topic: &str, payload: &[u8]) {
-        self.with(|h| {
-            *h.legacy_sent
-                .entry((topic.to_string(), payload.to_vec()))
-                .or_default() += 1
-        });
+        self.with(|h| *h.legacy_sent.entry((topic.to_string(), payload.to_vec())).or_default() += 1);
     }
 
     /// Records a broken expectation.

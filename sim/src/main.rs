@@ -3,9 +3,7 @@
 
 #[cfg(not(madsim))]
 fn main() {
-    eprintln!(
-        "esc-sim runs inside the simulator: use `cargo sim -- <command>` (it adds --cfg madsim)"
-    );
+    eprintln!("esc-sim runs inside the simulator: use `cargo sim -- <command>` (it adds --cfg madsim)");
     std::process::exit(2);
 }
 
@@ -24,10 +22,7 @@ mod sim_main {
     use eventstreamcore_sim::scenarios::{self, Mutant, Options};
 
     #[derive(Parser, Debug)]
-    #[command(
-        name = "esc-sim",
-        about = "Deterministic simulation of EventStreamCore: sweep, replay, list"
-    )]
+    #[command(name = "esc-sim", about = "Deterministic simulation of EventStreamCore: sweep, replay, list")]
     struct Cli {
         #[command(subcommand)]
         command: Command,
@@ -59,10 +54,7 @@ mod sim_main {
             #[arg(long)]
             seed: u64,
             /// tracing filter for the replay (default: debug for eventstreamcore).
-            #[arg(
-                long,
-                default_value = "warn,eventstreamcore=debug,eventstreamcore_sim=debug"
-            )]
+            #[arg(long, default_value = "warn,eventstreamcore=debug,eventstreamcore_sim=debug")]
             log: String,
             #[arg(long, value_parser = ["ack-before-store"])]
             mutant: Option<String>,
@@ -101,13 +93,7 @@ mod sim_main {
                 }
                 ExitCode::SUCCESS
             }
-            Command::Sweep {
-                scenario,
-                seeds,
-                start,
-                jobs,
-                mutant,
-            } => {
+            Command::Sweep { scenario, seeds, start, jobs, mutant } => {
                 if let Err(c) = check_scenario(&scenario) {
                     return c;
                 }
@@ -152,12 +138,7 @@ mod sim_main {
                     ExitCode::FAILURE
                 }
             }
-            Command::Replay {
-                scenario,
-                seed,
-                log,
-                mutant,
-            } => {
+            Command::Replay { scenario, seed, log, mutant } => {
                 if let Err(c) = check_scenario(&scenario) {
                     return c;
                 }
@@ -175,10 +156,7 @@ mod sim_main {
                     println!("{}", r.failure_report());
                     ExitCode::FAILURE
                 } else {
-                    println!(
-                        "seed {seed} of `{scenario}` passed ({:.2}s wall)",
-                        r.wall.as_secs_f64()
-                    );
+                    println!("seed {seed} of `{scenario}` passed ({:.2}s wall)", r.wall.as_secs_f64());
                     ExitCode::SUCCESS
                 }
             }

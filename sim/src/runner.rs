@@ -89,10 +89,7 @@ async fn dispatch(scenario: &str, opts: Options) -> RunReport {
 /// Runs one seed of `scenario` in a fresh thread and simulator runtime (fresh thread-locals, so
 /// seeds never influence each other). Panics inside the run are caught and reported.
 pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
-    assert!(
-        scenarios::find(scenario).is_some(),
-        "unknown scenario `{scenario}`"
-    );
+    assert!(scenarios::find(scenario).is_some(), "unknown scenario `{scenario}`");
     let plan_slot = opts.plan_slot.clone();
     let name = scenario.to_string();
     let started = Instant::now();
@@ -100,8 +97,7 @@ pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
         .name(format!("sim-{scenario}-{seed}"))
         .stack_size(16 * 1024 * 1024)
         .spawn(move || {
-            let mut rt =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
             rt.set_time_limit(TIME_LIMIT);
             rt.block_on(dispatch(&name, opts))
         })
@@ -207,9 +203,7 @@ pub fn sweep(
 
 /// Default parallelism: the machine's cores.
 pub fn default_jobs() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// A regression seed: a seed that once failed, replayed forever.
@@ -235,11 +229,7 @@ pub fn load_seed_files(dir: &Path) -> Result<Vec<(PathBuf, SeedFile)>, String> {
         let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         let f: SeedFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
         if scenarios::find(&f.scenario).is_none() {
-            return Err(format!(
-                "{}: unknown scenario `{}`",
-                p.display(),
-                f.scenario
-            ));
+            return Err(format!("{}: unknown scenario `{}`", p.display(), f.scenario));
         }
         out.push((p, f));
     }
@@ -248,8 +238,5 @@ pub fn load_seed_files(dir: &Path) -> Result<Vec<(PathBuf, SeedFile)>, String> {
 
 /// Shared options factory for sweeps: a fresh plan slot per seed.
 pub fn default_options() -> Options {
-    Options {
-        mutant: None,
-        plan_slot: Arc::new(Mutex::new(None)),
-    }
+    Options { mutant: None, plan_slot: Arc::new(Mutex::new(None)) }
 }

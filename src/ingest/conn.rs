@@ -22,9 +22,7 @@ use crate::node::EventService;
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::sync::{OwnedSemaphorePermit, watch};
 use crate::rt::{self, net::TcpStream};
-use crate::wire::{
-    AckItem, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError,
-};
+use crate::wire::{AckItem, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError};
 
 type Replies = Vec<(u64, Response)>;
 type Pending = Pin<Box<dyn Future<Output = Replies> + Send>>;
@@ -123,11 +121,7 @@ pub(crate) async fn serve<S: EventService>(
         if (conn.reading || conn.deferred.is_some()) && conn.stalled.is_none() {
             conn.decode_and_submit(&mut buf, max_inflight);
         }
-        if !conn.reading
-            && conn.stalled.is_none()
-            && conn.deferred.is_none()
-            && conn.pending.is_empty()
-        {
+        if !conn.reading && conn.stalled.is_none() && conn.deferred.is_none() && conn.pending.is_empty() {
             break "done";
         }
         let deadline = if let Some(d) = grace_deadline {
@@ -254,10 +248,9 @@ impl<S: EventService> Conn<S> {
             // replies and storage keep stream order.
             let fits = match &item {
                 Item::Unit(Inbound::Legacy(_)) => batch.events.len() < max_batch,
-                Item::Unit(Inbound::Request {
-                    request: Request::Publish(ev),
-                    ..
-                }) => batch.events.len() + ev.len() <= max_batch,
+                Item::Unit(Inbound::Request { request: Request::Publish(ev), .. }) => {
+                    batch.events.len() + ev.len() <= max_batch
+                }
                 Item::Unit(Inbound::LegacyMalformed(_)) => true,
                 _ => false,
             };
@@ -280,9 +273,7 @@ impl<S: EventService> Conn<S> {
     fn handle(&mut self, unit: Inbound, batch: &mut Batch) {
         let m = &self.shared.metrics;
         let cfg = &self.shared.config;
-        let reply = |request_id, resp| -> Pending {
-            Box::pin(std::future::ready(vec![(request_id, resp)]))
-        };
+        let reply = |request_id, resp| -> Pending { Box::pin(std::future::ready(vec![(request_id, resp)])) };
         match unit {
             Inbound::Legacy(event) => {
                 m.legacy_frames.inc();
@@ -299,24 +290,15 @@ impl<S: EventService> Conn<S> {
                 m.legacy_malformed.inc();
                 tracing::debug!(conn = self.id, error = %e, "malformed legacy frame");
             }
-            Inbound::Request {
-                request_id,
-                request: Request::Publish(events),
-            } => {
+            Inbound::Request { request_id, request: Request::Publish(events) } => {
                 m.acked_frames.inc();
                 let max_batch = cfg.max_events_per_frame;
                 let error = if !self.authed {
-                    Some(ErrorFrame::new(
-                        ErrorCode::Unauthorized,
-                        "send HELLO with the server's token first",
-                    ))
+                    Some(ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first"))
                 } else if events.len() > max_batch {
                     Some(ErrorFrame::new(
                         ErrorCode::Malformed,
-                        format!(
-                            "{} events in one frame; the limit is {max_batch}",
-                            events.len()
-                        ),
+                        format!("{} events in one frame; the limit is {max_batch}", events.len()),
                     ))
                 } else {
                     None
@@ -344,10 +326,7 @@ impl<S: EventService> Conn<S> {
                 }
                 batch.parts.push(Part::Acked { request_id, slots });
             }
-            Inbound::Request {
-                request_id,
-                request: Request::Hello { client, token },
-            } => {
+            Inbound::Request { request_id, request: Request::Hello { client, token } } => {
                 m.acked_frames.inc();
                 let resp = if cfg.auth_token.is_empty()
                     || constant_time_eq(token.as_bytes(), cfg.auth_token.as_bytes())
@@ -365,31 +344,17 @@ impl<S: EventService> Conn<S> {
                 };
                 self.pending.push_back(reply(request_id, resp));
             }
-            Inbound::Request {
-                request_id,
-                request: Request::Ping,
-            } => {
+            Inbound::Request { request_id, request: Request::Ping } => {
                 m.acked_frames.inc();
                 self.pending.push_back(reply(request_id, Response::Pong));
             }
-            Inbound::Request {
-                request_id,
-                request:
-                    Request::Fetch {
-                        topic,
-                        offset,
-                        max_events,
-                    },
-            } => {
+            Inbound::Request { request_id, request: Request::Fetch { topic, offset, max_events } } => {
                 m.acked_frames.inc();
                 if !self.authed {
                     m.acked_errors.inc();
-                    let err = ErrorFrame::new(
-                        ErrorCode::Unauthorized,
-                        "send HELLO with the server's token first",
-                    );
-                    self.pending
-                        .push_back(reply(request_id, Response::Error(err)));
+                    let err =
+                        ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first");
+                    self.pending.push_back(reply(request_id, Response::Error(err)));
                     return;
                 }
                 let max = (max_events as usize).min(cfg.max_fetch_events);
@@ -411,8 +376,7 @@ impl<S: EventService> Conn<S> {
                 m.acked_frames.inc();
                 m.acked_errors.inc();
                 tracing::debug!(conn = self.id, error = %error, "bad acked frame");
-                self.pending
-                    .push_back(reply(request_id, Response::Error(error)));
+                self.pending.push_back(reply(request_id, Response::Error(error)));
             }
         }
     }
@@ -426,10 +390,8 @@ impl<S: EventService> Conn<S> {
                 m.acked_frames.inc();
                 m.acked_errors.inc();
                 m.closed_too_large.inc();
-                self.pending.push_back(Box::pin(std::future::ready(vec![(
-                    request_id,
-                    Response::Error(error),
-                )])));
+                self.pending
+                    .push_back(Box::pin(std::future::ready(vec![(request_id, Response::Error(error))])));
             }
             StreamError::LegacyTooLarge { .. } => m.closed_too_large.inc(),
             StreamError::TooManyEmpty => m.closed_empty_flood.inc(),
@@ -452,8 +414,7 @@ impl<S: EventService> Conn<S> {
             Err(_) if batch.has_legacy => self.stalled = Some(batch),
             Err(_) => {
                 let m = &self.shared.metrics;
-                let mut err =
-                    ErrorFrame::new(ErrorCode::Overloaded, "server is at its in-flight limit");
+                let mut err = ErrorFrame::new(ErrorCode::Overloaded, "server is at its in-flight limit");
                 err.retry_after_ms = self.shared.config.overload_retry_after_ms;
                 let mut replies = Vec::new();
                 for part in batch.parts {
@@ -463,8 +424,7 @@ impl<S: EventService> Conn<S> {
                         replies.push((request_id, Response::Error(err.clone())));
                     }
                 }
-                self.pending
-                    .push_back(Box::pin(std::future::ready(replies)));
+                self.pending.push_back(Box::pin(std::future::ready(replies)));
                 self.pending.extend(batch.after);
             }
         }
@@ -473,19 +433,10 @@ impl<S: EventService> Conn<S> {
     /// Submits a batch (holding its capacity permit, if it has events). The service fixes the
     /// batch's position in the log at this call, so batches are stored in stream order.
     fn submit_with(&mut self, batch: Batch, permit: Option<OwnedSemaphorePermit>) {
-        let Batch {
-            parts,
-            events,
-            after,
-            ..
-        } = batch;
+        let Batch { parts, events, after, .. } = batch;
         let shared = self.shared.clone();
         let started = rt::time::now();
-        let fut = if events.is_empty() {
-            None
-        } else {
-            Some(shared.service.publish(events))
-        };
+        let fut = if events.is_empty() { None } else { Some(shared.service.publish(events)) };
         self.pending.push_back(Box::pin(async move {
             let result = match fut {
                 Some(f) => f.await,
@@ -493,17 +444,12 @@ impl<S: EventService> Conn<S> {
             };
             drop(permit);
             let m = &shared.metrics;
-            m.publish_latency_us
-                .record(started.elapsed().as_micros() as u64);
+            m.publish_latency_us.record(started.elapsed().as_micros() as u64);
             let mut replies = Vec::new();
             match result {
                 Ok(appended) => {
                     for a in &appended {
-                        if a.duplicate {
-                            m.events_duplicate.inc()
-                        } else {
-                            m.events_stored.inc()
-                        }
+                        if a.duplicate { m.events_duplicate.inc() } else { m.events_stored.inc() }
                     }
                     for part in parts {
                         if let Part::Acked { request_id, slots } = part {

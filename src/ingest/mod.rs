@@ -75,20 +75,12 @@ impl<S: EventService> IngestServer<S> {
             server_name: server_name.into(),
             conn_ids: AtomicU64::new(0),
         });
-        Ok(IngestServer {
-            listener,
-            udp,
-            shared,
-            shutdown_tx: Arc::new(tx),
-            shutdown_rx: rx,
-        })
+        Ok(IngestServer { listener, udp, shared, shutdown_tx: Arc::new(tx), shutdown_rx: rx })
     }
 
     /// The TCP address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     /// The UDP address actually bound, if UDP is on.
@@ -103,24 +95,15 @@ impl<S: EventService> IngestServer<S> {
 
     /// A handle that stops the server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            tx: self.shutdown_tx.clone(),
-        }
+        ShutdownHandle { tx: self.shutdown_tx.clone() }
     }
 
     /// Serves until shut down, then drains: stops accepting, lets every connection finish its
     /// in-flight requests (up to `shutdown_grace_ms`), and returns.
     pub async fn run(self) {
-        let IngestServer {
-            listener,
-            udp,
-            shared,
-            shutdown_tx: _keep_open,
-            mut shutdown_rx,
-        } = self;
+        let IngestServer { listener, udp, shared, shutdown_tx: _keep_open, mut shutdown_rx } = self;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
-        let udp_task =
-            udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown_rx.clone())));
+        let udp_task = udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown_rx.clone())));
         let mut accept_backoff = rt::time::Duration::from_millis(1);
         loop {
             if *shutdown_rx.borrow() {
@@ -156,10 +139,7 @@ impl<S: EventService> IngestServer<S> {
         if let Some(t) = udp_task {
             t.abort();
         }
-        tracing::info!(
-            left = shared.metrics.connections_active.get(),
-            "ingest stopped"
-        );
+        tracing::info!(left = shared.metrics.connections_active.get(), "ingest stopped");
     }
 }
 
@@ -189,6 +169,8 @@ async fn accept_one<S: EventService>(
         });
         return;
     }
+    // Replies are small and latency-bound; never let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
     m.connections_accepted.inc();
     m.connections_active.inc();
     let id = shared.conn_ids.fetch_add(1, Ordering::Relaxed);

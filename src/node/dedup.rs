@@ -35,11 +35,7 @@ pub struct DedupConfig {
 
 impl Default for DedupConfig {
     fn default() -> Self {
-        DedupConfig {
-            window_ms: 10 * 60 * 1000,
-            max_keys_per_producer: 100_000,
-            max_keys: 2_000_000,
-        }
+        DedupConfig { window_ms: 10 * 60 * 1000, max_keys_per_producer: 100_000, max_keys: 2_000_000 }
     }
 }
 
@@ -58,13 +54,7 @@ pub struct DedupWindow {
 impl DedupWindow {
     /// An empty window.
     pub fn new(config: DedupConfig) -> Self {
-        DedupWindow {
-            config,
-            producers: HashMap::new(),
-            order: VecDeque::new(),
-            len: 0,
-            last_stamp_ms: 0,
-        }
+        DedupWindow { config, producers: HashMap::new(), order: VecDeque::new(), len: 0, last_stamp_ms: 0 }
     }
 
     /// Where `(producer, sequence)` was stored, if it is still remembered.
@@ -72,39 +62,16 @@ impl DedupWindow {
         self.producers
             .get(&producer)
             .and_then(|m| m.get(&sequence))
-            .map(|e| DedupHit {
-                topic: e.topic.clone(),
-                offset: e.offset,
-            })
+            .map(|e| DedupHit { topic: e.topic.clone(), offset: e.offset })
     }
 
     /// Remembers a newly stored key. `stamped_ms` must not go backwards (the state machine clamps).
-    pub fn record(
-        &mut self,
-        producer: u64,
-        sequence: u64,
-        topic: Arc<str>,
-        offset: u64,
-        stamped_ms: u64,
-    ) {
-        debug_assert!(
-            stamped_ms >= self.last_stamp_ms,
-            "replicated time went backwards"
-        );
+    pub fn record(&mut self, producer: u64, sequence: u64, topic: Arc<str>, offset: u64, stamped_ms: u64) {
+        debug_assert!(stamped_ms >= self.last_stamp_ms, "replicated time went backwards");
         self.last_stamp_ms = stamped_ms;
         let entries = self.producers.entry(producer).or_default();
-        let old = entries.insert(
-            sequence,
-            Entry {
-                topic,
-                offset,
-                stamped_ms,
-            },
-        );
-        debug_assert!(
-            old.is_none(),
-            "a key is recorded once; duplicates are looked up first"
-        );
+        let old = entries.insert(sequence, Entry { topic, offset, stamped_ms });
+        debug_assert!(old.is_none(), "a key is recorded once; duplicates are looked up first");
         self.len += 1;
         self.order.push_back((stamped_ms, producer, sequence));
         if entries.len() > self.config.max_keys_per_producer
@@ -162,24 +129,14 @@ mod tests {
     use super::*;
 
     fn w(window_ms: u64, per: usize, max: usize) -> DedupWindow {
-        DedupWindow::new(DedupConfig {
-            window_ms,
-            max_keys_per_producer: per,
-            max_keys: max,
-        })
+        DedupWindow::new(DedupConfig { window_ms, max_keys_per_producer: per, max_keys: max })
     }
 
     #[test]
     fn remembers_where_a_key_went() {
         let mut d = w(1000, 10, 100);
         d.record(7, 1, "a".into(), 5, 0);
-        assert_eq!(
-            d.lookup(7, 1),
-            Some(DedupHit {
-                topic: "a".into(),
-                offset: 5
-            })
-        );
+        assert_eq!(d.lookup(7, 1), Some(DedupHit { topic: "a".into(), offset: 5 }));
         assert_eq!(d.lookup(7, 2), None);
         assert_eq!(d.lookup(8, 1), None);
     }
@@ -190,10 +147,7 @@ mod tests {
         d.record(1, 1, "a".into(), 0, 100);
         d.record(1, 2, "a".into(), 1, 600);
         d.expire(1100);
-        assert!(
-            d.lookup(1, 1).is_some(),
-            "exactly at the window edge it is still remembered"
-        );
+        assert!(d.lookup(1, 1).is_some(), "exactly at the window edge it is still remembered");
         d.expire(1101);
         assert!(d.lookup(1, 1).is_none());
         assert!(d.lookup(1, 2).is_some());

@@ -19,11 +19,7 @@ pub struct LocalNode {
 impl LocalNode {
     /// An empty node that stamps events with `clock`'s wall time.
     pub fn new(id: u64, clock: NodeClock, dedup: DedupConfig) -> Self {
-        LocalNode {
-            id,
-            clock,
-            state: Arc::new(Mutex::new(EventLogState::new(dedup))),
-        }
+        LocalNode { id, clock, state: Arc::new(Mutex::new(EventLogState::new(dedup))) }
     }
 
     /// Locks the state (for inspection by tests and the simulator's checkers).

@@ -71,36 +71,21 @@ impl EventLogState {
             if let Some((producer, seq)) = key
                 && let Some(hit) = self.dedup.lookup(producer, seq)
             {
-                out.push(Appended {
-                    topic: hit.topic,
-                    offset: hit.offset,
-                    duplicate: true,
-                });
+                out.push(Appended { topic: hit.topic, offset: hit.offset, duplicate: true });
                 continue;
             }
             let log = self
                 .topics
                 .entry(event.topic.clone())
-                .or_insert_with(|| TopicLog {
-                    name: Arc::from(event.topic.as_str()),
-                    events: Vec::new(),
-                });
+                .or_insert_with(|| TopicLog { name: Arc::from(event.topic.as_str()), events: Vec::new() });
             let offset = log.events.len() as u64;
             let topic = log.name.clone();
-            log.events.push(StoredEvent {
-                offset,
-                timestamp_ms: now,
-                event,
-            });
+            log.events.push(StoredEvent { offset, timestamp_ms: now, event });
             self.events_stored += 1;
             if let Some((producer, seq)) = key {
                 self.dedup.record(producer, seq, topic.clone(), offset, now);
             }
-            out.push(Appended {
-                topic,
-                offset,
-                duplicate: false,
-            });
+            out.push(Appended { topic, offset, duplicate: false });
         }
         out
     }
@@ -108,22 +93,14 @@ impl EventLogState {
     /// Up to `max` events of `topic` from `offset` (an unknown topic reads as empty).
     pub fn fetch(&self, topic: &str, offset: u64, max: usize) -> FetchReply {
         let Some(log) = self.topics.get(topic) else {
-            return FetchReply {
-                events: Vec::new(),
-                next_offset: offset,
-                end_offset: 0,
-            };
+            return FetchReply { events: Vec::new(), next_offset: offset, end_offset: 0 };
         };
         let end = log.events.len() as u64;
         let start = offset.min(end) as usize;
         let stop = start.saturating_add(max).min(log.events.len());
         let events = log.events[start..stop].to_vec();
         // A consumer ahead of the end keeps its position and waits for the topic to catch up.
-        FetchReply {
-            next_offset: (stop as u64).max(offset),
-            end_offset: end,
-            events,
-        }
+        FetchReply { next_offset: (stop as u64).max(offset), end_offset: end, events }
     }
 
     /// Names of all topics, sorted.
@@ -232,22 +209,8 @@ mod tests {
         let mut s = EventLogState::new(DedupConfig::default());
         s.apply_batch(vec![ev("a", 1, 1), ev("a", 1, 2)], 10);
         let r = s.apply_batch(vec![ev("a", 1, 2), ev("a", 1, 3)], 20);
-        assert_eq!(
-            r[0],
-            Appended {
-                topic: "a".into(),
-                offset: 1,
-                duplicate: true
-            }
-        );
-        assert_eq!(
-            r[1],
-            Appended {
-                topic: "a".into(),
-                offset: 2,
-                duplicate: false
-            }
-        );
+        assert_eq!(r[0], Appended { topic: "a".into(), offset: 1, duplicate: true });
+        assert_eq!(r[1], Appended { topic: "a".into(), offset: 2, duplicate: false });
         assert_eq!(s.topic_log("a").len(), 3);
     }
 
@@ -262,13 +225,7 @@ mod tests {
     #[test]
     fn anonymous_events_are_never_deduplicated() {
         let mut s = EventLogState::new(DedupConfig::default());
-        s.apply_batch(
-            vec![
-                Event::new("a", Priority::Low, "x"),
-                Event::new("a", Priority::Low, "x"),
-            ],
-            1,
-        );
+        s.apply_batch(vec![Event::new("a", Priority::Low, "x"), Event::new("a", Priority::Low, "x")], 1);
         assert_eq!(s.topic_log("a").len(), 2);
     }
 
@@ -283,10 +240,7 @@ mod tests {
 
     #[test]
     fn expiry_follows_stamped_time() {
-        let cfg = DedupConfig {
-            window_ms: 100,
-            ..DedupConfig::default()
-        };
+        let cfg = DedupConfig { window_ms: 100, ..DedupConfig::default() };
         let mut s = EventLogState::new(cfg);
         s.apply_batch(vec![ev("a", 1, 1)], 1000);
         assert!(s.apply_batch(vec![ev("a", 1, 1)], 1100)[0].duplicate);

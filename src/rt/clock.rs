@@ -45,13 +45,7 @@ pub struct ClockState {
 impl ClockState {
     /// A clock whose monotonic reading is zero and whose wall reading is `wall_base_ns` at `real`.
     pub fn new(real: Instant, wall_base_ns: i128) -> Self {
-        ClockState {
-            anchor_real: real,
-            anchor_local_ns: 0,
-            drift_ppm: 0,
-            wall_base_ns,
-            wall_offset_ns: 0,
-        }
+        ClockState { anchor_real: real, anchor_local_ns: 0, drift_ppm: 0, wall_base_ns, wall_offset_ns: 0 }
     }
 
     /// Local monotonic time (since the clock was made) at real instant `real`.
@@ -69,10 +63,7 @@ impl ClockState {
 
     /// Changes the drift rate from `real` on; readings before `real` are unchanged.
     pub fn set_drift_ppm(&mut self, real: Instant, ppm: i64) {
-        assert!(
-            (-MAX_DRIFT_PPM..=MAX_DRIFT_PPM).contains(&ppm),
-            "drift {ppm} ppm outside ±{MAX_DRIFT_PPM}"
-        );
+        assert!((-MAX_DRIFT_PPM..=MAX_DRIFT_PPM).contains(&ppm), "drift {ppm} ppm outside ±{MAX_DRIFT_PPM}");
         let local = self.mono_at(real).as_nanos();
         if real > self.anchor_real {
             self.anchor_real = real;
@@ -113,18 +104,13 @@ impl NodeClock {
     /// A clock with no skew, starting now. Its wall time starts at the runtime's wall clock
     /// (simulated under madsim).
     pub fn new() -> Self {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
         Self::with_wall_base(wall)
     }
 
     /// A clock whose wall reading starts at `unix_ns`.
     pub fn with_wall_base(unix_ns: i128) -> Self {
-        NodeClock {
-            state: Arc::new(Mutex::new(ClockState::new(Instant::now(), unix_ns))),
-        }
+        NodeClock { state: Arc::new(Mutex::new(ClockState::new(Instant::now(), unix_ns))) }
     }
 
     fn with_state<T>(&self, f: impl FnOnce(&mut ClockState) -> T) -> T {
@@ -207,30 +193,18 @@ mod tests {
     fn no_drift_tracks_real_time() {
         let (t0, c) = base();
         assert_eq!(c.mono_at(t0), Duration::ZERO);
-        assert_eq!(
-            c.mono_at(t0 + Duration::from_secs(3)),
-            Duration::from_secs(3)
-        );
-        assert_eq!(
-            c.wall_ns_at(t0 + Duration::from_millis(5)),
-            1_000_000_000_000 + 5_000_000
-        );
+        assert_eq!(c.mono_at(t0 + Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(c.wall_ns_at(t0 + Duration::from_millis(5)), 1_000_000_000_000 + 5_000_000);
     }
 
     #[test]
     fn positive_drift_runs_fast_and_negative_slow() {
         let (t0, mut c) = base();
         c.set_drift_ppm(t0, 100_000); // +10%
-        assert_eq!(
-            c.mono_at(t0 + Duration::from_secs(10)),
-            Duration::from_secs(11)
-        );
+        assert_eq!(c.mono_at(t0 + Duration::from_secs(10)), Duration::from_secs(11));
         let (t0, mut c) = base();
         c.set_drift_ppm(t0, -250_000); // -25%
-        assert_eq!(
-            c.mono_at(t0 + Duration::from_secs(4)),
-            Duration::from_secs(3)
-        );
+        assert_eq!(c.mono_at(t0 + Duration::from_secs(4)), Duration::from_secs(3));
     }
 
     #[test]
@@ -240,15 +214,9 @@ mod tests {
         let before = c.mono_at(t1);
         c.set_drift_ppm(t1, 500_000);
         assert_eq!(c.mono_at(t1), before, "re-anchoring must not jump");
-        assert_eq!(
-            c.mono_at(t1 + Duration::from_secs(2)),
-            Duration::from_secs(13)
-        );
+        assert_eq!(c.mono_at(t1 + Duration::from_secs(2)), Duration::from_secs(13));
         c.set_drift_ppm(t1 + Duration::from_secs(2), 0);
-        assert_eq!(
-            c.mono_at(t1 + Duration::from_secs(4)),
-            Duration::from_secs(15)
-        );
+        assert_eq!(c.mono_at(t1 + Duration::from_secs(4)), Duration::from_secs(15));
     }
 
     #[test]

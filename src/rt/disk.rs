@@ -86,10 +86,7 @@ fn check_name(op: &'static str, name: &str) -> Result<(), DiskError> {
         || name == "."
         || name == ".."
     {
-        return Err(DiskError::InvalidName {
-            op,
-            path: name.to_string(),
-        });
+        return Err(DiskError::InvalidName { op, path: name.to_string() });
     }
     Ok(())
 }
@@ -115,10 +112,7 @@ impl FileDisk {
             path: root.display().to_string(),
             source,
         })?;
-        Ok(FileDisk {
-            root,
-            handles: Mutex::new(BTreeMap::new()),
-        })
+        Ok(FileDisk { root, handles: Mutex::new(BTreeMap::new()) })
     }
 
     /// The directory this disk lives in.
@@ -191,10 +185,7 @@ impl Disk for FileDisk {
             .write(true)
             .open(self.path(name))
             .map_err(|e| self.io("truncate", name, e))?;
-        let cur = f
-            .metadata()
-            .map_err(|e| self.io("truncate", name, e))?
-            .len();
+        let cur = f.metadata().map_err(|e| self.io("truncate", name, e))?.len();
         if len < cur {
             f.set_len(len).map_err(|e| self.io("truncate", name, e))?;
         }
@@ -346,10 +337,7 @@ impl SimDisk {
         {
             let k = rng.random_range(0..lw.data.len());
             if k > 0 {
-                let f = st
-                    .files
-                    .get_mut(&lw.file)
-                    .expect("durable name refers to a file");
+                let f = st.files.get_mut(&lw.file).expect("durable name refers to a file");
                 let end = lw.offset + k;
                 if f.current.len() < end {
                     f.current.resize(end, 0);
@@ -391,19 +379,14 @@ impl SimDisk {
     /// Bytes currently stored (what reads see).
     pub fn used_bytes(&self) -> u64 {
         let st = self.lock();
-        st.names
-            .values()
-            .map(|id| st.files[id].current.len() as u64)
-            .sum()
+        st.names.values().map(|id| st.files[id].current.len() as u64).sum()
     }
 
     /// Flips one byte of a file, durably (for corruption tests).
     pub fn corrupt(&self, name: &str, offset: usize) -> Result<(), DiskError> {
         let mut st = self.lock();
-        let id = *st.names.get(name).ok_or_else(|| DiskError::NotFound {
-            op: "corrupt",
-            path: name.into(),
-        })?;
+        let id =
+            *st.names.get(name).ok_or_else(|| DiskError::NotFound { op: "corrupt", path: name.into() })?;
         let f = st.files.get_mut(&id).expect("named file exists");
         if let Some(b) = f.current.get_mut(offset) {
             *b ^= 0xFF;
@@ -416,21 +399,13 @@ impl SimDisk {
 }
 
 fn gc(st: &mut SimState) {
-    let live: std::collections::BTreeSet<FileId> = st
-        .names
-        .values()
-        .chain(st.durable_names.values())
-        .copied()
-        .collect();
+    let live: std::collections::BTreeSet<FileId> =
+        st.names.values().chain(st.durable_names.values()).copied().collect();
     st.files.retain(|id, _| live.contains(id));
 }
 
 fn injected(op: &'static str, name: &str) -> DiskError {
-    DiskError::Io {
-        op,
-        path: name.to_string(),
-        source: io::Error::other("injected I/O error"),
-    }
+    DiskError::Io { op, path: name.to_string(), source: io::Error::other("injected I/O error") }
 }
 
 impl SimState {
@@ -441,17 +416,10 @@ impl SimState {
             return Err(injected(op, name));
         }
         if let Some(cap) = self.capacity {
-            let used: u64 = self
-                .names
-                .values()
-                .map(|id| self.files[id].current.len() as u64)
-                .sum();
+            let used: u64 = self.names.values().map(|id| self.files[id].current.len() as u64).sum();
             if used + growth > cap {
                 self.stats.injected_failures += 1;
-                return Err(DiskError::NoSpace {
-                    op,
-                    path: name.to_string(),
-                });
+                return Err(DiskError::NoSpace { op, path: name.to_string() });
             }
         }
         self.stats.writes += 1;
@@ -480,13 +448,7 @@ impl SimState {
     }
 
     fn id(&self, op: &'static str, name: &str) -> Result<FileId, DiskError> {
-        self.names
-            .get(name)
-            .copied()
-            .ok_or_else(|| DiskError::NotFound {
-                op,
-                path: name.to_string(),
-            })
+        self.names.get(name).copied().ok_or_else(|| DiskError::NotFound { op, path: name.to_string() })
     }
 }
 
@@ -501,10 +463,7 @@ impl Disk for SimDisk {
     fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
         check_name("size", name)?;
         let st = self.lock();
-        Ok(st
-            .names
-            .get(name)
-            .map(|id| st.files[id].current.len() as u64))
+        Ok(st.names.get(name).map(|id| st.files[id].current.len() as u64))
     }
 
     fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
@@ -515,31 +474,19 @@ impl Disk for SimDisk {
         let f = st.files.get_mut(&id).expect("created above");
         let offset = f.current.len();
         f.current.extend_from_slice(data);
-        st.last_write = Some(LastWrite {
-            file: id,
-            offset,
-            data: data.to_vec(),
-        });
+        st.last_write = Some(LastWrite { file: id, offset, data: data.to_vec() });
         Ok(())
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         check_name("write", name)?;
         let mut st = self.lock();
-        let old = st
-            .names
-            .get(name)
-            .map(|id| st.files[id].current.len() as u64)
-            .unwrap_or(0);
+        let old = st.names.get(name).map(|id| st.files[id].current.len() as u64).unwrap_or(0);
         st.before_write("write", name, (data.len() as u64).saturating_sub(old))?;
         let id = st.create(name);
         let f = st.files.get_mut(&id).expect("created above");
         f.current = data.to_vec();
-        st.last_write = Some(LastWrite {
-            file: id,
-            offset: 0,
-            data: data.to_vec(),
-        });
+        st.last_write = Some(LastWrite { file: id, offset: 0, data: data.to_vec() });
         Ok(())
     }
 
@@ -590,12 +537,7 @@ impl Disk for SimDisk {
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
         let st = self.lock();
-        Ok(st
-            .names
-            .keys()
-            .filter(|n| n.starts_with(prefix))
-            .cloned()
-            .collect())
+        Ok(st.names.keys().filter(|n| n.starts_with(prefix)).cloned().collect())
     }
 
     fn sync_dir(&self) -> Result<(), DiskError> {
@@ -642,11 +584,7 @@ mod tests {
         d.rename("state.tmp", "state").unwrap();
         assert_eq!(d.read("state").unwrap(), b"v2");
         d.power_fail(None);
-        assert_eq!(
-            d.read("state").unwrap(),
-            b"v1",
-            "rename without sync_dir reverts"
-        );
+        assert_eq!(d.read("state").unwrap(), b"v1", "rename without sync_dir reverts");
         d.write_atomic("state", b"v3").unwrap();
         d.power_fail(None);
         assert_eq!(d.read("state").unwrap(), b"v3");
@@ -714,17 +652,10 @@ mod tests {
         d.inject(DiskFault::FailSyncs(1));
         assert!(d.sync("f").is_err());
         d.power_fail(None);
-        assert_eq!(
-            d.read("f").unwrap(),
-            b"ok",
-            "a failed fsync made nothing durable"
-        );
+        assert_eq!(d.read("f").unwrap(), b"ok", "a failed fsync made nothing durable");
         d.inject(DiskFault::Capacity(4));
         d.append("f", b"zz").unwrap();
-        assert!(matches!(
-            d.append("f", b"!"),
-            Err(DiskError::NoSpace { .. })
-        ));
+        assert!(matches!(d.append("f", b"!"), Err(DiskError::NoSpace { .. })));
         d.clear_faults();
         d.append("f", b"!").unwrap();
         assert_eq!(d.stats().injected_failures, 3);
@@ -747,14 +678,8 @@ mod tests {
     #[test]
     fn names_are_flat() {
         let d = SimDisk::new();
-        assert!(matches!(
-            d.write("../x", b""),
-            Err(DiskError::InvalidName { .. })
-        ));
-        assert!(matches!(
-            d.write("a/b", b""),
-            Err(DiskError::InvalidName { .. })
-        ));
+        assert!(matches!(d.write("../x", b""), Err(DiskError::InvalidName { .. })));
+        assert!(matches!(d.write("a/b", b""), Err(DiskError::InvalidName { .. })));
     }
 
     #[cfg(not(madsim))]

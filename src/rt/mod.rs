@@ -24,8 +24,7 @@ pub use tokio::task::JoinHandle;
 /// Asynchronous I/O traits and helpers. Use [`io::split`], not `into_split`.
 pub mod io {
     pub use tokio::io::{
-        AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf,
-        WriteHalf, split,
+        AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf, split,
     };
 }
 
@@ -54,10 +53,7 @@ pub mod time {
 
     /// Runs `fut` for at most `dur`. Built on a biased select so it is `Send` and replays exactly
     /// in the simulator.
-    pub async fn timeout<F: std::future::Future>(
-        dur: Duration,
-        fut: F,
-    ) -> Result<F::Output, Elapsed> {
+    pub async fn timeout<F: std::future::Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
         tokio::select! {
             biased;
             out = fut => Ok(out),

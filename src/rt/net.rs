@@ -19,9 +19,7 @@ pub struct UdpSocket {
 impl UdpSocket {
     /// Binds a UDP socket.
     pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
-        Ok(UdpSocket {
-            inner: tokio::net::UdpSocket::bind(addr).await?,
-        })
+        Ok(UdpSocket { inner: tokio::net::UdpSocket::bind(addr).await? })
     }
 
     /// The bound address.

@@ -119,10 +119,7 @@ impl ErrorCode {
 
     /// True if retrying the same request later may succeed.
     pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Overloaded | ErrorCode::NotLeader | ErrorCode::Internal
-        )
+        matches!(self, ErrorCode::Overloaded | ErrorCode::NotLeader | ErrorCode::Internal)
     }
 }
 
@@ -140,11 +137,7 @@ pub enum Request {
     /// Publishes one or more events; each carries its own idempotency key.
     Publish(Vec<Event>),
     /// Reads up to `max_events` events of `topic` from `offset`.
-    Fetch {
-        topic: String,
-        offset: u64,
-        max_events: u32,
-    },
+    Fetch { topic: String, offset: u64, max_events: u32 },
     /// Liveness check.
     Ping,
 }
@@ -153,11 +146,7 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckItem {
     /// Stored at `offset`; `duplicate` if an earlier publish with the same key stored it there.
-    Stored {
-        topic: String,
-        offset: u64,
-        duplicate: bool,
-    },
+    Stored { topic: String, offset: u64, duplicate: bool },
     /// Not stored.
     Rejected(ErrorFrame),
 }
@@ -176,12 +165,7 @@ pub struct ErrorFrame {
 impl ErrorFrame {
     /// An error with just a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorFrame {
-            code,
-            retry_after_ms: 0,
-            leader: String::new(),
-            message: message.into(),
-        }
+        ErrorFrame { code, retry_after_ms: 0, leader: String::new(), message: message.into() }
     }
 }
 
@@ -233,11 +217,7 @@ pub struct RawFrame {
 pub enum FrameError {
     /// The declared size exceeds the limit. Fatal: the stream cannot be resynchronised cheaply.
     #[error("frame of {size} bytes exceeds the {max}-byte limit")]
-    TooLarge {
-        request_id: u64,
-        size: usize,
-        max: usize,
-    },
+    TooLarge { request_id: u64, size: usize, max: usize },
     /// Checksum mismatch; the frame was skipped.
     #[error("checksum mismatch (frame skipped)")]
     BadChecksum { request_id: u64 },
@@ -328,11 +308,7 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<RawFr
     let request_id = u64::from_be_bytes(buf[12..20].try_into().expect("8 bytes"));
     let size = HEADER_LEN + body_len + TRAILER_LEN;
     if size > max_frame {
-        return Err(FrameError::TooLarge {
-            request_id,
-            size,
-            max: max_frame,
-        });
+        return Err(FrameError::TooLarge { request_id, size, max: max_frame });
     }
     if buf.len() < size {
         buf.reserve(size - buf.len());
@@ -345,16 +321,9 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<RawFr
         return Err(FrameError::BadChecksum { request_id });
     }
     if version != VERSION {
-        return Err(FrameError::BadVersion {
-            request_id,
-            version,
-        });
+        return Err(FrameError::BadVersion { request_id, version });
     }
-    Ok(Some(RawFrame {
-        kind,
-        request_id,
-        body: frame.slice(HEADER_LEN..size - 4),
-    }))
+    Ok(Some(RawFrame { kind, request_id, body: frame.slice(HEADER_LEN..size - 4) }))
 }
 
 /// Appends a frame around a body written by `body`.
@@ -394,11 +363,7 @@ struct Reader {
 
 impl Reader {
     fn need(&self, n: usize, what: &'static str) -> Result<(), BodyError> {
-        if self.buf.remaining() < n {
-            Err(BodyError::Truncated(what))
-        } else {
-            Ok(())
-        }
+        if self.buf.remaining() < n { Err(BodyError::Truncated(what)) } else { Ok(()) }
     }
     fn u8(&mut self, what: &'static str) -> Result<u8, BodyError> {
         self.need(1, what)?;
@@ -430,28 +395,15 @@ impl Reader {
         self.bytes(n, what)
     }
     /// Reads a count and checks that `count * min_each` bytes could follow.
-    fn count(
-        &mut self,
-        what: &'static str,
-        min_each: usize,
-        wide: bool,
-    ) -> Result<usize, BodyError> {
-        let count = if wide {
-            self.u32(what)? as usize
-        } else {
-            usize::from(self.u16(what)?)
-        };
+    fn count(&mut self, what: &'static str, min_each: usize, wide: bool) -> Result<usize, BodyError> {
+        let count = if wide { self.u32(what)? as usize } else { usize::from(self.u16(what)?) };
         if count.saturating_mul(min_each) > self.buf.remaining() {
             return Err(BodyError::BadCount { what, count });
         }
         Ok(count)
     }
     fn finish(self) -> Result<(), BodyError> {
-        if self.buf.has_remaining() {
-            Err(BodyError::Trailing(self.buf.remaining()))
-        } else {
-            Ok(())
-        }
+        if self.buf.has_remaining() { Err(BodyError::Trailing(self.buf.remaining())) } else { Ok(()) }
     }
 }
 
@@ -483,11 +435,7 @@ fn read_event(r: &mut Reader) -> Result<Event, BodyError> {
     let priority = Priority::from_u8(p).ok_or(BodyError::BadPriority(p))?;
     let flags = r.u8("event flags")?;
     let topic = r.str16("topic")?;
-    let key = if flags & KEY_PRESENT != 0 {
-        Some(r.bytes32("key")?)
-    } else {
-        None
-    };
+    let key = if flags & KEY_PRESENT != 0 { Some(r.bytes32("key")?) } else { None };
     let n = r.count("headers", 2 + 4, false)?;
     let mut headers = Vec::with_capacity(n);
     for _ in 0..n {
@@ -496,15 +444,7 @@ fn read_event(r: &mut Reader) -> Result<Event, BodyError> {
         headers.push(Header { name, value });
     }
     let payload = r.bytes32("payload")?;
-    Ok(Event {
-        topic,
-        priority,
-        producer_id,
-        sequence,
-        key,
-        headers,
-        payload,
-    })
+    Ok(Event { topic, priority, producer_id, sequence, key, headers, payload })
 }
 
 fn put_error(out: &mut BytesMut, e: &ErrorFrame) {
@@ -520,12 +460,7 @@ fn read_error(r: &mut Reader) -> Result<ErrorFrame, BodyError> {
     let retry_after_ms = r.u32("retry after")?;
     let leader = r.str16("leader")?;
     let message = r.str16("message")?;
-    Ok(ErrorFrame {
-        code,
-        retry_after_ms,
-        leader,
-        message,
-    })
+    Ok(ErrorFrame { code, retry_after_ms, leader, message })
 }
 
 /// The longest prefix of `s` that is at most `max` bytes and ends on a char boundary.
@@ -569,9 +504,7 @@ pub fn check_encodable(e: &Event) -> Result<(), EncodeError> {
             return Err(EncodeError::TooBig);
         }
     }
-    if e.payload.len() > u32::MAX as usize
-        || e.key.as_ref().is_some_and(|k| k.len() > u32::MAX as usize)
-    {
+    if e.payload.len() > u32::MAX as usize || e.key.as_ref().is_some_and(|k| k.len() > u32::MAX as usize) {
         return Err(EncodeError::TooBig);
     }
     Ok(())
@@ -602,11 +535,7 @@ impl Request {
                     put_event(out, e);
                 }
             }
-            Request::Fetch {
-                topic,
-                offset,
-                max_events,
-            } => {
+            Request::Fetch { topic, offset, max_events } => {
                 put_str16(out, topic);
                 out.put_u64(*offset);
                 out.put_u32(*max_events);
@@ -618,14 +547,9 @@ impl Request {
     /// Parses a request body.
     pub fn decode(frame: &RawFrame) -> Result<Request, BodyError> {
         let kind = Kind::from_u8(frame.kind).ok_or(BodyError::UnknownKind(frame.kind))?;
-        let mut r = Reader {
-            buf: frame.body.clone(),
-        };
+        let mut r = Reader { buf: frame.body.clone() };
         let req = match kind {
-            Kind::Hello => Request::Hello {
-                client: r.str16("client")?,
-                token: r.str16("token")?,
-            },
+            Kind::Hello => Request::Hello { client: r.str16("client")?, token: r.str16("token")? },
             Kind::Publish => {
                 let n = r.count("events", MIN_EVENT, true)?;
                 let mut events = Vec::with_capacity(n);
@@ -668,11 +592,7 @@ impl Response {
     /// Appends this reply as a frame.
     pub fn encode(&self, request_id: u64, out: &mut BytesMut) {
         encode_frame(self.kind(), request_id, out, |out| match self {
-            Response::HelloOk {
-                server,
-                node_id,
-                max_frame_bytes,
-            } => {
+            Response::HelloOk { server, node_id, max_frame_bytes } => {
                 put_str16(out, truncate_utf8(server, u16::MAX as usize));
                 out.put_u64(*node_id);
                 out.put_u32(*max_frame_bytes);
@@ -681,16 +601,8 @@ impl Response {
                 out.put_u32(u32::try_from(items.len()).expect("ack count fits in u32"));
                 for item in items {
                     match item {
-                        AckItem::Stored {
-                            topic,
-                            offset,
-                            duplicate,
-                        } => {
-                            out.put_u8(if *duplicate {
-                                ACK_DUPLICATE
-                            } else {
-                                ACK_STORED
-                            });
+                        AckItem::Stored { topic, offset, duplicate } => {
+                            out.put_u8(if *duplicate { ACK_DUPLICATE } else { ACK_STORED });
                             put_str16(out, topic);
                             out.put_u64(*offset);
                         }
@@ -701,12 +613,7 @@ impl Response {
                     }
                 }
             }
-            Response::Fetched {
-                topic,
-                next_offset,
-                end_offset,
-                events,
-            } => {
+            Response::Fetched { topic, next_offset, end_offset, events } => {
                 put_str16(out, topic);
                 out.put_u64(*next_offset);
                 out.put_u64(*end_offset);
@@ -725,9 +632,7 @@ impl Response {
     /// Parses a reply body.
     pub fn decode(frame: &RawFrame) -> Result<Response, BodyError> {
         let kind = Kind::from_u8(frame.kind).ok_or(BodyError::UnknownKind(frame.kind))?;
-        let mut r = Reader {
-            buf: frame.body.clone(),
-        };
+        let mut r = Reader { buf: frame.body.clone() };
         let resp = match kind {
             Kind::HelloOk => Response::HelloOk {
                 server: r.str16("server")?,
@@ -760,18 +665,9 @@ impl Response {
                 for _ in 0..n {
                     let offset = r.u64("offset")?;
                     let timestamp_ms = r.u64("timestamp")?;
-                    events.push(StoredEvent {
-                        offset,
-                        timestamp_ms,
-                        event: read_event(&mut r)?,
-                    });
+                    events.push(StoredEvent { offset, timestamp_ms, event: read_event(&mut r)? });
                 }
-                Response::Fetched {
-                    topic,
-                    next_offset,
-                    end_offset,
-                    events,
-                }
+                Response::Fetched { topic, next_offset, end_offset, events }
             }
             Kind::Pong => Response::Pong,
             Kind::Error => Response::Error(read_error(&mut r)?),
@@ -802,10 +698,7 @@ mod tests {
         assert_eq!(&b[8..12], &[0, 0, 0, 0]);
         assert_eq!(u64::from_be_bytes(b[12..20].try_into().unwrap()), 42);
         assert_eq!(b.len(), HEADER_LEN + TRAILER_LEN);
-        assert_eq!(
-            u32::from_be_bytes(b[20..24].try_into().unwrap()),
-            crc32c::crc32c(&b[4..20])
-        );
+        assert_eq!(u32::from_be_bytes(b[20..24].try_into().unwrap()), crc32c::crc32c(&b[4..20]));
     }
 
     #[test]
@@ -815,17 +708,10 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_is_a_checksum_error_and_the_frame_is_skipped() {
-        let mut b = one(&Request::Fetch {
-            topic: "t".into(),
-            offset: 3,
-            max_events: 10,
-        });
+        let mut b = one(&Request::Fetch { topic: "t".into(), offset: 3, max_events: 10 });
         b.extend_from_slice(&one(&Request::Ping));
         b[22] ^= 1;
-        assert_eq!(
-            decode_frame(&mut b, 1 << 20),
-            Err(FrameError::BadChecksum { request_id: 42 })
-        );
+        assert_eq!(decode_frame(&mut b, 1 << 20), Err(FrameError::BadChecksum { request_id: 42 }));
         let next = decode_frame(&mut b, 1 << 20).unwrap().unwrap();
         assert_eq!(Request::decode(&next).unwrap(), Request::Ping);
     }
@@ -861,10 +747,7 @@ mod tests {
             request_id: 1,
             body: Bytes::from_static(&[0xFF, 0xFF, 0xFF, 0xFF]),
         };
-        assert!(matches!(
-            Request::decode(&frame),
-            Err(BodyError::BadCount { .. })
-        ));
+        assert!(matches!(Request::decode(&frame), Err(BodyError::BadCount { .. })));
     }
 
     #[test]
@@ -872,13 +755,7 @@ mod tests {
         let mut b = BytesMut::new();
         Response::Pong.encode(1, &mut b);
         let f = decode_frame(&mut b, 1 << 20).unwrap().unwrap();
-        assert_eq!(
-            Request::decode(&f),
-            Err(BodyError::WrongDirection(Kind::Pong as u8))
-        );
-        assert_eq!(
-            BodyError::WrongDirection(0x84).to_error_frame().code,
-            ErrorCode::Unsupported
-        );
+        assert_eq!(Request::decode(&f), Err(BodyError::WrongDirection(Kind::Pong as u8)));
+        assert_eq!(BodyError::WrongDirection(0x84).to_error_frame().code, ErrorCode::Unsupported);
     }
 }

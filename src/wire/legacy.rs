@@ -47,10 +47,7 @@ pub fn parse_body(body: &Bytes) -> Result<Event, LegacyError> {
     }
     let available = body.len() - MIN_BODY;
     if topic_len > available {
-        return Err(LegacyError::TopicOverrun {
-            topic_len,
-            available,
-        });
+        return Err(LegacyError::TopicOverrun { topic_len, available });
     }
     let topic_bytes = &body[MIN_BODY..MIN_BODY + topic_len];
     let topic = std::str::from_utf8(topic_bytes).map_err(|_| LegacyError::BadTopic("not UTF-8"))?;
@@ -62,10 +59,7 @@ pub fn parse_body(body: &Bytes) -> Result<Event, LegacyError> {
 /// Appends one legacy frame to `out`. Panics if the topic is empty or longer than `u16::MAX`
 /// bytes, or the body exceeds `u32::MAX` bytes (a programming error on the sending side).
 pub fn encode(priority: Priority, topic: &str, payload: &[u8], out: &mut impl BufMut) {
-    assert!(
-        !topic.is_empty() && topic.len() <= usize::from(u16::MAX),
-        "legacy topic length"
-    );
+    assert!(!topic.is_empty() && topic.len() <= usize::from(u16::MAX), "legacy topic length");
     let body_len = MIN_BODY + topic.len() + payload.len();
     let body_len = u32::try_from(body_len).expect("legacy body fits in u32");
     out.put_u32(body_len);
@@ -107,40 +101,20 @@ mod tests {
     #[test]
     fn empty_payload_is_valid() {
         let frame = encode_to_vec(Priority::Batch, "t", b"");
-        assert!(
-            parse_body(&Bytes::copy_from_slice(&frame[4..]))
-                .unwrap()
-                .payload
-                .is_empty()
-        );
+        assert!(parse_body(&Bytes::copy_from_slice(&frame[4..])).unwrap().payload.is_empty());
     }
 
     #[test]
     fn rejects_each_malformation() {
         let b = |v: &[u8]| Bytes::copy_from_slice(v);
         assert_eq!(parse_body(&b(&[1, 0])), Err(LegacyError::TooShort(2)));
-        assert_eq!(
-            parse_body(&b(&[5, 0, 1, b'a'])),
-            Err(LegacyError::BadPriority(5))
-        );
-        assert_eq!(
-            parse_body(&b(&[1, 0, 0, b'a'])),
-            Err(LegacyError::EmptyTopic)
-        );
+        assert_eq!(parse_body(&b(&[5, 0, 1, b'a'])), Err(LegacyError::BadPriority(5)));
+        assert_eq!(parse_body(&b(&[1, 0, 0, b'a'])), Err(LegacyError::EmptyTopic));
         assert_eq!(
             parse_body(&b(&[1, 0, 2, b'a'])),
-            Err(LegacyError::TopicOverrun {
-                topic_len: 2,
-                available: 1
-            })
+            Err(LegacyError::TopicOverrun { topic_len: 2, available: 1 })
         );
-        assert!(matches!(
-            parse_body(&b(&[1, 0, 1, 0xFF])),
-            Err(LegacyError::BadTopic(_))
-        ));
-        assert!(matches!(
-            parse_body(&b(&[1, 0, 1, b'\n'])),
-            Err(LegacyError::BadTopic(_))
-        ));
+        assert!(matches!(parse_body(&b(&[1, 0, 1, 0xFF])), Err(LegacyError::BadTopic(_))));
+        assert!(matches!(parse_body(&b(&[1, 0, 1, b'\n'])), Err(LegacyError::BadTopic(_))));
     }
 }

@@ -51,10 +51,7 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// A decoder that refuses frames over `max_frame` bytes (clamped to the 1 GiB protocol cap).
     pub fn new(max_frame: usize) -> Self {
-        StreamDecoder {
-            max_frame: max_frame.min(acked::MAX_FRAME_LIMIT),
-            empty_run: 0,
-        }
+        StreamDecoder { max_frame: max_frame.min(acked::MAX_FRAME_LIMIT), empty_run: 0 }
     }
 
     /// Takes the next unit off the front of `buf`; `Ok(None)` means more bytes are needed.
@@ -68,14 +65,10 @@ impl StreamDecoder {
                 return match acked::decode_frame(buf, self.max_frame) {
                     Ok(None) => Ok(None),
                     Ok(Some(frame)) => Ok(Some(match Request::decode(&frame) {
-                        Ok(request) => Inbound::Request {
-                            request_id: frame.request_id,
-                            request,
-                        },
-                        Err(e) => Inbound::BadRequest {
-                            request_id: frame.request_id,
-                            error: e.to_error_frame(),
-                        },
+                        Ok(request) => Inbound::Request { request_id: frame.request_id, request },
+                        Err(e) => {
+                            Inbound::BadRequest { request_id: frame.request_id, error: e.to_error_frame() }
+                        }
                     })),
                     Err(e) if e.is_fatal() => Err(StreamError::AckedTooLarge {
                         request_id: e.request_id(),
@@ -97,10 +90,7 @@ impl StreamDecoder {
                 continue;
             }
             if size > self.max_frame {
-                return Err(StreamError::LegacyTooLarge {
-                    size,
-                    max: self.max_frame,
-                });
+                return Err(StreamError::LegacyTooLarge { size, max: self.max_frame });
             }
             if buf.len() < 4 + size {
                 buf.reserve(4 + size - buf.len());

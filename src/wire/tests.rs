@@ -28,17 +28,15 @@ fn event() -> impl Strategy<Value = Event> {
         ),
         bytes_upto(40),
     )
-        .prop_map(
-            |(topic, priority, producer_id, sequence, key, headers, payload)| Event {
-                topic,
-                priority,
-                producer_id,
-                sequence,
-                key,
-                headers,
-                payload,
-            },
-        )
+        .prop_map(|(topic, priority, producer_id, sequence, key, headers, payload)| Event {
+            topic,
+            priority,
+            producer_id,
+            sequence,
+            key,
+            headers,
+            payload,
+        })
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -47,12 +45,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 fn error_frame() -> impl Strategy<Value = ErrorFrame> {
     (error_code(), any::<u32>(), "\\PC{0,12}", "\\PC{0,20}").prop_map(
-        |(code, retry_after_ms, leader, message)| ErrorFrame {
-            code,
-            retry_after_ms,
-            leader,
-            message,
-        },
+        |(code, retry_after_ms, leader, message)| ErrorFrame { code, retry_after_ms, leader, message },
     )
 }
 
@@ -60,58 +53,33 @@ fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         ("\\PC{0,10}", "\\PC{0,10}").prop_map(|(client, token)| Request::Hello { client, token }),
         prop::collection::vec(event(), 0..4).prop_map(Request::Publish),
-        ("\\PC{1,10}", any::<u64>(), any::<u32>()).prop_map(|(topic, offset, max_events)| {
-            Request::Fetch {
-                topic,
-                offset,
-                max_events,
-            }
-        }),
+        ("\\PC{1,10}", any::<u64>(), any::<u32>())
+            .prop_map(|(topic, offset, max_events)| { Request::Fetch { topic, offset, max_events } }),
         Just(Request::Ping),
     ]
 }
 
 fn response() -> impl Strategy<Value = Response> {
     let item = prop_oneof![
-        ("\\PC{1,8}", any::<u64>(), any::<bool>()).prop_map(|(topic, offset, duplicate)| {
-            AckItem::Stored {
-                topic,
-                offset,
-                duplicate,
-            }
-        }),
+        ("\\PC{1,8}", any::<u64>(), any::<bool>())
+            .prop_map(|(topic, offset, duplicate)| { AckItem::Stored { topic, offset, duplicate } }),
         error_frame().prop_map(AckItem::Rejected),
     ];
-    let stored = (any::<u64>(), any::<u64>(), event()).prop_map(|(offset, timestamp_ms, event)| {
-        StoredEvent {
-            offset,
-            timestamp_ms,
-            event,
-        }
-    });
+    let stored = (any::<u64>(), any::<u64>(), event())
+        .prop_map(|(offset, timestamp_ms, event)| StoredEvent { offset, timestamp_ms, event });
     prop_oneof![
-        ("\\PC{0,10}", any::<u64>(), any::<u32>()).prop_map(
-            |(server, node_id, max_frame_bytes)| Response::HelloOk {
-                server,
-                node_id,
-                max_frame_bytes
+        ("\\PC{0,10}", any::<u64>(), any::<u32>()).prop_map(|(server, node_id, max_frame_bytes)| {
+            Response::HelloOk { server, node_id, max_frame_bytes }
+        }),
+        prop::collection::vec(item, 0..4).prop_map(Response::Ack),
+        ("\\PC{1,8}", any::<u64>(), any::<u64>(), prop::collection::vec(stored, 0..3)).prop_map(
+            |(topic, next_offset, end_offset, events)| Response::Fetched {
+                topic,
+                next_offset,
+                end_offset,
+                events
             }
         ),
-        prop::collection::vec(item, 0..4).prop_map(Response::Ack),
-        (
-            "\\PC{1,8}",
-            any::<u64>(),
-            any::<u64>(),
-            prop::collection::vec(stored, 0..3)
-        )
-            .prop_map(
-                |(topic, next_offset, end_offset, events)| Response::Fetched {
-                    topic,
-                    next_offset,
-                    end_offset,
-                    events
-                }
-            ),
         Just(Response::Pong),
         error_frame().prop_map(Response::Error),
     ]
@@ -128,11 +96,7 @@ enum Unit {
 
 fn unit() -> impl Strategy<Value = Unit> {
     prop_oneof![
-        (
-            priority(),
-            "[a-z/]{1,10}",
-            prop::collection::vec(any::<u8>(), 0..30)
-        )
+        (priority(), "[a-z/]{1,10}", prop::collection::vec(any::<u8>(), 0..30))
             .prop_map(|(p, t, b)| Unit::Legacy(p, t, b)),
         prop::collection::vec(any::<u8>(), 1..12).prop_map(Unit::LegacyRaw),
         Just(Unit::Empty),
@@ -288,19 +252,9 @@ fn eleven_empty_frames_in_a_row_close_the_stream_but_ten_do_not() {
 fn a_legacy_body_over_the_limit_is_fatal() {
     let mut dec = StreamDecoder::new(100);
     let mut buf = BytesMut::from(&101u32.to_be_bytes()[..]);
-    assert_eq!(
-        dec.decode(&mut buf),
-        Err(StreamError::LegacyTooLarge {
-            size: 101,
-            max: 100
-        })
-    );
+    assert_eq!(dec.decode(&mut buf), Err(StreamError::LegacyTooLarge { size: 101, max: 100 }));
     let mut buf = BytesMut::from(&100u32.to_be_bytes()[..]);
-    assert_eq!(
-        dec.decode(&mut buf),
-        Ok(None),
-        "exactly the limit waits for the body"
-    );
+    assert_eq!(dec.decode(&mut buf), Ok(None), "exactly the limit waits for the body");
 }
 
 #[test]
@@ -309,10 +263,7 @@ fn malformed_legacy_bodies_keep_the_stream_going() {
     bytes.extend(legacy::encode_to_vec(Priority::High, "ok", b"1"));
     let (got, err) = decode_chunks(&[&bytes]);
     assert!(err.is_none());
-    assert_eq!(
-        got[0],
-        Inbound::LegacyMalformed(LegacyError::BadPriority(9))
-    );
+    assert_eq!(got[0], Inbound::LegacyMalformed(LegacyError::BadPriority(9)));
     assert!(matches!(&got[1], Inbound::Legacy(e) if e.topic == "ok"));
 }
 
@@ -328,11 +279,5 @@ fn bad_checksum_is_a_bad_request_not_fatal() {
     assert!(
         matches!(&got[0], Inbound::BadRequest { request_id: 5, error } if error.code == ErrorCode::Malformed)
     );
-    assert_eq!(
-        got[1],
-        Inbound::Request {
-            request_id: 6,
-            request: Request::Ping
-        }
-    );
+    assert_eq!(got[1], Inbound::Request { request_id: 6, request: Request::Ping });
 }

@@ -17,9 +17,7 @@ use eventstreamcore::client::{Client, ClientError};
 use eventstreamcore::config::IngestConfig;
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::IngestServer;
-use eventstreamcore::node::{
-    Appended, DedupConfig, EventService, FetchReply, LocalNode, ServiceError,
-};
+use eventstreamcore::node::{Appended, DedupConfig, EventService, FetchReply, LocalNode, ServiceError};
 use eventstreamcore::rt::{self, NodeClock, NodeRng};
 use eventstreamcore::wire::{AckItem, ErrorCode, Request, Response, acked, legacy};
 use rand::Rng;
@@ -29,13 +27,7 @@ use super::{Mutant, Options, RunReport};
 use crate::check;
 use crate::history::{AckRecord, History};
 
-const TOPICS: &[&str] = &[
-    "sensor/temperature",
-    "sensor/pressure",
-    "payment",
-    "audit",
-    "orders",
-];
+const TOPICS: &[&str] = &["sensor/temperature", "sensor/pressure", "payment", "audit", "orders"];
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const PORT: u16 = 7070;
 const UDP_PORT: u16 = 7071;
@@ -73,6 +65,8 @@ pub struct Plan {
     pub config: IngestConfig,
     /// (client index, kill time) for vanishing clients.
     pub kills: Vec<(usize, Duration)>,
+    /// If set, every publish completes after a random delay up to this many ms (commit latency).
+    pub service_delay_ms: Option<u64>,
     pub auth_token: String,
 }
 
@@ -129,20 +123,12 @@ impl Plan {
             read_timeout_ms: 2_000,
             write_timeout_ms: 3_000,
             shutdown_grace_ms: 2_000,
-            auth_token: if auth {
-                "s3cret".to_string()
-            } else {
-                String::new()
-            },
+            auth_token: if auth { "s3cret".to_string() } else { String::new() },
             allowed_topics: Vec::new(),
             max_fetch_events: 7,
         };
-        Plan {
-            clients,
-            kills,
-            auth_token: config.auth_token.clone(),
-            config,
-        }
+        let service_delay_ms = rng.random_bool(0.5).then(|| rng.random_range(1..=40));
+        Plan { clients, kills, service_delay_ms, auth_token: config.auth_token.clone(), config }
     }
 
     /// A readable one-paragraph description.
@@ -156,12 +142,13 @@ impl Plan {
             *counts.entry(name).or_insert(0) += 1;
         }
         let mut s = format!(
-            "{} clients; server max_connections={} max_inflight_events={} pipelining={} auth={}; clients:",
+            "{} clients; server max_connections={} max_inflight_events={} pipelining={} auth={} commit_delay_ms={:?}; clients:",
             self.clients.len(),
             self.config.max_connections,
             self.config.max_inflight_events,
             self.config.max_inflight_per_connection,
             !self.auth_token.is_empty(),
+            self.service_delay_ms,
         );
         for (k, v) in counts {
             let _ = write!(s, " {k}×{v}");
@@ -173,6 +160,44 @@ impl Plan {
             self.kills.iter().map(|k| k.1).collect::<Vec<_>>()
         );
         s
+    }
+}
+
+/// A node that stores at call time but completes after a seeded delay, as a replicated node
+/// whose commit takes a while — so requests are really in flight, capacity fills up, and legacy
+/// connections stall.
+#[derive(Clone)]
+struct DelayedNode<S> {
+    inner: S,
+    rng: Arc<Mutex<NodeRng>>,
+    max_delay_ms: u64,
+}
+
+impl<S: EventService + Clone> EventService for DelayedNode<S> {
+    fn publish(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static + use<S> {
+        let delay =
+            Duration::from_millis(self.rng.lock().expect("rng lock").random_range(0..=self.max_delay_ms));
+        let fut = self.inner.publish(events);
+        async move {
+            rt::time::sleep(delay).await;
+            fut.await
+        }
+    }
+
+    fn fetch(
+        &self,
+        topic: String,
+        offset: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<S> {
+        self.inner.fetch(topic, offset, max)
+    }
+
+    fn node_id(&self) -> u64 {
+        self.inner.node_id()
     }
 }
 
@@ -196,11 +221,7 @@ impl EventService for FaultyNode {
             let mut out = fut.await?;
             if let Some(e) = lost {
                 let end = inner.state().topic_log(&e.topic).len() as u64;
-                out.push(Appended {
-                    topic: e.topic.as_str().into(),
-                    offset: end,
-                    duplicate: false,
-                });
+                out.push(Appended { topic: e.topic.as_str().into(), offset: end, duplicate: false });
             }
             Ok(out)
         }
@@ -243,20 +264,18 @@ pub async fn run(opts: Options) -> RunReport {
     let server_addr = plan.config.listen;
 
     // --- server -------------------------------------------------------------------------------
-    let server_node = handle
-        .create_node()
-        .name("server")
-        .ip(IpAddr::V4(SERVER_IP))
-        .build();
+    let server_node = handle.create_node().name("server").ip(IpAddr::V4(SERVER_IP)).build();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     let config = plan.config.clone();
-    let server_task = match opts.mutant {
-        None => start_server(&server_node, config, node.clone(), stop_tx),
-        Some(Mutant::AckBeforeStore) => {
-            let faulty = FaultyNode {
-                inner: node.clone(),
-                rng: Arc::new(Mutex::new(rt::rng::split(&mut rng))),
-            };
+    let service_rng = Arc::new(Mutex::new(rt::rng::split(&mut rng)));
+    let server_task = match (opts.mutant, plan.service_delay_ms) {
+        (None, None) => start_server(&server_node, config, node.clone(), stop_tx),
+        (None, Some(max_delay_ms)) => {
+            let delayed = DelayedNode { inner: node.clone(), rng: service_rng, max_delay_ms };
+            start_server(&server_node, config, delayed, stop_tx)
+        }
+        (Some(Mutant::AckBeforeStore), _) => {
+            let faulty = FaultyNode { inner: node.clone(), rng: service_rng };
             start_server(&server_node, config, faulty, stop_tx)
         }
     };
@@ -274,11 +293,7 @@ pub async fn run(opts: Options) -> RunReport {
     let mut vanish_nodes = Vec::new();
     for (i, kind) in plan.clients.iter().copied().enumerate() {
         let ip = Ipv4Addr::new(10, 1, (i / 200) as u8, (i % 200 + 1) as u8);
-        let node = handle
-            .create_node()
-            .name(format!("client-{i}"))
-            .ip(IpAddr::V4(ip))
-            .build();
+        let node = handle.create_node().name(format!("client-{i}")).ip(IpAddr::V4(ip)).build();
         let ctx = ctx.clone();
         let start = Duration::from_millis(rng.random_range(0..1500));
         let task = node.spawn(async move {
@@ -292,12 +307,8 @@ pub async fn run(opts: Options) -> RunReport {
         }
     }
     // Vanishing clients: their node disappears mid-stream.
-    let mut kills: Vec<(Duration, madsim::task::NodeId)> = plan
-        .kills
-        .iter()
-        .zip(&vanish_nodes)
-        .map(|((_, at), id)| (*at, *id))
-        .collect();
+    let mut kills: Vec<(Duration, madsim::task::NodeId)> =
+        plan.kills.iter().zip(&vanish_nodes).map(|((_, at), id)| (*at, *id)).collect();
     kills.sort();
     let t0 = rt::time::now();
     for (at, id) in kills {
@@ -312,16 +323,10 @@ pub async fn run(opts: Options) -> RunReport {
     }
 
     // --- the server still serves a new client ---------------------------------------------------
-    let final_node = handle
-        .create_node()
-        .name("final-client")
-        .ip(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1)))
-        .build();
+    let final_node =
+        handle.create_node().name("final-client").ip(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1))).build();
     let fctx = ctx.clone();
-    let final_ok = final_node
-        .spawn(async move { final_check(fctx).await })
-        .await
-        .unwrap_or(false);
+    let final_ok = final_node.spawn(async move { final_check(fctx).await }).await.unwrap_or(false);
     if !final_ok {
         history.violation("the server did not serve a new client at the end");
     }
@@ -330,12 +335,7 @@ pub async fn run(opts: Options) -> RunReport {
     if let Ok(stop) = stop_rx.recv() {
         stop();
     }
-    match rt::time::timeout(
-        Duration::from_millis(plan.config.shutdown_grace_ms + 5_000),
-        server_task,
-    )
-    .await
-    {
+    match rt::time::timeout(Duration::from_millis(plan.config.shutdown_grace_ms + 5_000), server_task).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => history.violation("server task failed"),
         Err(_) => history.violation("server did not finish a graceful shutdown in time"),
@@ -361,11 +361,7 @@ pub async fn run(opts: Options) -> RunReport {
         data.legacy_sent.values().sum::<u64>(),
         data.counters,
     );
-    RunReport {
-        digest: d.finish(),
-        summary,
-        failure,
-    }
+    RunReport { digest: d.finish(), summary, failure }
 }
 
 type StopFn = Box<dyn FnOnce() + Send>;
@@ -413,11 +409,7 @@ async fn connect(ctx: &Ctx, rng: &mut NodeRng) -> Option<Client> {
 fn keyed_event(producer: u64, seq: u64, rng: &mut NodeRng) -> Event {
     let topic = *TOPICS.choose(rng).expect("non-empty");
     let priority = Priority::from_u8(rng.random_range(0..=4)).expect("0..=4");
-    let mut e = Event::new(
-        topic,
-        priority,
-        format!("{producer}:{seq}:{}", rng.random::<u32>()).into_bytes(),
-    );
+    let mut e = Event::new(topic, priority, format!("{producer}:{seq}:{}", rng.random::<u32>()).into_bytes());
     e.producer_id = producer;
     e.sequence = seq;
     e
@@ -425,20 +417,12 @@ fn keyed_event(producer: u64, seq: u64, rng: &mut NodeRng) -> Event {
 
 fn record_acks(ctx: &Ctx, client: &str, events: &[Event], items: &[AckItem]) {
     if items.len() != events.len() {
-        ctx.history.violation(format!(
-            "{client}: {} acks for {} events",
-            items.len(),
-            events.len()
-        ));
+        ctx.history.violation(format!("{client}: {} acks for {} events", items.len(), events.len()));
         return;
     }
     for (e, item) in events.iter().zip(items) {
         match item {
-            AckItem::Stored {
-                topic,
-                offset,
-                duplicate,
-            } => ctx.history.acked(AckRecord {
+            AckItem::Stored { topic, offset, duplicate } => ctx.history.acked(AckRecord {
                 client: client.to_string(),
                 producer: e.producer_id,
                 sequence: e.sequence,
@@ -447,8 +431,7 @@ fn record_acks(ctx: &Ctx, client: &str, events: &[Event], items: &[AckItem]) {
                 duplicate: *duplicate,
             }),
             AckItem::Rejected(err) => {
-                ctx.history
-                    .violation(format!("{client}: valid event rejected: {err}"));
+                ctx.history.violation(format!("{client}: valid event rejected: {err}"));
             }
         }
     }
@@ -491,8 +474,7 @@ async fn publish_until_acked(
                 rt::time::sleep(Duration::from_millis(u64::from(e.retry_after_ms))).await;
             }
             Err(ClientError::Server(e)) => {
-                ctx.history
-                    .violation(format!("{name}: valid publish refused: {e}"));
+                ctx.history.violation(format!("{name}: valid publish refused: {e}"));
                 return false;
             }
             Err(_) => {
@@ -511,30 +493,18 @@ async fn client_main(i: usize, kind: ClientKind, ctx: Ctx) {
     let producer = 1_000 + i as u64;
     match kind {
         ClientKind::Producer { pipelined: false } | ClientKind::Retrier | ClientKind::Vanisher => {
-            let drop_prob = if kind == ClientKind::Retrier {
-                0.4
-            } else {
-                0.0
-            };
-            let frames = if kind == ClientKind::Vanisher {
-                1000
-            } else {
-                rng.random_range(1..=6)
-            };
+            let drop_prob = if kind == ClientKind::Retrier { 0.4 } else { 0.0 };
+            let frames = if kind == ClientKind::Vanisher { 1000 } else { rng.random_range(1..=6) };
             let mut conn = connect(&ctx, &mut rng).await;
             let mut seq = 1;
             for _ in 0..frames {
                 let n = rng.random_range(1..=8);
-                let events: Vec<Event> = (0..n)
-                    .map(|k| keyed_event(producer, seq + k, &mut rng))
-                    .collect();
+                let events: Vec<Event> = (0..n).map(|k| keyed_event(producer, seq + k, &mut rng)).collect();
                 seq += n;
                 for e in &events {
-                    ctx.history
-                        .published(e.producer_id, e.sequence, &e.topic, &e.payload);
+                    ctx.history.published(e.producer_id, e.sequence, &e.topic, &e.payload);
                 }
-                if !publish_until_acked(&ctx, &name, &mut conn, &events, &mut rng, drop_prob).await
-                {
+                if !publish_until_acked(&ctx, &name, &mut conn, &events, &mut rng, drop_prob).await {
                     return;
                 }
                 if kind == ClientKind::Vanisher {
@@ -550,16 +520,13 @@ async fn client_main(i: usize, kind: ClientKind, ctx: Ctx) {
             let frames: Vec<Vec<Event>> = (0..rng.random_range(2..=6))
                 .map(|_| {
                     let n = rng.random_range(1..=8);
-                    let f: Vec<Event> = (0..n)
-                        .map(|k| keyed_event(producer, seq + k, &mut rng))
-                        .collect();
+                    let f: Vec<Event> = (0..n).map(|k| keyed_event(producer, seq + k, &mut rng)).collect();
                     seq += n;
                     f
                 })
                 .collect();
             for e in frames.iter().flatten() {
-                ctx.history
-                    .published(e.producer_id, e.sequence, &e.topic, &e.payload);
+                ctx.history.published(e.producer_id, e.sequence, &e.topic, &e.payload);
             }
             // Pipelined producers may see later frames stored before a refused earlier one is
             // resent; they are exempt from the order check (see docs/protocol.md, Ordering).
@@ -574,11 +541,7 @@ async fn client_main(i: usize, kind: ClientKind, ctx: Ctx) {
                             Ok(items) => record_acks(&ctx, &name, events, &items),
                             Err(_) => {
                                 ctx.history.count("pipelined_retry");
-                                if !publish_until_acked(
-                                    &ctx, &name, &mut conn, events, &mut rng, 0.0,
-                                )
-                                .await
-                                {
+                                if !publish_until_acked(&ctx, &name, &mut conn, events, &mut rng, 0.0).await {
                                     return;
                                 }
                             }
@@ -589,8 +552,7 @@ async fn client_main(i: usize, kind: ClientKind, ctx: Ctx) {
                     // Connection trouble: resend every frame with the same keys.
                     conn = None;
                     for events in &frames {
-                        if !publish_until_acked(&ctx, &name, &mut conn, events, &mut rng, 0.0).await
-                        {
+                        if !publish_until_acked(&ctx, &name, &mut conn, events, &mut rng, 0.0).await {
                             return;
                         }
                     }
@@ -620,10 +582,8 @@ async fn client_main(i: usize, kind: ClientKind, ctx: Ctx) {
             }
         }
         ClientKind::UdpLegacy => {
-            let local = SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::new(10, 1, (i / 200) as u8, (i % 200 + 1) as u8)),
-                9000,
-            );
+            let local =
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, (i / 200) as u8, (i % 200 + 1) as u8)), 9000);
             let Ok(sock) = rt::net::UdpSocket::bind(local).await else {
                 return;
             };
@@ -653,25 +613,16 @@ async fn client_main(i: usize, kind: ClientKind, ctx: Ctx) {
                 return;
             }
             ctx.history.count("stalled");
-            if !c
-                .wait_closed(ctx.read_timeout * 2 + Duration::from_secs(1))
-                .await
-            {
-                ctx.history.violation(format!(
-                    "{name}: stalled mid-frame but the server never dropped it"
-                ));
+            if !c.wait_closed(ctx.read_timeout * 2 + Duration::from_secs(1)).await {
+                ctx.history.violation(format!("{name}: stalled mid-frame but the server never dropped it"));
             }
         }
         ClientKind::Idle => {
             let Some(mut c) = connect(&ctx, &mut rng).await else {
                 return;
             };
-            if !c
-                .wait_closed(ctx.idle_timeout * 2 + Duration::from_secs(1))
-                .await
-            {
-                ctx.history
-                    .violation(format!("{name}: idle but the server never closed it"));
+            if !c.wait_closed(ctx.idle_timeout * 2 + Duration::from_secs(1)).await {
+                ctx.history.violation(format!("{name}: idle but the server never closed it"));
             }
         }
         ClientKind::Consumer => {
@@ -717,13 +668,10 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
     };
     let still_serves = |c: Client, ctx: Ctx, name: String| async move {
         let e = valid();
-        ctx.history
-            .published(e.producer_id, e.sequence, &e.topic, &e.payload);
+        ctx.history.published(e.producer_id, e.sequence, &e.topic, &e.payload);
         let mut conn = Some(c);
         if !publish_until_acked(&ctx, &name, &mut conn, &[e], &mut rt::node_rng(), 0.0).await {
-            ctx.history.violation(format!(
-                "{name}: no ack for a valid publish after malformed input"
-            ));
+            ctx.history.violation(format!("{name}: no ack for a valid publish after malformed input"));
         }
     };
     match m {
@@ -732,10 +680,7 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
                 return;
             };
             // Priority 9, then a topic length overrunning the body: both rejected, framing intact.
-            if c.send_raw(&[0, 0, 0, 4, 9, 0, 1, b'a', 0, 0, 0, 4, 1, 0, 9, b'a'])
-                .await
-                .is_err()
-            {
+            if c.send_raw(&[0, 0, 0, 4, 9, 0, 1, b'a', 0, 0, 0, 4, 1, 0, 9, b'a']).await.is_err() {
                 return;
             }
             ctx.history.count("malformed_legacy");
@@ -754,9 +699,7 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
             }
             match c.recv().await {
                 Ok((77, Response::Error(e))) if e.code == ErrorCode::Malformed => {}
-                other => ctx
-                    .history
-                    .violation(format!("{name}: bad checksum answered with {other:?}")),
+                other => ctx.history.violation(format!("{name}: bad checksum answered with {other:?}")),
             }
             still_serves(c, ctx.clone(), name.to_string()).await;
         }
@@ -773,14 +716,10 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
             }
             match c.recv().await {
                 Ok((88, Response::Error(e))) if e.code == ErrorCode::TooLarge => {}
-                other => ctx
-                    .history
-                    .violation(format!("{name}: oversized frame answered with {other:?}")),
+                other => ctx.history.violation(format!("{name}: oversized frame answered with {other:?}")),
             }
             if !c.wait_closed(Duration::from_secs(5)).await {
-                ctx.history.violation(format!(
-                    "{name}: connection not closed after an oversized frame"
-                ));
+                ctx.history.violation(format!("{name}: connection not closed after an oversized frame"));
             }
         }
         Malformation::Garbage => {
@@ -812,9 +751,7 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
                 return;
             }
             if !c.wait_closed(Duration::from_secs(5)).await {
-                ctx.history.violation(format!(
-                    "{name}: 11 empty frames but the connection stayed open"
-                ));
+                ctx.history.violation(format!("{name}: 11 empty frames but the connection stayed open"));
             }
         }
         Malformation::WrongDirection => {
@@ -828,9 +765,9 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
             }
             match c.recv().await {
                 Ok((55, Response::Error(e))) if e.code == ErrorCode::Unsupported => {}
-                other => ctx.history.violation(format!(
-                    "{name}: reply kind sent as request answered with {other:?}"
-                )),
+                other => ctx
+                    .history
+                    .violation(format!("{name}: reply kind sent as request answered with {other:?}")),
             }
             still_serves(c, ctx.clone(), name.to_string()).await;
         }
@@ -855,13 +792,11 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
             match c.publish(vec![e]).await {
                 Err(ClientError::Server(err))
                     if matches!(err.code, ErrorCode::Unauthorized | ErrorCode::Overloaded) => {}
-                other => ctx.history.violation(format!(
-                    "{name}: publish without HELLO answered with {other:?}"
-                )),
+                other => {
+                    ctx.history.violation(format!("{name}: publish without HELLO answered with {other:?}"))
+                }
             }
-            let _ = c
-                .send_legacy(Priority::High, "audit", b"legacy-without-auth")
-                .await;
+            let _ = c.send_legacy(Priority::High, "audit", b"legacy-without-auth").await;
         }
     }
 }
@@ -875,8 +810,7 @@ async fn final_check(ctx: Ctx) -> bool {
     let mut e = Event::new("final", Priority::Critical, "still serving");
     e.producer_id = 999_999;
     e.sequence = 1;
-    ctx.history
-        .published(e.producer_id, e.sequence, &e.topic, &e.payload);
+    ctx.history.published(e.producer_id, e.sequence, &e.topic, &e.payload);
     let items = match c.publish(vec![e.clone()]).await {
         Ok(items) => items,
         Err(_) => return false,
@@ -886,10 +820,7 @@ async fn final_check(ctx: Ctx) -> bool {
         return false;
     };
     match c.fetch("final", *offset, 1).await {
-        Ok(page) => page
-            .events
-            .first()
-            .is_some_and(|s| s.event.payload == e.payload),
+        Ok(page) => page.events.first().is_some_and(|s| s.event.payload == e.payload),
         Err(_) => false,
     }
 }
