@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::client::{Client, ClientError};
 use crate::event::{Event, Priority};
 use crate::metrics::LatencyHistogram;
-use crate::rt::{self, time::Instant};
+use crate::rt;
 use crate::wire::{AckItem, Request, Response};
 
 /// What to send.
@@ -72,7 +72,7 @@ impl BenchReport {
 pub async fn run(cfg: BenchConfig) -> Result<BenchReport, ClientError> {
     let per_conn = cfg.events / cfg.connections.max(1) as u64;
     let hist = std::sync::Arc::new(LatencyHistogram::default());
-    let started = Instant::now();
+    let started = rt::time::now();
     let mut tasks = Vec::new();
     for c in 0..cfg.connections.max(1) {
         let cfg = cfg.clone();
@@ -137,7 +137,7 @@ async fn one_connection(
                 })
                 .collect();
             let id = client.queue(&Request::Publish(batch))?;
-            inflight.push_back((id, Instant::now()));
+            inflight.push_back((id, rt::time::now()));
             sent += n;
         }
         client.flush().await?;
