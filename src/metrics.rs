@@ -34,6 +34,9 @@ impl Gauge {
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -68,6 +71,8 @@ pub struct IngestMetrics {
     pub connections_accepted: Counter,
     pub connections_refused: Counter,
     pub connections_active: Gauge,
+    /// Events handed to the service and not yet answered (bounded by `max_inflight_events`).
+    pub inflight_events: Gauge,
     pub legacy_frames: Counter,
     pub legacy_malformed: Counter,
     /// Legacy frames refused by policy (auth required, topic not allowed).

@@ -514,3 +514,37 @@ async fn at_capacity_acked_publishes_are_told_to_retry_and_legacy_ones_wait() {
     stop.shutdown();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_slow_service_with_a_full_pipeline_is_not_mistaken_for_a_stalled_client() {
+    let config = IngestConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        read_timeout_ms: 150,
+        idle_timeout_ms: 150,
+        max_inflight_per_connection: 1,
+        ..IngestConfig::default()
+    };
+    let (node, gate) = GatedNode::new();
+    let server = IngestServer::bind(config, node.clone(), NodeClock::new(), "test").await.unwrap();
+    let addr = server.local_addr();
+    let stop = server.shutdown_handle();
+    let metrics = server.metrics();
+    let task = tokio::spawn(server.run());
+    let mut c = Client::connect(addr).await.unwrap();
+    let ids: Vec<u64> =
+        (0..3).map(|i| c.queue(&Request::Publish(vec![keyed("slow", 1, i, "x")])).unwrap()).collect();
+    c.flush().await.unwrap();
+    // The service holds the first frame for 4× the read and idle timeouts; the other two wait,
+    // complete, in the server's buffer. That is the server's backpressure, not a stalled client.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    gate.send(true).unwrap();
+    for want in ids {
+        let (got, resp) = c.recv().await.unwrap();
+        assert_eq!(got, want);
+        assert!(matches!(resp, Response::Ack(_)), "{resp:?}");
+    }
+    assert_eq!(metrics.closed_read_timeout.get() + metrics.closed_idle.get(), 0);
+    assert_eq!(node.inner.state().topic_log("slow").len(), 3);
+    stop.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+}

@@ -146,6 +146,7 @@ mod sim_main {
                 let _ = tracing_subscriber::fmt()
                     .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
                     .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .try_init();
                 let r = runner::run_seed(&scenario, seed, options(&mutant));
                 match &r.outcome {

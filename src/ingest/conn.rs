@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
-use super::Shared;
+use super::{InflightGuard, Shared};
 use crate::event::{Event, validate_topic};
 use crate::node::EventService;
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
@@ -107,6 +107,7 @@ pub(crate) async fn serve<S: EventService>(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::new();
     let mut last_read = clock.mono();
+    let mut was_readable = true;
     let mut shutting_down = *shutdown.borrow();
     let mut grace_deadline = None;
     if shutting_down {
@@ -124,21 +125,29 @@ pub(crate) async fn serve<S: EventService>(
         if !conn.reading && conn.stalled.is_none() && conn.deferred.is_none() && conn.pending.is_empty() {
             break "done";
         }
+        let can_read = conn.reading
+            && conn.stalled.is_none()
+            && conn.deferred.is_none()
+            && conn.pending.len() < max_inflight
+            && buf.len() < buf_limit;
+        // Timeouts measure the client, never our own backpressure: the clock for a stalled or
+        // idle client starts when we are ready to read again.
+        if can_read && !was_readable {
+            last_read = clock.mono();
+        }
+        was_readable = can_read;
         let deadline = if let Some(d) = grace_deadline {
             Some(d)
-        } else if !conn.reading {
+        } else if !can_read {
             None
         } else if !buf.is_empty() {
+            // Everything complete was decoded, so this is part of a frame: the client must finish it.
             Some(last_read + Duration::from_millis(cfg.read_timeout_ms))
-        } else if conn.pending.is_empty() && conn.stalled.is_none() {
+        } else if conn.pending.is_empty() {
             Some(last_read + Duration::from_millis(cfg.idle_timeout_ms))
         } else {
             None
         };
-        let can_read = conn.reading
-            && conn.stalled.is_none()
-            && conn.pending.len() < max_inflight
-            && buf.len() < buf_limit;
         let stalled_need = conn.stalled.as_ref().map_or(0, |b| b.events.len() as u32);
         let inflight = conn.shared.inflight.clone();
         rt::select! {
@@ -434,6 +443,7 @@ impl<S: EventService> Conn<S> {
     /// batch's position in the log at this call, so batches are stored in stream order.
     fn submit_with(&mut self, batch: Batch, permit: Option<OwnedSemaphorePermit>) {
         let Batch { parts, events, after, .. } = batch;
+        let permit = permit.map(|p| InflightGuard::new(p, events.len(), self.shared.metrics.clone()));
         let shared = self.shared.clone();
         let started = rt::time::now();
         let fut = if events.is_empty() { None } else { Some(shared.service.publish(events)) };

@@ -137,7 +137,14 @@ impl<S: EventService> IngestServer<S> {
             rt::time::sleep(rt::time::Duration::from_millis(10)).await;
         }
         if let Some(t) = udp_task {
-            t.abort();
+            // The UDP loop stops at its next datagram boundary; let an in-flight publish finish.
+            let left =
+                deadline.saturating_duration_since(rt::time::now()).max(rt::time::Duration::from_millis(100));
+            let abort = t.abort_handle();
+            if rt::time::timeout(left, t).await.is_err() {
+                tracing::warn!("udp ingest did not stop within the grace period; aborting it");
+                abort.abort();
+            }
         }
         tracing::info!(left = shared.metrics.connections_active.get(), "ingest stopped");
     }
@@ -181,6 +188,32 @@ async fn accept_one<S: EventService>(
         conn::serve(stream, peer, id, shared, shutdown).await;
         drop(guard);
     });
+}
+
+/// Capacity held by events in the service: the semaphore permit plus the gauge that shows it.
+/// Released however the holder ends (answered, connection dropped, node killed).
+pub(crate) struct InflightGuard {
+    _permit: crate::rt::sync::OwnedSemaphorePermit,
+    events: i64,
+    metrics: Arc<IngestMetrics>,
+}
+
+impl InflightGuard {
+    pub(crate) fn new(
+        permit: crate::rt::sync::OwnedSemaphorePermit,
+        events: usize,
+        metrics: Arc<IngestMetrics>,
+    ) -> Self {
+        let events = events as i64;
+        metrics.inflight_events.add(events);
+        InflightGuard { _permit: permit, events, metrics }
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.metrics.inflight_events.add(-self.events);
+    }
 }
 
 /// Decrements the active-connection gauge however the connection task ends.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::Shared;
+use super::{InflightGuard, Shared};
 use crate::node::EventService;
 use crate::rt::{self, sync::watch};
 use crate::wire::{Inbound, StreamDecoder};
@@ -50,7 +50,13 @@ pub(crate) async fn serve<S: EventService>(
         }
         // Datagrams cannot be pushed back on; wait for capacity (the socket buffer absorbs or
         // drops the excess, as UDP does).
-        let Ok(permit) = shared.inflight.clone().acquire_owned().await else {
+        let Ok(permit) = shared
+            .inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .map(|p| InflightGuard::new(p, 1, shared.metrics.clone()))
+        else {
             return;
         };
         match shared.service.publish(vec![event]).await {

@@ -127,7 +127,10 @@ impl Plan {
             allowed_topics: Vec::new(),
             max_fetch_events: 7,
         };
-        let service_delay_ms = rng.random_bool(0.5).then(|| rng.random_range(1..=40));
+        // Half the seeds: commits take a while; some of those longer than the read timeout.
+        let service_delay_ms = rng.random_bool(0.5).then(|| {
+            if rng.random_bool(0.2) { rng.random_range(1_000..=3_000) } else { rng.random_range(1..=40) }
+        });
         Plan { clients, kills, service_delay_ms, auth_token: config.auth_token.clone(), config }
     }
 
@@ -332,13 +335,44 @@ pub async fn run(opts: Options) -> RunReport {
     }
 
     // --- graceful shutdown completes ---------------------------------------------------------
-    if let Ok(stop) = stop_rx.recv() {
-        stop();
-    }
+    let metrics = match stop_rx.recv() {
+        Ok((stop, metrics)) => {
+            stop();
+            Some(metrics)
+        }
+        Err(_) => None,
+    };
     match rt::time::timeout(Duration::from_millis(plan.config.shutdown_grace_ms + 5_000), server_task).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => history.violation("server task failed"),
         Err(_) => history.violation("server did not finish a graceful shutdown in time"),
+    }
+    // Nothing leaks: every connection closed, every unit of capacity given back.
+    if let Some(m) = metrics {
+        if m.connections_active.get() != 0 {
+            history.violation(format!(
+                "{} connections still counted active after shutdown",
+                m.connections_active.get()
+            ));
+        }
+        if m.inflight_events.get() != 0 {
+            history
+                .violation(format!("{} events of capacity leaked after shutdown", m.inflight_events.get()));
+        }
+        // Timeouts only ever hit the clients that earned them: every staller exactly once as
+        // stalled; as idle, every idle client and at most the vanished ones (a node that dies
+        // sends no FIN) — never a well-behaved client whose frames merely wait behind the
+        // server's own backpressure.
+        let counters = history.snapshot().counters;
+        let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+        let (stalled, idle, vanished) = (get("stalled"), get("idle"), get("vanished"));
+        let (read_timeouts, idle_timeouts) = (m.closed_read_timeout.get(), m.closed_idle.get());
+        if read_timeouts != stalled || idle_timeouts < idle || idle_timeouts > idle + vanished {
+            history.violation(format!(
+                "server timed out {read_timeouts} connections as stalled and {idle_timeouts} as idle; \
+                 clients that stalled: {stalled}, idled: {idle}, vanished: {vanished}"
+            ));
+        }
     }
 
     // --- check -------------------------------------------------------------------------------
@@ -364,7 +398,7 @@ pub async fn run(opts: Options) -> RunReport {
     RunReport { digest: d.finish(), summary, failure }
 }
 
-type StopFn = Box<dyn FnOnce() + Send>;
+type StopFn = (Box<dyn FnOnce() + Send>, Arc<eventstreamcore::metrics::IngestMetrics>);
 
 fn start_server<S: EventService>(
     node: &madsim::runtime::NodeHandle,
@@ -377,7 +411,7 @@ fn start_server<S: EventService>(
             .await
             .expect("the simulated server binds its address");
         let stop = server.shutdown_handle();
-        let _ = stop_tx.send(Box::new(move || stop.shutdown()));
+        let _ = stop_tx.send((Box::new(move || stop.shutdown()), server.metrics()));
         server.run().await;
     })
 }
@@ -447,7 +481,11 @@ async fn publish_until_acked(
     rng: &mut NodeRng,
     drop_prob: f64,
 ) -> bool {
-    for _attempt in 0..60 {
+    // Patient like a real producer: keep the same keys and retry for up to two simulated
+    // minutes, honouring the server's retry-after and backing off with jitter.
+    let give_up = rt::time::now() + Duration::from_secs(120);
+    let mut backoff = Duration::from_millis(10);
+    while rt::time::now() < give_up {
         if conn.is_none() {
             *conn = connect(ctx, rng).await;
             if conn.is_none() {
@@ -471,7 +509,11 @@ async fn publish_until_acked(
             }
             Err(ClientError::Server(e)) if e.code == ErrorCode::Overloaded => {
                 ctx.history.count("overloaded");
-                rt::time::sleep(Duration::from_millis(u64::from(e.retry_after_ms))).await;
+                let jitter = Duration::from_millis(rng.random_range(0..=backoff.as_millis() as u64));
+                let wait = Duration::from_millis(u64::from(e.retry_after_ms)).max(backoff) + jitter;
+                rt::time::sleep(wait).await;
+                // Capped well below the idle timeout: a retrying client is not an idle one.
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
             Err(ClientError::Server(e)) => {
                 ctx.history.violation(format!("{name}: valid publish refused: {e}"));
@@ -488,6 +530,7 @@ async fn publish_until_acked(
 }
 
 async fn client_main(i: usize, kind: ClientKind, ctx: Ctx) {
+    tracing::debug!(client = i, ?kind, "client starts");
     let mut rng = rt::node_rng();
     let name = format!("client-{i}");
     let producer = 1_000 + i as u64;
@@ -621,6 +664,7 @@ async fn client_main(i: usize, kind: ClientKind, ctx: Ctx) {
             let Some(mut c) = connect(&ctx, &mut rng).await else {
                 return;
             };
+            ctx.history.count("idle");
             if !c.wait_closed(ctx.idle_timeout * 2 + Duration::from_secs(1)).await {
                 ctx.history.violation(format!("{name}: idle but the server never closed it"));
             }
@@ -666,13 +710,18 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
         e.sequence = 1;
         e
     };
-    let still_serves = |c: Client, ctx: Ctx, name: String| async move {
+    // The same connection must still answer (framing intact), and a valid publish must get in
+    // (patiently: under load the server may say "overloaded" for a while).
+    let still_serves = |mut c: Client, ctx: Ctx, name: String| async move {
+        if let Err(e) = c.ping().await {
+            ctx.history
+                .violation(format!("{name}: the connection stopped serving after malformed input: {e}"));
+            return;
+        }
         let e = valid();
         ctx.history.published(e.producer_id, e.sequence, &e.topic, &e.payload);
         let mut conn = Some(c);
-        if !publish_until_acked(&ctx, &name, &mut conn, &[e], &mut rt::node_rng(), 0.0).await {
-            ctx.history.violation(format!("{name}: no ack for a valid publish after malformed input"));
-        }
+        publish_until_acked(&ctx, &name, &mut conn, &[e], &mut rt::node_rng(), 0.0).await;
     };
     match m {
         Malformation::BadLegacyBody => {
