@@ -26,11 +26,19 @@ struct TestServer {
 }
 
 async fn start(f: impl FnOnce(&mut IngestConfig)) -> TestServer {
+    let node = LocalNode::new(1, NodeClock::new(), DedupConfig::default());
+    start_with(node.clone(), node, f).await
+}
+
+/// Starts a server on loopback in front of `service`, whose log is `node`.
+async fn start_with<S: EventService>(
+    service: S,
+    node: LocalNode,
+    f: impl FnOnce(&mut IngestConfig),
+) -> TestServer {
     let mut config = IngestConfig { listen: "127.0.0.1:0".parse().unwrap(), ..IngestConfig::default() };
     f(&mut config);
-    let clock = NodeClock::new();
-    let node = LocalNode::new(1, clock.clone(), DedupConfig::default());
-    let server = IngestServer::bind(config, node.clone(), clock, "test").await.unwrap();
+    let server = IngestServer::bind(config, service, NodeClock::new(), "test").await.unwrap();
     let addr = server.local_addr();
     let udp = server.udp_addr();
     let stop = server.shutdown_handle();
@@ -417,13 +425,9 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn graceful_shutdown_answers_in_flight_requests_then_stops_accepting() {
-    let config = IngestConfig { listen: "127.0.0.1:0".parse().unwrap(), ..IngestConfig::default() };
     let (node, gate) = GatedNode::new();
-    let server = IngestServer::bind(config, node.clone(), NodeClock::new(), "test").await.unwrap();
-    let addr = server.local_addr();
-    let stop = server.shutdown_handle();
-    let metrics = server.metrics();
-    let task = tokio::spawn(server.run());
+    let s = start_with(node.clone(), node.inner.clone(), |_| {}).await;
+    let (addr, metrics) = (s.addr, s.metrics.clone());
     let mut c = Client::connect(addr).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -431,7 +435,7 @@ async fn graceful_shutdown_answers_in_flight_requests_then_stops_accepting() {
     }
     c.flush().await.unwrap();
     wait_until("the server read all 20 frames", || metrics.acked_frames.get() == 20).await;
-    stop.shutdown();
+    s.stop.shutdown();
     wait_until("the listener is closed", || std::net::TcpStream::connect(addr).is_err()).await;
     // Every in-flight request is still answered once the service completes.
     gate.send(true).unwrap();
@@ -441,25 +445,20 @@ async fn graceful_shutdown_answers_in_flight_requests_then_stops_accepting() {
         assert!(matches!(resp, Response::Ack(_)), "{resp:?}");
     }
     assert!(c.wait_closed(Duration::from_secs(5)).await);
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.task).await.unwrap().unwrap();
     assert_eq!(node.inner.state().topic_log("g").len(), 20);
 }
 
 #[tokio::test]
 async fn at_capacity_acked_publishes_are_told_to_retry_and_legacy_ones_wait() {
-    let config = IngestConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_inflight_events: 4,
-        max_events_per_frame: 4,
-        overload_retry_after_ms: 25,
-        ..IngestConfig::default()
-    };
     let (node, gate) = GatedNode::new();
-    let server = IngestServer::bind(config, node.clone(), NodeClock::new(), "test").await.unwrap();
-    let addr = server.local_addr();
-    let stop = server.shutdown_handle();
-    let metrics = server.metrics();
-    let task = tokio::spawn(server.run());
+    let s = start_with(node.clone(), node.inner.clone(), |c| {
+        c.max_inflight_events = 4;
+        c.max_events_per_frame = 4;
+        c.overload_retry_after_ms = 25;
+    })
+    .await;
+    let (addr, metrics) = (s.addr, s.metrics.clone());
 
     // Fill the server: one acked frame of 4 events holds all capacity until the gate opens.
     let mut filler = Client::connect(addr).await.unwrap();
@@ -511,25 +510,19 @@ async fn at_capacity_acked_publishes_are_told_to_retry_and_legacy_ones_wait() {
     }
     assert!(stored, "the retried publish was stored once, at offset 0");
     assert!(metrics.overloaded.get() >= 1);
-    stop.shutdown();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn a_slow_service_with_a_full_pipeline_is_not_mistaken_for_a_stalled_client() {
-    let config = IngestConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        read_timeout_ms: 150,
-        idle_timeout_ms: 150,
-        max_inflight_per_connection: 1,
-        ..IngestConfig::default()
-    };
     let (node, gate) = GatedNode::new();
-    let server = IngestServer::bind(config, node.clone(), NodeClock::new(), "test").await.unwrap();
-    let addr = server.local_addr();
-    let stop = server.shutdown_handle();
-    let metrics = server.metrics();
-    let task = tokio::spawn(server.run());
+    let s = start_with(node.clone(), node.inner.clone(), |c| {
+        c.read_timeout_ms = 150;
+        c.idle_timeout_ms = 150;
+        c.max_inflight_per_connection = 1;
+    })
+    .await;
+    let (addr, metrics) = (s.addr, s.metrics.clone());
     let mut c = Client::connect(addr).await.unwrap();
     let ids: Vec<u64> =
         (0..3).map(|i| c.queue(&Request::Publish(vec![keyed("slow", 1, i, "x")])).unwrap()).collect();
@@ -545,6 +538,5 @@ async fn a_slow_service_with_a_full_pipeline_is_not_mistaken_for_a_stalled_clien
     }
     assert_eq!(metrics.closed_read_timeout.get() + metrics.closed_idle.get(), 0);
     assert_eq!(node.inner.state().topic_log("slow").len(), 3);
-    stop.shutdown();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    s.stop().await;
 }
