@@ -48,6 +48,9 @@ pub struct IngestConfig {
     /// UDP address for legacy frames (one per datagram); absent = off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_listen: Option<SocketAddr>,
+    /// HTTP address serving `GET /metrics` (Prometheus text format); absent = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Connections served at once; more are told "overloaded" and closed.
     pub max_connections: usize,
     /// Largest legacy body / acked frame in bytes; larger closes the connection.
@@ -82,6 +85,7 @@ impl Default for IngestConfig {
         IngestConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             udp_listen: None,
+            metrics_listen: None,
             max_connections: 10_000,
             max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME,
             max_events_per_frame: 10_000,

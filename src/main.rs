@@ -213,6 +213,9 @@ async fn serve(
     if let Some(udp) = server.udp_addr() {
         println!("esc udp legacy ingest on {udp}");
     }
+    if let Some(m) = server.metrics_addr() {
+        println!("esc metrics on http://{m}/metrics");
+    }
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
     rt::spawn(async move {

@@ -143,3 +143,28 @@ fn publish_to_a_server_that_is_not_there_fails_cleanly() {
     assert!(!ok);
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+#[test]
+fn metrics_are_served_over_http_for_prometheus() {
+    let mut child = Command::new(ESC)
+        .args(["serve", "--listen", "127.0.0.1:0", "--set", "ingest.metrics_listen=\"127.0.0.1:0\""])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = lines.next().unwrap().unwrap().trim_start_matches("esc listening on ").to_string();
+    let murl = lines.next().unwrap().unwrap();
+    let maddr = murl.trim_start_matches("esc metrics on http://").trim_end_matches("/metrics").to_string();
+    let (ok, _, _) = esc(&["publish", "--addr", &addr, "--topic", "m", "--count", "2", "x"]);
+    assert!(ok);
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(&maddr).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("esc_events_stored_total 2"), "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -4,6 +4,7 @@
 //! requests and closes clients.
 
 mod conn;
+pub mod http;
 mod udp;
 
 use std::net::SocketAddr;
@@ -47,6 +48,7 @@ impl ShutdownHandle {
 pub struct IngestServer<S> {
     listener: TcpListener,
     udp: Option<rt::net::UdpSocket>,
+    metrics_listener: Option<TcpListener>,
     shared: Arc<Shared<S>>,
     shutdown_tx: Arc<watch::Sender<bool>>,
     shutdown_rx: watch::Receiver<bool>,
@@ -65,6 +67,10 @@ impl<S: EventService> IngestServer<S> {
             Some(addr) => Some(rt::net::UdpSocket::bind(addr).await?),
             None => None,
         };
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(http::bind(addr).await?),
+            None => None,
+        };
         let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             inflight: Arc::new(Semaphore::new(config.max_inflight_events)),
@@ -75,7 +81,14 @@ impl<S: EventService> IngestServer<S> {
             server_name: server_name.into(),
             conn_ids: AtomicU64::new(0),
         });
-        Ok(IngestServer { listener, udp, shared, shutdown_tx: Arc::new(tx), shutdown_rx: rx })
+        Ok(IngestServer {
+            listener,
+            udp,
+            metrics_listener,
+            shared,
+            shutdown_tx: Arc::new(tx),
+            shutdown_rx: rx,
+        })
     }
 
     /// The TCP address actually bound (useful with port 0).
@@ -86,6 +99,11 @@ impl<S: EventService> IngestServer<S> {
     /// The UDP address actually bound, if UDP is on.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp.as_ref().and_then(|u| u.local_addr().ok())
+    }
+
+    /// The metrics HTTP address actually bound, if it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The server's counters.
@@ -101,7 +119,17 @@ impl<S: EventService> IngestServer<S> {
     /// Serves until shut down, then drains: stops accepting, lets every connection finish its
     /// in-flight requests (up to `shutdown_grace_ms`), and returns.
     pub async fn run(self) {
-        let IngestServer { listener, udp, shared, shutdown_tx: _keep_open, mut shutdown_rx } = self;
+        let IngestServer {
+            listener,
+            udp,
+            metrics_listener,
+            shared,
+            shutdown_tx: _keep_open,
+            mut shutdown_rx,
+        } = self;
+        if let Some(l) = metrics_listener {
+            rt::spawn(http::serve_metrics(l, shared.metrics.clone(), shutdown_rx.clone()));
+        }
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
         let udp_task = udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown_rx.clone())));
         let mut accept_backoff = rt::time::Duration::from_millis(1);

@@ -113,6 +113,7 @@ impl Plan {
         let config = IngestConfig {
             listen: SocketAddr::new(IpAddr::V4(SERVER_IP), PORT),
             udp_listen: Some(SocketAddr::new(IpAddr::V4(SERVER_IP), UDP_PORT)),
+            metrics_listen: None,
             max_connections: *[40usize, 120, 10_000].choose(rng).expect("non-empty"),
             max_frame_bytes: 64 * 1024,
             max_events_per_frame: 16,

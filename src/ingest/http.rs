@@ -1,0 +1,94 @@
+//! A minimal HTTP endpoint that serves `GET /metrics` in the Prometheus text format.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::IngestMetrics;
+use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
+use crate::rt::{self, net::TcpListener, sync::watch};
+
+/// Serves metrics on `listener` until shutdown. Each request gets one response, then the
+/// connection is closed.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<IngestMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (mut stream, peer) = rt::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics accept failed");
+                    rt::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        rt::spawn(async move {
+            let mut buf = Vec::with_capacity(1024);
+            let read = rt::time::timeout(Duration::from_secs(5), async {
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let response = respond(&buf, &metrics);
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.flush().await;
+            tracing::trace!(%peer, "metrics served");
+        });
+    }
+}
+
+/// The HTTP response for a raw request.
+fn respond(request: &[u8], metrics: &IngestMetrics) -> String {
+    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render_prometheus()),
+        ("GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_string()),
+        _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_string()),
+    };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let m = IngestMetrics::default();
+        m.events_stored.add(2);
+        let ok = respond(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &m);
+        assert!(ok.starts_with("HTTP/1.1 200 OK"));
+        assert!(ok.contains("esc_events_stored_total 2"));
+        let body_len = ok.split("\r\n\r\n").nth(1).unwrap().len();
+        assert!(ok.contains(&format!("Content-Length: {body_len}")));
+        assert!(respond(b"GET / HTTP/1.1\r\n\r\n", &m).starts_with("HTTP/1.1 404"));
+        assert!(respond(b"POST /metrics HTTP/1.1\r\n\r\n", &m).starts_with("HTTP/1.1 405"));
+        assert!(respond(b"", &m).starts_with("HTTP/1.1 405"));
+    }
+}
