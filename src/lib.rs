@@ -5,4 +5,5 @@
 //! that path reaches the runtime only through [`rt`], so the same code runs on real sockets and
 //! inside the madsim simulator.
 
+pub mod raft;
 pub mod rt;
