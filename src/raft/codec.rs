@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use super::message::{Body, Message, RejectHint};
-use super::types::{ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, NodeId, SnapshotMeta};
+use super::types::{
+    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, NodeId, SnapshotMeta,
+};
 
 /// Why bytes could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -265,36 +267,58 @@ impl ConfChange {
         put_bytes(buf, &self.context);
     }
 
-    /// The encoded change as entry data.
+    /// Decodes exactly one change from `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<ConfChange, DecodeError> {
+        let mut r = Reader { buf: bytes };
+        let cc = read_conf_change(&mut r)?;
+        r.finish()?;
+        Ok(cc)
+    }
+}
+
+impl ConfEntry {
+    /// Appends the binary form to `buf`.
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        self.change.encode(buf);
+        put_conf_state(buf, &self.conf);
+    }
+
+    /// The encoded form, as the data of a `ConfChange` entry.
     pub fn to_bytes(&self) -> Bytes {
-        let mut buf = Vec::with_capacity(16 + self.context.len());
+        let mut buf = Vec::with_capacity(32 + self.change.context.len());
         self.encode(&mut buf);
         Bytes::from(buf)
     }
 
-    /// Decodes exactly one change from `bytes` (e.g. the data of a `ConfChange` entry).
-    pub fn decode(bytes: &[u8]) -> Result<ConfChange, DecodeError> {
+    /// Decodes the data of a `ConfChange` entry.
+    pub fn decode(bytes: &[u8]) -> Result<ConfEntry, DecodeError> {
         let mut r = Reader { buf: bytes };
-        let kind = match r.u8()? {
-            0 => ConfChangeKind::AddLearner,
-            1 => ConfChangeKind::AddVoter,
-            2 => ConfChangeKind::Remove,
-            tag => {
-                return Err(DecodeError::InvalidTag {
-                    what: "conf change kind",
-                    tag,
-                });
-            }
-        };
-        let node = r.u64()?;
-        let context = r.bytes()?;
+        let change = read_conf_change(&mut r)?;
+        let conf = read_conf_state(&mut r)?;
         r.finish()?;
-        Ok(ConfChange {
-            kind,
-            node,
-            context,
-        })
+        Ok(ConfEntry { change, conf })
     }
+}
+
+fn read_conf_change(r: &mut Reader<'_>) -> Result<ConfChange, DecodeError> {
+    let kind = match r.u8()? {
+        0 => ConfChangeKind::AddLearner,
+        1 => ConfChangeKind::AddVoter,
+        2 => ConfChangeKind::Remove,
+        tag => {
+            return Err(DecodeError::InvalidTag {
+                what: "conf change kind",
+                tag,
+            });
+        }
+    };
+    let node = r.u64()?;
+    let context = r.bytes()?;
+    Ok(ConfChange {
+        kind,
+        node,
+        context,
+    })
 }
 
 // --------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ use super::progress::{Progress, ProgressState};
 use super::quorum::{self, VoteResult};
 use super::read_only::ReadOnly;
 use super::types::{
-    ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, Index, NodeId, ReadState,
-    RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
+    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, NodeId,
+    ReadState, RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
 };
 use crate::rt::NodeRng;
 
@@ -172,9 +172,9 @@ impl Raft {
                 ));
             }
             if e.kind == EntryKind::ConfChange {
-                let cc = ConfChange::decode(&e.data)
+                let ce = ConfEntry::decode(&e.data)
                     .map_err(|_| InitError::Restore("undecodable conf change entry"))?;
-                membership.push(e.index, &cc);
+                membership.push(e.index, ce.conf);
             }
             expect += 1;
             last_term = e.term;
@@ -851,7 +851,7 @@ impl Raft {
                     "entries are not contiguous or have impossible terms",
                 ));
             }
-            if e.kind == EntryKind::ConfChange && ConfChange::decode(&e.data).is_err() {
+            if e.kind == EntryKind::ConfChange && ConfEntry::decode(&e.data).is_err() {
                 return Err(malformed("undecodable conf change entry"));
             }
             expect = (e.index + 1, e.term);
@@ -877,9 +877,9 @@ impl Raft {
                         .iter()
                         .filter(|e| e.index >= at && e.kind == EntryKind::ConfChange)
                     {
-                        let cc = ConfChange::decode(&e.data)
+                        let ce = ConfEntry::decode(&e.data)
                             .map_err(|_| malformed("undecodable conf change entry"))?;
-                        self.membership.push(e.index, &cc);
+                        self.membership.push(e.index, ce.conf);
                     }
                 }
                 self.log.commit_to(commit.min(last_new));
@@ -1453,10 +1453,24 @@ impl Raft {
             }
             _ => {}
         }
-        let index = self.append_entry(EntryKind::ConfChange, cc.to_bytes());
-        self.membership.push(index, &cc);
+        let conf = conf.apply(&cc);
+        let kind = cc.kind;
+        let target = cc.node;
+        let data = ConfEntry {
+            change: cc,
+            conf: conf.clone(),
+        }
+        .to_bytes();
+        let index = self.append_entry(EntryKind::ConfChange, data);
+        self.membership.push(index, conf);
         self.rebuild_progress();
-        debug!(node = self.id, index, kind = ?cc.kind, target = cc.node, "membership change proposed");
+        debug!(
+            node = self.id,
+            index,
+            ?kind,
+            target,
+            "membership change proposed"
+        );
         // A change may shrink the quorum (e.g. removing a lagging voter).
         self.maybe_commit();
         Ok(index)

@@ -2,7 +2,7 @@
 //! appended (dissertation §4.1); truncating the entry undoes it, and compaction folds it into the
 //! base configuration.
 
-use super::types::{ConfChange, ConfState, Index};
+use super::types::{ConfState, Index};
 
 /// Base configuration plus the result of every configuration entry still in the log.
 #[derive(Clone, Debug)]
@@ -42,14 +42,13 @@ impl Membership {
         self.changes.last().map_or(self.base_index, |(i, _)| *i)
     }
 
-    /// A configuration entry at `index` was appended.
-    pub fn push(&mut self, index: Index, change: &ConfChange) {
+    /// A configuration entry at `index` resulting in `conf` was appended.
+    pub fn push(&mut self, index: Index, conf: ConfState) {
         assert!(
             index > self.last_change_index(),
             "configuration entries arrive in log order"
         );
-        let next = self.current().apply(change);
-        self.changes.push((index, next));
+        self.changes.push((index, conf));
     }
 
     /// The log was truncated from `index` on: forget changes there and after.
@@ -69,22 +68,23 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::types::ConfChangeKind;
+    use crate::raft::types::{ConfChange, ConfChangeKind};
     use bytes::Bytes;
 
-    fn cc(kind: ConfChangeKind, node: u64) -> ConfChange {
-        ConfChange {
+    fn push(m: &mut Membership, index: Index, kind: ConfChangeKind, node: u64) {
+        let next = m.current().apply(&ConfChange {
             kind,
             node,
             context: Bytes::new(),
-        }
+        });
+        m.push(index, next);
     }
 
     #[test]
     fn changes_apply_on_append_and_revert_on_truncate() {
         let mut m = Membership::new(0, ConfState::with_voters([1, 2, 3]));
-        m.push(5, &cc(ConfChangeKind::AddLearner, 4));
-        m.push(8, &cc(ConfChangeKind::AddVoter, 4));
+        push(&mut m, 5, ConfChangeKind::AddLearner, 4);
+        push(&mut m, 8, ConfChangeKind::AddVoter, 4);
         assert_eq!(m.current(), &ConfState::with_voters([1, 2, 3, 4]));
         assert!(m.at(6).learners.contains(&4));
         m.truncate_from(8);
@@ -96,8 +96,8 @@ mod tests {
     #[test]
     fn compaction_folds_changes_into_the_base() {
         let mut m = Membership::new(0, ConfState::with_voters([1, 2, 3]));
-        m.push(5, &cc(ConfChangeKind::Remove, 3));
-        m.push(9, &cc(ConfChangeKind::AddLearner, 7));
+        push(&mut m, 5, ConfChangeKind::Remove, 3);
+        push(&mut m, 9, ConfChangeKind::AddLearner, 7);
         m.compact_to(6);
         assert_eq!(m.at(6), &ConfState::with_voters([1, 2]));
         assert_eq!(m.last_change_index(), 9);

@@ -19,7 +19,7 @@ pub enum EntryKind {
     Normal,
     /// Appended by each new leader at the start of its term (§5.4.2); carries no data.
     Noop,
-    /// A membership change; `data` holds an encoded [`ConfChange`].
+    /// A membership change; `data` holds an encoded [`ConfEntry`].
     ConfChange,
 }
 
@@ -32,7 +32,7 @@ pub struct Entry {
     pub index: Index,
     /// What the entry is.
     pub kind: EntryKind,
-    /// Payload: application bytes, or an encoded [`ConfChange`].
+    /// Payload: application bytes, or an encoded [`ConfEntry`].
     pub data: Bytes,
 }
 
@@ -117,7 +117,8 @@ pub enum ConfChangeKind {
     Remove,
 }
 
-/// A single-server membership change, carried in a [`EntryKind::ConfChange`] entry.
+/// A single-server membership change, proposed with `Raft::propose_conf_change` and carried
+/// (with its resulting configuration) in a [`EntryKind::ConfChange`] entry as a [`ConfEntry`].
 ///
 /// It takes effect on each node as soon as the entry is appended to its log (Raft dissertation
 /// §4.1) and is undone if the entry is truncated.
@@ -129,6 +130,17 @@ pub struct ConfChange {
     pub node: NodeId,
     /// Opaque application context (e.g. the node's address).
     pub context: Bytes,
+}
+
+/// What a [`EntryKind::ConfChange`] entry carries: the change and the whole configuration that
+/// results from it, so a node can adopt it without knowing the previous configuration (a node
+/// that joins with an empty configuration learns the cluster from the first such entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfEntry {
+    /// The change that was proposed.
+    pub change: ConfChange,
+    /// The configuration after it.
+    pub conf: ConfState,
 }
 
 /// Where a snapshot ends and what configuration holds there.
