@@ -364,6 +364,17 @@ impl Raft {
         self.membership.current().voters.contains(&self.id)
     }
 
+    /// Dissertation §4.2.2: a node removed by a configuration entry that is not committed yet may
+    /// still be needed to commit it (its log may be the only up-to-date one), so it keeps
+    /// campaigning; its own vote does not count.
+    fn can_campaign(&self) -> bool {
+        if self.promotable() {
+            return true;
+        }
+        let last = self.membership.last_change_index();
+        last > self.log.committed() && self.membership.at(last - 1).voters.contains(&self.id)
+    }
+
     fn assert_idle(&self) {
         assert!(
             self.in_flight.is_none(),
@@ -508,7 +519,7 @@ impl Raft {
             self.tick_leader();
         } else if self.election_elapsed >= self.randomized_timeout {
             self.election_elapsed = 0;
-            if self.promotable() {
+            if self.can_campaign() {
                 self.hup(false);
             }
         }
@@ -556,7 +567,7 @@ impl Raft {
     // ----------------------------------------------------------------------------------------
 
     fn hup(&mut self, transfer: bool) {
-        if self.role == Role::Leader || !self.promotable() {
+        if self.role == Role::Leader || !self.can_campaign() {
             return;
         }
         if self.cfg.pre_vote && !transfer {

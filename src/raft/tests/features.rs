@@ -839,6 +839,43 @@ fn test_6_removing_the_leader_hands_over_and_the_rest_continue() {
     assert!(c.propose_and_commit(&b"after removal"[..], 100).is_some());
 }
 
+#[test]
+fn test_6_leader_removed_by_an_uncommitted_entry_still_campaigns_to_finish_the_change() {
+    // Dissertation §4.2.2. Found by the schedule property test: without this rule the cluster
+    // deadlocks — the only node with the up-to-date log is not in its own latest configuration.
+    let mut c = cluster(3, 43);
+    let leader = c.wait_for_leader(200).unwrap();
+    let rest: Vec<NodeId> = (1..=3).filter(|&x| x != leader).collect();
+    let (a, b) = (rest[0], rest[1]);
+    let i = c
+        .raft_mut(leader)
+        .propose_conf_change(cc(ConfChangeKind::Remove, b))
+        .unwrap();
+    c.process(leader);
+    assert!(c.run_until(100, |c| c.raft(a).commit_index() >= i
+        && c.raft(leader).commit_index() >= i));
+    c.crash(b);
+    // The leader appends its own removal but nobody receives it.
+    c.isolate(leader);
+    c.raft_mut(leader)
+        .propose_conf_change(cc(ConfChangeKind::Remove, leader))
+        .unwrap();
+    c.process(leader);
+    assert_eq!(c.raft(leader).conf_state(), &ConfState::with_voters([a]));
+    c.run_ticks(40);
+    assert_ne!(
+        c.raft(leader).role(),
+        Role::Leader,
+        "check-quorum deposed it"
+    );
+    c.heal();
+    // `a` cannot win alone in its configuration {leader, a}: the old leader's log is more
+    // up to date. The old leader campaigns, is elected by `a`, commits its removal and leaves.
+    assert!(c.run_until(400, |c| c.leader() == Some(a)
+        && c.raft(a).conf_state() == &ConfState::with_voters([a])));
+    assert!(c.propose_and_commit(&b"after"[..], 100).is_some());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Leadership transfer
 // ---------------------------------------------------------------------------------------------
