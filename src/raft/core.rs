@@ -518,9 +518,16 @@ impl Raft {
         if self.role == Role::Leader {
             self.tick_leader();
         } else if self.election_elapsed >= self.randomized_timeout {
-            self.election_elapsed = 0;
             if self.can_campaign() {
+                self.election_elapsed = 0;
                 self.hup(false);
+            } else if self.leader.is_some() {
+                // A node that cannot campaign (a learner, or not in its configuration) still
+                // stops trusting a leader it has not heard from for a whole election timeout;
+                // its timer keeps running so it answers vote requests instead of
+                // ignoring them as if it were in the leader's lease.
+                debug!(node = self.id, term = self.term, "leader lost");
+                self.leader = None;
             }
         }
     }

@@ -1342,3 +1342,54 @@ fn test_restore_refuses_inconsistent_persisted_state() {
         .is_ok()
     );
 }
+
+#[test]
+fn test_learner_stops_trusting_a_silent_leader_and_answers_vote_requests() {
+    // Found by the schedule property test: a learner reset its timer at every timeout and kept its
+    // old leader, so with check-quorum it ignored vote requests forever (it looked in-lease) and
+    // a configuration that needed its vote could never elect a leader.
+    let cfg = RaftConfig {
+        pre_vote: false,
+        ..RaftConfig::new(3)
+    };
+    let mut learner = Raft::new(
+        cfg.clone(),
+        RestoredState::joining(),
+        crate::rt::rng_from_seed(3),
+    )
+    .unwrap();
+    learner
+        .step(msg(
+            2,
+            3,
+            1,
+            Body::Heartbeat {
+                commit: 0,
+                round: 0,
+            },
+        ))
+        .unwrap();
+    assert_eq!(learner.leader_id(), Some(2));
+    for _ in 0..2 * cfg.election_tick {
+        learner.tick();
+    }
+    assert_eq!(learner.leader_id(), None, "the silent leader is forgotten");
+    learner
+        .step(msg(
+            2,
+            3,
+            2,
+            Body::Vote {
+                pre_vote: false,
+                last_index: 5,
+                last_term: 1,
+                transfer: false,
+            },
+        ))
+        .unwrap();
+    assert_eq!(
+        learner.vote(),
+        Some(2),
+        "and vote requests are answered again"
+    );
+}

@@ -159,15 +159,15 @@ fn run_schedule(seed: u64, n: u64, lossy: bool, actions: &[Action]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 200, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 200, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn safety_holds_on_every_schedule_three_nodes(seed in any::<u64>(), lossy in any::<bool>(), actions in proptest::collection::vec(arb_action(), 1..60)) {
+    fn safety_holds_on_every_schedule_three_nodes(seed in any::<u64>(), lossy in any::<bool>(), actions in proptest::collection::vec(arb_action(), 1..120)) {
         run_schedule(seed, 3, lossy, &actions);
     }
 
     #[test]
-    fn safety_holds_on_every_schedule_five_nodes(seed in any::<u64>(), lossy in any::<bool>(), actions in proptest::collection::vec(arb_action(), 1..60)) {
+    fn safety_holds_on_every_schedule_five_nodes(seed in any::<u64>(), lossy in any::<bool>(), actions in proptest::collection::vec(arb_action(), 1..120)) {
         run_schedule(seed, 5, lossy, &actions);
     }
 }
