@@ -1721,3 +1721,52 @@ impl Raft {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> Raft {
+        Raft::new(
+            RaftConfig::new(1),
+            RestoredState::bootstrap([1, 2, 3]),
+            crate::rt::rng_from_seed(1),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    #[should_panic(expected = "term moved back")]
+    fn term_never_decreases() {
+        let mut r = core();
+        r.set_term(5);
+        r.set_term(4);
+    }
+
+    #[test]
+    #[should_panic(expected = "vote changed within term")]
+    fn vote_never_changes_within_a_term() {
+        let mut r = core();
+        r.set_term(1);
+        r.set_vote(2);
+        r.set_vote(3);
+    }
+
+    #[test]
+    fn a_new_term_clears_the_vote_and_the_same_vote_may_be_recorded_again() {
+        let mut r = core();
+        r.set_term(1);
+        r.set_vote(2);
+        r.set_vote(2);
+        r.set_term(2);
+        assert_eq!(r.vote(), None);
+        r.set_vote(3);
+        assert_eq!(r.vote(), Some(3));
+    }
+
+    #[test]
+    #[should_panic(expected = "without a preceding ready")]
+    fn advance_without_ready_is_refused() {
+        core().advance();
+    }
+}

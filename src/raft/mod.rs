@@ -28,21 +28,39 @@
 //! single-node cluster commits one Ready after proposing.
 //!
 //! # Restart
-//! Rebuild with [`Raft::new`] from exactly what was persisted: the last [`HardState`], the latest
-//! [`Snapshot`] (the application's own, or one installed from `Ready::snapshot`) and the entries
-//! after it ([`RestoredState`]). Committed entries after `RestoredState::applied` are handed out
-//! again for applying.
+//! Rebuild with [`Raft::new`] from exactly what was persisted ([`RestoredState`]): the last
+//! [`HardState`], the latest [`Snapshot`] (the application's own, or one installed from
+//! `Ready::snapshot`) and the entries after it. The configuration comes from the snapshot plus the
+//! configuration entries in the log; `RestoredState::conf_state` is only the base when there is no
+//! snapshot (the initial voters of a bootstrapped cluster, empty for a node that joins later and
+//! learns the configuration from the leader). Committed entries after `RestoredState::applied`
+//! are handed out again for applying, so a volatile state machine is rebuilt from the snapshot.
+//! Anything not yet handed to the driver by `ready()` is lost in a crash, by design.
 //!
 //! # Membership
-//! One server at a time ([`ConfChange`]): add a learner, let it catch up, promote it to voter,
-//! or remove a node (the leader included: it steps down once the removal commits). A change takes
-//! effect when appended; the application needs to do nothing when applying a `ConfChange` entry
-//! beyond its own bookkeeping (e.g. connecting to the new node, read [`Raft::conf_state`]).
+//! One server at a time ([`ConfChange`] via [`Raft::propose_conf_change`]): add a learner, let it
+//! catch up, promote it to voter, or remove a node (the leader included: it steps down once the
+//! removal commits, sending TimeoutNow to the most up-to-date voter). A change takes effect on each
+//! node as soon as its entry is appended and is undone if the entry is truncated; the entry carries
+//! the resulting configuration ([`ConfEntry`]). The leader refuses a change until it has committed
+//! an entry of its term (the leader-completeness fix) and while another change is uncommitted.
+//! The application need not do anything when it applies a `ConfChange` entry beyond its own
+//! bookkeeping (e.g. decode the [`ConfEntry`] and connect to a new node).
 //!
 //! # Snapshots
-//! After applying up to `i`, the application may save a snapshot and call
-//! [`Raft::snapshot`]`(i, data)`, then [`Raft::compact`]`(j)` for some `j <= i` to free the log.
-//! Followers that need compacted entries receive the latest snapshot in chunks.
+//! After applying up to `i`, the application saves a snapshot durably and calls
+//! [`Raft::snapshot`]`(i, data)`, then [`Raft::compact`]`(j)` for some `j <= i` to free the log
+//! (keeping a tail lets slightly lagging followers catch up without a snapshot). A follower that
+//! needs compacted entries receives the latest snapshot in chunks of `snapshot_chunk_bytes`, one
+//! chunk in flight at a time, acknowledged by offset (lost chunks are re-sent after a heartbeat
+//! answer), so no `report_snapshot` call is needed; the follower hands it to its driver as
+//! `Ready::snapshot` and replication resumes with appends after it.
+//!
+//! # Reads
+//! [`Raft::read_index`]`(ctx)` yields a [`ReadState`] once a quorum acknowledged a heartbeat
+//! round sent after the request (followers forward it to the leader); serve it once the applied
+//! index reaches `ReadState::index`. With [`ReadOnlyOption::LeaseBased`] the leader answers at once
+//! while its lease holds (see that option for the clock assumption).
 
 pub mod codec;
 pub mod config;

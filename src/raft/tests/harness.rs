@@ -1,6 +1,6 @@
 //! Helpers for driving single cores by hand in unit tests.
 
-pub use crate::raft::testkit::{Cluster, ClusterConfig, Faults, Violation};
+pub use crate::raft::testkit::{Cluster, ClusterConfig, Faults};
 pub use crate::raft::*;
 pub use bytes::Bytes;
 
