@@ -113,10 +113,7 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(self.u64()?)),
-            tag => Err(DecodeError::InvalidTag {
-                what: "option",
-                tag,
-            }),
+            tag => Err(DecodeError::InvalidTag { what: "option", tag }),
         }
     }
 
@@ -124,10 +121,8 @@ impl<'a> Reader<'a> {
     fn len(&mut self, min_item: usize) -> Result<usize, DecodeError> {
         let len = self.u64()?;
         let remaining = self.buf.len();
-        let fits = usize::try_from(len)
-            .ok()
-            .and_then(|n| n.checked_mul(min_item))
-            .is_some_and(|n| n <= remaining);
+        let fits =
+            usize::try_from(len).ok().and_then(|n| n.checked_mul(min_item)).is_some_and(|n| n <= remaining);
         if !fits {
             return Err(DecodeError::LengthTooLarge { len, remaining });
         }
@@ -147,11 +142,7 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(&self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::TrailingBytes(self.buf.len()))
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes(self.buf.len())) }
     }
 }
 
@@ -182,19 +173,11 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         1 => EntryKind::Noop,
         2 => EntryKind::ConfChange,
         tag => {
-            return Err(DecodeError::InvalidTag {
-                what: "entry kind",
-                tag,
-            });
+            return Err(DecodeError::InvalidTag { what: "entry kind", tag });
         }
     };
     let data = r.bytes()?;
-    Ok(Entry {
-        term,
-        index,
-        kind,
-        data,
-    })
+    Ok(Entry { term, index, kind, data })
 }
 
 fn put_conf_state(buf: &mut Vec<u8>, cs: &ConfState) {
@@ -205,10 +188,7 @@ fn put_conf_state(buf: &mut Vec<u8>, cs: &ConfState) {
 }
 
 fn read_conf_state(r: &mut Reader<'_>) -> Result<ConfState, DecodeError> {
-    Ok(ConfState {
-        voters: r.ids()?,
-        learners: r.ids()?,
-    })
+    Ok(ConfState { voters: r.ids()?, learners: r.ids()? })
 }
 
 fn put_meta(buf: &mut Vec<u8>, m: &SnapshotMeta) {
@@ -218,11 +198,7 @@ fn put_meta(buf: &mut Vec<u8>, m: &SnapshotMeta) {
 }
 
 fn read_meta(r: &mut Reader<'_>) -> Result<SnapshotMeta, DecodeError> {
-    Ok(SnapshotMeta {
-        index: r.u64()?,
-        term: r.u64()?,
-        conf_state: read_conf_state(r)?,
-    })
+    Ok(SnapshotMeta { index: r.u64()?, term: r.u64()?, conf_state: read_conf_state(r)? })
 }
 
 impl Entry {
@@ -306,19 +282,12 @@ fn read_conf_change(r: &mut Reader<'_>) -> Result<ConfChange, DecodeError> {
         1 => ConfChangeKind::AddVoter,
         2 => ConfChangeKind::Remove,
         tag => {
-            return Err(DecodeError::InvalidTag {
-                what: "conf change kind",
-                tag,
-            });
+            return Err(DecodeError::InvalidTag { what: "conf change kind", tag });
         }
     };
     let node = r.u64()?;
     let context = r.bytes()?;
-    Ok(ConfChange {
-        kind,
-        node,
-        context,
-    })
+    Ok(ConfChange { kind, node, context })
 }
 
 // --------------------------------------------------------------------------------------------
@@ -344,12 +313,7 @@ impl Message {
         put_u64(buf, self.to);
         put_u64(buf, self.term);
         match &self.body {
-            Body::Vote {
-                pre_vote,
-                last_index,
-                last_term,
-                transfer,
-            } => {
+            Body::Vote { pre_vote, last_index, last_term, transfer } => {
                 buf.push(T_VOTE);
                 put_bool(buf, *pre_vote);
                 put_u64(buf, *last_index);
@@ -361,12 +325,7 @@ impl Message {
                 put_bool(buf, *pre_vote);
                 put_bool(buf, *granted);
             }
-            Body::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            } => {
+            Body::Append { prev_index, prev_term, entries, commit } => {
                 buf.push(T_APPEND);
                 put_u64(buf, *prev_index);
                 put_u64(buf, *prev_term);
@@ -395,24 +354,14 @@ impl Message {
                 buf.push(T_HEARTBEAT_RESP);
                 put_u64(buf, *round);
             }
-            Body::Snapshot {
-                meta,
-                offset,
-                data,
-                done,
-            } => {
+            Body::Snapshot { meta, offset, data, done } => {
                 buf.push(T_SNAPSHOT);
                 put_meta(buf, meta);
                 put_u64(buf, *offset);
                 put_bytes(buf, data);
                 put_bool(buf, *done);
             }
-            Body::SnapshotResponse {
-                snapshot_index,
-                next_offset,
-                done,
-                last_index,
-            } => {
+            Body::SnapshotResponse { snapshot_index, next_offset, done, last_index } => {
                 buf.push(T_SNAPSHOT_RESP);
                 put_u64(buf, *snapshot_index);
                 put_u64(buf, *next_offset);
@@ -445,47 +394,28 @@ impl Message {
                 last_term: r.u64()?,
                 transfer: r.bool()?,
             },
-            T_VOTE_RESP => Body::VoteResponse {
-                pre_vote: r.bool()?,
-                granted: r.bool()?,
-            },
+            T_VOTE_RESP => Body::VoteResponse { pre_vote: r.bool()?, granted: r.bool()? },
             T_APPEND => {
                 let prev_index = r.u64()?;
                 let prev_term = r.u64()?;
                 let commit = r.u64()?;
                 // An encoded entry is at least 4 bytes (term, index, kind, data length).
                 let n = r.len(4)?;
-                let entries = (0..n)
-                    .map(|_| read_entry(&mut r))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Body::Append {
-                    prev_index,
-                    prev_term,
-                    entries,
-                    commit,
-                }
+                let entries = (0..n).map(|_| read_entry(&mut r)).collect::<Result<Vec<_>, _>>()?;
+                Body::Append { prev_index, prev_term, entries, commit }
             }
             T_APPEND_RESP => {
                 let index = r.u64()?;
                 let reject = match r.u8()? {
                     0 => None,
-                    1 => Some(RejectHint {
-                        conflict_term: r.opt()?,
-                        conflict_index: r.u64()?,
-                    }),
+                    1 => Some(RejectHint { conflict_term: r.opt()?, conflict_index: r.u64()? }),
                     tag => {
-                        return Err(DecodeError::InvalidTag {
-                            what: "reject",
-                            tag,
-                        });
+                        return Err(DecodeError::InvalidTag { what: "reject", tag });
                     }
                 };
                 Body::AppendResponse { index, reject }
             }
-            T_HEARTBEAT => Body::Heartbeat {
-                commit: r.u64()?,
-                round: r.u64()?,
-            },
+            T_HEARTBEAT => Body::Heartbeat { commit: r.u64()?, round: r.u64()? },
             T_HEARTBEAT_RESP => Body::HeartbeatResponse { round: r.u64()? },
             T_SNAPSHOT => Body::Snapshot {
                 meta: read_meta(&mut r)?,
@@ -501,23 +431,12 @@ impl Message {
             },
             T_TIMEOUT_NOW => Body::TimeoutNow,
             T_READ_INDEX => Body::ReadIndex { ctx: r.u64()? },
-            T_READ_INDEX_RESP => Body::ReadIndexResponse {
-                ctx: r.u64()?,
-                index: r.u64()?,
-            },
+            T_READ_INDEX_RESP => Body::ReadIndexResponse { ctx: r.u64()?, index: r.u64()? },
             tag => {
-                return Err(DecodeError::InvalidTag {
-                    what: "message",
-                    tag,
-                });
+                return Err(DecodeError::InvalidTag { what: "message", tag });
             }
         };
         r.finish()?;
-        Ok(Message {
-            from,
-            to,
-            term,
-            body,
-        })
+        Ok(Message { from, to, term, body })
     }
 }

@@ -91,10 +91,7 @@ impl RaftConfig {
             return Err(ConfigError::ZeroId);
         }
         if self.heartbeat_tick == 0 || self.heartbeat_tick >= self.election_tick {
-            return Err(ConfigError::Timing {
-                heartbeat: self.heartbeat_tick,
-                election: self.election_tick,
-            });
+            return Err(ConfigError::Timing { heartbeat: self.heartbeat_tick, election: self.election_tick });
         }
         if self.max_inflight_appends == 0 {
             return Err(ConfigError::Zero("max_inflight_appends"));
@@ -108,10 +105,7 @@ impl RaftConfig {
         if self.snapshot_chunk_bytes == 0 {
             return Err(ConfigError::Zero("snapshot_chunk_bytes"));
         }
-        if let ReadOnlyOption::LeaseBased {
-            max_clock_drift_ppm,
-        } = self.read_only
-        {
+        if let ReadOnlyOption::LeaseBased { max_clock_drift_ppm } = self.read_only {
             if !self.check_quorum {
                 return Err(ConfigError::LeaseWithoutCheckQuorum);
             }
@@ -127,9 +121,7 @@ impl RaftConfig {
     pub fn lease_ticks(&self) -> Option<u64> {
         match self.read_only {
             ReadOnlyOption::Safe => None,
-            ReadOnlyOption::LeaseBased {
-                max_clock_drift_ppm,
-            } => {
+            ReadOnlyOption::LeaseBased { max_clock_drift_ppm } => {
                 let et = u64::from(self.election_tick);
                 let shortened = et * (1_000_000 - u64::from(max_clock_drift_ppm)) / 1_000_000;
                 Some(shortened.saturating_sub(1))
@@ -150,83 +142,39 @@ mod tests {
     #[test]
     fn validate_refuses_bad_configs() {
         let ok = RaftConfig::new(1);
-        assert_eq!(
-            RaftConfig {
-                id: 0,
-                ..ok.clone()
-            }
-            .validate(),
-            Err(ConfigError::ZeroId)
-        );
+        assert_eq!(RaftConfig { id: 0, ..ok.clone() }.validate(), Err(ConfigError::ZeroId));
         assert!(matches!(
-            RaftConfig {
-                heartbeat_tick: 10,
-                ..ok.clone()
-            }
-            .validate(),
+            RaftConfig { heartbeat_tick: 10, ..ok.clone() }.validate(),
             Err(ConfigError::Timing { .. })
         ));
         assert!(matches!(
-            RaftConfig {
-                heartbeat_tick: 0,
-                ..ok.clone()
-            }
-            .validate(),
+            RaftConfig { heartbeat_tick: 0, ..ok.clone() }.validate(),
             Err(ConfigError::Timing { .. })
         ));
         assert_eq!(
-            RaftConfig {
-                max_inflight_appends: 0,
-                ..ok.clone()
-            }
-            .validate(),
+            RaftConfig { max_inflight_appends: 0, ..ok.clone() }.validate(),
             Err(ConfigError::Zero("max_inflight_appends"))
         );
         assert_eq!(
-            RaftConfig {
-                max_entries_per_append: 0,
-                ..ok.clone()
-            }
-            .validate(),
+            RaftConfig { max_entries_per_append: 0, ..ok.clone() }.validate(),
             Err(ConfigError::Zero("max_entries_per_append"))
         );
         assert_eq!(
-            RaftConfig {
-                max_append_bytes: 0,
-                ..ok.clone()
-            }
-            .validate(),
+            RaftConfig { max_append_bytes: 0, ..ok.clone() }.validate(),
             Err(ConfigError::Zero("max_append_bytes"))
         );
         assert_eq!(
-            RaftConfig {
-                snapshot_chunk_bytes: 0,
-                ..ok.clone()
-            }
-            .validate(),
+            RaftConfig { snapshot_chunk_bytes: 0, ..ok.clone() }.validate(),
             Err(ConfigError::Zero("snapshot_chunk_bytes"))
         );
-        let lease = ReadOnlyOption::LeaseBased {
-            max_clock_drift_ppm: 1000,
-        };
+        let lease = ReadOnlyOption::LeaseBased { max_clock_drift_ppm: 1000 };
         assert_eq!(
-            RaftConfig {
-                read_only: lease,
-                check_quorum: false,
-                ..ok.clone()
-            }
-            .validate(),
+            RaftConfig { read_only: lease, check_quorum: false, ..ok.clone() }.validate(),
             Err(ConfigError::LeaseWithoutCheckQuorum)
         );
-        let drift = ReadOnlyOption::LeaseBased {
-            max_clock_drift_ppm: 600_000,
-        };
+        let drift = ReadOnlyOption::LeaseBased { max_clock_drift_ppm: 600_000 };
         assert_eq!(
-            RaftConfig {
-                read_only: drift,
-                ..ok.clone()
-            }
-            .validate(),
+            RaftConfig { read_only: drift, ..ok.clone() }.validate(),
             Err(ConfigError::DriftTooLarge(600_000))
         );
     }
@@ -236,13 +184,9 @@ mod tests {
         let mut c = RaftConfig::new(1);
         c.election_tick = 100;
         assert_eq!(c.lease_ticks(), None);
-        c.read_only = ReadOnlyOption::LeaseBased {
-            max_clock_drift_ppm: 100_000,
-        };
+        c.read_only = ReadOnlyOption::LeaseBased { max_clock_drift_ppm: 100_000 };
         assert_eq!(c.lease_ticks(), Some(89));
-        c.read_only = ReadOnlyOption::LeaseBased {
-            max_clock_drift_ppm: 0,
-        };
+        c.read_only = ReadOnlyOption::LeaseBased { max_clock_drift_ppm: 0 };
         assert_eq!(c.lease_ticks(), Some(99));
     }
 }

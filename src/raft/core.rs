@@ -17,8 +17,8 @@ use super::progress::{Progress, ProgressState};
 use super::quorum::{self, VoteResult};
 use super::read_only::ReadOnly;
 use super::types::{
-    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, NodeId,
-    ReadState, RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
+    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, NodeId, ReadState,
+    RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
 };
 use crate::rt::NodeRng;
 
@@ -30,7 +30,8 @@ use crate::rt::NodeRng;
 /// 4. only then send `messages` (they may promise what 1–3 made durable);
 /// 5. apply `committed_entries` in order;
 /// 6. serve each read in `read_states` once the applied index reaches its `index`;
-/// 7. call [`Raft::advance`]. Do not call any other method of the core between `ready` and `advance`.
+/// 7. call [`Raft::advance`]. No mutating method of the core may be called between `ready` and
+///    `advance` (it panics: the core would not know what was persisted).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     /// Changed term, vote or commit index, to persist.
@@ -129,9 +130,7 @@ pub struct Raft {
 
 impl std::fmt::Debug for Raft {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Raft")
-            .field("status", &self.status())
-            .finish()
+        f.debug_struct("Raft").field("status", &self.status()).finish()
     }
 }
 
@@ -144,13 +143,7 @@ impl Raft {
     /// node RNG (used only for election jitter).
     pub fn new(cfg: RaftConfig, restored: RestoredState, rng: NodeRng) -> Result<Raft, InitError> {
         cfg.validate()?;
-        let RestoredState {
-            hard_state,
-            snapshot,
-            entries,
-            conf_state,
-            applied,
-        } = restored;
+        let RestoredState { hard_state, snapshot, entries, conf_state, applied } = restored;
         let (snap_index, snap_term, base_conf) = match &snapshot {
             Some(s) => (s.meta.index, s.meta.term, s.meta.conf_state.clone()),
             None => (0, 0, conf_state),
@@ -162,14 +155,10 @@ impl Raft {
         let mut last_term = snap_term;
         for e in entries.into_iter().filter(|e| e.index > snap_index) {
             if e.index != expect {
-                return Err(InitError::Restore(
-                    "entries are not contiguous after the snapshot",
-                ));
+                return Err(InitError::Restore("entries are not contiguous after the snapshot"));
             }
             if e.term < last_term || e.term > hard_state.term {
-                return Err(InitError::Restore(
-                    "entry terms decrease or exceed the persisted term",
-                ));
+                return Err(InitError::Restore("entry terms decrease or exceed the persisted term"));
             }
             if e.kind == EntryKind::ConfChange {
                 let ce = ConfEntry::decode(&e.data)
@@ -185,15 +174,11 @@ impl Raft {
         }
         let last_index = expect - 1;
         if hard_state.commit > last_index {
-            return Err(InitError::Restore(
-                "persisted commit index is beyond the persisted log",
-            ));
+            return Err(InitError::Restore("persisted commit index is beyond the persisted log"));
         }
         let commit = hard_state.commit.max(snap_index);
         if applied > commit {
-            return Err(InitError::Restore(
-                "applied index is beyond the commit index",
-            ));
+            return Err(InitError::Restore("applied index is beyond the commit index"));
         }
         log.restore_persisted(kept, commit, applied);
         let fresh_start = cfg.lease_ticks().is_some();
@@ -222,27 +207,14 @@ impl Raft {
             receiver: None,
             latest_snapshot: snapshot,
             snapshot_to_install: None,
-            prev_hard: HardState {
-                term: hard_state.term,
-                vote: hard_state.vote,
-                commit,
-            },
-            prev_soft: SoftState {
-                leader: None,
-                role: Role::Follower,
-            },
+            prev_hard: HardState { term: hard_state.term, vote: hard_state.vote, commit },
+            prev_soft: SoftState { leader: None, role: Role::Follower },
             needs_flush: false,
             in_flight: None,
             cfg,
         };
         raft.reset_timers();
-        debug!(
-            node = raft.id,
-            term = raft.term,
-            last_index,
-            commit,
-            "raft core started"
-        );
+        debug!(node = raft.id, term = raft.term, last_index, commit, "raft core started");
         Ok(raft)
     }
 
@@ -318,11 +290,7 @@ impl Raft {
 
     /// The current hard state (what would be persisted now).
     pub fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.committed(),
-        }
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed() }
     }
 
     /// Leader only: what it knows about `id`'s log.
@@ -352,11 +320,7 @@ impl Raft {
             last_index: self.log.last_index(),
             commit: self.log.committed(),
             applied: self.log.applied(),
-            progress: self
-                .progress
-                .iter()
-                .map(|(&id, p)| (id, p.matched, p.next, p.state))
-                .collect(),
+            progress: self.progress.iter().map(|(&id, p)| (id, p.matched, p.next, p.state)).collect(),
         }
     }
 
@@ -376,10 +340,7 @@ impl Raft {
     }
 
     fn assert_idle(&self) {
-        assert!(
-            self.in_flight.is_none(),
-            "the core was driven between ready() and advance()"
-        );
+        assert!(self.in_flight.is_none(), "the core was driven between ready() and advance()");
     }
 
     // ----------------------------------------------------------------------------------------
@@ -387,11 +348,7 @@ impl Raft {
     // ----------------------------------------------------------------------------------------
 
     fn set_term(&mut self, term: Term) {
-        assert!(
-            term >= self.term,
-            "term moved back from {} to {term}",
-            self.term
-        );
+        assert!(term >= self.term, "term moved back from {} to {term}", self.term);
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -399,11 +356,7 @@ impl Raft {
     }
 
     fn set_vote(&mut self, id: NodeId) {
-        assert!(
-            self.vote.is_none() || self.vote == Some(id),
-            "vote changed within term {}",
-            self.term
-        );
+        assert!(self.vote.is_none() || self.vote == Some(id), "vote changed within term {}", self.term);
         self.vote = Some(id);
     }
 
@@ -451,23 +404,14 @@ impl Raft {
     }
 
     fn become_leader(&mut self) {
-        assert_eq!(
-            self.role,
-            Role::Candidate,
-            "only a candidate becomes leader"
-        );
+        assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
         self.reset(self.term);
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.rebuild_progress();
         // §5.4.2: a new leader commits entries of earlier terms only through one of its own term.
         let index = self.log.last_index() + 1;
-        self.log.append(Entry {
-            term: self.term,
-            index,
-            kind: EntryKind::Noop,
-            data: Bytes::new(),
-        });
+        self.log.append(Entry { term: self.term, index, kind: EntryKind::Noop, data: Bytes::new() });
         self.term_start = index;
         self.needs_flush = true;
         debug!(node = self.id, term = self.term, index, "became leader");
@@ -494,10 +438,7 @@ impl Raft {
             me.next = next;
             me.state = ProgressState::Replicate;
         }
-        if self
-            .transferee
-            .is_some_and(|t| !self.progress.contains_key(&t))
-        {
+        if self.transferee.is_some_and(|t| !self.progress.contains_key(&t)) {
             self.transferee = None;
         }
     }
@@ -538,11 +479,7 @@ impl Raft {
             self.election_elapsed = 0;
             if self.cfg.check_quorum {
                 if !self.quorum_active() {
-                    debug!(
-                        node = self.id,
-                        term = self.term,
-                        "check-quorum failed, stepping down"
-                    );
+                    debug!(node = self.id, term = self.term, "check-quorum failed, stepping down");
                     self.become_follower(self.term, None);
                     return;
                 }
@@ -561,11 +498,8 @@ impl Raft {
     }
 
     fn quorum_active(&self) -> bool {
-        let votes: BTreeMap<NodeId, bool> = self
-            .progress
-            .iter()
-            .map(|(&id, p)| (id, id == self.id || p.recent_active))
-            .collect();
+        let votes: BTreeMap<NodeId, bool> =
+            self.progress.iter().map(|(&id, p)| (id, id == self.id || p.recent_active)).collect();
         quorum::vote_result(&self.membership.current().voters, &votes) == VoteResult::Won
     }
 
@@ -597,25 +531,10 @@ impl Raft {
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let voters: Vec<NodeId> = self
-            .membership
-            .current()
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != self.id)
-            .collect();
+        let voters: Vec<NodeId> =
+            self.membership.current().voters.iter().copied().filter(|&v| v != self.id).collect();
         for to in voters {
-            self.send(
-                to,
-                term,
-                Body::Vote {
-                    pre_vote,
-                    last_index,
-                    last_term,
-                    transfer,
-                },
-            );
+            self.send(to, term, Body::Vote { pre_vote, last_index, last_term, transfer });
         }
     }
 
@@ -643,36 +562,15 @@ impl Raft {
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && m.term > self.term);
         let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
-        trace!(
-            node = self.id,
-            term = self.term,
-            from = m.from,
-            pre_vote,
-            granted,
-            "vote request"
-        );
+        trace!(node = self.id, term = self.term, from = m.from, pre_vote, granted, "vote request");
         if granted {
             if !pre_vote {
                 self.election_elapsed = 0;
                 self.set_vote(m.from);
             }
-            self.send(
-                m.from,
-                m.term,
-                Body::VoteResponse {
-                    pre_vote,
-                    granted: true,
-                },
-            );
+            self.send(m.from, m.term, Body::VoteResponse { pre_vote, granted: true });
         } else {
-            self.send(
-                m.from,
-                self.term,
-                Body::VoteResponse {
-                    pre_vote,
-                    granted: false,
-                },
-            );
+            self.send(m.from, self.term, Body::VoteResponse { pre_vote, granted: false });
         }
     }
 
@@ -685,10 +583,7 @@ impl Raft {
     pub fn step(&mut self, m: Message) -> Result<(), RaftError> {
         self.assert_idle();
         if m.to != self.id {
-            return Err(RaftError::WrongRecipient {
-                to: m.to,
-                id: self.id,
-            });
+            return Err(RaftError::WrongRecipient { to: m.to, id: self.id });
         }
         if m.from == self.id || m.from == 0 {
             return Err(RaftError::InvalidSender(m.from));
@@ -698,21 +593,13 @@ impl Raft {
                 let lease = self.cfg.check_quorum && self.election_elapsed < self.cfg.election_tick;
                 let in_lease = lease && (self.leader.is_some() || self.fresh_start);
                 if !transfer && in_lease {
-                    trace!(
-                        node = self.id,
-                        from = m.from,
-                        "vote request ignored: leader lease"
-                    );
+                    trace!(node = self.id, from = m.from, "vote request ignored: leader lease");
                     return Ok(());
                 }
             }
             match m.body {
                 // A pre-vote never changes anyone's term; a granted pre-vote is for our next term.
-                Body::Vote { pre_vote: true, .. }
-                | Body::VoteResponse {
-                    pre_vote: true,
-                    granted: true,
-                } => {}
+                Body::Vote { pre_vote: true, .. } | Body::VoteResponse { pre_vote: true, granted: true } => {}
                 ref body => {
                     let leader = body.is_from_leader().then_some(m.from);
                     self.become_follower(m.term, leader);
@@ -724,51 +611,23 @@ impl Raft {
                     if self.cfg.check_quorum || self.cfg.pre_vote =>
                 {
                     // Tell a stale leader about the newer term (it may be stuck behind pre-vote).
-                    self.send(
-                        m.from,
-                        self.term,
-                        Body::AppendResponse {
-                            index: 0,
-                            reject: None,
-                        },
-                    );
+                    self.send(m.from, self.term, Body::AppendResponse { index: 0, reject: None });
                 }
                 Body::Vote { pre_vote: true, .. } => {
-                    self.send(
-                        m.from,
-                        self.term,
-                        Body::VoteResponse {
-                            pre_vote: true,
-                            granted: false,
-                        },
-                    );
+                    self.send(m.from, self.term, Body::VoteResponse { pre_vote: true, granted: false });
                 }
-                _ => trace!(
-                    node = self.id,
-                    from = m.from,
-                    term = m.term,
-                    "stale message ignored"
-                ),
+                _ => trace!(node = self.id, from = m.from, term = m.term, "stale message ignored"),
             }
             return Ok(());
         }
 
         match m.body {
-            Body::Vote {
-                pre_vote,
-                last_index,
-                last_term,
-                ..
-            } => {
+            Body::Vote { pre_vote, last_index, last_term, .. } => {
                 self.handle_vote(&m, pre_vote, last_index, last_term);
             }
             Body::VoteResponse { pre_vote, granted } => {
                 let expected_term = if pre_vote { self.term + 1 } else { self.term };
-                let expected_role = if pre_vote {
-                    Role::PreCandidate
-                } else {
-                    Role::Candidate
-                };
+                let expected_role = if pre_vote { Role::PreCandidate } else { Role::Candidate };
                 if self.role == expected_role && (m.term == expected_term || !granted) {
                     self.votes.insert(m.from, granted);
                     self.poll();
@@ -787,52 +646,27 @@ impl Raft {
                 self.leader = Some(m.from);
                 self.election_elapsed = 0;
                 match m.body {
-                    Body::Append {
-                        prev_index,
-                        prev_term,
-                        entries,
-                        commit,
-                    } => {
+                    Body::Append { prev_index, prev_term, entries, commit } => {
                         self.handle_append(m.from, prev_index, prev_term, entries, commit)?;
                     }
                     Body::Heartbeat { commit, round } => {
                         self.log.commit_to(commit.min(self.log.last_index()));
                         self.send(m.from, self.term, Body::HeartbeatResponse { round });
                     }
-                    Body::Snapshot {
-                        meta,
-                        offset,
-                        data,
-                        done,
-                    } => self.handle_snapshot(m.from, meta, offset, data, done),
+                    Body::Snapshot { meta, offset, data, done } => {
+                        self.handle_snapshot(m.from, meta, offset, data, done)
+                    }
                     _ => unreachable!("matched above"),
                 }
             }
-            Body::AppendResponse { index, reject } => {
-                self.handle_append_response(m.from, index, reject)
-            }
+            Body::AppendResponse { index, reject } => self.handle_append_response(m.from, index, reject),
             Body::HeartbeatResponse { round } => self.handle_heartbeat_response(m.from, round),
-            Body::SnapshotResponse {
-                snapshot_index,
-                next_offset,
-                done,
-                last_index,
-            } => {
-                self.handle_snapshot_response(
-                    m.from,
-                    snapshot_index,
-                    next_offset,
-                    done,
-                    last_index,
-                );
+            Body::SnapshotResponse { snapshot_index, next_offset, done, last_index } => {
+                self.handle_snapshot_response(m.from, snapshot_index, next_offset, done, last_index);
             }
             Body::TimeoutNow => {
                 if self.role != Role::Leader {
-                    debug!(
-                        node = self.id,
-                        from = m.from,
-                        "TimeoutNow: campaigning at once"
-                    );
+                    debug!(node = self.id, from = m.from, "TimeoutNow: campaigning at once");
                     self.hup(true);
                 }
             }
@@ -865,9 +699,7 @@ impl Raft {
         let mut expect = (first, prev_term);
         for e in &entries {
             if e.index != expect.0 || e.term < expect.1 || e.term > self.term {
-                return Err(malformed(
-                    "entries are not contiguous or have impossible terms",
-                ));
+                return Err(malformed("entries are not contiguous or have impossible terms"));
             }
             if e.kind == EntryKind::ConfChange && ConfEntry::decode(&e.data).is_err() {
                 return Err(malformed("undecodable conf change entry"));
@@ -877,63 +709,32 @@ impl Raft {
         if prev_index < self.log.committed() {
             // Everything up to our commit index matches the leader's log already.
             let committed = self.log.committed();
-            self.send(
-                from,
-                self.term,
-                Body::AppendResponse {
-                    index: committed,
-                    reject: None,
-                },
-            );
+            self.send(from, self.term, Body::AppendResponse { index: committed, reject: None });
             return Ok(());
         }
         match self.log.maybe_append(prev_index, prev_term, &entries) {
             Some((last_new, changed_from)) => {
                 if let Some(at) = changed_from {
                     self.membership.truncate_from(at);
-                    for e in entries
-                        .iter()
-                        .filter(|e| e.index >= at && e.kind == EntryKind::ConfChange)
-                    {
+                    for e in entries.iter().filter(|e| e.index >= at && e.kind == EntryKind::ConfChange) {
                         let ce = ConfEntry::decode(&e.data)
                             .map_err(|_| malformed("undecodable conf change entry"))?;
                         self.membership.push(e.index, ce.conf);
                     }
                 }
                 self.log.commit_to(commit.min(last_new));
-                self.send(
-                    from,
-                    self.term,
-                    Body::AppendResponse {
-                        index: last_new,
-                        reject: None,
-                    },
-                );
+                self.send(from, self.term, Body::AppendResponse { index: last_new, reject: None });
             }
             None => {
                 let hint = self.log.reject_hint(prev_index);
                 trace!(node = self.id, prev_index, ?hint, "append rejected");
-                self.send(
-                    from,
-                    self.term,
-                    Body::AppendResponse {
-                        index: prev_index,
-                        reject: Some(hint),
-                    },
-                );
+                self.send(from, self.term, Body::AppendResponse { index: prev_index, reject: Some(hint) });
             }
         }
         Ok(())
     }
 
-    fn handle_snapshot(
-        &mut self,
-        from: NodeId,
-        meta: SnapshotMeta,
-        offset: u64,
-        data: Bytes,
-        done: bool,
-    ) {
+    fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool) {
         let index = meta.index;
         if index <= self.log.committed() {
             self.receiver = None;
@@ -952,10 +753,7 @@ impl Raft {
         }
         let same = self.receiver.as_ref().is_some_and(|r| r.meta == meta);
         if offset == 0 && !same {
-            self.receiver = Some(SnapshotReceiver {
-                meta: meta.clone(),
-                buf: Vec::new(),
-            });
+            self.receiver = Some(SnapshotReceiver { meta: meta.clone(), buf: Vec::new() });
         }
         let received = match self.receiver.as_mut().filter(|r| r.meta == meta) {
             Some(r) if r.buf.len() as u64 == offset => {
@@ -1007,10 +805,7 @@ impl Raft {
         let Some(r) = self.receiver.take() else {
             return;
         };
-        let snapshot = Snapshot {
-            meta: r.meta,
-            data: Bytes::from(r.buf),
-        };
+        let snapshot = Snapshot { meta: r.meta, data: Bytes::from(r.buf) };
         let last = self.restore(snapshot);
         self.send(
             from,
@@ -1032,12 +827,7 @@ impl Raft {
             self.log.commit_to(meta.index);
             return meta.index;
         }
-        debug!(
-            node = self.id,
-            index = meta.index,
-            term = meta.term,
-            "installing snapshot"
-        );
+        debug!(node = self.id, index = meta.index, term = meta.term, "installing snapshot");
         self.log.restore(meta);
         self.membership = Membership::new(meta.index, meta.conf_state.clone());
         let index = meta.index;
@@ -1057,10 +847,7 @@ impl Raft {
         }
         let hint_next = reject.map(|h| {
             let next = match h.conflict_term {
-                Some(t) => self
-                    .log
-                    .last_index_of_term(t, index)
-                    .map_or(h.conflict_index, |i| i + 1),
+                Some(t) => self.log.last_index_of_term(t, index).map_or(h.conflict_index, |i| i + 1),
                 None => h.conflict_index,
             };
             next.min(last_index + 1)
@@ -1072,12 +859,7 @@ impl Raft {
         match hint_next {
             Some(next) => {
                 if pr.maybe_decrease(index, next) {
-                    trace!(
-                        node = self.id,
-                        to = from,
-                        next = pr.next,
-                        "backing up after rejection"
-                    );
+                    trace!(node = self.id, to = from, next = pr.next, "backing up after rejection");
                     self.needs_flush = true;
                 }
             }
@@ -1111,15 +893,19 @@ impl Raft {
         match pr.state {
             ProgressState::Probe => pr.probe_sent = false,
             ProgressState::Replicate => {
-                // No progress since the previous heartbeat with appends outstanding: some were
-                // lost; fall back to probing from the match index.
-                if !pr.inflight.is_empty() && pr.matched == pr.matched_at_heartbeat {
+                // The oldest outstanding append was already outstanding at the previous heartbeat
+                // answer: a whole heartbeat round trip passed without its acknowledgement, so it
+                // was lost. Fall back to probing from the match index.
+                let oldest = pr.inflight.front().copied();
+                if oldest.is_some() && oldest == pr.stalled_append {
                     pr.become_probe();
+                    pr.stalled_append = None;
+                } else {
+                    pr.stalled_append = oldest;
                 }
             }
             ProgressState::Snapshot => pr.snapshot_chunk_sent = false,
         }
-        pr.matched_at_heartbeat = pr.matched;
         if pr.matched < last_index || pr.state == ProgressState::Snapshot {
             self.needs_flush = true;
         }
@@ -1148,12 +934,7 @@ impl Raft {
         if done {
             pr.matched = pr.matched.max(last_index.min(self.log.last_index()));
             pr.become_probe();
-            debug!(
-                node = self.id,
-                to = from,
-                index = snapshot_index,
-                "snapshot delivered"
-            );
+            debug!(node = self.id, to = from, index = snapshot_index, "snapshot delivered");
             self.maybe_commit();
         } else {
             pr.snapshot_offset = next_offset;
@@ -1200,11 +981,7 @@ impl Raft {
             .iter()
             .filter_map(|id| self.progress.get(id).map(|p| (p.matched, *id)))
             .max();
-        debug!(
-            node = self.id,
-            term = self.term,
-            "removed from the configuration, stepping down"
-        );
+        debug!(node = self.id, term = self.term, "removed from the configuration, stepping down");
         if let Some((_, to)) = best.filter(|(matched, _)| *matched == last) {
             self.send(to, self.term, Body::TimeoutNow);
         }
@@ -1217,20 +994,16 @@ impl Raft {
             self.needs_flush = false;
             return;
         }
-        let peers: Vec<NodeId> = self
-            .progress
-            .keys()
-            .copied()
-            .filter(|&id| id != self.id)
-            .collect();
+        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&id| id != self.id).collect();
         for to in peers {
             let mut sent = false;
             while self.send_append(to, false) {
                 sent = true;
             }
-            let needs_commit = self.progress.get(&to).is_some_and(|p| {
-                p.sent_commit < self.log.committed() && p.state != ProgressState::Snapshot
-            });
+            let needs_commit = self
+                .progress
+                .get(&to)
+                .is_some_and(|p| p.sent_commit < self.log.committed() && p.state != ProgressState::Snapshot);
             if !sent && needs_commit {
                 self.send_append(to, true);
             }
@@ -1273,16 +1046,7 @@ impl Raft {
         };
         pr.sent(last_sent);
         pr.sent_commit = commit;
-        self.send(
-            to,
-            self.term,
-            Body::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            },
-        );
+        self.send(to, self.term, Body::Append { prev_index, prev_term, entries, commit });
         last_sent.is_some()
     }
 
@@ -1366,12 +1130,7 @@ impl Raft {
     }
 
     fn send(&mut self, to: NodeId, term: Term, body: Body) {
-        self.msgs.push(Message {
-            from: self.id,
-            to,
-            term,
-            body,
-        });
+        self.msgs.push(Message { from: self.id, to, term, body });
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1380,9 +1139,7 @@ impl Raft {
 
     fn check_leader(&self) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader,
-            });
+            return Err(ProposeError::NotLeader { leader: self.leader });
         }
         if let Some(to) = self.transferee {
             return Err(ProposeError::TransferInProgress { to });
@@ -1395,12 +1152,7 @@ impl Raft {
 
     fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> Index {
         let index = self.log.last_index() + 1;
-        self.log.append(Entry {
-            term: self.term,
-            index,
-            kind,
-            data,
-        });
+        self.log.append(Entry { term: self.term, index, kind, data });
         self.needs_flush = true;
         index
     }
@@ -1435,60 +1187,38 @@ impl Raft {
             ConfChangeKind::AddLearner if conf.learners.contains(&cc.node) => {
                 return Err(ProposeError::InvalidConfChange("already a learner"));
             }
-            ConfChangeKind::AddLearner
-                if conf.voters.contains(&cc.node) && conf.voters.len() == 1 =>
-            {
-                return Err(ProposeError::InvalidConfChange(
-                    "cannot demote the last voter",
-                ));
+            ConfChangeKind::AddLearner if conf.voters.contains(&cc.node) && conf.voters.len() == 1 => {
+                return Err(ProposeError::InvalidConfChange("cannot demote the last voter"));
             }
             ConfChangeKind::AddVoter if conf.voters.contains(&cc.node) => {
                 return Err(ProposeError::InvalidConfChange("already a voter"));
             }
             ConfChangeKind::AddVoter if !conf.learners.contains(&cc.node) => {
-                return Err(ProposeError::InvalidConfChange(
-                    "add the node as a learner first",
-                ));
+                return Err(ProposeError::InvalidConfChange("add the node as a learner first"));
             }
             ConfChangeKind::AddVoter => {
                 let matched = self.progress.get(&cc.node).map_or(0, |p| p.matched);
                 let margin = self.cfg.max_entries_per_append as Index;
                 if matched + margin < commit || matched == 0 {
-                    return Err(ProposeError::LearnerNotCaughtUp {
-                        node: cc.node,
-                        matched,
-                        commit,
-                    });
+                    return Err(ProposeError::LearnerNotCaughtUp { node: cc.node, matched, commit });
                 }
             }
             ConfChangeKind::Remove if !conf.contains(cc.node) => {
                 return Err(ProposeError::InvalidConfChange("not a member"));
             }
             ConfChangeKind::Remove if conf.voters.contains(&cc.node) && conf.voters.len() == 1 => {
-                return Err(ProposeError::InvalidConfChange(
-                    "cannot remove the last voter",
-                ));
+                return Err(ProposeError::InvalidConfChange("cannot remove the last voter"));
             }
             _ => {}
         }
         let conf = conf.apply(&cc);
         let kind = cc.kind;
         let target = cc.node;
-        let data = ConfEntry {
-            change: cc,
-            conf: conf.clone(),
-        }
-        .to_bytes();
+        let data = ConfEntry { change: cc, conf: conf.clone() }.to_bytes();
         let index = self.append_entry(EntryKind::ConfChange, data);
         self.membership.push(index, conf);
         self.rebuild_progress();
-        debug!(
-            node = self.id,
-            index,
-            ?kind,
-            target,
-            "membership change proposed"
-        );
+        debug!(node = self.id, index, ?kind, target, "membership change proposed");
         // A change may shrink the quorum (e.g. removing a lagging voter).
         self.maybe_commit();
         Ok(index)
@@ -1520,10 +1250,7 @@ impl Raft {
             self.read_only.wait_for_commit(ctx, from);
             return;
         }
-        let lease = self
-            .cfg
-            .lease_ticks()
-            .filter(|_| !self.lease_revoked && self.transferee.is_none());
+        let lease = self.cfg.lease_ticks().filter(|_| !self.lease_revoked && self.transferee.is_none());
         if let Some(lease_ticks) = lease {
             if self.read_only.lease_valid(self.ticks, lease_ticks) {
                 self.answer_read(ctx, from, commit);
@@ -1548,11 +1275,7 @@ impl Raft {
         let progress = &self.progress;
         let id = self.id;
         let acked = quorum::committed_value(&self.membership.current().voters, |v| {
-            if v == id {
-                own
-            } else {
-                progress.get(&v).map_or(0, |p| p.read_round)
-            }
+            if v == id { own } else { progress.get(&v).map_or(0, |p| p.read_round) }
         });
         for r in self.read_only.quorum_acked(acked) {
             self.answer_read(r.ctx, r.from, r.index);
@@ -1564,26 +1287,18 @@ impl Raft {
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
         self.assert_idle();
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader {
-                leader: self.leader,
-            });
+            return Err(ProposeError::NotLeader { leader: self.leader });
         }
         if to == self.id || self.transferee == Some(to) {
             return Ok(());
         }
         if !self.membership.current().voters.contains(&to) {
-            return Err(ProposeError::InvalidConfChange(
-                "transfer target is not a voter",
-            ));
+            return Err(ProposeError::InvalidConfChange("transfer target is not a voter"));
         }
         debug!(node = self.id, to, "leadership transfer started");
         self.transferee = Some(to);
         self.election_elapsed = 0;
-        if self
-            .progress
-            .get(&to)
-            .is_some_and(|p| p.matched == self.log.last_index())
-        {
+        if self.progress.get(&to).is_some_and(|p| p.matched == self.log.last_index()) {
             self.send_timeout_now(to);
         } else {
             self.needs_flush = true;
@@ -1613,23 +1328,12 @@ impl Raft {
         if index > applied {
             return Err(SnapshotError::NotApplied { index, applied });
         }
-        let current = self
-            .latest_snapshot
-            .as_ref()
-            .map_or(0, |s| s.meta.index)
-            .max(self.log.snap_index());
+        let current = self.latest_snapshot.as_ref().map_or(0, |s| s.meta.index).max(self.log.snap_index());
         let Some(term) = self.log.term(index).filter(|_| index > current) else {
             return Err(SnapshotError::OutOfDate { index, current });
         };
         let conf_state = self.membership.at(index).clone();
-        self.latest_snapshot = Some(Snapshot {
-            meta: SnapshotMeta {
-                index,
-                term,
-                conf_state,
-            },
-            data,
-        });
+        self.latest_snapshot = Some(Snapshot { meta: SnapshotMeta { index, term, conf_state }, data });
         Ok(())
     }
 
@@ -1642,10 +1346,7 @@ impl Raft {
             return Err(SnapshotError::NoSnapshot { index, snapshot });
         }
         if index <= self.log.snap_index() {
-            return Err(SnapshotError::OutOfDate {
-                index,
-                current: self.log.snap_index(),
-            });
+            return Err(SnapshotError::OutOfDate { index, current: self.log.snap_index() });
         }
         self.membership.compact_to(index);
         self.log.compact(index);
@@ -1669,10 +1370,7 @@ impl Raft {
     }
 
     fn soft_state(&self) -> SoftState {
-        SoftState {
-            leader: self.leader,
-            role: self.role,
-        }
+        SoftState { leader: self.leader, role: self.role }
     }
 
     /// Takes what the driver must persist, send and apply (see [`Ready`] for the order). Call
@@ -1697,10 +1395,7 @@ impl Raft {
         self.prev_soft = soft;
         let last_entry = self.log.take_unstable();
         let applying = self.log.take_committed();
-        self.in_flight = Some(InFlight {
-            last_entry,
-            applying,
-        });
+        self.in_flight = Some(InFlight { last_entry, applying });
         rd
     }
 
@@ -1727,12 +1422,8 @@ mod tests {
     use super::*;
 
     fn core() -> Raft {
-        Raft::new(
-            RaftConfig::new(1),
-            RestoredState::bootstrap([1, 2, 3]),
-            crate::rt::rng_from_seed(1),
-        )
-        .unwrap()
+        Raft::new(RaftConfig::new(1), RestoredState::bootstrap([1, 2, 3]), crate::rt::rng_from_seed(1))
+            .unwrap()
     }
 
     #[test]

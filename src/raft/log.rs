@@ -110,21 +110,13 @@ impl RaftLog {
 
     /// §5.4.1: a candidate's log is at least as up to date as ours.
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        last_term > self.last_term()
-            || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// Leader append: entries continue the log. A leader never overwrites its own log.
     pub fn append(&mut self, entry: Entry) {
-        assert_eq!(
-            entry.index,
-            self.last_index() + 1,
-            "entries must be contiguous"
-        );
-        assert!(
-            entry.term >= self.last_term(),
-            "entry terms never decrease along the log"
-        );
+        assert_eq!(entry.index, self.last_index() + 1, "entries must be contiguous");
+        assert!(entry.term >= self.last_term(), "entry terms never decrease along the log");
         self.entries.push(entry);
     }
 
@@ -141,19 +133,13 @@ impl RaftLog {
             return None;
         }
         let last_new = prev_index + entries.len() as Index;
-        let conflict = entries
-            .iter()
-            .position(|e| !self.match_term(e.index, e.term));
+        let conflict = entries.iter().position(|e| !self.match_term(e.index, e.term));
         let Some(pos) = conflict else {
             return Some((last_new, None));
         };
         let at = entries[pos].index;
         if at <= self.last_index() {
-            assert!(
-                at > self.committed,
-                "truncating committed entry {at} (commit {})",
-                self.committed
-            );
+            assert!(at > self.committed, "truncating committed entry {at} (commit {})", self.committed);
             self.truncate_from(at);
         }
         for e in &entries[pos..] {
@@ -171,27 +157,15 @@ impl RaftLog {
     /// Where a leader should resume after an append at `prev_index` failed here (fast backup):
     /// the term we hold at `prev_index` and its first index, or our last index + 1.
     pub fn reject_hint(&self, prev_index: Index) -> RejectHint {
-        let Some(term) = self
-            .term(prev_index)
-            .filter(|_| prev_index <= self.last_index())
-        else {
-            return RejectHint {
-                conflict_term: None,
-                conflict_index: self.last_index() + 1,
-            };
+        let Some(term) = self.term(prev_index).filter(|_| prev_index <= self.last_index()) else {
+            return RejectHint { conflict_term: None, conflict_index: self.last_index() + 1 };
         };
         let mut first = prev_index;
         // Stop above the commit index: committed entries match the leader's anyway.
-        while first > self.committed + 1
-            && first > self.first_index()
-            && self.term(first - 1) == Some(term)
-        {
+        while first > self.committed + 1 && first > self.first_index() && self.term(first - 1) == Some(term) {
             first -= 1;
         }
-        RejectHint {
-            conflict_term: Some(term),
-            conflict_index: first,
-        }
+        RejectHint { conflict_term: Some(term), conflict_index: first }
     }
 
     /// Leader side of fast backup: last index at or below `upto` whose term is `term`.
@@ -210,11 +184,7 @@ impl RaftLog {
     /// Raises the commit index; it never moves back and never passes the last entry.
     pub fn commit_to(&mut self, index: Index) {
         if index > self.committed {
-            assert!(
-                index <= self.last_index(),
-                "commit {index} beyond last index {}",
-                self.last_index()
-            );
+            assert!(index <= self.last_index(), "commit {index} beyond last index {}", self.last_index());
             self.committed = index;
         }
     }
@@ -241,11 +211,7 @@ impl RaftLog {
 
     /// Committed entries not yet handed out for applying.
     pub fn next_committed(&self) -> &[Entry] {
-        if self.applying >= self.committed {
-            &[]
-        } else {
-            self.slice(self.applying + 1, self.committed)
-        }
+        if self.applying >= self.committed { &[] } else { self.slice(self.applying + 1, self.committed) }
     }
 
     /// Marks committed entries as handed out for applying; returns the highest one.
@@ -256,26 +222,14 @@ impl RaftLog {
 
     /// The driver applied entries up to `index`.
     pub fn applied_to(&mut self, index: Index) {
-        assert!(
-            index <= self.committed,
-            "applied {index} beyond commit {}",
-            self.committed
-        );
-        assert!(
-            index >= self.applied,
-            "applied index moved back from {} to {index}",
-            self.applied
-        );
+        assert!(index <= self.committed, "applied {index} beyond commit {}", self.committed);
+        assert!(index >= self.applied, "applied index moved back from {} to {index}", self.applied);
         self.applied = index;
     }
 
     /// Drops entries up to `index` (which must be applied); keeps `index`'s term.
     pub fn compact(&mut self, index: Index) {
-        assert!(
-            index <= self.applied,
-            "compacting unapplied entries (to {index}, applied {})",
-            self.applied
-        );
+        assert!(index <= self.applied, "compacting unapplied entries (to {index}, applied {})", self.applied);
         if index <= self.snap_index {
             return;
         }
@@ -287,10 +241,7 @@ impl RaftLog {
 
     /// Replaces the whole log by a received snapshot; the state machine is reset to it.
     pub fn restore(&mut self, meta: &SnapshotMeta) {
-        assert!(
-            meta.index > self.committed,
-            "restoring a snapshot behind the commit index"
-        );
+        assert!(meta.index > self.committed, "restoring a snapshot behind the commit index");
         *self = RaftLog::new(meta.index, meta.term);
     }
 
@@ -312,12 +263,7 @@ mod tests {
     use bytes::Bytes;
 
     fn ent(index: Index, term: Term) -> Entry {
-        Entry {
-            term,
-            index,
-            kind: EntryKind::Normal,
-            data: Bytes::new(),
-        }
+        Entry { term, index, kind: EntryKind::Normal, data: Bytes::new() }
     }
 
     fn log_with(terms: &[Term]) -> RaftLog {
@@ -334,20 +280,14 @@ mod tests {
         assert_eq!(log.term(0), Some(0));
         assert_eq!(log.term(3), Some(2));
         assert_eq!(log.term(4), None);
-        assert_eq!(
-            (log.first_index(), log.last_index(), log.last_term()),
-            (1, 3, 2)
-        );
+        assert_eq!((log.first_index(), log.last_index(), log.last_term()), (1, 3, 2));
     }
 
     #[test]
     fn maybe_append_truncates_only_conflicts() {
         let mut log = log_with(&[1, 1, 2, 2]);
         // Already-present entries change nothing.
-        assert_eq!(
-            log.maybe_append(1, 1, &[ent(2, 1), ent(3, 2)]),
-            Some((3, None))
-        );
+        assert_eq!(log.maybe_append(1, 1, &[ent(2, 1), ent(3, 2)]), Some((3, None)));
         assert_eq!(log.last_index(), 4);
         // A conflicting entry at 3 drops 3..=4.
         assert_eq!(log.maybe_append(2, 1, &[ent(3, 3)]), Some((3, Some(3))));
@@ -403,20 +343,8 @@ mod tests {
     #[test]
     fn reject_hint_points_at_first_index_of_conflicting_term() {
         let log = log_with(&[1, 2, 2, 2, 3]);
-        assert_eq!(
-            log.reject_hint(4),
-            RejectHint {
-                conflict_term: Some(2),
-                conflict_index: 2
-            }
-        );
-        assert_eq!(
-            log.reject_hint(9),
-            RejectHint {
-                conflict_term: None,
-                conflict_index: 6
-            }
-        );
+        assert_eq!(log.reject_hint(4), RejectHint { conflict_term: Some(2), conflict_index: 2 });
+        assert_eq!(log.reject_hint(9), RejectHint { conflict_term: None, conflict_index: 6 });
         assert_eq!(log.last_index_of_term(2, 5), Some(4));
         assert_eq!(log.last_index_of_term(4, 5), None);
     }
@@ -427,10 +355,7 @@ mod tests {
         log.commit_to(3);
         log.applied_to(3);
         log.compact(2);
-        assert_eq!(
-            (log.first_index(), log.term(2), log.term(1)),
-            (3, Some(1), None)
-        );
+        assert_eq!((log.first_index(), log.term(2), log.term(1)), (3, Some(1), None));
         assert_eq!(log.entries().len(), 2);
     }
 }

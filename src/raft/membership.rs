@@ -16,11 +16,7 @@ pub struct Membership {
 impl Membership {
     /// Membership whose configuration up to `index` is `conf`.
     pub fn new(index: Index, conf: ConfState) -> Self {
-        Membership {
-            base_index: index,
-            base: conf,
-            changes: Vec::new(),
-        }
+        Membership { base_index: index, base: conf, changes: Vec::new() }
     }
 
     /// The latest configuration (what this node acts on).
@@ -30,11 +26,7 @@ impl Membership {
 
     /// The configuration in force at log position `index`.
     pub fn at(&self, index: Index) -> &ConfState {
-        self.changes
-            .iter()
-            .rev()
-            .find(|(i, _)| *i <= index)
-            .map_or(&self.base, |(_, c)| c)
+        self.changes.iter().rev().find(|(i, _)| *i <= index).map_or(&self.base, |(_, c)| c)
     }
 
     /// Index of the latest configuration entry (the base index if none is in the log).
@@ -44,10 +36,7 @@ impl Membership {
 
     /// A configuration entry at `index` resulting in `conf` was appended.
     pub fn push(&mut self, index: Index, conf: ConfState) {
-        assert!(
-            index > self.last_change_index(),
-            "configuration entries arrive in log order"
-        );
+        assert!(index > self.last_change_index(), "configuration entries arrive in log order");
         self.changes.push((index, conf));
     }
 
@@ -72,11 +61,7 @@ mod tests {
     use bytes::Bytes;
 
     fn push(m: &mut Membership, index: Index, kind: ConfChangeKind, node: u64) {
-        let next = m.current().apply(&ConfChange {
-            kind,
-            node,
-            context: Bytes::new(),
-        });
+        let next = m.current().apply(&ConfChange { kind, node, context: Bytes::new() });
         m.push(index, next);
     }
 

@@ -140,9 +140,6 @@ impl Body {
 
     /// True for the messages only a leader sends (they name the sender as the term's leader).
     pub fn is_from_leader(&self) -> bool {
-        matches!(
-            self,
-            Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. }
-        )
+        matches!(self, Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. })
     }
 }

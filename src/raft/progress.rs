@@ -42,8 +42,9 @@ pub struct Progress {
     pub read_round: u64,
     /// Highest commit index sent to this follower.
     pub sent_commit: Index,
-    /// `matched` when the previous heartbeat answer arrived (detects lost pipelined appends).
-    pub matched_at_heartbeat: Index,
+    /// Replicate: the oldest unacknowledged append when the previous heartbeat answer arrived
+    /// (still unacknowledged at the next one means it was lost).
+    pub stalled_append: Option<Index>,
 }
 
 impl Progress {
@@ -61,7 +62,7 @@ impl Progress {
             snapshot_chunk_sent: false,
             read_round: 0,
             sent_commit: 0,
-            matched_at_heartbeat: 0,
+            stalled_append: None,
         }
     }
 
@@ -186,16 +187,10 @@ mod tests {
         let mut p = Progress::new(1);
         p.become_replicate();
         p.maybe_update(10);
-        assert!(
-            !p.maybe_decrease(9, 5),
-            "rejection below match is stale in replicate"
-        );
+        assert!(!p.maybe_decrease(9, 5), "rejection below match is stale in replicate");
         assert!(p.maybe_decrease(12, 11));
         assert_eq!((p.state, p.next), (ProgressState::Probe, 11));
-        assert!(
-            !p.maybe_decrease(12, 11),
-            "probe only accepts a rejection of next - 1"
-        );
+        assert!(!p.maybe_decrease(12, 11), "probe only accepts a rejection of next - 1");
         assert!(p.maybe_decrease(10, 3), "hint below match is clamped");
         assert_eq!(p.next, 11);
     }

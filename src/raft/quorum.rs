@@ -70,18 +70,9 @@ mod tests {
         let v = set(&[1, 2, 3]);
         let votes = |pairs: &[(NodeId, bool)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
         assert_eq!(vote_result(&v, &votes(&[(1, true)])), VoteResult::Pending);
-        assert_eq!(
-            vote_result(&v, &votes(&[(1, true), (2, true)])),
-            VoteResult::Won
-        );
-        assert_eq!(
-            vote_result(&v, &votes(&[(1, true), (2, false), (3, false)])),
-            VoteResult::Lost
-        );
+        assert_eq!(vote_result(&v, &votes(&[(1, true), (2, true)])), VoteResult::Won);
+        assert_eq!(vote_result(&v, &votes(&[(1, true), (2, false), (3, false)])), VoteResult::Lost);
         // A non-voter's vote does not count.
-        assert_eq!(
-            vote_result(&v, &votes(&[(1, true), (9, true)])),
-            VoteResult::Pending
-        );
+        assert_eq!(vote_result(&v, &votes(&[(1, true), (9, true)])), VoteResult::Pending);
     }
 }

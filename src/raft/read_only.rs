@@ -50,12 +50,7 @@ impl ReadOnly {
     /// Queues a read at commit index `index`; it waits for the next round.
     pub fn add(&mut self, ctx: u64, from: NodeId, index: Index) {
         self.round_needed = true;
-        self.pending.push_back(ReadRequest {
-            ctx,
-            from,
-            index,
-            round: self.round + 1,
-        });
+        self.pending.push_back(ReadRequest { ctx, from, index, round: self.round + 1 });
     }
 
     /// Parks a read until the leader has committed an entry of its term.
@@ -104,8 +99,7 @@ impl ReadOnly {
 
     /// True if a quorum acknowledged a round sent less than `lease_ticks` ago.
     pub fn lease_valid(&self, now: u64, lease_ticks: u64) -> bool {
-        self.lease_start
-            .is_some_and(|start| now < start + lease_ticks)
+        self.lease_start.is_some_and(|start| now < start + lease_ticks)
     }
 
     /// Reads still waiting (for status and tests).
@@ -128,15 +122,7 @@ mod tests {
         assert!(ro.quorum_acked(r1).is_empty());
         let r2 = ro.start_round(1);
         let ready = ro.quorum_acked(r2);
-        assert_eq!(
-            ready,
-            vec![ReadRequest {
-                ctx: 7,
-                from: 1,
-                index: 10,
-                round: 2
-            }]
-        );
+        assert_eq!(ready, vec![ReadRequest { ctx: 7, from: 1, index: 10, round: 2 }]);
         assert_eq!(ro.pending_len(), 0);
     }
 

@@ -48,12 +48,7 @@ impl Faults {
 
     /// A lossy network: 10% drops, 5% duplicates, up to 2 ticks of delay, reordering.
     pub fn unreliable() -> Self {
-        Faults {
-            drop: 0.1,
-            duplicate: 0.05,
-            max_delay: 2,
-            reorder: true,
-        }
+        Faults { drop: 0.1, duplicate: 0.05, max_delay: 2, reorder: true }
     }
 }
 
@@ -91,13 +86,7 @@ pub struct Network {
 impl Network {
     /// A network whose random choices come from `rng`.
     pub fn new(rng: NodeRng, faults: Faults) -> Self {
-        Network {
-            rng,
-            faults,
-            queue: VecDeque::new(),
-            blocked: BTreeSet::new(),
-            stats: NetStats::default(),
-        }
+        Network { rng, faults, queue: VecDeque::new(), blocked: BTreeSet::new(), stats: NetStats::default() }
     }
 
     /// Accepts `msg` at tick `now`.
@@ -111,34 +100,22 @@ impl Network {
         if f.duplicate > 0.0 && self.rng.random_bool(f.duplicate) {
             self.stats.duplicated += 1;
             let at = now + self.delay();
-            self.queue.push_back(Envelope {
-                at,
-                msg: msg.clone(),
-            });
+            self.queue.push_back(Envelope { at, msg: msg.clone() });
         }
         let at = now + self.delay();
         self.queue.push_back(Envelope { at, msg });
     }
 
     fn delay(&mut self) -> u64 {
-        if self.faults.max_delay == 0 {
-            0
-        } else {
-            self.rng.random_range(0..=self.faults.max_delay)
-        }
+        if self.faults.max_delay == 0 { 0 } else { self.rng.random_range(0..=self.faults.max_delay) }
     }
 
     /// Takes the next message due by tick `now` (dropping those on cut links), if any.
     pub fn next_due(&mut self, now: u64) -> Option<Message> {
         loop {
             let pos = if self.faults.reorder {
-                let due: Vec<usize> = self
-                    .queue
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| e.at <= now)
-                    .map(|(i, _)| i)
-                    .collect();
+                let due: Vec<usize> =
+                    self.queue.iter().enumerate().filter(|(_, e)| e.at <= now).map(|(i, _)| i).collect();
                 if due.is_empty() {
                     return None;
                 }
@@ -214,15 +191,9 @@ impl MemStorage {
             return;
         };
         let base = self.first_index();
-        assert!(
-            first >= base,
-            "persisting entry {first} before the snapshot"
-        );
+        assert!(first >= base, "persisting entry {first} before the snapshot");
         let keep = (first - base) as usize;
-        assert!(
-            keep <= self.entries.len(),
-            "persisted log would have a gap at {first}"
-        );
+        assert!(keep <= self.entries.len(), "persisted log would have a gap at {first}");
         self.entries.truncate(keep);
         self.entries.extend_from_slice(entries);
     }
@@ -291,10 +262,7 @@ impl StateMachine {
         let mut d = [0u8; 8];
         a.copy_from_slice(&data[..8]);
         d.copy_from_slice(&data[8..16]);
-        StateMachine {
-            applied: Index::from_le_bytes(a),
-            digest: u64::from_le_bytes(d),
-        }
+        StateMachine { applied: Index::from_le_bytes(a), digest: u64::from_le_bytes(d) }
     }
 }
 
@@ -379,14 +347,7 @@ impl Cluster {
     pub fn new(cfg: ClusterConfig) -> Self {
         let mut rng = rng_from_seed(cfg.seed);
         let net = Network::new(crate::rt::rng::split(&mut rng), cfg.faults);
-        let mut c = Cluster {
-            nodes: BTreeMap::new(),
-            net,
-            checker: Checker::default(),
-            cfg,
-            now: 0,
-            rng,
-        };
+        let mut c = Cluster { nodes: BTreeMap::new(), net, checker: Checker::default(), cfg, now: 0, rng };
         let voters = ConfState::with_voters(c.cfg.ids.iter().copied());
         for id in c.cfg.ids.clone() {
             c.add_node(id, voters.clone());
@@ -426,18 +387,12 @@ impl Cluster {
 
     /// The core of `id` (panics if the node is unknown or crashed).
     pub fn raft(&self, id: NodeId) -> &Raft {
-        self.nodes[&id]
-            .raft
-            .as_ref()
-            .unwrap_or_else(|| panic!("node {id} is down"))
+        self.nodes[&id].raft.as_ref().unwrap_or_else(|| panic!("node {id} is down"))
     }
 
     /// Mutable core of `id`; process its `Ready` afterwards with [`Cluster::process`].
     pub fn raft_mut(&mut self, id: NodeId) -> &mut Raft {
-        self.nodes
-            .get_mut(&id)
-            .and_then(|n| n.raft.as_mut())
-            .unwrap_or_else(|| panic!("node {id} is down"))
+        self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut()).unwrap_or_else(|| panic!("node {id} is down"))
     }
 
     /// True if `id` is running.
@@ -447,11 +402,7 @@ impl Cluster {
 
     /// Ids of the running nodes.
     pub fn up_ids(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|(_, n)| n.raft.is_some())
-            .map(|(&id, _)| id)
-            .collect()
+        self.nodes.iter().filter(|(_, n)| n.raft.is_some()).map(|(&id, _)| id).collect()
     }
 
     /// The running leader with the highest term, if any.
@@ -459,10 +410,7 @@ impl Cluster {
         self.nodes
             .iter()
             .filter_map(|(&id, n)| {
-                n.raft
-                    .as_ref()
-                    .filter(|r| r.role() == Role::Leader)
-                    .map(|r| (r.term(), id))
+                n.raft.as_ref().filter(|r| r.role() == Role::Leader).map(|r| (r.term(), id))
             })
             .max()
             .map(|(_, id)| id)
@@ -490,9 +438,7 @@ impl Cluster {
             .storage
             .snapshot
             .as_ref()
-            .map_or_else(StateMachine::default, |s| {
-                StateMachine::from_snapshot_data(&s.data)
-            });
+            .map_or_else(StateMachine::default, |s| StateMachine::from_snapshot_data(&s.data));
         node.applied_data.clear();
         let rng = crate::rt::rng::split(&mut node.rng);
         let raft = Raft::new(node.config.clone(), restored, rng)
@@ -544,10 +490,7 @@ impl Cluster {
             let rd = raft.ready();
             if let Some(s) = rd.snapshot {
                 node.sm = StateMachine::from_snapshot_data(&s.data);
-                assert_eq!(
-                    node.sm.applied, s.meta.index,
-                    "snapshot data and metadata disagree"
-                );
+                assert_eq!(node.sm.applied, s.meta.index, "snapshot data and metadata disagree");
                 node.storage.install_snapshot(s);
                 node.storage.entries.clear();
             }
@@ -577,15 +520,13 @@ impl Cluster {
                 if applied >= last + every {
                     let data = node.sm.to_snapshot_data(self.cfg.snapshot_padding);
                     debug_assert_eq!(node.sm.applied, applied);
-                    raft.snapshot(applied, data.clone())
-                        .expect("snapshot of an applied index");
+                    raft.snapshot(applied, data.clone()).expect("snapshot of an applied index");
                     // Persist the application's snapshot, then free the log behind it.
                     let snap = raft.latest_snapshot().cloned().expect("just taken");
                     node.storage.install_snapshot(snap);
                     let compact_to = applied.saturating_sub(self.cfg.keep_tail);
                     if compact_to >= raft.first_index() {
-                        raft.compact(compact_to)
-                            .expect("compaction behind the snapshot");
+                        raft.compact(compact_to).expect("compaction behind the snapshot");
                     }
                 }
             }
@@ -600,10 +541,7 @@ impl Cluster {
         let to = m.to;
         if let Some(raft) = self.nodes.get_mut(&to).and_then(|n| n.raft.as_mut()) {
             if let Err(e) = raft.step(m) {
-                panic!(
-                    "seed {}: node {to} refused a message from an honest peer: {e}",
-                    self.cfg.seed
-                );
+                panic!("seed {}: node {to} refused a message from an honest peer: {e}", self.cfg.seed);
             }
             self.process(to);
             self.check_changed(Some(to));
@@ -665,11 +603,7 @@ impl Cluster {
 
     /// Proposes at the current leader and ticks until the leader applied it; returns `(leader,
     /// index)`, or `None` if no leader accepted it or it did not apply within `max_ticks`.
-    pub fn propose_and_commit(
-        &mut self,
-        data: impl Into<Bytes>,
-        max_ticks: u64,
-    ) -> Option<(NodeId, Index)> {
+    pub fn propose_and_commit(&mut self, data: impl Into<Bytes>, max_ticks: u64) -> Option<(NodeId, Index)> {
         let data = data.into();
         let leader = self.wait_for_leader(max_ticks)?;
         let index = self.propose(leader, data).ok()?;
@@ -684,11 +618,7 @@ impl Cluster {
 
     /// Ticks until every running node applied at least `index`.
     pub fn wait_applied_everywhere(&mut self, index: Index, max_ticks: u64) -> bool {
-        self.run_until(max_ticks, |c| {
-            c.up_ids()
-                .iter()
-                .all(|&id| c.nodes[&id].sm.applied >= index)
-        })
+        self.run_until(max_ticks, |c| c.up_ids().iter().all(|&id| c.nodes[&id].sm.applied >= index))
     }
 
     /// Views of the running nodes, for the [`Checker`]; `changed` names the only node whose log
@@ -852,12 +782,7 @@ impl Checker {
     }
 
     /// Records that `node` applied `index` reaching state-machine digest `digest`.
-    pub fn record_apply(
-        &mut self,
-        node: NodeId,
-        index: Index,
-        digest: u64,
-    ) -> Result<(), Violation> {
+    pub fn record_apply(&mut self, node: NodeId, index: Index, digest: u64) -> Result<(), Violation> {
         match self.digests.get(&index) {
             Some(&(_, d)) if d != digest => Err(Violation::AppliedDiverged { node, index }),
             Some(_) => Ok(()),
@@ -884,11 +809,7 @@ impl Checker {
         if v.role == Role::Leader {
             match self.leaders.get(&v.term) {
                 Some(&a) if a != v.id => {
-                    return Err(Violation::TwoLeaders {
-                        term: v.term,
-                        a,
-                        b: v.id,
-                    });
+                    return Err(Violation::TwoLeaders { term: v.term, a, b: v.id });
                 }
                 _ => {
                     self.leaders.insert(v.term, v.id);
@@ -898,26 +819,15 @@ impl Checker {
         // Commit monotonic, applied <= commit.
         let prev = self.commits.get(&v.id).copied().unwrap_or(0);
         if v.commit < prev {
-            return Err(Violation::CommitRegressed {
-                node: v.id,
-                from: prev,
-                to: v.commit,
-            });
+            return Err(Violation::CommitRegressed { node: v.id, from: prev, to: v.commit });
         }
         self.commits.insert(v.id, v.commit);
         if v.applied > v.commit {
-            return Err(Violation::AppliedBeyondCommit {
-                node: v.id,
-                applied: v.applied,
-                commit: v.commit,
-            });
+            return Err(Violation::AppliedBeyondCommit { node: v.id, applied: v.applied, commit: v.commit });
         }
         if let Some(&(_, d)) = self.digests.get(&v.applied) {
             if v.applied > 0 && d != v.digest {
-                return Err(Violation::AppliedDiverged {
-                    node: v.id,
-                    index: v.applied,
-                });
+                return Err(Violation::AppliedDiverged { node: v.id, index: v.applied });
             }
         }
         // Log matching: an (index, term) pair identifies the entry and its predecessor's term.
@@ -932,22 +842,12 @@ impl Checker {
                 }
                 Some((a, t, eh)) => {
                     if *eh != h {
-                        return Err(Violation::LogMismatch {
-                            index: e.index,
-                            term: e.term,
-                            a: *a,
-                            b: v.id,
-                        });
+                        return Err(Violation::LogMismatch { index: e.index, term: e.term, a: *a, b: v.id });
                     }
                     if *t == Term::MAX {
                         *t = pt;
                     } else if pt != Term::MAX && *t != pt {
-                        return Err(Violation::LogMismatch {
-                            index: e.index,
-                            term: e.term,
-                            a: *a,
-                            b: v.id,
-                        });
+                        return Err(Violation::LogMismatch { index: e.index, term: e.term, a: *a, b: v.id });
                     }
                 }
             }
@@ -971,10 +871,7 @@ impl Checker {
     }
 
     fn check_leader_complete(&mut self, v: &NodeView<'_>) -> Result<(), Violation> {
-        let from = self
-            .leader_checked
-            .get(&(v.id, v.term))
-            .map_or(1, |&i| i + 1);
+        let from = self.leader_checked.get(&(v.id, v.term)).map_or(1, |&i| i + 1);
         let mut upto = from.saturating_sub(1);
         for (&index, &(term, seen_in)) in self.committed.range(from..) {
             if seen_in > v.term {
@@ -987,11 +884,7 @@ impl Checker {
             match v.entries.get((index - v.first_index) as usize) {
                 Some(e) if e.term == term => {}
                 _ => {
-                    return Err(Violation::LeaderIncomplete {
-                        leader: v.id,
-                        term: v.term,
-                        index,
-                    });
+                    return Err(Violation::LeaderIncomplete { leader: v.id, term: v.term, index });
                 }
             }
         }

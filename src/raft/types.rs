@@ -69,10 +69,7 @@ pub struct ConfState {
 impl ConfState {
     /// A configuration with the given voters and no learners.
     pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        ConfState {
-            voters: voters.into_iter().collect(),
-            learners: BTreeSet::new(),
-        }
+        ConfState { voters: voters.into_iter().collect(), learners: BTreeSet::new() }
     }
 
     /// True if `id` is a voter or a learner.
@@ -214,10 +211,7 @@ pub struct RestoredState {
 impl RestoredState {
     /// The state for bootstrapping a fresh cluster whose initial voters are `voters`.
     pub fn bootstrap(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        RestoredState {
-            conf_state: ConfState::with_voters(voters),
-            ..Default::default()
-        }
+        RestoredState { conf_state: ConfState::with_voters(voters), ..Default::default() }
     }
 
     /// The state for a fresh node that joins an existing cluster (it learns the configuration

@@ -5,32 +5,11 @@ use super::harness::*;
 use crate::raft::testkit::{Checker, NodeView, Violation};
 
 fn e(index: Index, term: Term, data: &'static [u8]) -> Entry {
-    Entry {
-        term,
-        index,
-        kind: EntryKind::Normal,
-        data: Bytes::from_static(data),
-    }
+    Entry { term, index, kind: EntryKind::Normal, data: Bytes::from_static(data) }
 }
 
-fn view<'a>(
-    id: NodeId,
-    term: Term,
-    role: Role,
-    commit: Index,
-    entries: &'a [Entry],
-) -> NodeView<'a> {
-    NodeView {
-        id,
-        term,
-        role,
-        commit,
-        first_index: 1,
-        entries,
-        applied: 0,
-        digest: 0,
-        log_changed: true,
-    }
+fn view<'a>(id: NodeId, term: Term, role: Role, commit: Index, entries: &'a [Entry]) -> NodeView<'a> {
+    NodeView { id, term, role, commit, first_index: 1, entries, applied: 0, digest: 0, log_changed: true }
 }
 
 #[test]
@@ -38,10 +17,7 @@ fn healthy_states_pass() {
     let log = [e(1, 1, b"a"), e(2, 1, b"b")];
     let short = [e(1, 1, b"a")];
     let mut c = Checker::default();
-    let views = [
-        view(1, 1, Role::Leader, 2, &log),
-        view(2, 1, Role::Follower, 1, &short),
-    ];
+    let views = [view(1, 1, Role::Leader, 2, &log), view(2, 1, Role::Follower, 1, &short)];
     assert_eq!(c.check(&views), Ok(()));
     assert_eq!(c.check(&views), Ok(()));
 }
@@ -53,11 +29,7 @@ fn two_leaders_in_one_term_fail() {
     // Even at a later step: election safety is about the whole history.
     assert_eq!(
         c.check(&[view(2, 3, Role::Leader, 0, &[])]),
-        Err(Violation::TwoLeaders {
-            term: 3,
-            a: 1,
-            b: 2
-        })
+        Err(Violation::TwoLeaders { term: 3, a: 1, b: 2 })
     );
 }
 
@@ -66,26 +38,14 @@ fn log_matching_violation_fails() {
     let mut c = Checker::default();
     let a = [e(1, 1, b"a"), e(2, 2, b"b")];
     let b = [e(1, 1, b"x"), e(2, 2, b"b")];
-    let res = c.check(&[
-        view(1, 2, Role::Follower, 0, &a),
-        view(2, 2, Role::Follower, 0, &b),
-    ]);
-    assert!(
-        matches!(res, Err(Violation::LogMismatch { index: 1, .. })),
-        "{res:?}"
-    );
+    let res = c.check(&[view(1, 2, Role::Follower, 0, &a), view(2, 2, Role::Follower, 0, &b)]);
+    assert!(matches!(res, Err(Violation::LogMismatch { index: 1, .. })), "{res:?}");
     // Same (index, term) but different predecessors.
     let mut c = Checker::default();
     let a = [e(1, 1, b"a"), e(2, 3, b"b")];
     let b = [e(1, 2, b"a"), e(2, 3, b"b")];
-    let res = c.check(&[
-        view(1, 3, Role::Follower, 0, &a),
-        view(2, 3, Role::Follower, 0, &b),
-    ]);
-    assert!(
-        matches!(res, Err(Violation::LogMismatch { index: 2, .. })),
-        "{res:?}"
-    );
+    let res = c.check(&[view(1, 3, Role::Follower, 0, &a), view(2, 3, Role::Follower, 0, &b)]);
+    assert!(matches!(res, Err(Violation::LogMismatch { index: 2, .. })), "{res:?}");
 }
 
 #[test]
@@ -108,11 +68,7 @@ fn leader_missing_a_committed_entry_fails() {
     assert_eq!(c.check(&[view(1, 1, Role::Follower, 2, &full)]), Ok(()));
     assert_eq!(
         c.check(&[view(2, 2, Role::Leader, 1, &short)]),
-        Err(Violation::LeaderIncomplete {
-            leader: 2,
-            term: 2,
-            index: 2
-        })
+        Err(Violation::LeaderIncomplete { leader: 2, term: 2, index: 2 })
     );
 }
 
@@ -123,11 +79,7 @@ fn commit_index_moving_back_fails_but_a_restart_resets_the_baseline() {
     assert_eq!(c.check(&[view(1, 1, Role::Follower, 2, &log)]), Ok(()));
     assert_eq!(
         c.check(&[view(1, 1, Role::Follower, 1, &log)]),
-        Err(Violation::CommitRegressed {
-            node: 1,
-            from: 2,
-            to: 1
-        })
+        Err(Violation::CommitRegressed { node: 1, from: 2, to: 1 })
     );
     let mut c = Checker::default();
     assert_eq!(c.check(&[view(1, 1, Role::Follower, 2, &log)]), Ok(()));
@@ -138,18 +90,8 @@ fn commit_index_moving_back_fails_but_a_restart_resets_the_baseline() {
 #[test]
 fn applying_beyond_commit_fails() {
     let mut c = Checker::default();
-    let v = NodeView {
-        applied: 3,
-        ..view(1, 1, Role::Follower, 2, &[])
-    };
-    assert_eq!(
-        c.check(&[v]),
-        Err(Violation::AppliedBeyondCommit {
-            node: 1,
-            applied: 3,
-            commit: 2
-        })
-    );
+    let v = NodeView { applied: 3, ..view(1, 1, Role::Follower, 2, &[]) };
+    assert_eq!(c.check(&[v]), Err(Violation::AppliedBeyondCommit { node: 1, applied: 3, commit: 2 }));
 }
 
 #[test]
@@ -157,19 +99,9 @@ fn diverging_applied_sequences_fail() {
     let mut c = Checker::default();
     assert_eq!(c.record_apply(1, 1, 0xaa), Ok(()));
     assert_eq!(c.record_apply(2, 1, 0xaa), Ok(()));
-    assert_eq!(
-        c.record_apply(3, 1, 0xbb),
-        Err(Violation::AppliedDiverged { node: 3, index: 1 })
-    );
-    let v = NodeView {
-        applied: 1,
-        digest: 0xcc,
-        ..view(4, 1, Role::Follower, 1, &[])
-    };
-    assert_eq!(
-        c.check(&[v]),
-        Err(Violation::AppliedDiverged { node: 4, index: 1 })
-    );
+    assert_eq!(c.record_apply(3, 1, 0xbb), Err(Violation::AppliedDiverged { node: 3, index: 1 }));
+    let v = NodeView { applied: 1, digest: 0xcc, ..view(4, 1, Role::Follower, 1, &[]) };
+    assert_eq!(c.check(&[v]), Err(Violation::AppliedDiverged { node: 4, index: 1 }));
 }
 
 #[test]
@@ -181,9 +113,7 @@ fn the_cluster_panics_when_its_checker_sees_a_violation() {
     // elect a real one in that term.
     let term = c.raft(leader).term();
     let _ = c.checker.check(&[view(99, term + 1, Role::Leader, 0, &[])]);
-    c.raft_mut(leader)
-        .transfer_leader(if leader == 1 { 2 } else { 1 })
-        .unwrap();
+    c.raft_mut(leader).transfer_leader(if leader == 1 { 2 } else { 1 }).unwrap();
     c.process(leader);
     c.run_ticks(5);
 }

@@ -25,10 +25,7 @@ fn initial_election_elects_one_leader_and_commits() {
         assert_eq!(l, leader);
         assert!(c.wait_applied_everywhere(index, 100));
         let terms: Vec<Term> = c.up_ids().iter().map(|&i| c.raft(i).term()).collect();
-        assert!(
-            terms.iter().all(|&t| t == terms[0]),
-            "everyone agrees on the term: {terms:?}"
-        );
+        assert!(terms.iter().all(|&t| t == terms[0]), "everyone agrees on the term: {terms:?}");
     }
 }
 
@@ -37,18 +34,12 @@ fn re_election_after_leader_loss() {
     let mut c = cluster(5, 2);
     let first = c.wait_for_leader(200).unwrap();
     c.crash(first);
-    let second = c
-        .wait_for_leader(200)
-        .expect("a new leader without the old one");
+    let second = c.wait_for_leader(200).expect("a new leader without the old one");
     assert_ne!(first, second);
     assert!(c.propose_and_commit(&b"after"[..], 100).is_some());
     c.restart(first);
     c.run_ticks(50);
-    assert_eq!(
-        c.leader(),
-        Some(second),
-        "the restarted node rejoins as a follower"
-    );
+    assert_eq!(c.leader(), Some(second), "the restarted node rejoins as a follower");
 }
 
 #[test]
@@ -63,14 +54,8 @@ fn no_quorum_no_progress() {
     let i = c.propose(leader, &b"stuck"[..]).unwrap();
     c.run_ticks(100);
     let up = c.up_ids();
-    assert!(
-        up.iter().all(|&id| c.raft(id).commit_index() < i),
-        "nothing commits with 2 of 5"
-    );
-    assert!(
-        up.iter()
-            .all(|&id| c.raft(id).commit_index() >= before.min(c.raft(id).commit_index()))
-    );
+    assert!(up.iter().all(|&id| c.raft(id).commit_index() < i), "nothing commits with 2 of 5");
+    assert!(up.iter().all(|&id| c.raft(id).commit_index() >= before.min(c.raft(id).commit_index())));
     // Check-quorum made the leader step down; no one else can win either.
     assert_eq!(c.leader(), None);
     // Quorum back: progress resumes.
@@ -104,9 +89,7 @@ fn rejoin_of_an_old_leader_discards_its_uncommitted_entries() {
     assert!(c.wait_applied_everywhere(target, 100));
     let applied = &c.nodes[&old].applied_data;
     assert!(
-        applied
-            .iter()
-            .all(|d| d.len() != 8 || u64::from_le_bytes(d[..].try_into().unwrap()) < 1000),
+        applied.iter().all(|d| d.len() != 8 || u64::from_le_bytes(d[..].try_into().unwrap()) < 1000),
         "the old leader's uncommitted proposals are gone"
     );
     assert_eq!(c.raft(old).entries(), c.raft(new).entries());
@@ -137,10 +120,7 @@ fn fast_backup_over_long_divergent_logs() {
     let target = c.raft(new).last_index();
     assert!(c.wait_applied_everywhere(target, 200));
     let sent = c.net.stats.sent - sent_before;
-    assert!(
-        sent < 400,
-        "backtracking took {sent} messages: it must skip whole terms, not entries"
-    );
+    assert!(sent < 400, "backtracking took {sent} messages: it must skip whole terms, not entries");
     for id in c.up_ids() {
         assert_eq!(c.raft(id).entries(), c.raft(new).entries());
     }
@@ -152,16 +132,10 @@ fn persistence_across_full_cluster_restarts() {
     let mut committed = 0;
     for round in 0..3u64 {
         for i in 0..10 {
-            let (_, idx) = c
-                .propose_and_commit(data(round * 100 + i), 200)
-                .expect("commit");
+            let (_, idx) = c.propose_and_commit(data(round * 100 + i), 200).expect("commit");
             committed = idx;
         }
-        let hard: Vec<HardState> = c
-            .up_ids()
-            .iter()
-            .map(|&id| c.raft(id).hard_state())
-            .collect();
+        let hard: Vec<HardState> = c.up_ids().iter().map(|&id| c.raft(id).hard_state()).collect();
         for id in c.up_ids() {
             c.crash(id);
         }
@@ -170,23 +144,12 @@ fn persistence_across_full_cluster_restarts() {
         }
         for (i, id) in (1..=3).enumerate() {
             let r = c.raft(id);
-            assert_eq!(
-                (r.term(), r.vote()),
-                (hard[i].term, hard[i].vote),
-                "term and vote survive"
-            );
+            assert_eq!((r.term(), r.vote()), (hard[i].term, hard[i].vote), "term and vote survive");
         }
-        assert!(
-            c.wait_applied_everywhere(committed, 300),
-            "every committed entry is re-applied"
-        );
+        assert!(c.wait_applied_everywhere(committed, 300), "every committed entry is re-applied");
     }
     let data0 = &c.nodes[&1].applied_data;
-    assert_eq!(
-        data0.len(),
-        30,
-        "all 30 proposals applied exactly once per incarnation"
-    );
+    assert_eq!(data0.len(), 30, "all 30 proposals applied exactly once per incarnation");
 }
 
 /// The Figure 8 scenario (as in the MIT 6.824 tests): leaders crash right after proposing, so
@@ -220,9 +183,7 @@ fn figure_8(seed: u64, faults: Faults, rounds: u32) {
         }
     }
     c.net.faults = Faults::none();
-    let (_, i) = c
-        .propose_and_commit(&b"final"[..], 500)
-        .expect("the cluster recovers");
+    let (_, i) = c.propose_and_commit(&b"final"[..], 500).expect("the cluster recovers");
     assert!(c.wait_applied_everywhere(i, 500));
 }
 
@@ -239,12 +200,7 @@ fn figure_8_unreliable() {
 #[test]
 fn churn_with_crashes_restarts_and_proposals() {
     let mut cfg = ClusterConfig::new(5, 9);
-    cfg.faults = Faults {
-        drop: 0.05,
-        duplicate: 0.02,
-        max_delay: 1,
-        reorder: true,
-    };
+    cfg.faults = Faults { drop: 0.05, duplicate: 0.02, max_delay: 1, reorder: true };
     cfg.snapshot_every = Some(25);
     cfg.keep_tail = 5;
     let mut c = Cluster::new(cfg);
@@ -279,9 +235,7 @@ fn churn_with_crashes_restarts_and_proposals() {
         }
     }
     c.net.faults = Faults::none();
-    let (_, i) = c
-        .propose_and_commit(&b"end"[..], 300)
-        .expect("recovers after churn");
+    let (_, i) = c.propose_and_commit(&b"end"[..], 300).expect("recovers after churn");
     assert!(c.wait_applied_everywhere(i, 300));
     assert!(c.raft(1).commit_index() > 50, "churn still made progress");
 }
@@ -289,12 +243,7 @@ fn churn_with_crashes_restarts_and_proposals() {
 #[test]
 fn snapshot_install_to_a_node_that_fell_far_behind_on_a_lossy_network() {
     let mut cfg = ClusterConfig::new(3, 10);
-    cfg.faults = Faults {
-        drop: 0.1,
-        duplicate: 0.05,
-        max_delay: 1,
-        reorder: true,
-    };
+    cfg.faults = Faults { drop: 0.1, duplicate: 0.05, max_delay: 1, reorder: true };
     cfg.snapshot_every = Some(20);
     cfg.snapshot_padding = 4000;
     cfg.raft.snapshot_chunk_bytes = 512;
@@ -308,40 +257,19 @@ fn snapshot_install_to_a_node_that_fell_far_behind_on_a_lossy_network() {
         }
     }
     let leader = c.leader().unwrap();
-    assert!(
-        c.raft(leader).first_index() > 100,
-        "the log behind was compacted"
-    );
+    assert!(c.raft(leader).first_index() > 100, "the log behind was compacted");
     c.heal();
     let target = c.raft(leader).commit_index();
-    assert!(
-        c.wait_applied_everywhere(target, 1000),
-        "the far-behind node caught up"
-    );
-    assert!(
-        c.nodes[&behind]
-            .storage
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| s.meta.index > 100)
-    );
+    assert!(c.wait_applied_everywhere(target, 1000), "the far-behind node caught up");
+    assert!(c.nodes[&behind].storage.snapshot.as_ref().is_some_and(|s| s.meta.index > 100));
 }
 
 #[test]
 fn membership_add_and_remove_under_partitions() {
     let mut cfg = ClusterConfig::new(3, 12);
-    cfg.faults = Faults {
-        drop: 0.02,
-        duplicate: 0.0,
-        max_delay: 1,
-        reorder: true,
-    };
+    cfg.faults = Faults { drop: 0.02, duplicate: 0.0, max_delay: 1, reorder: true };
     let mut c = Cluster::new(cfg);
-    let cc = |kind, node| ConfChange {
-        kind,
-        node,
-        context: Bytes::new(),
-    };
+    let cc = |kind, node| ConfChange { kind, node, context: Bytes::new() };
     // Keeps proposing `change` at whoever leads until it is committed everywhere that is up.
     fn drive(c: &mut Cluster, change: &ConfChange) {
         for _ in 0..50 {
@@ -350,9 +278,7 @@ fn membership_add_and_remove_under_partitions() {
                     Ok(i) => {
                         c.process(l);
                         if c.run_until(200, |c| {
-                            c.is_up(l)
-                                && c.raft(l).commit_index() >= i
-                                && c.raft(l).term_at(i).is_some()
+                            c.is_up(l) && c.raft(l).commit_index() >= i && c.raft(l).term_at(i).is_some()
                         }) {
                             return;
                         }
@@ -370,8 +296,7 @@ fn membership_add_and_remove_under_partitions() {
     drive(&mut c, &cc(ConfChangeKind::AddLearner, 4));
     // Partition the learner away; the leader keeps working without it.
     c.isolate(4);
-    c.propose_and_commit(&b"while 4 is cut off"[..], 200)
-        .unwrap();
+    c.propose_and_commit(&b"while 4 is cut off"[..], 200).unwrap();
     c.heal();
     c.run_ticks(30);
     drive(&mut c, &cc(ConfChangeKind::AddVoter, 4));
@@ -407,8 +332,5 @@ fn leadership_transfer_under_load() {
     let (l, i) = c.propose_and_commit(&b"next"[..], 100).unwrap();
     assert_eq!(l, target);
     assert!(c.wait_applied_everywhere(i, 100));
-    assert!(
-        c.nodes[&target].applied_data.len() >= 21,
-        "the 20 proposals made before the transfer survived"
-    );
+    assert!(c.nodes[&target].applied_data.len() >= 21, "the 20 proposals made before the transfer survived");
 }

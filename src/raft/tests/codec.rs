@@ -16,11 +16,7 @@ fn arb_bytes() -> impl Strategy<Value = Bytes> {
 }
 
 fn arb_entry() -> impl Strategy<Value = Entry> {
-    let kind = prop_oneof![
-        Just(EntryKind::Normal),
-        Just(EntryKind::Noop),
-        Just(EntryKind::ConfChange)
-    ];
+    let kind = prop_oneof![Just(EntryKind::Normal), Just(EntryKind::Noop), Just(EntryKind::ConfChange)];
     (any::<u64>(), any::<u64>(), kind, arb_bytes()).prop_map(|(term, index, kind, data)| Entry {
         term,
         index,
@@ -30,13 +26,8 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
 }
 
 fn arb_body() -> impl Strategy<Value = Body> {
-    let hint =
-        proptest::option::of((proptest::option::of(any::<u64>()), any::<u64>())).prop_map(|h| {
-            h.map(|(conflict_term, conflict_index)| RejectHint {
-                conflict_term,
-                conflict_index,
-            })
-        });
+    let hint = proptest::option::of((proptest::option::of(any::<u64>()), any::<u64>()))
+        .prop_map(|h| h.map(|(conflict_term, conflict_index)| RejectHint { conflict_term, conflict_index }));
     prop_oneof![
         (any::<bool>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
             |(pre_vote, last_index, last_term, transfer)| Body::Vote {
@@ -48,66 +39,42 @@ fn arb_body() -> impl Strategy<Value = Body> {
         ),
         (any::<bool>(), any::<bool>())
             .prop_map(|(pre_vote, granted)| Body::VoteResponse { pre_vote, granted }),
-        (
-            any::<u64>(),
-            any::<u64>(),
-            proptest::collection::vec(arb_entry(), 0..4),
-            any::<u64>()
-        )
-            .prop_map(|(prev_index, prev_term, entries, commit)| Body::Append {
+        (any::<u64>(), any::<u64>(), proptest::collection::vec(arb_entry(), 0..4), any::<u64>()).prop_map(
+            |(prev_index, prev_term, entries, commit)| Body::Append {
                 prev_index,
                 prev_term,
                 entries,
                 commit
-            }),
+            }
+        ),
         (any::<u64>(), hint).prop_map(|(index, reject)| Body::AppendResponse { index, reject }),
         (any::<u64>(), any::<u64>()).prop_map(|(commit, round)| Body::Heartbeat { commit, round }),
         any::<u64>().prop_map(|round| Body::HeartbeatResponse { round }),
-        (
-            any::<u64>(),
-            any::<u64>(),
-            arb_conf(),
-            any::<u64>(),
-            arb_bytes(),
-            any::<bool>()
-        )
-            .prop_map(
-                |(index, term, conf_state, offset, data, done)| Body::Snapshot {
-                    meta: SnapshotMeta {
-                        index,
-                        term,
-                        conf_state
-                    },
-                    offset,
-                    data,
-                    done
-                }
-            ),
+        (any::<u64>(), any::<u64>(), arb_conf(), any::<u64>(), arb_bytes(), any::<bool>()).prop_map(
+            |(index, term, conf_state, offset, data, done)| Body::Snapshot {
+                meta: SnapshotMeta { index, term, conf_state },
+                offset,
+                data,
+                done
+            }
+        ),
         (any::<u64>(), any::<u64>(), any::<bool>(), any::<u64>()).prop_map(
             |(snapshot_index, next_offset, done, last_index)| {
-                Body::SnapshotResponse {
-                    snapshot_index,
-                    next_offset,
-                    done,
-                    last_index,
-                }
+                Body::SnapshotResponse { snapshot_index, next_offset, done, last_index }
             }
         ),
         Just(Body::TimeoutNow),
         any::<u64>().prop_map(|ctx| Body::ReadIndex { ctx }),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(ctx, index)| Body::ReadIndexResponse { ctx, index }),
+        (any::<u64>(), any::<u64>()).prop_map(|(ctx, index)| Body::ReadIndexResponse { ctx, index }),
     ]
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
-    (any::<u64>(), any::<u64>(), any::<u64>(), arb_body()).prop_map(|(from, to, term, body)| {
-        Message {
-            from,
-            to,
-            term,
-            body,
-        }
+    (any::<u64>(), any::<u64>(), any::<u64>(), arb_body()).prop_map(|(from, to, term, body)| Message {
+        from,
+        to,
+        term,
+        body,
     })
 }
 
@@ -169,35 +136,18 @@ fn huge_lengths_are_refused_without_allocating() {
         buf.push(v);
     }
     buf.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
-    assert!(matches!(
-        Message::decode(&buf),
-        Err(DecodeError::LengthTooLarge { .. })
-    ));
+    assert!(matches!(Message::decode(&buf), Err(DecodeError::LengthTooLarge { .. })));
     // An 11-byte varint.
-    assert_eq!(
-        Message::decode(&[0xff; 11]),
-        Err(DecodeError::VarintOverflow)
-    );
+    assert_eq!(Message::decode(&[0xff; 11]), Err(DecodeError::VarintOverflow));
     assert!(matches!(
         Message::decode(&[1, 2, 3, 99]),
-        Err(DecodeError::InvalidTag {
-            what: "message",
-            tag: 99
-        })
+        Err(DecodeError::InvalidTag { what: "message", tag: 99 })
     ));
 }
 
 #[test]
 fn encoding_is_compact() {
-    let m = Message {
-        from: 1,
-        to: 2,
-        term: 3,
-        body: Body::Heartbeat {
-            commit: 100,
-            round: 7,
-        },
-    };
+    let m = Message { from: 1, to: 2, term: 3, body: Body::Heartbeat { commit: 100, round: 7 } };
     let mut buf = Vec::new();
     m.encode(&mut buf);
     assert_eq!(buf.len(), 6);

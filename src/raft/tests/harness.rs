@@ -6,11 +6,7 @@ pub use bytes::Bytes;
 
 /// A config with pre-vote and check-quorum off (the plain paper algorithm) for node `id`.
 pub fn plain_config(id: NodeId) -> RaftConfig {
-    RaftConfig {
-        pre_vote: false,
-        check_quorum: false,
-        ..RaftConfig::new(id)
-    }
+    RaftConfig { pre_vote: false, check_quorum: false, ..RaftConfig::new(id) }
 }
 
 /// A fresh core that is one of `voters`.
@@ -24,43 +20,19 @@ pub fn new_raft(id: NodeId, voters: &[NodeId], cfg: RaftConfig) -> Raft {
 }
 
 /// A core restored with the given log (terms of entries 1..) at `term`.
-pub fn raft_with_log(
-    id: NodeId,
-    voters: &[NodeId],
-    cfg: RaftConfig,
-    terms: &[Term],
-    term: Term,
-) -> Raft {
-    let entries = terms
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| ent(i as Index + 1, t))
-        .collect();
+pub fn raft_with_log(id: NodeId, voters: &[NodeId], cfg: RaftConfig, terms: &[Term], term: Term) -> Raft {
+    let entries = terms.iter().enumerate().map(|(i, &t)| ent(i as Index + 1, t)).collect();
     let restored = RestoredState {
-        hard_state: HardState {
-            term,
-            vote: None,
-            commit: 0,
-        },
+        hard_state: HardState { term, vote: None, commit: 0 },
         entries,
         ..RestoredState::bootstrap(voters.iter().copied())
     };
-    Raft::new(
-        RaftConfig { id, ..cfg },
-        restored,
-        crate::rt::rng_from_seed(id),
-    )
-    .expect("valid")
+    Raft::new(RaftConfig { id, ..cfg }, restored, crate::rt::rng_from_seed(id)).expect("valid")
 }
 
 /// A normal entry with empty data.
 pub fn ent(index: Index, term: Term) -> Entry {
-    Entry {
-        term,
-        index,
-        kind: EntryKind::Normal,
-        data: Bytes::new(),
-    }
+    Entry { term, index, kind: EntryKind::Normal, data: Bytes::new() }
 }
 
 /// Handles the core's `Ready` as a driver would (without storage) and returns it.
@@ -87,12 +59,7 @@ pub fn msgs(r: &mut Raft) -> Vec<Message> {
 
 /// A message from `from` to `to` at `term`.
 pub fn msg(from: NodeId, to: NodeId, term: Term, body: Body) -> Message {
-    Message {
-        from,
-        to,
-        term,
-        body,
-    }
+    Message { from, to, term, body }
 }
 
 /// Ticks `r` until it has started an election (or `max` ticks pass).
@@ -114,16 +81,7 @@ pub fn make_leader(id: NodeId, voters: &[NodeId], cfg: RaftConfig) -> Raft {
     for &v in voters.iter().filter(|&&v| v != id) {
         let pre = r.role() == Role::PreCandidate;
         let t = if pre { term + 1 } else { r.term() };
-        r.step(msg(
-            v,
-            id,
-            t,
-            Body::VoteResponse {
-                pre_vote: pre,
-                granted: true,
-            },
-        ))
-        .expect("step");
+        r.step(msg(v, id, t, Body::VoteResponse { pre_vote: pre, granted: true })).expect("step");
         drain(&mut r);
         if r.role() == Role::Leader {
             break;

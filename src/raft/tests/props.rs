@@ -41,12 +41,7 @@ fn pick(ids: &[NodeId], x: u8) -> Option<NodeId> {
 fn run_schedule(seed: u64, n: u64, lossy: bool, actions: &[Action]) {
     let mut cfg = ClusterConfig::new(n, seed);
     if lossy {
-        cfg.faults = Faults {
-            drop: 0.1,
-            duplicate: 0.05,
-            max_delay: 2,
-            reorder: true,
-        };
+        cfg.faults = Faults { drop: 0.1, duplicate: 0.05, max_delay: 2, reorder: true };
     }
     cfg.snapshot_every = Some(7);
     cfg.keep_tail = 2;
@@ -123,10 +118,7 @@ fn run_schedule(seed: u64, n: u64, lossy: bool, actions: &[Action]) {
     for id in c.up_ids() {
         let commit = c.raft(id).commit_index();
         for r in &c.nodes[&id].reads {
-            assert!(
-                r.index <= commit.max(r.index),
-                "read index beyond any commit"
-            );
+            assert!(r.index <= commit.max(r.index), "read index beyond any commit");
         }
     }
     // Liveness once the faults stop: every node back, network healed and reliable.
@@ -148,18 +140,14 @@ fn run_schedule(seed: u64, n: u64, lossy: bool, actions: &[Action]) {
     }
     if !ok {
         for id in c.up_ids() {
-            eprintln!(
-                "{:?} conf={:?}",
-                c.raft(id).status(),
-                c.raft(id).conf_state()
-            );
+            eprintln!("{:?} conf={:?}", c.raft(id).status(), c.raft(id).conf_state());
         }
     }
     assert!(ok, "seed {seed}: no progress after the faults stopped");
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 200, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 200, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn safety_holds_on_every_schedule_three_nodes(seed in any::<u64>(), lossy in any::<bool>(), actions in proptest::collection::vec(arb_action(), 1..120)) {
