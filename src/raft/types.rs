@@ -196,7 +196,8 @@ pub struct ReadState {
 pub struct RestoredState {
     /// Last persisted hard state (default for a fresh node).
     pub hard_state: HardState,
-    /// Metadata of the last durable snapshot, if any.
+    /// The last durable snapshot, if any, with its data: a restarted leader sends it to followers
+    /// that need entries the log no longer holds.
     pub snapshot: Option<Snapshot>,
     /// Persisted entries after the snapshot, contiguous.
     pub entries: Vec<Entry>,
