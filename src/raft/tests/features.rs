@@ -428,11 +428,9 @@ fn test_6_removing_the_leader_hands_over_and_the_rest_continue() {
     assert!(rest.contains(&new_leader));
     assert_eq!(c.raft(new_leader).conf_state(), &ConfState::with_voters(rest.clone()));
     // The removed node never campaigns again.
-    let term = c.raft(leader).term();
     c.run_ticks(100);
     assert!(c.raft(leader).term() <= c.raft(new_leader).term());
     assert_ne!(c.raft(leader).role(), Role::Candidate);
-    let _ = term;
     assert!(c.propose_and_commit(&b"after removal"[..], 100).is_some());
 }
 
