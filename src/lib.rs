@@ -1,6 +1,6 @@
 //! EventStreamCore: an event-streaming engine built as a deterministic simulation testbed.
 //!
-//! Data flows one way: [`wire`] → [`ingest`] → [`node`] (propose) → raft (commit) → [`node`]
+//! Data flows one way: [`wire`] → [`ingest`] → [`node`] (propose) → [`raft`] (commit) → [`node`]
 //! (apply: dedup, append to topic log, ack) → pipeline (route, process) → consumers. Everything on
 //! that path reaches the runtime only through [`rt`], so the same code runs on real sockets and
 //! inside the madsim simulator.
@@ -12,5 +12,6 @@ pub mod event;
 pub mod ingest;
 pub mod metrics;
 pub mod node;
+pub mod raft;
 pub mod rt;
 pub mod wire;
