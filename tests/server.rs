@@ -1,6 +1,7 @@
 //! The server on real sockets: both protocols, every kind of bad input, limits, shutdown.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // tests read fixtures and use real time
+#![allow(clippy::disallowed_types)] // the gated test service runs on real tokio only
 
 use std::net::SocketAddr;
 use std::time::Duration;

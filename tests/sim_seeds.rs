@@ -16,6 +16,12 @@ fn every_regression_seed_passes() {
             eprintln!("{} ({}):\n{}", path.display(), f.note, r.failure_report());
             failed.push(path.display().to_string());
         }
+        if f.determinism
+            && let Err(e) = runner::check_determinism(&f.scenario, f.seed)
+        {
+            eprintln!("{} ({}): not deterministic: {e}", path.display(), f.note);
+            failed.push(path.display().to_string());
+        }
     }
     println!("replayed {} regression seeds", files.len());
     assert!(failed.is_empty(), "regression seeds failed: {failed:?}");

@@ -88,8 +88,23 @@ async fn dispatch(scenario: &str, opts: Options) -> RunReport {
 
 /// Runs one seed of `scenario` in a fresh thread and simulator runtime (fresh thread-locals, so
 /// seeds never influence each other). Panics inside the run are caught and reported.
+///
+/// With `MADSIM_TEST_CHECK_DETERMINISM` set (as madsim's own test macro honours it), each seed is
+/// first run twice under madsim's draw-by-draw determinism checker.
 pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
     assert!(scenarios::find(scenario).is_some(), "unknown scenario `{scenario}`");
+    if opts.mutant.is_none()
+        && std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some()
+        && let Err(e) = check_determinism(scenario, seed)
+    {
+        return SeedResult {
+            scenario: scenario.to_string(),
+            seed,
+            plan: None,
+            outcome: Err(format!("non-deterministic run: {e}")),
+            wall: Duration::ZERO,
+        };
+    }
     let plan_slot = opts.plan_slot.clone();
     let name = scenario.to_string();
     let started = Instant::now();
@@ -214,6 +229,10 @@ pub struct SeedFile {
     pub seed: u64,
     /// One line: what it found and what fixed it.
     pub note: String,
+    /// Also run it twice under madsim's determinism checker (for seeds that once replayed
+    /// differently).
+    #[serde(default)]
+    pub determinism: bool,
 }
 
 /// Loads every `*.toml` seed file in `dir`, sorted by name.

@@ -20,7 +20,7 @@ use super::{InflightGuard, Shared};
 use crate::event::{Event, validate_topic};
 use crate::node::EventService;
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
-use crate::rt::sync::{OwnedSemaphorePermit, watch};
+use crate::rt::sync::{Latch, OwnedSemaphorePermit};
 use crate::rt::{self, net::TcpStream};
 use crate::wire::{AckItem, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError};
 
@@ -88,7 +88,7 @@ pub(crate) async fn serve<S: EventService>(
     peer: SocketAddr,
     id: u64,
     shared: Arc<Shared<S>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Arc<Latch>,
 ) {
     let cfg = shared.config.clone();
     let clock = shared.clock.clone();
@@ -108,7 +108,7 @@ pub(crate) async fn serve<S: EventService>(
     let mut out = BytesMut::new();
     let mut last_read = clock.mono();
     let mut was_readable = true;
-    let mut shutting_down = *shutdown.borrow();
+    let mut shutting_down = shutdown.is_set();
     let mut grace_deadline = None;
     if shutting_down {
         conn.reading = false;
@@ -152,7 +152,7 @@ pub(crate) async fn serve<S: EventService>(
         let inflight = conn.shared.inflight.clone();
         rt::select! {
             biased;
-            _ = shutdown.changed(), if !shutting_down => {
+            _ = shutdown.wait(), if !shutting_down => {
                 shutting_down = true;
                 conn.reading = false;
                 grace_deadline = Some(clock.mono() + Duration::from_millis(cfg.shutdown_grace_ms));

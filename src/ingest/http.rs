@@ -6,19 +6,15 @@ use std::time::Duration;
 
 use crate::metrics::IngestMetrics;
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
-use crate::rt::{self, net::TcpListener, sync::watch};
+use crate::rt::{self, net::TcpListener, sync::Latch};
 
 /// Serves metrics on `listener` until shutdown. Each request gets one response, then the
 /// connection is closed.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    metrics: Arc<IngestMetrics>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<IngestMetrics>, shutdown: Arc<Latch>) {
     loop {
         let (mut stream, peer) = rt::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use crate::config::IngestConfig;
 use crate::metrics::IngestMetrics;
 use crate::node::EventService;
-use crate::rt::{self, NodeClock, net::TcpListener, sync::Semaphore, sync::watch};
+use crate::rt::{self, NodeClock, net::TcpListener, sync::Latch, sync::Semaphore};
 use crate::wire::{ErrorCode, ErrorFrame, Response};
 
 /// Everything the connection tasks share.
@@ -34,13 +34,13 @@ pub(crate) struct Shared<S> {
 /// Tells a running server to shut down gracefully. Cloneable.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
-    tx: Arc<watch::Sender<bool>>,
+    latch: Arc<Latch>,
 }
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown (idempotent).
     pub fn shutdown(&self) {
-        let _ = self.tx.send(true);
+        self.latch.set();
     }
 }
 
@@ -50,8 +50,7 @@ pub struct IngestServer<S> {
     udp: Option<rt::net::UdpSocket>,
     metrics_listener: Option<TcpListener>,
     shared: Arc<Shared<S>>,
-    shutdown_tx: Arc<watch::Sender<bool>>,
-    shutdown_rx: watch::Receiver<bool>,
+    shutdown: Arc<Latch>,
 }
 
 impl<S: EventService> IngestServer<S> {
@@ -71,7 +70,6 @@ impl<S: EventService> IngestServer<S> {
             Some(addr) => Some(http::bind(addr).await?),
             None => None,
         };
-        let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             inflight: Arc::new(Semaphore::new(config.max_inflight_events)),
             config,
@@ -81,14 +79,7 @@ impl<S: EventService> IngestServer<S> {
             server_name: server_name.into(),
             conn_ids: AtomicU64::new(0),
         });
-        Ok(IngestServer {
-            listener,
-            udp,
-            metrics_listener,
-            shared,
-            shutdown_tx: Arc::new(tx),
-            shutdown_rx: rx,
-        })
+        Ok(IngestServer { listener, udp, metrics_listener, shared, shutdown: Arc::new(Latch::new()) })
     }
 
     /// The TCP address actually bound (useful with port 0).
@@ -113,37 +104,30 @@ impl<S: EventService> IngestServer<S> {
 
     /// A handle that stops the server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle { tx: self.shutdown_tx.clone() }
+        ShutdownHandle { latch: self.shutdown.clone() }
     }
 
     /// Serves until shut down, then drains: stops accepting, lets every connection finish its
     /// in-flight requests (up to `shutdown_grace_ms`), and returns.
     pub async fn run(self) {
-        let IngestServer {
-            listener,
-            udp,
-            metrics_listener,
-            shared,
-            shutdown_tx: _keep_open,
-            mut shutdown_rx,
-        } = self;
+        let IngestServer { listener, udp, metrics_listener, shared, shutdown } = self;
         if let Some(l) = metrics_listener {
-            rt::spawn(http::serve_metrics(l, shared.metrics.clone(), shutdown_rx.clone()));
+            rt::spawn(http::serve_metrics(l, shared.metrics.clone(), shutdown.clone()));
         }
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
-        let udp_task = udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown_rx.clone())));
+        let udp_task = udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown.clone())));
         let mut accept_backoff = rt::time::Duration::from_millis(1);
         loop {
-            if *shutdown_rx.borrow() {
+            if shutdown.is_set() {
                 break;
             }
             rt::select! {
                 biased;
-                _ = shutdown_rx.changed() => {}
+                _ = shutdown.wait() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         accept_backoff = rt::time::Duration::from_millis(1);
-                        accept_one(&shared, stream, peer, &shutdown_rx).await;
+                        accept_one(&shared, stream, peer, &shutdown).await;
                     }
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning.
@@ -182,7 +166,7 @@ async fn accept_one<S: EventService>(
     shared: &Arc<Shared<S>>,
     stream: rt::net::TcpStream,
     peer: SocketAddr,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Arc<Latch>,
 ) {
     let m = &shared.metrics;
     if m.connections_active.get() >= shared.config.max_connections as i64 {

@@ -6,7 +6,7 @@ use bytes::BytesMut;
 
 use super::{InflightGuard, Shared};
 use crate::node::EventService;
-use crate::rt::{self, sync::watch};
+use crate::rt::{self, sync::Latch};
 use crate::wire::{Inbound, StreamDecoder};
 
 /// Largest UDP payload.
@@ -16,14 +16,14 @@ const MAX_DATAGRAM: usize = 65_536;
 pub(crate) async fn serve<S: EventService>(
     sock: rt::net::UdpSocket,
     shared: Arc<Shared<S>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Arc<Latch>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let m = &shared.metrics;
     loop {
         let (n, peer) = rt::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
             r = sock.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {

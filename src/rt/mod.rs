@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod disk;
+pub mod latch;
 pub mod net;
 pub mod rng;
 
@@ -30,9 +31,10 @@ pub mod io {
 
 /// Synchronisation primitives (tokio's, which are deterministic under madsim).
 pub mod sync {
-    pub use tokio::sync::{
-        Mutex, Notify, OwnedSemaphorePermit, RwLock, Semaphore, broadcast, mpsc, oneshot, watch,
-    };
+    /// Use [`Latch`] for broadcast signals: tokio's `watch` wakes receivers in a random order
+    /// (see `rt::latch`), which breaks replay.
+    pub use super::latch::Latch;
+    pub use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, RwLock, Semaphore, broadcast, mpsc, oneshot};
 }
 
 /// Timers on the runtime's monotonic clock. Protocol timers that must be skewable use
