@@ -148,14 +148,16 @@ impl<S: EventService> IngestServer<S> {
         while shared.metrics.connections_active.get() > 0 && rt::time::now() < deadline {
             rt::time::sleep(rt::time::Duration::from_millis(10)).await;
         }
-        if let Some(t) = udp_task {
+        if let Some(mut t) = udp_task {
             // The UDP loop stops at its next datagram boundary; let an in-flight publish finish.
             let left =
                 deadline.saturating_duration_since(rt::time::now()).max(rt::time::Duration::from_millis(100));
-            let abort = t.abort_handle();
-            if rt::time::timeout(left, t).await.is_err() {
+            if rt::time::timeout(left, &mut t).await.is_err() {
                 tracing::warn!("udp ingest did not stop within the grace period; aborting it");
-                abort.abort();
+                t.abort();
+                // Wait until the task is really gone, so the capacity it held is released
+                // before `run` returns.
+                let _ = t.await;
             }
         }
         tracing::info!(left = shared.metrics.connections_active.get(), "ingest stopped");
