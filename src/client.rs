@@ -9,7 +9,9 @@ use bytes::BytesMut;
 use crate::event::{Event, Priority, StoredEvent};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use crate::rt::{self, net::TcpStream};
-use crate::wire::{self, AckItem, ErrorFrame, ReplyDecoder, ReplyError, Request, Response, legacy};
+use crate::wire::{
+    self, AckItem, AdminRequest, ErrorFrame, ReplyDecoder, ReplyError, Request, Response, legacy,
+};
 
 /// What can go wrong talking to a server.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +207,43 @@ impl Client {
         }
     }
 
+    /// A fetch with options: `linearizable` confirms with the leader first; `wait_ms` makes the
+    /// server hold an empty answer until an event arrives (long poll, at most 30 s).
+    pub async fn read(
+        &mut self,
+        topic: &str,
+        offset: u64,
+        max_events: u32,
+        linearizable: bool,
+        wait_ms: u32,
+    ) -> Result<Fetched, ClientError> {
+        let saved = self.timeout;
+        self.timeout = saved.max(Duration::from_millis(u64::from(wait_ms)) + Duration::from_secs(10));
+        let req = Request::Read { topic: topic.into(), offset, max_events, linearizable, wait_ms };
+        let resp = self.call(&req).await;
+        self.timeout = saved;
+        match resp? {
+            Response::Fetched { events, next_offset, end_offset, .. } => {
+                Ok(Fetched { events, next_offset, end_offset })
+            }
+            Response::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// A cluster administration request; the server's answer as text.
+    pub async fn admin(&mut self, req: AdminRequest) -> Result<String, ClientError> {
+        let saved = self.timeout;
+        self.timeout = saved.max(Duration::from_secs(90));
+        let resp = self.call(&Request::Admin(req)).await;
+        self.timeout = saved;
+        match resp? {
+            Response::AdminOk(text) => Ok(text),
+            Response::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
     /// Round trip.
     pub async fn ping(&mut self) -> Result<(), ClientError> {
         match self.call(&Request::Ping).await? {
@@ -243,5 +282,148 @@ impl Client {
             }
         };
         rt::time::timeout(timeout, fut).await.is_ok()
+    }
+}
+
+/// A client of a whole cluster: it follows "not leader" redirects, moves to another member when
+/// one is unreachable, and waits out "overloaded" / "unavailable". Retried publishes carry the
+/// same idempotency keys, so a retry of something that was in fact stored gets its original
+/// offset back (see the dedup window).
+pub struct ClusterClient {
+    addrs: Vec<SocketAddr>,
+    next: usize,
+    conn: Option<Client>,
+    token: String,
+    name: String,
+    /// Attempts per request before giving up.
+    pub max_attempts: u32,
+    /// Pause after a failed attempt that gave no retry-after.
+    pub backoff: Duration,
+    /// Per-request timeout of each connection.
+    pub timeout: Duration,
+}
+
+impl ClusterClient {
+    /// A client that tries `addrs` in order.
+    pub fn new(addrs: Vec<SocketAddr>, name: impl Into<String>, token: impl Into<String>) -> Self {
+        assert!(!addrs.is_empty(), "a cluster client needs at least one address");
+        ClusterClient {
+            addrs,
+            next: 0,
+            conn: None,
+            token: token.into(),
+            name: name.into(),
+            max_attempts: 30,
+            backoff: Duration::from_millis(200),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The address of the connection in use, if any.
+    pub fn connected_to(&self) -> Option<SocketAddr> {
+        self.conn.as_ref().map(|_| self.addrs[(self.next + self.addrs.len() - 1) % self.addrs.len()])
+    }
+
+    async fn conn(&mut self) -> Result<&mut Client, ClientError> {
+        if self.conn.is_none() {
+            let addr = self.addrs[self.next % self.addrs.len()];
+            self.next = (self.next + 1) % self.addrs.len();
+            let mut c = Client::connect(addr).await?;
+            c.set_timeout(self.timeout);
+            c.hello(&self.name, &self.token).await?;
+            self.conn = Some(c);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// What to do after a failed attempt; `Err` ends the request.
+    async fn recover(&mut self, e: ClientError, attempt: u32) -> Result<(), ClientError> {
+        if attempt >= self.max_attempts {
+            return Err(e);
+        }
+        let pause = match &e {
+            ClientError::Server(f) if f.code == wire::ErrorCode::NotLeader => {
+                self.conn = None;
+                if let Some(i) = f.leader.parse::<SocketAddr>().ok().and_then(|l| {
+                    if !self.addrs.contains(&l) {
+                        self.addrs.push(l);
+                    }
+                    self.addrs.iter().position(|a| *a == l)
+                }) {
+                    self.next = i;
+                    Duration::ZERO
+                } else {
+                    self.backoff
+                }
+            }
+            ClientError::Server(f) if f.code.is_retryable() => {
+                Duration::from_millis(u64::from(f.retry_after_ms)).max(Duration::from_millis(10))
+            }
+            ClientError::Server(_) | ClientError::Encode(_) => return Err(e),
+            _ => {
+                // The connection is broken or out of step: drop it and try the next member.
+                self.conn = None;
+                self.backoff
+            }
+        };
+        if !pause.is_zero() {
+            rt::time::sleep(pause).await;
+        }
+        Ok(())
+    }
+
+    /// Publishes one frame, retrying (same keys) until acknowledged or out of attempts.
+    pub async fn publish(&mut self, events: Vec<Event>) -> Result<Vec<AckItem>, ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = match self.conn().await {
+                Ok(c) => c.publish(events.clone()).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(items) => return Ok(items),
+                Err(e) => self.recover(e, attempt).await?,
+            }
+        }
+    }
+
+    /// Reads from whichever member answers (see [`Client::read`]).
+    pub async fn read(
+        &mut self,
+        topic: &str,
+        offset: u64,
+        max_events: u32,
+        linearizable: bool,
+        wait_ms: u32,
+    ) -> Result<Fetched, ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = match self.conn().await {
+                Ok(c) => c.read(topic, offset, max_events, linearizable, wait_ms).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(f) => return Ok(f),
+                Err(e) => self.recover(e, attempt).await?,
+            }
+        }
+    }
+
+    /// An admin request, sent to the leader (status: to whichever member answers).
+    pub async fn admin(&mut self, req: AdminRequest) -> Result<String, ClientError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = match self.conn().await {
+                Ok(c) => c.admin(req.clone()).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(t) => return Ok(t),
+                Err(e) => self.recover(e, attempt).await?,
+            }
+        }
     }
 }

@@ -20,6 +20,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub ingest: IngestConfig,
     pub dedup: DedupConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
 
@@ -112,6 +113,69 @@ impl IngestConfig {
                 None => pat == topic,
             })
     }
+}
+
+/// Raft replication and durable storage. The defaults run a single-node cluster whose log lives
+/// in `esc-data/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Name every member presents in the peer handshake; nodes of another cluster are refused.
+    pub cluster_id: String,
+    /// Shared secret for the peer handshake; required when the cluster has more than one member.
+    pub secret: String,
+    /// TCP address for Raft traffic between members.
+    pub raft_listen: SocketAddr,
+    /// Directory for the write-ahead log, hard state and snapshots.
+    pub data_dir: PathBuf,
+    /// Initial members (this node included). Empty: a single-node cluster of this node.
+    pub members: Vec<MemberConfig>,
+    /// Start with no configuration and wait to be added (`esc admin add`) instead of bootstrapping.
+    pub join: bool,
+    /// Length of one Raft tick on the node's clock.
+    pub tick_ms: u64,
+    /// Election timeout in ticks (randomised up to twice this).
+    pub election_ticks: u32,
+    /// Leader heartbeat interval in ticks.
+    pub heartbeat_ticks: u32,
+    /// Take a state snapshot and compact the log every this many applied entries.
+    pub snapshot_entries: u64,
+    /// A publish not committed within this long is answered "unavailable, retry" (safe to retry
+    /// with the same idempotency key).
+    pub commit_timeout_ms: u64,
+    /// Size at which a write-ahead-log segment is closed and a new one started.
+    pub segment_bytes: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            cluster_id: "esc".to_string(),
+            secret: String::new(),
+            raft_listen: SocketAddr::from(([127, 0, 0, 1], 7170)),
+            data_dir: PathBuf::from("esc-data"),
+            members: Vec::new(),
+            join: false,
+            tick_ms: 50,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            snapshot_entries: 20_000,
+            commit_timeout_ms: 10_000,
+            segment_bytes: 8 << 20,
+        }
+    }
+}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Node id (non-zero, unique).
+    pub id: u64,
+    /// Where its Raft listener is (`host:port`).
+    pub raft_addr: String,
+    /// Where its clients connect (`host:port`), told to clients redirected to it.
+    pub client_addr: String,
 }
 
 /// Logging.
@@ -239,6 +303,46 @@ impl Config {
             if name.contains('*') {
                 return invalid("ingest.allowed_topics", format!("`{t}`: `*` is only allowed at the end"));
             }
+        }
+        let c = &self.cluster;
+        for (key, v) in [
+            ("cluster.tick_ms", c.tick_ms),
+            ("cluster.snapshot_entries", c.snapshot_entries),
+            ("cluster.commit_timeout_ms", c.commit_timeout_ms),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if c.heartbeat_ticks == 0 || c.heartbeat_ticks >= c.election_ticks {
+            return invalid("cluster.heartbeat_ticks", "must be at least 1 and below cluster.election_ticks");
+        }
+        if c.segment_bytes < 4096 {
+            return invalid("cluster.segment_bytes", "must be at least 4096");
+        }
+        if c.cluster_id.is_empty() {
+            return invalid("cluster.cluster_id", "must not be empty");
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for m in &c.members {
+            if m.id == 0 || !ids.insert(m.id) {
+                return invalid(
+                    "cluster.members",
+                    format!("member ids must be non-zero and unique ({})", m.id),
+                );
+            }
+        }
+        if !c.members.is_empty() && !ids.contains(&self.node.id) {
+            return invalid(
+                "cluster.members",
+                format!("this node (node.id = {}) is not listed", self.node.id),
+            );
+        }
+        if (c.members.len() > 1 || c.join) && c.secret.is_empty() {
+            return invalid(
+                "cluster.secret",
+                "must be set for a multi-node cluster (peers authenticate with it)",
+            );
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return invalid("log.level", e.to_string());

@@ -6,14 +6,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use eventstreamcore::client::{Client, ClientError};
+use eventstreamcore::client::Client;
+use eventstreamcore::client::ClusterClient;
 use eventstreamcore::config::Config;
+use eventstreamcore::config::MemberConfig;
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::IngestServer;
-use eventstreamcore::node::LocalNode;
+use eventstreamcore::node::{ClusterNode, ClusterOptions, LocalNode};
+use eventstreamcore::rt::FileDisk;
 use eventstreamcore::rt::{self, NodeClock};
-use eventstreamcore::wire::{AckItem, ErrorCode};
+use eventstreamcore::wire::AckItem;
+use eventstreamcore::wire::AdminRequest;
 use rand::Rng;
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,11 +44,58 @@ enum Command {
         /// Shorthand for --set ingest.listen=ADDR.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Truncate the write-ahead log at a corrupt record instead of refusing to start
+        /// (entries after it are lost on this node; other members still hold committed ones).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Start a local cluster of `esc serve` processes on loopback and print its addresses.
+    Cluster {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Directory for the members' configs and data (kept after exit).
+        #[arg(long, default_value = "esc-cluster")]
+        dir: PathBuf,
+        /// Client port of node 1; node N uses base+N-1, its Raft port base+100+N-1.
+        #[arg(long, default_value_t = 7070)]
+        base_port: u16,
+    },
+    /// Follow a topic from an offset, printing events as they are committed.
+    Tail {
+        /// Cluster members to read from (comma-separated).
+        #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
+        addr: Vec<SocketAddr>,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Confirm each read with the leader (linearizable).
+        #[arg(long)]
+        linearizable: bool,
+        /// Stop after this many events (default: follow forever).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop once the end of the topic is reached.
+        #[arg(long)]
+        to_end: bool,
+        #[arg(long, default_value = "")]
+        token: String,
+    },
+    /// Cluster administration: status, add, remove, transfer.
+    Admin {
+        /// Cluster members to contact (comma-separated); requests are redirected to the leader.
+        #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
+        addr: Vec<SocketAddr>,
+        #[arg(long, default_value = "")]
+        token: String,
+        #[command(subcommand)]
+        action: AdminAction,
     },
     /// Publish events and print where each was stored.
     Publish {
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        addr: SocketAddr,
+        /// Cluster members (comma-separated); publishes follow "not leader" redirects.
+        #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
+        addr: Vec<SocketAddr>,
         #[arg(long)]
         topic: String,
         /// BATCH, LOW, MEDIUM, HIGH, CRITICAL or 0-4.
@@ -117,6 +169,31 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum AdminAction {
+    /// Role, term, commit index and members of the node answering.
+    Status,
+    /// Add a node (started with cluster.join = true): learner first, voter once caught up.
+    Add {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        client_addr: String,
+    },
+    /// Remove a node (the leader included).
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Hand leadership to another voter.
+    Transfer {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ConfigAction {
     /// Print the embedded defaults as TOML.
     Defaults,
@@ -132,7 +209,12 @@ enum ConfigAction {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, set, listen } => serve(config, set, listen).await,
+        Command::Serve { config, set, listen, repair } => serve(config, set, listen, repair).await,
+        Command::Cluster { nodes, dir, base_port } => local_cluster(nodes, dir, base_port).await,
+        Command::Tail { addr, topic, from, linearizable, count, to_end, token } => {
+            tail(addr, topic, from, linearizable, count, to_end, token).await
+        }
+        Command::Admin { addr, token, action } => admin(addr, token, action).await,
         Command::Publish {
             addr,
             topic,
@@ -196,6 +278,7 @@ async fn serve(
     file: Option<PathBuf>,
     mut set: Vec<String>,
     listen: Option<SocketAddr>,
+    repair: bool,
 ) -> Result<(), String> {
     if let Some(addr) = listen {
         set.push(format!("ingest.listen=\"{addr}\""));
@@ -203,12 +286,42 @@ async fn serve(
     let config = Config::load(file.as_deref(), std::env::vars(), &set).map_err(|e| e.to_string())?;
     init_tracing(&config.log.level);
     let clock = NodeClock::new();
-    let node = LocalNode::new(config.node.id, clock.clone(), config.dedup);
-    let server = IngestServer::bind(config.ingest.clone(), node, clock, config.node.name.clone())
+    let data_dir = &config.cluster.data_dir;
+    let disk = FileDisk::open(data_dir).map_err(|e| format!("data directory {}: {e}", data_dir.display()))?;
+    // Bind the client port first so the advertised address is the real one (port 0 allowed).
+    let listener = rt::net::TcpListener::bind(config.ingest.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.ingest.listen))?;
+    let client_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    drop(listener);
+    let mut ingest = config.ingest.clone();
+    ingest.listen = client_addr;
+    let opts = ClusterOptions {
+        node_id: config.node.id,
+        cluster: config.cluster.clone(),
+        dedup: config.dedup,
+        client_addr: config
+            .cluster
+            .members
+            .iter()
+            .find(|m| m.id == config.node.id)
+            .map_or_else(|| client_addr.to_string(), |m| m.client_addr.clone()),
+        repair,
+    };
+    let (node, task) = ClusterNode::start(opts, Arc::new(disk), clock.clone(), rt::node_rng())
+        .await
+        .map_err(|e| format!("node {} cannot start ({}): {e}", config.node.id, data_dir.display()))?;
+    let server = match IngestServer::bind(ingest, node.clone(), clock, config.node.name.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            node.shutdown();
+            task.wait().await;
+            return Err(format!("cannot listen on {client_addr}: {e}"));
+        }
+    };
     let addr = server.local_addr();
-    // The one line scripts wait for.
+    // The lines scripts wait for.
+    println!("esc node {} raft on {}", config.node.id, config.cluster.raft_listen);
     println!("esc listening on {addr}");
     if let Some(udp) = server.udp_addr() {
         println!("esc udp legacy ingest on {udp}");
@@ -225,12 +338,18 @@ async fn serve(
         }
     });
     server.run().await;
+    node.shutdown();
+    task.wait().await;
+    let failed = node.status().failed;
     eprint!("{}", metrics.render_prometheus());
-    Ok(())
+    match failed {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }
 
 struct PublishOpts {
-    addr: SocketAddr,
+    addr: Vec<SocketAddr>,
     topic: String,
     priority: Priority,
     count: u64,
@@ -252,7 +371,7 @@ async fn connect(addr: SocketAddr, token: &str) -> Result<Client, String> {
 
 async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
     let producer = o.producer.unwrap_or_else(|| rt::node_rng().random_range(1..u64::MAX));
-    let mut client = connect(o.addr, &o.token).await?;
+    let mut client = ClusterClient::new(o.addr.clone(), "esc-cli", o.token.clone());
     let (mut stored, mut dup, mut rejected) = (0u64, 0u64, 0u64);
     let mut seq = o.first_seq;
     let last = o.first_seq + o.count;
@@ -266,7 +385,8 @@ async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
                 e
             })
             .collect();
-        let items = publish_with_retry(&mut client, &o, events).await?;
+        // Retries (redirects, failover, overload) reuse the same keys: never a second copy.
+        let items = client.publish(events).await.map_err(|e| format!("publish: {e}"))?;
         for (i, item) in items.iter().enumerate() {
             let s = seq + i as u64;
             match item {
@@ -293,40 +413,16 @@ async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
     if rejected > 0 { Err(format!("{rejected} events rejected")) } else { Ok(()) }
 }
 
-/// Publishes one frame, retrying with the same idempotency keys when the server says
-/// "overloaded" (after its retry-after) or the connection breaks (after reconnecting).
-async fn publish_with_retry(
-    client: &mut Client,
-    o: &PublishOpts,
-    events: Vec<Event>,
-) -> Result<Vec<AckItem>, String> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match client.publish(events.clone()).await {
-            Ok(items) => return Ok(items),
-            Err(ClientError::Server(e)) if e.code == ErrorCode::Overloaded && attempt < 10 => {
-                rt::time::sleep(Duration::from_millis(u64::from(e.retry_after_ms.max(10)))).await;
-            }
-            Err(e @ (ClientError::Io(_) | ClientError::Closed | ClientError::Timeout(_))) if attempt < 5 => {
-                eprintln!("publish failed ({e}); reconnecting and retrying with the same keys");
-                rt::time::sleep(Duration::from_millis(200 * attempt)).await;
-                *client = connect(o.addr, &o.token).await?;
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
 async fn publish_legacy(o: PublishOpts, message: String) -> Result<(), String> {
-    let stream = rt::net::connect_with_retry(o.addr, 5, Duration::from_millis(100), Duration::from_secs(1))
+    let addr = o.addr[0];
+    let stream = rt::net::connect_with_retry(addr, 5, Duration::from_millis(100), Duration::from_secs(1))
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", o.addr))?;
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let mut client = Client::from_stream(stream);
     for _ in 0..o.count {
         client.send_legacy(o.priority, &o.topic, message.as_bytes()).await.map_err(|e| e.to_string())?;
     }
-    println!("sent {} legacy frame(s) to {} (the legacy protocol has no acks)", o.count, o.addr);
+    println!("sent {} legacy frame(s) to {addr} (the legacy protocol has no acks)", o.count);
     Ok(())
 }
 
@@ -403,6 +499,139 @@ async fn bench(
         }
     } else if !legacy && report.acked != events {
         return Err(format!("expected {events} acks, got {}", report.acked));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn tail(
+    addrs: Vec<SocketAddr>,
+    topic: String,
+    from: u64,
+    linearizable: bool,
+    count: Option<u64>,
+    to_end: bool,
+    token: String,
+) -> Result<(), String> {
+    let mut client = ClusterClient::new(addrs, "esc-tail", token);
+    client.max_attempts = u32::MAX;
+    let mut offset = from;
+    let mut seen = 0u64;
+    loop {
+        let wait = if to_end { 0 } else { 10_000 };
+        let page = client.read(&topic, offset, 1000, linearizable, wait).await.map_err(|e| e.to_string())?;
+        for s in &page.events {
+            println!(
+                "offset={} ts={} priority={} producer={} seq={} payload={}",
+                s.offset,
+                s.timestamp_ms,
+                s.event.priority,
+                s.event.producer_id,
+                s.event.sequence,
+                String::from_utf8_lossy(&s.event.payload)
+            );
+            seen += 1;
+            if count.is_some_and(|c| seen >= c) {
+                return Ok(());
+            }
+        }
+        offset = page.next_offset;
+        if to_end && offset >= page.end_offset {
+            println!("end={}", page.end_offset);
+            return Ok(());
+        }
+    }
+}
+
+async fn admin(addrs: Vec<SocketAddr>, token: String, action: AdminAction) -> Result<(), String> {
+    let req = match action {
+        AdminAction::Status => AdminRequest::Status,
+        AdminAction::Add { id, raft_addr, client_addr } => {
+            AdminRequest::AddNode { id, raft_addr, client_addr }
+        }
+        AdminAction::Remove { id } => AdminRequest::RemoveNode { id },
+        AdminAction::Transfer { id } => AdminRequest::TransferLeader { id },
+    };
+    let mut client = ClusterClient::new(addrs, "esc-admin", token);
+    let text = client.admin(req).await.map_err(|e| e.to_string())?;
+    println!("{}", text.trim_end());
+    Ok(())
+}
+
+/// Writes one config per member, starts `esc serve` for each, prints the addresses, and stops
+/// them all on Ctrl-C / SIGTERM. Not on the simulated path: it manages real processes and files.
+#[allow(clippy::disallowed_methods)]
+async fn local_cluster(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String> {
+    if !(1..=9).contains(&nodes) {
+        return Err("--nodes must be between 1 and 9".into());
+    }
+    if u32::from(base_port) + 100 + nodes as u32 > u32::from(u16::MAX) {
+        return Err("--base-port too high".into());
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let secret_path = dir.join("secret");
+    let secret = match std::fs::read_to_string(&secret_path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            let s = format!("{:032x}", rt::node_rng().random::<u128>());
+            std::fs::write(&secret_path, &s).map_err(|e| format!("{}: {e}", secret_path.display()))?;
+            s
+        }
+    };
+    let members: Vec<MemberConfig> = (1..=nodes)
+        .map(|id| MemberConfig {
+            id,
+            raft_addr: format!("127.0.0.1:{}", base_port + 100 + (id - 1) as u16),
+            client_addr: format!("127.0.0.1:{}", base_port + (id - 1) as u16),
+        })
+        .collect();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut children = Vec::new();
+    for m in &members {
+        let mut c = Config::default();
+        c.node.id = m.id;
+        c.node.name = format!("esc-{}", m.id);
+        c.ingest.listen = m.client_addr.parse().map_err(|e| format!("{e}"))?;
+        c.cluster.raft_listen = m.raft_addr.parse().map_err(|e| format!("{e}"))?;
+        c.cluster.data_dir = dir.join(format!("node{}", m.id));
+        c.cluster.members = members.clone();
+        c.cluster.secret = secret.clone();
+        c.cluster.cluster_id = "esc-local".into();
+        let text = toml::to_string(&c).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("node{}.toml", m.id));
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let log = std::fs::File::create(dir.join(format!("node{}.log", m.id))).map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(&exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start node {}: {e}", m.id))?;
+        children.push((m.id, child));
+    }
+    for m in &members {
+        println!(
+            "node {} client {} raft {} config {}/node{}.toml",
+            m.id,
+            m.client_addr,
+            m.raft_addr,
+            dir.display(),
+            m.id
+        );
+    }
+    let all: Vec<&str> = members.iter().map(|m| m.client_addr.as_str()).collect();
+    println!("publish: esc publish --addr {} --topic demo hello", all.join(","));
+    println!("logs in {}/node*.log; Ctrl-C stops the cluster", dir.display());
+    let _ = rt::terminate_signal().await;
+    for (id, child) in &mut children {
+        // SIGTERM lets each node finish in-flight requests and stop cleanly.
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        match child.wait() {
+            Ok(st) => eprintln!("node {id} exited: {st}"),
+            Err(e) => eprintln!("node {id}: {e}"),
+        }
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use super::{InflightGuard, Shared};
 use crate::event::{Event, validate_topic};
-use crate::node::EventService;
+use crate::node::{EventService, ReadOptions};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::sync::{Latch, OwnedSemaphorePermit};
 use crate::rt::{self, net::TcpStream};
@@ -26,6 +26,9 @@ use crate::wire::{AckItem, ErrorCode, ErrorFrame, Inbound, Request, Response, St
 
 type Replies = Vec<(u64, Response)>;
 type Pending = Pin<Box<dyn Future<Output = Replies> + Send>>;
+
+/// Longest long-poll wait a read may ask for.
+const MAX_READ_WAIT_MS: u32 = 30_000;
 
 /// Bytes read per read call at most (the buffer also holds at most one frame plus this).
 const READ_CHUNK: usize = 64 * 1024;
@@ -376,6 +379,57 @@ impl<S: EventService> Conn<S> {
                             end_offset: r.end_offset,
                             events: r.events,
                         },
+                        Err(e) => Response::Error(e.to_error_frame()),
+                    };
+                    vec![(request_id, resp)]
+                }));
+            }
+            Inbound::Request {
+                request_id,
+                request: Request::Read { topic, offset, max_events, linearizable, wait_ms },
+            } => {
+                m.acked_frames.inc();
+                if !self.authed {
+                    m.acked_errors.inc();
+                    let err =
+                        ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first");
+                    self.pending.push_back(reply(request_id, Response::Error(err)));
+                    return;
+                }
+                let max = (max_events as usize).min(cfg.max_fetch_events);
+                let wait_ms = wait_ms.min(MAX_READ_WAIT_MS);
+                let fut = self.shared.service.read(
+                    topic.clone(),
+                    offset,
+                    max,
+                    ReadOptions { linearizable, wait_ms },
+                );
+                self.pending.push_back(Box::pin(async move {
+                    let resp = match fut.await {
+                        Ok(r) => Response::Fetched {
+                            topic,
+                            next_offset: r.next_offset,
+                            end_offset: r.end_offset,
+                            events: r.events,
+                        },
+                        Err(e) => Response::Error(e.to_error_frame()),
+                    };
+                    vec![(request_id, resp)]
+                }));
+            }
+            Inbound::Request { request_id, request: Request::Admin(req) } => {
+                m.acked_frames.inc();
+                if !self.authed {
+                    m.acked_errors.inc();
+                    let err =
+                        ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first");
+                    self.pending.push_back(reply(request_id, Response::Error(err)));
+                    return;
+                }
+                let fut = self.shared.service.admin(req);
+                self.pending.push_back(Box::pin(async move {
+                    let resp = match fut.await {
+                        Ok(text) => Response::AdminOk(text),
                         Err(e) => Response::Error(e.to_error_frame()),
                     };
                     vec![(request_id, resp)]

@@ -113,6 +113,22 @@ impl DedupWindow {
         true
     }
 
+    /// Every remembered key as `(producer, sequence, topic, offset, stamped_ms)`, oldest first —
+    /// recording them in this order into an empty window rebuilds this one (for snapshots).
+    pub fn live_entries(&self) -> impl Iterator<Item = (u64, u64, &Arc<str>, u64, u64)> + '_ {
+        let mut seen = std::collections::HashSet::new();
+        self.order.iter().filter_map(move |&(stamped, producer, seq)| {
+            let e = self.producers.get(&producer)?.get(&seq)?;
+            (e.stamped_ms == stamped && seen.insert((producer, seq)))
+                .then(|| (producer, seq, &e.topic, e.offset, stamped))
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> DedupConfig {
+        self.config
+    }
+
     /// Keys currently remembered.
     pub fn len(&self) -> usize {
         self.len
@@ -167,6 +183,26 @@ mod tests {
         // Stale order entries of evicted keys are skipped without corrupting the count.
         d.expire(u64::MAX);
         assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn live_entries_rebuild_the_same_window() {
+        let mut d = w(1000, 2, 100);
+        for s in 0..4 {
+            d.record(1, s, "a".into(), s, s * 10);
+        }
+        d.record(2, 0, "b".into(), 0, 50);
+        d.expire(1015);
+        let mut r = w(1000, 2, 100);
+        for (p, s, t, o, st) in d.live_entries() {
+            r.record(p, s, t.clone(), o, st);
+        }
+        assert_eq!(r.len(), d.len());
+        assert_eq!(r.len(), 2, "keys 0,1 evicted by the per-producer cap, 2 expired");
+        for (p, s) in [(1, 3), (2, 0)] {
+            assert_eq!(r.lookup(p, s), d.lookup(p, s));
+        }
+        assert_eq!(r.lookup(1, 2), None);
     }
 
     #[test]

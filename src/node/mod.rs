@@ -3,18 +3,21 @@
 //! [`EventService`] is the seam between ingest and whatever orders events: today
 //! [`LocalNode`] (one node, in memory); the Raft-replicated node implements the same trait.
 
+pub mod cluster;
+pub mod command;
 pub mod dedup;
 pub mod local;
 pub mod state;
 
 use std::future::Future;
 
+pub use cluster::{ClusterError, ClusterNode, ClusterOptions, ClusterTask};
 pub use dedup::{DedupConfig, DedupWindow};
 pub use local::LocalNode;
 pub use state::{Appended, EventLogState, FetchReply};
 
 use crate::event::Event;
-use crate::wire::{ErrorCode, ErrorFrame};
+use crate::wire::{AdminRequest, ErrorCode, ErrorFrame};
 
 /// Why a whole publish or fetch could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +28,10 @@ pub enum ServiceError {
     Overloaded { retry_after_ms: u32 },
     #[error("shutting down")]
     ShuttingDown,
+    #[error("unavailable: {reason}; retry after {retry_after_ms} ms with the same idempotency key")]
+    Unavailable { retry_after_ms: u32, reason: String },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -46,6 +53,11 @@ impl ServiceError {
                 f.code = ErrorCode::Overloaded;
                 f.retry_after_ms = 1000;
             }
+            ServiceError::Unavailable { retry_after_ms, .. } => {
+                f.code = ErrorCode::Unavailable;
+                f.retry_after_ms = *retry_after_ms;
+            }
+            ServiceError::Unsupported(_) => f.code = ErrorCode::Unsupported,
             ServiceError::Internal(_) => {}
         }
         f
@@ -73,6 +85,38 @@ pub trait EventService: Send + Sync + 'static {
         max: usize,
     ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<Self>;
 
+    /// A fetch with options (see [`ReadOptions`]). The default ignores them: a single node's
+    /// reads are always current, and it answers at once instead of waiting.
+    fn read(
+        &self,
+        topic: String,
+        offset: u64,
+        max: usize,
+        opts: ReadOptions,
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<Self> {
+        let _ = opts;
+        self.fetch(topic, offset, max)
+    }
+
+    /// Cluster administration; a node without a cluster does not support it.
+    fn admin(
+        &self,
+        req: AdminRequest,
+    ) -> impl Future<Output = Result<String, ServiceError>> + Send + 'static + use<Self> {
+        let _ = req;
+        std::future::ready(Err(ServiceError::Unsupported("this node is not part of a cluster".into())))
+    }
+
     /// This node's id (reported to clients in HELLO).
     fn node_id(&self) -> u64;
+}
+
+/// Options of [`EventService::read`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Confirm with the leader (ReadIndex) that the answer includes everything committed before
+    /// the read began.
+    pub linearizable: bool,
+    /// If nothing is at `offset` yet, wait up to this long for it (long poll).
+    pub wait_ms: u32,
 }

@@ -40,10 +40,13 @@ pub enum Kind {
     Publish = 0x02,
     Fetch = 0x03,
     Ping = 0x04,
+    Read = 0x05,
+    Admin = 0x06,
     HelloOk = 0x81,
     Ack = 0x82,
     Fetched = 0x83,
     Pong = 0x84,
+    AdminOk = 0x86,
     Error = 0xFF,
 }
 
@@ -55,10 +58,13 @@ impl Kind {
             0x02 => Kind::Publish,
             0x03 => Kind::Fetch,
             0x04 => Kind::Ping,
+            0x05 => Kind::Read,
+            0x06 => Kind::Admin,
             0x81 => Kind::HelloOk,
             0x82 => Kind::Ack,
             0x83 => Kind::Fetched,
             0x84 => Kind::Pong,
+            0x86 => Kind::AdminOk,
             0xFF => Kind::Error,
             _ => return None,
         })
@@ -85,6 +91,9 @@ pub enum ErrorCode {
     Internal = 7,
     /// Unknown frame kind or protocol version.
     Unsupported = 8,
+    /// The cluster could not commit (no leader, no quorum, commit timeout); the outcome is unknown,
+    /// so retry after `retry_after_ms` with the same idempotency key.
+    Unavailable = 9,
 }
 
 impl ErrorCode {
@@ -99,6 +108,7 @@ impl ErrorCode {
             6 => ErrorCode::Unauthorized,
             7 => ErrorCode::Internal,
             8 => ErrorCode::Unsupported,
+            9 => ErrorCode::Unavailable,
             _ => return None,
         })
     }
@@ -114,12 +124,16 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
     /// True if retrying the same request later may succeed.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::Overloaded | ErrorCode::NotLeader | ErrorCode::Internal)
+        matches!(
+            self,
+            ErrorCode::Overloaded | ErrorCode::NotLeader | ErrorCode::Internal | ErrorCode::Unavailable
+        )
     }
 }
 
@@ -140,7 +154,32 @@ pub enum Request {
     Fetch { topic: String, offset: u64, max_events: u32 },
     /// Liveness check.
     Ping,
+    /// A fetch with options: `linearizable` confirms through the leader (ReadIndex) that nothing
+    /// newer was committed before answering; `wait_ms > 0` holds an empty answer until an event
+    /// arrives or the wait ends (long poll — what a subscription is built on).
+    Read { topic: String, offset: u64, max_events: u32, linearizable: bool, wait_ms: u32 },
+    /// A cluster administration request, answered with [`Response::AdminOk`].
+    Admin(AdminRequest),
 }
+
+/// Cluster administration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRequest {
+    /// Role, term, leader, commit/applied indexes and members, as text.
+    Status,
+    /// Adds a node: first as a learner, promoted to voter once it has caught up.
+    AddNode { id: u64, raft_addr: String, client_addr: String },
+    /// Removes a node (the leader included).
+    RemoveNode { id: u64 },
+    /// Hands leadership to another voter.
+    TransferLeader { id: u64 },
+}
+
+const ADMIN_STATUS: u8 = 0;
+const ADMIN_ADD: u8 = 1;
+const ADMIN_REMOVE: u8 = 2;
+const ADMIN_TRANSFER: u8 = 3;
+const READ_LINEARIZABLE: u8 = 0x01;
 
 /// The outcome of one event of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +240,8 @@ pub enum Response {
         events: Vec<StoredEvent>,
     },
     Pong,
+    /// An admin request succeeded; human-readable outcome.
+    AdminOk(String),
     Error(ErrorFrame),
 }
 
@@ -447,6 +488,27 @@ fn read_event(r: &mut Reader) -> Result<Event, BodyError> {
     Ok(Event { topic, priority, producer_id, sequence, key, headers, payload })
 }
 
+/// Appends `events` in the PUBLISH body layout (u32 count, then each event). Used by the cluster
+/// to put a batch into a Raft entry; call [`check_encodable`] on untrusted events first.
+pub fn encode_events(out: &mut BytesMut, events: &[Event]) {
+    out.put_u32(u32::try_from(events.len()).expect("event count fits in u32"));
+    for e in events {
+        put_event(out, e);
+    }
+}
+
+/// Parses what [`encode_events`] wrote, which must fill `buf` exactly. Never panics.
+pub fn decode_events(buf: Bytes) -> Result<Vec<Event>, BodyError> {
+    let mut r = Reader { buf };
+    let n = r.count("events", MIN_EVENT, true)?;
+    let mut events = Vec::with_capacity(n);
+    for _ in 0..n {
+        events.push(read_event(&mut r)?);
+    }
+    r.finish()?;
+    Ok(events)
+}
+
 fn put_error(out: &mut BytesMut, e: &ErrorFrame) {
     out.put_u16(e.code as u16);
     out.put_u32(e.retry_after_ms);
@@ -518,6 +580,8 @@ impl Request {
             Request::Publish(_) => Kind::Publish,
             Request::Fetch { .. } => Kind::Fetch,
             Request::Ping => Kind::Ping,
+            Request::Read { .. } => Kind::Read,
+            Request::Admin(_) => Kind::Admin,
         }
     }
 
@@ -541,6 +605,27 @@ impl Request {
                 out.put_u32(*max_events);
             }
             Request::Ping => {}
+            Request::Read { topic, offset, max_events, linearizable, wait_ms } => {
+                put_str16(out, topic);
+                out.put_u64(*offset);
+                out.put_u32(*max_events);
+                out.put_u8(if *linearizable { READ_LINEARIZABLE } else { 0 });
+                out.put_u32(*wait_ms);
+            }
+            Request::Admin(a) => {
+                let (op, id, raft, client) = match a {
+                    AdminRequest::Status => (ADMIN_STATUS, 0, "", ""),
+                    AdminRequest::AddNode { id, raft_addr, client_addr } => {
+                        (ADMIN_ADD, *id, raft_addr.as_str(), client_addr.as_str())
+                    }
+                    AdminRequest::RemoveNode { id } => (ADMIN_REMOVE, *id, "", ""),
+                    AdminRequest::TransferLeader { id } => (ADMIN_TRANSFER, *id, "", ""),
+                };
+                out.put_u8(op);
+                out.put_u64(id);
+                put_str16(out, raft);
+                put_str16(out, client);
+            }
         });
     }
 
@@ -564,6 +649,26 @@ impl Request {
                 max_events: r.u32("max events")?,
             },
             Kind::Ping => Request::Ping,
+            Kind::Read => Request::Read {
+                topic: r.str16("topic")?,
+                offset: r.u64("offset")?,
+                max_events: r.u32("max events")?,
+                linearizable: r.u8("read flags")? & READ_LINEARIZABLE != 0,
+                wait_ms: r.u32("wait")?,
+            },
+            Kind::Admin => {
+                let op = r.u8("admin op")?;
+                let id = r.u64("node id")?;
+                let raft_addr = r.str16("raft address")?;
+                let client_addr = r.str16("client address")?;
+                Request::Admin(match op {
+                    ADMIN_STATUS => AdminRequest::Status,
+                    ADMIN_ADD => AdminRequest::AddNode { id, raft_addr, client_addr },
+                    ADMIN_REMOVE => AdminRequest::RemoveNode { id },
+                    ADMIN_TRANSFER => AdminRequest::TransferLeader { id },
+                    _ => return Err(BodyError::Truncated("admin op")),
+                })
+            }
             _ => return Err(BodyError::WrongDirection(frame.kind)),
         };
         r.finish()?;
@@ -585,6 +690,7 @@ impl Response {
             Response::Ack(_) => Kind::Ack,
             Response::Fetched { .. } => Kind::Fetched,
             Response::Pong => Kind::Pong,
+            Response::AdminOk(_) => Kind::AdminOk,
             Response::Error(_) => Kind::Error,
         }
     }
@@ -625,6 +731,7 @@ impl Response {
                 }
             }
             Response::Pong => {}
+            Response::AdminOk(text) => put_bytes32(out, text.as_bytes()),
             Response::Error(e) => put_error(out, e),
         });
     }
@@ -670,6 +777,12 @@ impl Response {
                 Response::Fetched { topic, next_offset, end_offset, events }
             }
             Kind::Pong => Response::Pong,
+            Kind::AdminOk => {
+                let b = r.bytes32("admin reply")?;
+                Response::AdminOk(
+                    String::from_utf8(b.to_vec()).map_err(|_| BodyError::BadUtf8("admin reply"))?,
+                )
+            }
             Kind::Error => Response::Error(read_error(&mut r)?),
             _ => return Err(BodyError::WrongDirection(frame.kind)),
         };

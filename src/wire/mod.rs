@@ -6,7 +6,7 @@ pub mod legacy;
 
 use bytes::{Bytes, BytesMut};
 
-pub use acked::{AckItem, ErrorCode, ErrorFrame, Request, Response};
+pub use acked::{AckItem, AdminRequest, ErrorCode, ErrorFrame, Request, Response};
 pub use legacy::LegacyError;
 
 use crate::event::Event;

@@ -40,7 +40,7 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    (1u16..=8).prop_map(|c| ErrorCode::from_u16(c).unwrap())
+    (1u16..=9).prop_map(|c| ErrorCode::from_u16(c).unwrap())
 }
 
 fn error_frame() -> impl Strategy<Value = ErrorFrame> {
@@ -56,6 +56,24 @@ fn request() -> impl Strategy<Value = Request> {
         ("\\PC{1,10}", any::<u64>(), any::<u32>())
             .prop_map(|(topic, offset, max_events)| { Request::Fetch { topic, offset, max_events } }),
         Just(Request::Ping),
+        ("\\PC{1,10}", any::<u64>(), any::<u32>(), any::<bool>(), any::<u32>()).prop_map(
+            |(topic, offset, max_events, linearizable, wait_ms)| Request::Read {
+                topic,
+                offset,
+                max_events,
+                linearizable,
+                wait_ms
+            }
+        ),
+        prop_oneof![
+            Just(AdminRequest::Status),
+            (any::<u64>(), "\\PC{0,10}", "\\PC{0,10}").prop_map(|(id, raft_addr, client_addr)| {
+                AdminRequest::AddNode { id, raft_addr, client_addr }
+            }),
+            any::<u64>().prop_map(|id| AdminRequest::RemoveNode { id }),
+            any::<u64>().prop_map(|id| AdminRequest::TransferLeader { id }),
+        ]
+        .prop_map(Request::Admin),
     ]
 }
 
@@ -81,6 +99,7 @@ fn response() -> impl Strategy<Value = Response> {
             }
         ),
         Just(Response::Pong),
+        "\\PC{0,40}".prop_map(Response::AdminOk),
         error_frame().prop_map(Response::Error),
     ]
 }

@@ -1,0 +1,982 @@
+//! `ClusterNode`: one member of a Raft-replicated, durable event log.
+//!
+//! A driver task owns the Raft core, the durable storage and the peer transport; ingest reaches
+//! it through a channel (publish, linearizable read, admin). Each round follows the order in
+//! `raft/mod.rs`: install a received snapshot, append entries, one fsync for the whole round
+//! (group commit: every proposal that arrived since the last round shares it), hard state, send,
+//! apply, serve reads, advance. A publish is acknowledged when its entry is *applied* — committed,
+//! so durable on a majority — with the offsets the state machine gave it.
+//!
+//! Replicated state ([`EventLogState`]) is computed only from committed entries; the leader
+//! stamps its wall time into each entry, and dedup expiry follows that stamp. Consumers read the
+//! applied state on any node (never an entry that could still be rolled back); a linearizable
+//! read first confirms the commit index with the leader (ReadIndex).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::command::Command;
+use super::{Appended, DedupConfig, EventLogState, EventService, FetchReply, ReadOptions, ServiceError};
+use crate::config::ClusterConfig;
+use crate::event::Event;
+use crate::raft::storage::{RaftStorage, StorageError, StorageOptions};
+use crate::raft::transport::{Inbox, PeerTransport, TransportConfig};
+use crate::raft::{
+    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, Index, InitError, NodeId,
+    ProposeError, Raft, RaftConfig, Ready, RestoredState, Role, Snapshot, Term,
+};
+use crate::rt::sync::{Latch, Notify, mpsc, oneshot};
+use crate::rt::{self, Disk, NodeClock, NodeRng};
+use crate::wire::AdminRequest;
+
+/// Entries kept in the log behind a snapshot, so a slightly lagging follower catches up by
+/// appends rather than a whole snapshot.
+const KEEP_LOG_TAIL: u64 = 1_000;
+/// How long an admin change (add / remove a node) may take before it is reported as failed.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retry-after told to clients when the cluster cannot commit right now.
+const UNAVAILABLE_RETRY_MS: u32 = 200;
+
+/// Everything a member needs to start.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub node_id: NodeId,
+    pub cluster: ClusterConfig,
+    pub dedup: DedupConfig,
+    /// This node's client address, told to clients redirected here.
+    pub client_addr: String,
+    /// Truncate the write-ahead log at a corrupt record instead of refusing to start.
+    pub repair: bool,
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("the snapshot in the data directory cannot be read: {0}")]
+    Snapshot(String),
+    #[error("raft: {0}")]
+    Raft(#[from] InitError),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// What a member looks like from outside (refreshed after every driver round).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    /// The leader's client address, when known.
+    pub leader_client_addr: Option<String>,
+    pub commit: Index,
+    pub applied: Index,
+    pub last_index: Index,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Set when the node stopped replicating because its storage failed.
+    pub failed: Option<String>,
+}
+
+/// Where a member listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addr {
+    raft: String,
+    client: String,
+}
+
+impl Addr {
+    fn to_context(&self) -> Bytes {
+        Bytes::from(format!("{}\n{}", self.raft, self.client))
+    }
+
+    fn from_context(ctx: &[u8]) -> Option<Addr> {
+        let text = std::str::from_utf8(ctx).ok()?;
+        let (raft, client) = text.split_once('\n')?;
+        Some(Addr { raft: raft.to_string(), client: client.to_string() })
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
+
+enum Cmd {
+    Publish { events: Vec<Event>, reply: Reply<Vec<Appended>> },
+    Read { reply: Reply<()> },
+    Admin { req: AdminRequest, reply: Reply<String> },
+}
+
+struct Shared {
+    id: NodeId,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    state: Mutex<EventLogState>,
+    status: Mutex<ClusterStatus>,
+    /// Woken after every round that applied something (long-poll reads wait on it).
+    applied: Notify,
+    stop: Latch,
+}
+
+/// A member of the replicated log; implements [`EventService`]. Clones share the member.
+#[derive(Clone)]
+pub struct ClusterNode {
+    shared: Arc<Shared>,
+}
+
+/// The running driver; [`ClusterTask::wait`] returns once it has stopped.
+pub struct ClusterTask {
+    handle: rt::JoinHandle<()>,
+}
+
+impl ClusterTask {
+    /// Waits for the driver to stop (after [`ClusterNode::shutdown`], or a storage failure).
+    pub async fn wait(self) {
+        let _ = self.handle.await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Holders never panic half-way through an update that matters for safety (the state machine
+    // only grows); a poisoned lock still holds the best data there is.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ClusterNode {
+    /// Recovers from `disk`, binds the peer listener and starts the driver.
+    pub async fn start(
+        opts: ClusterOptions,
+        disk: Arc<dyn Disk>,
+        clock: NodeClock,
+        mut rng: NodeRng,
+    ) -> Result<(ClusterNode, ClusterTask), ClusterError> {
+        let cfg = opts.cluster.clone();
+        let id = opts.node_id;
+        let storage_opts = StorageOptions { segment_bytes: cfg.segment_bytes, repair: opts.repair };
+        let (storage, recovered) = RaftStorage::open(disk, storage_opts)?;
+        for note in &recovered.repaired {
+            tracing::warn!(node = id, "recovery: {note}");
+        }
+        let mut addrs = BTreeMap::new();
+        for m in &cfg.members {
+            addrs.insert(m.id, Addr { raft: m.raft_addr.clone(), client: m.client_addr.clone() });
+        }
+        addrs.insert(id, Addr { raft: cfg.raft_listen.to_string(), client: opts.client_addr.clone() });
+        let mut state = EventLogState::new(opts.dedup);
+        if let Some(snap) = &recovered.snapshot {
+            let (book, st) =
+                decode_snapshot_data(opts.dedup, snap.data.clone()).map_err(ClusterError::Snapshot)?;
+            addrs.extend(book);
+            state = st;
+        }
+        // Addresses of members added after the snapshot are in the configuration entries.
+        for e in &recovered.entries {
+            note_conf_entry(&mut addrs, e);
+        }
+        let fresh = recovered.hard_state == Default::default()
+            && recovered.snapshot.is_none()
+            && recovered.entries.is_empty();
+        let conf_state = if cfg.join {
+            ConfState::default()
+        } else if cfg.members.is_empty() {
+            ConfState::with_voters([id])
+        } else {
+            ConfState::with_voters(cfg.members.iter().map(|m| m.id))
+        };
+        tracing::info!(node = id, fresh, entries = recovered.entries.len(), "recovered");
+        let restored = RestoredState {
+            hard_state: recovered.hard_state,
+            snapshot: recovered.snapshot,
+            entries: recovered.entries,
+            conf_state,
+            applied: 0,
+        };
+        let mut rcfg = RaftConfig::new(id);
+        rcfg.election_tick = cfg.election_ticks;
+        rcfg.heartbeat_tick = cfg.heartbeat_ticks;
+        let raft_rng = rt::rng::split(&mut rng);
+        let raft = Raft::new(rcfg, restored, raft_rng)?;
+        let tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
+        let (transport, inbox) = PeerTransport::bind(tcfg, cfg.raft_listen, clock.clone(), rng)
+            .await
+            .map_err(|source| ClusterError::Listen { addr: cfg.raft_listen, source })?;
+        // The configured address may be port 0; tell peers the real one.
+        if let Some(a) = addrs.get_mut(&id) {
+            a.raft = transport.local_addr().to_string();
+        }
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = ClusterStatus {
+            id,
+            role: raft.role(),
+            term: raft.term(),
+            leader: raft.leader_id(),
+            leader_client_addr: None,
+            commit: raft.commit_index(),
+            applied: raft.applied(),
+            last_index: raft.last_index(),
+            voters: raft.conf_state().voters.iter().copied().collect(),
+            learners: raft.conf_state().learners.iter().copied().collect(),
+            failed: None,
+        };
+        let shared = Arc::new(Shared {
+            id,
+            cmds: tx,
+            state: Mutex::new(state),
+            status: Mutex::new(status),
+            applied: Notify::new(),
+            stop: Latch::new(),
+        });
+        let tick = Duration::from_millis(cfg.tick_ms);
+        let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
+        let mut driver = Driver {
+            id,
+            next_tick: clock.mono() + tick,
+            tick,
+            commit_timeout: Duration::from_millis(cfg.commit_timeout_ms),
+            snapshot_entries: cfg.snapshot_entries,
+            raft,
+            storage,
+            transport,
+            inbox,
+            cmds: rx,
+            shared: shared.clone(),
+            clock,
+            committed_addrs: addrs.clone(),
+            addrs,
+            peers: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            reads: Vec::new(),
+            next_read_ctx: 1,
+            admin: Vec::new(),
+            last_snapshot,
+        };
+        driver.sync_peers();
+        driver.publish_status();
+        let handle = rt::spawn(driver.run());
+        Ok((ClusterNode { shared }, ClusterTask { handle }))
+    }
+
+    /// Stops the driver (pending requests are answered "shutting down").
+    pub fn shutdown(&self) {
+        self.shared.stop.set();
+    }
+
+    /// The member's current status.
+    pub fn status(&self) -> ClusterStatus {
+        lock(&self.shared.status).clone()
+    }
+
+    /// Locks the applied state (for tests and the simulator's checkers).
+    pub fn state(&self) -> MutexGuard<'_, EventLogState> {
+        lock(&self.shared.state)
+    }
+
+    fn refused(&self) -> ServiceError {
+        match lock(&self.shared.status).failed.clone() {
+            Some(why) => ServiceError::Internal(why),
+            None => ServiceError::ShuttingDown,
+        }
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        cmd: Cmd,
+        rx: oneshot::Receiver<Result<T, ServiceError>>,
+    ) -> impl Future<Output = Result<T, ServiceError>> + Send + 'static + use<T> {
+        // Sent at call time: the channel's order is the order of calls (the EventService contract).
+        let refused = self.shared.cmds.send(cmd).is_err().then(|| self.refused());
+        let this = self.clone();
+        async move {
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            rx.await.unwrap_or_else(|_| Err(this.refused()))
+        }
+    }
+}
+
+impl EventService for ClusterNode {
+    fn publish(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static + use<> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Cmd::Publish { events, reply }, rx)
+    }
+
+    fn fetch(
+        &self,
+        topic: String,
+        offset: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
+        std::future::ready(Ok(self.state().fetch(&topic, offset, max)))
+    }
+
+    fn read(
+        &self,
+        topic: String,
+        offset: u64,
+        max: usize,
+        opts: ReadOptions,
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
+        let confirm = opts.linearizable.then(|| {
+            let (reply, rx) = oneshot::channel();
+            self.call(Cmd::Read { reply }, rx)
+        });
+        let shared = self.shared.clone();
+        async move {
+            if let Some(confirm) = confirm {
+                confirm.await?;
+            }
+            let deadline = rt::time::now() + Duration::from_millis(u64::from(opts.wait_ms));
+            loop {
+                let mut notified = std::pin::pin!(shared.applied.notified());
+                // Register before looking, so an apply between the look and the wait is not missed.
+                notified.as_mut().enable();
+                let r = lock(&shared.state).fetch(&topic, offset, max);
+                let now = rt::time::now();
+                if !r.events.is_empty() || now >= deadline || shared.stop.is_set() {
+                    return Ok(r);
+                }
+                rt::select! {
+                    biased;
+                    _ = notified => {}
+                    _ = shared.stop.wait() => {}
+                    _ = rt::time::sleep(deadline - now) => {}
+                }
+            }
+        }
+    }
+
+    fn admin(
+        &self,
+        req: AdminRequest,
+    ) -> impl Future<Output = Result<String, ServiceError>> + Send + 'static + use<> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Cmd::Admin { req, reply }, rx)
+    }
+
+    fn node_id(&self) -> u64 {
+        self.shared.id
+    }
+}
+
+struct PendingPublish {
+    term: Term,
+    deadline: Duration,
+    reply: Reply<Vec<Appended>>,
+}
+
+struct PendingRead {
+    ctx: u64,
+    /// Known once the leader confirmed the read: serve when applied reaches it.
+    index: Option<Index>,
+    deadline: Duration,
+    reply: Reply<()>,
+}
+
+enum AdminStage {
+    /// Waiting for the learner entry at this index to apply.
+    Learner(Index),
+    /// Learner in place; promote once it has caught up.
+    Promote,
+    /// Waiting for the change at this index to apply.
+    Applying(Index),
+}
+
+struct PendingAdmin {
+    node: NodeId,
+    addr: Option<Addr>,
+    stage: AdminStage,
+    deadline: Duration,
+    reply: Reply<String>,
+}
+
+struct Driver {
+    id: NodeId,
+    raft: Raft,
+    storage: RaftStorage,
+    transport: PeerTransport,
+    inbox: Inbox,
+    cmds: mpsc::UnboundedReceiver<Cmd>,
+    shared: Arc<Shared>,
+    clock: NodeClock,
+    tick: Duration,
+    next_tick: Duration,
+    commit_timeout: Duration,
+    snapshot_entries: u64,
+    /// Addresses of every node seen in the log (including uncommitted configuration entries).
+    addrs: BTreeMap<NodeId, Addr>,
+    /// Addresses as of the applied configuration (what a snapshot records).
+    committed_addrs: BTreeMap<NodeId, Addr>,
+    /// Peers the transport currently knows, with the address it was given.
+    peers: BTreeMap<NodeId, String>,
+    pending: BTreeMap<Index, PendingPublish>,
+    reads: Vec<PendingRead>,
+    next_read_ctx: u64,
+    admin: Vec<PendingAdmin>,
+    last_snapshot: Index,
+}
+
+/// Records the address carried by a configuration entry.
+fn note_conf_entry(addrs: &mut BTreeMap<NodeId, Addr>, e: &Entry) {
+    if e.kind != EntryKind::ConfChange {
+        return;
+    }
+    if let Ok(ce) = ConfEntry::decode(&e.data)
+        && ce.change.kind != ConfChangeKind::Remove
+        && let Some(a) = Addr::from_context(&ce.change.context)
+    {
+        addrs.insert(ce.change.node, a);
+    }
+}
+
+fn unavailable(reason: impl Into<String>) -> ServiceError {
+    ServiceError::Unavailable { retry_after_ms: UNAVAILABLE_RETRY_MS, reason: reason.into() }
+}
+
+impl Driver {
+    async fn run(mut self) {
+        tracing::info!(node = self.id, "raft driver started");
+        let outcome = loop {
+            rt::select! {
+                biased;
+                _ = self.shared.stop.wait() => break Ok(()),
+                _ = self.clock.sleep_until(self.next_tick) => {
+                    self.raft.tick();
+                    self.next_tick = self.clock.mono() + self.tick;
+                    self.on_tick();
+                }
+                m = self.inbox.recv() => match m {
+                    Some(m) => self.step(m),
+                    None => break Ok(()),
+                },
+                c = self.cmds.recv() => match c {
+                    Some(c) => self.handle(c),
+                    None => break Ok(()),
+                },
+            }
+            // Take everything else that is already here, so one round (one fsync) covers it.
+            for _ in 0..4096 {
+                match self.inbox.try_recv() {
+                    Some(m) => self.step(m),
+                    None => break,
+                }
+            }
+            for _ in 0..4096 {
+                match self.cmds.try_recv() {
+                    Ok(c) => self.handle(c),
+                    Err(_) => break,
+                }
+            }
+            for id in self.transport.take_unreachable() {
+                self.raft.report_unreachable(id);
+            }
+            if let Err(e) = self.round() {
+                break Err(e);
+            }
+        };
+        match outcome {
+            Ok(()) => self.stop(ServiceError::ShuttingDown),
+            Err(e) => {
+                let why = format!("node {} stopped replicating: storage failed: {e}; restart it", self.id);
+                tracing::error!(node = self.id, error = %e, "storage failed; the node stops replicating");
+                lock(&self.shared.status).failed = Some(why.clone());
+                self.stop(ServiceError::Internal(why));
+            }
+        }
+        self.cmds.close();
+        while let Ok(c) = self.cmds.try_recv() {
+            self.refuse(c, &ServiceError::ShuttingDown);
+        }
+        self.transport.shutdown().await;
+        self.shared.applied.notify_waiters();
+        tracing::info!(node = self.id, "raft driver stopped");
+    }
+
+    fn stop(&mut self, err: ServiceError) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let _ = p.reply.send(Err(err.clone()));
+        }
+        for r in self.reads.drain(..) {
+            let _ = r.reply.send(Err(err.clone()));
+        }
+        for a in self.admin.drain(..) {
+            let _ = a.reply.send(Err(err.clone()));
+        }
+        self.shared.stop.set();
+    }
+
+    fn refuse(&self, c: Cmd, err: &ServiceError) {
+        match c {
+            Cmd::Publish { reply, .. } => drop(reply.send(Err(err.clone()))),
+            Cmd::Read { reply } => drop(reply.send(Err(err.clone()))),
+            Cmd::Admin { reply, .. } => drop(reply.send(Err(err.clone()))),
+        }
+    }
+
+    fn step(&mut self, m: crate::raft::Message) {
+        if let Err(e) = self.raft.step(m) {
+            tracing::debug!(node = self.id, error = %e, "message ignored");
+        }
+    }
+
+    fn not_leader(&self) -> ServiceError {
+        match self.raft.leader_id() {
+            Some(l) if l != self.id => {
+                ServiceError::NotLeader { leader: self.addrs.get(&l).map(|a| a.client.clone()) }
+            }
+            _ => unavailable("no leader elected yet"),
+        }
+    }
+
+    fn propose_error(&self, e: ProposeError) -> ServiceError {
+        match e {
+            ProposeError::NotLeader { .. } | ProposeError::TransferInProgress { .. } => self.not_leader(),
+            other => unavailable(other.to_string()),
+        }
+    }
+
+    fn handle(&mut self, c: Cmd) {
+        let now = self.clock.mono();
+        match c {
+            Cmd::Publish { events, reply } => {
+                if self.raft.role() != Role::Leader {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return;
+                }
+                if events.is_empty() {
+                    let _ = reply.send(Ok(Vec::new()));
+                    return;
+                }
+                // The leader stamps its time into the entry; replicas apply that, never their own clock.
+                let cmd = Command::Publish { stamped_ms: self.clock.wall_unix_ms(), events };
+                match self.raft.propose(cmd.encode()) {
+                    Ok(index) => {
+                        let term = self.raft.term();
+                        let old = self.pending.insert(
+                            index,
+                            PendingPublish { term, deadline: now + self.commit_timeout, reply },
+                        );
+                        debug_assert!(old.is_none(), "two proposals at index {index}");
+                    }
+                    Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+                }
+            }
+            Cmd::Read { reply } => {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                match self.raft.read_index(ctx) {
+                    Ok(()) => self.reads.push(PendingRead {
+                        ctx,
+                        index: None,
+                        deadline: now + self.commit_timeout,
+                        reply,
+                    }),
+                    Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+                }
+            }
+            Cmd::Admin { req, reply } => self.admin_request(req, reply, now),
+        }
+    }
+
+    fn admin_request(&mut self, req: AdminRequest, reply: Reply<String>, now: Duration) {
+        if let AdminRequest::Status = req {
+            let _ = reply.send(Ok(self.status_text()));
+            return;
+        }
+        if self.raft.role() != Role::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let deadline = now + ADMIN_TIMEOUT;
+        match req {
+            AdminRequest::Status => unreachable!("answered above"),
+            AdminRequest::AddNode { id, raft_addr, client_addr } => {
+                if id == 0 {
+                    let _ = reply.send(Err(ServiceError::Unsupported("node id 0 is reserved".into())));
+                    return;
+                }
+                let addr = Addr { raft: raft_addr, client: client_addr };
+                let conf = self.raft.conf_state();
+                if conf.voters.contains(&id) {
+                    let _ = reply.send(Ok(format!("node {id} is already a voter")));
+                    return;
+                }
+                let stage = if conf.learners.contains(&id) {
+                    AdminStage::Promote
+                } else {
+                    let cc =
+                        ConfChange { kind: ConfChangeKind::AddLearner, node: id, context: addr.to_context() };
+                    match self.raft.propose_conf_change(cc) {
+                        Ok(index) => AdminStage::Learner(index),
+                        Err(e) => {
+                            let _ = reply.send(Err(self.propose_error(e)));
+                            return;
+                        }
+                    }
+                };
+                self.admin.push(PendingAdmin { node: id, addr: Some(addr), stage, deadline, reply });
+            }
+            AdminRequest::RemoveNode { id } => {
+                if !self.raft.conf_state().contains(id) {
+                    let _ = reply.send(Ok(format!("node {id} is not a member")));
+                    return;
+                }
+                let cc = ConfChange { kind: ConfChangeKind::Remove, node: id, context: Bytes::new() };
+                match self.raft.propose_conf_change(cc) {
+                    Ok(index) => self.admin.push(PendingAdmin {
+                        node: id,
+                        addr: None,
+                        stage: AdminStage::Applying(index),
+                        deadline,
+                        reply,
+                    }),
+                    Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+                }
+            }
+            AdminRequest::TransferLeader { id } => match self.raft.transfer_leader(id) {
+                Ok(()) => drop(reply.send(Ok(format!("leadership transfer to node {id} started")))),
+                Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+            },
+        }
+    }
+
+    fn status_text(&self) -> String {
+        let s = self.raft.status();
+        let conf = self.raft.conf_state();
+        let mut out = format!(
+            "node {} role {:?} term {} leader {} commit {} applied {} last {}\n",
+            s.id,
+            s.role,
+            s.term,
+            s.leader.map_or("none".to_string(), |l| l.to_string()),
+            s.commit,
+            s.applied,
+            s.last_index
+        );
+        for id in conf.members() {
+            let kind = if conf.voters.contains(&id) { "voter" } else { "learner" };
+            let (raft, client) =
+                self.addrs.get(&id).map_or(("?", "?"), |a| (a.raft.as_str(), a.client.as_str()));
+            out.push_str(&format!("member {id} {kind} raft {raft} client {client}"));
+            if let Some(&(_, matched, _, state)) = s.progress.iter().find(|p| p.0 == id) {
+                out.push_str(&format!(" match {matched} {state:?}"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Timeouts and membership progress, once per tick.
+    fn on_tick(&mut self) {
+        let now = self.clock.mono();
+        let expired: Vec<Index> =
+            self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(&i, _)| i).collect();
+        for i in expired {
+            if let Some(p) = self.pending.remove(&i) {
+                let _ = p.reply.send(Err(unavailable("not committed in time")));
+            }
+        }
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].deadline <= now {
+                let r = self.reads.swap_remove(i);
+                let _ = r.reply.send(Err(unavailable("read not confirmed in time")));
+            } else {
+                i += 1;
+            }
+        }
+        self.advance_admin(now);
+    }
+
+    fn advance_admin(&mut self, now: Duration) {
+        let applied = self.raft.applied();
+        let mut i = 0;
+        while i < self.admin.len() {
+            let a = &mut self.admin[i];
+            let mut done: Option<Result<String, ServiceError>> = None;
+            if let AdminStage::Learner(index) = a.stage
+                && applied >= index
+            {
+                a.stage = AdminStage::Promote;
+            }
+            if let AdminStage::Promote = a.stage {
+                let context = a.addr.as_ref().map(Addr::to_context).unwrap_or_default();
+                let cc = ConfChange { kind: ConfChangeKind::AddVoter, node: a.node, context };
+                match self.raft.propose_conf_change(cc) {
+                    Ok(index) => a.stage = AdminStage::Applying(index),
+                    Err(
+                        ProposeError::LearnerNotCaughtUp { .. }
+                        | ProposeError::ConfChangeInProgress { .. }
+                        | ProposeError::FirstCommitPending,
+                    ) => {}
+                    Err(e) => done = Some(Err(unavailable(e.to_string()))),
+                }
+            }
+            if let AdminStage::Applying(index) = a.stage
+                && applied >= index
+            {
+                let conf = self.raft.conf_state();
+                done = Some(if conf.voters.contains(&a.node) {
+                    Ok(format!("node {} is a voter", a.node))
+                } else if !conf.contains(a.node) {
+                    Ok(format!("node {} removed", a.node))
+                } else {
+                    Err(unavailable("the membership change was superseded; retry"))
+                });
+            }
+            if done.is_none() && a.deadline <= now {
+                done = Some(Err(unavailable("membership change did not finish in time")));
+            }
+            match done {
+                Some(result) => {
+                    let a = self.admin.swap_remove(i);
+                    let _ = a.reply.send(result);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// One Ready, in the order the core requires.
+    fn round(&mut self) -> Result<(), StorageError> {
+        if !self.raft.has_ready() {
+            return Ok(());
+        }
+        let Ready { hard_state, entries, snapshot, messages, committed_entries, read_states, soft_state } =
+            self.raft.ready();
+        if let Some(snap) = snapshot {
+            self.storage.install_snapshot(&snap)?;
+            self.install(&snap);
+        }
+        if !entries.is_empty() {
+            for e in &entries {
+                note_conf_entry(&mut self.addrs, e);
+            }
+            self.storage.append(&entries)?;
+            self.storage.sync()?;
+        }
+        if let Some(hs) = hard_state {
+            self.storage.set_hard_state(hs)?;
+        }
+        self.sync_peers();
+        for m in messages {
+            self.transport.send(m);
+        }
+        if !committed_entries.is_empty() {
+            self.apply(committed_entries);
+        }
+        for rs in read_states {
+            if let Some(r) = self.reads.iter_mut().find(|r| r.ctx == rs.ctx) {
+                r.index = Some(rs.index);
+            }
+        }
+        self.raft.advance();
+        let applied = self.raft.applied();
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].index.is_some_and(|ix| ix <= applied) {
+                let _ = self.reads.swap_remove(i).reply.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+        if soft_state.is_some() && self.raft.role() != Role::Leader {
+            // The outcome of an uncommitted proposal is unknown now; the client retries with the
+            // same idempotency key and the dedup window gives it the original offset if it did commit.
+            let err = self.not_leader();
+            for (_, p) in std::mem::take(&mut self.pending) {
+                let _ = p.reply.send(Err(err.clone()));
+            }
+            for a in self.admin.drain(..) {
+                let _ = a.reply.send(Err(err.clone()));
+            }
+        }
+        self.advance_admin(self.clock.mono());
+        self.maybe_snapshot()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn install(&mut self, snap: &Snapshot) {
+        let dedup = lock(&self.shared.state).dedup_config();
+        match decode_snapshot_data(dedup, snap.data.clone()) {
+            Ok((book, state)) => {
+                self.committed_addrs.extend(book.clone());
+                self.addrs.extend(book);
+                *lock(&self.shared.state) = state;
+                self.last_snapshot = snap.meta.index;
+                tracing::info!(node = self.id, index = snap.meta.index, "installed snapshot from the leader");
+            }
+            Err(e) => {
+                // The leader's own state machine produced it; a decode failure is a bug or a
+                // version skew. Keep the old state rather than serving a broken one.
+                tracing::error!(node = self.id, error = %e, "cannot decode the leader's snapshot");
+            }
+        }
+        // Nothing proposed here before the snapshot can still be answered from this node's log.
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let _ = p.reply.send(Err(self.not_leader()));
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let mut state = lock(&self.shared.state);
+        for e in entries {
+            let result = match e.kind {
+                EntryKind::Normal => match Command::decode(e.data.clone()) {
+                    Ok(Command::Publish { stamped_ms, events }) => Ok(state.apply_batch(events, stamped_ms)),
+                    Err(err) => {
+                        // Every replica skips it the same way, so the replicas stay equal.
+                        tracing::error!(node = self.id, index = e.index, error = %err, "undecodable entry skipped");
+                        Err(ServiceError::Internal(format!("entry {} could not be applied: {err}", e.index)))
+                    }
+                },
+                EntryKind::Noop => Err(unavailable("superseded by a new leader")),
+                EntryKind::ConfChange => {
+                    if let Ok(ce) = ConfEntry::decode(&e.data) {
+                        match ce.change.kind {
+                            ConfChangeKind::Remove => {
+                                self.committed_addrs.remove(&ce.change.node);
+                            }
+                            _ => {
+                                if let Some(a) = Addr::from_context(&ce.change.context) {
+                                    self.committed_addrs.insert(ce.change.node, a);
+                                }
+                            }
+                        }
+                    }
+                    Err(unavailable("superseded by a membership change"))
+                }
+            };
+            if let Some(p) = self.pending.remove(&e.index) {
+                // Another leader's entry at this index means ours was truncated.
+                let out =
+                    if p.term == e.term { result } else { Err(unavailable("superseded by a new leader")) };
+                let _ = p.reply.send(out);
+            }
+        }
+        drop(state);
+        self.shared.applied.notify_waiters();
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), StorageError> {
+        let applied = self.raft.applied();
+        if applied < self.last_snapshot + self.snapshot_entries {
+            return Ok(());
+        }
+        let data = encode_snapshot_data(&self.committed_addrs, &lock(&self.shared.state));
+        if let Err(e) = self.raft.snapshot(applied, data) {
+            tracing::warn!(node = self.id, error = %e, "snapshot refused");
+            return Ok(());
+        }
+        if let Some(snap) = self.raft.latest_snapshot() {
+            self.storage.save_snapshot(snap)?;
+        }
+        self.last_snapshot = applied;
+        let keep = applied.saturating_sub(KEEP_LOG_TAIL);
+        if keep > self.raft.first_index() {
+            if let Err(e) = self.raft.compact(keep) {
+                tracing::warn!(node = self.id, error = %e, "compaction refused");
+            } else {
+                self.storage.compact(keep)?;
+            }
+        }
+        tracing::info!(node = self.id, index = applied, "snapshot saved");
+        Ok(())
+    }
+
+    /// Points the transport at every member of the current configuration.
+    fn sync_peers(&mut self) {
+        let members: Vec<NodeId> = self.raft.conf_state().members().filter(|&m| m != self.id).collect();
+        for m in &members {
+            if let Some(a) = self.addrs.get(m)
+                && self.peers.get(m) != Some(&a.raft)
+            {
+                self.transport.set_peer(*m, a.raft.clone());
+                self.peers.insert(*m, a.raft.clone());
+            }
+        }
+        // A node that left is still sent to while it might be the leader of a term that has not
+        // heard of the removal; dropping it only matters for connection counts.
+        let gone: Vec<NodeId> = self.peers.keys().copied().filter(|p| !members.contains(p)).collect();
+        for p in gone {
+            if self.raft.leader_id() != Some(p) {
+                self.transport.remove_peer(p);
+                self.peers.remove(&p);
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let conf = self.raft.conf_state();
+        let leader = self.raft.leader_id();
+        let mut st = lock(&self.shared.status);
+        st.role = self.raft.role();
+        st.term = self.raft.term();
+        st.leader = leader;
+        st.leader_client_addr = leader.and_then(|l| self.addrs.get(&l)).map(|a| a.client.clone());
+        st.commit = self.raft.commit_index();
+        st.applied = self.raft.applied();
+        st.last_index = self.raft.last_index();
+        st.voters = conf.voters.iter().copied().collect();
+        st.learners = conf.learners.iter().copied().collect();
+    }
+}
+
+/// Snapshot payload: the address book of the applied configuration, then the event-log state.
+fn encode_snapshot_data(addrs: &BTreeMap<NodeId, Addr>, state: &EventLogState) -> Bytes {
+    let body = state.encode_snapshot();
+    let mut out = BytesMut::with_capacity(body.len() + 64 * addrs.len() + 4);
+    out.put_u32(addrs.len() as u32);
+    for (id, a) in addrs {
+        out.put_u64(*id);
+        for s in [&a.raft, &a.client] {
+            out.put_u16(s.len().min(u16::MAX as usize) as u16);
+            out.put_slice(&s.as_bytes()[..s.len().min(u16::MAX as usize)]);
+        }
+    }
+    out.put_slice(&body);
+    out.freeze()
+}
+
+fn decode_snapshot_data(
+    dedup: DedupConfig,
+    mut b: Bytes,
+) -> Result<(BTreeMap<NodeId, Addr>, EventLogState), String> {
+    let short = || "truncated address book".to_string();
+    if b.remaining() < 4 {
+        return Err(short());
+    }
+    let n = b.get_u32();
+    let mut book = BTreeMap::new();
+    for _ in 0..n {
+        if b.remaining() < 8 {
+            return Err(short());
+        }
+        let id = b.get_u64();
+        let mut parts = [String::new(), String::new()];
+        for p in &mut parts {
+            if b.remaining() < 2 {
+                return Err(short());
+            }
+            let len = usize::from(b.get_u16());
+            if b.remaining() < len {
+                return Err(short());
+            }
+            *p = String::from_utf8(b.split_to(len).to_vec())
+                .map_err(|_| "address is not UTF-8".to_string())?;
+        }
+        let [raft, client] = parts;
+        book.insert(id, Addr { raft, client });
+    }
+    let state = EventLogState::decode_snapshot(dedup, b).map_err(|e| e.to_string())?;
+    Ok((book, state))
+}

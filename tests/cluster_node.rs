@@ -1,0 +1,225 @@
+//! The replicated node in one process on the real runtime: election, replication, redirects,
+//! failover with idempotent retries, restart from disk, membership changes.
+#![cfg(not(madsim))]
+#![allow(clippy::disallowed_methods)] // test set-up picks free ports with std sockets
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstreamcore::config::{ClusterConfig, MemberConfig};
+use eventstreamcore::event::{Event, Priority};
+use eventstreamcore::node::cluster::ClusterStatus;
+use eventstreamcore::node::{
+    ClusterNode, ClusterOptions, ClusterTask, DedupConfig, EventService, ServiceError,
+};
+use eventstreamcore::raft::Role;
+use eventstreamcore::rt::{Disk, NodeClock, SimDisk, rng_from_seed};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Member {
+    id: u64,
+    disk: Arc<SimDisk>,
+    node: Option<(ClusterNode, ClusterTask)>,
+}
+
+struct TestCluster {
+    members: Vec<MemberConfig>,
+    nodes: Vec<Member>,
+    secret: String,
+}
+
+impl TestCluster {
+    fn new(n: u64) -> TestCluster {
+        let members: Vec<MemberConfig> = (1..=n)
+            .map(|id| MemberConfig {
+                id,
+                raft_addr: format!("127.0.0.1:{}", free_port()),
+                client_addr: format!("127.0.0.1:{}", 17000 + id),
+            })
+            .collect();
+        let nodes = (1..=n).map(|id| Member { id, disk: Arc::new(SimDisk::new()), node: None }).collect();
+        TestCluster { members, nodes, secret: "s3cret".into() }
+    }
+
+    fn cluster_config(&self, id: u64) -> ClusterConfig {
+        let me = &self.members[(id - 1) as usize];
+        ClusterConfig {
+            secret: self.secret.clone(),
+            raft_listen: me.raft_addr.parse().unwrap(),
+            members: self.members.clone(),
+            tick_ms: 10,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            snapshot_entries: 50,
+            commit_timeout_ms: 3_000,
+            ..ClusterConfig::default()
+        }
+    }
+
+    async fn start(&mut self, id: u64) {
+        let cfg = self.cluster_config(id);
+        let m = &mut self.nodes[(id - 1) as usize];
+        let opts = ClusterOptions {
+            node_id: id,
+            cluster: cfg,
+            dedup: DedupConfig::default(),
+            client_addr: self.members[(id - 1) as usize].client_addr.clone(),
+            repair: false,
+        };
+        let disk: Arc<dyn Disk> = m.disk.clone();
+        let started = ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(id)).await.unwrap();
+        m.node = Some(started);
+    }
+
+    async fn start_all(&mut self) {
+        for id in 1..=self.nodes.len() as u64 {
+            self.start(id).await;
+        }
+    }
+
+    /// Stops a node; `power_fail` also drops what it had not synced.
+    async fn stop(&mut self, id: u64, power_fail: bool) {
+        let m = &mut self.nodes[(id - 1) as usize];
+        if let Some((node, task)) = m.node.take() {
+            node.shutdown();
+            task.wait().await;
+        }
+        if power_fail {
+            m.disk.power_fail(None);
+        }
+    }
+
+    fn node(&self, id: u64) -> &ClusterNode {
+        &self.nodes[(id - 1) as usize].node.as_ref().expect("node is running").0
+    }
+
+    fn statuses(&self) -> Vec<ClusterStatus> {
+        self.nodes.iter().filter_map(|m| m.node.as_ref().map(|(n, _)| n.status())).collect()
+    }
+
+    async fn leader(&self) -> u64 {
+        for _ in 0..500 {
+            let st = self.statuses();
+            let leaders: Vec<_> = st.iter().filter(|s| s.role == Role::Leader).collect();
+            if let [l] = leaders[..] {
+                // Ready once it committed an entry of its term (its no-op).
+                if l.commit >= 1 && l.applied == l.commit {
+                    return l.id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no leader: {:?}", self.statuses());
+    }
+
+    async fn converged(&self) -> u64 {
+        for _ in 0..500 {
+            let digests: Vec<u64> =
+                self.nodes.iter().filter_map(|m| m.node.as_ref().map(|(n, _)| n.state().digest())).collect();
+            let st = self.statuses();
+            if digests.windows(2).all(|w| w[0] == w[1]) && st.windows(2).all(|w| w[0].applied == w[1].applied)
+            {
+                return digests[0];
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("replicas did not converge: {:?}", self.statuses());
+    }
+}
+
+fn keyed(topic: &str, producer: u64, seq: u64) -> Event {
+    let mut e = Event::new(topic, Priority::Medium, format!("{producer}:{seq}"));
+    e.producer_id = producer;
+    e.sequence = seq;
+    e
+}
+
+#[tokio::test]
+async fn single_node_acks_after_commit_and_recovers_from_disk() {
+    let mut c = TestCluster::new(1);
+    c.start_all().await;
+    let l = c.leader().await;
+    assert_eq!(l, 1);
+    let acks = c.node(1).publish((1..=3).map(|s| keyed("t", 9, s)).collect()).await.unwrap();
+    assert_eq!(acks.iter().map(|a| a.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    let before = c.node(1).state().digest();
+    c.stop(1, true).await;
+    c.start(1).await;
+    c.leader().await;
+    assert_eq!(c.node(1).state().digest(), before, "acked events survive a power failure");
+    let again = c.node(1).publish(vec![keyed("t", 9, 2)]).await.unwrap();
+    assert!(again[0].duplicate && again[0].offset == 1, "a retry after restart gets its original offset");
+    c.stop(1, false).await;
+}
+
+#[tokio::test]
+async fn three_nodes_replicate_redirect_and_fail_over_without_duplicates() {
+    let mut c = TestCluster::new(3);
+    c.start_all().await;
+    let l = c.leader().await;
+    let follower = (1..=3).find(|&i| i != l).unwrap();
+    match c.node(follower).publish(vec![keyed("t", 1, 1)]).await {
+        Err(ServiceError::NotLeader { leader: Some(addr) }) => {
+            assert_eq!(addr, c.members[(l - 1) as usize].client_addr)
+        }
+        other => panic!("follower answered {other:?}"),
+    }
+    for s in 1..=120 {
+        let a = c.node(l).publish(vec![keyed("t", 1, s)]).await.unwrap();
+        assert_eq!(a[0].offset, s - 1);
+    }
+    c.converged().await;
+    // Every node serves committed reads, linearizable ones too.
+    let r = c
+        .node(follower)
+        .read("t".into(), 0, 1000, eventstreamcore::node::ReadOptions { linearizable: true, wait_ms: 0 })
+        .await
+        .unwrap();
+    assert_eq!(r.events.len(), 120);
+    // Kill the leader with a power failure; the others elect a new one.
+    c.stop(l, true).await;
+    let l2 = c.leader().await;
+    assert_ne!(l2, l);
+    // A producer that never saw its ack retries with the same key: original offset, no copy.
+    let a = c.node(l2).publish(vec![keyed("t", 1, 120), keyed("t", 1, 121)]).await.unwrap();
+    assert_eq!((a[0].offset, a[0].duplicate), (119, true));
+    assert_eq!((a[1].offset, a[1].duplicate), (120, false));
+    c.start(l).await;
+    c.converged().await;
+    for m in &c.nodes {
+        let n = &m.node.as_ref().unwrap().0;
+        assert_eq!(n.state().topic_log("t").len(), 121, "node {}", m.id);
+    }
+    for id in 1..=3 {
+        c.stop(id, false).await;
+    }
+}
+
+#[tokio::test]
+async fn long_poll_read_wakes_on_commit() {
+    let mut c = TestCluster::new(1);
+    c.start_all().await;
+    c.leader().await;
+    let n = c.node(1).clone();
+    let reader = tokio::spawn({
+        let n = n.clone();
+        async move {
+            n.read(
+                "t".into(),
+                0,
+                10,
+                eventstreamcore::node::ReadOptions { linearizable: false, wait_ms: 5_000 },
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!reader.is_finished(), "an empty topic holds the read");
+    n.publish(vec![keyed("t", 3, 1)]).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), reader).await.unwrap().unwrap().unwrap();
+    assert_eq!(r.events.len(), 1);
+    c.stop(1, false).await;
+}
