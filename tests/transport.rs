@@ -371,3 +371,29 @@ async fn shutdown_frees_every_task_and_socket() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_dialer_that_cannot_prove_the_secret_never_injects_a_message() {
+    use eventstreamcore::raft::transport::handshake::{HELLO_FIXED_LEN, Hello, PROOF_LEN, Role};
+    let (b, mut bi) = start(2).await;
+    // Speaks the protocol correctly but does not know the secret: it skips checking b's proof,
+    // answers with a made-up one, and sends a frame straight away.
+    let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+    let hello =
+        Hello { role: Role::Dialer, node_id: 1, nonce: [3; 32], cluster_id: CLUSTER.as_bytes().to_vec() };
+    s.write_all(&hello.encode()).await.unwrap();
+    let mut theirs = vec![0u8; HELLO_FIXED_LEN + CLUSTER.len() + PROOF_LEN];
+    s.read_exact(&mut theirs).await.unwrap();
+    let mut out = vec![0x5a; PROOF_LEN];
+    encode_frame(&msg(1, 2, 0), 1 << 20, &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap();
+    assert!(read.is_err() || rest.is_empty(), "b must close without accepting: {rest:?}");
+    eventually("forged proof counted", || b.stats().handshake_failures == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(bi.try_recv().is_none());
+    let s = b.stats();
+    assert_eq!((s.accepted, s.received), (0, 0), "{s:?}");
+    b.shutdown().await;
+}
