@@ -397,3 +397,80 @@ async fn a_dialer_that_cannot_prove_the_secret_never_injects_a_message() {
     assert_eq!((s.accepted, s.received), (0, 0), "{s:?}");
     b.shutdown().await;
 }
+
+fn big_append(from: NodeId, to: NodeId, bytes: usize) -> Message {
+    use eventstreamcore::raft::{Entry, EntryKind};
+    let entry = Entry { term: 1, index: 1, kind: EntryKind::Normal, data: vec![1u8; bytes].into() };
+    Message {
+        from,
+        to,
+        term: 1,
+        body: Body::Append { prev_index: 0, prev_term: 0, entries: vec![entry], commit: 0 },
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_hits_the_write_timeout_and_is_redialled() {
+    // A listener that authenticates as node 2, then never reads.
+    let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stuck = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let local = Local {
+                node_id: 2,
+                cluster_id: CLUSTER.as_bytes(),
+                secret: SECRET.as_bytes(),
+                nonce: [2; 32],
+            };
+            if handshake::accept(&mut s, &local).await.is_ok() {
+                held.push(s);
+            }
+        }
+    });
+    let mut cfg = config(1, CLUSTER, SECRET);
+    cfg.write_timeout_ms = 200;
+    cfg.max_frame_bytes = 2 << 20;
+    let (a, _ai) = start_with(cfg, any_port()).await;
+    a.set_peer(2, addr.to_string());
+    // Larger than a frame may be: dropped by the sender task, counted, the connection unaffected.
+    a.send(big_append(1, 2, 3 << 20));
+    a.send(msg(1, 2, 0));
+    eventually("oversized message dropped, next one sent", || {
+        let s = a.stats();
+        s.dropped == 1 && s.sent == 1
+    })
+    .await;
+    // 1 MiB messages until the socket buffers are full and a write cannot finish.
+    for _ in 0..200 {
+        a.send(big_append(1, 2, 1 << 20));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if a.stats().write_timeouts > 0 {
+            break;
+        }
+    }
+    eventually("a write timed out", || a.stats().write_timeouts >= 1).await;
+    eventually("the stuck peer is reported", || a.take_unreachable() == vec![2]).await;
+    eventually("the peer is redialled", || a.stats().reconnects >= 1).await;
+    let s = a.stats();
+    assert!(s.sent > 0 && s.dropped > 1, "{s:?}");
+    a.shutdown().await;
+    stuck.abort();
+}
+
+#[tokio::test]
+async fn a_frame_longer_than_the_limit_closes_the_connection() {
+    let (b, mut bi) = start(2).await;
+    let mut s = authenticated_raw_client(b.local_addr(), 5, 2).await;
+    let mut header = Vec::new();
+    header.extend_from_slice(&(17u32 << 20).to_be_bytes()); // 17 MiB > the 16 MiB default
+    header.extend_from_slice(&0u32.to_be_bytes());
+    s.write_all(&header).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection must close: {read:?}");
+    assert_eq!(b.stats().bad_frames, 1);
+    assert!(bi.try_recv().is_none());
+    b.shutdown().await;
+}

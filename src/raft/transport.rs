@@ -830,6 +830,14 @@ mod tests {
     }
 
     #[test]
+    fn handles_can_move_between_tasks() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<PeerTransport>();
+        send::<Inbox>();
+    }
+
+    #[test]
     fn jitter_stays_in_the_upper_half_of_the_step() {
         let mut rng = rt::rng_from_seed(3);
         let mut seen = BTreeSet::new();
