@@ -474,3 +474,23 @@ async fn a_frame_longer_than_the_limit_closes_the_connection() {
     assert!(bi.try_recv().is_none());
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_connection_from_a_peer_retires_its_silent_old_one() {
+    // A peer that vanished without closing (power loss) leaves a half-sent frame behind; when it
+    // comes back and dials again, the old connection's task is freed.
+    let (b, mut bi) = start(2).await;
+    let mut old = authenticated_raw_client(b.local_addr(), 7, 2).await;
+    let mut frame = Vec::new();
+    encode_frame(&msg(7, 2, 0), 1 << 20, &mut frame).unwrap();
+    old.write_all(&frame[..5]).await.unwrap();
+    eventually("old connection served", || b.live_tasks() == 2).await;
+    let mut new = authenticated_raw_client(b.local_addr(), 7, 2).await;
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), old.read(&mut byte)).await.unwrap();
+    assert!(matches!(closed, Ok(0) | Err(_)), "the old connection must be closed: {closed:?}");
+    eventually("only the new connection is served", || b.live_tasks() == 2).await;
+    new.write_all(&frame).await.unwrap();
+    assert_eq!(seq_of(&recv_n(&mut bi, 1).await[0]), 0);
+    b.shutdown().await;
+}
