@@ -21,6 +21,15 @@ pub struct Published {
     pub payload: Vec<u8>,
 }
 
+/// One event a consumer read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub topic: String,
+    pub offset: u64,
+    pub producer: u64,
+    pub sequence: u64,
+}
+
 /// The recorded history of a run. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
 pub struct History {
@@ -43,6 +52,8 @@ pub struct HistoryData {
     /// Producers that pipeline past a possible refusal, so their events may be stored out of
     /// sequence order by design; exempt from the order check.
     pub unordered_producers: std::collections::BTreeSet<u64>,
+    /// Every event consumers read, in the order read.
+    pub consumed: Vec<Consumed>,
 }
 
 impl History {
@@ -78,6 +89,11 @@ impl History {
     /// Records a legacy frame sent.
     pub fn legacy_sent(&self, topic: &str, payload: &[u8]) {
         self.with(|h| *h.legacy_sent.entry((topic.to_string(), payload.to_vec())).or_default() += 1);
+    }
+
+    /// Records an event a consumer read.
+    pub fn consumed(&self, topic: &str, offset: u64, producer: u64, sequence: u64) {
+        self.with(|h| h.consumed.push(Consumed { topic: topic.to_string(), offset, producer, sequence }));
     }
 
     /// Records a broken expectation.

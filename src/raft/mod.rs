@@ -72,6 +72,7 @@ pub mod message;
 pub mod progress;
 pub mod quorum;
 pub mod read_only;
+pub mod storage;
 pub mod testkit;
 pub mod transport;
 pub mod types;

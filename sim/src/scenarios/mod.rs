@@ -1,6 +1,7 @@
 //! Named simulation scenarios. Each derives its whole plan from the simulator's seeded RNG, so a
 //! seed replays the same run bit for bit.
 
+pub mod cluster;
 pub mod ingest;
 
 use std::sync::{Arc, Mutex};
@@ -46,10 +47,16 @@ pub struct ScenarioInfo {
 }
 
 /// Every scenario, for `esc-sim list` and argument checking.
-pub const SCENARIOS: &[ScenarioInfo] = &[ScenarioInfo {
-    name: "ingest",
-    about: "one server, 200+ TCP clients: producers, retriers, legacy, malformed, stalled, idle, vanishing, consumers",
-}];
+pub const SCENARIOS: &[ScenarioInfo] = &[
+    ScenarioInfo {
+        name: "ingest",
+        about: "one server, 200+ TCP clients: producers, retriers, legacy, malformed, stalled, idle, vanishing, consumers",
+    },
+    ScenarioInfo {
+        name: "cluster",
+        about: "3 or 5 Raft members under partitions, crashes with power failure, pauses and clock skew; retrying producers, long-poll consumers",
+    },
+];
 
 /// Looks a scenario up by name.
 pub fn find(name: &str) -> Option<ScenarioInfo> {

@@ -1,0 +1,539 @@
+//! Scenario `cluster`: a 3- or 5-node Raft cluster of real `ClusterNode` + `IngestServer` members
+//! on simulated TCP and `SimDisk`s, under a seeded fault plan — partitions (isolate one node,
+//! random halves, one-way links), crashes with `power_fail()` (unsynced writes lost, the last one
+//! possibly torn) and restarts, pauses, and clock drift and steps — while producers publish with
+//! idempotency keys through `ClusterClient` (redirects, failover, retries with the same keys) and
+//! consumers long-poll topics from any member.
+//!
+//! After the faults stop the cluster must elect a leader and commit a new write within a bound,
+//! and the replicas must converge. Checks: every acked event is in every replica's log exactly
+//! once at its acked offset, nothing unpublished is stored, per-producer order holds, offsets are
+//! dense, replicas are identical, and every event a consumer saw is in the final log at the
+//! offset it saw it (no rolled-back read).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventstreamcore::client::{ClientError, ClusterClient};
+use eventstreamcore::config::{ClusterConfig, IngestConfig, MemberConfig};
+use eventstreamcore::event::{Event, Priority};
+use eventstreamcore::ingest::IngestServer;
+use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventLogState, EventService};
+use eventstreamcore::raft::Role;
+use eventstreamcore::rt::{self, Disk, NodeClock, NodeRng, SimDisk};
+use eventstreamcore::wire::AckItem;
+use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+
+use super::{Options, RunReport};
+use crate::check;
+use crate::history::{AckRecord, History};
+
+const TOPICS: &[&str] = &["orders", "payment", "sensor/temperature"];
+const CLIENT_PORT: u16 = 7070;
+const RAFT_PORT: u16 = 7170;
+/// Faults happen within this window after the start; then the network heals.
+const FAULT_WINDOW: Duration = Duration::from_secs(12);
+/// After healing, a leader must commit a new write within this long.
+const LIVENESS_BOUND: Duration = Duration::from_secs(20);
+/// Producers stop retrying at this point (their last batch then stays unacked).
+const PRODUCER_DEADLINE: Duration = Duration::from_secs(40);
+
+/// One scheduled fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Cut one member off from everyone (both directions).
+    Isolate(usize),
+    /// Split members into two sides that cannot talk to each other.
+    Split(Vec<usize>),
+    /// Drop traffic from `.0` to `.1` only.
+    OneWay(usize, usize),
+    /// Undo every network fault.
+    Heal,
+    /// Kill a member, lose its unsynced writes (tearing the last one), restart it after a pause.
+    Crash { node: usize, down_ms: u64 },
+    /// Freeze a member (a long GC pause or VM stall), then resume it.
+    Pause { node: usize, ms: u64 },
+    /// Step a member's wall clock.
+    StepClock { node: usize, ms: i64 },
+}
+
+/// The plan of a run, drawn from the seed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub nodes: usize,
+    pub producers: usize,
+    pub batches: usize,
+    pub consumers: usize,
+    /// Per member clock drift in parts per million.
+    pub drift_ppm: Vec<i64>,
+    pub faults: Vec<(Duration, Fault)>,
+}
+
+impl Plan {
+    /// Draws a plan.
+    pub fn generate(rng: &mut NodeRng) -> Plan {
+        let nodes = if rng.random_bool(0.5) { 3 } else { 5 };
+        let drift_ppm = (0..nodes)
+            .map(|_| if rng.random_bool(0.5) { rng.random_range(-50_000..=50_000) } else { 0 })
+            .collect();
+        let mut faults = Vec::new();
+        let n_faults = rng.random_range(2..=8);
+        for _ in 0..n_faults {
+            let at = Duration::from_millis(rng.random_range(500..FAULT_WINDOW.as_millis() as u64));
+            let node = rng.random_range(0..nodes);
+            let fault = match rng.random_range(0..100) {
+                0..=19 => Fault::Isolate(node),
+                20..=34 => {
+                    let mut ids: Vec<usize> = (0..nodes).collect();
+                    ids.shuffle(rng);
+                    let cut = rng.random_range(1..nodes);
+                    let mut side = ids[..cut].to_vec();
+                    side.sort_unstable();
+                    Fault::Split(side)
+                }
+                35..=44 => {
+                    let other = (node + rng.random_range(1..nodes)) % nodes;
+                    Fault::OneWay(node, other)
+                }
+                45..=54 => Fault::Heal,
+                55..=79 => Fault::Crash { node, down_ms: rng.random_range(100..3_000) },
+                80..=89 => Fault::Pause { node, ms: rng.random_range(100..2_000) },
+                _ => Fault::StepClock { node, ms: rng.random_range(-5_000..=5_000) },
+            };
+            faults.push((at, fault));
+        }
+        faults.sort_by_key(|f| f.0);
+        Plan {
+            nodes,
+            producers: rng.random_range(4..=10),
+            batches: rng.random_range(5..=20),
+            consumers: rng.random_range(1..=3),
+            drift_ppm,
+            faults,
+        }
+    }
+
+    /// A readable description.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} nodes, {} producers × {} batches, {} consumers; drift ppm {:?}; faults:",
+            self.nodes, self.producers, self.batches, self.consumers, self.drift_ppm
+        );
+        for (at, f) in &self.faults {
+            let _ = write!(s, " {:.1}s {f:?};", at.as_secs_f64());
+        }
+        s.push_str(" heal at end of window");
+        s
+    }
+}
+
+fn member_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, (i + 1) as u8)
+}
+
+fn client_addr(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(member_ip(i)), CLIENT_PORT)
+}
+
+/// What the scenario keeps of a member across restarts.
+struct MemberSlot {
+    disk: Arc<SimDisk>,
+    node: Arc<Mutex<Option<ClusterNode>>>,
+    clock: Arc<Mutex<Option<NodeClock>>>,
+}
+
+fn cluster_config(plan_nodes: usize, i: usize) -> ClusterConfig {
+    let members = (0..plan_nodes)
+        .map(|j| MemberConfig {
+            id: j as u64 + 1,
+            raft_addr: SocketAddr::new(IpAddr::V4(member_ip(j)), RAFT_PORT).to_string(),
+            client_addr: client_addr(j).to_string(),
+        })
+        .collect();
+    ClusterConfig {
+        cluster_id: "sim".into(),
+        secret: "sim-secret".into(),
+        raft_listen: SocketAddr::new(IpAddr::V4(member_ip(i)), RAFT_PORT),
+        members,
+        tick_ms: 50,
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        snapshot_entries: 64,
+        commit_timeout_ms: 3_000,
+        segment_bytes: 16 * 1024,
+        ..ClusterConfig::default()
+    }
+}
+
+/// Starts (or restarts) member `i`: recovers from its disk, serves clients until killed.
+async fn member_main(
+    i: usize,
+    nodes: usize,
+    drift: i64,
+    disk: Arc<SimDisk>,
+    slot: Arc<Mutex<Option<ClusterNode>>>,
+    clock_slot: Arc<Mutex<Option<NodeClock>>>,
+) {
+    let clock = NodeClock::new();
+    if drift != 0 {
+        clock.set_drift_ppm(drift);
+    }
+    *clock_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock.clone());
+    let opts = ClusterOptions {
+        node_id: i as u64 + 1,
+        cluster: cluster_config(nodes, i),
+        dedup: DedupConfig::default(),
+        client_addr: client_addr(i).to_string(),
+        repair: false,
+    };
+    let d: Arc<dyn Disk> = disk;
+    let (node, task) = match ClusterNode::start(opts, d, clock.clone(), rt::node_rng()).await {
+        Ok(x) => x,
+        Err(e) => panic!("member {} cannot start: {e}", i + 1),
+    };
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.clone());
+    let ingest = IngestConfig {
+        listen: client_addr(i),
+        idle_timeout_ms: 60_000,
+        read_timeout_ms: 10_000,
+        write_timeout_ms: 10_000,
+        ..IngestConfig::default()
+    };
+    let server = IngestServer::bind(ingest, node.clone(), clock, format!("sim-{}", i + 1))
+        .await
+        .expect("a member binds its client address");
+    server.run().await;
+    task.wait().await;
+}
+
+/// Runs the scenario inside the current simulator runtime.
+pub async fn run(opts: Options) -> RunReport {
+    let handle = madsim::runtime::Handle::current();
+    let net = madsim::net::NetSim::current();
+    let mut rng = rt::node_rng();
+    let plan = Plan::generate(&mut rng);
+    let description = plan.describe();
+    *opts.plan_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(description.clone());
+    let history = History::new();
+
+    // --- members ---------------------------------------------------------------------------------
+    let mut slots = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..plan.nodes {
+        let slot = MemberSlot {
+            disk: Arc::new(SimDisk::new()),
+            node: Arc::new(Mutex::new(None)),
+            clock: Arc::new(Mutex::new(None)),
+        };
+        let (disk, node_slot, clock_slot) = (slot.disk.clone(), slot.node.clone(), slot.clock.clone());
+        let (nodes, drift) = (plan.nodes, plan.drift_ppm[i]);
+        let h = handle
+            .create_node()
+            .name(format!("member-{}", i + 1))
+            .ip(IpAddr::V4(member_ip(i)))
+            .init(move || member_main(i, nodes, drift, disk.clone(), node_slot.clone(), clock_slot.clone()))
+            .build();
+        ids.push(h.id());
+        slots.push(slot);
+    }
+    let addrs: Vec<SocketAddr> = (0..plan.nodes).map(client_addr).collect();
+
+    // --- clients ---------------------------------------------------------------------------------
+    let t0 = rt::time::now();
+    let mut producers = Vec::new();
+    for p in 0..plan.producers {
+        let node = handle
+            .create_node()
+            .name(format!("producer-{p}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 1, 0, p as u8 + 1)))
+            .build();
+        let (history, mut addrs, batches) = (history.clone(), addrs.clone(), plan.batches);
+        let mut prng = rt::rng::split(&mut rng);
+        addrs.shuffle(&mut prng);
+        producers
+            .push(node.spawn(async move { producer(p as u64 + 1, addrs, batches, history, prng, t0).await }));
+    }
+    let mut consumers = Vec::new();
+    for c in 0..plan.consumers {
+        let node = handle
+            .create_node()
+            .name(format!("consumer-{c}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 2, 0, c as u8 + 1)))
+            .build();
+        let (history, mut addrs) = (history.clone(), addrs.clone());
+        let mut crng = rt::rng::split(&mut rng);
+        addrs.shuffle(&mut crng);
+        consumers.push(node.spawn(async move { consumer(c, addrs, history, crng, t0).await }));
+    }
+
+    // --- faults ----------------------------------------------------------------------------------
+    let mut tear_rng = rt::rng::split(&mut rng);
+    for (at, fault) in &plan.faults {
+        rt::time::sleep_until(t0 + *at).await;
+        match fault {
+            Fault::Isolate(i) => net.clog_node(ids[*i]),
+            Fault::Split(side) => {
+                for a in 0..plan.nodes {
+                    for b in 0..plan.nodes {
+                        if side.contains(&a) != side.contains(&b) {
+                            net.clog_link(ids[a], ids[b]);
+                        }
+                    }
+                }
+            }
+            Fault::OneWay(a, b) => net.clog_link(ids[*a], ids[*b]),
+            Fault::Heal => heal(&net, &ids),
+            Fault::Crash { node, down_ms } => {
+                handle.kill(ids[*node]);
+                *slots[*node].node.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                slots[*node].disk.power_fail(Some(&mut tear_rng));
+                history.count("crashes");
+                let (h, id) = (handle.clone(), ids[*node]);
+                let down = Duration::from_millis(*down_ms);
+                madsim::task::spawn(async move {
+                    rt::time::sleep(down).await;
+                    h.restart(id);
+                });
+            }
+            Fault::Pause { node, ms } => {
+                handle.pause(ids[*node]);
+                let (h, id, ms) = (handle.clone(), ids[*node], *ms);
+                madsim::task::spawn(async move {
+                    rt::time::sleep(Duration::from_millis(ms)).await;
+                    h.resume(id);
+                });
+            }
+            Fault::StepClock { node, ms } => {
+                if let Some(c) = slots[*node].clock.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    c.step_wall(i128::from(*ms) * 1_000_000);
+                }
+            }
+        }
+    }
+    rt::time::sleep_until(t0 + FAULT_WINDOW).await;
+    heal(&net, &ids);
+    // Crashed members come back within 3 s, paused ones within 2 s.
+    rt::time::sleep(Duration::from_secs(3)).await;
+    for id in &ids {
+        handle.resume(*id);
+    }
+
+    // --- liveness: a leader commits a new write within the bound --------------------------------
+    let healed = rt::time::now();
+    let live_node = handle.create_node().name("liveness").ip(IpAddr::V4(Ipv4Addr::new(10, 3, 0, 1))).build();
+    let (lh, laddrs) = (history.clone(), addrs.clone());
+    let live = live_node
+        .spawn(async move {
+            let mut c = ClusterClient::new(laddrs, "liveness", "");
+            c.timeout = Duration::from_secs(2);
+            c.backoff = Duration::from_millis(100);
+            c.max_attempts = 1_000;
+            let mut e = Event::new("liveness", Priority::High, "ping");
+            e.producer_id = 999_999;
+            e.sequence = 1;
+            lh.published(999_999, 1, "liveness", b"ping");
+            rt::time::timeout(LIVENESS_BOUND, c.publish(vec![e.clone()]))
+                .await
+                .map(|r| r.map(|items| (items, e)))
+        })
+        .await;
+    match live {
+        Ok(Ok(Ok((items, e)))) => record_acks(&history, "liveness", &[e], &items),
+        Ok(Ok(Err(e))) => history.violation(format!("liveness: the healed cluster refused a write: {e}")),
+        Ok(Err(_)) => {
+            history.violation(format!("liveness: no write committed within {LIVENESS_BOUND:?} of healing"))
+        }
+        Err(_) => history.violation("liveness client task failed"),
+    }
+    let liveness_ms = (rt::time::now() - healed).as_millis();
+
+    for p in producers {
+        if p.await.is_err() {
+            history.violation("producer task failed");
+        }
+    }
+    for c in consumers {
+        if c.await.is_err() {
+            history.violation("consumer task failed");
+        }
+    }
+
+    // --- convergence -----------------------------------------------------------------------------
+    let mut states: Vec<(u64, EventLogState)> = Vec::new();
+    let mut converged = false;
+    for _ in 0..200 {
+        let nodes: Vec<Option<ClusterNode>> =
+            slots.iter().map(|s| s.node.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
+        if nodes.iter().all(Option::is_some) {
+            let nodes: Vec<ClusterNode> = nodes.into_iter().flatten().collect();
+            let st: Vec<_> = nodes.iter().map(|n| n.status()).collect();
+            let leader_commit = st.iter().filter(|s| s.role == Role::Leader).map(|s| s.commit).max();
+            if let Some(lc) = leader_commit
+                && st.iter().all(|s| s.applied == lc)
+            {
+                states = nodes.iter().map(|n| (n.node_id(), n.state().clone())).collect();
+                converged = true;
+                break;
+            }
+        }
+        rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let data = history.snapshot();
+    let failure = if !converged {
+        let st: Vec<String> = slots
+            .iter()
+            .map(|s| match s.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                Some(n) => format!("{:?}", n.status()),
+                None => "down".into(),
+            })
+            .collect();
+        Some(check::CheckFailure {
+            checker: "replicas_converge",
+            detail: format!("no convergence 20 s after healing: {st:?}"),
+        })
+    } else {
+        check::check_cluster_run(&data, &states).err()
+    };
+    let mut d = eventstreamcore::node::state::Fnv64::default();
+    for (id, s) in &states {
+        d.write_u64(*id);
+        d.write_u64(s.digest());
+    }
+    d.write_u64(data.acks.len() as u64);
+    for (k, v) in &data.counters {
+        d.write(k.as_bytes());
+        d.write_u64(*v);
+    }
+    let stored = states.first().map_or(0, |s| s.1.events_stored());
+    let summary = format!(
+        "{description}\nresult: {stored} events stored, {} acks ({} duplicate), {} consumed, liveness {liveness_ms} ms after healing; counters {:?}",
+        data.acks.len(),
+        data.acks.iter().filter(|a| a.duplicate).count(),
+        data.consumed.len(),
+        data.counters,
+    );
+    for id in &ids {
+        handle.kill(*id);
+    }
+    RunReport { digest: d.finish(), summary, failure }
+}
+
+fn heal(net: &madsim::net::NetSim, ids: &[madsim::task::NodeId]) {
+    for &a in ids {
+        net.unclog_node(a);
+        for &b in ids {
+            if a != b {
+                net.unclog_link(a, b);
+            }
+        }
+    }
+}
+
+fn record_acks(history: &History, client: &str, events: &[Event], items: &[AckItem]) {
+    if items.len() != events.len() {
+        history.violation(format!("{client}: {} acks for {} events", items.len(), events.len()));
+        return;
+    }
+    for (e, item) in events.iter().zip(items) {
+        match item {
+            AckItem::Stored { topic, offset, duplicate } => history.acked(AckRecord {
+                client: client.to_string(),
+                producer: e.producer_id,
+                sequence: e.sequence,
+                topic: topic.clone(),
+                offset: *offset,
+                duplicate: *duplicate,
+            }),
+            AckItem::Rejected(err) => history.violation(format!("{client}: valid event rejected: {err}")),
+        }
+    }
+}
+
+/// Publishes `batches` frames of 1–4 keyed events, one at a time, each retried with the same keys
+/// until acked (so per-producer order must hold in the log).
+async fn producer(
+    id: u64,
+    addrs: Vec<SocketAddr>,
+    batches: usize,
+    history: History,
+    mut rng: NodeRng,
+    t0: rt::time::Instant,
+) {
+    let name = format!("producer-{id}");
+    let mut client = ClusterClient::new(addrs, name.clone(), "");
+    client.timeout = Duration::from_secs(2);
+    client.backoff = Duration::from_millis(rng.random_range(50..200));
+    client.max_attempts = 20;
+    rt::time::sleep(Duration::from_millis(rng.random_range(0..2_000))).await;
+    let mut seq = 1;
+    'batches: for _ in 0..batches {
+        let n = rng.random_range(1..=4);
+        let topic = *TOPICS.choose(&mut rng).expect("non-empty");
+        let events: Vec<Event> = (seq..seq + n)
+            .map(|s| {
+                let mut e = Event::new(topic, Priority::Medium, format!("{id}:{s}").into_bytes());
+                e.producer_id = id;
+                e.sequence = s;
+                history.published(id, s, topic, &e.payload);
+                e
+            })
+            .collect();
+        seq += n;
+        loop {
+            match client.publish(events.clone()).await {
+                Ok(items) => {
+                    record_acks(&history, &name, &events, &items);
+                    break;
+                }
+                Err(ClientError::Server(e)) if !e.code.is_retryable() => {
+                    history.violation(format!("{name}: publish refused: {e}"));
+                    break 'batches;
+                }
+                Err(_) if rt::time::now() >= t0 + PRODUCER_DEADLINE => {
+                    history.count("producer_gave_up");
+                    break 'batches;
+                }
+                Err(_) => history.count("publish_retry_rounds"),
+            }
+        }
+        rt::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+    }
+}
+
+/// Follows one topic with long polls from whichever member answers, checking that offsets come
+/// contiguously and in order; records what it saw for the rolled-back-read check.
+async fn consumer(
+    c: usize,
+    addrs: Vec<SocketAddr>,
+    history: History,
+    mut rng: NodeRng,
+    t0: rt::time::Instant,
+) {
+    let topic = *TOPICS.choose(&mut rng).expect("non-empty");
+    let linearizable = rng.random_bool(0.5);
+    let mut client = ClusterClient::new(addrs, format!("consumer-{c}"), "");
+    client.timeout = Duration::from_secs(3);
+    client.max_attempts = 5;
+    let mut offset = 0;
+    while rt::time::now() < t0 + Duration::from_secs(30) {
+        match client.read(topic, offset, 50, linearizable, 1_000).await {
+            Ok(page) => {
+                for s in &page.events {
+                    if s.offset != offset {
+                        history.violation(format!(
+                            "consumer-{c}: {topic} expected offset {offset}, got {}",
+                            s.offset
+                        ));
+                        return;
+                    }
+                    history.consumed(topic, s.offset, s.event.producer_id, s.event.sequence);
+                    offset += 1;
+                }
+            }
+            Err(_) => history.count("consumer_retry_rounds"),
+        }
+    }
+}
