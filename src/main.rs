@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use eventstreamcore::client::Client;
 use eventstreamcore::client::ClusterClient;
+use eventstreamcore::client::{Client, ClientError};
 use eventstreamcore::config::Config;
 use eventstreamcore::config::MemberConfig;
 use eventstreamcore::event::{Event, Priority};
@@ -320,14 +320,22 @@ async fn serve(
         }
     };
     let addr = server.local_addr();
-    // The lines scripts wait for.
-    println!("esc node {} raft on {}", config.node.id, config.cluster.raft_listen);
-    println!("esc listening on {addr}");
+    // The lines scripts wait for, in one write (a reader that stops after the first line must
+    // not make a later print fail).
+    let mut banner = format!("esc listening on {addr}\n");
+    banner +=
+        &format!("esc node {} raft on {} data in {}\n", config.node.id, node.raft_addr(), data_dir.display());
     if let Some(udp) = server.udp_addr() {
-        println!("esc udp legacy ingest on {udp}");
+        banner += &format!("esc udp legacy ingest on {udp}\n");
     }
     if let Some(m) = server.metrics_addr() {
-        println!("esc metrics on http://{m}/metrics");
+        banner += &format!("esc metrics on http://{m}/metrics\n");
+    }
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes());
+        let _ = out.flush();
     }
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
@@ -372,6 +380,7 @@ async fn connect(addr: SocketAddr, token: &str) -> Result<Client, String> {
 async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
     let producer = o.producer.unwrap_or_else(|| rt::node_rng().random_range(1..u64::MAX));
     let mut client = ClusterClient::new(o.addr.clone(), "esc-cli", o.token.clone());
+    client.max_attempts = 20;
     let (mut stored, mut dup, mut rejected) = (0u64, 0u64, 0u64);
     let mut seq = o.first_seq;
     let last = o.first_seq + o.count;
@@ -386,7 +395,10 @@ async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
             })
             .collect();
         // Retries (redirects, failover, overload) reuse the same keys: never a second copy.
-        let items = client.publish(events).await.map_err(|e| format!("publish: {e}"))?;
+        let items = client.publish(events).await.map_err(|e| match e {
+            ClientError::Io(e) => format!("cannot connect to any of {:?}: {e}", o.addr),
+            e => format!("publish: {e}"),
+        })?;
         for (i, item) in items.iter().enumerate() {
             let s = seq + i as u64;
             match item {

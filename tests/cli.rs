@@ -22,7 +22,9 @@ impl Drop for Server {
 
 fn serve(extra: &[&str]) -> Server {
     let mut child = Command::new(ESC)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--set", "cluster.raft_listen=127.0.0.1:0"])
+        .arg("--set")
+        .arg(format!("cluster.data_dir={}", temp_dir("serve").display()))
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -36,6 +38,15 @@ fn serve(extra: &[&str]) -> Server {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
     Server { child, addr }
+}
+
+/// A fresh directory under the system temp dir, unique to this process and call.
+fn temp_dir(what: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("esc-test-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
 }
 
 fn esc(args: &[&str]) -> (bool, String, String) {
@@ -85,8 +96,16 @@ fn serve_publish_fetch_and_stop_with_sigterm() {
         "legacy!",
     ]);
     assert!(ok, "{out}");
-    let (ok, out, _) = esc(&["fetch", "--addr", &a, "--topic", "sensor/t"]);
-    assert!(ok);
+    // Legacy frames have no ack: wait until the event is committed and readable.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let (ok, out, _) = esc(&["fetch", "--addr", &a, "--topic", "sensor/t"]);
+        assert!(ok);
+        if out.contains("offset=3") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         out.contains("offset=3") && out.contains("priority=CRITICAL") && out.contains("payload=legacy!"),
         "{out}"
@@ -148,14 +167,23 @@ fn publish_to_a_server_that_is_not_there_fails_cleanly() {
 fn metrics_are_served_over_http_for_prometheus() {
     let mut child = Command::new(ESC)
         .args(["serve", "--listen", "127.0.0.1:0", "--set", "ingest.metrics_listen=\"127.0.0.1:0\""])
+        .args(["--set", "cluster.raft_listen=127.0.0.1:0", "--set"])
+        .arg(format!("cluster.data_dir={}", temp_dir("metrics").display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = lines.next().unwrap().unwrap().trim_start_matches("esc listening on ").to_string();
-    let murl = lines.next().unwrap().unwrap();
-    let maddr = murl.trim_start_matches("esc metrics on http://").trim_end_matches("/metrics").to_string();
+    let lines: Vec<String> =
+        BufReader::new(child.stdout.take().unwrap()).lines().take(3).map(|l| l.unwrap()).collect();
+    let find = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix}: {lines:?}"))
+            .to_string()
+    };
+    let addr = find("esc listening on ");
+    let maddr = find("esc metrics on http://").trim_end_matches("/metrics").to_string();
     let (ok, _, _) = esc(&["publish", "--addr", &addr, "--topic", "m", "--count", "2", "x"]);
     assert!(ok);
     use std::io::{Read, Write};

@@ -114,6 +114,7 @@ enum Cmd {
 
 struct Shared {
     id: NodeId,
+    raft_addr: SocketAddr,
     cmds: mpsc::UnboundedSender<Cmd>,
     state: Mutex<EventLogState>,
     status: Mutex<ClusterStatus>,
@@ -225,6 +226,7 @@ impl ClusterNode {
         };
         let shared = Arc::new(Shared {
             id,
+            raft_addr: transport.local_addr(),
             cmds: tx,
             state: Mutex::new(state),
             status: Mutex::new(status),
@@ -264,6 +266,11 @@ impl ClusterNode {
     /// Stops the driver (pending requests are answered "shutting down").
     pub fn shutdown(&self) {
         self.shared.stop.set();
+    }
+
+    /// Where this member listens for its peers.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.shared.raft_addr
     }
 
     /// The member's current status.
