@@ -72,6 +72,7 @@ pub mod message;
 pub mod progress;
 pub mod quorum;
 pub mod read_only;
+pub mod storage;
 pub mod testkit;
 pub mod types;
 
@@ -84,6 +85,7 @@ pub use core::{Raft, Ready, Status};
 pub use error::{InitError, ProposeError, RaftError, SnapshotError};
 pub use message::{Body, Message, RejectHint};
 pub use progress::{Progress, ProgressState};
+pub use storage::{RaftStorage, Recovered, StorageError, StorageOptions, StorageStats};
 pub use types::{
     ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, NodeId, ReadState,
     RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
