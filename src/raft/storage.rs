@@ -40,9 +40,10 @@
 //!
 //! Segments are read in order; entries must follow the snapshot without gaps. Segments wholly
 //! covered by the snapshot are removed. In the last segment a torn tail is truncated and noted in
-//! [`Recovered::repaired`]: a partial record running past the end, a zero-filled region (an
-//! unsynced write that never landed), or a checksum-bad record with nothing valid after it or
-//! with a zero-filled 512-byte sector (a partially landed write). Any other bad record — a
+//! [`Recovered::repaired`]: a zero-filled record header (an unsynced write that never landed,
+//! whatever follows it), a partial record running past the end or a checksum-bad record with no
+//! valid record after it, or a checksum-bad record spanning a zero-filled 512-byte sector (a
+//! partially landed write). Any other bad record — a
 //! checksum failure followed by valid records, a bad record in an earlier segment, an entry out of
 //! sequence, a missing segment — is [`StorageError::Corrupt`] unless [`StorageOptions::repair`]
 //! is set, which truncates the log there (dropping the later segments) and notes it. A corrupt
@@ -65,6 +66,8 @@ const HARD_STATE_MAGIC: &[u8; 4] = b"ESH1";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"ESS1";
 const HARD_STATE_LEN: usize = 33;
 const RECORD_HEADER: usize = 8;
+/// Largest entry payload a record takes (its encoded length must fit the record's `u32`).
+const MAX_ENTRY_DATA: usize = u32::MAX as usize - 64;
 /// A checksum-bad record containing an all-zero sector of this size is a write that partly landed.
 const SECTOR: usize = 512;
 
@@ -152,7 +155,7 @@ pub enum StorageError {
         snapshot: Index,
     },
     /// An entry too large for a record's 32-bit length.
-    #[error("entry {index} is {bytes} bytes encoded; a record holds at most 4 GiB")]
+    #[error("entry {index} carries {bytes} bytes; a record holds less than 4 GiB")]
     EntryTooLarge {
         /// The entry's index.
         index: Index,
@@ -237,7 +240,8 @@ impl fmt::Debug for RaftStorage {
 impl RaftStorage {
     /// Opens the storage on `disk`, recovering (and repairing a torn tail of) what is there.
     pub fn open(disk: Arc<dyn Disk>, opts: StorageOptions) -> Result<(RaftStorage, Recovered), StorageError> {
-        let mut rec = Recovery { disk: disk.as_ref(), opts: &opts, notes: Vec::new(), stats: StorageStats::default() };
+        let mut rec =
+            Recovery { disk: disk.as_ref(), opts: &opts, notes: Vec::new(), stats: StorageStats::default() };
         rec.remove_temporaries()?;
         rec.finish_interrupted_install()?;
         let written_hard_state = rec.read_hard_state()?;
@@ -306,15 +310,14 @@ impl RaftStorage {
         if head.index < first || head.index > next {
             return Err(StorageError::AppendOutOfRange { index: head.index, first, next });
         }
-        let mut records = Vec::with_capacity(entries.len());
-        for e in entries {
-            records.push(encode_record(e)?);
+        if let Some(e) = entries.iter().find(|e| e.data.len() > MAX_ENTRY_DATA) {
+            return Err(StorageError::EntryTooLarge { index: e.index, bytes: e.data.len() });
         }
         self.mutate(|s| {
             if head.index <= s.last_index {
                 s.truncate_from(head.index)?;
             }
-            s.write_records(entries, &records)
+            s.write_records(entries)
         })
     }
 
@@ -554,7 +557,7 @@ impl RaftStorage {
         Ok(())
     }
 
-    fn write_records(&mut self, entries: &[Entry], records: &[Vec<u8>]) -> Result<(), StorageError> {
+    fn write_records(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         let mut pos = 0;
         let mut buf = Vec::new();
         while pos < entries.len() {
@@ -573,7 +576,7 @@ impl RaftStorage {
             let seg_bytes = self.segments.last().map_or(0, |s| s.bytes);
             buf.clear();
             loop {
-                buf.extend_from_slice(&records[pos]);
+                encode_record(&entries[pos], &mut buf);
                 pos += 1;
                 if pos == entries.len() || seg_bytes + buf.len() as u64 >= self.opts.segment_bytes {
                     break;
@@ -617,16 +620,16 @@ fn record_crc(len: [u8; 4], payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&len), payload)
 }
 
-fn encode_record(e: &Entry) -> Result<Vec<u8>, StorageError> {
-    let mut buf = vec![0u8; RECORD_HEADER];
-    e.encode(&mut buf);
-    let n = buf.len() - RECORD_HEADER;
-    let len = u32::try_from(n).map_err(|_| StorageError::EntryTooLarge { index: e.index, bytes: n })?;
+/// Appends one record for `e` to `buf` (its data is at most [`MAX_ENTRY_DATA`] bytes).
+fn encode_record(e: &Entry, buf: &mut Vec<u8>) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; RECORD_HEADER]);
+    e.encode(buf);
+    let len = u32::try_from(buf.len() - start - RECORD_HEADER).expect("entry size checked by append");
     let len = len.to_le_bytes();
-    let crc = record_crc(len, &buf[RECORD_HEADER..]);
-    buf[..4].copy_from_slice(&len);
-    buf[4..8].copy_from_slice(&crc.to_le_bytes());
-    Ok(buf)
+    let crc = record_crc(len, &buf[start + RECORD_HEADER..]);
+    buf[start..start + 4].copy_from_slice(&len);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn encode_hard_state(hs: &HardState) -> Vec<u8> {
@@ -660,7 +663,11 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 
 fn decode_hard_state(file: &str, b: &[u8]) -> Result<HardState, StorageError> {
     if b.len() != HARD_STATE_LEN {
-        return Err(corrupt(file, b.len().min(HARD_STATE_LEN), format!("{} bytes, expected {HARD_STATE_LEN}", b.len())));
+        return Err(corrupt(
+            file,
+            b.len().min(HARD_STATE_LEN),
+            format!("{} bytes, expected {HARD_STATE_LEN}", b.len()),
+        ));
     }
     if &b[..4] != HARD_STATE_MAGIC {
         return Err(corrupt(file, 0, "bad magic"));
@@ -813,8 +820,44 @@ fn read_record(data: &[u8], off: usize) -> Result<(Entry, usize), BadRecord> {
 /// True if a record with a good checksum holding an entry at or after `index` starts anywhere
 /// after `from`: the bad bytes before it are not a torn tail.
 fn valid_record_after(data: &[u8], from: usize, index: Index) -> bool {
-    (from..data.len().saturating_sub(RECORD_HEADER))
-        .any(|p| matches!(read_record(data, p), Ok((e, _)) if e.index >= index))
+    // Every entry takes more than 8 bytes, so a real later record has an index in this window.
+    let max_index = index.saturating_add((data.len() / RECORD_HEADER) as u64);
+    (from..data.len().saturating_sub(RECORD_HEADER)).any(|p| {
+        plausible_record(&data[p..], index, max_index)
+            && matches!(read_record(data, p), Ok((e, _)) if e.index >= index)
+    })
+}
+
+/// A cheap check (no checksum, no copy) that `rest` starts with a record whose entry has an
+/// index in `min..=max` and whose encoding fills the record exactly, so the scan for a valid
+/// record over garbage costs O(n), not O(n²) checksummed bytes.
+fn plausible_record(rest: &[u8], min: Index, max: Index) -> bool {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f).checked_shl(7 * i)?;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    if rest.len() < RECORD_HEADER {
+        return false;
+    }
+    let len = u32_at(rest, 0) as usize;
+    let Some(payload) = rest.get(RECORD_HEADER..RECORD_HEADER.saturating_add(len)) else { return false };
+    let mut at = 0;
+    let (Some(_term), Some(index)) = (varint(payload, &mut at), varint(payload, &mut at)) else {
+        return false;
+    };
+    if index < min || index > max || payload.get(at).is_none_or(|&k| k > 2) {
+        return false;
+    }
+    at += 1;
+    varint(payload, &mut at).is_some_and(|n| usize::try_from(n).ok() == payload.len().checked_sub(at))
 }
 
 /// True if the bad record at `off` spans an all-zero, sector-aligned 512-byte block: part of an
@@ -876,7 +919,8 @@ impl Recovery<'_> {
 
     /// Leftovers of interrupted `write_atomic`s: never renamed, so never in effect.
     fn remove_temporaries(&mut self) -> Result<(), StorageError> {
-        let tmps: Vec<String> = self.disk.list("")?.into_iter().filter(|n| n.ends_with(".tmp")).collect();
+        let ours = [HARD_STATE_FILE, SNAPSHOT_FILE, INSTALL_FILE].map(|f| format!("{f}.tmp"));
+        let tmps: Vec<String> = self.disk.list("")?.into_iter().filter(|n| ours.contains(n)).collect();
         for name in &tmps {
             self.disk.remove(name)?;
         }
@@ -958,7 +1002,8 @@ impl Recovery<'_> {
                 None => first > snap + 1,
             };
             if gap {
-                let reason = format!("segment starts at index {first} but the log before it ends at {prev_last}");
+                let reason =
+                    format!("segment starts at index {first} but the log before it ends at {prev_last}");
                 self.refuse_or_note(name, 0, &reason)?;
                 cut = Some((k, None, format!("{name}: {reason}")));
                 break;
@@ -1095,7 +1140,9 @@ mod tests {
         es.iter()
             .map(|e| {
                 let at = off;
-                off += encode_record(e).unwrap().len();
+                let mut buf = Vec::new();
+                encode_record(e, &mut buf);
+                off += buf.len();
                 at
             })
             .collect()
@@ -1171,13 +1218,18 @@ mod tests {
     #[test]
     fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
         let base_entries = ents(1..=5, 1);
-        let base: Vec<u8> = base_entries.iter().flat_map(|e| encode_record(e).unwrap()).collect();
-        let last = encode_record(&ent(6, 1)).unwrap();
+        let record = |e: &Entry| {
+            let mut buf = Vec::new();
+            encode_record(e, &mut buf);
+            buf
+        };
+        let base: Vec<u8> = base_entries.iter().flat_map(record).collect();
+        let last = record(&ent(6, 1));
         let name = segment_name(1);
         let mut tails: Vec<(String, Vec<u8>)> =
             (1..last.len()).map(|k| (format!("prefix {k}"), last[..k].to_vec())).collect();
         tails.push(("zero tail".into(), vec![0; 37]));
-        tails.push(("hole then a landed record".into(), [vec![0; last.len()], encode_record(&ent(7, 1)).unwrap()].concat()));
+        tails.push(("hole then a landed record".into(), [vec![0; last.len()], record(&ent(7, 1))].concat()));
         let mut bad_crc = last.clone();
         *bad_crc.last_mut().unwrap() ^= 1;
         tails.push(("checksum-bad last record".into(), bad_crc));
@@ -1189,7 +1241,11 @@ mod tests {
             let (mut st, rec) = open(&d, small(1 << 20));
             assert_eq!(rec.entries, base_entries, "{what}");
             assert_eq!(rec.repaired.len(), 1, "{what}: {:?}", rec.repaired);
-            assert!(rec.repaired[0].contains(&name) && rec.repaired[0].contains("torn"), "{what}: {:?}", rec.repaired);
+            assert!(
+                rec.repaired[0].contains(&name) && rec.repaired[0].contains("torn"),
+                "{what}: {:?}",
+                rec.repaired
+            );
             assert_eq!(d.size(&name).unwrap(), Some(base.len() as u64), "{what}: truncated at the tear");
             // The log continues cleanly after the repair, and the repair was durable.
             st.append(&ents(6..=7, 2)).unwrap();
@@ -1293,7 +1349,10 @@ mod tests {
             let now = segments(&d);
             assert!(now.len() <= 4, "{at}: later segments removed: {now:?}");
             for s in &segs[3..] {
-                assert!(!now.contains(s) || parse_segment_name(s).unwrap() <= from + 4, "{at}: {s} should be gone");
+                assert!(
+                    !now.contains(s) || parse_segment_name(s).unwrap() <= from + 4,
+                    "{at}: {s} should be gone"
+                );
             }
             // The truncation is durable even before the new entries are synced.
             drop(st);
@@ -1375,7 +1434,10 @@ mod tests {
         st.install_snapshot(&snap(50, 3)).unwrap();
         assert!(segments(&d).is_empty());
         assert_eq!((st.first_index(), st.last_index()), (51, 50));
-        assert!(matches!(st.append(&ents(53..=54, 3)), Err(StorageError::AppendOutOfRange { index: 53, .. })));
+        assert!(matches!(
+            st.append(&ents(53..=54, 3)),
+            Err(StorageError::AppendOutOfRange { index: 53, .. })
+        ));
         st.append(&ents(51..=55, 3)).unwrap();
         st.sync().unwrap();
         drop(st);
@@ -1474,17 +1536,26 @@ mod tests {
         type Fault = (DiskFault, fn(&mut RaftStorage) -> Result<(), StorageError>);
         let cases: Vec<(&str, Fault)> = vec![
             ("append fails", (DiskFault::FailWrites(1), |st| st.append(&ents(11..=12, 1)))),
-            ("fsync fails", (DiskFault::FailSyncs(1), |st| {
-                st.append(&ents(11..=12, 1))?;
-                st.sync()
-            })),
+            (
+                "fsync fails",
+                (DiskFault::FailSyncs(1), |st| {
+                    st.append(&ents(11..=12, 1))?;
+                    st.sync()
+                }),
+            ),
             ("disk full", (DiskFault::Capacity(0), |st| st.append(&ents(11..=12, 1)))),
-            ("hard state write fails", (DiskFault::FailWrites(1), |st| {
-                st.set_hard_state(HardState { term: 5, vote: None, commit: 0 })
-            })),
-            ("hard state fsync fails", (DiskFault::FailSyncs(1), |st| {
-                st.set_hard_state(HardState { term: 5, vote: None, commit: 0 })
-            })),
+            (
+                "hard state write fails",
+                (DiskFault::FailWrites(1), |st| {
+                    st.set_hard_state(HardState { term: 5, vote: None, commit: 0 })
+                }),
+            ),
+            (
+                "hard state fsync fails",
+                (DiskFault::FailSyncs(1), |st| {
+                    st.set_hard_state(HardState { term: 5, vote: None, commit: 0 })
+                }),
+            ),
             ("snapshot fails", (DiskFault::FailSyncs(1), |st| st.save_snapshot(&snap(8, 1)))),
             ("install fails", (DiskFault::FailWrites(1), |st| st.install_snapshot(&snap(20, 2)))),
         ];
@@ -1525,7 +1596,10 @@ mod tests {
         let d = SimDisk::new();
         let (mut st, _) = open(&d, small(1 << 20));
         st.append(&[]).unwrap();
-        assert!(matches!(st.append(&ents(2..=3, 1)), Err(StorageError::AppendOutOfRange { index: 2, first: 1, next: 1 })));
+        assert!(matches!(
+            st.append(&ents(2..=3, 1)),
+            Err(StorageError::AppendOutOfRange { index: 2, first: 1, next: 1 })
+        ));
         let gap = vec![ent(1, 1), ent(3, 1)];
         assert!(matches!(st.append(&gap), Err(StorageError::NotContiguous { prev: 1, got: 3 })));
         assert!(!st.is_poisoned());
@@ -1605,8 +1679,14 @@ mod tests {
         fn recovered(&mut self, rec: Recovered, crashed: bool) -> Result<(), TestCaseError> {
             prop_assert_eq!(&rec.snapshot, &self.snap);
             let n = rec.entries.len();
-            prop_assert!(n <= self.current.len() && rec.entries[..] == self.current[..n], "not a prefix of the log");
-            prop_assert!(n >= self.durable.len() && rec.entries[..self.durable.len()] == self.durable[..], "lost durable entries");
+            prop_assert!(
+                n <= self.current.len() && rec.entries[..] == self.current[..n],
+                "not a prefix of the log"
+            );
+            prop_assert!(
+                n >= self.durable.len() && rec.entries[..self.durable.len()] == self.durable[..],
+                "lost durable entries"
+            );
             if !crashed {
                 prop_assert_eq!(n, self.current.len(), "a restart without power failure loses nothing");
             }
@@ -1635,7 +1715,12 @@ mod tests {
                         .map(|k| {
                             m.counter += 1;
                             let data = format!("{} {}", m.counter, "y".repeat((m.counter % 50) as usize));
-                            Entry { term: m.hs.term, index: start + k, kind: EntryKind::Normal, data: data.into() }
+                            Entry {
+                                term: m.hs.term,
+                                index: start + k,
+                                kind: EntryKind::Normal,
+                                data: data.into(),
+                            }
                         })
                         .collect();
                     st.append(&es).unwrap();
@@ -1686,7 +1771,8 @@ mod tests {
                     if s == 0 {
                         continue;
                     }
-                    let snapshot = Snapshot { data: Bytes::from(format!("leader {s}")), ..snap(s, m.hs.term) };
+                    let snapshot =
+                        Snapshot { data: Bytes::from(format!("leader {s}")), ..snap(s, m.hs.term) };
                     st.install_snapshot(&snapshot).unwrap();
                     m.snap = Some(snapshot);
                     m.written = m.hs;
@@ -1723,6 +1809,65 @@ mod tests {
         fn recovery_matches_a_model_of_what_was_durable(ops in proptest::collection::vec(op(), 1..60)) {
             run(ops)?;
         }
+    }
+
+    proptest! {
+        /// Whatever bytes are on disk, recovery returns a result (Ok or Corrupt), never panics,
+        /// and what it returns is contiguous.
+        #[test]
+        fn recovery_never_panics_on_arbitrary_bytes(
+            tail in proptest::collection::vec(any::<u8>(), 0..600),
+            flips in proptest::collection::vec((0usize..2000, any::<u8>()), 0..4),
+            state in proptest::collection::vec(any::<u8>(), 0..64),
+            which in 0u8..3,
+        ) {
+            let d = SimDisk::new();
+            let (mut st, _) = open(&d, small(1 << 20));
+            st.append(&ents(1..=20, 1)).unwrap();
+            st.sync().unwrap();
+            drop(st);
+            let name = segment_name(1);
+            let mut seg = d.read(&name).unwrap();
+            seg.extend_from_slice(&tail);
+            for (at, x) in flips {
+                let n = seg.len();
+                seg[at % n] ^= x;
+            }
+            d.write(&name, &seg).unwrap();
+            match which {
+                0 => d.write(HARD_STATE_FILE, &state).unwrap(),
+                1 => d.write(SNAPSHOT_FILE, &state).unwrap(),
+                _ => {}
+            }
+            for repair in [false, true] {
+                match RaftStorage::open(Arc::new(d.clone()), StorageOptions { repair, ..small(1 << 20) }) {
+                    Ok((st, rec)) => {
+                        prop_assert!(rec.entries.windows(2).all(|w| w[1].index == w[0].index + 1));
+                        prop_assert_eq!(st.last_index(), rec.entries.last().map_or(0, |e| e.index));
+                    }
+                    Err(StorageError::Corrupt { .. }) => prop_assert!(!repair || which < 2),
+                    Err(e) => prop_assert!(false, "unexpected error {e}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_garbage_tail_is_handled_quickly() {
+        let d = SimDisk::new();
+        let (mut st, _) = open(&d, small(64 << 20));
+        st.append(&ents(1..=10, 1)).unwrap();
+        st.sync().unwrap();
+        drop(st);
+        let name = segment_name(1);
+        let mut rng = rng_from_seed(3);
+        let mut garbage = vec![0u8; 4 << 20];
+        rand::RngCore::fill_bytes(&mut rng, &mut garbage);
+        d.append(&name, &garbage).unwrap();
+        d.sync(&name).unwrap();
+        let (_, rec) = open(&d, small(64 << 20));
+        assert_eq!(rec.entries, ents(1..=10, 1));
+        assert_eq!(rec.repaired.len(), 1);
     }
 
     // ---- real files -------------------------------------------------------------------------
