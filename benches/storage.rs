@@ -12,7 +12,9 @@ mod bench {
 
     use bytes::Bytes;
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use eventstreamcore::raft::{ConfState, Entry, EntryKind, RaftStorage, Snapshot, SnapshotMeta, StorageOptions};
+    use eventstreamcore::raft::{
+        ConfState, Entry, EntryKind, RaftStorage, Snapshot, SnapshotMeta, StorageOptions,
+    };
     use eventstreamcore::rt::FileDisk;
 
     const COMPACT_EVERY: u64 = 256 * 1024;
@@ -40,7 +42,8 @@ mod bench {
         for batch in [1u64, 64, 1024] {
             group.throughput(Throughput::Elements(batch));
             group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
-                let dir = std::env::temp_dir().join(format!("esc-bench-storage-{}-{batch}", std::process::id()));
+                let dir =
+                    std::env::temp_dir().join(format!("esc-bench-storage-{}-{batch}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
                 let disk = Arc::new(FileDisk::open(&dir).expect("temp dir"));
                 let (mut st, _) = RaftStorage::open(disk, StorageOptions::default()).expect("open");

@@ -41,13 +41,18 @@
 //! Segments are read in order; entries must follow the snapshot without gaps. Segments wholly
 //! covered by the snapshot are removed. In the last segment a torn tail is truncated and noted in
 //! [`Recovered::repaired`]: a zero-filled record header (an unsynced write that never landed,
-//! whatever follows it), a partial record running past the end or a checksum-bad record with no
-//! valid record after it, or a checksum-bad record spanning a zero-filled 512-byte sector (a
-//! partially landed write). Any other bad record — a
+//! whatever follows it), or a partial record running past the end or a checksum-bad record with
+//! no valid record after it (the last write, partly landed). Any other bad record — a
 //! checksum failure followed by valid records, a bad record in an earlier segment, an entry out of
 //! sequence, a missing segment — is [`StorageError::Corrupt`] unless [`StorageOptions::repair`]
 //! is set, which truncates the log there (dropping the later segments) and notes it. A corrupt
 //! `hardstate` or `snapshot` is always refused: truncating the log cannot repair those.
+//!
+//! The trade-off: a checksum-bad record followed by valid ones is refused even in the last
+//! segment. A real file system that persists an unsynced write's pages out of order can leave
+//! that shape after a power failure (then `--repair` drops only unsynced data); treating it as
+//! torn instead would silently drop *synced* entries after a bit flip. [`crate::rt::SimDisk`]
+//! tears only a prefix of the last write, which recovery always repairs on its own.
 
 use std::fmt;
 use std::sync::Arc;
@@ -68,8 +73,6 @@ const HARD_STATE_LEN: usize = 33;
 const RECORD_HEADER: usize = 8;
 /// Largest entry payload a record takes (its encoded length must fit the record's `u32`).
 const MAX_ENTRY_DATA: usize = u32::MAX as usize - 64;
-/// A checksum-bad record containing an all-zero sector of this size is a write that partly landed.
-const SECTOR: usize = 512;
 
 /// How [`RaftStorage`] lays out and recovers its files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -742,7 +745,7 @@ enum BadKind {
     Zero,
     /// A record running past the end of the file: torn, unless a valid record follows.
     Partial,
-    /// A checksum mismatch: torn if part of it is a zero sector or nothing valid follows.
+    /// A checksum mismatch: torn (the last record) if nothing valid follows.
     Checksum,
     /// Cannot come from a crash: a record that checks out but is not the entry expected there.
     Hard,
@@ -858,21 +861,6 @@ fn plausible_record(rest: &[u8], min: Index, max: Index) -> bool {
     }
     at += 1;
     varint(payload, &mut at).is_some_and(|n| usize::try_from(n).ok() == payload.len().checked_sub(at))
-}
-
-/// True if the bad record at `off` spans an all-zero, sector-aligned 512-byte block: part of an
-/// unsynced write that never reached the disk.
-fn has_zero_sector(data: &[u8], off: usize) -> bool {
-    let len = if data.len() - off >= RECORD_HEADER { u32_at(data, off) as usize } else { 0 };
-    let end = off.saturating_add(RECORD_HEADER).saturating_add(len).min(data.len());
-    let mut s = off.div_ceil(SECTOR) * SECTOR;
-    while s + SECTOR <= end {
-        if data[s..s + SECTOR].iter().all(|&b| b == 0) {
-            return true;
-        }
-        s += SECTOR;
-    }
-    false
 }
 
 /// Offset of the record holding `index` in `seg` (which holds it).
@@ -1025,8 +1013,7 @@ impl Recovery<'_> {
                     && match bad.kind {
                         BadKind::Zero => true,
                         BadKind::Partial | BadKind::Checksum => {
-                            has_zero_sector(&data, bad.offset)
-                                || !valid_record_after(&data, bad.offset + 1, next_index)
+                            !valid_record_after(&data, bad.offset + 1, next_index)
                         }
                         BadKind::Hard => false,
                     };
