@@ -1642,7 +1642,7 @@ mod tests {
 
     /// What must be on disk: the snapshot and hard state written, the log as appended
     /// (`current`), and the part of it that is surely durable (`durable`).
-    #[derive(Debug, Default)]
+    #[derive(Clone, Debug, Default)]
     struct Model {
         snap: Option<Snapshot>,
         current: Vec<Entry>,
@@ -1688,20 +1688,92 @@ mod tests {
         }
     }
 
-    fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-        let d = SimDisk::new();
+    /// A disk that fails the n-th mutating call (write, truncate, fsync, rename, remove) from
+    /// when it is armed, doing nothing for it: a crash at any step of an operation.
+    #[derive(Clone, Debug)]
+    struct FlakyDisk {
+        inner: SimDisk,
+        countdown: Arc<std::sync::atomic::AtomicI64>,
+    }
+
+    impl FlakyDisk {
+        fn arm(&self, nth: Option<u8>) {
+            self.countdown.store(nth.map_or(-1, i64::from), std::sync::atomic::Ordering::SeqCst);
+        }
+        fn step(&self, op: &'static str, name: &str) -> Result<(), DiskError> {
+            if self.countdown.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                let source = std::io::Error::other("injected crash point");
+                return Err(DiskError::Io { op, path: name.to_string(), source });
+            }
+            Ok(())
+        }
+    }
+
+    impl Disk for FlakyDisk {
+        fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
+            self.inner.read(name)
+        }
+        fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
+            self.inner.size(name)
+        }
+        fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+            self.step("append", name)?;
+            self.inner.append(name, data)
+        }
+        fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+            self.step("write", name)?;
+            self.inner.write(name, data)
+        }
+        fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
+            self.step("truncate", name)?;
+            self.inner.truncate(name, len)
+        }
+        fn sync(&self, name: &str) -> Result<(), DiskError> {
+            self.step("fsync", name)?;
+            self.inner.sync(name)
+        }
+        fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+            self.step("rename", from)?;
+            self.inner.rename(from, to)
+        }
+        fn remove(&self, name: &str) -> Result<(), DiskError> {
+            self.step("remove", name)?;
+            self.inner.remove(name)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
+            self.inner.list(prefix)
+        }
+        fn sync_dir(&self) -> Result<(), DiskError> {
+            self.step("fsync_dir", "")?;
+            self.inner.sync_dir()
+        }
+    }
+
+    fn is_prefix(short: &[Entry], long: &[Entry]) -> bool {
+        short.len() <= long.len() && short[..] == long[..short.len()]
+    }
+
+    /// Runs `ops`, each optionally with a crash at its n-th disk step (then power failure and
+    /// recovery), checking every recovery against the model.
+    fn run(ops: Vec<(Op, Option<u8>)>) -> Result<(), TestCaseError> {
+        let d = FlakyDisk { inner: SimDisk::new(), countdown: Arc::new((-1).into()) };
         let opts = small(256);
-        let (mut st, _) = open(&d, opts.clone());
+        let reopen = |d: &FlakyDisk| RaftStorage::open(Arc::new(d.clone()), opts.clone());
+        let (mut st, _) = reopen(&d).unwrap();
         let mut m = Model::default();
-        for op in ops {
-            match op {
+        for (op, crash_at) in ops {
+            let mut after = m.clone();
+            // Disarmed again after the operation (or at the next one, if it was skipped).
+            d.arm(crash_at);
+            let result: Result<(), StorageError> = match op {
                 Op::Append { back, n } => {
                     let back = u64::from(back).min(m.current.len() as u64);
                     let start = m.last() + 1 - back;
                     let es: Vec<Entry> = (0..u64::from(n))
                         .map(|k| {
-                            m.counter += 1;
-                            let data = format!("{} {}", m.counter, "y".repeat((m.counter % 50) as usize));
+                            after.counter += 1;
+                            let data =
+                                format!("{} {}", after.counter, "y".repeat((after.counter % 50) as usize));
                             Entry {
                                 term: m.hs.term,
                                 index: start + k,
@@ -1710,83 +1782,143 @@ mod tests {
                             }
                         })
                         .collect();
-                    st.append(&es).unwrap();
                     let keep = (start - m.snap_index() - 1) as usize;
                     if back > 0 {
-                        m.durable.truncate(keep);
+                        after.durable.truncate(keep);
                     }
-                    m.current.truncate(keep);
-                    m.current.extend(es);
+                    after.current.truncate(keep);
+                    after.current.extend(es.iter().cloned());
+                    st.append(&es)
                 }
                 Op::Sync => {
-                    st.sync().unwrap();
-                    m.durable = m.current.clone();
+                    after.durable = after.current.clone();
+                    st.sync()
                 }
                 Op::Term { vote } => {
-                    m.hs.term += 1;
-                    m.hs.vote = vote;
-                    st.set_hard_state(m.hs).unwrap();
-                    m.written = m.hs;
+                    after.hs.term += 1;
+                    after.hs.vote = vote;
+                    after.written = after.hs;
+                    st.set_hard_state(after.hs)
                 }
                 Op::Commit => {
                     let durable_last = m.durable.last().map_or(m.snap_index(), |e| e.index);
-                    m.hs.commit = m.hs.commit.max(durable_last);
-                    st.set_hard_state(m.hs).unwrap();
+                    after.hs.commit = m.hs.commit.max(durable_last);
+                    st.set_hard_state(after.hs)
                 }
                 Op::Flush => {
-                    st.flush_hard_state().unwrap();
-                    m.written = m.hs;
+                    after.written = after.hs;
+                    st.flush_hard_state()
                 }
                 Op::Snapshot { back, compact } => {
                     let s = m.last().saturating_sub(u64::from(back));
                     if s <= m.snap_index() {
+                        d.arm(None);
                         continue;
                     }
                     let term = m.current[(s - m.snap_index() - 1) as usize].term;
                     let snapshot = Snapshot { data: Bytes::from(format!("sm {s}")), ..snap(s, term) };
-                    st.save_snapshot(&snapshot).unwrap();
-                    m.snap = Some(snapshot);
-                    m.written = m.hs;
-                    Model::after(&mut m.current, s);
-                    Model::after(&mut m.durable, s);
-                    if compact {
-                        st.compact(s).unwrap();
-                    }
+                    after.snap = Some(snapshot.clone());
+                    after.written = after.hs;
+                    Model::after(&mut after.current, s);
+                    Model::after(&mut after.durable, s);
+                    st.save_snapshot(&snapshot).and_then(|()| if compact { st.compact(s) } else { Ok(()) })
                 }
                 Op::Install { ahead } => {
                     let s = m.last() + u64::from(ahead);
                     if s == 0 {
+                        d.arm(None);
                         continue;
                     }
                     let snapshot =
                         Snapshot { data: Bytes::from(format!("leader {s}")), ..snap(s, m.hs.term) };
-                    st.install_snapshot(&snapshot).unwrap();
-                    m.snap = Some(snapshot);
-                    m.written = m.hs;
-                    m.current.clear();
-                    m.durable.clear();
+                    after.snap = Some(snapshot.clone());
+                    after.written = after.hs;
+                    after.current.clear();
+                    after.durable.clear();
+                    st.install_snapshot(&snapshot)
                 }
                 Op::PowerFail { tear } => {
                     drop(st);
-                    d.power_fail(tear.map(rng_from_seed).as_mut());
-                    let (s, rec) = RaftStorage::open(Arc::new(d.clone()), opts.clone())
+                    d.arm(None);
+                    d.inner.power_fail(tear.map(rng_from_seed).as_mut());
+                    let (s, rec) = reopen(&d)
                         .map_err(|e| TestCaseError::fail(format!("recovery after a power failure: {e}")))?;
                     st = s;
                     m.recovered(rec, true)?;
+                    continue;
                 }
                 Op::Reopen => {
                     drop(st);
-                    let (s, rec) = open(&d, opts.clone());
+                    d.arm(None);
+                    let (s, rec) = reopen(&d).unwrap();
                     st = s;
                     m.recovered(rec, false)?;
+                    continue;
+                }
+            };
+            d.arm(None);
+            match result {
+                Ok(()) => m = after,
+                Err(e) => {
+                    prop_assert!(crash_at.is_some(), "unexpected error {e}");
+                    prop_assert!(st.is_poisoned() && matches!(st.sync(), Err(StorageError::Poisoned)));
+                    // The node crashes here: power fails and it recovers either state, or a
+                    // mixture the model allows (a conflicting suffix partly removed).
+                    drop(st);
+                    d.inner.power_fail(None);
+                    let (s, rec) = reopen(&d)
+                        .map_err(|e| TestCaseError::fail(format!("recovery after a crash in {op:?}: {e}")))?;
+                    st = s;
+                    let lower_before = if after.snap == m.snap {
+                        let n = m.durable.iter().zip(&after.durable).take_while(|(a, b)| a == b).count();
+                        &m.durable[..n]
+                    } else {
+                        &m.durable[..]
+                    };
+                    let as_before = rec.snapshot == m.snap
+                        && is_prefix(lower_before, &rec.entries)
+                        && is_prefix(&rec.entries, &m.current);
+                    let as_after = rec.snapshot == after.snap
+                        && is_prefix(&after.durable, &rec.entries)
+                        && is_prefix(&rec.entries, &after.current);
+                    prop_assert!(
+                        as_before || as_after,
+                        "crash in {:?} at step {:?}: recovered {:?}",
+                        op,
+                        crash_at,
+                        rec
+                    );
+                    // The hard state file holds one of the two; the model adopts the one it holds.
+                    let on_disk = match d.inner.read(HARD_STATE_FILE) {
+                        Ok(b) => decode_hard_state(HARD_STATE_FILE, &b).unwrap(),
+                        Err(_) => HardState::default(),
+                    };
+                    prop_assert!(
+                        on_disk == m.written || on_disk == after.written,
+                        "hard state {:?}",
+                        on_disk
+                    );
+                    let last = rec
+                        .entries
+                        .last()
+                        .map_or(rec.snapshot.as_ref().map_or(0, |s| s.meta.index), |e| e.index);
+                    prop_assert_eq!((rec.hard_state.term, rec.hard_state.vote), (on_disk.term, on_disk.vote));
+                    prop_assert_eq!(rec.hard_state.commit, on_disk.commit.min(last));
+                    m = if as_after { after } else { m };
+                    m.snap = rec.snapshot.clone();
+                    m.written = on_disk;
+                    m.current = rec.entries.clone();
+                    m.durable = rec.entries;
+                    m.hs = rec.hard_state;
                 }
             }
             prop_assert_eq!(st.last_index(), m.last());
             prop_assert_eq!(st.first_index(), m.snap_index() + 1);
         }
         drop(st);
-        d.power_fail(None);
-        let (_, rec) = open(&d, opts);
+        d.arm(None);
+        d.inner.power_fail(None);
+        let (_, rec) = reopen(&d).unwrap();
         m.recovered(rec, true)
     }
 
@@ -1794,6 +1926,13 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
         #[test]
         fn recovery_matches_a_model_of_what_was_durable(ops in proptest::collection::vec(op(), 1..60)) {
+            run(ops.into_iter().map(|op| (op, None)).collect())?;
+        }
+
+        #[test]
+        fn a_crash_at_any_disk_step_recovers_a_state_the_model_allows(
+            ops in proptest::collection::vec((op(), proptest::option::weighted(0.2, 0u8..8)), 1..60),
+        ) {
             run(ops)?;
         }
     }
