@@ -59,7 +59,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::types::{ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta};
+use super::types::{ConfState, Entry, HardState, Index, RestoredState, Snapshot, SnapshotMeta};
 use crate::rt::{Disk, DiskError};
 
 const HARD_STATE_FILE: &str = "hardstate";
@@ -101,6 +101,21 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// Human-readable notes of what recovery truncated, removed or adjusted.
     pub repaired: Vec<String>,
+}
+
+impl Recovered {
+    /// What to rebuild the core from ([`crate::raft::Raft::new`]): `conf_state` is the initial
+    /// configuration, used only when there is no snapshot; the state machine is rebuilt from
+    /// the snapshot (`applied` 0).
+    pub fn into_restored_state(self, conf_state: ConfState) -> RestoredState {
+        RestoredState {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot,
+            entries: self.entries,
+            conf_state,
+            applied: 0,
+        }
+    }
 }
 
 /// Why a storage operation failed.
@@ -1167,6 +1182,23 @@ mod tests {
     }
 
     #[test]
+    fn recovered_state_restores_a_raft_core() {
+        use crate::raft::{Raft, RaftConfig};
+        let d = SimDisk::new();
+        let (mut st, _) = open(&d, small(200));
+        st.append(&ents(1..=30, 1)).unwrap();
+        st.sync().unwrap();
+        st.set_hard_state(HardState { term: 1, vote: Some(1), commit: 20 }).unwrap();
+        st.save_snapshot(&snap(10, 1)).unwrap();
+        drop(st);
+        d.power_fail(None);
+        let (_, rec) = open(&d, small(200));
+        let restored = rec.into_restored_state(ConfState::with_voters([1, 2, 3]));
+        let raft = Raft::new(RaftConfig::new(1), restored, rng_from_seed(1)).expect("the core accepts it");
+        assert_eq!(raft.commit_index(), 20);
+    }
+
+    #[test]
     fn unsynced_appends_are_lost_on_power_failure_synced_ones_kept() {
         let d = SimDisk::new();
         let (mut st, _) = open(&d, small(300));
@@ -1681,6 +1713,9 @@ mod tests {
             prop_assert_eq!(rec.hard_state.term, self.written.term);
             prop_assert_eq!(rec.hard_state.vote, self.written.vote);
             prop_assert_eq!(rec.hard_state.commit, self.written.commit.min(last));
+            let restored = rec.clone().into_restored_state(ConfState::with_voters([1, 2, 3]));
+            let core = crate::raft::Raft::new(crate::raft::RaftConfig::new(1), restored, rng_from_seed(1));
+            prop_assert!(core.is_ok(), "the core refuses the recovered state: {:?}", core.err());
             self.current = rec.entries.clone();
             self.durable = rec.entries;
             self.hs = rec.hard_state;
