@@ -7,8 +7,8 @@
 //!   `u32 LE CRC32C` (over the four length bytes, then the payload), then the payload: one
 //!   [`Entry`] in the codec's binary form. Entries are contiguous within a segment, starting at the
 //!   index in the name. A new segment starts once the current one reaches `segment_bytes` (so a
-//!   segment may overshoot by one batch record), or when the next entry does not follow the last
-//!   one (after a snapshot that jumped past the log).
+//!   segment may overshoot by one record), or when the next entry does not follow the last one
+//!   (after a snapshot that jumped past the log).
 //! * `hardstate` — `"ESH1"`, term `u64 LE`, vote flag `u8` + vote `u64 LE`, commit `u64 LE`,
 //!   CRC32C `u32 LE` of everything before it; 33 bytes, replaced with [`Disk::write_atomic`].
 //! * `snapshot` — `"ESS1"`, index `u64 LE`, term `u64 LE`, conf-state length `u32 LE` + the
@@ -18,7 +18,12 @@
 //!   Its durable creation is the commit point; recovery rolls it forward (drops every segment,
 //!   renames it to `snapshot`), so a crash never leaves the new snapshot next to the old log.
 //!
+//! The storage owns these names on its [`Disk`]; give it a disk (directory) of its own.
+//!
 //! # Durability
+//!
+//! A driver handles a `Ready` as: `install_snapshot` (if any), `append` the entries, `sync`,
+//! then `set_hard_state` — so a persisted commit index never runs ahead of the durable log.
 //!
 //! * [`RaftStorage::append`] writes but does not fsync; [`RaftStorage::sync`] fsyncs the active
 //!   segment once, and the directory if segments were created. Only the last segment can hold
