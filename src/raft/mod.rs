@@ -86,6 +86,7 @@ pub use core::{Raft, Ready, Status};
 pub use error::{InitError, ProposeError, RaftError, SnapshotError};
 pub use message::{Body, Message, RejectHint};
 pub use progress::{Progress, ProgressState};
+pub use storage::{RaftStorage, Recovered, StorageError, StorageOptions, StorageStats};
 pub use transport::{Inbox, PeerTransport, TransportConfig, TransportStats};
 pub use types::{
     ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, NodeId, ReadState,
