@@ -223,3 +223,59 @@ async fn long_poll_read_wakes_on_commit() {
     assert_eq!(r.events.len(), 1);
     c.stop(1, false).await;
 }
+
+#[tokio::test]
+async fn membership_add_a_joining_node_then_remove_the_leader() {
+    use eventstreamcore::wire::AdminRequest;
+    let mut c = TestCluster::new(3);
+    c.start_all().await;
+    let l = c.leader().await;
+    for s in 1..=30 {
+        c.node(l).publish(vec![keyed("t", 4, s)]).await.unwrap();
+    }
+    // Node 4 starts empty with `join = true` and waits to be added.
+    let raft4 = format!("127.0.0.1:{}", free_port());
+    let mut cfg4 = c.cluster_config(1);
+    cfg4.raft_listen = raft4.parse().unwrap();
+    cfg4.join = true;
+    let disk4: Arc<dyn Disk> = Arc::new(SimDisk::new());
+    let opts = ClusterOptions {
+        node_id: 4,
+        cluster: cfg4,
+        dedup: DedupConfig::default(),
+        client_addr: "127.0.0.1:17004".into(),
+        repair: false,
+    };
+    let (n4, t4) = ClusterNode::start(opts, disk4, NodeClock::new(), rng_from_seed(4)).await.unwrap();
+    assert!(n4.status().voters.is_empty(), "a joining node knows no configuration");
+    // Admin requests go to the leader; a follower redirects.
+    let follower = (1..=3).find(|&i| i != l).unwrap();
+    let add = AdminRequest::AddNode { id: 4, raft_addr: raft4.clone(), client_addr: "127.0.0.1:17004".into() };
+    assert!(matches!(c.node(follower).admin(add.clone()).await, Err(ServiceError::NotLeader { .. })));
+    let out = c.node(l).admin(add).await.unwrap();
+    assert!(out.contains("node 4 is a voter"), "{out}");
+    // The new voter catches up with everything committed before it joined.
+    for _ in 0..500 {
+        if n4.state().topic_log("t").len() == 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(n4.state().digest(), c.node(l).state().digest());
+    assert_eq!(n4.status().voters, vec![1, 2, 3, 4]);
+    // Remove the leader itself: it steps down and the rest elect a new one and keep committing.
+    let out = c.node(l).admin(AdminRequest::RemoveNode { id: l }).await.unwrap();
+    assert!(out.contains(&format!("node {l} removed")), "{out}");
+    c.stop(l, false).await;
+    let l2 = c.leader().await;
+    assert_ne!(l2, l);
+    let a = c.node(l2).publish(vec![keyed("t", 4, 31)]).await.unwrap();
+    assert_eq!(a[0].offset, 30);
+    let status = c.node(l2).admin(AdminRequest::Status).await.unwrap();
+    assert!(status.contains("member 4 voter") && !status.contains(&format!("member {l} ")), "{status}");
+    n4.shutdown();
+    t4.wait().await;
+    for id in 1..=3 {
+        c.stop(id, false).await;
+    }
+}

@@ -795,6 +795,9 @@ impl Driver {
                 i += 1;
             }
         }
+        // Changes that just applied are answered before a step-down fails the rest (removing the
+        // leader itself commits and then steps it down in the same round).
+        self.advance_admin(self.clock.mono());
         if soft_state.is_some() && self.raft.role() != Role::Leader {
             // The outcome of an uncommitted proposal is unknown now; the client retries with the
             // same idempotency key and the dedup window gives it the original offset if it did commit.
@@ -806,7 +809,6 @@ impl Driver {
                 let _ = a.reply.send(Err(err.clone()));
             }
         }
-        self.advance_admin(self.clock.mono());
         self.maybe_snapshot()?;
         self.publish_status();
         Ok(())
@@ -852,6 +854,9 @@ impl Driver {
                         match ce.change.kind {
                             ConfChangeKind::Remove => {
                                 self.committed_addrs.remove(&ce.change.node);
+                                if ce.change.node != self.id {
+                                    self.addrs.remove(&ce.change.node);
+                                }
                             }
                             _ => {
                                 if let Some(a) = Addr::from_context(&ce.change.context) {
@@ -900,25 +905,20 @@ impl Driver {
         Ok(())
     }
 
-    /// Points the transport at every member of the current configuration.
+    /// Points the transport at every node whose address is known: the members of the current
+    /// configuration, and the configured members while joining (a node that is not yet in the
+    /// configuration must still answer the leader that replicates to it).
     fn sync_peers(&mut self) {
-        let members: Vec<NodeId> = self.raft.conf_state().members().filter(|&m| m != self.id).collect();
-        for m in &members {
-            if let Some(a) = self.addrs.get(m)
-                && self.peers.get(m) != Some(&a.raft)
-            {
-                self.transport.set_peer(*m, a.raft.clone());
-                self.peers.insert(*m, a.raft.clone());
+        for (id, a) in &self.addrs {
+            if *id != self.id && self.peers.get(id) != Some(&a.raft) {
+                self.transport.set_peer(*id, a.raft.clone());
+                self.peers.insert(*id, a.raft.clone());
             }
         }
-        // A node that left is still sent to while it might be the leader of a term that has not
-        // heard of the removal; dropping it only matters for connection counts.
-        let gone: Vec<NodeId> = self.peers.keys().copied().filter(|p| !members.contains(p)).collect();
+        let gone: Vec<NodeId> = self.peers.keys().copied().filter(|p| !self.addrs.contains_key(p)).collect();
         for p in gone {
-            if self.raft.leader_id() != Some(p) {
-                self.transport.remove_peer(p);
-                self.peers.remove(&p);
-            }
+            self.transport.remove_peer(p);
+            self.peers.remove(&p);
         }
     }
 
