@@ -111,13 +111,15 @@ async fn wait_leader(addrs: &[SocketAddr]) -> usize {
     panic!("no leader within 30 s");
 }
 
-/// Reads a whole topic from one member.
+/// Reads a whole topic from one member, linearizably (it waits for a leader and for this
+/// member to have applied everything committed before the read).
 async fn read_all(addr: SocketAddr, topic: &str) -> Vec<eventstreamcore::event::StoredEvent> {
-    let mut c = Client::connect(addr).await.unwrap();
-    c.hello("test", "").await.unwrap();
+    let mut c = ClusterClient::new(vec![addr], "reader", "");
+    c.max_attempts = 100;
+    c.backoff = Duration::from_millis(100);
     let mut out = Vec::new();
     loop {
-        let page = c.read(topic, out.len() as u64, 1000, false, 0).await.unwrap();
+        let page = c.read(topic, out.len() as u64, 1000, true, 0).await.unwrap();
         if page.events.is_empty() {
             return out;
         }
