@@ -43,3 +43,24 @@ fn madsim_determinism_check_passes() {
         runner::check_determinism("cluster", seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
+
+#[test]
+fn disks_that_lie_about_fsync_are_caught_and_the_seed_replays_alone() {
+    use eventstreamcore_sim::scenarios::Mutant;
+    let mutant = || {
+        let mut o = default_options();
+        o.mutant = Some(Mutant::LyingFsync);
+        o
+    };
+    let report = runner::sweep("cluster", 0..40, runner::default_jobs(), mutant, |_| {});
+    let first = report.failures.first().expect("the sweep must catch acked writes lost to lying fsyncs");
+    let text = first.failure_report();
+    assert!(
+        text.contains(&format!("cargo sim -- replay --scenario cluster --seed {}", first.seed)),
+        "{text}"
+    );
+    let again = runner::run_seed("cluster", first.seed, mutant());
+    assert_eq!(again.failure(), first.failure(), "the failing seed replays alone, identically");
+    let good = runner::run_seed("cluster", first.seed, default_options());
+    assert!(!good.failed(), "{}", good.failure_report());
+}

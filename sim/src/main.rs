@@ -44,7 +44,7 @@ mod sim_main {
             #[arg(long)]
             jobs: Option<usize>,
             /// Deliberately break the server (proves the checkers catch it).
-            #[arg(long, value_parser = ["ack-before-store"])]
+            #[arg(long, value_parser = ["ack-before-store", "lying-fsync"])]
             mutant: Option<String>,
         },
         /// Run one seed with tracing output and print its report.
@@ -56,7 +56,7 @@ mod sim_main {
             /// tracing filter for the replay (default: debug for eventstreamcore).
             #[arg(long, default_value = "warn,eventstreamcore=debug,eventstreamcore_sim=debug")]
             log: String,
-            #[arg(long, value_parser = ["ack-before-store"])]
+            #[arg(long, value_parser = ["ack-before-store", "lying-fsync"])]
             mutant: Option<String>,
         },
         /// Run a seed twice under madsim's determinism checker.
@@ -72,7 +72,10 @@ mod sim_main {
 
     fn options(mutant: &Option<String>) -> Options {
         let mut o = runner::default_options();
-        o.mutant = mutant.as_ref().map(|_| Mutant::AckBeforeStore);
+        o.mutant = mutant.as_deref().map(|m| match m {
+            "lying-fsync" => Mutant::LyingFsync,
+            _ => Mutant::AckBeforeStore,
+        });
         o
     }
 

@@ -22,12 +22,12 @@ use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::IngestServer;
 use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventLogState, EventService};
 use eventstreamcore::raft::Role;
-use eventstreamcore::rt::{self, Disk, NodeClock, NodeRng, SimDisk};
+use eventstreamcore::rt::{self, Disk, DiskError, NodeClock, NodeRng, SimDisk};
 use eventstreamcore::wire::AckItem;
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 
-use super::{Options, RunReport};
+use super::{Mutant, Options, RunReport};
 use crate::check;
 use crate::history::{AckRecord, History};
 
@@ -54,6 +54,9 @@ pub enum Fault {
     Heal,
     /// Kill a member, lose its unsynced writes (tearing the last one), restart it after a pause.
     Crash { node: usize, down_ms: u64 },
+    /// Power-fail several members at the same moment (a majority, or all of them: a rack or a
+    /// data-centre power cut); each restarts after its own pause.
+    CrashMany { nodes: Vec<usize>, down_ms: u64 },
     /// Freeze a member (a long GC pause or VM stall), then resume it.
     Pause { node: usize, ms: u64 },
     /// Step a member's wall clock.
@@ -99,7 +102,15 @@ impl Plan {
                     Fault::OneWay(node, other)
                 }
                 45..=54 => Fault::Heal,
-                55..=79 => Fault::Crash { node, down_ms: rng.random_range(100..3_000) },
+                55..=74 => Fault::Crash { node, down_ms: rng.random_range(100..3_000) },
+                75..=79 => {
+                    let mut ids: Vec<usize> = (0..nodes).collect();
+                    ids.shuffle(rng);
+                    let k = if rng.random_bool(0.5) { nodes } else { nodes / 2 + 1 };
+                    let mut victims = ids[..k].to_vec();
+                    victims.sort_unstable();
+                    Fault::CrashMany { nodes: victims, down_ms: rng.random_range(100..2_000) }
+                }
                 80..=89 => Fault::Pause { node, ms: rng.random_range(100..2_000) },
                 _ => Fault::StepClock { node, ms: rng.random_range(-5_000..=5_000) },
             };
@@ -138,6 +149,43 @@ fn client_addr(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(member_ip(i)), CLIENT_PORT)
 }
 
+/// A disk whose fsyncs do nothing (the `LyingFsync` mutant).
+#[derive(Debug)]
+struct LyingDisk(Arc<SimDisk>);
+
+impl Disk for LyingDisk {
+    fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
+        self.0.read(name)
+    }
+    fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
+        self.0.size(name)
+    }
+    fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.0.append(name, data)
+    }
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.0.write(name, data)
+    }
+    fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
+        self.0.truncate(name, len)
+    }
+    fn sync(&self, _name: &str) -> Result<(), DiskError> {
+        Ok(())
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.0.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> Result<(), DiskError> {
+        self.0.remove(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
+        self.0.list(prefix)
+    }
+    fn sync_dir(&self) -> Result<(), DiskError> {
+        Ok(())
+    }
+}
+
 /// What the scenario keeps of a member across restarts.
 struct MemberSlot {
     disk: Arc<SimDisk>,
@@ -173,7 +221,7 @@ async fn member_main(
     i: usize,
     nodes: usize,
     drift: i64,
-    disk: Arc<SimDisk>,
+    disk: Arc<dyn Disk>,
     slot: Arc<Mutex<Option<ClusterNode>>>,
     clock_slot: Arc<Mutex<Option<NodeClock>>>,
 ) {
@@ -189,8 +237,7 @@ async fn member_main(
         client_addr: client_addr(i).to_string(),
         repair: false,
     };
-    let d: Arc<dyn Disk> = disk;
-    let (node, task) = match ClusterNode::start(opts, d, clock.clone(), rt::node_rng()).await {
+    let (node, task) = match ClusterNode::start(opts, disk, clock.clone(), rt::node_rng()).await {
         Ok(x) => x,
         Err(e) => panic!("member {} cannot start: {e}", i + 1),
     };
@@ -228,7 +275,11 @@ pub async fn run(opts: Options) -> RunReport {
             node: Arc::new(Mutex::new(None)),
             clock: Arc::new(Mutex::new(None)),
         };
-        let (disk, node_slot, clock_slot) = (slot.disk.clone(), slot.node.clone(), slot.clock.clone());
+        let disk: Arc<dyn Disk> = match opts.mutant {
+            Some(Mutant::LyingFsync) => Arc::new(LyingDisk(slot.disk.clone())),
+            _ => slot.disk.clone(),
+        };
+        let (node_slot, clock_slot) = (slot.node.clone(), slot.clock.clone());
         let (nodes, drift) = (plan.nodes, plan.drift_ppm[i]);
         let h = handle
             .create_node()
@@ -271,6 +322,7 @@ pub async fn run(opts: Options) -> RunReport {
 
     // --- faults ----------------------------------------------------------------------------------
     let mut tear_rng = rt::rng::split(&mut rng);
+    let mut down_until = vec![t0; plan.nodes];
     for (at, fault) in &plan.faults {
         rt::time::sleep_until(t0 + *at).await;
         match fault {
@@ -287,16 +339,23 @@ pub async fn run(opts: Options) -> RunReport {
             Fault::OneWay(a, b) => net.clog_link(ids[*a], ids[*b]),
             Fault::Heal => heal(&net, &ids),
             Fault::Crash { node, down_ms } => {
-                handle.kill(ids[*node]);
-                *slots[*node].node.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                slots[*node].disk.power_fail(Some(&mut tear_rng));
+                if rt::time::now() < down_until[*node] {
+                    history.count("crash_while_down_skipped");
+                    continue;
+                }
+                down_until[*node] = rt::time::now() + Duration::from_millis(*down_ms);
+                crash(&handle, ids[*node], &slots[*node], &mut tear_rng, Duration::from_millis(*down_ms));
                 history.count("crashes");
-                let (h, id) = (handle.clone(), ids[*node]);
-                let down = Duration::from_millis(*down_ms);
-                madsim::task::spawn(async move {
-                    rt::time::sleep(down).await;
-                    h.restart(id);
-                });
+            }
+            Fault::CrashMany { nodes, down_ms } => {
+                for node in nodes {
+                    if rt::time::now() < down_until[*node] {
+                        continue;
+                    }
+                    down_until[*node] = rt::time::now() + Duration::from_millis(*down_ms);
+                    crash(&handle, ids[*node], &slots[*node], &mut tear_rng, Duration::from_millis(*down_ms));
+                    history.count("crashes");
+                }
             }
             Fault::Pause { node, ms } => {
                 handle.pause(ids[*node]);
@@ -419,6 +478,24 @@ pub async fn run(opts: Options) -> RunReport {
         handle.kill(*id);
     }
     RunReport { digest: d.finish(), summary, failure }
+}
+
+/// Kills a member, loses its unsynced writes (tearing the last one) and restarts it after `down`.
+fn crash(
+    handle: &madsim::runtime::Handle,
+    id: madsim::task::NodeId,
+    slot: &MemberSlot,
+    tear_rng: &mut NodeRng,
+    down: Duration,
+) {
+    handle.kill(id);
+    *slot.node.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    slot.disk.power_fail(Some(tear_rng));
+    let h = handle.clone();
+    madsim::task::spawn(async move {
+        rt::time::sleep(down).await;
+        h.restart(id);
+    });
 }
 
 fn heal(net: &madsim::net::NetSim, ids: &[madsim::task::NodeId]) {

@@ -278,7 +278,8 @@ pub async fn run(opts: Options) -> RunReport {
             let delayed = DelayedNode { inner: node.clone(), rng: service_rng, max_delay_ms };
             start_server(&server_node, config, delayed, stop_tx)
         }
-        (Some(Mutant::AckBeforeStore), _) => {
+        // The lying-fsync mutant concerns cluster disks; the ingest scenario has none.
+        (Some(Mutant::AckBeforeStore), _) | (Some(Mutant::LyingFsync), _) => {
             let faulty = FaultyNode { inner: node.clone(), rng: service_rng };
             start_server(&server_node, config, faulty, stop_tx)
         }

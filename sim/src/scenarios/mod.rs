@@ -23,6 +23,9 @@ pub enum Mutant {
     /// Now and then acks the last event of a batch without storing it (ack before store, then
     /// "crash" before the write).
     AckBeforeStore,
+    /// Cluster members' disks report fsync done without making anything durable (a disk or
+    /// virtual machine that lies about flushes), so a power failure loses acked writes.
+    LyingFsync,
 }
 
 /// A shared slot for the plan text.
