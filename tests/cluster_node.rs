@@ -250,7 +250,8 @@ async fn membership_add_a_joining_node_then_remove_the_leader() {
     assert!(n4.status().voters.is_empty(), "a joining node knows no configuration");
     // Admin requests go to the leader; a follower redirects.
     let follower = (1..=3).find(|&i| i != l).unwrap();
-    let add = AdminRequest::AddNode { id: 4, raft_addr: raft4.clone(), client_addr: "127.0.0.1:17004".into() };
+    let add =
+        AdminRequest::AddNode { id: 4, raft_addr: raft4.clone(), client_addr: "127.0.0.1:17004".into() };
     assert!(matches!(c.node(follower).admin(add.clone()).await, Err(ServiceError::NotLeader { .. })));
     let out = c.node(l).admin(add).await.unwrap();
     assert!(out.contains("node 4 is a voter"), "{out}");
@@ -278,4 +279,38 @@ async fn membership_add_a_joining_node_then_remove_the_leader() {
     for id in 1..=3 {
         c.stop(id, false).await;
     }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_keeps_acked_data_and_recovers_after_restart() {
+    use eventstreamcore::rt::DiskFault;
+    let mut c = TestCluster::new(1);
+    c.start_all().await;
+    c.leader().await;
+    for s in 1..=10 {
+        c.node(1).publish(vec![keyed("t", 8, s)]).await.unwrap();
+    }
+    let before = c.node(1).state().digest();
+    let disk = c.nodes[0].disk.clone();
+    disk.inject(DiskFault::Capacity(disk.used_bytes()));
+    // The write that does not fit is refused with an error that says why; nothing crashes.
+    let err = c.node(1).publish(vec![keyed("t", 8, 11)]).await.unwrap_err();
+    match &err {
+        ServiceError::Internal(why) => assert!(why.contains("storage failed"), "{why}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The node stays up for readers, with everything acked before.
+    assert_eq!(c.node(1).state().digest(), before);
+    assert!(c.node(1).status().failed.is_some());
+    let again = c.node(1).publish(vec![keyed("t", 8, 12)]).await.unwrap_err();
+    assert!(matches!(again, ServiceError::Internal(_)), "{again:?}");
+    // Free space, restart: acked data is there and writes work again.
+    disk.clear_faults();
+    c.stop(1, true).await;
+    c.start(1).await;
+    c.leader().await;
+    assert_eq!(c.node(1).state().topic_log("t").len(), 10);
+    let a = c.node(1).publish(vec![keyed("t", 8, 11)]).await.unwrap();
+    assert_eq!((a[0].offset, a[0].duplicate), (10, false));
+    c.stop(1, false).await;
 }

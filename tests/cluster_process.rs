@@ -260,3 +260,105 @@ async fn a_corrupt_log_refuses_to_start_with_file_and_offset_and_repair_recovers
     drop(_p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A base port whose client ports (base..base+n) and Raft ports (base+100..) are all free now.
+fn free_base_port(n: u16) -> u16 {
+    for attempt in 0..200u16 {
+        let base = 20_000 + (std::process::id() as u16 % 300) * 100 + attempt * 7 % 5_000;
+        let ok = (0..n)
+            .flat_map(|i| [base + i, base + 100 + i])
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+fn esc(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(ESC).args(args).output().expect("esc runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_readme_flow_local_cluster_publish_kill_a_node_read_everything_back() {
+    let dir = temp_dir("readme");
+    let base = free_base_port(3);
+    let mut cluster = Proc {
+        child: Command::new(ESC)
+            .args(["cluster", "--nodes", "3", "--base-port", &base.to_string(), "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let mut lines = BufReader::new(cluster.child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("publish:");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let addrs: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    for a in &addrs {
+        assert!(printed.iter().any(|l| l.contains(a.as_str())), "prints {a}: {printed:?}");
+    }
+    let all = addrs.join(",");
+    let publish = |from: u64| {
+        let first = from.to_string();
+        let (ok, out, err) = esc(&[
+            "publish",
+            "--addr",
+            &all,
+            "--topic",
+            "demo",
+            "--count",
+            "5",
+            "--producer",
+            "9",
+            "--first-seq",
+            &first,
+            "hello",
+        ]);
+        assert!(ok, "{out}{err}");
+        out
+    };
+    let out = publish(1);
+    assert!(out.contains("5 stored, 0 duplicate, 0 rejected"), "{out}");
+    let (ok, status, _) = esc(&["admin", "--addr", &all, "status"]);
+    assert!(ok && status.contains("member 3 voter"), "{status}");
+
+    // Kill node 1 outright; the other two keep serving.
+    let cfg = dir.join("node1.toml");
+    let killed = Command::new("pkill").args(["-KILL", "-f", cfg.to_str().unwrap()]).status().unwrap();
+    assert!(killed.success(), "node 1 was running");
+    let out = publish(6);
+    assert!(out.contains("5 stored"), "{out}");
+    let rest = addrs[1..].join(",");
+    let (ok, out, err) = esc(&["tail", "--addr", &rest, "--topic", "demo", "--linearizable", "--to-end"]);
+    assert!(ok, "{out}{err}");
+    for s in 1..=10 {
+        assert!(out.contains(&format!("producer=9 seq={s} ")), "seq {s} missing: {out}");
+    }
+    assert!(out.contains("end=10"), "{out}");
+
+    // SIGTERM stops the cluster and its nodes.
+    let pid = cluster.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "esc cluster did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, _, _) = esc(&["admin", "--addr", &rest, "status"]);
+    assert!(!ok, "the nodes stopped with the cluster");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -192,7 +192,7 @@ mod tests {
             d.record(1, s, "a".into(), s, s * 10);
         }
         d.record(2, 0, "b".into(), 0, 50);
-        d.expire(1015);
+        d.expire(1025);
         let mut r = w(1000, 2, 100);
         for (p, s, t, o, st) in d.live_entries() {
             r.record(p, s, t.clone(), o, st);
