@@ -11,7 +11,7 @@ use eventstreamcore::client::{Client, ClientError};
 use eventstreamcore::config::Config;
 use eventstreamcore::config::MemberConfig;
 use eventstreamcore::event::{Event, Priority};
-use eventstreamcore::ingest::IngestServer;
+use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
 use eventstreamcore::node::{ClusterNode, ClusterOptions, LocalNode};
 use eventstreamcore::rt::FileDisk;
 use eventstreamcore::rt::{self, NodeClock};
@@ -160,6 +160,10 @@ enum Command {
         legacy: bool,
         #[arg(long, default_value = "")]
         token: String,
+        /// In-process server: 0 = the in-memory single node (ingest path only); N = a durable
+        /// Raft cluster of N members on loopback with their logs in a temp dir (fsync, replication).
+        #[arg(long, default_value_t = 0)]
+        cluster: u64,
     },
     /// Show or check configuration.
     Config {
@@ -242,8 +246,8 @@ async fn main() -> ExitCode {
             if legacy { publish_legacy(opts, message).await } else { publish(opts, message).await }
         }
         Command::Fetch { addr, topic, from, max, token } => fetch(addr, topic, from, max, token).await,
-        Command::Bench { addr, connections, events, batch, pipeline, payload, legacy, token } => {
-            bench(addr, connections, events, batch, pipeline, payload, legacy, token).await
+        Command::Bench { addr, connections, events, batch, pipeline, payload, legacy, token, cluster } => {
+            bench(addr, connections, events, batch, pipeline, payload, legacy, token, cluster).await
         }
         Command::Config { action: ConfigAction::Defaults } => {
             print!("{}", Config::defaults_toml());
@@ -466,10 +470,17 @@ async fn bench(
     payload: usize,
     legacy: bool,
     token: String,
+    cluster: u64,
 ) -> Result<(), String> {
     let mut local = None;
+    let mut members = Vec::new();
     let addr = match addr {
         Some(a) => a,
+        None if cluster > 0 => {
+            let (m, leader) = start_bench_cluster(cluster, batch * pipeline * connections).await?;
+            members = m;
+            leader
+        }
         None => {
             let mut config = Config::default();
             config.ingest.listen = "127.0.0.1:0".parse().expect("valid address");
@@ -501,6 +512,20 @@ async fn bench(
     };
     let report = eventstreamcore::bench::run(cfg.clone()).await.map_err(|e| e.to_string())?;
     println!("{}", report.render(&cfg));
+    if !members.is_empty() {
+        let stored: Vec<usize> = members.iter().map(|m| m.0.state().topic_log("bench").len()).collect();
+        println!("cluster of {}: events stored per member {stored:?}", members.len());
+        let max = stored.iter().copied().max().unwrap_or(0) as u64;
+        for (node, task, stop, server) in members {
+            stop.shutdown();
+            let _ = server.await;
+            node.shutdown();
+            task.wait().await;
+        }
+        if !legacy && max != events {
+            return Err(format!("expected {events} stored events, found {max}"));
+        }
+    }
     if let Some((node, stop, task)) = local {
         let stored = node.state().topic_log("bench").len() as u64;
         println!("server stored {stored} events");
@@ -646,4 +671,67 @@ async fn local_cluster(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), S
         }
     }
     Ok(())
+}
+
+type BenchMember = (ClusterNode, eventstreamcore::node::ClusterTask, ShutdownHandle, rt::JoinHandle<()>);
+
+/// Starts `n` durable members in this process (logs in a fresh temp dir) and returns them with the
+/// leader's client address once it has committed an entry of its term.
+#[allow(clippy::disallowed_methods)] // the bench's temp dir and free ports are real, not simulated
+async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember>, SocketAddr), String> {
+    let dir = std::env::temp_dir().join(format!("esc-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = || -> Result<u16, String> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+    };
+    let mut cfgs = Vec::new();
+    for id in 1..=n {
+        cfgs.push(MemberConfig {
+            id,
+            raft_addr: format!("127.0.0.1:{}", port()?),
+            client_addr: format!("127.0.0.1:{}", port()?),
+        });
+    }
+    let mut members = Vec::new();
+    for m in &cfgs {
+        let mut c = Config::default();
+        c.ingest.listen = m.client_addr.parse().map_err(|e| format!("{e}"))?;
+        c.ingest.max_events_per_frame = c.ingest.max_events_per_frame.max(inflight);
+        c.ingest.max_inflight_events = c.ingest.max_inflight_events.max(inflight);
+        c.cluster.raft_listen = m.raft_addr.parse().map_err(|e| format!("{e}"))?;
+        c.cluster.data_dir = dir.join(format!("node{}", m.id));
+        c.cluster.members = if n > 1 { cfgs.clone() } else { Vec::new() };
+        c.cluster.secret = "bench".into();
+        c.cluster.tick_ms = 10;
+        let disk = FileDisk::open(&c.cluster.data_dir).map_err(|e| e.to_string())?;
+        let clock = NodeClock::new();
+        let opts = ClusterOptions {
+            node_id: m.id,
+            cluster: c.cluster.clone(),
+            dedup: c.dedup,
+            client_addr: m.client_addr.clone(),
+            repair: false,
+        };
+        let (node, task) = ClusterNode::start(opts, Arc::new(disk), clock.clone(), rt::node_rng())
+            .await
+            .map_err(|e| e.to_string())?;
+        let server = IngestServer::bind(c.ingest, node.clone(), clock, format!("esc-bench-{}", m.id))
+            .await
+            .map_err(|e| e.to_string())?;
+        let stop = server.shutdown_handle();
+        let run = rt::spawn(server.run());
+        members.push((node, task, stop, run));
+    }
+    for _ in 0..1000 {
+        for (node, ..) in &members {
+            let st = node.status();
+            if st.role == eventstreamcore::raft::Role::Leader && st.commit >= 1 && st.applied == st.commit {
+                let i = (st.id - 1) as usize;
+                return Ok((members, cfgs[i].client_addr.parse().map_err(|e| format!("{e}"))?));
+            }
+        }
+        rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err("the bench cluster elected no leader within 10 s".into())
 }
