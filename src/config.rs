@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::node::DedupConfig;
+use crate::pipeline::PipelineConfig;
 use crate::wire::acked::MAX_FRAME_LIMIT;
 
 /// The whole configuration of one `esc` server.
@@ -21,6 +22,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub dedup: DedupConfig,
     pub log: LogConfig,
+    pub pipeline: PipelineConfig,
 }
 
 /// Identity of this node.
@@ -239,6 +241,9 @@ impl Config {
             if name.contains('*') {
                 return invalid("ingest.allowed_topics", format!("`{t}`: `*` is only allowed at the end"));
             }
+        }
+        if let Err((key, message)) = self.pipeline.validate() {
+            return invalid(key, message);
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return invalid("log.level", e.to_string());
