@@ -82,6 +82,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 async fn dispatch(scenario: &str, opts: Options) -> RunReport {
     match scenario {
         "ingest" => scenarios::ingest::run(opts).await,
+        "pipeline" => scenarios::pipeline::run(opts).await,
         other => panic!("unknown scenario `{other}`"),
     }
 }
@@ -133,11 +134,20 @@ pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
 pub fn check_determinism(scenario: &str, seed: u64) -> Result<(), String> {
     let scenario = scenario.to_string();
     std::thread::spawn(move || {
-        let f = match scenario.as_str() {
-            "ingest" => || scenarios::ingest::run(Options::default()),
+        let config = madsim::Config::default();
+        match scenario.as_str() {
+            "ingest" => {
+                madsim::runtime::Runtime::check_determinism(seed, config, || {
+                    scenarios::ingest::run(Options::default())
+                });
+            }
+            "pipeline" => {
+                madsim::runtime::Runtime::check_determinism(seed, config, || {
+                    scenarios::pipeline::run(Options::default())
+                });
+            }
             other => panic!("unknown scenario `{other}`"),
-        };
-        madsim::runtime::Runtime::check_determinism(seed, madsim::Config::default(), f)
+        }
     })
     .join()
     .map(|_| ())

@@ -23,8 +23,12 @@ pub struct LogAlertSink;
 impl AlertSink for LogAlertSink {
     fn emit(&self, a: &Alert) {
         match a.level {
-            AlertLevel::Warning => tracing::warn!(topic = %a.topic, offset = a.offset, "alert: {}", a.message),
-            _ => tracing::error!(topic = %a.topic, offset = a.offset, level = a.level.name(), "alert: {}", a.message),
+            AlertLevel::Warning => {
+                tracing::warn!(topic = %a.topic, offset = a.offset, "alert: {}", a.message)
+            }
+            _ => {
+                tracing::error!(topic = %a.topic, offset = a.offset, level = a.level.name(), "alert: {}", a.message)
+            }
         }
     }
 }

@@ -87,7 +87,10 @@ impl Progress {
     /// Starts from the checkpoint's positions.
     pub fn new(positions: BTreeMap<String, u64>) -> Self {
         Progress {
-            topics: positions.into_iter().map(|(t, next)| (t, TopicProgress { next, done: BTreeSet::new() })).collect(),
+            topics: positions
+                .into_iter()
+                .map(|(t, next)| (t, TopicProgress { next, done: BTreeSet::new() }))
+                .collect(),
         }
     }
 

@@ -26,14 +26,10 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        let topics = [
-            ("sensor/*", Priority::High),
-            ("payment", Priority::Medium),
-            ("audit", Priority::Low),
-        ]
-        .into_iter()
-        .map(|(t, p)| (t.to_string(), p))
-        .collect();
+        let topics = [("sensor/*", Priority::High), ("payment", Priority::Medium), ("audit", Priority::Low)]
+            .into_iter()
+            .map(|(t, p)| (t.to_string(), p))
+            .collect();
         PipelineConfig {
             default_priority: Priority::Medium,
             topics,
@@ -123,7 +119,12 @@ pub struct PressureConfig {
 
 impl Default for PressureConfig {
     fn default() -> Self {
-        PressureConfig { elevated_pct: 50, high_pct: 75, critical_pct: 90, downgrade_high_at: PressureLevel::High }
+        PressureConfig {
+            elevated_pct: 50,
+            high_pct: 75,
+            critical_pct: 90,
+            downgrade_high_at: PressureLevel::High,
+        }
     }
 }
 
@@ -225,7 +226,11 @@ impl PipelineConfig {
             return Err(("pipeline.pressure", "need elevated_pct <= high_pct <= critical_pct <= 100".into()));
         }
         let c = &self.control;
-        if !(0 < c.degraded_pct && c.degraded_pct < c.critical_pct && c.critical_pct < c.emergency_pct && c.emergency_pct <= 100) {
+        if !(0 < c.degraded_pct
+            && c.degraded_pct < c.critical_pct
+            && c.critical_pct < c.emergency_pct
+            && c.emergency_pct <= 100)
+        {
             return Err((
                 "pipeline.control",
                 "need 0 < degraded_pct < critical_pct < emergency_pct <= 100".into(),
@@ -237,7 +242,10 @@ impl PipelineConfig {
         for t in self.topics.keys() {
             let name = t.strip_suffix('*').unwrap_or(t);
             if name.is_empty() || name.contains('*') {
-                return Err(("pipeline.topics", format!("`{t}`: a name or `prefix/*` (`*` only at the end)")));
+                return Err((
+                    "pipeline.topics",
+                    format!("`{t}`: a name or `prefix/*` (`*` only at the end)"),
+                ));
             }
         }
         Ok(())

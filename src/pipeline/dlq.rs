@@ -138,7 +138,12 @@ impl Dlq {
         };
         let (entries, good_len) = decode_all(&bytes);
         if good_len < bytes.len() {
-            tracing::warn!(file = DLQ_FILE, kept = good_len, len = bytes.len(), "dlq: cutting off a torn tail");
+            tracing::warn!(
+                file = DLQ_FILE,
+                kept = good_len,
+                len = bytes.len(),
+                "dlq: cutting off a torn tail"
+            );
             disk.truncate(DLQ_FILE, good_len as u64)?;
             disk.sync(DLQ_FILE)?;
         }
@@ -155,7 +160,13 @@ impl Dlq {
     }
 
     /// Appends one entry durably, or counts it as overflow if the DLQ is full.
-    pub fn push(&self, reason: DlqReason, detail: String, at_ms: u64, event: StoredEvent) -> Result<Pushed, DlqError> {
+    pub fn push(
+        &self,
+        reason: DlqReason,
+        detail: String,
+        at_ms: u64,
+        event: StoredEvent,
+    ) -> Result<Pushed, DlqError> {
         let mut st = self.lock();
         if st.entries.len() >= self.max_entries {
             st.overflow += 1;

@@ -195,7 +195,11 @@ mod tests {
     use crate::event::{Event, Priority};
 
     fn ev(topic: &str, payload: &[u8]) -> StoredEvent {
-        StoredEvent { offset: 7, timestamp_ms: 0, event: Event::new(topic, Priority::Medium, payload.to_vec()) }
+        StoredEvent {
+            offset: 7,
+            timestamp_ms: 0,
+            event: Event::new(topic, Priority::Medium, payload.to_vec()),
+        }
     }
 
     fn levels(o: Outcome) -> Result<Vec<AlertLevel>, String> {

@@ -117,7 +117,8 @@ impl PipelineMetrics {
             for c in Class::ALL {
                 let (n, p50, p99, max) = pick(self.class(c)).summary();
                 for (q, v) in [("0.5", p50), ("0.99", p99), ("1", max)] {
-                    let _ = writeln!(out, "esc_pipeline_{name}_latency_us{{class=\"{c}\",quantile=\"{q}\"}} {v}");
+                    let _ =
+                        writeln!(out, "esc_pipeline_{name}_latency_us{{class=\"{c}\",quantile=\"{q}\"}} {v}");
                 }
                 let _ = writeln!(out, "esc_pipeline_{name}_latency_us_count{{class=\"{c}\"}} {n}");
             }

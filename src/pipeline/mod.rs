@@ -390,7 +390,8 @@ impl Inner {
         if self.closing.is_set() {
             return false;
         }
-        self.paused[class.idx()].load(Ordering::SeqCst) || (class == Class::Batch && self.health() == Health::Emergency)
+        self.paused[class.idx()].load(Ordering::SeqCst)
+            || (class == Class::Batch && self.health() == Health::Emergency)
     }
 
     async fn wait_unpaused(&self, class: Class) {
@@ -481,8 +482,11 @@ impl Inner {
 
     fn enqueue(&self, event: StoredEvent, admission: Option<&mut Admission>, redrive: bool) {
         if !redrive {
-            let fresh =
-                self.progress.lock().unwrap_or_else(|e| e.into_inner()).admit(&event.event.topic, event.offset);
+            let fresh = self
+                .progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .admit(&event.event.topic, event.offset);
             if !fresh {
                 self.metrics.already_processed.inc();
                 return;
@@ -505,7 +509,9 @@ impl Inner {
                     Fate::DeadLettered(DlqReason::RealtimeOverflow),
                     "realtime queue full; oldest evicted".into(),
                 ),
-                Err(item) => self.settle(class, &item, Fate::DeadLettered(DlqReason::Shutdown), String::new()),
+                Err(item) => {
+                    self.settle(class, &item, Fate::DeadLettered(DlqReason::Shutdown), String::new())
+                }
             },
             Class::Transactional => {
                 match admission {
@@ -562,7 +568,8 @@ impl Inner {
         }
         if !item.redrive {
             let topic = &item.event.event.topic;
-            let advanced = self.progress.lock().unwrap_or_else(|e| e.into_inner()).finish(topic, item.event.offset);
+            let advanced =
+                self.progress.lock().unwrap_or_else(|e| e.into_inner()).finish(topic, item.event.offset);
             if let Some(next) = advanced {
                 self.checkpoint.record_position(topic, next);
             }
@@ -628,7 +635,9 @@ async fn run_realtime(inner: Arc<Inner>) {
                     inner.emit(&alerts);
                     inner.settle(class, &item, Fate::Processed, String::new());
                 }
-                Outcome::Invalid(why) => inner.settle(class, &item, Fate::DeadLettered(DlqReason::Invalid), why),
+                Outcome::Invalid(why) => {
+                    inner.settle(class, &item, Fate::DeadLettered(DlqReason::Invalid), why)
+                }
                 Outcome::Transient(why) => inner.settle(
                     class,
                     &item,

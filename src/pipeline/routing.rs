@@ -87,7 +87,10 @@ impl RoutingTable {
         if let Some(p) = self.exact.get(topic) {
             return *p;
         }
-        self.prefixes.iter().find(|(pre, _)| topic.starts_with(pre.as_str())).map_or(self.default, |(_, p)| *p)
+        self.prefixes
+            .iter()
+            .find(|(pre, _)| topic.starts_with(pre.as_str()))
+            .map_or(self.default, |(_, p)| *p)
     }
 
     /// Effective priority and class of an event with the client's priority, under `pressure`
@@ -114,10 +117,11 @@ mod tests {
     use Priority::*;
 
     fn table(default: Priority) -> RoutingTable {
-        let topics = [("sensor/*", High), ("sensor/critical/*", Critical), ("payment", Medium), ("logs", Batch)]
-            .into_iter()
-            .map(|(t, p)| (t.to_string(), p))
-            .collect();
+        let topics =
+            [("sensor/*", High), ("sensor/critical/*", Critical), ("payment", Medium), ("logs", Batch)]
+                .into_iter()
+                .map(|(t, p)| (t.to_string(), p))
+                .collect();
         RoutingTable::new(&topics, default)
     }
 

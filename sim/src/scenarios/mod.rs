@@ -2,6 +2,7 @@
 //! seed replays the same run bit for bit.
 
 pub mod ingest;
+pub mod pipeline;
 
 use std::sync::{Arc, Mutex};
 
@@ -46,10 +47,16 @@ pub struct ScenarioInfo {
 }
 
 /// Every scenario, for `esc-sim list` and argument checking.
-pub const SCENARIOS: &[ScenarioInfo] = &[ScenarioInfo {
-    name: "ingest",
-    about: "one server, 200+ TCP clients: producers, retriers, legacy, malformed, stalled, idle, vanishing, consumers",
-}];
+pub const SCENARIOS: &[ScenarioInfo] = &[
+    ScenarioInfo {
+        name: "ingest",
+        about: "one server, 200+ TCP clients: producers, retriers, legacy, malformed, stalled, idle, vanishing, consumers",
+    },
+    ScenarioInfo {
+        name: "pipeline",
+        about: "overload storm through the event pipeline: every event processed, dead-lettered with a reason, or refused",
+    },
+];
 
 /// Looks a scenario up by name.
 pub fn find(name: &str) -> Option<ScenarioInfo> {
