@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use eventstreamcore::event::{Event, Priority, StoredEvent};
 use eventstreamcore::node::{DedupConfig, EventService, LocalNode, ServiceError};
 use eventstreamcore::pipeline::{
-    ALERTS_TOPIC, AlertLevel, Checkpoint, Class, Dlq, DlqReason, Fate, Health, HandlerRegistry, MemCheckpoint,
-    MemoryAlertSink, Observer, Outcome, Pipeline, PipelineConfig, PipelinedService, RedriveFilter,
-    ServiceAlertSink, StartOptions,
+    ALERTS_TOPIC, AlertLevel, Checkpoint, Class, Dlq, DlqReason, Fate, HandlerRegistry, Health,
+    MemCheckpoint, MemoryAlertSink, Observer, Outcome, Pipeline, PipelineConfig, PipelinedService,
+    RedriveFilter, ServiceAlertSink, StartOptions,
 };
 use eventstreamcore::rt::{NodeClock, SimDisk};
 
@@ -49,14 +49,19 @@ struct Harness {
 }
 
 fn base_cfg() -> PipelineConfig {
-    let mut cfg = PipelineConfig::default();
-    cfg.default_priority = Priority::Batch; // unlisted topics keep the client's priority
+    // Unlisted topics keep the client's priority.
+    let mut cfg = PipelineConfig { default_priority: Priority::Batch, ..PipelineConfig::default() };
     cfg.realtime.deadline_ms = 60_000; // tests that want a deadline set it
     cfg.control.interval_ms = 60_000; // tests that want the loop set it
     cfg
 }
 
-fn start_with(cfg: PipelineConfig, handlers: HandlerRegistry, checkpoint: Arc<dyn Checkpoint>, disk: SimDisk) -> Harness {
+fn start_with(
+    cfg: PipelineConfig,
+    handlers: HandlerRegistry,
+    checkpoint: Arc<dyn Checkpoint>,
+    disk: SimDisk,
+) -> Harness {
     let clock = NodeClock::new();
     let fates = Arc::new(Fates::default());
     let alerts = MemoryAlertSink::default();
@@ -199,7 +204,11 @@ async fn defect_a_blocked_producer_is_woken_when_room_frees() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished(), "must wait while the class is full");
     h.p.resume(Class::Transactional);
-    tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken, not left blocked").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken, not left blocked")
+        .unwrap()
+        .unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5));
     h.p.shutdown().await;
 }
@@ -265,7 +274,8 @@ async fn default_handlers_raise_alerts_and_dead_letter_invalid_events() {
 async fn alerts_reach_the_alerts_topic() {
     let node = Arc::new(LocalNode::new(1, NodeClock::new(), DedupConfig::default()));
     let clock = NodeClock::new();
-    let opts = StartOptions { alerts: Arc::new(ServiceAlertSink::new(node.clone())), ..StartOptions::default() };
+    let opts =
+        StartOptions { alerts: Arc::new(ServiceAlertSink::new(node.clone())), ..StartOptions::default() };
     let p = Pipeline::start(base_cfg(), clock, Arc::new(SimDisk::new()), opts).unwrap();
     let svc = PipelinedService::new(node.clone(), p.clone());
     svc.publish(vec![Event::new("sensor/pressure", Priority::High, vec![250u8])]).await.unwrap();
@@ -313,7 +323,11 @@ async fn transactional_retries_with_backoff_then_dead_letters() {
     let mut handlers = HandlerRegistry::empty();
     // "flaky" fails twice then succeeds; "down" always fails.
     handlers.register("flaky", move |_: &StoredEvent| {
-        if c.fetch_add(1, Ordering::SeqCst) < 2 { Outcome::Transient("busy".into()) } else { Outcome::Handled(vec![]) }
+        if c.fetch_add(1, Ordering::SeqCst) < 2 {
+            Outcome::Transient("busy".into())
+        } else {
+            Outcome::Handled(vec![])
+        }
     });
     let down_calls = Arc::new(AtomicU32::new(0));
     let d = down_calls.clone();
@@ -426,7 +440,11 @@ async fn defect_many_concurrent_producers_lose_nothing() {
                 let e = StoredEvent {
                     offset: i,
                     timestamp_ms: h.clock.wall_unix_ms(),
-                    event: Event::new(topic, [Priority::Critical, Priority::Medium, Priority::Batch][i as usize % 3], "x"),
+                    event: Event::new(
+                        topic,
+                        [Priority::Critical, Priority::Medium, Priority::Batch][i as usize % 3],
+                        "x",
+                    ),
                 };
                 h.p.submit(vec![e]);
                 if i % 50 == 0 {
@@ -455,12 +473,8 @@ async fn defect_many_concurrent_producers_lose_nothing() {
 async fn defect_no_realtime_event_is_both_evicted_and_handled() {
     let mut cfg = base_cfg();
     cfg.realtime.capacity = 8;
-    let h = Arc::new(start_with(
-        cfg,
-        HandlerRegistry::empty(),
-        Arc::new(MemCheckpoint::new(10)),
-        SimDisk::new(),
-    ));
+    let h =
+        Arc::new(start_with(cfg, HandlerRegistry::empty(), Arc::new(MemCheckpoint::new(10)), SimDisk::new()));
     let mut tasks = Vec::new();
     for t in 0..4u64 {
         let h = h.clone();
@@ -506,7 +520,11 @@ async fn defect_shutdown_drains_every_queued_event() {
     let mut n = 0;
     for (topic, pr) in [("rt", Priority::High), ("tx", Priority::Low), ("bt", Priority::Batch)] {
         let events = (0..30)
-            .map(|i| StoredEvent { offset: i, timestamp_ms: clock.wall_unix_ms(), event: Event::new(topic, pr, "x") })
+            .map(|i| StoredEvent {
+                offset: i,
+                timestamp_ms: clock.wall_unix_ms(),
+                event: Event::new(topic, pr, "x"),
+            })
             .collect();
         p.submit(events);
         n += 30;
@@ -514,10 +532,17 @@ async fn defect_shutdown_drains_every_queued_event() {
     assert!(p.depths().iter().sum::<usize>() > 0, "events are still queued when shutdown starts");
     p.shutdown().await;
     assert_eq!(fates.count(Fate::Processed), n);
-    p.submit(vec![StoredEvent { offset: 30, timestamp_ms: 0, event: Event::new("rt", Priority::High, "late") }]);
+    p.submit(vec![StoredEvent {
+        offset: 30,
+        timestamp_ms: 0,
+        event: Event::new("rt", Priority::High, "late"),
+    }]);
     assert_eq!(fates.of("rt", 30), vec![Fate::DeadLettered(DlqReason::Shutdown)]);
     assert_eq!(p.dlq().entries()[0].reason, DlqReason::Shutdown);
-    assert_eq!(p.admit(&[Event::new("x", Priority::High, "y")]).await.unwrap_err(), ServiceError::ShuttingDown);
+    assert_eq!(
+        p.admit(&[Event::new("x", Priority::High, "y")]).await.unwrap_err(),
+        ServiceError::ShuttingDown
+    );
 }
 
 /// Original defect: metrics counted twice. Here every submitted event is counted once, as
@@ -553,7 +578,10 @@ async fn defect_metrics_count_each_event_once() {
     assert_eq!(m.dlq_written.get() as usize, dead);
     assert_eq!(h.p.dlq().len(), dead);
     let text = h.p.render_prometheus();
-    let line = format!("esc_pipeline_processed_total{{class=\"realtime\"}} {}", m.class(Class::Realtime).processed.get());
+    let line = format!(
+        "esc_pipeline_processed_total{{class=\"realtime\"}} {}",
+        m.class(Class::Realtime).processed.get()
+    );
     assert_eq!(text.matches(&line).count(), 1, "{text}");
 }
 
@@ -614,11 +642,7 @@ async fn defect_control_loop_actions_take_effect_at_every_level() {
     assert!(!h.p.is_paused(Class::Batch));
     assert_eq!(admitted(h.p.admit(&batch).await), Ok(()));
     let m = h.p.metrics();
-    assert_eq!(
-        Health::ALL.map(|l| m.transitions_to(l)),
-        [1, 2, 2, 1],
-        "every transition counted"
-    );
+    assert_eq!(Health::ALL.map(|l| m.transitions_to(l)), [1, 2, 2, 1], "every transition counted");
     assert_eq!((m.refused_shed.get(), m.refused_backoff.get(), m.refused_emergency.get()), (1, 1, 1));
     h.p.shutdown().await;
 }
@@ -647,7 +671,8 @@ async fn the_control_loop_runs_on_the_node_clock() {
 #[tokio::test]
 async fn dlq_survives_a_restart_and_a_redrive_request_is_applied_at_start() {
     let disk = SimDisk::new();
-    let h = start_with(base_cfg(), HandlerRegistry::default(), Arc::new(MemCheckpoint::new(10)), disk.clone());
+    let h =
+        start_with(base_cfg(), HandlerRegistry::default(), Arc::new(MemCheckpoint::new(10)), disk.clone());
     h.submit("payment", Priority::Medium, &0u32.to_le_bytes());
     h.submit("payment", Priority::Medium, &2_000_000u32.to_le_bytes());
     h.submit("payment", Priority::Medium, &5u32.to_le_bytes());
@@ -699,7 +724,9 @@ async fn a_new_leader_resumes_from_the_checkpoint() {
         ..StartOptions::default()
     };
     let disk = SimDisk::new();
-    let old = Pipeline::start(cfg.clone(), NodeClock::new(), Arc::new(disk.clone()), opts(checkpoint.clone())).unwrap();
+    let old =
+        Pipeline::start(cfg.clone(), NodeClock::new(), Arc::new(disk.clone()), opts(checkpoint.clone()))
+            .unwrap();
     let svc = PipelinedService::new(node.clone(), old.clone());
     for seq in 1..=200u64 {
         let mut e = Event::new("orders", Priority::Medium, "x");

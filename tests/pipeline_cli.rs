@@ -23,9 +23,14 @@ fn dlq_list_and_redrive() {
     let _ = std::fs::remove_dir_all(&dir);
     let disk = Arc::new(FileDisk::open(&dir).unwrap());
     let dlq = Dlq::open(disk.clone(), 100).unwrap();
-    let ev = |topic: &str, offset| StoredEvent { offset, timestamp_ms: 1, event: Event::new(topic, Priority::High, "p") };
+    let ev = |topic: &str, offset| StoredEvent {
+        offset,
+        timestamp_ms: 1,
+        event: Event::new(topic, Priority::High, "p"),
+    };
     dlq.push(DlqReason::Deadline, "9 ms after commit, deadline 5 ms".into(), 10, ev("sensor/a", 3)).unwrap();
-    dlq.push(DlqReason::Invalid, "payment amount 0 outside 1..=1000000".into(), 11, ev("payment", 4)).unwrap();
+    dlq.push(DlqReason::Invalid, "payment amount 0 outside 1..=1000000".into(), 11, ev("payment", 4))
+        .unwrap();
     let d = dir.to_str().unwrap();
 
     let (ok, out) = esc(&["dlq", "list", "--data-dir", d]);

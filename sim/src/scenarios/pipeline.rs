@@ -47,9 +47,9 @@ pub struct Plan {
 impl Plan {
     pub fn generate(rng: &mut NodeRng) -> Plan {
         let producers = rng.random_range(4..=16);
-        let mut c = PipelineConfig::default();
-        c.default_priority =
+        let default_priority =
             *[Priority::Batch, Priority::Low, Priority::Medium].choose(rng).expect("non-empty");
+        let mut c = PipelineConfig { default_priority, ..PipelineConfig::default() };
         c.realtime.capacity = rng.random_range(4..=48);
         c.realtime.deadline_ms = rng.random_range(5..=30);
         c.transactional.capacity = rng.random_range(4..=48);
@@ -115,10 +115,13 @@ enum Sent {
     Refused,
 }
 
+/// Fates seen per (topic, offset).
+type FateLog = BTreeMap<(String, u64), Vec<(Class, Fate)>>;
+
 #[derive(Default)]
 struct Record {
     /// (topic, offset) -> fates seen (must end up exactly one).
-    fates: Mutex<BTreeMap<(String, u64), Vec<(Class, Fate)>>>,
+    fates: Mutex<FateLog>,
     /// (producer, sequence) -> topic and final outcome.
     sent: Mutex<BTreeMap<(u64, u64), (String, Sent)>>,
     violations: Mutex<Vec<String>>,
