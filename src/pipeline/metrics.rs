@@ -49,6 +49,8 @@ pub struct PipelineMetrics {
     pub classes: [ClassMetrics; 3],
     /// Events submitted that were already below the checkpoint position (skipped, not counted above).
     pub already_processed: Counter,
+    /// Events submitted after [`super::Pipeline::abort`], left to the next leader.
+    pub abandoned: Counter,
     pub downgraded: Counter,
     pub retries: Counter,
     pub batch_flush_size: Counter,
@@ -123,8 +125,9 @@ impl PipelineMetrics {
                 let _ = writeln!(out, "esc_pipeline_{name}_latency_us_count{{class=\"{c}\"}} {n}");
             }
         }
-        let singles: [(&str, &Counter); 16] = [
+        let singles: [(&str, &Counter); 17] = [
             ("esc_pipeline_already_processed_total", &self.already_processed),
+            ("esc_pipeline_abandoned_total", &self.abandoned),
             ("esc_pipeline_downgraded_total", &self.downgraded),
             ("esc_pipeline_retries_total", &self.retries),
             ("esc_pipeline_batch_flush_size_total", &self.batch_flush_size),

@@ -13,8 +13,8 @@ use eventstreamcore::event::{Event, Priority, StoredEvent};
 use eventstreamcore::node::state::Fnv64;
 use eventstreamcore::node::{DedupConfig, EventService, LocalNode, ServiceError};
 use eventstreamcore::pipeline::{
-    ALERTS_TOPIC, Class, Dlq, Fate, HandlerRegistry, Health, MemCheckpoint, Observer, Outcome, Pipeline,
-    PipelineConfig, PipelinedService, ServiceAlertSink, StartOptions, handlers,
+    ALERTS_TOPIC, Checkpoint, Class, Dlq, Fate, HandlerRegistry, Health, MemCheckpoint, Observer, Outcome,
+    Pipeline, PipelineConfig, PipelinedService, ServiceAlertSink, StartOptions, handlers,
 };
 use eventstreamcore::rt::{self, NodeClock, NodeRng, SimDisk};
 use rand::Rng;
@@ -42,6 +42,9 @@ pub struct Plan {
     pub flaky_pct: u32,
     /// Percent of events with an invalid payload.
     pub invalid_pct: u32,
+    /// If set, the leader's pipeline is lost this long into the storm and a new one resumes from
+    /// the checkpoint.
+    pub failover_at_ms: Option<u64>,
 }
 
 impl Plan {
@@ -75,6 +78,7 @@ impl Plan {
             cost_us: [rng.random_range(50..=1500), rng.random_range(50..=2500), rng.random_range(20..=800)],
             flaky_pct: rng.random_range(0..=40),
             invalid_pct: rng.random_range(0..=10),
+            failover_at_ms: rng.random_bool(0.35).then(|| rng.random_range(10..=300)),
         }
     }
 
@@ -83,7 +87,7 @@ impl Plan {
         format!(
             "{} producers x {} events (batches <= {}), gaps {:?} ms, retries {:?}; default {}; realtime cap {} \
              deadline {} ms; transactional cap {} block {} ms retries {} backoff {} ms; batch cap {} window {} ms \
-             max {}; control every {} ms hysteresis {}; cost {:?} us; flaky {}%; invalid {}%",
+             max {}; control every {} ms hysteresis {}; cost {:?} us; flaky {}%; invalid {}%; failover at {:?} ms",
             self.producers,
             self.events_per_producer,
             self.max_batch,
@@ -104,6 +108,7 @@ impl Plan {
             self.cost_us,
             self.flaky_pct,
             self.invalid_pct,
+            self.failover_at_ms,
         )
     }
 }
@@ -125,8 +130,8 @@ struct Record {
     /// (producer, sequence) -> topic and final outcome.
     sent: Mutex<BTreeMap<(u64, u64), (String, Sent)>>,
     violations: Mutex<Vec<String>>,
-    /// Transactional effects per idempotency key.
-    effects: Mutex<BTreeMap<(u64, u64), u32>>,
+    /// (events queued at the old leader when it stopped, events the new leader resubmitted).
+    failover: Mutex<Option<(usize, usize)>>,
 }
 
 impl Observer for Record {
@@ -154,16 +159,12 @@ fn payload(topic: &str, invalid: bool, rng: &mut NodeRng) -> Vec<u8> {
     }
 }
 
-fn handlers(record: Arc<Record>, rng: NodeRng, flaky_pct: u32) -> HandlerRegistry {
+fn handlers(rng: Arc<Mutex<NodeRng>>, flaky_pct: u32) -> HandlerRegistry {
     let mut r = HandlerRegistry::default();
-    let rng = Mutex::new(rng);
-    r.register("orders", move |e: &StoredEvent| {
+    r.register("orders", move |_: &StoredEvent| {
         let fail = rng.lock().unwrap_or_else(|e| e.into_inner()).random_range(0..100) < flaky_pct;
         if fail {
             return Outcome::Transient("downstream busy".into());
-        }
-        if let Some(k) = e.event.idempotency_key() {
-            *record.effects.lock().unwrap_or_else(|e| e.into_inner()).entry(k).or_default() += 1;
         }
         Outcome::Handled(Vec::new())
     });
@@ -171,13 +172,10 @@ fn handlers(record: Arc<Record>, rng: NodeRng, flaky_pct: u32) -> HandlerRegistr
     r
 }
 
-async fn producer(
-    id: u64,
-    plan: Arc<Plan>,
-    svc: PipelinedService<LocalNode>,
-    record: Arc<Record>,
-    mut rng: NodeRng,
-) {
+/// The service producers talk to; replaced at a failover.
+type Leader = Arc<Mutex<PipelinedService<LocalNode>>>;
+
+async fn producer(id: u64, plan: Arc<Plan>, leader: Leader, record: Arc<Record>, mut rng: NodeRng) {
     let i = (id - 1) as usize;
     let mut seq = 0u64;
     let mut left = plan.events_per_producer;
@@ -197,11 +195,17 @@ async fn producer(
         }
         let mut attempt = 0;
         let outcome = loop {
+            let svc = leader.lock().unwrap_or_else(|e| e.into_inner()).clone();
             match svc.publish(batch.clone()).await {
                 Ok(items) => break Ok(items),
                 Err(ServiceError::Overloaded { retry_after_ms }) if attempt < plan.retries[i] => {
                     attempt += 1;
                     rt::time::sleep(Duration::from_millis(u64::from(retry_after_ms))).await;
+                }
+                // The leader's pipeline went away mid-publish (failover): retry on the new one.
+                Err(ServiceError::ShuttingDown) if attempt < plan.retries[i] => {
+                    attempt += 1;
+                    rt::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err(e) => break Err(e),
             }
@@ -230,7 +234,7 @@ fn record_outcome(
         Ok(items) => {
             record.violation(format!("producer {id}: {} acks for {} events", items.len(), batch.len()))
         }
-        Err(ServiceError::Overloaded { .. }) => {
+        Err(ServiceError::Overloaded { .. } | ServiceError::ShuttingDown) => {
             for e in batch {
                 sent.insert((id, e.sequence), (e.topic.clone(), Sent::Refused));
             }
@@ -250,23 +254,53 @@ pub async fn run(opts: Options) -> RunReport {
     let node = Arc::new(LocalNode::new(1, clock.clone(), DedupConfig::default()));
     let disk = SimDisk::new();
     let record = Arc::new(Record::default());
-    let start = StartOptions {
-        handlers: handlers(record.clone(), rt::rng::split(&mut rng), plan.flaky_pct),
-        alerts: Arc::new(ServiceAlertSink::new(node.clone())),
-        checkpoint: Arc::new(MemCheckpoint::new(plan.config.transactional.idempotency_keys)),
-        observer: Some(record.clone()),
-        handling_cost: plan.cost_us.map(Duration::from_micros),
+    let checkpoint = Arc::new(MemCheckpoint::new(plan.config.transactional.idempotency_keys));
+    let handler_rng = Arc::new(Mutex::new(rt::rng::split(&mut rng)));
+    let start = |observer: Arc<Record>| {
+        let opts = StartOptions {
+            handlers: handlers(handler_rng.clone(), plan.flaky_pct),
+            alerts: Arc::new(ServiceAlertSink::new(node.clone())),
+            checkpoint: checkpoint.clone(),
+            observer: Some(observer),
+            handling_cost: plan.cost_us.map(Duration::from_micros),
+        };
+        match Pipeline::start(plan.config.clone(), clock.clone(), Arc::new(disk.clone()), opts) {
+            Ok(p) => p,
+            Err(e) => panic!("pipeline did not start: {e}"),
+        }
     };
-    let pipeline = match Pipeline::start(plan.config.clone(), clock, Arc::new(disk.clone()), start) {
-        Ok(p) => p,
-        Err(e) => panic!("pipeline did not start: {e}"),
-    };
-    let svc = PipelinedService::new(node.clone(), pipeline.clone());
+    let first = start(record.clone());
+    let leader: Leader = Arc::new(Mutex::new(PipelinedService::new(node.clone(), first.clone())));
 
     let mut tasks = Vec::new();
     for id in 1..=plan.producers as u64 {
         let prng = rt::rng::split(&mut rng);
-        tasks.push(rt::spawn(producer(id, plan.clone(), svc.clone(), record.clone(), prng)));
+        tasks.push(rt::spawn(producer(id, plan.clone(), leader.clone(), record.clone(), prng)));
+    }
+    let mut pipeline = first.clone();
+    if let Some(at) = plan.failover_at_ms {
+        rt::time::sleep(Duration::from_millis(at)).await;
+        // The old leader stops dead; the new one resumes from the replicated checkpoint. From the
+        // abort to the swap nothing awaits, so no publish slips between them.
+        let left = first.abort();
+        let next = start(record.clone());
+        let positions = checkpoint.positions();
+        let backlog: Vec<StoredEvent> = {
+            let state = node.state();
+            let topics: Vec<String> =
+                state.topics().filter(|t| *t != ALERTS_TOPIC).map(str::to_string).collect();
+            topics
+                .iter()
+                .flat_map(|t| {
+                    let from = positions.get(t).copied().unwrap_or(0) as usize;
+                    state.topic_log(t).get(from..).unwrap_or_default().to_vec()
+                })
+                .collect()
+        };
+        record.failover.lock().unwrap_or_else(|e| e.into_inner()).replace((left, backlog.len()));
+        next.submit(backlog);
+        *leader.lock().unwrap_or_else(|e| e.into_inner()) = PipelinedService::new(node.clone(), next.clone());
+        pipeline = next;
     }
     for t in tasks {
         if t.await.is_err() {
@@ -279,7 +313,7 @@ pub async fn run(opts: Options) -> RunReport {
     // Let alert publishes spawned by the last handlers finish.
     rt::time::sleep(Duration::from_millis(1)).await;
 
-    let failure = check(&plan, &node, &disk, &pipeline, &record).err();
+    let failure = check(&plan, &node, &disk, &pipeline, checkpoint.as_ref(), &record).err();
     let fates = record.fates.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let sent = record.sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let m = pipeline.metrics();
@@ -302,8 +336,9 @@ pub async fn run(opts: Options) -> RunReport {
     for t in &transitions {
         d.write_u64(*t);
     }
+    let failover = *record.failover.lock().unwrap_or_else(|e| e.into_inner());
     let summary = format!(
-        "{description}\nresult: {} sent, {refused} refused, {processed} processed, {dead} dead-lettered, {dups} duplicates; \
+        "{description}\nfailover (queued at old leader, resubmitted by new): {failover:?}\nresult: {} sent, {refused} refused, {processed} processed, {dead} dead-lettered, {dups} duplicates; \
          transitions into healthy/degraded/critical/emergency {transitions:?}; refused shed/backoff/emergency/timeout {}/{}/{}/{}",
         sent.len(),
         m.refused_shed.get(),
@@ -323,8 +358,10 @@ fn check(
     node: &LocalNode,
     disk: &SimDisk,
     pipeline: &Pipeline,
+    checkpoint: &dyn Checkpoint,
     record: &Record,
 ) -> Result<(), CheckFailure> {
+    let failover = plan.failover_at_ms.is_some();
     if let Some(v) = record.violations.lock().unwrap_or_else(|e| e.into_inner()).first() {
         return fail("producers", v.clone());
     }
@@ -362,34 +399,56 @@ fn check(
             }
             let key = (topic.to_string(), e.offset);
             let fs = fates.get(&key).cloned().unwrap_or_default();
+            let mut dead: Vec<String> = fs
+                .iter()
+                .filter_map(|(_, f)| match f {
+                    Fate::DeadLettered(r) => Some(r.code().to_string()),
+                    _ => None,
+                })
+                .collect();
+            dead.sort();
+            let mut reasons = in_dlq.get(&key).cloned().unwrap_or_default();
+            reasons.sort();
+            if reasons != dead {
+                return fail(
+                    "dead_letters_in_dlq",
+                    format!("{topic}@{} dead-lettered as {dead:?} but the DLQ holds {reasons:?}", e.offset),
+                );
+            }
             match fs.as_slice() {
-                [(_, Fate::Processed)] | [(Class::Transactional, Fate::Duplicate)] => {}
-                [(_, Fate::DeadLettered(reason))] => {
-                    let reasons = in_dlq.get(&key).cloned().unwrap_or_default();
-                    if reasons != vec![reason.code().to_string()] {
-                        return fail(
-                            "dead_letters_in_dlq",
-                            format!(
-                                "{topic}@{} dead-lettered as {reason} but the DLQ holds {reasons:?}",
-                                e.offset
-                            ),
-                        );
-                    }
-                }
                 [] => {
                     return fail(
                         "nothing_lost_silently",
                         format!("{topic}@{} stored but never settled", e.offset),
                     );
                 }
+                [_] => {}
+                // After a failover, events the old leader finished above its checkpoint position are
+                // handled again (at-least-once); transactional effects still happen once (below).
+                _ if failover => {}
                 many => return fail("one_fate_each", format!("{topic}@{} settled {many:?}", e.offset)),
             }
+            if fs.iter().any(|(c, f)| *f == Fate::Duplicate && *c != Class::Transactional) {
+                return fail(
+                    "one_fate_each",
+                    format!("{topic}@{}: a non-transactional duplicate {fs:?}", e.offset),
+                );
+            }
+        }
+        // Processing finished: the checkpoint is at the end of every topic.
+        let end = state.topic_log(topic).len() as u64;
+        let at = checkpoint.positions().get(topic).copied();
+        if at != Some(end) {
+            return fail("checkpoint_at_end", format!("{topic}: checkpoint {at:?}, log ends at {end}"));
         }
     }
-    if fates.len() != stored {
+    if fates.len() != stored && !failover {
         return fail("one_fate_each", format!("{} events settled, {stored} stored", fates.len()));
     }
-    if in_dlq.values().map(Vec::len).sum::<usize>() != dlq.len() || dlq.len() > stored {
+    if fates.keys().any(|(t, o)| state.topic_log(t).len() as u64 <= *o) {
+        return fail("one_fate_each", "a fate for an event that is not stored".into());
+    }
+    if in_dlq.keys().any(|(t, o)| state.topic_log(t).len() as u64 <= *o) {
         return fail("dead_letters_in_dlq", "DLQ entries that are not stored events".into());
     }
     // Acks match the log; refused events were never stored.
@@ -413,16 +472,24 @@ fn check(
             }
         }
     }
-    // Transactional effects at most once per idempotency key.
-    let effects = record.effects.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((k, n)) = effects.iter().find(|(_, n)| **n > 1) {
-        return fail("exactly_once_effects", format!("key {k:?} handled {n} times"));
+    // Transactional effects at most once per idempotency key (every stored event has its own key:
+    // a retried publish is deduplicated by the node).
+    for ((topic, offset), fs) in &fates {
+        let n = fs.iter().filter(|f| **f == (Class::Transactional, Fate::Processed)).count();
+        if n > 1 {
+            return fail(
+                "exactly_once_effects",
+                format!("{topic}@{offset} handled {n} times as transactional"),
+            );
+        }
     }
     // Metrics: each event counted once.
     let m = pipeline.metrics();
     for c in Class::ALL {
         let cm = m.class(c);
         let seen = fates.values().flatten().filter(|(fc, _)| *fc == c).count() as u64;
+        // After a failover the observer saw both leaders; the new one must still balance.
+        let seen = if failover { cm.submitted.get() } else { seen };
         if cm.submitted.get() != seen || cm.settled() != seen {
             return fail(
                 "counted_once",
@@ -430,7 +497,7 @@ fn check(
             );
         }
     }
-    if m.dlq_written.get() as usize != dlq.len() {
+    if !failover && m.dlq_written.get() as usize != dlq.len() {
         return fail(
             "counted_once",
             format!("dlq_written {} but {} entries", m.dlq_written.get(), dlq.len()),
