@@ -95,15 +95,12 @@ impl Progress {
     }
 
     /// False if `offset` of `topic` was already handled (below the position), so it is skipped.
+    /// A topic the checkpoint does not know starts at offset 0, so batches committed in one order
+    /// and submitted in another are all handled (a node enabling the pipeline on an existing log
+    /// should seed the checkpoint, or the position waits for offsets never submitted).
     pub fn admit(&mut self, topic: &str, offset: u64) -> bool {
-        match self.topics.get(topic) {
-            Some(t) => offset >= t.next && !t.done.contains(&offset),
-            None => {
-                // First event seen of a topic with no checkpoint: the position starts here.
-                self.topics.insert(topic.to_string(), TopicProgress { next: offset, done: BTreeSet::new() });
-                true
-            }
-        }
+        let t = self.topics.entry(topic.to_string()).or_default();
+        offset >= t.next && !t.done.contains(&offset)
     }
 
     /// Marks `offset` finished; returns the new position if it advanced.
@@ -136,6 +133,18 @@ mod tests {
         assert_eq!(p.finish("t", 0), Some(2));
         assert_eq!(p.finish("t", 2), Some(4));
         assert!(!p.admit("t", 2), "already handled");
+    }
+
+    #[test]
+    fn a_new_topic_starts_at_zero_whatever_arrives_first() {
+        let mut p = Progress::new(BTreeMap::new());
+        // A later batch's commit completes first.
+        assert!(p.admit("t", 2));
+        assert_eq!(p.finish("t", 2), None);
+        assert!(p.admit("t", 0));
+        assert!(p.admit("t", 1));
+        assert_eq!(p.finish("t", 0), Some(1));
+        assert_eq!(p.finish("t", 1), Some(3));
     }
 
     #[test]
