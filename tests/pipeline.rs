@@ -766,3 +766,21 @@ async fn the_pipelined_service_processes_what_it_stores_once() {
     assert_eq!(fates.all().len(), 1, "the duplicate publish is not processed again");
     assert_eq!(fates.of("audit", 0), vec![Fate::Processed]);
 }
+
+#[tokio::test]
+async fn a_disk_checkpoint_survives_a_restart_of_the_node() {
+    let disk = SimDisk::new();
+    let cp = Arc::new(eventstreamcore::pipeline::DiskCheckpoint::open(Arc::new(disk.clone()), 100).unwrap());
+    let h = start_with(base_cfg(), HandlerRegistry::empty(), cp, disk.clone());
+    for seq in 0..5u64 {
+        let mut e = h.stored("orders", Priority::Medium, b"x");
+        e.event.producer_id = 1;
+        e.event.sequence = seq;
+        h.p.submit(vec![e]);
+    }
+    h.p.shutdown().await;
+    disk.power_fail(None);
+    let cp = eventstreamcore::pipeline::DiskCheckpoint::open(Arc::new(disk), 100).unwrap();
+    assert_eq!(cp.positions()["orders"], 5);
+    assert!((0..5).all(|s| cp.is_handled((1, s))));
+}

@@ -4,7 +4,9 @@
 //! in memory (one node, or a test sharing it between an "old" and a "new" leader).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::rt::{Disk, DiskError};
 
 /// Processed positions and handled idempotency keys.
 pub trait Checkpoint: Send + Sync + std::fmt::Debug {
@@ -16,6 +18,8 @@ pub trait Checkpoint: Send + Sync + std::fmt::Debug {
     fn is_handled(&self, key: (u64, u64)) -> bool;
     /// Records that the transactional effect of this key happened.
     fn mark_handled(&self, key: (u64, u64));
+    /// Makes what was recorded so far durable (called on every control-loop tick and at shutdown).
+    fn flush(&self) {}
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +70,119 @@ impl Checkpoint for MemCheckpoint {
                     st.keys.remove(&old);
                 }
             }
+        }
+    }
+}
+
+/// A checkpoint kept on the [`Disk`] seam (`checkpoint.log`): records are appended as they
+/// happen and fsynced on [`Checkpoint::flush`]; at open the log is read (a torn tail is ignored)
+/// and compacted. What was not flushed before a crash is handled again (at-least-once).
+#[derive(Debug)]
+pub struct DiskCheckpoint {
+    disk: Arc<dyn Disk>,
+    mem: MemCheckpoint,
+    /// Lines not yet appended.
+    pending: Mutex<String>,
+}
+
+/// The checkpoint log file.
+pub const CHECKPOINT_FILE: &str = "checkpoint.log";
+
+impl DiskCheckpoint {
+    /// Opens (or creates) the checkpoint in `disk`, remembering at most `max_keys` keys.
+    pub fn open(disk: Arc<dyn Disk>, max_keys: usize) -> Result<Self, DiskError> {
+        let mem = MemCheckpoint::new(max_keys);
+        let bytes = match disk.read(CHECKPOINT_FILE) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        // Only whole lines count: a torn last line is dropped.
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        for line in complete.lines() {
+            let mut f = line.split(' ');
+            match (f.next(), f.next(), f.next(), f.next()) {
+                (Some("P"), Some(next), Some(topic_hex), None) => {
+                    if let (Ok(next), Some(topic)) = (next.parse(), unhex(topic_hex)) {
+                        mem.record_position(&topic, next);
+                    }
+                }
+                (Some("K"), Some(p), Some(q), None) => {
+                    if let (Ok(p), Ok(q)) = (p.parse(), q.parse()) {
+                        mem.mark_handled((p, q));
+                    }
+                }
+                _ => tracing::warn!(line, "checkpoint: skipping a malformed record"),
+            }
+        }
+        let cp = DiskCheckpoint { disk, mem, pending: Mutex::new(String::new()) };
+        cp.compact()?;
+        Ok(cp)
+    }
+
+    /// Rewrites the log with only the current state.
+    fn compact(&self) -> Result<(), DiskError> {
+        let mut out = String::new();
+        for (t, n) in self.mem.positions() {
+            out.push_str(&format!("P {n} {}\n", hex(&t)));
+        }
+        for (p, q) in self.mem.lock().order.iter() {
+            out.push_str(&format!("K {p} {q}\n"));
+        }
+        self.disk.write_atomic(CHECKPOINT_FILE, out.as_bytes())
+    }
+
+    fn push(&self, line: String) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push_str(&line);
+    }
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+impl Checkpoint for DiskCheckpoint {
+    fn positions(&self) -> BTreeMap<String, u64> {
+        self.mem.positions()
+    }
+
+    fn record_position(&self, topic: &str, next_offset: u64) {
+        self.mem.record_position(topic, next_offset);
+        self.push(format!("P {next_offset} {}\n", hex(topic)));
+    }
+
+    fn is_handled(&self, key: (u64, u64)) -> bool {
+        self.mem.is_handled(key)
+    }
+
+    fn mark_handled(&self, key: (u64, u64)) {
+        self.mem.mark_handled(key);
+        self.push(format!("K {} {}\n", key.0, key.1));
+    }
+
+    fn flush(&self) {
+        let lines = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if lines.is_empty() {
+            return;
+        }
+        let r = self
+            .disk
+            .append(CHECKPOINT_FILE, lines.as_bytes())
+            .and_then(|()| self.disk.sync(CHECKPOINT_FILE));
+        if let Err(e) = r {
+            tracing::error!(%e, "checkpoint: flush failed; the records are retried at the next flush");
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let newer = std::mem::take(&mut *p);
+            *p = lines + &newer;
         }
     }
 }
@@ -153,6 +270,27 @@ mod tests {
         assert!(!p.admit("t", 9));
         assert!(p.admit("t", 10));
         assert_eq!(p.finish("t", 10), Some(11));
+    }
+
+    #[test]
+    fn disk_checkpoint_keeps_what_was_flushed_across_a_power_failure() {
+        use crate::rt::SimDisk;
+        let disk = SimDisk::new();
+        let c = DiskCheckpoint::open(Arc::new(disk.clone()), 100).unwrap();
+        c.record_position("sensor/a b", 7);
+        c.mark_handled((3, 4));
+        c.flush();
+        c.record_position("sensor/a b", 9);
+        c.mark_handled((3, 5));
+        disk.power_fail(None);
+        let again = DiskCheckpoint::open(Arc::new(disk.clone()), 100).unwrap();
+        assert_eq!(again.positions()["sensor/a b"], 7, "the unflushed position is not durable");
+        assert!(again.is_handled((3, 4)));
+        assert!(!again.is_handled((3, 5)));
+        // A torn last line is ignored.
+        disk.append(CHECKPOINT_FILE, b"K 9 ").unwrap();
+        let torn = DiskCheckpoint::open(Arc::new(disk), 100).unwrap();
+        assert_eq!(torn.positions()["sensor/a b"], 7);
     }
 
     #[test]

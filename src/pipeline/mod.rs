@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use alerts::{ALERTS_TOPIC, AlertSink, FanoutAlertSink, LogAlertSink, MemoryAlertSink, ServiceAlertSink};
-pub use checkpoint::{Checkpoint, MemCheckpoint};
+pub use checkpoint::{Checkpoint, DiskCheckpoint, MemCheckpoint};
 pub use config::{PipelineConfig, PressureLevel};
 pub use control::{Controller, Health, Transition};
 pub use dlq::{Dlq, DlqEntry, DlqError, DlqReason, RedriveFilter};
@@ -361,6 +361,7 @@ impl Pipeline {
         for t in tasks {
             let _ = t.await;
         }
+        inner.checkpoint.flush();
     }
 
     /// Stops processing at once without draining (this node lost leadership or crashed): queued
@@ -796,5 +797,6 @@ async fn run_control(inner: Arc<Inner>) {
         }
         p.inner.evaluate_control();
         p.apply_redrive_request();
+        p.inner.checkpoint.flush();
     }
 }
