@@ -404,6 +404,25 @@ async fn defect_an_idle_batch_window_flushes_on_its_timer() {
     h.p.shutdown().await;
 }
 
+/// The window is measured on the node's clock: a clock running at half speed keeps it open twice
+/// as long in real time.
+#[tokio::test]
+async fn batch_windows_run_on_the_node_clock() {
+    let mut cfg = base_cfg();
+    cfg.batch.window_ms = 40;
+    let h = start(cfg);
+    h.clock.set_drift_ppm(-500_000);
+    let t0 = Instant::now();
+    h.submit("logs", Priority::Batch, b"x");
+    h.wait_for("the timer flush", |h| h.fates.count(Fate::Processed) == 1).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(78),
+        "a 40 ms window at half speed took {:?}",
+        t0.elapsed()
+    );
+    h.p.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_full_batch_window_flushes_at_once_per_topic() {
     let mut cfg = base_cfg();

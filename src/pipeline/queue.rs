@@ -150,3 +150,50 @@ impl Receiver<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Priority};
+
+    fn item(offset: u64) -> Item {
+        Item {
+            event: StoredEvent { offset, timestamp_ms: 0, event: Event::new("t", Priority::High, "x") },
+            enqueued: Duration::ZERO,
+            redrive: false,
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "exactly one consumer")]
+    fn a_queue_has_exactly_one_consumer() {
+        let q = ClassQueue::default();
+        let _a = q.receiver();
+        let _b = q.receiver();
+    }
+
+    #[test]
+    fn eviction_removes_the_oldest_from_the_queue_itself() {
+        let q = ClassQueue::default();
+        for o in 0..3 {
+            assert!(q.push_evicting_oldest(item(o), 3).unwrap().is_none());
+        }
+        let evicted = q.push_evicting_oldest(item(3), 3).unwrap().unwrap();
+        assert_eq!(evicted.event.offset, 0);
+        assert_eq!((q.queued(), q.held()), (3, 3));
+        let left: Vec<u64> = q.drain_all().iter().map(|i| i.event.offset).collect();
+        assert_eq!(left, vec![1, 2, 3], "the evicted event can never also be dequeued");
+    }
+
+    #[test]
+    fn held_counts_until_released_and_bounds_pushes() {
+        let q = ClassQueue::default();
+        q.push_bounded(item(0), 2).unwrap();
+        q.push_bounded(item(1), 2).unwrap();
+        assert!(matches!(q.push_bounded(item(2), 2), Err((_, false))));
+        q.drain_all();
+        assert_eq!(q.held(), 0);
+        q.close();
+        assert!(matches!(q.push_bounded(item(3), 2), Err((_, true))), "closed: refused as such");
+    }
+}
