@@ -842,3 +842,23 @@ async fn throughput() {
         m.class(Class::Realtime).dequeue_latency_us.summary().2
     );
 }
+
+/// Dead letters decided in one submit share one DLQ write and one fsync (the submit path is the
+/// leader's apply path; an fsync per evicted event would stall it under exactly the overload
+/// that evicts).
+#[tokio::test]
+async fn dead_letters_of_one_submit_share_one_fsync() {
+    let mut cfg = base_cfg();
+    cfg.realtime.capacity = 1;
+    let h = start(cfg);
+    h.p.pause(Class::Realtime);
+    h.submit("alarm", Priority::Critical, b"first"); // creates dlq.log on the first eviction below
+    let events: Vec<_> = (0..100).map(|_| h.stored("alarm", Priority::Critical, b"x")).collect();
+    let before = h.disk.stats().syncs;
+    h.p.submit(events);
+    let syncs = h.disk.stats().syncs - before;
+    assert_eq!(h.p.dlq().len(), 100);
+    assert!(syncs <= 2, "{syncs} fsyncs for one submit (file + directory at most)");
+    h.p.resume(Class::Realtime);
+    h.p.shutdown().await;
+}

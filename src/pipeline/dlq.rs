@@ -167,24 +167,47 @@ impl Dlq {
         at_ms: u64,
         event: StoredEvent,
     ) -> Result<Pushed, DlqError> {
+        let mut r = self.push_many(vec![(reason, detail, at_ms, event)])?;
+        Ok(r.pop().unwrap_or(Pushed::Overflow))
+    }
+
+    /// Appends entries durably with one write and one fsync; those beyond the bound are counted
+    /// as overflow. On error nothing new is kept in memory either.
+    pub fn push_many(
+        &self,
+        letters: Vec<(DlqReason, String, u64, StoredEvent)>,
+    ) -> Result<Vec<Pushed>, DlqError> {
         let mut st = self.lock();
-        if st.entries.len() >= self.max_entries {
-            st.overflow += 1;
+        let mut out = Vec::with_capacity(letters.len());
+        let mut new = Vec::new();
+        let mut bytes = Vec::new();
+        let mut overflow = 0;
+        for (reason, detail, at_ms, event) in letters {
+            if st.entries.len() + new.len() >= self.max_entries {
+                overflow += 1;
+                out.push(Pushed::Overflow);
+                continue;
+            }
+            let entry = DlqEntry { id: st.next_id + new.len() as u64, reason, detail, at_ms, event };
+            bytes.extend_from_slice(&encode(&entry));
+            out.push(Pushed::Stored(entry.id));
+            new.push(entry);
+        }
+        if !new.is_empty() {
+            let new_file = self.disk.size(DLQ_FILE)?.is_none();
+            self.disk.append(DLQ_FILE, &bytes)?;
+            self.disk.sync(DLQ_FILE)?;
+            if new_file {
+                self.disk.sync_dir()?;
+            }
+            st.next_id += new.len() as u64;
+            st.entries.extend(new);
+        }
+        if overflow > 0 {
+            st.overflow += overflow;
             self.disk.write_atomic(OVERFLOW_FILE, st.overflow.to_string().as_bytes())?;
-            return Ok(Pushed::Overflow);
         }
-        let entry = DlqEntry { id: st.next_id, reason, detail, at_ms, event };
-        let record = encode(&entry);
-        let new_file = self.disk.size(DLQ_FILE)?.is_none();
-        self.disk.append(DLQ_FILE, &record)?;
-        self.disk.sync(DLQ_FILE)?;
-        if new_file {
-            self.disk.sync_dir()?;
-        }
-        st.next_id += 1;
-        let id = entry.id;
-        st.entries.push(entry);
-        Ok(Pushed::Stored(id))
+        Ok(out)
     }
 
     /// Every entry, oldest first.

@@ -57,6 +57,14 @@ pub trait Observer: Send + Sync {
     fn observe(&self, class: Class, event: &StoredEvent, fate: Fate);
 }
 
+/// One event's decided fate, waiting to be recorded.
+struct Settle {
+    class: Class,
+    item: Item,
+    fate: Fate,
+    detail: String,
+}
+
 /// What [`Pipeline::start`] needs besides the config.
 pub struct StartOptions {
     pub handlers: HandlerRegistry,
@@ -238,18 +246,22 @@ impl Pipeline {
     /// Hands committed events to the pipeline (in commit order per topic), using the room an
     /// admission reserved.
     pub fn submit_admitted(&self, events: Vec<StoredEvent>, mut admission: Admission) {
+        let mut dead = Vec::new();
         for e in events {
-            self.inner.enqueue(e, Some(&mut admission), false);
+            self.inner.enqueue(e, Some(&mut admission), false, &mut dead);
         }
+        self.inner.settle_all(dead);
     }
 
     /// Hands committed events to the pipeline that were not admitted here (a new leader resuming
     /// from the checkpoint, events replicated from elsewhere). Never refuses: committed events are
     /// queued or dead-lettered.
     pub fn submit(&self, events: Vec<StoredEvent>) {
+        let mut dead = Vec::new();
         for e in events {
-            self.inner.enqueue(e, None, false);
+            self.inner.enqueue(e, None, false, &mut dead);
         }
+        self.inner.settle_all(dead);
     }
 
     /// Moves matching DLQ entries back into the pipeline; returns how many. A realtime redrive's
@@ -257,10 +269,12 @@ impl Pipeline {
     pub fn redrive(&self, filter: &RedriveFilter) -> Result<usize, DlqError> {
         let entries = self.inner.dlq.take(filter)?;
         let n = entries.len();
+        let mut dead = Vec::new();
         for e in entries {
             self.inner.metrics.redriven.inc();
-            self.inner.enqueue(e.event, None, true);
+            self.inner.enqueue(e.event, None, true, &mut dead);
         }
+        self.inner.settle_all(dead);
         Ok(n)
     }
 
@@ -481,7 +495,13 @@ impl Inner {
         self.gate_notify.notify_waiters();
     }
 
-    fn enqueue(&self, event: StoredEvent, admission: Option<&mut Admission>, redrive: bool) {
+    fn enqueue(
+        &self,
+        event: StoredEvent,
+        admission: Option<&mut Admission>,
+        redrive: bool,
+        dead: &mut Vec<Settle>,
+    ) {
         if !redrive {
             let fresh = self
                 .progress
@@ -504,15 +524,18 @@ impl Inner {
         match class {
             Class::Realtime => match q.push_evicting_oldest(item, self.cfg.realtime.capacity) {
                 Ok(None) => {}
-                Ok(Some(old)) => self.settle(
+                Ok(Some(old)) => dead.push(Settle {
                     class,
-                    &old,
-                    Fate::DeadLettered(DlqReason::RealtimeOverflow),
-                    "realtime queue full; oldest evicted".into(),
-                ),
-                Err(item) => {
-                    self.settle(class, &item, Fate::DeadLettered(DlqReason::Shutdown), String::new())
-                }
+                    item: old,
+                    fate: Fate::DeadLettered(DlqReason::RealtimeOverflow),
+                    detail: "realtime queue full; oldest evicted".into(),
+                }),
+                Err(item) => dead.push(Settle {
+                    class,
+                    item,
+                    fate: Fate::DeadLettered(DlqReason::Shutdown),
+                    detail: String::new(),
+                }),
             },
             Class::Transactional => {
                 match admission {
@@ -522,13 +545,23 @@ impl Inner {
                 }
                 if let Err(item) = q.push(item) {
                     self.gate_release(1);
-                    self.settle(class, &item, Fate::DeadLettered(DlqReason::Shutdown), String::new());
+                    dead.push(Settle {
+                        class,
+                        item,
+                        fate: Fate::DeadLettered(DlqReason::Shutdown),
+                        detail: String::new(),
+                    });
                 }
             }
             Class::Batch => {
                 if let Err((item, closed)) = q.push_bounded(item, self.cfg.batch.capacity) {
                     let reason = if closed { DlqReason::Shutdown } else { DlqReason::BatchOverflow };
-                    self.settle(class, &item, Fate::DeadLettered(reason), String::new());
+                    dead.push(Settle {
+                        class,
+                        item,
+                        fate: Fate::DeadLettered(reason),
+                        detail: String::new(),
+                    });
                 }
             }
         }
@@ -536,43 +569,64 @@ impl Inner {
 
     /// Records an event's fate: the one place each event is counted, dead-lettered and checkpointed.
     fn settle(&self, class: Class, item: &Item, fate: Fate, detail: String) {
-        let m = self.metrics.class(class);
-        match fate {
-            Fate::Processed => m.processed.inc(),
-            Fate::Duplicate => m.duplicates.inc(),
-            Fate::DeadLettered(reason) => {
-                if matches!(reason, DlqReason::Invalid | DlqReason::RetriesExhausted) {
-                    m.failed.inc();
-                } else {
-                    m.dropped[reason.idx()].inc();
+        self.settle_all(vec![Settle { class, item: item.clone(), fate, detail }]);
+    }
+
+    /// Settles several events; their dead letters go to the DLQ in one write and one fsync, and
+    /// only then do they count as handled for the checkpoint.
+    fn settle_all(&self, settled: Vec<Settle>) {
+        if settled.is_empty() {
+            return;
+        }
+        let at = self.clock.wall_unix_ms();
+        let letters: Vec<(DlqReason, String, u64, StoredEvent)> = settled
+            .iter()
+            .filter_map(|s| match s.fate {
+                Fate::DeadLettered(reason) => Some((reason, s.detail.clone(), at, s.item.event.clone())),
+                _ => None,
+            })
+            .collect();
+        if !letters.is_empty() {
+            let n = letters.len();
+            match self.dlq.push_many(letters) {
+                Ok(pushed) => {
+                    let stored = pushed.iter().filter(|p| matches!(p, dlq::Pushed::Stored(_))).count() as u64;
+                    self.metrics.dlq_written.add(stored);
+                    if stored < n as u64 {
+                        self.metrics.dlq_overflow.add(n as u64 - stored);
+                        tracing::warn!(entries = n as u64 - stored, "dlq full: entries counted, not stored");
+                    }
                 }
-                let at = self.clock.wall_unix_ms();
-                match self.dlq.push(reason, detail, at, item.event.clone()) {
-                    Ok(dlq::Pushed::Stored(_)) => self.metrics.dlq_written.inc(),
-                    Ok(dlq::Pushed::Overflow) => {
-                        self.metrics.dlq_overflow.inc();
-                        tracing::warn!(topic = %item.event.event.topic, offset = item.event.offset, %reason, "dlq full: entry counted, not stored");
-                    }
-                    Err(e) => {
-                        self.metrics.dlq_errors.inc();
-                        tracing::error!(topic = %item.event.event.topic, offset = item.event.offset, %reason, %e, "dlq write failed");
-                    }
+                Err(e) => {
+                    self.metrics.dlq_errors.add(n as u64);
+                    tracing::error!(entries = n, %e, "dlq write failed");
                 }
             }
         }
-        if matches!(fate, Fate::Processed) {
-            let now = self.clock.wall_unix_ms();
-            m.end_to_end_latency_us.record(now.saturating_sub(item.event.timestamp_ms).saturating_mul(1000));
-        }
-        if let Some(o) = &self.observer {
-            o.observe(class, &item.event, fate);
-        }
-        if !item.redrive {
-            let topic = &item.event.event.topic;
-            let advanced =
-                self.progress.lock().unwrap_or_else(|e| e.into_inner()).finish(topic, item.event.offset);
-            if let Some(next) = advanced {
-                self.checkpoint.record_position(topic, next);
+        for s in settled {
+            let (class, item, fate) = (s.class, &s.item, s.fate);
+            let m = self.metrics.class(class);
+            match fate {
+                Fate::Processed => {
+                    m.processed.inc();
+                    let now = self.clock.wall_unix_ms();
+                    m.end_to_end_latency_us
+                        .record(now.saturating_sub(item.event.timestamp_ms).saturating_mul(1000));
+                }
+                Fate::Duplicate => m.duplicates.inc(),
+                Fate::DeadLettered(DlqReason::Invalid | DlqReason::RetriesExhausted) => m.failed.inc(),
+                Fate::DeadLettered(reason) => m.dropped[reason.idx()].inc(),
+            }
+            if let Some(o) = &self.observer {
+                o.observe(class, &item.event, fate);
+            }
+            if !item.redrive {
+                let topic = &item.event.event.topic;
+                let advanced =
+                    self.progress.lock().unwrap_or_else(|e| e.into_inner()).finish(topic, item.event.offset);
+                if let Some(next) = advanced {
+                    self.checkpoint.record_position(topic, next);
+                }
             }
         }
     }
