@@ -110,6 +110,8 @@ struct State {
     entries: Vec<DlqEntry>,
     next_id: u64,
     overflow: u64,
+    /// Entries being redriven: still stored, not handed out again.
+    in_flight: std::collections::BTreeSet<u64>,
 }
 
 /// A durable, bounded dead-letter queue. Clones share one queue.
@@ -136,7 +138,7 @@ impl Dlq {
             Err(e) if e.is_not_found() => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let (entries, good_len) = decode_all(&bytes);
+        let (mut entries, removed, good_len) = decode_all(&bytes);
         if good_len < bytes.len() {
             tracing::warn!(
                 file = DLQ_FILE,
@@ -147,12 +149,22 @@ impl Dlq {
             disk.truncate(DLQ_FILE, good_len as u64)?;
             disk.sync(DLQ_FILE)?;
         }
+        let max_id = entries.iter().map(|e| e.id).chain(removed.iter().copied()).max();
+        if !removed.is_empty() {
+            // Compact: drop redriven entries and their tombstones.
+            entries.retain(|e| !removed.contains(&e.id));
+            let bytes: Vec<u8> = entries.iter().flat_map(encode).collect();
+            disk.write_atomic(DLQ_FILE, &bytes)?;
+        }
         let overflow = match disk.read(OVERFLOW_FILE) {
             Ok(b) => std::str::from_utf8(&b).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0),
             Err(_) => 0,
         };
-        let next_id = entries.iter().map(|e| e.id + 1).max().unwrap_or(1);
-        Ok(Dlq { disk, max_entries, state: Arc::new(Mutex::new(State { entries, next_id, overflow })) })
+        // Ids are unique among stored entries and increase; an id removed before the last
+        // compaction may come back, never one still stored.
+        let next_id = max_id.map_or(1, |m| m + 1);
+        let state = State { entries, next_id, overflow, in_flight: Default::default() };
+        Ok(Dlq { disk, max_entries, state: Arc::new(Mutex::new(state)) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -242,6 +254,36 @@ impl Dlq {
         }
         st.entries = kept;
         Ok(taken)
+    }
+
+    /// Hands out the matching entries for redrive without removing them; call
+    /// [`Dlq::finish_redrive`] once each is settled again.
+    pub fn begin_redrive(&self, filter: &RedriveFilter) -> Vec<DlqEntry> {
+        let mut st = self.lock();
+        let out: Vec<DlqEntry> = st
+            .entries
+            .iter()
+            .filter(|e| filter.matches(e) && !st.in_flight.contains(&e.id))
+            .cloned()
+            .collect();
+        st.in_flight.extend(out.iter().map(|e| e.id));
+        out
+    }
+
+    /// Removes redriven entries durably (a tombstone record each, one fsync).
+    pub fn finish_redrive(&self, ids: &[u64]) -> Result<(), DlqError> {
+        let mut st = self.lock();
+        let mut bytes = Vec::with_capacity(ids.len() * 17);
+        for id in ids {
+            bytes.extend_from_slice(&encode_tombstone(*id));
+        }
+        self.disk.append(DLQ_FILE, &bytes)?;
+        self.disk.sync(DLQ_FILE)?;
+        st.entries.retain(|e| !ids.contains(&e.id));
+        for id in ids {
+            st.in_flight.remove(id);
+        }
+        Ok(())
     }
 
     /// Asks the pipeline that owns the DLQ in `disk` to redrive the matching entries (applied at its
@@ -346,6 +388,20 @@ fn encode(e: &DlqEntry) -> Vec<u8> {
     out
 }
 
+/// Marks a redriven entry as gone: a record whose body is the marker and the id (nine bytes; an
+/// entry's body is always longer).
+const TOMBSTONE: u8 = 0xEE;
+
+fn encode_tombstone(id: u64) -> Vec<u8> {
+    let mut body = vec![TOMBSTONE];
+    body.extend_from_slice(&id.to_le_bytes());
+    let mut out = Vec::with_capacity(17);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
@@ -407,9 +463,11 @@ fn decode_body(body: &[u8]) -> Option<DlqEntry> {
     Some(DlqEntry { id, reason, detail, at_ms, event: StoredEvent { offset, timestamp_ms, event } })
 }
 
-/// Decodes records until the end or the first torn/corrupt one; returns them and the good length.
-fn decode_all(bytes: &[u8]) -> (Vec<DlqEntry>, usize) {
+/// Decodes records until the end or the first torn/corrupt one; returns the entries, the ids of
+/// tombstones, and the good length.
+fn decode_all(bytes: &[u8]) -> (Vec<DlqEntry>, std::collections::BTreeSet<u64>, usize) {
     let mut out = Vec::new();
+    let mut removed = std::collections::BTreeSet::new();
     let mut pos = 0;
     while bytes.len() - pos >= 8 {
         let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]) as usize;
@@ -418,11 +476,15 @@ fn decode_all(bytes: &[u8]) -> (Vec<DlqEntry>, usize) {
         if crc32c::crc32c(body) != crc {
             break;
         }
-        let Some(entry) = decode_body(body) else { break };
-        out.push(entry);
+        if body.len() == 9 && body[0] == TOMBSTONE {
+            removed.insert(u64::from_le_bytes(body[1..9].try_into().unwrap_or([0; 8])));
+        } else {
+            let Some(entry) = decode_body(body) else { break };
+            out.push(entry);
+        }
         pos += 8 + len;
     }
-    (out, pos)
+    (out, removed, pos)
 }
 
 #[cfg(test)]
@@ -500,6 +562,28 @@ mod tests {
         assert_eq!(again.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 3]);
         // Ids keep increasing after a take.
         assert_eq!(again.push(DlqReason::Invalid, String::new(), 0, ev(4)).unwrap(), Pushed::Stored(4));
+    }
+
+    #[test]
+    fn a_redriven_entry_leaves_only_when_finished() {
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        for i in 1..=3 {
+            dlq.push(DlqReason::Invalid, String::new(), 0, ev(i)).unwrap();
+        }
+        let out = dlq.begin_redrive(&RedriveFilter::default());
+        assert_eq!(out.len(), 3);
+        assert!(dlq.begin_redrive(&RedriveFilter::default()).is_empty(), "not handed out twice");
+        dlq.finish_redrive(&[1, 3]).unwrap();
+        assert_eq!(dlq.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2]);
+        // A crash before entry 2 was settled: it is still there; the others are gone for good.
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(again.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(again.push(DlqReason::Invalid, String::new(), 0, ev(4)).unwrap(), Pushed::Stored(4));
+        // Compacted at open: no tombstones left.
+        let reread = Dlq::open(Arc::new(disk), 10).unwrap();
+        assert_eq!(reread.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 4]);
     }
 
     #[test]

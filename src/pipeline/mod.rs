@@ -248,7 +248,7 @@ impl Pipeline {
     pub fn submit_admitted(&self, events: Vec<StoredEvent>, mut admission: Admission) {
         let mut dead = Vec::new();
         for e in events {
-            self.inner.enqueue(e, Some(&mut admission), false, &mut dead);
+            self.inner.enqueue(e, Some(&mut admission), None, &mut dead);
         }
         self.inner.settle_all(dead);
     }
@@ -259,20 +259,21 @@ impl Pipeline {
     pub fn submit(&self, events: Vec<StoredEvent>) {
         let mut dead = Vec::new();
         for e in events {
-            self.inner.enqueue(e, None, false, &mut dead);
+            self.inner.enqueue(e, None, None, &mut dead);
         }
         self.inner.settle_all(dead);
     }
 
-    /// Moves matching DLQ entries back into the pipeline; returns how many. A realtime redrive's
-    /// deadline runs from the redrive, not from the original commit.
+    /// Moves matching DLQ entries back into the pipeline; returns how many. Each entry leaves the
+    /// DLQ only once its event is settled again (a crash in between keeps it there). A realtime
+    /// redrive's deadline runs from the redrive, not from the original commit.
     pub fn redrive(&self, filter: &RedriveFilter) -> Result<usize, DlqError> {
-        let entries = self.inner.dlq.take(filter)?;
+        let entries = self.inner.dlq.begin_redrive(filter);
         let n = entries.len();
         let mut dead = Vec::new();
         for e in entries {
             self.inner.metrics.redriven.inc();
-            self.inner.enqueue(e.event, None, true, &mut dead);
+            self.inner.enqueue(e.event, None, Some(e.id), &mut dead);
         }
         self.inner.settle_all(dead);
         Ok(n)
@@ -499,10 +500,10 @@ impl Inner {
         &self,
         event: StoredEvent,
         admission: Option<&mut Admission>,
-        redrive: bool,
+        redrive: Option<u64>,
         dead: &mut Vec<Settle>,
     ) {
-        if !redrive {
+        if redrive.is_none() {
             let fresh = self
                 .progress
                 .lock()
@@ -603,6 +604,13 @@ impl Inner {
                 }
             }
         }
+        let redriven: Vec<u64> = settled.iter().filter_map(|s| s.item.redrive).collect();
+        if !redriven.is_empty()
+            && let Err(e) = self.dlq.finish_redrive(&redriven)
+        {
+            // The entries stay in the DLQ and can be redriven again (at-least-once).
+            tracing::error!(entries = redriven.len(), %e, "dlq: could not remove redriven entries");
+        }
         for s in settled {
             let (class, item, fate) = (s.class, &s.item, s.fate);
             let m = self.metrics.class(class);
@@ -620,7 +628,7 @@ impl Inner {
             if let Some(o) = &self.observer {
                 o.observe(class, &item.event, fate);
             }
-            if !item.redrive {
+            if item.redrive.is_none() {
                 let topic = &item.event.event.topic;
                 let advanced =
                     self.progress.lock().unwrap_or_else(|e| e.into_inner()).finish(topic, item.event.offset);
@@ -675,7 +683,7 @@ async fn run_realtime(inner: Arc<Inner>) {
         let Some(item) = rx.recv().await else { break };
         inner.on_dequeue(class, &item);
         // The deadline runs from commit (a redrive: from the redrive), checked *before* handling.
-        let age_ms = if item.redrive {
+        let age_ms = if item.redrive.is_some() {
             inner.clock.mono().saturating_sub(item.enqueued).as_millis() as u64
         } else {
             inner.clock.wall_unix_ms().saturating_sub(item.event.timestamp_ms)

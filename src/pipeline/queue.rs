@@ -17,8 +17,9 @@ pub(crate) struct Item {
     pub event: StoredEvent,
     /// Node monotonic time when queued.
     pub enqueued: Duration,
-    /// Redriven from the DLQ: not tracked by the checkpoint position.
-    pub redrive: bool,
+    /// Redriven from the DLQ entry with this id: not tracked by the checkpoint position; the entry
+    /// leaves the DLQ once this event is settled.
+    pub redrive: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -160,7 +161,7 @@ mod tests {
         Item {
             event: StoredEvent { offset, timestamp_ms: 0, event: Event::new("t", Priority::High, "x") },
             enqueued: Duration::ZERO,
-            redrive: false,
+            redrive: None,
         }
     }
 
