@@ -53,7 +53,8 @@ fn the_storm_really_overloads() {
 
 #[test]
 fn the_same_seed_gives_the_same_digest() {
-    for seed in [3, 17, 4242] {
+    // 15 and 51 fail over mid-storm.
+    for seed in [3, 15, 51, 4242] {
         let a = runner::run_seed("pipeline", seed, default_options());
         let b = runner::run_seed("pipeline", seed, default_options());
         assert!(!a.failed(), "{}", a.failure_report());
@@ -67,7 +68,7 @@ fn the_same_seed_gives_the_same_digest() {
 
 #[test]
 fn madsim_determinism_check_passes() {
-    for seed in [1, 2, 3] {
+    for seed in [1, 2, 15, 51] {
         runner::check_determinism("pipeline", seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
