@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::node::DedupConfig;
+use crate::pipeline::PipelineConfig;
 use crate::wire::acked::MAX_FRAME_LIMIT;
 
 /// The whole configuration of one `esc` server.
@@ -22,6 +23,7 @@ pub struct Config {
     pub dedup: DedupConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
+    pub pipeline: PipelineConfig,
 }
 
 /// Identity of this node.
@@ -343,6 +345,9 @@ impl Config {
                 "cluster.secret",
                 "must be set for a multi-node cluster (peers authenticate with it)",
             );
+        }
+        if let Err((key, message)) = self.pipeline.validate() {
+            return invalid(key, message);
         }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return invalid("log.level", e.to_string());

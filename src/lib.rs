@@ -12,6 +12,7 @@ pub mod event;
 pub mod ingest;
 pub mod metrics;
 pub mod node;
+pub mod pipeline;
 pub mod raft;
 pub mod rt;
 pub mod wire;

@@ -14,6 +14,7 @@ use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
 use eventstreamcore::node::{ClusterNode, ClusterOptions, LocalNode};
 use eventstreamcore::rt::FileDisk;
+use eventstreamcore::pipeline::{Dlq, DlqReason, RedriveFilter};
 use eventstreamcore::rt::{self, NodeClock};
 use eventstreamcore::wire::AckItem;
 use eventstreamcore::wire::AdminRequest;
@@ -170,6 +171,35 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Inspect the dead-letter queue in a data directory, or ask for it to be redriven.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqAction {
+    /// List dead-lettered events with their reasons.
+    List {
+        /// The server's data directory (holds `dlq.log`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Only entries with this reason (deadline, realtime_overflow, batch_overflow, invalid,
+        /// retries_exhausted, shutdown).
+        #[arg(long)]
+        reason: Option<DlqReason>,
+    },
+    /// Move entries back into the pipeline. The server owning the data directory applies the
+    /// request at its next control-loop tick (or at its next start); entries dead-lettered after
+    /// this command are not included.
+    Redrive {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Only entries with this reason.
+        #[arg(long)]
+        reason: Option<DlqReason>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,6 +279,7 @@ async fn main() -> ExitCode {
         Command::Bench { addr, connections, events, batch, pipeline, payload, legacy, token, cluster } => {
             bench(addr, connections, events, batch, pipeline, payload, legacy, token, cluster).await
         }
+        Command::Dlq { action } => dlq(action),
         Command::Config { action: ConfigAction::Defaults } => {
             print!("{}", Config::defaults_toml());
             Ok(())
@@ -266,6 +297,62 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn dlq(action: DlqAction) -> Result<(), String> {
+    let open = |dir: &PathBuf| -> Result<(std::sync::Arc<rt::FileDisk>, Dlq), String> {
+        if !dir.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        let disk = std::sync::Arc::new(rt::FileDisk::open(dir).map_err(|e| e.to_string())?);
+        // A look from outside the server: no bound applies.
+        let dlq = Dlq::open(disk.clone(), usize::MAX).map_err(|e| e.to_string())?;
+        Ok((disk, dlq))
+    };
+    match action {
+        DlqAction::List { data_dir, reason } => {
+            let (_, dlq) = open(&data_dir)?;
+            let entries: Vec<_> =
+                dlq.entries().into_iter().filter(|e| reason.is_none_or(|r| r == e.reason)).collect();
+            println!(
+                "{:>6}  {:<17}  {:>13}  {:<28}  {:<8}  {:>16}  {:>6}  detail",
+                "id", "reason", "at_ms", "topic@offset", "priority", "producer/seq", "bytes"
+            );
+            for e in &entries {
+                let ev = &e.event.event;
+                println!(
+                    "{:>6}  {:<17}  {:>13}  {:<28}  {:<8}  {:>16}  {:>6}  {}",
+                    e.id,
+                    e.reason.code(),
+                    e.at_ms,
+                    format!("{}@{}", ev.topic, e.event.offset),
+                    ev.priority.name(),
+                    format!("{}/{}", ev.producer_id, ev.sequence),
+                    ev.payload.len(),
+                    e.detail
+                );
+            }
+            println!(
+                "{} entries listed, {} stored, {} overflowed (not stored)",
+                entries.len(),
+                dlq.len(),
+                dlq.overflow()
+            );
+            Ok(())
+        }
+        DlqAction::Redrive { data_dir, reason } => {
+            let (disk, dlq) = open(&data_dir)?;
+            let entries = dlq.entries();
+            let filter = RedriveFilter { reason, up_to_id: entries.last().map(|e| e.id) };
+            let n = entries.iter().filter(|e| filter.matches(e)).count();
+            Dlq::request_redrive(disk.as_ref(), &filter).map_err(|e| e.to_string())?;
+            println!(
+                "redrive of {n} entries requested; the server owning {} applies it at its next control tick (or next start)",
+                data_dir.display()
+            );
+            Ok(())
         }
     }
 }

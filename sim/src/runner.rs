@@ -83,6 +83,7 @@ async fn dispatch(scenario: &str, opts: Options) -> RunReport {
     match scenario {
         "ingest" => scenarios::ingest::run(opts).await,
         "cluster" => scenarios::cluster::run(opts).await,
+        "pipeline" => scenarios::pipeline::run(opts).await,
         other => panic!("unknown scenario `{other}`"),
     }
 }
@@ -144,6 +145,11 @@ pub fn check_determinism(scenario: &str, seed: u64) -> Result<(), String> {
             "cluster" => {
                 madsim::runtime::Runtime::check_determinism(seed, cfg, || {
                     scenarios::cluster::run(Options::default())
+                });
+            }
+            "pipeline" => {
+                madsim::runtime::Runtime::check_determinism(seed, cfg, || {
+                    scenarios::pipeline::run(Options::default())
                 });
             }
             other => panic!("unknown scenario `{other}`"),

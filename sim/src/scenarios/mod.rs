@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod ingest;
+pub mod pipeline;
 
 use std::sync::{Arc, Mutex};
 
@@ -58,6 +59,10 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
     ScenarioInfo {
         name: "cluster",
         about: "3 or 5 Raft members under partitions, crashes with power failure, pauses and clock skew; retrying producers, long-poll consumers",
+    },
+    ScenarioInfo {
+        name: "pipeline",
+        about: "overload storm through the event pipeline: every event processed, dead-lettered with a reason, or refused",
     },
 ];
 

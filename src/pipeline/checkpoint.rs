@@ -1,0 +1,308 @@
+//! Where processing has got to, so a new leader resumes there: per topic the next offset not yet
+//! fully handled, and the idempotency keys whose transactional effects happened. The Raft node
+//! implements [`Checkpoint`] by recording these as replicated entries; [`MemCheckpoint`] keeps them
+//! in memory (one node, or a test sharing it between an "old" and a "new" leader).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::rt::{Disk, DiskError};
+
+/// Processed positions and handled idempotency keys.
+pub trait Checkpoint: Send + Sync + std::fmt::Debug {
+    /// Per topic, the offset to resume from: every event below it has been fully handled.
+    fn positions(&self) -> BTreeMap<String, u64>;
+    /// Records that every event of `topic` below `next_offset` has been handled (never moves back).
+    fn record_position(&self, topic: &str, next_offset: u64);
+    /// True if the transactional effect of this idempotency key already happened.
+    fn is_handled(&self, key: (u64, u64)) -> bool;
+    /// Records that the transactional effect of this key happened.
+    fn mark_handled(&self, key: (u64, u64));
+    /// Makes what was recorded so far durable (called on every control-loop tick and at shutdown).
+    fn flush(&self) {}
+}
+
+#[derive(Debug, Default)]
+struct MemState {
+    positions: BTreeMap<String, u64>,
+    keys: BTreeSet<(u64, u64)>,
+    order: VecDeque<(u64, u64)>,
+}
+
+/// An in-memory checkpoint remembering at most `max_keys` idempotency keys (oldest forgotten).
+#[derive(Debug)]
+pub struct MemCheckpoint {
+    max_keys: usize,
+    state: Mutex<MemState>,
+}
+
+impl MemCheckpoint {
+    pub fn new(max_keys: usize) -> Self {
+        MemCheckpoint { max_keys: max_keys.max(1), state: Mutex::new(MemState::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Checkpoint for MemCheckpoint {
+    fn positions(&self) -> BTreeMap<String, u64> {
+        self.lock().positions.clone()
+    }
+
+    fn record_position(&self, topic: &str, next_offset: u64) {
+        let mut st = self.lock();
+        let p = st.positions.entry(topic.to_string()).or_insert(0);
+        *p = (*p).max(next_offset);
+    }
+
+    fn is_handled(&self, key: (u64, u64)) -> bool {
+        self.lock().keys.contains(&key)
+    }
+
+    fn mark_handled(&self, key: (u64, u64)) {
+        let mut st = self.lock();
+        if st.keys.insert(key) {
+            st.order.push_back(key);
+            while st.order.len() > self.max_keys {
+                if let Some(old) = st.order.pop_front() {
+                    st.keys.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// A checkpoint kept on the [`Disk`] seam (`checkpoint.log`): records are appended as they
+/// happen and fsynced on [`Checkpoint::flush`]; at open the log is read (a torn tail is ignored)
+/// and compacted. What was not flushed before a crash is handled again (at-least-once).
+#[derive(Debug)]
+pub struct DiskCheckpoint {
+    disk: Arc<dyn Disk>,
+    mem: MemCheckpoint,
+    /// Lines not yet appended.
+    pending: Mutex<String>,
+}
+
+/// The checkpoint log file.
+pub const CHECKPOINT_FILE: &str = "checkpoint.log";
+
+impl DiskCheckpoint {
+    /// Opens (or creates) the checkpoint in `disk`, remembering at most `max_keys` keys.
+    pub fn open(disk: Arc<dyn Disk>, max_keys: usize) -> Result<Self, DiskError> {
+        let mem = MemCheckpoint::new(max_keys);
+        let bytes = match disk.read(CHECKPOINT_FILE) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        // Only whole lines count: a torn last line is dropped.
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        for line in complete.lines() {
+            let mut f = line.split(' ');
+            match (f.next(), f.next(), f.next(), f.next()) {
+                (Some("P"), Some(next), Some(topic_hex), None) => {
+                    if let (Ok(next), Some(topic)) = (next.parse(), unhex(topic_hex)) {
+                        mem.record_position(&topic, next);
+                    }
+                }
+                (Some("K"), Some(p), Some(q), None) => {
+                    if let (Ok(p), Ok(q)) = (p.parse(), q.parse()) {
+                        mem.mark_handled((p, q));
+                    }
+                }
+                _ => tracing::warn!(line, "checkpoint: skipping a malformed record"),
+            }
+        }
+        let cp = DiskCheckpoint { disk, mem, pending: Mutex::new(String::new()) };
+        cp.compact()?;
+        Ok(cp)
+    }
+
+    /// Rewrites the log with only the current state.
+    fn compact(&self) -> Result<(), DiskError> {
+        let mut out = String::new();
+        for (t, n) in self.mem.positions() {
+            out.push_str(&format!("P {n} {}\n", hex(&t)));
+        }
+        for (p, q) in self.mem.lock().order.iter() {
+            out.push_str(&format!("K {p} {q}\n"));
+        }
+        self.disk.write_atomic(CHECKPOINT_FILE, out.as_bytes())
+    }
+
+    fn push(&self, line: String) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push_str(&line);
+    }
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+impl Checkpoint for DiskCheckpoint {
+    fn positions(&self) -> BTreeMap<String, u64> {
+        self.mem.positions()
+    }
+
+    fn record_position(&self, topic: &str, next_offset: u64) {
+        self.mem.record_position(topic, next_offset);
+        self.push(format!("P {next_offset} {}\n", hex(topic)));
+    }
+
+    fn is_handled(&self, key: (u64, u64)) -> bool {
+        self.mem.is_handled(key)
+    }
+
+    fn mark_handled(&self, key: (u64, u64)) {
+        self.mem.mark_handled(key);
+        self.push(format!("K {} {}\n", key.0, key.1));
+    }
+
+    fn flush(&self) {
+        let lines = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if lines.is_empty() {
+            return;
+        }
+        let r = self
+            .disk
+            .append(CHECKPOINT_FILE, lines.as_bytes())
+            .and_then(|()| self.disk.sync(CHECKPOINT_FILE));
+        if let Err(e) = r {
+            tracing::error!(%e, "checkpoint: flush failed; the records are retried at the next flush");
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let newer = std::mem::take(&mut *p);
+            *p = lines + &newer;
+        }
+    }
+}
+
+/// Per-topic completion tracking: offsets may finish out of order (different classes), the
+/// position only advances over a contiguous run of finished offsets.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    topics: BTreeMap<String, TopicProgress>,
+}
+
+#[derive(Debug, Default)]
+struct TopicProgress {
+    next: u64,
+    done: BTreeSet<u64>,
+}
+
+impl Progress {
+    /// Starts from the checkpoint's positions.
+    pub fn new(positions: BTreeMap<String, u64>) -> Self {
+        Progress {
+            topics: positions
+                .into_iter()
+                .map(|(t, next)| (t, TopicProgress { next, done: BTreeSet::new() }))
+                .collect(),
+        }
+    }
+
+    /// False if `offset` of `topic` was already handled (below the position), so it is skipped.
+    /// A topic the checkpoint does not know starts at offset 0, so batches committed in one order
+    /// and submitted in another are all handled (a node enabling the pipeline on an existing log
+    /// should seed the checkpoint, or the position waits for offsets never submitted).
+    pub fn admit(&mut self, topic: &str, offset: u64) -> bool {
+        let t = self.topics.entry(topic.to_string()).or_default();
+        offset >= t.next && !t.done.contains(&offset)
+    }
+
+    /// Marks `offset` finished; returns the new position if it advanced.
+    pub fn finish(&mut self, topic: &str, offset: u64) -> Option<u64> {
+        let t = self.topics.get_mut(topic)?;
+        if offset < t.next {
+            return None;
+        }
+        t.done.insert(offset);
+        let before = t.next;
+        while t.done.remove(&t.next) {
+            t.next += 1;
+        }
+        (t.next != before).then_some(t.next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_advances_over_contiguous_finished_offsets_only() {
+        let mut p = Progress::new(BTreeMap::new());
+        for o in 0..4 {
+            assert!(p.admit("t", o));
+        }
+        assert_eq!(p.finish("t", 1), None);
+        assert_eq!(p.finish("t", 3), None);
+        assert_eq!(p.finish("t", 0), Some(2));
+        assert_eq!(p.finish("t", 2), Some(4));
+        assert!(!p.admit("t", 2), "already handled");
+    }
+
+    #[test]
+    fn a_new_topic_starts_at_zero_whatever_arrives_first() {
+        let mut p = Progress::new(BTreeMap::new());
+        // A later batch's commit completes first.
+        assert!(p.admit("t", 2));
+        assert_eq!(p.finish("t", 2), None);
+        assert!(p.admit("t", 0));
+        assert!(p.admit("t", 1));
+        assert_eq!(p.finish("t", 0), Some(1));
+        assert_eq!(p.finish("t", 1), Some(3));
+    }
+
+    #[test]
+    fn resumes_from_checkpoint_positions() {
+        let mut p = Progress::new([("t".to_string(), 10)].into_iter().collect());
+        assert!(!p.admit("t", 9));
+        assert!(p.admit("t", 10));
+        assert_eq!(p.finish("t", 10), Some(11));
+    }
+
+    #[test]
+    fn disk_checkpoint_keeps_what_was_flushed_across_a_power_failure() {
+        use crate::rt::SimDisk;
+        let disk = SimDisk::new();
+        let c = DiskCheckpoint::open(Arc::new(disk.clone()), 100).unwrap();
+        c.record_position("sensor/a b", 7);
+        c.mark_handled((3, 4));
+        c.flush();
+        c.record_position("sensor/a b", 9);
+        c.mark_handled((3, 5));
+        disk.power_fail(None);
+        let again = DiskCheckpoint::open(Arc::new(disk.clone()), 100).unwrap();
+        assert_eq!(again.positions()["sensor/a b"], 7, "the unflushed position is not durable");
+        assert!(again.is_handled((3, 4)));
+        assert!(!again.is_handled((3, 5)));
+        // A torn last line is ignored.
+        disk.append(CHECKPOINT_FILE, b"K 9 ").unwrap();
+        let torn = DiskCheckpoint::open(Arc::new(disk), 100).unwrap();
+        assert_eq!(torn.positions()["sensor/a b"], 7);
+    }
+
+    #[test]
+    fn mem_checkpoint_forgets_oldest_keys_and_never_moves_back() {
+        let c = MemCheckpoint::new(2);
+        c.mark_handled((1, 1));
+        c.mark_handled((1, 2));
+        c.mark_handled((1, 3));
+        assert!(!c.is_handled((1, 1)));
+        assert!(c.is_handled((1, 3)));
+        c.record_position("t", 5);
+        c.record_position("t", 3);
+        assert_eq!(c.positions()["t"], 5);
+    }
+}

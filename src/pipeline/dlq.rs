@@ -1,0 +1,601 @@
+//! The dead-letter queue: a bounded, durable log of events the pipeline could not handle, each with
+//! its reason. Records are `[len u32][crc32c u32][body]` appended to `dlq.log` on the [`Disk`]
+//! seam and fsynced; a torn or corrupt tail is cut off at open. Beyond `max_entries` new entries
+//! are not stored but counted (`dlq.overflow`, durable). A redrive request (`dlq.redrive`, written
+//! by `esc dlq redrive`) is applied by the pipeline that owns the log.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::event::{Event, Header, Priority, StoredEvent};
+use crate::rt::{Disk, DiskError};
+
+/// The DLQ log file.
+pub const DLQ_FILE: &str = "dlq.log";
+/// The durable overflow count.
+pub const OVERFLOW_FILE: &str = "dlq.overflow";
+/// A pending redrive request.
+pub const REDRIVE_FILE: &str = "dlq.redrive";
+
+/// Why an event is in the DLQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DlqReason {
+    /// A realtime event was already past its deadline when dequeued.
+    Deadline = 1,
+    /// The realtime queue was full; this was its oldest event.
+    RealtimeOverflow = 2,
+    /// The batch class was full.
+    BatchOverflow = 3,
+    /// The handler said the event is invalid.
+    Invalid = 4,
+    /// The handler kept failing transiently through every retry.
+    RetriesExhausted = 5,
+    /// Submitted after the pipeline had shut down.
+    Shutdown = 6,
+}
+
+impl DlqReason {
+    pub const ALL: [DlqReason; 6] = [
+        DlqReason::Deadline,
+        DlqReason::RealtimeOverflow,
+        DlqReason::BatchOverflow,
+        DlqReason::Invalid,
+        DlqReason::RetriesExhausted,
+        DlqReason::Shutdown,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            DlqReason::Deadline => "deadline",
+            DlqReason::RealtimeOverflow => "realtime_overflow",
+            DlqReason::BatchOverflow => "batch_overflow",
+            DlqReason::Invalid => "invalid",
+            DlqReason::RetriesExhausted => "retries_exhausted",
+            DlqReason::Shutdown => "shutdown",
+        }
+    }
+
+    fn from_u8(b: u8) -> Option<Self> {
+        DlqReason::ALL.into_iter().find(|r| *r as u8 == b)
+    }
+
+    pub(crate) fn idx(self) -> usize {
+        self as usize - 1
+    }
+}
+
+impl fmt::Display for DlqReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl FromStr for DlqReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DlqReason::ALL.into_iter().find(|r| r.code() == s).ok_or_else(|| {
+            let all: Vec<_> = DlqReason::ALL.iter().map(|r| r.code()).collect();
+            format!("unknown DLQ reason `{s}` (one of {})", all.join(", "))
+        })
+    }
+}
+
+/// One dead letter: the original event, why, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqEntry {
+    /// Increasing id, unique within this DLQ.
+    pub id: u64,
+    pub reason: DlqReason,
+    /// Human-readable detail (the handler's message, the lateness, ...).
+    pub detail: String,
+    /// Node wall time when it was dead-lettered.
+    pub at_ms: u64,
+    pub event: StoredEvent,
+}
+
+/// DLQ failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("dead-letter queue disk: {0}")]
+    Disk(#[from] DiskError),
+    #[error("dead-letter redrive request is malformed: {0}")]
+    BadRequest(String),
+}
+
+#[derive(Debug)]
+struct State {
+    entries: Vec<DlqEntry>,
+    next_id: u64,
+    overflow: u64,
+    /// Entries being redriven: still stored, not handed out again.
+    in_flight: std::collections::BTreeSet<u64>,
+}
+
+/// A durable, bounded dead-letter queue. Clones share one queue.
+#[derive(Debug, Clone)]
+pub struct Dlq {
+    disk: Arc<dyn Disk>,
+    max_entries: usize,
+    state: Arc<Mutex<State>>,
+}
+
+/// What [`Dlq::push`] did with an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Stored(u64),
+    /// The DLQ was full; the entry was counted, not stored.
+    Overflow,
+}
+
+impl Dlq {
+    /// Opens the DLQ on `disk`, reading every intact record and cutting off a torn tail.
+    pub fn open(disk: Arc<dyn Disk>, max_entries: usize) -> Result<Dlq, DlqError> {
+        let bytes = match disk.read(DLQ_FILE) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let (mut entries, removed, good_len) = decode_all(&bytes);
+        if good_len < bytes.len() {
+            tracing::warn!(
+                file = DLQ_FILE,
+                kept = good_len,
+                len = bytes.len(),
+                "dlq: cutting off a torn tail"
+            );
+            disk.truncate(DLQ_FILE, good_len as u64)?;
+            disk.sync(DLQ_FILE)?;
+        }
+        let max_id = entries.iter().map(|e| e.id).chain(removed.iter().copied()).max();
+        if !removed.is_empty() {
+            // Compact: drop redriven entries and their tombstones.
+            entries.retain(|e| !removed.contains(&e.id));
+            let bytes: Vec<u8> = entries.iter().flat_map(encode).collect();
+            disk.write_atomic(DLQ_FILE, &bytes)?;
+        }
+        let overflow = match disk.read(OVERFLOW_FILE) {
+            Ok(b) => std::str::from_utf8(&b).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0),
+            Err(_) => 0,
+        };
+        // Ids are unique among stored entries and increase; an id removed before the last
+        // compaction may come back, never one still stored.
+        let next_id = max_id.map_or(1, |m| m + 1);
+        let state = State { entries, next_id, overflow, in_flight: Default::default() };
+        Ok(Dlq { disk, max_entries, state: Arc::new(Mutex::new(state)) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one entry durably, or counts it as overflow if the DLQ is full.
+    pub fn push(
+        &self,
+        reason: DlqReason,
+        detail: String,
+        at_ms: u64,
+        event: StoredEvent,
+    ) -> Result<Pushed, DlqError> {
+        let mut r = self.push_many(vec![(reason, detail, at_ms, event)])?;
+        Ok(r.pop().unwrap_or(Pushed::Overflow))
+    }
+
+    /// Appends entries durably with one write and one fsync; those beyond the bound are counted
+    /// as overflow. On error nothing new is kept in memory either.
+    pub fn push_many(
+        &self,
+        letters: Vec<(DlqReason, String, u64, StoredEvent)>,
+    ) -> Result<Vec<Pushed>, DlqError> {
+        let mut st = self.lock();
+        let mut out = Vec::with_capacity(letters.len());
+        let mut new = Vec::new();
+        let mut bytes = Vec::new();
+        let mut overflow = 0;
+        for (reason, detail, at_ms, event) in letters {
+            if st.entries.len() + new.len() >= self.max_entries {
+                overflow += 1;
+                out.push(Pushed::Overflow);
+                continue;
+            }
+            let entry = DlqEntry { id: st.next_id + new.len() as u64, reason, detail, at_ms, event };
+            bytes.extend_from_slice(&encode(&entry));
+            out.push(Pushed::Stored(entry.id));
+            new.push(entry);
+        }
+        if !new.is_empty() {
+            let new_file = self.disk.size(DLQ_FILE)?.is_none();
+            self.disk.append(DLQ_FILE, &bytes)?;
+            self.disk.sync(DLQ_FILE)?;
+            if new_file {
+                self.disk.sync_dir()?;
+            }
+            st.next_id += new.len() as u64;
+            st.entries.extend(new);
+        }
+        if overflow > 0 {
+            st.overflow += overflow;
+            self.disk.write_atomic(OVERFLOW_FILE, st.overflow.to_string().as_bytes())?;
+        }
+        Ok(out)
+    }
+
+    /// Every entry, oldest first.
+    pub fn entries(&self) -> Vec<DlqEntry> {
+        self.lock().entries.clone()
+    }
+
+    /// Entries stored now.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True if no entry is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries refused because the DLQ was full (durable).
+    pub fn overflow(&self) -> u64 {
+        self.lock().overflow
+    }
+
+    /// Removes and returns the entries that match, rewriting the log atomically.
+    pub fn take(&self, filter: &RedriveFilter) -> Result<Vec<DlqEntry>, DlqError> {
+        let mut st = self.lock();
+        let (taken, kept): (Vec<_>, Vec<_>) = st.entries.drain(..).partition(|e| filter.matches(e));
+        let bytes: Vec<u8> = kept.iter().flat_map(encode).collect();
+        if let Err(e) = self.disk.write_atomic(DLQ_FILE, &bytes) {
+            st.entries = kept.into_iter().chain(taken).collect();
+            st.entries.sort_by_key(|e| e.id);
+            return Err(e.into());
+        }
+        st.entries = kept;
+        Ok(taken)
+    }
+
+    /// Hands out the matching entries for redrive without removing them; call
+    /// [`Dlq::finish_redrive`] once each is settled again.
+    pub fn begin_redrive(&self, filter: &RedriveFilter) -> Vec<DlqEntry> {
+        let mut st = self.lock();
+        let out: Vec<DlqEntry> = st
+            .entries
+            .iter()
+            .filter(|e| filter.matches(e) && !st.in_flight.contains(&e.id))
+            .cloned()
+            .collect();
+        st.in_flight.extend(out.iter().map(|e| e.id));
+        out
+    }
+
+    /// Removes redriven entries durably (a tombstone record each, one fsync).
+    pub fn finish_redrive(&self, ids: &[u64]) -> Result<(), DlqError> {
+        let mut st = self.lock();
+        let mut bytes = Vec::with_capacity(ids.len() * 17);
+        for id in ids {
+            bytes.extend_from_slice(&encode_tombstone(*id));
+        }
+        self.disk.append(DLQ_FILE, &bytes)?;
+        self.disk.sync(DLQ_FILE)?;
+        st.entries.retain(|e| !ids.contains(&e.id));
+        for id in ids {
+            st.in_flight.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Asks the pipeline that owns the DLQ in `disk` to redrive the matching entries (applied at its
+    /// next control tick, or at its next start). Safe while the server runs.
+    pub fn request_redrive(disk: &dyn Disk, filter: &RedriveFilter) -> Result<(), DlqError> {
+        disk.write_atomic(REDRIVE_FILE, filter.to_text().as_bytes())?;
+        Ok(())
+    }
+
+    /// Reads and removes a pending redrive request, if any.
+    pub fn take_redrive_request(&self) -> Result<Option<RedriveFilter>, DlqError> {
+        let text = match self.disk.read(REDRIVE_FILE) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let filter = RedriveFilter::parse(&String::from_utf8_lossy(&text));
+        self.disk.remove(REDRIVE_FILE)?;
+        self.disk.sync_dir()?;
+        filter.map(Some)
+    }
+}
+
+/// Which entries a redrive takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedriveFilter {
+    pub reason: Option<DlqReason>,
+    /// Only entries with an id up to this one (entries added after the request stay).
+    pub up_to_id: Option<u64>,
+}
+
+impl RedriveFilter {
+    pub fn matches(&self, e: &DlqEntry) -> bool {
+        self.reason.is_none_or(|r| r == e.reason) && self.up_to_id.is_none_or(|m| e.id <= m)
+    }
+
+    fn to_text(&self) -> String {
+        format!(
+            "reason={}\nup_to_id={}\n",
+            self.reason.map_or("all", DlqReason::code),
+            self.up_to_id.map_or("all".to_string(), |i| i.to_string())
+        )
+    }
+
+    fn parse(text: &str) -> Result<Self, DlqError> {
+        let mut f = RedriveFilter::default();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (k, v) = line.split_once('=').ok_or_else(|| DlqError::BadRequest(line.to_string()))?;
+            match (k.trim(), v.trim()) {
+                ("reason", "all") | ("up_to_id", "all") => {}
+                ("reason", r) => f.reason = Some(r.parse().map_err(DlqError::BadRequest)?),
+                ("up_to_id", n) => {
+                    f.up_to_id = Some(n.parse().map_err(|_| DlqError::BadRequest(line.to_string()))?)
+                }
+                _ => return Err(DlqError::BadRequest(line.to_string())),
+            }
+        }
+        Ok(f)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record codec
+// ---------------------------------------------------------------------------------------------
+
+fn put_bytes32(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn encode(e: &DlqEntry) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + e.event.event.approx_size());
+    body.extend_from_slice(&e.id.to_le_bytes());
+    body.push(e.reason as u8);
+    body.extend_from_slice(&e.at_ms.to_le_bytes());
+    put_bytes32(&mut body, e.detail.as_bytes());
+    let s = &e.event;
+    body.extend_from_slice(&s.offset.to_le_bytes());
+    body.extend_from_slice(&s.timestamp_ms.to_le_bytes());
+    let ev = &s.event;
+    put_bytes32(&mut body, ev.topic.as_bytes());
+    body.push(ev.priority.as_u8());
+    body.extend_from_slice(&ev.producer_id.to_le_bytes());
+    body.extend_from_slice(&ev.sequence.to_le_bytes());
+    match &ev.key {
+        Some(k) => {
+            body.push(1);
+            put_bytes32(&mut body, k);
+        }
+        None => body.push(0),
+    }
+    body.extend_from_slice(&(ev.headers.len() as u32).to_le_bytes());
+    for h in &ev.headers {
+        put_bytes32(&mut body, h.name.as_bytes());
+        put_bytes32(&mut body, &h.value);
+    }
+    put_bytes32(&mut body, &ev.payload);
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Marks a redriven entry as gone: a record whose body is the marker and the id (nine bytes; an
+/// entry's body is always longer).
+const TOMBSTONE: u8 = 0xEE;
+
+fn encode_tombstone(id: u64) -> Vec<u8> {
+    let mut body = vec![TOMBSTONE];
+    body.extend_from_slice(&id.to_le_bytes());
+    let mut out = Vec::with_capacity(17);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+    }
+    fn bytes32(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes32()?.to_vec()).ok()
+    }
+}
+
+fn decode_body(body: &[u8]) -> Option<DlqEntry> {
+    let mut c = Cursor(body);
+    let id = c.u64()?;
+    let reason = DlqReason::from_u8(c.u8()?)?;
+    let at_ms = c.u64()?;
+    let detail = c.string()?;
+    let offset = c.u64()?;
+    let timestamp_ms = c.u64()?;
+    let topic = c.string()?;
+    let priority = Priority::from_u8(c.u8()?)?;
+    let producer_id = c.u64()?;
+    let sequence = c.u64()?;
+    let key = match c.u8()? {
+        0 => None,
+        1 => Some(Bytes::copy_from_slice(c.bytes32()?)),
+        _ => return None,
+    };
+    let n = c.u32()? as usize;
+    let mut headers = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let name = c.string()?;
+        let value = Bytes::copy_from_slice(c.bytes32()?);
+        headers.push(Header { name, value });
+    }
+    let payload = Bytes::copy_from_slice(c.bytes32()?);
+    if !c.0.is_empty() {
+        return None;
+    }
+    let event = Event { topic, priority, producer_id, sequence, key, headers, payload };
+    Some(DlqEntry { id, reason, detail, at_ms, event: StoredEvent { offset, timestamp_ms, event } })
+}
+
+/// Decodes records until the end or the first torn/corrupt one; returns the entries, the ids of
+/// tombstones, and the good length.
+fn decode_all(bytes: &[u8]) -> (Vec<DlqEntry>, std::collections::BTreeSet<u64>, usize) {
+    let mut out = Vec::new();
+    let mut removed = std::collections::BTreeSet::new();
+    let mut pos = 0;
+    while bytes.len() - pos >= 8 {
+        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]) as usize;
+        let crc = u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]]);
+        let Some(body) = bytes.get(pos + 8..pos + 8 + len) else { break };
+        if crc32c::crc32c(body) != crc {
+            break;
+        }
+        if body.len() == 9 && body[0] == TOMBSTONE {
+            removed.insert(u64::from_le_bytes(body[1..9].try_into().unwrap_or([0; 8])));
+        } else {
+            let Some(entry) = decode_body(body) else { break };
+            out.push(entry);
+        }
+        pos += 8 + len;
+    }
+    (out, removed, pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rt::SimDisk;
+
+    fn ev(i: u64) -> StoredEvent {
+        let mut e = Event::new("payment", Priority::Medium, vec![i as u8; 5]);
+        e.producer_id = 3;
+        e.sequence = i;
+        e.key = Some(Bytes::from_static(b"k"));
+        e.headers.push(Header { name: "h".into(), value: Bytes::from_static(b"v") });
+        StoredEvent { offset: i, timestamp_ms: 1000 + i, event: e }
+    }
+
+    #[test]
+    fn entries_survive_a_restart_and_a_power_failure() {
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(dlq.push(DlqReason::Invalid, "bad".into(), 5, ev(1)).unwrap(), Pushed::Stored(1));
+        assert_eq!(dlq.push(DlqReason::Deadline, "late".into(), 6, ev(2)).unwrap(), Pushed::Stored(2));
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        let entries = again.entries();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].reason, DlqReason::Invalid);
+        assert_eq!(entries[0].event, ev(1));
+        assert_eq!(entries[1].detail, "late");
+        assert_eq!(again.push(DlqReason::Shutdown, String::new(), 7, ev(3)).unwrap(), Pushed::Stored(3));
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_is_cut_off() {
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        dlq.push(DlqReason::Invalid, "a".into(), 5, ev(1)).unwrap();
+        let good = disk.size(DLQ_FILE).unwrap().unwrap();
+        dlq.push(DlqReason::Invalid, "b".into(), 5, ev(2)).unwrap();
+        disk.corrupt(DLQ_FILE, good as usize + 20).unwrap();
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(disk.size(DLQ_FILE).unwrap(), Some(good));
+        // A partial record (torn write) too.
+        disk.append(DLQ_FILE, &[9, 0, 0, 0, 1]).unwrap();
+        assert_eq!(Dlq::open(Arc::new(disk.clone()), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn overflow_is_counted_durably_and_nothing_more_is_stored() {
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 2).unwrap();
+        for i in 0..5 {
+            dlq.push(DlqReason::BatchOverflow, String::new(), 0, ev(i)).unwrap();
+        }
+        assert_eq!(dlq.len(), 2);
+        assert_eq!(dlq.overflow(), 3);
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk), 2).unwrap();
+        assert_eq!((again.len(), again.overflow()), (2, 3));
+    }
+
+    #[test]
+    fn take_removes_matching_entries_durably() {
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        dlq.push(DlqReason::Invalid, String::new(), 0, ev(1)).unwrap();
+        dlq.push(DlqReason::Deadline, String::new(), 0, ev(2)).unwrap();
+        dlq.push(DlqReason::Invalid, String::new(), 0, ev(3)).unwrap();
+        let filter = RedriveFilter { reason: Some(DlqReason::Invalid), up_to_id: Some(1) };
+        let taken = dlq.take(&filter).unwrap();
+        assert_eq!(taken.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1]);
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(again.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 3]);
+        // Ids keep increasing after a take.
+        assert_eq!(again.push(DlqReason::Invalid, String::new(), 0, ev(4)).unwrap(), Pushed::Stored(4));
+    }
+
+    #[test]
+    fn a_redriven_entry_leaves_only_when_finished() {
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        for i in 1..=3 {
+            dlq.push(DlqReason::Invalid, String::new(), 0, ev(i)).unwrap();
+        }
+        let out = dlq.begin_redrive(&RedriveFilter::default());
+        assert_eq!(out.len(), 3);
+        assert!(dlq.begin_redrive(&RedriveFilter::default()).is_empty(), "not handed out twice");
+        dlq.finish_redrive(&[1, 3]).unwrap();
+        assert_eq!(dlq.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2]);
+        // A crash before entry 2 was settled: it is still there; the others are gone for good.
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(again.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(again.push(DlqReason::Invalid, String::new(), 0, ev(4)).unwrap(), Pushed::Stored(4));
+        // Compacted at open: no tombstones left.
+        let reread = Dlq::open(Arc::new(disk), 10).unwrap();
+        assert_eq!(reread.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 4]);
+    }
+
+    #[test]
+    fn redrive_requests_round_trip() {
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(dlq.take_redrive_request().unwrap(), None);
+        let f = RedriveFilter { reason: Some(DlqReason::Deadline), up_to_id: Some(9) };
+        Dlq::request_redrive(&disk, &f).unwrap();
+        assert_eq!(dlq.take_redrive_request().unwrap(), Some(f));
+        assert_eq!(dlq.take_redrive_request().unwrap(), None, "a request is applied once");
+        Dlq::request_redrive(&disk, &RedriveFilter::default()).unwrap();
+        assert_eq!(dlq.take_redrive_request().unwrap(), Some(RedriveFilter::default()));
+    }
+}
