@@ -12,9 +12,10 @@ use eventstreamcore::config::Config;
 use eventstreamcore::config::MemberConfig;
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
+use eventstreamcore::node::cluster::PipelineSetup;
 use eventstreamcore::node::{ClusterNode, ClusterOptions, LocalNode};
-use eventstreamcore::rt::FileDisk;
 use eventstreamcore::pipeline::{Dlq, DlqReason, RedriveFilter};
+use eventstreamcore::rt::FileDisk;
 use eventstreamcore::rt::{self, NodeClock};
 use eventstreamcore::wire::AckItem;
 use eventstreamcore::wire::AdminRequest;
@@ -398,6 +399,15 @@ async fn serve(
             .find(|m| m.id == config.node.id)
             .map_or_else(|| client_addr.to_string(), |m| m.client_addr.clone()),
         repair,
+        pipeline: match config.pipeline.enabled {
+            true => {
+                let dir = data_dir.join("dlq");
+                let dlq =
+                    FileDisk::open(&dir).map_err(|e| format!("dead-letter queue {}: {e}", dir.display()))?;
+                Some(PipelineSetup { config: config.pipeline.clone(), dlq_disk: Arc::new(dlq) })
+            }
+            false => None,
+        },
     };
     let (node, task) = ClusterNode::start(opts, Arc::new(disk), clock.clone(), rt::node_rng())
         .await
@@ -799,6 +809,7 @@ async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember
             dedup: c.dedup,
             client_addr: m.client_addr.clone(),
             repair: false,
+            pipeline: None,
         };
         let (node, task) = ClusterNode::start(opts, Arc::new(disk), clock.clone(), rt::node_rng())
             .await

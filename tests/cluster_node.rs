@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use eventstreamcore::config::{ClusterConfig, MemberConfig};
 use eventstreamcore::event::{Event, Priority};
-use eventstreamcore::node::cluster::ClusterStatus;
+use eventstreamcore::node::cluster::{ClusterStatus, PipelineSetup};
 use eventstreamcore::node::{
     ClusterNode, ClusterOptions, ClusterTask, DedupConfig, EventService, ServiceError,
 };
@@ -29,6 +29,7 @@ struct TestCluster {
     members: Vec<MemberConfig>,
     nodes: Vec<Member>,
     secret: String,
+    pipeline: Option<PipelineSetup>,
 }
 
 impl TestCluster {
@@ -41,7 +42,7 @@ impl TestCluster {
             })
             .collect();
         let nodes = (1..=n).map(|id| Member { id, disk: Arc::new(SimDisk::new()), node: None }).collect();
-        TestCluster { members, nodes, secret: "s3cret".into() }
+        TestCluster { members, nodes, secret: "s3cret".into(), pipeline: None }
     }
 
     fn cluster_config(&self, id: u64) -> ClusterConfig {
@@ -68,6 +69,7 @@ impl TestCluster {
             dedup: DedupConfig::default(),
             client_addr: self.members[(id - 1) as usize].client_addr.clone(),
             repair: false,
+            pipeline: self.pipeline.clone(),
         };
         let disk: Arc<dyn Disk> = m.disk.clone();
         let started = ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(id)).await.unwrap();
@@ -245,6 +247,7 @@ async fn membership_add_a_joining_node_then_remove_the_leader() {
         dedup: DedupConfig::default(),
         client_addr: "127.0.0.1:17004".into(),
         repair: false,
+        pipeline: None,
     };
     let (n4, t4) = ClusterNode::start(opts, disk4, NodeClock::new(), rng_from_seed(4)).await.unwrap();
     assert!(n4.status().voters.is_empty(), "a joining node knows no configuration");
@@ -313,4 +316,70 @@ async fn a_full_disk_refuses_writes_keeps_acked_data_and_recovers_after_restart(
     let a = c.node(1).publish(vec![keyed("t", 8, 11)]).await.unwrap();
     assert_eq!((a[0].offset, a[0].duplicate), (10, false));
     c.stop(1, false).await;
+}
+
+#[tokio::test]
+async fn the_leader_processes_committed_events_and_a_new_leader_resumes_from_the_checkpoint() {
+    let mut c = TestCluster::new(3);
+    // Each member's dead-letter queue on its own disk (shared here: the test reads it afterwards).
+    let mut pcfg = eventstreamcore::pipeline::PipelineConfig::default();
+    pcfg.control.interval_ms = 20;
+    c.pipeline = Some(PipelineSetup { config: pcfg, dlq_disk: Arc::new(SimDisk::new()) });
+    c.start_all().await;
+    let l = c.leader().await;
+    let payment = |seq: u64, amount: u32| {
+        let mut e = Event::new("payment", Priority::Medium, amount.to_le_bytes().to_vec());
+        e.producer_id = 6;
+        e.sequence = seq;
+        e
+    };
+    for s in 1..=20 {
+        // Every fifth payment has amount 0: invalid, so it is dead-lettered rather than processed.
+        c.node(l).publish(vec![payment(s, if s % 5 == 0 { 0 } else { 100 })]).await.unwrap();
+    }
+    // The replicated checkpoint reaches the end of the topic on every member.
+    let caught_up = |c: &TestCluster, end: u64| {
+        c.nodes
+            .iter()
+            .filter_map(|m| m.node.as_ref())
+            .all(|(n, _)| n.state().processing().positions.get("payment").copied() == Some(end))
+    };
+    for _ in 0..500 {
+        if caught_up(&c, 20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(caught_up(&c, 20), "checkpoint did not reach offset 20");
+    // Transactional effects are recorded per idempotency key in the replicated state.
+    assert!(c.node(l).state().processing().is_handled((6, 1)));
+    // A handler alert (temperature above 100) becomes an event on `_alerts`, readable by consumers.
+    c.node(l).publish(vec![Event::new("sensor/temperature", Priority::High, vec![120u8])]).await.unwrap();
+    let mut alerts = 0;
+    for _ in 0..500 {
+        alerts = c.node(l).state().topic_log("_alerts").len();
+        if alerts > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(alerts, 1, "one critical temperature alert on _alerts");
+    // Fail over: the new leader resumes after the checkpoint and processes new events.
+    c.stop(l, false).await;
+    let l2 = c.leader().await;
+    for s in 21..=30 {
+        c.node(l2).publish(vec![payment(s, 7)]).await.unwrap();
+    }
+    for _ in 0..500 {
+        let p = c.node(l2).state().processing().positions.get("payment").copied();
+        if p == Some(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(c.node(l2).state().processing().positions.get("payment").copied(), Some(30));
+    assert!(c.node(l2).state().processing().is_handled((6, 30)));
+    for id in 1..=3 {
+        c.stop(id, false).await;
+    }
 }

@@ -24,6 +24,8 @@ use super::command::Command;
 use super::{Appended, DedupConfig, EventLogState, EventService, FetchReply, ReadOptions, ServiceError};
 use crate::config::ClusterConfig;
 use crate::event::Event;
+use crate::pipeline::alerts::{FanoutAlertSink, LogAlertSink, ServiceAlertSink};
+use crate::pipeline::{Admission, Checkpoint, Pipeline, PipelineConfig, StartOptions};
 use crate::raft::storage::{RaftStorage, StorageError, StorageOptions};
 use crate::raft::transport::{Inbox, PeerTransport, TransportConfig};
 use crate::raft::{
@@ -52,6 +54,18 @@ pub struct ClusterOptions {
     pub client_addr: String,
     /// Truncate the write-ahead log at a corrupt record instead of refusing to start.
     pub repair: bool,
+    /// The event pipeline run on the leader over committed events, with the disk for its
+    /// dead-letter queue; `None` runs no pipeline.
+    pub pipeline: Option<PipelineSetup>,
+}
+
+/// How a member runs the event pipeline when it leads.
+#[derive(Debug, Clone)]
+pub struct PipelineSetup {
+    pub config: PipelineConfig,
+    /// Where the dead-letter queue lives (each member has its own; entries are local to the node
+    /// that dead-lettered them).
+    pub dlq_disk: Arc<dyn Disk>,
 }
 
 /// Why a member could not start.
@@ -107,9 +121,23 @@ impl Addr {
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 
 enum Cmd {
-    Publish { events: Vec<Event>, reply: Reply<Vec<Appended>> },
-    Read { reply: Reply<()> },
-    Admin { req: AdminRequest, reply: Reply<String> },
+    Publish {
+        events: Vec<Event>,
+        admission: Option<Admission>,
+        reply: Reply<Vec<Appended>>,
+    },
+    /// The pipeline's checkpoint to record in the log (from [`ClusterCheckpoint::flush`]).
+    Checkpoint {
+        positions: Vec<(String, u64)>,
+        handled: Vec<(u64, u64)>,
+    },
+    Read {
+        reply: Reply<()>,
+    },
+    Admin {
+        req: AdminRequest,
+        reply: Reply<String>,
+    },
 }
 
 struct Shared {
@@ -121,12 +149,20 @@ struct Shared {
     /// Woken after every round that applied something (long-poll reads wait on it).
     applied: Notify,
     stop: Latch,
+    /// The running pipeline while this member leads (publishes are admitted through it).
+    pipeline: Mutex<Option<Pipeline>>,
 }
 
 /// A member of the replicated log; implements [`EventService`]. Clones share the member.
 #[derive(Clone)]
 pub struct ClusterNode {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode").field("id", &self.shared.id).finish_non_exhaustive()
+    }
 }
 
 /// The running driver; [`ClusterTask::wait`] returns once it has stopped.
@@ -232,6 +268,7 @@ impl ClusterNode {
             status: Mutex::new(status),
             applied: Notify::new(),
             stop: Latch::new(),
+            pipeline: Mutex::new(None),
         });
         let tick = Duration::from_millis(cfg.tick_ms);
         let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
@@ -256,6 +293,9 @@ impl ClusterNode {
             next_read_ctx: 1,
             admin: Vec::new(),
             last_snapshot,
+            pipeline_setup: opts.pipeline.clone(),
+            pipeline: None,
+            leader_since: None,
         };
         driver.sync_peers();
         driver.publish_status();
@@ -312,8 +352,35 @@ impl EventService for ClusterNode {
         &self,
         events: Vec<Event>,
     ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static + use<> {
-        let (reply, rx) = oneshot::channel();
-        self.call(Cmd::Publish { events, reply }, rx)
+        let pipeline = lock(&self.shared.pipeline).clone();
+        let Some(pipeline) = pipeline else {
+            let (reply, rx) = oneshot::channel();
+            return futures_util::future::Either::Left(
+                self.call(Cmd::Publish { events, admission: None, reply }, rx),
+            );
+        };
+        // Admission into the pipeline comes first (it may shed or ask producers to back off).
+        // Admitted at once, the batch keeps its place in call order; one that must wait for
+        // transactional room is placed when admitted.
+        let now = match pipeline.try_admit(&events) {
+            Err(e) => Err(e),
+            Ok(Some(adm)) => {
+                let (reply, rx) = oneshot::channel();
+                Ok(Some(self.call(Cmd::Publish { events: events.clone(), admission: Some(adm), reply }, rx)))
+            }
+            Ok(None) => Ok(None),
+        };
+        let this = self.clone();
+        futures_util::future::Either::Right(async move {
+            match now? {
+                Some(fut) => fut.await,
+                None => {
+                    let adm = pipeline.admit(&events).await?;
+                    let (reply, rx) = oneshot::channel();
+                    this.call(Cmd::Publish { events, admission: Some(adm), reply }, rx).await
+                }
+            }
+        })
     }
 
     fn fetch(
@@ -376,6 +443,7 @@ impl EventService for ClusterNode {
 
 struct PendingPublish {
     term: Term,
+    admission: Option<Admission>,
     deadline: Duration,
     reply: Reply<Vec<Appended>>,
 }
@@ -429,6 +497,65 @@ struct Driver {
     next_read_ctx: u64,
     admin: Vec<PendingAdmin>,
     last_snapshot: Index,
+    pipeline_setup: Option<PipelineSetup>,
+    /// The pipeline, while this member leads and has caught up.
+    pipeline: Option<Pipeline>,
+    /// Index of this leader's first entry of its term: its pipeline starts once that is applied
+    /// (everything committed by earlier leaders is then in the state machine).
+    leader_since: Option<Index>,
+}
+
+/// The pipeline's [`Checkpoint`] on a cluster member: kept in memory as the pipeline reports
+/// progress, and recorded in the replicated log (a [`Command::Checkpoint`] entry) at each flush —
+/// every control-loop tick and at shutdown — so the next leader resumes from there.
+#[derive(Debug)]
+struct ClusterCheckpoint {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    inner: Mutex<CheckpointState>,
+}
+
+#[derive(Debug, Default)]
+struct CheckpointState {
+    positions: BTreeMap<String, u64>,
+    handled: std::collections::HashSet<(u64, u64)>,
+    dirty_positions: BTreeMap<String, u64>,
+    new_keys: Vec<(u64, u64)>,
+}
+
+impl Checkpoint for ClusterCheckpoint {
+    fn positions(&self) -> BTreeMap<String, u64> {
+        lock(&self.inner).positions.clone()
+    }
+
+    fn record_position(&self, topic: &str, next_offset: u64) {
+        let mut st = lock(&self.inner);
+        let p = st.positions.entry(topic.to_string()).or_default();
+        if next_offset > *p {
+            *p = next_offset;
+            st.dirty_positions.insert(topic.to_string(), next_offset);
+        }
+    }
+
+    fn is_handled(&self, key: (u64, u64)) -> bool {
+        lock(&self.inner).handled.contains(&key)
+    }
+
+    fn mark_handled(&self, key: (u64, u64)) {
+        let mut st = lock(&self.inner);
+        if st.handled.insert(key) {
+            st.new_keys.push(key);
+        }
+    }
+
+    fn flush(&self) {
+        let mut st = lock(&self.inner);
+        if st.dirty_positions.is_empty() && st.new_keys.is_empty() {
+            return;
+        }
+        let positions = std::mem::take(&mut st.dirty_positions).into_iter().collect();
+        let handled = std::mem::take(&mut st.new_keys);
+        let _ = self.cmds.send(Cmd::Checkpoint { positions, handled });
+    }
 }
 
 /// Records the address carried by a configuration entry.
@@ -502,6 +629,10 @@ impl Driver {
         while let Ok(c) = self.cmds.try_recv() {
             self.refuse(c, &ServiceError::ShuttingDown);
         }
+        if let Some(p) = self.pipeline.take() {
+            *lock(&self.shared.pipeline) = None;
+            p.shutdown().await;
+        }
         self.transport.shutdown().await;
         self.shared.applied.notify_waiters();
         tracing::info!(node = self.id, "raft driver stopped");
@@ -523,6 +654,7 @@ impl Driver {
     fn refuse(&self, c: Cmd, err: &ServiceError) {
         match c {
             Cmd::Publish { reply, .. } => drop(reply.send(Err(err.clone()))),
+            Cmd::Checkpoint { .. } => {}
             Cmd::Read { reply } => drop(reply.send(Err(err.clone()))),
             Cmd::Admin { reply, .. } => drop(reply.send(Err(err.clone()))),
         }
@@ -553,7 +685,14 @@ impl Driver {
     fn handle(&mut self, c: Cmd) {
         let now = self.clock.mono();
         match c {
-            Cmd::Publish { events, reply } => {
+            Cmd::Checkpoint { positions, handled } => {
+                // Only the leader's pipeline runs; a late flush after a step-down is dropped (the
+                // next leader re-handles from the last recorded checkpoint: at-least-once).
+                if self.raft.role() == Role::Leader {
+                    let _ = self.raft.propose(Command::Checkpoint { positions, handled }.encode());
+                }
+            }
+            Cmd::Publish { events, admission, reply } => {
                 if self.raft.role() != Role::Leader {
                     let _ = reply.send(Err(self.not_leader()));
                     return;
@@ -569,7 +708,7 @@ impl Driver {
                         let term = self.raft.term();
                         let old = self.pending.insert(
                             index,
-                            PendingPublish { term, deadline: now + self.commit_timeout, reply },
+                            PendingPublish { term, admission, deadline: now + self.commit_timeout, reply },
                         );
                         debug_assert!(old.is_none(), "two proposals at index {index}");
                     }
@@ -795,6 +934,7 @@ impl Driver {
                 i += 1;
             }
         }
+        self.manage_pipeline(soft_state.is_some());
         // Changes that just applied are answered before a step-down fails the rest (removing the
         // leader itself commits and then steps it down in the same round).
         self.advance_admin(self.clock.mono());
@@ -812,6 +952,75 @@ impl Driver {
         self.maybe_snapshot()?;
         self.publish_status();
         Ok(())
+    }
+
+    /// Starts the pipeline once this leader has applied its first entry, stops it (without
+    /// draining: the next leader resumes from the checkpoint) when it is no longer leader.
+    fn manage_pipeline(&mut self, role_changed: bool) {
+        let leading = self.raft.role() == Role::Leader;
+        if role_changed {
+            self.leader_since = leading.then(|| self.raft.last_index());
+        }
+        if !leading {
+            if let Some(p) = self.pipeline.take() {
+                *lock(&self.shared.pipeline) = None;
+                let left = p.abort();
+                tracing::info!(node = self.id, left, "pipeline stopped: no longer leader");
+            }
+            return;
+        }
+        let Some(setup) = &self.pipeline_setup else { return };
+        if self.pipeline.is_some() || self.leader_since.is_none_or(|i| self.raft.applied() < i) {
+            return;
+        }
+        let state = lock(&self.shared.state);
+        let progress = state.processing();
+        let checkpoint = Arc::new(ClusterCheckpoint {
+            cmds: self.shared.cmds.clone(),
+            inner: Mutex::new(CheckpointState {
+                positions: progress.positions.clone(),
+                handled: progress.handled_keys().collect(),
+                ..CheckpointState::default()
+            }),
+        });
+        // Alerts go to the log and, as events, to the `_alerts` topic (through this node, so they
+        // are replicated like any other event).
+        let alerts = FanoutAlertSink(vec![
+            Arc::new(LogAlertSink),
+            Arc::new(ServiceAlertSink::new(Arc::new(ClusterNode { shared: self.shared.clone() }))),
+        ]);
+        let opts = StartOptions {
+            checkpoint: checkpoint.clone(),
+            alerts: Arc::new(alerts),
+            ..StartOptions::for_config(&setup.config)
+        };
+        let pipeline = match Pipeline::start(
+            setup.config.clone(),
+            self.clock.clone(),
+            setup.dlq_disk.clone(),
+            opts,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(node = self.id, error = %e, "the pipeline cannot start; events are stored but not processed");
+                self.pipeline_setup = None;
+                return;
+            }
+        };
+        // Resume: everything committed after the replicated checkpoint.
+        let mut resumed = 0;
+        for topic in state.topics().map(str::to_string).collect::<Vec<_>>() {
+            let from = progress.positions.get(&topic).copied().unwrap_or(0) as usize;
+            let log = state.topic_log(&topic);
+            for chunk in log.get(from..).unwrap_or(&[]).chunks(1024) {
+                resumed += chunk.len();
+                pipeline.submit(chunk.to_vec());
+            }
+        }
+        drop(state);
+        tracing::info!(node = self.id, resumed, "pipeline started on the leader");
+        *lock(&self.shared.pipeline) = Some(pipeline.clone());
+        self.pipeline = Some(pipeline);
     }
 
     fn install(&mut self, snap: &Snapshot) {
@@ -837,11 +1046,28 @@ impl Driver {
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
+        let mut to_process: Vec<(Index, Vec<crate::event::StoredEvent>)> = Vec::new();
         let mut state = lock(&self.shared.state);
         for e in entries {
             let result = match e.kind {
                 EntryKind::Normal => match Command::decode(e.data.clone()) {
-                    Ok(Command::Publish { stamped_ms, events }) => Ok(state.apply_batch(events, stamped_ms)),
+                    Ok(Command::Publish { stamped_ms, events }) => {
+                        let appended = state.apply_batch(events, stamped_ms);
+                        if self.pipeline.is_some() {
+                            // Newly stored events (not duplicates) go to the leader's pipeline.
+                            let fresh: Vec<crate::event::StoredEvent> = appended
+                                .iter()
+                                .filter(|a| !a.duplicate)
+                                .filter_map(|a| state.topic_log(&a.topic).get(a.offset as usize).cloned())
+                                .collect();
+                            to_process.push((e.index, fresh));
+                        }
+                        Ok(appended)
+                    }
+                    Ok(Command::Checkpoint { positions, handled }) => {
+                        state.apply_checkpoint(&positions, &handled);
+                        Err(unavailable("superseded by a pipeline checkpoint"))
+                    }
                     Err(err) => {
                         // Every replica skips it the same way, so the replicas stay equal.
                         tracing::error!(node = self.id, index = e.index, error = %err, "undecodable entry skipped");
@@ -868,14 +1094,28 @@ impl Driver {
                     Err(unavailable("superseded by a membership change"))
                 }
             };
-            if let Some(p) = self.pending.remove(&e.index) {
+            if let Some(mut p) = self.pending.remove(&e.index) {
                 // Another leader's entry at this index means ours was truncated.
-                let out =
-                    if p.term == e.term { result } else { Err(unavailable("superseded by a new leader")) };
+                let ours = p.term == e.term;
+                if let (true, Some(adm)) = (ours, p.admission.take())
+                    && let Some(pos) = to_process.iter().position(|(i, _)| *i == e.index)
+                    && let Some(pipeline) = &self.pipeline
+                {
+                    let (_, events) = to_process.swap_remove(pos);
+                    pipeline.submit_admitted(events, adm);
+                }
+                let out = if ours { result } else { Err(unavailable("superseded by a new leader")) };
                 let _ = p.reply.send(out);
             }
         }
         drop(state);
+        if let Some(pipeline) = &self.pipeline {
+            for (_, events) in to_process {
+                if !events.is_empty() {
+                    pipeline.submit(events);
+                }
+            }
+        }
         self.shared.applied.notify_waiters();
     }
 

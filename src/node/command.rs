@@ -8,12 +8,16 @@ use crate::event::Event;
 use crate::wire::acked::{BodyError, decode_events, encode_events};
 
 const TAG_PUBLISH: u8 = 1;
+const TAG_CHECKPOINT: u8 = 2;
 
 /// A replicated state-machine command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Append `events` (deduplicated by idempotency key) at the leader's time `stamped_ms`.
     Publish { stamped_ms: u64, events: Vec<Event> },
+    /// The leader's event pipeline got this far: per topic the next unhandled offset, and the
+    /// idempotency keys whose transactional effects happened since the last checkpoint.
+    Checkpoint { positions: Vec<(String, u64)>, handled: Vec<(u64, u64)> },
 }
 
 /// A Raft entry that does not decode as a [`Command`] (written by a newer or broken node).
@@ -41,6 +45,23 @@ impl Command {
                 encode_events(&mut out, events);
                 out.freeze()
             }
+            Command::Checkpoint { positions, handled } => {
+                let mut out = BytesMut::with_capacity(16 + positions.len() * 40 + handled.len() * 16);
+                out.put_u8(TAG_CHECKPOINT);
+                out.put_u32(positions.len() as u32);
+                for (topic, next) in positions {
+                    let t = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
+                    out.put_u16(t.len() as u16);
+                    out.put_slice(t);
+                    out.put_u64(*next);
+                }
+                out.put_u32(handled.len() as u32);
+                for (p, q) in handled {
+                    out.put_u64(*p);
+                    out.put_u64(*q);
+                }
+                out.freeze()
+            }
         }
     }
 
@@ -56,6 +77,29 @@ impl Command {
                 }
                 let stamped_ms = data.get_u64();
                 Ok(Command::Publish { stamped_ms, events: decode_events(data)? })
+            }
+            TAG_CHECKPOINT => {
+                let need = |d: &Bytes, n: usize| {
+                    if d.remaining() < n { Err(CommandError::Truncated) } else { Ok(()) }
+                };
+                need(&data, 4)?;
+                let n = data.get_u32();
+                let mut positions = Vec::new();
+                for _ in 0..n {
+                    need(&data, 2)?;
+                    let len = usize::from(data.get_u16());
+                    need(&data, len + 8)?;
+                    let topic = String::from_utf8(data.split_to(len).to_vec())
+                        .map_err(|_| CommandError::Truncated)?;
+                    positions.push((topic, data.get_u64()));
+                }
+                need(&data, 4)?;
+                let k = data.get_u32() as usize;
+                if data.remaining() != k.saturating_mul(16) {
+                    return Err(CommandError::Truncated);
+                }
+                let handled = (0..k).map(|_| (data.get_u64(), data.get_u64())).collect();
+                Ok(Command::Checkpoint { positions, handled })
             }
             t => Err(CommandError::UnknownTag(t)),
         }
@@ -78,6 +122,15 @@ mod tests {
         assert_eq!(Command::decode(c.encode()).unwrap(), c);
         let empty = Command::Publish { stamped_ms: 0, events: vec![] };
         assert_eq!(Command::decode(empty.encode()).unwrap(), empty);
+        let cp = Command::Checkpoint {
+            positions: vec![("a".into(), 5), ("b/c".into(), 0)],
+            handled: vec![(1, 2)],
+        };
+        assert_eq!(Command::decode(cp.encode()).unwrap(), cp);
+        let bytes = cp.encode();
+        for cut in 1..bytes.len() {
+            assert!(Command::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

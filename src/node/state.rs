@@ -47,6 +47,50 @@ pub struct EventLogState {
     last_stamp_ms: u64,
     batches_applied: u64,
     events_stored: u64,
+    /// How far the leader's event pipeline has got, as recorded in the log (see [`Self::apply_checkpoint`]).
+    progress: ProcessingProgress,
+}
+
+/// The event pipeline's replicated checkpoint: per topic the offset below which every event was
+/// fully handled, and the idempotency keys whose transactional effects happened (the newest
+/// `MAX_HANDLED_KEYS`). A new leader's pipeline resumes from here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessingProgress {
+    pub positions: BTreeMap<String, u64>,
+    handled: std::collections::BTreeSet<(u64, u64)>,
+    order: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// Handled idempotency keys remembered in the replicated checkpoint.
+pub const MAX_HANDLED_KEYS: usize = 200_000;
+
+impl ProcessingProgress {
+    /// True if the key's transactional effect is recorded as done.
+    pub fn is_handled(&self, key: (u64, u64)) -> bool {
+        self.handled.contains(&key)
+    }
+
+    /// The remembered handled keys, oldest first.
+    pub fn handled_keys(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.order.iter().copied()
+    }
+
+    fn apply(&mut self, positions: &[(String, u64)], keys: &[(u64, u64)]) {
+        for (topic, next) in positions {
+            let p = self.positions.entry(topic.clone()).or_default();
+            *p = (*p).max(*next);
+        }
+        for &k in keys {
+            if self.handled.insert(k) {
+                self.order.push_back(k);
+            }
+        }
+        while self.order.len() > MAX_HANDLED_KEYS {
+            if let Some(k) = self.order.pop_front() {
+                self.handled.remove(&k);
+            }
+        }
+    }
 }
 
 impl EventLogState {
@@ -58,6 +102,7 @@ impl EventLogState {
             last_stamp_ms: 0,
             batches_applied: 0,
             events_stored: 0,
+            progress: ProcessingProgress::default(),
         }
     }
 
@@ -91,6 +136,16 @@ impl EventLogState {
             out.push(Appended { topic, offset, duplicate: false });
         }
         out
+    }
+
+    /// Records the pipeline's checkpoint (positions never move back; keys are added).
+    pub fn apply_checkpoint(&mut self, positions: &[(String, u64)], keys: &[(u64, u64)]) {
+        self.progress.apply(positions, keys);
+    }
+
+    /// The pipeline's replicated checkpoint.
+    pub fn processing(&self) -> &ProcessingProgress {
+        &self.progress
     }
 
     /// Up to `max` events of `topic` from `offset` (an unknown topic reads as empty).
@@ -156,7 +211,7 @@ impl EventLogState {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"ESCS";
-const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_VERSION: u8 = 2;
 
 /// A state snapshot that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +248,16 @@ impl EventLogState {
             out.put_u64(offset);
             out.put_u64(stamped);
             put_str(&mut out, topic);
+        }
+        out.put_u32(self.progress.positions.len() as u32);
+        for (topic, next) in &self.progress.positions {
+            put_str(&mut out, topic);
+            out.put_u64(*next);
+        }
+        out.put_u64(self.progress.order.len() as u64);
+        for (p, q) in &self.progress.order {
+            out.put_u64(*p);
+            out.put_u64(*q);
         }
         out.freeze()
     }
@@ -265,6 +330,21 @@ impl EventLogState {
             }
             st.dedup.record(producer, seq, name, offset, stamped);
         }
+        need(&b, 4, "checkpoint positions")?;
+        let npos = b.get_u32();
+        let mut positions = Vec::new();
+        for _ in 0..npos {
+            let topic = get_str(&mut b)?;
+            need(&b, 8, "checkpoint position")?;
+            positions.push((topic, b.get_u64()));
+        }
+        need(&b, 8, "handled keys")?;
+        let nkeys = b.get_u64();
+        if nkeys.saturating_mul(16) > b.remaining() as u64 {
+            return Err(err("handled-key count larger than the snapshot"));
+        }
+        let keys: Vec<(u64, u64)> = (0..nkeys).map(|_| (b.get_u64(), b.get_u64())).collect();
+        st.progress.apply(&positions, &keys);
         if b.has_remaining() {
             return Err(SnapshotDecodeError(format!("{} trailing bytes", b.remaining())));
         }
@@ -408,12 +488,15 @@ mod tests {
         let mut s = EventLogState::new(cfg);
         s.apply_batch(vec![ev("a", 1, 1), ev("b", 1, 2), ev("a", 0, 0)], 100);
         s.apply_batch(vec![ev("a", 2, 1)], 90);
+        s.apply_checkpoint(&[("a".into(), 2)], &[(1, 1), (2, 1)]);
         let snap = s.encode_snapshot();
         let mut r = EventLogState::decode_snapshot(cfg, snap.clone()).unwrap();
         assert_eq!(r.digest(), s.digest());
         assert_eq!(r.events_stored(), 4);
         assert_eq!(r.batches_applied(), 2);
         assert_eq!(r.dedup_len(), s.dedup_len());
+        assert_eq!(r.processing(), s.processing());
+        assert!(r.processing().is_handled((2, 1)) && r.processing().positions["a"] == 2);
         // The restored window still catches a retry, and time stays monotonic.
         let a = r.apply_batch(vec![ev("b", 1, 2)], 50);
         assert_eq!((a[0].offset, a[0].duplicate), (0, true));

@@ -11,6 +11,8 @@ use crate::event::Priority;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
+    /// Run the pipeline on the leader over committed events (`false`: events are only stored).
+    pub enabled: bool,
     /// The table's priority for topics it does not list. The effective priority is the higher of
     /// this and the client's, so `BATCH` lets unlisted topics keep whatever the client asked for.
     pub default_priority: Priority,
@@ -31,6 +33,7 @@ impl Default for PipelineConfig {
             .map(|(t, p)| (t.to_string(), p))
             .collect();
         PipelineConfig {
+            enabled: true,
             default_priority: Priority::Medium,
             topics,
             realtime: RealtimeConfig::default(),

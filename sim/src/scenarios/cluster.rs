@@ -20,7 +20,9 @@ use eventstreamcore::client::{ClientError, ClusterClient};
 use eventstreamcore::config::{ClusterConfig, IngestConfig, MemberConfig};
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::IngestServer;
+use eventstreamcore::node::cluster::PipelineSetup;
 use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventLogState, EventService};
+use eventstreamcore::pipeline::PipelineConfig;
 use eventstreamcore::raft::Role;
 use eventstreamcore::rt::{self, Disk, DiskError, NodeClock, NodeRng, SimDisk};
 use eventstreamcore::wire::AckItem;
@@ -189,8 +191,18 @@ impl Disk for LyingDisk {
 /// What the scenario keeps of a member across restarts.
 struct MemberSlot {
     disk: Arc<SimDisk>,
+    /// The member's dead-letter queue (it loses unsynced writes in a power failure too).
+    dlq: Arc<SimDisk>,
     node: Arc<Mutex<Option<ClusterNode>>>,
     clock: Arc<Mutex<Option<NodeClock>>>,
+}
+
+/// The pipeline as members run it in the scenario: the defaults, with a fast control loop so
+/// checkpoints are recorded often.
+fn pipeline_config() -> PipelineConfig {
+    let mut c = PipelineConfig::default();
+    c.control.interval_ms = 100;
+    c
 }
 
 fn cluster_config(plan_nodes: usize, i: usize) -> ClusterConfig {
@@ -222,6 +234,7 @@ async fn member_main(
     nodes: usize,
     drift: i64,
     disk: Arc<dyn Disk>,
+    dlq: Arc<dyn Disk>,
     slot: Arc<Mutex<Option<ClusterNode>>>,
     clock_slot: Arc<Mutex<Option<NodeClock>>>,
 ) {
@@ -236,6 +249,7 @@ async fn member_main(
         dedup: DedupConfig::default(),
         client_addr: client_addr(i).to_string(),
         repair: false,
+        pipeline: Some(PipelineSetup { config: pipeline_config(), dlq_disk: dlq }),
     };
     let (node, task) = match ClusterNode::start(opts, disk, clock.clone(), rt::node_rng()).await {
         Ok(x) => x,
@@ -272,6 +286,7 @@ pub async fn run(opts: Options) -> RunReport {
     for i in 0..plan.nodes {
         let slot = MemberSlot {
             disk: Arc::new(SimDisk::new()),
+            dlq: Arc::new(SimDisk::new()),
             node: Arc::new(Mutex::new(None)),
             clock: Arc::new(Mutex::new(None)),
         };
@@ -280,12 +295,15 @@ pub async fn run(opts: Options) -> RunReport {
             _ => slot.disk.clone(),
         };
         let (node_slot, clock_slot) = (slot.node.clone(), slot.clock.clone());
+        let dlq: Arc<dyn Disk> = slot.dlq.clone();
         let (nodes, drift) = (plan.nodes, plan.drift_ppm[i]);
         let h = handle
             .create_node()
             .name(format!("member-{}", i + 1))
             .ip(IpAddr::V4(member_ip(i)))
-            .init(move || member_main(i, nodes, drift, disk.clone(), node_slot.clone(), clock_slot.clone()))
+            .init(move || {
+                member_main(i, nodes, drift, disk.clone(), dlq.clone(), node_slot.clone(), clock_slot.clone())
+            })
             .build();
         ids.push(h.id());
         slots.push(slot);
@@ -430,8 +448,19 @@ pub async fn run(opts: Options) -> RunReport {
             let nodes: Vec<ClusterNode> = nodes.into_iter().flatten().collect();
             let st: Vec<_> = nodes.iter().map(|n| n.status()).collect();
             let leader_commit = st.iter().filter(|s| s.role == Role::Leader).map(|s| s.commit).max();
+            let leader = nodes.iter().zip(&st).find(|(_, s)| s.role == Role::Leader).map(|(n, _)| n);
+            // Quiescent: every member applied everything, and the leader's pipeline has handled
+            // and checkpointed every topic to its end (it resumed after whatever failovers).
+            let processed = leader.is_some_and(|l| {
+                let state = l.state();
+                state.topics().all(|t| {
+                    state.processing().positions.get(t).copied().unwrap_or(0)
+                        == state.topic_log(t).len() as u64
+                })
+            });
             if let Some(lc) = leader_commit
                 && st.iter().all(|s| s.applied == lc)
+                && processed
             {
                 states = nodes.iter().map(|n| (n.node_id(), n.state().clone())).collect();
                 converged = true;
@@ -451,7 +480,10 @@ pub async fn run(opts: Options) -> RunReport {
             .collect();
         Some(check::CheckFailure {
             checker: "replicas_converge",
-            detail: format!("no convergence 20 s after healing: {st:?}"),
+            detail: format!(
+                "no convergence (every member applied the leader's commit index, the leader's pipeline \
+                 processed every topic to its end) 20 s after healing: {st:?}"
+            ),
         })
     } else {
         check::check_cluster_run(&data, &states).err()
@@ -491,6 +523,7 @@ fn crash(
     handle.kill(id);
     *slot.node.lock().unwrap_or_else(|e| e.into_inner()) = None;
     slot.disk.power_fail(Some(tear_rng));
+    slot.dlq.power_fail(Some(tear_rng));
     let h = handle.clone();
     madsim::task::spawn(async move {
         rt::time::sleep(down).await;
