@@ -193,6 +193,10 @@ fn metrics_are_served_over_http_for_prometheus() {
     conn.read_to_string(&mut body).unwrap();
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("esc_events_stored_total 2"), "{body}");
+    // The node's own metrics follow: Raft state and, on the leader, the pipeline's.
+    assert!(body.contains("esc_raft_is_leader 1"), "{body}");
+    assert!(body.contains("esc_raft_commit_index "), "{body}");
+    assert!(body.contains("esc_pipeline_"), "{body}");
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -4,13 +4,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::IngestMetrics;
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::{self, net::TcpListener, sync::Latch};
 
+/// Renders the whole metrics page (Prometheus text format) when asked.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Serves metrics on `listener` until shutdown. Each request gets one response, then the
 /// connection is closed.
-pub async fn serve_metrics(listener: TcpListener, metrics: Arc<IngestMetrics>, shutdown: Arc<Latch>) {
+pub async fn serve_metrics(listener: TcpListener, metrics: RenderMetrics, shutdown: Arc<Latch>) {
     loop {
         let (mut stream, peer) = rt::select! {
             biased;
@@ -49,13 +51,13 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<IngestMetrics>, s
 }
 
 /// The HTTP response for a raw request.
-fn respond(request: &[u8], metrics: &IngestMetrics) -> String {
+fn respond(request: &[u8], metrics: &RenderMetrics) -> String {
     let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render_prometheus()),
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics()),
         ("GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_string()),
         _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_string()),
     };
@@ -76,8 +78,9 @@ mod tests {
 
     #[test]
     fn routes() {
-        let m = IngestMetrics::default();
-        m.events_stored.add(2);
+        let im = Arc::new(crate::metrics::IngestMetrics::default());
+        im.events_stored.add(2);
+        let m: RenderMetrics = Arc::new(move || im.render_prometheus());
         let ok = respond(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", &m);
         assert!(ok.starts_with("HTTP/1.1 200 OK"));
         assert!(ok.contains("esc_events_stored_total 2"));

@@ -112,7 +112,10 @@ impl<S: EventService> IngestServer<S> {
     pub async fn run(self) {
         let IngestServer { listener, udp, metrics_listener, shared, shutdown } = self;
         if let Some(l) = metrics_listener {
-            rt::spawn(http::serve_metrics(l, shared.metrics.clone(), shutdown.clone()));
+            let page = shared.clone();
+            let render: http::RenderMetrics =
+                Arc::new(move || page.metrics.render_prometheus() + &page.service.render_metrics());
+            rt::spawn(http::serve_metrics(l, render, shutdown.clone()));
         }
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
         let udp_task = udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown.clone())));

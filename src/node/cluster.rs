@@ -436,6 +436,30 @@ impl EventService for ClusterNode {
         self.call(Cmd::Admin { req, reply }, rx)
     }
 
+    fn render_metrics(&self) -> String {
+        let st = self.status();
+        let mut out = String::new();
+        for (name, help, v) in [
+            ("esc_raft_term", "current Raft term", st.term),
+            ("esc_raft_is_leader", "1 if this member leads", u64::from(st.role == Role::Leader)),
+            ("esc_raft_commit_index", "highest committed log index known", st.commit),
+            ("esc_raft_applied_index", "highest log index applied to the event log", st.applied),
+            ("esc_raft_last_index", "last log index", st.last_index),
+            ("esc_raft_voters", "voting members", st.voters.len() as u64),
+            (
+                "esc_node_storage_failed",
+                "1 if this member stopped replicating after a storage error",
+                u64::from(st.failed.is_some()),
+            ),
+        ] {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+        }
+        if let Some(p) = lock(&self.shared.pipeline).as_ref() {
+            out.push_str(&p.render_prometheus());
+        }
+        out
+    }
+
     fn node_id(&self) -> u64 {
         self.shared.id
     }

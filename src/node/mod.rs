@@ -107,6 +107,11 @@ pub trait EventService: Send + Sync + 'static {
         std::future::ready(Err(ServiceError::Unsupported("this node is not part of a cluster".into())))
     }
 
+    /// The service's own metrics in the Prometheus text format (appended to `GET /metrics`).
+    fn render_metrics(&self) -> String {
+        String::new()
+    }
+
     /// This node's id (reported to clients in HELLO).
     fn node_id(&self) -> u64;
 }
