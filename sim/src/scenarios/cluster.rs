@@ -527,6 +527,9 @@ fn crash(
     let h = handle.clone();
     madsim::task::spawn(async move {
         rt::time::sleep(down).await;
+        // madsim's restart does not reset the node's sockets; a kill does. If the node was
+        // crashed and restarted again meanwhile, this is one more (clean) process restart.
+        h.kill(id);
         h.restart(id);
     });
 }
