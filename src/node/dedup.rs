@@ -120,7 +120,7 @@ impl DedupWindow {
         self.order.iter().filter_map(move |&(stamped, producer, seq)| {
             let e = self.producers.get(&producer)?.get(&seq)?;
             (e.stamped_ms == stamped && seen.insert((producer, seq)))
-                .then(|| (producer, seq, &e.topic, e.offset, stamped))
+                .then_some((producer, seq, &e.topic, e.offset, stamped))
         })
     }
 
