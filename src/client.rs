@@ -32,6 +32,8 @@ pub enum ClientError {
     Encode(#[from] wire::acked::EncodeError),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("inconsistent reply: {0}")]
+    Inconsistent(String),
 }
 
 /// The server's answer to HELLO.
@@ -425,5 +427,46 @@ impl ClusterClient {
                 Err(e) => self.recover(e, attempt).await?,
             }
         }
+    }
+}
+
+/// A subscription to one topic: yields committed events in offset order, from any member,
+/// waiting (long poll) when there is nothing new. Survives member failures (it moves to
+/// another member and resumes at its next offset), so a consumer sees no gap and no repeat.
+pub struct Subscription {
+    client: ClusterClient,
+    topic: String,
+    next_offset: u64,
+    linearizable: bool,
+    /// How long one poll waits on the server for new events.
+    pub wait_ms: u32,
+}
+
+impl Subscription {
+    /// Follows `topic` from `from` on the cluster at `addrs`.
+    pub fn new(client: ClusterClient, topic: impl Into<String>, from: u64, linearizable: bool) -> Self {
+        Subscription { client, topic: topic.into(), next_offset: from, linearizable, wait_ms: 10_000 }
+    }
+
+    /// The offset of the next event this subscription will return.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// The next events (at least one, unless the wait ran out: then empty), and the topic's end
+    /// offset as the answering member knows it.
+    pub async fn next_batch(&mut self, max: u32) -> Result<(Vec<StoredEvent>, u64), ClientError> {
+        let page =
+            self.client.read(&self.topic, self.next_offset, max, self.linearizable, self.wait_ms).await?;
+        if let Some(first) = page.events.first()
+            && first.offset != self.next_offset
+        {
+            return Err(ClientError::Inconsistent(format!(
+                "asked for offset {}, got {}",
+                self.next_offset, first.offset
+            )));
+        }
+        self.next_offset = page.next_offset.max(self.next_offset);
+        Ok((page.events, page.end_offset))
     }
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use eventstreamcore::client::ClusterClient;
 use eventstreamcore::client::{Client, ClientError};
+use eventstreamcore::client::{ClusterClient, Subscription};
 use eventstreamcore::config::Config;
 use eventstreamcore::config::MemberConfig;
 use eventstreamcore::event::{Event, Priority};
@@ -649,12 +649,14 @@ async fn tail(
 ) -> Result<(), String> {
     let mut client = ClusterClient::new(addrs, "esc-tail", token);
     client.max_attempts = u32::MAX;
-    let mut offset = from;
+    let mut sub = Subscription::new(client, topic, from, linearizable);
+    if to_end {
+        sub.wait_ms = 0;
+    }
     let mut seen = 0u64;
     loop {
-        let wait = if to_end { 0 } else { 10_000 };
-        let page = client.read(&topic, offset, 1000, linearizable, wait).await.map_err(|e| e.to_string())?;
-        for s in &page.events {
+        let (events, end) = sub.next_batch(1000).await.map_err(|e| e.to_string())?;
+        for s in &events {
             println!(
                 "offset={} ts={} priority={} producer={} seq={} payload={}",
                 s.offset,
@@ -669,9 +671,8 @@ async fn tail(
                 return Ok(());
             }
         }
-        offset = page.next_offset;
-        if to_end && offset >= page.end_offset {
-            println!("end={}", page.end_offset);
+        if to_end && sub.next_offset() >= end {
+            println!("end={end}");
             return Ok(());
         }
     }
