@@ -287,6 +287,29 @@ impl Client {
     }
 }
 
+/// Runs one client call on a connection to some member until it succeeds or its failure is final
+/// (a macro rather than a function taking an async closure: the futures must stay `Send`).
+macro_rules! with_retry {
+    ($self:ident, $c:ident => $call:expr) => {{
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = match $self.conn().await {
+                Ok($c) => $call.await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(v) => break Ok(v),
+                Err(e) => {
+                    if let Err(e) = $self.recover(e, attempt).await {
+                        break Err(e);
+                    }
+                }
+            }
+        }
+    }};
+}
+
 /// A client of a whole cluster: it follows "not leader" redirects, moves to another member when
 /// one is unreachable, and waits out "overloaded" / "unavailable". Retried publishes carry the
 /// same idempotency keys, so a retry of something that was in fact stored gets its original
@@ -376,18 +399,7 @@ impl ClusterClient {
 
     /// Publishes one frame, retrying (same keys) until acknowledged or out of attempts.
     pub async fn publish(&mut self, events: Vec<Event>) -> Result<Vec<AckItem>, ClientError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r = match self.conn().await {
-                Ok(c) => c.publish(events.clone()).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(items) => return Ok(items),
-                Err(e) => self.recover(e, attempt).await?,
-            }
-        }
+        with_retry!(self, c => c.publish(events.clone()))
     }
 
     /// Reads from whichever member answers (see [`Client::read`]).
@@ -399,34 +411,12 @@ impl ClusterClient {
         linearizable: bool,
         wait_ms: u32,
     ) -> Result<Fetched, ClientError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r = match self.conn().await {
-                Ok(c) => c.read(topic, offset, max_events, linearizable, wait_ms).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(f) => return Ok(f),
-                Err(e) => self.recover(e, attempt).await?,
-            }
-        }
+        with_retry!(self, c => c.read(topic, offset, max_events, linearizable, wait_ms))
     }
 
     /// An admin request, sent to the leader (status: to whichever member answers).
     pub async fn admin(&mut self, req: AdminRequest) -> Result<String, ClientError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r = match self.conn().await {
-                Ok(c) => c.admin(req.clone()).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(t) => return Ok(t),
-                Err(e) => self.recover(e, attempt).await?,
-            }
-        }
+        with_retry!(self, c => c.admin(req.clone()))
     }
 }
 

@@ -543,15 +543,7 @@ async fn fetch(addr: SocketAddr, topic: String, from: u64, max: u32, token: Stri
     let mut client = connect(addr, &token).await?;
     let page = client.fetch(&topic, from, max).await.map_err(|e| e.to_string())?;
     for s in &page.events {
-        println!(
-            "offset={} ts={} priority={} producer={} seq={} payload={}",
-            s.offset,
-            s.timestamp_ms,
-            s.event.priority,
-            s.event.producer_id,
-            s.event.sequence,
-            String::from_utf8_lossy(&s.event.payload)
-        );
+        print_event(s);
     }
     println!("next={} end={}", page.next_offset, page.end_offset);
     Ok(())
@@ -657,15 +649,7 @@ async fn tail(
     loop {
         let (events, end) = sub.next_batch(1000).await.map_err(|e| e.to_string())?;
         for s in &events {
-            println!(
-                "offset={} ts={} priority={} producer={} seq={} payload={}",
-                s.offset,
-                s.timestamp_ms,
-                s.event.priority,
-                s.event.producer_id,
-                s.event.sequence,
-                String::from_utf8_lossy(&s.event.payload)
-            );
+            print_event(s);
             seen += 1;
             if count.is_some_and(|c| seen >= c) {
                 return Ok(());
@@ -833,4 +817,17 @@ async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember
         rt::time::sleep(Duration::from_millis(10)).await;
     }
     Err("the bench cluster elected no leader within 10 s".into())
+}
+
+/// One line per event, as `esc fetch` and `esc tail` print them.
+fn print_event(s: &eventstreamcore::event::StoredEvent) {
+    println!(
+        "offset={} ts={} priority={} producer={} seq={} payload={}",
+        s.offset,
+        s.timestamp_ms,
+        s.event.priority,
+        s.event.producer_id,
+        s.event.sequence,
+        String::from_utf8_lossy(&s.event.payload)
+    );
 }

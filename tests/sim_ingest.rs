@@ -7,20 +7,9 @@
 use eventstreamcore_sim::runner::{self, default_options};
 use eventstreamcore_sim::scenarios::Mutant;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 #[test]
 fn sweep_ingest_seeds() {
-    let n = env_u64("ESC_SIM_SEEDS", 1000);
-    let base = env_u64("ESC_SIM_SEED_BASE", 0);
-    let report = runner::sweep("ingest", base..base + n, runner::default_jobs(), default_options, |_| {});
-    println!("{}", report.summary());
-    for f in &report.failures {
-        eprintln!("{}", f.failure_report());
-    }
-    assert!(report.failures.is_empty(), "{} of {n} seeds failed (reports above)", report.failures.len());
+    runner::sweep_from_env("ingest", "ESC_SIM_SEEDS", 1000);
 }
 
 #[test]

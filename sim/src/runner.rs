@@ -232,6 +232,25 @@ pub fn sweep(
     }
 }
 
+/// A number from the environment, or `default` when unset or not a number.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The suite's sweep of one scenario: `count_var` seeds (default `default_count`) from
+/// `ESC_SIM_SEED_BASE` on all cores; prints the summary and every failure report, and panics if
+/// any seed failed.
+pub fn sweep_from_env(scenario: &str, count_var: &str, default_count: u64) {
+    let n = env_u64(count_var, default_count);
+    let base = env_u64("ESC_SIM_SEED_BASE", 0);
+    let report = sweep(scenario, base..base + n, default_jobs(), default_options, |_| {});
+    println!("{}", report.summary());
+    for f in &report.failures {
+        eprintln!("{}", f.failure_report());
+    }
+    assert!(report.failures.is_empty(), "{} of {n} seeds failed (reports above)", report.failures.len());
+}
+
 /// Default parallelism: the machine's cores.
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

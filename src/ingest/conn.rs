@@ -360,33 +360,9 @@ impl<S: EventService> Conn<S> {
                 m.acked_frames.inc();
                 self.pending.push_back(reply(request_id, Response::Pong));
             }
-            Inbound::Request { request_id, request: Request::Fetch { topic, offset, max_events } } => {
-                m.acked_frames.inc();
-                if !self.authed {
-                    m.acked_errors.inc();
-                    let err =
-                        ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first");
-                    self.pending.push_back(reply(request_id, Response::Error(err)));
-                    return;
-                }
-                let max = (max_events as usize).min(cfg.max_fetch_events);
-                let fut = self.shared.service.fetch(topic.clone(), offset, max);
-                self.pending.push_back(Box::pin(async move {
-                    let resp = match fut.await {
-                        Ok(r) => Response::Fetched {
-                            topic,
-                            next_offset: r.next_offset,
-                            end_offset: r.end_offset,
-                            events: r.events,
-                        },
-                        Err(e) => Response::Error(e.to_error_frame()),
-                    };
-                    vec![(request_id, resp)]
-                }));
-            }
             Inbound::Request {
                 request_id,
-                request: Request::Read { topic, offset, max_events, linearizable, wait_ms },
+                request: req @ (Request::Fetch { .. } | Request::Read { .. } | Request::Admin(_)),
             } => {
                 m.acked_frames.inc();
                 if !self.authed {
@@ -396,14 +372,32 @@ impl<S: EventService> Conn<S> {
                     self.pending.push_back(reply(request_id, Response::Error(err)));
                     return;
                 }
+                let service = &self.shared.service;
+                let (topic, offset, max_events, opts) = match req {
+                    Request::Fetch { topic, offset, max_events } => {
+                        (topic, offset, max_events, ReadOptions::default())
+                    }
+                    Request::Read { topic, offset, max_events, linearizable, wait_ms } => (
+                        topic,
+                        offset,
+                        max_events,
+                        ReadOptions { linearizable, wait_ms: wait_ms.min(MAX_READ_WAIT_MS) },
+                    ),
+                    Request::Admin(a) => {
+                        let fut = service.admin(a);
+                        self.pending.push_back(Box::pin(async move {
+                            let resp = match fut.await {
+                                Ok(text) => Response::AdminOk(text),
+                                Err(e) => Response::Error(e.to_error_frame()),
+                            };
+                            vec![(request_id, resp)]
+                        }));
+                        return;
+                    }
+                    _ => unreachable!("matched above"),
+                };
                 let max = (max_events as usize).min(cfg.max_fetch_events);
-                let wait_ms = wait_ms.min(MAX_READ_WAIT_MS);
-                let fut = self.shared.service.read(
-                    topic.clone(),
-                    offset,
-                    max,
-                    ReadOptions { linearizable, wait_ms },
-                );
+                let fut = service.read(topic.clone(), offset, max, opts);
                 self.pending.push_back(Box::pin(async move {
                     let resp = match fut.await {
                         Ok(r) => Response::Fetched {
@@ -412,24 +406,6 @@ impl<S: EventService> Conn<S> {
                             end_offset: r.end_offset,
                             events: r.events,
                         },
-                        Err(e) => Response::Error(e.to_error_frame()),
-                    };
-                    vec![(request_id, resp)]
-                }));
-            }
-            Inbound::Request { request_id, request: Request::Admin(req) } => {
-                m.acked_frames.inc();
-                if !self.authed {
-                    m.acked_errors.inc();
-                    let err =
-                        ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first");
-                    self.pending.push_back(reply(request_id, Response::Error(err)));
-                    return;
-                }
-                let fut = self.shared.service.admin(req);
-                self.pending.push_back(Box::pin(async move {
-                    let resp = match fut.await {
-                        Ok(text) => Response::AdminOk(text),
                         Err(e) => Response::Error(e.to_error_frame()),
                     };
                     vec![(request_id, resp)]
