@@ -24,7 +24,8 @@ use super::command::Command;
 use super::{Appended, DedupConfig, EventLogState, EventService, FetchReply, ReadOptions, ServiceError};
 use crate::config::ClusterConfig;
 use crate::event::Event;
-use crate::pipeline::alerts::{FanoutAlertSink, LogAlertSink, ServiceAlertSink};
+use crate::pipeline::alerts::{ALERTS_TOPIC, AlertSink, FanoutAlertSink, LogAlertSink};
+use crate::pipeline::handlers::Alert;
 use crate::pipeline::{Admission, Checkpoint, Pipeline, PipelineConfig, StartOptions};
 use crate::raft::storage::{RaftStorage, StorageError, StorageOptions};
 use crate::raft::transport::{Inbox, PeerTransport, TransportConfig};
@@ -529,6 +530,29 @@ struct Driver {
     leader_since: Option<Index>,
 }
 
+/// Publishes each alert as an event on the `_alerts` topic through this member. It holds the
+/// member weakly: the member owns the pipeline that owns this sink, and a strong reference
+/// would keep a stopped (or simulated-crashed) member alive forever.
+#[derive(Debug)]
+struct AlertsTopicSink {
+    node: std::sync::Weak<Shared>,
+}
+
+impl AlertSink for AlertsTopicSink {
+    fn emit(&self, a: &Alert) {
+        let Some(shared) = self.node.upgrade() else { return };
+        let mut e = Event::new(ALERTS_TOPIC, crate::event::Priority::High, a.to_string());
+        e.headers.push(crate::event::Header { name: "level".into(), value: a.level.name().into() });
+        e.headers.push(crate::event::Header { name: "topic".into(), value: a.topic.clone().into() });
+        let fut = ClusterNode { shared }.publish(vec![e]);
+        rt::spawn(async move {
+            if let Err(err) = fut.await {
+                tracing::warn!(%err, "could not publish an alert to {ALERTS_TOPIC}");
+            }
+        });
+    }
+}
+
 /// The pipeline's [`Checkpoint`] on a cluster member: kept in memory as the pipeline reports
 /// progress, and recorded in the replicated log (a [`Command::Checkpoint`] entry) at each flush —
 /// every control-loop tick and at shutdown — so the next leader resumes from there.
@@ -1011,7 +1035,7 @@ impl Driver {
         // are replicated like any other event).
         let alerts = FanoutAlertSink(vec![
             Arc::new(LogAlertSink),
-            Arc::new(ServiceAlertSink::new(Arc::new(ClusterNode { shared: self.shared.clone() }))),
+            Arc::new(AlertsTopicSink { node: Arc::downgrade(&self.shared) }),
         ]);
         let opts = StartOptions {
             checkpoint: checkpoint.clone(),
