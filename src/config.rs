@@ -142,6 +142,9 @@ pub struct ClusterConfig {
     pub heartbeat_ticks: u32,
     /// Take a state snapshot and compact the log every this many applied entries.
     pub snapshot_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a slightly lagging follower catches up by
+    /// appends instead of receiving the whole snapshot.
+    pub snapshot_keep_entries: u64,
     /// A publish not committed within this long is answered "unavailable, retry" (safe to retry
     /// with the same idempotency key).
     pub commit_timeout_ms: u64,
@@ -162,6 +165,7 @@ impl Default for ClusterConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_entries: 20_000,
+            snapshot_keep_entries: 1_000,
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
         }

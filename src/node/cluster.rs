@@ -37,9 +37,6 @@ use crate::rt::sync::{Latch, Notify, mpsc, oneshot};
 use crate::rt::{self, Disk, NodeClock, NodeRng};
 use crate::wire::AdminRequest;
 
-/// Entries kept in the log behind a snapshot, so a slightly lagging follower catches up by
-/// appends rather than a whole snapshot.
-const KEEP_LOG_TAIL: u64 = 1_000;
 /// How long an admin change (add / remove a node) may take before it is reported as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Retry-after told to clients when the cluster cannot commit right now.
@@ -279,6 +276,7 @@ impl ClusterNode {
             tick,
             commit_timeout: Duration::from_millis(cfg.commit_timeout_ms),
             snapshot_entries: cfg.snapshot_entries,
+            snapshot_keep_entries: cfg.snapshot_keep_entries,
             raft,
             storage,
             transport,
@@ -511,6 +509,7 @@ struct Driver {
     next_tick: Duration,
     commit_timeout: Duration,
     snapshot_entries: u64,
+    snapshot_keep_entries: u64,
     /// Addresses of every node seen in the log (including uncommitted configuration entries).
     addrs: BTreeMap<NodeId, Addr>,
     /// Addresses as of the applied configuration (what a snapshot records).
@@ -1181,7 +1180,7 @@ impl Driver {
             self.storage.save_snapshot(snap)?;
         }
         self.last_snapshot = applied;
-        let keep = applied.saturating_sub(KEEP_LOG_TAIL);
+        let keep = applied.saturating_sub(self.snapshot_keep_entries);
         if keep > self.raft.first_index() {
             if let Err(e) = self.raft.compact(keep) {
                 tracing::warn!(node = self.id, error = %e, "compaction refused");

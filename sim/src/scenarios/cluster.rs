@@ -222,6 +222,8 @@ fn cluster_config(plan_nodes: usize, i: usize) -> ClusterConfig {
         election_ticks: 10,
         heartbeat_ticks: 2,
         snapshot_entries: 64,
+        // A short tail: a member that was down or cut off catches up through a snapshot.
+        snapshot_keep_entries: 8,
         commit_timeout_ms: 3_000,
         segment_bytes: 16 * 1024,
         ..ClusterConfig::default()
