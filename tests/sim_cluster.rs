@@ -1,7 +1,7 @@
 //! Seed sweep of the `cluster` scenario: 3- and 5-member Raft clusters under partitions, power-fail
 //! crashes, pauses and clock skew, with retrying producers and long-poll consumers.
 //!
-//! `ESC_SIM_CLUSTER_SEEDS` (default 1000) sets how many seeds, `ESC_SIM_SEED_BASE` (default 0)
+//! `ESC_SIM_CLUSTER_SEEDS` (default 2000) sets how many seeds, `ESC_SIM_SEED_BASE` (default 0)
 //! the first. A failure prints the seed, the fault plan, the failed checker and the replay command.
 #![cfg(madsim)]
 
@@ -9,7 +9,7 @@ use eventstreamcore_sim::runner::{self, default_options};
 
 #[test]
 fn sweep_cluster_seeds() {
-    runner::sweep_from_env("cluster", "ESC_SIM_CLUSTER_SEEDS", 1000);
+    runner::sweep_from_env("cluster", "ESC_SIM_CLUSTER_SEEDS", 2000);
 }
 
 #[test]
