@@ -446,6 +446,23 @@ async fn serve(
             stop.shutdown();
         }
     });
+    // SIGHUP re-reads the configuration and applies the pipeline's topic table (the only part
+    // that changes without a restart); a bad file is reported and changes nothing.
+    let reload_node = node.clone();
+    rt::spawn(async move {
+        let mut hups = rt::Hangups::new();
+        loop {
+            hups.recv().await;
+            match Config::load(file.as_deref(), std::env::vars(), &set) {
+                Ok(c) => {
+                    let n = c.pipeline.topics.len();
+                    reload_node.reload_routes(c.pipeline.topics, c.pipeline.default_priority);
+                    tracing::info!(entries = n, "SIGHUP: pipeline topic table reloaded");
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+            }
+        }
+    });
     server.run().await;
     node.shutdown();
     task.wait().await;

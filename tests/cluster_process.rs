@@ -362,3 +362,62 @@ fn the_readme_flow_local_cluster_publish_kill_a_node_read_everything_back() {
     assert!(!ok, "the nodes stopped with the cluster");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET /metrics` from a server's metrics address.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn counter(body: &str, series: &str) -> u64 {
+    body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_pipeline_topic_table_without_a_restart() {
+    let dir = temp_dir("sighup");
+    let mut c = Config::default();
+    c.ingest.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    c.ingest.metrics_listen = Some(metrics.parse().unwrap());
+    c.cluster.raft_listen = "127.0.0.1:0".parse().unwrap();
+    c.cluster.data_dir = dir.join("data");
+    let config = dir.join("node.toml");
+    std::fs::write(&config, toml::to_string(&c).unwrap()).unwrap();
+    let p = start(&config, &[]);
+    let mut client = ClusterClient::new(vec![c.ingest.listen], "t", "");
+    let mut seq = 0;
+    let mut publish = async || {
+        seq += 1;
+        let mut e = Event::new("orders", Priority::Medium, "x");
+        e.producer_id = 3;
+        e.sequence = seq;
+        client.publish(vec![e]).await.unwrap();
+    };
+    let realtime = "esc_pipeline_submitted_total{class=\"realtime\"}";
+    let transactional = "esc_pipeline_submitted_total{class=\"transactional\"}";
+    publish().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter(&scrape(&metrics), transactional) < 1 {
+        assert!(Instant::now() < deadline, "an unlisted MEDIUM topic goes to the transactional class");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counter(&scrape(&metrics), realtime), 0);
+    // List `orders` as CRITICAL in the file and send SIGHUP: new events go to the realtime class.
+    c.pipeline.topics.insert("orders".into(), Priority::Critical);
+    std::fs::write(&config, toml::to_string(&c).unwrap()).unwrap();
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter(&scrape(&metrics), realtime) < 1 {
+        assert!(Instant::now() < deadline, "after SIGHUP the table lists orders as CRITICAL");
+        publish().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -149,7 +149,12 @@ struct Shared {
     stop: Latch,
     /// The running pipeline while this member leads (publishes are admitted through it).
     pipeline: Mutex<Option<Pipeline>>,
+    /// A topic table loaded after start (SIGHUP), used by every pipeline this member starts.
+    routes: Mutex<Option<Routes>>,
 }
+
+/// A pipeline topic table and its default priority.
+type Routes = (BTreeMap<String, crate::event::Priority>, crate::event::Priority);
 
 /// A member of the replicated log; implements [`EventService`]. Clones share the member.
 #[derive(Clone)]
@@ -267,6 +272,7 @@ impl ClusterNode {
             applied: Notify::new(),
             stop: Latch::new(),
             pipeline: Mutex::new(None),
+            routes: Mutex::new(None),
         });
         let tick = Duration::from_millis(cfg.tick_ms);
         let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
@@ -305,6 +311,19 @@ impl ClusterNode {
     /// Stops the driver (pending requests are answered "shutting down").
     pub fn shutdown(&self) {
         self.shared.stop.set();
+    }
+
+    /// Replaces the pipeline's topic table without a restart: the running pipeline (if this member
+    /// leads) at once, and any pipeline it starts later.
+    pub fn reload_routes(
+        &self,
+        topics: BTreeMap<String, crate::event::Priority>,
+        default: crate::event::Priority,
+    ) {
+        if let Some(p) = lock(&self.shared.pipeline).as_ref() {
+            p.reload_routes(&topics, default);
+        }
+        *lock(&self.shared.routes) = Some((topics, default));
     }
 
     /// Where this member listens for its peers.
@@ -1041,12 +1060,12 @@ impl Driver {
             alerts: Arc::new(alerts),
             ..StartOptions::for_config(&setup.config)
         };
-        let pipeline = match Pipeline::start(
-            setup.config.clone(),
-            self.clock.clone(),
-            setup.dlq_disk.clone(),
-            opts,
-        ) {
+        let mut config = setup.config.clone();
+        if let Some((topics, default)) = lock(&self.shared.routes).clone() {
+            config.topics = topics;
+            config.default_priority = default;
+        }
+        let pipeline = match Pipeline::start(config, self.clock.clone(), setup.dlq_disk.clone(), opts) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(node = self.id, error = %e, "the pipeline cannot start; events are stored but not processed");

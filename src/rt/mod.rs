@@ -86,6 +86,44 @@ pub async fn terminate_signal() -> std::io::Result<()> {
     }
 }
 
+/// SIGHUP notifications (a "reload your configuration" request). Never fires under madsim or
+/// off Unix.
+pub struct Hangups {
+    #[cfg(all(unix, not(madsim)))]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Starts listening for SIGHUP (if the signal cannot be hooked, [`Hangups::recv`] never returns).
+    pub fn new() -> Self {
+        #[cfg(all(unix, not(madsim)))]
+        {
+            Hangups { inner: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok() }
+        }
+        #[cfg(any(not(unix), madsim))]
+        {
+            Hangups {}
+        }
+    }
+
+    /// Waits for the next SIGHUP.
+    pub async fn recv(&mut self) {
+        #[cfg(all(unix, not(madsim)))]
+        if let Some(s) = &mut self.inner {
+            if s.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+impl Default for Hangups {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// True when compiled for the madsim simulator.
 pub const SIMULATED: bool = cfg!(madsim);
 
