@@ -745,6 +745,9 @@ async fn local_cluster(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), S
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start node {}: {e}", m.id))?;
+        let pid_path = dir.join(format!("node{}.pid", m.id));
+        std::fs::write(&pid_path, format!("{}\n", child.id()))
+            .map_err(|e| format!("{}: {e}", pid_path.display()))?;
         children.push((m.id, child));
     }
     for m in &members {
@@ -759,7 +762,7 @@ async fn local_cluster(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), S
     }
     let all: Vec<&str> = members.iter().map(|m| m.client_addr.as_str()).collect();
     println!("publish: esc publish --addr {} --topic demo hello", all.join(","));
-    println!("logs in {}/node*.log; Ctrl-C stops the cluster", dir.display());
+    println!("logs in {0}/node*.log, process ids in {0}/node*.pid; Ctrl-C stops the cluster", dir.display());
     let _ = rt::terminate_signal().await;
     for (id, child) in &mut children {
         // SIGTERM lets each node finish in-flight requests and stop cleanly.

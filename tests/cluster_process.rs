@@ -337,8 +337,8 @@ fn the_readme_flow_local_cluster_publish_kill_a_node_read_everything_back() {
     assert!(ok && status.contains("member 3 voter"), "{status}");
 
     // Kill node 1 outright; the other two keep serving.
-    let cfg = dir.join("node1.toml");
-    let killed = Command::new("pkill").args(["-KILL", "-f", cfg.to_str().unwrap()]).status().unwrap();
+    let pid = std::fs::read_to_string(dir.join("node1.pid")).unwrap();
+    let killed = Command::new("kill").args(["-KILL", pid.trim()]).status().unwrap();
     assert!(killed.success(), "node 1 was running");
     let out = publish(6);
     assert!(out.contains("5 stored"), "{out}");

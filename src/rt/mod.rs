@@ -87,32 +87,37 @@ pub async fn terminate_signal() -> std::io::Result<()> {
 }
 
 /// SIGHUP notifications (a "reload your configuration" request). Never fires under madsim or
-/// off Unix.
+/// off Unix. (The signal is only named inside function bodies: rustdoc builds this crate without
+/// `--cfg madsim` against the simulator's tokio when `cargo simtest` runs the doc tests.)
 pub struct Hangups {
-    #[cfg(all(unix, not(madsim)))]
-    inner: Option<tokio::signal::unix::Signal>,
+    rx: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
 }
 
 impl Hangups {
     /// Starts listening for SIGHUP (if the signal cannot be hooked, [`Hangups::recv`] never returns).
+    /// Must be called inside the runtime.
     pub fn new() -> Self {
         #[cfg(all(unix, not(madsim)))]
-        {
-            Hangups { inner: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok() }
+        if let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while sig.recv().await.is_some() {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+            return Hangups { rx: Some(rx) };
         }
-        #[cfg(any(not(unix), madsim))]
-        {
-            Hangups {}
-        }
+        Hangups { rx: None }
     }
 
     /// Waits for the next SIGHUP.
     pub async fn recv(&mut self) {
-        #[cfg(all(unix, not(madsim)))]
-        if let Some(s) = &mut self.inner {
-            if s.recv().await.is_some() {
-                return;
-            }
+        if let Some(rx) = &mut self.rx
+            && rx.recv().await.is_some()
+        {
+            return;
         }
         std::future::pending::<()>().await
     }
