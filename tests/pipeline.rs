@@ -804,45 +804,6 @@ async fn a_disk_checkpoint_survives_a_restart_of_the_node() {
     assert!((0..5).all(|s| cp.is_handled((1, s))));
 }
 
-/// Throughput of the pipeline alone (no handler cost): `cargo test --release --test pipeline
-/// throughput -- --ignored --nocapture`. A measurement, not a check.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn throughput() {
-    let mut cfg = base_cfg();
-    cfg.realtime.capacity = 1 << 20;
-    cfg.transactional.capacity = 1 << 20;
-    cfg.batch.capacity = 1 << 20;
-    let h =
-        start_with(cfg, HandlerRegistry::default(), Arc::new(MemCheckpoint::new(1 << 20)), SimDisk::new());
-    let n = 300_000u64;
-    let t0 = Instant::now();
-    let mut batch = Vec::with_capacity(100);
-    for i in 0..n {
-        let (topic, p) =
-            [("sensor/temperature", Priority::High), ("orders", Priority::Medium), ("logs", Priority::Batch)]
-                [i as usize % 3];
-        let mut e = h.stored(topic, p, &[20]);
-        e.event.producer_id = 1;
-        e.event.sequence = i;
-        batch.push(e);
-        if batch.len() == 100 {
-            h.p.submit(std::mem::take(&mut batch));
-            tokio::task::yield_now().await;
-        }
-    }
-    h.p.submit(batch);
-    h.p.shutdown().await;
-    let dt = t0.elapsed();
-    let m = h.p.metrics();
-    let processed: u64 = Class::ALL.iter().map(|c| m.class(*c).processed.get()).sum();
-    println!(
-        "{processed} of {n} events processed in {dt:?}: {:.0} events/s; dequeue p99 {:?} us (realtime)",
-        n as f64 / dt.as_secs_f64(),
-        m.class(Class::Realtime).dequeue_latency_us.summary().2
-    );
-}
-
 /// Dead letters decided in one submit share one DLQ write and one fsync (the submit path is the
 /// leader's apply path; an fsync per evicted event would stall it under exactly the overload
 /// that evicts).
