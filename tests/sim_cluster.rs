@@ -53,3 +53,64 @@ fn disks_that_lie_about_fsync_are_caught_and_the_seed_replays_alone() {
     let good = runner::run_seed("cluster", first.seed, default_options());
     assert!(!good.failed(), "{}", good.failure_report());
 }
+
+/// A publish to an idle single-member cluster is acked at once in simulated time (well under a
+/// millisecond; the simulator charges nanoseconds per poll):
+/// the driver goes round again when `advance()` made more ready (its own durable append commits
+/// the entry) instead of waiting for the next tick. Regression: acks waited up to one tick.
+#[test]
+fn an_idle_single_member_acks_without_waiting_for_a_tick() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use eventstreamcore::config::ClusterConfig;
+    use eventstreamcore::event::{Event, Priority};
+    use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventService};
+    use eventstreamcore::raft::Role;
+    use eventstreamcore::rt::{self, NodeClock, SimDisk};
+
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(7, madsim::Config::default());
+    runtime.block_on(async {
+        let handle = madsim::runtime::Handle::current();
+        let host = handle.create_node().name("single").ip("10.0.0.1".parse().unwrap()).build();
+        host.spawn(async {
+            let cluster = ClusterConfig {
+                raft_listen: "10.0.0.1:7170".parse().unwrap(),
+                tick_ms: 1_000,
+                election_ticks: 2,
+                heartbeat_ticks: 1,
+                ..ClusterConfig::default()
+            };
+            let opts = ClusterOptions {
+                node_id: 1,
+                cluster,
+                dedup: DedupConfig::default(),
+                client_addr: "10.0.0.1:7070".into(),
+                repair: false,
+                pipeline: None,
+            };
+            let (node, task) =
+                ClusterNode::start(opts, Arc::new(SimDisk::new()), NodeClock::new(), rt::node_rng())
+                    .await
+                    .unwrap();
+            // Steps of 137 ms never line up with the 1 s ticks.
+            while !(node.status().role == Role::Leader && node.status().applied >= 1) {
+                rt::time::sleep(Duration::from_millis(137)).await;
+            }
+            for seq in 1..=5 {
+                rt::time::sleep(Duration::from_millis(137)).await;
+                let mut e = Event::new("t", Priority::Medium, "x");
+                e.producer_id = 1;
+                e.sequence = seq;
+                let t0 = rt::time::now();
+                node.publish(vec![e]).await.unwrap();
+                let waited = rt::time::now() - t0;
+                assert!(waited < Duration::from_millis(1), "publish {seq} waited {waited:?} (for a tick?)");
+            }
+            node.shutdown();
+            task.wait().await;
+        })
+        .await
+        .unwrap();
+    });
+}

@@ -678,7 +678,20 @@ impl Driver {
             for id in self.transport.take_unreachable() {
                 self.raft.report_unreachable(id);
             }
-            if let Err(e) = self.round() {
+            // `advance()` can make more ready at once — a single member commits its own entry only
+            // once the round that made it durable has advanced — so go round until nothing is
+            // left rather than waiting for the next tick or message.
+            let mut failed = None;
+            for _ in 0..8 {
+                if let Err(e) = self.round() {
+                    failed = Some(e);
+                    break;
+                }
+                if !self.raft.has_ready() {
+                    break;
+                }
+            }
+            if let Some(e) = failed {
                 break Err(e);
             }
         };
