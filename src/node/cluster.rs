@@ -679,15 +679,17 @@ impl Driver {
                 self.raft.report_unreachable(id);
             }
             // `advance()` can make more ready at once — a single member commits its own entry only
-            // once the round that made it durable has advanced — so go round until nothing is
-            // left rather than waiting for the next tick or message.
+            // once the round that made it durable has advanced — so go round again rather than
+            // wait for the next tick or message.
             let mut failed = None;
             for _ in 0..8 {
                 if let Err(e) = self.round() {
                     failed = Some(e);
                     break;
                 }
-                if !self.raft.has_ready() {
+                // Under load new requests are already queued and the next iteration comes at once
+                // (and batches more into one fsync); go round again only when nothing else would.
+                if !self.raft.has_ready() || !self.cmds.is_empty() {
                     break;
                 }
             }
