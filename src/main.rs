@@ -379,7 +379,8 @@ async fn serve(
     init_tracing(&config.log.level);
     let clock = NodeClock::new();
     let data_dir = &config.cluster.data_dir;
-    let disk = FileDisk::open(data_dir).map_err(|e| format!("data directory {}: {e}", data_dir.display()))?;
+    let disk = FileDisk::open_exclusive(data_dir)
+        .map_err(|e| format!("data directory {}: {e}", data_dir.display()))?;
     // Bind the client port first so the advertised address is the real one (port 0 allowed).
     let listener = rt::net::TcpListener::bind(config.ingest.listen)
         .await

@@ -200,3 +200,21 @@ fn metrics_are_served_over_http_for_prometheus() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let dir = temp_dir("lock");
+    let data = format!("cluster.data_dir={}", dir.display());
+    let _first = serve(&["--set", &data]);
+    let (ok, _, err) = esc(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--set",
+        "cluster.raft_listen=127.0.0.1:0",
+        "--set",
+        &data,
+    ]);
+    assert!(!ok, "two servers must never write one log");
+    assert!(err.contains("in use by another esc process"), "{err}");
+}

@@ -101,6 +101,8 @@ pub struct FileDisk {
     root: PathBuf,
     /// Open append handles, so appends do not reopen the file each time.
     handles: Mutex<BTreeMap<String, std::fs::File>>,
+    /// Held for the life of this value when opened with [`FileDisk::open_exclusive`].
+    _lock: Option<std::fs::File>,
 }
 
 impl FileDisk {
@@ -112,7 +114,29 @@ impl FileDisk {
             path: root.display().to_string(),
             source,
         })?;
-        Ok(FileDisk { root, handles: Mutex::new(BTreeMap::new()) })
+        Ok(FileDisk { root, handles: Mutex::new(BTreeMap::new()), _lock: None })
+    }
+
+    /// Opens `root` like [`FileDisk::open`] and takes an exclusive lock on its `LOCK` file, so a
+    /// second process cannot open the same directory (two writers would corrupt the log). The
+    /// lock goes with the process, even when it is killed.
+    pub fn open_exclusive(root: impl AsRef<Path>) -> Result<Self, DiskError> {
+        let mut disk = Self::open(root)?;
+        let path = disk.root.join("LOCK");
+        let io = |source| DiskError::Io { op: "lock", path: path.display().to_string(), source };
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io(io::Error::other(
+                    "the directory is in use by another esc process (its LOCK file is held)",
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        disk._lock = Some(file);
+        Ok(disk)
     }
 
     /// The directory this disk lives in.
