@@ -1251,11 +1251,11 @@ impl Raft {
             return;
         }
         let lease = self.cfg.lease_ticks().filter(|_| !self.lease_revoked && self.transferee.is_none());
-        if let Some(lease_ticks) = lease {
-            if self.read_only.lease_valid(self.ticks, lease_ticks) {
-                self.answer_read(ctx, from, commit);
-                return;
-            }
+        if let Some(lease_ticks) = lease
+            && self.read_only.lease_valid(self.ticks, lease_ticks)
+        {
+            self.answer_read(ctx, from, commit);
+            return;
         }
         self.read_only.add(ctx, from, commit);
         self.needs_flush = true;
@@ -1309,10 +1309,10 @@ impl Raft {
     /// The transport could not reach `id`: stop pipelining to it and probe again.
     pub fn report_unreachable(&mut self, id: NodeId) {
         self.assert_idle();
-        if let Some(pr) = self.progress.get_mut(&id) {
-            if pr.state == ProgressState::Replicate {
-                pr.become_probe();
-            }
+        if let Some(pr) = self.progress.get_mut(&id)
+            && pr.state == ProgressState::Replicate
+        {
+            pr.become_probe();
         }
     }
 

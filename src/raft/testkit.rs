@@ -503,10 +503,10 @@ impl Cluster {
             }
             for e in &rd.committed_entries {
                 let digest = node.sm.apply(e);
-                if self.cfg.check {
-                    if let Err(v) = self.checker.record_apply(id, e.index, digest) {
-                        panic!("seed {}: {v}", self.cfg.seed);
-                    }
+                if self.cfg.check
+                    && let Err(v) = self.checker.record_apply(id, e.index, digest)
+                {
+                    panic!("seed {}: {v}", self.cfg.seed);
                 }
                 if self.cfg.record_applied && e.kind == super::types::EntryKind::Normal {
                     node.applied_data.push(e.data.clone());
@@ -825,10 +825,11 @@ impl Checker {
         if v.applied > v.commit {
             return Err(Violation::AppliedBeyondCommit { node: v.id, applied: v.applied, commit: v.commit });
         }
-        if let Some(&(_, d)) = self.digests.get(&v.applied) {
-            if v.applied > 0 && d != v.digest {
-                return Err(Violation::AppliedDiverged { node: v.id, index: v.applied });
-            }
+        if let Some(&(_, d)) = self.digests.get(&v.applied)
+            && v.applied > 0
+            && d != v.digest
+        {
+            return Err(Violation::AppliedDiverged { node: v.id, index: v.applied });
         }
         // Log matching: an (index, term) pair identifies the entry and its predecessor's term.
         let mut prev_term = None;

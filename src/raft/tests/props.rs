@@ -79,11 +79,11 @@ fn run_schedule(seed: u64, n: u64, lossy: bool, actions: &[Action]) {
             }
             Action::Heal => c.heal(),
             Action::Transfer(x) => {
-                if let Some(l) = c.leader() {
-                    if let Some(to) = pick(&all, x) {
-                        let _ = c.raft_mut(l).transfer_leader(to);
-                        c.process(l);
-                    }
+                if let Some(l) = c.leader()
+                    && let Some(to) = pick(&all, x)
+                {
+                    let _ = c.raft_mut(l).transfer_leader(to);
+                    c.process(l);
                 }
             }
             Action::RemoveAndReAdd(x) => {
