@@ -2,11 +2,13 @@
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // real processes and files
 
+mod common;
+
+use common::{ESC, esc, temp_dir};
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const ESC: &str = env!("CARGO_BIN_EXE_esc");
 
 struct Server {
     child: Child,
@@ -38,24 +40,6 @@ fn serve(extra: &[&str]) -> Server {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
     Server { child, addr }
-}
-
-/// A fresh directory under the system temp dir, unique to this process and call.
-fn temp_dir(what: &str) -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let d = std::env::temp_dir().join(format!("esc-test-{what}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn esc(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ESC).args(args).output().expect("esc runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

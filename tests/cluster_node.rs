@@ -3,6 +3,10 @@
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // test set-up picks free ports with std sockets
 
+mod common;
+
+use common::free_port;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +18,6 @@ use eventstreamcore::node::{
 };
 use eventstreamcore::raft::Role;
 use eventstreamcore::rt::{Disk, NodeClock, SimDisk, rng_from_seed};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Member {
     id: u64,

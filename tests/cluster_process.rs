@@ -4,6 +4,10 @@
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // real processes, files and ports
 
+mod common;
+
+use common::{ESC, esc, free_port, temp_dir};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -15,19 +19,6 @@ use eventstreamcore::client::{Client, ClusterClient};
 use eventstreamcore::config::{Config, MemberConfig};
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::wire::{AckItem, AdminRequest};
-
-const ESC: &str = env!("CARGO_BIN_EXE_esc");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn temp_dir(what: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("esc-proc-{what}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 struct Proc {
     child: Child,
@@ -273,15 +264,6 @@ fn free_base_port(n: u16) -> u16 {
         }
     }
     panic!("no free port range");
-}
-
-fn esc(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(ESC).args(args).output().expect("esc runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -1,0 +1,33 @@
+//! Helpers shared by the tests that run the `esc` binary and real sockets.
+#![allow(dead_code, clippy::disallowed_methods)] // each test file uses some; real ports, files, processes
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `esc` binary under test.
+pub const ESC: &str = env!("CARGO_BIN_EXE_esc");
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh, empty directory under the system temp dir, unique to this process and call.
+pub fn temp_dir(what: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("esc-test-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `esc ARGS` to completion: (success, stdout, stderr).
+pub fn esc(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(ESC).args(args).output().expect("esc runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
