@@ -43,15 +43,17 @@ const LIVENESS_BOUND: Duration = Duration::from_secs(20);
 /// Producers stop retrying at this point (their last batch then stays unacked).
 const PRODUCER_DEADLINE: Duration = Duration::from_secs(40);
 
-/// One scheduled fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One scheduled fault. Serialized (in seed files and shrunk plans) as an inline table tagged by
+/// `kind`, e.g. `{ kind = "crash", node = 1, down_ms = 1500 }`; nodes are 0-based member indexes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
     /// Cut one member off from everyone (both directions).
-    Isolate(usize),
+    Isolate { node: usize },
     /// Split members into two sides that cannot talk to each other.
-    Split(Vec<usize>),
-    /// Drop traffic from `.0` to `.1` only.
-    OneWay(usize, usize),
+    Split { side: Vec<usize> },
+    /// Drop traffic from `from` to `to` only.
+    OneWay { from: usize, to: usize },
     /// Undo every network fault.
     Heal,
     /// Kill a member, lose its unsynced writes (tearing the last one), restart it after a pause.
@@ -65,8 +67,18 @@ pub enum Fault {
     StepClock { node: usize, ms: i64 },
 }
 
-/// The plan of a run, drawn from the seed.
-#[derive(Debug, Clone)]
+/// A fault and when it happens (milliseconds after the start).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Step {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// The plan of a run, drawn from the seed (or read from a seed file / a shrunk plan: see
+/// [`Options::plan`](super::Options)).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     pub nodes: usize,
     pub producers: usize,
@@ -74,7 +86,7 @@ pub struct Plan {
     pub consumers: usize,
     /// Per member clock drift in parts per million.
     pub drift_ppm: Vec<i64>,
-    pub faults: Vec<(Duration, Fault)>,
+    pub faults: Vec<Step>,
 }
 
 impl Plan {
@@ -87,21 +99,21 @@ impl Plan {
         let mut faults = Vec::new();
         let n_faults = rng.random_range(2..=8);
         for _ in 0..n_faults {
-            let at = Duration::from_millis(rng.random_range(500..FAULT_WINDOW.as_millis() as u64));
+            let at_ms = rng.random_range(500..FAULT_WINDOW.as_millis() as u64);
             let node = rng.random_range(0..nodes);
             let fault = match rng.random_range(0..100) {
-                0..=19 => Fault::Isolate(node),
+                0..=19 => Fault::Isolate { node },
                 20..=34 => {
                     let mut ids: Vec<usize> = (0..nodes).collect();
                     ids.shuffle(rng);
                     let cut = rng.random_range(1..nodes);
                     let mut side = ids[..cut].to_vec();
                     side.sort_unstable();
-                    Fault::Split(side)
+                    Fault::Split { side }
                 }
                 35..=44 => {
                     let other = (node + rng.random_range(1..nodes)) % nodes;
-                    Fault::OneWay(node, other)
+                    Fault::OneWay { from: node, to: other }
                 }
                 45..=54 => Fault::Heal,
                 55..=74 => Fault::Crash { node, down_ms: rng.random_range(100..3_000) },
@@ -116,9 +128,9 @@ impl Plan {
                 80..=89 => Fault::Pause { node, ms: rng.random_range(100..2_000) },
                 _ => Fault::StepClock { node, ms: rng.random_range(-5_000..=5_000) },
             };
-            faults.push((at, fault));
+            faults.push(Step { at_ms, fault });
         }
-        faults.sort_by_key(|f| f.0);
+        faults.sort_by_key(|f| f.at_ms);
         Plan {
             nodes,
             producers: rng.random_range(4..=10),
@@ -129,14 +141,44 @@ impl Plan {
         }
     }
 
+    /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=9).contains(&self.nodes) {
+            return Err(format!("nodes = {} (1 to 9 members)", self.nodes));
+        }
+        if self.drift_ppm.len() != self.nodes {
+            return Err(format!("drift_ppm has {} values for {} nodes", self.drift_ppm.len(), self.nodes));
+        }
+        let ok = |n: &usize| *n < self.nodes;
+        for f in &self.faults {
+            if f.at_ms >= FAULT_WINDOW.as_millis() as u64 {
+                return Err(format!("fault at {} ms is after the {FAULT_WINDOW:?} fault window", f.at_ms));
+            }
+            let in_range = match &f.fault {
+                Fault::Isolate { node }
+                | Fault::Crash { node, .. }
+                | Fault::Pause { node, .. }
+                | Fault::StepClock { node, .. } => ok(node),
+                Fault::Split { side } => side.iter().all(ok),
+                Fault::CrashMany { nodes, .. } => nodes.iter().all(ok),
+                Fault::OneWay { from, to } => ok(from) && ok(to),
+                Fault::Heal => true,
+            };
+            if !in_range {
+                return Err(format!("{:?} names a member outside 0..{}", f.fault, self.nodes));
+            }
+        }
+        Ok(())
+    }
+
     /// A readable description.
     pub fn describe(&self) -> String {
         let mut s = format!(
             "{} nodes, {} producers × {} batches, {} consumers; drift ppm {:?}; faults:",
             self.nodes, self.producers, self.batches, self.consumers, self.drift_ppm
         );
-        for (at, f) in &self.faults {
-            let _ = write!(s, " {:.1}s {f:?};", at.as_secs_f64());
+        for f in &self.faults {
+            let _ = write!(s, " {:.1}s {:?};", f.at_ms as f64 / 1000.0, f.fault);
         }
         s.push_str(" heal at end of window");
         s
@@ -277,7 +319,15 @@ pub async fn run(opts: Options) -> RunReport {
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
     let mut rng = rt::node_rng();
-    let plan = Plan::generate(&mut rng);
+    let mut plan = Plan::generate(&mut rng);
+    if let Some(text) = &opts.plan {
+        // The seed still draws its plan first, so the rest of the run sees the same random stream.
+        plan = match toml::from_str(text) {
+            Ok(p) => p,
+            Err(e) => panic!("the given plan is not a valid `cluster` plan: {e}"),
+        };
+        plan.validate().unwrap_or_else(|e| panic!("the given plan is not usable: {e}"));
+    }
     let description = plan.describe();
     *opts.plan_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(description.clone());
     let history = History::new();
@@ -343,11 +393,11 @@ pub async fn run(opts: Options) -> RunReport {
     // --- faults ----------------------------------------------------------------------------------
     let mut tear_rng = rt::rng::split(&mut rng);
     let mut down_until = vec![t0; plan.nodes];
-    for (at, fault) in &plan.faults {
-        rt::time::sleep_until(t0 + *at).await;
+    for Step { at_ms, fault } in &plan.faults {
+        rt::time::sleep_until(t0 + Duration::from_millis(*at_ms)).await;
         match fault {
-            Fault::Isolate(i) => net.clog_node(ids[*i]),
-            Fault::Split(side) => {
+            Fault::Isolate { node } => net.clog_node(ids[*node]),
+            Fault::Split { side } => {
                 for a in 0..plan.nodes {
                     for b in 0..plan.nodes {
                         if side.contains(&a) != side.contains(&b) {
@@ -356,7 +406,7 @@ pub async fn run(opts: Options) -> RunReport {
                     }
                 }
             }
-            Fault::OneWay(a, b) => net.clog_link(ids[*a], ids[*b]),
+            Fault::OneWay { from, to } => net.clog_link(ids[*from], ids[*to]),
             Fault::Heal => heal(&net, &ids),
             Fault::Crash { node, down_ms } => {
                 if rt::time::now() < down_until[*node] {
@@ -650,5 +700,34 @@ async fn consumer(
             }
             Err(_) => history.count("consumer_retry_rounds"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn plans_round_trip_through_toml_and_validate() {
+        for seed in 0..50 {
+            let plan = Plan::generate(&mut NodeRng::seed_from_u64(seed));
+            let text = toml::to_string(&plan).expect("a plan serializes");
+            let back: Plan = toml::from_str(&text).expect("and reads back");
+            assert_eq!(back, plan, "seed {seed}:\n{text}");
+            assert_eq!(back.validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_plan_naming_a_missing_member_is_refused() {
+        let mut plan = Plan::generate(&mut NodeRng::seed_from_u64(1));
+        plan.faults.push(Step { at_ms: 1_000, fault: Fault::Isolate { node: plan.nodes } });
+        assert!(plan.validate().unwrap_err().contains("outside"));
+        let text = "nodes = 3\nproducers = 1\nbatches = 1\nconsumers = 1\ndrift_ppm = [0, 0, 0]\n\
+                    faults = [{ at_ms = 100, kind = \"explode\", node = 1 }]\n";
+        assert!(toml::from_str::<Plan>(text).is_err());
+        let typo = text.replace("kind = \"explode\", node", "kind = \"crash\", down_ms = 5, nod");
+        assert!(toml::from_str::<Plan>(&typo).is_err(), "{typo}");
     }
 }

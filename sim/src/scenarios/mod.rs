@@ -16,6 +16,9 @@ pub struct Options {
     pub mutant: Option<Mutant>,
     /// Where the run writes its readable plan as soon as it is drawn (survives a panic).
     pub plan_slot: PlanSlot,
+    /// Run this plan (TOML, the scenario's `Plan` serialized) instead of the one the seed draws;
+    /// the seed still decides everything else. Used by `shrink` and by seed files with a plan.
+    pub plan: Option<String>,
 }
 
 /// A deliberate server bug, for testing the testbed itself.
