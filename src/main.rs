@@ -409,6 +409,7 @@ async fn serve(
             }
             false => None,
         },
+        observer: None,
     };
     let (node, task) = ClusterNode::start(opts, Arc::new(disk), clock.clone(), rt::node_rng())
         .await
@@ -816,6 +817,7 @@ async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember
             client_addr: m.client_addr.clone(),
             repair: false,
             pipeline: None,
+            observer: None,
         };
         let (node, task) = ClusterNode::start(opts, Arc::new(disk), clock.clone(), rt::node_rng())
             .await

@@ -70,6 +70,7 @@ impl TestCluster {
             client_addr: self.members[(id - 1) as usize].client_addr.clone(),
             repair: false,
             pipeline: self.pipeline.clone(),
+            observer: None,
         };
         let disk: Arc<dyn Disk> = m.disk.clone();
         let started = ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(id)).await.unwrap();
@@ -248,6 +249,7 @@ async fn membership_add_a_joining_node_then_remove_the_leader() {
         client_addr: "127.0.0.1:17004".into(),
         repair: false,
         pipeline: None,
+        observer: None,
     };
     let (n4, t4) = ClusterNode::start(opts, disk4, NodeClock::new(), rng_from_seed(4)).await.unwrap();
     assert!(n4.status().voters.is_empty(), "a joining node knows no configuration");

@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod history;
+pub mod raft_watch;
 
 #[cfg(madsim)]
 pub mod runner;

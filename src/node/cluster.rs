@@ -55,6 +55,39 @@ pub struct ClusterOptions {
     /// The event pipeline run on the leader over committed events, with the disk for its
     /// dead-letter queue; `None` runs no pipeline.
     pub pipeline: Option<PipelineSetup>,
+    /// Sees the Raft state after every driver round (the simulator's invariant checkers); `None`
+    /// in production.
+    pub observer: Option<Arc<dyn RaftObserver>>,
+}
+
+/// Watches a member's Raft state after every round of its driver. It runs on the driver task, so
+/// it must be quick and must not block; the simulator uses it to check Raft's safety properties
+/// at every step of every node, not only at the end of a run.
+pub trait RaftObserver: Send + Sync + std::fmt::Debug {
+    /// Called once per round that did something (`Ready` was non-empty).
+    fn round(&self, view: &RoundView<'_>);
+}
+
+/// What a [`RaftObserver`] sees of one round.
+#[derive(Debug)]
+pub struct RoundView<'a> {
+    pub node: NodeId,
+    pub term: Term,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub commit: Index,
+    pub applied: Index,
+    /// The log held in memory (after compaction it starts at `first_index`).
+    pub first_index: Index,
+    pub entries: &'a [Entry],
+    /// Entries were appended (or the log was replaced by a snapshot) this round.
+    pub log_changed: bool,
+    /// Entries applied to the state machine this round, in order.
+    pub applied_entries: &'a [Entry],
+    /// A snapshot installed this round: its last included index and term.
+    pub snapshot: Option<(Index, Term)>,
+    /// The first round since this incarnation started (a restart resets the commit index).
+    pub first_round: bool,
 }
 
 /// How a member runs the event pipeline when it leads.
@@ -301,6 +334,8 @@ impl ClusterNode {
             pipeline_setup: opts.pipeline.clone(),
             pipeline: None,
             leader_since: None,
+            observer: opts.observer.clone(),
+            observed: false,
         };
         driver.sync_peers();
         driver.publish_status();
@@ -546,6 +581,9 @@ struct Driver {
     /// Index of this leader's first entry of its term: its pipeline starts once that is applied
     /// (everything committed by earlier leaders is then in the state machine).
     leader_since: Option<Index>,
+    observer: Option<Arc<dyn RaftObserver>>,
+    /// The observer has seen a round of this incarnation.
+    observed: bool,
 }
 
 /// Publishes each alert as an event on the `_alerts` topic through this member. It holds the
@@ -979,6 +1017,8 @@ impl Driver {
         }
         let Ready { hard_state, entries, snapshot, messages, committed_entries, read_states, soft_state } =
             self.raft.ready();
+        let installed = snapshot.as_ref().map(|s| (s.meta.index, s.meta.term));
+        let log_changed = installed.is_some() || !entries.is_empty();
         if let Some(snap) = snapshot {
             self.storage.install_snapshot(&snap)?;
             self.install(&snap);
@@ -997,6 +1037,7 @@ impl Driver {
         for m in messages {
             self.transport.send(m);
         }
+        let observed_entries = if self.observer.is_some() { committed_entries.clone() } else { Vec::new() };
         if !committed_entries.is_empty() {
             self.apply(committed_entries);
         }
@@ -1032,6 +1073,23 @@ impl Driver {
         }
         self.maybe_snapshot()?;
         self.publish_status();
+        if let Some(o) = &self.observer {
+            o.round(&RoundView {
+                node: self.id,
+                term: self.raft.term(),
+                role: self.raft.role(),
+                leader: self.raft.leader_id(),
+                commit: self.raft.commit_index(),
+                applied: self.raft.applied(),
+                first_index: self.raft.first_index(),
+                entries: self.raft.entries(),
+                log_changed: log_changed || !self.observed,
+                applied_entries: &observed_entries,
+                snapshot: installed,
+                first_round: !self.observed,
+            });
+            self.observed = true;
+        }
         Ok(())
     }
 

@@ -11,7 +11,7 @@ pub mod state;
 
 use std::future::Future;
 
-pub use cluster::{ClusterError, ClusterNode, ClusterOptions, ClusterTask};
+pub use cluster::{ClusterError, ClusterNode, ClusterOptions, ClusterTask, RaftObserver, RoundView};
 pub use dedup::{DedupConfig, DedupWindow};
 pub use local::LocalNode;
 pub use state::{Appended, EventLogState, FetchReply};

@@ -32,6 +32,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use super::{Mutant, Options, RunReport};
 use crate::check;
 use crate::history::{AckRecord, History};
+use crate::raft_watch::RaftWatch;
 
 const TOPICS: &[&str] = &["orders", "payment", "sensor/temperature"];
 const CLIENT_PORT: u16 = 7070;
@@ -281,6 +282,7 @@ async fn member_main(
     dlq: Arc<dyn Disk>,
     slot: Arc<Mutex<Option<ClusterNode>>>,
     clock_slot: Arc<Mutex<Option<NodeClock>>>,
+    watch: Arc<RaftWatch>,
 ) {
     let clock = NodeClock::new();
     if drift != 0 {
@@ -294,6 +296,7 @@ async fn member_main(
         client_addr: client_addr(i).to_string(),
         repair: false,
         pipeline: Some(PipelineSetup { config: pipeline_config(), dlq_disk: dlq }),
+        observer: Some(watch),
     };
     let (node, task) = match ClusterNode::start(opts, disk, clock.clone(), rt::node_rng()).await {
         Ok(x) => x,
@@ -331,6 +334,8 @@ pub async fn run(opts: Options) -> RunReport {
     let description = plan.describe();
     *opts.plan_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(description.clone());
     let history = History::new();
+    let start = rt::time::now();
+    let watch = Arc::new(RaftWatch::new(move || (rt::time::now() - start).as_millis() as u64));
 
     // --- members ---------------------------------------------------------------------------------
     let mut slots = Vec::new();
@@ -348,13 +353,22 @@ pub async fn run(opts: Options) -> RunReport {
         };
         let (node_slot, clock_slot) = (slot.node.clone(), slot.clock.clone());
         let dlq: Arc<dyn Disk> = slot.dlq.clone();
-        let (nodes, drift) = (plan.nodes, plan.drift_ppm[i]);
+        let (nodes, drift, watch) = (plan.nodes, plan.drift_ppm[i], watch.clone());
         let h = handle
             .create_node()
             .name(format!("member-{}", i + 1))
             .ip(IpAddr::V4(member_ip(i)))
             .init(move || {
-                member_main(i, nodes, drift, disk.clone(), dlq.clone(), node_slot.clone(), clock_slot.clone())
+                member_main(
+                    i,
+                    nodes,
+                    drift,
+                    disk.clone(),
+                    dlq.clone(),
+                    node_slot.clone(),
+                    clock_slot.clone(),
+                    watch.clone(),
+                )
             })
             .build();
         ids.push(h.id());
@@ -522,7 +536,18 @@ pub async fn run(opts: Options) -> RunReport {
         rt::time::sleep(Duration::from_millis(100)).await;
     }
     let data = history.snapshot();
-    let failure = if !converged {
+    let failure = if let Some(v) = watch.violation() {
+        Some(check::CheckFailure {
+            checker: "raft_invariants",
+            detail: format!(
+                "at {:.3}s on n{}: {}\nthe rounds before it (all members):\n  {}",
+                v.at_ms as f64 / 1000.0,
+                v.node,
+                v.what,
+                v.excerpt.join("\n  ")
+            ),
+        })
+    } else if !converged {
         let st: Vec<String> = slots
             .iter()
             .map(|s| match s.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
@@ -552,10 +577,11 @@ pub async fn run(opts: Options) -> RunReport {
     }
     let stored = states.first().map_or(0, |s| s.1.events_stored());
     let summary = format!(
-        "{description}\nresult: {stored} events stored, {} acks ({} duplicate), {} consumed, liveness {liveness_ms} ms after healing; counters {:?}",
+        "{description}\nresult: {stored} events stored, {} acks ({} duplicate), {} consumed, liveness {liveness_ms} ms after healing; {} Raft rounds checked; counters {:?}",
         data.acks.len(),
         data.acks.iter().filter(|a| a.duplicate).count(),
         data.consumed.len(),
+        watch.rounds(),
         data.counters,
     );
     for id in &ids {

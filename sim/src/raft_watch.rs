@@ -1,0 +1,425 @@
+//! Raft's safety properties checked at every round of every member, not only at the end of a run.
+//!
+//! [`RaftWatch`] is the [`RaftObserver`] every simulated member reports to. After each round of a
+//! member's driver it feeds that member's view to the Raft core's [`Checker`] (election safety:
+//! one leader per term; log matching; leader completeness; commit index never moving back within
+//! an incarnation; applied never beyond commit) and checks state-machine safety itself: every
+//! member applies the same entry at each index. The first violation is kept with the recent
+//! rounds that led to it (the history excerpt a failure report prints).
+//!
+//! It also keeps what the golden snapshots and the timeline need: the committed log (index →
+//! term, kind, payload digest), the leader of each term, role changes and commit progress.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use eventstreamcore::node::command::Command;
+use eventstreamcore::node::state::Fnv64;
+use eventstreamcore::node::{RaftObserver, RoundView};
+use eventstreamcore::raft::testkit::{Checker, NodeView};
+use eventstreamcore::raft::{Entry, EntryKind, Index, NodeId, Role, Term};
+
+/// How many recent rounds a violation report shows.
+const EXCERPT: usize = 24;
+
+/// One committed entry as the watch recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedEntry {
+    pub term: Term,
+    pub kind: EntryClass,
+    /// Digest of the entry's payload.
+    pub digest: u64,
+}
+
+/// What an entry carries, for summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EntryClass {
+    /// A batch of events (`Command::Publish`), with how many.
+    Publish(usize),
+    /// A pipeline checkpoint.
+    Checkpoint,
+    /// A new leader's empty entry.
+    Noop,
+    /// A membership change.
+    ConfChange,
+    /// Data that does not decode as a command.
+    Undecodable,
+}
+
+impl EntryClass {
+    fn of(e: &Entry) -> EntryClass {
+        match e.kind {
+            EntryKind::Noop => EntryClass::Noop,
+            EntryKind::ConfChange => EntryClass::ConfChange,
+            EntryKind::Normal => match Command::decode(e.data.clone()) {
+                Ok(Command::Publish { events, .. }) => EntryClass::Publish(events.len()),
+                Ok(Command::Checkpoint { .. }) => EntryClass::Checkpoint,
+                Err(_) => EntryClass::Undecodable,
+            },
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            EntryClass::Publish(_) => "publish",
+            EntryClass::Checkpoint => "checkpoint",
+            EntryClass::Noop => "noop",
+            EntryClass::ConfChange => "conf",
+            EntryClass::Undecodable => "undecodable",
+        }
+    }
+}
+
+/// Digest of an entry: term, kind and payload.
+pub fn entry_digest(e: &Entry) -> u64 {
+    let mut h = Fnv64::default();
+    h.write_u64(e.term);
+    h.write(&[e.kind as u8]);
+    h.write(&e.data);
+    h.finish()
+}
+
+/// A Raft safety violation, with where and when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftViolation {
+    /// Simulated milliseconds since the start.
+    pub at_ms: u64,
+    pub node: NodeId,
+    pub what: String,
+    /// The rounds just before it, one line each.
+    pub excerpt: Vec<String>,
+}
+
+/// A change of a member's role or term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleChange {
+    pub at_ms: u64,
+    pub node: NodeId,
+    pub role: Role,
+    pub term: Term,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    checker: Checker,
+    violation: Option<RaftViolation>,
+    committed: BTreeMap<Index, CommittedEntry>,
+    /// Which member applied each index first.
+    leaders: BTreeMap<Term, NodeId>,
+    roles: BTreeMap<NodeId, (Role, Term)>,
+    role_changes: Vec<RoleChange>,
+    commits: Vec<(u64, NodeId, Index)>,
+    last_commit: BTreeMap<NodeId, Index>,
+    /// Per member: entries applied one by one, snapshots installed, restarts.
+    applied_count: BTreeMap<NodeId, u64>,
+    snapshots: BTreeMap<NodeId, u64>,
+    incarnations: BTreeMap<NodeId, u64>,
+    recent: VecDeque<String>,
+    rounds: u64,
+}
+
+/// The observer the simulated members share (one per run).
+pub struct RaftWatch {
+    now_ms: Box<dyn Fn() -> u64 + Send + Sync>,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for RaftWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftWatch").finish_non_exhaustive()
+    }
+}
+
+impl RaftWatch {
+    /// A watch reading simulated time (milliseconds since the start) from `now_ms`.
+    pub fn new(now_ms: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        RaftWatch { now_ms: Box::new(now_ms), inner: Mutex::new(Inner::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The first violation seen, if any.
+    pub fn violation(&self) -> Option<RaftViolation> {
+        self.lock().violation.clone()
+    }
+
+    /// Rounds observed so far (all members).
+    pub fn rounds(&self) -> u64 {
+        self.lock().rounds
+    }
+
+    /// The committed log as applied by the members (index → entry).
+    pub fn committed(&self) -> BTreeMap<Index, CommittedEntry> {
+        self.lock().committed.clone()
+    }
+
+    /// The leader of each term.
+    pub fn leaders(&self) -> BTreeMap<Term, NodeId> {
+        self.lock().leaders.clone()
+    }
+
+    /// Every role or term change, in order.
+    pub fn role_changes(&self) -> Vec<RoleChange> {
+        self.lock().role_changes.clone()
+    }
+
+    /// Commit index progress: (ms, node, commit index) whenever a member's commit index changed.
+    pub fn commits(&self) -> Vec<(u64, NodeId, Index)> {
+        self.lock().commits.clone()
+    }
+
+    /// A short, stable summary for golden snapshots: the leader of each term, the committed log
+    /// with consecutive entries of one term and kind folded into one line (with a digest over
+    /// their payloads), and per member how it got its state.
+    pub fn summary(&self) -> String {
+        let inner = self.lock();
+        let mut s = String::from("leaders:");
+        for (term, node) in &inner.leaders {
+            let _ = write!(s, " t{term}=n{node}");
+        }
+        s.push_str("\ncommitted log (first..last  term  kind  count  digest):\n");
+        let mut run: Option<(Index, Index, Term, &'static str, usize, Fnv64)> = None;
+        let flush = |s: &mut String, r: &(Index, Index, Term, &'static str, usize, Fnv64)| {
+            let (a, b, t, k, n, h) = r;
+            let _ = writeln!(s, "  {a:>4}..{b:<4} t{t:<3} {k:<10} {n:>4}  {:016x}", h.finish());
+        };
+        let mut next = None;
+        for (&i, e) in &inner.committed {
+            let k = e.kind.name();
+            let events = match e.kind {
+                EntryClass::Publish(n) => n,
+                _ => 1,
+            };
+            let contiguous = next == Some(i);
+            next = Some(i + 1);
+            match &mut run {
+                Some(r) if contiguous && r.2 == e.term && r.3 == k => {
+                    r.1 = i;
+                    r.4 += events;
+                    r.5.write_u64(e.digest);
+                }
+                _ => {
+                    if let Some(r) = run.take() {
+                        flush(&mut s, &r);
+                    }
+                    let mut h = Fnv64::default();
+                    h.write_u64(e.digest);
+                    run = Some((i, i, e.term, k, events, h));
+                }
+            }
+        }
+        if let Some(r) = run {
+            flush(&mut s, &r);
+        }
+        s.push_str("members (applied one by one / snapshots installed / incarnations):\n");
+        for (node, n) in &inner.incarnations {
+            let _ = writeln!(
+                s,
+                "  n{node}: {} / {} / {n}",
+                inner.applied_count.get(node).copied().unwrap_or(0),
+                inner.snapshots.get(node).copied().unwrap_or(0),
+            );
+        }
+        s
+    }
+
+    fn observe(&self, v: &RoundView<'_>) {
+        let at_ms = (self.now_ms)();
+        let mut g = self.lock();
+        let inner = &mut *g;
+        inner.rounds += 1;
+        if v.first_round {
+            inner.checker.node_restarted(v.node);
+            *inner.incarnations.entry(v.node).or_default() += 1;
+        }
+        if v.snapshot.is_some() {
+            *inner.snapshots.entry(v.node).or_default() += 1;
+        }
+        let line = format!(
+            "{:>8.3}s n{} {:?} term {} leader {:?} commit {} applied {} log {}..{}{}{}",
+            at_ms as f64 / 1000.0,
+            v.node,
+            v.role,
+            v.term,
+            v.leader,
+            v.commit,
+            v.applied,
+            v.first_index,
+            v.first_index + v.entries.len() as Index,
+            v.snapshot.map(|(i, t)| format!(" installed snapshot {i}@t{t}")).unwrap_or_default(),
+            if v.first_round { " (restarted)" } else { "" },
+        );
+        if inner.recent.len() == EXCERPT {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(line);
+        if inner.roles.get(&v.node) != Some(&(v.role, v.term)) {
+            inner.roles.insert(v.node, (v.role, v.term));
+            inner.role_changes.push(RoleChange { at_ms, node: v.node, role: v.role, term: v.term });
+        }
+        if v.role == Role::Leader {
+            inner.leaders.entry(v.term).or_insert(v.node);
+        }
+        if inner.last_commit.get(&v.node) != Some(&v.commit) {
+            inner.last_commit.insert(v.node, v.commit);
+            inner.commits.push((at_ms, v.node, v.commit));
+        }
+        if inner.violation.is_some() {
+            return;
+        }
+        let result = self::check_round(inner, v);
+        if let Err(what) = result {
+            let excerpt = inner.recent.iter().cloned().collect();
+            inner.violation = Some(RaftViolation { at_ms, node: v.node, what, excerpt });
+        }
+    }
+}
+
+/// State-machine safety and the core checker's invariants for one round.
+fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
+    for e in v.applied_entries {
+        let entry = CommittedEntry { term: e.term, kind: EntryClass::of(e), digest: entry_digest(e) };
+        *inner.applied_count.entry(v.node).or_default() += 1;
+        match inner.committed.get(&e.index) {
+            Some(c) if *c != entry => {
+                return Err(format!(
+                    "state-machine safety: n{} applied {:?} at index {}, another member applied {:?}",
+                    v.node, entry, e.index, c
+                ));
+            }
+            Some(_) => {}
+            None => {
+                inner.committed.insert(e.index, entry);
+            }
+        }
+        inner.checker.record_apply(v.node, e.index, entry.digest).map_err(|x| x.to_string())?;
+    }
+    let digest = inner.committed.get(&v.applied).map_or(0, |c| c.digest);
+    let view = NodeView {
+        id: v.node,
+        term: v.term,
+        role: v.role,
+        commit: v.commit,
+        first_index: v.first_index,
+        entries: v.entries,
+        applied: v.applied,
+        digest,
+        log_changed: v.log_changed,
+    };
+    inner.checker.check(&[view]).map_err(|x| x.to_string())
+}
+
+impl RaftObserver for RaftWatch {
+    fn round(&self, view: &RoundView<'_>) {
+        self.observe(view);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn e(index: Index, term: Term, data: &'static [u8]) -> Entry {
+        Entry { term, index, kind: EntryKind::Normal, data: Bytes::from_static(data) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn round<'a>(
+        node: NodeId,
+        term: Term,
+        role: Role,
+        commit: Index,
+        entries: &'a [Entry],
+        applied: &'a [Entry],
+        first_round: bool,
+    ) -> RoundView<'a> {
+        RoundView {
+            node,
+            term,
+            role,
+            leader: (role == Role::Leader).then_some(node),
+            commit,
+            applied: applied.last().map_or(0, |e| e.index),
+            first_index: 1,
+            entries,
+            log_changed: true,
+            applied_entries: applied,
+            snapshot: None,
+            first_round,
+        }
+    }
+
+    #[test]
+    fn a_healthy_sequence_of_rounds_passes_and_is_summarized() {
+        let w = RaftWatch::new(|| 5);
+        let log = [e(1, 1, b"a"), e(2, 1, b"b")];
+        w.round(&round(1, 1, Role::Leader, 2, &log, &log, true));
+        w.round(&round(2, 1, Role::Follower, 2, &log, &log, true));
+        assert_eq!(w.violation(), None);
+        assert_eq!(w.leaders(), BTreeMap::from([(1, 1)]));
+        assert_eq!(w.committed().len(), 2);
+        let s = w.summary();
+        assert!(s.contains("t1=n1"), "{s}");
+        assert!(s.contains("   1..2    t1   undecodable"), "{s}");
+        assert!(s.contains("n2: 2 / 0 / 1"), "{s}");
+    }
+
+    #[test]
+    fn two_leaders_in_a_term_are_reported_with_an_excerpt() {
+        let w = RaftWatch::new(|| 1_500);
+        w.round(&round(1, 3, Role::Leader, 0, &[], &[], true));
+        w.round(&round(2, 3, Role::Leader, 0, &[], &[], true));
+        let v = w.violation().expect("a violation");
+        assert_eq!(v.node, 2);
+        assert!(v.what.contains("two leaders in term 3"), "{}", v.what);
+        assert_eq!(v.excerpt.len(), 2);
+        assert!(v.excerpt[1].contains("n2 Leader term 3"), "{:?}", v.excerpt);
+    }
+
+    #[test]
+    fn members_applying_different_entries_at_one_index_fail() {
+        let w = RaftWatch::new(|| 0);
+        let a = [e(1, 1, b"a")];
+        let b = [e(1, 1, b"b")];
+        w.round(&round(1, 1, Role::Follower, 1, &a, &a, true));
+        // Node 2's log has a different entry with the same (index, term) and applies it.
+        w.round(&RoundView { log_changed: false, ..round(2, 1, Role::Follower, 1, &b, &b, true) });
+        let v = w.violation().expect("a violation");
+        assert!(v.what.contains("state-machine safety"), "{}", v.what);
+    }
+
+    #[test]
+    fn a_log_matching_break_fails() {
+        let w = RaftWatch::new(|| 0);
+        let a = [e(1, 1, b"a"), e(2, 2, b"b")];
+        let b = [e(1, 1, b"x"), e(2, 2, b"b")];
+        w.round(&round(1, 2, Role::Follower, 0, &a, &[], true));
+        w.round(&round(2, 2, Role::Follower, 0, &b, &[], true));
+        assert!(w.violation().expect("a violation").what.contains("log matching"));
+    }
+
+    #[test]
+    fn a_leader_missing_a_committed_entry_fails() {
+        let w = RaftWatch::new(|| 0);
+        let full = [e(1, 1, b"a"), e(2, 1, b"b")];
+        let short = [e(1, 1, b"a")];
+        w.round(&round(1, 1, Role::Follower, 2, &full, &[], true));
+        w.round(&round(2, 2, Role::Leader, 1, &short, &[], true));
+        assert!(w.violation().expect("a violation").what.contains("lacks committed entry 2"));
+    }
+
+    #[test]
+    fn a_commit_index_moving_back_fails_but_not_across_a_restart() {
+        let w = RaftWatch::new(|| 0);
+        let log = [e(1, 1, b"a"), e(2, 1, b"b")];
+        w.round(&round(1, 1, Role::Follower, 2, &log, &[], true));
+        w.round(&round(1, 1, Role::Follower, 1, &log, &[], true));
+        assert_eq!(w.violation(), None, "a restart may come back with a lower commit index");
+        w.round(&round(1, 1, Role::Follower, 0, &log, &[], false));
+        assert!(w.violation().expect("a violation").what.contains("moved back"));
+    }
+}
