@@ -382,6 +382,11 @@ impl ClusterClient {
                 }
             }
             ClientError::Server(f) if f.code.is_retryable() => {
+                if f.code == wire::ErrorCode::Unavailable {
+                    // This member cannot commit now (no leader it knows of, or it was removed
+                    // from the cluster and will never learn one): ask the next member.
+                    self.conn = None;
+                }
                 Duration::from_millis(u64::from(f.retry_after_ms)).max(Duration::from_millis(10))
             }
             ClientError::Server(_) | ClientError::Encode(_) => return Err(e),

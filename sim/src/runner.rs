@@ -82,7 +82,9 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 async fn dispatch(scenario: &str, opts: Options) -> RunReport {
     match scenario {
         "ingest" => scenarios::ingest::run(opts).await,
-        "cluster" => scenarios::cluster::run(opts).await,
+        "cluster" => scenarios::cluster::run(opts, scenarios::cluster::Shape::MIXED).await,
+        "cluster3" => scenarios::cluster::run(opts, scenarios::cluster::Shape::THREE).await,
+        "cluster5" => scenarios::cluster::run(opts, scenarios::cluster::Shape::FIVE).await,
         "pipeline" => scenarios::pipeline::run(opts).await,
         other => panic!("unknown scenario `{other}`"),
     }
@@ -144,7 +146,17 @@ pub fn check_determinism(scenario: &str, seed: u64) -> Result<(), String> {
             }
             "cluster" => {
                 madsim::runtime::Runtime::check_determinism(seed, cfg, || {
-                    scenarios::cluster::run(Options::default())
+                    scenarios::cluster::run(Options::default(), scenarios::cluster::Shape::MIXED)
+                });
+            }
+            "cluster3" => {
+                madsim::runtime::Runtime::check_determinism(seed, cfg, || {
+                    scenarios::cluster::run(Options::default(), scenarios::cluster::Shape::THREE)
+                });
+            }
+            "cluster5" => {
+                madsim::runtime::Runtime::check_determinism(seed, cfg, || {
+                    scenarios::cluster::run(Options::default(), scenarios::cluster::Shape::FIVE)
                 });
             }
             "pipeline" => {
@@ -292,5 +304,5 @@ pub fn load_seed_files(dir: &Path) -> Result<Vec<(PathBuf, SeedFile)>, String> {
 
 /// Shared options factory for sweeps: a fresh plan slot per seed.
 pub fn default_options() -> Options {
-    Options { mutant: None, plan_slot: Arc::new(Mutex::new(None)), plan: None }
+    Options { mutant: None, plan_slot: Arc::new(Mutex::new(None)), plan: None, max_drift_ppm: None }
 }

@@ -324,6 +324,7 @@ impl ClusterNode {
             shared: shared.clone(),
             clock,
             committed_addrs: addrs.clone(),
+            departed_addrs: BTreeMap::new(),
             addrs,
             peers: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -568,6 +569,10 @@ struct Driver {
     addrs: BTreeMap<NodeId, Addr>,
     /// Addresses as of the applied configuration (what a snapshot records).
     committed_addrs: BTreeMap<NodeId, Addr>,
+    /// Addresses of nodes removed from `addrs`, kept so that a removed node that is added back
+    /// and then talks to this node (a leader this node lags behind, say) can be answered before
+    /// this node has caught up with the entry that re-added it.
+    departed_addrs: BTreeMap<NodeId, Addr>,
     /// Peers the transport currently knows, with the address it was given.
     peers: BTreeMap<NodeId, String>,
     pending: BTreeMap<Index, PendingPublish>,
@@ -780,6 +785,15 @@ impl Driver {
     }
 
     fn step(&mut self, m: crate::raft::Message) {
+        if !self.addrs.contains_key(&m.from)
+            && let Some(a) = self.departed_addrs.remove(&m.from)
+        {
+            // A removed node is talking again: it was added back, or it does not know yet that
+            // it is out. Either way the answer must be able to reach it.
+            tracing::info!(node = self.id, peer = m.from, "a removed node talks again; dialling it");
+            self.addrs.insert(m.from, a);
+            self.sync_peers();
+        }
         if let Err(e) = self.raft.step(m) {
             tracing::debug!(node = self.id, error = %e, "message ignored");
         }
@@ -1220,11 +1234,17 @@ impl Driver {
                             ConfChangeKind::Remove => {
                                 self.committed_addrs.remove(&ce.change.node);
                                 if ce.change.node != self.id {
-                                    self.addrs.remove(&ce.change.node);
+                                    if let Some(a) = self.addrs.remove(&ce.change.node) {
+                                        self.departed_addrs.insert(ce.change.node, a);
+                                    }
                                 }
                             }
                             _ => {
                                 if let Some(a) = Addr::from_context(&ce.change.context) {
+                                    // Also where to reach it: a node removed and added back is
+                                    // dropped from `addrs` by the removal when a restarted
+                                    // member re-applies both entries.
+                                    self.addrs.insert(ce.change.node, a.clone());
                                     self.committed_addrs.insert(ce.change.node, a);
                                 }
                             }

@@ -24,8 +24,8 @@ use eventstreamcore::node::cluster::PipelineSetup;
 use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventLogState, EventService};
 use eventstreamcore::pipeline::PipelineConfig;
 use eventstreamcore::raft::Role;
-use eventstreamcore::rt::{self, Disk, DiskError, NodeClock, NodeRng, SimDisk};
-use eventstreamcore::wire::AckItem;
+use eventstreamcore::rt::{self, Disk, DiskError, DiskFault, NodeClock, NodeRng, SimDisk};
+use eventstreamcore::wire::{AckItem, AdminRequest};
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 
@@ -43,6 +43,9 @@ const FAULT_WINDOW: Duration = Duration::from_secs(12);
 const LIVENESS_BOUND: Duration = Duration::from_secs(20);
 /// Producers stop retrying at this point (their last batch then stays unacked).
 const PRODUCER_DEADLINE: Duration = Duration::from_secs(40);
+/// Clock drift drawn for members, at most ± this many parts per million (5 %) unless the run's
+/// options say otherwise.
+pub const DEFAULT_MAX_DRIFT_PPM: i64 = 50_000;
 
 /// One scheduled fault. Serialized (in seed files and shrunk plans) as an inline table tagged by
 /// `kind`, e.g. `{ kind = "crash", node = 1, down_ms = 1500 }`; nodes are 0-based member indexes.
@@ -66,6 +69,57 @@ pub enum Fault {
     Pause { node: usize, ms: u64 },
     /// Step a member's wall clock.
     StepClock { node: usize, ms: i64 },
+    /// Cut off whichever member leads at that moment (found at run time; the timeline shows who).
+    IsolateLeader,
+    /// Two sides that cannot talk to each other, and a `bridge` member that talks to both.
+    Bridge { bridge: usize, side: Vec<usize> },
+    /// Lose `pct` % of packets everywhere for `ms` (simulated TCP retransmits: stalls, not loss).
+    PacketLoss { pct: u32, ms: u64 },
+    /// Every link slows to a latency between `min_ms` and `max_ms` for `ms` (a latency spike).
+    Slow { min_ms: u64, max_ms: u64, ms: u64 },
+    /// A member's disk starts failing — writes, fsyncs, or it is full — so its storage fails and
+    /// it stops replicating; after `down_ms` it is power-cycled with the fault cleared.
+    Disk { node: usize, error: DiskErrorKind, down_ms: u64 },
+    /// Membership change under faults: remove a member (through the leader), wipe its disk, and
+    /// after `down_ms` add it back as a new, empty learner that catches up and becomes a voter.
+    Rejoin { node: usize, down_ms: u64 },
+}
+
+/// How an injected disk fault shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskErrorKind {
+    /// Appends and writes fail with an I/O error.
+    Write,
+    /// fsync fails (nothing becomes durable).
+    Fsync,
+    /// The disk is full: writes fail with "no space".
+    Full,
+}
+
+/// The shape of a scenario variant: `cluster` (3 or 5 members, a few clients, ~45 simulated
+/// seconds), `cluster3` / `cluster5` (a fixed size, 50 clients, 60 simulated seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub nodes: Option<usize>,
+    /// 50 clients for 60 simulated seconds instead of a handful for ~45.
+    pub long: bool,
+}
+
+impl Shape {
+    pub const MIXED: Shape = Shape { nodes: None, long: false };
+    pub const THREE: Shape = Shape { nodes: Some(3), long: true };
+    pub const FIVE: Shape = Shape { nodes: Some(5), long: true };
+}
+
+fn default_fault_window_ms() -> u64 {
+    FAULT_WINDOW.as_millis() as u64
+}
+fn default_deadline_ms() -> u64 {
+    PRODUCER_DEADLINE.as_millis() as u64
+}
+fn default_think_ms() -> u64 {
+    400
 }
 
 /// A fault and when it happens (milliseconds after the start).
@@ -88,22 +142,42 @@ pub struct Plan {
     /// Per member clock drift in parts per million.
     pub drift_ppm: Vec<i64>,
     pub faults: Vec<Step>,
+    /// Faults happen before this; then the network heals and members come back.
+    #[serde(default = "default_fault_window_ms")]
+    pub fault_window_ms: u64,
+    /// Producers stop at this point; consumers 10 s earlier.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// A producer waits up to this long between batches.
+    #[serde(default = "default_think_ms")]
+    pub think_ms: u64,
 }
 
 impl Plan {
     /// Draws a plan.
-    pub fn generate(rng: &mut NodeRng) -> Plan {
-        let nodes = if rng.random_bool(0.5) { 3 } else { 5 };
+    pub fn generate(rng: &mut NodeRng, shape: Shape, max_drift_ppm: i64) -> Plan {
+        let nodes = shape.nodes.unwrap_or_else(|| if rng.random_bool(0.5) { 3 } else { 5 });
         let drift_ppm = (0..nodes)
-            .map(|_| if rng.random_bool(0.5) { rng.random_range(-50_000..=50_000) } else { 0 })
+            .map(|_| {
+                if max_drift_ppm > 0 && rng.random_bool(0.5) {
+                    rng.random_range(-max_drift_ppm..=max_drift_ppm)
+                } else {
+                    0
+                }
+            })
             .collect();
+        let (fault_window_ms, deadline_ms, n_faults) = if shape.long {
+            (40_000, 50_000, rng.random_range(6..=16))
+        } else {
+            (default_fault_window_ms(), default_deadline_ms(), rng.random_range(2..=8))
+        };
         let mut faults = Vec::new();
-        let n_faults = rng.random_range(2..=8);
         for _ in 0..n_faults {
-            let at_ms = rng.random_range(500..FAULT_WINDOW.as_millis() as u64);
+            let at_ms = rng.random_range(500..fault_window_ms);
             let node = rng.random_range(0..nodes);
-            let fault = match rng.random_range(0..100) {
-                0..=19 => Fault::Isolate { node },
+            let fault = match rng.random_range(0..130) {
+                0..=14 => Fault::Isolate { node },
+                15..=19 => Fault::IsolateLeader,
                 20..=34 => {
                     let mut ids: Vec<usize> = (0..nodes).collect();
                     ids.shuffle(rng);
@@ -127,18 +201,53 @@ impl Plan {
                     Fault::CrashMany { nodes: victims, down_ms: rng.random_range(100..2_000) }
                 }
                 80..=89 => Fault::Pause { node, ms: rng.random_range(100..2_000) },
-                _ => Fault::StepClock { node, ms: rng.random_range(-5_000..=5_000) },
+                90..=99 => Fault::StepClock { node, ms: rng.random_range(-5_000..=5_000) },
+                100..=104 => {
+                    let mut others: Vec<usize> = (0..nodes).filter(|&n| n != node).collect();
+                    others.shuffle(rng);
+                    let mut side = others[..others.len() / 2].to_vec();
+                    side.sort_unstable();
+                    Fault::Bridge { bridge: node, side }
+                }
+                105..=109 => {
+                    Fault::PacketLoss { pct: rng.random_range(5..=40), ms: rng.random_range(500..5_000) }
+                }
+                110..=114 => {
+                    let min_ms = rng.random_range(20..200);
+                    Fault::Slow {
+                        min_ms,
+                        max_ms: min_ms * rng.random_range(2..=5),
+                        ms: rng.random_range(500..4_000),
+                    }
+                }
+                115..=122 => Fault::Disk {
+                    node,
+                    error: *[DiskErrorKind::Write, DiskErrorKind::Fsync, DiskErrorKind::Full]
+                        .choose(rng)
+                        .expect("non-empty"),
+                    down_ms: rng.random_range(200..3_000),
+                },
+                _ => Fault::Rejoin { node, down_ms: rng.random_range(200..3_000) },
             };
             faults.push(Step { at_ms, fault });
         }
         faults.sort_by_key(|f| f.at_ms);
+        let (producers, batches, consumers, think_ms) = if shape.long {
+            // 50 clients: producers publish until the deadline, consumers follow topics.
+            (45, 10_000, 5, 2_000)
+        } else {
+            (rng.random_range(4..=10), rng.random_range(5..=20), rng.random_range(1..=3), default_think_ms())
+        };
         Plan {
             nodes,
-            producers: rng.random_range(4..=10),
-            batches: rng.random_range(5..=20),
-            consumers: rng.random_range(1..=3),
+            producers,
+            batches,
+            consumers,
             drift_ppm,
             faults,
+            fault_window_ms,
+            deadline_ms,
+            think_ms,
         }
     }
 
@@ -147,26 +256,44 @@ impl Plan {
         if !(1..=9).contains(&self.nodes) {
             return Err(format!("nodes = {} (1 to 9 members)", self.nodes));
         }
+        if self.deadline_ms < self.fault_window_ms + 10_000 {
+            return Err(format!(
+                "deadline_ms = {} must leave 10 s after the fault window ({} ms)",
+                self.deadline_ms, self.fault_window_ms
+            ));
+        }
         if self.drift_ppm.len() != self.nodes {
             return Err(format!("drift_ppm has {} values for {} nodes", self.drift_ppm.len(), self.nodes));
         }
         let ok = |n: &usize| *n < self.nodes;
         for f in &self.faults {
-            if f.at_ms >= FAULT_WINDOW.as_millis() as u64 {
-                return Err(format!("fault at {} ms is after the {FAULT_WINDOW:?} fault window", f.at_ms));
+            if f.at_ms >= self.fault_window_ms {
+                return Err(format!(
+                    "fault at {} ms is after the fault window ({} ms)",
+                    f.at_ms, self.fault_window_ms
+                ));
             }
             let in_range = match &f.fault {
                 Fault::Isolate { node }
                 | Fault::Crash { node, .. }
                 | Fault::Pause { node, .. }
-                | Fault::StepClock { node, .. } => ok(node),
+                | Fault::StepClock { node, .. }
+                | Fault::Disk { node, .. }
+                | Fault::Rejoin { node, .. } => ok(node),
+                Fault::Bridge { bridge, side } => ok(bridge) && side.iter().all(ok),
+                Fault::PacketLoss { pct, .. } => *pct <= 100,
+                Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
+                Fault::IsolateLeader => true,
                 Fault::Split { side } => side.iter().all(ok),
                 Fault::CrashMany { nodes, .. } => nodes.iter().all(ok),
                 Fault::OneWay { from, to } => ok(from) && ok(to),
                 Fault::Heal => true,
             };
             if !in_range {
-                return Err(format!("{:?} names a member outside 0..{}", f.fault, self.nodes));
+                return Err(format!(
+                    "{:?} names a member outside 0..{} (or has an empty range)",
+                    f.fault, self.nodes
+                ));
             }
         }
         Ok(())
@@ -233,11 +360,136 @@ impl Disk for LyingDisk {
 
 /// What the scenario keeps of a member across restarts.
 struct MemberSlot {
+    /// Start the next incarnation as a joining node (empty configuration; it is added back).
+    joining: Arc<std::sync::atomic::AtomicBool>,
     disk: Arc<SimDisk>,
     /// The member's dead-letter queue (it loses unsynced writes in a power failure too).
     dlq: Arc<SimDisk>,
     node: Arc<Mutex<Option<ClusterNode>>>,
     clock: Arc<Mutex<Option<NodeClock>>>,
+}
+
+/// What tasks outside the fault loop need of a member (disks and its current incarnation).
+#[derive(Clone)]
+struct MemberHandles {
+    disk: Arc<SimDisk>,
+    dlq: Arc<SimDisk>,
+    node: Arc<Mutex<Option<ClusterNode>>>,
+    joining: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MemberSlot {
+    fn handles(&self) -> MemberHandles {
+        MemberHandles {
+            disk: self.disk.clone(),
+            dlq: self.dlq.clone(),
+            node: self.node.clone(),
+            joining: self.joining.clone(),
+        }
+    }
+}
+
+/// The member that leads in the highest term right now, if any.
+fn current_leader(slots: &[MemberSlot]) -> Option<usize> {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            s.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|n| (i, n.status()))
+        })
+        .filter(|(_, st)| st.role == Role::Leader && st.failed.is_none())
+        .max_by_key(|(_, st)| st.term)
+        .map(|(i, _)| i)
+}
+
+/// Restores the simulator's default network after `after`, unless another network fault was
+/// applied meanwhile (it restores in turn).
+fn restore_net_later(
+    net: &Arc<madsim::net::NetSim>,
+    epoch: &Arc<std::sync::atomic::AtomicU64>,
+    after: Duration,
+) {
+    let mine = epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let (net, epoch) = (net.clone(), epoch.clone());
+    madsim::task::spawn(async move {
+        rt::time::sleep(after).await;
+        if epoch.load(std::sync::atomic::Ordering::SeqCst) == mine {
+            net.update_config(|c| *c = madsim::net::Config::default());
+        }
+    });
+}
+
+/// A membership change under faults: remove a member, wipe it, add it back empty.
+struct Rejoin {
+    handle: madsim::runtime::Handle,
+    id: madsim::task::NodeId,
+    member: usize,
+    slot: MemberHandles,
+    addrs: Vec<SocketAddr>,
+    down: Duration,
+    history: History,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    give_up: rt::time::Instant,
+}
+
+impl Rejoin {
+    async fn run(self) {
+        let node_id = self.member as u64 + 1;
+        let mut client = ClusterClient::new(self.addrs.clone(), "admin", "");
+        client.timeout = Duration::from_secs(3);
+        client.backoff = Duration::from_millis(100);
+        client.max_attempts = 10;
+        if !self.admin(&mut client, AdminRequest::RemoveNode { id: node_id }).await {
+            self.history.count("rejoin_remove_gave_up");
+            self.busy.store(false, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
+        self.history.count("members_removed");
+        // The old incarnation and everything it stored are gone: it comes back as a new member.
+        self.handle.kill(self.id);
+        *self.slot.node.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        wipe(&self.slot.disk);
+        wipe(&self.slot.dlq);
+        self.slot.joining.store(true, std::sync::atomic::Ordering::SeqCst);
+        rt::time::sleep(self.down).await;
+        self.handle.kill(self.id);
+        self.handle.restart(self.id);
+        let add = AdminRequest::AddNode {
+            id: node_id,
+            raft_addr: SocketAddr::new(IpAddr::V4(member_ip(self.member)), RAFT_PORT).to_string(),
+            client_addr: client_addr(self.member).to_string(),
+        };
+        if self.admin(&mut client, add).await {
+            self.history.count("members_added_back");
+        } else {
+            self.history.violation(format!(
+                "membership: node {node_id} could not be added back after its removal (gave up at the deadline)"
+            ));
+        }
+        self.busy.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Retries an admin request until it succeeds or the deadline passes.
+    async fn admin(&self, client: &mut ClusterClient, req: AdminRequest) -> bool {
+        loop {
+            match client.admin(req.clone()).await {
+                Ok(_) => return true,
+                Err(_) if rt::time::now() >= self.give_up => return false,
+                Err(_) => {
+                    self.history.count("admin_retry_rounds");
+                    rt::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Deletes every file of a simulated disk, durably.
+fn wipe(disk: &SimDisk) {
+    for name in disk.list("").unwrap_or_default() {
+        let _ = disk.remove(&name);
+    }
+    let _ = disk.sync_dir();
 }
 
 /// The pipeline as members run it in the scenario: the defaults, with a fast control loop so
@@ -248,7 +500,7 @@ fn pipeline_config() -> PipelineConfig {
     c
 }
 
-fn cluster_config(plan_nodes: usize, i: usize) -> ClusterConfig {
+fn cluster_config(plan_nodes: usize, i: usize, join: bool) -> ClusterConfig {
     let members = (0..plan_nodes)
         .map(|j| MemberConfig {
             id: j as u64 + 1,
@@ -269,12 +521,14 @@ fn cluster_config(plan_nodes: usize, i: usize) -> ClusterConfig {
         snapshot_keep_entries: 8,
         commit_timeout_ms: 3_000,
         segment_bytes: 16 * 1024,
+        join,
         ..ClusterConfig::default()
     }
 }
 
-/// Starts (or restarts) member `i`: recovers from its disk, serves clients until killed.
-async fn member_main(
+/// What a member's every incarnation starts from.
+#[derive(Clone)]
+struct MemberEnv {
     i: usize,
     nodes: usize,
     drift: i64,
@@ -282,16 +536,22 @@ async fn member_main(
     dlq: Arc<dyn Disk>,
     slot: Arc<Mutex<Option<ClusterNode>>>,
     clock_slot: Arc<Mutex<Option<NodeClock>>>,
+    joining: Arc<std::sync::atomic::AtomicBool>,
     watch: Arc<RaftWatch>,
-) {
+}
+
+/// Starts (or restarts) a member: recovers from its disk, serves clients until killed.
+async fn member_main(env: MemberEnv) {
+    let MemberEnv { i, nodes, drift, disk, dlq, slot, clock_slot, joining, watch } = env;
     let clock = NodeClock::new();
     if drift != 0 {
         clock.set_drift_ppm(drift);
     }
     *clock_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock.clone());
+    let join = joining.load(std::sync::atomic::Ordering::SeqCst);
     let opts = ClusterOptions {
         node_id: i as u64 + 1,
-        cluster: cluster_config(nodes, i),
+        cluster: cluster_config(nodes, i, join),
         dedup: DedupConfig::default(),
         client_addr: client_addr(i).to_string(),
         repair: false,
@@ -318,11 +578,12 @@ async fn member_main(
 }
 
 /// Runs the scenario inside the current simulator runtime.
-pub async fn run(opts: Options) -> RunReport {
+pub async fn run(opts: Options, shape: Shape) -> RunReport {
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
     let mut rng = rt::node_rng();
-    let mut plan = Plan::generate(&mut rng);
+    let max_drift = opts.max_drift_ppm.unwrap_or(DEFAULT_MAX_DRIFT_PPM);
+    let mut plan = Plan::generate(&mut rng, shape, max_drift);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -342,6 +603,7 @@ pub async fn run(opts: Options) -> RunReport {
     let mut ids = Vec::new();
     for i in 0..plan.nodes {
         let slot = MemberSlot {
+            joining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             disk: Arc::new(SimDisk::new()),
             dlq: Arc::new(SimDisk::new()),
             node: Arc::new(Mutex::new(None)),
@@ -351,25 +613,22 @@ pub async fn run(opts: Options) -> RunReport {
             Some(Mutant::LyingFsync) => Arc::new(LyingDisk(slot.disk.clone())),
             _ => slot.disk.clone(),
         };
-        let (node_slot, clock_slot) = (slot.node.clone(), slot.clock.clone());
-        let dlq: Arc<dyn Disk> = slot.dlq.clone();
-        let (nodes, drift, watch) = (plan.nodes, plan.drift_ppm[i], watch.clone());
+        let env = MemberEnv {
+            i,
+            nodes: plan.nodes,
+            drift: plan.drift_ppm[i],
+            disk,
+            dlq: slot.dlq.clone(),
+            slot: slot.node.clone(),
+            clock_slot: slot.clock.clone(),
+            joining: slot.joining.clone(),
+            watch: watch.clone(),
+        };
         let h = handle
             .create_node()
             .name(format!("member-{}", i + 1))
             .ip(IpAddr::V4(member_ip(i)))
-            .init(move || {
-                member_main(
-                    i,
-                    nodes,
-                    drift,
-                    disk.clone(),
-                    dlq.clone(),
-                    node_slot.clone(),
-                    clock_slot.clone(),
-                    watch.clone(),
-                )
-            })
+            .init(move || member_main(env.clone()))
             .build();
         ids.push(h.id());
         slots.push(slot);
@@ -385,11 +644,15 @@ pub async fn run(opts: Options) -> RunReport {
             .name(format!("producer-{p}"))
             .ip(IpAddr::V4(Ipv4Addr::new(10, 1, 0, p as u8 + 1)))
             .build();
-        let (history, mut addrs, batches) = (history.clone(), addrs.clone(), plan.batches);
+        let (history, mut addrs) = (history.clone(), addrs.clone());
+        let timing = ProducerTiming {
+            batches: plan.batches,
+            think_ms: plan.think_ms,
+            deadline: t0 + Duration::from_millis(plan.deadline_ms),
+        };
         let mut prng = rt::rng::split(&mut rng);
         addrs.shuffle(&mut prng);
-        producers
-            .push(node.spawn(async move { producer(p as u64 + 1, addrs, batches, history, prng, t0).await }));
+        producers.push(node.spawn(async move { producer(p as u64 + 1, addrs, timing, history, prng).await }));
     }
     let mut consumers = Vec::new();
     for c in 0..plan.consumers {
@@ -401,16 +664,31 @@ pub async fn run(opts: Options) -> RunReport {
         let (history, mut addrs) = (history.clone(), addrs.clone());
         let mut crng = rt::rng::split(&mut rng);
         addrs.shuffle(&mut crng);
-        consumers.push(node.spawn(async move { consumer(c, addrs, history, crng, t0).await }));
+        let until = t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10);
+        consumers.push(node.spawn(async move { consumer(c, addrs, history, crng, until).await }));
     }
 
     // --- faults ----------------------------------------------------------------------------------
     let mut tear_rng = rt::rng::split(&mut rng);
     let mut down_until = vec![t0; plan.nodes];
+    let fault_end = t0 + Duration::from_millis(plan.fault_window_ms);
+    // Network conditions (loss, latency) are global in the simulator: each one restores the
+    // defaults when it ends unless a later one replaced it meanwhile.
+    let net_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let admin_node = handle.create_node().name("admin").ip(IpAddr::V4(Ipv4Addr::new(10, 4, 0, 1))).build();
+    let mut rejoins = Vec::new();
+    let rejoin_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for Step { at_ms, fault } in &plan.faults {
         rt::time::sleep_until(t0 + Duration::from_millis(*at_ms)).await;
         match fault {
             Fault::Isolate { node } => net.clog_node(ids[*node]),
+            Fault::IsolateLeader => match current_leader(&slots) {
+                Some(l) => {
+                    net.clog_node(ids[l]);
+                    history.count("leader_isolated");
+                }
+                None => history.count("isolate_leader_without_leader"),
+            },
             Fault::Split { side } => {
                 for a in 0..plan.nodes {
                     for b in 0..plan.nodes {
@@ -420,15 +698,39 @@ pub async fn run(opts: Options) -> RunReport {
                     }
                 }
             }
+            Fault::Bridge { bridge, side } => {
+                for a in (0..plan.nodes).filter(|n| n != bridge) {
+                    for b in (0..plan.nodes).filter(|n| n != bridge) {
+                        if side.contains(&a) != side.contains(&b) {
+                            net.clog_link(ids[a], ids[b]);
+                        }
+                    }
+                }
+            }
             Fault::OneWay { from, to } => net.clog_link(ids[*from], ids[*to]),
             Fault::Heal => heal(&net, &ids),
+            Fault::PacketLoss { pct, ms } => {
+                net.update_config(|c| c.packet_loss_rate = f64::from(*pct) / 100.0);
+                restore_net_later(&net, &net_epoch, Duration::from_millis(*ms));
+            }
+            Fault::Slow { min_ms, max_ms, ms } => {
+                let range = Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms);
+                net.update_config(|c| c.send_latency = range);
+                restore_net_later(&net, &net_epoch, Duration::from_millis(*ms));
+            }
             Fault::Crash { node, down_ms } => {
                 if rt::time::now() < down_until[*node] {
                     history.count("crash_while_down_skipped");
                     continue;
                 }
                 down_until[*node] = rt::time::now() + Duration::from_millis(*down_ms);
-                crash(&handle, ids[*node], &slots[*node], &mut tear_rng, Duration::from_millis(*down_ms));
+                crash(
+                    &handle,
+                    ids[*node],
+                    &slots[*node].handles(),
+                    &mut tear_rng,
+                    Duration::from_millis(*down_ms),
+                );
                 history.count("crashes");
             }
             Fault::CrashMany { nodes, down_ms } => {
@@ -437,9 +739,58 @@ pub async fn run(opts: Options) -> RunReport {
                         continue;
                     }
                     down_until[*node] = rt::time::now() + Duration::from_millis(*down_ms);
-                    crash(&handle, ids[*node], &slots[*node], &mut tear_rng, Duration::from_millis(*down_ms));
+                    crash(
+                        &handle,
+                        ids[*node],
+                        &slots[*node].handles(),
+                        &mut tear_rng,
+                        Duration::from_millis(*down_ms),
+                    );
                     history.count("crashes");
                 }
+            }
+            Fault::Disk { node, error, down_ms } => {
+                if rt::time::now() < down_until[*node] {
+                    continue;
+                }
+                let down = Duration::from_millis(*down_ms);
+                down_until[*node] = rt::time::now() + down;
+                let disk = &slots[*node].disk;
+                disk.inject(match error {
+                    DiskErrorKind::Write => DiskFault::FailWrites(u32::MAX),
+                    DiskErrorKind::Fsync => DiskFault::FailSyncs(u32::MAX),
+                    DiskErrorKind::Full => DiskFault::Capacity(disk.used_bytes()),
+                });
+                history.count("disk_faults");
+                // The member notices at its next write and stops replicating (serving reads);
+                // then an operator power-cycles it with the disk fixed.
+                let (h, id, slot, mut trng) =
+                    (handle.clone(), ids[*node], slots[*node].handles(), rt::rng::split(&mut tear_rng));
+                madsim::task::spawn(async move {
+                    rt::time::sleep(down).await;
+                    slot.disk.clear_faults();
+                    crash(&h, id, &slot, &mut trng, Duration::from_millis(100));
+                });
+            }
+            Fault::Rejoin { node, down_ms } => {
+                if rejoin_busy.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    // One membership change at a time (single-server changes).
+                    history.count("rejoin_skipped_busy");
+                    continue;
+                }
+                down_until[*node] = fault_end + Duration::from_secs(5);
+                let job = Rejoin {
+                    handle: handle.clone(),
+                    id: ids[*node],
+                    member: *node,
+                    slot: slots[*node].handles(),
+                    addrs: addrs.clone(),
+                    down: Duration::from_millis(*down_ms),
+                    history: history.clone(),
+                    busy: rejoin_busy.clone(),
+                    give_up: fault_end + Duration::from_secs(30),
+                };
+                rejoins.push(admin_node.spawn(job.run()));
             }
             Fault::Pause { node, ms } => {
                 handle.pause(ids[*node]);
@@ -456,12 +807,20 @@ pub async fn run(opts: Options) -> RunReport {
             }
         }
     }
-    rt::time::sleep_until(t0 + FAULT_WINDOW).await;
+    rt::time::sleep_until(fault_end).await;
     heal(&net, &ids);
+    net_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    net.update_config(|c| *c = madsim::net::Config::default());
     // Crashed members come back within 3 s, paused ones within 2 s.
     rt::time::sleep(Duration::from_secs(3)).await;
     for id in &ids {
         handle.resume(*id);
+    }
+    // Members removed for a membership change are added back (the admin retries through faults).
+    for r in rejoins {
+        if r.await.is_err() {
+            history.violation("rejoin task failed");
+        }
     }
 
     // --- liveness: a leader commits a new write within the bound --------------------------------
@@ -594,7 +953,7 @@ pub async fn run(opts: Options) -> RunReport {
 fn crash(
     handle: &madsim::runtime::Handle,
     id: madsim::task::NodeId,
-    slot: &MemberSlot,
+    slot: &MemberHandles,
     tear_rng: &mut NodeRng,
     down: Duration,
 ) {
@@ -645,13 +1004,20 @@ fn record_acks(history: &History, client: &str, events: &[Event], items: &[AckIt
 
 /// Publishes `batches` frames of 1–4 keyed events, one at a time, each retried with the same keys
 /// until acked (so per-producer order must hold in the log).
+/// How long and how often a producer publishes.
+#[derive(Debug, Clone, Copy)]
+struct ProducerTiming {
+    batches: usize,
+    think_ms: u64,
+    deadline: rt::time::Instant,
+}
+
 async fn producer(
     id: u64,
     addrs: Vec<SocketAddr>,
-    batches: usize,
+    timing: ProducerTiming,
     history: History,
     mut rng: NodeRng,
-    t0: rt::time::Instant,
 ) {
     let name = format!("producer-{id}");
     let mut client = ClusterClient::new(addrs, name.clone(), "");
@@ -660,7 +1026,10 @@ async fn producer(
     client.max_attempts = 20;
     rt::time::sleep(Duration::from_millis(rng.random_range(0..2_000))).await;
     let mut seq = 1;
-    'batches: for _ in 0..batches {
+    'batches: for _ in 0..timing.batches {
+        if rt::time::now() >= timing.deadline {
+            break;
+        }
         let n = rng.random_range(1..=4);
         let topic = *TOPICS.choose(&mut rng).expect("non-empty");
         let events: Vec<Event> = (seq..seq + n)
@@ -683,14 +1052,14 @@ async fn producer(
                     history.violation(format!("{name}: publish refused: {e}"));
                     break 'batches;
                 }
-                Err(_) if rt::time::now() >= t0 + PRODUCER_DEADLINE => {
+                Err(_) if rt::time::now() >= timing.deadline => {
                     history.count("producer_gave_up");
                     break 'batches;
                 }
                 Err(_) => history.count("publish_retry_rounds"),
             }
         }
-        rt::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+        rt::time::sleep(Duration::from_millis(rng.random_range(0..timing.think_ms.max(1)))).await;
     }
 }
 
@@ -701,7 +1070,7 @@ async fn consumer(
     addrs: Vec<SocketAddr>,
     history: History,
     mut rng: NodeRng,
-    t0: rt::time::Instant,
+    until: rt::time::Instant,
 ) {
     let topic = *TOPICS.choose(&mut rng).expect("non-empty");
     let linearizable = rng.random_bool(0.5);
@@ -709,7 +1078,7 @@ async fn consumer(
     client.timeout = Duration::from_secs(3);
     client.max_attempts = 5;
     let mut offset = 0;
-    while rt::time::now() < t0 + Duration::from_secs(30) {
+    while rt::time::now() < until {
         match client.read(topic, offset, 50, linearizable, 1_000).await {
             Ok(page) => {
                 for s in &page.events {
@@ -737,7 +1106,7 @@ mod tests {
     #[test]
     fn plans_round_trip_through_toml_and_validate() {
         for seed in 0..50 {
-            let plan = Plan::generate(&mut NodeRng::seed_from_u64(seed));
+            let plan = Plan::generate(&mut NodeRng::seed_from_u64(seed), Shape::MIXED, DEFAULT_MAX_DRIFT_PPM);
             let text = toml::to_string(&plan).expect("a plan serializes");
             let back: Plan = toml::from_str(&text).expect("and reads back");
             assert_eq!(back, plan, "seed {seed}:\n{text}");
@@ -747,7 +1116,7 @@ mod tests {
 
     #[test]
     fn a_plan_naming_a_missing_member_is_refused() {
-        let mut plan = Plan::generate(&mut NodeRng::seed_from_u64(1));
+        let mut plan = Plan::generate(&mut NodeRng::seed_from_u64(1), Shape::FIVE, DEFAULT_MAX_DRIFT_PPM);
         plan.faults.push(Step { at_ms: 1_000, fault: Fault::Isolate { node: plan.nodes } });
         assert!(plan.validate().unwrap_err().contains("outside"));
         let text = "nodes = 3\nproducers = 1\nbatches = 1\nconsumers = 1\ndrift_ppm = [0, 0, 0]\n\

@@ -19,6 +19,9 @@ pub struct Options {
     /// Run this plan (TOML, the scenario's `Plan` serialized) instead of the one the seed draws;
     /// the seed still decides everything else. Used by `shrink` and by seed files with a plan.
     pub plan: Option<String>,
+    /// Largest clock drift a member may get, in parts per million (`None`: the scenario's
+    /// default, ±5 %).
+    pub max_drift_ppm: Option<i64>,
 }
 
 /// A deliberate server bug, for testing the testbed itself.
@@ -61,7 +64,15 @@ pub const SCENARIOS: &[ScenarioInfo] = &[
     },
     ScenarioInfo {
         name: "cluster",
-        about: "3 or 5 Raft members under partitions, crashes with power failure, pauses and clock skew; retrying producers, long-poll consumers",
+        about: "3 or 5 Raft members under partitions (halves, one-way, bridge, leader), packet loss, latency, crashes with power failure, disk errors, pauses, clock skew, membership changes; retrying producers, long-poll consumers",
+    },
+    ScenarioInfo {
+        name: "cluster3",
+        about: "3 Raft members, 50 clients, 60 simulated seconds, every fault kind (the speed benchmark's shape)",
+    },
+    ScenarioInfo {
+        name: "cluster5",
+        about: "5 Raft members, 50 clients, 60 simulated seconds, every fault kind",
     },
     ScenarioInfo {
         name: "pipeline",
