@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod history;
+pub mod timeline;
 
 #[cfg(madsim)]
 pub mod runner;
