@@ -293,7 +293,10 @@ impl Timeline {
             .collect();
         let (net_lanes, n_net_lanes) = assign_lanes(
             &net.iter()
-                .map(|&(f, t, l)| (xs(f), xs(t).max(xs(f) + 4.0 + text_w(l, CHAR_W_SMALL))))
+                .map(|&(f, t, l)| {
+                    let lx = label_x(xs(f) + 3.0, l);
+                    (xs(f).min(lx), xs(t).max(lx + text_w(l, CHAR_W_SMALL)))
+                })
                 .collect::<Vec<_>>(),
         );
         let net_top = y;
@@ -309,7 +312,10 @@ impl Timeline {
         let (cmark_lanes, n_cmark_lanes) = assign_lanes(
             &cmarks
                 .iter()
-                .map(|&(t, l)| (xs(t) - 5.0, xs(t) + 7.0 + text_w(l, CHAR_W_SMALL)))
+                .map(|&(t, l)| {
+                    let lx = label_x(xs(t) + 7.0, l);
+                    ((xs(t) - 5.0).min(lx), lx + text_w(l, CHAR_W_SMALL))
+                })
                 .collect::<Vec<_>>(),
         );
         let cmark_top = y;
@@ -319,10 +325,8 @@ impl Timeline {
         let plot_bottom = row_top(rows.max(1) - 1) + ROW_H;
         let axis_y = plot_bottom + 6.0;
 
-        let mut s = String::with_capacity(16 * 1024);
-        let mut body = String::new();
-
-        // Background grid first so bars cover nothing important; ticks are re-drawn faintly on top.
+        // The body is written first because the document's height depends on the legend's wrap.
+        let mut body = String::with_capacity(16 * 1024);
         let ticks = ticks(horizon);
 
         // Rows: role bars, span overlays, commit plots, marks, headers.
@@ -494,15 +498,16 @@ impl Timeline {
                         bottom = f1(bottom)
                     );
                     let lw = text_w(label, CHAR_W_SMALL);
-                    if x + 7.0 > label_end && x + 7.0 + lw <= WIDTH {
+                    let lx = label_x(x + 7.0, label);
+                    if lx > label_end {
                         let _ = write!(
                             body,
                             r#"<text x="{}" y="{}" font-size="10" fill="{MARK_COLOUR}">{}</text>"#,
-                            f1(x + 7.0),
+                            f1(lx),
                             f1(top - 3.0),
                             esc(label)
                         );
-                        label_end = x + 7.0 + lw + 4.0;
+                        label_end = lx + lw + 4.0;
                     }
                     body.push_str("</g>\n");
                 }
@@ -559,7 +564,7 @@ impl Timeline {
                 f1(lane_y + 1.0),
                 f1(w),
                 f1(plot_bottom - lane_y - 1.0),
-                f1(a + 3.0),
+                f1(label_x(a + 3.0, label)),
                 f1(lane_y + LANE_H - 3.0),
                 esc(label)
             );
@@ -582,7 +587,7 @@ impl Timeline {
                 f1(lane_y + 2.0),
                 f1(x),
                 f1(lane_y + LANE_H - 2.0),
-                f1(x + 7.0),
+                f1(label_x(x + 7.0, label)),
                 f1(lane_y + LANE_H - 3.0),
                 esc(label),
                 x = f1(x)
@@ -669,6 +674,7 @@ impl Timeline {
         let height = (ly + 14.0).ceil();
 
         // Document.
+        let mut s = String::with_capacity(body.len() + 2048);
         let title = if self.title.is_empty() { "timeline" } else { &self.title };
         let _ = writeln!(
             s,
@@ -725,6 +731,11 @@ pub fn esc(s: &str) -> String {
 fn f1(v: f64) -> String {
     let r = (v * 10.0).round() / 10.0;
     if r == r.trunc() { format!("{}", r as i64) } else { format!("{r:.1}") }
+}
+
+/// Where a small label meant to start at `x` starts so that it ends inside the picture.
+fn label_x(x: f64, label: &str) -> f64 {
+    x.min(WIDTH - 4.0 - text_w(label, CHAR_W_SMALL)).max(2.0)
 }
 
 fn text_w(s: &str, char_w: f64) -> f64 {
@@ -1099,6 +1110,25 @@ mod tests {
         assert!(svg.contains("n&lt;1&gt;"));
         assert_well_formed(&svg);
         assert_eq!(esc(r#"<&>"'"#), "&lt;&amp;&gt;&quot;&apos;");
+    }
+
+    #[test]
+    fn labels_near_the_right_edge_stay_inside() {
+        let mut t = Timeline::new("edge", names(1));
+        t.push(Event::NetSpan { from: 990, to: None, label: "a long network label at the end".into() });
+        t.push(Event::Mark { at: 1_000, node: None, label: "a long cluster mark label".into() });
+        t.push(Event::Mark { at: 1_000, node: Some(0), label: "a long node mark label".into() });
+        t.finish(1_000);
+        let svg = t.to_svg();
+        for label in
+            ["a long network label at the end", "a long cluster mark label", "a long node mark label"]
+        {
+            let end = svg.find(&format!(">{label}</text>")).unwrap_or_else(|| panic!("{label} drawn"));
+            let start = svg[..end].rfind("<text x=\"").unwrap() + 9;
+            let x: f64 = svg[start..start + svg[start..].find('"').unwrap()].parse().unwrap();
+            assert!(x + text_w(label, CHAR_W_SMALL) <= WIDTH, "{label} at x={x}");
+        }
+        assert_well_formed(&svg);
     }
 
     #[test]
