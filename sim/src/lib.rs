@@ -7,6 +7,7 @@
 pub mod check;
 pub mod history;
 pub mod raft_watch;
+pub mod timeline;
 
 #[cfg(madsim)]
 pub mod runner;
