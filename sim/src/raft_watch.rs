@@ -20,6 +20,8 @@ use eventstreamcore::node::{RaftObserver, RoundView};
 use eventstreamcore::raft::testkit::{Checker, NodeView};
 use eventstreamcore::raft::{Entry, EntryKind, Index, NodeId, Role, Term};
 
+use crate::timeline::{Event, Recorder, RoleMark};
+
 /// How many recent rounds a violation report shows.
 const EXCERPT: usize = 24;
 
@@ -122,6 +124,8 @@ struct Inner {
 /// The observer the simulated members share (one per run).
 pub struct RaftWatch {
     now_ms: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Role changes and commit progress also go here as they happen (member `n` is row `n - 1`).
+    timeline: Option<Recorder>,
     inner: Mutex<Inner>,
 }
 
@@ -134,7 +138,13 @@ impl std::fmt::Debug for RaftWatch {
 impl RaftWatch {
     /// A watch reading simulated time (milliseconds since the start) from `now_ms`.
     pub fn new(now_ms: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        RaftWatch { now_ms: Box::new(now_ms), inner: Mutex::new(Inner::default()) }
+        RaftWatch { now_ms: Box::new(now_ms), timeline: None, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// Also records role changes and commit progress on `timeline` as they happen.
+    pub fn with_timeline(mut self, timeline: Option<Recorder>) -> Self {
+        self.timeline = timeline;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -259,6 +269,15 @@ impl RaftWatch {
         if inner.roles.get(&v.node) != Some(&(v.role, v.term)) {
             inner.roles.insert(v.node, (v.role, v.term));
             inner.role_changes.push(RoleChange { at_ms, node: v.node, role: v.role, term: v.term });
+            if let Some(t) = &self.timeline {
+                let role = match v.role {
+                    Role::Follower => RoleMark::Follower,
+                    Role::PreCandidate => RoleMark::PreCandidate,
+                    Role::Candidate => RoleMark::Candidate,
+                    Role::Leader => RoleMark::Leader,
+                };
+                t.record(Event::Role { at: at_ms, node: v.node as usize - 1, role, term: v.term });
+            }
         }
         if v.role == Role::Leader {
             inner.leaders.entry(v.term).or_insert(v.node);
@@ -266,6 +285,9 @@ impl RaftWatch {
         if inner.last_commit.get(&v.node) != Some(&v.commit) {
             inner.last_commit.insert(v.node, v.commit);
             inner.commits.push((at_ms, v.node, v.commit));
+            if let Some(t) = &self.timeline {
+                t.record(Event::Commit { at: at_ms, node: v.node as usize - 1, index: v.commit });
+            }
         }
         if inner.violation.is_some() {
             return;

@@ -304,5 +304,11 @@ pub fn load_seed_files(dir: &Path) -> Result<Vec<(PathBuf, SeedFile)>, String> {
 
 /// Shared options factory for sweeps: a fresh plan slot per seed.
 pub fn default_options() -> Options {
-    Options { mutant: None, plan_slot: Arc::new(Mutex::new(None)), plan: None, max_drift_ppm: None }
+    Options {
+        mutant: None,
+        plan_slot: Arc::new(Mutex::new(None)),
+        plan: None,
+        max_drift_ppm: None,
+        timeline: None,
+    }
 }

@@ -33,6 +33,7 @@ use super::{Mutant, Options, RunReport};
 use crate::check;
 use crate::history::{AckRecord, History};
 use crate::raft_watch::RaftWatch;
+use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
 
 const TOPICS: &[&str] = &["orders", "payment", "sensor/temperature"];
 const CLIENT_PORT: u16 = 7070;
@@ -369,6 +370,60 @@ struct MemberSlot {
     clock: Arc<Mutex<Option<NodeClock>>>,
 }
 
+/// Draws the faults on the run's timeline (when one is recorded): spans with their ends, network
+/// conditions as bands, clock steps and membership changes as marks.
+#[derive(Clone)]
+struct FaultLog {
+    rec: Option<Recorder>,
+    start: rt::time::Instant,
+    /// Isolations and partitions open until the next heal: (node or band, from, label).
+    open: Arc<Mutex<Vec<(Option<usize>, Ms, String)>>>,
+}
+
+impl FaultLog {
+    fn now(&self) -> Ms {
+        (rt::time::now() - self.start).as_millis() as Ms
+    }
+
+    fn span(&self, node: usize, ms: u64, kind: SpanKind, label: impl Into<String>) {
+        if let Some(r) = &self.rec {
+            let from = self.now();
+            r.record(TimelineEvent::Span { node, from, to: Some(from + ms), kind, label: label.into() });
+        }
+    }
+
+    fn band(&self, ms: u64, label: impl Into<String>) {
+        if let Some(r) = &self.rec {
+            let from = self.now();
+            r.record(TimelineEvent::NetSpan { from, to: Some(from + ms), label: label.into() });
+        }
+    }
+
+    fn mark(&self, node: Option<usize>, label: impl Into<String>) {
+        if let Some(r) = &self.rec {
+            r.record(TimelineEvent::Mark { at: self.now(), node, label: label.into() });
+        }
+    }
+
+    /// A network fault that lasts until the next heal: on one node's row, or as a band.
+    fn until_heal(&self, node: Option<usize>, label: impl Into<String>) {
+        if self.rec.is_some() {
+            self.open.lock().unwrap_or_else(|e| e.into_inner()).push((node, self.now(), label.into()));
+        }
+    }
+
+    fn heal(&self) {
+        let Some(r) = &self.rec else { return };
+        let to = Some(self.now());
+        for (node, from, label) in self.open.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            r.record(match node {
+                Some(node) => TimelineEvent::Span { node, from, to, kind: SpanKind::Isolated, label },
+                None => TimelineEvent::NetSpan { from, to, label },
+            });
+        }
+    }
+}
+
 /// What tasks outside the fault loop need of a member (disks and its current incarnation).
 #[derive(Clone)]
 struct MemberHandles {
@@ -430,6 +485,7 @@ struct Rejoin {
     history: History,
     busy: Arc<std::sync::atomic::AtomicBool>,
     give_up: rt::time::Instant,
+    log: FaultLog,
 }
 
 impl Rejoin {
@@ -445,6 +501,8 @@ impl Rejoin {
             return;
         }
         self.history.count("members_removed");
+        let removed_at = self.log.now();
+        self.log.mark(Some(self.member), "removed, wiped");
         // The old incarnation and everything it stored are gone: it comes back as a new member.
         self.handle.kill(self.id);
         *self.slot.node.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -459,7 +517,14 @@ impl Rejoin {
             raft_addr: SocketAddr::new(IpAddr::V4(member_ip(self.member)), RAFT_PORT).to_string(),
             client_addr: client_addr(self.member).to_string(),
         };
-        if self.admin(&mut client, add).await {
+        let added = self.admin(&mut client, add).await;
+        if let Some(r) = &self.log.rec {
+            let (from, to) = (removed_at, Some(self.log.now()));
+            let label = "removed from the cluster".to_string();
+            r.record(TimelineEvent::Span { node: self.member, from, to, kind: SpanKind::Removed, label });
+        }
+        if added {
+            self.log.mark(Some(self.member), "added back");
             self.history.count("members_added_back");
         } else {
             self.history.violation(format!(
@@ -482,6 +547,11 @@ impl Rejoin {
             }
         }
     }
+}
+
+/// "n1, n3" for member indexes.
+fn names(side: &[usize]) -> String {
+    side.iter().map(|n| format!("n{}", n + 1)).collect::<Vec<_>>().join(", ")
 }
 
 /// Deletes every file of a simulated disk, durably.
@@ -594,9 +664,18 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     }
     let description = plan.describe();
     *opts.plan_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(description.clone());
+    let log = FaultLog { rec: opts.timeline.clone(), start: rt::time::now(), open: Arc::default() };
+    if let Some(r) = &log.rec {
+        for (node, ppm) in plan.drift_ppm.iter().enumerate() {
+            r.record(TimelineEvent::Drift { node, ppm: *ppm });
+        }
+    }
     let history = History::new();
     let start = rt::time::now();
-    let watch = Arc::new(RaftWatch::new(move || (rt::time::now() - start).as_millis() as u64));
+    let watch = Arc::new(
+        RaftWatch::new(move || (rt::time::now() - start).as_millis() as u64)
+            .with_timeline(opts.timeline.clone()),
+    );
 
     // --- members ---------------------------------------------------------------------------------
     let mut slots = Vec::new();
@@ -681,10 +760,14 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     for Step { at_ms, fault } in &plan.faults {
         rt::time::sleep_until(t0 + Duration::from_millis(*at_ms)).await;
         match fault {
-            Fault::Isolate { node } => net.clog_node(ids[*node]),
+            Fault::Isolate { node } => {
+                net.clog_node(ids[*node]);
+                log.until_heal(Some(*node), "isolated");
+            }
             Fault::IsolateLeader => match current_leader(&slots) {
                 Some(l) => {
                     net.clog_node(ids[l]);
+                    log.until_heal(Some(l), "leader isolated");
                     history.count("leader_isolated");
                 }
                 None => history.count("isolate_leader_without_leader"),
@@ -697,6 +780,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                         }
                     }
                 }
+                log.until_heal(None, format!("split {} | rest", names(side)));
             }
             Fault::Bridge { bridge, side } => {
                 for a in (0..plan.nodes).filter(|n| n != bridge) {
@@ -706,16 +790,25 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                         }
                     }
                 }
+                log.until_heal(None, format!("bridge n{}: {} | rest", bridge + 1, names(side)));
             }
-            Fault::OneWay { from, to } => net.clog_link(ids[*from], ids[*to]),
-            Fault::Heal => heal(&net, &ids),
+            Fault::OneWay { from, to } => {
+                net.clog_link(ids[*from], ids[*to]);
+                log.until_heal(None, format!("n{} → n{} cut", from + 1, to + 1));
+            }
+            Fault::Heal => {
+                heal(&net, &ids);
+                log.heal();
+            }
             Fault::PacketLoss { pct, ms } => {
+                log.band(*ms, format!("{pct}% packet loss"));
                 net.update_config(|c| c.packet_loss_rate = f64::from(*pct) / 100.0);
                 restore_net_later(&net, &net_epoch, Duration::from_millis(*ms));
             }
             Fault::Slow { min_ms, max_ms, ms } => {
                 let range = Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms);
                 net.update_config(|c| c.send_latency = range);
+                log.band(*ms, format!("latency {min_ms}–{max_ms} ms"));
                 restore_net_later(&net, &net_epoch, Duration::from_millis(*ms));
             }
             Fault::Crash { node, down_ms } => {
@@ -731,6 +824,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                     &mut tear_rng,
                     Duration::from_millis(*down_ms),
                 );
+                log.span(*node, *down_ms, SpanKind::Down, "crash, power fail");
                 history.count("crashes");
             }
             Fault::CrashMany { nodes, down_ms } => {
@@ -746,6 +840,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                         &mut tear_rng,
                         Duration::from_millis(*down_ms),
                     );
+                    log.span(*node, *down_ms, SpanKind::Down, "power cut (several members)");
                     history.count("crashes");
                 }
             }
@@ -762,6 +857,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                     DiskErrorKind::Full => DiskFault::Capacity(disk.used_bytes()),
                 });
                 history.count("disk_faults");
+                log.span(*node, *down_ms, SpanKind::DiskFault, format!("disk: {error:?}"));
                 // The member notices at its next write and stops replicating (serving reads);
                 // then an operator power-cycles it with the disk fixed.
                 let (h, id, slot, mut trng) =
@@ -788,12 +884,14 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                     down: Duration::from_millis(*down_ms),
                     history: history.clone(),
                     busy: rejoin_busy.clone(),
+                    log: log.clone(),
                     give_up: fault_end + Duration::from_secs(30),
                 };
                 rejoins.push(admin_node.spawn(job.run()));
             }
             Fault::Pause { node, ms } => {
                 handle.pause(ids[*node]);
+                log.span(*node, *ms, SpanKind::Paused, format!("paused {:.1} s", *ms as f64 / 1000.0));
                 let (h, id, ms) = (handle.clone(), ids[*node], *ms);
                 madsim::task::spawn(async move {
                     rt::time::sleep(Duration::from_millis(ms)).await;
@@ -804,11 +902,14 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                 if let Some(c) = slots[*node].clock.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                     c.step_wall(i128::from(*ms) * 1_000_000);
                 }
+                log.mark(Some(*node), format!("clock {:+.1} s", *ms as f64 / 1000.0));
             }
         }
     }
     rt::time::sleep_until(fault_end).await;
     heal(&net, &ids);
+    log.heal();
+    log.mark(None, "faults end: heal");
     net_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     net.update_config(|c| *c = madsim::net::Config::default());
     // Crashed members come back within 3 s, paused ones within 2 s.
@@ -946,7 +1047,15 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     for id in &ids {
         handle.kill(*id);
     }
-    RunReport { digest: d.finish(), summary, failure }
+    if let Some(r) = &opts.timeline {
+        r.set_title(format!(
+            "{} — {}",
+            description.lines().next().unwrap_or_default(),
+            failure.as_ref().map_or("passed".to_string(), |f| format!("FAILED: {}", f.checker))
+        ));
+        r.finish((rt::time::now() - start).as_millis() as Ms);
+    }
+    RunReport { digest: d.finish(), summary, failure, raft_log: Some(watch.summary()) }
 }
 
 /// Kills a member, loses its unsynced writes (tearing the last one) and restarts it after `down`.

@@ -397,7 +397,7 @@ pub async fn run(opts: Options) -> RunReport {
         data.legacy_sent.values().sum::<u64>(),
         data.counters,
     );
-    RunReport { digest: d.finish(), summary, failure }
+    RunReport { digest: d.finish(), summary, failure, raft_log: None }
 }
 
 type StopFn = (Box<dyn FnOnce() + Send>, Arc<eventstreamcore::metrics::IngestMetrics>);

@@ -22,6 +22,9 @@ pub struct Options {
     /// Largest clock drift a member may get, in parts per million (`None`: the scenario's
     /// default, ±5 %).
     pub max_drift_ppm: Option<i64>,
+    /// Record the run here (roles, terms, commits, faults) for `--timeline out.svg`; it survives
+    /// a panic of the run.
+    pub timeline: Option<crate::timeline::Recorder>,
 }
 
 /// A deliberate server bug, for testing the testbed itself.
@@ -47,6 +50,9 @@ pub struct RunReport {
     pub summary: String,
     /// The first checker that failed, if any.
     pub failure: Option<CheckFailure>,
+    /// Scenarios with Raft: the committed log and the leader of each term, summarized (what
+    /// the golden snapshots hold).
+    pub raft_log: Option<String>,
 }
 
 /// A scenario's name and one-line description.
