@@ -330,6 +330,7 @@ pub async fn run(opts: Options) -> RunReport {
     }
     let description = plan.describe();
     *opts.plan_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(description.clone());
+    *opts.plan_toml_slot.lock().unwrap_or_else(|e| e.into_inner()) = toml::to_string(&plan).ok();
     let history = History::new();
 
     // --- members ---------------------------------------------------------------------------------
