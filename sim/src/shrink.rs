@@ -36,7 +36,9 @@ pub fn shrinkable(scenario: &str) -> bool {
 /// Reads and checks a plan given as TOML for `scenario` (a seed file's `[plan]`, a `--plan` file).
 pub fn parse_plan(scenario: &str, text: &str) -> Result<Plan, String> {
     if !shrinkable(scenario) {
-        return Err(format!("scenario `{scenario}` takes no plan; {}", not_shrinkable(scenario)));
+        return Err(format!(
+            "scenario `{scenario}` takes no plan (only scenarios with a fault plan do: cluster)"
+        ));
     }
     let plan: Plan = toml::from_str(text).map_err(|e| format!("not a `{scenario}` plan: {e}"))?;
     plan.validate()?;
