@@ -13,3 +13,5 @@ pub mod timeline;
 pub mod runner;
 #[cfg(madsim)]
 pub mod scenarios;
+#[cfg(madsim)]
+pub mod shrink;

@@ -14,15 +14,20 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(madsim)]
 mod sim_main {
+    use std::path::{Path, PathBuf};
     use std::process::ExitCode;
     use std::sync::Mutex;
 
     use clap::{Parser, Subcommand};
     use eventstreamcore_sim::runner::{self, SeedResult};
     use eventstreamcore_sim::scenarios::{self, Mutant, Options};
+    use eventstreamcore_sim::shrink;
 
     #[derive(Parser, Debug)]
-    #[command(name = "esc-sim", about = "Deterministic simulation of EventStreamCore: sweep, replay, list")]
+    #[command(
+        name = "esc-sim",
+        about = "Deterministic simulation of EventStreamCore: sweep, replay, shrink, list"
+    )]
     struct Cli {
         #[command(subcommand)]
         command: Command,
@@ -49,15 +54,37 @@ mod sim_main {
         },
         /// Run one seed with tracing output and print its report.
         Replay {
-            #[arg(long, default_value = "ingest")]
-            scenario: String,
+            /// Default: the `--plan` seed file's scenario, else `ingest`.
             #[arg(long)]
-            seed: u64,
+            scenario: Option<String>,
+            /// Default: the `--plan` seed file's seed.
+            #[arg(long)]
+            seed: Option<u64>,
+            /// Run this plan instead of the seed's own: a seed file with a `[plan]` (as `shrink
+            /// --out` writes) or a bare plan TOML.
+            #[arg(long)]
+            plan: Option<PathBuf>,
             /// tracing filter for the replay (default: debug for eventstreamcore).
             #[arg(long, default_value = "warn,eventstreamcore=debug,eventstreamcore_sim=debug")]
             log: String,
             #[arg(long, value_parser = ["ack-before-store", "lying-fsync"])]
             mutant: Option<String>,
+        },
+        /// Minimize the fault plan of a failing seed: print the smallest plan found that still
+        /// fails, as a ready-to-save seed file.
+        Shrink {
+            #[arg(long, default_value = "cluster")]
+            scenario: String,
+            #[arg(long)]
+            seed: u64,
+            #[arg(long, value_parser = ["ack-before-store", "lying-fsync"])]
+            mutant: Option<String>,
+            /// Simulator runs to spend at most (the first, of the seed's own plan, included).
+            #[arg(long, default_value_t = shrink::DEFAULT_MAX_RUNS)]
+            max_runs: usize,
+            /// Also write the seed file here (refuses to overwrite), e.g. seeds/cluster-<seed>.toml.
+            #[arg(long)]
+            out: Option<PathBuf>,
         },
         /// Run a seed twice under madsim's determinism checker.
         Determinism {
@@ -72,11 +99,29 @@ mod sim_main {
 
     fn options(mutant: &Option<String>) -> Options {
         let mut o = runner::default_options();
-        o.mutant = mutant.as_deref().map(|m| match m {
-            "lying-fsync" => Mutant::LyingFsync,
-            _ => Mutant::AckBeforeStore,
-        });
+        o.mutant = mutant.as_deref().and_then(Mutant::from_name);
         o
+    }
+
+    /// What `replay --plan FILE` read: the seed file's scenario and seed (if it is one) and the
+    /// plan as TOML.
+    struct PlanFile {
+        scenario: Option<String>,
+        seed: Option<u64>,
+        plan: String,
+    }
+
+    #[allow(clippy::disallowed_methods)] // reads a file the user named, outside the simulation
+    fn read_plan_file(path: &Path) -> Result<PlanFile, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !table.contains_key("scenario") {
+            return Ok(PlanFile { scenario: None, seed: None, plan: text });
+        }
+        let f: runner::SeedFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let plan =
+            f.plan_toml().ok_or_else(|| format!("{}: a seed file without a [plan]", path.display()))?;
+        Ok(PlanFile { scenario: Some(f.scenario), seed: Some(f.seed), plan })
     }
 
     fn check_scenario(name: &str) -> Result<(), ExitCode> {
@@ -141,17 +186,40 @@ mod sim_main {
                     ExitCode::FAILURE
                 }
             }
-            Command::Replay { scenario, seed, log, mutant } => {
+            Command::Replay { scenario, seed, plan, log, mutant } => {
+                let given = match plan.as_deref().map(read_plan_file).transpose() {
+                    Ok(g) => g,
+                    Err(e) => {
+                        eprintln!("--plan: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let scenario = scenario
+                    .or_else(|| given.as_ref().and_then(|g| g.scenario.clone()))
+                    .unwrap_or_else(|| "ingest".into());
                 if let Err(c) = check_scenario(&scenario) {
                     return c;
                 }
+                let Some(seed) = seed.or_else(|| given.as_ref().and_then(|g| g.seed)) else {
+                    eprintln!("--seed is required (unless --plan names a seed file)");
+                    return ExitCode::from(2);
+                };
+                if let Some(g) = &given
+                    && let Err(e) = shrink::parse_plan(&scenario, &g.plan)
+                {
+                    eprintln!("--plan: {e}");
+                    return ExitCode::from(2);
+                }
+                let mut opts = options(&mutant);
+                opts.plan = given.map(|g| g.plan);
                 let filter = std::env::var("RUST_LOG").unwrap_or(log);
                 let _ = tracing_subscriber::fmt()
                     .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
                     .with_writer(std::io::stderr)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .try_init();
-                let r = runner::run_seed(&scenario, seed, options(&mutant));
+                let mut r = runner::run_seed(&scenario, seed, opts);
+                r.plan_file = plan;
                 match &r.outcome {
                     Ok(report) => println!("{}\ndigest: {:016x}", report.summary, report.digest),
                     Err(_) => println!("plan: {}", r.plan.as_deref().unwrap_or("(not drawn)")),
@@ -162,6 +230,52 @@ mod sim_main {
                 } else {
                     println!("seed {seed} of `{scenario}` passed ({:.2}s wall)", r.wall.as_secs_f64());
                     ExitCode::SUCCESS
+                }
+            }
+            Command::Shrink { scenario, seed, mutant, max_runs, out } => {
+                if let Err(c) = check_scenario(&scenario) {
+                    return c;
+                }
+                if !shrink::shrinkable(&scenario) {
+                    eprintln!("{}", shrink::ShrinkError::NotShrinkable(scenario));
+                    return ExitCode::from(2);
+                }
+                if let Some(p) = &out
+                    && p.exists()
+                {
+                    eprintln!("--out: {} exists; not overwriting it", p.display());
+                    return ExitCode::from(2);
+                }
+                let mutant = mutant.as_deref().and_then(Mutant::from_name);
+                match shrink::shrink(&scenario, seed, mutant, max_runs.max(1), |line| eprintln!("{line}")) {
+                    Ok(s) => {
+                        println!("{}", s.report());
+                        let file = s.seed_file();
+                        match &out {
+                            Some(p) => {
+                                if let Err(e) = shrink::write_new_file(p, &file) {
+                                    eprintln!("--out: {e}");
+                                    return ExitCode::from(2);
+                                }
+                                println!("wrote {}:\n\n{file}", p.display());
+                            }
+                            None => println!(
+                                "seed file (save as seeds/{scenario}-{seed}.toml, or pass --out):\n\n{file}"
+                            ),
+                        }
+                        let m = mutant.map(|m| format!(" --mutant {}", m.name())).unwrap_or_default();
+                        let f = out.as_ref().map_or("<FILE>".into(), |p| p.display().to_string());
+                        println!("replay: cargo sim -- replay --plan {f}{m}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e @ shrink::ShrinkError::NotShrinkable(_)) => {
+                        eprintln!("{e}");
+                        ExitCode::from(2)
+                    }
+                    Err(e) => {
+                        eprintln!("seed {seed} of `{scenario}`: {e}");
+                        ExitCode::FAILURE
+                    }
                 }
             }
             Command::Determinism { scenario, seed } => {

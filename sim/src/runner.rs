@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::scenarios::{self, Options, RunReport};
+use crate::scenarios::cluster::Shape;
+use crate::scenarios::{self, Mutant, Options, RunReport};
 
 /// Simulated-time limit of one run; exceeding it is a failure (a hang or lost liveness).
 pub const TIME_LIMIT: Duration = Duration::from_secs(600);
@@ -27,6 +28,12 @@ pub struct SeedResult {
     pub outcome: Result<RunReport, String>,
     /// Wall-clock time the run took.
     pub wall: Duration,
+    /// The mutant the run used (the replay line repeats it).
+    pub mutant: Option<Mutant>,
+    /// The plan (TOML) the run was given instead of the seed's own ([`Options::plan`]).
+    pub plan_override: Option<String>,
+    /// The file that plan came from, if any (set by whoever read it; the replay line names it).
+    pub plan_file: Option<PathBuf>,
 }
 
 impl SeedResult {
@@ -51,16 +58,51 @@ impl SeedResult {
         self.outcome.as_ref().ok().map(|r| r.digest)
     }
 
-    /// A block a person can act on: what failed, the plan, and the command that replays it.
+    /// The name of the checker that failed (`panic` if the run panicked), if any.
+    pub fn checker(&self) -> Option<String> {
+        match &self.outcome {
+            Ok(r) => r.failure.as_ref().map(|f| f.checker.to_string()),
+            Err(_) => Some("panic".to_string()),
+        }
+    }
+
+    /// The command that replays this run: the seed, plus the mutant and the plan file if the
+    /// run had them (`--plan <FILE>` when the plan came from no file: see [`failure_report`]).
+    ///
+    /// [`failure_report`]: SeedResult::failure_report
+    pub fn replay_line(&self) -> String {
+        let mut line = replay_command(&self.scenario, self.seed);
+        if let Some(m) = self.mutant {
+            line.push_str(&format!(" --mutant {}", m.name()));
+        }
+        if self.plan_override.is_some() {
+            match &self.plan_file {
+                Some(f) => line.push_str(&format!(" --plan {}", f.display())),
+                None => line.push_str(" --plan <FILE>"),
+            }
+        }
+        line
+    }
+
+    /// A block a person can act on: what failed, the plan, and the command that replays it (with
+    /// the plan's TOML to save as `<FILE>` when the run was given a plan that is in no file).
     pub fn failure_report(&self) -> String {
-        format!(
+        let mut s = format!(
             "--- simulation failure ---\nscenario: {}\nseed:     {}\nplan:     {}\nfailure:  {}\nreplay:   {}\n",
             self.scenario,
             self.seed,
             self.plan.as_deref().unwrap_or("(not drawn)"),
             self.failure().unwrap_or_default(),
-            replay_command(&self.scenario, self.seed),
-        )
+            self.replay_line(),
+        );
+        if let (Some(plan), None) = (&self.plan_override, &self.plan_file) {
+            s.push_str("<FILE> (the plan this run was given):\n");
+            s.push_str(plan);
+            if !plan.ends_with('\n') {
+                s.push('\n');
+            }
+        }
+        s
     }
 }
 
@@ -99,7 +141,7 @@ pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
     assert!(scenarios::find(scenario).is_some(), "unknown scenario `{scenario}`");
     if opts.mutant.is_none()
         && std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some()
-        && let Err(e) = check_determinism(scenario, seed)
+        && let Err(e) = check_determinism_with(scenario, seed, opts.plan.clone())
     {
         return SeedResult {
             scenario: scenario.to_string(),
@@ -107,9 +149,13 @@ pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
             plan: None,
             outcome: Err(format!("non-deterministic run: {e}")),
             wall: Duration::ZERO,
+            mutant: None,
+            plan_override: opts.plan,
+            plan_file: None,
         };
     }
     let plan_slot = opts.plan_slot.clone();
+    let (mutant, plan_override) = (opts.mutant, opts.plan.clone());
     let name = scenario.to_string();
     let started = Instant::now();
     let joined = std::thread::Builder::new()
@@ -129,46 +175,80 @@ pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
         plan,
         outcome: joined.map_err(|p| panic_message(p.as_ref())),
         wall: started.elapsed(),
+        mutant,
+        plan_override,
+        plan_file: None,
     }
 }
 
 /// Runs a seed twice under madsim's determinism checker (every random draw and its simulated
 /// time compared); `Err` with the message if the runs diverge or fail.
 pub fn check_determinism(scenario: &str, seed: u64) -> Result<(), String> {
+    check_determinism_with(scenario, seed, None)
+}
+
+/// The plan [`check_determinism_with`] hands to the runs (madsim's checker takes a plain `fn`, so
+/// the plan cannot be captured); `DETERMINISM_LOCK` keeps one check with a plan at a time.
+static DETERMINISM_PLAN: Mutex<Option<String>> = Mutex::new(None);
+static DETERMINISM_LOCK: Mutex<()> = Mutex::new(());
+
+fn determinism_options() -> Options {
+    Options { plan: DETERMINISM_PLAN.lock().unwrap_or_else(|e| e.into_inner()).clone(), ..Options::default() }
+}
+
+fn checked<F: std::future::Future<Output = RunReport> + 'static>(
+    seed: u64,
+    with_plan: bool,
+    given: fn() -> F,
+    drawn: fn() -> F,
+) {
+    let cfg = madsim::Config::default();
+    madsim::runtime::Runtime::check_determinism(seed, cfg, if with_plan { given } else { drawn });
+}
+
+/// [`check_determinism`] of a run given `plan` instead of the seed's own ([`Options::plan`]).
+pub fn check_determinism_with(scenario: &str, seed: u64, plan: Option<String>) -> Result<(), String> {
+    let with_plan = plan.is_some();
+    let _one_at_a_time = with_plan.then(|| {
+        let guard = DETERMINISM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        *DETERMINISM_PLAN.lock().unwrap_or_else(|e| e.into_inner()) = plan;
+        guard
+    });
     let scenario = scenario.to_string();
-    std::thread::spawn(move || {
-        let cfg = madsim::Config::default();
-        match scenario.as_str() {
-            "ingest" => {
-                madsim::runtime::Runtime::check_determinism(seed, cfg, || {
-                    scenarios::ingest::run(Options::default())
-                });
-            }
-            "cluster" => {
-                madsim::runtime::Runtime::check_determinism(seed, cfg, || {
-                    scenarios::cluster::run(Options::default(), scenarios::cluster::Shape::MIXED)
-                });
-            }
-            "cluster3" => {
-                madsim::runtime::Runtime::check_determinism(seed, cfg, || {
-                    scenarios::cluster::run(Options::default(), scenarios::cluster::Shape::THREE)
-                });
-            }
-            "cluster5" => {
-                madsim::runtime::Runtime::check_determinism(seed, cfg, || {
-                    scenarios::cluster::run(Options::default(), scenarios::cluster::Shape::FIVE)
-                });
-            }
-            "pipeline" => {
-                madsim::runtime::Runtime::check_determinism(seed, cfg, || {
-                    scenarios::pipeline::run(Options::default())
-                });
-            }
-            other => panic!("unknown scenario `{other}`"),
-        }
+    std::thread::spawn(move || match scenario.as_str() {
+        "ingest" => checked(
+            seed,
+            with_plan,
+            || scenarios::ingest::run(determinism_options()),
+            || scenarios::ingest::run(Options::default()),
+        ),
+        "cluster" => checked(
+            seed,
+            with_plan,
+            || scenarios::cluster::run(determinism_options(), Shape::MIXED),
+            || scenarios::cluster::run(Options::default(), Shape::MIXED),
+        ),
+        "cluster3" => checked(
+            seed,
+            with_plan,
+            || scenarios::cluster::run(determinism_options(), Shape::THREE),
+            || scenarios::cluster::run(Options::default(), Shape::THREE),
+        ),
+        "cluster5" => checked(
+            seed,
+            with_plan,
+            || scenarios::cluster::run(determinism_options(), Shape::FIVE),
+            || scenarios::cluster::run(Options::default(), Shape::FIVE),
+        ),
+        "pipeline" => checked(
+            seed,
+            with_plan,
+            || scenarios::pipeline::run(determinism_options()),
+            || scenarios::pipeline::run(Options::default()),
+        ),
+        other => panic!("unknown scenario `{other}`"),
     })
     .join()
-    .map(|_| ())
     .map_err(|p| panic_message(p.as_ref()))
 }
 
@@ -269,7 +349,7 @@ pub fn default_jobs() -> usize {
 }
 
 /// A regression seed: a seed that once failed, replayed forever.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedFile {
     pub scenario: String,
@@ -278,8 +358,33 @@ pub struct SeedFile {
     pub note: String,
     /// Also run it twice under madsim's determinism checker (for seeds that once replayed
     /// differently).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub determinism: bool,
+    /// The plan to run instead of the one the seed draws (a `[plan]` table with the scenario's
+    /// plan fields; `shrink --out` writes it). Only scenarios with a fault plan take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<toml::Table>,
+}
+
+impl SeedFile {
+    /// The `[plan]` table as the TOML text [`Options::plan`] takes.
+    pub fn plan_toml(&self) -> Option<String> {
+        self.plan.as_ref().map(|t| toml::to_string(t).expect("a TOML table serializes"))
+    }
+
+    /// The options that replay this seed file (its plan, if it has one; no mutant).
+    pub fn options(&self) -> Options {
+        Options { plan: self.plan_toml(), ..default_options() }
+    }
+}
+
+/// Replays a seed file once (with its plan, if it has one); the result's replay line names the file.
+pub fn replay_seed_file(path: &Path, file: &SeedFile) -> SeedResult {
+    let mut r = run_seed(&file.scenario, file.seed, file.options());
+    if file.plan.is_some() {
+        r.plan_file = Some(path.to_path_buf());
+    }
+    r
 }
 
 /// Loads every `*.toml` seed file in `dir`, sorted by name.
@@ -297,6 +402,10 @@ pub fn load_seed_files(dir: &Path) -> Result<Vec<(PathBuf, SeedFile)>, String> {
         if scenarios::find(&f.scenario).is_none() {
             return Err(format!("{}: unknown scenario `{}`", p.display(), f.scenario));
         }
+        if let Some(plan) = f.plan_toml() {
+            crate::shrink::parse_plan(&f.scenario, &plan)
+                .map_err(|e| format!("{}: [plan]: {e}", p.display()))?;
+        }
         out.push((p, f));
     }
     Ok(out)
@@ -310,5 +419,6 @@ pub fn default_options() -> Options {
         plan: None,
         max_drift_ppm: None,
         timeline: None,
+        plan_toml_slot: Arc::new(Mutex::new(None)),
     }
 }

@@ -670,6 +670,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             r.record(TimelineEvent::Drift { node, ppm: *ppm });
         }
     }
+    *opts.plan_toml_slot.lock().unwrap_or_else(|e| e.into_inner()) = toml::to_string(&plan).ok();
     let history = History::new();
     let start = rt::time::now();
     let watch = Arc::new(

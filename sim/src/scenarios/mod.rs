@@ -25,6 +25,9 @@ pub struct Options {
     /// Record the run here (roles, terms, commits, faults) for `--timeline out.svg`; it survives
     /// a panic of the run.
     pub timeline: Option<crate::timeline::Recorder>,
+    /// Where a scenario with a serializable plan writes the TOML of the plan it runs (drawn or
+    /// given), so `shrink` can start from a seed's own plan.
+    pub plan_toml_slot: PlanSlot,
 }
 
 /// A deliberate server bug, for testing the testbed itself.
@@ -36,6 +39,21 @@ pub enum Mutant {
     /// Cluster members' disks report fsync done without making anything durable (a disk or
     /// virtual machine that lies about flushes), so a power failure loses acked writes.
     LyingFsync,
+}
+
+impl Mutant {
+    /// The name `--mutant` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::AckBeforeStore => "ack-before-store",
+            Mutant::LyingFsync => "lying-fsync",
+        }
+    }
+
+    /// The mutant called `name` (as `--mutant` takes it).
+    pub fn from_name(name: &str) -> Option<Mutant> {
+        [Mutant::AckBeforeStore, Mutant::LyingFsync].into_iter().find(|m| m.name() == name)
+    }
 }
 
 /// A shared slot for the plan text.
