@@ -22,6 +22,7 @@ mod sim_main {
     use eventstreamcore_sim::runner::{self, SeedResult};
     use eventstreamcore_sim::scenarios::{self, Mutant, Options};
     use eventstreamcore_sim::shrink;
+    use eventstreamcore_sim::timeline::Recorder;
 
     #[derive(Parser, Debug)]
     #[command(
@@ -69,6 +70,10 @@ mod sim_main {
             log: String,
             #[arg(long, value_parser = ["ack-before-store", "lying-fsync"])]
             mutant: Option<String>,
+            /// Draw the run as an SVG here: a row per member over simulated time with role and
+            /// term, partitions, crashes, pauses, disk faults, clock steps and commits.
+            #[arg(long, value_name = "OUT.svg")]
+            timeline: Option<PathBuf>,
         },
         /// Minimize the fault plan of a failing seed: print the smallest plan found that still
         /// fails, as a ready-to-save seed file.
@@ -186,7 +191,7 @@ mod sim_main {
                     ExitCode::FAILURE
                 }
             }
-            Command::Replay { scenario, seed, plan, log, mutant } => {
+            Command::Replay { scenario, seed, plan, log, mutant, timeline } => {
                 let given = match plan.as_deref().map(read_plan_file).transpose() {
                     Ok(g) => g,
                     Err(e) => {
@@ -218,8 +223,27 @@ mod sim_main {
                     .with_writer(std::io::stderr)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .try_init();
+                let recorder =
+                    timeline.as_ref().map(|_| Recorder::new(format!("{scenario} seed {seed}"), vec![]));
+                opts.timeline = recorder.clone();
                 let mut r = runner::run_seed(&scenario, seed, opts);
                 r.plan_file = plan;
+                if let (Some(path), Some(rec)) = (&timeline, &recorder) {
+                    let t = rec.snapshot();
+                    if t.events.is_empty() {
+                        eprintln!(
+                            "--timeline: the `{scenario}` scenario draws no timeline (the cluster scenarios do)"
+                        );
+                    } else {
+                        match std::fs::write(path, t.to_svg()) {
+                            Ok(()) => eprintln!("timeline: {} ({} events)", path.display(), t.events.len()),
+                            Err(e) => {
+                                eprintln!("--timeline: cannot write {}: {e}", path.display());
+                                return ExitCode::from(2);
+                            }
+                        }
+                    }
+                }
                 match &r.outcome {
                     Ok(report) => println!("{}\ndigest: {:016x}", report.summary, report.digest),
                     Err(_) => println!("plan: {}", r.plan.as_deref().unwrap_or("(not drawn)")),

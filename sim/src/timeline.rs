@@ -881,6 +881,11 @@ impl Recorder {
         self.with(|t| t.title = title);
     }
 
+    /// Names the rows (the scenario knows how many members it runs).
+    pub fn set_nodes(&self, nodes: Vec<String>) {
+        self.with(|t| t.nodes = nodes);
+    }
+
     /// Closes open spans at `end` and records the end time (see [`Timeline::finish`]).
     pub fn finish(&self, end: Ms) {
         self.with(|t| t.finish(end));

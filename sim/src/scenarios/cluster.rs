@@ -666,6 +666,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     *opts.plan_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(description.clone());
     let log = FaultLog { rec: opts.timeline.clone(), start: rt::time::now(), open: Arc::default() };
     if let Some(r) = &log.rec {
+        r.set_nodes((0..plan.nodes).map(|i| format!("n{}", i + 1)).collect());
         for (node, ppm) in plan.drift_ppm.iter().enumerate() {
             r.record(TimelineEvent::Drift { node, ppm: *ppm });
         }
@@ -1049,9 +1050,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         handle.kill(*id);
     }
     if let Some(r) = &opts.timeline {
+        let base = r.snapshot().title;
         r.set_title(format!(
-            "{} — {}",
-            description.lines().next().unwrap_or_default(),
+            "{base} — {} members, {} faults — {}",
+            plan.nodes,
+            plan.faults.len(),
             failure.as_ref().map_or("passed".to_string(), |f| format!("FAILED: {}", f.checker))
         ));
         r.finish((rt::time::now() - start).as_millis() as Ms);
