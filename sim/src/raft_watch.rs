@@ -181,50 +181,47 @@ impl RaftWatch {
         self.lock().commits.clone()
     }
 
-    /// A short, stable summary for golden snapshots: the leader of each term, the committed log
-    /// with consecutive entries of one term and kind folded into one line (with a digest over
-    /// their payloads), and per member how it got its state.
+    /// A short, stable summary for golden snapshots: the leader of each term; the committed log
+    /// one line per term (index range, entries by kind, events published, a digest over the
+    /// entries' payloads); and per member how it got its state.
     pub fn summary(&self) -> String {
+        #[derive(Default)]
+        struct TermRun {
+            first: Index,
+            last: Index,
+            kinds: BTreeMap<&'static str, usize>,
+            events: usize,
+            digest: Fnv64,
+        }
         let inner = self.lock();
         let mut s = String::from("leaders:");
         for (term, node) in &inner.leaders {
             let _ = write!(s, " t{term}=n{node}");
         }
-        s.push_str("\ncommitted log (first..last  term  kind  count  digest):\n");
-        let mut run: Option<(Index, Index, Term, &'static str, usize, Fnv64)> = None;
-        let flush = |s: &mut String, r: &(Index, Index, Term, &'static str, usize, Fnv64)| {
-            let (a, b, t, k, n, h) = r;
-            let _ = writeln!(s, "  {a:>4}..{b:<4} t{t:<3} {k:<10} {n:>4}  {:016x}", h.finish());
-        };
-        let mut next = None;
+        s.push_str("\ncommitted log by term:\n");
+        let mut terms: BTreeMap<Term, TermRun> = BTreeMap::new();
         for (&i, e) in &inner.committed {
-            let k = e.kind.name();
-            let events = match e.kind {
-                EntryClass::Publish(n) => n,
-                _ => 1,
-            };
-            let contiguous = next == Some(i);
-            next = Some(i + 1);
-            match &mut run {
-                Some(r) if contiguous && r.2 == e.term && r.3 == k => {
-                    r.1 = i;
-                    r.4 += events;
-                    r.5.write_u64(e.digest);
-                }
-                _ => {
-                    if let Some(r) = run.take() {
-                        flush(&mut s, &r);
-                    }
-                    let mut h = Fnv64::default();
-                    h.write_u64(e.digest);
-                    run = Some((i, i, e.term, k, events, h));
-                }
+            let r = terms.entry(e.term).or_insert_with(|| TermRun { first: i, ..TermRun::default() });
+            r.last = i;
+            *r.kinds.entry(e.kind.name()).or_default() += 1;
+            if let EntryClass::Publish(n) = e.kind {
+                r.events += n;
             }
+            r.digest.write_u64(e.digest);
         }
-        if let Some(r) = run {
-            flush(&mut s, &r);
+        for (t, r) in &terms {
+            let kinds: Vec<String> = r.kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            let _ = writeln!(
+                s,
+                "  t{t}: {}..{} {} ({} events) {:016x}",
+                r.first,
+                r.last,
+                kinds.join(", "),
+                r.events,
+                r.digest.finish()
+            );
         }
-        s.push_str("members (applied one by one / snapshots installed / incarnations):\n");
+        s.push_str("members (entries applied one by one / snapshots installed / incarnations):\n");
         for (node, n) in &inner.incarnations {
             let _ = writeln!(
                 s,
@@ -386,7 +383,7 @@ mod tests {
         assert_eq!(w.committed().len(), 2);
         let s = w.summary();
         assert!(s.contains("t1=n1"), "{s}");
-        assert!(s.contains("   1..2    t1   undecodable"), "{s}");
+        assert!(s.contains("  t1: 1..2 2 undecodable (0 events) "), "{s}");
         assert!(s.contains("n2: 2 / 0 / 1"), "{s}");
     }
 
