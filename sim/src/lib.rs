@@ -11,3 +11,5 @@ pub mod history;
 pub mod runner;
 #[cfg(madsim)]
 pub mod scenarios;
+#[cfg(madsim)]
+pub mod storm;
