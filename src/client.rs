@@ -363,6 +363,11 @@ impl ClusterClient {
 
     /// What to do after a failed attempt; `Err` ends the request.
     async fn recover(&mut self, e: ClientError, attempt: u32) -> Result<(), ClientError> {
+        if !matches!(e, ClientError::Server(_) | ClientError::Encode(_)) {
+            // Broken or out of step (e.g. timed out with the reply still on its way): useless even
+            // after the last attempt, since that late reply would answer the next request.
+            self.conn = None;
+        }
         if attempt >= self.max_attempts {
             return Err(e);
         }

@@ -15,3 +15,5 @@ pub mod runner;
 pub mod scenarios;
 #[cfg(madsim)]
 pub mod shrink;
+#[cfg(madsim)]
+pub mod storm;

@@ -19,13 +19,14 @@ use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::IngestServer;
 use eventstreamcore::node::{Appended, DedupConfig, EventService, FetchReply, LocalNode, ServiceError};
 use eventstreamcore::rt::{self, NodeClock, NodeRng};
-use eventstreamcore::wire::{AckItem, ErrorCode, Request, Response, acked, legacy};
+use eventstreamcore::wire::{AckItem, ErrorCode, Request, legacy};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
 use super::{Mutant, Options, RunReport};
 use crate::check;
 use crate::history::{AckRecord, History};
+use crate::storm::Reaction;
 
 const TOPICS: &[&str] = &["sensor/temperature", "sensor/pressure", "payment", "audit", "orders"];
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -46,17 +47,8 @@ pub enum ClientKind {
     Consumer,
 }
 
-/// The kinds of bad input a malformed client sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Malformation {
-    BadLegacyBody,
-    BadChecksum,
-    Oversized,
-    Garbage,
-    EmptyFlood,
-    WrongDirection,
-    UnauthorizedNoHello,
-}
+/// The kinds of bad input a malformed client sends (shared with the storm clients).
+pub use crate::storm::Malformation;
 
 /// The whole plan of a run, drawn from the seed.
 #[derive(Debug, Clone)]
@@ -171,10 +163,17 @@ impl Plan {
 /// whose commit takes a while — so requests are really in flight, capacity fills up, and legacy
 /// connections stall.
 #[derive(Clone)]
-struct DelayedNode<S> {
+pub struct DelayedNode<S> {
     inner: S,
     rng: Arc<Mutex<NodeRng>>,
     max_delay_ms: u64,
+}
+
+impl<S> DelayedNode<S> {
+    /// Wraps `inner`; each publish completes after a delay drawn from `rng` up to `max_delay_ms`.
+    pub fn new(inner: S, rng: NodeRng, max_delay_ms: u64) -> Self {
+        DelayedNode { inner, rng: Arc::new(Mutex::new(rng)), max_delay_ms }
+    }
 }
 
 impl<S: EventService + Clone> EventService for DelayedNode<S> {
@@ -726,53 +725,6 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
         publish_until_acked(&ctx, &name, &mut conn, &[e], &mut rt::node_rng(), 0.0).await;
     };
     match m {
-        Malformation::BadLegacyBody => {
-            let Some(mut c) = connect(ctx, rng).await else {
-                return;
-            };
-            // Priority 9, then a topic length overrunning the body: both rejected, framing intact.
-            if c.send_raw(&[0, 0, 0, 4, 9, 0, 1, b'a', 0, 0, 0, 4, 1, 0, 9, b'a']).await.is_err() {
-                return;
-            }
-            ctx.history.count("malformed_legacy");
-            still_serves(c, ctx.clone(), name.to_string()).await;
-        }
-        Malformation::BadChecksum => {
-            let Some(mut c) = connect(ctx, rng).await else {
-                return;
-            };
-            let mut frame = BytesMut::new();
-            Request::Ping.encode(77, &mut frame);
-            let n = frame.len();
-            frame[n - 1] ^= 0xA5;
-            if c.send_raw(&frame).await.is_err() {
-                return;
-            }
-            match c.recv().await {
-                Ok((77, Response::Error(e))) if e.code == ErrorCode::Malformed => {}
-                other => ctx.history.violation(format!("{name}: bad checksum answered with {other:?}")),
-            }
-            still_serves(c, ctx.clone(), name.to_string()).await;
-        }
-        Malformation::Oversized => {
-            let Some(mut c) = connect(ctx, rng).await else {
-                return;
-            };
-            let mut hdr = Vec::from(acked::MAGIC);
-            hdr.extend_from_slice(&[acked::VERSION, 0x02, 0, 0]);
-            hdr.extend_from_slice(&(ctx.max_frame as u32).to_be_bytes());
-            hdr.extend_from_slice(&88u64.to_be_bytes());
-            if c.send_raw(&hdr).await.is_err() {
-                return;
-            }
-            match c.recv().await {
-                Ok((88, Response::Error(e))) if e.code == ErrorCode::TooLarge => {}
-                other => ctx.history.violation(format!("{name}: oversized frame answered with {other:?}")),
-            }
-            if !c.wait_closed(Duration::from_secs(5)).await {
-                ctx.history.violation(format!("{name}: connection not closed after an oversized frame"));
-            }
-        }
         Malformation::Garbage => {
             let Ok(stream) = rt::net::connect_with_retry(
                 ctx.server,
@@ -785,42 +737,8 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
                 return;
             };
             let mut c = Client::from_stream(stream);
-            let len = rng.random_range(1..64);
-            let mut junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-            // Never accidentally a valid legacy frame or the magic: make the length prefix huge.
-            if junk.len() >= 4 {
-                junk[0] = 0x7F;
-            }
-            let _ = c.send_raw(&junk).await;
+            let _ = c.send_raw(&m.bytes(0, rng)).await;
             ctx.history.count("garbage");
-        }
-        Malformation::EmptyFlood => {
-            let Some(mut c) = connect(ctx, rng).await else {
-                return;
-            };
-            if c.send_raw(&[0u8; 4 * 11]).await.is_err() {
-                return;
-            }
-            if !c.wait_closed(Duration::from_secs(5)).await {
-                ctx.history.violation(format!("{name}: 11 empty frames but the connection stayed open"));
-            }
-        }
-        Malformation::WrongDirection => {
-            let Some(mut c) = connect(ctx, rng).await else {
-                return;
-            };
-            let mut frame = BytesMut::new();
-            Response::Pong.encode(55, &mut frame);
-            if c.send_raw(&frame).await.is_err() {
-                return;
-            }
-            match c.recv().await {
-                Ok((55, Response::Error(e))) if e.code == ErrorCode::Unsupported => {}
-                other => ctx
-                    .history
-                    .violation(format!("{name}: reply kind sent as request answered with {other:?}")),
-            }
-            still_serves(c, ctx.clone(), name.to_string()).await;
         }
         Malformation::UnauthorizedNoHello => {
             if ctx.token.is_empty() {
@@ -848,6 +766,28 @@ async fn malformed(ctx: &Ctx, name: &str, producer: u64, m: Malformation, rng: &
                 }
             }
             let _ = c.send_legacy(Priority::High, "audit", b"legacy-without-auth").await;
+        }
+        // The rest have a prescribed reaction: send on a HELLO'd connection, check the answer.
+        Malformation::BadLegacyBody
+        | Malformation::BadChecksum
+        | Malformation::Oversized
+        | Malformation::EmptyFlood
+        | Malformation::WrongDirection => {
+            let Some(mut c) = connect(ctx, rng).await else {
+                return;
+            };
+            match m.provoke(&mut c, ctx.max_frame as u32, Duration::from_secs(5), rng).await {
+                Reaction::SendFailed => {}
+                Reaction::AsExpected { open } => {
+                    if m == Malformation::BadLegacyBody {
+                        ctx.history.count("malformed_legacy");
+                    }
+                    if open {
+                        still_serves(c, ctx.clone(), name.to_string()).await;
+                    }
+                }
+                r => ctx.history.violation(format!("{name}: {}", r.problem().unwrap_or_default())),
+            }
         }
     }
 }
