@@ -44,6 +44,9 @@ fn a_seed_file_with_a_plan_replays_that_plan() {
             Step { at_ms: 1_000, fault: Fault::Crash { node: 1, down_ms: 500 } },
             Step { at_ms: 2_000, fault: Fault::Isolate { node: 0 } },
         ],
+        fault_window_ms: 12_000,
+        deadline_ms: 40_000,
+        think_ms: 400,
     };
     let dir = std::env::temp_dir().join(format!("esc-sim-seeds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
