@@ -47,6 +47,8 @@ fn a_seed_file_with_a_plan_replays_that_plan() {
         fault_window_ms: 12_000,
         deadline_ms: 40_000,
         think_ms: 400,
+        storm_clients: 0,
+        snapshot_entries: 64,
     };
     let dir = std::env::temp_dir().join(format!("esc-sim-seeds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

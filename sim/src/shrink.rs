@@ -62,7 +62,7 @@ pub fn size(plan: &Plan) -> u64 {
     let durations: u64 = plan.faults.iter().map(|s| duration_bits(&s.fault)).sum();
     1_000 * plan.faults.len() as u64
         + 100 * plan.nodes as u64
-        + 10 * (plan.producers + plan.consumers + plan.batches + drifting) as u64
+        + 10 * (plan.producers + plan.consumers + plan.batches + plan.storm_clients + drifting) as u64
         + durations
 }
 
@@ -111,6 +111,7 @@ pub struct Candidate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     RemoveFaults,
+    Storm,
     Producers,
     Consumers,
     Batches,
@@ -120,8 +121,9 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::RemoveFaults,
+        Stage::Storm,
         Stage::Producers,
         Stage::Consumers,
         Stage::Batches,
@@ -166,6 +168,14 @@ pub fn stage_candidates(stage: Stage, plan: &Plan) -> Vec<Candidate> {
                     break;
                 }
                 chunk = chunk.div_ceil(2);
+            }
+        }
+        Stage::Storm => {
+            let cur = plan.storm_clients;
+            for v in [0, cur / 2] {
+                if v < cur {
+                    push(format!("storm clients {cur} → {v}"), Plan { storm_clients: v, ..plan.clone() });
+                }
             }
         }
         Stage::Producers | Stage::Consumers | Stage::Batches => {
@@ -477,6 +487,8 @@ mod tests {
             fault_window_ms: 12_000,
             deadline_ms: 40_000,
             think_ms: 400,
+            storm_clients: 4,
+            snapshot_entries: 64,
         }
     }
 
@@ -526,6 +538,7 @@ mod tests {
             batches: 1,
             consumers: 1,
             drift_ppm: vec![0; 3],
+            storm_clients: 0,
             ..plan(3, vec![])
         };
         assert_eq!(candidates(&p), vec![]);

@@ -82,6 +82,8 @@ pub struct RoundView<'a> {
     pub entries: &'a [Entry],
     /// Entries were appended (or the log was replaced by a snapshot) this round.
     pub log_changed: bool,
+    /// The first index appended this round (entries from there on are new or replaced).
+    pub appended_from: Option<Index>,
     /// Entries applied to the state machine this round, in order.
     pub applied_entries: &'a [Entry],
     /// A snapshot installed this round: its last included index and term.
@@ -1033,6 +1035,7 @@ impl Driver {
             self.raft.ready();
         let installed = snapshot.as_ref().map(|s| (s.meta.index, s.meta.term));
         let log_changed = installed.is_some() || !entries.is_empty();
+        let appended_from = entries.first().map(|e| e.index);
         if let Some(snap) = snapshot {
             self.storage.install_snapshot(&snap)?;
             self.install(&snap);
@@ -1098,6 +1101,7 @@ impl Driver {
                 first_index: self.raft.first_index(),
                 entries: self.raft.entries(),
                 log_changed: log_changed || !self.observed,
+                appended_from,
                 applied_entries: &observed_entries,
                 snapshot: installed,
                 first_round: !self.observed,

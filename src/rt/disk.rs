@@ -293,6 +293,9 @@ struct SimFile {
     durable: Vec<u8>,
     /// What reads see now.
     current: Vec<u8>,
+    /// `durable` is a prefix of `current` (only appends since the last sync), so a sync copies
+    /// just the new tail instead of the whole file.
+    appended_only: bool,
 }
 
 /// The most recent write that is not yet durable, remembered so a power failure can tear it.
@@ -354,6 +357,7 @@ impl SimDisk {
         st.names = st.durable_names.clone();
         for f in st.files.values_mut() {
             f.current = f.durable.clone();
+            f.appended_only = true;
         }
         if let (Some(rng), Some(lw)) = (tear, st.last_write.take())
             && !lw.data.is_empty()
@@ -510,6 +514,7 @@ impl Disk for SimDisk {
         let id = st.create(name);
         let f = st.files.get_mut(&id).expect("created above");
         f.current = data.to_vec();
+        f.appended_only = false;
         st.last_write = Some(LastWrite { file: id, offset: 0, data: data.to_vec() });
         Ok(())
     }
@@ -523,6 +528,7 @@ impl Disk for SimDisk {
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         if len < f.current.len() {
             f.current.truncate(len);
+            f.appended_only &= len >= f.durable.len();
         }
         Ok(())
     }
@@ -533,7 +539,13 @@ impl Disk for SimDisk {
         let id = st.id("fsync", name)?;
         st.before_sync("fsync", name)?;
         let f = st.files.get_mut(&id).expect("named file exists");
-        f.durable = f.current.clone();
+        if f.appended_only && f.durable.len() <= f.current.len() {
+            let from = f.durable.len();
+            f.durable.extend_from_slice(&f.current[from..]);
+        } else {
+            f.durable = f.current.clone();
+        }
+        f.appended_only = true;
         if st.last_write.as_ref().is_some_and(|lw| lw.file == id) {
             st.last_write = None;
         }

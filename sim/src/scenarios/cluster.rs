@@ -33,6 +33,7 @@ use super::{Mutant, Options, RunReport};
 use crate::check;
 use crate::history::{AckRecord, History};
 use crate::raft_watch::RaftWatch;
+use crate::storm::{StormConfig, StormStats};
 use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
 
 const TOPICS: &[&str] = &["orders", "payment", "sensor/temperature"];
@@ -122,6 +123,9 @@ fn default_deadline_ms() -> u64 {
 fn default_think_ms() -> u64 {
     400
 }
+fn default_snapshot_entries() -> u64 {
+    64
+}
 
 /// A fault and when it happens (milliseconds after the start).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -152,6 +156,14 @@ pub struct Plan {
     /// A producer waits up to this long between batches.
     #[serde(default = "default_think_ms")]
     pub think_ms: u64,
+    /// Hostile TCP clients during the fault window (connect floods, half-sent frames, malformed
+    /// bytes, slow readers, vanishers, retriers after timeouts with the same keys).
+    #[serde(default)]
+    pub storm_clients: usize,
+    /// Members snapshot their state every this many entries (small: snapshots, compaction and
+    /// catch-up by snapshot happen in every run).
+    #[serde(default = "default_snapshot_entries")]
+    pub snapshot_entries: u64,
 }
 
 impl Plan {
@@ -233,11 +245,19 @@ impl Plan {
             faults.push(Step { at_ms, fault });
         }
         faults.sort_by_key(|f| f.at_ms);
-        let (producers, batches, consumers, think_ms) = if shape.long {
-            // 50 clients: producers publish until the deadline, consumers follow topics.
-            (45, 10_000, 5, 2_000)
+        let (producers, batches, consumers, think_ms, storm_clients) = if shape.long {
+            // 50 clients: producers publish until the deadline, consumers follow topics; and a
+            // storm of hostile clients while the faults last.
+            (45, 10_000, 5, 4_000, 6)
         } else {
-            (rng.random_range(4..=10), rng.random_range(5..=20), rng.random_range(1..=3), default_think_ms())
+            let storm = if rng.random_bool(0.3) { rng.random_range(6..=18) } else { 0 };
+            (
+                rng.random_range(4..=10),
+                rng.random_range(5..=20),
+                rng.random_range(1..=3),
+                default_think_ms(),
+                storm,
+            )
         };
         Plan {
             nodes,
@@ -249,6 +269,10 @@ impl Plan {
             fault_window_ms,
             deadline_ms,
             think_ms,
+            storm_clients,
+            // The long runs commit thousands of entries; a whole-state snapshot every 64 would
+            // cost more than the rest of the run.
+            snapshot_entries: if shape.long { 512 } else { default_snapshot_entries() },
         }
     }
 
@@ -256,6 +280,9 @@ impl Plan {
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=9).contains(&self.nodes) {
             return Err(format!("nodes = {} (1 to 9 members)", self.nodes));
+        }
+        if self.snapshot_entries == 0 {
+            return Err("snapshot_entries must be at least 1".into());
         }
         if self.deadline_ms < self.fault_window_ms + 10_000 {
             return Err(format!(
@@ -303,8 +330,8 @@ impl Plan {
     /// A readable description.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} nodes, {} producers × {} batches, {} consumers; drift ppm {:?}; faults:",
-            self.nodes, self.producers, self.batches, self.consumers, self.drift_ppm
+            "{} nodes, {} producers × {} batches, {} consumers, {} storm clients; drift ppm {:?}; faults:",
+            self.nodes, self.producers, self.batches, self.consumers, self.storm_clients, self.drift_ppm
         );
         for f in &self.faults {
             let _ = write!(s, " {:.1}s {:?};", f.at_ms as f64 / 1000.0, f.fault);
@@ -570,7 +597,7 @@ fn pipeline_config() -> PipelineConfig {
     c
 }
 
-fn cluster_config(plan_nodes: usize, i: usize, join: bool) -> ClusterConfig {
+fn cluster_config(plan_nodes: usize, i: usize, join: bool, snapshot_entries: u64) -> ClusterConfig {
     let members = (0..plan_nodes)
         .map(|j| MemberConfig {
             id: j as u64 + 1,
@@ -586,7 +613,7 @@ fn cluster_config(plan_nodes: usize, i: usize, join: bool) -> ClusterConfig {
         tick_ms: 50,
         election_ticks: 10,
         heartbeat_ticks: 2,
-        snapshot_entries: 64,
+        snapshot_entries,
         // A short tail: a member that was down or cut off catches up through a snapshot.
         snapshot_keep_entries: 8,
         commit_timeout_ms: 3_000,
@@ -601,6 +628,7 @@ fn cluster_config(plan_nodes: usize, i: usize, join: bool) -> ClusterConfig {
 struct MemberEnv {
     i: usize,
     nodes: usize,
+    snapshot_entries: u64,
     drift: i64,
     disk: Arc<dyn Disk>,
     dlq: Arc<dyn Disk>,
@@ -612,7 +640,7 @@ struct MemberEnv {
 
 /// Starts (or restarts) a member: recovers from its disk, serves clients until killed.
 async fn member_main(env: MemberEnv) {
-    let MemberEnv { i, nodes, drift, disk, dlq, slot, clock_slot, joining, watch } = env;
+    let MemberEnv { i, nodes, snapshot_entries, drift, disk, dlq, slot, clock_slot, joining, watch } = env;
     let clock = NodeClock::new();
     if drift != 0 {
         clock.set_drift_ppm(drift);
@@ -621,7 +649,7 @@ async fn member_main(env: MemberEnv) {
     let join = joining.load(std::sync::atomic::Ordering::SeqCst);
     let opts = ClusterOptions {
         node_id: i as u64 + 1,
-        cluster: cluster_config(nodes, i, join),
+        cluster: cluster_config(nodes, i, join, snapshot_entries),
         dedup: DedupConfig::default(),
         client_addr: client_addr(i).to_string(),
         repair: false,
@@ -697,6 +725,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         let env = MemberEnv {
             i,
             nodes: plan.nodes,
+            snapshot_entries: plan.snapshot_entries,
             drift: plan.drift_ppm[i],
             disk,
             dlq: slot.dlq.clone(),
@@ -748,6 +777,14 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         let until = t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10);
         consumers.push(node.spawn(async move { consumer(c, addrs, history, crng, until).await }));
     }
+
+    let storm_stats = Arc::new(Mutex::new(StormStats::default()));
+    let storm = StormConfig {
+        clients: plan.storm_clients,
+        kinds: Vec::new(),
+        duration: Duration::from_millis(plan.fault_window_ms),
+    }
+    .spawn(&handle, Ipv4Addr::new(10, 9, 0, 1), &addrs, &mut rng, history.clone(), storm_stats.clone());
 
     // --- faults ----------------------------------------------------------------------------------
     let mut tear_rng = rt::rng::split(&mut rng);
@@ -965,6 +1002,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             history.violation("consumer task failed");
         }
     }
+    for s in storm {
+        if s.await.is_err() {
+            history.violation("storm client task failed");
+        }
+    }
 
     // --- convergence -----------------------------------------------------------------------------
     let mut states: Vec<(u64, EventLogState)> = Vec::new();
@@ -1046,6 +1088,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         watch.rounds(),
         data.counters,
     );
+    let summary = if plan.storm_clients > 0 {
+        format!("{summary}\n{}", storm_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
+    } else {
+        summary
+    };
     for id in &ids {
         handle.kill(*id);
     }
