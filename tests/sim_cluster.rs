@@ -1,8 +1,12 @@
-//! Seed sweep of the `cluster` scenario: 3- and 5-member Raft clusters under partitions, power-fail
-//! crashes, pauses and clock skew, with retrying producers and long-poll consumers.
+//! Seed sweeps of the cluster scenarios: 3- and 5-member Raft clusters under every fault kind
+//! (partitions of every shape, packet loss, latency, power-fail crashes, disk errors, pauses,
+//! clock skew, membership changes, TCP storms), with retrying producers and long-poll consumers.
 //!
-//! `ESC_SIM_CLUSTER_SEEDS` (default 2000) sets how many seeds, `ESC_SIM_SEED_BASE` (default 0)
-//! the first. A failure prints the seed, the fault plan, the failed checker and the replay command.
+//! `ESC_SIM_CLUSTER_SEEDS` (default 2000) sets how many seeds of `cluster`,
+//! `ESC_SIM_CLUSTER3_SEEDS` / `ESC_SIM_CLUSTER5_SEEDS` (default 30 each) of the 60-second,
+//! 50-client `cluster3` / `cluster5`, `ESC_SIM_SEED_BASE` (default 0) the first seed. A failure
+//! prints the seed, the fault plan, the failed checker with its history excerpt and the replay
+//! command.
 #![cfg(madsim)]
 
 use eventstreamcore_sim::runner::{self, default_options};
@@ -10,6 +14,93 @@ use eventstreamcore_sim::runner::{self, default_options};
 #[test]
 fn sweep_cluster_seeds() {
     runner::sweep_from_env("cluster", "ESC_SIM_CLUSTER_SEEDS", 2000);
+}
+
+#[test]
+fn sweep_cluster3_seeds() {
+    runner::sweep_from_env("cluster3", "ESC_SIM_CLUSTER3_SEEDS", 30);
+}
+
+#[test]
+fn sweep_cluster5_seeds() {
+    runner::sweep_from_env("cluster5", "ESC_SIM_CLUSTER5_SEEDS", 30);
+}
+
+/// Every fault kind is drawn and happens, over a modest number of seeds (a kind the plans never
+/// draw, or one that is always skipped, tests nothing).
+#[test]
+fn every_fault_kind_happens() {
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..60 {
+        let r = runner::run_seed("cluster", seed, default_options());
+        assert!(!r.failed(), "{}", r.failure_report());
+        let summary = r.outcome.map(|o| o.summary).unwrap_or_default();
+        for kind in [
+            "Isolate {",
+            "IsolateLeader",
+            "Split {",
+            "Bridge {",
+            "OneWay {",
+            "PacketLoss {",
+            "Slow {",
+            "Crash {",
+            "CrashMany {",
+            "Disk {",
+            "Rejoin {",
+            "Pause {",
+            "StepClock {",
+            "storm:",
+        ] {
+            if summary.contains(kind) {
+                seen.insert(kind);
+            }
+        }
+        for counter in ["\"crashes\"", "\"disk_faults\"", "\"members_added_back\"", "\"leader_isolated\""] {
+            if summary.contains(counter) {
+                seen.insert(counter);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 18, "fault kinds seen in 60 seeds: {seen:?}");
+}
+
+/// `--timeline`: a run records each member's roles and terms, its commits and the faults.
+#[test]
+fn a_run_draws_its_timeline() {
+    use eventstreamcore_sim::timeline::{Event, Recorder, RoleMark, SpanKind};
+    let plan = "nodes = 3\nproducers = 2\nbatches = 4\nconsumers = 1\ndrift_ppm = [0, 30000, 0]\n\
+                faults = [{ at_ms = 2000, kind = \"crash\", node = 1, down_ms = 1000 }, \
+                { at_ms = 4000, kind = \"packet_loss\", pct = 10, ms = 1000 }, \
+                { at_ms = 5000, kind = \"isolate\", node = 2 }]\n";
+    let rec = Recorder::new("cluster seed 9", vec![]);
+    let opts = eventstreamcore_sim::scenarios::Options {
+        plan: Some(plan.into()),
+        timeline: Some(rec.clone()),
+        ..default_options()
+    };
+    let r = runner::run_seed("cluster", 9, opts);
+    assert!(!r.failed(), "{}", r.failure_report());
+    let t = rec.snapshot();
+    assert_eq!(t.nodes, ["n1", "n2", "n3"]);
+    assert!(t.title.contains("cluster seed 9") && t.title.contains("passed"), "{}", t.title);
+    let has = |f: &dyn Fn(&Event) -> bool| t.events.iter().any(f);
+    assert!(has(&|e| matches!(e, Event::Role { role: RoleMark::Leader, .. })));
+    for node in 0..3 {
+        assert!(
+            has(&|e| matches!(e, Event::Commit { node: n, .. } if *n == node)),
+            "commits of n{}",
+            node + 1
+        );
+    }
+    assert!(has(&|e| matches!(
+        e,
+        Event::Span { node: 1, kind: SpanKind::Down, from: 2000, to: Some(3000), .. }
+    )));
+    assert!(has(&|e| matches!(e, Event::Span { node: 2, kind: SpanKind::Isolated, from: 5000, .. })));
+    assert!(has(&|e| matches!(e, Event::NetSpan { label, .. } if label == "10% packet loss")));
+    assert!(has(&|e| matches!(e, Event::Drift { node: 1, ppm: 30000 })));
+    let svg = t.to_svg();
+    assert!(svg.contains("leader, term"), "the picture shows leaders and terms");
 }
 
 #[test]
@@ -62,6 +153,25 @@ fn disks_that_lie_about_fsync_are_caught_and_the_seed_replays_alone() {
     let r = raft.first().expect("a Raft invariant broken at some step of some seed");
     let text = r.failure_report();
     assert!(text.contains("the rounds before it"), "the report shows the history excerpt: {text}");
+}
+
+/// A checker that cannot fail is a defect: with consumers' linearizable reads served stale, the
+/// linearizable-read checker must catch it in some seed.
+#[test]
+fn stale_linearizable_reads_are_caught() {
+    use eventstreamcore_sim::scenarios::Mutant;
+    let mutant = || {
+        let mut o = default_options();
+        o.mutant = Some(Mutant::StaleReads);
+        o
+    };
+    let report = runner::sweep("cluster", 0..100, runner::default_jobs(), mutant, |_| {});
+    let stale = report
+        .failures
+        .iter()
+        .find(|r| r.failure().is_some_and(|f| f.contains("checker `linearizable_reads` failed")))
+        .expect("a stale read caught in 100 seeds");
+    assert!(stale.failure_report().contains("a stale read"), "{}", stale.failure_report());
 }
 
 /// A publish to an idle single-member cluster is acked at once in simulated time (well under a

@@ -269,12 +269,42 @@ pub fn replicas_identical(replicas: &[(u64, &dyn LogView)]) -> Result<(), CheckF
     Ok(())
 }
 
+/// Linearizable reads: a read that asked for linearizability sees every event acknowledged
+/// before it began (the topic's end offset it reports lies beyond every such ack's offset).
+pub fn linearizable_reads(h: &HistoryData) -> Result<(), CheckFailure> {
+    // Per topic, the acks in the order they completed: (time, offset).
+    let mut acked: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for (a, t) in h.acks.iter().zip(&h.ack_times) {
+        acked.entry(a.topic.as_str()).or_default().push((*t, a.offset));
+    }
+    for r in h.reads.iter().filter(|r| r.linearizable) {
+        let Some(acks) = acked.get(r.topic.as_str()) else { continue };
+        // The highest offset acked before the read started.
+        let before = acks.iter().take_while(|(t, _)| *t < r.started).map(|(_, o)| *o).max();
+        if let Some(o) = before
+            && o >= r.end_offset
+        {
+            let (t, _) = acks.iter().find(|(_, x)| *x == o).copied().unwrap_or_default();
+            return fail(
+                "linearizable_reads",
+                format!(
+                    "{}: a linearizable read of {} (started at operation {}) reported the topic ending at \
+                     offset {}, but offset {o} had been acked before it began (at operation {t}): a stale read",
+                    r.client, r.topic, r.started, r.end_offset
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs every checker of the cluster scenario on every replica, first failure wins.
 pub fn check_cluster_run(
     h: &HistoryData,
     replicas: &[(u64, eventstreamcore::node::EventLogState)],
 ) -> Result<(), CheckFailure> {
     no_client_violations(h)?;
+    linearizable_reads(h)?;
     for (id, state) in replicas {
         let in_node = |mut f: CheckFailure| {
             f.detail = format!("node {id}: {}", f.detail);
@@ -297,7 +327,7 @@ pub fn check_cluster_run(
 mod tests {
     //! Each checker is fed a history or log that breaks its property and must fail.
     use super::*;
-    use crate::history::{AckRecord, History};
+    use crate::history::{AckRecord, History, ReadRecord};
     use eventstreamcore::event::{Event, Priority};
 
     fn stored(offset: u64, producer: u64, seq: u64, payload: &str) -> StoredEvent {
@@ -413,6 +443,35 @@ mod tests {
         let (h, log) = good();
         h.consumed("t", 3, 1, 3);
         assert_eq!(consumed_events_committed(&h.snapshot(), &log).unwrap_err().checker, "consumed_committed");
+    }
+
+    #[test]
+    fn a_stale_linearizable_read_fails_and_a_stale_plain_read_does_not() {
+        let h = History::new();
+        h.acked(ack(1, 1, 0));
+        h.acked(ack(1, 2, 1));
+        let started = h.read_started();
+        let read = |linearizable, end_offset| ReadRecord {
+            client: "c".into(),
+            topic: "t".into(),
+            linearizable,
+            started,
+            end_offset,
+        };
+        h.read_done(read(true, 2));
+        assert_eq!(linearizable_reads(&h.snapshot()), Ok(()));
+        h.read_done(read(false, 1));
+        assert_eq!(linearizable_reads(&h.snapshot()), Ok(()), "a plain read may lag");
+        h.read_done(read(true, 1));
+        let f = linearizable_reads(&h.snapshot()).unwrap_err();
+        assert_eq!(f.checker, "linearizable_reads");
+        assert!(f.detail.contains("offset 1 had been acked before it began"), "{}", f.detail);
+        // An ack that completes after the read started does not count against it.
+        let h = History::new();
+        let started = h.read_started();
+        h.acked(ack(1, 1, 0));
+        h.read_done(ReadRecord { started, ..read(true, 0) });
+        assert_eq!(linearizable_reads(&h.snapshot()), Ok(()));
     }
 
     #[test]

@@ -30,6 +30,20 @@ pub struct Consumed {
     pub sequence: u64,
 }
 
+/// One completed read of a topic, for the linearizable-read check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    pub client: String,
+    pub topic: String,
+    /// The read asked for linearizability (ReadIndex through the leader).
+    pub linearizable: bool,
+    /// Position of the read's start in the history's order of operations (see
+    /// [`History::read_started`]).
+    pub started: u64,
+    /// One past the last offset of the topic, as the serving member answered.
+    pub end_offset: u64,
+}
+
 /// The recorded history of a run. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
 pub struct History {
@@ -54,6 +68,12 @@ pub struct HistoryData {
     pub unordered_producers: std::collections::BTreeSet<u64>,
     /// Every event consumers read, in the order read.
     pub consumed: Vec<Consumed>,
+    /// Operations recorded so far (acks and read starts): the order in which they happened.
+    pub clock: u64,
+    /// For each ack in `acks`, its position in that order.
+    pub ack_times: Vec<u64>,
+    /// Completed reads.
+    pub reads: Vec<ReadRecord>,
 }
 
 impl History {
@@ -83,7 +103,25 @@ impl History {
 
     /// Records an ack.
     pub fn acked(&self, rec: AckRecord) {
-        self.with(|h| h.acks.push(rec));
+        self.with(|h| {
+            h.clock += 1;
+            h.acks.push(rec);
+            h.ack_times.push(h.clock);
+        });
+    }
+
+    /// Marks the start of a read; pass the result to [`History::read_done`]. Every ack recorded
+    /// before this call completed before the read began.
+    pub fn read_started(&self) -> u64 {
+        self.with(|h| {
+            h.clock += 1;
+            h.clock
+        })
+    }
+
+    /// Records a completed read.
+    pub fn read_done(&self, rec: ReadRecord) {
+        self.with(|h| h.reads.push(rec));
     }
 
     /// Records a legacy frame sent.

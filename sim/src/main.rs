@@ -50,7 +50,7 @@ mod sim_main {
             #[arg(long)]
             jobs: Option<usize>,
             /// Deliberately break the server (proves the checkers catch it).
-            #[arg(long, value_parser = ["ack-before-store", "lying-fsync"])]
+            #[arg(long, value_parser = ["ack-before-store", "lying-fsync", "stale-reads"])]
             mutant: Option<String>,
         },
         /// Run one seed with tracing output and print its report.
@@ -68,7 +68,7 @@ mod sim_main {
             /// tracing filter for the replay (default: debug for eventstreamcore).
             #[arg(long, default_value = "warn,eventstreamcore=debug,eventstreamcore_sim=debug")]
             log: String,
-            #[arg(long, value_parser = ["ack-before-store", "lying-fsync"])]
+            #[arg(long, value_parser = ["ack-before-store", "lying-fsync", "stale-reads"])]
             mutant: Option<String>,
             /// Draw the run as an SVG here: a row per member over simulated time with role and
             /// term, partitions, crashes, pauses, disk faults, clock steps and commits.
@@ -82,7 +82,7 @@ mod sim_main {
             scenario: String,
             #[arg(long)]
             seed: u64,
-            #[arg(long, value_parser = ["ack-before-store", "lying-fsync"])]
+            #[arg(long, value_parser = ["ack-before-store", "lying-fsync", "stale-reads"])]
             mutant: Option<String>,
             /// Simulator runs to spend at most (the first, of the seed's own plan, included).
             #[arg(long, default_value_t = shrink::DEFAULT_MAX_RUNS)]

@@ -31,7 +31,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::{Mutant, Options, RunReport};
 use crate::check;
-use crate::history::{AckRecord, History};
+use crate::history::{AckRecord, History, ReadRecord};
 use crate::raft_watch::RaftWatch;
 use crate::storm::{StormConfig, StormStats};
 use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
@@ -775,7 +775,9 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         let mut crng = rt::rng::split(&mut rng);
         addrs.shuffle(&mut crng);
         let until = t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10);
-        consumers.push(node.spawn(async move { consumer(c, addrs, history, crng, until).await }));
+        let stale_reads = opts.mutant == Some(Mutant::StaleReads);
+        consumers
+            .push(node.spawn(async move { consumer(c, addrs, history, crng, until, stale_reads).await }));
     }
 
     let storm_stats = Arc::new(Mutex::new(StormStats::default()));
@@ -1231,6 +1233,7 @@ async fn consumer(
     history: History,
     mut rng: NodeRng,
     until: rt::time::Instant,
+    stale_reads: bool,
 ) {
     let topic = *TOPICS.choose(&mut rng).expect("non-empty");
     let linearizable = rng.random_bool(0.5);
@@ -1239,8 +1242,17 @@ async fn consumer(
     client.max_attempts = 5;
     let mut offset = 0;
     while rt::time::now() < until {
-        match client.read(topic, offset, 50, linearizable, 1_000).await {
+        let started = history.read_started();
+        let ask_linearizable = linearizable && !stale_reads;
+        match client.read(topic, offset, 50, ask_linearizable, 1_000).await {
             Ok(page) => {
+                history.read_done(ReadRecord {
+                    client: format!("consumer-{c}"),
+                    topic: topic.to_string(),
+                    linearizable,
+                    started,
+                    end_offset: page.end_offset,
+                });
                 for s in &page.events {
                     if s.offset != offset {
                         history.violation(format!(

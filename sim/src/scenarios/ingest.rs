@@ -277,8 +277,8 @@ pub async fn run(opts: Options) -> RunReport {
             let delayed = DelayedNode { inner: node.clone(), rng: service_rng, max_delay_ms };
             start_server(&server_node, config, delayed, stop_tx)
         }
-        // The lying-fsync mutant concerns cluster disks; the ingest scenario has none.
-        (Some(Mutant::AckBeforeStore), _) | (Some(Mutant::LyingFsync), _) => {
+        // The lying-fsync and stale-reads mutants concern clusters; here they act as ack-before-store.
+        (Some(Mutant::AckBeforeStore | Mutant::LyingFsync | Mutant::StaleReads), _) => {
             let faulty = FaultyNode { inner: node.clone(), rng: service_rng };
             start_server(&server_node, config, faulty, stop_tx)
         }

@@ -39,6 +39,9 @@ pub enum Mutant {
     /// Cluster members' disks report fsync done without making anything durable (a disk or
     /// virtual machine that lies about flushes), so a power failure loses acked writes.
     LyingFsync,
+    /// Consumers' "linearizable" reads are served from whatever the member they reach has
+    /// applied (as if a server ignored the flag), so a lagging follower answers stale data.
+    StaleReads,
 }
 
 impl Mutant {
@@ -47,12 +50,15 @@ impl Mutant {
         match self {
             Mutant::AckBeforeStore => "ack-before-store",
             Mutant::LyingFsync => "lying-fsync",
+            Mutant::StaleReads => "stale-reads",
         }
     }
 
     /// The mutant called `name` (as `--mutant` takes it).
     pub fn from_name(name: &str) -> Option<Mutant> {
-        [Mutant::AckBeforeStore, Mutant::LyingFsync].into_iter().find(|m| m.name() == name)
+        [Mutant::AckBeforeStore, Mutant::LyingFsync, Mutant::StaleReads]
+            .into_iter()
+            .find(|m| m.name() == name)
     }
 }
 
