@@ -98,6 +98,17 @@ mod sim_main {
             #[arg(long)]
             seed: u64,
         },
+        /// Print the fault plan a seed draws, as a seed file with a `[plan]` (edit it and replay it
+        /// with `replay --plan FILE`, or keep it in `seeds/` once it found a bug).
+        Plan {
+            #[arg(long, default_value = "cluster")]
+            scenario: String,
+            #[arg(long)]
+            seed: u64,
+            /// The seed file's note.
+            #[arg(long, default_value = "edit this note: what the seed found and what fixed it")]
+            note: String,
+        },
         /// List the scenarios.
         List,
     }
@@ -140,6 +151,30 @@ mod sim_main {
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
         match cli.command {
+            Command::Plan { scenario, seed, note } => {
+                if let Err(c) = check_scenario(&scenario) {
+                    return c;
+                }
+                if !shrink::shrinkable(&scenario) {
+                    eprintln!("{}", shrink::ShrinkError::NotShrinkable(scenario));
+                    return ExitCode::from(2);
+                }
+                let opts = runner::default_options();
+                let slot = opts.plan_toml_slot.clone();
+                let r = runner::run_seed(&scenario, seed, opts);
+                let drawn = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                match drawn.as_deref().map(|t| shrink::parse_plan(&scenario, t)) {
+                    Some(Ok(plan)) => {
+                        print!("{}", shrink::seed_file_text(&scenario, seed, &note, &plan));
+                        eprintln!("(the seed {})", if r.failed() { "fails" } else { "passes" });
+                        ExitCode::SUCCESS
+                    }
+                    _ => {
+                        eprintln!("seed {seed} of `{scenario}` drew no plan");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::List => {
                 for s in scenarios::SCENARIOS {
                     println!("{:<10} {}", s.name, s.about);
