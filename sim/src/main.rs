@@ -52,6 +52,9 @@ mod sim_main {
             /// Deliberately break the server (proves the checkers catch it).
             #[arg(long, value_parser = ["ack-before-store", "lying-fsync", "stale-reads"])]
             mutant: Option<String>,
+            /// Largest clock drift a member gets, in percent (default 5; the cluster scenarios).
+            #[arg(long, value_parser = drift_pct)]
+            max_drift_pct: Option<f64>,
         },
         /// Run one seed with tracing output and print its report.
         Replay {
@@ -74,6 +77,9 @@ mod sim_main {
             /// term, partitions, crashes, pauses, disk faults, clock steps and commits.
             #[arg(long, value_name = "OUT.svg")]
             timeline: Option<PathBuf>,
+            /// Largest clock drift a member gets, in percent (default 5; the cluster scenarios).
+            #[arg(long, value_parser = drift_pct)]
+            max_drift_pct: Option<f64>,
         },
         /// Minimize the fault plan of a failing seed: print the smallest plan found that still
         /// fails, as a ready-to-save seed file.
@@ -113,10 +119,18 @@ mod sim_main {
         List,
     }
 
-    fn options(mutant: &Option<String>) -> Options {
+    fn options(mutant: &Option<String>, max_drift_pct: Option<f64>) -> Options {
         let mut o = runner::default_options();
         o.mutant = mutant.as_deref().and_then(Mutant::from_name);
+        o.max_drift_ppm = max_drift_pct.map(|p| (p * 10_000.0).round() as i64);
         o
+    }
+
+    fn drift_pct(s: &str) -> Result<f64, String> {
+        match s.parse::<f64>() {
+            Ok(p) if (0.0..=50.0).contains(&p) => Ok(p),
+            _ => Err(format!("`{s}`: a percentage from 0 to 50")),
+        }
     }
 
     /// What `replay --plan FILE` read: the seed file's scenario and seed (if it is one) and the
@@ -181,7 +195,7 @@ mod sim_main {
                 }
                 ExitCode::SUCCESS
             }
-            Command::Sweep { scenario, seeds, start, jobs, mutant } => {
+            Command::Sweep { scenario, seeds, start, jobs, mutant, max_drift_pct } => {
                 if let Err(c) = check_scenario(&scenario) {
                     return c;
                 }
@@ -199,7 +213,7 @@ mod sim_main {
                     &scenario,
                     start..start + seeds,
                     jobs,
-                    || options(&mutant),
+                    || options(&mutant, max_drift_pct),
                     |r: &SeedResult| {
                         if r.failed() {
                             let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
@@ -226,7 +240,7 @@ mod sim_main {
                     ExitCode::FAILURE
                 }
             }
-            Command::Replay { scenario, seed, plan, log, mutant, timeline } => {
+            Command::Replay { scenario, seed, plan, log, mutant, timeline, max_drift_pct } => {
                 let given = match plan.as_deref().map(read_plan_file).transpose() {
                     Ok(g) => g,
                     Err(e) => {
@@ -250,7 +264,7 @@ mod sim_main {
                     eprintln!("--plan: {e}");
                     return ExitCode::from(2);
                 }
-                let mut opts = options(&mutant);
+                let mut opts = options(&mutant, max_drift_pct);
                 opts.plan = given.map(|g| g.plan);
                 let filter = std::env::var("RUST_LOG").unwrap_or(log);
                 let _ = tracing_subscriber::fmt()

@@ -28,6 +28,8 @@ pub struct SeedResult {
     pub outcome: Result<RunReport, String>,
     /// Wall-clock time the run took.
     pub wall: Duration,
+    /// Simulated time the run covered (zero if it panicked).
+    pub simulated: Duration,
     /// The mutant the run used (the replay line repeats it).
     pub mutant: Option<Mutant>,
     /// The plan (TOML) the run was given instead of the seed's own ([`Options::plan`]).
@@ -149,6 +151,7 @@ pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
             plan: None,
             outcome: Err(format!("non-deterministic run: {e}")),
             wall: Duration::ZERO,
+            simulated: Duration::ZERO,
             mutant: None,
             plan_override: opts.plan,
             plan_file: None,
@@ -164,17 +167,23 @@ pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
         .spawn(move || {
             let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
             rt.set_time_limit(TIME_LIMIT);
-            rt.block_on(dispatch(&name, opts))
+            rt.block_on(async move {
+                let t0 = eventstreamcore::rt::time::now();
+                let report = dispatch(&name, opts).await;
+                (report, eventstreamcore::rt::time::now() - t0)
+            })
         })
         .expect("spawn a simulation thread")
         .join();
+    let simulated = joined.as_ref().map_or(Duration::ZERO, |(_, d)| *d);
     let plan = plan_slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
     SeedResult {
         scenario: scenario.to_string(),
         seed,
         plan,
-        outcome: joined.map_err(|p| panic_message(p.as_ref())),
+        outcome: joined.map(|(r, _)| r).map_err(|p| panic_message(p.as_ref())),
         wall: started.elapsed(),
+        simulated,
         mutant,
         plan_override,
         plan_file: None,
@@ -261,6 +270,8 @@ pub struct SweepReport {
     pub wall: Duration,
     /// Sum of per-seed wall time (≈ CPU time); `busy / wall` is the parallel speed-up.
     pub busy: Duration,
+    /// Sum of the simulated time the seeds covered.
+    pub simulated: Duration,
 }
 
 impl SweepReport {
@@ -272,12 +283,14 @@ impl SweepReport {
     /// One summary line.
     pub fn summary(&self) -> String {
         format!(
-            "scenario {}: {} seeds in {:.1}s ({:.1} seeds/s, {:.1} s busy), {} failed",
+            "scenario {}: {} seeds in {:.1}s ({:.1} seeds/s, {:.1} s busy; {:.0} simulated s, {:.0} simulated s per wall s), {} failed",
             self.scenario,
             self.seeds,
             self.wall.as_secs_f64(),
             self.seeds_per_sec(),
             self.busy.as_secs_f64(),
+            self.simulated.as_secs_f64(),
+            self.simulated.as_secs_f64() / self.wall.as_secs_f64().max(1e-9),
             self.failures.len()
         )
     }
@@ -295,6 +308,7 @@ pub fn sweep(
     let next = AtomicU64::new(seeds.start);
     let failures = Mutex::new(Vec::new());
     let busy_ns = AtomicU64::new(0);
+    let sim_ns = AtomicU64::new(0);
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| {
@@ -305,6 +319,7 @@ pub fn sweep(
                     }
                     let r = run_seed(scenario, seed, opts());
                     busy_ns.fetch_add(r.wall.as_nanos() as u64, Ordering::Relaxed);
+                    sim_ns.fetch_add(r.simulated.as_nanos() as u64, Ordering::Relaxed);
                     on_done(&r);
                     if r.failed() {
                         failures.lock().unwrap_or_else(|e| e.into_inner()).push(r);
@@ -321,6 +336,7 @@ pub fn sweep(
         failures,
         wall: started.elapsed(),
         busy: Duration::from_nanos(busy_ns.load(Ordering::Relaxed)),
+        simulated: Duration::from_nanos(sim_ns.load(Ordering::Relaxed)),
     }
 }
 
