@@ -298,6 +298,63 @@ pub fn linearizable_reads(h: &HistoryData) -> Result<(), CheckFailure> {
     Ok(())
 }
 
+/// The part of the history and of a log that a failure names: for each idempotency key
+/// `(producer, sequence)` in the detail, that producer's acks around it; for each `topic@offset`,
+/// the log around that offset. Empty if the detail names neither.
+pub fn history_excerpt(h: &HistoryData, log: &dyn LogView, detail: &str) -> String {
+    let mut out = String::new();
+    let mut keys: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut rest = detail;
+    while let Some(i) = rest.find('(') {
+        rest = &rest[i + 1..];
+        let inner = rest.split(')').next().unwrap_or_default();
+        let mut nums = inner.split(',').map(|n| n.trim().parse::<u64>());
+        if let (Some(Ok(p)), Some(Ok(q)), None) = (nums.next(), nums.next(), nums.next()) {
+            keys.insert((p, q));
+        }
+    }
+    for (p, q) in keys.iter().take(3) {
+        out.push_str(&format!("\n  producer {p} around sequence {q}:"));
+        let near = |s: u64| s + 3 >= *q && s <= q + 3;
+        for (key, publ) in h.published.range((*p, 0)..=(*p, u64::MAX)).filter(|(k, _)| near(k.1)) {
+            let acks: Vec<String> = h
+                .acks
+                .iter()
+                .filter(|a| (a.producer, a.sequence) == *key)
+                .map(|a| {
+                    format!(
+                        "{}@{}{} by {}",
+                        a.topic,
+                        a.offset,
+                        if a.duplicate { " (dup)" } else { "" },
+                        a.client
+                    )
+                })
+                .collect();
+            let acks =
+                if acks.is_empty() { "not acked".to_string() } else { format!("acked {}", acks.join(", ")) };
+            out.push_str(&format!("\n    seq {} → {}: {acks}", key.1, publ.topic));
+        }
+    }
+    let mut places: BTreeSet<(String, u64)> = BTreeSet::new();
+    for word in detail.split([' ', ',', ':', ';']) {
+        if let Some((t, o)) = word.rsplit_once('@')
+            && let Ok(o) = o.parse::<u64>()
+            && !t.is_empty()
+        {
+            places.insert((t.to_string(), o));
+        }
+    }
+    for (t, o) in places.iter().take(3) {
+        let events = log.topic_log(t);
+        out.push_str(&format!("\n  log of {t} around offset {o} ({} events):", events.len()));
+        for e in events.iter().filter(|e| e.offset + 3 >= *o && e.offset <= o + 3) {
+            out.push_str(&format!("\n    {t}@{} = key {:?}", e.offset, e.event.idempotency_key()));
+        }
+    }
+    out
+}
+
 /// Runs every checker of the cluster scenario on every replica, first failure wins.
 pub fn check_cluster_run(
     h: &HistoryData,
@@ -472,6 +529,20 @@ mod tests {
         h.acked(ack(1, 1, 0));
         h.read_done(ReadRecord { started, ..read(true, 0) });
         assert_eq!(linearizable_reads(&h.snapshot()), Ok(()));
+    }
+
+    #[test]
+    fn a_failure_comes_with_the_history_around_it() {
+        let (h, mut log) = good();
+        // Lose the last event: the ack for key (1, 2) now points past the end of the log.
+        log.get_mut("t").unwrap().truncate(2);
+        let f = acked_events_stored_exactly_once(&h.snapshot(), &log).unwrap_err();
+        let x = history_excerpt(&h.snapshot(), &log, &f.detail);
+        assert!(x.contains("producer 1 around sequence 2:"), "{}\n{x}", f.detail);
+        assert!(x.contains("seq 2 → t: acked t@2 by c"), "{x}");
+        assert!(x.contains("log of t around offset 2 (2 events):"), "{x}");
+        assert!(x.contains("t@0 = key Some((1, 1))"), "{x}");
+        assert_eq!(history_excerpt(&h.snapshot(), &log, "nothing named here"), "");
     }
 
     #[test]

@@ -1069,7 +1069,16 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             ),
         })
     } else {
-        check::check_cluster_run(&data, &states).err()
+        check::check_cluster_run(&data, &states).err().map(|mut f| {
+            if let Some((_, log)) = states.first() {
+                let excerpt = check::history_excerpt(&data, log, &f.detail);
+                if !excerpt.is_empty() {
+                    f.detail =
+                        format!("{}\nhistory excerpt (the log of node {}):{excerpt}", f.detail, states[0].0);
+                }
+            }
+            f
+        })
     };
     let mut d = eventstreamcore::node::state::Fnv64::default();
     for (id, s) in &states {

@@ -379,7 +379,13 @@ pub async fn run(opts: Options) -> RunReport {
     // --- check -------------------------------------------------------------------------------
     let data = history.snapshot();
     let state = node.state().clone();
-    let failure = check::check_ingest_run(&data, &state).err();
+    let failure = check::check_ingest_run(&data, &state).err().map(|mut f| {
+        let excerpt = check::history_excerpt(&data, &state, &f.detail);
+        if !excerpt.is_empty() {
+            f.detail = format!("{}\nhistory excerpt:{excerpt}", f.detail);
+        }
+        f
+    });
     let mut d = eventstreamcore::node::state::Fnv64::default();
     d.write_u64(state.digest());
     d.write_u64(data.acks.len() as u64);
