@@ -284,7 +284,9 @@ mod sim_main {
                             "--timeline: the `{scenario}` scenario draws no timeline (the cluster scenarios do)"
                         );
                     } else {
-                        match std::fs::write(path, t.to_svg()) {
+                        #[allow(clippy::disallowed_methods)] // the user's output file, outside the simulation
+                        let written = std::fs::write(path, t.to_svg());
+                        match written {
                             Ok(()) => eprintln!("timeline: {} ({} events)", path.display(), t.events.len()),
                             Err(e) => {
                                 eprintln!("--timeline: cannot write {}: {e}", path.display());

@@ -1237,10 +1237,10 @@ impl Driver {
                         match ce.change.kind {
                             ConfChangeKind::Remove => {
                                 self.committed_addrs.remove(&ce.change.node);
-                                if ce.change.node != self.id {
-                                    if let Some(a) = self.addrs.remove(&ce.change.node) {
-                                        self.departed_addrs.insert(ce.change.node, a);
-                                    }
+                                if ce.change.node != self.id
+                                    && let Some(a) = self.addrs.remove(&ce.change.node)
+                                {
+                                    self.departed_addrs.insert(ce.change.node, a);
                                 }
                             }
                             _ => {

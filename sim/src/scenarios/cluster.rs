@@ -397,6 +397,9 @@ struct MemberSlot {
     clock: Arc<Mutex<Option<NodeClock>>>,
 }
 
+/// A network fault open until the next heal: (node, or `None` for a band; since; label).
+type OpenFault = (Option<usize>, Ms, String);
+
 /// Draws the faults on the run's timeline (when one is recorded): spans with their ends, network
 /// conditions as bands, clock steps and membership changes as marks.
 #[derive(Clone)]
@@ -404,7 +407,7 @@ struct FaultLog {
     rec: Option<Recorder>,
     start: rt::time::Instant,
     /// Isolations and partitions open until the next heal: (node or band, from, label).
-    open: Arc<Mutex<Vec<(Option<usize>, Ms, String)>>>,
+    open: Arc<Mutex<Vec<OpenFault>>>,
 }
 
 impl FaultLog {
