@@ -180,7 +180,7 @@ impl Plan {
             })
             .collect();
         let (fault_window_ms, deadline_ms, n_faults) = if shape.long {
-            (40_000, 50_000, rng.random_range(6..=16))
+            (40_000, 56_000, rng.random_range(6..=16))
         } else {
             (default_fault_window_ms(), default_deadline_ms(), rng.random_range(2..=8))
         };
