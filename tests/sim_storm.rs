@@ -18,9 +18,8 @@ use eventstreamcore::ingest::IngestServer;
 use eventstreamcore::metrics::IngestMetrics;
 use eventstreamcore::node::{DedupConfig, LocalNode};
 use eventstreamcore::rt::{self, NodeClock};
-use eventstreamcore::wire::AckItem;
 use eventstreamcore_sim::check;
-use eventstreamcore_sim::history::{AckRecord, History};
+use eventstreamcore_sim::history::History;
 use eventstreamcore_sim::runner;
 use eventstreamcore_sim::scenarios::ingest::DelayedNode;
 use eventstreamcore_sim::storm::{StormConfig, StormKind, StormStats};
@@ -43,30 +42,6 @@ struct Outcome {
     read_timeouts: u64,
 }
 
-fn record(history: &History, name: &str, events: &[Event], items: &[AckItem]) -> bool {
-    if items.len() != events.len() {
-        history.violation(format!("{name}: {} acks for {} events", items.len(), events.len()));
-        return false;
-    }
-    for (e, item) in events.iter().zip(items) {
-        match item {
-            AckItem::Stored { topic, offset, duplicate } => history.acked(AckRecord {
-                client: name.to_string(),
-                producer: e.producer_id,
-                sequence: e.sequence,
-                topic: topic.clone(),
-                offset: *offset,
-                duplicate: *duplicate,
-            }),
-            AckItem::Rejected(err) => {
-                history.violation(format!("{name}: valid event rejected: {err}"));
-                return false;
-            }
-        }
-    }
-    true
-}
-
 /// A patient, well-behaved producer: one event every ~200 ms until `until`, each retried with
 /// the same key until acked. Returns (acked, failed attempts).
 async fn good_producer(history: History, producer: u64, until: rt::time::Instant) -> (u64, u64) {
@@ -86,7 +61,7 @@ async fn good_producer(history: History, producer: u64, until: rt::time::Instant
         loop {
             match client.publish(events.clone()).await {
                 Ok(items) => {
-                    if record(&history, &name, &events, &items) {
+                    if history.record_acks(&name, &events, &items) {
                         acked += 1;
                     }
                     break;

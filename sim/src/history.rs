@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use eventstreamcore::event::Event;
+use eventstreamcore::wire::AckItem;
+
 /// One acknowledged event, as the client saw the ack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckRecord {
@@ -108,6 +111,33 @@ impl History {
             h.acks.push(rec);
             h.ack_times.push(h.clock);
         });
+    }
+
+    /// Records the acks of one frame: one `Stored` per event, in order. A count mismatch or a
+    /// rejected (valid) event is a violation. Returns whether every event was stored.
+    pub fn record_acks(&self, client: &str, events: &[Event], items: &[AckItem]) -> bool {
+        if items.len() != events.len() {
+            self.violation(format!("{client}: {} acks for {} events", items.len(), events.len()));
+            return false;
+        }
+        let mut all = true;
+        for (e, item) in events.iter().zip(items) {
+            match item {
+                AckItem::Stored { topic, offset, duplicate } => self.acked(AckRecord {
+                    client: client.to_string(),
+                    producer: e.producer_id,
+                    sequence: e.sequence,
+                    topic: topic.clone(),
+                    offset: *offset,
+                    duplicate: *duplicate,
+                }),
+                AckItem::Rejected(err) => {
+                    self.violation(format!("{client}: valid event rejected: {err}"));
+                    all = false;
+                }
+            }
+        }
+        all
     }
 
     /// Marks the start of a read; pass the result to [`History::read_done`]. Every ack recorded

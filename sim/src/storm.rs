@@ -47,7 +47,7 @@ use eventstreamcore::wire::{AckItem, ErrorCode, ErrorFrame, Request, Response, a
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-use crate::history::{AckRecord, History};
+use crate::history::History;
 
 /// Producer ids of storm clients start here (plus the client's id).
 pub const STORM_PRODUCER_BASE: u64 = 500_000;
@@ -241,6 +241,17 @@ impl Reaction {
 }
 
 impl Malformation {
+    /// Every malformation, in the order the `ingest` scenario draws from.
+    pub const ALL: [Malformation; 7] = [
+        Malformation::BadLegacyBody,
+        Malformation::BadChecksum,
+        Malformation::Oversized,
+        Malformation::Garbage,
+        Malformation::EmptyFlood,
+        Malformation::WrongDirection,
+        Malformation::UnauthorizedNoHello,
+    ];
+
     /// The malformations a storm client picks from (no authentication in storms).
     pub const STORM: [Malformation; 6] = [
         Malformation::BadLegacyBody,
@@ -485,29 +496,15 @@ impl Ctx {
 
     /// Checks an ack against the events it answers and records it.
     fn record_acks(&self, events: &[Event], items: &[AckItem]) {
-        if items.len() != events.len() {
-            self.violation(format!("{} acks for {} events", items.len(), events.len()));
-            return;
-        }
-        for (e, item) in events.iter().zip(items) {
-            match item {
-                AckItem::Stored { topic, offset, duplicate } => {
-                    self.stat(|s| {
-                        s.acks += 1;
-                        s.duplicate_acks += u64::from(*duplicate);
-                    });
-                    self.history.acked(AckRecord {
-                        client: self.name.clone(),
-                        producer: e.producer_id,
-                        sequence: e.sequence,
-                        topic: topic.clone(),
-                        offset: *offset,
-                        duplicate: *duplicate,
-                    });
-                }
-                AckItem::Rejected(err) => self.violation(format!("valid event rejected: {err}")),
-            }
-        }
+        let ok = self.history.record_acks(&self.name, events, items);
+        let stored = items.iter().filter(|i| matches!(i, AckItem::Stored { .. })).count() as u64;
+        let dups =
+            items.iter().filter(|i| matches!(i, AckItem::Stored { duplicate: true, .. })).count() as u64;
+        self.stat(|s| {
+            s.acks += stored;
+            s.duplicate_acks += dups;
+            s.violations += u64::from(!ok);
+        });
     }
 }
 

@@ -25,13 +25,13 @@ use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventLogSt
 use eventstreamcore::pipeline::PipelineConfig;
 use eventstreamcore::raft::Role;
 use eventstreamcore::rt::{self, Disk, DiskError, DiskFault, NodeClock, NodeRng, SimDisk};
-use eventstreamcore::wire::{AckItem, AdminRequest};
+use eventstreamcore::wire::AdminRequest;
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::{Mutant, Options, RunReport};
 use crate::check;
-use crate::history::{AckRecord, History, ReadRecord};
+use crate::history::{History, ReadRecord};
 use crate::raft_watch::RaftWatch;
 use crate::storm::{StormConfig, StormStats};
 use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
@@ -390,6 +390,7 @@ impl Disk for LyingDisk {
 struct MemberSlot {
     /// Start the next incarnation as a joining node (empty configuration; it is added back).
     joining: Arc<std::sync::atomic::AtomicBool>,
+    disk_faulty: Arc<std::sync::atomic::AtomicBool>,
     disk: Arc<SimDisk>,
     /// The member's dead-letter queue (it loses unsynced writes in a power failure too).
     dlq: Arc<SimDisk>,
@@ -458,6 +459,7 @@ impl FaultLog {
 #[derive(Clone)]
 struct MemberHandles {
     disk: Arc<SimDisk>,
+    disk_faulty: Arc<std::sync::atomic::AtomicBool>,
     dlq: Arc<SimDisk>,
     node: Arc<Mutex<Option<ClusterNode>>>,
     joining: Arc<std::sync::atomic::AtomicBool>,
@@ -467,6 +469,7 @@ impl MemberSlot {
     fn handles(&self) -> MemberHandles {
         MemberHandles {
             disk: self.disk.clone(),
+            disk_faulty: self.disk_faulty.clone(),
             dlq: self.dlq.clone(),
             node: self.node.clone(),
             joining: self.joining.clone(),
@@ -638,12 +641,26 @@ struct MemberEnv {
     slot: Arc<Mutex<Option<ClusterNode>>>,
     clock_slot: Arc<Mutex<Option<NodeClock>>>,
     joining: Arc<std::sync::atomic::AtomicBool>,
+    /// A disk fault is injected right now (a start that fails on it is expected).
+    disk_faulty: Arc<std::sync::atomic::AtomicBool>,
     watch: Arc<RaftWatch>,
 }
 
 /// Starts (or restarts) a member: recovers from its disk, serves clients until killed.
 async fn member_main(env: MemberEnv) {
-    let MemberEnv { i, nodes, snapshot_entries, drift, disk, dlq, slot, clock_slot, joining, watch } = env;
+    let MemberEnv {
+        i,
+        nodes,
+        snapshot_entries,
+        drift,
+        disk,
+        dlq,
+        slot,
+        clock_slot,
+        joining,
+        disk_faulty,
+        watch,
+    } = env;
     let clock = NodeClock::new();
     if drift != 0 {
         clock.set_drift_ppm(drift);
@@ -661,6 +678,12 @@ async fn member_main(env: MemberEnv) {
     };
     let (node, task) = match ClusterNode::start(opts, disk, clock.clone(), rt::node_rng()).await {
         Ok(x) => x,
+        // An operator restarted it while its disk still fails (a disk fault's own restart
+        // comes later): like the real process, it exits with the error.
+        Err(e) if disk_faulty.load(std::sync::atomic::Ordering::SeqCst) => {
+            tracing::warn!(member = i + 1, error = %e, "member cannot start on a failing disk; it stays down");
+            return;
+        }
         Err(e) => panic!("member {} cannot start: {e}", i + 1),
     };
     *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.clone());
@@ -716,6 +739,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     for i in 0..plan.nodes {
         let slot = MemberSlot {
             joining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            disk_faulty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             disk: Arc::new(SimDisk::new()),
             dlq: Arc::new(SimDisk::new()),
             node: Arc::new(Mutex::new(None)),
@@ -735,6 +759,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             slot: slot.node.clone(),
             clock_slot: slot.clock.clone(),
             joining: slot.joining.clone(),
+            disk_faulty: slot.disk_faulty.clone(),
             watch: watch.clone(),
         };
         let h = handle
@@ -895,6 +920,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                 let down = Duration::from_millis(*down_ms);
                 down_until[*node] = rt::time::now() + down;
                 let disk = &slots[*node].disk;
+                slots[*node].disk_faulty.store(true, std::sync::atomic::Ordering::SeqCst);
                 disk.inject(match error {
                     DiskErrorKind::Write => DiskFault::FailWrites(u32::MAX),
                     DiskErrorKind::Fsync => DiskFault::FailSyncs(u32::MAX),
@@ -909,6 +935,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                 madsim::task::spawn(async move {
                     rt::time::sleep(down).await;
                     slot.disk.clear_faults();
+                    slot.disk_faulty.store(false, std::sync::atomic::Ordering::SeqCst);
                     crash(&h, id, &slot, &mut trng, Duration::from_millis(100));
                 });
             }
@@ -988,7 +1015,9 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         })
         .await;
     match live {
-        Ok(Ok(Ok((items, e)))) => record_acks(&history, "liveness", &[e], &items),
+        Ok(Ok(Ok((items, e)))) => {
+            history.record_acks("liveness", &[e], &items);
+        }
         Ok(Ok(Err(e))) => history.violation(format!("liveness: the healed cluster refused a write: {e}")),
         Ok(Err(_)) => {
             history.violation(format!("liveness: no write committed within {LIVENESS_BOUND:?} of healing"))
@@ -1156,26 +1185,6 @@ fn heal(net: &madsim::net::NetSim, ids: &[madsim::task::NodeId]) {
     }
 }
 
-fn record_acks(history: &History, client: &str, events: &[Event], items: &[AckItem]) {
-    if items.len() != events.len() {
-        history.violation(format!("{client}: {} acks for {} events", items.len(), events.len()));
-        return;
-    }
-    for (e, item) in events.iter().zip(items) {
-        match item {
-            AckItem::Stored { topic, offset, duplicate } => history.acked(AckRecord {
-                client: client.to_string(),
-                producer: e.producer_id,
-                sequence: e.sequence,
-                topic: topic.clone(),
-                offset: *offset,
-                duplicate: *duplicate,
-            }),
-            AckItem::Rejected(err) => history.violation(format!("{client}: valid event rejected: {err}")),
-        }
-    }
-}
-
 /// Publishes `batches` frames of 1–4 keyed events, one at a time, each retried with the same keys
 /// until acked (so per-producer order must hold in the log).
 /// How long and how often a producer publishes.
@@ -1219,7 +1228,7 @@ async fn producer(
         loop {
             match client.publish(events.clone()).await {
                 Ok(items) => {
-                    record_acks(&history, &name, &events, &items);
+                    history.record_acks(&name, &events, &items);
                     break;
                 }
                 Err(ClientError::Server(e)) if !e.code.is_retryable() => {

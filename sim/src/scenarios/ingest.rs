@@ -25,7 +25,7 @@ use rand::seq::IndexedRandom;
 
 use super::{Mutant, Options, RunReport};
 use crate::check;
-use crate::history::{AckRecord, History};
+use crate::history::History;
 use crate::storm::Reaction;
 
 const TOPICS: &[&str] = &["sensor/temperature", "sensor/pressure", "payment", "audit", "orders"];
@@ -75,19 +75,7 @@ impl Plan {
                 35..=49 => ClientKind::Retrier,
                 50..=56 => ClientKind::Legacy,
                 57..=59 => ClientKind::UdpLegacy,
-                60..=74 => ClientKind::Malformed(
-                    *[
-                        Malformation::BadLegacyBody,
-                        Malformation::BadChecksum,
-                        Malformation::Oversized,
-                        Malformation::Garbage,
-                        Malformation::EmptyFlood,
-                        Malformation::WrongDirection,
-                        Malformation::UnauthorizedNoHello,
-                    ]
-                    .choose(rng)
-                    .expect("non-empty"),
-                ),
+                60..=74 => ClientKind::Malformed(*Malformation::ALL.choose(rng).expect("non-empty")),
                 75..=79 => ClientKind::Staller,
                 80..=83 => ClientKind::Idle,
                 84..=93 => ClientKind::Vanisher,
@@ -456,28 +444,6 @@ fn keyed_event(producer: u64, seq: u64, rng: &mut NodeRng) -> Event {
     e
 }
 
-fn record_acks(ctx: &Ctx, client: &str, events: &[Event], items: &[AckItem]) {
-    if items.len() != events.len() {
-        ctx.history.violation(format!("{client}: {} acks for {} events", items.len(), events.len()));
-        return;
-    }
-    for (e, item) in events.iter().zip(items) {
-        match item {
-            AckItem::Stored { topic, offset, duplicate } => ctx.history.acked(AckRecord {
-                client: client.to_string(),
-                producer: e.producer_id,
-                sequence: e.sequence,
-                topic: topic.clone(),
-                offset: *offset,
-                duplicate: *duplicate,
-            }),
-            AckItem::Rejected(err) => {
-                ctx.history.violation(format!("{client}: valid event rejected: {err}"));
-            }
-        }
-    }
-}
-
 /// Publishes one frame until it is acked, reconnecting and resending the same keys as needed.
 /// `drop_prob`: chance of deliberately dropping the connection before reading the ack.
 async fn publish_until_acked(
@@ -511,7 +477,7 @@ async fn publish_until_acked(
         }
         match c.publish(events.to_vec()).await {
             Ok(items) => {
-                record_acks(ctx, name, events, &items);
+                ctx.history.record_acks(name, events, &items);
                 return true;
             }
             Err(ClientError::Server(e)) if e.code == ErrorCode::Overloaded => {
@@ -588,7 +554,9 @@ async fn client_main(i: usize, kind: ClientKind, ctx: Ctx) {
                 Ok(replies) => {
                     for (events, reply) in frames.iter().zip(replies) {
                         match reply {
-                            Ok(items) => record_acks(&ctx, &name, events, &items),
+                            Ok(items) => {
+                                ctx.history.record_acks(&name, events, &items);
+                            }
                             Err(_) => {
                                 ctx.history.count("pipelined_retry");
                                 if !publish_until_acked(&ctx, &name, &mut conn, events, &mut rng, 0.0).await {
@@ -812,7 +780,7 @@ async fn final_check(ctx: Ctx) -> bool {
         Ok(items) => items,
         Err(_) => return false,
     };
-    record_acks(&ctx, "final-client", std::slice::from_ref(&e), &items);
+    ctx.history.record_acks("final-client", std::slice::from_ref(&e), &items);
     let Some(AckItem::Stored { offset, .. }) = items.first() else {
         return false;
     };
