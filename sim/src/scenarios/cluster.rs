@@ -146,6 +146,8 @@ pub struct Plan {
     pub consumers: usize,
     /// Per member clock drift in parts per million.
     pub drift_ppm: Vec<i64>,
+    /// No faults when left out (a quiet run).
+    #[serde(default)]
     pub faults: Vec<Step>,
     /// Faults happen before this; then the network heals and members come back.
     #[serde(default = "default_fault_window_ms")]

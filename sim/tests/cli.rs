@@ -1,0 +1,133 @@
+//! The `esc-sim` CLI as a user runs it (`cargo sim -- …` runs this binary): replay with a
+//! timeline, plan → edit → replay, shrink a failing seed into a seed file and replay that file,
+//! and clear errors for bad arguments.
+#![cfg(madsim)]
+#![allow(clippy::disallowed_methods)] // the test drives a real process and reads its files
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn esc_sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_esc-sim"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run esc-sim")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("esc-sim-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+#[test]
+fn replay_draws_a_timeline() {
+    let dir = temp_dir("timeline");
+    let svg = dir.join("run.svg");
+    let o = esc_sim(&[
+        "replay",
+        "--scenario",
+        "cluster",
+        "--seed",
+        "5",
+        "--log",
+        "off",
+        "--timeline",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("seed 5 of `cluster` passed"), "{}", text(&o));
+    let picture = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(picture.starts_with("<svg") || picture.starts_with("<?xml"), "{}", &picture[..80]);
+    assert!(picture.contains("cluster seed 5") && picture.contains("leader, term"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_plan_can_be_printed_edited_and_replayed() {
+    let dir = temp_dir("plan");
+    let o = esc_sim(&["plan", "--scenario", "cluster", "--seed", "8", "--note", "by hand"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let file = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(file.contains("seed = 8") && file.contains("[plan]"), "{file}");
+    // Drop every fault: the seed now runs a quiet cluster.
+    let quiet: String = file.split("[[plan.faults]]").next().expect("the plan part").to_string();
+    let path = dir.join("quiet.toml");
+    std::fs::write(&path, &quiet).unwrap();
+    let o = esc_sim(&["replay", "--plan", path.to_str().unwrap(), "--log", "off"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("faults: heal at end of window"), "ran the edited plan: {}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failing_seed_shrinks_into_a_seed_file_that_replays_the_failure() {
+    let dir = temp_dir("shrink");
+    // Find a seed the lying-fsync mutant breaks.
+    let seed = (0..60)
+        .find(|s| {
+            !esc_sim(&[
+                "replay",
+                "--scenario",
+                "cluster",
+                "--seed",
+                &s.to_string(),
+                "--log",
+                "off",
+                "--mutant",
+                "lying-fsync",
+            ])
+            .status
+            .success()
+        })
+        .expect("the mutant fails some seed");
+    let out = dir.join(format!("cluster-{seed}.toml"));
+    let args = ["shrink", "--scenario", "cluster", "--seed", &seed.to_string(), "--mutant", "lying-fsync"];
+    let o = esc_sim(&[&args[..], &["--max-runs", "40", "--out", out.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.exists(), "the seed file was written: {}", text(&o));
+    // The shrunk plan still fails with the mutant, and passes against the real code.
+    let plan = out.to_str().unwrap();
+    let o = esc_sim(&["replay", "--plan", plan, "--mutant", "lying-fsync", "--log", "off"]);
+    assert!(!o.status.success(), "the shrunk plan must still fail: {}", text(&o));
+    assert!(text(&o).contains(&format!("--plan {plan}")), "the replay line names the file: {}", text(&o));
+    let o = esc_sim(&["replay", "--plan", plan, "--log", "off"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // --out never overwrites.
+    let o = esc_sim(&[&args[..], &["--max-runs", "2", "--out", plan]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_arguments_get_clear_errors() {
+    let o = esc_sim(&["sweep", "--scenario", "nope", "--seeds", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("unknown scenario `nope`"), "{}", text(&o));
+    let o = esc_sim(&["shrink", "--scenario", "ingest", "--seed", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("cluster"), "{}", text(&o));
+    let o = esc_sim(&["sweep", "--scenario", "cluster", "--max-drift-pct", "90"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("a percentage from 0 to 50"), "{}", text(&o));
+    let o = esc_sim(&["replay", "--plan", "/nonexistent/plan.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn a_sweep_prints_its_summary_and_fails_on_a_failure() {
+    let o = esc_sim(&["sweep", "--scenario", "cluster", "--seeds", "20", "--start", "0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("scenario cluster: 20 seeds in"), "{}", text(&o));
+    assert!(text(&o).contains("0 failed"), "{}", text(&o));
+    let o = esc_sim(&["sweep", "--scenario", "cluster", "--seeds", "60", "--mutant", "stale-reads"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("failing seeds:"), "{}", text(&o));
+    assert!(text(&o).contains("replay:   cargo sim -- replay --scenario cluster --seed"), "{}", text(&o));
+}
