@@ -1,15 +1,18 @@
-//! Scenario `cluster`: a 3- or 5-node Raft cluster of real `ClusterNode` + `IngestServer` members
-//! on simulated TCP and `SimDisk`s, under a seeded fault plan — partitions (isolate one node,
-//! random halves, one-way links), crashes with `power_fail()` (unsynced writes lost, the last one
-//! possibly torn) and restarts, pauses, and clock drift and steps — while producers publish with
-//! idempotency keys through `ClusterClient` (redirects, failover, retries with the same keys) and
-//! consumers long-poll topics from any member.
+//! Scenarios `cluster`, `cluster3` and `cluster5`: a 3- or 5-node Raft cluster of real
+//! `ClusterNode` + `IngestServer` members on simulated TCP and `SimDisk`s, under a seeded fault
+//! plan — partitions (isolate a member or whoever leads, random halves, a bridge member, one-way
+//! links), packet loss and latency spikes, crashes with `power_fail()` (unsynced writes lost, the
+//! last one possibly torn) and restarts, disk write/fsync failures and full disks, pauses, clock
+//! drift and steps, membership changes (remove, wipe, add back), and storms of hostile TCP
+//! clients — while producers publish with idempotency keys through `ClusterClient` (redirects,
+//! failover, retries with the same keys) and consumers long-poll topics from any member.
 //!
-//! After the faults stop the cluster must elect a leader and commit a new write within a bound,
-//! and the replicas must converge. Checks: every acked event is in every replica's log exactly
-//! once at its acked offset, nothing unpublished is stored, per-producer order holds, offsets are
-//! dense, replicas are identical, and every event a consumer saw is in the final log at the
-//! offset it saw it (no rolled-back read).
+//! Every member reports each driver round to a [`RaftWatch`] (Raft's safety properties at every
+//! step). After the faults stop the cluster must elect a leader and commit a new write within a
+//! bound, and the replicas must converge. Then, from the history: every acked event is in every
+//! replica's log exactly once at its acked offset, nothing unpublished is stored, per-producer
+//! order holds, offsets are dense, replicas are identical, every event a consumer saw is in the
+//! final log at that offset, and linearizable reads saw every write acked before they began.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
