@@ -48,6 +48,8 @@ fn a_seed_file_with_a_plan_replays_that_plan() {
         deadline_ms: 40_000,
         think_ms: 400,
         storm_clients: 0,
+        storm_at_ms: 0,
+        storm_ms: None,
         snapshot_entries: 64,
     };
     let dir = std::env::temp_dir().join(format!("esc-sim-seeds-{}", std::process::id()));

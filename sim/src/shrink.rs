@@ -488,6 +488,8 @@ mod tests {
             deadline_ms: 40_000,
             think_ms: 400,
             storm_clients: 4,
+            storm_at_ms: 0,
+            storm_ms: None,
             snapshot_entries: 64,
         }
     }

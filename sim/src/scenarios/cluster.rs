@@ -165,6 +165,12 @@ pub struct Plan {
     /// bytes, slow readers, vanishers, retriers after timeouts with the same keys).
     #[serde(default)]
     pub storm_clients: usize,
+    /// The storm starts this long after the start…
+    #[serde(default)]
+    pub storm_at_ms: u64,
+    /// …and lasts this long (`None`: until the end of the fault window).
+    #[serde(default)]
+    pub storm_ms: Option<u64>,
     /// Members snapshot their state every this many entries (small: snapshots, compaction and
     /// catch-up by snapshot happen in every run).
     #[serde(default = "default_snapshot_entries")]
@@ -252,7 +258,7 @@ impl Plan {
         faults.sort_by_key(|f| f.at_ms);
         let (producers, batches, consumers, think_ms, storm_clients) = if shape.long {
             // 50 clients: producers publish until the deadline, consumers follow topics; and a
-            // storm of hostile clients while the faults last.
+            // 10-second storm of hostile clients somewhere in the fault window (below).
             (45, 10_000, 5, 4_000, 6)
         } else {
             let storm = if rng.random_bool(0.3) { rng.random_range(6..=18) } else { 0 };
@@ -275,6 +281,8 @@ impl Plan {
             deadline_ms,
             think_ms,
             storm_clients,
+            storm_at_ms: if shape.long { rng.random_range(0..fault_window_ms - 10_000) } else { 0 },
+            storm_ms: shape.long.then_some(10_000),
             // The long runs commit thousands of entries; a whole-state snapshot every 64 would
             // cost more than the rest of the run.
             snapshot_entries: if shape.long { 512 } else { default_snapshot_entries() },
@@ -285,6 +293,9 @@ impl Plan {
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=9).contains(&self.nodes) {
             return Err(format!("nodes = {} (1 to 9 members)", self.nodes));
+        }
+        if self.storm_at_ms >= self.deadline_ms {
+            return Err(format!("storm_at_ms = {} is after the deadline", self.storm_at_ms));
         }
         if self.snapshot_entries == 0 {
             return Err("snapshot_entries must be at least 1".into());
@@ -335,8 +346,19 @@ impl Plan {
     /// A readable description.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} nodes, {} producers × {} batches, {} consumers, {} storm clients; drift ppm {:?}; faults:",
-            self.nodes, self.producers, self.batches, self.consumers, self.storm_clients, self.drift_ppm
+            "{} nodes, {} producers × {} batches, {} consumers, {} storm clients{}; drift ppm {:?}; faults:",
+            self.nodes,
+            self.producers,
+            self.batches,
+            self.consumers,
+            self.storm_clients,
+            match (self.storm_clients, self.storm_ms) {
+                (0, _) | (_, None) => String::new(),
+                (_, Some(ms)) => {
+                    format!(" at {:.1}s for {:.1}s", self.storm_at_ms as f64 / 1000.0, ms as f64 / 1000.0)
+                }
+            },
+            self.drift_ppm
         );
         for f in &self.faults {
             let _ = write!(s, " {:.1}s {:?};", f.at_ms as f64 / 1000.0, f.fault);
@@ -814,12 +836,29 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     }
 
     let storm_stats = Arc::new(Mutex::new(StormStats::default()));
-    let storm = StormConfig {
+    let storm_config = StormConfig {
         clients: plan.storm_clients,
         kinds: Vec::new(),
-        duration: Duration::from_millis(plan.fault_window_ms),
-    }
-    .spawn(&handle, Ipv4Addr::new(10, 9, 0, 1), &addrs, &mut rng, history.clone(), storm_stats.clone());
+        duration: Duration::from_millis(
+            plan.storm_ms.unwrap_or(plan.fault_window_ms.saturating_sub(plan.storm_at_ms)),
+        ),
+    };
+    let storm_ip = Ipv4Addr::new(10, 9, 0, 1);
+    let storm = if plan.storm_at_ms == 0 {
+        storm_config.spawn(&handle, storm_ip, &addrs, &mut rng, history.clone(), storm_stats.clone())
+    } else {
+        // A burst later in the run: the clients are made when it starts.
+        let (h, addrs, history, stats) =
+            (handle.clone(), addrs.clone(), history.clone(), storm_stats.clone());
+        let mut srng = rt::rng::split(&mut rng);
+        let at = Duration::from_millis(plan.storm_at_ms);
+        vec![madsim::task::spawn(async move {
+            rt::time::sleep(at).await;
+            for c in storm_config.spawn(&h, storm_ip, &addrs, &mut srng, history, stats) {
+                let _ = c.await;
+            }
+        })]
+    };
 
     // --- faults ----------------------------------------------------------------------------------
     let mut tear_rng = rt::rng::split(&mut rng);
