@@ -741,6 +741,22 @@ async fn pipeline(ctx: &Ctx, c: &mut Client, frames: &[Vec<Event>]) -> Option<Ve
     Some(ids)
 }
 
+/// A drawn number of frames of a drawn number of fresh keyed events each.
+fn keyed_frames(
+    ctx: &mut Ctx,
+    rng: &mut NodeRng,
+    frames: std::ops::RangeInclusive<usize>,
+    per_frame: std::ops::RangeInclusive<u64>,
+    topic: &str,
+) -> Vec<Vec<Event>> {
+    (0..rng.random_range(frames))
+        .map(|_| {
+            let n = rng.random_range(per_frame.clone());
+            ctx.events(n, topic, rng)
+        })
+        .collect()
+}
+
 async fn slow_reader(ctx: &mut Ctx, rng: &mut NodeRng) {
     ctx.history.unordered(ctx.producer);
     while !ctx.over() {
@@ -748,12 +764,7 @@ async fn slow_reader(ctx: &mut Ctx, rng: &mut NodeRng) {
             rt::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
             continue;
         };
-        let frames: Vec<Vec<Event>> = (0..rng.random_range(20..=60))
-            .map(|_| {
-                let n = rng.random_range(1..=3);
-                ctx.events(n, "storm/slow", rng)
-            })
-            .collect();
+        let frames = keyed_frames(ctx, rng, 20..=60, 1..=3, "storm/slow");
         let Some(ids) = pipeline(ctx, &mut c, &frames).await else {
             continue;
         };
@@ -791,12 +802,7 @@ async fn vanisher(ctx: &mut Ctx, rng: &mut NodeRng) {
             rt::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
             continue;
         };
-        let frames: Vec<Vec<Event>> = (0..rng.random_range(1..=8))
-            .map(|_| {
-                let n = rng.random_range(1..=4);
-                ctx.events(n, "storm/vanish", rng)
-            })
-            .collect();
+        let frames = keyed_frames(ctx, rng, 1..=8, 1..=4, "storm/vanish");
         if pipeline(ctx, &mut c, &frames).await.is_some() {
             // Sometimes half of one more frame, then gone before any ack.
             if rng.random_bool(0.3) {
