@@ -21,7 +21,8 @@ fn esc(args: &[&str]) -> (bool, String) {
 fn dlq_list_and_redrive() {
     let dir = std::env::temp_dir().join(format!("esc-dlq-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let disk = Arc::new(FileDisk::open(&dir).unwrap());
+    // Where a server keeps it: `<data_dir>/dlq`.
+    let disk = Arc::new(FileDisk::open(&dir.join("dlq")).unwrap());
     let dlq = Dlq::open(disk.clone(), 100).unwrap();
     let ev = |topic: &str, offset| StoredEvent {
         offset,
@@ -53,5 +54,12 @@ fn dlq_list_and_redrive() {
     );
     let (ok, out) = esc(&["dlq", "list", "--data-dir", dir.join("missing").to_str().unwrap()]);
     assert!(!ok && out.contains("not a directory"), "{out}");
+    // The DLQ directory itself, or a data directory without one, is an error — never "0 entries".
+    let (ok, out) = esc(&["dlq", "list", "--data-dir", dir.join("dlq").to_str().unwrap()]);
+    assert!(!ok && out.contains("no dead-letter queue in") && out.contains("<data_dir>/dlq"), "{out}");
+    let (ok, out) = esc(&["dlq", "redrive", "--data-dir", dir.join("dlq").to_str().unwrap()]);
+    assert!(!ok && out.contains("<data_dir>/dlq"), "{out}");
+    let (ok, out) = esc(&["dlq", "list", "--help"]);
+    assert!(ok && out.contains("`dlq` subdirectory"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
