@@ -22,7 +22,7 @@ fn dlq_list_and_redrive() {
     let dir = std::env::temp_dir().join(format!("esc-dlq-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // Where a server keeps it: `<data_dir>/dlq`.
-    let disk = Arc::new(FileDisk::open(&dir.join("dlq")).unwrap());
+    let disk = Arc::new(FileDisk::open(dir.join("dlq")).unwrap());
     let dlq = Dlq::open(disk.clone(), 100).unwrap();
     let ev = |topic: &str, offset| StoredEvent {
         offset,

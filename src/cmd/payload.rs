@@ -30,7 +30,7 @@ pub fn read_file(path: &Path, format: Format) -> Result<Vec<Vec<u8>>, String> {
 /// Splits input into payloads as `format` says.
 pub fn split(input: &[u8], format: Format) -> Result<Vec<Vec<u8>>, String> {
     if format.whole {
-        let one = if format.hex { hex(input).map_err(|e| format!("{e}"))? } else { input.to_vec() };
+        let one = if format.hex { hex(input)? } else { input.to_vec() };
         return Ok(vec![one]);
     }
     let mut out = Vec::new();
@@ -51,7 +51,7 @@ pub fn split(input: &[u8], format: Format) -> Result<Vec<Vec<u8>>, String> {
 /// Decodes hex digits, ignoring ASCII whitespace.
 pub fn hex(text: &[u8]) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", digits.len()));
     }
     let val = |b: u8| match b {
