@@ -132,5 +132,64 @@ class AgainstServer(unittest.TestCase):
         self.assertIn("member 1 voter", text)
 
 
+def raw_publish_body(*events: bytes) -> bytes:
+    return struct.pack(">I", len(events)) + b"".join(events)
+
+
+@unittest.skipUnless(ADDR, "ESC_ADDR not set: run `cargo test --test python_client`")
+class DocumentedBehaviour(unittest.TestCase):
+    """Pins what docs/protocol.md says about corner cases, so the doc and the server stay in step."""
+
+    def setUp(self):
+        self.conn = Connection(ADDR, TOKEN)
+        self.addCleanup(self.conn.close)
+
+    def one(self, build):
+        return self.conn.call_many([build])[0]
+
+    def test_an_event_that_does_not_decode_refuses_the_whole_frame(self):
+        t = topic()
+        good = p.encode_event(Event(t, b"x", 2, None, [], 0, 0))
+        bad_priority = bytearray(p.encode_event(Event(t, b"y", 2, None, [], 0, 0)))
+        bad_priority[16] = 7
+        reply = self.one(lambda rid: p.encode_frame(p.PUBLISH, rid, raw_publish_body(good, bytes(bad_priority))))
+        self.assertIsInstance(reply, Malformed)
+        bad_utf8 = struct.pack(">QQBB", 0, 0, 2, 0) + b"\0\x02\xff\xfe" + b"\0\0" + b"\0\0\0\x01z"
+        reply = self.one(lambda rid: p.encode_frame(p.PUBLISH, rid, raw_publish_body(good, bad_utf8)))
+        self.assertIsInstance(reply, Malformed)
+        self.assertEqual(self.one(lambda rid: p.fetch(rid, t, 0, 10)).end_offset, 0, "nothing of either frame stored")
+
+    def test_fetched_offsets_as_documented(self):
+        t = topic()
+        self.one(lambda rid: p.publish(rid, [Event(t, b"a"), Event(t, b"b")]))
+        page = self.one(lambda rid: p.fetch(rid, t, 0, 0))
+        self.assertEqual((page.events, page.next_offset, page.end_offset), ([], 0, 2), "max_events = 0")
+        page = self.one(lambda rid: p.fetch(rid, t, 7, 10))
+        self.assertEqual((page.events, page.next_offset, page.end_offset), ([], 7, 2), "past the end")
+        page = self.one(lambda rid: p.fetch(rid, topic(), 3, 10))
+        self.assertEqual((page.events, page.next_offset, page.end_offset), ([], 3, 0), "unknown topic")
+
+    def test_admin_needs_every_field_and_an_unknown_op_is_malformed(self):
+        short = self.one(lambda rid: p.encode_frame(p.ADMIN, rid, struct.pack(">BQ", 0, 0)))
+        self.assertIsInstance(short, Malformed)
+        self.assertIsInstance(self.one(lambda rid: p.admin(rid, 42)), Malformed)
+        self.assertIn("role", self.one(lambda rid: p.admin(rid, p.ADMIN_STATUS)))
+
+    def test_a_resent_key_on_another_topic_names_the_original(self):
+        t1, t2 = topic(), topic()
+        first = self.one(lambda rid: p.publish(rid, [Event(t1, b"1", 2, None, [], 5150, 1)]))[0]
+        again = self.one(lambda rid: p.publish(rid, [Event(t2, b"2", 2, None, [], 5150, 1)]))[0]
+        self.assertEqual((again.topic, again.offset, again.duplicate), (t1, first.offset, True))
+        self.assertEqual(self.one(lambda rid: p.fetch(rid, t2, 0, 10)).end_offset, 0)
+
+    def test_reserved_frame_flags_are_ignored(self):
+        def flagged(rid):
+            f = bytearray(p.ping(rid))
+            f[6:8] = b"\xff\xff"
+            return bytes(f[:20]) + struct.pack(">I", p.crc32c(bytes(f[4:20])))
+
+        self.assertIsNone(self.one(flagged), "PONG")
+
+
 if __name__ == "__main__":
     unittest.main()
