@@ -2,6 +2,7 @@
 
 import secrets
 import time
+from collections import deque
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import protocol as p
@@ -192,10 +193,7 @@ class Client:
         def op(c: Connection) -> List[p.Reply]:
             return c.call_many([(lambda rid, f=f: p.publish(rid, f)) for f in frames_to_send])
 
-        try:
-            replies = self._with_retry(op)
-        except ServerError:
-            raise
+        replies = self._with_retry(op)
         out: List[List[p.Ack]] = []
         it = iter(replies)
         for f in frames:
@@ -309,7 +307,8 @@ class Tail:
         self.wait_ms = 0 if stop_at_end else wait_ms
         self.max_events = max_events
         self.stop_at_end = stop_at_end
-        self._page: List[p.StoredEvent] = []
+        self._page: "deque[p.StoredEvent]" = deque()
+        self._polled = False
 
     def __iter__(self) -> Iterator[p.StoredEvent]:
         return self
@@ -323,14 +322,12 @@ class Tail:
             if page.events and page.events[0].offset != self.next_offset:
                 raise ProtocolError("asked for offset %d, got %d" % (self.next_offset, page.events[0].offset))
             self.end_offset = page.end_offset
-            self._page = list(page.events)
+            self._page = deque(page.events)
             if self._page:
                 self.next_offset = max(page.next_offset, self._page[-1].offset + 1)
             elif self.stop_at_end:
                 raise StopIteration
-        return self._page.pop(0)
-
-    _polled = False
+        return self._page.popleft()
 
 
 def _b(v: Union[bytes, str]) -> bytes:
