@@ -220,6 +220,9 @@ enum DlqAction {
         /// retries_exhausted, shutdown).
         #[arg(long)]
         reason: Option<DlqReason>,
+        /// Print the entries as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Move entries back into the pipeline. The server owning the data directory applies the
     /// request at its next control-loop tick (or at its next start); entries dead-lettered after
@@ -354,7 +357,9 @@ async fn main() -> ExitCode {
         Command::Bench { addr, connections, events, batch, pipeline, payload, legacy, token, cluster } => {
             bench(addr, connections, events, batch, pipeline, payload, legacy, token, cluster).await
         }
-        Command::Dlq { action: DlqAction::List { data_dir, reason } } => cmd::dlq::list(&data_dir, reason),
+        Command::Dlq { action: DlqAction::List { data_dir, reason, json } } => {
+            cmd::dlq::list(&data_dir, reason, json)
+        }
         Command::Dlq { action: DlqAction::Redrive { data_dir, reason } } => {
             cmd::dlq::redrive(&data_dir, reason)
         }

@@ -39,6 +39,11 @@ fn dlq_list_and_redrive() {
     assert!(out.contains("deadline") && out.contains("sensor/a@3") && out.contains("deadline 5 ms"), "{out}");
     assert!(out.contains("invalid") && out.contains("payment@4"), "{out}");
     assert!(out.contains("2 entries listed, 2 stored, 0 overflowed"), "{out}");
+    let (ok, out) = esc(&["dlq", "list", "--data-dir", d, "--json"]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("{\"entries\":[{"), "one JSON document: {out}");
+    assert!(out.contains("\"reason\":\"invalid\"") && out.contains("\"topic\":\"payment\""), "{out}");
+    assert!(out.contains("\"at\":\"1970-01-01T00:00:00.011Z\""), "readable time: {out}");
     let (ok, out) = esc(&["dlq", "list", "--data-dir", d, "--reason", "invalid"]);
     assert!(ok && out.contains("1 entries listed") && !out.contains("sensor/a@3"), "{out}");
     let (ok, out) = esc(&["dlq", "list", "--data-dir", d, "--reason", "nonsense"]);

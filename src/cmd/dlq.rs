@@ -6,7 +6,9 @@ use std::sync::Arc;
 use eventstreamcore::pipeline::{Dlq, DlqReason, RedriveFilter};
 use eventstreamcore::rt::FileDisk;
 
-use super::output::rfc3339_ms;
+use serde_json::json;
+
+use super::output::{event_json, rfc3339_ms};
 
 /// The DLQ's directory inside a server's data directory.
 pub fn dlq_dir(data_dir: &Path) -> PathBuf {
@@ -33,11 +35,29 @@ fn open(data_dir: &Path) -> Result<(Arc<FileDisk>, Dlq), String> {
     Ok((disk, dlq))
 }
 
-/// Prints the entries (optionally only one reason).
-pub fn list(data_dir: &Path, reason: Option<DlqReason>) -> Result<(), String> {
+/// Prints the entries (optionally only one reason), as a table or one JSON document.
+pub fn list(data_dir: &Path, reason: Option<DlqReason>, as_json: bool) -> Result<(), String> {
     let (_, dlq) = open(data_dir)?;
     let entries: Vec<_> =
         dlq.entries().into_iter().filter(|e| reason.is_none_or(|r| r == e.reason)).collect();
+    if as_json {
+        let list: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.id,
+                    "reason": e.reason.code(),
+                    "at_ms": e.at_ms,
+                    "at": rfc3339_ms(e.at_ms),
+                    "detail": e.detail,
+                    "event": event_json(&e.event),
+                })
+            })
+            .collect();
+        let doc = json!({"entries": list, "stored": dlq.len(), "overflowed": dlq.overflow()});
+        println!("{doc}");
+        return Ok(());
+    }
     println!(
         "{:>6}  {:<17}  {:<24}  {:<28}  {:<8}  {:>16}  {:>6}  detail",
         "id", "reason", "at", "topic@offset", "priority", "producer/seq", "bytes"
