@@ -385,3 +385,73 @@ async fn the_leader_processes_committed_events_and_a_new_leader_resumes_from_the
         c.stop(id, false).await;
     }
 }
+
+/// Issue 11: an insider that knows the secret sends terms and indexes no node can have. Each is
+/// refused at the transport (the connection closes); no member adopts the term, the cluster keeps
+/// committing, and the targeted follower restarts cleanly. Before the boundary checks, one
+/// heartbeat at term 2^64-1 made the follower adopt it and panic on its next campaign, for good.
+#[tokio::test]
+async fn absurd_terms_and_indexes_from_an_authenticated_peer_change_nothing() {
+    use eventstreamcore::raft::transport::frame::encode_frame;
+    use eventstreamcore::raft::transport::handshake::{self, Local};
+    use eventstreamcore::raft::{Body, Message};
+    use tokio::io::AsyncWriteExt;
+
+    let mut c = TestCluster::new(3);
+    c.start_all().await;
+    let l = c.leader().await;
+    for s in 1..=5 {
+        c.node(l).publish(vec![keyed("t", 5, s)]).await.unwrap();
+    }
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    let term = c.node(l).status().term;
+    let absurd = [
+        Message { from: l, to: f, term: u64::MAX, body: Body::Heartbeat { commit: u64::MAX, round: 1 } },
+        Message {
+            from: l,
+            to: f,
+            term,
+            body: Body::Append {
+                prev_index: u64::MAX - 1,
+                prev_term: term,
+                entries: vec![],
+                commit: u64::MAX,
+            },
+        },
+        Message {
+            from: l,
+            to: f,
+            term: u64::MAX,
+            body: Body::Vote { pre_vote: false, last_index: u64::MAX, last_term: u64::MAX, transfer: true },
+        },
+    ];
+    let f_addr = c.members[(f - 1) as usize].raft_addr.clone();
+    for m in &absurd {
+        // The insider: knows cluster id and secret, claims to be the leader.
+        let mut s = tokio::net::TcpStream::connect(&f_addr).await.unwrap();
+        let local = Local { node_id: l, cluster_id: b"esc", secret: c.secret.as_bytes(), nonce: [7; 32] };
+        handshake::dial(&mut s, &local, f).await.unwrap();
+        let mut frame = Vec::new();
+        encode_frame(m, 1 << 20, &mut frame).unwrap();
+        let _ = s.write_all(&frame).await;
+        let _ = s.flush().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Several election timeouts: a node that had taken the term would campaign (and overflow).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for st in c.statuses() {
+        assert!(st.term < 1_000 && st.commit < 1_000, "node took an absurd value: {st:?}");
+    }
+    let l = c.leader().await;
+    for s in 6..=10 {
+        c.node(l).publish(vec![keyed("t", 5, s)]).await.unwrap();
+    }
+    c.converged().await;
+    c.stop(f, false).await;
+    c.start(f).await;
+    c.converged().await;
+    assert_eq!(c.node(f).state().topic_log("t").len(), 10);
+    for id in 1..=3 {
+        c.stop(id, false).await;
+    }
+}

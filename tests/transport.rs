@@ -494,3 +494,22 @@ async fn a_new_connection_from_a_peer_retires_its_silent_old_one() {
     assert_eq!(seq_of(&recv_n(&mut bi, 1).await[0]), 0);
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_authenticated_peer_sending_an_impossible_term_is_refused_counted_and_disconnected() {
+    let (b, mut bi) = start(2).await;
+    let mut insider = authenticated_raw_client(b.local_addr(), 7, 2).await;
+    let mut frames = Vec::new();
+    let absurd = Message { from: 7, to: 2, term: u64::MAX, body: Body::Heartbeat { commit: 1, round: 1 } };
+    encode_frame(&absurd, 1 << 20, &mut frames).unwrap();
+    encode_frame(&msg(7, 2, 5), 1 << 20, &mut frames).unwrap();
+    insider.write_all(&frames).await.unwrap();
+    insider.flush().await.unwrap();
+    eventually("impossible message counted", || b.stats().invalid_messages == 1).await;
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), insider.read(&mut byte)).await.unwrap();
+    assert!(matches!(closed, Ok(0) | Err(_)), "the connection is closed: {closed:?}");
+    assert!(bi.try_recv().is_none(), "nothing after the impossible message is delivered either");
+    assert_eq!(b.stats().received, 0);
+    b.shutdown().await;
+}

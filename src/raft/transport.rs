@@ -13,6 +13,9 @@
 //! * **Authentication**: a mutual HMAC-SHA256 handshake (see [`handshake`]) within
 //!   `handshake_timeout_ms`; nothing from an unauthenticated connection reaches the [`Inbox`], and a
 //!   message whose `from` is not the authenticated peer is dropped.
+//! * **Boundary checks**: a message with values no honest node sends (a term or index beyond
+//!   [`super::types::MAX_TERM`]/[`super::types::MAX_INDEX`], entries out of sequence; see
+//!   [`Message::check_bounds`]) is logged, counted in `invalid_messages`, and closes the connection.
 //! * **Frames** (see [`frame`]): `u32` length, `u32` CRC32C, [`Message`] codec bytes. A bad frame
 //!   closes that connection and is counted; it never panics.
 //!
@@ -132,6 +135,9 @@ pub struct TransportStats {
     pub dropped: u64,
     /// Incoming messages dropped because `from` was not the authenticated peer or `to` not us.
     pub rejected: u64,
+    /// Incoming messages with values no honest node sends (a term or index beyond the ceiling,
+    /// entries out of sequence: [`Message::check_bounds`]); each closed its connection.
+    pub invalid_messages: u64,
     /// Outbound connections established (handshake done).
     pub connects: u64,
     /// Of those, the ones after a peer's first.
@@ -156,6 +162,7 @@ struct Counters {
     received: AtomicU64,
     dropped: AtomicU64,
     rejected: AtomicU64,
+    invalid_messages: AtomicU64,
     connects: AtomicU64,
     reconnects: AtomicU64,
     connect_failures: AtomicU64,
@@ -405,6 +412,7 @@ impl PeerTransport {
             received: g(&c.received),
             dropped: g(&c.dropped),
             rejected: g(&c.rejected),
+            invalid_messages: g(&c.invalid_messages),
             connects: g(&c.connects),
             reconnects: g(&c.reconnects),
             connect_failures: g(&c.connect_failures),
@@ -756,6 +764,20 @@ async fn serve_inbound(
                 }
             };
             buf.advance(used);
+            if let Err(reason) = msg.check_bounds() {
+                // Only a peer that knows the secret gets here: a forgery or a broken node. Close.
+                bump(&c.invalid_messages, 1);
+                tracing::warn!(
+                    node,
+                    peer,
+                    %remote,
+                    term = msg.term,
+                    kind = msg.body.name(),
+                    reason,
+                    "impossible peer message refused; closing its connection"
+                );
+                return;
+            }
             if msg.from != peer || msg.to != node {
                 bump(&c.rejected, 1);
                 tracing::debug!(
