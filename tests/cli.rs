@@ -244,3 +244,33 @@ fn a_hand_made_hardstate_with_an_impossible_term_is_a_clear_startup_error() {
     assert!(!err.contains("panicked"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 11: `esc serve` on its defaults (no `cluster.secret`) opens no peer port at all: the
+/// banner says so and nothing accepts on the configured Raft address.
+#[test]
+fn a_default_serve_has_no_peer_port_open() {
+    let raft = format!("127.0.0.1:{}", common::free_port());
+    let mut child = Command::new(ESC)
+        .args(["serve", "--listen", "127.0.0.1:0", "--set"])
+        .arg(format!("cluster.raft_listen={raft}"))
+        .arg("--set")
+        .arg(format!("cluster.data_dir={}", temp_dir("no-peer-port").display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("esc starts");
+    let s = Server {
+        addr: String::new(),
+        child: {
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            let (mut first, mut second) = (String::new(), String::new());
+            out.read_line(&mut first).unwrap();
+            out.read_line(&mut second).unwrap();
+            assert!(first.starts_with("esc listening on "), "{first}");
+            assert!(second.contains("raft port closed (no cluster.secret)"), "{second}");
+            child
+        },
+    };
+    assert!(std::net::TcpStream::connect(&raft).is_err(), "nothing listens on {raft}");
+    drop(s);
+}

@@ -455,3 +455,52 @@ async fn absurd_terms_and_indexes_from_an_authenticated_peer_change_nothing() {
         c.stop(id, false).await;
     }
 }
+
+/// Issue 11: without a secret nobody can be authenticated, so a lone member keeps its peer port
+/// closed and refuses to grow; a member that has (or would have) peers refuses to start.
+#[tokio::test]
+async fn without_a_secret_a_single_member_does_not_listen_and_a_multi_member_one_does_not_start() {
+    use eventstreamcore::node::cluster::ClusterError;
+    use eventstreamcore::wire::AdminRequest;
+    let mut c = TestCluster::new(1);
+    c.secret = String::new();
+    c.start_all().await;
+    c.leader().await;
+    assert_eq!(c.node(1).raft_addr(), None);
+    let raft = c.members[0].raft_addr.clone();
+    assert!(tokio::net::TcpStream::connect(&raft).await.is_err(), "nothing listens on {raft}");
+    c.node(1).publish(vec![keyed("t", 1, 1)]).await.unwrap();
+    let add =
+        AdminRequest::AddNode { id: 2, raft_addr: "127.0.0.1:1".into(), client_addr: "127.0.0.1:2".into() };
+    match c.node(1).admin(add).await {
+        Err(ServiceError::Unsupported(msg)) => assert!(msg.contains("cluster.secret"), "{msg}"),
+        other => panic!("admin add without a secret answered {other:?}"),
+    }
+    assert_eq!(c.node(1).status().voters, vec![1]);
+    c.stop(1, false).await;
+
+    let mut three = TestCluster::new(3);
+    three.secret = String::new();
+    let mut join = three.cluster_config(1);
+    join.members.clear();
+    join.join = true;
+    for cfg in [three.cluster_config(2), join] {
+        let opts = ClusterOptions {
+            node_id: 2,
+            cluster: cfg,
+            dedup: DedupConfig::default(),
+            client_addr: "127.0.0.1:17002".into(),
+            repair: false,
+            pipeline: None,
+            observer: None,
+        };
+        let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+        match ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(2)).await {
+            Err(e @ ClusterError::NoSecret { .. }) => {
+                assert!(e.to_string().contains("cluster.secret"), "{e}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a member with peers started without a secret"),
+        }
+    }
+}
