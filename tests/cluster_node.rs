@@ -429,7 +429,13 @@ async fn absurd_terms_and_indexes_from_an_authenticated_peer_change_nothing() {
     for m in &absurd {
         // The insider: knows cluster id and secret, claims to be the leader.
         let mut s = tokio::net::TcpStream::connect(&f_addr).await.unwrap();
-        let local = Local { node_id: l, cluster_id: b"esc", secret: c.secret.as_bytes(), nonce: [7; 32] };
+        let local = Local {
+            node_id: l,
+            cluster_id: b"esc",
+            secret: c.secret.as_bytes(),
+            nonce: [7; 32],
+            pake_seed: [7; 32],
+        };
         handshake::dial(&mut s, &local, f).await.unwrap();
         let mut frame = Vec::new();
         encode_frame(m, 1 << 20, &mut frame).unwrap();
