@@ -2124,7 +2124,9 @@ mod tests {
             }
             (segment_name(first), b)
         };
-        let cases: Vec<(Vec<(String, Vec<u8>)>, String, &str)> = vec![
+        // (files to write, the file the error must name, a word its reason must contain)
+        type Case = (Vec<(String, Vec<u8>)>, String, &'static str);
+        let cases: Vec<Case> = vec![
             (vec![(HARD_STATE_FILE.into(), hs(u64::MAX, None, 0))], HARD_STATE_FILE.into(), "term"),
             (vec![(HARD_STATE_FILE.into(), hs(1, None, u64::MAX))], HARD_STATE_FILE.into(), "commit"),
             (vec![(HARD_STATE_FILE.into(), hs(1, Some(0), 0))], HARD_STATE_FILE.into(), "node 0"),
