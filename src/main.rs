@@ -452,8 +452,11 @@ async fn serve(
     // The lines scripts wait for, in one write (a reader that stops after the first line must
     // not make a later print fail).
     let mut banner = format!("esc listening on {addr}\n");
-    banner +=
-        &format!("esc node {} raft on {} data in {}\n", config.node.id, node.raft_addr(), data_dir.display());
+    let raft = match node.raft_addr() {
+        Some(a) => format!("raft on {a}"),
+        None => "raft port closed (no cluster.secret)".to_string(),
+    };
+    banner += &format!("esc node {} {raft} data in {}\n", config.node.id, data_dir.display());
     if let Some(udp) = server.udp_addr() {
         banner += &format!("esc udp legacy ingest on {udp}\n");
     }
@@ -713,6 +716,7 @@ async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember
             client_addr: format!("127.0.0.1:{}", port()?),
         });
     }
+    let bench_secret = format!("{:032x}", rt::node_rng().random::<u128>());
     let mut members = Vec::new();
     for m in &cfgs {
         let mut c = Config::default();
@@ -722,7 +726,8 @@ async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember
         c.cluster.raft_listen = m.raft_addr.parse().map_err(|e| format!("{e}"))?;
         c.cluster.data_dir = dir.join(format!("node{}", m.id));
         c.cluster.members = if n > 1 { cfgs.clone() } else { Vec::new() };
-        c.cluster.secret = "bench".into();
+        // A fresh random secret: the bench members listen on loopback ports others can reach.
+        c.cluster.secret = bench_secret.clone();
         c.cluster.tick_ms = 10;
         let disk = FileDisk::open(&c.cluster.data_dir).map_err(|e| e.to_string())?;
         let clock = NodeClock::new();

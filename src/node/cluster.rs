@@ -112,7 +112,24 @@ pub enum ClusterError {
     Raft(#[from] InitError),
     #[error("cannot listen for peers on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    /// Peers could not authenticate: set the same `cluster.secret` on every member.
+    #[error(
+        "cluster.secret is empty but this node {why}: set cluster.secret (the same long random string \
+         on every member) and restart"
+    )]
+    NoSecret { why: &'static str },
 }
+
+/// The next message from a peer; never completes on a member without a peer transport.
+async fn next_peer_message(inbox: &mut Option<Inbox>) -> Option<crate::raft::Message> {
+    match inbox {
+        Some(i) => i.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Secrets shorter than this start with a warning: guessing online costs one connection a try.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// What a member looks like from outside (refreshed after every driver round).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +192,7 @@ enum Cmd {
 
 struct Shared {
     id: NodeId,
-    raft_addr: SocketAddr,
+    raft_addr: Option<SocketAddr>,
     cmds: mpsc::UnboundedSender<Cmd>,
     state: Mutex<EventLogState>,
     status: Mutex<ClusterStatus>,
@@ -275,14 +292,41 @@ impl ClusterNode {
         rcfg.heartbeat_tick = cfg.heartbeat_ticks;
         let raft_rng = rt::rng::split(&mut rng);
         let raft = Raft::new(rcfg, restored, raft_rng)?;
-        let tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
-        let (transport, inbox) = PeerTransport::bind(tcfg, cfg.raft_listen, clock.clone(), rng)
-            .await
-            .map_err(|source| ClusterError::Listen { addr: cfg.raft_listen, source })?;
-        // The configured address may be port 0; tell peers the real one.
-        if let Some(a) = addrs.get_mut(&id) {
-            a.raft = transport.local_addr().to_string();
-        }
+        let (transport, inbox) = if cfg.secret.is_empty() {
+            // Without a secret nobody can be authenticated: a lone member keeps its port closed.
+            let why = if cfg.join {
+                Some("is configured to join a cluster")
+            } else if cfg.members.iter().any(|m| m.id != id) {
+                Some("has other configured members")
+            } else if raft.conf_state().members().any(|m| m != id) {
+                Some("has other members in its persisted configuration")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(ClusterError::NoSecret { why });
+            }
+            tracing::info!(node = id, "no cluster.secret: a single member, not listening for peers");
+            (None, None)
+        } else {
+            if cfg.secret.len() < MIN_SECRET_LEN {
+                tracing::warn!(
+                    node = id,
+                    len = cfg.secret.len(),
+                    min = MIN_SECRET_LEN,
+                    "cluster.secret is short; use a long random string"
+                );
+            }
+            let tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
+            let (transport, inbox) = PeerTransport::bind(tcfg, cfg.raft_listen, clock.clone(), rng)
+                .await
+                .map_err(|source| ClusterError::Listen { addr: cfg.raft_listen, source })?;
+            // The configured address may be port 0; tell peers the real one.
+            if let Some(a) = addrs.get_mut(&id) {
+                a.raft = transport.local_addr().to_string();
+            }
+            (Some(transport), Some(inbox))
+        };
 
         let (tx, rx) = mpsc::unbounded_channel();
         let status = ClusterStatus {
@@ -300,7 +344,7 @@ impl ClusterNode {
         };
         let shared = Arc::new(Shared {
             id,
-            raft_addr: transport.local_addr(),
+            raft_addr: transport.as_ref().map(PeerTransport::local_addr),
             cmds: tx,
             state: Mutex::new(state),
             status: Mutex::new(status),
@@ -364,8 +408,8 @@ impl ClusterNode {
         *lock(&self.shared.routes) = Some((topics, default));
     }
 
-    /// Where this member listens for its peers.
-    pub fn raft_addr(&self) -> SocketAddr {
+    /// Where this member listens for its peers; `None` when it does not (no `cluster.secret`).
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
         self.shared.raft_addr
     }
 
@@ -557,8 +601,9 @@ struct Driver {
     id: NodeId,
     raft: Raft,
     storage: RaftStorage,
-    transport: PeerTransport,
-    inbox: Inbox,
+    /// `None` for a single member without a secret: it does not listen for peers.
+    transport: Option<PeerTransport>,
+    inbox: Option<Inbox>,
     cmds: mpsc::UnboundedReceiver<Cmd>,
     shared: Arc<Shared>,
     clock: NodeClock,
@@ -698,7 +743,7 @@ impl Driver {
                     self.next_tick = self.clock.mono() + self.tick;
                     self.on_tick();
                 }
-                m = self.inbox.recv() => match m {
+                m = next_peer_message(&mut self.inbox) => match m {
                     Some(m) => self.step(m),
                     None => break Ok(()),
                 },
@@ -709,7 +754,7 @@ impl Driver {
             }
             // Take everything else that is already here, so one round (one fsync) covers it.
             for _ in 0..4096 {
-                match self.inbox.try_recv() {
+                match self.inbox.as_mut().and_then(Inbox::try_recv) {
                     Some(m) => self.step(m),
                     None => break,
                 }
@@ -720,7 +765,7 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            for id in self.transport.take_unreachable() {
+            for id in self.transport.as_ref().map(PeerTransport::take_unreachable).unwrap_or_default() {
                 self.raft.report_unreachable(id);
             }
             // `advance()` can make more ready at once — a single member commits its own entry only
@@ -759,7 +804,9 @@ impl Driver {
             *lock(&self.shared.pipeline) = None;
             p.shutdown().await;
         }
-        self.transport.shutdown().await;
+        if let Some(t) = &self.transport {
+            t.shutdown().await;
+        }
         self.shared.applied.notify_waiters();
         tracing::info!(node = self.id, "raft driver stopped");
     }
@@ -882,6 +929,12 @@ impl Driver {
             AdminRequest::AddNode { id, raft_addr, client_addr } => {
                 if id == 0 {
                     let _ = reply.send(Err(ServiceError::Unsupported("node id 0 is reserved".into())));
+                    return;
+                }
+                if self.transport.is_none() {
+                    let msg = "this node does not listen for peers because cluster.secret is empty: set \
+                               cluster.secret (the same on every member) and restart it, then add members";
+                    let _ = reply.send(Err(ServiceError::Unsupported(msg.into())));
                     return;
                 }
                 let addr = Addr { raft: raft_addr, client: client_addr };
@@ -1052,7 +1105,9 @@ impl Driver {
         }
         self.sync_peers();
         for m in messages {
-            self.transport.send(m);
+            if let Some(t) = &self.transport {
+                t.send(m);
+            }
         }
         let observed_entries = if self.observer.is_some() { committed_entries.clone() } else { Vec::new() };
         if !committed_entries.is_empty() {
@@ -1312,15 +1367,18 @@ impl Driver {
     /// configuration, and the configured members while joining (a node that is not yet in the
     /// configuration must still answer the leader that replicates to it).
     fn sync_peers(&mut self) {
+        let Some(transport) = &self.transport else {
+            return;
+        };
         for (id, a) in &self.addrs {
             if *id != self.id && self.peers.get(id) != Some(&a.raft) {
-                self.transport.set_peer(*id, a.raft.clone());
+                transport.set_peer(*id, a.raft.clone());
                 self.peers.insert(*id, a.raft.clone());
             }
         }
         let gone: Vec<NodeId> = self.peers.keys().copied().filter(|p| !self.addrs.contains_key(p)).collect();
         for p in gone {
-            self.transport.remove_peer(p);
+            transport.remove_peer(p);
             self.peers.remove(&p);
         }
     }

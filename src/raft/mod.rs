@@ -89,6 +89,6 @@ pub use progress::{Progress, ProgressState};
 pub use storage::{RaftStorage, Recovered, StorageError, StorageOptions, StorageStats};
 pub use transport::{Inbox, PeerTransport, TransportConfig, TransportStats};
 pub use types::{
-    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, NodeId, ReadState,
-    RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
+    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, MAX_INDEX,
+    MAX_TERM, NodeId, ReadState, RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
 };

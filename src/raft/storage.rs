@@ -64,7 +64,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::types::{ConfState, Entry, HardState, Index, RestoredState, Snapshot, SnapshotMeta};
+use super::types::{
+    ConfState, Entry, HardState, Index, MAX_INDEX, MAX_TERM, RestoredState, Snapshot, SnapshotMeta,
+};
 use crate::rt::{Disk, DiskError};
 
 const HARD_STATE_FILE: &str = "hardstate";
@@ -272,8 +274,24 @@ impl RaftStorage {
         let snap_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
         let (segments, entries) = rec.read_log(snap_index)?;
         let last_index = entries.last().map_or(snap_index, |e| e.index);
+        let snap_term = snapshot.as_ref().map_or(0, |s| s.meta.term);
+        check_terms_never_decrease(&segments, &entries, snap_term)?;
 
         let mut hard_state = written_hard_state;
+        if let Some(last) = entries.last()
+            && hard_state.term < last.term
+        {
+            // The driver syncs entries before the hard state: a crash in between leaves entries
+            // of a term the hard state does not know yet. No message depended on that term. Not
+            // a repair (nothing was lost), so not a note.
+            tracing::info!(
+                persisted = hard_state.term,
+                log = last.term,
+                "hard state term behind the log's last term (crash before it was written): raised to it, vote cleared"
+            );
+            hard_state.term = last.term;
+            hard_state.vote = None;
+        }
         if let Some(s) = &snapshot
             && hard_state.term < s.meta.term
         {
@@ -668,6 +686,32 @@ fn encode_hard_state(hs: &HardState) -> Vec<u8> {
     b
 }
 
+/// Terms in a log never decrease (from the snapshot's on); a file where they do was not written
+/// by this storage.
+fn check_terms_never_decrease(
+    segments: &[Segment],
+    entries: &[Entry],
+    snap_term: u64,
+) -> Result<(), StorageError> {
+    let mut prev = snap_term;
+    for e in entries {
+        if e.term < prev {
+            let file =
+                segments.iter().find(|s| s.first <= e.index && e.index <= s.last).map_or("", |s| &s.name);
+            return Err(corrupt(
+                file,
+                0,
+                format!(
+                    "entry {} has term {} after term {prev}: terms in a log never decrease",
+                    e.index, e.term
+                ),
+            ));
+        }
+        prev = e.term;
+    }
+    Ok(())
+}
+
 fn corrupt(file: &str, offset: usize, reason: impl Into<String>) -> StorageError {
     StorageError::Corrupt { file: file.to_string(), offset: offset as u64, reason: reason.into() }
 }
@@ -703,7 +747,17 @@ fn decode_hard_state(file: &str, b: &[u8]) -> Result<HardState, StorageError> {
         1 => Some(u64_at(b, 13)),
         tag => return Err(corrupt(file, 12, format!("invalid vote flag {tag}"))),
     };
-    Ok(HardState { term: u64_at(b, 4), vote, commit: u64_at(b, 21) })
+    let (term, commit) = (u64_at(b, 4), u64_at(b, 21));
+    if term > MAX_TERM {
+        return Err(corrupt(file, 4, format!("term {term} is beyond the ceiling {MAX_TERM}")));
+    }
+    if commit > MAX_INDEX {
+        return Err(corrupt(file, 21, format!("commit index {commit} is beyond the ceiling {MAX_INDEX}")));
+    }
+    if vote == Some(0) {
+        return Err(corrupt(file, 13, "vote for node 0"));
+    }
+    Ok(HardState { term, vote, commit })
 }
 
 fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
@@ -736,6 +790,12 @@ fn decode_snapshot(file: &str, b: &[u8]) -> Result<Snapshot, StorageError> {
     }
     let index = u64_at(b, 4);
     let term = u64_at(b, 12);
+    if index > MAX_INDEX {
+        return Err(corrupt(file, 4, format!("index {index} is beyond the ceiling {MAX_INDEX}")));
+    }
+    if term > MAX_TERM {
+        return Err(corrupt(file, 12, format!("term {term} is beyond the ceiling {MAX_TERM}")));
+    }
     let conf_len = u32_at(b, 20) as usize;
     let conf_end = FIXED.checked_add(conf_len).filter(|&e| e + 8 <= body);
     let Some(conf_end) = conf_end else {
@@ -793,6 +853,13 @@ fn scan_records(
             Ok((entry, next)) => {
                 if entry.index != expected {
                     let reason = format!("entry index {} where {expected} was expected", entry.index);
+                    return (off, Some(BadRecord { offset: off, kind: BadKind::Hard, reason }));
+                }
+                if entry.term > MAX_TERM {
+                    let reason = format!(
+                        "entry {} has term {}, beyond the ceiling {MAX_TERM}",
+                        entry.index, entry.term
+                    );
                     return (off, Some(BadRecord { offset: off, kind: BadKind::Hard, reason }));
                 }
                 if !f(off, entry) {
@@ -998,6 +1065,13 @@ impl Recovery<'_> {
 
         for (k, (first, name)) in names.iter().enumerate() {
             let (first, is_last) = (*first, k + 1 == names.len());
+            if first == 0 || first > MAX_INDEX {
+                return Err(corrupt(
+                    name,
+                    0,
+                    format!("segment name gives first index {first}, outside 1..={MAX_INDEX}"),
+                ));
+            }
             // Wholly covered by the snapshot: the next segment starts at or before snap + 1.
             if names.get(k + 1).is_some_and(|(next, _)| *next <= snap + 1) {
                 self.disk.remove(name)?;
@@ -2034,6 +2108,72 @@ mod tests {
         let (_, rec) = open(&d, small(64 << 20));
         assert_eq!(rec.entries, ents(1..=10, 1));
         assert_eq!(rec.repaired.len(), 1);
+    }
+
+    // ---- hand-made files with impossible values ------------------------------------------
+
+    /// Issue 11: nothing a file says may panic a restart. Each hand-made file with a value no
+    /// node writes (well-formed, checksums right) is a typed error naming that file.
+    #[test]
+    fn impossible_persisted_values_are_typed_errors_naming_the_file() {
+        let hs = |term, vote, commit| encode_hard_state(&HardState { term, vote, commit });
+        let seg = |first: Index, es: &[Entry]| {
+            let mut b = Vec::new();
+            for e in es {
+                encode_record(e, &mut b);
+            }
+            (segment_name(first), b)
+        };
+        // (files to write, the file the error must name, a word its reason must contain)
+        type Case = (Vec<(String, Vec<u8>)>, String, &'static str);
+        let cases: Vec<Case> = vec![
+            (vec![(HARD_STATE_FILE.into(), hs(u64::MAX, None, 0))], HARD_STATE_FILE.into(), "term"),
+            (vec![(HARD_STATE_FILE.into(), hs(1, None, u64::MAX))], HARD_STATE_FILE.into(), "commit"),
+            (vec![(HARD_STATE_FILE.into(), hs(1, Some(0), 0))], HARD_STATE_FILE.into(), "node 0"),
+            (
+                vec![(SNAPSHOT_FILE.into(), encode_snapshot(&snap(u64::MAX, 1)))],
+                SNAPSHOT_FILE.into(),
+                "index",
+            ),
+            (vec![(SNAPSHOT_FILE.into(), encode_snapshot(&snap(5, u64::MAX)))], SNAPSHOT_FILE.into(), "term"),
+            (vec![(INSTALL_FILE.into(), encode_snapshot(&snap(u64::MAX, 1)))], INSTALL_FILE.into(), "index"),
+            (vec![seg(0, &[])], segment_name(0), "first index 0"),
+            (
+                vec![seg(u64::MAX - 1, &ents(u64::MAX - 1..=u64::MAX - 1, 1))],
+                segment_name(u64::MAX - 1),
+                "outside",
+            ),
+            (vec![seg(1, &ents(1..=3, u64::MAX))], segment_name(1), "ceiling"),
+            (vec![seg(1, &[ent(1, 5), ent(2, 3)])], segment_name(1), "never decrease"),
+        ];
+        for (files, file, what) in cases {
+            let d = SimDisk::new();
+            for (name, bytes) in &files {
+                d.write_atomic(name, bytes).unwrap();
+            }
+            let err = open_err(&d, small(1 << 20));
+            let StorageError::Corrupt { file: f, reason, .. } = &err else { panic!("{file}: {err:?}") };
+            assert_eq!(f, &file, "{err}");
+            assert!(reason.contains(what), "{file}: {err}");
+        }
+    }
+
+    /// A crash after the entries of a new term were synced but before the hard state naming that
+    /// term was written leaves the log ahead of the hard state: recovery raises the term (no
+    /// message depended on it) instead of handing the core a state it refuses.
+    #[test]
+    fn entries_newer_than_the_hard_state_term_raise_it() {
+        use crate::raft::{Raft, RaftConfig};
+        let d = SimDisk::new();
+        let (mut st, _) = open(&d, small(1 << 20));
+        st.set_hard_state(HardState { term: 2, vote: Some(1), commit: 0 }).unwrap();
+        st.append(&[ent(1, 2), ent(2, 3)]).unwrap();
+        st.sync().unwrap();
+        drop(st);
+        let (_, rec) = open(&d, small(1 << 20));
+        assert_eq!(rec.hard_state, HardState { term: 3, vote: None, commit: 0 });
+        let restored = rec.into_restored_state(ConfState::with_voters([1, 2, 3]));
+        Raft::new(RaftConfig::new(1), restored, rng_from_seed(1)).expect("the core accepts it");
     }
 
     // ---- real files -------------------------------------------------------------------------
