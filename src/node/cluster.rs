@@ -28,7 +28,7 @@ use crate::pipeline::alerts::{ALERTS_TOPIC, AlertSink, FanoutAlertSink, LogAlert
 use crate::pipeline::handlers::Alert;
 use crate::pipeline::{Admission, Checkpoint, Pipeline, PipelineConfig, StartOptions};
 use crate::raft::storage::{RaftStorage, StorageError, StorageOptions};
-use crate::raft::transport::{Inbox, PeerTransport, TransportConfig};
+use crate::raft::transport::{Inbox, PeerTransport, StatsReader, TransportConfig};
 use crate::raft::{
     ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, Index, InitError, NodeId,
     ProposeError, Raft, RaftConfig, Ready, RestoredState, Role, Snapshot, Term,
@@ -234,6 +234,8 @@ enum Cmd {
 struct Shared {
     id: NodeId,
     raft_addr: Option<SocketAddr>,
+    /// The peer transport's counters, for `/metrics`.
+    peer_stats: Option<StatsReader>,
     cmds: mpsc::UnboundedSender<Cmd>,
     state: Mutex<EventLogState>,
     status: Mutex<ClusterStatus>,
@@ -361,6 +363,7 @@ impl ClusterNode {
         let shared = Arc::new(Shared {
             id,
             raft_addr: transport.as_ref().map(PeerTransport::local_addr),
+            peer_stats: transport.as_ref().map(PeerTransport::stats_reader),
             cmds: tx,
             state: Mutex::new(state),
             status: Mutex::new(status),
@@ -569,6 +572,27 @@ impl EventService for ClusterNode {
             ),
         ] {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+        }
+        if let Some(r) = &self.shared.peer_stats {
+            let s = r.stats();
+            for (name, help, v) in [
+                (
+                    "esc_peer_handshake_failures_total",
+                    "peer handshakes that failed (either direction)",
+                    s.handshake_failures,
+                ),
+                (
+                    "esc_peer_invalid_messages_total",
+                    "authenticated peer messages with impossible values, refused",
+                    s.invalid_messages,
+                ),
+                ("esc_peer_bad_frames_total", "peer frames refused (length, checksum, codec)", s.bad_frames),
+                ("esc_peer_rejected_total", "peer messages whose sender or recipient was wrong", s.rejected),
+                ("esc_peer_accepted_total", "inbound peer connections authenticated", s.accepted),
+                ("esc_peer_refused_total", "inbound peer connections over the limit", s.refused),
+            ] {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+            }
         }
         if let Some(p) = lock(&self.shared.pipeline).as_ref() {
             out.push_str(&p.render_prometheus());
