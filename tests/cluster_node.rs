@@ -445,6 +445,8 @@ async fn absurd_terms_and_indexes_from_an_authenticated_peer_change_nothing() {
     }
     // Several election timeouts: a node that had taken the term would campaign (and overflow).
     tokio::time::sleep(Duration::from_millis(400)).await;
+    let metrics = c.node(f).render_metrics();
+    assert!(metrics.contains("esc_peer_invalid_messages_total 3"), "{metrics}");
     for st in c.statuses() {
         assert!(st.term < 1_000 && st.commit < 1_000, "node took an absurd value: {st:?}");
     }

@@ -28,7 +28,7 @@ use crate::pipeline::alerts::{ALERTS_TOPIC, AlertSink, FanoutAlertSink, LogAlert
 use crate::pipeline::handlers::Alert;
 use crate::pipeline::{Admission, Checkpoint, Pipeline, PipelineConfig, StartOptions};
 use crate::raft::storage::{RaftStorage, StorageError, StorageOptions};
-use crate::raft::transport::{Inbox, PeerTransport, TransportConfig};
+use crate::raft::transport::{Inbox, PeerTransport, StatsReader, TransportConfig};
 use crate::raft::{
     ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, Index, InitError, NodeId,
     ProposeError, Raft, RaftConfig, Ready, RestoredState, Role, Snapshot, Term,
@@ -128,6 +128,47 @@ async fn next_peer_message(inbox: &mut Option<Inbox>) -> Option<crate::raft::Mes
     }
 }
 
+/// Binds the peer transport, or — for a single member without a secret — nothing: nobody could
+/// be authenticated, so the port stays closed. A member that has or will have peers needs a
+/// secret.
+async fn open_peer_transport(
+    cfg: &ClusterConfig,
+    id: NodeId,
+    raft: &Raft,
+    clock: NodeClock,
+    rng: NodeRng,
+) -> Result<Option<(PeerTransport, Inbox)>, ClusterError> {
+    if cfg.secret.is_empty() {
+        let why = if cfg.join {
+            Some("is configured to join a cluster")
+        } else if cfg.members.iter().any(|m| m.id != id) {
+            Some("has other configured members")
+        } else if raft.conf_state().members().any(|m| m != id) {
+            Some("has other members in its persisted configuration")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ClusterError::NoSecret { why });
+        }
+        tracing::info!(node = id, "no cluster.secret: a single member, not listening for peers");
+        return Ok(None);
+    }
+    if cfg.secret.len() < MIN_SECRET_LEN {
+        tracing::warn!(
+            node = id,
+            len = cfg.secret.len(),
+            min = MIN_SECRET_LEN,
+            "cluster.secret is short; use a long random string"
+        );
+    }
+    let tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
+    let bound = PeerTransport::bind(tcfg, cfg.raft_listen, clock, rng)
+        .await
+        .map_err(|source| ClusterError::Listen { addr: cfg.raft_listen, source })?;
+    Ok(Some(bound))
+}
+
 /// Secrets shorter than this start with a warning: guessing online costs one connection a try.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -193,6 +234,8 @@ enum Cmd {
 struct Shared {
     id: NodeId,
     raft_addr: Option<SocketAddr>,
+    /// The peer transport's counters, for `/metrics`.
+    peer_stats: Option<StatsReader>,
     cmds: mpsc::UnboundedSender<Cmd>,
     state: Mutex<EventLogState>,
     status: Mutex<ClusterStatus>,
@@ -292,40 +335,15 @@ impl ClusterNode {
         rcfg.heartbeat_tick = cfg.heartbeat_ticks;
         let raft_rng = rt::rng::split(&mut rng);
         let raft = Raft::new(rcfg, restored, raft_rng)?;
-        let (transport, inbox) = if cfg.secret.is_empty() {
-            // Without a secret nobody can be authenticated: a lone member keeps its port closed.
-            let why = if cfg.join {
-                Some("is configured to join a cluster")
-            } else if cfg.members.iter().any(|m| m.id != id) {
-                Some("has other configured members")
-            } else if raft.conf_state().members().any(|m| m != id) {
-                Some("has other members in its persisted configuration")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                return Err(ClusterError::NoSecret { why });
+        let (transport, inbox) = match open_peer_transport(&cfg, id, &raft, clock.clone(), rng).await? {
+            Some((transport, inbox)) => {
+                // The configured address may be port 0; tell peers the real one.
+                if let Some(a) = addrs.get_mut(&id) {
+                    a.raft = transport.local_addr().to_string();
+                }
+                (Some(transport), Some(inbox))
             }
-            tracing::info!(node = id, "no cluster.secret: a single member, not listening for peers");
-            (None, None)
-        } else {
-            if cfg.secret.len() < MIN_SECRET_LEN {
-                tracing::warn!(
-                    node = id,
-                    len = cfg.secret.len(),
-                    min = MIN_SECRET_LEN,
-                    "cluster.secret is short; use a long random string"
-                );
-            }
-            let tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
-            let (transport, inbox) = PeerTransport::bind(tcfg, cfg.raft_listen, clock.clone(), rng)
-                .await
-                .map_err(|source| ClusterError::Listen { addr: cfg.raft_listen, source })?;
-            // The configured address may be port 0; tell peers the real one.
-            if let Some(a) = addrs.get_mut(&id) {
-                a.raft = transport.local_addr().to_string();
-            }
-            (Some(transport), Some(inbox))
+            None => (None, None),
         };
 
         let (tx, rx) = mpsc::unbounded_channel();
@@ -345,6 +363,7 @@ impl ClusterNode {
         let shared = Arc::new(Shared {
             id,
             raft_addr: transport.as_ref().map(PeerTransport::local_addr),
+            peer_stats: transport.as_ref().map(PeerTransport::stats_reader),
             cmds: tx,
             state: Mutex::new(state),
             status: Mutex::new(status),
@@ -553,6 +572,27 @@ impl EventService for ClusterNode {
             ),
         ] {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+        }
+        if let Some(r) = &self.shared.peer_stats {
+            let s = r.stats();
+            for (name, help, v) in [
+                (
+                    "esc_peer_handshake_failures_total",
+                    "peer handshakes that failed (either direction)",
+                    s.handshake_failures,
+                ),
+                (
+                    "esc_peer_invalid_messages_total",
+                    "authenticated peer messages with impossible values, refused",
+                    s.invalid_messages,
+                ),
+                ("esc_peer_bad_frames_total", "peer frames refused (length, checksum, codec)", s.bad_frames),
+                ("esc_peer_rejected_total", "peer messages whose sender or recipient was wrong", s.rejected),
+                ("esc_peer_accepted_total", "inbound peer connections authenticated", s.accepted),
+                ("esc_peer_refused_total", "inbound peer connections over the limit", s.refused),
+            ] {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+            }
         }
         if let Some(p) = lock(&self.shared.pipeline).as_ref() {
             out.push_str(&p.render_prometheus());

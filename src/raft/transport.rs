@@ -173,6 +173,39 @@ struct Counters {
     refused: AtomicU64,
 }
 
+impl Counters {
+    fn snapshot(&self) -> TransportStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TransportStats {
+            sent: g(&self.sent),
+            received: g(&self.received),
+            dropped: g(&self.dropped),
+            rejected: g(&self.rejected),
+            invalid_messages: g(&self.invalid_messages),
+            connects: g(&self.connects),
+            reconnects: g(&self.reconnects),
+            connect_failures: g(&self.connect_failures),
+            handshake_failures: g(&self.handshake_failures),
+            bad_frames: g(&self.bad_frames),
+            write_timeouts: g(&self.write_timeouts),
+            accepted: g(&self.accepted),
+            refused: g(&self.refused),
+        }
+    }
+}
+
+/// Reads a transport's counters; unlike a [`PeerTransport`] handle it does not keep the
+/// transport running.
+#[derive(Clone)]
+pub struct StatsReader(Arc<Shared>);
+
+impl StatsReader {
+    /// The counters so far.
+    pub fn stats(&self) -> TransportStats {
+        self.0.counters.snapshot()
+    }
+}
+
 fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
@@ -430,23 +463,12 @@ impl PeerTransport {
 
     /// The counters so far.
     pub fn stats(&self) -> TransportStats {
-        let c = &self.shared().counters;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        TransportStats {
-            sent: g(&c.sent),
-            received: g(&c.received),
-            dropped: g(&c.dropped),
-            rejected: g(&c.rejected),
-            invalid_messages: g(&c.invalid_messages),
-            connects: g(&c.connects),
-            reconnects: g(&c.reconnects),
-            connect_failures: g(&c.connect_failures),
-            handshake_failures: g(&c.handshake_failures),
-            bad_frames: g(&c.bad_frames),
-            write_timeouts: g(&c.write_timeouts),
-            accepted: g(&c.accepted),
-            refused: g(&c.refused),
-        }
+        self.shared().counters.snapshot()
+    }
+
+    /// Reads the counters later without keeping the transport running (for `/metrics`).
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.shared().clone())
     }
 
     /// Tasks (sender, accept and connection tasks) still running; 0 after `shutdown`.

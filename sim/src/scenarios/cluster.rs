@@ -366,7 +366,7 @@ impl Plan {
     /// A readable description.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} nodes, {} producers × {} batches, {} consumers, {} storm clients{}; drift ppm {:?}; faults:",
+            "{} nodes, {} producers × {} batches, {} consumers, {} storm clients{}{}; drift ppm {:?}; faults:",
             self.nodes,
             self.producers,
             self.batches,
@@ -378,11 +378,12 @@ impl Plan {
                     format!(" at {:.1}s for {:.1}s", self.storm_at_ms as f64 / 1000.0, ms as f64 / 1000.0)
                 }
             },
+            match self.peer_storm_clients {
+                0 => String::new(),
+                n => format!(", {n} peer-storm clients"),
+            },
             self.drift_ppm
         );
-        if self.peer_storm_clients > 0 {
-            let _ = write!(s, " {} peer-storm clients;", self.peer_storm_clients);
-        }
         for f in &self.faults {
             let _ = write!(s, " {:.1}s {:?};", f.at_ms as f64 / 1000.0, f.fault);
         }
