@@ -174,6 +174,28 @@ fn stale_linearizable_reads_are_caught() {
     assert!(stale.failure_report().contains("a stale read"), "{}", stale.failure_report());
 }
 
+/// The liveness and convergence checks can fail: a cluster whose members all stay cut off after
+/// the faults end commits nothing (liveness), and one whose last member stays cut off never
+/// converges. A quiet plan, so only the mutant can break the run.
+#[test]
+fn liveness_and_convergence_checks_fail_when_the_cluster_cannot_recover() {
+    use eventstreamcore_sim::scenarios::Mutant;
+    let plan = "nodes = 3\nproducers = 3\nbatches = 5\nconsumers = 1\ndrift_ppm = [0, 0, 0]\n";
+    let with = |mutant| eventstreamcore_sim::scenarios::Options {
+        plan: Some(plan.into()),
+        mutant,
+        ..default_options()
+    };
+    let ok = runner::run_seed("cluster", 4, with(None));
+    assert!(!ok.failed(), "{}", ok.failure_report());
+    let lost = runner::run_seed("cluster", 4, with(Some(Mutant::LostQuorum)));
+    let f = lost.failure().expect("no quorum after the faults: the liveness check fails");
+    assert!(f.contains("checker `liveness` failed: liveness: no write committed within"), "{f}");
+    let stranded = runner::run_seed("cluster", 4, with(Some(Mutant::StrandedMember)));
+    let f = stranded.failure().expect("a member left cut off: the replicas do not converge");
+    assert!(f.contains("checker `replicas_converge` failed"), "{f}");
+}
+
 /// A publish to an idle single-member cluster is acked at once in simulated time (well under a
 /// millisecond; the simulator charges nanoseconds per poll):
 /// the driver goes round again when `advance()` made more ready (its own durable append commits

@@ -491,6 +491,7 @@ mod tests {
             storm_at_ms: 0,
             storm_ms: None,
             snapshot_entries: 64,
+            linearizable_reader: true,
         }
     }
 

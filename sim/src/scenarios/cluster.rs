@@ -175,6 +175,12 @@ pub struct Plan {
     /// catch-up by snapshot happen in every run).
     #[serde(default = "default_snapshot_entries")]
     pub snapshot_entries: u64,
+    /// If no consumer draws linearizable reads, the first one reads linearizably anyway, so the
+    /// linearizable-read checker has something to check. Generated plans set it; a plan written
+    /// before it existed (a golden script, a regression seed's `[plan]`) leaves it out and runs
+    /// as it always did.
+    #[serde(default)]
+    pub linearizable_reader: bool,
 }
 
 impl Plan {
@@ -286,6 +292,8 @@ impl Plan {
             // The long runs commit thousands of entries; a whole-state snapshot every 64 would
             // cost more than the rest of the run.
             snapshot_entries: if shape.long { 512 } else { default_snapshot_entries() },
+            // Derived, not drawn: the random stream stays as it was.
+            linearizable_reader: true,
         }
     }
 
@@ -820,19 +828,30 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         producers.push(node.spawn(async move { producer(p as u64 + 1, addrs, timing, history, prng).await }));
     }
     let mut consumers = Vec::new();
-    for c in 0..plan.consumers {
+    let consumer_rngs: Vec<(Vec<SocketAddr>, NodeRng)> = (0..plan.consumers)
+        .map(|_| {
+            let (mut addrs, mut crng) = (addrs.clone(), rt::rng::split(&mut rng));
+            addrs.shuffle(&mut crng);
+            (addrs, crng)
+        })
+        .collect();
+    // Every generated run has a linearizable reader: if no consumer draws one, the first becomes
+    // one. Derived, not drawn, so the random stream stays as it was.
+    let none_linearizable =
+        plan.linearizable_reader && !consumer_rngs.iter().any(|(_, r)| ConsumerDraw::peek(r).linearizable);
+    for (c, (addrs, crng)) in consumer_rngs.into_iter().enumerate() {
         let node = handle
             .create_node()
             .name(format!("consumer-{c}"))
             .ip(IpAddr::V4(Ipv4Addr::new(10, 2, 0, c as u8 + 1)))
             .build();
-        let (history, mut addrs) = (history.clone(), addrs.clone());
-        let mut crng = rt::rng::split(&mut rng);
-        addrs.shuffle(&mut crng);
-        let until = t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10);
-        let stale_reads = opts.mutant == Some(Mutant::StaleReads);
-        consumers
-            .push(node.spawn(async move { consumer(c, addrs, history, crng, until, stale_reads).await }));
+        let history = history.clone();
+        let how = ConsumerRun {
+            until: t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10),
+            stale_reads: opts.mutant == Some(Mutant::StaleReads),
+            force_linearizable: none_linearizable && c == 0,
+        };
+        consumers.push(node.spawn(async move { consumer(c, addrs, history, crng, how).await }));
     }
 
     let storm_stats = Arc::new(Mutex::new(StormStats::default()));
@@ -1027,6 +1046,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     log.mark(None, "faults end: heal");
     net_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     net.update_config(|c| *c = madsim::net::Config::default());
+    match opts.mutant {
+        Some(Mutant::LostQuorum) => ids.iter().for_each(|id| net.clog_node(*id)),
+        Some(Mutant::StrandedMember) => net.clog_node(ids[plan.nodes - 1]),
+        _ => {}
+    }
     // Crashed members come back within 3 s, paused ones within 2 s.
     rt::time::sleep(Duration::from_secs(3)).await;
     for id in &ids {
@@ -1052,21 +1076,23 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             let mut e = Event::new("liveness", Priority::High, "ping");
             e.producer_id = 999_999;
             e.sequence = 1;
-            lh.published(999_999, 1, "liveness", b"ping");
+            lh.published(&e);
             rt::time::timeout(LIVENESS_BOUND, c.publish(vec![e.clone()]))
                 .await
                 .map(|r| r.map(|items| (items, e)))
         })
         .await;
-    match live {
+    let liveness_failed = match live {
         Ok(Ok(Ok((items, e)))) => {
             history.record_acks("liveness", &[e], &items);
+            None
         }
-        Ok(Ok(Err(e))) => history.violation(format!("liveness: the healed cluster refused a write: {e}")),
-        Ok(Err(_)) => {
-            history.violation(format!("liveness: no write committed within {LIVENESS_BOUND:?} of healing"))
-        }
-        Err(_) => history.violation("liveness client task failed"),
+        Ok(Ok(Err(e))) => Some(format!("liveness: the healed cluster refused a write: {e}")),
+        Ok(Err(_)) => Some(format!("liveness: no write committed within {LIVENESS_BOUND:?} of healing")),
+        Err(_) => Some("liveness client task failed".to_string()),
+    };
+    if let Some(l) = &liveness_failed {
+        history.violation(l.clone());
     }
     let liveness_ms = (rt::time::now() - healed).as_millis();
 
@@ -1129,6 +1155,8 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                 v.excerpt.join("\n  ")
             ),
         })
+    } else if let Some(l) = liveness_failed {
+        Some(check::CheckFailure { checker: "liveness", detail: l })
     } else if !converged {
         let st: Vec<String> = slots
             .iter()
@@ -1145,7 +1173,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             ),
         })
     } else {
-        check::check_cluster_run(&data, &states).err().map(|mut f| {
+        check::check_cluster_run(&data, &states, min_acks(&plan)).err().map(|mut f| {
             if let Some((_, log)) = states.first() {
                 let excerpt = check::history_excerpt(&data, log, &f.detail);
                 if !excerpt.is_empty() {
@@ -1194,6 +1222,12 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         r.finish((rt::time::now() - start).as_millis() as Ms);
     }
     RunReport { digest: d.finish(), summary, failure, raft_log: Some(watch.summary()) }
+}
+
+/// The fewest acked events a run must carry: one per producer (each publishes 5 or more batches
+/// over tens of seconds; a run below this checked next to nothing).
+fn min_acks(plan: &Plan) -> usize {
+    plan.producers
 }
 
 /// Kills a member, loses its unsynced writes (tearing the last one) and restarts it after `down`.
@@ -1264,7 +1298,7 @@ async fn producer(
                 let mut e = Event::new(topic, Priority::Medium, format!("{id}:{s}").into_bytes());
                 e.producer_id = id;
                 e.sequence = s;
-                history.published(id, s, topic, &e.payload);
+                history.published(&e);
                 e
             })
             .collect();
@@ -1290,26 +1324,50 @@ async fn producer(
     }
 }
 
+/// What a consumer draws first from its RNG.
+struct ConsumerDraw {
+    topic: &'static str,
+    linearizable: bool,
+}
+
+impl ConsumerDraw {
+    fn draw(rng: &mut NodeRng) -> Self {
+        let topic = *TOPICS.choose(rng).expect("non-empty");
+        ConsumerDraw { topic, linearizable: rng.random_bool(0.5) }
+    }
+
+    /// What a consumer given `rng` will draw, without drawing it.
+    fn peek(rng: &NodeRng) -> Self {
+        Self::draw(&mut rng.clone())
+    }
+}
+
+/// How a consumer runs.
+#[derive(Debug, Clone, Copy)]
+struct ConsumerRun {
+    until: rt::time::Instant,
+    /// The `StaleReads` mutant: linearizable reads are sent as plain ones.
+    stale_reads: bool,
+    /// Read linearizably whatever the draw said (the run's one guaranteed linearizable reader).
+    force_linearizable: bool,
+}
+
+/// How many events a consumer asks for per read.
+const PAGE: u32 = 50;
+
 /// Follows one topic with long polls from whichever member answers, checking that offsets come
 /// contiguously and in order; records what it saw for the rolled-back-read check.
-async fn consumer(
-    c: usize,
-    addrs: Vec<SocketAddr>,
-    history: History,
-    mut rng: NodeRng,
-    until: rt::time::Instant,
-    stale_reads: bool,
-) {
-    let topic = *TOPICS.choose(&mut rng).expect("non-empty");
-    let linearizable = rng.random_bool(0.5);
+async fn consumer(c: usize, addrs: Vec<SocketAddr>, history: History, mut rng: NodeRng, how: ConsumerRun) {
+    let ConsumerDraw { topic, linearizable } = ConsumerDraw::draw(&mut rng);
+    let linearizable = linearizable || how.force_linearizable;
     let mut client = ClusterClient::new(addrs, format!("consumer-{c}"), "");
     client.timeout = Duration::from_secs(3);
     client.max_attempts = 5;
     let mut offset = 0;
-    while rt::time::now() < until {
+    while rt::time::now() < how.until {
         let started = history.read_started();
-        let ask_linearizable = linearizable && !stale_reads;
-        match client.read(topic, offset, 50, ask_linearizable, 1_000).await {
+        let ask_linearizable = linearizable && !how.stale_reads;
+        match client.read(topic, offset, PAGE, ask_linearizable, 1_000).await {
             Ok(page) => {
                 history.read_done(ReadRecord {
                     client: format!("consumer-{c}"),
@@ -1317,6 +1375,10 @@ async fn consumer(
                     linearizable,
                     started,
                     end_offset: page.end_offset,
+                    from: offset,
+                    max: u64::from(PAGE),
+                    keys: page.events.iter().map(|s| s.event.idempotency_key()).collect(),
+                    completed: 0,
                 });
                 for s in &page.events {
                     if s.offset != offset {
@@ -1326,7 +1388,7 @@ async fn consumer(
                         ));
                         return;
                     }
-                    history.consumed(topic, s.offset, s.event.producer_id, s.event.sequence);
+                    history.consumed(topic, s.offset, &s.event);
                     offset += 1;
                 }
             }
