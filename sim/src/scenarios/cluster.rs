@@ -1194,6 +1194,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         d.write(k.as_bytes());
         d.write_u64(*v);
     }
+    digest_the_run(&mut d, &data, &watch, (rt::time::now() - start).as_millis() as u64);
     let stored = states.first().map_or(0, |s| s.1.events_stored());
     let summary = format!(
         "{description}\nresult: {stored} events stored, {} acks ({} duplicate), {} consumed, liveness {liveness_ms} ms after healing; {} Raft rounds checked; counters {:?}",
@@ -1202,6 +1203,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         data.consumed.len(),
         watch.rounds(),
         data.counters,
+    );
+    let disk = disk_tally(&slots);
+    let summary = format!(
+        "{summary}\ndisks: {} power failures, {} torn writes, {} injected failures",
+        disk.power_failures, disk.torn_writes, disk.injected_failures
     );
     let summary = if plan.storm_clients > 0 {
         format!("{summary}\n{}", storm_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
@@ -1221,7 +1227,55 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         ));
         r.finish((rt::time::now() - start).as_millis() as Ms);
     }
-    RunReport { digest: d.finish(), summary, failure, raft_log: Some(watch.summary()) }
+    RunReport { digest: d.finish(), summary, failure, raft_log: Some(watch.summary()), disk }
+}
+
+/// What the members' disks (WAL and DLQ) saw, summed.
+fn disk_tally(slots: &[MemberSlot]) -> eventstreamcore::rt::disk::SimDiskStats {
+    let mut t = eventstreamcore::rt::disk::SimDiskStats::default();
+    for s in slots.iter().flat_map(|s| [s.disk.stats(), s.dlq.stats()]) {
+        t.writes += s.writes;
+        t.syncs += s.syncs;
+        t.power_failures += s.power_failures;
+        t.torn_writes += s.torn_writes;
+        t.injected_failures += s.injected_failures;
+    }
+    t
+}
+
+/// Adds to the run's digest what two runs of one seed must also agree on: every ack in the order
+/// received, each member's roles and terms as they changed (and when), the leader of each term,
+/// the committed Raft log, and the simulated time at the end.
+fn digest_the_run(
+    d: &mut eventstreamcore::node::state::Fnv64,
+    data: &crate::history::HistoryData,
+    watch: &RaftWatch,
+    end_ms: u64,
+) {
+    for a in &data.acks {
+        d.write(a.client.as_bytes());
+        d.write_u64(a.producer);
+        d.write_u64(a.sequence);
+        d.write(a.topic.as_bytes());
+        d.write_u64(a.offset);
+        d.write(&[u8::from(a.duplicate)]);
+    }
+    for c in watch.role_changes() {
+        d.write_u64(c.at_ms);
+        d.write_u64(c.node);
+        d.write(&[c.role as u8]);
+        d.write_u64(c.term);
+    }
+    for (term, node) in watch.leaders() {
+        d.write_u64(term);
+        d.write_u64(node);
+    }
+    for (index, e) in watch.committed() {
+        d.write_u64(index);
+        d.write_u64(e.term);
+        d.write_u64(e.digest);
+    }
+    d.write_u64(end_ms);
 }
 
 /// The fewest acked events a run must carry: one per producer (each publishes 5 or more batches

@@ -398,7 +398,7 @@ pub async fn run(opts: Options) -> RunReport {
         data.legacy_sent.values().sum::<u64>(),
         data.counters,
     );
-    RunReport { digest: d.finish(), summary, failure, raft_log: None }
+    RunReport { digest: d.finish(), summary, failure, raft_log: None, disk: Default::default() }
 }
 
 type StopFn = (Box<dyn FnOnce() + Send>, Arc<eventstreamcore::metrics::IngestMetrics>);

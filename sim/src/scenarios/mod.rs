@@ -91,6 +91,9 @@ pub struct RunReport {
     /// Scenarios with Raft: the committed log and the leader of each term, summarized (what
     /// the golden snapshots hold).
     pub raft_log: Option<String>,
+    /// What the run's simulated disks saw, summed over members (power failures, torn writes…);
+    /// zero for scenarios without power failures.
+    pub disk: eventstreamcore::rt::disk::SimDiskStats,
 }
 
 /// A scenario's name and one-line description.
