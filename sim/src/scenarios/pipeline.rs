@@ -387,6 +387,15 @@ fn check(
     if sent.len() != expected {
         return fail("every_event_answered", format!("{} of {expected} events answered", sent.len()));
     }
+    // A minimum workload: the storm overloads, but a run where (nearly) everything was refused
+    // checked next to nothing.
+    let acked = sent.values().filter(|(_, s)| matches!(s, Sent::Acked { .. })).count();
+    if acked < plan.producers {
+        return fail(
+            "minimum_workload",
+            format!("only {acked} of {expected} events acked; a run must carry at least {}", plan.producers),
+        );
+    }
     // The DLQ as it is on disk after the run.
     let dlq = match Dlq::open(Arc::new(disk.clone()), plan.config.dlq.max_entries) {
         Ok(d) => d,
