@@ -9,10 +9,14 @@
 //!
 //! Every member reports each driver round to a [`RaftWatch`] (Raft's safety properties at every
 //! step). After the faults stop the cluster must elect a leader and commit a new write within a
-//! bound, and the replicas must converge. Then, from the history: every acked event is in every
-//! replica's log exactly once at its acked offset, nothing unpublished is stored, per-producer
-//! order holds, offsets are dense, replicas are identical, every event a consumer saw is in the
-//! final log at that offset, and linearizable reads saw every write acked before they began.
+//! bound (checker `liveness`), and the replicas must converge. Then, from the history: the run
+//! carried a minimum workload; every acked event is in every replica's log exactly once at its
+//! acked offset, stored as published (payload, priority, headers, key), acked as new at most once;
+//! nothing unpublished is stored, per-producer order holds, offsets are dense, replicas are
+//! identical in their logs and their whole state (snapshot encoding), every event a consumer saw
+//! is in the final log at that offset with the payload it read, and linearizable reads (every
+//! generated plan has a reader) saw every write acked and every write an earlier linearizable
+//! read saw before they began, with the page matching the end offset they report.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
