@@ -2,9 +2,12 @@
 //! (partitions of every shape, packet loss, latency, power-fail crashes, disk errors, pauses,
 //! clock skew, membership changes, TCP storms), with retrying producers and long-poll consumers.
 //!
-//! `ESC_SIM_CLUSTER_SEEDS` (default 2000) sets how many seeds of `cluster`,
-//! `ESC_SIM_CLUSTER3_SEEDS` / `ESC_SIM_CLUSTER5_SEEDS` (default 30 each) of the 60-second,
-//! 50-client `cluster3` / `cluster5`, `ESC_SIM_SEED_BASE` (default 0) the first seed. A failure
+//! `ESC_SIM_CLUSTER_SEEDS` (default 1500) sets how many fixed seeds of `cluster`,
+//! `ESC_SIM_CLUSTER3_SEEDS` / `ESC_SIM_CLUSTER5_SEEDS` (default 24 each) of the 60-second,
+//! 50-client `cluster3` / `cluster5`, `ESC_SIM_SEED_BASE` (default 0) the first seed. Besides
+//! them, `ESC_SIM_CLUSTER_EXPLORE_SEEDS` (default 500) and `ESC_SIM_CLUSTER3_EXPLORE_SEEDS` /
+//! `ESC_SIM_CLUSTER5_EXPLORE_SEEDS` (default 6 each) exploring seeds run from a base that changes
+//! with the commit and the day (printed; `ESC_SIM_EXPLORE_BASE` pins it). A failure
 //! prints the seed, the fault plan, the failed checker with its history excerpt and the replay
 //! command.
 #![cfg(madsim)]
@@ -13,17 +16,28 @@ use eventstreamcore_sim::runner::{self, default_options};
 
 #[test]
 fn sweep_cluster_seeds() {
-    runner::sweep_from_env("cluster", "ESC_SIM_CLUSTER_SEEDS", 2000);
+    runner::sweep_from_env("cluster", "ESC_SIM_CLUSTER_SEEDS", 1500);
+}
+
+#[test]
+fn explore_cluster_seeds() {
+    runner::explore_from_env("cluster", "ESC_SIM_CLUSTER_EXPLORE_SEEDS", 500);
+}
+
+#[test]
+fn explore_cluster3_and_cluster5_seeds() {
+    runner::explore_from_env("cluster3", "ESC_SIM_CLUSTER3_EXPLORE_SEEDS", 6);
+    runner::explore_from_env("cluster5", "ESC_SIM_CLUSTER5_EXPLORE_SEEDS", 6);
 }
 
 #[test]
 fn sweep_cluster3_seeds() {
-    runner::sweep_from_env("cluster3", "ESC_SIM_CLUSTER3_SEEDS", 30);
+    runner::sweep_from_env("cluster3", "ESC_SIM_CLUSTER3_SEEDS", 24);
 }
 
 #[test]
 fn sweep_cluster5_seeds() {
-    runner::sweep_from_env("cluster5", "ESC_SIM_CLUSTER5_SEEDS", 30);
+    runner::sweep_from_env("cluster5", "ESC_SIM_CLUSTER5_SEEDS", 24);
 }
 
 /// Every fault kind is drawn and happens, over a modest number of seeds (a kind the plans never
@@ -31,9 +45,15 @@ fn sweep_cluster5_seeds() {
 #[test]
 fn every_fault_kind_happens() {
     let mut seen = std::collections::BTreeSet::new();
+    let (mut power_failures, mut torn) = (0, 0);
     for seed in 0..60 {
         let r = runner::run_seed("cluster", seed, default_options());
         assert!(!r.failed(), "{}", r.failure_report());
+        if let Ok(o) = &r.outcome {
+            power_failures += o.disk.power_failures;
+            torn += o.disk.torn_writes;
+            assert!(o.summary.contains(&format!("{} torn writes", o.disk.torn_writes)), "{}", o.summary);
+        }
         let summary = r.outcome.map(|o| o.summary).unwrap_or_default();
         for kind in [
             "Isolate {",
@@ -63,6 +83,8 @@ fn every_fault_kind_happens() {
         }
     }
     assert_eq!(seen.len(), 19, "fault kinds seen in 60 seeds: {seen:?}");
+    // The disks' power failures are counted (the sweep summary sums them, with the torn writes).
+    assert!(power_failures > 0, "no power failure counted in 60 seeds ({torn} torn writes)");
 }
 
 /// Issue 11: a peer-port storm — garbage, wrong secrets, replayed handshakes, and an insider's
@@ -153,7 +175,8 @@ fn the_same_seed_gives_the_same_digest() {
 
 #[test]
 fn madsim_determinism_check_passes() {
-    for seed in [1, 2, 3] {
+    // One fixed seed and a rotating sample of the exploring range.
+    for seed in [1].into_iter().chain(runner::explore_sample(2)) {
         runner::check_determinism("cluster", seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
@@ -206,6 +229,28 @@ fn stale_linearizable_reads_are_caught() {
         .find(|r| r.failure().is_some_and(|f| f.contains("checker `linearizable_reads` failed")))
         .expect("a stale read caught in 100 seeds");
     assert!(stale.failure_report().contains("a stale read"), "{}", stale.failure_report());
+}
+
+/// The liveness and convergence checks can fail: a cluster whose members all stay cut off after
+/// the faults end commits nothing (liveness), and one whose last member stays cut off never
+/// converges. A quiet plan, so only the mutant can break the run.
+#[test]
+fn liveness_and_convergence_checks_fail_when_the_cluster_cannot_recover() {
+    use eventstreamcore_sim::scenarios::Mutant;
+    let plan = "nodes = 3\nproducers = 3\nbatches = 5\nconsumers = 1\ndrift_ppm = [0, 0, 0]\n";
+    let with = |mutant| eventstreamcore_sim::scenarios::Options {
+        plan: Some(plan.into()),
+        mutant,
+        ..default_options()
+    };
+    let ok = runner::run_seed("cluster", 4, with(None));
+    assert!(!ok.failed(), "{}", ok.failure_report());
+    let lost = runner::run_seed("cluster", 4, with(Some(Mutant::LostQuorum)));
+    let f = lost.failure().expect("no quorum after the faults: the liveness check fails");
+    assert!(f.contains("checker `liveness` failed: liveness: no write committed within"), "{f}");
+    let stranded = runner::run_seed("cluster", 4, with(Some(Mutant::StrandedMember)));
+    let f = stranded.failure().expect("a member left cut off: the replicas do not converge");
+    assert!(f.contains("checker `replicas_converge` failed"), "{f}");
 }
 
 /// A publish to an idle single-member cluster is acked at once in simulated time (well under a

@@ -1,6 +1,8 @@
 //! Seed sweep of the `ingest` scenario: one server, 200+ clients of every behaviour.
 //!
-//! `ESC_SIM_SEEDS` (default 1000) sets how many seeds, `ESC_SIM_SEED_BASE` (default 0) the first.
+//! `ESC_SIM_SEEDS` (default 750) sets how many fixed seeds, `ESC_SIM_SEED_BASE` (default 0) the
+//! first; `ESC_SIM_EXPLORE_SEEDS` (default 250) how many exploring seeds, from a base that changes
+//! with the commit and the day (printed; `ESC_SIM_EXPLORE_BASE` pins it).
 //! A failure prints the seed, the plan, the failed checker and the command that replays it alone.
 #![cfg(madsim)]
 
@@ -9,7 +11,12 @@ use eventstreamcore_sim::scenarios::Mutant;
 
 #[test]
 fn sweep_ingest_seeds() {
-    runner::sweep_from_env("ingest", "ESC_SIM_SEEDS", 1000);
+    runner::sweep_from_env("ingest", "ESC_SIM_SEEDS", 750);
+}
+
+#[test]
+fn explore_ingest_seeds() {
+    runner::explore_from_env("ingest", "ESC_SIM_EXPLORE_SEEDS", 250);
 }
 
 #[test]
@@ -30,7 +37,8 @@ fn the_same_seed_gives_the_same_digest() {
 fn madsim_determinism_check_passes() {
     // What MADSIM_TEST_CHECK_DETERMINISM=1 does: run twice, compare every random draw and the
     // simulated time at which it happened.
-    for seed in [1, 2, 3, 4, 5, 6, 7, 8, 99, 1234] {
+    // Half fixed, half a rotating sample of the exploring range.
+    for seed in [1, 2, 3, 99, 1234].into_iter().chain(runner::explore_sample(5)) {
         runner::check_determinism("ingest", seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }

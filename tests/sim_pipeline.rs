@@ -1,8 +1,9 @@
 //! Seed sweep of the `pipeline` scenario: an overload storm in which no event may be lost
 //! silently (processed, dead-lettered with a reason, or refused to its producer).
 //!
-//! `ESC_SIM_PIPELINE_SEEDS` (default 200) sets how many seeds, `ESC_SIM_SEED_BASE` (default 0) the
-//! first. A failure prints the seed, the plan, the failed checker and the command that replays it.
+//! `ESC_SIM_PIPELINE_SEEDS` (default 200) sets how many fixed seeds, `ESC_SIM_SEED_BASE` (default 0)
+//! the first; `ESC_SIM_PIPELINE_EXPLORE_SEEDS` (default 200) how many exploring seeds, from a base
+//! that changes with the commit and the day (printed; `ESC_SIM_EXPLORE_BASE` pins it). A failure prints the seed, the plan, the failed checker and the command that replays it.
 #![cfg(madsim)]
 
 use eventstreamcore_sim::runner::{self, default_options};
@@ -10,6 +11,11 @@ use eventstreamcore_sim::runner::{self, default_options};
 #[test]
 fn sweep_pipeline_seeds() {
     runner::sweep_from_env("pipeline", "ESC_SIM_PIPELINE_SEEDS", 200);
+}
+
+#[test]
+fn explore_pipeline_seeds() {
+    runner::explore_from_env("pipeline", "ESC_SIM_PIPELINE_EXPLORE_SEEDS", 200);
 }
 
 #[test]
@@ -57,7 +63,7 @@ fn the_same_seed_gives_the_same_digest() {
 
 #[test]
 fn madsim_determinism_check_passes() {
-    for seed in [1, 2, 15, 51] {
+    for seed in [1, 15].into_iter().chain(runner::explore_sample(2)) {
         runner::check_determinism("pipeline", seed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }

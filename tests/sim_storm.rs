@@ -56,7 +56,7 @@ async fn good_producer(history: History, producer: u64, until: rt::time::Instant
         e.producer_id = producer;
         e.sequence = seq;
         seq += 1;
-        history.published(producer, e.sequence, &e.topic, &e.payload);
+        history.published(&e);
         let events = vec![e];
         loop {
             match client.publish(events.clone()).await {
@@ -151,7 +151,7 @@ async fn storm_run() -> Outcome {
     // --- checkers --------------------------------------------------------------------------------
     let data = history.snapshot();
     let state = node.state().clone();
-    if let Err(f) = check::check_ingest_run(&data, &state) {
+    if let Err(f) = check::check_ingest_run(&data, &state, 1) {
         panic!("{f}");
     }
     let stats = stats.lock().unwrap().clone();

@@ -5,7 +5,7 @@ use std::fmt;
 
 use eventstreamcore::event::StoredEvent;
 
-use crate::history::HistoryData;
+use crate::history::{HistoryData, ReadRecord, payload_digest};
 
 /// A property that did not hold, with the evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,8 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
         logs.insert(t, events);
     }
     let mut acked_at: BTreeMap<(u64, u64), (String, u64)> = BTreeMap::new();
+    // Keys acked with the duplicate flag clear: the one ack of the write that stored it.
+    let mut fresh_acks = BTreeSet::new();
     for a in &h.acks {
         let key = (a.producer, a.sequence);
         if let Some(prev) = acked_at.get(&key)
@@ -123,10 +125,20 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
                 ),
             );
         }
-        if let Some(p) = h.published.get(&key)
-            && (p.topic != a.topic || p.payload != stored.event.payload)
-        {
-            return fail(C, format!("key {key:?} stored with content other than what was published"));
+        let Some(p) = h.published.get(&key) else {
+            return fail(C, format!("key {key:?} acked (client {}) but never published", a.client));
+        };
+        if let Some(what) = p.differs_from(&stored.event) {
+            return fail(C, format!("key {key:?} stored with another {what} than it was published with"));
+        }
+        if !a.duplicate && !fresh_acks.insert(key) {
+            return fail(
+                C,
+                format!(
+                    "key {key:?} acked twice as newly stored (client {}): a retry must be acked as a duplicate",
+                    a.client
+                ),
+            );
         }
         let n = copies.get(&key).map_or(0, Vec::len);
         if n != 1 {
@@ -151,10 +163,13 @@ pub fn nothing_unpublished_stored(h: &HistoryData, log: &dyn LogView) -> Result<
                     let Some(p) = h.published.get(&key) else {
                         return fail(C, format!("{t}@{}: key {key:?} was never published", s.offset));
                     };
-                    if p.topic != t || p.payload != s.event.payload {
+                    if let Some(what) = p.differs_from(&s.event).or((p.topic != t).then_some("topic")) {
                         return fail(
                             C,
-                            format!("{t}@{}: key {key:?} holds content it was not published with", s.offset),
+                            format!(
+                                "{t}@{}: key {key:?} holds another {what} than it was published with",
+                                s.offset
+                            ),
                         );
                     }
                     if !seen.insert(key) {
@@ -212,8 +227,10 @@ pub fn per_producer_order(h: &HistoryData, log: &dyn LogView) -> Result<(), Chec
 }
 
 /// Runs every checker of the single-node ingest scenario, first failure wins.
-pub fn check_ingest_run(h: &HistoryData, log: &dyn LogView) -> Result<(), CheckFailure> {
+/// `min_acks`: the run's minimum workload (see [`minimum_workload`]).
+pub fn check_ingest_run(h: &HistoryData, log: &dyn LogView, min_acks: usize) -> Result<(), CheckFailure> {
     no_client_violations(h)?;
+    minimum_workload(h, min_acks)?;
     offsets_dense(log)?;
     acked_events_stored_exactly_once(h, log)?;
     nothing_unpublished_stored(h, log)?;
@@ -227,7 +244,8 @@ pub fn consumed_events_committed(h: &HistoryData, log: &dyn LogView) -> Result<(
     let mut logs: BTreeMap<String, Vec<StoredEvent>> = BTreeMap::new();
     for c in &h.consumed {
         let l = logs.entry(c.topic.clone()).or_insert_with(|| log.topic_log(&c.topic));
-        let found = l.get(c.offset as usize).and_then(|s| s.event.idempotency_key());
+        let at = l.get(c.offset as usize);
+        let found = at.and_then(|s| s.event.idempotency_key());
         if found != Some((c.producer, c.sequence)) {
             return fail(
                 "consumed_committed",
@@ -237,6 +255,27 @@ pub fn consumed_events_committed(h: &HistoryData, log: &dyn LogView) -> Result<(
                 ),
             );
         }
+        if at.map(|s| payload_digest(&s.event.payload)) != Some(c.payload_digest) {
+            return fail(
+                "consumed_committed",
+                format!(
+                    "a consumer read ({}, {}) at {}:{} with a payload other than the one stored there",
+                    c.producer, c.sequence, c.topic, c.offset
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A run carried at least `min` acked events (a run where almost nothing was acked checks
+/// almost nothing, and usually means the workload or the cluster is broken).
+pub fn minimum_workload(h: &HistoryData, min: usize) -> Result<(), CheckFailure> {
+    if h.acks.len() < min {
+        return fail(
+            "minimum_workload",
+            format!("only {} events acked; a run must carry at least {min}", h.acks.len()),
+        );
     }
     Ok(())
 }
@@ -269,15 +308,100 @@ pub fn replicas_identical(replicas: &[(u64, &dyn LogView)]) -> Result<(), CheckF
     Ok(())
 }
 
+/// A replica's whole replicated state, as digests of its parts: what [`replicas_same_state`]
+/// compares after the topic logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateDigests {
+    /// The topic logs.
+    pub topic_logs: u64,
+    /// The pipeline checkpoint's positions per topic.
+    pub checkpoint_positions: u64,
+    /// The whole state as a snapshot encodes it: topic logs, dedup window, the checkpoint's
+    /// handled keys and positions, counters.
+    pub snapshot: u64,
+}
+
+impl StateDigests {
+    /// The digests of a member's state.
+    pub fn of(state: &eventstreamcore::node::EventLogState) -> Self {
+        let mut positions = eventstreamcore::node::state::Fnv64::default();
+        for (t, p) in &state.processing().positions {
+            positions.write(t.as_bytes());
+            positions.write_u64(*p);
+        }
+        let mut snapshot = eventstreamcore::node::state::Fnv64::default();
+        snapshot.write(&state.encode_snapshot());
+        StateDigests {
+            topic_logs: state.digest(),
+            checkpoint_positions: positions.finish(),
+            snapshot: snapshot.finish(),
+        }
+    }
+}
+
+/// All replicas hold the same whole state — not only the same topic logs but the same dedup
+/// window, pipeline checkpoint and counters (a replica that lost its dedup window would store a
+/// retried event twice once it leads).
+pub fn replicas_same_state(replicas: &[(u64, StateDigests)]) -> Result<(), CheckFailure> {
+    let Some((first_id, first)) = replicas.first() else {
+        return Ok(());
+    };
+    for (id, other) in &replicas[1..] {
+        let part = if first.topic_logs != other.topic_logs {
+            "topic logs"
+        } else if first.checkpoint_positions != other.checkpoint_positions {
+            "pipeline checkpoint positions"
+        } else if first.snapshot != other.snapshot {
+            "snapshot encoding (dedup window, handled keys or counters)"
+        } else {
+            continue;
+        };
+        return fail(
+            "replicas_same_state",
+            format!("node {first_id} and node {id} differ in their {part} after converging"),
+        );
+    }
+    Ok(())
+}
+
 /// Linearizable reads: a read that asked for linearizability sees every event acknowledged
-/// before it began (the topic's end offset it reports lies beyond every such ack's offset).
+/// before it began (the topic's end offset it reports lies beyond every such ack's offset) and
+/// every event any linearizable read that completed before it began saw (reads never go back in
+/// time, within a client or across clients); the page it returns is the log from the offset it
+/// asked for (as many events as it asked for, or up to the end offset it reports), and each event
+/// in it is the one acked at that offset.
 pub fn linearizable_reads(h: &HistoryData) -> Result<(), CheckFailure> {
+    const C: &str = "linearizable_reads";
     // Per topic, the acks in the order they completed: (time, offset).
     let mut acked: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut key_at: BTreeMap<(&str, u64), (u64, u64)> = BTreeMap::new();
     for (a, t) in h.acks.iter().zip(&h.ack_times) {
         acked.entry(a.topic.as_str()).or_default().push((*t, a.offset));
+        key_at.insert((a.topic.as_str(), a.offset), (a.producer, a.sequence));
+    }
+    // Per topic, linearizable reads in the order they completed: (completed, end offset, client).
+    let mut done: BTreeMap<&str, Vec<&ReadRecord>> = BTreeMap::new();
+    for r in h.reads.iter().filter(|r| r.linearizable) {
+        done.entry(r.topic.as_str()).or_default().push(r);
     }
     for r in h.reads.iter().filter(|r| r.linearizable) {
+        read_page_matches(r, &key_at)?;
+        // The furthest any earlier completed linearizable read saw.
+        let earlier =
+            done[r.topic.as_str()].iter().filter(|x| x.completed < r.started).max_by_key(|x| x.end_offset);
+        if let Some(x) = earlier
+            && x.end_offset > r.end_offset
+        {
+            return fail(
+                C,
+                format!(
+                    "{}: a linearizable read of {} (started at operation {}) reported the topic ending at \
+                     offset {}, but a read by {} that completed before it (at operation {}) had seen it end at \
+                     {}: reads went back in time",
+                    r.client, r.topic, r.started, r.end_offset, x.client, x.completed, x.end_offset
+                ),
+            );
+        }
         let Some(acks) = acked.get(r.topic.as_str()) else { continue };
         // The highest offset acked before the read started.
         let before = acks.iter().take_while(|(t, _)| *t < r.started).map(|(_, o)| *o).max();
@@ -286,11 +410,47 @@ pub fn linearizable_reads(h: &HistoryData) -> Result<(), CheckFailure> {
         {
             let (t, _) = acks.iter().find(|(_, x)| *x == o).copied().unwrap_or_default();
             return fail(
-                "linearizable_reads",
+                C,
                 format!(
                     "{}: a linearizable read of {} (started at operation {}) reported the topic ending at \
                      offset {}, but offset {o} had been acked before it began (at operation {t}): a stale read",
                     r.client, r.topic, r.started, r.end_offset
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A linearizable read's page is the log from `from`: `min(max, end - from)` events, each the
+/// one acked at its offset (where one was acked).
+fn read_page_matches(r: &ReadRecord, key_at: &BTreeMap<(&str, u64), (u64, u64)>) -> Result<(), CheckFailure> {
+    let want = r.max.min(r.end_offset.saturating_sub(r.from));
+    if r.keys.len() as u64 != want {
+        return fail(
+            "linearizable_reads",
+            format!(
+                "{}: a linearizable read of {} from offset {} (at most {}) returned {} events but reported the \
+                 topic ending at {}: a page that does not match its end offset",
+                r.client,
+                r.topic,
+                r.from,
+                r.max,
+                r.keys.len(),
+                r.end_offset
+            ),
+        );
+    }
+    for (i, k) in r.keys.iter().enumerate() {
+        let offset = r.from + i as u64;
+        if let Some(acked) = key_at.get(&(r.topic.as_str(), offset))
+            && *k != Some(*acked)
+        {
+            return fail(
+                "linearizable_reads",
+                format!(
+                    "{}: a linearizable read returned {k:?} at {}@{offset}, where {acked:?} was acked",
+                    r.client, r.topic
                 ),
             );
         }
@@ -359,8 +519,10 @@ pub fn history_excerpt(h: &HistoryData, log: &dyn LogView, detail: &str) -> Stri
 pub fn check_cluster_run(
     h: &HistoryData,
     replicas: &[(u64, eventstreamcore::node::EventLogState)],
+    min_acks: usize,
 ) -> Result<(), CheckFailure> {
     no_client_violations(h)?;
+    minimum_workload(h, min_acks)?;
     linearizable_reads(h)?;
     for (id, state) in replicas {
         let in_node = |mut f: CheckFailure| {
@@ -374,6 +536,9 @@ pub fn check_cluster_run(
     }
     let views: Vec<(u64, &dyn LogView)> = replicas.iter().map(|(id, s)| (*id, s as &dyn LogView)).collect();
     replicas_identical(&views)?;
+    let digests: Vec<(u64, StateDigests)> =
+        replicas.iter().map(|(id, s)| (*id, StateDigests::of(s))).collect();
+    replicas_same_state(&digests)?;
     if let Some((_, s)) = replicas.first() {
         consumed_events_committed(h, s)?;
     }
@@ -394,14 +559,19 @@ mod tests {
         StoredEvent { offset, timestamp_ms: 0, event: e }
     }
 
+    fn publish(h: &History, producer: u64, seq: u64, payload: &str) {
+        let s = stored(0, producer, seq, payload);
+        h.published(&s.event);
+    }
+
     fn ack(producer: u64, seq: u64, offset: u64) -> AckRecord {
         AckRecord { client: "c".into(), producer, sequence: seq, topic: "t".into(), offset, duplicate: false }
     }
 
     fn good() -> (History, BTreeMap<String, Vec<StoredEvent>>) {
         let h = History::new();
-        h.published(1, 1, "t", b"a");
-        h.published(1, 2, "t", b"b");
+        publish(&h, 1, 1, "a");
+        publish(&h, 1, 2, "b");
         h.legacy_sent("t", b"L");
         h.acked(ack(1, 1, 0));
         h.acked(ack(1, 2, 2));
@@ -415,14 +585,14 @@ mod tests {
     #[test]
     fn a_correct_run_passes() {
         let (h, log) = good();
-        check_ingest_run(&h.snapshot(), &log).unwrap();
+        check_ingest_run(&h.snapshot(), &log, 2).unwrap();
     }
 
     #[test]
     fn client_violations_fail() {
         let (h, log) = good();
         h.violation("stalled client never dropped");
-        assert_eq!(check_ingest_run(&h.snapshot(), &log).unwrap_err().checker, "client_expectations");
+        assert_eq!(check_ingest_run(&h.snapshot(), &log, 2).unwrap_err().checker, "client_expectations");
     }
 
     #[test]
@@ -491,15 +661,82 @@ mod tests {
     #[test]
     fn a_consumed_event_missing_from_the_final_log_fails() {
         let (h, log) = good();
-        h.consumed("t", 0, 1, 1);
-        h.consumed("t", 2, 1, 2);
+        let l = &log["t"];
+        h.consumed("t", 0, &l[0].event);
+        h.consumed("t", 2, &l[2].event);
         consumed_events_committed(&h.snapshot(), &log).unwrap();
         // A read of an entry that was later rolled back: something else sits at that offset.
-        h.consumed("t", 1, 1, 9);
+        h.consumed("t", 1, &stored(1, 1, 9, "x").event);
         assert_eq!(consumed_events_committed(&h.snapshot(), &log).unwrap_err().checker, "consumed_committed");
         let (h, log) = good();
-        h.consumed("t", 3, 1, 3);
+        h.consumed("t", 3, &stored(3, 1, 3, "c").event);
         assert_eq!(consumed_events_committed(&h.snapshot(), &log).unwrap_err().checker, "consumed_committed");
+    }
+
+    #[test]
+    fn a_consumed_payload_other_than_the_stored_one_fails() {
+        let (h, log) = good();
+        // The right key at the right offset, but the bytes a consumer got were not the ones stored.
+        h.consumed("t", 0, &stored(0, 1, 1, "corrupt").event);
+        let f = consumed_events_committed(&h.snapshot(), &log).unwrap_err();
+        assert!(f.detail.contains("payload other than"), "{}", f.detail);
+    }
+
+    #[test]
+    fn a_stored_priority_or_header_other_than_published_fails() {
+        let (h, mut log) = good();
+        log.get_mut("t").unwrap()[0].event.priority = Priority::Critical;
+        let f = acked_events_stored_exactly_once(&h.snapshot(), &log).unwrap_err();
+        assert!(f.detail.contains("another priority"), "{}", f.detail);
+        assert!(nothing_unpublished_stored(&h.snapshot(), &log).is_err());
+        let (h, mut log) = good();
+        log.get_mut("t").unwrap()[2]
+            .event
+            .headers
+            .push(eventstreamcore::event::Header { name: "x".into(), value: "y".into() });
+        let f = acked_events_stored_exactly_once(&h.snapshot(), &log).unwrap_err();
+        assert!(f.detail.contains("another headers"), "{}", f.detail);
+    }
+
+    #[test]
+    fn a_key_acked_twice_as_new_fails_but_a_duplicate_ack_does_not() {
+        let (h, log) = good();
+        h.acked(AckRecord { duplicate: true, ..ack(1, 1, 0) });
+        acked_events_stored_exactly_once(&h.snapshot(), &log).unwrap();
+        h.acked(ack(1, 1, 0));
+        let f = acked_events_stored_exactly_once(&h.snapshot(), &log).unwrap_err();
+        assert!(f.detail.contains("acked twice as newly stored"), "{}", f.detail);
+    }
+
+    #[test]
+    fn an_ack_for_a_key_never_published_fails() {
+        let (h, mut log) = good();
+        log.get_mut("t").unwrap().push(stored(3, 7, 7, "z"));
+        h.acked(ack(7, 7, 3));
+        let f = acked_events_stored_exactly_once(&h.snapshot(), &log).unwrap_err();
+        assert!(f.detail.contains("never published"), "{}", f.detail);
+    }
+
+    #[test]
+    fn a_run_with_too_few_acks_fails() {
+        let (h, log) = good();
+        minimum_workload(&h.snapshot(), 2).unwrap();
+        assert_eq!(minimum_workload(&h.snapshot(), 3).unwrap_err().checker, "minimum_workload");
+        assert_eq!(check_ingest_run(&h.snapshot(), &log, 3).unwrap_err().checker, "minimum_workload");
+    }
+
+    fn read(started: u64, linearizable: bool, end_offset: u64) -> ReadRecord {
+        ReadRecord {
+            client: "c".into(),
+            topic: "t".into(),
+            linearizable,
+            started,
+            end_offset,
+            from: end_offset,
+            max: 50,
+            keys: Vec::new(),
+            completed: 0,
+        }
     }
 
     #[test]
@@ -508,18 +745,11 @@ mod tests {
         h.acked(ack(1, 1, 0));
         h.acked(ack(1, 2, 1));
         let started = h.read_started();
-        let read = |linearizable, end_offset| ReadRecord {
-            client: "c".into(),
-            topic: "t".into(),
-            linearizable,
-            started,
-            end_offset,
-        };
-        h.read_done(read(true, 2));
+        h.read_done(read(started, true, 2));
         assert_eq!(linearizable_reads(&h.snapshot()), Ok(()));
-        h.read_done(read(false, 1));
+        h.read_done(read(started, false, 1));
         assert_eq!(linearizable_reads(&h.snapshot()), Ok(()), "a plain read may lag");
-        h.read_done(read(true, 1));
+        h.read_done(read(started, true, 1));
         let f = linearizable_reads(&h.snapshot()).unwrap_err();
         assert_eq!(f.checker, "linearizable_reads");
         assert!(f.detail.contains("offset 1 had been acked before it began"), "{}", f.detail);
@@ -527,7 +757,57 @@ mod tests {
         let h = History::new();
         let started = h.read_started();
         h.acked(ack(1, 1, 0));
-        h.read_done(ReadRecord { started, ..read(true, 0) });
+        h.read_done(read(started, true, 0));
+        assert_eq!(linearizable_reads(&h.snapshot()), Ok(()));
+    }
+
+    #[test]
+    fn a_linearizable_read_going_back_in_time_fails() {
+        let h = History::new();
+        let s = h.read_started();
+        h.read_done(ReadRecord { client: "a".into(), ..read(s, true, 5) });
+        // Overlapping the first read: may see less.
+        h.read_done(ReadRecord { client: "b".into(), ..read(s, true, 3) });
+        assert_eq!(linearizable_reads(&h.snapshot()), Ok(()));
+        // Started after the first one completed: must see at least as much, whoever reads.
+        let s = h.read_started();
+        h.read_done(ReadRecord { client: "b".into(), ..read(s, true, 4) });
+        let f = linearizable_reads(&h.snapshot()).unwrap_err();
+        assert!(f.detail.contains("went back in time"), "{}", f.detail);
+        // Plain reads may go back (a lagging follower answers).
+        let h = History::new();
+        let s = h.read_started();
+        h.read_done(read(s, false, 5));
+        let s = h.read_started();
+        h.read_done(read(s, false, 4));
+        assert_eq!(linearizable_reads(&h.snapshot()), Ok(()));
+    }
+
+    #[test]
+    fn a_stale_page_with_a_fresh_end_offset_fails() {
+        let h = History::new();
+        h.acked(ack(1, 1, 0));
+        h.acked(ack(1, 2, 1));
+        let s = h.read_started();
+        let page = |keys: Vec<Option<(u64, u64)>>| ReadRecord { from: 0, keys, ..read(s, true, 2) };
+        h.read_done(page(vec![Some((1, 1)), Some((1, 2))]));
+        assert_eq!(linearizable_reads(&h.snapshot()), Ok(()));
+        // The end offset is fresh, the page is not: it stops before the end.
+        h.read_done(page(vec![Some((1, 1))]));
+        let f = linearizable_reads(&h.snapshot()).unwrap_err();
+        assert!(f.detail.contains("does not match its end offset"), "{}", f.detail);
+        // The right length, the wrong event at an acked offset.
+        let h = History::new();
+        h.acked(ack(1, 1, 0));
+        h.acked(ack(1, 2, 1));
+        let s = h.read_started();
+        h.read_done(ReadRecord { from: 0, keys: vec![Some((1, 1)), Some((9, 9))], ..read(s, true, 2) });
+        let f = linearizable_reads(&h.snapshot()).unwrap_err();
+        assert!(f.detail.contains("where (1, 2) was acked"), "{}", f.detail);
+        // A page capped at `max` is fine.
+        let h = History::new();
+        let s = h.read_started();
+        h.read_done(ReadRecord { from: 0, max: 1, keys: vec![None], ..read(s, true, 2) });
         assert_eq!(linearizable_reads(&h.snapshot()), Ok(()));
     }
 
@@ -543,6 +823,29 @@ mod tests {
         assert!(x.contains("log of t around offset 2 (2 events):"), "{x}");
         assert!(x.contains("t@0 = key Some((1, 1))"), "{x}");
         assert_eq!(history_excerpt(&h.snapshot(), &log, "nothing named here"), "");
+    }
+
+    #[test]
+    fn replicas_differing_beyond_their_topic_logs_fail() {
+        let a = StateDigests { topic_logs: 1, checkpoint_positions: 2, snapshot: 3 };
+        replicas_same_state(&[(1, a), (2, a), (3, a)]).unwrap();
+        let f = replicas_same_state(&[(1, a), (2, a), (3, StateDigests { snapshot: 9, ..a })]).unwrap_err();
+        assert_eq!(f.checker, "replicas_same_state");
+        assert!(f.detail.contains("node 3") && f.detail.contains("dedup window"), "{}", f.detail);
+        let f =
+            replicas_same_state(&[(1, a), (2, StateDigests { checkpoint_positions: 0, ..a })]).unwrap_err();
+        assert!(f.detail.contains("pipeline checkpoint positions"), "{}", f.detail);
+        // From real states: the same log and checkpoint positions, but one replica remembers a
+        // handled key the other does not — only the snapshot encoding tells them apart.
+        let mut x = eventstreamcore::node::EventLogState::new(eventstreamcore::node::DedupConfig::default());
+        x.apply_batch(vec![stored(0, 1, 1, "a").event], 5);
+        let mut y = x.clone();
+        x.apply_checkpoint(&[("t".into(), 1)], &[]);
+        y.apply_checkpoint(&[("t".into(), 1)], &[(1, 1)]);
+        let (dx, dy) = (StateDigests::of(&x), StateDigests::of(&y));
+        assert_eq!((dx.topic_logs, dx.checkpoint_positions), (dy.topic_logs, dy.checkpoint_positions));
+        let f = replicas_same_state(&[(1, dx), (2, dy)]).unwrap_err();
+        assert!(f.detail.contains("snapshot encoding"), "{}", f.detail);
     }
 
     #[test]

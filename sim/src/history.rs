@@ -3,8 +3,17 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use eventstreamcore::event::Event;
+use bytes::Bytes;
+use eventstreamcore::event::{Event, Header, Priority};
+use eventstreamcore::node::state::Fnv64;
 use eventstreamcore::wire::AckItem;
+
+/// Digest of an event's payload, as consumers record it (a consumer keeps no copy of what it read).
+pub fn payload_digest(payload: &[u8]) -> u64 {
+    let mut d = Fnv64::default();
+    d.write(payload);
+    d.finish()
+}
 
 /// One acknowledged event, as the client saw the ack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,11 +26,45 @@ pub struct AckRecord {
     pub duplicate: bool,
 }
 
-/// One event a client sent with an idempotency key (acked or not).
+/// One event a client sent with an idempotency key (acked or not): everything the server must
+/// store unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub topic: String,
     pub payload: Vec<u8>,
+    pub priority: Priority,
+    pub headers: Vec<Header>,
+    pub key: Option<Bytes>,
+}
+
+impl Published {
+    /// What of `e` the server must keep.
+    pub fn of(e: &Event) -> Self {
+        Published {
+            topic: e.topic.clone(),
+            payload: e.payload.to_vec(),
+            priority: e.priority,
+            headers: e.headers.clone(),
+            key: e.key.clone(),
+        }
+    }
+
+    /// What differs between this and a stored event (`None`: nothing).
+    pub fn differs_from(&self, e: &Event) -> Option<&'static str> {
+        if self.topic != e.topic {
+            Some("topic")
+        } else if self.payload != e.payload {
+            Some("payload")
+        } else if self.priority != e.priority {
+            Some("priority")
+        } else if self.headers != e.headers {
+            Some("headers")
+        } else if self.key != e.key {
+            Some("partition key")
+        } else {
+            None
+        }
+    }
 }
 
 /// One event a consumer read.
@@ -31,6 +74,8 @@ pub struct Consumed {
     pub offset: u64,
     pub producer: u64,
     pub sequence: u64,
+    /// [`payload_digest`] of the payload read.
+    pub payload_digest: u64,
 }
 
 /// One completed read of a topic, for the linearizable-read check.
@@ -45,6 +90,13 @@ pub struct ReadRecord {
     pub started: u64,
     /// One past the last offset of the topic, as the serving member answered.
     pub end_offset: u64,
+    /// The offset the read asked for and how many events at most.
+    pub from: u64,
+    pub max: u64,
+    /// The idempotency keys of the events returned (the first at `from`, then one per offset).
+    pub keys: Vec<Option<(u64, u64)>>,
+    /// Position of the read's end in the order of operations (set by [`History::read_done`]).
+    pub completed: u64,
 }
 
 /// The recorded history of a run. Cheap to clone (shared).
@@ -91,9 +143,10 @@ impl History {
     }
 
     /// Records a keyed event about to be sent.
-    pub fn published(&self, producer: u64, sequence: u64, topic: &str, payload: &[u8]) {
+    pub fn published(&self, e: &Event) {
+        let (producer, sequence) = (e.producer_id, e.sequence);
         self.with(|h| {
-            let new = Published { topic: topic.to_string(), payload: payload.to_vec() };
+            let new = Published::of(e);
             let old = h.published.insert((producer, sequence), new.clone());
             if let Some(old) = old
                 && old != new
@@ -149,9 +202,13 @@ impl History {
         })
     }
 
-    /// Records a completed read.
-    pub fn read_done(&self, rec: ReadRecord) {
-        self.with(|h| h.reads.push(rec));
+    /// Records a completed read (its `completed` position is set here).
+    pub fn read_done(&self, mut rec: ReadRecord) {
+        self.with(|h| {
+            h.clock += 1;
+            rec.completed = h.clock;
+            h.reads.push(rec);
+        });
     }
 
     /// Records a legacy frame sent.
@@ -159,9 +216,16 @@ impl History {
         self.with(|h| *h.legacy_sent.entry((topic.to_string(), payload.to_vec())).or_default() += 1);
     }
 
-    /// Records an event a consumer read.
-    pub fn consumed(&self, topic: &str, offset: u64, producer: u64, sequence: u64) {
-        self.with(|h| h.consumed.push(Consumed { topic: topic.to_string(), offset, producer, sequence }));
+    /// Records an event a consumer read at `offset` of `topic`.
+    pub fn consumed(&self, topic: &str, offset: u64, e: &Event) {
+        let rec = Consumed {
+            topic: topic.to_string(),
+            offset,
+            producer: e.producer_id,
+            sequence: e.sequence,
+            payload_digest: payload_digest(&e.payload),
+        };
+        self.with(|h| h.consumed.push(rec));
     }
 
     /// Records a broken expectation.

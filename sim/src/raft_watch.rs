@@ -82,6 +82,14 @@ pub fn entry_digest(e: &Entry) -> u64 {
     h.finish()
 }
 
+/// The applied-sequence digest after applying an entry with digest `entry` to a state with `chain`.
+fn chain_digest(chain: u64, entry: u64) -> u64 {
+    let mut h = Fnv64::default();
+    h.write_u64(chain);
+    h.write_u64(entry);
+    h.finish()
+}
+
 /// A Raft safety violation, with where and when it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RaftViolation {
@@ -117,6 +125,13 @@ struct Inner {
     applied_count: BTreeMap<NodeId, u64>,
     snapshots: BTreeMap<NodeId, u64>,
     incarnations: BTreeMap<NodeId, u64>,
+    /// Per member: the index it last applied and a digest chained over the entries it applied
+    /// one by one since the state it started from (fed to the core checker's applied-divergence
+    /// check, which compares it with the other members' chains at the same index).
+    chains: BTreeMap<NodeId, (Index, u64)>,
+    /// The chained digest at each index, as the first member to apply it computed it: where a
+    /// member that starts from a snapshot or a restart continues its chain.
+    chain_at: BTreeMap<Index, u64>,
     recent: VecDeque<String>,
     rounds: u64,
 }
@@ -309,8 +324,24 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
             v.node, v.term
         ));
     }
+    if v.first_round || v.snapshot.is_some() {
+        // The member's state now comes from its disk or a snapshot: its chain continues from there.
+        inner.chains.remove(&v.node);
+    }
     for e in v.applied_entries {
         let entry = CommittedEntry { term: e.term, kind: EntryClass::of(e), digest: entry_digest(e) };
+        let chain = match inner.chains.get(&v.node) {
+            Some(&(last, chain)) if e.index == last + 1 => Some(chain),
+            Some(&(last, _)) => {
+                return Err(format!(
+                    "state-machine safety: n{} applied index {} right after index {last} (entries applied \
+                     one by one must follow each other)",
+                    v.node, e.index
+                ));
+            }
+            None if e.index == 1 => Some(0),
+            None => inner.chain_at.get(&(e.index - 1)).copied(),
+        };
         *inner.applied_count.entry(v.node).or_default() += 1;
         match inner.committed.get(&e.index) {
             Some(c) if *c != entry => {
@@ -324,9 +355,25 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
                 inner.committed.insert(e.index, entry);
             }
         }
-        inner.checker.record_apply(v.node, e.index, entry.digest).map_err(|x| x.to_string())?;
+        match chain.map(|c| chain_digest(c, entry.digest)) {
+            Some(chain) => {
+                inner.chains.insert(v.node, (e.index, chain));
+                inner.chain_at.entry(e.index).or_insert(chain);
+                inner.checker.record_apply(v.node, e.index, chain).map_err(|x| x.to_string())?;
+            }
+            // The state it started from was never applied one by one by anyone the watch saw: no
+            // chain to continue (the member's own entries are still compared one by one above).
+            None => {
+                inner.chains.remove(&v.node);
+            }
+        }
     }
-    let digest = inner.committed.get(&v.applied).map_or(0, |c| c.digest);
+    // The member's own chain where it has one; otherwise (it has applied nothing one by one since it
+    // started from its disk or a snapshot) the chain recorded at that index, which is all there is.
+    let digest = match inner.chains.get(&v.node) {
+        Some(&(i, chain)) if i == v.applied => chain,
+        _ => inner.chain_at.get(&v.applied).copied().unwrap_or(0),
+    };
     // Entries already in the log were scanned for log matching when they arrived; after a plain
     // append only the new entries (and their predecessor) need it. A snapshot or a restart
     // rescans the whole log.
@@ -449,6 +496,46 @@ mod tests {
         w.round(&RoundView { log_changed: false, ..round(2, 1, Role::Follower, 1, &b, &b, true) });
         let v = w.violation().expect("a violation");
         assert!(v.what.contains("state-machine safety"), "{}", v.what);
+    }
+
+    #[test]
+    fn a_member_skipping_or_repeating_an_entry_fails() {
+        let w = RaftWatch::new(|| 0);
+        let log = [e(1, 1, b"a"), e(2, 1, b"b"), e(3, 1, b"c")];
+        w.round(&round(1, 1, Role::Follower, 3, &log, &log[..1], true));
+        // Applies index 3 right after index 1.
+        w.round(&RoundView { applied: 3, ..round(1, 1, Role::Follower, 3, &log, &log[2..], false) });
+        let v = w.violation().expect("a violation");
+        assert!(v.what.contains("applied index 3 right after index 1"), "{}", v.what);
+        let w = RaftWatch::new(|| 0);
+        w.round(&round(1, 1, Role::Follower, 3, &log, &log[..2], true));
+        w.round(&RoundView { applied: 2, ..round(1, 1, Role::Follower, 3, &log, &log[1..2], false) });
+        assert!(w.violation().is_some(), "index 2 applied twice");
+    }
+
+    #[test]
+    fn a_member_whose_applied_state_diverged_fails_the_core_checker() {
+        // n1 applies 1 and 2. n2 restarts from its disk at index 1 (its state claims a different
+        // history) — the watch cannot know that state — then applies 2: its chain continues from
+        // what was recorded at 1, so equal. But a member whose own chain took another entry at 1
+        // (seen below) differs at 2 even though entry 2 is the same everywhere.
+        let w = RaftWatch::new(|| 0);
+        let log = [e(1, 1, b"a"), e(2, 1, b"b")];
+        w.round(&round(1, 1, Role::Follower, 2, &log, &log, true));
+        assert_eq!(w.violation(), None);
+        let mut inner = w.lock();
+        // A chain that took another entry at index 1.
+        let other = chain_digest(0, entry_digest(&e(1, 1, b"x")));
+        inner.chains.insert(2, (1, other));
+        let r = check_round(&mut inner, &round(2, 1, Role::Follower, 2, &log, &log[1..], false));
+        let err = r.expect_err("a diverged applied sequence");
+        assert!(err.contains("applied a different sequence up to index 2"), "{err}");
+        drop(inner);
+        // The same sequence continued from the recorded chain passes.
+        let w = RaftWatch::new(|| 0);
+        w.round(&round(1, 1, Role::Follower, 2, &log, &log, true));
+        w.round(&RoundView { applied: 2, ..round(2, 1, Role::Follower, 2, &log, &log[1..], true) });
+        assert_eq!(w.violation(), None);
     }
 
     #[test]

@@ -272,6 +272,8 @@ pub struct SweepReport {
     pub busy: Duration,
     /// Sum of the simulated time the seeds covered.
     pub simulated: Duration,
+    /// What the seeds' simulated disks saw, summed (power failures, torn writes…).
+    pub disk: eventstreamcore::rt::disk::SimDiskStats,
 }
 
 impl SweepReport {
@@ -292,7 +294,14 @@ impl SweepReport {
             self.simulated.as_secs_f64(),
             self.simulated.as_secs_f64() / self.wall.as_secs_f64().max(1e-9),
             self.failures.len()
-        )
+        ) + &if self.disk.power_failures > 0 {
+            format!(
+                "; disks: {} power failures, {} torn writes, {} injected failures",
+                self.disk.power_failures, self.disk.torn_writes, self.disk.injected_failures
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -309,6 +318,7 @@ pub fn sweep(
     let failures = Mutex::new(Vec::new());
     let busy_ns = AtomicU64::new(0);
     let sim_ns = AtomicU64::new(0);
+    let disk = Mutex::new(eventstreamcore::rt::disk::SimDiskStats::default());
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| {
@@ -321,6 +331,14 @@ pub fn sweep(
                     busy_ns.fetch_add(r.wall.as_nanos() as u64, Ordering::Relaxed);
                     sim_ns.fetch_add(r.simulated.as_nanos() as u64, Ordering::Relaxed);
                     on_done(&r);
+                    if let Ok(report) = &r.outcome {
+                        let mut t = disk.lock().unwrap_or_else(|e| e.into_inner());
+                        t.writes += report.disk.writes;
+                        t.syncs += report.disk.syncs;
+                        t.power_failures += report.disk.power_failures;
+                        t.torn_writes += report.disk.torn_writes;
+                        t.injected_failures += report.disk.injected_failures;
+                    }
                     if r.failed() {
                         failures.lock().unwrap_or_else(|e| e.into_inner()).push(r);
                     }
@@ -337,6 +355,7 @@ pub fn sweep(
         wall: started.elapsed(),
         busy: Duration::from_nanos(busy_ns.load(Ordering::Relaxed)),
         simulated: Duration::from_nanos(sim_ns.load(Ordering::Relaxed)),
+        disk: disk.into_inner().unwrap_or_else(|e| e.into_inner()),
     }
 }
 
@@ -351,12 +370,72 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 pub fn sweep_from_env(scenario: &str, count_var: &str, default_count: u64) {
     let n = env_u64(count_var, default_count);
     let base = env_u64("ESC_SIM_SEED_BASE", 0);
-    let report = sweep(scenario, base..base + n, default_jobs(), default_options, |_| {});
+    sweep_and_judge(scenario, base..base + n, "the fixed seeds".to_string());
+}
+
+/// The suite's exploring sweep of one scenario: `count_var` seeds (default `default_count`) from
+/// [`explore_base`], a range that changes with every commit and every day, so CI keeps visiting
+/// seeds it never ran. The range and how to run it again are printed (and repeated in a failure).
+pub fn explore_from_env(scenario: &str, count_var: &str, default_count: u64) {
+    let n = env_u64(count_var, default_count);
+    let (base, from) = explore_base();
+    let what = format!(
+        "exploring seeds {base}..{} ({from}); run them again with ESC_SIM_EXPLORE_BASE={base}",
+        base + n
+    );
+    eprintln!("{scenario}: {what}");
+    sweep_and_judge(scenario, base..base + n, what);
+}
+
+fn sweep_and_judge(scenario: &str, seeds: Range<u64>, what: String) {
+    let n = seeds.end - seeds.start;
+    let report = sweep(scenario, seeds, default_jobs(), default_options, |_| {});
     println!("{}", report.summary());
     for f in &report.failures {
         eprintln!("{}", f.failure_report());
     }
-    assert!(report.failures.is_empty(), "{} of {n} seeds failed (reports above)", report.failures.len());
+    assert!(
+        report.failures.is_empty(),
+        "{scenario}, {what}: {} of {n} seeds failed (reports above; each names its replay command)",
+        report.failures.len()
+    );
+}
+
+/// Where exploring seeds start: `ESC_SIM_EXPLORE_BASE` if set, else derived from the commit
+/// checked out (`git rev-parse HEAD`, if git answers) and today's UTC date — so a new commit or
+/// a new day explores new seeds, while a rerun of the same commit on the same day replays the same
+/// ones. Always at least [`EXPLORE_FLOOR`] (clear of the fixed ranges) and a multiple of 1,000.
+/// Returns the base and where it came from.
+pub fn explore_base() -> (u64, String) {
+    if let Some(b) = std::env::var("ESC_SIM_EXPLORE_BASE").ok().and_then(|v| v.parse().ok()) {
+        return (b, "from ESC_SIM_EXPLORE_BASE".to_string());
+    }
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut h = eventstreamcore::node::state::Fnv64::default();
+    h.write(commit.as_bytes());
+    h.write_u64(day);
+    let base = EXPLORE_FLOOR + (h.finish() % 1_000_000_000) * 1_000;
+    let short = commit.get(..10).unwrap_or("no git");
+    (base, format!("derived from commit {short} and day {day} since 1970"))
+}
+
+/// Exploring seeds lie above this (the fixed sweeps and regression seeds lie below).
+pub const EXPLORE_FLOOR: u64 = 1_000_000;
+
+/// `k` seeds from the exploring range for madsim's draw-by-draw determinism check (a rotating
+/// sample; the range is [`explore_base`]'s, offset so it does not repeat the sweeps' first seeds).
+pub fn explore_sample(k: u64) -> Vec<u64> {
+    let (base, _) = explore_base();
+    (0..k).map(|i| base + 999 - i).collect()
 }
 
 /// Default parallelism: the machine's cores.

@@ -506,6 +506,7 @@ mod tests {
             storm_ms: None,
             snapshot_entries: 64,
             peer_storm_clients: 0,
+            linearizable_reader: true,
         }
     }
 

@@ -485,7 +485,7 @@ impl Ctx {
                 let mut e = Event::new(topic, priority, payload.into_bytes());
                 e.producer_id = self.producer;
                 e.sequence = seq;
-                self.history.published(e.producer_id, e.sequence, &e.topic, &e.payload);
+                self.history.published(&e);
                 e
             })
             .collect();

@@ -10,10 +10,14 @@
 //!
 //! Every member reports each driver round to a [`RaftWatch`] (Raft's safety properties at every
 //! step). After the faults stop the cluster must elect a leader and commit a new write within a
-//! bound, and the replicas must converge. Then, from the history: every acked event is in every
-//! replica's log exactly once at its acked offset, nothing unpublished is stored, per-producer
-//! order holds, offsets are dense, replicas are identical, every event a consumer saw is in the
-//! final log at that offset, and linearizable reads saw every write acked before they began.
+//! bound (checker `liveness`), and the replicas must converge. Then, from the history: the run
+//! carried a minimum workload; every acked event is in every replica's log exactly once at its
+//! acked offset, stored as published (payload, priority, headers, key), acked as new at most once;
+//! nothing unpublished is stored, per-producer order holds, offsets are dense, replicas are
+//! identical in their logs and their whole state (snapshot encoding), every event a consumer saw
+//! is in the final log at that offset with the payload it read, and linearizable reads (every
+//! generated plan has a reader) saw every write acked and every write an earlier linearizable
+//! read saw before they began, with the page matching the end offset they report.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -185,6 +189,12 @@ pub struct Plan {
     /// without it are exactly what they were.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub peer_storm_clients: usize,
+    /// If no consumer draws linearizable reads, the first one reads linearizably anyway, so the
+    /// linearizable-read checker has something to check. Generated plans set it; a plan written
+    /// before it existed (a golden script, a regression seed's `[plan]`) leaves it out and runs
+    /// as it always did.
+    #[serde(default)]
+    pub linearizable_reader: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -301,6 +311,8 @@ impl Plan {
             // cost more than the rest of the run.
             snapshot_entries: if shape.long { 512 } else { default_snapshot_entries() },
             peer_storm_clients: 0,
+            // Derived, not drawn: the random stream stays as it was.
+            linearizable_reader: true,
         }
     }
 
@@ -849,19 +861,30 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         producers.push(node.spawn(async move { producer(p as u64 + 1, addrs, timing, history, prng).await }));
     }
     let mut consumers = Vec::new();
-    for c in 0..plan.consumers {
+    let consumer_rngs: Vec<(Vec<SocketAddr>, NodeRng)> = (0..plan.consumers)
+        .map(|_| {
+            let (mut addrs, mut crng) = (addrs.clone(), rt::rng::split(&mut rng));
+            addrs.shuffle(&mut crng);
+            (addrs, crng)
+        })
+        .collect();
+    // Every generated run has a linearizable reader: if no consumer draws one, the first becomes
+    // one. Derived, not drawn, so the random stream stays as it was.
+    let none_linearizable =
+        plan.linearizable_reader && !consumer_rngs.iter().any(|(_, r)| ConsumerDraw::peek(r).linearizable);
+    for (c, (addrs, crng)) in consumer_rngs.into_iter().enumerate() {
         let node = handle
             .create_node()
             .name(format!("consumer-{c}"))
             .ip(IpAddr::V4(Ipv4Addr::new(10, 2, 0, c as u8 + 1)))
             .build();
-        let (history, mut addrs) = (history.clone(), addrs.clone());
-        let mut crng = rt::rng::split(&mut rng);
-        addrs.shuffle(&mut crng);
-        let until = t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10);
-        let stale_reads = opts.mutant == Some(Mutant::StaleReads);
-        consumers
-            .push(node.spawn(async move { consumer(c, addrs, history, crng, until, stale_reads).await }));
+        let history = history.clone();
+        let how = ConsumerRun {
+            until: t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10),
+            stale_reads: opts.mutant == Some(Mutant::StaleReads),
+            force_linearizable: none_linearizable && c == 0,
+        };
+        consumers.push(node.spawn(async move { consumer(c, addrs, history, crng, how).await }));
     }
 
     let storm_stats = Arc::new(Mutex::new(StormStats::default()));
@@ -1077,6 +1100,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     log.mark(None, "faults end: heal");
     net_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     net.update_config(|c| *c = madsim::net::Config::default());
+    match opts.mutant {
+        Some(Mutant::LostQuorum) => ids.iter().for_each(|id| net.clog_node(*id)),
+        Some(Mutant::StrandedMember) => net.clog_node(ids[plan.nodes - 1]),
+        _ => {}
+    }
     // Crashed members come back within 3 s, paused ones within 2 s.
     rt::time::sleep(Duration::from_secs(3)).await;
     for id in &ids {
@@ -1102,21 +1130,23 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             let mut e = Event::new("liveness", Priority::High, "ping");
             e.producer_id = 999_999;
             e.sequence = 1;
-            lh.published(999_999, 1, "liveness", b"ping");
+            lh.published(&e);
             rt::time::timeout(LIVENESS_BOUND, c.publish(vec![e.clone()]))
                 .await
                 .map(|r| r.map(|items| (items, e)))
         })
         .await;
-    match live {
+    let liveness_failed = match live {
         Ok(Ok(Ok((items, e)))) => {
             history.record_acks("liveness", &[e], &items);
+            None
         }
-        Ok(Ok(Err(e))) => history.violation(format!("liveness: the healed cluster refused a write: {e}")),
-        Ok(Err(_)) => {
-            history.violation(format!("liveness: no write committed within {LIVENESS_BOUND:?} of healing"))
-        }
-        Err(_) => history.violation("liveness client task failed"),
+        Ok(Ok(Err(e))) => Some(format!("liveness: the healed cluster refused a write: {e}")),
+        Ok(Err(_)) => Some(format!("liveness: no write committed within {LIVENESS_BOUND:?} of healing")),
+        Err(_) => Some("liveness client task failed".to_string()),
+    };
+    if let Some(l) = &liveness_failed {
+        history.violation(l.clone());
     }
     let liveness_ms = (rt::time::now() - healed).as_millis();
 
@@ -1184,6 +1214,8 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                 v.excerpt.join("\n  ")
             ),
         })
+    } else if let Some(l) = liveness_failed {
+        Some(check::CheckFailure { checker: "liveness", detail: l })
     } else if !converged {
         let st: Vec<String> = slots
             .iter()
@@ -1200,7 +1232,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             ),
         })
     } else {
-        check::check_cluster_run(&data, &states).err().map(|mut f| {
+        check::check_cluster_run(&data, &states, min_acks(&plan)).err().map(|mut f| {
             if let Some((_, log)) = states.first() {
                 let excerpt = check::history_excerpt(&data, log, &f.detail);
                 if !excerpt.is_empty() {
@@ -1221,6 +1253,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         d.write(k.as_bytes());
         d.write_u64(*v);
     }
+    digest_the_run(&mut d, &data, &watch, (rt::time::now() - start).as_millis() as u64);
     let stored = states.first().map_or(0, |s| s.1.events_stored());
     let summary = format!(
         "{description}\nresult: {stored} events stored, {} acks ({} duplicate), {} consumed, liveness {liveness_ms} ms after healing; {} Raft rounds checked; counters {:?}",
@@ -1229,6 +1262,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         data.consumed.len(),
         watch.rounds(),
         data.counters,
+    );
+    let disk = disk_tally(&slots);
+    let summary = format!(
+        "{summary}\ndisks: {} power failures, {} torn writes, {} injected failures",
+        disk.power_failures, disk.torn_writes, disk.injected_failures
     );
     let summary = if plan.storm_clients > 0 {
         format!("{summary}\n{}", storm_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
@@ -1253,7 +1291,61 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         ));
         r.finish((rt::time::now() - start).as_millis() as Ms);
     }
-    RunReport { digest: d.finish(), summary, failure, raft_log: Some(watch.summary()) }
+    RunReport { digest: d.finish(), summary, failure, raft_log: Some(watch.summary()), disk }
+}
+
+/// What the members' disks (WAL and DLQ) saw, summed.
+fn disk_tally(slots: &[MemberSlot]) -> eventstreamcore::rt::disk::SimDiskStats {
+    let mut t = eventstreamcore::rt::disk::SimDiskStats::default();
+    for s in slots.iter().flat_map(|s| [s.disk.stats(), s.dlq.stats()]) {
+        t.writes += s.writes;
+        t.syncs += s.syncs;
+        t.power_failures += s.power_failures;
+        t.torn_writes += s.torn_writes;
+        t.injected_failures += s.injected_failures;
+    }
+    t
+}
+
+/// Adds to the run's digest what two runs of one seed must also agree on: every ack in the order
+/// received, each member's roles and terms as they changed (and when), the leader of each term,
+/// the committed Raft log, and the simulated time at the end.
+fn digest_the_run(
+    d: &mut eventstreamcore::node::state::Fnv64,
+    data: &crate::history::HistoryData,
+    watch: &RaftWatch,
+    end_ms: u64,
+) {
+    for a in &data.acks {
+        d.write(a.client.as_bytes());
+        d.write_u64(a.producer);
+        d.write_u64(a.sequence);
+        d.write(a.topic.as_bytes());
+        d.write_u64(a.offset);
+        d.write(&[u8::from(a.duplicate)]);
+    }
+    for c in watch.role_changes() {
+        d.write_u64(c.at_ms);
+        d.write_u64(c.node);
+        d.write(&[c.role as u8]);
+        d.write_u64(c.term);
+    }
+    for (term, node) in watch.leaders() {
+        d.write_u64(term);
+        d.write_u64(node);
+    }
+    for (index, e) in watch.committed() {
+        d.write_u64(index);
+        d.write_u64(e.term);
+        d.write_u64(e.digest);
+    }
+    d.write_u64(end_ms);
+}
+
+/// The fewest acked events a run must carry: one per producer (each publishes 5 or more batches
+/// over tens of seconds; a run below this checked next to nothing).
+fn min_acks(plan: &Plan) -> usize {
+    plan.producers
 }
 
 /// Kills a member, loses its unsynced writes (tearing the last one) and restarts it after `down`.
@@ -1324,7 +1416,7 @@ async fn producer(
                 let mut e = Event::new(topic, Priority::Medium, format!("{id}:{s}").into_bytes());
                 e.producer_id = id;
                 e.sequence = s;
-                history.published(id, s, topic, &e.payload);
+                history.published(&e);
                 e
             })
             .collect();
@@ -1350,26 +1442,50 @@ async fn producer(
     }
 }
 
+/// What a consumer draws first from its RNG.
+struct ConsumerDraw {
+    topic: &'static str,
+    linearizable: bool,
+}
+
+impl ConsumerDraw {
+    fn draw(rng: &mut NodeRng) -> Self {
+        let topic = *TOPICS.choose(rng).expect("non-empty");
+        ConsumerDraw { topic, linearizable: rng.random_bool(0.5) }
+    }
+
+    /// What a consumer given `rng` will draw, without drawing it.
+    fn peek(rng: &NodeRng) -> Self {
+        Self::draw(&mut rng.clone())
+    }
+}
+
+/// How a consumer runs.
+#[derive(Debug, Clone, Copy)]
+struct ConsumerRun {
+    until: rt::time::Instant,
+    /// The `StaleReads` mutant: linearizable reads are sent as plain ones.
+    stale_reads: bool,
+    /// Read linearizably whatever the draw said (the run's one guaranteed linearizable reader).
+    force_linearizable: bool,
+}
+
+/// How many events a consumer asks for per read.
+const PAGE: u32 = 50;
+
 /// Follows one topic with long polls from whichever member answers, checking that offsets come
 /// contiguously and in order; records what it saw for the rolled-back-read check.
-async fn consumer(
-    c: usize,
-    addrs: Vec<SocketAddr>,
-    history: History,
-    mut rng: NodeRng,
-    until: rt::time::Instant,
-    stale_reads: bool,
-) {
-    let topic = *TOPICS.choose(&mut rng).expect("non-empty");
-    let linearizable = rng.random_bool(0.5);
+async fn consumer(c: usize, addrs: Vec<SocketAddr>, history: History, mut rng: NodeRng, how: ConsumerRun) {
+    let ConsumerDraw { topic, linearizable } = ConsumerDraw::draw(&mut rng);
+    let linearizable = linearizable || how.force_linearizable;
     let mut client = ClusterClient::new(addrs, format!("consumer-{c}"), "");
     client.timeout = Duration::from_secs(3);
     client.max_attempts = 5;
     let mut offset = 0;
-    while rt::time::now() < until {
+    while rt::time::now() < how.until {
         let started = history.read_started();
-        let ask_linearizable = linearizable && !stale_reads;
-        match client.read(topic, offset, 50, ask_linearizable, 1_000).await {
+        let ask_linearizable = linearizable && !how.stale_reads;
+        match client.read(topic, offset, PAGE, ask_linearizable, 1_000).await {
             Ok(page) => {
                 history.read_done(ReadRecord {
                     client: format!("consumer-{c}"),
@@ -1377,6 +1493,10 @@ async fn consumer(
                     linearizable,
                     started,
                     end_offset: page.end_offset,
+                    from: offset,
+                    max: u64::from(PAGE),
+                    keys: page.events.iter().map(|s| s.event.idempotency_key()).collect(),
+                    completed: 0,
                 });
                 for s in &page.events {
                     if s.offset != offset {
@@ -1386,7 +1506,7 @@ async fn consumer(
                         ));
                         return;
                     }
-                    history.consumed(topic, s.offset, s.event.producer_id, s.event.sequence);
+                    history.consumed(topic, s.offset, &s.event);
                     offset += 1;
                 }
             }

@@ -42,6 +42,12 @@ pub enum Mutant {
     /// Consumers' "linearizable" reads are served from whatever the member they reach has
     /// applied (as if a server ignored the flag), so a lagging follower answers stale data.
     StaleReads,
+    /// Cluster scenarios: when the faults end, every member is cut off instead of healed (a
+    /// cluster that cannot make progress), so the liveness check must fail.
+    LostQuorum,
+    /// Cluster scenarios: when the faults end, the last member stays cut off, so the replicas
+    /// cannot converge and the convergence check must fail.
+    StrandedMember,
 }
 
 impl Mutant {
@@ -51,14 +57,22 @@ impl Mutant {
             Mutant::AckBeforeStore => "ack-before-store",
             Mutant::LyingFsync => "lying-fsync",
             Mutant::StaleReads => "stale-reads",
+            Mutant::LostQuorum => "lost-quorum",
+            Mutant::StrandedMember => "stranded-member",
         }
     }
 
     /// The mutant called `name` (as `--mutant` takes it).
     pub fn from_name(name: &str) -> Option<Mutant> {
-        [Mutant::AckBeforeStore, Mutant::LyingFsync, Mutant::StaleReads]
-            .into_iter()
-            .find(|m| m.name() == name)
+        [
+            Mutant::AckBeforeStore,
+            Mutant::LyingFsync,
+            Mutant::StaleReads,
+            Mutant::LostQuorum,
+            Mutant::StrandedMember,
+        ]
+        .into_iter()
+        .find(|m| m.name() == name)
     }
 }
 
@@ -77,6 +91,9 @@ pub struct RunReport {
     /// Scenarios with Raft: the committed log and the leader of each term, summarized (what
     /// the golden snapshots hold).
     pub raft_log: Option<String>,
+    /// What the run's simulated disks saw, summed over members (power failures, torn writes…);
+    /// zero for scenarios without power failures.
+    pub disk: eventstreamcore::rt::disk::SimDiskStats,
 }
 
 /// A scenario's name and one-line description.
