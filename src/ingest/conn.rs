@@ -18,11 +18,13 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use super::{InflightGuard, Shared};
 use crate::event::{Event, validate_topic};
-use crate::node::{EventService, ReadOptions};
+use crate::node::{EventService, FetchReply, ReadOptions};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::sync::{Latch, OwnedSemaphorePermit};
 use crate::rt::{self, net::TcpStream};
-use crate::wire::{AckItem, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError};
+use crate::wire::{
+    AckItem, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError, acked,
+};
 
 type Replies = Vec<(u64, Response)>;
 type Pending = Pin<Box<dyn Future<Output = Replies> + Send>>;
@@ -397,15 +399,19 @@ impl<S: EventService> Conn<S> {
                     _ => unreachable!("matched above"),
                 };
                 let max = (max_events as usize).min(cfg.max_fetch_events);
+                let max_bytes = cfg.max_fetch_bytes;
                 let fut = service.read(topic.clone(), offset, max, opts);
                 self.pending.push_back(Box::pin(async move {
                     let resp = match fut.await {
-                        Ok(r) => Response::Fetched {
-                            topic,
-                            next_offset: r.next_offset,
-                            end_offset: r.end_offset,
-                            events: r.events,
-                        },
+                        Ok(mut r) => {
+                            cap_reply_bytes(&topic, &mut r, max_bytes);
+                            Response::Fetched {
+                                topic,
+                                next_offset: r.next_offset,
+                                end_offset: r.end_offset,
+                                events: r.events,
+                            }
+                        }
                         Err(e) => Response::Error(e.to_error_frame()),
                     };
                     vec![(request_id, resp)]
@@ -528,6 +534,25 @@ impl<S: EventService> Conn<S> {
             replies
         }));
         self.pending.extend(after);
+    }
+}
+
+/// Trims a fetch reply so its frame stays within `max_bytes` (but never below one event, so a
+/// consumer gets past an event larger than the cap) and moves `next_offset` back to the first
+/// event left out.
+pub(crate) fn cap_reply_bytes(topic: &str, r: &mut FetchReply, max_bytes: usize) {
+    let mut total = acked::fetched_overhead(topic);
+    let mut keep = 0;
+    for s in &r.events {
+        total = total.saturating_add(acked::stored_event_wire_len(s));
+        if keep > 0 && total > max_bytes {
+            break;
+        }
+        keep += 1;
+    }
+    if let Some(first_left_out) = r.events.get(keep) {
+        r.next_offset = first_left_out.offset;
+        r.events.truncate(keep);
     }
 }
 

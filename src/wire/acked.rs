@@ -452,6 +452,25 @@ const KEY_PRESENT: u8 = 0x01;
 /// Smallest encoded event: ids, priority, flags, empty topic, no headers, empty payload.
 const MIN_EVENT: usize = 8 + 8 + 1 + 1 + 2 + 2 + 4;
 
+/// Bytes [`put_event`] writes for `e` (its size inside PUBLISH and FETCHED bodies).
+pub fn event_wire_len(e: &Event) -> usize {
+    MIN_EVENT
+        + e.topic.len()
+        + e.key.as_ref().map_or(0, |k| 4 + k.len())
+        + e.headers.iter().map(|h| 2 + h.name.len() + 4 + h.value.len()).sum::<usize>()
+        + e.payload.len()
+}
+
+/// Bytes one stored event takes in a FETCHED body (offset, timestamp, event).
+pub fn stored_event_wire_len(s: &StoredEvent) -> usize {
+    16 + event_wire_len(&s.event)
+}
+
+/// Bytes of a FETCHED frame for `topic` before its events (header, topic, offsets, count, CRC).
+pub fn fetched_overhead(topic: &str) -> usize {
+    HEADER_LEN + 2 + topic.len() + 8 + 8 + 4 + TRAILER_LEN
+}
+
 fn put_event(out: &mut BytesMut, e: &Event) {
     out.put_u64(e.producer_id);
     out.put_u64(e.sequence);
@@ -851,6 +870,21 @@ mod tests {
         let err = decode_frame(&mut b, 1 << 20).unwrap_err();
         assert_eq!(err.to_error_frame().code, ErrorCode::Unsupported);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn wire_lengths_match_the_encoding() {
+        let mut e = Event::new("topic/x", Priority::High, vec![7u8; 100]);
+        e.key = Some(Bytes::from_static(b"key"));
+        e.headers.push(Header { name: "h".into(), value: Bytes::from_static(b"vvvv") });
+        let s = StoredEvent { offset: 3, timestamp_ms: 9, event: e.clone() };
+        let mut b = BytesMut::new();
+        Response::Fetched { topic: "topic/x".into(), next_offset: 4, end_offset: 4, events: vec![s.clone()] }
+            .encode(1, &mut b);
+        assert_eq!(b.len(), fetched_overhead("topic/x") + stored_event_wire_len(&s));
+        let mut b = BytesMut::new();
+        encode_events(&mut b, &[e.clone()]);
+        assert_eq!(b.len(), 4 + event_wire_len(&e));
     }
 
     #[test]
