@@ -68,7 +68,8 @@ pub struct IngestConfig {
     pub overload_retry_after_ms: u32,
     /// A connection with no bytes for this long is closed.
     pub idle_timeout_ms: u64,
-    /// A partly received frame must complete within this long, or the connection is closed.
+    /// A frame must complete within this long of its first byte (a total deadline, not a per-byte
+    /// one), or the connection is closed.
     pub read_timeout_ms: u64,
     /// A reply must be accepted by the client within this long (slow readers are dropped).
     pub write_timeout_ms: u64,

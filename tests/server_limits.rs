@@ -95,3 +95,63 @@ async fn a_fetch_reply_stays_under_the_byte_cap_and_a_consumer_still_progresses(
     assert!(pages >= 9, "8 MB in pages of at most 1 MiB, plus the big one ({pages} pages)");
     s.stop().await;
 }
+
+/// Reads everything the server sends until it closes (or `limit` passes); returns the bytes and
+/// how long after `t0` the close came.
+async fn read_until_closed(
+    mut rd: impl tokio::io::AsyncRead + Unpin,
+    t0: tokio::time::Instant,
+    limit: Duration,
+) -> (BytesMut, Option<Duration>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = BytesMut::new();
+    let deadline = t0 + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, rd.read_buf(&mut got)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, Some(t0.elapsed())),
+            Ok(Ok(_)) => {}
+            Err(_) => return (got, None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_trickling_client_is_cut_off_by_a_total_frame_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let s = start(|c| {
+        c.read_timeout_ms = 600;
+        c.idle_timeout_ms = 60_000;
+    })
+    .await;
+    let mut frame = BytesMut::new();
+    Request::Publish(vec![big("t", 1, 2_000)]).encode(77, &mut frame);
+    let stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let (rd, mut wr) = tokio::io::split(stream);
+    let t0 = tokio::time::Instant::now();
+    // One byte every 25 ms: each byte comes well within the read timeout, the frame never does.
+    let trickle = tokio::spawn(async move {
+        for b in frame.iter().take(frame.len() - 1) {
+            if wr.write_all(&[*b]).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    let (got, closed_after) = read_until_closed(rd, t0, Duration::from_secs(5)).await;
+    trickle.abort();
+    let closed_after = closed_after.expect("a trickler must be disconnected");
+    assert!(closed_after < Duration::from_secs(3), "closed after {closed_after:?}");
+    let mut got = got;
+    let raw = acked::decode_frame(&mut got, 1 << 20).unwrap().expect("an error frame before the close");
+    match Response::decode(&raw).unwrap() {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Malformed);
+            assert!(e.message.contains("600 ms"), "{e}");
+            assert_eq!(raw.request_id, 77);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(s.metrics.closed_read_timeout.get(), 1);
+    assert!(s.node.state().topic_log("t").is_empty());
+    s.stop().await;
+}

@@ -112,6 +112,9 @@ pub(crate) async fn serve<S: EventService>(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::new();
     let mut last_read = clock.mono();
+    // When the first byte of the partly received frame in `buf` arrived: the whole frame must
+    // arrive within `read_timeout_ms` of it (a per-byte timeout lets a trickler hold a buffer for ever).
+    let mut frame_start: Option<Duration> = None;
     let mut was_readable = true;
     let mut shutting_down = shutdown.is_set();
     let mut grace_deadline = None;
@@ -125,7 +128,9 @@ pub(crate) async fn serve<S: EventService>(
 
     let reason = loop {
         if (conn.reading || conn.deferred.is_some()) && conn.stalled.is_none() {
+            let before = buf.len();
             conn.decode_and_submit(&mut buf, max_inflight);
+            frame_start = next_frame_start(frame_start, before, buf.len(), last_read);
         }
         if !conn.reading && conn.stalled.is_none() && conn.deferred.is_none() && conn.pending.is_empty() {
             break "done";
@@ -139,6 +144,7 @@ pub(crate) async fn serve<S: EventService>(
         // idle client starts when we are ready to read again.
         if can_read && !was_readable {
             last_read = clock.mono();
+            frame_start = frame_start.map(|_| last_read);
         }
         was_readable = can_read;
         let deadline = if let Some(d) = grace_deadline {
@@ -146,8 +152,9 @@ pub(crate) async fn serve<S: EventService>(
         } else if !can_read {
             None
         } else if !buf.is_empty() {
-            // Everything complete was decoded, so this is part of a frame: the client must finish it.
-            Some(last_read + Duration::from_millis(cfg.read_timeout_ms))
+            // Everything complete was decoded, so this is part of a frame: the client must finish
+            // it within the read timeout of its first byte.
+            Some(frame_start.unwrap_or(last_read) + Duration::from_millis(cfg.read_timeout_ms))
         } else if conn.pending.is_empty() {
             Some(last_read + Duration::from_millis(cfg.idle_timeout_ms))
         } else {
@@ -217,12 +224,53 @@ pub(crate) async fn serve<S: EventService>(
                     break "idle timeout";
                 }
                 conn.shared.metrics.closed_read_timeout.inc();
-                break "read timeout (stalled mid-frame)";
+                if let Some(request_id) = acked_request_id(&buf) {
+                    // The acked protocol can say why: one error frame, best effort, then close.
+                    let err = ErrorFrame::new(
+                        ErrorCode::Malformed,
+                        format!("frame not completed within {} ms of its first byte", cfg.read_timeout_ms),
+                    );
+                    out.clear();
+                    Response::Error(err).encode(request_id, &mut out);
+                    let write = async {
+                        wr.write_all(&out).await?;
+                        wr.flush().await
+                    };
+                    let _ = rt::time::timeout(Duration::from_millis(cfg.write_timeout_ms.min(1_000)), write).await;
+                }
+                break "read timeout (frame not completed in time)";
             }
         }
     };
     let _ = wr.shutdown().await;
     tracing::debug!(conn = conn.id, peer = %conn.peer, reason, "connection closed");
+}
+
+/// When the partial frame left in the buffer after decoding started: none if the buffer is
+/// empty; the last read if decoding consumed something (the frame that completed ended in the last
+/// read, so what follows began there); unchanged otherwise (or the last read, for a new partial).
+fn next_frame_start(
+    current: Option<Duration>,
+    len_before: usize,
+    len_after: usize,
+    last_read: Duration,
+) -> Option<Duration> {
+    if len_after == 0 {
+        None
+    } else if len_after < len_before {
+        Some(last_read)
+    } else {
+        Some(current.unwrap_or(last_read))
+    }
+}
+
+/// The request id of a partly received acked frame, if the buffer holds its whole header (0 if
+/// it starts with the magic but the id has not arrived); `None` for legacy bytes.
+fn acked_request_id(buf: &[u8]) -> Option<u64> {
+    if buf.len() < 4 || !acked::starts_with_magic(buf) {
+        return None;
+    }
+    Some(buf.get(12..20).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes))
 }
 
 async fn sleep_until_opt(clock: &rt::NodeClock, deadline: Option<Duration>) {
