@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)] // tests use real time
 #![allow(clippy::disallowed_types)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use eventstreamcore::config::IngestConfig;
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
 use eventstreamcore::metrics::IngestMetrics;
-use eventstreamcore::node::{DedupConfig, LocalNode};
+use eventstreamcore::node::{Appended, DedupConfig, EventService, FetchReply, LocalNode, ServiceError};
 use eventstreamcore::rt::NodeClock;
 use eventstreamcore::wire::{ErrorCode, Request, Response, acked};
 
@@ -154,4 +155,123 @@ async fn a_trickling_client_is_cut_off_by_a_total_frame_deadline() {
     assert_eq!(s.metrics.closed_read_timeout.get(), 1);
     assert!(s.node.state().topic_log("t").is_empty());
     s.stop().await;
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Tests that measure this process's memory run one at a time.
+static MEMORY_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Resident set size of this process (Linux).
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test]
+async fn pipelined_fetches_never_read_hold_bounded_memory() {
+    let _serial = MEMORY_TESTS.lock().await;
+    let s = start(|c| c.write_timeout_ms = 3_000).await;
+    let mut c = s.client().await;
+    c.publish((0..10_000).map(|i| big("m", i, 100)).collect()).await.unwrap();
+    // 128 FETCHes of the whole topic (1.4 MB each on the wire), never read.
+    let mut frames = BytesMut::new();
+    for id in 0..128 {
+        Request::Fetch { topic: "m".into(), offset: 0, max_events: 10_000 }.encode(id, &mut frames);
+    }
+    let before = rss_bytes();
+    let mut attacker = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut attacker, &frames).await.unwrap();
+    let mut peak = before;
+    let mut peak_buffered = 0;
+    for _ in 0..150 {
+        peak = peak.max(rss_bytes());
+        peak_buffered = peak_buffered.max(s.metrics.buffered_bytes.get());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let grew = peak.saturating_sub(before);
+    // Bound: 8 read replies of at most 10,000 events' structs each, plus one write batch.
+    assert!(grew < 48 << 20, "RSS grew by {} MiB", grew >> 20);
+    assert!(peak_buffered < 4 << 20, "connection buffers held {peak_buffered} bytes");
+    drop(attacker);
+    s.stop().await;
+}
+
+/// A service that stores at once but completes only when the test opens the gate.
+#[derive(Clone)]
+struct GatedNode {
+    inner: LocalNode,
+    gate: tokio::sync::watch::Receiver<bool>,
+}
+
+impl EventService for GatedNode {
+    fn publish(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static + use<> {
+        let f = self.inner.publish(events);
+        let mut gate = self.gate.clone();
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            f.await
+        }
+    }
+    fn fetch(
+        &self,
+        topic: String,
+        offset: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
+        self.inner.fetch(topic, offset, max)
+    }
+    fn node_id(&self) -> u64 {
+        1
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_acks_is_closed_with_bounded_buffers() {
+    let _serial = MEMORY_TESTS.lock().await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let node = GatedNode { inner: LocalNode::new(1, NodeClock::new(), DedupConfig::default()), gate: rx };
+    let mut config = IngestConfig { listen: "127.0.0.1:0".parse().unwrap(), ..IngestConfig::default() };
+    config.max_events_per_frame = 1_000;
+    config.write_timeout_ms = 800;
+    let server = IngestServer::bind(config, node.clone(), NodeClock::new(), "test").await.unwrap();
+    let (addr, m, stop) = (server.local_addr(), server.metrics(), server.shutdown_handle());
+    let task = tokio::spawn(server.run());
+    // 128 pipelined frames of 1,000 events with long topics: 27 MB of acks once they complete.
+    let topic = "t".repeat(200);
+    let mut frames = BytesMut::new();
+    for f in 0..128u64 {
+        Request::Publish((0..1_000).map(|i| big(&topic, f * 1_000 + i, 10)).collect()).encode(f, &mut frames);
+    }
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let (_rd, mut wr) = tokio::io::split(stream);
+    let writer = tokio::spawn(async move {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut wr, &frames).await;
+        wr
+    });
+    wait_until("every frame is in flight", || m.acked_frames.get() == 128).await;
+    // All complete at once; the client reads nothing.
+    tx.send(true).unwrap();
+    let mut peak = 0;
+    while m.closed_write_timeout.get() == 0 {
+        peak = peak.max(m.buffered_bytes.get());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(peak < 2 << 20, "connection buffers reached {peak} bytes (one write batch plus one reply)");
+    wait_until("its capacity is free", || m.inflight_events.get() == 0 && m.buffered_bytes.get() == 0).await;
+    writer.abort();
+    stop.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 }

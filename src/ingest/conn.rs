@@ -27,7 +27,42 @@ use crate::wire::{
 };
 
 type Replies = Vec<(u64, Response)>;
-type Pending = Pin<Box<dyn Future<Output = Replies> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// A finished request: its replies, and what it holds until they are written.
+struct Done {
+    replies: Replies,
+    /// The publish's share of the server-wide in-flight capacity, released only once the acks
+    /// are written: a client that never reads its acks holds capacity (and so gets "overloaded"
+    /// and stops being read) instead of piling unwritten acks up in server memory.
+    hold: Option<InflightGuard>,
+    /// FETCH/READ replies in `replies` (see [`MAX_PENDING_READS`]).
+    reads: usize,
+}
+
+impl From<Replies> for Done {
+    fn from(replies: Replies) -> Self {
+        Done { replies, hold: None, reads: 0 }
+    }
+}
+
+/// FETCH/READ requests a connection may have outstanding (answered or not, but unwritten); the
+/// next one waits. Each holds up to `max_fetch_events` events, so this bounds a connection's
+/// share of read replies independently of the pipelining depth.
+const MAX_PENDING_READS: usize = 8;
+
+/// First capacity of a connection's read buffer.
+const INITIAL_BUF: usize = 16 * 1024;
+
+/// How often a connection waiting for the buffer budget looks again.
+const BUDGET_RECHECK: Duration = Duration::from_millis(10);
+
+/// Replies gathered into one write at most (bytes; one reply may exceed it).
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// A buffer larger than this is given back when it empties, so one big frame or reply does not
+/// pin its memory for the rest of the connection.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Longest long-poll wait a read may ask for.
 const MAX_READ_WAIT_MS: u32 = 30_000;
@@ -78,6 +113,8 @@ struct Conn<S> {
     id: u64,
     decoder: StreamDecoder,
     pending: FuturesOrdered<Pending>,
+    /// FETCH/READ replies in `pending` or gathered and not yet written.
+    reads_pending: usize,
     authed: bool,
     /// False after EOF, a fatal stream error, or shutdown.
     reading: bool,
@@ -101,6 +138,7 @@ pub(crate) async fn serve<S: EventService>(
     let mut conn = Conn {
         decoder: StreamDecoder::new(cfg.max_frame_bytes),
         pending: FuturesOrdered::new(),
+        reads_pending: 0,
         authed: cfg.auth_token.is_empty(),
         reading: true,
         stalled: None,
@@ -109,8 +147,9 @@ pub(crate) async fn serve<S: EventService>(
         peer,
         id,
     };
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::with_capacity(INITIAL_BUF);
     let mut out = BytesMut::new();
+    let mut buffered = BufferedBytes { metrics: conn.shared.metrics.clone(), mine: 0 };
     let mut last_read = clock.mono();
     // When the first byte of the partly received frame in `buf` arrived: the whole frame must
     // arrive within `read_timeout_ms` of it (a per-byte timeout lets a trickler hold a buffer for ever).
@@ -131,7 +170,11 @@ pub(crate) async fn serve<S: EventService>(
             let before = buf.len();
             conn.decode_and_submit(&mut buf, max_inflight);
             frame_start = next_frame_start(frame_start, before, buf.len(), last_read);
+            if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+                buf = BytesMut::with_capacity(INITIAL_BUF);
+            }
         }
+        buffered.set(buf.capacity() + out.capacity());
         if !conn.reading && conn.stalled.is_none() && conn.deferred.is_none() && conn.pending.is_empty() {
             break "done";
         }
@@ -140,6 +183,11 @@ pub(crate) async fn serve<S: EventService>(
             && conn.deferred.is_none()
             && conn.pending.len() < max_inflight
             && buf.len() < buf_limit;
+        // Over the server-wide buffer budget, a connection holding more than a small buffer
+        // waits (its frame deadline still runs, so a trickler cannot hold the budget).
+        let over_budget = can_read
+            && buffered.mine > KEEP_CAPACITY
+            && conn.shared.metrics.buffered_bytes.get() > cfg.max_buffered_bytes as i64;
         // Timeouts measure the client, never our own backpressure: the clock for a stalled or
         // idle client starts when we are ready to read again.
         if can_read && !was_readable {
@@ -169,19 +217,35 @@ pub(crate) async fn serve<S: EventService>(
                 conn.reading = false;
                 grace_deadline = Some(clock.mono() + Duration::from_millis(cfg.shutdown_grace_ms));
             }
-            Some(replies) = conn.pending.next(), if !conn.pending.is_empty() => {
-                encode_replies(&replies, &mut out);
-                // Gather every other reply that is already done, then write once.
-                while let Some(Some(more)) = conn.pending.next().now_or_never() {
-                    encode_replies(&more, &mut out);
+            Some(done) = conn.pending.next(), if !conn.pending.is_empty() => {
+                let mut held = Vec::new();
+                let mut reads = 0;
+                let mut take = |done: Done, out: &mut BytesMut| {
+                    encode_replies(&done.replies, out);
+                    reads += done.reads;
+                    held.extend(done.hold);
+                };
+                take(done, &mut out);
+                // Gather other replies that are already done (up to a bound), then write once.
+                while out.len() < WRITE_BATCH {
+                    match conn.pending.next().now_or_never() {
+                        Some(Some(more)) => take(more, &mut out),
+                        _ => break,
+                    }
                 }
+                buffered.set(buf.capacity() + out.capacity());
                 if !out.is_empty() {
                     let write = async {
                         wr.write_all(&out).await?;
                         wr.flush().await
                     };
                     match rt::time::timeout(Duration::from_millis(cfg.write_timeout_ms), write).await {
-                        Ok(Ok(())) => out.clear(),
+                        Ok(Ok(())) => {
+                            out.clear();
+                            if out.capacity() > KEEP_CAPACITY {
+                                out = BytesMut::new();
+                            }
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(conn = id, error = %e, "write failed");
                             break "write failed";
@@ -192,6 +256,8 @@ pub(crate) async fn serve<S: EventService>(
                         }
                     }
                 }
+                drop(held);
+                conn.reads_pending -= reads;
             }
             permit = inflight.acquire_many_owned(stalled_need), if conn.stalled.is_some() => {
                 let batch = conn.stalled.take().expect("guarded by the select condition");
@@ -200,7 +266,9 @@ pub(crate) async fn serve<S: EventService>(
                     Err(_) => break "server closed",
                 }
             }
-            n = rd.read_buf(&mut buf), if can_read => match n {
+            // Re-check the budget now and then (it frees as other connections drain).
+            _ = rt::time::sleep(BUDGET_RECHECK), if over_budget => {}
+            n = rd.read_buf(&mut buf), if can_read && !over_budget => match n {
                 Ok(0) => {
                     conn.reading = false;
                     if !buf.is_empty() {
@@ -273,6 +341,25 @@ fn acked_request_id(buf: &[u8]) -> Option<u64> {
     Some(buf.get(12..20).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes))
 }
 
+/// This connection's share of the server-wide buffered-bytes gauge, given back when it ends.
+struct BufferedBytes {
+    metrics: Arc<crate::metrics::IngestMetrics>,
+    mine: usize,
+}
+
+impl BufferedBytes {
+    fn set(&mut self, now: usize) {
+        self.metrics.buffered_bytes.add(now as i64 - self.mine as i64);
+        self.mine = now;
+    }
+}
+
+impl Drop for BufferedBytes {
+    fn drop(&mut self) {
+        self.metrics.buffered_bytes.add(-(self.mine as i64));
+    }
+}
+
 async fn sleep_until_opt(clock: &rt::NodeClock, deadline: Option<Duration>) {
     match deadline {
         Some(d) => clock.sleep_until(d).await,
@@ -306,6 +393,16 @@ impl<S: EventService> Conn<S> {
                     }
                 },
             };
+            // A read beyond the per-connection bound waits (behind the open batch) until an
+            // earlier read reply is written.
+            let is_read = matches!(
+                &item,
+                Item::Unit(Inbound::Request { request: Request::Fetch { .. } | Request::Read { .. }, .. })
+            );
+            if is_read && self.reads_pending >= MAX_PENDING_READS {
+                self.deferred = Some(item);
+                break;
+            }
             // Anything that is not a publish fitting the open batch closes the batch first, so
             // replies and storage keep stream order.
             let fits = match &item {
@@ -335,7 +432,8 @@ impl<S: EventService> Conn<S> {
     fn handle(&mut self, unit: Inbound, batch: &mut Batch) {
         let m = &self.shared.metrics;
         let cfg = &self.shared.config;
-        let reply = |request_id, resp| -> Pending { Box::pin(std::future::ready(vec![(request_id, resp)])) };
+        let reply =
+            |request_id, resp| -> Pending { Box::pin(std::future::ready(vec![(request_id, resp)].into())) };
         match unit {
             Inbound::Legacy(event) => {
                 m.legacy_frames.inc();
@@ -440,7 +538,7 @@ impl<S: EventService> Conn<S> {
                                 Ok(text) => Response::AdminOk(text),
                                 Err(e) => Response::Error(e.to_error_frame()),
                             };
-                            vec![(request_id, resp)]
+                            vec![(request_id, resp)].into()
                         }));
                         return;
                     }
@@ -462,8 +560,9 @@ impl<S: EventService> Conn<S> {
                         }
                         Err(e) => Response::Error(e.to_error_frame()),
                     };
-                    vec![(request_id, resp)]
+                    Done { replies: vec![(request_id, resp)], hold: None, reads: 1 }
                 }));
+                self.reads_pending += 1;
             }
             Inbound::BadRequest { request_id, error } => {
                 m.acked_frames.inc();
@@ -483,8 +582,9 @@ impl<S: EventService> Conn<S> {
                 m.acked_frames.inc();
                 m.acked_errors.inc();
                 m.closed_too_large.inc();
-                self.pending
-                    .push_back(Box::pin(std::future::ready(vec![(request_id, Response::Error(error))])));
+                self.pending.push_back(Box::pin(std::future::ready(
+                    vec![(request_id, Response::Error(error))].into(),
+                )));
             }
             StreamError::LegacyTooLarge { .. } => m.closed_too_large.inc(),
             StreamError::TooManyEmpty => m.closed_empty_flood.inc(),
@@ -517,7 +617,7 @@ impl<S: EventService> Conn<S> {
                         replies.push((request_id, Response::Error(err.clone())));
                     }
                 }
-                self.pending.push_back(Box::pin(std::future::ready(replies)));
+                self.pending.push_back(Box::pin(std::future::ready(replies.into())));
                 self.pending.extend(batch.after);
             }
         }
@@ -536,12 +636,13 @@ impl<S: EventService> Conn<S> {
                 Some(f) => f.await,
                 None => Ok(Vec::new()),
             };
-            drop(permit);
             let m = &shared.metrics;
             m.publish_latency_us.record(started.elapsed().as_micros() as u64);
             let mut replies = Vec::new();
+            let mut hold = None;
             match result {
                 Ok(appended) => {
+                    hold = permit;
                     for a in &appended {
                         if a.duplicate { m.events_duplicate.inc() } else { m.events_stored.inc() }
                     }
@@ -569,6 +670,7 @@ impl<S: EventService> Conn<S> {
                     }
                 }
                 Err(e) => {
+                    drop(permit);
                     tracing::debug!(error = %e, "publish failed");
                     let frame = e.to_error_frame();
                     for part in parts {
@@ -579,7 +681,7 @@ impl<S: EventService> Conn<S> {
                     }
                 }
             }
-            replies
+            Done { replies, hold, reads: 0 }
         }));
         self.pending.extend(after);
     }
@@ -601,6 +703,7 @@ pub(crate) fn cap_reply_bytes(topic: &str, r: &mut FetchReply, max_bytes: usize)
     if let Some(first_left_out) = r.events.get(keep) {
         r.next_offset = first_left_out.offset;
         r.events.truncate(keep);
+        r.events.shrink_to_fit();
     }
 }
 
