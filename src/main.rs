@@ -377,6 +377,8 @@ async fn serve(
     }
     let config = Config::load(file.as_deref(), std::env::vars(), &set).map_err(|e| e.to_string())?;
     init_tracing(&config.log.level);
+    let fds = eventstreamcore::fdlimit::ensure(&config).map_err(|e| e.to_string())?;
+    tracing::info!(?fds, "file descriptor limit checked against the connection limits");
     let clock = NodeClock::new();
     let data_dir = &config.cluster.data_dir;
     let disk = FileDisk::open_exclusive(data_dir)

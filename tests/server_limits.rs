@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use eventstreamcore::client::{Client, ClientError};
+use eventstreamcore::client::Client;
 use eventstreamcore::config::IngestConfig;
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
@@ -63,6 +63,7 @@ fn big(topic: &str, seq: u64, bytes: usize) -> Event {
 
 #[tokio::test]
 async fn a_fetch_reply_stays_under_the_byte_cap_and_a_consumer_still_progresses() {
+    let _serial = MEMORY_TESTS.lock().await;
     let cap = 1 << 20;
     let s = start(|c| c.max_fetch_bytes = cap).await;
     let mut c = s.client().await;
@@ -118,6 +119,7 @@ async fn read_until_closed(
 
 #[tokio::test]
 async fn a_trickling_client_is_cut_off_by_a_total_frame_deadline() {
+    let _serial = MEMORY_TESTS.lock().await;
     use tokio::io::AsyncWriteExt;
     let s = start(|c| {
         c.read_timeout_ms = 600;
@@ -165,7 +167,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Tests that measure this process's memory run one at a time.
+/// Tests that measure this process's memory run one at a time (so every test here takes this).
 static MEMORY_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Resident set size of this process (Linux).
@@ -274,4 +276,109 @@ async fn a_client_that_never_reads_its_acks_is_closed_with_bounded_buffers() {
     writer.abort();
     stop.shutdown();
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_metrics_port_has_a_connection_limit() {
+    let _serial = MEMORY_TESTS.lock().await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(|c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics_max_connections = 2;
+    })
+    .await;
+    let maddr = s.metrics_addr.unwrap();
+    // Two silent connections take both slots (each may wait up to 5 s for its request).
+    let _a = tokio::net::TcpStream::connect(maddr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(maddr).await.unwrap();
+    let m = s.metrics.clone();
+    let mut third = tokio::net::TcpStream::connect(maddr).await.unwrap();
+    let _ = third.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the third connection is closed at once");
+    assert!(got.is_empty(), "and not served: {}", String::from_utf8_lossy(&got));
+    wait_until("the refusal is counted", || m.metrics_connections_refused.get() >= 1).await;
+    // Once a slot frees, the page is served, and it shows the refusal.
+    drop(_a);
+    let mut served = String::new();
+    for _ in 0..100 {
+        let mut c = tokio::net::TcpStream::connect(maddr).await.unwrap();
+        let _ = c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        let mut page = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.read_to_end(&mut page)).await;
+        if !page.is_empty() {
+            served = String::from_utf8_lossy(&page).into_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served.contains("esc_metrics_connections_refused_total"), "{served}");
+    s.stop().await;
+}
+
+mod common;
+
+/// Runs `sh -c script` for at most `limit`; returns (exited, success, first stdout line, stderr).
+fn run_limited(script: &str, limit: Duration) -> (bool, bool, String, String) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let first = rx.recv_timeout(limit).unwrap_or_default();
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if !first.is_empty() || std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (status.is_some(), status.is_some_and(|s| s.success()), first, err)
+}
+
+#[test]
+fn serve_checks_its_fd_limit_against_its_connection_limits() {
+    let _serial = MEMORY_TESTS.blocking_lock();
+    let serve = |ulimit: &str| {
+        format!(
+            "{ulimit} && exec {} serve --listen 127.0.0.1:0 --set cluster.raft_listen=127.0.0.1:0 \
+             --set cluster.data_dir={} --set ingest.max_connections=1000",
+            common::ESC,
+            common::temp_dir("fds").display()
+        )
+    };
+    // Hard limit below the need: refused, saying what to change.
+    let (exited, ok, _, err) =
+        run_limited(&serve("ulimit -Sn 256 && ulimit -Hn 256"), Duration::from_secs(20));
+    assert!(exited && !ok, "must refuse to start: {err}");
+    for want in
+        ["file descriptor limit too low", "1064", "ingest.max_connections", "ulimit -n 1064", "at most 192"]
+    {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    // Only the soft limit low, the hard one high enough: raised, and the server starts.
+    let (exited, _, first, err) =
+        run_limited(&serve("ulimit -Sn 256 && ulimit -Hn 4096"), Duration::from_secs(20));
+    assert!(!exited && first.starts_with("esc listening on"), "must start: {first:?} {err}");
 }

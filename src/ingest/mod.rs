@@ -115,7 +115,13 @@ impl<S: EventService> IngestServer<S> {
             let page = shared.clone();
             let render: http::RenderMetrics =
                 Arc::new(move || page.metrics.render_prometheus() + &page.service.render_metrics());
-            rt::spawn(http::serve_metrics(l, render, shutdown.clone()));
+            rt::spawn(http::serve_metrics(
+                l,
+                render,
+                shutdown.clone(),
+                shared.config.metrics_max_connections,
+                shared.metrics.clone(),
+            ));
         }
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
         let udp_task = udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown.clone())));
