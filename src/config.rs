@@ -75,8 +75,9 @@ pub struct IngestConfig {
     pub write_timeout_ms: u64,
     /// On shutdown, in-flight requests get this long to finish before connections are cut.
     pub shutdown_grace_ms: u64,
-    /// If non-empty, acked clients must send HELLO with this token before publishing or fetching;
-    /// legacy frames are then refused (counted) since they cannot authenticate.
+    /// A credential with every role (publish, consume, admin), kept for compatibility: if
+    /// non-empty, acked clients HELLO with it; legacy frames are refused unless
+    /// `anonymous_roles` grants publish (they cannot authenticate).
     pub auth_token: String,
     /// If non-empty, only these topics are accepted: exact names, or prefixes ending in `/*`.
     pub allowed_topics: Vec<String>,
@@ -100,6 +101,10 @@ pub struct IngestConfig {
     pub hello_failure_max_delay_ms: u64,
     /// A connection is closed after this many failed HELLOs.
     pub max_failed_hellos: u32,
+    /// Roles a connection has without a successful HELLO. Unset: publish and consume when no
+    /// credential is configured (an open port), none otherwise. Admin is never anonymous.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_roles: Option<Vec<Role>>,
 }
 
 /// What an authenticated client may do on the acked protocol.
@@ -173,6 +178,7 @@ impl Default for IngestConfig {
             hello_failure_delay_ms: 100,
             hello_failure_max_delay_ms: 2_000,
             max_failed_hellos: 5,
+            anonymous_roles: None,
         }
     }
 }
@@ -404,6 +410,9 @@ impl Config {
             if c.roles.is_empty() {
                 return invalid("ingest.clients", format!("client `{}`: no roles", c.name));
             }
+        }
+        if i.anonymous_roles.as_ref().is_some_and(|r| r.contains(&Role::Admin)) {
+            return invalid("ingest.anonymous_roles", "admin cannot be granted without a credential");
         }
         for t in &i.allowed_topics {
             let name = t.strip_suffix('*').unwrap_or(t);

@@ -88,6 +88,8 @@ enum Command {
         /// Cluster members to contact (comma-separated); requests are redirected to the leader.
         #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
         addr: Vec<SocketAddr>,
+        /// Token of a credential with the admin role (`[[ingest.clients]]` or `ingest.auth_token`):
+        /// add, remove and transfer are refused without one; status needs none on an open port.
         #[arg(long, default_value = "")]
         token: String,
         #[command(subcommand)]

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use eventstreamcore::client::Client;
-use eventstreamcore::config::IngestConfig;
+use eventstreamcore::client::{Client, ClientError};
+use eventstreamcore::config::{ClientCredential, IngestConfig, Role};
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
 use eventstreamcore::metrics::IngestMetrics;
 use eventstreamcore::node::{Appended, DedupConfig, EventService, FetchReply, LocalNode, ServiceError};
 use eventstreamcore::rt::NodeClock;
-use eventstreamcore::wire::{ErrorCode, Request, Response, acked};
+use eventstreamcore::wire::{AdminRequest, ErrorCode, ErrorFrame, Request, Response, acked};
 
 struct TestServer {
     addr: SocketAddr,
@@ -381,4 +381,110 @@ fn serve_checks_its_fd_limit_against_its_connection_limits() {
     let (exited, _, first, err) =
         run_limited(&serve("ulimit -Sn 256 && ulimit -Hn 4096"), Duration::from_secs(20));
     assert!(!exited && first.starts_with("esc listening on"), "must start: {first:?} {err}");
+}
+
+fn credential(name: &str, token: &str, roles: &[Role]) -> ClientCredential {
+    ClientCredential { name: name.into(), token: token.into(), roles: roles.to_vec() }
+}
+
+fn server_error<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorFrame {
+    match r {
+        Err(ClientError::Server(e)) => e,
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+}
+
+const ADD: fn() -> AdminRequest =
+    || AdminRequest::AddNode { id: 9, raft_addr: "127.0.0.1:1".into(), client_addr: "127.0.0.1:2".into() };
+
+#[tokio::test]
+async fn each_request_needs_its_role() {
+    let _serial = MEMORY_TESTS.lock().await;
+    let s = start(|c| {
+        c.clients = vec![
+            credential("writer", "writer-token", &[Role::Publish]),
+            credential("reader", "reader-token", &[Role::Consume]),
+            credential("ops", "ops-token-x", &[Role::Admin]),
+        ];
+    })
+    .await;
+    let mut anon = s.client().await;
+    assert_eq!(server_error(anon.publish(vec![big("a", 1, 1)]).await).code, ErrorCode::Unauthorized);
+    assert_eq!(server_error(anon.admin(AdminRequest::Status).await).code, ErrorCode::Unauthorized);
+
+    let mut w = s.client().await;
+    w.hello("w", "writer-token").await.unwrap();
+    w.publish(vec![big("a", 1, 1)]).await.unwrap();
+    let e = server_error(w.fetch("a", 0, 10).await);
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    assert!(e.message.contains("`writer` lacks the `consume` role"), "{e}");
+    assert_eq!(server_error(w.admin(ADD()).await).code, ErrorCode::Forbidden);
+
+    let mut r = s.client().await;
+    r.hello("r", "reader-token").await.unwrap();
+    assert_eq!(r.fetch("a", 0, 10).await.unwrap().events.len(), 1);
+    assert_eq!(server_error(r.publish(vec![big("a", 2, 1)]).await).code, ErrorCode::Forbidden);
+    // Status needs a login but no role.
+    assert_eq!(server_error(r.admin(AdminRequest::Status).await).code, ErrorCode::Unsupported);
+
+    let mut o = s.client().await;
+    o.hello("o", "ops-token-x").await.unwrap();
+    // Past the role check: this single node answers that it is not in a cluster.
+    assert_eq!(server_error(o.admin(ADD()).await).code, ErrorCode::Unsupported);
+    assert_eq!(s.metrics.forbidden.get(), 3);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_port_refuses_membership_changes() {
+    let _serial = MEMORY_TESTS.lock().await;
+    let s = start(|_| {}).await;
+    let mut c = s.client().await;
+    c.publish(vec![big("a", 1, 1)]).await.unwrap();
+    assert_eq!(c.fetch("a", 0, 10).await.unwrap().events.len(), 1);
+    let e = server_error(c.admin(ADD()).await);
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    assert!(e.message.contains("none is configured"), "{e}");
+    c.hello("c", "").await.unwrap();
+    assert_eq!(server_error(c.admin(ADD()).await).code, ErrorCode::Forbidden);
+    // Status stays open.
+    assert_eq!(server_error(c.admin(AdminRequest::Status).await).code, ErrorCode::Unsupported);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn failed_hellos_are_slowed_counted_log_out_and_close_the_connection() {
+    let _serial = MEMORY_TESTS.lock().await;
+    let s = start(|c| {
+        c.clients = vec![credential("app", "app-token", &[Role::Publish, Role::Consume])];
+        c.hello_failure_delay_ms = 100;
+        c.hello_failure_max_delay_ms = 250;
+        c.max_failed_hellos = 4;
+    })
+    .await;
+    let mut c = s.client().await;
+    c.hello("c", "app-token").await.unwrap();
+    c.publish(vec![big("a", 1, 1)]).await.unwrap();
+    let mut waited = Vec::new();
+    for n in 1..=3 {
+        let t = tokio::time::Instant::now();
+        let e = server_error(c.hello("c", "guess").await);
+        waited.push(t.elapsed());
+        assert_eq!(e.code, ErrorCode::Unauthorized);
+        if n == 1 {
+            // A wrong token after a good one logs the connection out.
+            assert_eq!(server_error(c.publish(vec![big("a", 2, 1)]).await).code, ErrorCode::Unauthorized);
+        }
+    }
+    for (got, min_ms) in waited.iter().zip([100, 200, 250]) {
+        assert!(*got >= Duration::from_millis(min_ms), "answered after {got:?}, want ≥ {min_ms} ms");
+    }
+    let e = server_error(c.hello("c", "guess").await);
+    assert!(e.message.contains("closing after 4 failed HELLOs"), "{e}");
+    assert!(c.wait_closed(Duration::from_secs(3)).await, "closed after the 4th failure");
+    assert_eq!(s.metrics.hello_failures.get(), 4);
+    assert_eq!(s.metrics.closed_auth_failures.get(), 1);
+    // Counted on the metrics page too.
+    assert!(s.metrics.render_prometheus().contains("esc_hello_failures_total 4"));
+    s.stop().await;
 }

@@ -16,14 +16,17 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
+use super::auth::Roles;
 use super::{InflightGuard, Shared};
+use crate::config::Role;
 use crate::event::{Event, validate_topic};
 use crate::node::{EventService, FetchReply, ReadOptions};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::sync::{Latch, OwnedSemaphorePermit};
 use crate::rt::{self, net::TcpStream};
 use crate::wire::{
-    AckItem, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError, acked,
+    AckItem, AdminRequest, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError,
+    acked,
 };
 
 type Replies = Vec<(u64, Response)>;
@@ -115,7 +118,12 @@ struct Conn<S> {
     pending: FuturesOrdered<Pending>,
     /// FETCH/READ replies in `pending` or gathered and not yet written.
     reads_pending: usize,
-    authed: bool,
+    /// What this connection may do now (see `auth`).
+    roles: Roles,
+    /// The credential a successful HELLO logged in with.
+    credential: Option<String>,
+    /// Failed HELLOs so far.
+    failed_hellos: u32,
     /// False after EOF, a fatal stream error, or shutdown.
     reading: bool,
     /// A batch with legacy frames waiting for capacity.
@@ -139,7 +147,9 @@ pub(crate) async fn serve<S: EventService>(
         decoder: StreamDecoder::new(cfg.max_frame_bytes),
         pending: FuturesOrdered::new(),
         reads_pending: 0,
-        authed: cfg.auth_token.is_empty(),
+        roles: shared.auth.anonymous(),
+        credential: None,
+        failed_hellos: 0,
         reading: true,
         stalled: None,
         deferred: None,
@@ -437,7 +447,7 @@ impl<S: EventService> Conn<S> {
         match unit {
             Inbound::Legacy(event) => {
                 m.legacy_frames.inc();
-                if !self.authed || !cfg.topic_allowed(&event.topic) {
+                if !self.roles.has(Role::Publish) || !cfg.topic_allowed(&event.topic) {
                     m.legacy_refused.inc();
                     return;
                 }
@@ -453,8 +463,8 @@ impl<S: EventService> Conn<S> {
             Inbound::Request { request_id, request: Request::Publish(events) } => {
                 m.acked_frames.inc();
                 let max_batch = cfg.max_events_per_frame;
-                let error = if !self.authed {
-                    Some(ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first"))
+                let error = if let Some(denied) = self.denied(Some(Role::Publish)) {
+                    Some(denied)
                 } else if events.len() > max_batch {
                     Some(ErrorFrame::new(
                         ErrorCode::Malformed,
@@ -488,21 +498,40 @@ impl<S: EventService> Conn<S> {
             }
             Inbound::Request { request_id, request: Request::Hello { client, token } } => {
                 m.acked_frames.inc();
-                let resp = if cfg.auth_token.is_empty()
-                    || constant_time_eq(token.as_bytes(), cfg.auth_token.as_bytes())
-                {
-                    self.authed = true;
-                    tracing::debug!(conn = self.id, client = %client, "hello");
-                    Response::HelloOk {
+                let auth = &self.shared.auth;
+                if let Some((name, roles)) = auth.check(&token) {
+                    self.roles = roles;
+                    self.credential = Some(name.to_string());
+                    tracing::debug!(conn = self.id, client = %client, credential = name, "hello");
+                    let resp = Response::HelloOk {
                         server: self.shared.server_name.clone(),
                         node_id: self.shared.service.node_id(),
                         max_frame_bytes: u32::try_from(cfg.max_frame_bytes).unwrap_or(u32::MAX),
-                    }
-                } else {
-                    m.acked_errors.inc();
-                    Response::Error(ErrorFrame::new(ErrorCode::Unauthorized, "wrong token"))
-                };
-                self.pending.push_back(reply(request_id, resp));
+                    };
+                    self.pending.push_back(reply(request_id, resp));
+                    return;
+                }
+                // A wrong token logs the connection out, is answered late, and too many close it.
+                self.failed_hellos += 1;
+                m.hello_failures.inc();
+                m.acked_errors.inc();
+                if let Some(was) = self.credential.take() {
+                    tracing::info!(conn = self.id, peer = %self.peer, credential = %was, "wrong-token HELLO: logged out");
+                }
+                self.roles = auth.anonymous();
+                let delay = auth.failure_delay(self.failed_hellos);
+                let mut message = "wrong token".to_string();
+                if self.failed_hellos >= auth.max_failures() {
+                    m.closed_auth_failures.inc();
+                    tracing::info!(conn = self.id, peer = %self.peer, failures = self.failed_hellos, "closing after failed HELLOs");
+                    message = format!("wrong token; closing after {} failed HELLOs", self.failed_hellos);
+                    self.reading = false;
+                }
+                let err = Response::Error(ErrorFrame::new(ErrorCode::Unauthorized, message));
+                self.pending.push_back(Box::pin(async move {
+                    rt::time::sleep(delay).await;
+                    vec![(request_id, err)].into()
+                }));
             }
             Inbound::Request { request_id, request: Request::Ping } => {
                 m.acked_frames.inc();
@@ -513,10 +542,13 @@ impl<S: EventService> Conn<S> {
                 request: req @ (Request::Fetch { .. } | Request::Read { .. } | Request::Admin(_)),
             } => {
                 m.acked_frames.inc();
-                if !self.authed {
+                let need = match &req {
+                    Request::Admin(AdminRequest::Status) => None,
+                    Request::Admin(_) => Some(Role::Admin),
+                    _ => Some(Role::Consume),
+                };
+                if let Some(err) = self.denied(need) {
                     m.acked_errors.inc();
-                    let err =
-                        ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first");
                     self.pending.push_back(reply(request_id, Response::Error(err)));
                     return;
                 }
@@ -571,6 +603,37 @@ impl<S: EventService> Conn<S> {
                 self.pending.push_back(reply(request_id, Response::Error(error)));
             }
         }
+    }
+
+    /// Why this connection may not make a request needing `need` (`None`: only a login when
+    /// credentials are configured), or `None` if it may.
+    fn denied(&self, need: Option<Role>) -> Option<ErrorFrame> {
+        let auth = &self.shared.auth;
+        let Some(role) = need else {
+            return (auth.has_credentials() && self.credential.is_none())
+                .then(|| ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with a valid token first"));
+        };
+        if self.roles.has(role) {
+            return None;
+        }
+        let r = role.name();
+        if auth.has_credentials() && self.credential.is_none() {
+            let msg = format!("send HELLO with a token that has the `{r}` role first");
+            return Some(ErrorFrame::new(ErrorCode::Unauthorized, msg));
+        }
+        self.shared.metrics.forbidden.inc();
+        Some(if !auth.has_credentials() {
+            ErrorFrame::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the `{r}` role needs a credential and none is configured \
+                     ([[ingest.clients]] with roles = [\"{r}\"], or ingest.auth_token)"
+                ),
+            )
+        } else {
+            let name = self.credential.as_deref().unwrap_or("anonymous");
+            ErrorFrame::new(ErrorCode::Forbidden, format!("credential `{name}` lacks the `{r}` role"))
+        })
     }
 
     fn fatal(&mut self, e: StreamError) {
@@ -705,12 +768,4 @@ pub(crate) fn cap_reply_bytes(topic: &str, r: &mut FetchReply, max_bytes: usize)
         r.events.truncate(keep);
         r.events.shrink_to_fit();
     }
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -96,6 +96,9 @@ pub enum ErrorCode {
     /// The cluster could not commit (no leader, no quorum, commit timeout); the outcome is unknown,
     /// so retry after `retry_after_ms` with the same idempotency key.
     Unavailable = 9,
+    /// The client is authenticated (or anonymous) but its credential lacks the role the request
+    /// needs (publish, consume or admin). Not retryable with the same credential.
+    Forbidden = 10,
 }
 
 impl ErrorCode {
@@ -111,6 +114,7 @@ impl ErrorCode {
             7 => ErrorCode::Internal,
             8 => ErrorCode::Unsupported,
             9 => ErrorCode::Unavailable,
+            10 => ErrorCode::Forbidden,
             _ => return None,
         })
     }
@@ -127,6 +131,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 
