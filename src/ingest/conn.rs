@@ -499,9 +499,17 @@ impl<S: EventService> Conn<S> {
             Inbound::Request { request_id, request: Request::Hello { client, token } } => {
                 m.acked_frames.inc();
                 let auth = &self.shared.auth;
-                if let Some((name, roles)) = auth.check(&token) {
+                let anonymous = auth.anonymous();
+                let login = if token.is_empty() && auth.has_credentials() && anonymous != Roles::NONE {
+                    // No token where anonymous clients may work: a HELLO, not a failed login.
+                    Some((None, anonymous))
+                } else {
+                    auth.check(&token).map(|(name, roles)| (Some(name), roles))
+                };
+                if let Some((name, roles)) = login {
                     self.roles = roles;
-                    self.credential = Some(name.to_string());
+                    self.credential = name.map(str::to_string);
+                    let name = name.unwrap_or("anonymous");
                     tracing::debug!(conn = self.id, client = %client, credential = name, "hello");
                     let resp = Response::HelloOk {
                         server: self.shared.server_name.clone(),
