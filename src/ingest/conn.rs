@@ -278,7 +278,8 @@ pub(crate) async fn serve<S: EventService>(
             }
             // Re-check the budget now and then (it frees as other connections drain).
             _ = rt::time::sleep(BUDGET_RECHECK), if over_budget => {}
-            n = rd.read_buf(&mut buf), if can_read && !over_budget => match n {
+            // At most one chunk per read, so no connection overshoots the budget by more.
+            n = read_chunk(&mut rd, &mut buf), if can_read && !over_budget => match n {
                 Ok(0) => {
                     conn.reading = false;
                     if !buf.is_empty() {
@@ -368,6 +369,11 @@ impl Drop for BufferedBytes {
     fn drop(&mut self) {
         self.metrics.buffered_bytes.add(-(self.mine as i64));
     }
+}
+
+/// Reads what is there, at most [`READ_CHUNK`] bytes.
+async fn read_chunk<R: rt::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    rd.take(READ_CHUNK as u64).read_buf(buf).await
 }
 
 async fn sleep_until_opt(clock: &rt::NodeClock, deadline: Option<Duration>) {
