@@ -27,8 +27,6 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 20;
 /// Checksum bytes after the body.
 pub const TRAILER_LEN: usize = 4;
-/// Most bytes a decoder reserves ahead of what has arrived.
-pub const RESERVE_AHEAD: usize = 64 * 1024;
 /// Largest frame limit a server may be configured with; MAGIC as a legacy length is above it.
 pub const MAX_FRAME_LIMIT: usize = 1 << 30;
 
@@ -359,9 +357,11 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<RawFr
         return Err(FrameError::TooLarge { request_id, size, max: max_frame });
     }
     if buf.len() < size {
-        // Grow with what arrives, not with what the header claims (a header alone must not
-        // allocate a whole frame).
-        buf.reserve((size - buf.len()).min(RESERVE_AHEAD));
+        // One allocation of the frame's size (checked against the limit above) rather than a
+        // chain of doublings: untouched pages cost no memory, while every doubling copies and
+        // leaves the old block to the allocator. The server counts the capacity against
+        // `ingest.max_buffered_bytes`.
+        buf.reserve(size - buf.len());
         return Ok(None);
     }
     let frame = buf.split_to(size).freeze();

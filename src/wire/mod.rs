@@ -93,7 +93,7 @@ impl StreamDecoder {
                 return Err(StreamError::LegacyTooLarge { size, max: self.max_frame });
             }
             if buf.len() < 4 + size {
-                buf.reserve((4 + size - buf.len()).min(acked::RESERVE_AHEAD));
+                buf.reserve(4 + size - buf.len());
                 return Ok(None);
             }
             self.empty_run = 0;
