@@ -68,19 +68,88 @@ pub struct IngestConfig {
     pub overload_retry_after_ms: u32,
     /// A connection with no bytes for this long is closed.
     pub idle_timeout_ms: u64,
-    /// A partly received frame must complete within this long, or the connection is closed.
+    /// A frame must complete within this long of its first byte (a total deadline, not a per-byte
+    /// one), or the connection is closed.
     pub read_timeout_ms: u64,
     /// A reply must be accepted by the client within this long (slow readers are dropped).
     pub write_timeout_ms: u64,
     /// On shutdown, in-flight requests get this long to finish before connections are cut.
     pub shutdown_grace_ms: u64,
-    /// If non-empty, acked clients must send HELLO with this token before publishing or fetching;
-    /// legacy frames are then refused (counted) since they cannot authenticate.
+    /// A credential with every role (publish, consume, admin), kept for compatibility: if
+    /// non-empty, acked clients HELLO with it; legacy frames are refused unless
+    /// `anonymous_roles` grants publish (they cannot authenticate).
     pub auth_token: String,
     /// If non-empty, only these topics are accepted: exact names, or prefixes ending in `/*`.
     pub allowed_topics: Vec<String>,
     /// Most events a fetch returns.
     pub max_fetch_events: usize,
+    /// Most bytes of events one FETCHED reply carries (at least one event is always returned,
+    /// so a consumer progresses past an event larger than this).
+    pub max_fetch_bytes: usize,
+    /// Server-wide bound on connection buffers (partly received frames and encoded replies not
+    /// yet written). Above it, connections holding more than a small share stop reading until
+    /// the total drops (clients that complete their frames and read their replies free it).
+    pub max_buffered_bytes: usize,
+    /// Connections the metrics HTTP port serves at once; more are closed at once.
+    pub metrics_max_connections: usize,
+    /// Per-client credentials with roles (see [`ClientCredential`]). Together with `auth_token`
+    /// (a credential with every role) they decide who may do what on the acked protocol.
+    pub clients: Vec<ClientCredential>,
+    /// First delay before answering a failed HELLO; doubles with each failure on a connection.
+    pub hello_failure_delay_ms: u64,
+    /// Cap of the growing failed-HELLO delay.
+    pub hello_failure_max_delay_ms: u64,
+    /// A connection is closed after this many failed HELLOs.
+    pub max_failed_hellos: u32,
+    /// Roles a connection has without a successful HELLO. Unset: publish and consume when no
+    /// credential is configured (an open port), none otherwise. Admin is never anonymous.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_roles: Option<Vec<Role>>,
+}
+
+/// What an authenticated client may do on the acked protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// PUBLISH.
+    Publish,
+    /// FETCH and READ.
+    Consume,
+    /// ADMIN operations that change membership or leadership (status needs no role).
+    Admin,
+}
+
+impl Role {
+    /// Every role, in order.
+    pub const ALL: [Role; 3] = [Role::Publish, Role::Consume, Role::Admin];
+
+    /// The lower-case name used in the config and in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Publish => "publish",
+            Role::Consume => "consume",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One client credential: `[[ingest.clients]] name = "..." token = "..." roles = ["publish"]`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCredential {
+    /// Who this is (logs only).
+    pub name: String,
+    /// The secret the client sends in HELLO.
+    pub token: String,
+    /// What it may do.
+    pub roles: Vec<Role>,
+}
+
+impl std::fmt::Debug for ClientCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("ClientCredential").field("name", &self.name).field("roles", &self.roles).finish()
+    }
 }
 
 impl Default for IngestConfig {
@@ -102,6 +171,14 @@ impl Default for IngestConfig {
             auth_token: String::new(),
             allowed_topics: Vec::new(),
             max_fetch_events: 10_000,
+            max_fetch_bytes: 1 << 20,
+            max_buffered_bytes: 256 << 20,
+            metrics_max_connections: 64,
+            clients: Vec::new(),
+            hello_failure_delay_ms: 100,
+            hello_failure_max_delay_ms: 2_000,
+            max_failed_hellos: 5,
+            anonymous_roles: None,
         }
     }
 }
@@ -278,6 +355,9 @@ impl Config {
             ("ingest.max_inflight_per_connection", i.max_inflight_per_connection),
             ("ingest.max_inflight_events", i.max_inflight_events),
             ("ingest.max_fetch_events", i.max_fetch_events),
+            ("ingest.max_fetch_bytes", i.max_fetch_bytes),
+            ("ingest.metrics_max_connections", i.metrics_max_connections),
+            ("ingest.max_failed_hellos", i.max_failed_hellos as usize),
             ("dedup.max_keys_per_producer", self.dedup.max_keys_per_producer),
             ("dedup.max_keys", self.dedup.max_keys),
         ] {
@@ -300,6 +380,39 @@ impl Config {
                 "ingest.max_inflight_events",
                 "must be at least ingest.max_events_per_frame, or a full frame could never be accepted",
             );
+        }
+        if i.max_buffered_bytes < i.max_frame_bytes {
+            return invalid(
+                "ingest.max_buffered_bytes",
+                "must be at least ingest.max_frame_bytes, or a full frame could never be received",
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for c in &i.clients {
+            if c.name.is_empty() || !names.insert(c.name.as_str()) {
+                return invalid(
+                    "ingest.clients",
+                    format!("client names must be non-empty and unique (`{}`)", c.name),
+                );
+            }
+            if c.token.len() < 8 {
+                return invalid(
+                    "ingest.clients",
+                    format!("client `{}`: token must be at least 8 bytes", c.name),
+                );
+            }
+            if c.token.len() > u16::MAX as usize {
+                return invalid(
+                    "ingest.clients",
+                    format!("client `{}`: token longer than 65535 bytes", c.name),
+                );
+            }
+            if c.roles.is_empty() {
+                return invalid("ingest.clients", format!("client `{}`: no roles", c.name));
+            }
+        }
+        if i.anonymous_roles.as_ref().is_some_and(|r| r.contains(&Role::Admin)) {
+            return invalid("ingest.anonymous_roles", "admin cannot be granted without a credential");
         }
         for t in &i.allowed_topics {
             let name = t.strip_suffix('*').unwrap_or(t);

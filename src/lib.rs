@@ -9,6 +9,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod event;
+pub mod fdlimit;
 pub mod ingest;
 pub mod metrics;
 pub mod node;

@@ -94,6 +94,8 @@ enum Command {
         /// Cluster members to contact (comma-separated); requests are redirected to the leader.
         #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
         addr: Vec<SocketAddr>,
+        /// Token of a credential with the admin role (`[[ingest.clients]]` or `ingest.auth_token`):
+        /// add, remove and transfer are refused without one; status needs none on an open port.
         #[arg(long, default_value = "")]
         token: String,
         #[command(subcommand)]
@@ -401,8 +403,13 @@ async fn serve(
     if let Some(addr) = listen {
         set.push(format!("ingest.listen=\"{addr}\""));
     }
-    let config = Config::load(file.as_deref(), std::env::vars(), &set).map_err(|e| e.to_string())?;
+    let mut config = Config::load(file.as_deref(), std::env::vars(), &set).map_err(|e| e.to_string())?;
     init_tracing(&config.log.level);
+    let (fds, fitted) = eventstreamcore::fdlimit::ensure_or_fit(&mut config).map_err(|e| e.to_string())?;
+    if let Some(warning) = fitted {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(?fds, "file descriptor limit checked against the connection limits");
     let clock = NodeClock::new();
     let data_dir = &config.cluster.data_dir;
     let disk = FileDisk::open_exclusive(data_dir)

@@ -92,6 +92,17 @@ pub struct IngestMetrics {
     pub closed_empty_flood: Counter,
     pub udp_datagrams: Counter,
     pub udp_malformed: Counter,
+    /// Bytes held in connection buffers (partial frames, encoded replies not yet written),
+    /// bounded by `ingest.max_buffered_bytes` (plus one read chunk per connection).
+    pub buffered_bytes: Gauge,
+    /// HELLOs with a wrong token.
+    pub hello_failures: Counter,
+    /// Connections closed after `ingest.max_failed_hellos` failed HELLOs.
+    pub closed_auth_failures: Counter,
+    /// Requests refused because the credential lacks the role.
+    pub forbidden: Counter,
+    /// Metrics-port connections refused at `ingest.metrics_max_connections`.
+    pub metrics_connections_refused: Counter,
     pub publish_latency_us: LatencyHistogram,
 }
 
@@ -99,7 +110,11 @@ impl IngestMetrics {
     /// Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &Counter); 19] = [
+        let counters: [(&str, &Counter); 23] = [
+            ("esc_hello_failures_total", &self.hello_failures),
+            ("esc_closed_auth_failures_total", &self.closed_auth_failures),
+            ("esc_forbidden_total", &self.forbidden),
+            ("esc_metrics_connections_refused_total", &self.metrics_connections_refused),
             ("esc_connections_accepted_total", &self.connections_accepted),
             ("esc_connections_refused_total", &self.connections_refused),
             ("esc_legacy_frames_total", &self.legacy_frames),
@@ -130,6 +145,12 @@ impl IngestMetrics {
             out,
             "# TYPE esc_connections_active gauge\nesc_connections_active {}",
             self.connections_active.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP esc_ingest_buffered_bytes bytes held in client connection buffers\n\
+             # TYPE esc_ingest_buffered_bytes gauge\nesc_ingest_buffered_bytes {}",
+            self.buffered_bytes.get()
         );
         let (_, p50, p99, max) = self.publish_latency_us.summary();
         let _ = writeln!(out, "# TYPE esc_publish_latency_us summary");

@@ -16,16 +16,56 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
+use super::auth::Roles;
 use super::{InflightGuard, Shared};
+use crate::config::Role;
 use crate::event::{Event, validate_topic};
-use crate::node::{EventService, ReadOptions};
+use crate::node::{EventService, FetchReply, ReadOptions};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::sync::{Latch, OwnedSemaphorePermit};
 use crate::rt::{self, net::TcpStream};
-use crate::wire::{AckItem, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError};
+use crate::wire::{
+    AckItem, AdminRequest, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError,
+    acked,
+};
 
 type Replies = Vec<(u64, Response)>;
-type Pending = Pin<Box<dyn Future<Output = Replies> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// A finished request: its replies, and what it holds until they are written.
+struct Done {
+    replies: Replies,
+    /// The publish's share of the server-wide in-flight capacity, released only once the acks
+    /// are written: a client that never reads its acks holds capacity (and so gets "overloaded"
+    /// and stops being read) instead of piling unwritten acks up in server memory.
+    hold: Option<InflightGuard>,
+    /// FETCH/READ replies in `replies` (see [`MAX_PENDING_READS`]).
+    reads: usize,
+}
+
+impl From<Replies> for Done {
+    fn from(replies: Replies) -> Self {
+        Done { replies, hold: None, reads: 0 }
+    }
+}
+
+/// FETCH/READ requests a connection may have outstanding (answered or not, but unwritten); the
+/// next one waits. Each holds up to `max_fetch_events` events, so this bounds a connection's
+/// share of read replies independently of the pipelining depth.
+const MAX_PENDING_READS: usize = 8;
+
+/// First capacity of a connection's read buffer.
+const INITIAL_BUF: usize = 16 * 1024;
+
+/// How often a connection waiting for the buffer budget looks again.
+const BUDGET_RECHECK: Duration = Duration::from_millis(10);
+
+/// Replies gathered into one write at most (bytes; one reply may exceed it).
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// A buffer larger than this is given back when it empties, so one big frame or reply does not
+/// pin its memory for the rest of the connection.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Longest long-poll wait a read may ask for.
 const MAX_READ_WAIT_MS: u32 = 30_000;
@@ -76,7 +116,14 @@ struct Conn<S> {
     id: u64,
     decoder: StreamDecoder,
     pending: FuturesOrdered<Pending>,
-    authed: bool,
+    /// FETCH/READ replies in `pending` or gathered and not yet written.
+    reads_pending: usize,
+    /// What this connection may do now (see `auth`).
+    roles: Roles,
+    /// The credential a successful HELLO logged in with.
+    credential: Option<String>,
+    /// Failed HELLOs so far.
+    failed_hellos: u32,
     /// False after EOF, a fatal stream error, or shutdown.
     reading: bool,
     /// A batch with legacy frames waiting for capacity.
@@ -99,7 +146,10 @@ pub(crate) async fn serve<S: EventService>(
     let mut conn = Conn {
         decoder: StreamDecoder::new(cfg.max_frame_bytes),
         pending: FuturesOrdered::new(),
-        authed: cfg.auth_token.is_empty(),
+        reads_pending: 0,
+        roles: shared.auth.anonymous(),
+        credential: None,
+        failed_hellos: 0,
         reading: true,
         stalled: None,
         deferred: None,
@@ -107,9 +157,13 @@ pub(crate) async fn serve<S: EventService>(
         peer,
         id,
     };
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::with_capacity(INITIAL_BUF);
     let mut out = BytesMut::new();
+    let mut buffered = BufferedBytes { metrics: conn.shared.metrics.clone(), mine: 0 };
     let mut last_read = clock.mono();
+    // When the first byte of the partly received frame in `buf` arrived: the whole frame must
+    // arrive within `read_timeout_ms` of it (a per-byte timeout lets a trickler hold a buffer for ever).
+    let mut frame_start: Option<Duration> = None;
     let mut was_readable = true;
     let mut shutting_down = shutdown.is_set();
     let mut grace_deadline = None;
@@ -123,8 +177,14 @@ pub(crate) async fn serve<S: EventService>(
 
     let reason = loop {
         if (conn.reading || conn.deferred.is_some()) && conn.stalled.is_none() {
+            let before = buf.len();
             conn.decode_and_submit(&mut buf, max_inflight);
+            frame_start = next_frame_start(frame_start, before, buf.len(), last_read);
+            if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+                buf = BytesMut::with_capacity(INITIAL_BUF);
+            }
         }
+        buffered.set(buf.capacity() + out.capacity());
         if !conn.reading && conn.stalled.is_none() && conn.deferred.is_none() && conn.pending.is_empty() {
             break "done";
         }
@@ -133,10 +193,16 @@ pub(crate) async fn serve<S: EventService>(
             && conn.deferred.is_none()
             && conn.pending.len() < max_inflight
             && buf.len() < buf_limit;
+        // Over the server-wide buffer budget, a connection holding more than a small buffer
+        // waits (its frame deadline still runs, so a trickler cannot hold the budget).
+        let over_budget = can_read
+            && buffered.mine > KEEP_CAPACITY
+            && conn.shared.metrics.buffered_bytes.get() > cfg.max_buffered_bytes as i64;
         // Timeouts measure the client, never our own backpressure: the clock for a stalled or
         // idle client starts when we are ready to read again.
         if can_read && !was_readable {
             last_read = clock.mono();
+            frame_start = frame_start.map(|_| last_read);
         }
         was_readable = can_read;
         let deadline = if let Some(d) = grace_deadline {
@@ -144,8 +210,9 @@ pub(crate) async fn serve<S: EventService>(
         } else if !can_read {
             None
         } else if !buf.is_empty() {
-            // Everything complete was decoded, so this is part of a frame: the client must finish it.
-            Some(last_read + Duration::from_millis(cfg.read_timeout_ms))
+            // Everything complete was decoded, so this is part of a frame: the client must finish
+            // it within the read timeout of its first byte.
+            Some(frame_start.unwrap_or(last_read) + Duration::from_millis(cfg.read_timeout_ms))
         } else if conn.pending.is_empty() {
             Some(last_read + Duration::from_millis(cfg.idle_timeout_ms))
         } else {
@@ -160,19 +227,35 @@ pub(crate) async fn serve<S: EventService>(
                 conn.reading = false;
                 grace_deadline = Some(clock.mono() + Duration::from_millis(cfg.shutdown_grace_ms));
             }
-            Some(replies) = conn.pending.next(), if !conn.pending.is_empty() => {
-                encode_replies(&replies, &mut out);
-                // Gather every other reply that is already done, then write once.
-                while let Some(Some(more)) = conn.pending.next().now_or_never() {
-                    encode_replies(&more, &mut out);
+            Some(done) = conn.pending.next(), if !conn.pending.is_empty() => {
+                let mut held = Vec::new();
+                let mut reads = 0;
+                let mut take = |done: Done, out: &mut BytesMut| {
+                    encode_replies(&done.replies, out);
+                    reads += done.reads;
+                    held.extend(done.hold);
+                };
+                take(done, &mut out);
+                // Gather other replies that are already done (up to a bound), then write once.
+                while out.len() < WRITE_BATCH {
+                    match conn.pending.next().now_or_never() {
+                        Some(Some(more)) => take(more, &mut out),
+                        _ => break,
+                    }
                 }
+                buffered.set(buf.capacity() + out.capacity());
                 if !out.is_empty() {
                     let write = async {
                         wr.write_all(&out).await?;
                         wr.flush().await
                     };
                     match rt::time::timeout(Duration::from_millis(cfg.write_timeout_ms), write).await {
-                        Ok(Ok(())) => out.clear(),
+                        Ok(Ok(())) => {
+                            out.clear();
+                            if out.capacity() > KEEP_CAPACITY {
+                                out = BytesMut::new();
+                            }
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(conn = id, error = %e, "write failed");
                             break "write failed";
@@ -183,6 +266,8 @@ pub(crate) async fn serve<S: EventService>(
                         }
                     }
                 }
+                drop(held);
+                conn.reads_pending -= reads;
             }
             permit = inflight.acquire_many_owned(stalled_need), if conn.stalled.is_some() => {
                 let batch = conn.stalled.take().expect("guarded by the select condition");
@@ -191,7 +276,10 @@ pub(crate) async fn serve<S: EventService>(
                     Err(_) => break "server closed",
                 }
             }
-            n = rd.read_buf(&mut buf), if can_read => match n {
+            // Re-check the budget now and then (it frees as other connections drain).
+            _ = rt::time::sleep(BUDGET_RECHECK), if over_budget => {}
+            // At most one chunk per read, so no connection overshoots the budget by more.
+            n = read_chunk(&mut rd, &mut buf), if can_read && !over_budget => match n {
                 Ok(0) => {
                     conn.reading = false;
                     if !buf.is_empty() {
@@ -215,12 +303,77 @@ pub(crate) async fn serve<S: EventService>(
                     break "idle timeout";
                 }
                 conn.shared.metrics.closed_read_timeout.inc();
-                break "read timeout (stalled mid-frame)";
+                if let Some(request_id) = acked_request_id(&buf) {
+                    // The acked protocol can say why: one error frame, best effort, then close.
+                    let err = ErrorFrame::new(
+                        ErrorCode::Malformed,
+                        format!("frame not completed within {} ms of its first byte", cfg.read_timeout_ms),
+                    );
+                    out.clear();
+                    Response::Error(err).encode(request_id, &mut out);
+                    let write = async {
+                        wr.write_all(&out).await?;
+                        wr.flush().await
+                    };
+                    let _ = rt::time::timeout(Duration::from_millis(cfg.write_timeout_ms.min(1_000)), write).await;
+                }
+                break "read timeout (frame not completed in time)";
             }
         }
     };
     let _ = wr.shutdown().await;
     tracing::debug!(conn = conn.id, peer = %conn.peer, reason, "connection closed");
+}
+
+/// When the partial frame left in the buffer after decoding started: none if the buffer is
+/// empty; the last read if decoding consumed something (the frame that completed ended in the last
+/// read, so what follows began there); unchanged otherwise (or the last read, for a new partial).
+fn next_frame_start(
+    current: Option<Duration>,
+    len_before: usize,
+    len_after: usize,
+    last_read: Duration,
+) -> Option<Duration> {
+    if len_after == 0 {
+        None
+    } else if len_after < len_before {
+        Some(last_read)
+    } else {
+        Some(current.unwrap_or(last_read))
+    }
+}
+
+/// The request id of a partly received acked frame, if the buffer holds its whole header (0 if
+/// it starts with the magic but the id has not arrived); `None` for legacy bytes.
+fn acked_request_id(buf: &[u8]) -> Option<u64> {
+    if buf.len() < 4 || !acked::starts_with_magic(buf) {
+        return None;
+    }
+    Some(buf.get(12..20).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes))
+}
+
+/// This connection's share of the server-wide buffered-bytes gauge, given back when it ends.
+struct BufferedBytes {
+    metrics: Arc<crate::metrics::IngestMetrics>,
+    mine: usize,
+}
+
+impl BufferedBytes {
+    fn set(&mut self, now: usize) {
+        self.metrics.buffered_bytes.add(now as i64 - self.mine as i64);
+        self.mine = now;
+    }
+}
+
+impl Drop for BufferedBytes {
+    fn drop(&mut self) {
+        self.metrics.buffered_bytes.add(-(self.mine as i64));
+    }
+}
+
+/// Reads what is there, at most [`READ_CHUNK`] bytes.
+async fn read_chunk<R: rt::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    rd.take(READ_CHUNK as u64).read_buf(buf).await
 }
 
 async fn sleep_until_opt(clock: &rt::NodeClock, deadline: Option<Duration>) {
@@ -256,6 +409,16 @@ impl<S: EventService> Conn<S> {
                     }
                 },
             };
+            // A read beyond the per-connection bound waits (behind the open batch) until an
+            // earlier read reply is written.
+            let is_read = matches!(
+                &item,
+                Item::Unit(Inbound::Request { request: Request::Fetch { .. } | Request::Read { .. }, .. })
+            );
+            if is_read && self.reads_pending >= MAX_PENDING_READS {
+                self.deferred = Some(item);
+                break;
+            }
             // Anything that is not a publish fitting the open batch closes the batch first, so
             // replies and storage keep stream order.
             let fits = match &item {
@@ -285,11 +448,12 @@ impl<S: EventService> Conn<S> {
     fn handle(&mut self, unit: Inbound, batch: &mut Batch) {
         let m = &self.shared.metrics;
         let cfg = &self.shared.config;
-        let reply = |request_id, resp| -> Pending { Box::pin(std::future::ready(vec![(request_id, resp)])) };
+        let reply =
+            |request_id, resp| -> Pending { Box::pin(std::future::ready(vec![(request_id, resp)].into())) };
         match unit {
             Inbound::Legacy(event) => {
                 m.legacy_frames.inc();
-                if !self.authed || !cfg.topic_allowed(&event.topic) {
+                if !self.roles.has(Role::Publish) || !cfg.topic_allowed(&event.topic) {
                     m.legacy_refused.inc();
                     return;
                 }
@@ -305,8 +469,8 @@ impl<S: EventService> Conn<S> {
             Inbound::Request { request_id, request: Request::Publish(events) } => {
                 m.acked_frames.inc();
                 let max_batch = cfg.max_events_per_frame;
-                let error = if !self.authed {
-                    Some(ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first"))
+                let error = if let Some(denied) = self.denied(Some(Role::Publish)) {
+                    Some(denied)
                 } else if events.len() > max_batch {
                     Some(ErrorFrame::new(
                         ErrorCode::Malformed,
@@ -340,21 +504,48 @@ impl<S: EventService> Conn<S> {
             }
             Inbound::Request { request_id, request: Request::Hello { client, token } } => {
                 m.acked_frames.inc();
-                let resp = if cfg.auth_token.is_empty()
-                    || constant_time_eq(token.as_bytes(), cfg.auth_token.as_bytes())
-                {
-                    self.authed = true;
-                    tracing::debug!(conn = self.id, client = %client, "hello");
-                    Response::HelloOk {
+                let auth = &self.shared.auth;
+                let anonymous = auth.anonymous();
+                let login = if token.is_empty() && auth.has_credentials() && anonymous != Roles::NONE {
+                    // No token where anonymous clients may work: a HELLO, not a failed login.
+                    Some((None, anonymous))
+                } else {
+                    auth.check(&token).map(|(name, roles)| (Some(name), roles))
+                };
+                if let Some((name, roles)) = login {
+                    self.roles = roles;
+                    self.credential = name.map(str::to_string);
+                    let name = name.unwrap_or("anonymous");
+                    tracing::debug!(conn = self.id, client = %client, credential = name, "hello");
+                    let resp = Response::HelloOk {
                         server: self.shared.server_name.clone(),
                         node_id: self.shared.service.node_id(),
                         max_frame_bytes: u32::try_from(cfg.max_frame_bytes).unwrap_or(u32::MAX),
-                    }
-                } else {
-                    m.acked_errors.inc();
-                    Response::Error(ErrorFrame::new(ErrorCode::Unauthorized, "wrong token"))
-                };
-                self.pending.push_back(reply(request_id, resp));
+                    };
+                    self.pending.push_back(reply(request_id, resp));
+                    return;
+                }
+                // A wrong token logs the connection out, is answered late, and too many close it.
+                self.failed_hellos += 1;
+                m.hello_failures.inc();
+                m.acked_errors.inc();
+                if let Some(was) = self.credential.take() {
+                    tracing::info!(conn = self.id, peer = %self.peer, credential = %was, "wrong-token HELLO: logged out");
+                }
+                self.roles = auth.anonymous();
+                let delay = auth.failure_delay(self.failed_hellos);
+                let mut message = "wrong token".to_string();
+                if self.failed_hellos >= auth.max_failures() {
+                    m.closed_auth_failures.inc();
+                    tracing::info!(conn = self.id, peer = %self.peer, failures = self.failed_hellos, "closing after failed HELLOs");
+                    message = format!("wrong token; closing after {} failed HELLOs", self.failed_hellos);
+                    self.reading = false;
+                }
+                let err = Response::Error(ErrorFrame::new(ErrorCode::Unauthorized, message));
+                self.pending.push_back(Box::pin(async move {
+                    rt::time::sleep(delay).await;
+                    vec![(request_id, err)].into()
+                }));
             }
             Inbound::Request { request_id, request: Request::Ping } => {
                 m.acked_frames.inc();
@@ -365,10 +556,13 @@ impl<S: EventService> Conn<S> {
                 request: req @ (Request::Fetch { .. } | Request::Read { .. } | Request::Admin(_)),
             } => {
                 m.acked_frames.inc();
-                if !self.authed {
+                let need = match &req {
+                    Request::Admin(AdminRequest::Status) => None,
+                    Request::Admin(_) => Some(Role::Admin),
+                    _ => Some(Role::Consume),
+                };
+                if let Some(err) = self.denied(need) {
                     m.acked_errors.inc();
-                    let err =
-                        ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with the server's token first");
                     self.pending.push_back(reply(request_id, Response::Error(err)));
                     return;
                 }
@@ -390,26 +584,31 @@ impl<S: EventService> Conn<S> {
                                 Ok(text) => Response::AdminOk(text),
                                 Err(e) => Response::Error(e.to_error_frame()),
                             };
-                            vec![(request_id, resp)]
+                            vec![(request_id, resp)].into()
                         }));
                         return;
                     }
                     _ => unreachable!("matched above"),
                 };
                 let max = (max_events as usize).min(cfg.max_fetch_events);
+                let max_bytes = cfg.max_fetch_bytes;
                 let fut = service.read(topic.clone(), offset, max, opts);
                 self.pending.push_back(Box::pin(async move {
                     let resp = match fut.await {
-                        Ok(r) => Response::Fetched {
-                            topic,
-                            next_offset: r.next_offset,
-                            end_offset: r.end_offset,
-                            events: r.events,
-                        },
+                        Ok(mut r) => {
+                            cap_reply_bytes(&topic, &mut r, max_bytes);
+                            Response::Fetched {
+                                topic,
+                                next_offset: r.next_offset,
+                                end_offset: r.end_offset,
+                                events: r.events,
+                            }
+                        }
                         Err(e) => Response::Error(e.to_error_frame()),
                     };
-                    vec![(request_id, resp)]
+                    Done { replies: vec![(request_id, resp)], hold: None, reads: 1 }
                 }));
+                self.reads_pending += 1;
             }
             Inbound::BadRequest { request_id, error } => {
                 m.acked_frames.inc();
@@ -418,6 +617,37 @@ impl<S: EventService> Conn<S> {
                 self.pending.push_back(reply(request_id, Response::Error(error)));
             }
         }
+    }
+
+    /// Why this connection may not make a request needing `need` (`None`: only a login when
+    /// credentials are configured), or `None` if it may.
+    fn denied(&self, need: Option<Role>) -> Option<ErrorFrame> {
+        let auth = &self.shared.auth;
+        let Some(role) = need else {
+            return (auth.has_credentials() && self.credential.is_none())
+                .then(|| ErrorFrame::new(ErrorCode::Unauthorized, "send HELLO with a valid token first"));
+        };
+        if self.roles.has(role) {
+            return None;
+        }
+        let r = role.name();
+        if auth.has_credentials() && self.credential.is_none() {
+            let msg = format!("send HELLO with a token that has the `{r}` role first");
+            return Some(ErrorFrame::new(ErrorCode::Unauthorized, msg));
+        }
+        self.shared.metrics.forbidden.inc();
+        Some(if !auth.has_credentials() {
+            ErrorFrame::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the `{r}` role needs a credential and none is configured \
+                     ([[ingest.clients]] with roles = [\"{r}\"], or ingest.auth_token)"
+                ),
+            )
+        } else {
+            let name = self.credential.as_deref().unwrap_or("anonymous");
+            ErrorFrame::new(ErrorCode::Forbidden, format!("credential `{name}` lacks the `{r}` role"))
+        })
     }
 
     fn fatal(&mut self, e: StreamError) {
@@ -429,8 +659,9 @@ impl<S: EventService> Conn<S> {
                 m.acked_frames.inc();
                 m.acked_errors.inc();
                 m.closed_too_large.inc();
-                self.pending
-                    .push_back(Box::pin(std::future::ready(vec![(request_id, Response::Error(error))])));
+                self.pending.push_back(Box::pin(std::future::ready(
+                    vec![(request_id, Response::Error(error))].into(),
+                )));
             }
             StreamError::LegacyTooLarge { .. } => m.closed_too_large.inc(),
             StreamError::TooManyEmpty => m.closed_empty_flood.inc(),
@@ -463,7 +694,7 @@ impl<S: EventService> Conn<S> {
                         replies.push((request_id, Response::Error(err.clone())));
                     }
                 }
-                self.pending.push_back(Box::pin(std::future::ready(replies)));
+                self.pending.push_back(Box::pin(std::future::ready(replies.into())));
                 self.pending.extend(batch.after);
             }
         }
@@ -482,12 +713,13 @@ impl<S: EventService> Conn<S> {
                 Some(f) => f.await,
                 None => Ok(Vec::new()),
             };
-            drop(permit);
             let m = &shared.metrics;
             m.publish_latency_us.record(started.elapsed().as_micros() as u64);
             let mut replies = Vec::new();
+            let mut hold = None;
             match result {
                 Ok(appended) => {
+                    hold = permit;
                     for a in &appended {
                         if a.duplicate { m.events_duplicate.inc() } else { m.events_stored.inc() }
                     }
@@ -515,6 +747,7 @@ impl<S: EventService> Conn<S> {
                     }
                 }
                 Err(e) => {
+                    drop(permit);
                     tracing::debug!(error = %e, "publish failed");
                     let frame = e.to_error_frame();
                     for part in parts {
@@ -525,16 +758,28 @@ impl<S: EventService> Conn<S> {
                     }
                 }
             }
-            replies
+            Done { replies, hold, reads: 0 }
         }));
         self.pending.extend(after);
     }
 }
 
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Trims a fetch reply so its frame stays within `max_bytes` (but never below one event, so a
+/// consumer gets past an event larger than the cap) and moves `next_offset` back to the first
+/// event left out.
+pub(crate) fn cap_reply_bytes(topic: &str, r: &mut FetchReply, max_bytes: usize) {
+    let mut total = acked::fetched_overhead(topic);
+    let mut keep = 0;
+    for s in &r.events {
+        total = total.saturating_add(acked::stored_event_wire_len(s));
+        if keep > 0 && total > max_bytes {
+            break;
+        }
+        keep += 1;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    if let Some(first_left_out) = r.events.get(keep) {
+        r.next_offset = first_left_out.offset;
+        r.events.truncate(keep);
+        r.events.shrink_to_fit();
+    }
 }

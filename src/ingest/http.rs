@@ -4,15 +4,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics::IngestMetrics;
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
-use crate::rt::{self, net::TcpListener, sync::Latch};
+use crate::rt::{self, net::TcpListener, sync::Latch, sync::Semaphore};
 
 /// Renders the whole metrics page (Prometheus text format) when asked.
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Serves metrics on `listener` until shutdown. Each request gets one response, then the
 /// connection is closed.
-pub async fn serve_metrics(listener: TcpListener, metrics: RenderMetrics, shutdown: Arc<Latch>) {
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: RenderMetrics,
+    shutdown: Arc<Latch>,
+    max_connections: usize,
+    counters: Arc<IngestMetrics>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let (mut stream, peer) = rt::select! {
             biased;
@@ -26,8 +34,15 @@ pub async fn serve_metrics(listener: TcpListener, metrics: RenderMetrics, shutdo
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // At the limit: close at once (dropping the stream), never wait on it.
+            counters.metrics_connections_refused.inc();
+            tracing::debug!(%peer, "metrics connection refused: at ingest.metrics_max_connections");
+            continue;
+        };
         let metrics = metrics.clone();
         rt::spawn(async move {
+            let _slot = slot;
             let mut buf = Vec::with_capacity(1024);
             let read = rt::time::timeout(Duration::from_secs(5), async {
                 let mut chunk = [0u8; 1024];
@@ -43,8 +58,11 @@ pub async fn serve_metrics(listener: TcpListener, metrics: RenderMetrics, shutdo
                 return;
             }
             let response = respond(&buf, &metrics);
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.flush().await;
+            let _ = rt::time::timeout(Duration::from_secs(5), async {
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.flush().await;
+            })
+            .await;
             tracing::trace!(%peer, "metrics served");
         });
     }

@@ -3,6 +3,7 @@
 //! read / write timeouts, and a graceful shutdown that stops accepting, finishes in-flight
 //! requests and closes clients.
 
+mod auth;
 mod conn;
 pub mod http;
 mod udp;
@@ -29,6 +30,8 @@ pub(crate) struct Shared<S> {
     pub inflight: Arc<Semaphore>,
     pub server_name: String,
     pub conn_ids: AtomicU64,
+    /// Credentials and roles.
+    pub auth: auth::Authenticator,
 }
 
 /// Tells a running server to shut down gracefully. Cloneable.
@@ -70,7 +73,9 @@ impl<S: EventService> IngestServer<S> {
             Some(addr) => Some(http::bind(addr).await?),
             None => None,
         };
+        let auth = auth::Authenticator::new(&config);
         let shared = Arc::new(Shared {
+            auth,
             inflight: Arc::new(Semaphore::new(config.max_inflight_events)),
             config,
             service,
@@ -115,9 +120,22 @@ impl<S: EventService> IngestServer<S> {
             let page = shared.clone();
             let render: http::RenderMetrics =
                 Arc::new(move || page.metrics.render_prometheus() + &page.service.render_metrics());
-            rt::spawn(http::serve_metrics(l, render, shutdown.clone()));
+            rt::spawn(http::serve_metrics(
+                l,
+                render,
+                shutdown.clone(),
+                shared.config.metrics_max_connections,
+                shared.metrics.clone(),
+            ));
         }
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
+        if !shared.auth.has_credentials() {
+            tracing::warn!(
+                "the client port is open to anyone: no ingest.auth_token or [[ingest.clients]] is configured, so \
+                 anyone who reaches it may publish and consume; membership changes (ADMIN add/remove/transfer) \
+                 are refused until a credential with the admin role is configured"
+            );
+        }
         let udp_task = udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown.clone())));
         let mut accept_backoff = rt::time::Duration::from_millis(1);
         loop {

@@ -44,7 +44,9 @@ pub(crate) async fn serve<S: EventService>(
             }
         };
         m.legacy_frames.inc();
-        if !shared.config.auth_token.is_empty() || !shared.config.topic_allowed(&event.topic) {
+        if !shared.auth.anonymous().has(crate::config::Role::Publish)
+            || !shared.config.topic_allowed(&event.topic)
+        {
             m.legacy_refused.inc();
             continue;
         }

@@ -26,6 +26,10 @@ pub enum DiskError {
     NotFound { op: &'static str, path: String },
     #[error("{op} {path}: no space left on device")]
     NoSpace { op: &'static str, path: String },
+    /// The process or system is out of file descriptors (EMFILE/ENFILE). Only opening a file
+    /// fails this way, so nothing was written; the operation may succeed once descriptors free.
+    #[error("{op} {path}: too many open files (the file was not opened; nothing was written)")]
+    TooManyOpenFiles { op: &'static str, path: String },
     #[error("{op} {path}: invalid file name (flat names only, no '/', '..' or NUL)")]
     InvalidName { op: &'static str, path: String },
     #[error("{op} {path}: {source}")]
@@ -41,6 +45,24 @@ impl DiskError {
     /// True if the file did not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, DiskError::NotFound { .. })
+    }
+
+    /// True if the process ran out of file descriptors (nothing was written).
+    pub fn is_fd_exhaustion(&self) -> bool {
+        matches!(self, DiskError::TooManyOpenFiles { .. })
+    }
+}
+
+/// True for EMFILE / ENFILE.
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
     }
 }
 
@@ -103,6 +125,12 @@ pub struct FileDisk {
     handles: Mutex<BTreeMap<String, std::fs::File>>,
     /// Held for the life of this value when opened with [`FileDisk::open_exclusive`].
     _lock: Option<std::fs::File>,
+    /// One descriptor kept in reserve: when an open fails because the process is out of
+    /// descriptors (clients can take them all), the reserve is closed and the open retried, so a
+    /// WAL segment roll still succeeds; it is re-armed on a later call once a descriptor is free.
+    reserve: Mutex<Option<std::fs::File>>,
+    /// The directory, held open so `sync_dir` needs no new descriptor.
+    dir: std::fs::File,
 }
 
 impl FileDisk {
@@ -114,7 +142,13 @@ impl FileDisk {
             path: root.display().to_string(),
             source,
         })?;
-        Ok(FileDisk { root, handles: Mutex::new(BTreeMap::new()), _lock: None })
+        let dir = std::fs::File::open(&root).map_err(|source| DiskError::Io {
+            op: "open_dir",
+            path: root.display().to_string(),
+            source,
+        })?;
+        let reserve = Mutex::new(std::fs::File::open(&root).ok());
+        Ok(FileDisk { root, handles: Mutex::new(BTreeMap::new()), _lock: None, reserve, dir })
     }
 
     /// Opens `root` like [`FileDisk::open`] and takes an exclusive lock on its `LOCK` file, so a
@@ -150,6 +184,9 @@ impl FileDisk {
 
     fn io(&self, op: &'static str, name: &str, source: io::Error) -> DiskError {
         let path = self.path(name).display().to_string();
+        if is_fd_exhaustion(&source) {
+            return DiskError::TooManyOpenFiles { op, path };
+        }
         match source.kind() {
             io::ErrorKind::NotFound => DiskError::NotFound { op, path },
             io::ErrorKind::StorageFull => DiskError::NoSpace { op, path },
@@ -161,6 +198,28 @@ impl FileDisk {
         self.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `open` (anything that opens a descriptor); if it fails for want of descriptors, gives
+    /// up the reserve and tries once more. Re-arms the reserve first if it was used.
+    fn opening<T>(&self, open: impl Fn() -> io::Result<T>) -> io::Result<T> {
+        let mut reserve = self.reserve.lock().unwrap_or_else(|e| e.into_inner());
+        if reserve.is_none() {
+            *reserve = std::fs::File::open(&self.root).ok();
+        }
+        match open() {
+            Err(e) if is_fd_exhaustion(&e) && reserve.is_some() => {
+                tracing::warn!(dir = %self.root.display(), "out of file descriptors; using the reserved one");
+                *reserve = None;
+                open()
+            }
+            r => r,
+        }
+    }
+
+    /// True while the reserve descriptor is held (tests).
+    pub fn has_reserve(&self) -> bool {
+        self.reserve.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     fn forget(&self, name: &str) {
         self.handles().remove(name);
     }
@@ -169,7 +228,8 @@ impl FileDisk {
 impl Disk for FileDisk {
     fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
         check_name("read", name)?;
-        std::fs::read(self.path(name)).map_err(|e| self.io("read", name, e))
+        let path = self.path(name);
+        self.opening(|| std::fs::read(&path)).map_err(|e| self.io("read", name, e))
     }
 
     fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
@@ -185,10 +245,9 @@ impl Disk for FileDisk {
         check_name("append", name)?;
         let mut handles = self.handles();
         if !handles.contains_key(name) {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path(name))
+            let path = self.path(name);
+            let f = self
+                .opening(|| std::fs::OpenOptions::new().create(true).append(true).open(&path))
                 .map_err(|e| self.io("append", name, e))?;
             handles.insert(name.to_string(), f);
         }
@@ -199,15 +258,17 @@ impl Disk for FileDisk {
     fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         check_name("write", name)?;
         self.forget(name);
-        std::fs::write(self.path(name), data).map_err(|e| self.io("write", name, e))
+        let path = self.path(name);
+        let mut f = self.opening(|| std::fs::File::create(&path)).map_err(|e| self.io("write", name, e))?;
+        f.write_all(data).map_err(|e| self.io("write", name, e))
     }
 
     fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
         check_name("truncate", name)?;
         self.forget(name);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(self.path(name))
+        let path = self.path(name);
+        let f = self
+            .opening(|| std::fs::OpenOptions::new().write(true).open(&path))
             .map_err(|e| self.io("truncate", name, e))?;
         let cur = f.metadata().map_err(|e| self.io("truncate", name, e))?.len();
         if len < cur {
@@ -223,10 +284,8 @@ impl Disk for FileDisk {
             return f.sync_data().map_err(|e| self.io("fsync", name, e));
         }
         drop(handles);
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .open(self.path(name))
-            .map_err(|e| self.io("fsync", name, e))?;
+        let path = self.path(name);
+        let f = self.opening(|| std::fs::File::open(&path)).map_err(|e| self.io("fsync", name, e))?;
         f.sync_all().map_err(|e| self.io("fsync", name, e))
     }
 
@@ -265,8 +324,7 @@ impl Disk for FileDisk {
     }
 
     fn sync_dir(&self) -> Result<(), DiskError> {
-        let dir = std::fs::File::open(&self.root).map_err(|e| self.io("fsync_dir", "", e))?;
-        dir.sync_all().map_err(|e| self.io("fsync_dir", "", e))
+        self.dir.sync_all().map_err(|e| self.io("fsync_dir", "", e))
     }
 }
 

@@ -94,6 +94,9 @@ pub enum ErrorCode {
     /// The cluster could not commit (no leader, no quorum, commit timeout); the outcome is unknown,
     /// so retry after `retry_after_ms` with the same idempotency key.
     Unavailable = 9,
+    /// The client is authenticated (or anonymous) but its credential lacks the role the request
+    /// needs (publish, consume or admin). Not retryable with the same credential.
+    Forbidden = 10,
 }
 
 impl ErrorCode {
@@ -109,6 +112,7 @@ impl ErrorCode {
             7 => ErrorCode::Internal,
             8 => ErrorCode::Unsupported,
             9 => ErrorCode::Unavailable,
+            10 => ErrorCode::Forbidden,
             _ => return None,
         })
     }
@@ -125,6 +129,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 
@@ -352,6 +357,10 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<RawFr
         return Err(FrameError::TooLarge { request_id, size, max: max_frame });
     }
     if buf.len() < size {
+        // One allocation of the frame's size (checked against the limit above) rather than a
+        // chain of doublings: untouched pages cost no memory, while every doubling copies and
+        // leaves the old block to the allocator. The server counts the capacity against
+        // `ingest.max_buffered_bytes`.
         buf.reserve(size - buf.len());
         return Ok(None);
     }
@@ -451,6 +460,25 @@ impl Reader {
 const KEY_PRESENT: u8 = 0x01;
 /// Smallest encoded event: ids, priority, flags, empty topic, no headers, empty payload.
 const MIN_EVENT: usize = 8 + 8 + 1 + 1 + 2 + 2 + 4;
+
+/// Bytes [`put_event`] writes for `e` (its size inside PUBLISH and FETCHED bodies).
+pub fn event_wire_len(e: &Event) -> usize {
+    MIN_EVENT
+        + e.topic.len()
+        + e.key.as_ref().map_or(0, |k| 4 + k.len())
+        + e.headers.iter().map(|h| 2 + h.name.len() + 4 + h.value.len()).sum::<usize>()
+        + e.payload.len()
+}
+
+/// Bytes one stored event takes in a FETCHED body (offset, timestamp, event).
+pub fn stored_event_wire_len(s: &StoredEvent) -> usize {
+    16 + event_wire_len(&s.event)
+}
+
+/// Bytes of a FETCHED frame for `topic` before its events (header, topic, offsets, count, CRC).
+pub fn fetched_overhead(topic: &str) -> usize {
+    HEADER_LEN + 2 + topic.len() + 8 + 8 + 4 + TRAILER_LEN
+}
 
 fn put_event(out: &mut BytesMut, e: &Event) {
     out.put_u64(e.producer_id);
@@ -851,6 +879,21 @@ mod tests {
         let err = decode_frame(&mut b, 1 << 20).unwrap_err();
         assert_eq!(err.to_error_frame().code, ErrorCode::Unsupported);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn wire_lengths_match_the_encoding() {
+        let mut e = Event::new("topic/x", Priority::High, vec![7u8; 100]);
+        e.key = Some(Bytes::from_static(b"key"));
+        e.headers.push(Header { name: "h".into(), value: Bytes::from_static(b"vvvv") });
+        let s = StoredEvent { offset: 3, timestamp_ms: 9, event: e.clone() };
+        let mut b = BytesMut::new();
+        Response::Fetched { topic: "topic/x".into(), next_offset: 4, end_offset: 4, events: vec![s.clone()] }
+            .encode(1, &mut b);
+        assert_eq!(b.len(), fetched_overhead("topic/x") + stored_event_wire_len(&s));
+        let mut b = BytesMut::new();
+        encode_events(&mut b, &[e.clone()]);
+        assert_eq!(b.len(), 4 + event_wire_len(&e));
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventstreamcore::client::{ClientError, ClusterClient};
-use eventstreamcore::config::{ClusterConfig, IngestConfig, MemberConfig};
+use eventstreamcore::config::{
+    ClientCredential, ClusterConfig, IngestConfig, MemberConfig, Role as ClientRole,
+};
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::IngestServer;
 use eventstreamcore::node::cluster::PipelineSetup;
@@ -587,7 +589,7 @@ struct Rejoin {
 impl Rejoin {
     async fn run(self) {
         let node_id = self.member as u64 + 1;
-        let mut client = ClusterClient::new(self.addrs.clone(), "admin", "");
+        let mut client = ClusterClient::new(self.addrs.clone(), "admin", SIM_ADMIN_TOKEN);
         client.timeout = Duration::from_secs(3);
         client.backoff = Duration::from_millis(100);
         client.max_attempts = 10;
@@ -755,6 +757,13 @@ async fn member_main(env: MemberEnv) {
         idle_timeout_ms: 60_000,
         read_timeout_ms: 10_000,
         write_timeout_ms: 10_000,
+        // Membership changes need an admin credential; producers and consumers stay anonymous.
+        clients: vec![ClientCredential {
+            name: "sim-admin".into(),
+            token: SIM_ADMIN_TOKEN.into(),
+            roles: vec![ClientRole::Admin],
+        }],
+        anonymous_roles: Some(vec![ClientRole::Publish, ClientRole::Consume]),
         ..IngestConfig::default()
     };
     let server = IngestServer::bind(ingest, node.clone(), clock, format!("sim-{}", i + 1))
@@ -763,6 +772,9 @@ async fn member_main(env: MemberEnv) {
     server.run().await;
     task.wait().await;
 }
+
+/// The token of the simulated operator's admin credential (membership changes need one).
+const SIM_ADMIN_TOKEN: &str = "sim-admin-token";
 
 /// Runs the scenario inside the current simulator runtime.
 pub async fn run(opts: Options, shape: Shape) -> RunReport {

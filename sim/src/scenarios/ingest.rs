@@ -109,6 +109,7 @@ impl Plan {
             auth_token: if auth { "s3cret".to_string() } else { String::new() },
             allowed_topics: Vec::new(),
             max_fetch_events: 7,
+            ..IngestConfig::default()
         };
         // Half the seeds: commits take a while; some of those longer than the read timeout.
         let service_delay_ms = rng.random_bool(0.5).then(|| {
