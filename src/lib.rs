@@ -15,4 +15,5 @@ pub mod node;
 pub mod pipeline;
 pub mod raft;
 pub mod rt;
+pub mod service;
 pub mod wire;

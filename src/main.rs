@@ -12,9 +12,8 @@ use eventstreamcore::config::Config;
 use eventstreamcore::config::MemberConfig;
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
-use eventstreamcore::node::cluster::PipelineSetup;
 use eventstreamcore::node::{ClusterNode, ClusterOptions, LocalNode};
-use eventstreamcore::pipeline::{Dlq, DlqReason, RedriveFilter};
+use eventstreamcore::pipeline::{Dlq, DlqReason, PipelineSetup, RedriveFilter};
 use eventstreamcore::rt::FileDisk;
 use eventstreamcore::rt::{self, NodeClock};
 use eventstreamcore::wire::AckItem;
@@ -405,7 +404,7 @@ async fn serve(
                 let dir = data_dir.join("dlq");
                 let dlq =
                     FileDisk::open(&dir).map_err(|e| format!("dead-letter queue {}: {e}", dir.display()))?;
-                Some(PipelineSetup { config: config.pipeline.clone(), dlq_disk: Arc::new(dlq) })
+                Some(Arc::new(PipelineSetup { config: config.pipeline.clone(), dlq_disk: Arc::new(dlq) }))
             }
             false => None,
         },

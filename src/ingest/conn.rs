@@ -16,12 +16,13 @@ use bytes::BytesMut;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
+use super::convert::{admin_command, error_frame};
 use super::{InflightGuard, Shared};
 use crate::event::{Event, validate_topic};
-use crate::node::{EventService, ReadOptions};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::sync::{Latch, OwnedSemaphorePermit};
 use crate::rt::{self, net::TcpStream};
+use crate::service::{EventService, ReadOptions};
 use crate::wire::{AckItem, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError};
 
 type Replies = Vec<(u64, Response)>;
@@ -384,11 +385,11 @@ impl<S: EventService> Conn<S> {
                         ReadOptions { linearizable, wait_ms: wait_ms.min(MAX_READ_WAIT_MS) },
                     ),
                     Request::Admin(a) => {
-                        let fut = service.admin(a);
+                        let fut = service.admin(admin_command(a));
                         self.pending.push_back(Box::pin(async move {
                             let resp = match fut.await {
                                 Ok(text) => Response::AdminOk(text),
-                                Err(e) => Response::Error(e.to_error_frame()),
+                                Err(e) => Response::Error(error_frame(&e)),
                             };
                             vec![(request_id, resp)]
                         }));
@@ -406,7 +407,7 @@ impl<S: EventService> Conn<S> {
                             end_offset: r.end_offset,
                             events: r.events,
                         },
-                        Err(e) => Response::Error(e.to_error_frame()),
+                        Err(e) => Response::Error(error_frame(&e)),
                     };
                     vec![(request_id, resp)]
                 }));
@@ -516,7 +517,7 @@ impl<S: EventService> Conn<S> {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "publish failed");
-                    let frame = e.to_error_frame();
+                    let frame = error_frame(&e);
                     for part in parts {
                         if let Part::Acked { request_id, .. } = part {
                             m.acked_errors.inc();

@@ -21,12 +21,10 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::command::Command;
-use super::{Appended, DedupConfig, EventLogState, EventService, FetchReply, ReadOptions, ServiceError};
+use super::{DedupConfig, EventLogState};
 use crate::config::ClusterConfig;
 use crate::event::Event;
-use crate::pipeline::alerts::{ALERTS_TOPIC, AlertSink, FanoutAlertSink, LogAlertSink};
-use crate::pipeline::handlers::Alert;
-use crate::pipeline::{Admission, Checkpoint, Pipeline, PipelineConfig, StartOptions};
+use crate::event::codec::{get_str16, put_str16};
 use crate::raft::storage::{RaftStorage, StorageError, StorageOptions};
 use crate::raft::transport::{Inbox, PeerTransport, TransportConfig};
 use crate::raft::{
@@ -35,7 +33,10 @@ use crate::raft::{
 };
 use crate::rt::sync::{Latch, Notify, mpsc, oneshot};
 use crate::rt::{self, Disk, NodeClock, NodeRng};
-use crate::wire::AdminRequest;
+use crate::service::{
+    AdminCommand, Admission, Appended, Checkpoint, EventService, EventSink, FetchReply, Processing,
+    ProcessingContext, ReadOptions, Routes, ServiceError, StartProcessing,
+};
 
 /// How long an admin change (add / remove a node) may take before it is reported as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -52,9 +53,9 @@ pub struct ClusterOptions {
     pub client_addr: String,
     /// Truncate the write-ahead log at a corrupt record instead of refusing to start.
     pub repair: bool,
-    /// The event pipeline run on the leader over committed events, with the disk for its
-    /// dead-letter queue; `None` runs no pipeline.
-    pub pipeline: Option<PipelineSetup>,
+    /// Starts the processing stage (the event pipeline) run on the leader over committed
+    /// events; `None` runs none.
+    pub pipeline: Option<Arc<dyn StartProcessing>>,
     /// Sees the Raft state after every driver round (the simulator's invariant checkers); `None`
     /// in production.
     pub observer: Option<Arc<dyn RaftObserver>>,
@@ -90,15 +91,6 @@ pub struct RoundView<'a> {
     pub snapshot: Option<(Index, Term)>,
     /// The first round since this incarnation started (a restart resets the commit index).
     pub first_round: bool,
-}
-
-/// How a member runs the event pipeline when it leads.
-#[derive(Debug, Clone)]
-pub struct PipelineSetup {
-    pub config: PipelineConfig,
-    /// Where the dead-letter queue lives (each member has its own; entries are local to the node
-    /// that dead-lettered them).
-    pub dlq_disk: Arc<dyn Disk>,
 }
 
 /// Why a member could not start.
@@ -168,7 +160,7 @@ enum Cmd {
         reply: Reply<()>,
     },
     Admin {
-        req: AdminRequest,
+        req: AdminCommand,
         reply: Reply<String>,
     },
 }
@@ -183,13 +175,10 @@ struct Shared {
     applied: Notify,
     stop: Latch,
     /// The running pipeline while this member leads (publishes are admitted through it).
-    pipeline: Mutex<Option<Pipeline>>,
+    pipeline: Mutex<Option<Arc<dyn Processing>>>,
     /// A topic table loaded after start (SIGHUP), used by every pipeline this member starts.
     routes: Mutex<Option<Routes>>,
 }
-
-/// A pipeline topic table and its default priority.
-type Routes = (BTreeMap<String, crate::event::Priority>, crate::event::Priority);
 
 /// A member of the replicated log; implements [`EventService`]. Clones share the member.
 #[derive(Clone)]
@@ -486,7 +475,7 @@ impl EventService for ClusterNode {
 
     fn admin(
         &self,
-        req: AdminRequest,
+        req: AdminCommand,
     ) -> impl Future<Output = Result<String, ServiceError>> + Send + 'static + use<> {
         let (reply, rx) = oneshot::channel();
         self.call(Cmd::Admin { req, reply }, rx)
@@ -511,7 +500,7 @@ impl EventService for ClusterNode {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
         }
         if let Some(p) = lock(&self.shared.pipeline).as_ref() {
-            out.push_str(&p.render_prometheus());
+            out.push_str(&p.render_metrics());
         }
         out
     }
@@ -582,9 +571,9 @@ struct Driver {
     next_read_ctx: u64,
     admin: Vec<PendingAdmin>,
     last_snapshot: Index,
-    pipeline_setup: Option<PipelineSetup>,
+    pipeline_setup: Option<Arc<dyn StartProcessing>>,
     /// The pipeline, while this member leads and has caught up.
-    pipeline: Option<Pipeline>,
+    pipeline: Option<Arc<dyn Processing>>,
     /// Index of this leader's first entry of its term: its pipeline starts once that is applied
     /// (everything committed by earlier leaders is then in the state machine).
     leader_since: Option<Index>,
@@ -593,24 +582,21 @@ struct Driver {
     observed: bool,
 }
 
-/// Publishes each alert as an event on the `_alerts` topic through this member. It holds the
-/// member weakly: the member owns the pipeline that owns this sink, and a strong reference
+/// Publishes through this member for its processing stage (alerts become events). It holds the
+/// member weakly: the member owns the stage that owns this publisher, and a strong reference
 /// would keep a stopped (or simulated-crashed) member alive forever.
 #[derive(Debug)]
-struct AlertsTopicSink {
+struct MemberPublisher {
     node: std::sync::Weak<Shared>,
 }
 
-impl AlertSink for AlertsTopicSink {
-    fn emit(&self, a: &Alert) {
+impl EventSink for MemberPublisher {
+    fn publish_detached(&self, events: Vec<Event>) {
         let Some(shared) = self.node.upgrade() else { return };
-        let mut e = Event::new(ALERTS_TOPIC, crate::event::Priority::High, a.to_string());
-        e.headers.push(crate::event::Header { name: "level".into(), value: a.level.name().into() });
-        e.headers.push(crate::event::Header { name: "topic".into(), value: a.topic.clone().into() });
-        let fut = ClusterNode { shared }.publish(vec![e]);
+        let fut = ClusterNode { shared }.publish(events);
         rt::spawn(async move {
             if let Err(err) = fut.await {
-                tracing::warn!(%err, "could not publish an alert to {ALERTS_TOPIC}");
+                tracing::warn!(%err, "could not publish the processing stage's events");
             }
         });
     }
@@ -867,8 +853,8 @@ impl Driver {
         }
     }
 
-    fn admin_request(&mut self, req: AdminRequest, reply: Reply<String>, now: Duration) {
-        if let AdminRequest::Status = req {
+    fn admin_request(&mut self, req: AdminCommand, reply: Reply<String>, now: Duration) {
+        if let AdminCommand::Status = req {
             let _ = reply.send(Ok(self.status_text()));
             return;
         }
@@ -878,8 +864,8 @@ impl Driver {
         }
         let deadline = now + ADMIN_TIMEOUT;
         match req {
-            AdminRequest::Status => unreachable!("answered above"),
-            AdminRequest::AddNode { id, raft_addr, client_addr } => {
+            AdminCommand::Status => unreachable!("answered above"),
+            AdminCommand::AddNode { id, raft_addr, client_addr } => {
                 if id == 0 {
                     let _ = reply.send(Err(ServiceError::Unsupported("node id 0 is reserved".into())));
                     return;
@@ -905,7 +891,7 @@ impl Driver {
                 };
                 self.admin.push(PendingAdmin { node: id, addr: Some(addr), stage, deadline, reply });
             }
-            AdminRequest::RemoveNode { id } => {
+            AdminCommand::RemoveNode { id } => {
                 if !self.raft.conf_state().contains(id) {
                     let _ = reply.send(Ok(format!("node {id} is not a member")));
                     return;
@@ -922,7 +908,7 @@ impl Driver {
                     Err(e) => drop(reply.send(Err(self.propose_error(e)))),
                 }
             }
-            AdminRequest::TransferLeader { id } => match self.raft.transfer_leader(id) {
+            AdminCommand::TransferLeader { id } => match self.raft.transfer_leader(id) {
                 Ok(()) => drop(reply.send(Ok(format!("leadership transfer to node {id} started")))),
                 Err(e) => drop(reply.send(Err(self.propose_error(e)))),
             },
@@ -1140,23 +1126,16 @@ impl Driver {
                 ..CheckpointState::default()
             }),
         });
-        // Alerts go to the log and, as events, to the `_alerts` topic (through this node, so they
-        // are replicated like any other event).
-        let alerts = FanoutAlertSink(vec![
-            Arc::new(LogAlertSink),
-            Arc::new(AlertsTopicSink { node: Arc::downgrade(&self.shared) }),
-        ]);
-        let opts = StartOptions {
-            checkpoint: checkpoint.clone(),
-            alerts: Arc::new(alerts),
-            ..StartOptions::for_config(&setup.config)
+        // What the stage publishes (alerts) goes through this node, so it is replicated like any
+        // other event.
+        let ctx = ProcessingContext {
+            node: self.id,
+            clock: self.clock.clone(),
+            checkpoint,
+            publisher: Arc::new(MemberPublisher { node: Arc::downgrade(&self.shared) }),
+            routes: lock(&self.shared.routes).clone(),
         };
-        let mut config = setup.config.clone();
-        if let Some((topics, default)) = lock(&self.shared.routes).clone() {
-            config.topics = topics;
-            config.default_priority = default;
-        }
-        let pipeline = match Pipeline::start(config, self.clock.clone(), setup.dlq_disk.clone(), opts) {
+        let pipeline = match setup.start(ctx) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(node = self.id, error = %e, "the pipeline cannot start; events are stored but not processed");
@@ -1349,8 +1328,7 @@ fn encode_snapshot_data(addrs: &BTreeMap<NodeId, Addr>, state: &EventLogState) -
     for (id, a) in addrs {
         out.put_u64(*id);
         for s in [&a.raft, &a.client] {
-            out.put_u16(s.len().min(u16::MAX as usize) as u16);
-            out.put_slice(&s.as_bytes()[..s.len().min(u16::MAX as usize)]);
+            put_str16(&mut out, s);
         }
     }
     out.put_slice(&body);
@@ -1374,15 +1352,7 @@ fn decode_snapshot_data(
         let id = b.get_u64();
         let mut parts = [String::new(), String::new()];
         for p in &mut parts {
-            if b.remaining() < 2 {
-                return Err(short());
-            }
-            let len = usize::from(b.get_u16());
-            if b.remaining() < len {
-                return Err(short());
-            }
-            *p = String::from_utf8(b.split_to(len).to_vec())
-                .map_err(|_| "address is not UTF-8".to_string())?;
+            *p = get_str16(&mut b, "address").map_err(|e| format!("address book: {e}"))?;
         }
         let [raft, client] = parts;
         book.insert(id, Addr { raft, client });

@@ -23,11 +23,11 @@ use eventstreamcore::client::{ClientError, ClusterClient};
 use eventstreamcore::config::{ClusterConfig, IngestConfig, MemberConfig};
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::IngestServer;
-use eventstreamcore::node::cluster::PipelineSetup;
-use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventLogState, EventService};
-use eventstreamcore::pipeline::PipelineConfig;
+use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventLogState};
+use eventstreamcore::pipeline::{PipelineConfig, PipelineSetup};
 use eventstreamcore::raft::Role;
 use eventstreamcore::rt::{self, Disk, DiskError, DiskFault, NodeClock, NodeRng, SimDisk};
+use eventstreamcore::service::EventService;
 use eventstreamcore::wire::AdminRequest;
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -700,7 +700,7 @@ async fn member_main(env: MemberEnv) {
         dedup: DedupConfig::default(),
         client_addr: client_addr(i).to_string(),
         repair: false,
-        pipeline: Some(PipelineSetup { config: pipeline_config(), dlq_disk: dlq }),
+        pipeline: Some(Arc::new(PipelineSetup { config: pipeline_config(), dlq_disk: dlq })),
         observer: Some(watch),
     };
     let (node, task) = match ClusterNode::start(opts, disk, clock.clone(), rt::node_rng()).await {
