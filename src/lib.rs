@@ -15,5 +15,6 @@ pub mod node;
 pub mod pipeline;
 pub mod raft;
 pub mod rt;
+pub mod server;
 pub mod service;
 pub mod wire;
