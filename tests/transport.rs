@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use eventstreamcore::raft::transport::frame::encode_frame;
-use eventstreamcore::raft::transport::handshake::{self, Local};
-use eventstreamcore::raft::{Body, Inbox, Message, NodeId, PeerTransport, TransportConfig};
+use eventstreamcore::raft::{Body, Message, NodeId};
 use eventstreamcore::rt::{NodeClock, rng_from_seed};
+use eventstreamcore::transport::frame::encode_frame;
+use eventstreamcore::transport::handshake::{self, Local};
+use eventstreamcore::transport::{Inbox, PeerTransport, TransportConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -374,7 +375,7 @@ async fn shutdown_frees_every_task_and_socket() {
 
 #[tokio::test]
 async fn a_dialer_that_cannot_prove_the_secret_never_injects_a_message() {
-    use eventstreamcore::raft::transport::handshake::{HELLO_FIXED_LEN, Hello, PROOF_LEN, Role};
+    use eventstreamcore::transport::handshake::{HELLO_FIXED_LEN, Hello, PROOF_LEN, Role};
     let (b, mut bi) = start(2).await;
     // Speaks the protocol correctly but does not know the secret: it skips checking b's proof,
     // answers with a made-up one, and sends a frame straight away.

@@ -25,8 +25,8 @@ use super::{DedupConfig, EventLogState};
 use crate::config::ClusterConfig;
 use crate::event::Event;
 use crate::event::codec::{get_str16, put_str16};
-use crate::raft::storage::{RaftStorage, StorageError, StorageOptions};
-use crate::raft::transport::{Inbox, PeerTransport, TransportConfig};
+use crate::wal::{RaftStorage, StorageError, StorageOptions};
+use crate::transport::{Inbox, PeerTransport, TransportConfig};
 use crate::raft::{
     ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, Index, InitError, NodeId,
     ProposeError, Raft, RaftConfig, Ready, RestoredState, Role, Snapshot, Term,
