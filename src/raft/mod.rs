@@ -72,6 +72,7 @@ pub mod message;
 pub mod progress;
 pub mod quorum;
 pub mod read_only;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod types;
 
