@@ -22,7 +22,7 @@ pub enum ClientError {
     Closed,
     #[error("bad reply: {0}")]
     Protocol(#[from] ReplyError),
-    #[error("server error: {0}")]
+    #[error("{}", describe(.0))]
     Server(ErrorFrame),
     #[error("unexpected reply {0:?}")]
     Unexpected(Box<Response>),
@@ -34,6 +34,22 @@ pub enum ClientError {
     Timeout(Duration),
     #[error("inconsistent reply: {0}")]
     Inconsistent(String),
+}
+
+/// An error frame as a person reads it: the code name, the message, and the retry hint and
+/// leader when the message does not already say them (servers often put the code name and
+/// "retry after" into the message text, which read twice as "unavailable: unavailable: …").
+pub fn describe(e: &ErrorFrame) -> String {
+    let name = e.code.name();
+    let mut out =
+        if e.message.starts_with(name) { e.message.clone() } else { format!("{name}: {}", e.message) };
+    if e.retry_after_ms > 0 && !e.message.contains("retry after") {
+        out += &format!(" (retry after {} ms)", e.retry_after_ms);
+    }
+    if !e.leader.is_empty() && !e.message.contains(e.leader.as_str()) {
+        out += &format!(" (leader at {})", e.leader);
+    }
+    out
 }
 
 /// The server's answer to HELLO.
@@ -412,6 +428,16 @@ impl ClusterClient {
         with_retry!(self, c => c.publish(events.clone()))
     }
 
+    /// Reads from whichever member answers (see [`Client::fetch`]).
+    pub async fn fetch(&mut self, topic: &str, offset: u64, max_events: u32) -> Result<Fetched, ClientError> {
+        with_retry!(self, c => c.fetch(topic, offset, max_events))
+    }
+
+    /// The member list this client tries (redirect targets are added to it).
+    pub fn members(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
     /// Reads from whichever member answers (see [`Client::read`]).
     pub async fn read(
         &mut self,
@@ -468,5 +494,29 @@ impl Subscription {
         }
         self.next_offset = page.next_offset.max(self.next_offset);
         Ok((page.events, page.end_offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ErrorCode;
+
+    #[test]
+    fn an_error_says_its_code_and_retry_hint_once() {
+        let mut e = ErrorFrame::new(
+            ErrorCode::Unavailable,
+            "unavailable: no leader elected yet; retry after 200 ms with the same idempotency key",
+        );
+        e.retry_after_ms = 200;
+        let text = ClientError::Server(e).to_string();
+        assert_eq!(text.matches("unavailable").count(), 1, "{text}");
+        assert_eq!(text.matches("retry after").count(), 1, "{text}");
+        let mut e = ErrorFrame::new(ErrorCode::Overloaded, "server is at its in-flight limit");
+        e.retry_after_ms = 50;
+        assert_eq!(describe(&e), "overloaded: server is at its in-flight limit (retry after 50 ms)");
+        let mut e = ErrorFrame::new(ErrorCode::NotLeader, "not the leader");
+        e.leader = "10.0.0.1:7070".into();
+        assert_eq!(describe(&e), "not_leader: not the leader (leader at 10.0.0.1:7070)");
     }
 }

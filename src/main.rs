@@ -1,22 +1,22 @@
 //! `esc` — the EventStreamCore server and its command-line client.
 
+mod cmd;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use eventstreamcore::client::{Client, ClientError};
-use eventstreamcore::client::{ClusterClient, Subscription};
+use eventstreamcore::client::ClusterClient;
 use eventstreamcore::config::Config;
 use eventstreamcore::config::MemberConfig;
-use eventstreamcore::event::{Event, Priority};
+use eventstreamcore::event::Priority;
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
 use eventstreamcore::node::{ClusterNode, LocalNode};
-use eventstreamcore::pipeline::{Dlq, DlqReason, RedriveFilter};
+use eventstreamcore::pipeline::DlqReason;
 use eventstreamcore::rt::{self, NodeClock};
 use eventstreamcore::server::{Seams, Server};
-use eventstreamcore::wire::AckItem;
 use eventstreamcore::wire::AdminRequest;
 use rand::Rng;
 
@@ -80,6 +80,12 @@ enum Command {
         to_end: bool,
         #[arg(long, default_value = "")]
         token: String,
+        /// Give up when no member has served a read for this many seconds (0: keep trying).
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// One JSON object per event (JSON Lines).
+        #[arg(long)]
+        json: bool,
     },
     /// Cluster administration: status, add, remove, transfer.
     Admin {
@@ -101,9 +107,9 @@ enum Command {
         /// BATCH, LOW, MEDIUM, HIGH, CRITICAL or 0-4.
         #[arg(long, default_value = "MEDIUM")]
         priority: Priority,
-        /// How many events to send (each carries MESSAGE).
-        #[arg(long, default_value_t = 1)]
-        count: u64,
+        /// How many events to send, each carrying MESSAGE (default 1; not with --file).
+        #[arg(long)]
+        count: Option<u64>,
         /// Send legacy frames (no acks exist in the legacy protocol).
         #[arg(long)]
         legacy: bool,
@@ -123,12 +129,33 @@ enum Command {
         /// Print only a summary, not one line per event.
         #[arg(long)]
         quiet: bool,
-        message: String,
+        /// Read payloads from a file (`-` = stdin): one per line (blank lines skipped) unless --whole.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// With --file: the whole input is one payload, byte for byte.
+        #[arg(long, requires = "file")]
+        whole: bool,
+        /// Payloads (MESSAGE, or each line / the whole file) are hex, e.g. `00ff 10`.
+        #[arg(long)]
+        hex: bool,
+        /// Key carried by every event (UTF-8 text).
+        #[arg(long)]
+        key: Option<String>,
+        /// Header carried by every event, NAME=VALUE (repeatable).
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+        /// Print the acks as one JSON document.
+        #[arg(long)]
+        json: bool,
+        /// The payload (or use --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        message: Option<String>,
     },
     /// Read events of a topic from an offset.
     Fetch {
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        addr: SocketAddr,
+        /// Cluster members (comma-separated); any member that answers serves the read.
+        #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
+        addr: Vec<SocketAddr>,
         #[arg(long)]
         topic: String,
         #[arg(long, default_value_t = 0)]
@@ -137,6 +164,9 @@ enum Command {
         max: u32,
         #[arg(long, default_value = "")]
         token: String,
+        /// Print the page as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure publish throughput and ack latency (starts an in-process server if --addr is not given).
     Bench {
@@ -170,7 +200,7 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Inspect the dead-letter queue in a data directory, or ask for it to be redriven.
+    /// Inspect the dead-letter queue of a server (kept in `<data_dir>/dlq`), or ask for it to be redriven.
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
@@ -181,18 +211,22 @@ enum Command {
 enum DlqAction {
     /// List dead-lettered events with their reasons.
     List {
-        /// The server's data directory (holds `dlq.log`).
+        /// The server's data directory (`cluster.data_dir`); the DLQ is in its `dlq` subdirectory.
         #[arg(long)]
         data_dir: PathBuf,
         /// Only entries with this reason (deadline, realtime_overflow, batch_overflow, invalid,
         /// retries_exhausted, shutdown).
         #[arg(long)]
         reason: Option<DlqReason>,
+        /// Print the entries as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Move entries back into the pipeline. The server owning the data directory applies the
     /// request at its next control-loop tick (or at its next start); entries dead-lettered after
     /// this command are not included.
     Redrive {
+        /// The server's data directory (`cluster.data_dir`); the DLQ is in its `dlq` subdirectory.
         #[arg(long)]
         data_dir: PathBuf,
         /// Only entries with this reason.
@@ -244,8 +278,19 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, set, listen, repair } => serve(config, set, listen, repair).await,
         Command::Cluster { nodes, dir, base_port } => local_cluster(nodes, dir, base_port).await,
-        Command::Tail { addr, topic, from, linearizable, count, to_end, token } => {
-            tail(addr, topic, from, linearizable, count, to_end, token).await
+        Command::Tail { addr, topic, from, linearizable, count, to_end, token, timeout, json } => {
+            cmd::read::tail(cmd::read::TailOpts {
+                addrs: addr,
+                topic,
+                from,
+                linearizable,
+                count,
+                to_end,
+                token,
+                timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
+                json,
+            })
+            .await
         }
         Command::Admin { addr, token, action } => admin(addr, token, action).await,
         Command::Publish {
@@ -259,26 +304,63 @@ async fn main() -> ExitCode {
             batch,
             token,
             quiet,
+            file,
+            whole,
+            hex,
+            key,
+            headers,
+            json,
             message,
         } => {
-            let opts = PublishOpts {
-                addr,
-                topic,
-                priority,
-                count,
-                producer,
-                first_seq,
-                batch: batch.max(1),
-                token,
-                quiet,
+            let format = cmd::payload::Format { whole, hex };
+            let payloads = match (file, message) {
+                (Some(_), _) if count.is_some() => {
+                    Err("--count repeats MESSAGE; with --file each payload is sent once".into())
+                }
+                (Some(path), _) => cmd::payload::read_file(&path, format),
+                (None, Some(m)) if hex => {
+                    cmd::payload::hex(m.as_bytes()).map(|p| vec![p; count.unwrap_or(1) as usize])
+                }
+                (None, Some(m)) => Ok(vec![m.into_bytes(); count.unwrap_or(1) as usize]),
+                (None, None) => Err("give MESSAGE or --file".into()),
             };
-            if legacy { publish_legacy(opts, message).await } else { publish(opts, message).await }
+            let headers: Result<Vec<_>, String> = headers.iter().map(|h| cmd::payload::header(h)).collect();
+            match (payloads, headers) {
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(payloads), Ok(headers)) => {
+                    let opts = cmd::publish::PublishOpts {
+                        addr,
+                        topic,
+                        priority,
+                        producer,
+                        first_seq,
+                        batch: batch.max(1),
+                        token,
+                        quiet,
+                        json,
+                        key: key.map(String::into_bytes),
+                        headers,
+                    };
+                    if legacy {
+                        cmd::publish::publish_legacy(opts, payloads).await
+                    } else {
+                        cmd::publish::publish(opts, payloads).await
+                    }
+                }
+            }
         }
-        Command::Fetch { addr, topic, from, max, token } => fetch(addr, topic, from, max, token).await,
+        Command::Fetch { addr, topic, from, max, token, json } => {
+            cmd::read::fetch(addr, topic, from, max, token, json).await
+        }
         Command::Bench { addr, connections, events, batch, pipeline, payload, legacy, token, cluster } => {
             bench(addr, connections, events, batch, pipeline, payload, legacy, token, cluster).await
         }
-        Command::Dlq { action } => dlq(action),
+        Command::Dlq { action: DlqAction::List { data_dir, reason, json } } => {
+            cmd::dlq::list(&data_dir, reason, json)
+        }
+        Command::Dlq { action: DlqAction::Redrive { data_dir, reason } } => {
+            cmd::dlq::redrive(&data_dir, reason)
+        }
         Command::Config { action: ConfigAction::Defaults } => {
             print!("{}", Config::defaults_toml());
             Ok(())
@@ -296,62 +378,6 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-fn dlq(action: DlqAction) -> Result<(), String> {
-    let open = |dir: &PathBuf| -> Result<(std::sync::Arc<rt::FileDisk>, Dlq), String> {
-        if !dir.is_dir() {
-            return Err(format!("{} is not a directory", dir.display()));
-        }
-        let disk = std::sync::Arc::new(rt::FileDisk::open(dir).map_err(|e| e.to_string())?);
-        // A look from outside the server: no bound applies.
-        let dlq = Dlq::open(disk.clone(), usize::MAX).map_err(|e| e.to_string())?;
-        Ok((disk, dlq))
-    };
-    match action {
-        DlqAction::List { data_dir, reason } => {
-            let (_, dlq) = open(&data_dir)?;
-            let entries: Vec<_> =
-                dlq.entries().into_iter().filter(|e| reason.is_none_or(|r| r == e.reason)).collect();
-            println!(
-                "{:>6}  {:<17}  {:>13}  {:<28}  {:<8}  {:>16}  {:>6}  detail",
-                "id", "reason", "at_ms", "topic@offset", "priority", "producer/seq", "bytes"
-            );
-            for e in &entries {
-                let ev = &e.event.event;
-                println!(
-                    "{:>6}  {:<17}  {:>13}  {:<28}  {:<8}  {:>16}  {:>6}  {}",
-                    e.id,
-                    e.reason.code(),
-                    e.at_ms,
-                    format!("{}@{}", ev.topic, e.event.offset),
-                    ev.priority.name(),
-                    format!("{}/{}", ev.producer_id, ev.sequence),
-                    ev.payload.len(),
-                    e.detail
-                );
-            }
-            println!(
-                "{} entries listed, {} stored, {} overflowed (not stored)",
-                entries.len(),
-                dlq.len(),
-                dlq.overflow()
-            );
-            Ok(())
-        }
-        DlqAction::Redrive { data_dir, reason } => {
-            let (disk, dlq) = open(&data_dir)?;
-            let entries = dlq.entries();
-            let filter = RedriveFilter { reason, up_to_id: entries.last().map(|e| e.id) };
-            let n = entries.iter().filter(|e| filter.matches(e)).count();
-            Dlq::request_redrive(disk.as_ref(), &filter).map_err(|e| e.to_string())?;
-            println!(
-                "redrive of {n} entries requested; the server owning {} applies it at its next control tick (or next start)",
-                data_dir.display()
-            );
-            Ok(())
         }
     }
 }
@@ -382,8 +408,11 @@ async fn serve(
     // The lines scripts wait for, in one write (a reader that stops after the first line must
     // not make a later print fail).
     let mut banner = format!("esc listening on {addr}\n");
-    banner +=
-        &format!("esc node {} raft on {} data in {}\n", config.node.id, node.raft_addr(), data_dir.display());
+    let raft = match node.raft_addr() {
+        Some(a) => format!("raft on {a}"),
+        None => "raft port closed (no cluster.secret)".to_string(),
+    };
+    banner += &format!("esc node {} {raft} data in {}\n", config.node.id, data_dir.display());
     if let Some(udp) = server.udp_addr() {
         banner += &format!("esc udp legacy ingest on {udp}\n");
     }
@@ -424,98 +453,6 @@ async fn serve(
     let result = server.run().await;
     eprint!("{}", metrics.render_prometheus());
     result
-}
-
-struct PublishOpts {
-    addr: Vec<SocketAddr>,
-    topic: String,
-    priority: Priority,
-    count: u64,
-    producer: Option<u64>,
-    first_seq: u64,
-    batch: usize,
-    token: String,
-    quiet: bool,
-}
-
-async fn connect(addr: SocketAddr, token: &str) -> Result<Client, String> {
-    let stream = rt::net::connect_with_retry(addr, 5, Duration::from_millis(100), Duration::from_secs(1))
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let mut client = Client::from_stream(stream);
-    client.hello("esc-cli", token).await.map_err(|e| format!("hello to {addr}: {e}"))?;
-    Ok(client)
-}
-
-async fn publish(o: PublishOpts, message: String) -> Result<(), String> {
-    let producer = o.producer.unwrap_or_else(|| rt::node_rng().random_range(1..u64::MAX));
-    let mut client = ClusterClient::new(o.addr.clone(), "esc-cli", o.token.clone());
-    client.max_attempts = 20;
-    let (mut stored, mut dup, mut rejected) = (0u64, 0u64, 0u64);
-    let mut seq = o.first_seq;
-    let last = o.first_seq + o.count;
-    while seq < last {
-        let n = (last - seq).min(o.batch as u64);
-        let events: Vec<Event> = (seq..seq + n)
-            .map(|s| {
-                let mut e = Event::new(o.topic.clone(), o.priority, message.clone().into_bytes());
-                e.producer_id = producer;
-                e.sequence = s;
-                e
-            })
-            .collect();
-        // Retries (redirects, failover, overload) reuse the same keys: never a second copy.
-        let items = client.publish(events).await.map_err(|e| match e {
-            ClientError::Io(e) => format!("cannot connect to any of {:?}: {e}", o.addr),
-            e => format!("publish: {e}"),
-        })?;
-        for (i, item) in items.iter().enumerate() {
-            let s = seq + i as u64;
-            match item {
-                AckItem::Stored { topic, offset, duplicate } => {
-                    if *duplicate {
-                        dup += 1
-                    } else {
-                        stored += 1
-                    }
-                    if !o.quiet {
-                        let what = if *duplicate { "duplicate" } else { "stored" };
-                        println!("{what} topic={topic} offset={offset} producer={producer} seq={s}");
-                    }
-                }
-                AckItem::Rejected(e) => {
-                    rejected += 1;
-                    println!("rejected seq={s}: {e}");
-                }
-            }
-        }
-        seq += n;
-    }
-    println!("{stored} stored, {dup} duplicate, {rejected} rejected (producer {producer})");
-    if rejected > 0 { Err(format!("{rejected} events rejected")) } else { Ok(()) }
-}
-
-async fn publish_legacy(o: PublishOpts, message: String) -> Result<(), String> {
-    let addr = o.addr[0];
-    let stream = rt::net::connect_with_retry(addr, 5, Duration::from_millis(100), Duration::from_secs(1))
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let mut client = Client::from_stream(stream);
-    for _ in 0..o.count {
-        client.send_legacy(o.priority, &o.topic, message.as_bytes()).await.map_err(|e| e.to_string())?;
-    }
-    println!("sent {} legacy frame(s) to {addr} (the legacy protocol has no acks)", o.count);
-    Ok(())
-}
-
-async fn fetch(addr: SocketAddr, topic: String, from: u64, max: u32, token: String) -> Result<(), String> {
-    let mut client = connect(addr, &token).await?;
-    let page = client.fetch(&topic, from, max).await.map_err(|e| e.to_string())?;
-    for s in &page.events {
-        print_event(s);
-    }
-    println!("next={} end={}", page.next_offset, page.end_offset);
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -571,8 +508,23 @@ async fn bench(
     let report = eventstreamcore::bench::run(cfg.clone()).await.map_err(|e| e.to_string())?;
     println!("{}", report.render(&cfg));
     if !members.is_empty() {
-        let stored: Vec<usize> = members.iter().map(|m| m.0.state().topic_log("bench").len()).collect();
-        println!("cluster of {}: events stored per member {stored:?}", members.len());
+        // Followers apply a moment after the leader acked: wait (bounded) until they have caught up.
+        let stored_per_member =
+            || -> Vec<usize> { members.iter().map(|m| m.0.state().topic_log("bench").len()).collect() };
+        let mut stored = stored_per_member();
+        for _ in 0..500 {
+            if stored.iter().all(|&n| n == stored[0]) {
+                break;
+            }
+            rt::time::sleep(Duration::from_millis(20)).await;
+            stored = stored_per_member();
+        }
+        let caught_up = if stored.iter().all(|&n| n == stored[0]) {
+            ""
+        } else {
+            " (applied so far; followers still catching up)"
+        };
+        println!("cluster of {}: events stored per member {stored:?}{caught_up}", members.len());
         let max = stored.iter().copied().max().unwrap_or(0) as u64;
         for (_, stop, run) in members {
             // `run` stops the member's node once its listener has shut down.
@@ -595,39 +547,6 @@ async fn bench(
         return Err(format!("expected {events} acks, got {}", report.acked));
     }
     Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn tail(
-    addrs: Vec<SocketAddr>,
-    topic: String,
-    from: u64,
-    linearizable: bool,
-    count: Option<u64>,
-    to_end: bool,
-    token: String,
-) -> Result<(), String> {
-    let mut client = ClusterClient::new(addrs, "esc-tail", token);
-    client.max_attempts = u32::MAX;
-    let mut sub = Subscription::new(client, topic, from, linearizable);
-    if to_end {
-        sub.wait_ms = 0;
-    }
-    let mut seen = 0u64;
-    loop {
-        let (events, end) = sub.next_batch(1000).await.map_err(|e| e.to_string())?;
-        for s in &events {
-            print_event(s);
-            seen += 1;
-            if count.is_some_and(|c| seen >= c) {
-                return Ok(());
-            }
-        }
-        if to_end && sub.next_offset() >= end {
-            println!("end={end}");
-            return Ok(());
-        }
-    }
 }
 
 async fn admin(addrs: Vec<SocketAddr>, token: String, action: AdminAction) -> Result<(), String> {
@@ -746,6 +665,7 @@ async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember
             client_addr: format!("127.0.0.1:{}", port()?),
         });
     }
+    let bench_secret = format!("{:032x}", rt::node_rng().random::<u128>());
     let mut members = Vec::new();
     for m in &cfgs {
         let mut c = Config::default();
@@ -755,7 +675,8 @@ async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember
         c.cluster.raft_listen = m.raft_addr.parse().map_err(|e| format!("{e}"))?;
         c.cluster.data_dir = dir.join(format!("node{}", m.id));
         c.cluster.members = if n > 1 { cfgs.clone() } else { Vec::new() };
-        c.cluster.secret = "bench".into();
+        // A fresh random secret: the bench members listen on loopback ports others can reach.
+        c.cluster.secret = bench_secret.clone();
         c.cluster.tick_ms = 10;
         c.node.id = m.id;
         c.node.name = format!("esc-bench-{}", m.id);
@@ -777,17 +698,4 @@ async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember
         rt::time::sleep(Duration::from_millis(10)).await;
     }
     Err("the bench cluster elected no leader within 10 s".into())
-}
-
-/// One line per event, as `esc fetch` and `esc tail` print them.
-fn print_event(s: &eventstreamcore::event::StoredEvent) {
-    println!(
-        "offset={} ts={} priority={} producer={} seq={} payload={}",
-        s.offset,
-        s.timestamp_ms,
-        s.event.priority,
-        s.event.producer_id,
-        s.event.sequence,
-        String::from_utf8_lossy(&s.event.payload)
-    );
 }

@@ -129,8 +129,8 @@ impl Server {
         self.ingest.local_addr()
     }
 
-    /// Where the member listens for its peers.
-    pub fn raft_addr(&self) -> SocketAddr {
+    /// Where the member listens for its peers (`None` without a `cluster.secret`: a lone member).
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
         self.node.raft_addr()
     }
 

@@ -202,3 +202,75 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     assert!(!ok, "two servers must never write one log");
     assert!(err.contains("in use by another esc process"), "{err}");
 }
+
+/// Issue 11: a data directory whose `hardstate` holds a term no node can reach (well-formed, its
+/// checksum right) stops `esc serve` at once with an error naming the file. Before, the node
+/// started, overflowed the term on its first campaign and stayed up refusing every publish.
+#[test]
+fn a_hand_made_hardstate_with_an_impossible_term_is_a_clear_startup_error() {
+    let dir = temp_dir("bad-hardstate");
+    let mut hs = b"ESH1".to_vec();
+    hs.extend_from_slice(&u64::MAX.to_le_bytes()); // term
+    hs.push(0); // no vote
+    hs.extend_from_slice(&0u64.to_le_bytes()); // vote
+    hs.extend_from_slice(&0u64.to_le_bytes()); // commit
+    let crc = crc32c::crc32c(&hs);
+    hs.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(dir.join("hardstate"), &hs).unwrap();
+    let mut child = Command::new(ESC)
+        .args(["serve", "--listen", "127.0.0.1:0", "--set", "cluster.raft_listen=127.0.0.1:0", "--set"])
+        .arg(format!("cluster.data_dir={}", dir.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("esc starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let status = status.unwrap_or_else(|| panic!("esc serve kept running on an impossible hardstate: {err}"));
+    assert!(!status.success());
+    assert!(err.contains("hardstate") && err.contains("term"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 11: `esc serve` on its defaults (no `cluster.secret`) opens no peer port at all: the
+/// banner says so and nothing accepts on the configured Raft address.
+#[test]
+fn a_default_serve_has_no_peer_port_open() {
+    let raft = format!("127.0.0.1:{}", common::free_port());
+    let mut child = Command::new(ESC)
+        .args(["serve", "--listen", "127.0.0.1:0", "--set"])
+        .arg(format!("cluster.raft_listen={raft}"))
+        .arg("--set")
+        .arg(format!("cluster.data_dir={}", temp_dir("no-peer-port").display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("esc starts");
+    let s = Server {
+        addr: String::new(),
+        child: {
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            let (mut first, mut second) = (String::new(), String::new());
+            out.read_line(&mut first).unwrap();
+            out.read_line(&mut second).unwrap();
+            assert!(first.starts_with("esc listening on "), "{first}");
+            assert!(second.contains("raft port closed (no cluster.secret)"), "{second}");
+            child
+        },
+    };
+    assert!(std::net::TcpStream::connect(&raft).is_err(), "nothing listens on {raft}");
+    drop(s);
+}

@@ -376,3 +376,129 @@ async fn the_leader_processes_committed_events_and_a_new_leader_resumes_from_the
         c.stop(id, false).await;
     }
 }
+
+/// Issue 11: an insider that knows the secret sends terms and indexes no node can have. Each is
+/// refused at the transport (the connection closes); no member adopts the term, the cluster keeps
+/// committing, and the targeted follower restarts cleanly. Before the boundary checks, one
+/// heartbeat at term 2^64-1 made the follower adopt it and panic on its next campaign, for good.
+#[tokio::test]
+async fn absurd_terms_and_indexes_from_an_authenticated_peer_change_nothing() {
+    use eventstreamcore::raft::{Body, Message};
+    use eventstreamcore::transport::frame::encode_frame;
+    use eventstreamcore::transport::handshake::{self, Local};
+    use tokio::io::AsyncWriteExt;
+
+    let mut c = TestCluster::new(3);
+    c.start_all().await;
+    let l = c.leader().await;
+    for s in 1..=5 {
+        c.node(l).publish(vec![keyed("t", 5, s)]).await.unwrap();
+    }
+    let f = (1..=3).find(|&i| i != l).unwrap();
+    let term = c.node(l).status().term;
+    let absurd = [
+        Message { from: l, to: f, term: u64::MAX, body: Body::Heartbeat { commit: u64::MAX, round: 1 } },
+        Message {
+            from: l,
+            to: f,
+            term,
+            body: Body::Append {
+                prev_index: u64::MAX - 1,
+                prev_term: term,
+                entries: vec![],
+                commit: u64::MAX,
+            },
+        },
+        Message {
+            from: l,
+            to: f,
+            term: u64::MAX,
+            body: Body::Vote { pre_vote: false, last_index: u64::MAX, last_term: u64::MAX, transfer: true },
+        },
+    ];
+    let f_addr = c.members[(f - 1) as usize].raft_addr.clone();
+    for m in &absurd {
+        // The insider: knows cluster id and secret, claims to be the leader.
+        let mut s = tokio::net::TcpStream::connect(&f_addr).await.unwrap();
+        let local = Local {
+            node_id: l,
+            cluster_id: b"esc",
+            secret: c.secret.as_bytes(),
+            nonce: [7; 32],
+            pake_seed: [7; 32],
+        };
+        handshake::dial(&mut s, &local, f).await.unwrap();
+        let mut frame = Vec::new();
+        encode_frame(m, 1 << 20, &mut frame).unwrap();
+        let _ = s.write_all(&frame).await;
+        let _ = s.flush().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Several election timeouts: a node that had taken the term would campaign (and overflow).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let metrics = c.node(f).render_metrics();
+    assert!(metrics.contains("esc_peer_invalid_messages_total 3"), "{metrics}");
+    for st in c.statuses() {
+        assert!(st.term < 1_000 && st.commit < 1_000, "node took an absurd value: {st:?}");
+    }
+    let l = c.leader().await;
+    for s in 6..=10 {
+        c.node(l).publish(vec![keyed("t", 5, s)]).await.unwrap();
+    }
+    c.converged().await;
+    c.stop(f, false).await;
+    c.start(f).await;
+    c.converged().await;
+    assert_eq!(c.node(f).state().topic_log("t").len(), 10);
+    for id in 1..=3 {
+        c.stop(id, false).await;
+    }
+}
+
+/// Issue 11: without a secret nobody can be authenticated, so a lone member keeps its peer port
+/// closed and refuses to grow; a member that has (or would have) peers refuses to start.
+#[tokio::test]
+async fn without_a_secret_a_single_member_does_not_listen_and_a_multi_member_one_does_not_start() {
+    use eventstreamcore::node::cluster::ClusterError;
+    let mut c = TestCluster::new(1);
+    c.secret = String::new();
+    c.start_all().await;
+    c.leader().await;
+    assert_eq!(c.node(1).raft_addr(), None);
+    let raft = c.members[0].raft_addr.clone();
+    assert!(tokio::net::TcpStream::connect(&raft).await.is_err(), "nothing listens on {raft}");
+    c.node(1).publish(vec![keyed("t", 1, 1)]).await.unwrap();
+    let add =
+        AdminCommand::AddNode { id: 2, raft_addr: "127.0.0.1:1".into(), client_addr: "127.0.0.1:2".into() };
+    match c.node(1).admin(add).await {
+        Err(ServiceError::Unsupported(msg)) => assert!(msg.contains("cluster.secret"), "{msg}"),
+        other => panic!("admin add without a secret answered {other:?}"),
+    }
+    assert_eq!(c.node(1).status().voters, vec![1]);
+    c.stop(1, false).await;
+
+    let mut three = TestCluster::new(3);
+    three.secret = String::new();
+    let mut join = three.cluster_config(1);
+    join.members.clear();
+    join.join = true;
+    for cfg in [three.cluster_config(2), join] {
+        let opts = ClusterOptions {
+            node_id: 2,
+            cluster: cfg,
+            dedup: DedupConfig::default(),
+            client_addr: "127.0.0.1:17002".into(),
+            repair: false,
+            pipeline: None,
+            observer: None,
+        };
+        let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+        match ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(2)).await {
+            Err(e @ ClusterError::NoSecret { .. }) => {
+                assert!(e.to_string().contains("cluster.secret"), "{e}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a member with peers started without a secret"),
+        }
+    }
+}

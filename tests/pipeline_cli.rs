@@ -21,7 +21,8 @@ fn esc(args: &[&str]) -> (bool, String) {
 fn dlq_list_and_redrive() {
     let dir = std::env::temp_dir().join(format!("esc-dlq-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let disk = Arc::new(FileDisk::open(&dir).unwrap());
+    // Where a server keeps it: `<data_dir>/dlq`.
+    let disk = Arc::new(FileDisk::open(dir.join("dlq")).unwrap());
     let dlq = Dlq::open(disk.clone(), 100).unwrap();
     let ev = |topic: &str, offset| StoredEvent {
         offset,
@@ -38,6 +39,11 @@ fn dlq_list_and_redrive() {
     assert!(out.contains("deadline") && out.contains("sensor/a@3") && out.contains("deadline 5 ms"), "{out}");
     assert!(out.contains("invalid") && out.contains("payment@4"), "{out}");
     assert!(out.contains("2 entries listed, 2 stored, 0 overflowed"), "{out}");
+    let (ok, out) = esc(&["dlq", "list", "--data-dir", d, "--json"]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("{\"entries\":[{"), "one JSON document: {out}");
+    assert!(out.contains("\"reason\":\"invalid\"") && out.contains("\"topic\":\"payment\""), "{out}");
+    assert!(out.contains("\"at\":\"1970-01-01T00:00:00.011Z\""), "readable time: {out}");
     let (ok, out) = esc(&["dlq", "list", "--data-dir", d, "--reason", "invalid"]);
     assert!(ok && out.contains("1 entries listed") && !out.contains("sensor/a@3"), "{out}");
     let (ok, out) = esc(&["dlq", "list", "--data-dir", d, "--reason", "nonsense"]);
@@ -53,5 +59,12 @@ fn dlq_list_and_redrive() {
     );
     let (ok, out) = esc(&["dlq", "list", "--data-dir", dir.join("missing").to_str().unwrap()]);
     assert!(!ok && out.contains("not a directory"), "{out}");
+    // The DLQ directory itself, or a data directory without one, is an error — never "0 entries".
+    let (ok, out) = esc(&["dlq", "list", "--data-dir", dir.join("dlq").to_str().unwrap()]);
+    assert!(!ok && out.contains("no dead-letter queue in") && out.contains("<data_dir>/dlq"), "{out}");
+    let (ok, out) = esc(&["dlq", "redrive", "--data-dir", dir.join("dlq").to_str().unwrap()]);
+    assert!(!ok && out.contains("<data_dir>/dlq"), "{out}");
+    let (ok, out) = esc(&["dlq", "list", "--help"]);
+    assert!(ok && out.contains("`dlq` subdirectory"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -50,6 +50,7 @@ fn every_fault_kind_happens() {
             "Pause {",
             "StepClock {",
             "storm:",
+            "peer-port storm:",
         ] {
             if summary.contains(kind) {
                 seen.insert(kind);
@@ -61,7 +62,40 @@ fn every_fault_kind_happens() {
             }
         }
     }
-    assert_eq!(seen.len(), 18, "fault kinds seen in 60 seeds: {seen:?}");
+    assert_eq!(seen.len(), 19, "fault kinds seen in 60 seeds: {seen:?}");
+}
+
+/// Issue 11: a peer-port storm — garbage, wrong secrets, replayed handshakes, and an insider's
+/// frames with impossible terms and indexes — changes nothing: no handshake completes without
+/// the secret, every impossible frame closes its connection, no member takes an absurd term
+/// (the RaftWatch check), and the run's checkers pass (every acked event kept, replicas equal).
+#[test]
+fn a_peer_port_storm_changes_nothing() {
+    let plan = "nodes = 3\ndrift_ppm = [0, 0, 0]\nproducers = 3\nbatches = 8\nconsumers = 1\nthink_ms = 300\n\
+                peer_storm_clients = 8\n\
+                faults = [{ at_ms = 4000, kind = \"crash\", node = 1, down_ms = 1000 }]\n";
+    let opts =
+        || eventstreamcore_sim::scenarios::Options { plan: Some(plan.to_string()), ..default_options() };
+    let r = runner::run_seed("cluster", 11, opts());
+    assert!(!r.failed(), "{}", r.failure_report());
+    let again = runner::run_seed("cluster", 11, opts());
+    let digest = |r: &runner::SeedResult| r.outcome.as_ref().ok().map(|o| o.digest);
+    assert_eq!(digest(&r), digest(&again), "the peer storm replays from the seed");
+    let summary = r.outcome.map(|o| o.summary).unwrap_or_default();
+    let line = summary.lines().find(|l| l.starts_with("peer-port storm:")).expect("a peer-port storm line");
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    // connects, refused, garbage, wrong secret refused, replays refused, frames, closed, violations
+    let [_, _, garbage, wrong, replays, frames, closed, violations] = numbers[..] else {
+        panic!("unexpected line {line}")
+    };
+    println!("{line}");
+    assert!(garbage > 0 && wrong > 0 && replays > 0 && frames > 0, "{line}");
+    assert!(closed * 10 >= frames * 9, "impossible frames must close their connection: {line}");
+    assert_eq!(violations, 0, "{line}");
 }
 
 /// `--timeline`: a run records each member's roles and terms, its commits and the faults.

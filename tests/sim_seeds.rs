@@ -51,6 +51,7 @@ fn a_seed_file_with_a_plan_replays_that_plan() {
         storm_at_ms: 0,
         storm_ms: None,
         snapshot_entries: 64,
+        peer_storm_clients: 0,
     };
     let dir = std::env::temp_dir().join(format!("esc-sim-seeds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -201,6 +201,7 @@ async fn authenticated_raw_client(addr: SocketAddr, id: NodeId, target: NodeId) 
         cluster_id: CLUSTER.as_bytes(),
         secret: SECRET.as_bytes(),
         nonce: [id as u8; 32],
+        pake_seed: [id as u8; 32],
     };
     handshake::dial(&mut s, &local, target).await.unwrap();
     s
@@ -375,15 +376,25 @@ async fn shutdown_frees_every_task_and_socket() {
 
 #[tokio::test]
 async fn a_dialer_that_cannot_prove_the_secret_never_injects_a_message() {
-    use eventstreamcore::transport::handshake::{HELLO_FIXED_LEN, Hello, PROOF_LEN, Role};
+    use eventstreamcore::transport::handshake::{HELLO_FIXED_LEN, Hello, PAKE_MSG_LEN, PROOF_LEN, Role};
     let (b, mut bi) = start(2).await;
-    // Speaks the protocol correctly but does not know the secret: it skips checking b's proof,
-    // answers with a made-up one, and sends a frame straight away.
+    // Speaks the protocol correctly but does not know the secret: a well-formed PAKE message for
+    // a guessed secret, no check of b's confirmation, a made-up one of its own, and a frame
+    // straight away.
     let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
     let hello =
         Hello { role: Role::Dialer, node_id: 1, nonce: [3; 32], cluster_id: CLUSTER.as_bytes().to_vec() };
-    s.write_all(&hello.encode()).await.unwrap();
-    let mut theirs = vec![0u8; HELLO_FIXED_LEN + CLUSTER.len() + PROOF_LEN];
+    let guess = Local {
+        node_id: 1,
+        cluster_id: CLUSTER.as_bytes(),
+        secret: b"a guess",
+        nonce: [3; 32],
+        pake_seed: [3; 32],
+    };
+    let mut first = hello.encode();
+    first.extend_from_slice(&handshake::pake_start(Role::Dialer, &guess).1);
+    s.write_all(&first).await.unwrap();
+    let mut theirs = vec![0u8; HELLO_FIXED_LEN + CLUSTER.len() + PAKE_MSG_LEN + PROOF_LEN];
     s.read_exact(&mut theirs).await.unwrap();
     let mut out = vec![0x5a; PROOF_LEN];
     encode_frame(&msg(1, 2, 0), 1 << 20, &mut out).unwrap();
@@ -424,6 +435,7 @@ async fn a_peer_that_stops_reading_hits_the_write_timeout_and_is_redialled() {
                 cluster_id: CLUSTER.as_bytes(),
                 secret: SECRET.as_bytes(),
                 nonce: [2; 32],
+                pake_seed: [2; 32],
             };
             if handshake::accept(&mut s, &local).await.is_ok() {
                 held.push(s);
@@ -493,5 +505,87 @@ async fn a_new_connection_from_a_peer_retires_its_silent_old_one() {
     eventually("only the new connection is served", || b.live_tasks() == 2).await;
     new.write_all(&frame).await.unwrap();
     assert_eq!(seq_of(&recv_n(&mut bi, 1).await[0]), 0);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_authenticated_peer_sending_an_impossible_term_is_refused_counted_and_disconnected() {
+    let (b, mut bi) = start(2).await;
+    let mut insider = authenticated_raw_client(b.local_addr(), 7, 2).await;
+    let mut frames = Vec::new();
+    let absurd = Message { from: 7, to: 2, term: u64::MAX, body: Body::Heartbeat { commit: 1, round: 1 } };
+    encode_frame(&absurd, 1 << 20, &mut frames).unwrap();
+    encode_frame(&msg(7, 2, 5), 1 << 20, &mut frames).unwrap();
+    insider.write_all(&frames).await.unwrap();
+    insider.flush().await.unwrap();
+    eventually("impossible message counted", || b.stats().invalid_messages == 1).await;
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), insider.read(&mut byte)).await.unwrap();
+    assert!(matches!(closed, Ok(0) | Err(_)), "the connection is closed: {closed:?}");
+    assert!(bi.try_recv().is_none(), "nothing after the impossible message is delivered either");
+    assert_eq!(b.stats().received, 0);
+    b.shutdown().await;
+}
+
+/// Issue 11: what each side sends first is blinded by fresh randomness, so two handshakes with
+/// the same secret never repeat a message, and the listener's answer to a stranger gives an
+/// offline guesser nothing to test the real secret against (the HMAC handshake of version 1 sent
+/// HMAC(secret, public values) to anyone who said hello: one recorded answer checked any guess).
+#[tokio::test]
+async fn handshake_messages_are_blinded_and_give_an_offline_guesser_nothing() {
+    use eventstreamcore::transport::handshake::{
+        Confirmation, HELLO_FIXED_LEN, Hello, PAKE_MSG_LEN, PROOF_LEN, Role, pake_start,
+    };
+    // The dialer's first message, twice, as a raw listener sees it.
+    let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+    let (a, _ai) = start(1).await;
+    a.set_peer(2, listener.local_addr().unwrap().to_string());
+    let first_len = HELLO_FIXED_LEN + CLUSTER.len() + PAKE_MSG_LEN;
+    let mut firsts = Vec::new();
+    for _ in 0..2 {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut first = vec![0u8; first_len];
+        s.read_exact(&mut first).await.unwrap();
+        firsts.push(first[HELLO_FIXED_LEN + CLUSTER.len()..].to_vec());
+    }
+    assert_ne!(firsts[0], firsts[1], "the dialer's PAKE message repeats");
+    a.shutdown().await;
+
+    // The listener's answer to a stranger who guessed, twice.
+    let (b, mut bi) = start(2).await;
+    let guess = Local {
+        node_id: 1,
+        cluster_id: CLUSTER.as_bytes(),
+        secret: b"a guess",
+        nonce: [3; 32],
+        pake_seed: [3; 32],
+    };
+    let hello =
+        Hello { role: Role::Dialer, node_id: 1, nonce: [3; 32], cluster_id: CLUSTER.as_bytes().to_vec() };
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(b.local_addr()).await.unwrap();
+        let (_, x) = pake_start(Role::Dialer, &guess);
+        let mut first = hello.encode();
+        first.extend_from_slice(&x);
+        s.write_all(&first).await.unwrap();
+        let mut answer = vec![0u8; HELLO_FIXED_LEN + CLUSTER.len() + PAKE_MSG_LEN + PROOF_LEN];
+        s.read_exact(&mut answer).await.unwrap();
+        answers.push((x, answer));
+    }
+    let pake_of = |a: &[u8]| a[HELLO_FIXED_LEN + CLUSTER.len()..][..PAKE_MSG_LEN].to_vec();
+    assert_ne!(pake_of(&answers[0].1), pake_of(&answers[1].1), "the listener's PAKE message repeats");
+    // Offline: the stranger redoes its side for each candidate secret (the real one among them)
+    // and checks the recorded confirmation. Only its one online guess could have verified.
+    let (x, answer) = &answers[0];
+    let (hello_l, rest) = answer.split_at(HELLO_FIXED_LEN + CLUSTER.len());
+    let (y, proof) = rest.split_at(PAKE_MSG_LEN);
+    for candidate in [SECRET.as_bytes(), b"another", b""] {
+        let (state, _) = pake_start(Role::Dialer, &Local { secret: candidate, ..guess });
+        let c = Confirmation::new(state, y, &hello.encode(), x, hello_l, y).unwrap();
+        assert!(c.verify(Role::Listener, proof).is_err(), "candidate {candidate:?} verified offline");
+    }
+    eventually("both strangers' handshakes fail", || b.stats().handshake_failures == 2).await;
+    assert!(bi.try_recv().is_none());
     b.shutdown().await;
 }

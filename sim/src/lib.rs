@@ -6,6 +6,8 @@
 
 pub mod check;
 pub mod history;
+#[cfg(madsim)]
+pub mod peer_storm;
 pub mod raft_watch;
 pub mod timeline;
 

@@ -298,7 +298,17 @@ impl RaftWatch {
 }
 
 /// State-machine safety and the core checker's invariants for one round.
+/// No run holds anywhere near this many elections (one every election timeout would take
+/// weeks of simulated time); a member past it took a forged term from a peer.
+pub const PLAUSIBLE_TERM: Term = 100_000;
+
 fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
+    if v.term > PLAUSIBLE_TERM {
+        return Err(format!(
+            "term: n{} is at term {}, beyond any term a run's elections reach ({PLAUSIBLE_TERM}): it took a forged term",
+            v.node, v.term
+        ));
+    }
     for e in v.applied_entries {
         let entry = CommittedEntry { term: e.term, kind: EntryClass::of(e), digest: entry_digest(e) };
         *inner.applied_count.entry(v.node).or_default() += 1;
@@ -405,6 +415,16 @@ mod tests {
         assert!(s.contains("t1=n1"), "{s}");
         assert!(s.contains("  t1: 1..2 2 undecodable (0 events) "), "{s}");
         assert!(s.contains("n2: 2 / 0 / 1"), "{s}");
+    }
+
+    #[test]
+    fn an_absurd_term_is_reported() {
+        let w = RaftWatch::new(|| 7);
+        w.round(&round(1, 2, Role::Follower, 0, &[], &[], true));
+        assert_eq!(w.violation(), None);
+        w.round(&round(1, u64::MAX, Role::Follower, 0, &[], &[], false));
+        let v = w.violation().expect("a violation");
+        assert!(v.what.contains("forged term"), "{}", v.what);
     }
 
     #[test]

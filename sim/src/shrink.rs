@@ -62,7 +62,12 @@ pub fn size(plan: &Plan) -> u64 {
     let durations: u64 = plan.faults.iter().map(|s| duration_bits(&s.fault)).sum();
     1_000 * plan.faults.len() as u64
         + 100 * plan.nodes as u64
-        + 10 * (plan.producers + plan.consumers + plan.batches + plan.storm_clients + drifting) as u64
+        + 10 * (plan.producers
+            + plan.consumers
+            + plan.batches
+            + plan.storm_clients
+            + plan.peer_storm_clients
+            + drifting) as u64
         + durations
 }
 
@@ -175,6 +180,15 @@ pub fn stage_candidates(stage: Stage, plan: &Plan) -> Vec<Candidate> {
             for v in [0, cur / 2] {
                 if v < cur {
                     push(format!("storm clients {cur} → {v}"), Plan { storm_clients: v, ..plan.clone() });
+                }
+            }
+            let cur = plan.peer_storm_clients;
+            for v in [0, cur / 2] {
+                if v < cur {
+                    push(
+                        format!("peer-storm clients {cur} → {v}"),
+                        Plan { peer_storm_clients: v, ..plan.clone() },
+                    );
                 }
             }
         }
@@ -491,6 +505,7 @@ mod tests {
             storm_at_ms: 0,
             storm_ms: None,
             snapshot_entries: 64,
+            peer_storm_clients: 0,
         }
     }
 

@@ -17,8 +17,8 @@ use super::progress::{Progress, ProgressState};
 use super::quorum::{self, VoteResult};
 use super::read_only::ReadOnly;
 use super::types::{
-    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, NodeId, ReadState,
-    RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
+    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, MAX_INDEX,
+    MAX_TERM, NodeId, ReadState, RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
 };
 use crate::rt::NodeRng;
 
@@ -148,6 +148,12 @@ impl Raft {
             Some(s) => (s.meta.index, s.meta.term, s.meta.conf_state.clone()),
             None => (0, 0, conf_state),
         };
+        if hard_state.term > MAX_TERM || snap_term > MAX_TERM {
+            return Err(InitError::Restore("persisted term is beyond the ceiling (MAX_TERM)"));
+        }
+        if snap_index > MAX_INDEX || hard_state.commit > MAX_INDEX || applied > MAX_INDEX {
+            return Err(InitError::Restore("persisted index is beyond the ceiling (MAX_INDEX)"));
+        }
         let mut log = RaftLog::new(snap_index, snap_term);
         let mut membership = Membership::new(snap_index, base_conf);
         let mut kept = Vec::with_capacity(entries.len());
@@ -511,6 +517,11 @@ impl Raft {
         if self.role == Role::Leader || !self.can_campaign() {
             return;
         }
+        if self.term >= MAX_TERM {
+            // Unreachable by elections; peers would refuse our next term anyway.
+            tracing::error!(node = self.id, term = self.term, "term at the ceiling: not campaigning");
+            return;
+        }
         if self.cfg.pre_vote && !transfer {
             self.campaign(true, false);
         } else {
@@ -588,6 +599,7 @@ impl Raft {
         if m.from == self.id || m.from == 0 {
             return Err(RaftError::InvalidSender(m.from));
         }
+        m.check_bounds().map_err(|reason| RaftError::Malformed { from: m.from, reason })?;
         if m.term > self.term {
             if let Body::Vote { transfer, .. } = m.body {
                 let lease = self.cfg.check_quorum && self.election_elapsed < self.cfg.election_tick;
@@ -1478,5 +1490,52 @@ mod tests {
     #[should_panic(expected = "without a preceding ready")]
     fn advance_without_ready_is_refused() {
         core().advance();
+    }
+
+    #[test]
+    fn step_refuses_terms_and_indexes_beyond_the_ceiling_and_keeps_campaigning_normally() {
+        let mut r = core();
+        let bad = [
+            Message { from: 2, to: 1, term: u64::MAX, body: Body::Heartbeat { commit: 1, round: 1 } },
+            Message { from: 2, to: 1, term: MAX_TERM + 1, body: Body::TimeoutNow },
+            Message { from: 2, to: 1, term: 1, body: Body::Heartbeat { commit: u64::MAX, round: 1 } },
+            Message {
+                from: 2,
+                to: 1,
+                term: 1,
+                body: Body::Append { prev_index: u64::MAX, prev_term: 1, entries: vec![], commit: 0 },
+            },
+        ];
+        for m in bad {
+            assert!(matches!(r.step(m.clone()), Err(RaftError::Malformed { from: 2, .. })), "{m:?}");
+        }
+        assert_eq!((r.term(), r.commit_index()), (0, 0));
+        r.hup(true);
+        assert_eq!(r.term(), 1, "the next election is an ordinary one");
+    }
+
+    #[test]
+    fn a_term_at_the_ceiling_never_campaigns_past_it() {
+        let mut restored = RestoredState::bootstrap([1, 2, 3]);
+        restored.hard_state.term = MAX_TERM;
+        let mut r = Raft::new(RaftConfig::new(1), restored, crate::rt::rng_from_seed(1)).unwrap();
+        r.hup(true);
+        assert_eq!((r.term(), r.role()), (MAX_TERM, Role::Follower));
+    }
+
+    #[test]
+    fn restored_state_beyond_the_ceiling_is_a_typed_error() {
+        let mut terms = RestoredState::bootstrap([1, 2, 3]);
+        terms.hard_state.term = u64::MAX;
+        let mut snap = RestoredState::bootstrap([1, 2, 3]);
+        snap.hard_state.term = 2;
+        snap.snapshot = Some(Snapshot {
+            meta: SnapshotMeta { index: u64::MAX, term: 2, conf_state: ConfState::with_voters([1, 2, 3]) },
+            data: Bytes::new(),
+        });
+        for restored in [terms, snap] {
+            let r = Raft::new(RaftConfig::new(1), restored, crate::rt::rng_from_seed(1));
+            assert!(matches!(r, Err(InitError::Restore(_))), "{:?}", r.err());
+        }
     }
 }

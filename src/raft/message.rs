@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::types::{Entry, Index, NodeId, SnapshotMeta, Term};
+use super::types::{Entry, Index, MAX_INDEX, MAX_TERM, NodeId, SnapshotMeta, Term};
 
 /// One message between two nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,5 +141,147 @@ impl Body {
     /// True for the messages only a leader sends (they name the sender as the term's leader).
     pub fn is_from_leader(&self) -> bool {
         matches!(self, Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. })
+    }
+}
+
+impl Message {
+    /// Checks what no honest node can send, whatever its state: ids 0, a term above [`MAX_TERM`],
+    /// an index above [`MAX_INDEX`], a log term newer than the sender's term, entries that do not
+    /// follow `prev_index` one by one with non-decreasing terms. The transport refuses such a
+    /// message before the core sees it, and [`crate::raft::Raft::step`] checks again.
+    pub fn check_bounds(&self) -> Result<(), &'static str> {
+        if self.from == 0 || self.to == 0 {
+            return Err("node id 0");
+        }
+        if self.term > MAX_TERM {
+            return Err("term beyond the ceiling");
+        }
+        let index_ok = |i: Index| i <= MAX_INDEX;
+        let log_term_ok = |t: Term| t <= self.term;
+        let ok = match &self.body {
+            Body::Vote { last_index, last_term, .. } => index_ok(*last_index) && log_term_ok(*last_term),
+            Body::Append { prev_index, prev_term, entries, commit } => {
+                if !(index_ok(*prev_index) && log_term_ok(*prev_term) && index_ok(*commit)) {
+                    return Err("append position beyond the ceiling or the sender's term");
+                }
+                return check_entries(*prev_index, *prev_term, self.term, entries);
+            }
+            Body::AppendResponse { index, reject } => {
+                index_ok(*index)
+                    && reject.is_none_or(|h| {
+                        h.conflict_index <= MAX_INDEX + 1 && h.conflict_term.is_none_or(log_term_ok)
+                    })
+            }
+            Body::Heartbeat { commit, .. } => index_ok(*commit),
+            Body::Snapshot { meta, offset, data, .. } => {
+                let ids_ok = meta.conf_state.members().all(|id| id != 0);
+                let end_ok = offset.checked_add(data.len() as u64).is_some();
+                index_ok(meta.index) && log_term_ok(meta.term) && ids_ok && end_ok
+            }
+            Body::SnapshotResponse { snapshot_index, last_index, .. } => {
+                index_ok(*snapshot_index) && index_ok(*last_index)
+            }
+            Body::ReadIndexResponse { index, .. } => index_ok(*index),
+            Body::VoteResponse { .. }
+            | Body::HeartbeatResponse { .. }
+            | Body::TimeoutNow
+            | Body::ReadIndex { .. } => true,
+        };
+        if ok { Ok(()) } else { Err("index beyond the ceiling or log term newer than the sender's term") }
+    }
+}
+
+/// Entries must follow `prev_index` one by one, with terms from `prev_term` up to `term`.
+fn check_entries(
+    prev_index: Index,
+    prev_term: Term,
+    term: Term,
+    entries: &[Entry],
+) -> Result<(), &'static str> {
+    let (mut expect_index, mut min_term) = (prev_index + 1, prev_term);
+    for e in entries {
+        if e.index != expect_index || e.index > MAX_INDEX {
+            return Err("entries do not follow prev_index one by one");
+        }
+        if e.term < min_term || e.term > term {
+            return Err("entry terms decrease or exceed the sender's term");
+        }
+        expect_index += 1;
+        min_term = e.term;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::raft::types::{ConfState, EntryKind};
+
+    fn msg(term: Term, body: Body) -> Message {
+        Message { from: 2, to: 1, term, body }
+    }
+
+    fn entry(index: Index, term: Term) -> Entry {
+        Entry { index, term, kind: EntryKind::Normal, data: Bytes::new() }
+    }
+
+    fn append(prev_index: Index, prev_term: Term, entries: Vec<Entry>, commit: Index) -> Body {
+        Body::Append { prev_index, prev_term, entries, commit }
+    }
+
+    #[test]
+    fn honest_messages_pass() {
+        let ok = [
+            msg(MAX_TERM, Body::Heartbeat { commit: MAX_INDEX, round: u64::MAX }),
+            msg(3, Body::Vote { pre_vote: true, last_index: 10, last_term: 3, transfer: false }),
+            msg(3, append(4, 2, vec![entry(5, 2), entry(6, 3)], 9)),
+            msg(3, append(0, 0, vec![], 0)),
+            msg(
+                3,
+                Body::AppendResponse {
+                    index: 4,
+                    reject: Some(RejectHint { conflict_term: Some(2), conflict_index: 3 }),
+                },
+            ),
+            msg(3, Body::TimeoutNow),
+        ];
+        for m in ok {
+            assert_eq!(m.check_bounds(), Ok(()), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn impossible_values_are_refused() {
+        let snap = |index, term, voters: Vec<u64>| Body::Snapshot {
+            meta: SnapshotMeta { index, term, conf_state: ConfState::with_voters(voters) },
+            offset: 0,
+            data: Bytes::new(),
+            done: true,
+        };
+        let bad = [
+            msg(u64::MAX, Body::Heartbeat { commit: 1, round: 1 }),
+            msg(MAX_TERM + 1, Body::TimeoutNow),
+            msg(3, Body::Heartbeat { commit: u64::MAX, round: 1 }),
+            msg(3, Body::Vote { pre_vote: false, last_index: u64::MAX, last_term: 1, transfer: false }),
+            msg(3, Body::Vote { pre_vote: false, last_index: 1, last_term: 4, transfer: false }),
+            msg(3, append(u64::MAX, 1, vec![], 0)),
+            msg(3, append(1, 1, vec![], u64::MAX)),
+            msg(3, append(1, 4, vec![], 1)),
+            msg(3, append(1, 1, vec![entry(3, 1)], 1)),
+            msg(3, append(1, 2, vec![entry(2, 1)], 1)),
+            msg(3, append(1, 1, vec![entry(2, 4)], 1)),
+            msg(3, append(1, 1, vec![entry(2, 2), entry(3, 1)], 1)),
+            msg(3, Body::AppendResponse { index: u64::MAX, reject: None }),
+            msg(3, snap(u64::MAX, 1, vec![1, 2])),
+            msg(3, snap(5, 9, vec![1, 2])),
+            msg(3, snap(5, 2, vec![0, 2])),
+            msg(3, Body::ReadIndexResponse { ctx: 1, index: u64::MAX }),
+            Message { from: 0, to: 1, term: 1, body: Body::TimeoutNow },
+        ];
+        for m in bad {
+            assert!(m.check_bounds().is_err(), "{m:?}");
+        }
     }
 }

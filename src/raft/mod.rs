@@ -86,6 +86,6 @@ pub use error::{InitError, ProposeError, RaftError, SnapshotError};
 pub use message::{Body, Message, RejectHint};
 pub use progress::{Progress, ProgressState};
 pub use types::{
-    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, NodeId, ReadState,
-    RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
+    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, MAX_INDEX,
+    MAX_TERM, NodeId, ReadState, RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
 };

@@ -12,6 +12,14 @@ pub type Term = u64;
 /// A log position; the first real entry has index 1, index 0 is the empty log.
 pub type Index = u64;
 
+/// Highest term a node accepts from a peer or a file. No real cluster gets near it (a new term
+/// every millisecond would take 8,900 years), and `term + 1` stays far from overflow, so a
+/// larger value is a forgery or corruption and is refused before the core sees it.
+pub const MAX_TERM: Term = 1 << 48;
+
+/// Highest log index a node accepts from a peer or a file (same reasoning as [`MAX_TERM`]).
+pub const MAX_INDEX: Index = 1 << 48;
+
 /// What a log entry carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {

@@ -10,9 +10,12 @@
 //! * **Reconnects** use jittered exponential backoff (`connect_backoff_min_ms` doubling up to
 //!   `connect_backoff_max_ms`, each sleep drawn uniformly from the upper half of the current step,
 //!   jitter from the node's RNG).
-//! * **Authentication**: a mutual HMAC-SHA256 handshake (see [`handshake`]) within
+//! * **Authentication**: a mutual SPAKE2 handshake with key confirmation (see [`handshake`]) within
 //!   `handshake_timeout_ms`; nothing from an unauthenticated connection reaches the [`Inbox`], and a
 //!   message whose `from` is not the authenticated peer is dropped.
+//! * **Boundary checks**: a message with values no honest node sends (a term or index beyond
+//!   [`super::types::MAX_TERM`]/[`super::types::MAX_INDEX`], entries out of sequence; see
+//!   [`Message::check_bounds`]) is logged, counted in `invalid_messages`, and closes the connection.
 //! * **Frames** (see [`frame`]): `u32` length, `u32` CRC32C, [`Message`] codec bytes. A bad frame
 //!   closes that connection and is counted; it never panics.
 //!
@@ -132,6 +135,9 @@ pub struct TransportStats {
     pub dropped: u64,
     /// Incoming messages dropped because `from` was not the authenticated peer or `to` not us.
     pub rejected: u64,
+    /// Incoming messages with values no honest node sends (a term or index beyond the ceiling,
+    /// entries out of sequence: [`Message::check_bounds`]); each closed its connection.
+    pub invalid_messages: u64,
     /// Outbound connections established (handshake done).
     pub connects: u64,
     /// Of those, the ones after a peer's first.
@@ -156,6 +162,7 @@ struct Counters {
     received: AtomicU64,
     dropped: AtomicU64,
     rejected: AtomicU64,
+    invalid_messages: AtomicU64,
     connects: AtomicU64,
     reconnects: AtomicU64,
     connect_failures: AtomicU64,
@@ -164,6 +171,39 @@ struct Counters {
     write_timeouts: AtomicU64,
     accepted: AtomicU64,
     refused: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> TransportStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TransportStats {
+            sent: g(&self.sent),
+            received: g(&self.received),
+            dropped: g(&self.dropped),
+            rejected: g(&self.rejected),
+            invalid_messages: g(&self.invalid_messages),
+            connects: g(&self.connects),
+            reconnects: g(&self.reconnects),
+            connect_failures: g(&self.connect_failures),
+            handshake_failures: g(&self.handshake_failures),
+            bad_frames: g(&self.bad_frames),
+            write_timeouts: g(&self.write_timeouts),
+            accepted: g(&self.accepted),
+            refused: g(&self.refused),
+        }
+    }
+}
+
+/// Reads a transport's counters; unlike a [`PeerTransport`] handle it does not keep the
+/// transport running.
+#[derive(Clone)]
+pub struct StatsReader(Arc<Shared>);
+
+impl StatsReader {
+    /// The counters so far.
+    pub fn stats(&self) -> TransportStats {
+        self.0.counters.snapshot()
+    }
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -212,18 +252,17 @@ impl Shared {
         lock(&self.unreachable).insert(peer);
     }
 
-    fn nonce(&self) -> [u8; NONCE_LEN] {
-        let mut n = [0u8; NONCE_LEN];
-        lock(&self.rng).fill(&mut n);
-        n
+    fn fresh(&self) -> Fresh {
+        Fresh::draw(&mut lock(&self.rng))
     }
 
-    fn local<'a>(&'a self, nonce: [u8; NONCE_LEN]) -> Local<'a> {
+    fn local<'a>(&'a self, fresh: Fresh) -> Local<'a> {
         Local {
             node_id: self.cfg.node_id,
             cluster_id: self.cfg.cluster_id.as_bytes(),
             secret: self.cfg.secret.as_bytes(),
-            nonce,
+            nonce: fresh.nonce,
+            pake_seed: fresh.pake_seed,
         }
     }
 
@@ -242,6 +281,32 @@ impl Shared {
             biased;
             _ = self.shutdown.wait() => {}
             _ = stop.wait() => {}
+        }
+    }
+}
+
+/// The randomness of one handshake, drawn from the node RNG.
+#[derive(Clone, Copy)]
+struct Fresh {
+    nonce: [u8; NONCE_LEN],
+    pake_seed: [u8; 32],
+}
+
+impl Fresh {
+    /// One 32-byte draw, as the nonce alone took before SPAKE2 (so the node RNG's stream, and
+    /// with it every simulated run's backoff jitter, stays as it was). The public nonce and the
+    /// secret scalar seed are derived from it with SHA-256 under distinct labels: seeing the
+    /// nonce reveals nothing about the seed.
+    fn draw(rng: &mut NodeRng) -> Fresh {
+        use sha2::{Digest, Sha256};
+        let mut draw = [0u8; 32];
+        rng.fill(&mut draw);
+        let derive = |label: &[u8]| -> [u8; 32] {
+            Sha256::new().chain_update(label).chain_update(draw).finalize().into()
+        };
+        Fresh {
+            nonce: derive(b"esc-raft-transport/v2/nonce"),
+            pake_seed: derive(b"esc-raft-transport/v2/pake-seed"),
         }
     }
 }
@@ -398,22 +463,12 @@ impl PeerTransport {
 
     /// The counters so far.
     pub fn stats(&self) -> TransportStats {
-        let c = &self.shared().counters;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        TransportStats {
-            sent: g(&c.sent),
-            received: g(&c.received),
-            dropped: g(&c.dropped),
-            rejected: g(&c.rejected),
-            connects: g(&c.connects),
-            reconnects: g(&c.reconnects),
-            connect_failures: g(&c.connect_failures),
-            handshake_failures: g(&c.handshake_failures),
-            bad_frames: g(&c.bad_frames),
-            write_timeouts: g(&c.write_timeouts),
-            accepted: g(&c.accepted),
-            refused: g(&c.refused),
-        }
+        self.shared().counters.snapshot()
+    }
+
+    /// Reads the counters later without keeping the transport running (for `/metrics`).
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.shared().clone())
     }
 
     /// Tasks (sender, accept and connection tasks) still running; 0 after `shutdown`.
@@ -450,12 +505,7 @@ enum DialError {
     Handshake(HandshakeError),
 }
 
-async fn dial(
-    shared: &Shared,
-    peer: NodeId,
-    addr: &str,
-    nonce: [u8; NONCE_LEN],
-) -> Result<TcpStream, DialError> {
+async fn dial(shared: &Shared, peer: NodeId, addr: &str, fresh: Fresh) -> Result<TcpStream, DialError> {
     let connect = TcpStream::connect(addr);
     let mut stream = match shared.within(shared.cfg.handshake_timeout_ms, connect).await {
         Some(Ok(s)) => s,
@@ -463,7 +513,7 @@ async fn dial(
         None => return Err(DialError::Connect("connect timed out".into())),
     };
     let _ = stream.set_nodelay(true);
-    let local = shared.local(nonce);
+    let local = shared.local(fresh);
     match shared.within(shared.cfg.handshake_timeout_ms, handshake::dial(&mut stream, &local, peer)).await {
         Some(Ok(())) => Ok(stream),
         Some(Err(e)) => Err(DialError::Handshake(e)),
@@ -504,12 +554,11 @@ async fn run_peer(
         if shared.shutdown.is_set() || stop.is_set() {
             break;
         }
-        let mut nonce = [0u8; NONCE_LEN];
-        rng.fill(&mut nonce);
+        let fresh = Fresh::draw(&mut rng);
         let dialed = rt::select! {
             biased;
             _ = shared.stopped(&stop) => break,
-            r = dial(&shared, peer, &addr, nonce) => r,
+            r = dial(&shared, peer, &addr, fresh) => r,
         };
         let pause = match dialed {
             Ok(mut stream) => {
@@ -672,9 +721,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, inbox: mpsc::Se
                     continue;
                 };
                 conn_ids += 1;
-                let nonce = shared.nonce();
+                let fresh = shared.fresh();
                 let task =
-                    serve_inbound(shared.clone(), stream, remote, conn_ids, nonce, inbox.clone(), permit);
+                    serve_inbound(shared.clone(), stream, remote, conn_ids, fresh, inbox.clone(), permit);
                 spawn_tracked(&shared, task);
             }
             Err(e) => {
@@ -712,14 +761,14 @@ async fn serve_inbound(
     mut stream: TcpStream,
     remote: SocketAddr,
     conn: u64,
-    nonce: [u8; NONCE_LEN],
+    fresh: Fresh,
     inbox: mpsc::Sender<Message>,
     _permit: OwnedSemaphorePermit,
 ) {
     let node = shared.id();
     let c = &shared.counters;
     let _ = stream.set_nodelay(true);
-    let local = shared.local(nonce);
+    let local = shared.local(fresh);
     let hs = rt::select! {
         biased;
         _ = shared.shutdown.wait() => return,
@@ -756,6 +805,20 @@ async fn serve_inbound(
                 }
             };
             buf.advance(used);
+            if let Err(reason) = msg.check_bounds() {
+                // Only a peer that knows the secret gets here: a forgery or a broken node. Close.
+                bump(&c.invalid_messages, 1);
+                tracing::warn!(
+                    node,
+                    peer,
+                    %remote,
+                    term = msg.term,
+                    kind = msg.body.name(),
+                    reason,
+                    "impossible peer message refused; closing its connection"
+                );
+                return;
+            }
             if msg.from != peer || msg.to != node {
                 bump(&c.rejected, 1);
                 tracing::debug!(

@@ -64,7 +64,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::raft::types::{ConfState, Entry, HardState, Index, RestoredState, Snapshot, SnapshotMeta};
+use crate::raft::types::{
+    ConfState, Entry, HardState, Index, MAX_INDEX, MAX_TERM, RestoredState, Snapshot, SnapshotMeta,
+};
 use crate::rt::{Disk, DiskError};
 
 const HARD_STATE_FILE: &str = "hardstate";
@@ -272,8 +274,24 @@ impl RaftStorage {
         let snap_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
         let (segments, entries) = rec.read_log(snap_index)?;
         let last_index = entries.last().map_or(snap_index, |e| e.index);
+        let snap_term = snapshot.as_ref().map_or(0, |s| s.meta.term);
+        check_terms_never_decrease(&segments, &entries, snap_term)?;
 
         let mut hard_state = written_hard_state;
+        if let Some(last) = entries.last()
+            && hard_state.term < last.term
+        {
+            // The driver syncs entries before the hard state: a crash in between leaves entries
+            // of a term the hard state does not know yet. No message depended on that term. Not
+            // a repair (nothing was lost), so not a note.
+            tracing::info!(
+                persisted = hard_state.term,
+                log = last.term,
+                "hard state term behind the log's last term (crash before it was written): raised to it, vote cleared"
+            );
+            hard_state.term = last.term;
+            hard_state.vote = None;
+        }
         if let Some(s) = &snapshot
             && hard_state.term < s.meta.term
         {

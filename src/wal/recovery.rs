@@ -95,6 +95,13 @@ impl Recovery<'_> {
 
         for (k, (first, name)) in names.iter().enumerate() {
             let (first, is_last) = (*first, k + 1 == names.len());
+            if first == 0 || first > MAX_INDEX {
+                return Err(corrupt(
+                    name,
+                    0,
+                    format!("segment name gives first index {first}, outside 1..={MAX_INDEX}"),
+                ));
+            }
             // Wholly covered by the snapshot: the next segment starts at or before snap + 1.
             if names.get(k + 1).is_some_and(|(next, _)| *next <= snap + 1) {
                 self.disk.remove(name)?;

@@ -61,6 +61,13 @@ pub(super) fn scan_records(
                     let reason = format!("entry index {} where {expected} was expected", entry.index);
                     return (off, Some(BadRecord { offset: off, kind: BadKind::Hard, reason }));
                 }
+                if entry.term > MAX_TERM {
+                    let reason = format!(
+                        "entry {} has term {}, beyond the ceiling {MAX_TERM}",
+                        entry.index, entry.term
+                    );
+                    return (off, Some(BadRecord { offset: off, kind: BadKind::Hard, reason }));
+                }
                 if !f(off, entry) {
                     return (off, None);
                 }

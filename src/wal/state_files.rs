@@ -1,5 +1,5 @@
 //! The two small files beside the log: `hardstate` and `snapshot` (also `snapshot.install`), each
-//! checksummed as a whole and replaced atomically.
+//! checksummed as a whole and replaced atomically; and the checks a recovered log must pass.
 
 use super::*;
 
@@ -14,6 +14,32 @@ pub(super) fn encode_hard_state(hs: &HardState) -> Vec<u8> {
     b.extend_from_slice(&crc.to_le_bytes());
     debug_assert_eq!(b.len(), HARD_STATE_LEN);
     b
+}
+
+/// Terms in a log never decrease (from the snapshot's on); a file where they do was not written
+/// by this storage.
+pub(super) fn check_terms_never_decrease(
+    segments: &[Segment],
+    entries: &[Entry],
+    snap_term: u64,
+) -> Result<(), StorageError> {
+    let mut prev = snap_term;
+    for e in entries {
+        if e.term < prev {
+            let file =
+                segments.iter().find(|s| s.first <= e.index && e.index <= s.last).map_or("", |s| &s.name);
+            return Err(corrupt(
+                file,
+                0,
+                format!(
+                    "entry {} has term {} after term {prev}: terms in a log never decrease",
+                    e.index, e.term
+                ),
+            ));
+        }
+        prev = e.term;
+    }
+    Ok(())
 }
 
 pub(super) fn corrupt(file: &str, offset: usize, reason: impl Into<String>) -> StorageError {
@@ -51,7 +77,17 @@ pub(super) fn decode_hard_state(file: &str, b: &[u8]) -> Result<HardState, Stora
         1 => Some(u64_at(b, 13)),
         tag => return Err(corrupt(file, 12, format!("invalid vote flag {tag}"))),
     };
-    Ok(HardState { term: u64_at(b, 4), vote, commit: u64_at(b, 21) })
+    let (term, commit) = (u64_at(b, 4), u64_at(b, 21));
+    if term > MAX_TERM {
+        return Err(corrupt(file, 4, format!("term {term} is beyond the ceiling {MAX_TERM}")));
+    }
+    if commit > MAX_INDEX {
+        return Err(corrupt(file, 21, format!("commit index {commit} is beyond the ceiling {MAX_INDEX}")));
+    }
+    if vote == Some(0) {
+        return Err(corrupt(file, 13, "vote for node 0"));
+    }
+    Ok(HardState { term, vote, commit })
 }
 
 pub(super) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
@@ -84,6 +120,12 @@ pub(super) fn decode_snapshot(file: &str, b: &[u8]) -> Result<Snapshot, StorageE
     }
     let index = u64_at(b, 4);
     let term = u64_at(b, 12);
+    if index > MAX_INDEX {
+        return Err(corrupt(file, 4, format!("index {index} is beyond the ceiling {MAX_INDEX}")));
+    }
+    if term > MAX_TERM {
+        return Err(corrupt(file, 12, format!("term {term} is beyond the ceiling {MAX_TERM}")));
+    }
     let conf_len = u32_at(b, 20) as usize;
     let conf_end = FIXED.checked_add(conf_len).filter(|&e| e + 8 <= body);
     let Some(conf_end) = conf_end else {

@@ -915,6 +915,68 @@ fn a_large_garbage_tail_is_handled_quickly() {
     assert_eq!(rec.repaired.len(), 1);
 }
 
+// ---- hand-made files with impossible values ------------------------------------------
+
+/// Issue 11: nothing a file says may panic a restart. Each hand-made file with a value no
+/// node writes (well-formed, checksums right) is a typed error naming that file.
+#[test]
+fn impossible_persisted_values_are_typed_errors_naming_the_file() {
+    let hs = |term, vote, commit| encode_hard_state(&HardState { term, vote, commit });
+    let seg = |first: Index, es: &[Entry]| {
+        let mut b = Vec::new();
+        for e in es {
+            encode_record(e, &mut b);
+        }
+        (segment_name(first), b)
+    };
+    // (files to write, the file the error must name, a word its reason must contain)
+    type Case = (Vec<(String, Vec<u8>)>, String, &'static str);
+    let cases: Vec<Case> = vec![
+        (vec![(HARD_STATE_FILE.into(), hs(u64::MAX, None, 0))], HARD_STATE_FILE.into(), "term"),
+        (vec![(HARD_STATE_FILE.into(), hs(1, None, u64::MAX))], HARD_STATE_FILE.into(), "commit"),
+        (vec![(HARD_STATE_FILE.into(), hs(1, Some(0), 0))], HARD_STATE_FILE.into(), "node 0"),
+        (vec![(SNAPSHOT_FILE.into(), encode_snapshot(&snap(u64::MAX, 1)))], SNAPSHOT_FILE.into(), "index"),
+        (vec![(SNAPSHOT_FILE.into(), encode_snapshot(&snap(5, u64::MAX)))], SNAPSHOT_FILE.into(), "term"),
+        (vec![(INSTALL_FILE.into(), encode_snapshot(&snap(u64::MAX, 1)))], INSTALL_FILE.into(), "index"),
+        (vec![seg(0, &[])], segment_name(0), "first index 0"),
+        (
+            vec![seg(u64::MAX - 1, &ents(u64::MAX - 1..=u64::MAX - 1, 1))],
+            segment_name(u64::MAX - 1),
+            "outside",
+        ),
+        (vec![seg(1, &ents(1..=3, u64::MAX))], segment_name(1), "ceiling"),
+        (vec![seg(1, &[ent(1, 5), ent(2, 3)])], segment_name(1), "never decrease"),
+    ];
+    for (files, file, what) in cases {
+        let d = SimDisk::new();
+        for (name, bytes) in &files {
+            d.write_atomic(name, bytes).unwrap();
+        }
+        let err = open_err(&d, small(1 << 20));
+        let StorageError::Corrupt { file: f, reason, .. } = &err else { panic!("{file}: {err:?}") };
+        assert_eq!(f, &file, "{err}");
+        assert!(reason.contains(what), "{file}: {err}");
+    }
+}
+
+/// A crash after the entries of a new term were synced but before the hard state naming that
+/// term was written leaves the log ahead of the hard state: recovery raises the term (no
+/// message depended on it) instead of handing the core a state it refuses.
+#[test]
+fn entries_newer_than_the_hard_state_term_raise_it() {
+    use crate::raft::{Raft, RaftConfig};
+    let d = SimDisk::new();
+    let (mut st, _) = open(&d, small(1 << 20));
+    st.set_hard_state(HardState { term: 2, vote: Some(1), commit: 0 }).unwrap();
+    st.append(&[ent(1, 2), ent(2, 3)]).unwrap();
+    st.sync().unwrap();
+    drop(st);
+    let (_, rec) = open(&d, small(1 << 20));
+    assert_eq!(rec.hard_state, HardState { term: 3, vote: None, commit: 0 });
+    let restored = rec.into_restored_state(ConfState::with_voters([1, 2, 3]));
+    Raft::new(RaftConfig::new(1), restored, rng_from_seed(1)).expect("the core accepts it");
+}
+
 // ---- real files -------------------------------------------------------------------------
 
 #[cfg(not(madsim))]

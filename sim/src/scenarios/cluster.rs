@@ -3,8 +3,9 @@
 //! plan — partitions (isolate a member or whoever leads, random halves, a bridge member, one-way
 //! links), packet loss and latency spikes, crashes with `power_fail()` (unsynced writes lost, the
 //! last one possibly torn) and restarts, disk write/fsync failures and full disks, pauses, clock
-//! drift and steps, membership changes (remove, wipe, add back), and storms of hostile TCP
-//! clients — while producers publish with idempotency keys through `ClusterClient` (redirects,
+//! drift and steps, membership changes (remove, wipe, add back), storms of hostile TCP
+//! clients, and in some seeds a peer-port storm (garbage, wrong secrets, replayed handshakes, an
+//! insider's impossible terms and indexes; [`crate::peer_storm`]) — while producers publish with idempotency keys through `ClusterClient` (redirects,
 //! failover, retries with the same keys) and consumers long-poll topics from any member.
 //!
 //! Every member reports each driver round to a [`RaftWatch`] (Raft's safety properties at every
@@ -35,6 +36,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use super::{Mutant, Options, RunReport};
 use crate::check;
 use crate::history::{History, ReadRecord};
+use crate::peer_storm::{PeerStormConfig, PeerStormStats, PeerTarget, spawn_peer_storm};
 use crate::raft_watch::RaftWatch;
 use crate::storm::{StormConfig, StormStats};
 use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
@@ -42,6 +44,8 @@ use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
 const TOPICS: &[&str] = &["orders", "payment", "sensor/temperature"];
 const CLIENT_PORT: u16 = 7070;
 const RAFT_PORT: u16 = 7170;
+/// The ChaCha stream the peer storm draws from (the run's other draws use stream 0).
+const PEER_STORM_STREAM: u64 = 0x7065_6572;
 /// Faults happen within this window after the start; then the network heals.
 const FAULT_WINDOW: Duration = Duration::from_secs(12);
 /// After healing, a leader must commit a new write within this long.
@@ -175,6 +179,16 @@ pub struct Plan {
     /// catch-up by snapshot happen in every run).
     #[serde(default = "default_snapshot_entries")]
     pub snapshot_entries: u64,
+    /// Hostile clients on the members' peer (Raft) ports from the start, for the fault window or
+    /// 10 s at most: garbage, wrong secrets, replayed handshakes, and an insider that knows the
+    /// secret sending impossible terms and indexes. Drawn from a stream of its own, so plans
+    /// without it are exactly what they were.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub peer_storm_clients: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Plan {
@@ -286,7 +300,13 @@ impl Plan {
             // The long runs commit thousands of entries; a whole-state snapshot every 64 would
             // cost more than the rest of the run.
             snapshot_entries: if shape.long { 512 } else { default_snapshot_entries() },
+            peer_storm_clients: 0,
         }
+    }
+
+    /// Draws the peer storm (some seeds get 2–4 clients) from `rng`, a stream of its own.
+    fn draw_peer_storm(&mut self, rng: &mut NodeRng) {
+        self.peer_storm_clients = if rng.random_bool(0.35) { rng.random_range(2..=4) } else { 0 };
     }
 
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
@@ -346,7 +366,7 @@ impl Plan {
     /// A readable description.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} nodes, {} producers × {} batches, {} consumers, {} storm clients{}; drift ppm {:?}; faults:",
+            "{} nodes, {} producers × {} batches, {} consumers, {} storm clients{}{}; drift ppm {:?}; faults:",
             self.nodes,
             self.producers,
             self.batches,
@@ -357,6 +377,10 @@ impl Plan {
                 (_, Some(ms)) => {
                     format!(" at {:.1}s for {:.1}s", self.storm_at_ms as f64 / 1000.0, ms as f64 / 1000.0)
                 }
+            },
+            match self.peer_storm_clients {
+                0 => String::new(),
+                n => format!(", {n} peer-storm clients"),
             },
             self.drift_ppm
         );
@@ -736,8 +760,13 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
     let mut rng = rt::node_rng();
+    // The peer storm draws from another stream of the same key: `rng` is not advanced, so every
+    // other draw of the run (and the golden runs) stays what it was.
+    let mut peer_rng = rng.clone();
+    peer_rng.set_stream(PEER_STORM_STREAM);
     let max_drift = opts.max_drift_ppm.unwrap_or(DEFAULT_MAX_DRIFT_PPM);
     let mut plan = Plan::generate(&mut rng, shape, max_drift);
+    plan.draw_peer_storm(&mut peer_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -861,6 +890,27 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
                 let _ = c.await;
             }
         })]
+    };
+
+    let peer_stats = Arc::new(Mutex::new(PeerStormStats::default()));
+    let peer_storm = if plan.peer_storm_clients > 0 {
+        let base = cluster_config(plan.nodes, 0, false, plan.snapshot_entries);
+        let cfg = PeerStormConfig {
+            clients: plan.peer_storm_clients,
+            cluster_id: base.cluster_id,
+            secret: base.secret,
+            duration: Duration::from_millis(plan.fault_window_ms.min(10_000)),
+        };
+        let targets: Vec<PeerTarget> = (0..plan.nodes)
+            .map(|i| PeerTarget {
+                node_id: i as u64 + 1,
+                addr: SocketAddr::new(IpAddr::V4(member_ip(i)), RAFT_PORT),
+            })
+            .collect();
+        let ip = Ipv4Addr::new(10, 8, 0, 1);
+        spawn_peer_storm(&handle, ip, &cfg, &targets, &mut peer_rng, history.clone(), peer_stats.clone())
+    } else {
+        Vec::new()
     };
 
     // --- faults ----------------------------------------------------------------------------------
@@ -1088,6 +1138,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             history.violation("storm client task failed");
         }
     }
+    for s in peer_storm {
+        if s.await.is_err() {
+            history.violation("peer storm client task failed");
+        }
+    }
 
     // --- convergence -----------------------------------------------------------------------------
     let mut states: Vec<(u64, EventLogState)> = Vec::new();
@@ -1180,6 +1235,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     );
     let summary = if plan.storm_clients > 0 {
         format!("{summary}\n{}", storm_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
+    } else {
+        summary
+    };
+    let summary = if plan.peer_storm_clients > 0 {
+        format!("{summary}\n{}", peer_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
     } else {
         summary
     };

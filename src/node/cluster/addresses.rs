@@ -81,15 +81,18 @@ impl Driver {
     /// configuration, and the configured members while joining (a node that is not yet in the
     /// configuration must still answer the leader that replicates to it).
     pub(super) fn sync_peers(&mut self) {
+        let Some(transport) = &self.transport else {
+            return;
+        };
         for (id, a) in &self.addrs {
             if *id != self.id && self.peers.get(id) != Some(&a.raft) {
-                self.transport.set_peer(*id, a.raft.clone());
+                transport.set_peer(*id, a.raft.clone());
                 self.peers.insert(*id, a.raft.clone());
             }
         }
         let gone: Vec<NodeId> = self.peers.keys().copied().filter(|p| !self.addrs.contains_key(p)).collect();
         for p in gone {
-            self.transport.remove_peer(p);
+            transport.remove_peer(p);
             self.peers.remove(&p);
         }
     }

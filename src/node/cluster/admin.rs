@@ -37,6 +37,12 @@ impl Driver {
                     let _ = reply.send(Err(ServiceError::Unsupported("node id 0 is reserved".into())));
                     return;
                 }
+                if self.transport.is_none() {
+                    let msg = "this node does not listen for peers because cluster.secret is empty: set \
+                               cluster.secret (the same on every member) and restart it, then add members";
+                    let _ = reply.send(Err(ServiceError::Unsupported(msg.into())));
+                    return;
+                }
                 let addr = Addr { raft: raft_addr, client: client_addr };
                 let conf = self.raft.conf_state();
                 if conf.voters.contains(&id) {

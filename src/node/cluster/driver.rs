@@ -15,7 +15,7 @@ impl Driver {
                     self.next_tick = self.clock.mono() + self.tick;
                     self.on_tick();
                 }
-                m = self.inbox.recv() => match m {
+                m = next_peer_message(&mut self.inbox) => match m {
                     Some(m) => self.step(m),
                     None => break Ok(()),
                 },
@@ -26,7 +26,7 @@ impl Driver {
             }
             // Take everything else that is already here, so one round (one fsync) covers it.
             for _ in 0..4096 {
-                match self.inbox.try_recv() {
+                match self.inbox.as_mut().and_then(Inbox::try_recv) {
                     Some(m) => self.step(m),
                     None => break,
                 }
@@ -37,7 +37,7 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            for id in self.transport.take_unreachable() {
+            for id in self.transport.as_ref().map(PeerTransport::take_unreachable).unwrap_or_default() {
                 self.raft.report_unreachable(id);
             }
             // `advance()` can make more ready at once — a single member commits its own entry only
@@ -76,7 +76,9 @@ impl Driver {
             *lock(&self.shared.pipeline) = None;
             p.shutdown().await;
         }
-        self.transport.shutdown().await;
+        if let Some(t) = &self.transport {
+            t.shutdown().await;
+        }
         self.shared.applied.notify_waiters();
         tracing::info!(node = self.id, "raft driver stopped");
     }
@@ -232,7 +234,9 @@ impl Driver {
         }
         self.sync_peers();
         for m in messages {
-            self.transport.send(m);
+            if let Some(t) = &self.transport {
+                t.send(m);
+            }
         }
         let observed_entries = if self.observer.is_some() { committed_entries.clone() } else { Vec::new() };
         if !committed_entries.is_empty() {

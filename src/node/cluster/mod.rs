@@ -40,7 +40,7 @@ use crate::service::{
     AdminCommand, Admission, Appended, Checkpoint, EventService, EventSink, FetchReply, Processing,
     ProcessingContext, ReadOptions, Routes, ServiceError, StartProcessing,
 };
-use crate::transport::{Inbox, PeerTransport, TransportConfig};
+use crate::transport::{Inbox, PeerTransport, StatsReader, TransportConfig};
 use crate::wal::{RaftStorage, StorageError, StorageOptions};
 
 mod addresses;
@@ -118,7 +118,65 @@ pub enum ClusterError {
     Raft(#[from] InitError),
     #[error("cannot listen for peers on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    /// Peers could not authenticate: set the same `cluster.secret` on every member.
+    #[error(
+        "cluster.secret is empty but this node {why}: set cluster.secret (the same long random string \
+         on every member) and restart"
+    )]
+    NoSecret { why: &'static str },
 }
+
+/// The next message from a peer; never completes on a member without a peer transport.
+async fn next_peer_message(inbox: &mut Option<Inbox>) -> Option<crate::raft::Message> {
+    match inbox {
+        Some(i) => i.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Binds the peer transport, or — for a single member without a secret — nothing: nobody could
+/// be authenticated, so the port stays closed. A member that has or will have peers needs a
+/// secret.
+async fn open_peer_transport(
+    cfg: &ClusterConfig,
+    id: NodeId,
+    raft: &Raft,
+    clock: NodeClock,
+    rng: NodeRng,
+) -> Result<Option<(PeerTransport, Inbox)>, ClusterError> {
+    if cfg.secret.is_empty() {
+        let why = if cfg.join {
+            Some("is configured to join a cluster")
+        } else if cfg.members.iter().any(|m| m.id != id) {
+            Some("has other configured members")
+        } else if raft.conf_state().members().any(|m| m != id) {
+            Some("has other members in its persisted configuration")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ClusterError::NoSecret { why });
+        }
+        tracing::info!(node = id, "no cluster.secret: a single member, not listening for peers");
+        return Ok(None);
+    }
+    if cfg.secret.len() < MIN_SECRET_LEN {
+        tracing::warn!(
+            node = id,
+            len = cfg.secret.len(),
+            min = MIN_SECRET_LEN,
+            "cluster.secret is short; use a long random string"
+        );
+    }
+    let tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
+    let bound = PeerTransport::bind(tcfg, cfg.raft_listen, clock, rng)
+        .await
+        .map_err(|source| ClusterError::Listen { addr: cfg.raft_listen, source })?;
+    Ok(Some(bound))
+}
+
+/// Secrets shorter than this start with a warning: guessing online costs one connection a try.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// What a member looks like from outside (refreshed after every driver round).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +220,9 @@ enum Cmd {
 
 struct Shared {
     id: NodeId,
-    raft_addr: SocketAddr,
+    raft_addr: Option<SocketAddr>,
+    /// The peer transport's counters, for `/metrics`.
+    peer_stats: Option<StatsReader>,
     cmds: mpsc::UnboundedSender<Cmd>,
     state: Mutex<EventLogState>,
     status: Mutex<ClusterStatus>,
@@ -259,14 +319,16 @@ impl ClusterNode {
         rcfg.heartbeat_tick = cfg.heartbeat_ticks;
         let raft_rng = rt::rng::split(&mut rng);
         let raft = Raft::new(rcfg, restored, raft_rng)?;
-        let tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
-        let (transport, inbox) = PeerTransport::bind(tcfg, cfg.raft_listen, clock.clone(), rng)
-            .await
-            .map_err(|source| ClusterError::Listen { addr: cfg.raft_listen, source })?;
-        // The configured address may be port 0; tell peers the real one.
-        if let Some(a) = addrs.get_mut(&id) {
-            a.raft = transport.local_addr().to_string();
-        }
+        let (transport, inbox) = match open_peer_transport(&cfg, id, &raft, clock.clone(), rng).await? {
+            Some((transport, inbox)) => {
+                // The configured address may be port 0; tell peers the real one.
+                if let Some(a) = addrs.get_mut(&id) {
+                    a.raft = transport.local_addr().to_string();
+                }
+                (Some(transport), Some(inbox))
+            }
+            None => (None, None),
+        };
 
         let (tx, rx) = mpsc::unbounded_channel();
         let status = ClusterStatus {
@@ -284,7 +346,8 @@ impl ClusterNode {
         };
         let shared = Arc::new(Shared {
             id,
-            raft_addr: transport.local_addr(),
+            raft_addr: transport.as_ref().map(PeerTransport::local_addr),
+            peer_stats: transport.as_ref().map(PeerTransport::stats_reader),
             cmds: tx,
             state: Mutex::new(state),
             status: Mutex::new(status),
@@ -348,8 +411,8 @@ impl ClusterNode {
         *lock(&self.shared.routes) = Some((topics, default));
     }
 
-    /// Where this member listens for its peers.
-    pub fn raft_addr(&self) -> SocketAddr {
+    /// Where this member listens for its peers; `None` when it does not (no `cluster.secret`).
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
         self.shared.raft_addr
     }
 
@@ -494,6 +557,27 @@ impl EventService for ClusterNode {
         ] {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
         }
+        if let Some(r) = &self.shared.peer_stats {
+            let s = r.stats();
+            for (name, help, v) in [
+                (
+                    "esc_peer_handshake_failures_total",
+                    "peer handshakes that failed (either direction)",
+                    s.handshake_failures,
+                ),
+                (
+                    "esc_peer_invalid_messages_total",
+                    "authenticated peer messages with impossible values, refused",
+                    s.invalid_messages,
+                ),
+                ("esc_peer_bad_frames_total", "peer frames refused (length, checksum, codec)", s.bad_frames),
+                ("esc_peer_rejected_total", "peer messages whose sender or recipient was wrong", s.rejected),
+                ("esc_peer_accepted_total", "inbound peer connections authenticated", s.accepted),
+                ("esc_peer_refused_total", "inbound peer connections over the limit", s.refused),
+            ] {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+            }
+        }
         if let Some(p) = lock(&self.shared.pipeline).as_ref() {
             out.push_str(&p.render_metrics());
         }
@@ -524,8 +608,9 @@ struct Driver {
     id: NodeId,
     raft: Raft,
     storage: RaftStorage,
-    transport: PeerTransport,
-    inbox: Inbox,
+    /// `None` for a single member without a secret: it does not listen for peers.
+    transport: Option<PeerTransport>,
+    inbox: Option<Inbox>,
     cmds: mpsc::UnboundedReceiver<Cmd>,
     shared: Arc<Shared>,
     clock: NodeClock,

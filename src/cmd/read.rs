@@ -1,0 +1,124 @@
+//! `esc fetch` (one page) and `esc tail` (follow a topic), from any member of a cluster.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use eventstreamcore::client::{ClientError, ClusterClient, Subscription};
+use eventstreamcore::rt;
+use serde_json::json;
+
+use super::output::{event_json, event_line};
+
+fn cannot(addrs: &[SocketAddr], e: ClientError) -> String {
+    match e {
+        ClientError::Io(e) => format!("cannot connect to any of {addrs:?}: {e}"),
+        e => e.to_string(),
+    }
+}
+
+/// Reads one page of `topic` from `from` and prints it; an offset past the end is an error.
+pub async fn fetch(
+    addrs: Vec<SocketAddr>,
+    topic: String,
+    from: u64,
+    max: u32,
+    token: String,
+    as_json: bool,
+) -> Result<(), String> {
+    if max == 0 {
+        return Err("--max must be at least 1".into());
+    }
+    let mut client = ClusterClient::new(addrs.clone(), "esc-cli", token);
+    client.max_attempts = (2 * addrs.len() as u32).max(5);
+    let page = client.fetch(&topic, from, max).await.map_err(|e| cannot(&addrs, e))?;
+    if from > page.end_offset {
+        let has = match page.end_offset {
+            0 => "has no events (an unknown topic reads as empty)".to_string(),
+            end => format!("ends at offset {end} (its events are 0..={})", end - 1),
+        };
+        return Err(format!(
+            "--from {from} is past the end: topic `{topic}` {has} on the member that answered"
+        ));
+    }
+    if as_json {
+        let events: Vec<_> = page.events.iter().map(event_json).collect();
+        let doc = json!({
+            "topic": topic,
+            "next_offset": page.next_offset,
+            "end_offset": page.end_offset,
+            "events": events,
+        });
+        println!("{doc}");
+    } else {
+        for s in &page.events {
+            println!("{}", event_line(s));
+        }
+        println!("next={} end={}", page.next_offset, page.end_offset);
+    }
+    Ok(())
+}
+
+/// What `esc tail` was asked to do.
+pub struct TailOpts {
+    pub addrs: Vec<SocketAddr>,
+    pub topic: String,
+    pub from: u64,
+    pub linearizable: bool,
+    pub count: Option<u64>,
+    pub to_end: bool,
+    pub token: String,
+    /// Give up when no member has served a read for this long (None: never).
+    pub timeout: Option<Duration>,
+    pub json: bool,
+}
+
+/// Follows a topic, printing events as they are committed.
+pub async fn tail(o: TailOpts) -> Result<(), String> {
+    let mut client = ClusterClient::new(o.addrs.clone(), "esc-tail", o.token.clone());
+    client.max_attempts = u32::MAX;
+    let mut sub = Subscription::new(client, o.topic.clone(), o.from, o.linearizable);
+    if o.to_end {
+        sub.wait_ms = 0;
+    }
+    let poll = Duration::from_millis(u64::from(sub.wait_ms));
+    let mut seen = 0u64;
+    loop {
+        let at = sub.next_offset();
+        let batch = sub.next_batch(1000);
+        let (events, end) = match o.timeout {
+            Some(limit) => rt::time::timeout(limit + poll, batch).await.map_err(|_| {
+                let why = if o.linearizable {
+                    "a linearizable read needs a leader: is a majority of the cluster up?"
+                } else {
+                    "are the members up?"
+                };
+                format!(
+                    "gave up after {} s: no member of {:?} served a read of `{}` at offset {} ({why})",
+                    limit.as_secs(),
+                    o.addrs,
+                    o.topic,
+                    at
+                )
+            })?,
+            None => batch.await,
+        }
+        .map_err(|e| e.to_string())?;
+        for s in &events {
+            if o.json {
+                println!("{}", event_json(s));
+            } else {
+                println!("{}", event_line(s));
+            }
+            seen += 1;
+            if o.count.is_some_and(|c| seen >= c) {
+                return Ok(());
+            }
+        }
+        if o.to_end && sub.next_offset() >= end {
+            if !o.json {
+                println!("end={end}");
+            }
+            return Ok(());
+        }
+    }
+}
