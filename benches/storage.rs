@@ -12,10 +12,9 @@ mod bench {
 
     use bytes::Bytes;
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use eventstreamcore::raft::{
-        ConfState, Entry, EntryKind, RaftStorage, Snapshot, SnapshotMeta, StorageOptions,
-    };
+    use eventstreamcore::raft::{ConfState, Entry, EntryKind, Snapshot, SnapshotMeta};
     use eventstreamcore::rt::FileDisk;
+    use eventstreamcore::wal::{RaftStorage, StorageOptions};
 
     const COMPACT_EVERY: u64 = 256 * 1024;
 

@@ -13,14 +13,12 @@ use eventstreamcore::config::Config;
 use eventstreamcore::config::MemberConfig;
 use eventstreamcore::event::Priority;
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
-use eventstreamcore::node::cluster::PipelineSetup;
-use eventstreamcore::node::{ClusterNode, ClusterOptions, LocalNode};
+use eventstreamcore::node::{ClusterNode, LocalNode};
 use eventstreamcore::pipeline::DlqReason;
-use eventstreamcore::rt::FileDisk;
 use eventstreamcore::rt::{self, NodeClock};
+use eventstreamcore::server::{Seams, Server};
 use eventstreamcore::wire::AdminRequest;
 use rand::Rng;
-use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -410,52 +408,10 @@ async fn serve(
         tracing::warn!("{warning}");
     }
     tracing::info!(?fds, "file descriptor limit checked against the connection limits");
-    let clock = NodeClock::new();
     let data_dir = &config.cluster.data_dir;
-    let disk = FileDisk::open_exclusive(data_dir)
-        .map_err(|e| format!("data directory {}: {e}", data_dir.display()))?;
-    // Bind the client port first so the advertised address is the real one (port 0 allowed).
-    let listener = rt::net::TcpListener::bind(config.ingest.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.ingest.listen))?;
-    let client_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    drop(listener);
-    let mut ingest = config.ingest.clone();
-    ingest.listen = client_addr;
-    let opts = ClusterOptions {
-        node_id: config.node.id,
-        cluster: config.cluster.clone(),
-        dedup: config.dedup,
-        client_addr: config
-            .cluster
-            .members
-            .iter()
-            .find(|m| m.id == config.node.id)
-            .map_or_else(|| client_addr.to_string(), |m| m.client_addr.clone()),
-        repair,
-        pipeline: match config.pipeline.enabled {
-            true => {
-                let dir = data_dir.join("dlq");
-                let dlq =
-                    FileDisk::open(&dir).map_err(|e| format!("dead-letter queue {}: {e}", dir.display()))?;
-                Some(PipelineSetup { config: config.pipeline.clone(), dlq_disk: Arc::new(dlq) })
-            }
-            false => None,
-        },
-        observer: None,
-    };
-    let (node, task) = ClusterNode::start(opts, Arc::new(disk), clock.clone(), rt::node_rng())
-        .await
-        .map_err(|e| format!("node {} cannot start ({}): {e}", config.node.id, data_dir.display()))?;
-    let server = match IngestServer::bind(ingest, node.clone(), clock, config.node.name.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            node.shutdown();
-            task.wait().await;
-            return Err(format!("cannot listen on {client_addr}: {e}"));
-        }
-    };
-    let addr = server.local_addr();
+    let server = Server::start(&config, Seams::production(repair)).await.map_err(|e| e.to_string())?;
+    let node = server.node().clone();
+    let addr = server.client_addr();
     // The lines scripts wait for, in one write (a reader that stops after the first line must
     // not make a later print fail).
     let mut banner = format!("esc listening on {addr}\n");
@@ -501,15 +457,9 @@ async fn serve(
             }
         }
     });
-    server.run().await;
-    node.shutdown();
-    task.wait().await;
-    let failed = node.status().failed;
+    let result = server.run().await;
     eprint!("{}", metrics.render_prometheus());
-    match failed {
-        Some(why) => Err(why),
-        None => Ok(()),
-    }
+    result
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -583,11 +533,10 @@ async fn bench(
         };
         println!("cluster of {}: events stored per member {stored:?}{caught_up}", members.len());
         let max = stored.iter().copied().max().unwrap_or(0) as u64;
-        for (node, task, stop, server) in members {
+        for (_, stop, run) in members {
+            // `run` stops the member's node once its listener has shut down.
             stop.shutdown();
-            let _ = server.await;
-            node.shutdown();
-            task.wait().await;
+            let _ = run.await;
         }
         if !legacy && max != events {
             return Err(format!("expected {events} stored events, found {max}"));
@@ -703,7 +652,7 @@ async fn local_cluster(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), S
     Ok(())
 }
 
-type BenchMember = (ClusterNode, eventstreamcore::node::ClusterTask, ShutdownHandle, rt::JoinHandle<()>);
+type BenchMember = (ClusterNode, ShutdownHandle, rt::JoinHandle<Result<(), String>>);
 
 /// Starts `n` durable members in this process (logs in a fresh temp dir) and returns them with the
 /// leader's client address once it has committed an entry of its term.
@@ -736,26 +685,14 @@ async fn start_bench_cluster(n: u64, inflight: usize) -> Result<(Vec<BenchMember
         // A fresh random secret: the bench members listen on loopback ports others can reach.
         c.cluster.secret = bench_secret.clone();
         c.cluster.tick_ms = 10;
-        let disk = FileDisk::open(&c.cluster.data_dir).map_err(|e| e.to_string())?;
-        let clock = NodeClock::new();
-        let opts = ClusterOptions {
-            node_id: m.id,
-            cluster: c.cluster.clone(),
-            dedup: c.dedup,
-            client_addr: m.client_addr.clone(),
-            repair: false,
-            pipeline: None,
-            observer: None,
-        };
-        let (node, task) = ClusterNode::start(opts, Arc::new(disk), clock.clone(), rt::node_rng())
-            .await
-            .map_err(|e| e.to_string())?;
-        let server = IngestServer::bind(c.ingest, node.clone(), clock, format!("esc-bench-{}", m.id))
-            .await
-            .map_err(|e| e.to_string())?;
+        c.node.id = m.id;
+        c.node.name = format!("esc-bench-{}", m.id);
+        c.pipeline.enabled = false;
+        let server = Server::start(&c, Seams::production(false)).await.map_err(|e| e.to_string())?;
+        let node = server.node().clone();
         let stop = server.shutdown_handle();
         let run = rt::spawn(server.run());
-        members.push((node, task, stop, run));
+        members.push((node, stop, run));
     }
     for _ in 0..1000 {
         for (node, ..) in &members {

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use eventstreamcore::config::{ClusterConfig, MemberConfig};
 use eventstreamcore::event::{Event, Priority};
-use eventstreamcore::node::cluster::{ClusterStatus, PipelineSetup};
-use eventstreamcore::node::{
-    ClusterNode, ClusterOptions, ClusterTask, DedupConfig, EventService, ServiceError,
-};
+use eventstreamcore::node::cluster::ClusterStatus;
+use eventstreamcore::node::{ClusterNode, ClusterOptions, ClusterTask, DedupConfig};
+use eventstreamcore::pipeline::PipelineSetup;
 use eventstreamcore::raft::Role;
 use eventstreamcore::rt::{Disk, NodeClock, SimDisk, rng_from_seed};
+use eventstreamcore::service::{AdminCommand, EventService, ReadOptions, ServiceError};
 
 struct Member {
     id: u64,
@@ -29,7 +29,7 @@ struct TestCluster {
     members: Vec<MemberConfig>,
     nodes: Vec<Member>,
     secret: String,
-    pipeline: Option<PipelineSetup>,
+    pipeline: Option<Arc<PipelineSetup>>,
 }
 
 impl TestCluster {
@@ -69,7 +69,7 @@ impl TestCluster {
             dedup: DedupConfig::default(),
             client_addr: self.members[(id - 1) as usize].client_addr.clone(),
             repair: false,
-            pipeline: self.pipeline.clone(),
+            pipeline: self.pipeline.clone().map(|p| p as Arc<dyn eventstreamcore::service::StartProcessing>),
             observer: None,
         };
         let disk: Arc<dyn Disk> = m.disk.clone();
@@ -178,7 +178,7 @@ async fn three_nodes_replicate_redirect_and_fail_over_without_duplicates() {
     // Every node serves committed reads, linearizable ones too.
     let r = c
         .node(follower)
-        .read("t".into(), 0, 1000, eventstreamcore::node::ReadOptions { linearizable: true, wait_ms: 0 })
+        .read("t".into(), 0, 1000, ReadOptions { linearizable: true, wait_ms: 0 })
         .await
         .unwrap();
     assert_eq!(r.events.len(), 120);
@@ -209,15 +209,7 @@ async fn long_poll_read_wakes_on_commit() {
     let n = c.node(1).clone();
     let reader = tokio::spawn({
         let n = n.clone();
-        async move {
-            n.read(
-                "t".into(),
-                0,
-                10,
-                eventstreamcore::node::ReadOptions { linearizable: false, wait_ms: 5_000 },
-            )
-            .await
-        }
+        async move { n.read("t".into(), 0, 10, ReadOptions { linearizable: false, wait_ms: 5_000 }).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!reader.is_finished(), "an empty topic holds the read");
@@ -229,7 +221,6 @@ async fn long_poll_read_wakes_on_commit() {
 
 #[tokio::test]
 async fn membership_add_a_joining_node_then_remove_the_leader() {
-    use eventstreamcore::wire::AdminRequest;
     let mut c = TestCluster::new(3);
     c.start_all().await;
     let l = c.leader().await;
@@ -256,7 +247,7 @@ async fn membership_add_a_joining_node_then_remove_the_leader() {
     // Admin requests go to the leader; a follower redirects.
     let follower = (1..=3).find(|&i| i != l).unwrap();
     let add =
-        AdminRequest::AddNode { id: 4, raft_addr: raft4.clone(), client_addr: "127.0.0.1:17004".into() };
+        AdminCommand::AddNode { id: 4, raft_addr: raft4.clone(), client_addr: "127.0.0.1:17004".into() };
     assert!(matches!(c.node(follower).admin(add.clone()).await, Err(ServiceError::NotLeader { .. })));
     let out = c.node(l).admin(add).await.unwrap();
     assert!(out.contains("node 4 is a voter"), "{out}");
@@ -270,14 +261,14 @@ async fn membership_add_a_joining_node_then_remove_the_leader() {
     assert_eq!(n4.state().digest(), c.node(l).state().digest());
     assert_eq!(n4.status().voters, vec![1, 2, 3, 4]);
     // Remove the leader itself: it steps down and the rest elect a new one and keep committing.
-    let out = c.node(l).admin(AdminRequest::RemoveNode { id: l }).await.unwrap();
+    let out = c.node(l).admin(AdminCommand::RemoveNode { id: l }).await.unwrap();
     assert!(out.contains(&format!("node {l} removed")), "{out}");
     c.stop(l, false).await;
     let l2 = c.leader().await;
     assert_ne!(l2, l);
     let a = c.node(l2).publish(vec![keyed("t", 4, 31)]).await.unwrap();
     assert_eq!(a[0].offset, 30);
-    let status = c.node(l2).admin(AdminRequest::Status).await.unwrap();
+    let status = c.node(l2).admin(AdminCommand::Status).await.unwrap();
     assert!(status.contains("member 4 voter") && !status.contains(&format!("member {l} ")), "{status}");
     n4.shutdown();
     t4.wait().await;
@@ -326,7 +317,7 @@ async fn the_leader_processes_committed_events_and_a_new_leader_resumes_from_the
     // Each member's dead-letter queue on its own disk (shared here: the test reads it afterwards).
     let mut pcfg = eventstreamcore::pipeline::PipelineConfig::default();
     pcfg.control.interval_ms = 20;
-    c.pipeline = Some(PipelineSetup { config: pcfg, dlq_disk: Arc::new(SimDisk::new()) });
+    c.pipeline = Some(Arc::new(PipelineSetup { config: pcfg, dlq_disk: Arc::new(SimDisk::new()) }));
     c.start_all().await;
     let l = c.leader().await;
     let payment = |seq: u64, amount: u32| {
@@ -392,9 +383,9 @@ async fn the_leader_processes_committed_events_and_a_new_leader_resumes_from_the
 /// heartbeat at term 2^64-1 made the follower adopt it and panic on its next campaign, for good.
 #[tokio::test]
 async fn absurd_terms_and_indexes_from_an_authenticated_peer_change_nothing() {
-    use eventstreamcore::raft::transport::frame::encode_frame;
-    use eventstreamcore::raft::transport::handshake::{self, Local};
     use eventstreamcore::raft::{Body, Message};
+    use eventstreamcore::transport::frame::encode_frame;
+    use eventstreamcore::transport::handshake::{self, Local};
     use tokio::io::AsyncWriteExt;
 
     let mut c = TestCluster::new(3);
@@ -469,7 +460,6 @@ async fn absurd_terms_and_indexes_from_an_authenticated_peer_change_nothing() {
 #[tokio::test]
 async fn without_a_secret_a_single_member_does_not_listen_and_a_multi_member_one_does_not_start() {
     use eventstreamcore::node::cluster::ClusterError;
-    use eventstreamcore::wire::AdminRequest;
     let mut c = TestCluster::new(1);
     c.secret = String::new();
     c.start_all().await;
@@ -479,7 +469,7 @@ async fn without_a_secret_a_single_member_does_not_listen_and_a_multi_member_one
     assert!(tokio::net::TcpStream::connect(&raft).await.is_err(), "nothing listens on {raft}");
     c.node(1).publish(vec![keyed("t", 1, 1)]).await.unwrap();
     let add =
-        AdminRequest::AddNode { id: 2, raft_addr: "127.0.0.1:1".into(), client_addr: "127.0.0.1:2".into() };
+        AdminCommand::AddNode { id: 2, raft_addr: "127.0.0.1:1".into(), client_addr: "127.0.0.1:2".into() };
     match c.node(1).admin(add).await {
         Err(ServiceError::Unsupported(msg)) => assert!(msg.contains("cluster.secret"), "{msg}"),
         other => panic!("admin add without a secret answered {other:?}"),

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use eventstreamcore::raft::storage::{RaftStorage, StorageOptions};
 use eventstreamcore::raft::{Entry, EntryKind};
 use eventstreamcore::rt::{Disk, FileDisk};
+use eventstreamcore::wal::{RaftStorage, StorageOptions};
 
 fn entry(index: u64) -> Entry {
     Entry { term: 1, index, kind: EntryKind::Normal, data: Bytes::from(vec![b'e'; 100]) }

@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventstreamcore::event::{Event, Priority, StoredEvent};
-use eventstreamcore::node::{DedupConfig, EventService, LocalNode, ServiceError};
+use eventstreamcore::node::{DedupConfig, LocalNode};
 use eventstreamcore::pipeline::{
     ALERTS_TOPIC, AlertLevel, Checkpoint, Class, Dlq, DlqReason, Fate, HandlerRegistry, Health,
     MemCheckpoint, MemoryAlertSink, Observer, Outcome, Pipeline, PipelineConfig, PipelinedService,
     RedriveFilter, ServiceAlertSink, StartOptions,
 };
 use eventstreamcore::rt::{NodeClock, SimDisk};
+use eventstreamcore::service::{EventService, ServiceError};
 
 #[derive(Default)]
 struct Fates(Mutex<Vec<(Class, String, u64, Fate)>>);

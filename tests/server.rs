@@ -12,8 +12,9 @@ use eventstreamcore::config::IngestConfig;
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
 use eventstreamcore::metrics::IngestMetrics;
-use eventstreamcore::node::{Appended, DedupConfig, EventService, FetchReply, LocalNode, ServiceError};
+use eventstreamcore::node::{DedupConfig, LocalNode};
 use eventstreamcore::rt::NodeClock;
+use eventstreamcore::service::{Appended, EventService, FetchReply, ServiceError};
 use eventstreamcore::wire::{AckItem, ErrorCode, Request, Response, acked, legacy};
 use std::sync::Arc;
 

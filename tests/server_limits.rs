@@ -16,8 +16,9 @@ use eventstreamcore::config::{ClientCredential, IngestConfig, Role};
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::ingest::{IngestServer, ShutdownHandle};
 use eventstreamcore::metrics::IngestMetrics;
-use eventstreamcore::node::{Appended, DedupConfig, EventService, FetchReply, LocalNode, ServiceError};
+use eventstreamcore::node::{DedupConfig, LocalNode};
 use eventstreamcore::rt::NodeClock;
+use eventstreamcore::service::{Appended, EventService, FetchReply, ServiceError};
 use eventstreamcore::wire::{AdminRequest, ErrorCode, ErrorFrame, Request, Response, acked};
 
 struct TestServer {

@@ -264,9 +264,10 @@ fn an_idle_single_member_acks_without_waiting_for_a_tick() {
 
     use eventstreamcore::config::ClusterConfig;
     use eventstreamcore::event::{Event, Priority};
-    use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventService};
+    use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig};
     use eventstreamcore::raft::Role;
     use eventstreamcore::rt::{self, NodeClock, SimDisk};
+    use eventstreamcore::service::EventService;
 
     let runtime = madsim::runtime::Runtime::with_seed_and_config(7, madsim::Config::default());
     runtime.block_on(async {

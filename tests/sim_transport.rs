@@ -7,8 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventstreamcore::raft::{Body, Message, NodeId, PeerTransport, TransportConfig, TransportStats};
+use eventstreamcore::raft::{Body, Message, NodeId};
 use eventstreamcore::rt::{self, NodeClock, node_rng};
+use eventstreamcore::transport::{PeerTransport, TransportConfig, TransportStats};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use eventstreamcore::raft::transport::frame::encode_frame;
-use eventstreamcore::raft::transport::handshake::{self, Local};
-use eventstreamcore::raft::{Body, Inbox, Message, NodeId, PeerTransport, TransportConfig};
+use eventstreamcore::raft::{Body, Message, NodeId};
 use eventstreamcore::rt::{NodeClock, rng_from_seed};
+use eventstreamcore::transport::frame::encode_frame;
+use eventstreamcore::transport::handshake::{self, Local};
+use eventstreamcore::transport::{Inbox, PeerTransport, TransportConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -375,9 +376,7 @@ async fn shutdown_frees_every_task_and_socket() {
 
 #[tokio::test]
 async fn a_dialer_that_cannot_prove_the_secret_never_injects_a_message() {
-    use eventstreamcore::raft::transport::handshake::{
-        HELLO_FIXED_LEN, Hello, PAKE_MSG_LEN, PROOF_LEN, Role,
-    };
+    use eventstreamcore::transport::handshake::{HELLO_FIXED_LEN, Hello, PAKE_MSG_LEN, PROOF_LEN, Role};
     let (b, mut bi) = start(2).await;
     // Speaks the protocol correctly but does not know the secret: a well-formed PAKE message for
     // a guessed secret, no check of b's confirmation, a made-up one of its own, and a frame
@@ -534,7 +533,7 @@ async fn an_authenticated_peer_sending_an_impossible_term_is_refused_counted_and
 /// HMAC(secret, public values) to anyone who said hello: one recorded answer checked any guess).
 #[tokio::test]
 async fn handshake_messages_are_blinded_and_give_an_offline_guesser_nothing() {
-    use eventstreamcore::raft::transport::handshake::{
+    use eventstreamcore::transport::handshake::{
         Confirmation, HELLO_FIXED_LEN, Hello, PAKE_MSG_LEN, PROOF_LEN, Role, pake_start,
     };
     // The dialer's first message, twice, as a raw listener sees it.

@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventstreamcore::raft::transport::frame::encode_frame;
-use eventstreamcore::raft::transport::handshake::{
-    self, ACCEPT, Confirmation, HELLO_FIXED_LEN, Hello, Local, PAKE_MSG_LEN, PROOF_LEN, Role,
-};
 use eventstreamcore::raft::{Body, ConfState, Entry, EntryKind, MAX_TERM, Message, NodeId, SnapshotMeta};
 use eventstreamcore::rt::io::{AsyncReadExt, AsyncWriteExt};
 use eventstreamcore::rt::net::TcpStream;
 use eventstreamcore::rt::{self, NodeRng};
+use eventstreamcore::transport::frame::encode_frame;
+use eventstreamcore::transport::handshake::{
+    self, ACCEPT, Confirmation, HELLO_FIXED_LEN, Hello, Local, PAKE_MSG_LEN, PROOF_LEN, Role,
+};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 

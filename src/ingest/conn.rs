@@ -17,13 +17,14 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use super::auth::Roles;
+use super::convert::{admin_command, error_frame};
 use super::{InflightGuard, Shared};
 use crate::config::Role;
 use crate::event::{Event, validate_topic};
-use crate::node::{EventService, FetchReply, ReadOptions};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::sync::{Latch, OwnedSemaphorePermit};
 use crate::rt::{self, net::TcpStream};
+use crate::service::{EventService, FetchReply, ReadOptions};
 use crate::wire::{
     AckItem, AdminRequest, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError,
     acked,
@@ -578,11 +579,11 @@ impl<S: EventService> Conn<S> {
                         ReadOptions { linearizable, wait_ms: wait_ms.min(MAX_READ_WAIT_MS) },
                     ),
                     Request::Admin(a) => {
-                        let fut = service.admin(a);
+                        let fut = service.admin(admin_command(a));
                         self.pending.push_back(Box::pin(async move {
                             let resp = match fut.await {
                                 Ok(text) => Response::AdminOk(text),
-                                Err(e) => Response::Error(e.to_error_frame()),
+                                Err(e) => Response::Error(error_frame(&e)),
                             };
                             vec![(request_id, resp)].into()
                         }));
@@ -604,7 +605,7 @@ impl<S: EventService> Conn<S> {
                                 events: r.events,
                             }
                         }
-                        Err(e) => Response::Error(e.to_error_frame()),
+                        Err(e) => Response::Error(error_frame(&e)),
                     };
                     Done { replies: vec![(request_id, resp)], hold: None, reads: 1 }
                 }));
@@ -749,7 +750,7 @@ impl<S: EventService> Conn<S> {
                 Err(e) => {
                     drop(permit);
                     tracing::debug!(error = %e, "publish failed");
-                    let frame = e.to_error_frame();
+                    let frame = error_frame(&e);
                     for part in parts {
                         if let Part::Acked { request_id, .. } = part {
                             m.acked_errors.inc();

@@ -5,6 +5,7 @@
 
 mod auth;
 mod conn;
+pub mod convert;
 pub mod http;
 mod udp;
 
@@ -16,8 +17,8 @@ use bytes::BytesMut;
 
 use crate::config::IngestConfig;
 use crate::metrics::IngestMetrics;
-use crate::node::EventService;
 use crate::rt::{self, NodeClock, net::TcpListener, sync::Latch, sync::Semaphore};
+use crate::service::EventService;
 use crate::wire::{ErrorCode, ErrorFrame, Response};
 
 /// Everything the connection tasks share.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::{InflightGuard, Shared};
-use crate::node::EventService;
 use crate::rt::{self, sync::Latch};
+use crate::service::EventService;
 use crate::wire::{Inbound, StreamDecoder};
 
 /// Largest UDP payload.

@@ -5,7 +5,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::event::Event;
-use crate::wire::acked::{BodyError, decode_events, encode_events};
+use crate::event::codec::{CodecError, decode_events, encode_events, get_str16, put_str16};
 
 const TAG_PUBLISH: u8 = 1;
 const TAG_CHECKPOINT: u8 = 2;
@@ -30,7 +30,7 @@ pub enum CommandError {
     #[error("truncated command")]
     Truncated,
     #[error("bad publish body: {0}")]
-    Body(#[from] BodyError),
+    Body(#[from] CodecError),
 }
 
 impl Command {
@@ -50,9 +50,7 @@ impl Command {
                 out.put_u8(TAG_CHECKPOINT);
                 out.put_u32(positions.len() as u32);
                 for (topic, next) in positions {
-                    let t = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
-                    out.put_u16(t.len() as u16);
-                    out.put_slice(t);
+                    put_str16(&mut out, topic);
                     out.put_u64(*next);
                 }
                 out.put_u32(handled.len() as u32);
@@ -86,11 +84,8 @@ impl Command {
                 let n = data.get_u32();
                 let mut positions = Vec::new();
                 for _ in 0..n {
-                    need(&data, 2)?;
-                    let len = usize::from(data.get_u16());
-                    need(&data, len + 8)?;
-                    let topic = String::from_utf8(data.split_to(len).to_vec())
-                        .map_err(|_| CommandError::Truncated)?;
+                    let topic = get_str16(&mut data, "topic").map_err(|_| CommandError::Truncated)?;
+                    need(&data, 8)?;
                     positions.push((topic, data.get_u64()));
                 }
                 need(&data, 4)?;

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::event::Event;
 use crate::rt::NodeClock;
 
-use super::{Appended, DedupConfig, EventLogState, EventService, FetchReply, ServiceError};
+use super::{DedupConfig, EventLogState};
+use crate::service::{Appended, EventService, FetchReply, ServiceError};
 
 /// A single-node, in-memory event log. Clones share one log.
 #[derive(Debug, Clone)]

@@ -7,29 +7,11 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::event::codec::{decode_events, encode_events, get_str16, put_str16};
 use crate::event::{Event, StoredEvent};
-use crate::wire::acked::{decode_events, encode_events};
 
 use super::dedup::{DedupConfig, DedupWindow};
-
-/// Where one published event ended up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    pub topic: Arc<str>,
-    pub offset: u64,
-    /// True if an earlier publish with the same idempotency key stored it (at `offset`).
-    pub duplicate: bool,
-}
-
-/// A slice of a topic log.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FetchReply {
-    pub events: Vec<StoredEvent>,
-    /// Offset to fetch next.
-    pub next_offset: u64,
-    /// One past the last stored offset of the topic.
-    pub end_offset: u64,
-}
+use crate::service::{Appended, FetchReply};
 
 #[derive(Debug, Clone, Default)]
 struct TopicLog {
@@ -229,7 +211,7 @@ impl EventLogState {
         out.put_u64(self.events_stored);
         out.put_u32(self.topics.len() as u32);
         for (name, log) in &self.topics {
-            put_str(&mut out, name);
+            put_str16(&mut out, name);
             out.put_u64(log.events.len() as u64);
             for s in &log.events {
                 out.put_u64(s.timestamp_ms);
@@ -247,11 +229,11 @@ impl EventLogState {
             out.put_u64(seq);
             out.put_u64(offset);
             out.put_u64(stamped);
-            put_str(&mut out, topic);
+            put_str16(&mut out, topic);
         }
         out.put_u32(self.progress.positions.len() as u32);
         for (topic, next) in &self.progress.positions {
-            put_str(&mut out, topic);
+            put_str16(&mut out, topic);
             out.put_u64(*next);
         }
         out.put_u64(self.progress.order.len() as u64);
@@ -352,20 +334,8 @@ impl EventLogState {
     }
 }
 
-fn put_str(out: &mut BytesMut, s: &str) {
-    out.put_u16(s.len() as u16);
-    out.put_slice(s.as_bytes());
-}
-
 fn get_str(b: &mut Bytes) -> Result<String, SnapshotDecodeError> {
-    if b.remaining() < 2 {
-        return Err(SnapshotDecodeError("truncated string".into()));
-    }
-    let n = usize::from(b.get_u16());
-    if b.remaining() < n {
-        return Err(SnapshotDecodeError("truncated string".into()));
-    }
-    String::from_utf8(b.split_to(n).to_vec()).map_err(|_| SnapshotDecodeError("string is not UTF-8".into()))
+    get_str16(b, "string").map_err(|e| SnapshotDecodeError(e.to_string()))
 }
 
 /// FNV-1a, 64-bit: a small stable hash for digests (std's hasher is not stable across releases).

@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use crate::event::{Event, Priority};
-use crate::node::EventService;
 use crate::rt;
+use crate::service::{EventService, EventSink};
 
 use super::handlers::{Alert, AlertLevel};
 
@@ -64,16 +64,32 @@ impl<S: EventService> ServiceAlertSink<S> {
 
 impl<S: EventService + std::fmt::Debug> AlertSink for ServiceAlertSink<S> {
     fn emit(&self, a: &Alert) {
-        let mut e = Event::new(ALERTS_TOPIC, Priority::High, a.to_string());
-        e.headers.push(crate::event::Header { name: "level".into(), value: a.level.name().into() });
-        e.headers.push(crate::event::Header { name: "topic".into(), value: a.topic.clone().into() });
         // The place in the log is fixed now; the task only waits for the result.
-        let fut = self.service.publish(vec![e]);
+        let fut = self.service.publish(vec![alert_event(a)]);
         rt::spawn(async move {
             if let Err(err) = fut.await {
                 tracing::warn!(%err, "could not publish an alert to {ALERTS_TOPIC}");
             }
         });
+    }
+}
+
+/// The HIGH event on [`ALERTS_TOPIC`] that carries an alert.
+pub fn alert_event(a: &Alert) -> Event {
+    let mut e = Event::new(ALERTS_TOPIC, Priority::High, a.to_string());
+    e.headers.push(crate::event::Header { name: "level".into(), value: a.level.name().into() });
+    e.headers.push(crate::event::Header { name: "topic".into(), value: a.topic.clone().into() });
+    e
+}
+
+/// Publishes each alert as an event on [`ALERTS_TOPIC`] through an [`EventSink`] (a cluster
+/// member, so alerts are replicated like any other event).
+#[derive(Debug)]
+pub struct SinkAlertSink(pub Arc<dyn EventSink>);
+
+impl AlertSink for SinkAlertSink {
+    fn emit(&self, a: &Alert) {
+        self.0.publish_detached(vec![alert_event(a)]);
     }
 }
 

@@ -7,20 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::rt::{Disk, DiskError};
-
-/// Processed positions and handled idempotency keys.
-pub trait Checkpoint: Send + Sync + std::fmt::Debug {
-    /// Per topic, the offset to resume from: every event below it has been fully handled.
-    fn positions(&self) -> BTreeMap<String, u64>;
-    /// Records that every event of `topic` below `next_offset` has been handled (never moves back).
-    fn record_position(&self, topic: &str, next_offset: u64);
-    /// True if the transactional effect of this idempotency key already happened.
-    fn is_handled(&self, key: (u64, u64)) -> bool;
-    /// Records that the transactional effect of this key happened.
-    fn mark_handled(&self, key: (u64, u64));
-    /// Makes what was recorded so far durable (called on every control-loop tick and at shutdown).
-    fn flush(&self) {}
-}
+pub use crate::service::Checkpoint;
 
 #[derive(Debug, Default)]
 struct MemState {

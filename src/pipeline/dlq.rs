@@ -1,5 +1,5 @@
 //! The dead-letter queue: a bounded, durable log of events the pipeline could not handle, each with
-//! its reason. Records are `[len u32][crc32c u32][body]` appended to `dlq.log` on the [`Disk`]
+//! its reason. Records (the [`crate::record`] framing) are appended to `dlq.log` on the [`Disk`]
 //! seam and fsynced; a torn or corrupt tail is cut off at open. Beyond `max_entries` new entries
 //! are not stored but counted (`dlq.overflow`, durable). A redrive request (`dlq.redrive`, written
 //! by `esc dlq redrive`) is applied by the pipeline that owns the log.
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::event::{Event, Header, Priority, StoredEvent};
+use crate::record;
 use crate::rt::{Disk, DiskError};
 
 /// The DLQ log file.
@@ -381,10 +382,8 @@ fn encode(e: &DlqEntry) -> Vec<u8> {
         put_bytes32(&mut body, &h.value);
     }
     put_bytes32(&mut body, &ev.payload);
-    let mut out = Vec::with_capacity(body.len() + 8);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Vec::with_capacity(body.len() + record::HEADER);
+    record::append(&mut out, &body);
     out
 }
 
@@ -396,9 +395,7 @@ fn encode_tombstone(id: u64) -> Vec<u8> {
     let mut body = vec![TOMBSTONE];
     body.extend_from_slice(&id.to_le_bytes());
     let mut out = Vec::with_capacity(17);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    record::append(&mut out, &body);
     out
 }
 
@@ -463,26 +460,35 @@ fn decode_body(body: &[u8]) -> Option<DlqEntry> {
     Some(DlqEntry { id, reason, detail, at_ms, event: StoredEvent { offset, timestamp_ms, event } })
 }
 
+/// The record at `pos`: its body and the offset after it. Records written before the DLQ used
+/// [`record`] carry a checksum of the body alone; they are still read.
+fn read_record(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    match record::read_at(bytes, pos) {
+        Ok(r) => Some(r),
+        Err(bad) if bad.kind == record::BadKind::Checksum => {
+            let (len, stored) = record::header_at(bytes, pos)?;
+            let start = pos + record::HEADER;
+            let body = bytes.get(start..start.checked_add(len as usize)?)?;
+            (len > 0 && crc32c::crc32c(body) == stored).then_some((body, start + body.len()))
+        }
+        Err(_) => None,
+    }
+}
+
 /// Decodes records until the end or the first torn/corrupt one; returns the entries, the ids of
 /// tombstones, and the good length.
 fn decode_all(bytes: &[u8]) -> (Vec<DlqEntry>, std::collections::BTreeSet<u64>, usize) {
     let mut out = Vec::new();
     let mut removed = std::collections::BTreeSet::new();
     let mut pos = 0;
-    while bytes.len() - pos >= 8 {
-        let len = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]]);
-        let Some(body) = bytes.get(pos + 8..pos + 8 + len) else { break };
-        if crc32c::crc32c(body) != crc {
-            break;
-        }
+    while let Some((body, next)) = read_record(bytes, pos) {
         if body.len() == 9 && body[0] == TOMBSTONE {
             removed.insert(u64::from_le_bytes(body[1..9].try_into().unwrap_or([0; 8])));
         } else {
             let Some(entry) = decode_body(body) else { break };
             out.push(entry);
         }
-        pos += 8 + len;
+        pos = next;
     }
     (out, removed, pos)
 }
@@ -515,6 +521,33 @@ mod tests {
         assert_eq!(entries[0].event, ev(1));
         assert_eq!(entries[1].detail, "late");
         assert_eq!(again.push(DlqReason::Shutdown, String::new(), 7, ev(3)).unwrap(), Pushed::Stored(3));
+    }
+
+    /// Files written before the DLQ used the shared record framing (a checksum of the body alone)
+    /// still load, with tombstones, next to new records.
+    #[test]
+    fn records_of_the_earlier_framing_still_load() {
+        let legacy = |record: Vec<u8>| {
+            let body = record[record::HEADER..].to_vec();
+            let mut out = record[..4].to_vec();
+            out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+            out.extend_from_slice(&body);
+            out
+        };
+        let entry =
+            |id, e| DlqEntry { id, reason: DlqReason::Invalid, detail: "old".into(), at_ms: 5, event: e };
+        let disk = SimDisk::new();
+        let mut bytes = legacy(encode(&entry(1, ev(1))));
+        bytes.extend(legacy(encode(&entry(2, ev(2)))));
+        bytes.extend(legacy(encode_tombstone(1)));
+        disk.append(DLQ_FILE, &bytes).unwrap();
+        disk.sync(DLQ_FILE).unwrap();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(dlq.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(dlq.push(DlqReason::Deadline, "new".into(), 6, ev(3)).unwrap(), Pushed::Stored(3));
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(again.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(again.entries()[0].event, ev(2));
     }
 
     #[test]

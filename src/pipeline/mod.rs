@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod dlq;
 pub mod handlers;
+mod leader;
 pub mod metrics;
 mod queue;
 pub mod routing;
@@ -31,14 +32,15 @@ pub use config::{PipelineConfig, PressureLevel};
 pub use control::{Controller, Health, Transition};
 pub use dlq::{Dlq, DlqEntry, DlqError, DlqReason, RedriveFilter};
 pub use handlers::{Alert, AlertLevel, Handler, HandlerRegistry, Outcome};
+pub use leader::PipelineSetup;
 pub use metrics::PipelineMetrics;
 pub use routing::{Class, Route, RoutingTable};
 pub use service::PipelinedService;
 
 use crate::event::{Event, Priority, StoredEvent};
-use crate::node::ServiceError;
 use crate::rt::sync::{Latch, Notify};
 use crate::rt::{self, Disk, JoinHandle, NodeClock};
+use crate::service::ServiceError;
 use checkpoint::Progress;
 use queue::{ClassQueue, Item};
 

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::event::{Event, StoredEvent};
-use crate::node::{Appended, EventService, FetchReply, ServiceError};
+use crate::service::{Appended, EventService, FetchReply, ServiceError};
 
 use super::Pipeline;
 
@@ -15,7 +15,7 @@ use super::Pipeline;
 /// Ordering: a publish admitted at once is placed in the log when `publish` is called, as the
 /// trait promises; one that must wait for transactional room is placed when it is admitted.
 /// The commit timestamp given to the pipeline is this node's wall clock at the inner call (for
-/// [`crate::node::LocalNode`] the very stamp it stores); the cluster node submits its own
+/// `LocalNode` the very stamp it stores); the cluster node submits its own
 /// [`StoredEvent`]s after commit instead.
 #[derive(Debug)]
 pub struct PipelinedService<S> {

@@ -890,6 +890,15 @@ impl Raft {
                 self.needs_flush = true;
             }
         }
+        if let Some(pr) = self.progress.get(&from) {
+            // Whatever a response said, the progress it left is consistent with this log.
+            debug_assert!(
+                pr.matched < pr.next && pr.matched <= last_index,
+                "progress of {from} after a response: match {} next {} last index {last_index}",
+                pr.matched,
+                pr.next
+            );
+        }
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
@@ -1024,6 +1033,16 @@ impl Raft {
             self.broadcast_heartbeat();
         }
         self.needs_flush = false;
+        let (last, committed) = (self.log.last_index(), self.log.committed());
+        for (id, p) in &self.progress {
+            // A flush only sends what this log holds and what it has committed.
+            debug_assert!(p.next <= last + 1, "next {} for {id} beyond the log (last {last})", p.next);
+            debug_assert!(
+                p.sent_commit <= committed,
+                "commit {} sent to {id} beyond ours ({committed})",
+                p.sent_commit
+            );
+        }
     }
 
     /// Sends one append (or snapshot chunk) to `to` if flow control allows; returns true if an

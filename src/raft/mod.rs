@@ -72,9 +72,8 @@ pub mod message;
 pub mod progress;
 pub mod quorum;
 pub mod read_only;
-pub mod storage;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
-pub mod transport;
 pub mod types;
 
 #[cfg(test)]
@@ -86,8 +85,6 @@ pub use core::{Raft, Ready, Status};
 pub use error::{InitError, ProposeError, RaftError, SnapshotError};
 pub use message::{Body, Message, RejectHint};
 pub use progress::{Progress, ProgressState};
-pub use storage::{RaftStorage, Recovered, StorageError, StorageOptions, StorageStats};
-pub use transport::{Inbox, PeerTransport, TransportConfig, TransportStats};
 pub use types::{
     ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, MAX_INDEX,
     MAX_TERM, NodeId, ReadState, RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,

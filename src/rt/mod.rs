@@ -2,7 +2,7 @@
 //!
 //! Production code reaches the clock, tasks, sockets, entropy and the disk only through here, so the
 //! very same code runs on real tokio (normal build) and inside the madsim simulator
-//! (`--cfg madsim`), where one seed decides every scheduling choice. See DESIGN.md, "The runtime
+//! (`--cfg madsim`), where one seed decides every scheduling choice. See docs/design.md, "The runtime
 //! seam".
 #![allow(clippy::disallowed_methods)]
 
@@ -16,7 +16,7 @@ pub use clock::NodeClock;
 pub use disk::{Disk, DiskError, DiskFault, FileDisk, SimDisk};
 pub use rng::{NodeRng, node_rng, rng_from_seed};
 
-/// `select!` — every use must start with `biased;` (DESIGN.md rule 3).
+/// `select!` — every use must start with `biased;` (docs/design.md, rule 3).
 pub use tokio::select;
 /// Spawns a task on the current runtime (the current simulated node under madsim).
 pub use tokio::spawn;

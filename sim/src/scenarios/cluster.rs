@@ -26,15 +26,15 @@ use std::time::Duration;
 
 use eventstreamcore::client::{ClientError, ClusterClient};
 use eventstreamcore::config::{
-    ClientCredential, ClusterConfig, IngestConfig, MemberConfig, Role as ClientRole,
+    ClientCredential, ClusterConfig, Config, IngestConfig, MemberConfig, Role as ClientRole,
 };
 use eventstreamcore::event::{Event, Priority};
-use eventstreamcore::ingest::IngestServer;
-use eventstreamcore::node::cluster::PipelineSetup;
-use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig, EventLogState, EventService};
+use eventstreamcore::node::{ClusterNode, EventLogState};
 use eventstreamcore::pipeline::PipelineConfig;
 use eventstreamcore::raft::Role;
 use eventstreamcore::rt::{self, Disk, DiskError, DiskFault, NodeClock, NodeRng, SimDisk};
+use eventstreamcore::server::{Disks, Seams, Server, ServerError};
+use eventstreamcore::service::EventService;
 use eventstreamcore::wire::AdminRequest;
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -732,27 +732,12 @@ async fn member_main(env: MemberEnv) {
     }
     *clock_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock.clone());
     let join = joining.load(std::sync::atomic::Ordering::SeqCst);
-    let opts = ClusterOptions {
-        node_id: i as u64 + 1,
-        cluster: cluster_config(nodes, i, join, snapshot_entries),
-        dedup: DedupConfig::default(),
-        client_addr: client_addr(i).to_string(),
-        repair: false,
-        pipeline: Some(PipelineSetup { config: pipeline_config(), dlq_disk: dlq }),
-        observer: Some(watch),
-    };
-    let (node, task) = match ClusterNode::start(opts, disk, clock.clone(), rt::node_rng()).await {
-        Ok(x) => x,
-        // An operator restarted it while its disk still fails (a disk fault's own restart
-        // comes later): like the real process, it exits with the error.
-        Err(e) if disk_faulty.load(std::sync::atomic::Ordering::SeqCst) => {
-            tracing::warn!(member = i + 1, error = %e, "member cannot start on a failing disk; it stays down");
-            return;
-        }
-        Err(e) => panic!("member {} cannot start: {e}", i + 1),
-    };
-    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.clone());
-    let ingest = IngestConfig {
+    let mut config = Config::default();
+    config.node.id = i as u64 + 1;
+    config.node.name = format!("sim-{}", i + 1);
+    config.cluster = cluster_config(nodes, i, join, snapshot_entries);
+    config.pipeline = pipeline_config();
+    config.ingest = IngestConfig {
         listen: client_addr(i),
         idle_timeout_ms: 60_000,
         read_timeout_ms: 10_000,
@@ -766,11 +751,29 @@ async fn member_main(env: MemberEnv) {
         anonymous_roles: Some(vec![ClientRole::Publish, ClientRole::Consume]),
         ..IngestConfig::default()
     };
-    let server = IngestServer::bind(ingest, node.clone(), clock, format!("sim-{}", i + 1))
-        .await
-        .expect("a member binds its client address");
-    server.run().await;
-    task.wait().await;
+    // The production assembly, with simulated seams: power-fail disks, this member's drifting
+    // clock, the per-round Raft watch.
+    let seams = Seams {
+        disks: Disks::Given { log: disk, dlq },
+        clock,
+        rng: rt::node_rng(),
+        observer: Some(watch),
+        repair: false,
+        on_node: Some(Box::new(move |node: &ClusterNode| {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.clone());
+        })),
+    };
+    let server = match Server::start(&config, seams).await {
+        Ok(s) => s,
+        // An operator restarted it while its disk still fails (a disk fault's own restart
+        // comes later): like the real process, it exits with the error.
+        Err(e @ ServerError::Node { .. }) if disk_faulty.load(std::sync::atomic::Ordering::SeqCst) => {
+            tracing::warn!(member = i + 1, error = %e, "member cannot start on a failing disk; it stays down");
+            return;
+        }
+        Err(e) => panic!("member {} cannot start: {e}", i + 1),
+    };
+    let _ = server.run().await;
 }
 
 /// The token of the simulated operator's admin credential (membership changes need one).

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use eventstreamcore::event::{Event, Priority, StoredEvent};
 use eventstreamcore::node::state::Fnv64;
-use eventstreamcore::node::{DedupConfig, EventService, LocalNode, ServiceError};
+use eventstreamcore::node::{DedupConfig, LocalNode};
 use eventstreamcore::pipeline::{
     ALERTS_TOPIC, Checkpoint, Class, Dlq, Fate, HandlerRegistry, Health, MemCheckpoint, Observer, Outcome,
     Pipeline, PipelineConfig, PipelinedService, ServiceAlertSink, StartOptions, handlers,
 };
 use eventstreamcore::rt::{self, NodeClock, NodeRng, SimDisk};
+use eventstreamcore::service::{EventService, ServiceError};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
@@ -228,7 +229,7 @@ fn record_outcome(
     record: &Record,
     id: u64,
     batch: &[Event],
-    outcome: Result<Vec<eventstreamcore::node::Appended>, ServiceError>,
+    outcome: Result<Vec<eventstreamcore::service::Appended>, ServiceError>,
 ) {
     let mut sent = record.sent.lock().unwrap_or_else(|e| e.into_inner());
     match outcome {

@@ -1,4 +1,7 @@
-//! The event model shared by the wire codecs, the store and (later) the pipeline.
+//! The domain event (shared by the wire codecs, the node and the pipeline) and its own versioned
+//! codec ([`codec`]) for everything replicated or stored.
+
+pub mod codec;
 
 use std::fmt;
 use std::str::FromStr;

@@ -39,8 +39,8 @@ use rand::Rng;
 
 use self::frame::{FrameError, decode_frame, encode_frame};
 use self::handshake::{HandshakeError, Local, MAX_CLUSTER_ID_LEN, NONCE_LEN};
-use super::message::Message;
-use super::types::NodeId;
+use crate::raft::message::Message;
+use crate::raft::types::NodeId;
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::net::{TcpListener, TcpStream};
 use crate::rt::sync::{Latch, Notify, OwnedSemaphorePermit, Semaphore, mpsc};

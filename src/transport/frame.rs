@@ -4,8 +4,8 @@
 //! The length counts the payload only and must be in `1..=max_frame_bytes`; the receiver checks it
 //! before buffering the payload, so a hostile length cannot make it allocate.
 
-use super::super::codec::DecodeError;
-use super::super::message::Message;
+use crate::raft::codec::DecodeError;
+use crate::raft::message::Message;
 
 /// Bytes before the payload: length and checksum.
 pub const FRAME_HEADER_LEN: usize = 8;

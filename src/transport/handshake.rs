@@ -28,7 +28,7 @@ use rand_chacha::ChaCha20Rng;
 use sha2::{Digest, Sha256};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 
-use super::super::types::NodeId;
+use crate::raft::types::NodeId;
 use crate::rt::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// First bytes of every hello.

@@ -1,0 +1,81 @@
+//! Where the client protocol meets the service seam: service errors become error frames, admin
+//! requests become [`AdminCommand`]s.
+
+use crate::service::{AdminCommand, ServiceError};
+use crate::wire::{AdminRequest, ErrorCode, ErrorFrame};
+
+/// The error frame a client receives for `e`.
+pub fn error_frame(e: &ServiceError) -> ErrorFrame {
+    let mut f = ErrorFrame::new(ErrorCode::Internal, e.to_string());
+    match e {
+        ServiceError::NotLeader { leader } => {
+            f.code = ErrorCode::NotLeader;
+            f.leader = leader.clone().unwrap_or_default();
+        }
+        ServiceError::Overloaded { retry_after_ms } => {
+            f.code = ErrorCode::Overloaded;
+            f.retry_after_ms = *retry_after_ms;
+        }
+        ServiceError::ShuttingDown => {
+            f.code = ErrorCode::Overloaded;
+            f.retry_after_ms = 1000;
+        }
+        ServiceError::Unavailable { retry_after_ms, .. } => {
+            f.code = ErrorCode::Unavailable;
+            f.retry_after_ms = *retry_after_ms;
+        }
+        ServiceError::Unsupported(_) => f.code = ErrorCode::Unsupported,
+        ServiceError::Internal(_) => {}
+    }
+    f
+}
+
+/// The domain command an admin request asks for.
+pub fn admin_command(req: AdminRequest) -> AdminCommand {
+    match req {
+        AdminRequest::Status => AdminCommand::Status,
+        AdminRequest::AddNode { id, raft_addr, client_addr } => {
+            AdminCommand::AddNode { id, raft_addr, client_addr }
+        }
+        AdminRequest::RemoveNode { id } => AdminCommand::RemoveNode { id },
+        AdminRequest::TransferLeader { id } => AdminCommand::TransferLeader { id },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_error_has_its_code() {
+        let cases = [
+            (ServiceError::NotLeader { leader: Some("a:1".into()) }, ErrorCode::NotLeader, 0),
+            (ServiceError::Overloaded { retry_after_ms: 7 }, ErrorCode::Overloaded, 7),
+            (ServiceError::ShuttingDown, ErrorCode::Overloaded, 1000),
+            (ServiceError::Unavailable { retry_after_ms: 9, reason: "x".into() }, ErrorCode::Unavailable, 9),
+            (ServiceError::Unsupported("x".into()), ErrorCode::Unsupported, 0),
+            (ServiceError::Internal("x".into()), ErrorCode::Internal, 0),
+        ];
+        for (e, code, retry) in cases {
+            let f = error_frame(&e);
+            assert_eq!((f.code, f.retry_after_ms), (code, retry), "{e:?}");
+            assert_eq!(f.message, e.to_string());
+        }
+        assert_eq!(error_frame(&ServiceError::NotLeader { leader: Some("a:1".into()) }).leader, "a:1");
+    }
+
+    #[test]
+    fn admin_requests_convert_field_by_field() {
+        let add = AdminRequest::AddNode { id: 4, raft_addr: "r".into(), client_addr: "c".into() };
+        assert_eq!(
+            admin_command(add),
+            AdminCommand::AddNode { id: 4, raft_addr: "r".into(), client_addr: "c".into() }
+        );
+        assert_eq!(admin_command(AdminRequest::RemoveNode { id: 2 }), AdminCommand::RemoveNode { id: 2 });
+        assert_eq!(
+            admin_command(AdminRequest::TransferLeader { id: 3 }),
+            AdminCommand::TransferLeader { id: 3 }
+        );
+        assert_eq!(admin_command(AdminRequest::Status), AdminCommand::Status);
+    }
+}

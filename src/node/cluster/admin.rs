@@ -1,0 +1,165 @@
+//! Membership changes in stages (learner, promotion, applied) and the status text.
+
+use super::*;
+
+pub(super) enum AdminStage {
+    /// Waiting for the learner entry at this index to apply.
+    Learner(Index),
+    /// Learner in place; promote once it has caught up.
+    Promote,
+    /// Waiting for the change at this index to apply.
+    Applying(Index),
+}
+
+pub(super) struct PendingAdmin {
+    pub(super) node: NodeId,
+    pub(super) addr: Option<Addr>,
+    pub(super) stage: AdminStage,
+    pub(super) deadline: Duration,
+    pub(super) reply: Reply<String>,
+}
+
+impl Driver {
+    pub(super) fn admin_request(&mut self, req: AdminCommand, reply: Reply<String>, now: Duration) {
+        if let AdminCommand::Status = req {
+            let _ = reply.send(Ok(self.status_text()));
+            return;
+        }
+        if self.raft.role() != Role::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let deadline = now + ADMIN_TIMEOUT;
+        match req {
+            AdminCommand::Status => unreachable!("answered above"),
+            AdminCommand::AddNode { id, raft_addr, client_addr } => {
+                if id == 0 {
+                    let _ = reply.send(Err(ServiceError::Unsupported("node id 0 is reserved".into())));
+                    return;
+                }
+                if self.transport.is_none() {
+                    let msg = "this node does not listen for peers because cluster.secret is empty: set \
+                               cluster.secret (the same on every member) and restart it, then add members";
+                    let _ = reply.send(Err(ServiceError::Unsupported(msg.into())));
+                    return;
+                }
+                let addr = Addr { raft: raft_addr, client: client_addr };
+                let conf = self.raft.conf_state();
+                if conf.voters.contains(&id) {
+                    let _ = reply.send(Ok(format!("node {id} is already a voter")));
+                    return;
+                }
+                let stage = if conf.learners.contains(&id) {
+                    AdminStage::Promote
+                } else {
+                    let cc =
+                        ConfChange { kind: ConfChangeKind::AddLearner, node: id, context: addr.to_context() };
+                    match self.raft.propose_conf_change(cc) {
+                        Ok(index) => AdminStage::Learner(index),
+                        Err(e) => {
+                            let _ = reply.send(Err(self.propose_error(e)));
+                            return;
+                        }
+                    }
+                };
+                self.admin.push(PendingAdmin { node: id, addr: Some(addr), stage, deadline, reply });
+            }
+            AdminCommand::RemoveNode { id } => {
+                if !self.raft.conf_state().contains(id) {
+                    let _ = reply.send(Ok(format!("node {id} is not a member")));
+                    return;
+                }
+                let cc = ConfChange { kind: ConfChangeKind::Remove, node: id, context: Bytes::new() };
+                match self.raft.propose_conf_change(cc) {
+                    Ok(index) => self.admin.push(PendingAdmin {
+                        node: id,
+                        addr: None,
+                        stage: AdminStage::Applying(index),
+                        deadline,
+                        reply,
+                    }),
+                    Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+                }
+            }
+            AdminCommand::TransferLeader { id } => match self.raft.transfer_leader(id) {
+                Ok(()) => drop(reply.send(Ok(format!("leadership transfer to node {id} started")))),
+                Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+            },
+        }
+    }
+
+    pub(super) fn advance_admin(&mut self, now: Duration) {
+        let applied = self.raft.applied();
+        let mut i = 0;
+        while i < self.admin.len() {
+            let a = &mut self.admin[i];
+            let mut done: Option<Result<String, ServiceError>> = None;
+            if let AdminStage::Learner(index) = a.stage
+                && applied >= index
+            {
+                a.stage = AdminStage::Promote;
+            }
+            if let AdminStage::Promote = a.stage {
+                let context = a.addr.as_ref().map(Addr::to_context).unwrap_or_default();
+                let cc = ConfChange { kind: ConfChangeKind::AddVoter, node: a.node, context };
+                match self.raft.propose_conf_change(cc) {
+                    Ok(index) => a.stage = AdminStage::Applying(index),
+                    Err(
+                        ProposeError::LearnerNotCaughtUp { .. }
+                        | ProposeError::ConfChangeInProgress { .. }
+                        | ProposeError::FirstCommitPending,
+                    ) => {}
+                    Err(e) => done = Some(Err(unavailable(e.to_string()))),
+                }
+            }
+            if let AdminStage::Applying(index) = a.stage
+                && applied >= index
+            {
+                let conf = self.raft.conf_state();
+                done = Some(if conf.voters.contains(&a.node) {
+                    Ok(format!("node {} is a voter", a.node))
+                } else if !conf.contains(a.node) {
+                    Ok(format!("node {} removed", a.node))
+                } else {
+                    Err(unavailable("the membership change was superseded; retry"))
+                });
+            }
+            if done.is_none() && a.deadline <= now {
+                done = Some(Err(unavailable("membership change did not finish in time")));
+            }
+            match done {
+                Some(result) => {
+                    let a = self.admin.swap_remove(i);
+                    let _ = a.reply.send(result);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    pub(super) fn status_text(&self) -> String {
+        let s = self.raft.status();
+        let conf = self.raft.conf_state();
+        let mut out = format!(
+            "node {} role {:?} term {} leader {} commit {} applied {} last {}\n",
+            s.id,
+            s.role,
+            s.term,
+            s.leader.map_or("none".to_string(), |l| l.to_string()),
+            s.commit,
+            s.applied,
+            s.last_index
+        );
+        for id in conf.members() {
+            let kind = if conf.voters.contains(&id) { "voter" } else { "learner" };
+            let (raft, client) =
+                self.addrs.get(&id).map_or(("?", "?"), |a| (a.raft.as_str(), a.client.as_str()));
+            out.push_str(&format!("member {id} {kind} raft {raft} client {client}"));
+            if let Some(&(_, matched, _, state)) = s.progress.iter().find(|p| p.0 == id) {
+                out.push_str(&format!(" match {matched} {state:?}"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -1,0 +1,134 @@
+//! Applying committed entries to the state machine (and answering their proposers), installing
+//! a leader's snapshot, taking snapshots and compacting.
+
+use super::*;
+
+impl Driver {
+    pub(super) fn apply(&mut self, entries: Vec<Entry>) {
+        let mut to_process: Vec<(Index, Vec<crate::event::StoredEvent>)> = Vec::new();
+        let mut state = lock(&self.shared.state);
+        for e in entries {
+            let result = match e.kind {
+                EntryKind::Normal => match Command::decode(e.data.clone()) {
+                    Ok(Command::Publish { stamped_ms, events }) => {
+                        let appended = state.apply_batch(events, stamped_ms);
+                        if self.pipeline.is_some() {
+                            // Newly stored events (not duplicates) go to the leader's pipeline.
+                            let fresh: Vec<crate::event::StoredEvent> = appended
+                                .iter()
+                                .filter(|a| !a.duplicate)
+                                .filter_map(|a| state.topic_log(&a.topic).get(a.offset as usize).cloned())
+                                .collect();
+                            to_process.push((e.index, fresh));
+                        }
+                        Ok(appended)
+                    }
+                    Ok(Command::Checkpoint { positions, handled }) => {
+                        state.apply_checkpoint(&positions, &handled);
+                        Err(unavailable("superseded by a pipeline checkpoint"))
+                    }
+                    Err(err) => {
+                        // Every replica skips it the same way, so the replicas stay equal.
+                        tracing::error!(node = self.id, index = e.index, error = %err, "undecodable entry skipped");
+                        Err(ServiceError::Internal(format!("entry {} could not be applied: {err}", e.index)))
+                    }
+                },
+                EntryKind::Noop => Err(unavailable("superseded by a new leader")),
+                EntryKind::ConfChange => {
+                    if let Ok(ce) = ConfEntry::decode(&e.data) {
+                        match ce.change.kind {
+                            ConfChangeKind::Remove => {
+                                self.committed_addrs.remove(&ce.change.node);
+                                if ce.change.node != self.id
+                                    && let Some(a) = self.addrs.remove(&ce.change.node)
+                                {
+                                    self.departed_addrs.insert(ce.change.node, a);
+                                }
+                            }
+                            _ => {
+                                if let Some(a) = Addr::from_context(&ce.change.context) {
+                                    // Also where to reach it: a node removed and added back is
+                                    // dropped from `addrs` by the removal when a restarted
+                                    // member re-applies both entries.
+                                    self.addrs.insert(ce.change.node, a.clone());
+                                    self.committed_addrs.insert(ce.change.node, a);
+                                }
+                            }
+                        }
+                    }
+                    Err(unavailable("superseded by a membership change"))
+                }
+            };
+            if let Some(mut p) = self.pending.remove(&e.index) {
+                // Another leader's entry at this index means ours was truncated.
+                let ours = p.term == e.term;
+                if let (true, Some(adm)) = (ours, p.admission.take())
+                    && let Some(pos) = to_process.iter().position(|(i, _)| *i == e.index)
+                    && let Some(pipeline) = &self.pipeline
+                {
+                    let (_, events) = to_process.swap_remove(pos);
+                    pipeline.submit_admitted(events, adm);
+                }
+                let out = if ours { result } else { Err(unavailable("superseded by a new leader")) };
+                let _ = p.reply.send(out);
+            }
+        }
+        drop(state);
+        if let Some(pipeline) = &self.pipeline {
+            for (_, events) in to_process {
+                if !events.is_empty() {
+                    pipeline.submit(events);
+                }
+            }
+        }
+        self.shared.applied.notify_waiters();
+    }
+
+    pub(super) fn install(&mut self, snap: &Snapshot) {
+        let dedup = lock(&self.shared.state).dedup_config();
+        match decode_snapshot_data(dedup, snap.data.clone()) {
+            Ok((book, state)) => {
+                self.committed_addrs.extend(book.clone());
+                self.addrs.extend(book);
+                *lock(&self.shared.state) = state;
+                self.last_snapshot = snap.meta.index;
+                tracing::info!(node = self.id, index = snap.meta.index, "installed snapshot from the leader");
+            }
+            Err(e) => {
+                // The leader's own state machine produced it; a decode failure is a bug or a
+                // version skew. Keep the old state rather than serving a broken one.
+                tracing::error!(node = self.id, error = %e, "cannot decode the leader's snapshot");
+            }
+        }
+        // Nothing proposed here before the snapshot can still be answered from this node's log.
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let _ = p.reply.send(Err(self.not_leader()));
+        }
+    }
+
+    pub(super) fn maybe_snapshot(&mut self) -> Result<(), StorageError> {
+        let applied = self.raft.applied();
+        if applied < self.last_snapshot + self.snapshot_entries {
+            return Ok(());
+        }
+        let data = encode_snapshot_data(&self.committed_addrs, &lock(&self.shared.state));
+        if let Err(e) = self.raft.snapshot(applied, data) {
+            tracing::warn!(node = self.id, error = %e, "snapshot refused");
+            return Ok(());
+        }
+        if let Some(snap) = self.raft.latest_snapshot() {
+            self.storage.save_snapshot(snap)?;
+        }
+        self.last_snapshot = applied;
+        let keep = applied.saturating_sub(self.snapshot_keep_entries);
+        if keep > self.raft.first_index() {
+            if let Err(e) = self.raft.compact(keep) {
+                tracing::warn!(node = self.id, error = %e, "compaction refused");
+            } else {
+                self.storage.compact(keep)?;
+            }
+        }
+        tracing::info!(node = self.id, index = applied, "snapshot saved");
+        Ok(())
+    }
+}

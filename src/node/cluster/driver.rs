@@ -1,0 +1,312 @@
+//! The driver loop: one task owns the Raft core, the WAL and the transport; each round follows the
+//! order `raft/mod.rs` documents (persist, send, apply, advance).
+
+use super::*;
+
+impl Driver {
+    pub(super) async fn run(mut self) {
+        tracing::info!(node = self.id, "raft driver started");
+        let outcome = loop {
+            rt::select! {
+                biased;
+                _ = self.shared.stop.wait() => break Ok(()),
+                _ = self.clock.sleep_until(self.next_tick) => {
+                    self.raft.tick();
+                    self.next_tick = self.clock.mono() + self.tick;
+                    self.on_tick();
+                }
+                m = next_peer_message(&mut self.inbox) => match m {
+                    Some(m) => self.step(m),
+                    None => break Ok(()),
+                },
+                c = self.cmds.recv() => match c {
+                    Some(c) => self.handle(c),
+                    None => break Ok(()),
+                },
+            }
+            // Take everything else that is already here, so one round (one fsync) covers it.
+            for _ in 0..4096 {
+                match self.inbox.as_mut().and_then(Inbox::try_recv) {
+                    Some(m) => self.step(m),
+                    None => break,
+                }
+            }
+            for _ in 0..4096 {
+                match self.cmds.try_recv() {
+                    Ok(c) => self.handle(c),
+                    Err(_) => break,
+                }
+            }
+            for id in self.transport.as_ref().map(PeerTransport::take_unreachable).unwrap_or_default() {
+                self.raft.report_unreachable(id);
+            }
+            // `advance()` can make more ready at once — a single member commits its own entry only
+            // once the round that made it durable has advanced — so go round again rather than
+            // wait for the next tick or message.
+            let mut failed = None;
+            for _ in 0..8 {
+                if let Err(e) = self.round() {
+                    failed = Some(e);
+                    break;
+                }
+                // Under load new requests are already queued and the next iteration comes at once
+                // (and batches more into one fsync); go round again only when nothing else would.
+                if !self.raft.has_ready() || !self.cmds.is_empty() {
+                    break;
+                }
+            }
+            if let Some(e) = failed {
+                break Err(e);
+            }
+        };
+        match outcome {
+            Ok(()) => self.stop(ServiceError::ShuttingDown),
+            Err(e) => {
+                let why = format!("node {} stopped replicating: storage failed: {e}; restart it", self.id);
+                tracing::error!(node = self.id, error = %e, "storage failed; the node stops replicating");
+                lock(&self.shared.status).failed = Some(why.clone());
+                self.stop(ServiceError::Internal(why));
+            }
+        }
+        self.cmds.close();
+        while let Ok(c) = self.cmds.try_recv() {
+            self.refuse(c, &ServiceError::ShuttingDown);
+        }
+        if let Some(p) = self.pipeline.take() {
+            *lock(&self.shared.pipeline) = None;
+            p.shutdown().await;
+        }
+        if let Some(t) = &self.transport {
+            t.shutdown().await;
+        }
+        self.shared.applied.notify_waiters();
+        tracing::info!(node = self.id, "raft driver stopped");
+    }
+
+    pub(super) fn stop(&mut self, err: ServiceError) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let _ = p.reply.send(Err(err.clone()));
+        }
+        for r in self.reads.drain(..) {
+            let _ = r.reply.send(Err(err.clone()));
+        }
+        for a in self.admin.drain(..) {
+            let _ = a.reply.send(Err(err.clone()));
+        }
+        self.shared.stop.set();
+    }
+
+    pub(super) fn refuse(&self, c: Cmd, err: &ServiceError) {
+        match c {
+            Cmd::Publish { reply, .. } => drop(reply.send(Err(err.clone()))),
+            Cmd::Checkpoint { .. } => {}
+            Cmd::Read { reply } => drop(reply.send(Err(err.clone()))),
+            Cmd::Admin { reply, .. } => drop(reply.send(Err(err.clone()))),
+        }
+    }
+
+    pub(super) fn step(&mut self, m: crate::raft::Message) {
+        if !self.addrs.contains_key(&m.from)
+            && let Some(a) = self.departed_addrs.remove(&m.from)
+        {
+            // A removed node is talking again: it was added back, or it does not know yet that
+            // it is out. Either way the answer must be able to reach it.
+            tracing::info!(node = self.id, peer = m.from, "a removed node talks again; dialling it");
+            self.addrs.insert(m.from, a);
+            self.sync_peers();
+        }
+        if let Err(e) = self.raft.step(m) {
+            tracing::debug!(node = self.id, error = %e, "message ignored");
+        }
+    }
+
+    pub(super) fn not_leader(&self) -> ServiceError {
+        match self.raft.leader_id() {
+            Some(l) if l != self.id => {
+                ServiceError::NotLeader { leader: self.addrs.get(&l).map(|a| a.client.clone()) }
+            }
+            _ => unavailable("no leader elected yet"),
+        }
+    }
+
+    pub(super) fn propose_error(&self, e: ProposeError) -> ServiceError {
+        match e {
+            ProposeError::NotLeader { .. } | ProposeError::TransferInProgress { .. } => self.not_leader(),
+            other => unavailable(other.to_string()),
+        }
+    }
+
+    pub(super) fn handle(&mut self, c: Cmd) {
+        let now = self.clock.mono();
+        match c {
+            Cmd::Checkpoint { positions, handled } => {
+                // Only the leader's pipeline runs; a late flush after a step-down is dropped (the
+                // next leader re-handles from the last recorded checkpoint: at-least-once).
+                if self.raft.role() == Role::Leader {
+                    let _ = self.raft.propose(Command::Checkpoint { positions, handled }.encode());
+                }
+            }
+            Cmd::Publish { events, admission, reply } => {
+                if self.raft.role() != Role::Leader {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return;
+                }
+                if events.is_empty() {
+                    let _ = reply.send(Ok(Vec::new()));
+                    return;
+                }
+                // The leader stamps its time into the entry; replicas apply that, never their own clock.
+                let cmd = Command::Publish { stamped_ms: self.clock.wall_unix_ms(), events };
+                match self.raft.propose(cmd.encode()) {
+                    Ok(index) => {
+                        let term = self.raft.term();
+                        let old = self.pending.insert(
+                            index,
+                            PendingPublish { term, admission, deadline: now + self.commit_timeout, reply },
+                        );
+                        debug_assert!(old.is_none(), "two proposals at index {index}");
+                    }
+                    Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+                }
+            }
+            Cmd::Read { reply } => {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                match self.raft.read_index(ctx) {
+                    Ok(()) => self.reads.push(PendingRead {
+                        ctx,
+                        index: None,
+                        deadline: now + self.commit_timeout,
+                        reply,
+                    }),
+                    Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+                }
+            }
+            Cmd::Admin { req, reply } => self.admin_request(req, reply, now),
+        }
+    }
+
+    /// Timeouts and membership progress, once per tick.
+    pub(super) fn on_tick(&mut self) {
+        let now = self.clock.mono();
+        let expired: Vec<Index> =
+            self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(&i, _)| i).collect();
+        for i in expired {
+            if let Some(p) = self.pending.remove(&i) {
+                let _ = p.reply.send(Err(unavailable("not committed in time")));
+            }
+        }
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].deadline <= now {
+                let r = self.reads.swap_remove(i);
+                let _ = r.reply.send(Err(unavailable("read not confirmed in time")));
+            } else {
+                i += 1;
+            }
+        }
+        self.advance_admin(now);
+    }
+
+    /// One Ready, in the order the core requires.
+    pub(super) fn round(&mut self) -> Result<(), StorageError> {
+        if !self.raft.has_ready() {
+            return Ok(());
+        }
+        let Ready { hard_state, entries, snapshot, messages, committed_entries, read_states, soft_state } =
+            self.raft.ready();
+        let installed = snapshot.as_ref().map(|s| (s.meta.index, s.meta.term));
+        let log_changed = installed.is_some() || !entries.is_empty();
+        let appended_from = entries.first().map(|e| e.index);
+        if let Some(snap) = snapshot {
+            self.storage.install_snapshot(&snap)?;
+            self.install(&snap);
+        }
+        if !entries.is_empty() {
+            for e in &entries {
+                note_conf_entry(&mut self.addrs, e);
+            }
+            self.storage.append(&entries)?;
+            self.storage.sync()?;
+        }
+        if let Some(hs) = hard_state {
+            self.storage.set_hard_state(hs)?;
+        }
+        self.sync_peers();
+        for m in messages {
+            if let Some(t) = &self.transport {
+                t.send(m);
+            }
+        }
+        let observed_entries = if self.observer.is_some() { committed_entries.clone() } else { Vec::new() };
+        if !committed_entries.is_empty() {
+            self.apply(committed_entries);
+        }
+        for rs in read_states {
+            if let Some(r) = self.reads.iter_mut().find(|r| r.ctx == rs.ctx) {
+                r.index = Some(rs.index);
+            }
+        }
+        self.raft.advance();
+        let applied = self.raft.applied();
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].index.is_some_and(|ix| ix <= applied) {
+                let _ = self.reads.swap_remove(i).reply.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+        self.manage_pipeline(soft_state.is_some());
+        // Changes that just applied are answered before a step-down fails the rest (removing the
+        // leader itself commits and then steps it down in the same round).
+        self.advance_admin(self.clock.mono());
+        if soft_state.is_some() && self.raft.role() != Role::Leader {
+            // The outcome of an uncommitted proposal is unknown now; the client retries with the
+            // same idempotency key and the dedup window gives it the original offset if it did commit.
+            let err = self.not_leader();
+            for (_, p) in std::mem::take(&mut self.pending) {
+                let _ = p.reply.send(Err(err.clone()));
+            }
+            for a in self.admin.drain(..) {
+                let _ = a.reply.send(Err(err.clone()));
+            }
+        }
+        self.maybe_snapshot()?;
+        self.publish_status();
+        if let Some(o) = &self.observer {
+            o.round(&RoundView {
+                node: self.id,
+                term: self.raft.term(),
+                role: self.raft.role(),
+                leader: self.raft.leader_id(),
+                commit: self.raft.commit_index(),
+                applied: self.raft.applied(),
+                first_index: self.raft.first_index(),
+                entries: self.raft.entries(),
+                log_changed: log_changed || !self.observed,
+                appended_from,
+                applied_entries: &observed_entries,
+                snapshot: installed,
+                first_round: !self.observed,
+            });
+            self.observed = true;
+        }
+        Ok(())
+    }
+
+    pub(super) fn publish_status(&self) {
+        let conf = self.raft.conf_state();
+        let leader = self.raft.leader_id();
+        let mut st = lock(&self.shared.status);
+        st.role = self.raft.role();
+        st.term = self.raft.term();
+        st.leader = leader;
+        st.leader_client_addr = leader.and_then(|l| self.addrs.get(&l)).map(|a| a.client.clone());
+        st.commit = self.raft.commit_index();
+        st.applied = self.raft.applied();
+        st.last_index = self.raft.last_index();
+        st.voters = conf.voters.iter().copied().collect();
+        st.learners = conf.learners.iter().copied().collect();
+    }
+}

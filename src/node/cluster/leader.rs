@@ -1,0 +1,141 @@
+//! The leader's processing stage (the pipeline): started once this leader has applied its first
+//! entry, stopped when it no longer leads; its checkpoint is recorded in the replicated log.
+
+use super::*;
+
+/// Publishes through this member for its processing stage (alerts become events). It holds the
+/// member weakly: the member owns the stage that owns this publisher, and a strong reference
+/// would keep a stopped (or simulated-crashed) member alive forever.
+#[derive(Debug)]
+pub(super) struct MemberPublisher {
+    node: std::sync::Weak<Shared>,
+}
+
+impl EventSink for MemberPublisher {
+    fn publish_detached(&self, events: Vec<Event>) {
+        let Some(shared) = self.node.upgrade() else { return };
+        let fut = ClusterNode { shared }.publish(events);
+        rt::spawn(async move {
+            if let Err(err) = fut.await {
+                tracing::warn!(%err, "could not publish the processing stage's events");
+            }
+        });
+    }
+}
+
+/// The pipeline's [`Checkpoint`] on a cluster member: kept in memory as the pipeline reports
+/// progress, and recorded in the replicated log (a [`Command::Checkpoint`] entry) at each flush —
+/// every control-loop tick and at shutdown — so the next leader resumes from there.
+#[derive(Debug)]
+pub(super) struct ClusterCheckpoint {
+    pub(super) cmds: mpsc::UnboundedSender<Cmd>,
+    pub(super) inner: Mutex<CheckpointState>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct CheckpointState {
+    pub(super) positions: BTreeMap<String, u64>,
+    pub(super) handled: std::collections::HashSet<(u64, u64)>,
+    pub(super) dirty_positions: BTreeMap<String, u64>,
+    pub(super) new_keys: Vec<(u64, u64)>,
+}
+
+impl Checkpoint for ClusterCheckpoint {
+    fn positions(&self) -> BTreeMap<String, u64> {
+        lock(&self.inner).positions.clone()
+    }
+
+    fn record_position(&self, topic: &str, next_offset: u64) {
+        let mut st = lock(&self.inner);
+        let p = st.positions.entry(topic.to_string()).or_default();
+        if next_offset > *p {
+            *p = next_offset;
+            st.dirty_positions.insert(topic.to_string(), next_offset);
+        }
+    }
+
+    fn is_handled(&self, key: (u64, u64)) -> bool {
+        lock(&self.inner).handled.contains(&key)
+    }
+
+    fn mark_handled(&self, key: (u64, u64)) {
+        let mut st = lock(&self.inner);
+        if st.handled.insert(key) {
+            st.new_keys.push(key);
+        }
+    }
+
+    fn flush(&self) {
+        let mut st = lock(&self.inner);
+        if st.dirty_positions.is_empty() && st.new_keys.is_empty() {
+            return;
+        }
+        let positions = std::mem::take(&mut st.dirty_positions).into_iter().collect();
+        let handled = std::mem::take(&mut st.new_keys);
+        let _ = self.cmds.send(Cmd::Checkpoint { positions, handled });
+    }
+}
+
+impl Driver {
+    /// Starts the pipeline once this leader has applied its first entry, stops it (without
+    /// draining: the next leader resumes from the checkpoint) when it is no longer leader.
+    pub(super) fn manage_pipeline(&mut self, role_changed: bool) {
+        let leading = self.raft.role() == Role::Leader;
+        if role_changed {
+            self.leader_since = leading.then(|| self.raft.last_index());
+        }
+        if !leading {
+            if let Some(p) = self.pipeline.take() {
+                *lock(&self.shared.pipeline) = None;
+                let left = p.abort();
+                tracing::info!(node = self.id, left, "pipeline stopped: no longer leader");
+            }
+            return;
+        }
+        let Some(setup) = &self.pipeline_setup else { return };
+        if self.pipeline.is_some() || self.leader_since.is_none_or(|i| self.raft.applied() < i) {
+            return;
+        }
+        let state = lock(&self.shared.state);
+        let progress = state.processing();
+        let checkpoint = Arc::new(ClusterCheckpoint {
+            cmds: self.shared.cmds.clone(),
+            inner: Mutex::new(CheckpointState {
+                positions: progress.positions.clone(),
+                handled: progress.handled_keys().collect(),
+                ..CheckpointState::default()
+            }),
+        });
+        // What the stage publishes (alerts) goes through this node, so it is replicated like any
+        // other event.
+        let ctx = ProcessingContext {
+            node: self.id,
+            clock: self.clock.clone(),
+            checkpoint,
+            publisher: Arc::new(MemberPublisher { node: Arc::downgrade(&self.shared) }),
+            routes: lock(&self.shared.routes).clone(),
+        };
+        let pipeline = match setup.start(ctx) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(node = self.id, error = %e, "the pipeline cannot start; events are stored but not processed");
+                self.pipeline_setup = None;
+                return;
+            }
+        };
+        // Resume: everything committed after the replicated checkpoint.
+        let mut resumed = 0;
+        for topic in state.topics().map(str::to_string).collect::<Vec<_>>() {
+            let from = progress.positions.get(&topic).copied().unwrap_or(0) as usize;
+            let log = state.topic_log(&topic);
+            for chunk in log.get(from..).unwrap_or(&[]).chunks(1024) {
+                resumed += chunk.len();
+                pipeline.submit(chunk.to_vec());
+            }
+        }
+        drop(state);
+        tracing::info!(node = self.id, resumed, "pipeline started on the leader");
+        *lock(&self.shared.pipeline) = Some(pipeline.clone());
+        self.pipeline = Some(pipeline);
+    }
+}

@@ -1,0 +1,650 @@
+//! `ClusterNode`: one member of a Raft-replicated, durable event log.
+//!
+//! A driver task owns the Raft core, the durable storage and the peer transport; ingest reaches
+//! it through a channel (publish, linearizable read, admin). Each round follows the order in
+//! `raft/mod.rs`: install a received snapshot, append entries, one fsync for the whole round
+//! (group commit: every proposal that arrived since the last round shares it), hard state, send,
+//! apply, serve reads, advance. A publish is acknowledged when its entry is *applied* — committed,
+//! so durable on a majority — with the offsets the state machine gave it.
+//!
+//! Replicated state ([`EventLogState`]) is computed only from committed entries; the leader
+//! stamps its wall time into each entry, and dedup expiry follows that stamp. Consumers read the
+//! applied state on any node (never an entry that could still be rolled back); a linearizable
+//! read first confirms the commit index with the leader (ReadIndex).
+//!
+//! Here: the member's handle ([`ClusterNode`], the [`EventService`] ingest calls) and the driver's
+//! state. The driver's jobs, one file each: `driver.rs` (the loop and one round), `apply.rs`
+//! (committed entries, snapshots), `addresses.rs` (the address book), `admin.rs` (membership
+//! changes in stages), `leader.rs` (starting and stopping the leader's pipeline).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::command::Command;
+use super::{DedupConfig, EventLogState};
+use crate::config::ClusterConfig;
+use crate::event::Event;
+use crate::event::codec::{get_str16, put_str16};
+use crate::raft::{
+    ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, Index, InitError, NodeId,
+    ProposeError, Raft, RaftConfig, Ready, RestoredState, Role, Snapshot, Term,
+};
+use crate::rt::sync::{Latch, Notify, mpsc, oneshot};
+use crate::rt::{self, Disk, NodeClock, NodeRng};
+use crate::service::{
+    AdminCommand, Admission, Appended, Checkpoint, EventService, EventSink, FetchReply, Processing,
+    ProcessingContext, ReadOptions, Routes, ServiceError, StartProcessing,
+};
+use crate::transport::{Inbox, PeerTransport, StatsReader, TransportConfig};
+use crate::wal::{RaftStorage, StorageError, StorageOptions};
+
+mod addresses;
+mod admin;
+mod apply;
+mod driver;
+mod leader;
+
+use addresses::*;
+use admin::*;
+
+/// How long an admin change (add / remove a node) may take before it is reported as failed.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retry-after told to clients when the cluster cannot commit right now.
+const UNAVAILABLE_RETRY_MS: u32 = 200;
+
+/// Everything a member needs to start.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub node_id: NodeId,
+    pub cluster: ClusterConfig,
+    pub dedup: DedupConfig,
+    /// This node's client address, told to clients redirected here.
+    pub client_addr: String,
+    /// Truncate the write-ahead log at a corrupt record instead of refusing to start.
+    pub repair: bool,
+    /// Starts the processing stage (the event pipeline) run on the leader over committed
+    /// events; `None` runs none.
+    pub pipeline: Option<Arc<dyn StartProcessing>>,
+    /// Sees the Raft state after every driver round (the simulator's invariant checkers); `None`
+    /// in production.
+    pub observer: Option<Arc<dyn RaftObserver>>,
+}
+
+/// Watches a member's Raft state after every round of its driver. It runs on the driver task, so
+/// it must be quick and must not block; the simulator uses it to check Raft's safety properties
+/// at every step of every node, not only at the end of a run.
+pub trait RaftObserver: Send + Sync + std::fmt::Debug {
+    /// Called once per round that did something (`Ready` was non-empty).
+    fn round(&self, view: &RoundView<'_>);
+}
+
+/// What a [`RaftObserver`] sees of one round.
+#[derive(Debug)]
+pub struct RoundView<'a> {
+    pub node: NodeId,
+    pub term: Term,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub commit: Index,
+    pub applied: Index,
+    /// The log held in memory (after compaction it starts at `first_index`).
+    pub first_index: Index,
+    pub entries: &'a [Entry],
+    /// Entries were appended (or the log was replaced by a snapshot) this round.
+    pub log_changed: bool,
+    /// The first index appended this round (entries from there on are new or replaced).
+    pub appended_from: Option<Index>,
+    /// Entries applied to the state machine this round, in order.
+    pub applied_entries: &'a [Entry],
+    /// A snapshot installed this round: its last included index and term.
+    pub snapshot: Option<(Index, Term)>,
+    /// The first round since this incarnation started (a restart resets the commit index).
+    pub first_round: bool,
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("the snapshot in the data directory cannot be read: {0}")]
+    Snapshot(String),
+    #[error("raft: {0}")]
+    Raft(#[from] InitError),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    /// Peers could not authenticate: set the same `cluster.secret` on every member.
+    #[error(
+        "cluster.secret is empty but this node {why}: set cluster.secret (the same long random string \
+         on every member) and restart"
+    )]
+    NoSecret { why: &'static str },
+}
+
+/// The next message from a peer; never completes on a member without a peer transport.
+async fn next_peer_message(inbox: &mut Option<Inbox>) -> Option<crate::raft::Message> {
+    match inbox {
+        Some(i) => i.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Binds the peer transport, or — for a single member without a secret — nothing: nobody could
+/// be authenticated, so the port stays closed. A member that has or will have peers needs a
+/// secret.
+async fn open_peer_transport(
+    cfg: &ClusterConfig,
+    id: NodeId,
+    raft: &Raft,
+    clock: NodeClock,
+    rng: NodeRng,
+) -> Result<Option<(PeerTransport, Inbox)>, ClusterError> {
+    if cfg.secret.is_empty() {
+        let why = if cfg.join {
+            Some("is configured to join a cluster")
+        } else if cfg.members.iter().any(|m| m.id != id) {
+            Some("has other configured members")
+        } else if raft.conf_state().members().any(|m| m != id) {
+            Some("has other members in its persisted configuration")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(ClusterError::NoSecret { why });
+        }
+        tracing::info!(node = id, "no cluster.secret: a single member, not listening for peers");
+        return Ok(None);
+    }
+    if cfg.secret.len() < MIN_SECRET_LEN {
+        tracing::warn!(
+            node = id,
+            len = cfg.secret.len(),
+            min = MIN_SECRET_LEN,
+            "cluster.secret is short; use a long random string"
+        );
+    }
+    let tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
+    let bound = PeerTransport::bind(tcfg, cfg.raft_listen, clock, rng)
+        .await
+        .map_err(|source| ClusterError::Listen { addr: cfg.raft_listen, source })?;
+    Ok(Some(bound))
+}
+
+/// Secrets shorter than this start with a warning: guessing online costs one connection a try.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// What a member looks like from outside (refreshed after every driver round).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    /// The leader's client address, when known.
+    pub leader_client_addr: Option<String>,
+    pub commit: Index,
+    pub applied: Index,
+    pub last_index: Index,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Set when the node stopped replicating because its storage failed.
+    pub failed: Option<String>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
+
+enum Cmd {
+    Publish {
+        events: Vec<Event>,
+        admission: Option<Admission>,
+        reply: Reply<Vec<Appended>>,
+    },
+    /// The pipeline's checkpoint to record in the log (from [`ClusterCheckpoint::flush`]).
+    Checkpoint {
+        positions: Vec<(String, u64)>,
+        handled: Vec<(u64, u64)>,
+    },
+    Read {
+        reply: Reply<()>,
+    },
+    Admin {
+        req: AdminCommand,
+        reply: Reply<String>,
+    },
+}
+
+struct Shared {
+    id: NodeId,
+    raft_addr: Option<SocketAddr>,
+    /// The peer transport's counters, for `/metrics`.
+    peer_stats: Option<StatsReader>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    state: Mutex<EventLogState>,
+    status: Mutex<ClusterStatus>,
+    /// Woken after every round that applied something (long-poll reads wait on it).
+    applied: Notify,
+    stop: Latch,
+    /// The running pipeline while this member leads (publishes are admitted through it).
+    pipeline: Mutex<Option<Arc<dyn Processing>>>,
+    /// A topic table loaded after start (SIGHUP), used by every pipeline this member starts.
+    routes: Mutex<Option<Routes>>,
+}
+
+/// A member of the replicated log; implements [`EventService`]. Clones share the member.
+#[derive(Clone)]
+pub struct ClusterNode {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode").field("id", &self.shared.id).finish_non_exhaustive()
+    }
+}
+
+/// The running driver; [`ClusterTask::wait`] returns once it has stopped.
+pub struct ClusterTask {
+    handle: rt::JoinHandle<()>,
+}
+
+impl ClusterTask {
+    /// Waits for the driver to stop (after [`ClusterNode::shutdown`], or a storage failure).
+    pub async fn wait(self) {
+        let _ = self.handle.await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Holders never panic half-way through an update that matters for safety (the state machine
+    // only grows); a poisoned lock still holds the best data there is.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ClusterNode {
+    /// Recovers from `disk`, binds the peer listener and starts the driver.
+    pub async fn start(
+        opts: ClusterOptions,
+        disk: Arc<dyn Disk>,
+        clock: NodeClock,
+        mut rng: NodeRng,
+    ) -> Result<(ClusterNode, ClusterTask), ClusterError> {
+        let cfg = opts.cluster.clone();
+        let id = opts.node_id;
+        let storage_opts = StorageOptions { segment_bytes: cfg.segment_bytes, repair: opts.repair };
+        let (storage, recovered) = RaftStorage::open(disk, storage_opts)?;
+        for note in &recovered.repaired {
+            tracing::warn!(node = id, "recovery: {note}");
+        }
+        let mut addrs = BTreeMap::new();
+        for m in &cfg.members {
+            addrs.insert(m.id, Addr { raft: m.raft_addr.clone(), client: m.client_addr.clone() });
+        }
+        addrs.insert(id, Addr { raft: cfg.raft_listen.to_string(), client: opts.client_addr.clone() });
+        let mut state = EventLogState::new(opts.dedup);
+        if let Some(snap) = &recovered.snapshot {
+            let (book, st) =
+                decode_snapshot_data(opts.dedup, snap.data.clone()).map_err(ClusterError::Snapshot)?;
+            addrs.extend(book);
+            state = st;
+        }
+        // Addresses of members added after the snapshot are in the configuration entries.
+        for e in &recovered.entries {
+            note_conf_entry(&mut addrs, e);
+        }
+        let fresh = recovered.hard_state == Default::default()
+            && recovered.snapshot.is_none()
+            && recovered.entries.is_empty();
+        let conf_state = if cfg.join {
+            ConfState::default()
+        } else if cfg.members.is_empty() {
+            ConfState::with_voters([id])
+        } else {
+            ConfState::with_voters(cfg.members.iter().map(|m| m.id))
+        };
+        tracing::info!(node = id, fresh, entries = recovered.entries.len(), "recovered");
+        let restored = RestoredState {
+            hard_state: recovered.hard_state,
+            snapshot: recovered.snapshot,
+            entries: recovered.entries,
+            conf_state,
+            applied: 0,
+        };
+        let mut rcfg = RaftConfig::new(id);
+        rcfg.election_tick = cfg.election_ticks;
+        rcfg.heartbeat_tick = cfg.heartbeat_ticks;
+        let raft_rng = rt::rng::split(&mut rng);
+        let raft = Raft::new(rcfg, restored, raft_rng)?;
+        let (transport, inbox) = match open_peer_transport(&cfg, id, &raft, clock.clone(), rng).await? {
+            Some((transport, inbox)) => {
+                // The configured address may be port 0; tell peers the real one.
+                if let Some(a) = addrs.get_mut(&id) {
+                    a.raft = transport.local_addr().to_string();
+                }
+                (Some(transport), Some(inbox))
+            }
+            None => (None, None),
+        };
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = ClusterStatus {
+            id,
+            role: raft.role(),
+            term: raft.term(),
+            leader: raft.leader_id(),
+            leader_client_addr: None,
+            commit: raft.commit_index(),
+            applied: raft.applied(),
+            last_index: raft.last_index(),
+            voters: raft.conf_state().voters.iter().copied().collect(),
+            learners: raft.conf_state().learners.iter().copied().collect(),
+            failed: None,
+        };
+        let shared = Arc::new(Shared {
+            id,
+            raft_addr: transport.as_ref().map(PeerTransport::local_addr),
+            peer_stats: transport.as_ref().map(PeerTransport::stats_reader),
+            cmds: tx,
+            state: Mutex::new(state),
+            status: Mutex::new(status),
+            applied: Notify::new(),
+            stop: Latch::new(),
+            pipeline: Mutex::new(None),
+            routes: Mutex::new(None),
+        });
+        let tick = Duration::from_millis(cfg.tick_ms);
+        let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
+        let mut driver = Driver {
+            id,
+            next_tick: clock.mono() + tick,
+            tick,
+            commit_timeout: Duration::from_millis(cfg.commit_timeout_ms),
+            snapshot_entries: cfg.snapshot_entries,
+            snapshot_keep_entries: cfg.snapshot_keep_entries,
+            raft,
+            storage,
+            transport,
+            inbox,
+            cmds: rx,
+            shared: shared.clone(),
+            clock,
+            committed_addrs: addrs.clone(),
+            departed_addrs: BTreeMap::new(),
+            addrs,
+            peers: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            reads: Vec::new(),
+            next_read_ctx: 1,
+            admin: Vec::new(),
+            last_snapshot,
+            pipeline_setup: opts.pipeline.clone(),
+            pipeline: None,
+            leader_since: None,
+            observer: opts.observer.clone(),
+            observed: false,
+        };
+        driver.sync_peers();
+        driver.publish_status();
+        let handle = rt::spawn(driver.run());
+        Ok((ClusterNode { shared }, ClusterTask { handle }))
+    }
+
+    /// Stops the driver (pending requests are answered "shutting down").
+    pub fn shutdown(&self) {
+        self.shared.stop.set();
+    }
+
+    /// Replaces the pipeline's topic table without a restart: the running pipeline (if this member
+    /// leads) at once, and any pipeline it starts later.
+    pub fn reload_routes(
+        &self,
+        topics: BTreeMap<String, crate::event::Priority>,
+        default: crate::event::Priority,
+    ) {
+        if let Some(p) = lock(&self.shared.pipeline).as_ref() {
+            p.reload_routes(&topics, default);
+        }
+        *lock(&self.shared.routes) = Some((topics, default));
+    }
+
+    /// Where this member listens for its peers; `None` when it does not (no `cluster.secret`).
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
+        self.shared.raft_addr
+    }
+
+    /// The member's current status.
+    pub fn status(&self) -> ClusterStatus {
+        lock(&self.shared.status).clone()
+    }
+
+    /// Locks the applied state (for tests and the simulator's checkers).
+    pub fn state(&self) -> MutexGuard<'_, EventLogState> {
+        lock(&self.shared.state)
+    }
+
+    fn refused(&self) -> ServiceError {
+        match lock(&self.shared.status).failed.clone() {
+            Some(why) => ServiceError::Internal(why),
+            None => ServiceError::ShuttingDown,
+        }
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        cmd: Cmd,
+        rx: oneshot::Receiver<Result<T, ServiceError>>,
+    ) -> impl Future<Output = Result<T, ServiceError>> + Send + 'static + use<T> {
+        // Sent at call time: the channel's order is the order of calls (the EventService contract).
+        let refused = self.shared.cmds.send(cmd).is_err().then(|| self.refused());
+        let this = self.clone();
+        async move {
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            rx.await.unwrap_or_else(|_| Err(this.refused()))
+        }
+    }
+}
+
+impl EventService for ClusterNode {
+    fn publish(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static + use<> {
+        let pipeline = lock(&self.shared.pipeline).clone();
+        let Some(pipeline) = pipeline else {
+            let (reply, rx) = oneshot::channel();
+            return futures_util::future::Either::Left(
+                self.call(Cmd::Publish { events, admission: None, reply }, rx),
+            );
+        };
+        // Admission into the pipeline comes first (it may shed or ask producers to back off).
+        // Admitted at once, the batch keeps its place in call order; one that must wait for
+        // transactional room is placed when admitted.
+        let now = match pipeline.try_admit(&events) {
+            Err(e) => Err(e),
+            Ok(Some(adm)) => {
+                let (reply, rx) = oneshot::channel();
+                Ok(Some(self.call(Cmd::Publish { events: events.clone(), admission: Some(adm), reply }, rx)))
+            }
+            Ok(None) => Ok(None),
+        };
+        let this = self.clone();
+        futures_util::future::Either::Right(async move {
+            match now? {
+                Some(fut) => fut.await,
+                None => {
+                    let adm = pipeline.admit(&events).await?;
+                    let (reply, rx) = oneshot::channel();
+                    this.call(Cmd::Publish { events, admission: Some(adm), reply }, rx).await
+                }
+            }
+        })
+    }
+
+    fn fetch(
+        &self,
+        topic: String,
+        offset: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
+        std::future::ready(Ok(self.state().fetch(&topic, offset, max)))
+    }
+
+    fn read(
+        &self,
+        topic: String,
+        offset: u64,
+        max: usize,
+        opts: ReadOptions,
+    ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
+        let confirm = opts.linearizable.then(|| {
+            let (reply, rx) = oneshot::channel();
+            self.call(Cmd::Read { reply }, rx)
+        });
+        let shared = self.shared.clone();
+        async move {
+            if let Some(confirm) = confirm {
+                confirm.await?;
+            }
+            let deadline = rt::time::now() + Duration::from_millis(u64::from(opts.wait_ms));
+            loop {
+                let mut notified = std::pin::pin!(shared.applied.notified());
+                // Register before looking, so an apply between the look and the wait is not missed.
+                notified.as_mut().enable();
+                let r = lock(&shared.state).fetch(&topic, offset, max);
+                let now = rt::time::now();
+                if !r.events.is_empty() || now >= deadline || shared.stop.is_set() {
+                    return Ok(r);
+                }
+                rt::select! {
+                    biased;
+                    _ = notified => {}
+                    _ = shared.stop.wait() => {}
+                    _ = rt::time::sleep(deadline - now) => {}
+                }
+            }
+        }
+    }
+
+    fn admin(
+        &self,
+        req: AdminCommand,
+    ) -> impl Future<Output = Result<String, ServiceError>> + Send + 'static + use<> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Cmd::Admin { req, reply }, rx)
+    }
+
+    fn render_metrics(&self) -> String {
+        let st = self.status();
+        let mut out = String::new();
+        for (name, help, v) in [
+            ("esc_raft_term", "current Raft term", st.term),
+            ("esc_raft_is_leader", "1 if this member leads", u64::from(st.role == Role::Leader)),
+            ("esc_raft_commit_index", "highest committed log index known", st.commit),
+            ("esc_raft_applied_index", "highest log index applied to the event log", st.applied),
+            ("esc_raft_last_index", "last log index", st.last_index),
+            ("esc_raft_voters", "voting members", st.voters.len() as u64),
+            (
+                "esc_node_storage_failed",
+                "1 if this member stopped replicating after a storage error",
+                u64::from(st.failed.is_some()),
+            ),
+        ] {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+        }
+        if let Some(r) = &self.shared.peer_stats {
+            let s = r.stats();
+            for (name, help, v) in [
+                (
+                    "esc_peer_handshake_failures_total",
+                    "peer handshakes that failed (either direction)",
+                    s.handshake_failures,
+                ),
+                (
+                    "esc_peer_invalid_messages_total",
+                    "authenticated peer messages with impossible values, refused",
+                    s.invalid_messages,
+                ),
+                ("esc_peer_bad_frames_total", "peer frames refused (length, checksum, codec)", s.bad_frames),
+                ("esc_peer_rejected_total", "peer messages whose sender or recipient was wrong", s.rejected),
+                ("esc_peer_accepted_total", "inbound peer connections authenticated", s.accepted),
+                ("esc_peer_refused_total", "inbound peer connections over the limit", s.refused),
+            ] {
+                out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+            }
+        }
+        if let Some(p) = lock(&self.shared.pipeline).as_ref() {
+            out.push_str(&p.render_metrics());
+        }
+        out
+    }
+
+    fn node_id(&self) -> u64 {
+        self.shared.id
+    }
+}
+
+struct PendingPublish {
+    term: Term,
+    admission: Option<Admission>,
+    deadline: Duration,
+    reply: Reply<Vec<Appended>>,
+}
+
+struct PendingRead {
+    ctx: u64,
+    /// Known once the leader confirmed the read: serve when applied reaches it.
+    index: Option<Index>,
+    deadline: Duration,
+    reply: Reply<()>,
+}
+
+struct Driver {
+    id: NodeId,
+    raft: Raft,
+    storage: RaftStorage,
+    /// `None` for a single member without a secret: it does not listen for peers.
+    transport: Option<PeerTransport>,
+    inbox: Option<Inbox>,
+    cmds: mpsc::UnboundedReceiver<Cmd>,
+    shared: Arc<Shared>,
+    clock: NodeClock,
+    tick: Duration,
+    next_tick: Duration,
+    commit_timeout: Duration,
+    snapshot_entries: u64,
+    snapshot_keep_entries: u64,
+    /// Addresses of every node seen in the log (including uncommitted configuration entries).
+    addrs: BTreeMap<NodeId, Addr>,
+    /// Addresses as of the applied configuration (what a snapshot records).
+    committed_addrs: BTreeMap<NodeId, Addr>,
+    /// Addresses of nodes removed from `addrs`, kept so that a removed node that is added back
+    /// and then talks to this node (a leader this node lags behind, say) can be answered before
+    /// this node has caught up with the entry that re-added it.
+    departed_addrs: BTreeMap<NodeId, Addr>,
+    /// Peers the transport currently knows, with the address it was given.
+    peers: BTreeMap<NodeId, String>,
+    pending: BTreeMap<Index, PendingPublish>,
+    reads: Vec<PendingRead>,
+    next_read_ctx: u64,
+    admin: Vec<PendingAdmin>,
+    last_snapshot: Index,
+    pipeline_setup: Option<Arc<dyn StartProcessing>>,
+    /// The pipeline, while this member leads and has caught up.
+    pipeline: Option<Arc<dyn Processing>>,
+    /// Index of this leader's first entry of its term: its pipeline starts once that is applied
+    /// (everything committed by earlier leaders is then in the state machine).
+    leader_since: Option<Index>,
+    observer: Option<Arc<dyn RaftObserver>>,
+    /// The observer has seen a round of this incarnation.
+    observed: bool,
+}
+
+fn unavailable(reason: impl Into<String>) -> ServiceError {
+    ServiceError::Unavailable { retry_after_ms: UNAVAILABLE_RETRY_MS, reason: reason.into() }
+}

@@ -1,0 +1,212 @@
+//! Recovery at open: finish an interrupted snapshot install, read the hard state, the snapshot and
+//! every segment, cut a torn tail, refuse (or, asked to, repair) corruption.
+
+use super::*;
+
+pub(super) struct Recovery<'a> {
+    pub(super) disk: &'a dyn Disk,
+    pub(super) opts: &'a StorageOptions,
+    pub(super) notes: Vec<String>,
+    pub(super) stats: StorageStats,
+}
+
+impl Recovery<'_> {
+    pub(super) fn note(&mut self, note: String) {
+        tracing::warn!(repair = %note, "raft storage recovery");
+        self.notes.push(note);
+    }
+
+    pub(super) fn sync_dir(&mut self) -> Result<(), StorageError> {
+        self.disk.sync_dir()?;
+        self.stats.dir_fsyncs += 1;
+        Ok(())
+    }
+
+    /// Leftovers of interrupted `write_atomic`s: never renamed, so never in effect.
+    pub(super) fn remove_temporaries(&mut self) -> Result<(), StorageError> {
+        let ours = [HARD_STATE_FILE, SNAPSHOT_FILE, INSTALL_FILE].map(|f| format!("{f}.tmp"));
+        let tmps: Vec<String> = self.disk.list("")?.into_iter().filter(|n| ours.contains(n)).collect();
+        for name in &tmps {
+            self.disk.remove(name)?;
+        }
+        if !tmps.is_empty() {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish_interrupted_install(&mut self) -> Result<(), StorageError> {
+        let bytes = match self.disk.read(INSTALL_FILE) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let snap = decode_snapshot(INSTALL_FILE, &bytes)?;
+        for name in self.segment_names()? {
+            self.disk.remove(&name.1)?;
+        }
+        self.sync_dir()?;
+        self.disk.rename(INSTALL_FILE, SNAPSHOT_FILE)?;
+        self.sync_dir()?;
+        self.note(format!(
+            "finished an interrupted snapshot install at index {}: the log before it was dropped",
+            snap.meta.index
+        ));
+        Ok(())
+    }
+
+    pub(super) fn read_hard_state(&mut self) -> Result<HardState, StorageError> {
+        match self.disk.read(HARD_STATE_FILE) {
+            Ok(b) => decode_hard_state(HARD_STATE_FILE, &b),
+            Err(e) if e.is_not_found() => Ok(HardState::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) fn read_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        match self.disk.read(SNAPSHOT_FILE) {
+            Ok(b) => decode_snapshot(SNAPSHOT_FILE, &b).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) fn segment_names(&self) -> Result<Vec<(Index, String)>, StorageError> {
+        let mut out: Vec<(Index, String)> = self
+            .disk
+            .list(SEGMENT_PREFIX)?
+            .into_iter()
+            .filter_map(|n| parse_segment_name(&n).map(|i| (i, n)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads the log after the snapshot at `snap`, repairing what it may; returns the segments
+    /// kept and the entries after the snapshot. Everything returned is durable.
+    pub(super) fn read_log(&mut self, snap: Index) -> Result<(Vec<Segment>, Vec<Entry>), StorageError> {
+        let names = self.segment_names()?;
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut entries = Vec::new();
+        let mut removed_any = false;
+        // Where the log is cut: the position in `names` of the first segment not kept whole, the
+        // byte offset to truncate it at (`None`: drop it too), and why.
+        let mut cut: Option<(usize, Option<u64>, String)> = None;
+
+        for (k, (first, name)) in names.iter().enumerate() {
+            let (first, is_last) = (*first, k + 1 == names.len());
+            if first == 0 || first > MAX_INDEX {
+                return Err(corrupt(
+                    name,
+                    0,
+                    format!("segment name gives first index {first}, outside 1..={MAX_INDEX}"),
+                ));
+            }
+            // Wholly covered by the snapshot: the next segment starts at or before snap + 1.
+            if names.get(k + 1).is_some_and(|(next, _)| *next <= snap + 1) {
+                self.disk.remove(name)?;
+                removed_any = true;
+                continue;
+            }
+            let prev_last = segments.last().map_or(snap, |s| s.last);
+            let gap = match segments.last() {
+                Some(_) => first != prev_last + 1,
+                None => first > snap + 1,
+            };
+            if gap {
+                let reason =
+                    format!("segment starts at index {first} but the log before it ends at {prev_last}");
+                self.refuse_or_note(name, 0, &reason)?;
+                cut = Some((k, None, format!("{name}: {reason}")));
+                break;
+            }
+            let data = self.disk.read(name)?;
+            let mut seg = Segment { name: name.clone(), first, last: first - 1, bytes: 0 };
+            let (end, bad) = scan_records(&data, first, |_, e| {
+                seg.last = e.index;
+                if e.index > snap {
+                    entries.push(e);
+                }
+                true
+            });
+            seg.bytes = end as u64;
+            let next_index = seg.last + 1;
+            segments.push(seg);
+            if let Some(bad) = bad {
+                let torn = is_last
+                    && match bad.kind {
+                        BadKind::Zero => true,
+                        BadKind::Partial | BadKind::Checksum => {
+                            !valid_record_after(&data, bad.offset + 1, next_index)
+                        }
+                        BadKind::Hard => false,
+                    };
+                let what = format!("{name} byte {}: {}", bad.offset, bad.reason);
+                if torn {
+                    let n = data.len() - bad.offset;
+                    cut = Some((k, Some(bad.offset as u64), format!("{what} (torn tail of {n} bytes)")));
+                } else {
+                    self.refuse_or_note(name, bad.offset, &bad.reason)?;
+                    cut = Some((k, Some(bad.offset as u64), what));
+                }
+                break;
+            }
+        }
+
+        if let Some((k, offset, why)) = cut {
+            // Drop every segment after the cut, newest first (each removal durable), then
+            // truncate the cut one.
+            let first_dropped = if offset.is_some() { k + 1 } else { k };
+            let mut dropped = Vec::new();
+            for (_, name) in names[first_dropped..].iter().rev() {
+                self.disk.remove(name)?;
+                self.sync_dir()?;
+                dropped.push(name.clone());
+            }
+            if let Some(offset) = offset {
+                let seg = segments.last().expect("the cut segment was kept");
+                self.disk.truncate(&seg.name, offset)?;
+                self.disk.sync(&seg.name)?;
+                self.stats.fsyncs += 1;
+            }
+            let mut note = format!("truncated the log at {why}");
+            if !dropped.is_empty() {
+                dropped.reverse();
+                note.push_str(&format!("; removed the later segments {}", dropped.join(", ")));
+            }
+            self.note(note);
+        }
+
+        // An empty last segment (cut at its start, or created but never written) is dropped, and
+        // so are segments wholly covered by the snapshot.
+        if segments.last().is_some_and(|s| s.bytes == 0) {
+            let seg = segments.pop().expect("checked above");
+            self.disk.remove(&seg.name)?;
+            removed_any = true;
+        }
+        let covered = segments.iter().take_while(|s| s.last <= snap).count();
+        for seg in segments.drain(..covered) {
+            self.disk.remove(&seg.name)?;
+            removed_any = true;
+        }
+        // Make what is returned durable (a process crash may have left it only in the page cache).
+        if let Some(seg) = segments.last() {
+            self.disk.sync(&seg.name)?;
+            self.stats.fsyncs += 1;
+        }
+        if removed_any || !segments.is_empty() {
+            self.sync_dir()?;
+        }
+        Ok((segments, entries))
+    }
+
+    /// Refuses to start on corruption unless repairing, in which case the caller cuts the log.
+    pub(super) fn refuse_or_note(
+        &mut self,
+        file: &str,
+        offset: usize,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        if self.opts.repair { Ok(()) } else { Err(corrupt(file, offset, reason)) }
+    }
+}
