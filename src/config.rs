@@ -339,16 +339,28 @@ impl Config {
 
     /// Checks ranges and relations between values.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid { key, message: message.into() })
-        }
-        let i = &self.ingest;
         if self.node.id == 0 {
             return invalid("node.id", "must be non-zero");
         }
-        if !(64..=MAX_FRAME_LIMIT).contains(&i.max_frame_bytes) {
+        if !(64..=MAX_FRAME_LIMIT).contains(&self.ingest.max_frame_bytes) {
             return invalid("ingest.max_frame_bytes", format!("must be between 64 and {MAX_FRAME_LIMIT}"));
         }
+        self.validate_limits()?;
+        validate_clients(&self.ingest.clients)?;
+        validate_access(&self.ingest)?;
+        self.validate_cluster()?;
+        if let Err((key, message)) = self.pipeline.validate() {
+            return invalid(key, message);
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            return invalid("log.level", e.to_string());
+        }
+        Ok(())
+    }
+
+    /// Counts, sizes and timeouts of ingest and dedup: none zero, and room for one full frame.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let i = &self.ingest;
         for (key, v) in [
             ("ingest.max_connections", i.max_connections),
             ("ingest.max_events_per_frame", i.max_events_per_frame),
@@ -387,42 +399,11 @@ impl Config {
                 "must be at least ingest.max_frame_bytes, or a full frame could never be received",
             );
         }
-        let mut names = std::collections::BTreeSet::new();
-        for c in &i.clients {
-            if c.name.is_empty() || !names.insert(c.name.as_str()) {
-                return invalid(
-                    "ingest.clients",
-                    format!("client names must be non-empty and unique (`{}`)", c.name),
-                );
-            }
-            if c.token.len() < 8 {
-                return invalid(
-                    "ingest.clients",
-                    format!("client `{}`: token must be at least 8 bytes", c.name),
-                );
-            }
-            if c.token.len() > u16::MAX as usize {
-                return invalid(
-                    "ingest.clients",
-                    format!("client `{}`: token longer than 65535 bytes", c.name),
-                );
-            }
-            if c.roles.is_empty() {
-                return invalid("ingest.clients", format!("client `{}`: no roles", c.name));
-            }
-        }
-        if i.anonymous_roles.as_ref().is_some_and(|r| r.contains(&Role::Admin)) {
-            return invalid("ingest.anonymous_roles", "admin cannot be granted without a credential");
-        }
-        for t in &i.allowed_topics {
-            let name = t.strip_suffix('*').unwrap_or(t);
-            if name.is_empty() && t != "*" {
-                return invalid("ingest.allowed_topics", "empty pattern");
-            }
-            if name.contains('*') {
-                return invalid("ingest.allowed_topics", format!("`{t}`: `*` is only allowed at the end"));
-            }
-        }
+        Ok(())
+    }
+
+    /// Cluster timing, storage and membership (this node among the members, a secret when peers exist).
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
         let c = &self.cluster;
         for (key, v) in [
             ("cluster.tick_ms", c.tick_ms),
@@ -463,12 +444,6 @@ impl Config {
                 "must be set for a multi-node cluster (peers authenticate with it)",
             );
         }
-        if let Err((key, message)) = self.pipeline.validate() {
-            return invalid(key, message);
-        }
-        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
-            return invalid("log.level", e.to_string());
-        }
         Ok(())
     }
 
@@ -476,6 +451,51 @@ impl Config {
     pub fn defaults_toml() -> String {
         toml::to_string(&Config::default()).expect("defaults serialise")
     }
+}
+
+/// A validation failure of `key`.
+fn invalid(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid { key, message: message.into() })
+}
+
+/// Client credentials: unique non-empty names, tokens of 8 to 65535 bytes, at least one role each.
+fn validate_clients(clients: &[ClientCredential]) -> Result<(), ConfigError> {
+    let mut names = std::collections::BTreeSet::new();
+    for c in clients {
+        if c.name.is_empty() || !names.insert(c.name.as_str()) {
+            return invalid(
+                "ingest.clients",
+                format!("client names must be non-empty and unique (`{}`)", c.name),
+            );
+        }
+        if c.token.len() < 8 {
+            return invalid("ingest.clients", format!("client `{}`: token must be at least 8 bytes", c.name));
+        }
+        if c.token.len() > u16::MAX as usize {
+            return invalid("ingest.clients", format!("client `{}`: token longer than 65535 bytes", c.name));
+        }
+        if c.roles.is_empty() {
+            return invalid("ingest.clients", format!("client `{}`: no roles", c.name));
+        }
+    }
+    Ok(())
+}
+
+/// What anonymous clients may do and which topics are allowed.
+fn validate_access(i: &IngestConfig) -> Result<(), ConfigError> {
+    if i.anonymous_roles.as_ref().is_some_and(|r| r.contains(&Role::Admin)) {
+        return invalid("ingest.anonymous_roles", "admin cannot be granted without a credential");
+    }
+    for t in &i.allowed_topics {
+        let name = t.strip_suffix('*').unwrap_or(t);
+        if name.is_empty() && t != "*" {
+            return invalid("ingest.allowed_topics", "empty pattern");
+        }
+        if name.contains('*') {
+            return invalid("ingest.allowed_topics", format!("`{t}`: `*` is only allowed at the end"));
+        }
+    }
+    Ok(())
 }
 
 /// Sets `a.b.c = value` in `table`; `value` is parsed as TOML, or taken as a string if it is not.

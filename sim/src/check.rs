@@ -5,7 +5,7 @@ use std::fmt;
 
 use eventstreamcore::event::StoredEvent;
 
-use crate::history::{HistoryData, ReadRecord, payload_digest};
+use crate::history::{AckRecord, HistoryData, ReadRecord, payload_digest};
 
 /// A property that did not hold, with the evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,33 +104,7 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
             );
         }
         acked_at.insert(key, (a.topic.clone(), a.offset));
-        let Some(stored) = logs.get(&a.topic).and_then(|l| l.get(a.offset as usize)) else {
-            return fail(
-                C,
-                format!(
-                    "ack for key {key:?} points at {}@{} but the log has no such offset (client {})",
-                    a.topic, a.offset, a.client
-                ),
-            );
-        };
-        if stored.event.idempotency_key() != Some(key) {
-            return fail(
-                C,
-                format!(
-                    "ack for key {key:?} points at {}@{} which holds key {:?} (client {})",
-                    a.topic,
-                    a.offset,
-                    stored.event.idempotency_key(),
-                    a.client
-                ),
-            );
-        }
-        let Some(p) = h.published.get(&key) else {
-            return fail(C, format!("key {key:?} acked (client {}) but never published", a.client));
-        };
-        if let Some(what) = p.differs_from(&stored.event) {
-            return fail(C, format!("key {key:?} stored with another {what} than it was published with"));
-        }
+        ack_matches_log(h, &logs, a, key)?;
         if !a.duplicate && !fresh_acks.insert(key) {
             return fail(
                 C,
@@ -147,6 +121,44 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
                 format!("acked key {key:?} appears {n} times in the log: {:?}", copies.get(&key)),
             );
         }
+    }
+    Ok(())
+}
+
+/// The event an ack points at is in the log with the acked key and the content published with it.
+fn ack_matches_log(
+    h: &HistoryData,
+    logs: &BTreeMap<String, Vec<StoredEvent>>,
+    a: &AckRecord,
+    key: (u64, u64),
+) -> Result<(), CheckFailure> {
+    const C: &str = "acked_exactly_once";
+    let Some(stored) = logs.get(&a.topic).and_then(|l| l.get(a.offset as usize)) else {
+        return fail(
+            C,
+            format!(
+                "ack for key {key:?} points at {}@{} but the log has no such offset (client {})",
+                a.topic, a.offset, a.client
+            ),
+        );
+    };
+    if stored.event.idempotency_key() != Some(key) {
+        return fail(
+            C,
+            format!(
+                "ack for key {key:?} points at {}@{} which holds key {:?} (client {})",
+                a.topic,
+                a.offset,
+                stored.event.idempotency_key(),
+                a.client
+            ),
+        );
+    }
+    let Some(p) = h.published.get(&key) else {
+        return fail(C, format!("key {key:?} acked (client {}) but never published", a.client));
+    };
+    if let Some(what) = p.differs_from(&stored.event) {
+        return fail(C, format!("key {key:?} stored with another {what} than it was published with"));
     }
     Ok(())
 }

@@ -329,44 +329,7 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
         inner.chains.remove(&v.node);
     }
     for e in v.applied_entries {
-        let entry = CommittedEntry { term: e.term, kind: EntryClass::of(e), digest: entry_digest(e) };
-        let chain = match inner.chains.get(&v.node) {
-            Some(&(last, chain)) if e.index == last + 1 => Some(chain),
-            Some(&(last, _)) => {
-                return Err(format!(
-                    "state-machine safety: n{} applied index {} right after index {last} (entries applied \
-                     one by one must follow each other)",
-                    v.node, e.index
-                ));
-            }
-            None if e.index == 1 => Some(0),
-            None => inner.chain_at.get(&(e.index - 1)).copied(),
-        };
-        *inner.applied_count.entry(v.node).or_default() += 1;
-        match inner.committed.get(&e.index) {
-            Some(c) if *c != entry => {
-                return Err(format!(
-                    "state-machine safety: n{} applied {:?} at index {}, another member applied {:?}",
-                    v.node, entry, e.index, c
-                ));
-            }
-            Some(_) => {}
-            None => {
-                inner.committed.insert(e.index, entry);
-            }
-        }
-        match chain.map(|c| chain_digest(c, entry.digest)) {
-            Some(chain) => {
-                inner.chains.insert(v.node, (e.index, chain));
-                inner.chain_at.entry(e.index).or_insert(chain);
-                inner.checker.record_apply(v.node, e.index, chain).map_err(|x| x.to_string())?;
-            }
-            // The state it started from was never applied one by one by anyone the watch saw: no
-            // chain to continue (the member's own entries are still compared one by one above).
-            None => {
-                inner.chains.remove(&v.node);
-            }
-        }
+        check_applied(inner, v.node, e)?;
     }
     // The member's own chain where it has one; otherwise (it has applied nothing one by one since it
     // started from its disk or a snapshot) the chain recorded at that index, which is all there is.
@@ -403,6 +366,50 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
             ..view
         };
         inner.checker.check(&[tail]).map_err(|x| x.to_string())?;
+    }
+    Ok(())
+}
+
+/// One entry `node` applied: it follows the node's previous one, matches what any other member
+/// applied at its index, and extends the node's chain of applied digests.
+fn check_applied(inner: &mut Inner, node: NodeId, e: &Entry) -> Result<(), String> {
+    let entry = CommittedEntry { term: e.term, kind: EntryClass::of(e), digest: entry_digest(e) };
+    let chain = match inner.chains.get(&node) {
+        Some(&(last, chain)) if e.index == last + 1 => Some(chain),
+        Some(&(last, _)) => {
+            return Err(format!(
+                "state-machine safety: n{} applied index {} right after index {last} (entries applied \
+                 one by one must follow each other)",
+                node, e.index
+            ));
+        }
+        None if e.index == 1 => Some(0),
+        None => inner.chain_at.get(&(e.index - 1)).copied(),
+    };
+    *inner.applied_count.entry(node).or_default() += 1;
+    match inner.committed.get(&e.index) {
+        Some(c) if *c != entry => {
+            return Err(format!(
+                "state-machine safety: n{} applied {:?} at index {}, another member applied {:?}",
+                node, entry, e.index, c
+            ));
+        }
+        Some(_) => {}
+        None => {
+            inner.committed.insert(e.index, entry);
+        }
+    }
+    match chain.map(|c| chain_digest(c, entry.digest)) {
+        Some(chain) => {
+            inner.chains.insert(node, (e.index, chain));
+            inner.chain_at.entry(e.index).or_insert(chain);
+            inner.checker.record_apply(node, e.index, chain).map_err(|x| x.to_string())?;
+        }
+        // The state it started from was never applied one by one by anyone the watch saw: no
+        // chain to continue (the member's own entries are still compared one by one above).
+        None => {
+            inner.chains.remove(&node);
+        }
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use super::auth::Roles;
 use super::convert::{admin_command, error_frame};
 use super::{InflightGuard, Shared};
-use crate::config::Role;
+use crate::config::{IngestConfig, Role};
 use crate::event::{Event, validate_topic};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::sync::{Latch, OwnedSemaphorePermit};
@@ -144,20 +144,7 @@ pub(crate) async fn serve<S: EventService>(
     let cfg = shared.config.clone();
     let clock = shared.clock.clone();
     let (mut rd, mut wr) = rt::io::split(stream);
-    let mut conn = Conn {
-        decoder: StreamDecoder::new(cfg.max_frame_bytes),
-        pending: FuturesOrdered::new(),
-        reads_pending: 0,
-        roles: shared.auth.anonymous(),
-        credential: None,
-        failed_hellos: 0,
-        reading: true,
-        stalled: None,
-        deferred: None,
-        shared,
-        peer,
-        id,
-    };
+    let mut conn = Conn::new(shared, peer, id);
     let mut buf = BytesMut::with_capacity(INITIAL_BUF);
     let mut out = BytesMut::new();
     let mut buffered = BufferedBytes { metrics: conn.shared.metrics.clone(), mine: 0 };
@@ -189,11 +176,7 @@ pub(crate) async fn serve<S: EventService>(
         if !conn.reading && conn.stalled.is_none() && conn.deferred.is_none() && conn.pending.is_empty() {
             break "done";
         }
-        let can_read = conn.reading
-            && conn.stalled.is_none()
-            && conn.deferred.is_none()
-            && conn.pending.len() < max_inflight
-            && buf.len() < buf_limit;
+        let can_read = conn.may_read(max_inflight) && buf.len() < buf_limit;
         // Over the server-wide buffer budget, a connection holding more than a small buffer
         // waits (its frame deadline still runs, so a trickler cannot hold the budget).
         let over_budget = can_read
@@ -206,16 +189,10 @@ pub(crate) async fn serve<S: EventService>(
             frame_start = frame_start.map(|_| last_read);
         }
         was_readable = can_read;
-        let deadline = if let Some(d) = grace_deadline {
-            Some(d)
-        } else if !can_read {
-            None
-        } else if !buf.is_empty() {
-            // Everything complete was decoded, so this is part of a frame: the client must finish
-            // it within the read timeout of its first byte.
-            Some(frame_start.unwrap_or(last_read) + Duration::from_millis(cfg.read_timeout_ms))
-        } else if conn.pending.is_empty() {
-            Some(last_read + Duration::from_millis(cfg.idle_timeout_ms))
+        let deadline = if grace_deadline.is_some() {
+            grace_deadline
+        } else if can_read {
+            read_deadline(&cfg, !buf.is_empty(), conn.pending.is_empty(), frame_start, last_read)
         } else {
             None
         };
@@ -229,46 +206,9 @@ pub(crate) async fn serve<S: EventService>(
                 grace_deadline = Some(clock.mono() + Duration::from_millis(cfg.shutdown_grace_ms));
             }
             Some(done) = conn.pending.next(), if !conn.pending.is_empty() => {
-                let mut held = Vec::new();
-                let mut reads = 0;
-                let mut take = |done: Done, out: &mut BytesMut| {
-                    encode_replies(&done.replies, out);
-                    reads += done.reads;
-                    held.extend(done.hold);
-                };
-                take(done, &mut out);
-                // Gather other replies that are already done (up to a bound), then write once.
-                while out.len() < WRITE_BATCH {
-                    match conn.pending.next().now_or_never() {
-                        Some(Some(more)) => take(more, &mut out),
-                        _ => break,
-                    }
+                if let Err(reason) = conn.write_replies(done, &mut out, &mut wr, &mut buffered, buf.capacity()).await {
+                    break reason;
                 }
-                buffered.set(buf.capacity() + out.capacity());
-                if !out.is_empty() {
-                    let write = async {
-                        wr.write_all(&out).await?;
-                        wr.flush().await
-                    };
-                    match rt::time::timeout(Duration::from_millis(cfg.write_timeout_ms), write).await {
-                        Ok(Ok(())) => {
-                            out.clear();
-                            if out.capacity() > KEEP_CAPACITY {
-                                out = BytesMut::new();
-                            }
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(conn = id, error = %e, "write failed");
-                            break "write failed";
-                        }
-                        Err(_) => {
-                            conn.shared.metrics.closed_write_timeout.inc();
-                            break "write timeout";
-                        }
-                    }
-                }
-                drop(held);
-                conn.reads_pending -= reads;
             }
             permit = inflight.acquire_many_owned(stalled_need), if conn.stalled.is_some() => {
                 let batch = conn.stalled.take().expect("guarded by the select condition");
@@ -280,50 +220,48 @@ pub(crate) async fn serve<S: EventService>(
             // Re-check the budget now and then (it frees as other connections drain).
             _ = rt::time::sleep(BUDGET_RECHECK), if over_budget => {}
             // At most one chunk per read, so no connection overshoots the budget by more.
-            n = read_chunk(&mut rd, &mut buf), if can_read && !over_budget => match n {
-                Ok(0) => {
-                    conn.reading = false;
-                    if !buf.is_empty() {
-                        tracing::debug!(conn = id, bytes = buf.len(), "EOF inside a frame; partial frame dropped");
-                        buf.clear();
-                    }
+            n = read_chunk(&mut rd, &mut buf), if can_read && !over_budget => {
+                if conn.took_read(n, &mut buf) {
+                    last_read = clock.mono();
                 }
-                Ok(_) => last_read = clock.mono(),
-                Err(e) => {
-                    tracing::debug!(conn = id, error = %e, "read failed");
-                    conn.reading = false;
-                    buf.clear();
-                }
-            },
+            }
             _ = sleep_until_opt(&clock, deadline) => {
-                if grace_deadline.is_some() {
-                    break "shutdown grace elapsed";
-                }
-                if buf.is_empty() {
-                    conn.shared.metrics.closed_idle.inc();
-                    break "idle timeout";
-                }
-                conn.shared.metrics.closed_read_timeout.inc();
-                if let Some(request_id) = acked_request_id(&buf) {
-                    // The acked protocol can say why: one error frame, best effort, then close.
-                    let err = ErrorFrame::new(
-                        ErrorCode::Malformed,
-                        format!("frame not completed within {} ms of its first byte", cfg.read_timeout_ms),
-                    );
-                    out.clear();
-                    Response::Error(err).encode(request_id, &mut out);
-                    let write = async {
-                        wr.write_all(&out).await?;
-                        wr.flush().await
-                    };
-                    let _ = rt::time::timeout(Duration::from_millis(cfg.write_timeout_ms.min(1_000)), write).await;
-                }
-                break "read timeout (frame not completed in time)";
+                break conn.deadline_passed(grace_deadline.is_some(), &buf, &mut out, &mut wr).await;
             }
         }
     };
     let _ = wr.shutdown().await;
     tracing::debug!(conn = conn.id, peer = %conn.peer, reason, "connection closed");
+}
+
+/// When a connection that may read gives up on its client: the read timeout after the first
+/// byte of a partly received frame (everything complete was decoded, so buffered bytes are one),
+/// or the idle timeout after the last read if nothing is buffered or pending; else none.
+fn read_deadline(
+    cfg: &IngestConfig,
+    partial_frame: bool,
+    nothing_pending: bool,
+    frame_start: Option<Duration>,
+    last_read: Duration,
+) -> Option<Duration> {
+    if partial_frame {
+        Some(frame_start.unwrap_or(last_read) + Duration::from_millis(cfg.read_timeout_ms))
+    } else if nothing_pending {
+        Some(last_read + Duration::from_millis(cfg.idle_timeout_ms))
+    } else {
+        None
+    }
+}
+
+/// Writes `bytes` and flushes.
+async fn write_flush<W: rt::io::AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    wr.write_all(bytes).await?;
+    wr.flush().await
+}
+
+/// A request's single reply, ready now.
+fn ready_reply(request_id: u64, resp: Response) -> Pending {
+    Box::pin(std::future::ready(vec![(request_id, resp)].into()))
 }
 
 /// When the partial frame left in the buffer after decoding started: none if the buffer is
@@ -391,6 +329,139 @@ fn encode_replies(replies: &Replies, out: &mut BytesMut) {
 }
 
 impl<S: EventService> Conn<S> {
+    fn new(shared: Arc<Shared<S>>, peer: SocketAddr, id: u64) -> Self {
+        Conn {
+            decoder: StreamDecoder::new(shared.config.max_frame_bytes),
+            pending: FuturesOrdered::new(),
+            reads_pending: 0,
+            roles: shared.auth.anonymous(),
+            credential: None,
+            failed_hellos: 0,
+            reading: true,
+            stalled: None,
+            deferred: None,
+            shared,
+            peer,
+            id,
+        }
+    }
+
+    /// Whether the connection may read more (the buffer's own bound aside): it is reading,
+    /// nothing waits for capacity, and the pipelining bound is not reached.
+    fn may_read(&self, max_inflight: usize) -> bool {
+        self.reading && self.stalled.is_none() && self.deferred.is_none() && self.pending.len() < max_inflight
+    }
+
+    /// Writes `done`'s replies together with others already finished (up to [`WRITE_BATCH`]
+    /// bytes) in one write, then gives back what they held; `Err` is why the connection closes.
+    async fn write_replies<W: rt::io::AsyncWrite + Unpin>(
+        &mut self,
+        done: Done,
+        out: &mut BytesMut,
+        wr: &mut W,
+        buffered: &mut BufferedBytes,
+        buf_capacity: usize,
+    ) -> Result<(), &'static str> {
+        let mut held = Vec::new();
+        let mut reads = 0;
+        let mut take = |done: Done, out: &mut BytesMut| {
+            encode_replies(&done.replies, out);
+            reads += done.reads;
+            held.extend(done.hold);
+        };
+        take(done, out);
+        // Gather other replies that are already done (up to a bound), then write once.
+        while out.len() < WRITE_BATCH {
+            match self.pending.next().now_or_never() {
+                Some(Some(more)) => take(more, out),
+                _ => break,
+            }
+        }
+        buffered.set(buf_capacity + out.capacity());
+        if !out.is_empty() {
+            let limit = Duration::from_millis(self.shared.config.write_timeout_ms);
+            match rt::time::timeout(limit, write_flush(wr, out)).await {
+                Ok(Ok(())) => {
+                    out.clear();
+                    if out.capacity() > KEEP_CAPACITY {
+                        *out = BytesMut::new();
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(conn = self.id, error = %e, "write failed");
+                    return Err("write failed");
+                }
+                Err(_) => {
+                    self.shared.metrics.closed_write_timeout.inc();
+                    return Err("write timeout");
+                }
+            }
+        }
+        drop(held);
+        self.reads_pending -= reads;
+        Ok(())
+    }
+
+    /// Takes a read's outcome: true if bytes arrived; EOF or an error stops reading (and drops
+    /// a partial frame).
+    fn took_read(&mut self, n: std::io::Result<usize>, buf: &mut BytesMut) -> bool {
+        match n {
+            Ok(0) => {
+                self.reading = false;
+                if !buf.is_empty() {
+                    tracing::debug!(
+                        conn = self.id,
+                        bytes = buf.len(),
+                        "EOF inside a frame; partial frame dropped"
+                    );
+                    buf.clear();
+                }
+                false
+            }
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(conn = self.id, error = %e, "read failed");
+                self.reading = false;
+                buf.clear();
+                false
+            }
+        }
+    }
+
+    /// Why the connection closes now its deadline passed: the shutdown grace ended, the client
+    /// idled, or it left a frame unfinished (an acked client is told so, best effort).
+    async fn deadline_passed<W: rt::io::AsyncWrite + Unpin>(
+        &mut self,
+        grace: bool,
+        buf: &BytesMut,
+        out: &mut BytesMut,
+        wr: &mut W,
+    ) -> &'static str {
+        if grace {
+            return "shutdown grace elapsed";
+        }
+        if buf.is_empty() {
+            self.shared.metrics.closed_idle.inc();
+            return "idle timeout";
+        }
+        self.shared.metrics.closed_read_timeout.inc();
+        if let Some(request_id) = acked_request_id(buf) {
+            // The acked protocol can say why: one error frame, best effort, then close.
+            let cfg = &self.shared.config;
+            let err = ErrorFrame::new(
+                ErrorCode::Malformed,
+                format!("frame not completed within {} ms of its first byte", cfg.read_timeout_ms),
+            );
+            out.clear();
+            Response::Error(err).encode(request_id, out);
+            let limit = Duration::from_millis(cfg.write_timeout_ms.min(1_000));
+            let _ = rt::time::timeout(limit, write_flush(wr, out)).await;
+        }
+        "read timeout (frame not completed in time)"
+    }
+}
+
+impl<S: EventService> Conn<S> {
     /// Decodes buffered frames and submits them in stream order, stopping at the pipelining
     /// bound or when a batch stalls for capacity (the unit behind it waits in `deferred`).
     fn decode_and_submit(&mut self, buf: &mut BytesMut, max_inflight: usize) {
@@ -448,13 +519,10 @@ impl<S: EventService> Conn<S> {
     /// Adds a publish to the open batch, or queues the reply to any other request.
     fn handle(&mut self, unit: Inbound, batch: &mut Batch) {
         let m = &self.shared.metrics;
-        let cfg = &self.shared.config;
-        let reply =
-            |request_id, resp| -> Pending { Box::pin(std::future::ready(vec![(request_id, resp)].into())) };
         match unit {
             Inbound::Legacy(event) => {
                 m.legacy_frames.inc();
-                if !self.roles.has(Role::Publish) || !cfg.topic_allowed(&event.topic) {
+                if !self.roles.has(Role::Publish) || !self.shared.config.topic_allowed(&event.topic) {
                     m.legacy_refused.inc();
                     return;
                 }
@@ -469,155 +537,173 @@ impl<S: EventService> Conn<S> {
             }
             Inbound::Request { request_id, request: Request::Publish(events) } => {
                 m.acked_frames.inc();
-                let max_batch = cfg.max_events_per_frame;
-                let error = if let Some(denied) = self.denied(Some(Role::Publish)) {
-                    Some(denied)
-                } else if events.len() > max_batch {
-                    Some(ErrorFrame::new(
-                        ErrorCode::Malformed,
-                        format!("{} events in one frame; the limit is {max_batch}", events.len()),
-                    ))
-                } else {
-                    None
-                };
-                if let Some(err) = error {
-                    m.acked_errors.inc();
-                    batch.after.push(reply(request_id, Response::Error(err)));
-                    return;
-                }
-                let mut slots = Vec::with_capacity(events.len());
-                for event in events {
-                    if let Err(why) = validate_topic(&event.topic) {
-                        m.events_rejected.inc();
-                        slots.push(Slot::Rejected(ErrorFrame::new(ErrorCode::Malformed, why)));
-                    } else if !cfg.topic_allowed(&event.topic) {
-                        m.events_rejected.inc();
-                        slots.push(Slot::Rejected(ErrorFrame::new(
-                            ErrorCode::UnknownTopic,
-                            format!("topic `{}` is not allowed on this server", event.topic),
-                        )));
-                    } else {
-                        slots.push(Slot::Batch(batch.events.len()));
-                        batch.events.push(event);
-                    }
-                }
-                batch.parts.push(Part::Acked { request_id, slots });
+                self.handle_publish(request_id, events, batch);
             }
             Inbound::Request { request_id, request: Request::Hello { client, token } } => {
                 m.acked_frames.inc();
-                let auth = &self.shared.auth;
-                let anonymous = auth.anonymous();
-                let login = if token.is_empty() && auth.has_credentials() && anonymous != Roles::NONE {
-                    // No token where anonymous clients may work: a HELLO, not a failed login.
-                    Some((None, anonymous))
-                } else {
-                    auth.check(&token).map(|(name, roles)| (Some(name), roles))
-                };
-                if let Some((name, roles)) = login {
-                    self.roles = roles;
-                    self.credential = name.map(str::to_string);
-                    let name = name.unwrap_or("anonymous");
-                    tracing::debug!(conn = self.id, client = %client, credential = name, "hello");
-                    let resp = Response::HelloOk {
-                        server: self.shared.server_name.clone(),
-                        node_id: self.shared.service.node_id(),
-                        max_frame_bytes: u32::try_from(cfg.max_frame_bytes).unwrap_or(u32::MAX),
-                    };
-                    self.pending.push_back(reply(request_id, resp));
-                    return;
-                }
-                // A wrong token logs the connection out, is answered late, and too many close it.
-                self.failed_hellos += 1;
-                m.hello_failures.inc();
-                m.acked_errors.inc();
-                if let Some(was) = self.credential.take() {
-                    tracing::info!(conn = self.id, peer = %self.peer, credential = %was, "wrong-token HELLO: logged out");
-                }
-                self.roles = auth.anonymous();
-                let delay = auth.failure_delay(self.failed_hellos);
-                let mut message = "wrong token".to_string();
-                if self.failed_hellos >= auth.max_failures() {
-                    m.closed_auth_failures.inc();
-                    tracing::info!(conn = self.id, peer = %self.peer, failures = self.failed_hellos, "closing after failed HELLOs");
-                    message = format!("wrong token; closing after {} failed HELLOs", self.failed_hellos);
-                    self.reading = false;
-                }
-                let err = Response::Error(ErrorFrame::new(ErrorCode::Unauthorized, message));
-                self.pending.push_back(Box::pin(async move {
-                    rt::time::sleep(delay).await;
-                    vec![(request_id, err)].into()
-                }));
+                self.handle_hello(request_id, &client, &token);
             }
             Inbound::Request { request_id, request: Request::Ping } => {
                 m.acked_frames.inc();
-                self.pending.push_back(reply(request_id, Response::Pong));
+                self.pending.push_back(ready_reply(request_id, Response::Pong));
             }
             Inbound::Request {
                 request_id,
                 request: req @ (Request::Fetch { .. } | Request::Read { .. } | Request::Admin(_)),
             } => {
                 m.acked_frames.inc();
-                let need = match &req {
-                    Request::Admin(AdminRequest::Status) => None,
-                    Request::Admin(_) => Some(Role::Admin),
-                    _ => Some(Role::Consume),
-                };
-                if let Some(err) = self.denied(need) {
-                    m.acked_errors.inc();
-                    self.pending.push_back(reply(request_id, Response::Error(err)));
-                    return;
-                }
-                let service = &self.shared.service;
-                let (topic, offset, max_events, opts) = match req {
-                    Request::Fetch { topic, offset, max_events } => {
-                        (topic, offset, max_events, ReadOptions::default())
-                    }
-                    Request::Read { topic, offset, max_events, linearizable, wait_ms } => (
-                        topic,
-                        offset,
-                        max_events,
-                        ReadOptions { linearizable, wait_ms: wait_ms.min(MAX_READ_WAIT_MS) },
-                    ),
-                    Request::Admin(a) => {
-                        let fut = service.admin(admin_command(a));
-                        self.pending.push_back(Box::pin(async move {
-                            let resp = match fut.await {
-                                Ok(text) => Response::AdminOk(text),
-                                Err(e) => Response::Error(error_frame(&e)),
-                            };
-                            vec![(request_id, resp)].into()
-                        }));
-                        return;
-                    }
-                    _ => unreachable!("matched above"),
-                };
-                let max = (max_events as usize).min(cfg.max_fetch_events);
-                let max_bytes = cfg.max_fetch_bytes;
-                let fut = service.read(topic.clone(), offset, max, opts);
-                self.pending.push_back(Box::pin(async move {
-                    let resp = match fut.await {
-                        Ok(mut r) => {
-                            cap_reply_bytes(&topic, &mut r, max_bytes);
-                            Response::Fetched {
-                                topic,
-                                next_offset: r.next_offset,
-                                end_offset: r.end_offset,
-                                events: r.events,
-                            }
-                        }
-                        Err(e) => Response::Error(error_frame(&e)),
-                    };
-                    Done { replies: vec![(request_id, resp)], hold: None, reads: 1 }
-                }));
-                self.reads_pending += 1;
+                self.handle_query(request_id, req);
             }
             Inbound::BadRequest { request_id, error } => {
                 m.acked_frames.inc();
                 m.acked_errors.inc();
                 tracing::debug!(conn = self.id, error = %error, "bad acked frame");
-                self.pending.push_back(reply(request_id, Response::Error(error)));
+                self.pending.push_back(ready_reply(request_id, Response::Error(error)));
             }
         }
+    }
+
+    /// Adds an acked publish's events to the open batch (each rejected up front if its topic is
+    /// invalid or not allowed), or refuses the whole frame (not allowed to publish, too many events).
+    fn handle_publish(&mut self, request_id: u64, events: Vec<Event>, batch: &mut Batch) {
+        let m = &self.shared.metrics;
+        let cfg = &self.shared.config;
+        let max_batch = cfg.max_events_per_frame;
+        let error = if let Some(denied) = self.denied(Some(Role::Publish)) {
+            Some(denied)
+        } else if events.len() > max_batch {
+            Some(ErrorFrame::new(
+                ErrorCode::Malformed,
+                format!("{} events in one frame; the limit is {max_batch}", events.len()),
+            ))
+        } else {
+            None
+        };
+        if let Some(err) = error {
+            m.acked_errors.inc();
+            batch.after.push(ready_reply(request_id, Response::Error(err)));
+            return;
+        }
+        let mut slots = Vec::with_capacity(events.len());
+        for event in events {
+            if let Err(why) = validate_topic(&event.topic) {
+                m.events_rejected.inc();
+                slots.push(Slot::Rejected(ErrorFrame::new(ErrorCode::Malformed, why)));
+            } else if !cfg.topic_allowed(&event.topic) {
+                m.events_rejected.inc();
+                slots.push(Slot::Rejected(ErrorFrame::new(
+                    ErrorCode::UnknownTopic,
+                    format!("topic `{}` is not allowed on this server", event.topic),
+                )));
+            } else {
+                slots.push(Slot::Batch(batch.events.len()));
+                batch.events.push(event);
+            }
+        }
+        batch.parts.push(Part::Acked { request_id, slots });
+    }
+
+    /// Logs the connection in (or, on a wrong token, out: answered late, and too many close it).
+    fn handle_hello(&mut self, request_id: u64, client: &str, token: &str) {
+        let m = &self.shared.metrics;
+        let auth = &self.shared.auth;
+        let anonymous = auth.anonymous();
+        let login = if token.is_empty() && auth.has_credentials() && anonymous != Roles::NONE {
+            // No token where anonymous clients may work: a HELLO, not a failed login.
+            Some((None, anonymous))
+        } else {
+            auth.check(token).map(|(name, roles)| (Some(name), roles))
+        };
+        if let Some((name, roles)) = login {
+            self.roles = roles;
+            self.credential = name.map(str::to_string);
+            let name = name.unwrap_or("anonymous");
+            tracing::debug!(conn = self.id, client = %client, credential = name, "hello");
+            let resp = Response::HelloOk {
+                server: self.shared.server_name.clone(),
+                node_id: self.shared.service.node_id(),
+                max_frame_bytes: u32::try_from(self.shared.config.max_frame_bytes).unwrap_or(u32::MAX),
+            };
+            self.pending.push_back(ready_reply(request_id, resp));
+            return;
+        }
+        self.failed_hellos += 1;
+        m.hello_failures.inc();
+        m.acked_errors.inc();
+        if let Some(was) = self.credential.take() {
+            tracing::info!(conn = self.id, peer = %self.peer, credential = %was, "wrong-token HELLO: logged out");
+        }
+        self.roles = auth.anonymous();
+        let delay = auth.failure_delay(self.failed_hellos);
+        let mut message = "wrong token".to_string();
+        if self.failed_hellos >= auth.max_failures() {
+            m.closed_auth_failures.inc();
+            tracing::info!(conn = self.id, peer = %self.peer, failures = self.failed_hellos, "closing after failed HELLOs");
+            message = format!("wrong token; closing after {} failed HELLOs", self.failed_hellos);
+            self.reading = false;
+        }
+        let err = Response::Error(ErrorFrame::new(ErrorCode::Unauthorized, message));
+        self.pending.push_back(Box::pin(async move {
+            rt::time::sleep(delay).await;
+            vec![(request_id, err)].into()
+        }));
+    }
+
+    /// Queues the answer to a FETCH, READ or ADMIN request (or its refusal, without the role).
+    fn handle_query(&mut self, request_id: u64, req: Request) {
+        let need = match &req {
+            Request::Admin(AdminRequest::Status) => None,
+            Request::Admin(_) => Some(Role::Admin),
+            _ => Some(Role::Consume),
+        };
+        if let Some(err) = self.denied(need) {
+            self.shared.metrics.acked_errors.inc();
+            self.pending.push_back(ready_reply(request_id, Response::Error(err)));
+            return;
+        }
+        let (topic, offset, max_events, opts) = match req {
+            Request::Fetch { topic, offset, max_events } => {
+                (topic, offset, max_events, ReadOptions::default())
+            }
+            Request::Read { topic, offset, max_events, linearizable, wait_ms } => (
+                topic,
+                offset,
+                max_events,
+                ReadOptions { linearizable, wait_ms: wait_ms.min(MAX_READ_WAIT_MS) },
+            ),
+            Request::Admin(a) => {
+                let fut = self.shared.service.admin(admin_command(a));
+                self.pending.push_back(Box::pin(async move {
+                    let resp = match fut.await {
+                        Ok(text) => Response::AdminOk(text),
+                        Err(e) => Response::Error(error_frame(&e)),
+                    };
+                    vec![(request_id, resp)].into()
+                }));
+                return;
+            }
+            _ => unreachable!("matched above"),
+        };
+        let cfg = &self.shared.config;
+        let max = (max_events as usize).min(cfg.max_fetch_events);
+        let max_bytes = cfg.max_fetch_bytes;
+        let fut = self.shared.service.read(topic.clone(), offset, max, opts);
+        self.pending.push_back(Box::pin(async move {
+            let resp = match fut.await {
+                Ok(mut r) => {
+                    cap_reply_bytes(&topic, &mut r, max_bytes);
+                    Response::Fetched {
+                        topic,
+                        next_offset: r.next_offset,
+                        end_offset: r.end_offset,
+                        events: r.events,
+                    }
+                }
+                Err(e) => Response::Error(error_frame(&e)),
+            };
+            Done { replies: vec![(request_id, resp)], hold: None, reads: 1 }
+        }));
+        self.reads_pending += 1;
     }
 
     /// Why this connection may not make a request needing `need` (`None`: only a login when

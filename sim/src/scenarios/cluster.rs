@@ -41,7 +41,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::{Mutant, Options, RunReport};
 use crate::check;
-use crate::history::{History, ReadRecord};
+use crate::history::{History, HistoryData, ReadRecord};
 use crate::peer_storm::{PeerStormConfig, PeerStormStats, PeerTarget, spawn_peer_storm};
 use crate::raft_watch::RaftWatch;
 use crate::storm::{StormConfig, StormStats};
@@ -203,6 +203,58 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// Draws one fault of a plan of `nodes` members, aimed at `node` where it needs one.
+fn draw_fault(rng: &mut NodeRng, nodes: usize, node: usize) -> Fault {
+    match rng.random_range(0..130) {
+        0..=14 => Fault::Isolate { node },
+        15..=19 => Fault::IsolateLeader,
+        20..=34 => {
+            let mut ids: Vec<usize> = (0..nodes).collect();
+            ids.shuffle(rng);
+            let cut = rng.random_range(1..nodes);
+            let mut side = ids[..cut].to_vec();
+            side.sort_unstable();
+            Fault::Split { side }
+        }
+        35..=44 => {
+            let other = (node + rng.random_range(1..nodes)) % nodes;
+            Fault::OneWay { from: node, to: other }
+        }
+        45..=54 => Fault::Heal,
+        55..=74 => Fault::Crash { node, down_ms: rng.random_range(100..3_000) },
+        75..=79 => {
+            let mut ids: Vec<usize> = (0..nodes).collect();
+            ids.shuffle(rng);
+            let k = if rng.random_bool(0.5) { nodes } else { nodes / 2 + 1 };
+            let mut victims = ids[..k].to_vec();
+            victims.sort_unstable();
+            Fault::CrashMany { nodes: victims, down_ms: rng.random_range(100..2_000) }
+        }
+        80..=89 => Fault::Pause { node, ms: rng.random_range(100..2_000) },
+        90..=99 => Fault::StepClock { node, ms: rng.random_range(-5_000..=5_000) },
+        100..=104 => {
+            let mut others: Vec<usize> = (0..nodes).filter(|&n| n != node).collect();
+            others.shuffle(rng);
+            let mut side = others[..others.len() / 2].to_vec();
+            side.sort_unstable();
+            Fault::Bridge { bridge: node, side }
+        }
+        105..=109 => Fault::PacketLoss { pct: rng.random_range(5..=40), ms: rng.random_range(500..5_000) },
+        110..=114 => {
+            let min_ms = rng.random_range(20..200);
+            Fault::Slow { min_ms, max_ms: min_ms * rng.random_range(2..=5), ms: rng.random_range(500..4_000) }
+        }
+        115..=122 => Fault::Disk {
+            node,
+            error: *[DiskErrorKind::Write, DiskErrorKind::Fsync, DiskErrorKind::Full]
+                .choose(rng)
+                .expect("non-empty"),
+            down_ms: rng.random_range(200..3_000),
+        },
+        _ => Fault::Rejoin { node, down_ms: rng.random_range(200..3_000) },
+    }
+}
+
 impl Plan {
     /// Draws a plan.
     pub fn generate(rng: &mut NodeRng, shape: Shape, max_drift_ppm: i64) -> Plan {
@@ -225,60 +277,7 @@ impl Plan {
         for _ in 0..n_faults {
             let at_ms = rng.random_range(500..fault_window_ms);
             let node = rng.random_range(0..nodes);
-            let fault = match rng.random_range(0..130) {
-                0..=14 => Fault::Isolate { node },
-                15..=19 => Fault::IsolateLeader,
-                20..=34 => {
-                    let mut ids: Vec<usize> = (0..nodes).collect();
-                    ids.shuffle(rng);
-                    let cut = rng.random_range(1..nodes);
-                    let mut side = ids[..cut].to_vec();
-                    side.sort_unstable();
-                    Fault::Split { side }
-                }
-                35..=44 => {
-                    let other = (node + rng.random_range(1..nodes)) % nodes;
-                    Fault::OneWay { from: node, to: other }
-                }
-                45..=54 => Fault::Heal,
-                55..=74 => Fault::Crash { node, down_ms: rng.random_range(100..3_000) },
-                75..=79 => {
-                    let mut ids: Vec<usize> = (0..nodes).collect();
-                    ids.shuffle(rng);
-                    let k = if rng.random_bool(0.5) { nodes } else { nodes / 2 + 1 };
-                    let mut victims = ids[..k].to_vec();
-                    victims.sort_unstable();
-                    Fault::CrashMany { nodes: victims, down_ms: rng.random_range(100..2_000) }
-                }
-                80..=89 => Fault::Pause { node, ms: rng.random_range(100..2_000) },
-                90..=99 => Fault::StepClock { node, ms: rng.random_range(-5_000..=5_000) },
-                100..=104 => {
-                    let mut others: Vec<usize> = (0..nodes).filter(|&n| n != node).collect();
-                    others.shuffle(rng);
-                    let mut side = others[..others.len() / 2].to_vec();
-                    side.sort_unstable();
-                    Fault::Bridge { bridge: node, side }
-                }
-                105..=109 => {
-                    Fault::PacketLoss { pct: rng.random_range(5..=40), ms: rng.random_range(500..5_000) }
-                }
-                110..=114 => {
-                    let min_ms = rng.random_range(20..200);
-                    Fault::Slow {
-                        min_ms,
-                        max_ms: min_ms * rng.random_range(2..=5),
-                        ms: rng.random_range(500..4_000),
-                    }
-                }
-                115..=122 => Fault::Disk {
-                    node,
-                    error: *[DiskErrorKind::Write, DiskErrorKind::Fsync, DiskErrorKind::Full]
-                        .choose(rng)
-                        .expect("non-empty"),
-                    down_ms: rng.random_range(200..3_000),
-                },
-                _ => Fault::Rejoin { node, down_ms: rng.random_range(200..3_000) },
-            };
+            let fault = draw_fault(rng, nodes, node);
             faults.push(Step { at_ms, fault });
         }
         faults.sort_by_key(|f| f.at_ms);
@@ -817,43 +816,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     );
 
     // --- members ---------------------------------------------------------------------------------
-    let mut slots = Vec::new();
-    let mut ids = Vec::new();
-    for i in 0..plan.nodes {
-        let slot = MemberSlot {
-            joining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            disk_faulty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            disk: Arc::new(SimDisk::new()),
-            dlq: Arc::new(SimDisk::new()),
-            node: Arc::new(Mutex::new(None)),
-            clock: Arc::new(Mutex::new(None)),
-        };
-        let disk: Arc<dyn Disk> = match opts.mutant {
-            Some(Mutant::LyingFsync) => Arc::new(LyingDisk(slot.disk.clone())),
-            _ => slot.disk.clone(),
-        };
-        let env = MemberEnv {
-            i,
-            nodes: plan.nodes,
-            snapshot_entries: plan.snapshot_entries,
-            drift: plan.drift_ppm[i],
-            disk,
-            dlq: slot.dlq.clone(),
-            slot: slot.node.clone(),
-            clock_slot: slot.clock.clone(),
-            joining: slot.joining.clone(),
-            disk_faulty: slot.disk_faulty.clone(),
-            watch: watch.clone(),
-        };
-        let h = handle
-            .create_node()
-            .name(format!("member-{}", i + 1))
-            .ip(IpAddr::V4(member_ip(i)))
-            .init(move || member_main(env.clone()))
-            .build();
-        ids.push(h.id());
-        slots.push(slot);
-    }
+    let (slots, ids) = start_members(&handle, &plan, &opts, &watch);
     let addrs: Vec<SocketAddr> = (0..plan.nodes).map(client_addr).collect();
 
     // --- clients ---------------------------------------------------------------------------------
@@ -1133,131 +1096,19 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     }
 
     // --- liveness: a leader commits a new write within the bound --------------------------------
-    let healed = rt::time::now();
-    let live_node = handle.create_node().name("liveness").ip(IpAddr::V4(Ipv4Addr::new(10, 3, 0, 1))).build();
-    let (lh, laddrs) = (history.clone(), addrs.clone());
-    let live = live_node
-        .spawn(async move {
-            let mut c = ClusterClient::new(laddrs, "liveness", "");
-            c.timeout = Duration::from_secs(2);
-            c.backoff = Duration::from_millis(100);
-            c.max_attempts = 1_000;
-            let mut e = Event::new("liveness", Priority::High, "ping");
-            e.producer_id = 999_999;
-            e.sequence = 1;
-            lh.published(&e);
-            rt::time::timeout(LIVENESS_BOUND, c.publish(vec![e.clone()]))
-                .await
-                .map(|r| r.map(|items| (items, e)))
-        })
-        .await;
-    let liveness_failed = match live {
-        Ok(Ok(Ok((items, e)))) => {
-            history.record_acks("liveness", &[e], &items);
-            None
-        }
-        Ok(Ok(Err(e))) => Some(format!("liveness: the healed cluster refused a write: {e}")),
-        Ok(Err(_)) => Some(format!("liveness: no write committed within {LIVENESS_BOUND:?} of healing")),
-        Err(_) => Some("liveness client task failed".to_string()),
-    };
-    if let Some(l) = &liveness_failed {
-        history.violation(l.clone());
-    }
-    let liveness_ms = (rt::time::now() - healed).as_millis();
+    let (liveness_failed, liveness_ms) = check_liveness(&handle, &history, &addrs).await;
 
-    for p in producers {
-        if p.await.is_err() {
-            history.violation("producer task failed");
-        }
-    }
-    for c in consumers {
-        if c.await.is_err() {
-            history.violation("consumer task failed");
-        }
-    }
-    for s in storm {
-        if s.await.is_err() {
-            history.violation("storm client task failed");
-        }
-    }
-    for s in peer_storm {
-        if s.await.is_err() {
-            history.violation("peer storm client task failed");
-        }
-    }
+    await_tasks(producers, &history, "producer").await;
+    await_tasks(consumers, &history, "consumer").await;
+    await_tasks(storm, &history, "storm client").await;
+    await_tasks(peer_storm, &history, "peer storm client").await;
 
     // --- convergence -----------------------------------------------------------------------------
-    let mut states: Vec<(u64, EventLogState)> = Vec::new();
-    let mut converged = false;
-    for _ in 0..200 {
-        let nodes: Vec<Option<ClusterNode>> =
-            slots.iter().map(|s| s.node.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
-        if nodes.iter().all(Option::is_some) {
-            let nodes: Vec<ClusterNode> = nodes.into_iter().flatten().collect();
-            let st: Vec<_> = nodes.iter().map(|n| n.status()).collect();
-            let leader_commit = st.iter().filter(|s| s.role == Role::Leader).map(|s| s.commit).max();
-            let leader = nodes.iter().zip(&st).find(|(_, s)| s.role == Role::Leader).map(|(n, _)| n);
-            // Quiescent: every member applied everything, and the leader's pipeline has handled
-            // and checkpointed every topic to its end (it resumed after whatever failovers).
-            let processed = leader.is_some_and(|l| {
-                let state = l.state();
-                state.topics().all(|t| {
-                    state.processing().positions.get(t).copied().unwrap_or(0)
-                        == state.topic_log(t).len() as u64
-                })
-            });
-            if let Some(lc) = leader_commit
-                && st.iter().all(|s| s.applied == lc)
-                && processed
-            {
-                states = nodes.iter().map(|n| (n.node_id(), n.state().clone())).collect();
-                converged = true;
-                break;
-            }
-        }
-        rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    let converged_states = await_convergence(&slots).await;
+    let converged = converged_states.is_some();
+    let states = converged_states.unwrap_or_default();
     let data = history.snapshot();
-    let failure = if let Some(v) = watch.violation() {
-        Some(check::CheckFailure {
-            checker: "raft_invariants",
-            detail: format!(
-                "at {:.3}s on n{}: {}\nthe rounds before it (all members):\n  {}",
-                v.at_ms as f64 / 1000.0,
-                v.node,
-                v.what,
-                v.excerpt.join("\n  ")
-            ),
-        })
-    } else if let Some(l) = liveness_failed {
-        Some(check::CheckFailure { checker: "liveness", detail: l })
-    } else if !converged {
-        let st: Vec<String> = slots
-            .iter()
-            .map(|s| match s.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                Some(n) => format!("{:?}", n.status()),
-                None => "down".into(),
-            })
-            .collect();
-        Some(check::CheckFailure {
-            checker: "replicas_converge",
-            detail: format!(
-                "no convergence (every member applied the leader's commit index, the leader's pipeline \
-                 processed every topic to its end) 20 s after healing: {st:?}"
-            ),
-        })
-    } else {
-        check::check_cluster_run(&data, &states, min_acks(&plan)).err().map(|mut f| {
-            if let Some((_, log)) = states.first() {
-                let excerpt = check::history_excerpt(&data, log, &f.detail);
-                if !excerpt.is_empty() {
-                    f.detail =
-                        format!("{}\nhistory excerpt (the log of node {}):{excerpt}", f.detail, states[0].0);
-                }
-            }
-            f
-        })
-    };
+    let failure = judge(&watch, liveness_failed, converged, &slots, &data, &states, &plan);
     let mut d = eventstreamcore::node::state::Fnv64::default();
     for (id, s) in &states {
         d.write_u64(*id);
@@ -1307,6 +1158,188 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         r.finish((rt::time::now() - start).as_millis() as Ms);
     }
     RunReport { digest: d.finish(), summary, failure, raft_log: Some(watch.summary()), disk }
+}
+
+/// Creates the members' simulated nodes, each with its own disks and slots the run observes.
+fn start_members(
+    handle: &madsim::runtime::Handle,
+    plan: &Plan,
+    opts: &Options,
+    watch: &Arc<RaftWatch>,
+) -> (Vec<MemberSlot>, Vec<madsim::task::NodeId>) {
+    let mut slots = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..plan.nodes {
+        let slot = MemberSlot {
+            joining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            disk_faulty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            disk: Arc::new(SimDisk::new()),
+            dlq: Arc::new(SimDisk::new()),
+            node: Arc::new(Mutex::new(None)),
+            clock: Arc::new(Mutex::new(None)),
+        };
+        let disk: Arc<dyn Disk> = match opts.mutant {
+            Some(Mutant::LyingFsync) => Arc::new(LyingDisk(slot.disk.clone())),
+            _ => slot.disk.clone(),
+        };
+        let env = MemberEnv {
+            i,
+            nodes: plan.nodes,
+            snapshot_entries: plan.snapshot_entries,
+            drift: plan.drift_ppm[i],
+            disk,
+            dlq: slot.dlq.clone(),
+            slot: slot.node.clone(),
+            clock_slot: slot.clock.clone(),
+            joining: slot.joining.clone(),
+            disk_faulty: slot.disk_faulty.clone(),
+            watch: watch.clone(),
+        };
+        let h = handle
+            .create_node()
+            .name(format!("member-{}", i + 1))
+            .ip(IpAddr::V4(member_ip(i)))
+            .init(move || member_main(env.clone()))
+            .build();
+        ids.push(h.id());
+        slots.push(slot);
+    }
+    (slots, ids)
+}
+
+/// Whether the healed cluster commits a new write within [`LIVENESS_BOUND`] (the failure, also
+/// recorded as a violation), and how long it took in ms.
+async fn check_liveness(
+    handle: &madsim::runtime::Handle,
+    history: &History,
+    addrs: &[SocketAddr],
+) -> (Option<String>, u128) {
+    let healed = rt::time::now();
+    let live_node = handle.create_node().name("liveness").ip(IpAddr::V4(Ipv4Addr::new(10, 3, 0, 1))).build();
+    let (lh, laddrs) = (history.clone(), addrs.to_vec());
+    let live = live_node
+        .spawn(async move {
+            let mut c = ClusterClient::new(laddrs, "liveness", "");
+            c.timeout = Duration::from_secs(2);
+            c.backoff = Duration::from_millis(100);
+            c.max_attempts = 1_000;
+            let mut e = Event::new("liveness", Priority::High, "ping");
+            e.producer_id = 999_999;
+            e.sequence = 1;
+            lh.published(&e);
+            rt::time::timeout(LIVENESS_BOUND, c.publish(vec![e.clone()]))
+                .await
+                .map(|r| r.map(|items| (items, e)))
+        })
+        .await;
+    let liveness_failed = match live {
+        Ok(Ok(Ok((items, e)))) => {
+            history.record_acks("liveness", &[e], &items);
+            None
+        }
+        Ok(Ok(Err(e))) => Some(format!("liveness: the healed cluster refused a write: {e}")),
+        Ok(Err(_)) => Some(format!("liveness: no write committed within {LIVENESS_BOUND:?} of healing")),
+        Err(_) => Some("liveness client task failed".to_string()),
+    };
+    if let Some(l) = &liveness_failed {
+        history.violation(l.clone());
+    }
+    let liveness_ms = (rt::time::now() - healed).as_millis();
+    (liveness_failed, liveness_ms)
+}
+
+/// Waits for every task, recording a violation for each that failed.
+async fn await_tasks<T, E>(tasks: Vec<impl Future<Output = Result<T, E>>>, history: &History, what: &str) {
+    for t in tasks {
+        if t.await.is_err() {
+            history.violation(format!("{what} task failed"));
+        }
+    }
+}
+
+/// Waits (up to 20 s) for the members to converge: every member applied the leader's commit
+/// index and the leader's pipeline processed every topic to its end. Their states, if they did.
+async fn await_convergence(slots: &[MemberSlot]) -> Option<Vec<(u64, EventLogState)>> {
+    for _ in 0..200 {
+        let nodes: Vec<Option<ClusterNode>> =
+            slots.iter().map(|s| s.node.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
+        if nodes.iter().all(Option::is_some) {
+            let nodes: Vec<ClusterNode> = nodes.into_iter().flatten().collect();
+            let st: Vec<_> = nodes.iter().map(|n| n.status()).collect();
+            let leader_commit = st.iter().filter(|s| s.role == Role::Leader).map(|s| s.commit).max();
+            let leader = nodes.iter().zip(&st).find(|(_, s)| s.role == Role::Leader).map(|(n, _)| n);
+            // Quiescent: every member applied everything, and the leader's pipeline has handled
+            // and checkpointed every topic to its end (it resumed after whatever failovers).
+            let processed = leader.is_some_and(|l| {
+                let state = l.state();
+                state.topics().all(|t| {
+                    state.processing().positions.get(t).copied().unwrap_or(0)
+                        == state.topic_log(t).len() as u64
+                })
+            });
+            if let Some(lc) = leader_commit
+                && st.iter().all(|s| s.applied == lc)
+                && processed
+            {
+                return Some(nodes.iter().map(|n| (n.node_id(), n.state().clone())).collect());
+            }
+        }
+        rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// The run's verdict, first failure first: a Raft invariant broken, no liveness, no
+/// convergence, then the checkers over the history and the converged logs.
+fn judge(
+    watch: &RaftWatch,
+    liveness_failed: Option<String>,
+    converged: bool,
+    slots: &[MemberSlot],
+    data: &HistoryData,
+    states: &[(u64, EventLogState)],
+    plan: &Plan,
+) -> Option<check::CheckFailure> {
+    if let Some(v) = watch.violation() {
+        Some(check::CheckFailure {
+            checker: "raft_invariants",
+            detail: format!(
+                "at {:.3}s on n{}: {}\nthe rounds before it (all members):\n  {}",
+                v.at_ms as f64 / 1000.0,
+                v.node,
+                v.what,
+                v.excerpt.join("\n  ")
+            ),
+        })
+    } else if let Some(l) = liveness_failed {
+        Some(check::CheckFailure { checker: "liveness", detail: l })
+    } else if !converged {
+        let st: Vec<String> = slots
+            .iter()
+            .map(|s| match s.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                Some(n) => format!("{:?}", n.status()),
+                None => "down".into(),
+            })
+            .collect();
+        Some(check::CheckFailure {
+            checker: "replicas_converge",
+            detail: format!(
+                "no convergence (every member applied the leader's commit index, the leader's pipeline \
+             processed every topic to its end) 20 s after healing: {st:?}"
+            ),
+        })
+    } else {
+        check::check_cluster_run(data, states, min_acks(plan)).err().map(|mut f| {
+            if let Some((_, log)) = states.first() {
+                let excerpt = check::history_excerpt(data, log, &f.detail);
+                if !excerpt.is_empty() {
+                    f.detail =
+                        format!("{}\nhistory excerpt (the log of node {}):{excerpt}", f.detail, states[0].0);
+                }
+            }
+            f
+        })
+    }
 }
 
 /// What the members' disks (WAL and DLQ) saw, summed.

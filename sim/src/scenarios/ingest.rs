@@ -348,30 +348,7 @@ pub async fn run(opts: Options) -> RunReport {
         history.violation("the server never handed over its metrics: the leak and timeout checks cannot run");
     }
     if let Some(m) = metrics {
-        if m.connections_active.get() != 0 {
-            history.violation(format!(
-                "{} connections still counted active after shutdown",
-                m.connections_active.get()
-            ));
-        }
-        if m.inflight_events.get() != 0 {
-            history
-                .violation(format!("{} events of capacity leaked after shutdown", m.inflight_events.get()));
-        }
-        // Timeouts only ever hit the clients that earned them: every staller exactly once as
-        // stalled; as idle, every idle client and at most the vanished ones (a node that dies
-        // sends no FIN) — never a well-behaved client whose frames merely wait behind the
-        // server's own backpressure.
-        let counters = history.snapshot().counters;
-        let get = |k: &str| counters.get(k).copied().unwrap_or(0);
-        let (stalled, idle, vanished) = (get("stalled"), get("idle"), get("vanished"));
-        let (read_timeouts, idle_timeouts) = (m.closed_read_timeout.get(), m.closed_idle.get());
-        if read_timeouts != stalled || idle_timeouts < idle || idle_timeouts > idle + vanished {
-            history.violation(format!(
-                "server timed out {read_timeouts} connections as stalled and {idle_timeouts} as idle; \
-                 clients that stalled: {stalled}, idled: {idle}, vanished: {vanished}"
-            ));
-        }
+        check_server_metrics(&history, &m);
     }
 
     // --- check -------------------------------------------------------------------------------
@@ -401,6 +378,34 @@ pub async fn run(opts: Options) -> RunReport {
         data.counters,
     );
     RunReport { digest: d.finish(), summary, failure, raft_log: None, disk: Default::default() }
+}
+
+/// After shutdown nothing leaked (connections, capacity), and the server timed out only the
+/// clients that earned it.
+fn check_server_metrics(history: &History, m: &eventstreamcore::metrics::IngestMetrics) {
+    if m.connections_active.get() != 0 {
+        history.violation(format!(
+            "{} connections still counted active after shutdown",
+            m.connections_active.get()
+        ));
+    }
+    if m.inflight_events.get() != 0 {
+        history.violation(format!("{} events of capacity leaked after shutdown", m.inflight_events.get()));
+    }
+    // Timeouts only ever hit the clients that earned them: every staller exactly once as
+    // stalled; as idle, every idle client and at most the vanished ones (a node that dies
+    // sends no FIN) — never a well-behaved client whose frames merely wait behind the
+    // server's own backpressure.
+    let counters = history.snapshot().counters;
+    let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+    let (stalled, idle, vanished) = (get("stalled"), get("idle"), get("vanished"));
+    let (read_timeouts, idle_timeouts) = (m.closed_read_timeout.get(), m.closed_idle.get());
+    if read_timeouts != stalled || idle_timeouts < idle || idle_timeouts > idle + vanished {
+        history.violation(format!(
+            "server timed out {read_timeouts} connections as stalled and {idle_timeouts} as idle; \
+             clients that stalled: {stalled}, idled: {idle}, vanished: {vanished}"
+        ));
+    }
 }
 
 type StopFn = (Box<dyn FnOnce() + Send>, Arc<eventstreamcore::metrics::IngestMetrics>);

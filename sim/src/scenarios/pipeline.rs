@@ -292,19 +292,7 @@ pub async fn run(opts: Options) -> RunReport {
         // abort to the swap nothing awaits, so no publish slips between them.
         let left = first.abort();
         let next = start(1);
-        let positions = checkpoint.positions();
-        let backlog: Vec<StoredEvent> = {
-            let state = node.state();
-            let topics: Vec<String> =
-                state.topics().filter(|t| *t != ALERTS_TOPIC).map(str::to_string).collect();
-            topics
-                .iter()
-                .flat_map(|t| {
-                    let from = positions.get(t).copied().unwrap_or(0) as usize;
-                    state.topic_log(t).get(from..).unwrap_or_default().to_vec()
-                })
-                .collect()
-        };
+        let backlog = unprocessed(&node, &checkpoint.positions());
         record.failover.lock().unwrap_or_else(|e| e.into_inner()).replace((left, backlog.len()));
         next.submit(backlog);
         *leader.lock().unwrap_or_else(|e| e.into_inner()) = PipelinedService::new(node.clone(), next.clone());
@@ -477,27 +465,7 @@ fn check(
     if in_dlq.keys().any(|(t, o)| state.topic_log(t).len() as u64 <= *o) {
         return fail("dead_letters_in_dlq", "DLQ entries that are not stored events".into());
     }
-    // Acks match the log; refused events were never stored.
-    for ((producer, seq), (topic, s)) in &sent {
-        match s {
-            Sent::Acked { offset, .. } => {
-                if stored_keys.get(&(*producer, *seq)) != Some(&(topic.clone(), *offset)) {
-                    return fail(
-                        "acked_is_stored",
-                        format!("{producer}/{seq} acked at {topic}@{offset}, not in the log"),
-                    );
-                }
-            }
-            Sent::Refused => {
-                if let Some((t, o)) = stored_keys.get(&(*producer, *seq)) {
-                    return fail(
-                        "refused_not_stored",
-                        format!("{producer}/{seq} refused but stored at {t}@{o}"),
-                    );
-                }
-            }
-        }
-    }
+    acks_match_log(&sent, &stored_keys)?;
     // Transactional effects at most once per idempotency key (every stored event has its own key:
     // a retried publish is deduplicated by the node).
     for ((topic, offset), fs) in &fates {
@@ -519,6 +487,48 @@ fn check(
     };
     if written as usize != dlq.len() {
         return fail("counted_once", format!("dlq_written {written} but {} entries", dlq.len()));
+    }
+    Ok(())
+}
+
+/// The events the replicated checkpoint has not passed yet (alerts aside), topic by topic: what
+/// a new leader's pipeline resumes with.
+fn unprocessed(node: &LocalNode, positions: &BTreeMap<String, u64>) -> Vec<StoredEvent> {
+    let state = node.state();
+    let topics: Vec<String> = state.topics().filter(|t| *t != ALERTS_TOPIC).map(str::to_string).collect();
+    topics
+        .iter()
+        .flat_map(|t| {
+            let from = positions.get(t).copied().unwrap_or(0) as usize;
+            state.topic_log(t).get(from..).unwrap_or_default().to_vec()
+        })
+        .collect()
+}
+
+/// Acks match the log (`stored_keys`: where each key is stored); refused events were never stored.
+fn acks_match_log(
+    sent: &BTreeMap<(u64, u64), (String, Sent)>,
+    stored_keys: &BTreeMap<(u64, u64), (String, u64)>,
+) -> Result<(), CheckFailure> {
+    for ((producer, seq), (topic, s)) in sent {
+        match s {
+            Sent::Acked { offset, .. } => {
+                if stored_keys.get(&(*producer, *seq)) != Some(&(topic.clone(), *offset)) {
+                    return fail(
+                        "acked_is_stored",
+                        format!("{producer}/{seq} acked at {topic}@{offset}, not in the log"),
+                    );
+                }
+            }
+            Sent::Refused => {
+                if let Some((t, o)) = stored_keys.get(&(*producer, *seq)) {
+                    return fail(
+                        "refused_not_stored",
+                        format!("{producer}/{seq} refused but stored at {t}@{o}"),
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }
