@@ -1,7 +1,9 @@
-//! One framing for records in files: `[u32 length][u32 CRC32C][payload]`, both little-endian, the
+//! One framing for records: `[u32 length][u32 CRC32C][payload]`, both little-endian, the
 //! checksum covering the length bytes and the payload (so a damaged length is caught, not
-//! followed). The write-ahead log (`wal/`) and the dead-letter queue
-//! (`pipeline/dlq.rs`) write it; [`read_at`] is where a torn tail is told from corruption.
+//! followed). The write-ahead log (`wal/`) and the dead-letter queue (`pipeline/dlq.rs`) write it
+//! to files, where [`read_at`] tells a torn tail from corruption; the peer transport
+//! (`transport/frame.rs`) sends it on connections, reading with [`header_at`] and [`checksum`]
+//! and bounding lengths with [`try_append_with`].
 //!
 //! Conventions: a payload is never empty; its length is at most the caller's limit; a reader
 //! classifies what stops it ([`BadKind`]) and the caller decides, knowing what follows, whether
@@ -43,11 +45,40 @@ pub fn append_with(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> usize
     write(buf);
     let n = buf.len() - start - HEADER;
     assert!(n > 0, "a record payload is never empty");
-    let len = u32::try_from(n).expect("record payload bounded by its writer").to_le_bytes();
+    let len = u32::try_from(n).expect("record payload bounded by its writer");
+    seal(buf, start, len);
+    n
+}
+
+/// Appends one record whose payload `write` appends, if that payload is `1..=max` bytes (and
+/// fits a `u32`); otherwise leaves `buf` as it was and returns the refused length.
+pub fn try_append_with(
+    buf: &mut Vec<u8>,
+    max: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Result<usize, usize> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER]);
+    write(buf);
+    let n = buf.len() - start - HEADER;
+    match u32::try_from(n) {
+        Ok(len) if n > 0 && n <= max => {
+            seal(buf, start, len);
+            Ok(n)
+        }
+        _ => {
+            buf.truncate(start);
+            Err(n)
+        }
+    }
+}
+
+/// Fills in the header of the record at `start`, whose payload of `len` bytes follows it.
+fn seal(buf: &mut [u8], start: usize, len: u32) {
+    let len = len.to_le_bytes();
     let crc = checksum(len, &buf[start + HEADER..]);
     buf[start..start + 4].copy_from_slice(&len);
     buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
-    n
 }
 
 /// Appends one record holding `payload`.
@@ -130,5 +161,17 @@ mod tests {
         let mut zero_len = buf;
         zero_len[..4].copy_from_slice(&[0; 4]);
         assert_eq!(read_at(&zero_len, 0).unwrap_err().reason, "zero record length");
+    }
+
+    #[test]
+    fn try_append_refuses_empty_and_oversized_payloads_leaving_the_buffer_alone() {
+        let mut buf = vec![9u8];
+        assert_eq!(try_append_with(&mut buf, 3, |b| b.extend_from_slice(b"abcd")), Err(4));
+        assert_eq!(try_append_with(&mut buf, 3, |_| {}), Err(0));
+        assert_eq!(buf, vec![9u8]);
+        assert_eq!(try_append_with(&mut buf, 3, |b| b.extend_from_slice(b"abc")), Ok(3));
+        let mut want = vec![9u8];
+        append(&mut want, b"abc");
+        assert_eq!(buf, want);
     }
 }

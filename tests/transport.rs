@@ -477,8 +477,8 @@ async fn a_frame_longer_than_the_limit_closes_the_connection() {
     let (b, mut bi) = start(2).await;
     let mut s = authenticated_raw_client(b.local_addr(), 5, 2).await;
     let mut header = Vec::new();
-    header.extend_from_slice(&(17u32 << 20).to_be_bytes()); // 17 MiB > the 16 MiB default
-    header.extend_from_slice(&0u32.to_be_bytes());
+    header.extend_from_slice(&(17u32 << 20).to_le_bytes()); // 17 MiB > the 16 MiB default
+    header.extend_from_slice(&0u32.to_le_bytes());
     s.write_all(&header).await.unwrap();
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;

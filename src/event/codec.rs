@@ -1,5 +1,5 @@
 //! The domain's encoding of events for everything replicated or stored: Raft entries
-//! (`node::command`) and state snapshots (`node::state`). It is deliberately separate from the
+//! (`node::command`), state snapshots (`node::state`) and dead letters (`pipeline::dlq`). It is deliberately separate from the
 //! client protocol (`wire`), which converts to and from [`Event`] on its own: a change to the wire
 //! cannot change what is in a Raft log or a snapshot.
 //!

@@ -1,16 +1,16 @@
 //! The dead-letter queue: a bounded, durable log of events the pipeline could not handle, each with
 //! its reason. Records (the [`crate::record`] framing) are appended to `dlq.log` on the [`Disk`]
-//! seam and fsynced; a torn or corrupt tail is cut off at open. Beyond `max_entries` new entries
-//! are not stored but counted (`dlq.overflow`, durable). A redrive request (`dlq.redrive`, written
+//! seam and fsynced, each event in the domain codec ([`codec`]); a torn or corrupt tail is cut off
+//! at open. Beyond `max_entries` new entries are not stored but counted (`dlq.overflow`, durable). A redrive request (`dlq.redrive`, written
 //! by `esc dlq redrive`) is applied by the pipeline that owns the log.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::event::{Event, Header, Priority, StoredEvent};
+use crate::event::{Event, Header, Priority, StoredEvent, codec};
 use crate::record;
 use crate::rt::{Disk, DiskError};
 
@@ -350,38 +350,26 @@ impl RedriveFilter {
 // Record codec
 // ---------------------------------------------------------------------------------------------
 
-fn put_bytes32(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
+/// Where a layout-1 body had its reason (always 1-6), a layout-2 body has this marker, so the
+/// two are told apart by one byte, never by trying.
+const LAYOUT_2: u8 = 0;
 
+/// Layout 2 (big-endian, like the event codec): `u64 id`, `u8 0` (the [`LAYOUT_2`] marker),
+/// `u8 event codec version`, `u8 reason`, `u64 at_ms`, `u64 offset`, `u64 timestamp_ms`,
+/// `u32 length` + detail, then the event in the domain codec ([`codec::encode_events`], one
+/// event). Layout 1 (before the DLQ used the domain codec) is still read: see [`decode_v1`].
 fn encode(e: &DlqEntry) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 + e.event.event.approx_size());
-    body.extend_from_slice(&e.id.to_le_bytes());
-    body.push(e.reason as u8);
-    body.extend_from_slice(&e.at_ms.to_le_bytes());
-    put_bytes32(&mut body, e.detail.as_bytes());
-    let s = &e.event;
-    body.extend_from_slice(&s.offset.to_le_bytes());
-    body.extend_from_slice(&s.timestamp_ms.to_le_bytes());
-    let ev = &s.event;
-    put_bytes32(&mut body, ev.topic.as_bytes());
-    body.push(ev.priority.as_u8());
-    body.extend_from_slice(&ev.producer_id.to_le_bytes());
-    body.extend_from_slice(&ev.sequence.to_le_bytes());
-    match &ev.key {
-        Some(k) => {
-            body.push(1);
-            put_bytes32(&mut body, k);
-        }
-        None => body.push(0),
-    }
-    body.extend_from_slice(&(ev.headers.len() as u32).to_le_bytes());
-    for h in &ev.headers {
-        put_bytes32(&mut body, h.name.as_bytes());
-        put_bytes32(&mut body, &h.value);
-    }
-    put_bytes32(&mut body, &ev.payload);
+    let mut body = BytesMut::with_capacity(64 + e.detail.len() + e.event.event.approx_size());
+    body.put_u64(e.id);
+    body.put_u8(LAYOUT_2);
+    body.put_u8(codec::VERSION);
+    body.put_u8(e.reason as u8);
+    body.put_u64(e.at_ms);
+    body.put_u64(e.event.offset);
+    body.put_u64(e.event.timestamp_ms);
+    body.put_u32(u32::try_from(e.detail.len()).expect("a detail is far below 4 GiB"));
+    body.put_slice(e.detail.as_bytes());
+    codec::encode_events(&mut body, std::slice::from_ref(&e.event.event));
     let mut out = Vec::with_capacity(body.len() + record::HEADER);
     record::append(&mut out, &body);
     out
@@ -429,6 +417,37 @@ impl<'a> Cursor<'a> {
 }
 
 fn decode_body(body: &[u8]) -> Option<DlqEntry> {
+    if body.get(8) == Some(&LAYOUT_2) { decode_v2(body) } else { decode_v1(body) }
+}
+
+fn decode_v2(body: &[u8]) -> Option<DlqEntry> {
+    let mut b = Bytes::copy_from_slice(body);
+    let fixed = 8 + 1 + 1 + 1 + 8 + 8 + 8 + 4;
+    if b.len() < fixed {
+        return None;
+    }
+    let id = b.get_u64();
+    let _marker = b.get_u8();
+    if b.get_u8() != codec::VERSION {
+        return None;
+    }
+    let reason = DlqReason::from_u8(b.get_u8())?;
+    let (at_ms, offset, timestamp_ms) = (b.get_u64(), b.get_u64(), b.get_u64());
+    let n = b.get_u32() as usize;
+    if b.len() < n {
+        return None;
+    }
+    let detail = String::from_utf8(b.split_to(n).to_vec()).ok()?;
+    let mut events = codec::decode_events(b).ok()?;
+    let event = events.pop().filter(|_| events.is_empty())?;
+    Some(DlqEntry { id, reason, detail, at_ms, event: StoredEvent { offset, timestamp_ms, event } })
+}
+
+/// Layout 1, written before the DLQ used the domain codec (little-endian): `u64 id`, `u8 reason`,
+/// `u64 at_ms`, `bytes32 detail`, `u64 offset`, `u64 timestamp_ms`, `bytes32 topic`,
+/// `u8 priority`, `u64 producer`, `u64 sequence`, `u8 key present` [`bytes32 key`],
+/// `u32 header count` (`bytes32 name`, `bytes32 value` each), `bytes32 payload`.
+fn decode_v1(body: &[u8]) -> Option<DlqEntry> {
     let mut c = Cursor(body);
     let id = c.u64()?;
     let reason = DlqReason::from_u8(c.u8()?)?;
@@ -523,31 +542,147 @@ mod tests {
         assert_eq!(again.push(DlqReason::Shutdown, String::new(), 7, ev(3)).unwrap(), Pushed::Stored(3));
     }
 
-    /// Files written before the DLQ used the shared record framing (a checksum of the body alone)
-    /// still load, with tombstones, next to new records.
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    fn entry(id: u64, e: StoredEvent) -> DlqEntry {
+        DlqEntry { id, reason: DlqReason::Invalid, detail: "old".into(), at_ms: 5, event: e }
+    }
+
+    /// The body of `entry(1, ev(1))` as layout 1 wrote it (before the DLQ used the domain codec).
+    const LAYOUT_1_ENTRY_1: &str = concat!(
+        "0100000000000000",
+        "04",
+        "0500000000000000",
+        "03000000",
+        "6f6c64",
+        "0100000000000000",
+        "e903000000000000",
+        "07000000",
+        "7061796d656e74",
+        "02",
+        "0300000000000000",
+        "0100000000000000",
+        "01",
+        "01000000",
+        "6b",
+        "01000000",
+        "01000000",
+        "68",
+        "01000000",
+        "76",
+        "05000000",
+        "0101010101",
+    );
+
+    /// A layout-1 body with the id of `entry(id, ev(id))` patched in (ids below 256).
+    fn layout_1(id: u8) -> Vec<u8> {
+        let mut body = unhex(LAYOUT_1_ENTRY_1);
+        body[0] = id;
+        body[24] = id; // offset
+        body[32] = 0xe8 + id; // timestamp_ms = 1000 + id
+        body[60] = id; // sequence
+        let n = body.len();
+        body[n - 5..].fill(id);
+        body
+    }
+
+    /// What is in every DLQ file from now on: these bytes must not change (a new layout gets a
+    /// new marker, with this decoder kept).
     #[test]
-    fn records_of_the_earlier_framing_still_load() {
-        let legacy = |record: Vec<u8>| {
-            let body = record[record::HEADER..].to_vec();
-            let mut out = record[..4].to_vec();
+    fn layout_2_bytes_are_pinned() {
+        let bytes = encode(&entry(1, ev(1)));
+        let (body, _) = record::read_at(&bytes, 0).unwrap();
+        assert_eq!(
+            hex(body),
+            concat!(
+                "0000000000000001",
+                "00",
+                "01",
+                "04",
+                "0000000000000005",
+                "0000000000000001",
+                "00000000000003e9",
+                "00000003",
+                "6f6c64",
+                // The event in the domain codec, layout 1 (`event::codec`).
+                "00000001",
+                "0000000000000003",
+                "0000000000000001",
+                "02",
+                "01",
+                "0007",
+                "7061796d656e74",
+                "00000001",
+                "6b",
+                "0001",
+                "0001",
+                "68",
+                "00000001",
+                "76",
+                "00000005",
+                "0101010101",
+            )
+        );
+        // The event part is the domain codec's, byte for byte.
+        let mut ev_bytes = bytes::BytesMut::new();
+        codec::encode_events(&mut ev_bytes, &[ev(1).event]);
+        assert!(body.ends_with(&ev_bytes));
+        assert_eq!(decode_body(body), Some(entry(1, ev(1))));
+    }
+
+    #[test]
+    fn layout_1_bodies_still_decode() {
+        assert_eq!(decode_body(&unhex(LAYOUT_1_ENTRY_1)), Some(entry(1, ev(1))));
+        assert_eq!(decode_body(&layout_1(2)), Some(entry(2, ev(2))));
+    }
+
+    #[test]
+    fn damaged_bodies_are_refused_not_panics() {
+        let bytes = encode(&entry(1, ev(1)));
+        let (body, _) = record::read_at(&bytes, 0).unwrap();
+        for cut in 0..body.len() {
+            assert_eq!(decode_body(&body[..cut]), None, "cut at {cut}");
+        }
+        let old = unhex(LAYOUT_1_ENTRY_1);
+        for cut in 0..old.len() {
+            assert_eq!(decode_body(&old[..cut]), None, "layout 1 cut at {cut}");
+        }
+        let mut newer = body.to_vec();
+        newer[9] = codec::VERSION + 1;
+        assert_eq!(decode_body(&newer), None, "an unknown event codec version is not guessed at");
+    }
+
+    /// Files written before the DLQ used the shared record framing (a checksum of the body alone)
+    /// and the domain codec (layout 1) still load, with tombstones, next to new records.
+    #[test]
+    fn records_of_the_earlier_framing_and_layout_still_load() {
+        let legacy = |body: Vec<u8>| {
+            let mut out = (body.len() as u32).to_le_bytes().to_vec();
             out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
             out.extend_from_slice(&body);
             out
         };
-        let entry =
-            |id, e| DlqEntry { id, reason: DlqReason::Invalid, detail: "old".into(), at_ms: 5, event: e };
         let disk = SimDisk::new();
-        let mut bytes = legacy(encode(&entry(1, ev(1))));
-        bytes.extend(legacy(encode(&entry(2, ev(2)))));
-        bytes.extend(legacy(encode_tombstone(1)));
+        let mut bytes = legacy(layout_1(1));
+        bytes.extend(legacy(layout_1(2)));
+        bytes.extend(legacy(encode_tombstone(1)[record::HEADER..].to_vec()));
+        // Layout 1 inside the shared framing (written between the two changes).
+        record::append(&mut bytes, &layout_1(3));
         disk.append(DLQ_FILE, &bytes).unwrap();
         disk.sync(DLQ_FILE).unwrap();
         let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
-        assert_eq!(dlq.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2]);
-        assert_eq!(dlq.push(DlqReason::Deadline, "new".into(), 6, ev(3)).unwrap(), Pushed::Stored(3));
+        assert_eq!(dlq.entries(), vec![entry(2, ev(2)), entry(3, ev(3))]);
+        assert_eq!(dlq.push(DlqReason::Deadline, "new".into(), 6, ev(4)).unwrap(), Pushed::Stored(4));
         let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
-        assert_eq!(again.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 3]);
-        assert_eq!(again.entries()[0].event, ev(2));
+        assert_eq!(again.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(again.entries()[0], entry(2, ev(2)));
+        assert_eq!(again.entries()[2].event, ev(4));
     }
 
     #[test]

@@ -1,14 +1,17 @@
-//! Message frames on a peer connection: `u32` length, `u32` CRC32C of the payload (both
-//! big-endian), then the [`Message`] codec bytes.
+//! Message frames on a peer connection: one [`crate::record`] each (`u32` length, `u32` CRC32C
+//! of the length bytes and the payload, both little-endian), the payload being the [`Message`]
+//! codec bytes. Files and connections share the framing; only the reading differs (a stream asks
+//! for more bytes where a file has a torn tail).
 //!
 //! The length counts the payload only and must be in `1..=max_frame_bytes`; the receiver checks it
 //! before buffering the payload, so a hostile length cannot make it allocate.
 
 use crate::raft::codec::DecodeError;
 use crate::raft::message::Message;
+use crate::record;
 
 /// Bytes before the payload: length and checksum.
-pub const FRAME_HEADER_LEN: usize = 8;
+pub const FRAME_HEADER_LEN: usize = record::HEADER;
 
 /// Why a frame was refused. Any of these closes the connection it arrived on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,28 +40,15 @@ pub enum FrameError {
 /// Appends one frame holding `msg` to `buf`. Returns the frame's payload length; if that exceeds
 /// `max_frame_bytes` nothing is appended (`buf` is left as it was) and `Err(len)` is returned.
 pub fn encode_frame(msg: &Message, max_frame_bytes: usize, buf: &mut Vec<u8>) -> Result<usize, usize> {
-    let start = buf.len();
-    buf.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
-    msg.encode(buf);
-    let len = buf.len() - start - FRAME_HEADER_LEN;
-    let Some(len32) = u32::try_from(len).ok().filter(|_| len <= max_frame_bytes) else {
-        buf.truncate(start);
-        return Err(len);
-    };
-    let crc = crc32c::crc32c(&buf[start + FRAME_HEADER_LEN..]);
-    buf[start..start + 4].copy_from_slice(&len32.to_be_bytes());
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
-    Ok(len)
+    record::try_append_with(buf, max_frame_bytes, |b| msg.encode(b))
 }
 
 /// Decodes the frame at the start of `buf`: `Ok(None)` if more bytes are needed, else the message
 /// and how many bytes it used. Checks the length before waiting for the payload.
 pub fn decode_frame(buf: &[u8], max_frame_bytes: usize) -> Result<Option<(Message, usize)>, FrameError> {
-    let Some(header) = buf.get(..FRAME_HEADER_LEN) else {
+    let Some((len, stored)) = record::header_at(buf, 0) else {
         return Ok(None);
     };
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-    let stored = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
     let len_usize = usize::try_from(len).unwrap_or(usize::MAX);
     if len == 0 || len_usize > max_frame_bytes {
         return Err(FrameError::BadLength { len: u64::from(len), max: max_frame_bytes });
@@ -67,7 +57,7 @@ pub fn decode_frame(buf: &[u8], max_frame_bytes: usize) -> Result<Option<(Messag
     let Some(payload) = buf.get(FRAME_HEADER_LEN..total) else {
         return Ok(None);
     };
-    let computed = crc32c::crc32c(payload);
+    let computed = record::checksum(len.to_le_bytes(), payload);
     if computed != stored {
         return Err(FrameError::Checksum { stored, computed });
     }
@@ -118,7 +108,7 @@ mod tests {
         assert_eq!(at, buf.len());
         assert_eq!(out, msgs);
         // Every prefix of the first frame asks for more rather than failing.
-        let first_len = FRAME_HEADER_LEN + u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+        let first_len = FRAME_HEADER_LEN + u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
         for cut in 0..first_len {
             assert_eq!(decode_frame(&buf[..cut], 1 << 20), Ok(None), "prefix {cut}");
         }
@@ -133,11 +123,34 @@ mod tests {
         assert_eq!(buf, vec![9u8], "a refused message leaves the buffer untouched");
         // A header announcing more than the limit fails before any payload arrives.
         let mut hdr = Vec::new();
-        hdr.extend_from_slice(&101u32.to_be_bytes());
-        hdr.extend_from_slice(&0u32.to_be_bytes());
+        hdr.extend_from_slice(&101u32.to_le_bytes());
+        hdr.extend_from_slice(&0u32.to_le_bytes());
         assert_eq!(decode_frame(&hdr, 100), Err(FrameError::BadLength { len: 101, max: 100 }));
         let zero = [0u8; 8];
         assert!(matches!(decode_frame(&zero, 100), Err(FrameError::BadLength { len: 0, .. })));
+    }
+
+    /// What is on the wire since the peer handshake's version 2: a [`record`], nothing else.
+    #[test]
+    fn a_frame_is_a_record() {
+        let m = append(5, 3);
+        let mut frame = Vec::new();
+        let len = encode_frame(&m, 1 << 20, &mut frame).unwrap();
+        let mut payload = Vec::new();
+        m.encode(&mut payload);
+        let mut want = Vec::new();
+        record::append(&mut want, &payload);
+        assert_eq!(frame, want);
+        assert_eq!(record::read_at(&frame, 0), Ok((&payload[..], FRAME_HEADER_LEN + len)));
+        assert_eq!(&frame[..4], &(len as u32).to_le_bytes());
+    }
+
+    #[test]
+    fn a_damaged_length_is_a_checksum_error_not_a_shorter_frame() {
+        let mut buf = Vec::new();
+        encode_frame(&append(5, 10), 1 << 20, &mut buf).unwrap();
+        buf[0] -= 1;
+        assert!(matches!(decode_frame(&buf, 1 << 20), Err(FrameError::Checksum { .. })));
     }
 
     #[test]
@@ -151,11 +164,8 @@ mod tests {
 
     #[test]
     fn a_valid_checksum_over_garbage_is_a_decode_error() {
-        let payload = [0xffu8; 12];
         let mut buf = Vec::new();
-        buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-        buf.extend_from_slice(&payload);
+        record::append(&mut buf, &[0xffu8; 12]);
         assert!(matches!(decode_frame(&buf, 1 << 20), Err(FrameError::Decode(_))));
     }
 
@@ -172,9 +182,7 @@ mod tests {
         #[test]
         fn arbitrary_payload_with_valid_header_never_panics(payload in proptest::collection::vec(any::<u8>(), 1..256)) {
             let mut buf = Vec::new();
-            buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-            buf.extend_from_slice(&payload);
+            record::append(&mut buf, &payload);
             if let Ok(Some((m, used))) = decode_frame(&buf, 1 << 20) {
                 prop_assert_eq!(used, buf.len());
                 // Whatever decoded re-encodes to a frame that decodes to the same message.

@@ -16,7 +16,8 @@
 //! * **Boundary checks**: a message with values no honest node sends (a term or index beyond
 //!   [`super::types::MAX_TERM`]/[`super::types::MAX_INDEX`], entries out of sequence; see
 //!   [`Message::check_bounds`]) is logged, counted in `invalid_messages`, and closes the connection.
-//! * **Frames** (see [`frame`]): `u32` length, `u32` CRC32C, [`Message`] codec bytes. A bad frame
+//! * **Frames** (see [`frame`]): one [`crate::record`] each (`u32` length, `u32` CRC32C, both
+//!   little-endian), holding the [`Message`] codec bytes. A bad frame
 //!   closes that connection and is counted; it never panics.
 //!
 //! All timers (backoff, handshake and write timeouts) sleep on the node's [`NodeClock`] (its

@@ -1,5 +1,6 @@
 //! The address book: where each member listens (Raft and clients), as learned from the
-//! configuration, configuration entries and snapshots, and what the peer transport is told.
+//! configuration, configuration entries and snapshots, and what the peer transport is told. One
+//! owner ([`AddressBook`], held by the driver) and one map: per node, every view of its address.
 
 use super::*;
 
@@ -22,16 +23,134 @@ impl Addr {
     }
 }
 
-/// Records the address carried by a configuration entry.
-pub(super) fn note_conf_entry(addrs: &mut BTreeMap<NodeId, Addr>, e: &Entry) {
+/// The address a configuration entry carries for the node it adds (none for a removal).
+fn conf_entry_addr(e: &Entry) -> Option<(NodeId, Addr)> {
     if e.kind != EntryKind::ConfChange {
-        return;
+        return None;
     }
-    if let Ok(ce) = ConfEntry::decode(&e.data)
-        && ce.change.kind != ConfChangeKind::Remove
-        && let Some(a) = Addr::from_context(&ce.change.context)
-    {
-        addrs.insert(ce.change.node, a);
+    let ce = ConfEntry::decode(&e.data).ok()?;
+    if ce.change.kind == ConfChangeKind::Remove {
+        return None;
+    }
+    Some((ce.change.node, Addr::from_context(&ce.change.context)?))
+}
+
+/// Records the address carried by a configuration entry (while the book is being built at start).
+pub(super) fn note_conf_entry(addrs: &mut BTreeMap<NodeId, Addr>, e: &Entry) {
+    if let Some((id, a)) = conf_entry_addr(e) {
+        addrs.insert(id, a);
+    }
+}
+
+/// Everything this node knows about where one node listens.
+#[derive(Debug, Default)]
+struct Known {
+    /// As of every entry seen in the log, uncommitted configuration entries included: where to
+    /// reach the node (`None` once it is removed).
+    live: Option<Addr>,
+    /// As of the applied configuration: what a snapshot records.
+    committed: Option<Addr>,
+    /// Kept when a removal drops `live`, so that a removed node that is added back and then talks
+    /// to this node (a leader this node lags behind, say) can be answered before this node has
+    /// caught up with the entry that re-added it.
+    departed: Option<Addr>,
+    /// The Raft address the peer transport was given, if it knows the node.
+    told: Option<String>,
+}
+
+/// The one owner of peer addresses.
+#[derive(Debug)]
+pub(super) struct AddressBook {
+    nodes: BTreeMap<NodeId, Known>,
+}
+
+impl AddressBook {
+    /// A book in which each address is both live and committed (what a node knows at start).
+    pub(super) fn new(addrs: BTreeMap<NodeId, Addr>) -> Self {
+        let nodes = addrs
+            .into_iter()
+            .map(|(id, a)| (id, Known { live: Some(a.clone()), committed: Some(a), ..Known::default() }))
+            .collect();
+        AddressBook { nodes }
+    }
+
+    /// Where to reach `id`, if it is a node of the log's configuration.
+    pub(super) fn get(&self, id: NodeId) -> Option<&Addr> {
+        self.nodes.get(&id)?.live.as_ref()
+    }
+
+    /// Records the address carried by a configuration entry appended to the log.
+    pub(super) fn note_conf_entry(&mut self, e: &Entry) {
+        if let Some((id, a)) = conf_entry_addr(e) {
+            self.nodes.entry(id).or_default().live = Some(a);
+        }
+    }
+
+    /// An applied configuration change added `id` at `a`. Also where to reach it: a node removed
+    /// and added back has lost its live address to the removal when a restarted member re-applies
+    /// both entries.
+    pub(super) fn applied_add(&mut self, id: NodeId, a: Addr) {
+        let k = self.nodes.entry(id).or_default();
+        k.live = Some(a.clone());
+        k.committed = Some(a);
+    }
+
+    /// An applied configuration change removed `id` (`me` keeps its own live address).
+    pub(super) fn applied_remove(&mut self, id: NodeId, me: NodeId) {
+        if let Some(k) = self.nodes.get_mut(&id) {
+            k.committed = None;
+            if id != me
+                && let Some(a) = k.live.take()
+            {
+                k.departed = Some(a);
+            }
+        }
+    }
+
+    /// A snapshot's book: each address is live and committed.
+    pub(super) fn install(&mut self, book: BTreeMap<NodeId, Addr>) {
+        for (id, a) in book {
+            self.applied_add(id, a);
+        }
+    }
+
+    /// The addresses of the applied configuration (what a snapshot records).
+    pub(super) fn committed(&self) -> BTreeMap<NodeId, Addr> {
+        self.nodes.iter().filter_map(|(id, k)| Some((*id, k.committed.clone()?))).collect()
+    }
+
+    /// A node without a live address talks: if it departed, its address is live again (true).
+    pub(super) fn revive(&mut self, id: NodeId) -> bool {
+        match self.nodes.get_mut(&id) {
+            Some(k) if k.live.is_none() => match k.departed.take() {
+                Some(a) => {
+                    k.live = Some(a);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Points the transport at every node with a live address other than `me` (the members of the
+    /// current configuration, and the configured members while joining: a node not yet in the
+    /// configuration must still answer the leader that replicates to it); forgets the others.
+    pub(super) fn sync_peers(&mut self, me: NodeId, transport: &PeerTransport) {
+        for (id, k) in &mut self.nodes {
+            if let Some(a) = &k.live
+                && *id != me
+                && k.told.as_ref() != Some(&a.raft)
+            {
+                transport.set_peer(*id, a.raft.clone());
+                k.told = Some(a.raft.clone());
+            }
+        }
+        for (id, k) in &mut self.nodes {
+            if k.live.is_none() && k.told.take().is_some() {
+                transport.remove_peer(*id);
+            }
+        }
     }
 }
 
@@ -77,23 +196,44 @@ pub(super) fn decode_snapshot_data(
 }
 
 impl Driver {
-    /// Points the transport at every node whose address is known: the members of the current
-    /// configuration, and the configured members while joining (a node that is not yet in the
-    /// configuration must still answer the leader that replicates to it).
+    /// Tells the transport what the address book says (see [`AddressBook::sync_peers`]).
     pub(super) fn sync_peers(&mut self) {
-        let Some(transport) = &self.transport else {
-            return;
-        };
-        for (id, a) in &self.addrs {
-            if *id != self.id && self.peers.get(id) != Some(&a.raft) {
-                transport.set_peer(*id, a.raft.clone());
-                self.peers.insert(*id, a.raft.clone());
-            }
+        if let Some(transport) = &self.transport {
+            self.addrs.sync_peers(self.id, transport);
         }
-        let gone: Vec<NodeId> = self.peers.keys().copied().filter(|p| !self.addrs.contains_key(p)).collect();
-        for p in gone {
-            transport.remove_peer(p);
-            self.peers.remove(&p);
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(n: u8) -> Addr {
+        Addr { raft: format!("10.0.0.{n}:1"), client: format!("10.0.0.{n}:2") }
+    }
+
+    #[test]
+    fn a_removed_node_departs_and_can_be_revived_once() {
+        let mut book = AddressBook::new([(1, addr(1)), (2, addr(2))].into());
+        book.applied_remove(2, 1);
+        assert_eq!(book.get(2), None);
+        assert_eq!(book.committed().keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(book.revive(2));
+        assert_eq!(book.get(2), Some(&addr(2)));
+        assert!(!book.revive(2), "already live");
+        assert_eq!(book.committed().len(), 1, "reviving is not committing");
+        // This node never loses its own address, but leaves the committed configuration.
+        book.applied_remove(1, 1);
+        assert_eq!(book.get(1), Some(&addr(1)));
+        assert!(!book.revive(3), "an unknown node has nothing to revive");
+    }
+
+    #[test]
+    fn snapshots_and_adds_are_live_and_committed() {
+        let mut book = AddressBook::new(BTreeMap::new());
+        book.install([(3, addr(3))].into());
+        book.applied_add(4, addr(4));
+        assert_eq!(book.committed(), [(3, addr(3)), (4, addr(4))].into());
+        assert_eq!(book.get(4), Some(&addr(4)));
     }
 }

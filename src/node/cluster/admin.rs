@@ -153,7 +153,7 @@ impl Driver {
         for id in conf.members() {
             let kind = if conf.voters.contains(&id) { "voter" } else { "learner" };
             let (raft, client) =
-                self.addrs.get(&id).map_or(("?", "?"), |a| (a.raft.as_str(), a.client.as_str()));
+                self.addrs.get(id).map_or(("?", "?"), |a| (a.raft.as_str(), a.client.as_str()));
             out.push_str(&format!("member {id} {kind} raft {raft} client {client}"));
             if let Some(&(_, matched, _, state)) = s.progress.iter().find(|p| p.0 == id) {
                 out.push_str(&format!(" match {matched} {state:?}"));

@@ -37,21 +37,10 @@ impl Driver {
                 EntryKind::ConfChange => {
                     if let Ok(ce) = ConfEntry::decode(&e.data) {
                         match ce.change.kind {
-                            ConfChangeKind::Remove => {
-                                self.committed_addrs.remove(&ce.change.node);
-                                if ce.change.node != self.id
-                                    && let Some(a) = self.addrs.remove(&ce.change.node)
-                                {
-                                    self.departed_addrs.insert(ce.change.node, a);
-                                }
-                            }
+                            ConfChangeKind::Remove => self.addrs.applied_remove(ce.change.node, self.id),
                             _ => {
                                 if let Some(a) = Addr::from_context(&ce.change.context) {
-                                    // Also where to reach it: a node removed and added back is
-                                    // dropped from `addrs` by the removal when a restarted
-                                    // member re-applies both entries.
-                                    self.addrs.insert(ce.change.node, a.clone());
-                                    self.committed_addrs.insert(ce.change.node, a);
+                                    self.addrs.applied_add(ce.change.node, a);
                                 }
                             }
                         }
@@ -88,8 +77,7 @@ impl Driver {
         let dedup = lock(&self.shared.state).dedup_config();
         match decode_snapshot_data(dedup, snap.data.clone()) {
             Ok((book, state)) => {
-                self.committed_addrs.extend(book.clone());
-                self.addrs.extend(book);
+                self.addrs.install(book);
                 *lock(&self.shared.state) = state;
                 self.last_snapshot = snap.meta.index;
                 tracing::info!(node = self.id, index = snap.meta.index, "installed snapshot from the leader");
@@ -111,7 +99,7 @@ impl Driver {
         if applied < self.last_snapshot + self.snapshot_entries {
             return Ok(());
         }
-        let data = encode_snapshot_data(&self.committed_addrs, &lock(&self.shared.state));
+        let data = encode_snapshot_data(&self.addrs.committed(), &lock(&self.shared.state));
         if let Err(e) = self.raft.snapshot(applied, data) {
             tracing::warn!(node = self.id, error = %e, "snapshot refused");
             return Ok(());

@@ -106,13 +106,10 @@ impl Driver {
     }
 
     pub(super) fn step(&mut self, m: crate::raft::Message) {
-        if !self.addrs.contains_key(&m.from)
-            && let Some(a) = self.departed_addrs.remove(&m.from)
-        {
+        if self.addrs.revive(m.from) {
             // A removed node is talking again: it was added back, or it does not know yet that
             // it is out. Either way the answer must be able to reach it.
             tracing::info!(node = self.id, peer = m.from, "a removed node talks again; dialling it");
-            self.addrs.insert(m.from, a);
             self.sync_peers();
         }
         if let Err(e) = self.raft.step(m) {
@@ -123,7 +120,7 @@ impl Driver {
     pub(super) fn not_leader(&self) -> ServiceError {
         match self.raft.leader_id() {
             Some(l) if l != self.id => {
-                ServiceError::NotLeader { leader: self.addrs.get(&l).map(|a| a.client.clone()) }
+                ServiceError::NotLeader { leader: self.addrs.get(l).map(|a| a.client.clone()) }
             }
             _ => unavailable("no leader elected yet"),
         }
@@ -224,7 +221,7 @@ impl Driver {
         }
         if !entries.is_empty() {
             for e in &entries {
-                note_conf_entry(&mut self.addrs, e);
+                self.addrs.note_conf_entry(e);
             }
             self.storage.append(&entries)?;
             self.storage.sync()?;
@@ -302,7 +299,7 @@ impl Driver {
         st.role = self.raft.role();
         st.term = self.raft.term();
         st.leader = leader;
-        st.leader_client_addr = leader.and_then(|l| self.addrs.get(&l)).map(|a| a.client.clone());
+        st.leader_client_addr = leader.and_then(|l| self.addrs.get(l)).map(|a| a.client.clone());
         st.commit = self.raft.commit_index();
         st.applied = self.raft.applied();
         st.last_index = self.raft.last_index();

@@ -372,10 +372,7 @@ impl ClusterNode {
             cmds: rx,
             shared: shared.clone(),
             clock,
-            committed_addrs: addrs.clone(),
-            departed_addrs: BTreeMap::new(),
-            addrs,
-            peers: BTreeMap::new(),
+            addrs: AddressBook::new(addrs),
             pending: BTreeMap::new(),
             reads: Vec::new(),
             next_read_ctx: 1,
@@ -619,16 +616,8 @@ struct Driver {
     commit_timeout: Duration,
     snapshot_entries: u64,
     snapshot_keep_entries: u64,
-    /// Addresses of every node seen in the log (including uncommitted configuration entries).
-    addrs: BTreeMap<NodeId, Addr>,
-    /// Addresses as of the applied configuration (what a snapshot records).
-    committed_addrs: BTreeMap<NodeId, Addr>,
-    /// Addresses of nodes removed from `addrs`, kept so that a removed node that is added back
-    /// and then talks to this node (a leader this node lags behind, say) can be answered before
-    /// this node has caught up with the entry that re-added it.
-    departed_addrs: BTreeMap<NodeId, Addr>,
-    /// Peers the transport currently knows, with the address it was given.
-    peers: BTreeMap<NodeId, String>,
+    /// Where every node listens, and what the transport was told.
+    addrs: AddressBook,
     pending: BTreeMap<Index, PendingPublish>,
     reads: Vec<PendingRead>,
     next_read_ctx: u64,
