@@ -111,7 +111,6 @@ const LONG_FNS: &[(&str, &str, usize)] = &[
     ("src/raft/core.rs", "handle_snapshot", 84),
     ("src/transport/mod.rs", "run_peer", 82),
     ("src/raft/core.rs", "new", 82),
-    ("src/node/cluster/apply.rs", "apply", 79),
     ("src/transport/mod.rs", "pump", 78),
     ("src/node/cluster/driver.rs", "run", 78),
     ("src/main.rs", "local_cluster", 77),
