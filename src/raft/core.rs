@@ -867,6 +867,19 @@ impl Raft {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
+        if !pr.may_answer(index) {
+            // Below every append this progress sent: an answer from the node's previous
+            // membership (removed, wiped and added back under the same id), still in flight.
+            // Counting it would credit the new, empty node with the old node's log.
+            debug!(
+                node = self.id,
+                from,
+                index,
+                floor = pr.floor,
+                "append answer from an earlier membership ignored"
+            );
+            return;
+        }
         pr.recent_active = true;
         match hint_next {
             Some(next) => {
@@ -1076,6 +1089,7 @@ impl Raft {
             return false;
         };
         pr.sent(last_sent);
+        pr.floor = pr.floor.min(prev_index);
         pr.sent_commit = commit;
         self.send(to, self.term, Body::Append { prev_index, prev_term, entries, commit });
         last_sent.is_some()

@@ -45,6 +45,11 @@ pub struct Progress {
     /// Replicate: the oldest unacknowledged append when the previous heartbeat answer arrived
     /// (still unacknowledged at the next one means it was lost).
     pub stalled_append: Option<Index>,
+    /// Lowest `prev_index` of any append sent under this progress. Every answer to one of them
+    /// says `index >= floor`, so an answer below it was meant for an earlier progress of the same
+    /// node id: one from before the node was removed, wiped and added back, whose in-flight
+    /// answers describe a log that no longer exists.
+    pub floor: Index,
 }
 
 impl Progress {
@@ -63,7 +68,14 @@ impl Progress {
             read_round: 0,
             sent_commit: 0,
             stalled_append: None,
+            floor: next.saturating_sub(1),
         }
+    }
+
+    /// True if an append answer at `index` (a success's match or a refusal's `prev_index`) may
+    /// answer an append sent under this progress.
+    pub fn may_answer(&self, index: Index) -> bool {
+        index >= self.floor
     }
 
     /// True if nothing more may be sent now.

@@ -397,6 +397,57 @@ fn test_6_learner_must_catch_up_before_promotion() {
 }
 
 #[test]
+fn test_6_a_node_added_back_is_not_credited_with_its_previous_membership_log() {
+    // Found by sim seed 880160153101: node 2 is removed, wiped and added back under the same id
+    // while an append answer from its old membership is still in flight. Counted against the new
+    // progress, that answer claimed the empty node held the old log: it was promoted at once and,
+    // its match being above every index it refused, backed up to match + 1 forever.
+    let cfg = RaftConfig { max_entries_per_append: 4, ..plain_config(1) };
+    let mut l = make_leader(1, &V3, cfg);
+    let t = l.term();
+    for _ in 0..20 {
+        l.propose(Bytes::from_static(b"x")).unwrap();
+    }
+    let old = l.last_index();
+    drain(&mut l);
+    l.step(msg(2, 1, t, Body::AppendResponse { index: old, reject: None })).unwrap();
+    l.step(msg(3, 1, t, Body::AppendResponse { index: old, reject: None })).unwrap();
+    let remove = l.propose_conf_change(cc(ConfChangeKind::Remove, 2)).unwrap();
+    drain(&mut l);
+    l.step(msg(3, 1, t, Body::AppendResponse { index: remove, reject: None })).unwrap();
+    assert_eq!(l.commit_index(), remove);
+    let add = l.propose_conf_change(cc(ConfChangeKind::AddLearner, 2)).unwrap();
+    drain(&mut l);
+    // The old membership's answer arrives late, in the same term.
+    l.step(msg(2, 1, t, Body::AppendResponse { index: old, reject: None })).unwrap();
+    assert_eq!(l.progress(2).map(|p| p.matched), Some(0), "stale answer counted");
+    l.step(msg(3, 1, t, Body::AppendResponse { index: add, reject: None })).unwrap();
+    let res = l.propose_conf_change(cc(ConfChangeKind::AddVoter, 2));
+    assert!(matches!(res, Err(ProposeError::LearnerNotCaughtUp { node: 2, matched: 0, .. })), "{res:?}");
+    // The new, empty node refuses the probe; the leader backs up to its log's end, not to the
+    // old membership's match.
+    l.step(msg(
+        2,
+        1,
+        t,
+        Body::AppendResponse {
+            index: add,
+            reject: Some(RejectHint { conflict_term: None, conflict_index: 1 }),
+        },
+    ))
+    .unwrap();
+    assert_eq!(l.progress(2).map(|p| p.next), Some(1));
+    let ms = msgs(&mut l);
+    assert!(
+        has(&ms, |m| m.to == 2 && matches!(m.body, Body::Append { prev_index: 0, .. })),
+        "the whole log goes to the new node: {ms:?}"
+    );
+    // Its answer to that append counts.
+    l.step(msg(2, 1, t, Body::AppendResponse { index: 4, reject: None })).unwrap();
+    assert_eq!(l.progress(2).map(|p| p.matched), Some(4));
+}
+
+#[test]
 fn test_6_add_and_promote_a_new_node_in_a_cluster() {
     let mut c = cluster(3, 31);
     let leader = c.wait_for_leader(200).unwrap();
