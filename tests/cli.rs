@@ -7,39 +7,17 @@ mod common;
 use common::{ESC, esc, temp_dir};
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::EscServer as Server;
 
 fn serve(extra: &[&str]) -> Server {
-    let mut child = Command::new(ESC)
-        .args(["serve", "--listen", "127.0.0.1:0", "--set", "cluster.raft_listen=127.0.0.1:0"])
-        .arg("--set")
-        .arg(format!("cluster.data_dir={}", temp_dir("serve").display()))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("esc starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("esc listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server { child, addr }
+    let data = format!("cluster.data_dir={}", temp_dir("serve").display());
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--set", "cluster.raft_listen=127.0.0.1:0"];
+    args.extend(["--set", &data]);
+    args.extend_from_slice(extra);
+    common::start_esc(&args)
 }
 
 #[test]

@@ -8,37 +8,14 @@ mod common;
 
 use common::{ESC, esc, free_port, temp_dir};
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventstreamcore::config::{Config, MemberConfig};
 use serde_json::Value;
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(args: &[&str]) -> Server {
-    let mut child = Command::new(ESC)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("esc starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("esc listening on ").unwrap_or_else(|| panic!("first line {line:?}"));
-    Server { addr: addr.to_string(), child }
-}
+use common::{EscServer as Server, start_esc as start};
 
 fn serve() -> Server {
     let data = format!("cluster.data_dir={:?}", temp_dir("cli-client").display().to_string());

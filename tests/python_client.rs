@@ -6,43 +6,14 @@
 
 mod common;
 
-use common::{ESC, free_port, temp_dir};
+use common::{free_port, temp_dir};
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use eventstreamcore::config::{Config, MemberConfig};
 
-/// A server process, killed when dropped.
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `esc ARGS` and reads the client address from its banner ("esc listening on ...").
-fn start(args: &[&str]) -> Proc {
-    let mut child = Command::new(ESC)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("esc starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("banner");
-    let addr = line
-        .trim()
-        .strip_prefix("esc listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    Proc { addr: addr.to_string(), child }
-}
+use common::start_esc as start;
 
 fn python_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python")

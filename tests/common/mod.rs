@@ -31,3 +31,39 @@ pub fn esc(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// An `esc` process that serves clients, killed (and reaped) when dropped.
+pub struct EscServer {
+    pub child: std::process::Child,
+    /// The client address from its banner ("esc listening on ADDR").
+    pub addr: String,
+}
+
+impl Drop for EscServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `esc ARGS` and reads the client address from the first line it prints.
+pub fn start_esc(args: &[&str]) -> EscServer {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(ESC)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("esc starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("banner");
+    let addr = match line.trim().strip_prefix("esc listening on ") {
+        Some(a) => a.to_string(),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected first line {line:?}")
+        }
+    };
+    EscServer { child, addr }
+}
