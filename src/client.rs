@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use crate::event::{Event, Priority, StoredEvent};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use crate::rt::{self, net::TcpStream};
+use crate::tls::{ClientStream, ClientTls};
 use crate::wire::{
     self, AckItem, AdminRequest, ErrorFrame, ReplyDecoder, ReplyError, Request, Response, legacy,
 };
@@ -70,8 +71,8 @@ pub struct Fetched {
 
 /// One connection to a server.
 pub struct Client {
-    rd: ReadHalf<TcpStream>,
-    wr: WriteHalf<TcpStream>,
+    rd: ReadHalf<ClientStream>,
+    wr: WriteHalf<ClientStream>,
     buf: BytesMut,
     out: BytesMut,
     decoder: ReplyDecoder,
@@ -86,9 +87,27 @@ impl Client {
         Ok(Self::from_stream(stream))
     }
 
+    /// Connects (one attempt), over TLS if `tls` is given (the handshake is bounded by the
+    /// reply timeout, 30 s).
+    pub async fn connect_with(addr: SocketAddr, tls: Option<&ClientTls>) -> Result<Client, ClientError> {
+        let Some(tls) = tls else { return Self::connect(addr).await };
+        let tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let timeout = Duration::from_secs(30);
+        let stream = rt::time::timeout(timeout, tls.connect(addr, tcp))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))??;
+        Ok(Self::from_client_stream(stream))
+    }
+
     /// Wraps an open stream.
     pub fn from_stream(stream: TcpStream) -> Client {
         let _ = stream.set_nodelay(true);
+        Self::from_client_stream(ClientStream::Plain(stream))
+    }
+
+    /// Wraps an open plain or TLS stream.
+    pub fn from_client_stream(stream: ClientStream) -> Client {
         let (rd, wr) = rt::io::split(stream);
         Client {
             rd,
@@ -336,6 +355,8 @@ pub struct ClusterClient {
     conn: Option<Client>,
     token: String,
     name: String,
+    /// Connect over TLS with these settings (none = plain TCP).
+    pub tls: Option<ClientTls>,
     /// Attempts per request before giving up.
     pub max_attempts: u32,
     /// Pause after a failed attempt that gave no retry-after.
@@ -354,6 +375,7 @@ impl ClusterClient {
             conn: None,
             token: token.into(),
             name: name.into(),
+            tls: None,
             max_attempts: 30,
             backoff: Duration::from_millis(200),
             timeout: Duration::from_secs(30),
@@ -369,7 +391,7 @@ impl ClusterClient {
         if self.conn.is_none() {
             let addr = self.addrs[self.next % self.addrs.len()];
             self.next = (self.next + 1) % self.addrs.len();
-            let mut c = Client::connect(addr).await?;
+            let mut c = Client::connect_with(addr, self.tls.as_ref()).await?;
             c.set_timeout(self.timeout);
             c.hello(&self.name, &self.token).await?;
             self.conn = Some(c);

@@ -105,6 +105,10 @@ pub struct IngestConfig {
     /// credential is configured (an open port), none otherwise. Admin is never anonymous.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anonymous_roles: Option<Vec<Role>>,
+    /// `[ingest.tls]`: serve the client port over TLS only (absent = plain TCP). The files are
+    /// loaded and checked when the server starts. See docs/security.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// What an authenticated client may do on the acked protocol.
@@ -179,6 +183,7 @@ impl Default for IngestConfig {
             hello_failure_max_delay_ms: 2_000,
             max_failed_hellos: 5,
             anonymous_roles: None,
+            tls: None,
         }
     }
 }
@@ -493,6 +498,14 @@ fn validate_access(i: &IngestConfig) -> Result<(), ConfigError> {
         }
         if name.contains('*') {
             return invalid("ingest.allowed_topics", format!("`{t}`: `*` is only allowed at the end"));
+        }
+    }
+    if let Some(tls) = &i.tls {
+        if tls.cert_file.as_os_str().is_empty() {
+            return invalid("ingest.tls.cert_file", "must name a PEM certificate file");
+        }
+        if tls.key_file.as_os_str().is_empty() {
+            return invalid("ingest.tls.key_file", "must name a PEM private key file");
         }
     }
     Ok(())

@@ -27,6 +27,14 @@ use rand::Rng;
     about = "EventStreamCore: event streaming with a deterministic simulation testbed"
 )]
 struct Cli {
+    /// Connect to the client port over TLS, trusting only the CA certificate(s) in this PEM file
+    /// (publish, fetch, tail, admin).
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name the server's certificate must carry (default: the IP address
+    /// connected to).
+    #[arg(long, global = true, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -277,6 +285,7 @@ enum ConfigAction {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let tls = cmd::tls::client_tls_or_exit(&cli);
     let result = match cli.command {
         Command::Serve { config, set, listen, repair } => serve(config, set, listen, repair).await,
         Command::Cluster { nodes, dir, base_port } => local_cluster(nodes, dir, base_port).await,
@@ -291,10 +300,11 @@ async fn main() -> ExitCode {
                 token,
                 timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
                 json,
+                tls,
             })
             .await
         }
-        Command::Admin { addr, token, action } => admin(addr, token, action).await,
+        Command::Admin { addr, token, action } => admin(addr, token, action, tls).await,
         Command::Publish {
             addr,
             topic,
@@ -342,6 +352,7 @@ async fn main() -> ExitCode {
                         json,
                         key: key.map(String::into_bytes),
                         headers,
+                        tls,
                     };
                     if legacy {
                         cmd::publish::publish_legacy(opts, payloads).await
@@ -352,7 +363,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Fetch { addr, topic, from, max, token, json } => {
-            cmd::read::fetch(addr, topic, from, max, token, json).await
+            cmd::read::fetch(addr, topic, from, max, token, json, tls).await
         }
         Command::Bench { addr, connections, events, batch, pipeline, payload, legacy, token, cluster } => {
             bench(addr, connections, events, batch, pipeline, payload, legacy, token, cluster).await
@@ -367,13 +378,7 @@ async fn main() -> ExitCode {
             print!("{}", Config::defaults_toml());
             Ok(())
         }
-        Command::Config { action: ConfigAction::Check { file, set } } => {
-            Config::load(Some(&file), std::env::vars(), &set)
-                .map(|c| {
-                    println!("config OK\n\n{}", toml::to_string(&c).unwrap_or_default());
-                })
-                .map_err(|e| e.to_string())
-        }
+        Command::Config { action: ConfigAction::Check { file, set } } => config_check(file, set),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -382,6 +387,15 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `esc config check`: validates a file with overrides and prints the effective configuration.
+fn config_check(file: PathBuf, set: Vec<String>) -> Result<(), String> {
+    Config::load(Some(&file), std::env::vars(), &set)
+        .map(|c| {
+            println!("config OK\n\n{}", toml::to_string(&c).unwrap_or_default());
+        })
+        .map_err(|e| e.to_string())
 }
 
 fn init_tracing(level: &str) {
@@ -556,7 +570,12 @@ async fn bench(
     Ok(())
 }
 
-async fn admin(addrs: Vec<SocketAddr>, token: String, action: AdminAction) -> Result<(), String> {
+async fn admin(
+    addrs: Vec<SocketAddr>,
+    token: String,
+    action: AdminAction,
+    tls: Option<eventstreamcore::tls::ClientTls>,
+) -> Result<(), String> {
     let req = match action {
         AdminAction::Status => AdminRequest::Status,
         AdminAction::Add { id, raft_addr, client_addr } => {
@@ -566,6 +585,7 @@ async fn admin(addrs: Vec<SocketAddr>, token: String, action: AdminAction) -> Re
         AdminAction::Transfer { id } => AdminRequest::TransferLeader { id },
     };
     let mut client = ClusterClient::new(addrs, "esc-admin", token);
+    client.tls = tls;
     let text = client.admin(req).await.map_err(|e| e.to_string())?;
     println!("{}", text.trim_end());
     Ok(())

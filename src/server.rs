@@ -66,6 +66,8 @@ pub enum ServerError {
     DataDir { dir: String, source: crate::rt::DiskError },
     #[error("dead-letter queue {dir}: {source}")]
     Dlq { dir: String, source: crate::rt::DiskError },
+    #[error("ingest.tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("node {id} cannot start ({dir}): {source}")]
@@ -84,6 +86,10 @@ impl Server {
     pub async fn start(config: &Config, seams: Seams) -> Result<Server, ServerError> {
         let Seams { disks, clock, rng, observer, repair, on_node } = seams;
         let data_dir = config.cluster.data_dir.display().to_string();
+        if let Some(files) = &config.ingest.tls {
+            // Checked before anything starts, so a bad file is the one error reported.
+            crate::tls::server_config(files)?;
+        }
         let (log_disk, dlq_disk) = open_disks(config, disks)?;
         let mut ingest = config.ingest.clone();
         if ingest.listen.port() == 0 {

@@ -98,3 +98,26 @@ fn python_client_follows_the_leader_and_survives_its_death_in_a_three_member_clu
     let pids: Vec<String> = procs.iter().map(|p| p.child.id().to_string()).collect();
     unittest("cluster_*.py", &[("ESC_CLUSTER", addrs.join(",")), ("ESC_CLUSTER_PIDS", pids.join(","))]);
 }
+
+#[path = "common/certs.rs"]
+mod certs;
+
+/// A standard TLS client (Python's `ssl` module, through the client's `tls_ca`/`ssl_context`)
+/// against a server with `[ingest.tls]`, its certificate made at test time.
+#[test]
+fn python_client_speaks_tls_to_a_tls_server() {
+    let dir = temp_dir("py-tls");
+    let pki = certs::make_pki(&dir);
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--set".into(),
+        "cluster.raft_listen=127.0.0.1:0".into(),
+        "--set".into(),
+        format!("cluster.data_dir={:?}", dir.join("data").display().to_string()),
+    ];
+    args.extend(certs::tls_sets(&pki));
+    let s = start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    unittest("tls_*.py", &[("ESC_TLS_ADDR", s.addr.clone()), ("ESC_TLS_CA", pki.ca.display().to_string())]);
+}

@@ -24,6 +24,8 @@ pub struct PublishOpts {
     pub json: bool,
     pub key: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// `--tls-ca`: connect over TLS.
+    pub tls: Option<eventstreamcore::tls::ClientTls>,
 }
 
 impl PublishOpts {
@@ -43,6 +45,7 @@ impl PublishOpts {
 pub async fn publish(o: PublishOpts, payloads: Vec<Vec<u8>>) -> Result<(), String> {
     let producer = o.producer.unwrap_or_else(|| rt::node_rng().random_range(1..u64::MAX));
     let mut client = ClusterClient::new(o.addr.clone(), "esc-cli", o.token.clone());
+    client.tls = o.tls.clone();
     client.max_attempts = 20;
     let (mut stored, mut dup, mut rejected) = (0u64, 0u64, 0u64);
     let mut acks = Vec::new();
@@ -115,7 +118,12 @@ pub async fn publish_legacy(o: PublishOpts, payloads: Vec<Vec<u8>>) -> Result<()
     let stream = rt::net::connect_with_retry(addr, 5, Duration::from_millis(100), Duration::from_secs(1))
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let mut client = Client::from_stream(stream);
+    let mut client = match &o.tls {
+        None => Client::from_stream(stream),
+        Some(tls) => Client::from_client_stream(
+            tls.connect(addr, stream).await.map_err(|e| format!("TLS handshake with {addr}: {e}"))?,
+        ),
+    };
     for p in &payloads {
         client.send_legacy(o.priority, &o.topic, p).await.map_err(|e| e.to_string())?;
     }

@@ -24,11 +24,13 @@ pub async fn fetch(
     max: u32,
     token: String,
     as_json: bool,
+    tls: Option<eventstreamcore::tls::ClientTls>,
 ) -> Result<(), String> {
     if max == 0 {
         return Err("--max must be at least 1".into());
     }
     let mut client = ClusterClient::new(addrs.clone(), "esc-cli", token);
+    client.tls = tls;
     client.max_attempts = (2 * addrs.len() as u32).max(5);
     let page = client.fetch(&topic, from, max).await.map_err(|e| cannot(&addrs, e))?;
     if from > page.end_offset {
@@ -70,11 +72,14 @@ pub struct TailOpts {
     /// Give up when no member has served a read for this long (None: never).
     pub timeout: Option<Duration>,
     pub json: bool,
+    /// `--tls-ca`: connect over TLS.
+    pub tls: Option<eventstreamcore::tls::ClientTls>,
 }
 
 /// Follows a topic, printing events as they are committed.
 pub async fn tail(o: TailOpts) -> Result<(), String> {
     let mut client = ClusterClient::new(o.addrs.clone(), "esc-tail", o.token.clone());
+    client.tls = o.tls.clone();
     client.max_attempts = u32::MAX;
     let mut sub = Subscription::new(client, o.topic.clone(), o.from, o.linearizable);
     if o.to_end {

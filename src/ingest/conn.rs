@@ -21,9 +21,9 @@ use super::convert::{admin_command, error_frame};
 use super::{InflightGuard, Shared};
 use crate::config::{IngestConfig, Role};
 use crate::event::{Event, validate_topic};
+use crate::rt;
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::sync::{Latch, OwnedSemaphorePermit};
-use crate::rt::{self, net::TcpStream};
 use crate::service::{EventService, FetchReply, ReadOptions};
 use crate::wire::{
     AckItem, AdminRequest, ErrorCode, ErrorFrame, Inbound, Request, Response, StreamDecoder, StreamError,
@@ -134,8 +134,8 @@ struct Conn<S> {
 }
 
 /// Serves one connection until the client leaves, a limit is hit, or shutdown completes.
-pub(crate) async fn serve<S: EventService>(
-    stream: TcpStream,
+pub(crate) async fn serve<S: EventService, IO: rt::io::AsyncRead + rt::io::AsyncWrite + Send + Unpin>(
+    stream: IO,
     peer: SocketAddr,
     id: u64,
     shared: Arc<Shared<S>>,

@@ -33,6 +33,8 @@ pub(crate) struct Shared<S> {
     pub conn_ids: AtomicU64,
     /// Credentials and roles.
     pub auth: auth::Authenticator,
+    /// Set when `[ingest.tls]` is configured: every connection must complete a TLS handshake.
+    pub tls: Option<crate::tls::TlsAcceptor>,
 }
 
 /// Tells a running server to shut down gracefully. Cloneable.
@@ -75,8 +77,16 @@ impl<S: EventService> IngestServer<S> {
             None => None,
         };
         let auth = auth::Authenticator::new(&config);
+        let tls = match &config.tls {
+            Some(files) => Some(
+                crate::tls::acceptor(files)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             auth,
+            tls,
             inflight: Arc::new(Semaphore::new(config.max_inflight_events)),
             config,
             service,
@@ -196,6 +206,10 @@ async fn accept_one<S: EventService>(
     if m.connections_active.get() >= shared.config.max_connections as i64 {
         m.connections_refused.inc();
         tracing::debug!(%peer, "connection refused: at max_connections");
+        if shared.tls.is_some() {
+            // A plain error frame would only confuse a TLS client; closing says as much.
+            return;
+        }
         // Best effort: tell an acked client why, then close. Never wait on a refused client.
         let mut out = BytesMut::new();
         let mut err = ErrorFrame::new(ErrorCode::Overloaded, "too many connections");
@@ -221,7 +235,18 @@ async fn accept_one<S: EventService>(
     let shutdown = shutdown.clone();
     rt::spawn(async move {
         let guard = ActiveGuard(shared.metrics.clone());
-        conn::serve(stream, peer, id, shared, shutdown).await;
+        match shared.tls.clone() {
+            None => conn::serve(stream, peer, id, shared, shutdown).await,
+            Some(acceptor) => {
+                // The handshake is a frame like any other: it must complete within the read timeout.
+                let limit = rt::time::Duration::from_millis(shared.config.read_timeout_ms);
+                match rt::time::timeout(limit, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => conn::serve(tls, peer, id, shared, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(conn = id, %peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(conn = id, %peer, "TLS handshake timed out"),
+                }
+            }
+        }
         drop(guard);
     });
 }

@@ -1,12 +1,13 @@
 """A client of a whole cluster: leader redirects, failover, retries with the same idempotency keys."""
 
 import secrets
+import ssl
 import time
 from collections import deque
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import protocol as p
-from .connection import Address, Connection, format_address, parse_address
+from .connection import Address, Connection, format_address, parse_address, tls_context
 from .errors import (
     INTERNAL,
     NOT_LEADER,
@@ -46,6 +47,9 @@ class Client:
         timeout: float = 10.0,
         max_attempts: int = 20,
         backoff: float = 0.2,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        tls_ca: Optional[str] = None,
+        server_hostname: Optional[str] = None,
     ) -> None:
         if isinstance(members, str):
             members = [m for m in members.split(",") if m.strip()]
@@ -63,6 +67,10 @@ class Client:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
+        #: TLS settings for every connection (see :class:`Connection`); built once, so a bad
+        #: ``tls_ca`` fails here rather than on the first request.
+        self.ssl_context = tls_context(ssl_context, tls_ca)
+        self.server_hostname = server_hostname
         self._next = 0
         self._conn: Optional[Connection] = None
 
@@ -89,7 +97,14 @@ class Client:
             addr = self.members[self._next % len(self.members)]
             self._next = (self._next + 1) % len(self.members)
             self._conn = None
-            self._conn = Connection(addr, self.token, self.client_name, self.timeout)
+            self._conn = Connection(
+                addr,
+                self.token,
+                self.client_name,
+                self.timeout,
+                ssl_context=self.ssl_context,
+                server_hostname=self.server_hostname,
+            )
         return self._conn
 
     def _go_to(self, leader: str) -> bool:

@@ -1,6 +1,7 @@
 """One TCP connection to one member: HELLO, requests, pipelined requests."""
 
 import socket
+import ssl
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from . import protocol as p
@@ -25,12 +26,26 @@ def format_address(addr: Tuple[str, int]) -> str:
     return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 
+def tls_context(ssl_context: Optional[ssl.SSLContext], tls_ca: Optional[str]) -> Optional[ssl.SSLContext]:
+    """The context to wrap connections in: ``ssl_context`` as given, or one trusting only the CA
+    certificate(s) in the PEM file ``tls_ca``, or None (plain TCP)."""
+    if ssl_context is not None and tls_ca is not None:
+        raise ValueError("give ssl_context or tls_ca, not both")
+    if tls_ca is not None:
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls_ca)
+    return ssl_context
+
+
 class Connection:
     """A connection to one server, introduced with HELLO (and the token, if the server needs one).
 
     Requests are answered in order; :meth:`call_many` pipelines several. A request that times
     out or breaks closes the connection: a late reply would otherwise answer the next request.
-    Usable as a context manager."""
+    Usable as a context manager.
+
+    TLS (a server with ``[ingest.tls]``): pass ``tls_ca`` (a PEM file of the CA to trust) or a
+    ready ``ssl_context``; the server's certificate must name ``server_hostname`` (default: the
+    host connected to, a DNS name or an IP address)."""
 
     def __init__(
         self,
@@ -39,14 +54,26 @@ class Connection:
         client_name: str = "esc-python",
         timeout: float = 10.0,
         connect_timeout: float = 5.0,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        tls_ca: Optional[str] = None,
+        server_hostname: Optional[str] = None,
     ) -> None:
         self.address = parse_address(address)
         self.timeout = timeout
         self._next_id = 1
         self._sock: Optional[socket.socket] = None
+        ctx = tls_context(ssl_context, tls_ca)
         try:
-            self._sock = socket.create_connection(self.address, timeout=connect_timeout)
+            sock = socket.create_connection(self.address, timeout=connect_timeout)
+            if ctx is not None:
+                try:
+                    sock = ctx.wrap_socket(sock, server_hostname=server_hostname or self.address[0])
+                except BaseException:
+                    sock.close()
+                    raise
+            self._sock = sock
         except OSError as e:
+            # ssl.SSLError (e.g. a certificate that does not verify) is an OSError too.
             raise ConnectionLost("cannot connect to %s: %s" % (format_address(self.address), e)) from e
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buf = bytearray()
