@@ -232,6 +232,10 @@ pub struct ClusterConfig {
     pub commit_timeout_ms: u64,
     /// Size at which a write-ahead-log segment is closed and a new one started.
     pub segment_bytes: u64,
+    /// `[cluster.tls]`: TLS on the peer port under the SPAKE2 handshake (absent = plain TCP).
+    /// Every member needs it, with certificates from one CA. See docs/security.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::PeerTlsFiles>,
 }
 
 impl Default for ClusterConfig {
@@ -250,6 +254,7 @@ impl Default for ClusterConfig {
             snapshot_keep_entries: 1_000,
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
+            tls: None,
         }
     }
 }

@@ -156,45 +156,108 @@ impl ClientTls {
     pub async fn connect(&self, addr: SocketAddr, tcp: TcpStream) -> io::Result<ClientStream> {
         let name = self.server_name.clone().unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
         let tls = self.connector.connect(name, tcp).await?;
-        Ok(ClientStream::Tls(Box::new(tls)))
+        Ok(MaybeTls::Tls(Box::new(tls)))
     }
 }
 
-/// A client connection: plain TCP or TLS over TCP.
+/// A TCP connection, plain or with TLS (as the client or as the server side).
 #[derive(Debug)]
-pub enum ClientStream {
+pub enum MaybeTls {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-impl AsyncRead for ClientStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+/// A client's connection: plain TCP or TLS over TCP.
+pub type ClientStream = MaybeTls;
+
+macro_rules! each_stream {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            MaybeTls::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            MaybeTls::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+            MaybeTls::Server($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
         }
+    };
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        each_stream!(self, s => s.poll_read(cx, buf))
     }
 }
 
-impl AsyncWrite for ClientStream {
+impl AsyncWrite for MaybeTls {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        each_stream!(self, s => s.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        each_stream!(self, s => s.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        each_stream!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+/// `[cluster.tls]`: the peer port speaks TLS, under (not instead of) the SPAKE2 handshake. Each
+/// member presents `cert_file`/`key_file` and checks its peers' certificates against `ca_file`
+/// for the host of the peer's Raft address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTlsFiles {
+    /// This member's certificate chain (PEM), valid for the host of its Raft address.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// The CA certificate(s) that signed every member's certificate (PEM).
+    pub ca_file: PathBuf,
+}
+
+/// Loaded peer TLS: the acceptor for inbound and the connector for outbound peer connections.
+#[derive(Clone)]
+pub struct PeerTls {
+    pub acceptor: TlsAcceptor,
+    pub connector: ClientTls,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls").finish_non_exhaustive()
+    }
+}
+
+impl PeerTls {
+    /// Loads and checks the three files.
+    pub fn load(files: &PeerTlsFiles) -> Result<PeerTls, TlsError> {
+        let acceptor =
+            acceptor(&TlsFiles { cert_file: files.cert_file.clone(), key_file: files.key_file.clone() })?;
+        Ok(PeerTls { acceptor, connector: ClientTls::from_ca_file(&files.ca_file)? })
+    }
+
+    /// Dials: the TLS handshake over `tcp`, checking the certificate for the host of `addr`
+    /// (`host:port`, a DNS name or an IP address).
+    pub async fn connect(&self, addr: &str, tcp: TcpStream) -> io::Result<MaybeTls> {
+        let host =
+            addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("bad peer host {host:?}")))?;
+        let tls = self.connector.connector.connect(name, tcp).await?;
+        Ok(MaybeTls::Tls(Box::new(tls)))
+    }
+
+    /// Accepts: the TLS handshake of an inbound connection.
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<MaybeTls> {
+        Ok(MaybeTls::Server(Box::new(self.acceptor.accept(tcp).await?)))
     }
 }

@@ -155,3 +155,108 @@ fn bad_certificate_files_stop_the_server_at_start_naming_the_file() {
     let (ok, _, err) = run(&pki.cert, &other.key);
     assert!(!ok && err.contains("server.pem") && err.contains("server.key"), "{err}");
 }
+
+/// `[cluster.tls]` (the same certificate on every member, signed by one CA): a 3-member cluster
+/// elects a leader and replicates an acknowledged event to every member over TLS peer links.
+#[tokio::test]
+async fn a_three_member_cluster_replicates_over_tls_peer_links() {
+    use eventstreamcore::config::{Config, MemberConfig};
+    use eventstreamcore::tls::PeerTlsFiles;
+    let dir = temp_dir("tls-peers");
+    let pki = make_pki(&dir);
+    let members: Vec<MemberConfig> = (1..=3)
+        .map(|id| MemberConfig {
+            id,
+            raft_addr: format!("127.0.0.1:{}", common::free_port()),
+            client_addr: format!("127.0.0.1:{}", common::free_port()),
+        })
+        .collect();
+    let mut procs = Vec::new();
+    for m in &members {
+        let mut c = Config::default();
+        c.node.id = m.id;
+        c.ingest.listen = m.client_addr.parse().unwrap();
+        c.cluster.raft_listen = m.raft_addr.parse().unwrap();
+        c.cluster.data_dir = dir.join(format!("node{}", m.id));
+        c.cluster.members = members.clone();
+        c.cluster.secret = "tls-cluster-secret-0123456789".into();
+        c.cluster.tick_ms = 20;
+        c.cluster.tls = Some(PeerTlsFiles {
+            cert_file: pki.cert.clone(),
+            key_file: pki.key.clone(),
+            ca_file: pki.ca.clone(),
+        });
+        let path = dir.join(format!("node{}.toml", m.id));
+        std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
+        procs.push(start_esc(&["serve", "--config", path.to_str().unwrap()]));
+    }
+    let addrs: Vec<SocketAddr> = procs.iter().map(|p| p.addr.parse().unwrap()).collect();
+    let mut client = ClusterClient::new(addrs.clone(), "tls-peers", "");
+    let acks = client.publish(vec![Event::new("peers/t", Priority::High, "replicated")]).await.unwrap();
+    assert!(matches!(&acks[..], [AckItem::Stored { offset: 0, .. }]), "{acks:?}");
+    // Every member applies it (a fetch is served from the member's own state).
+    for a in &addrs {
+        let mut member = ClusterClient::new(vec![*a], "tls-peers-read", "");
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            seen = member.fetch("peers/t", 0, 10).await.unwrap().events;
+            if !seen.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(seen.len(), 1, "member {a} did not get the event over TLS peer links");
+        assert_eq!(&seen[0].event.payload[..], b"replicated");
+    }
+}
+
+/// A member whose peer certificate is not signed by the cluster's CA is refused at the TLS
+/// layer when the others dial it (it can still dial them: peers are not asked for a client
+/// certificate, the SPAKE2 handshake authenticates them): the two members with the right CA form
+/// a majority and serve, the third never receives anything (with plain peer links it would).
+#[tokio::test]
+async fn a_member_with_a_certificate_from_another_ca_is_refused_by_its_peers() {
+    use eventstreamcore::config::{Config, MemberConfig};
+    use eventstreamcore::tls::PeerTlsFiles;
+    let dir = temp_dir("tls-peers-bad");
+    let good = make_pki(&dir);
+    let bad = make_pki(&temp_dir("tls-peers-bad-other"));
+    let members: Vec<MemberConfig> = (1..=3)
+        .map(|id| MemberConfig {
+            id,
+            raft_addr: format!("127.0.0.1:{}", common::free_port()),
+            client_addr: format!("127.0.0.1:{}", common::free_port()),
+        })
+        .collect();
+    let mut procs = Vec::new();
+    for m in &members {
+        let pki = if m.id == 3 { &bad } else { &good };
+        let mut c = Config::default();
+        c.node.id = m.id;
+        c.ingest.listen = m.client_addr.parse().unwrap();
+        c.cluster.raft_listen = m.raft_addr.parse().unwrap();
+        c.cluster.data_dir = dir.join(format!("node{}", m.id));
+        c.cluster.members = members.clone();
+        c.cluster.secret = "tls-cluster-secret-0123456789".into();
+        c.cluster.tick_ms = 20;
+        // Member 3 trusts the good CA (so it could dial) but presents a certificate from another.
+        c.cluster.tls = Some(PeerTlsFiles {
+            cert_file: pki.cert.clone(),
+            key_file: pki.key.clone(),
+            ca_file: good.ca.clone(),
+        });
+        let path = dir.join(format!("node{}.toml", m.id));
+        std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
+        procs.push(start_esc(&["serve", "--config", path.to_str().unwrap()]));
+    }
+    let addrs: Vec<SocketAddr> = procs.iter().map(|p| p.addr.parse().unwrap()).collect();
+    let mut client = ClusterClient::new(addrs[..2].to_vec(), "tls-peers", "");
+    let acks = client.publish(vec![Event::new("peers/t", Priority::High, "two of three")]).await.unwrap();
+    assert!(matches!(&acks[..], [AckItem::Stored { offset: 0, .. }]), "{acks:?}");
+    // Nobody can dial member 3 (its certificate is refused), so nothing reaches it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut third = ClusterClient::new(vec![addrs[2]], "tls-peers-read", "");
+    third.max_attempts = 3;
+    let seen = third.fetch("peers/t", 0, 10).await.map(|p| p.events.len()).unwrap_or(0);
+    assert_eq!(seen, 0, "a member with a certificate from another CA received replicated events");
+}

@@ -46,6 +46,7 @@ use crate::rt::io::{AsyncReadExt, AsyncWriteExt};
 use crate::rt::net::{TcpListener, TcpStream};
 use crate::rt::sync::{Latch, Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use crate::rt::{self, NodeClock, NodeRng};
+use crate::tls::MaybeTls;
 
 /// Inbound connections (authenticated or still in the handshake) served at once; more are closed
 /// on accept. Unauthenticated ones last at most `handshake_timeout_ms`.
@@ -79,6 +80,8 @@ pub struct TransportConfig {
     pub queue_per_peer: usize,
     /// Largest frame payload accepted or sent.
     pub max_frame_bytes: usize,
+    /// TLS under the handshake on every peer connection (`[cluster.tls]`); none = plain TCP.
+    pub tls: Option<crate::tls::PeerTls>,
 }
 
 impl TransportConfig {
@@ -95,6 +98,7 @@ impl TransportConfig {
             write_timeout_ms: 2_000,
             queue_per_peer: 1024,
             max_frame_bytes: 16 << 20,
+            tls: None,
         }
     }
 
@@ -506,14 +510,23 @@ enum DialError {
     Handshake(HandshakeError),
 }
 
-async fn dial(shared: &Shared, peer: NodeId, addr: &str, fresh: Fresh) -> Result<TcpStream, DialError> {
+async fn dial(shared: &Shared, peer: NodeId, addr: &str, fresh: Fresh) -> Result<MaybeTls, DialError> {
     let connect = TcpStream::connect(addr);
-    let mut stream = match shared.within(shared.cfg.handshake_timeout_ms, connect).await {
+    let tcp = match shared.within(shared.cfg.handshake_timeout_ms, connect).await {
         Some(Ok(s)) => s,
         Some(Err(e)) => return Err(DialError::Connect(e.to_string())),
         None => return Err(DialError::Connect("connect timed out".into())),
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &shared.cfg.tls {
+        None => MaybeTls::Plain(tcp),
+        Some(tls) => match shared.within(shared.cfg.handshake_timeout_ms, tls.connect(addr, tcp)).await {
+            Some(Ok(s)) => s,
+            // `[cluster.tls]`: the TLS handshake under ours failed (certificate, name).
+            Some(Err(e)) => return Err(DialError::Handshake(HandshakeError::Io(e))),
+            None => return Err(DialError::Handshake(HandshakeError::Timeout)),
+        },
+    };
     let local = shared.local(fresh);
     match shared.within(shared.cfg.handshake_timeout_ms, handshake::dial(&mut stream, &local, peer)).await {
         Some(Ok(())) => Ok(stream),
@@ -623,7 +636,7 @@ async fn run_peer(
 async fn pump(
     shared: &Shared,
     peer: NodeId,
-    stream: &mut TcpStream,
+    stream: &mut MaybeTls,
     rx: &mut mpsc::Receiver<Message>,
     stop: &Latch,
     buf: &mut Vec<u8>,
@@ -757,9 +770,29 @@ impl Drop for InboundReg<'_> {
     }
 }
 
+/// The inbound connection as our handshake will see it: plain, or after a TLS handshake
+/// (`[cluster.tls]`) bounded like ours; none if that failed (logged and counted).
+async fn inbound_stream(shared: &Shared, tcp: TcpStream, remote: SocketAddr) -> Option<MaybeTls> {
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &shared.cfg.tls else { return Some(MaybeTls::Plain(tcp)) };
+    let accepted = rt::select! {
+        biased;
+        _ = shared.shutdown.wait() => return None,
+        r = shared.within(shared.cfg.handshake_timeout_ms, tls.accept(tcp)) => r,
+    };
+    let failure = match accepted {
+        Some(Ok(s)) => return Some(s),
+        Some(Err(e)) => e.to_string(),
+        None => "timed out".to_string(),
+    };
+    bump(&shared.counters.handshake_failures, 1);
+    tracing::warn!(node = shared.id(), %remote, reason = %failure, "inbound peer TLS handshake failed");
+    None
+}
+
 async fn serve_inbound(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     remote: SocketAddr,
     conn: u64,
     fresh: Fresh,
@@ -768,7 +801,7 @@ async fn serve_inbound(
 ) {
     let node = shared.id();
     let c = &shared.counters;
-    let _ = stream.set_nodelay(true);
+    let Some(mut stream) = inbound_stream(&shared, tcp, remote).await else { return };
     let local = shared.local(fresh);
     let hs = rt::select! {
         biased;

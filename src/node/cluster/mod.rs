@@ -124,6 +124,8 @@ pub enum ClusterError {
          on every member) and restart"
     )]
     NoSecret { why: &'static str },
+    #[error("cluster.tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The next message from a peer; never completes on a member without a peer transport.
@@ -168,7 +170,8 @@ async fn open_peer_transport(
             "cluster.secret is short; use a long random string"
         );
     }
-    let tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
+    let mut tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
+    tcfg.tls = cfg.tls.as_ref().map(crate::tls::PeerTls::load).transpose()?;
     let bound = PeerTransport::bind(tcfg, cfg.raft_listen, clock, rng)
         .await
         .map_err(|source| ClusterError::Listen { addr: cfg.raft_listen, source })?;
