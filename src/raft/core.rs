@@ -517,9 +517,17 @@ impl Raft {
         if self.role == Role::Leader || !self.can_campaign() {
             return;
         }
-        if self.term >= MAX_TERM {
-            // Unreachable by elections; peers would refuse our next term anyway.
-            tracing::error!(node = self.id, term = self.term, "term at the ceiling: not campaigning");
+        // The ceilings are inclusive (peers, files and `Raft::new` accept MAX_TERM and MAX_INDEX)
+        // and nothing here may go past them: a campaign takes term + 1, a new leader appends
+        // an entry. Either beyond the ceiling would be persisted and refused at every restart.
+        if self.term >= MAX_TERM || self.log.last_index() >= MAX_INDEX {
+            // Unreachable by elections and appends; only a forged message or file gets here.
+            tracing::error!(
+                node = self.id,
+                term = self.term,
+                last_index = self.log.last_index(),
+                "term or log index at the ceiling: not campaigning"
+            );
             return;
         }
         if self.cfg.pre_vote && !transfer {
@@ -1191,6 +1199,9 @@ impl Raft {
         }
         if !self.progress.contains_key(&self.id) {
             return Err(ProposeError::ProposalDropped);
+        }
+        if self.log.last_index() >= MAX_INDEX {
+            return Err(ProposeError::LogFull(MAX_INDEX));
         }
         Ok(())
     }

@@ -68,6 +68,10 @@ pub enum ProposeError {
     /// The membership change makes no sense in the current configuration.
     #[error("invalid membership change: {0}")]
     InvalidConfChange(&'static str),
+    /// The log has reached the index ceiling ([`crate::raft::MAX_INDEX`]): an entry beyond it
+    /// would be refused on restart, so none is appended.
+    #[error("the log is at its index ceiling ({0}); no entry can be appended")]
+    LogFull(Index),
 }
 
 /// Why a snapshot or compaction request was refused.

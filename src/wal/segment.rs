@@ -61,6 +61,10 @@ pub(super) fn scan_records(
                     let reason = format!("entry index {} where {expected} was expected", entry.index);
                     return (off, Some(BadRecord { offset: off, kind: BadKind::Hard, reason }));
                 }
+                if entry.index > MAX_INDEX {
+                    let reason = format!("entry index {} is beyond the ceiling {MAX_INDEX}", entry.index);
+                    return (off, Some(BadRecord { offset: off, kind: BadKind::Hard, reason }));
+                }
                 if entry.term > MAX_TERM {
                     let reason = format!(
                         "entry {} has term {}, beyond the ceiling {MAX_TERM}",
