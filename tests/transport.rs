@@ -589,3 +589,25 @@ async fn handshake_messages_are_blinded_and_give_an_offline_guesser_nothing() {
     assert!(bi.try_recv().is_none());
     b.shutdown().await;
 }
+
+/// Issue 11: the receive buffer of a chunked snapshot had no byte cap (an insider could grow it
+/// chunk by chunk for ever). A chunk ending past `MAX_SNAPSHOT_BYTES` is refused, counted and
+/// its connection closed, like any other impossible message.
+#[tokio::test]
+async fn a_snapshot_chunk_past_the_size_cap_is_refused_counted_and_disconnected() {
+    use eventstreamcore::raft::{ConfState, MAX_SNAPSHOT_BYTES, SnapshotMeta};
+    let (b, mut bi) = start(2).await;
+    let mut insider = authenticated_raw_client(b.local_addr(), 7, 2).await;
+    let mut frames = Vec::new();
+    let meta = SnapshotMeta { index: 5, term: 1, conf_state: ConfState::with_voters([2, 7]) };
+    let chunk = Body::Snapshot { meta, offset: MAX_SNAPSHOT_BYTES, data: vec![0u8; 16].into(), done: false };
+    encode_frame(&Message { from: 7, to: 2, term: 1, body: chunk }, 1 << 20, &mut frames).unwrap();
+    insider.write_all(&frames).await.unwrap();
+    insider.flush().await.unwrap();
+    eventually("oversized chunk counted", || b.stats().invalid_messages == 1).await;
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), insider.read(&mut byte)).await.unwrap();
+    assert!(matches!(closed, Ok(0) | Err(_)), "the connection is closed: {closed:?}");
+    assert!(bi.try_recv().is_none(), "the chunk never reaches the core");
+    b.shutdown().await;
+}

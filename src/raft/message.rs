@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::types::{Entry, Index, MAX_INDEX, MAX_TERM, NodeId, SnapshotMeta, Term};
+use super::types::{Entry, Index, MAX_INDEX, MAX_SNAPSHOT_BYTES, MAX_TERM, NodeId, SnapshotMeta, Term};
 
 /// One message between two nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,7 +147,8 @@ impl Body {
 impl Message {
     /// Checks what no honest node can send, whatever its state: ids 0, a term above [`MAX_TERM`],
     /// an index above [`MAX_INDEX`], a log term newer than the sender's term, entries that do not
-    /// follow `prev_index` one by one with non-decreasing terms. The transport refuses such a
+    /// follow `prev_index` one by one with non-decreasing terms, a snapshot chunk ending past
+    /// [`MAX_SNAPSHOT_BYTES`]. The transport refuses such a
     /// message before the core sees it, and [`crate::raft::Raft::step`] checks again.
     pub fn check_bounds(&self) -> Result<(), &'static str> {
         if self.from == 0 || self.to == 0 {
@@ -175,7 +176,8 @@ impl Message {
             Body::Heartbeat { commit, .. } => index_ok(*commit),
             Body::Snapshot { meta, offset, data, .. } => {
                 let ids_ok = meta.conf_state.members().all(|id| id != 0);
-                let end_ok = offset.checked_add(data.len() as u64).is_some();
+                let end_ok =
+                    offset.checked_add(data.len() as u64).is_some_and(|end| end <= MAX_SNAPSHOT_BYTES);
                 index_ok(meta.index) && log_term_ok(meta.term) && ids_ok && end_ok
             }
             Body::SnapshotResponse { snapshot_index, last_index, .. } => {
@@ -283,5 +285,23 @@ mod tests {
         for m in bad {
             assert!(m.check_bounds().is_err(), "{m:?}");
         }
+    }
+
+    #[test]
+    fn a_snapshot_chunk_may_end_at_the_size_cap_but_not_past_it() {
+        let chunk = |offset: u64, len: usize| {
+            msg(
+                3,
+                Body::Snapshot {
+                    meta: SnapshotMeta { index: 5, term: 2, conf_state: ConfState::with_voters([1, 2]) },
+                    offset,
+                    data: Bytes::from(vec![0u8; len]),
+                    done: false,
+                },
+            )
+        };
+        assert_eq!(chunk(MAX_SNAPSHOT_BYTES - 2, 2).check_bounds(), Ok(()));
+        assert!(chunk(MAX_SNAPSHOT_BYTES - 1, 2).check_bounds().is_err());
+        assert!(chunk(MAX_SNAPSHOT_BYTES, 1).check_bounds().is_err());
     }
 }

@@ -87,5 +87,6 @@ pub use message::{Body, Message, RejectHint};
 pub use progress::{Progress, ProgressState};
 pub use types::{
     ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, MAX_INDEX,
-    MAX_TERM, NodeId, ReadState, RestoredState, Role, Snapshot, SnapshotMeta, SoftState, Term,
+    MAX_SNAPSHOT_BYTES, MAX_TERM, NodeId, ReadState, RestoredState, Role, Snapshot, SnapshotMeta, SoftState,
+    Term,
 };

@@ -20,6 +20,11 @@ pub const MAX_TERM: Term = 1 << 48;
 /// Highest log index a node accepts from a peer or a file (same reasoning as [`MAX_TERM`]).
 pub const MAX_INDEX: Index = 1 << 48;
 
+/// Largest snapshot a node receives from a peer (2 GiB): a chunk ending past it is refused
+/// (logged and counted as an impossible message, its connection closed), so the receive buffer
+/// of a chunked snapshot never holds more. A state whose snapshot is larger cannot be sent.
+pub const MAX_SNAPSHOT_BYTES: u64 = 2 << 30;
+
 /// What a log entry carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {
