@@ -149,10 +149,12 @@ impl<S: EventService> IngestServer<S> {
         }
         let udp_task = udp.map(|sock| rt::spawn(udp::serve(sock, shared.clone(), shutdown.clone())));
         let mut accept_backoff = rt::time::Duration::from_millis(1);
+        let mut fd_reserve = rt::fd_reserve::FdReserve::new();
         loop {
             if shutdown.is_set() {
                 break;
             }
+            fd_reserve.rearm();
             rt::select! {
                 biased;
                 _ = shutdown.wait() => {}
@@ -162,10 +164,7 @@ impl<S: EventService> IngestServer<S> {
                         accept_one(&shared, stream, peer, &shutdown).await;
                     }
                     Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        rt::time::sleep(accept_backoff).await;
-                        accept_backoff = (accept_backoff * 2).min(rt::time::Duration::from_secs(1));
+                        accept_backoff = accept_failed(&shared, &listener, &mut fd_reserve, e, accept_backoff).await;
                     }
                 },
             }
@@ -196,6 +195,56 @@ impl<S: EventService> IngestServer<S> {
     }
 }
 
+/// After a failed accept (typically EMFILE): answers one waiting client if it was for want of
+/// descriptors, then backs off instead of spinning; returns the next backoff.
+async fn accept_failed<S: EventService>(
+    shared: &Arc<Shared<S>>,
+    listener: &TcpListener,
+    fd_reserve: &mut rt::fd_reserve::FdReserve,
+    e: std::io::Error,
+    backoff: rt::time::Duration,
+) -> rt::time::Duration {
+    tracing::warn!(error = %e, "accept failed");
+    if rt::fd_reserve::is_fd_exhaustion(&e) && fd_reserve.release() {
+        refuse_one_waiting(shared, listener).await;
+    }
+    rt::time::sleep(backoff).await;
+    (backoff * 2).min(rt::time::Duration::from_secs(1))
+}
+
+/// Out of file descriptors: with the reserved one released, accepts one waiting client and tells
+/// it "overloaded, retry" (a client in the backlog would otherwise wait for its own timeout).
+async fn refuse_one_waiting<S: EventService>(shared: &Arc<Shared<S>>, listener: &TcpListener) {
+    let wait = rt::time::Duration::from_millis(10);
+    if let Ok(Ok((stream, peer))) = rt::time::timeout(wait, listener.accept()).await {
+        tracing::debug!(%peer, "connection refused: out of file descriptors");
+        refuse(shared, stream, "out of file descriptors");
+    }
+}
+
+/// Refuses a connection as overloaded (counted): tells an acked client why, then closes.
+fn refuse<S: EventService>(shared: &Arc<Shared<S>>, stream: rt::net::TcpStream, why: &str) {
+    shared.metrics.connections_refused.inc();
+    if shared.tls.is_some() {
+        // A plain error frame would only confuse a TLS client; closing says as much.
+        return;
+    }
+    // Best effort: never wait on a refused client.
+    let mut out = BytesMut::new();
+    let mut err = ErrorFrame::new(ErrorCode::Overloaded, why);
+    err.retry_after_ms = shared.config.overload_retry_after_ms;
+    Response::Error(err).encode(0, &mut out);
+    rt::spawn(async move {
+        use rt::io::AsyncWriteExt;
+        let mut stream = stream;
+        let _ = rt::time::timeout(rt::time::Duration::from_secs(1), async {
+            let _ = stream.write_all(&out).await;
+            let _ = stream.flush().await;
+        })
+        .await;
+    });
+}
+
 async fn accept_one<S: EventService>(
     shared: &Arc<Shared<S>>,
     stream: rt::net::TcpStream,
@@ -204,26 +253,8 @@ async fn accept_one<S: EventService>(
 ) {
     let m = &shared.metrics;
     if m.connections_active.get() >= shared.config.max_connections as i64 {
-        m.connections_refused.inc();
         tracing::debug!(%peer, "connection refused: at max_connections");
-        if shared.tls.is_some() {
-            // A plain error frame would only confuse a TLS client; closing says as much.
-            return;
-        }
-        // Best effort: tell an acked client why, then close. Never wait on a refused client.
-        let mut out = BytesMut::new();
-        let mut err = ErrorFrame::new(ErrorCode::Overloaded, "too many connections");
-        err.retry_after_ms = shared.config.overload_retry_after_ms;
-        Response::Error(err).encode(0, &mut out);
-        rt::spawn(async move {
-            use rt::io::AsyncWriteExt;
-            let mut stream = stream;
-            let _ = rt::time::timeout(rt::time::Duration::from_secs(1), async {
-                let _ = stream.write_all(&out).await;
-                let _ = stream.flush().await;
-            })
-            .await;
-        });
+        refuse(shared, stream, "too many connections");
         return;
     }
     // Replies are small and latency-bound; never let Nagle hold them back.

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod disk;
+pub mod fd_reserve;
 pub mod latch;
 pub mod net;
 pub mod rng;
