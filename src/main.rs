@@ -458,7 +458,8 @@ async fn serve(
         }
     });
     let result = server.run().await;
-    eprint!("{}", metrics.render_prometheus());
+    // The same page as `GET /metrics` (ingest, Raft, peers; the pipeline's only while it led).
+    eprint!("{}{}", metrics.render_prometheus(), eventstreamcore::service::EventService::render_metrics(&node));
     result
 }
 

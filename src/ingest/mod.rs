@@ -118,12 +118,14 @@ impl<S: EventService> IngestServer<S> {
     pub async fn run(self) {
         let IngestServer { listener, udp, metrics_listener, shared, shutdown } = self;
         if let Some(l) = metrics_listener {
-            let page = shared.clone();
-            let render: http::RenderMetrics =
-                Arc::new(move || page.metrics.render_prometheus() + &page.service.render_metrics());
+            let (page, ready) = (shared.clone(), shared.clone());
+            let pages = http::Pages {
+                metrics: Arc::new(move || page.metrics.render_prometheus() + &page.service.render_metrics()),
+                ready: Arc::new(move || ready.service.readiness()),
+            };
             rt::spawn(http::serve_metrics(
                 l,
-                render,
+                pages,
                 shutdown.clone(),
                 shared.config.metrics_max_connections,
                 shared.metrics.clone(),
