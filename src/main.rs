@@ -96,6 +96,9 @@ enum Command {
         /// add, remove and transfer are refused without one; status needs none on an open port.
         #[arg(long, default_value = "")]
         token: String,
+        /// Print the result as one JSON document.
+        #[arg(long)]
+        json: bool,
         #[command(subcommand)]
         action: AdminAction,
     },
@@ -239,7 +242,8 @@ enum DlqAction {
 
 #[derive(Subcommand, Debug)]
 enum AdminAction {
-    /// Role, term, commit index and members of the node answering.
+    /// One row per member (id, address, role, term, commit/applied, lag, reachable): asks every
+    /// member given and every member their answers name.
     Status,
     /// Add a node (started with cluster.join = true): learner first, voter once caught up.
     Add {
@@ -294,7 +298,7 @@ async fn main() -> ExitCode {
             })
             .await
         }
-        Command::Admin { addr, token, action } => admin(addr, token, action).await,
+        Command::Admin { addr, token, json, action } => admin(addr, token, json, action).await,
         Command::Publish {
             addr,
             topic,
@@ -459,7 +463,11 @@ async fn serve(
     });
     let result = server.run().await;
     // The same page as `GET /metrics` (ingest, Raft, peers; the pipeline's only while it led).
-    eprint!("{}{}", metrics.render_prometheus(), eventstreamcore::service::EventService::render_metrics(&node));
+    eprint!(
+        "{}{}",
+        metrics.render_prometheus(),
+        eventstreamcore::service::EventService::render_metrics(&node)
+    );
     result
 }
 
@@ -557,9 +565,19 @@ async fn bench(
     Ok(())
 }
 
-async fn admin(addrs: Vec<SocketAddr>, token: String, action: AdminAction) -> Result<(), String> {
+async fn admin(addrs: Vec<SocketAddr>, token: String, json: bool, action: AdminAction) -> Result<(), String> {
     let req = match action {
-        AdminAction::Status => AdminRequest::Status,
+        AdminAction::Status => {
+            let rows = cmd::status::collect(&addrs, &token).await;
+            match json {
+                true => println!("{}", cmd::status::json(&rows)),
+                false => print!("{}", cmd::status::table(&rows)),
+            }
+            return match rows.iter().any(|r| r.answer.is_ok()) {
+                true => Ok(()),
+                false => Err("no member answered".into()),
+            };
+        }
         AdminAction::Add { id, raft_addr, client_addr } => {
             AdminRequest::AddNode { id, raft_addr, client_addr }
         }
@@ -568,7 +586,10 @@ async fn admin(addrs: Vec<SocketAddr>, token: String, action: AdminAction) -> Re
     };
     let mut client = ClusterClient::new(addrs, "esc-admin", token);
     let text = client.admin(req).await.map_err(|e| e.to_string())?;
-    println!("{}", text.trim_end());
+    match json {
+        true => println!("{}", serde_json::json!({ "result": text.trim_end() })),
+        false => println!("{}", text.trim_end()),
+    }
     Ok(())
 }
 
