@@ -396,6 +396,9 @@ fn init_tracing(level: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// How long a leader stopped by a signal waits for another voter to take over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn serve(
     file: Option<PathBuf>,
     mut set: Vec<String>,
@@ -438,9 +441,16 @@ async fn serve(
     }
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
+    let leaving = node.clone();
     rt::spawn(async move {
         if rt::terminate_signal().await.is_ok() {
             tracing::info!("signal received: shutting down");
+            // A leader hands over first, so the cluster need not wait an election timeout.
+            match leaving.hand_over_leadership(HANDOVER_TIMEOUT).await {
+                Ok(Some(to)) => tracing::info!(to, "leadership handed over"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "leadership not handed over; stopping anyway"),
+            }
             stop.shutdown();
         }
     });

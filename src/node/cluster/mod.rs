@@ -47,6 +47,7 @@ mod addresses;
 mod admin;
 mod apply;
 mod driver;
+mod handover;
 mod leader;
 
 use addresses::*;
@@ -215,6 +216,10 @@ enum Cmd {
     Admin {
         req: AdminCommand,
         reply: Reply<String>,
+    },
+    /// Hand leadership to the most caught-up voter (before a planned stop).
+    HandOver {
+        reply: Reply<Option<NodeId>>,
     },
 }
 
