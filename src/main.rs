@@ -57,7 +57,8 @@ enum Command {
         /// Directory for the members' configs and data (kept after exit).
         #[arg(long, default_value = "esc-cluster")]
         dir: PathBuf,
-        /// Client port of node 1; node N uses base+N-1, its Raft port base+100+N-1.
+        /// Client port of node 1; node N uses base+N-1, its Raft port base+100+N-1, its metrics
+        /// (/metrics, /health, /ready) port base+200+N-1.
         #[arg(long, default_value_t = 7070)]
         base_port: u16,
     },

@@ -26,7 +26,7 @@ fn free_base_port(n: u16) -> u16 {
     for attempt in 0..200u16 {
         let base = 30_000 + (std::process::id() as u16 % 250) * 100 + attempt * 13 % 5_000;
         let ok = (0..n)
-            .flat_map(|i| [base + i, base + 100 + i])
+            .flat_map(|i| [base + i, base + 100 + i, base + 200 + i])
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if ok {
             return base;

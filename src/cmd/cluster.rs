@@ -135,12 +135,17 @@ impl Member {
     }
 }
 
+/// Node `id`'s metrics, health and readiness port: base+200+id-1.
+fn metrics_addr(base_port: u16, id: u64) -> String {
+    format!("127.0.0.1:{}", base_port + 200 + (id - 1) as u16)
+}
+
 /// Writes the configs and secret, starts every member and supervises them until a signal.
 pub async fn run(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String> {
     if !(1..=9).contains(&nodes) {
         return Err("--nodes must be between 1 and 9".into());
     }
-    if u32::from(base_port) + 100 + nodes as u32 > u32::from(u16::MAX) {
+    if u32::from(base_port) + 200 + nodes as u32 > u32::from(u16::MAX) {
         return Err("--base-port too high".into());
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -165,6 +170,7 @@ pub async fn run(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String>
         c.node.id = m.id;
         c.node.name = format!("esc-{}", m.id);
         c.ingest.listen = m.client_addr.parse().map_err(|e| format!("{e}"))?;
+        c.ingest.metrics_listen = Some(metrics_addr(base_port, m.id).parse().map_err(|e| format!("{e}"))?);
         c.cluster.raft_listen = m.raft_addr.parse().map_err(|e| format!("{e}"))?;
         c.cluster.data_dir = dir.join(format!("node{}", m.id));
         c.cluster.members = members.clone();
@@ -190,10 +196,11 @@ pub async fn run(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String>
     }
     for m in &members {
         println!(
-            "node {} client {} raft {} config {}/node{}.toml",
+            "node {} client {} raft {} metrics http://{}/metrics config {}/node{}.toml",
             m.id,
             m.client_addr,
             m.raft_addr,
+            metrics_addr(base_port, m.id),
             dir.display(),
             m.id
         );
