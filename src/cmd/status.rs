@@ -44,10 +44,12 @@ pub fn parse_status(text: &str) -> Option<NodeView> {
     };
     for line in lines {
         let w: Vec<&str> = line.split_whitespace().collect();
-        if w.len() >= 7 && w[0] == "member" && w[5] == "client" {
-            if let Ok(id) = w[1].parse() {
-                v.members.insert(id, (w[2].to_string(), w[6].to_string()));
-            }
+        if w.len() >= 7
+            && w[0] == "member"
+            && w[5] == "client"
+            && let Ok(id) = w[1].parse()
+        {
+            v.members.insert(id, (w[2].to_string(), w[6].to_string()));
         }
     }
     Some(v)
