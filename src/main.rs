@@ -407,6 +407,20 @@ fn init_tracing(level: &str) {
 /// How long a leader stopped by a signal waits for another voter to take over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// On SIGINT/SIGTERM: a leader hands over first (so the cluster need not wait an election
+/// timeout), then the server shuts down gracefully.
+async fn stop_on_signal(node: ClusterNode, stop: ShutdownHandle) {
+    if rt::terminate_signal().await.is_ok() {
+        tracing::info!("signal received: shutting down");
+        match node.hand_over_leadership(HANDOVER_TIMEOUT).await {
+            Ok(Some(to)) => tracing::info!(to, "leadership handed over"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "leadership not handed over; stopping anyway"),
+        }
+        stop.shutdown();
+    }
+}
+
 async fn serve(
     file: Option<PathBuf>,
     mut set: Vec<String>,
@@ -449,19 +463,7 @@ async fn serve(
     }
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
-    let leaving = node.clone();
-    rt::spawn(async move {
-        if rt::terminate_signal().await.is_ok() {
-            tracing::info!("signal received: shutting down");
-            // A leader hands over first, so the cluster need not wait an election timeout.
-            match leaving.hand_over_leadership(HANDOVER_TIMEOUT).await {
-                Ok(Some(to)) => tracing::info!(to, "leadership handed over"),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "leadership not handed over; stopping anyway"),
-            }
-            stop.shutdown();
-        }
-    });
+    rt::spawn(stop_on_signal(node.clone(), stop));
     // SIGHUP re-reads the configuration and applies the pipeline's topic table (the only part
     // that changes without a restart); a bad file is reported and changes nothing.
     let reload_node = node.clone();

@@ -1,6 +1,7 @@
 //! Counters and histograms, exported in the Prometheus text format. Each event is counted once,
 //! at the one place that decides its fate.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -134,7 +135,36 @@ impl IngestMetrics {
     /// Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &Counter); 22] = [
+        for (name, help, c) in self.counters() {
+            write_family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", c.get());
+        }
+        for (name, help, g) in [
+            ("esc_connections_active", "client connections open now", &self.connections_active),
+            (
+                "esc_inflight_events",
+                "events handed to the service and not yet answered",
+                &self.inflight_events,
+            ),
+            ("esc_ingest_buffered_bytes", "bytes held in client connection buffers", &self.buffered_bytes),
+        ] {
+            write_family(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {}", g.get());
+        }
+        let name = "esc_publish_latency_us";
+        write_family(
+            &mut out,
+            name,
+            "summary",
+            "acked publish latency, handed to the service to its answer, microseconds",
+        );
+        write_summary(&mut out, name, "", &self.publish_latency_us);
+        out
+    }
+
+    /// Every counter: (name, help, counter).
+    fn counters(&self) -> [(&'static str, &'static str, &Counter); 22] {
+        [
             ("esc_hello_failures_total", "HELLOs with a wrong token", &self.hello_failures),
             (
                 "esc_closed_auth_failures_total",
@@ -205,32 +235,7 @@ impl IngestMetrics {
             ),
             ("esc_udp_datagrams_total", "UDP legacy datagrams received", &self.udp_datagrams),
             ("esc_udp_malformed_total", "UDP datagrams that could not be decoded", &self.udp_malformed),
-        ];
-        for (name, help, c) in counters {
-            write_family(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", c.get());
-        }
-        for (name, help, g) in [
-            ("esc_connections_active", "client connections open now", &self.connections_active),
-            (
-                "esc_inflight_events",
-                "events handed to the service and not yet answered",
-                &self.inflight_events,
-            ),
-            ("esc_ingest_buffered_bytes", "bytes held in client connection buffers", &self.buffered_bytes),
-        ] {
-            write_family(&mut out, name, "gauge", help);
-            let _ = writeln!(out, "{name} {}", g.get());
-        }
-        let name = "esc_publish_latency_us";
-        write_family(
-            &mut out,
-            name,
-            "summary",
-            "acked publish latency, handed to the service to its answer, microseconds",
-        );
-        write_summary(&mut out, name, "", &self.publish_latency_us);
-        out
+        ]
     }
 }
 
@@ -239,87 +244,91 @@ impl IngestMetrics {
 /// not named `..._total` (or a `_total` that is not a counter), a summary without `_sum` and
 /// `_count`, a value that is not a number. Used by the tests that scrape `/metrics`.
 pub fn exposition_problems(text: &str) -> Vec<String> {
-    use std::collections::BTreeMap;
     let mut problems = Vec::new();
-    // family -> (help seen, type, samples seen by suffix)
-    let mut families: BTreeMap<String, (bool, Option<String>, Vec<String>)> = BTreeMap::new();
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let n = n + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let name = rest.split_whitespace().next().unwrap_or_default().to_string();
             let f = families.entry(name.clone()).or_default();
-            if f.0 {
+            if f.help {
                 problems.push(format!("line {n}: second HELP for {name}"));
             }
-            f.0 = true;
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split_whitespace();
-            let (name, kind) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-            if !["counter", "gauge", "summary", "histogram", "untyped"].contains(&kind) {
-                problems.push(format!("line {n}: unknown type {kind:?} for {name}"));
-            }
-            if kind == "counter" && !name.ends_with("_total") {
-                problems.push(format!("line {n}: counter {name} is not named ..._total"));
-            }
-            if kind != "counter" && name.ends_with("_total") {
-                problems.push(format!("line {n}: {name} is named ..._total but typed {kind}"));
-            }
-            let f = families.entry(name.to_string()).or_default();
-            if f.1.is_some() {
-                problems.push(format!("line {n}: second TYPE for {name}"));
-            }
-            if !f.0 {
-                problems.push(format!("line {n}: TYPE of {name} without a HELP before it"));
-            }
-            f.1 = Some(kind.to_string());
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(x) => x,
-            None => {
-                problems.push(format!("line {n}: not a sample: {line:?}"));
-                continue;
-            }
-        };
-        if value.parse::<f64>().is_err() {
-            problems.push(format!("line {n}: value {value:?} is not a number"));
-        }
-        let name = series.split('{').next().unwrap_or_default();
-        let declared = |fam: &str| families.get(fam).and_then(|f| f.1.clone());
-        let (family, suffix) = match declared(name) {
-            Some(_) => (name.to_string(), String::new()),
-            None => ["_sum", "_count", "_bucket"]
-                .iter()
-                .find_map(|s| {
-                    let fam = name.strip_suffix(s)?;
-                    matches!(declared(fam).as_deref(), Some("summary" | "histogram"))
-                        .then(|| (fam.to_string(), s.to_string()))
-                })
-                .unwrap_or_else(|| (name.to_string(), String::new())),
-        };
-        match families.get_mut(&family) {
-            Some(f) if f.0 && f.1.is_some() => f.2.push(suffix),
-            _ => problems.push(format!("line {n}: sample {name} has no HELP and TYPE before it")),
+            f.help = true;
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            check_type(n, rest, &mut families, &mut problems);
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            check_sample(n, line, &mut families, &mut problems);
         }
     }
-    for (name, (_, kind, samples)) in &families {
-        if kind.as_deref() == Some("summary") {
+    for (name, f) in &families {
+        if f.kind.as_deref() == Some("summary") {
             for s in ["_sum", "_count"] {
-                if !samples.iter().any(|x| x == s) {
+                if !f.suffixes.iter().any(|x| x == s) {
                     problems.push(format!("summary {name} has no {name}{s}"));
                 }
             }
         }
     }
     problems
+}
+
+/// What [`exposition_problems`] knows of one metric family.
+#[derive(Default)]
+struct Family {
+    help: bool,
+    kind: Option<String>,
+    /// Suffixes of its samples seen ("" for the plain name, "_sum", "_count", "_bucket").
+    suffixes: Vec<String>,
+}
+
+fn check_type(n: usize, rest: &str, families: &mut BTreeMap<String, Family>, problems: &mut Vec<String>) {
+    let mut parts = rest.split_whitespace();
+    let (name, kind) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    if !["counter", "gauge", "summary", "histogram", "untyped"].contains(&kind) {
+        problems.push(format!("line {n}: unknown type {kind:?} for {name}"));
+    }
+    if kind == "counter" && !name.ends_with("_total") {
+        problems.push(format!("line {n}: counter {name} is not named ..._total"));
+    }
+    if kind != "counter" && name.ends_with("_total") {
+        problems.push(format!("line {n}: {name} is named ..._total but typed {kind}"));
+    }
+    let f = families.entry(name.to_string()).or_default();
+    if f.kind.is_some() {
+        problems.push(format!("line {n}: second TYPE for {name}"));
+    }
+    if !f.help {
+        problems.push(format!("line {n}: TYPE of {name} without a HELP before it"));
+    }
+    f.kind = Some(kind.to_string());
+}
+
+fn check_sample(n: usize, line: &str, families: &mut BTreeMap<String, Family>, problems: &mut Vec<String>) {
+    let Some((series, value)) = line.rsplit_once(' ') else {
+        problems.push(format!("line {n}: not a sample: {line:?}"));
+        return;
+    };
+    if value.parse::<f64>().is_err() {
+        problems.push(format!("line {n}: value {value:?} is not a number"));
+    }
+    let name = series.split('{').next().unwrap_or_default();
+    let kind = |fam: &str| families.get(fam).and_then(|f| f.kind.clone());
+    let (family, suffix) = match kind(name) {
+        Some(_) => (name.to_string(), String::new()),
+        None => ["_sum", "_count", "_bucket"]
+            .iter()
+            .find_map(|s| {
+                let fam = name.strip_suffix(s)?;
+                matches!(kind(fam).as_deref(), Some("summary" | "histogram"))
+                    .then(|| (fam.to_string(), s.to_string()))
+            })
+            .unwrap_or_else(|| (name.to_string(), String::new())),
+    };
+    match families.get_mut(&family) {
+        Some(f) if f.help && f.kind.is_some() => f.suffixes.push(suffix),
+        _ => problems.push(format!("line {n}: sample {name} has no HELP and TYPE before it")),
+    }
 }
 
 #[cfg(test)]

@@ -166,26 +166,7 @@ pub async fn run(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String>
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut running = Vec::new();
     for m in &members {
-        let mut c = Config::default();
-        c.node.id = m.id;
-        c.node.name = format!("esc-{}", m.id);
-        c.ingest.listen = m.client_addr.parse().map_err(|e| format!("{e}"))?;
-        c.ingest.metrics_listen = Some(metrics_addr(base_port, m.id).parse().map_err(|e| format!("{e}"))?);
-        c.cluster.raft_listen = m.raft_addr.parse().map_err(|e| format!("{e}"))?;
-        c.cluster.data_dir = dir.join(format!("node{}", m.id));
-        c.cluster.members = members.clone();
-        c.cluster.secret = secret.clone();
-        c.cluster.cluster_id = "esc-local".into();
-        let text = toml::to_string(&c).map_err(|e| e.to_string())?;
-        let config = dir.join(format!("node{}.toml", m.id));
-        write_owner_only(&config, text.as_bytes())?;
-        let mut member = Member {
-            id: m.id,
-            config,
-            log: dir.join(format!("node{}.log", m.id)),
-            pid_file: dir.join(format!("node{}.pid", m.id)),
-            child: None,
-        };
+        let mut member = write_member(&dir, m, &members, &secret, base_port)?;
         if let Err(e) = member.start(&exe) {
             for r in &mut running {
                 Member::stop(r);
@@ -194,7 +175,52 @@ pub async fn run(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String>
         }
         running.push(member);
     }
-    for m in &members {
+    print_banner(&members, &dir, base_port);
+    supervise(&mut running, &exe).await;
+    for m in &mut running {
+        // SIGTERM lets each node finish in-flight requests (and a leader hand over) and stop cleanly.
+        if let Some(how) = m.stop() {
+            eprintln!("node {} exited: {how}", m.id);
+        }
+    }
+    Ok(())
+}
+
+/// Writes member `m`'s config (owner-only) and returns it, not started.
+fn write_member(
+    dir: &Path,
+    m: &MemberConfig,
+    members: &[MemberConfig],
+    secret: &str,
+    base_port: u16,
+) -> Result<Member, String> {
+    {
+        let mut c = Config::default();
+        c.node.id = m.id;
+        c.node.name = format!("esc-{}", m.id);
+        c.ingest.listen = m.client_addr.parse().map_err(|e| format!("{e}"))?;
+        c.ingest.metrics_listen = Some(metrics_addr(base_port, m.id).parse().map_err(|e| format!("{e}"))?);
+        c.cluster.raft_listen = m.raft_addr.parse().map_err(|e| format!("{e}"))?;
+        c.cluster.data_dir = dir.join(format!("node{}", m.id));
+        c.cluster.members = members.to_vec();
+        c.cluster.secret = secret.to_string();
+        c.cluster.cluster_id = "esc-local".into();
+        let text = toml::to_string(&c).map_err(|e| e.to_string())?;
+        let config = dir.join(format!("node{}.toml", m.id));
+        write_owner_only(&config, text.as_bytes())?;
+        Ok(Member {
+            id: m.id,
+            config,
+            log: dir.join(format!("node{}.log", m.id)),
+            pid_file: dir.join(format!("node{}.pid", m.id)),
+            child: None,
+        })
+    }
+}
+
+/// The members' addresses and how to use the cluster.
+fn print_banner(members: &[MemberConfig], dir: &Path, base_port: u16) {
+    for m in members {
         println!(
             "node {} client {} raft {} metrics http://{}/metrics config {}/node{}.toml",
             m.id,
@@ -210,14 +236,6 @@ pub async fn run(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String>
     println!("logs in {0}/node*.log, process ids in {0}/node*.pid", dir.display());
     println!("type `restart N` (Enter) to restart node N; Ctrl-C stops the cluster");
     let _ = std::io::stdout().flush();
-    supervise(&mut running, &exe).await;
-    for m in &mut running {
-        // SIGTERM lets each node finish in-flight requests (and a leader hand over) and stop cleanly.
-        if let Some(how) = m.stop() {
-            eprintln!("node {} exited: {how}", m.id);
-        }
-    }
-    Ok(())
 }
 
 /// Until a signal: reports members that exit, and restarts one on `restart N` from stdin.
@@ -231,8 +249,7 @@ async fn supervise(running: &mut [Member], exe: &Path) {
             }
         }
     });
-    let signal = rt::terminate_signal();
-    tokio::pin!(signal);
+    let mut signal = std::pin::pin!(rt::terminate_signal());
     let mut stdin_open = true;
     loop {
         rt::select! {

@@ -118,18 +118,7 @@ impl<S: EventService> IngestServer<S> {
     pub async fn run(self) {
         let IngestServer { listener, udp, metrics_listener, shared, shutdown } = self;
         if let Some(l) = metrics_listener {
-            let (page, ready) = (shared.clone(), shared.clone());
-            let pages = http::Pages {
-                metrics: Arc::new(move || page.metrics.render_prometheus() + &page.service.render_metrics()),
-                ready: Arc::new(move || ready.service.readiness()),
-            };
-            rt::spawn(http::serve_metrics(
-                l,
-                pages,
-                shutdown.clone(),
-                shared.config.metrics_max_connections,
-                shared.metrics.clone(),
-            ));
+            spawn_metrics(l, &shared, &shutdown);
         }
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
         if !shared.auth.has_credentials() {
@@ -186,6 +175,22 @@ impl<S: EventService> IngestServer<S> {
         }
         tracing::info!(left = shared.metrics.connections_active.get(), "ingest stopped");
     }
+}
+
+/// Serves `/metrics`, `/health` and `/ready` on the metrics listener until shutdown.
+fn spawn_metrics<S: EventService>(l: TcpListener, shared: &Arc<Shared<S>>, shutdown: &Arc<Latch>) {
+    let (page, ready) = (shared.clone(), shared.clone());
+    let pages = http::Pages {
+        metrics: Arc::new(move || page.metrics.render_prometheus() + &page.service.render_metrics()),
+        ready: Arc::new(move || ready.service.readiness()),
+    };
+    rt::spawn(http::serve_metrics(
+        l,
+        pages,
+        shutdown.clone(),
+        shared.config.metrics_max_connections,
+        shared.metrics.clone(),
+    ));
 }
 
 async fn accept_one<S: EventService>(

@@ -84,6 +84,13 @@ impl PipelineMetrics {
     /// Prometheus text; `depths` are the current queue depths per class.
     pub fn render_prometheus(&self, depths: [usize; 3], health: Health) -> String {
         let mut out = String::new();
+        self.render_classes(&mut out, depths);
+        self.render_singles(&mut out, health);
+        out
+    }
+
+    /// The per-class families: counts, drops by reason, queue depths, latency summaries.
+    fn render_classes(&self, out: &mut String, depths: [usize; 3]) {
         for (name, help) in [
             ("submitted", "events that entered a class"),
             ("processed", "events handled successfully"),
@@ -91,7 +98,7 @@ impl PipelineMetrics {
             ("duplicates", "events whose idempotency key was already handled"),
         ] {
             let family = format!("esc_pipeline_{name}_total");
-            write_family(&mut out, &family, "counter", help);
+            write_family(out, &family, "counter", help);
             for c in Class::ALL {
                 let m = self.class(c);
                 let v = match name {
@@ -104,7 +111,7 @@ impl PipelineMetrics {
             }
         }
         write_family(
-            &mut out,
+            out,
             "esc_pipeline_dropped_total",
             "counter",
             "events dead-lettered by policy, by reason",
@@ -118,7 +125,7 @@ impl PipelineMetrics {
                 );
             }
         }
-        write_family(&mut out, "esc_pipeline_queue_depth", "gauge", "events queued in each class now");
+        write_family(out, "esc_pipeline_queue_depth", "gauge", "events queued in each class now");
         for c in Class::ALL {
             let _ = writeln!(out, "esc_pipeline_queue_depth{{class=\"{c}\"}} {}", depths[c.idx()]);
         }
@@ -133,12 +140,40 @@ impl PipelineMetrics {
             }),
         ] {
             let family = format!("esc_pipeline_{name}_latency_us");
-            write_family(&mut out, &family, "summary", help);
+            write_family(out, &family, "summary", help);
             for c in Class::ALL {
-                write_summary(&mut out, &family, &format!("class=\"{c}\""), pick(self.class(c)));
+                write_summary(out, &family, &format!("class=\"{c}\""), pick(self.class(c)));
             }
         }
-        let singles: [(&str, &str, &Counter); 17] = [
+    }
+
+    /// The families without a class label.
+    fn render_singles(&self, out: &mut String, health: Health) {
+        for (name, help, c) in self.singles() {
+            write_family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", c.get());
+        }
+        write_family(
+            out,
+            "esc_pipeline_transitions_total",
+            "counter",
+            "control-loop transitions into each level",
+        );
+        for h in Health::ALL {
+            let _ = writeln!(out, "esc_pipeline_transitions_total{{to=\"{h}\"}} {}", self.transitions_to(h));
+        }
+        write_family(
+            out,
+            "esc_pipeline_health",
+            "gauge",
+            "control-loop level: 0 healthy, 1 degraded, 2 critical, 3 emergency",
+        );
+        let _ = writeln!(out, "esc_pipeline_health {}", health as u8);
+    }
+
+    /// The counters without a label: (name, help, counter).
+    fn singles(&self) -> [(&'static str, &'static str, &Counter); 17] {
+        [
             (
                 "esc_pipeline_already_processed_total",
                 "events below the checkpoint position, skipped",
@@ -196,27 +231,6 @@ impl PipelineMetrics {
                 "publishes refused: shutting down",
                 &self.refused_shutdown,
             ),
-        ];
-        for (name, help, c) in singles {
-            write_family(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", c.get());
-        }
-        write_family(
-            &mut out,
-            "esc_pipeline_transitions_total",
-            "counter",
-            "control-loop transitions into each level",
-        );
-        for h in Health::ALL {
-            let _ = writeln!(out, "esc_pipeline_transitions_total{{to=\"{h}\"}} {}", self.transitions_to(h));
-        }
-        write_family(
-            &mut out,
-            "esc_pipeline_health",
-            "gauge",
-            "control-loop level: 0 healthy, 1 degraded, 2 critical, 3 emergency",
-        );
-        let _ = writeln!(out, "esc_pipeline_health {}", health as u8);
-        out
+        ]
     }
 }
