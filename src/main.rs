@@ -57,14 +57,16 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
-    /// Start a local cluster of `esc serve` processes on loopback and print its addresses.
+    /// Start a local cluster of `esc serve` processes on loopback and print its addresses; a member
+    /// that dies is reported at once with its error; `restart N` on stdin restarts node N.
     Cluster {
         #[arg(long, default_value_t = 3)]
         nodes: u64,
         /// Directory for the members' configs and data (kept after exit).
         #[arg(long, default_value = "esc-cluster")]
         dir: PathBuf,
-        /// Client port of node 1; node N uses base+N-1, its Raft port base+100+N-1.
+        /// Client port of node 1; node N uses base+N-1, its Raft port base+100+N-1, its metrics
+        /// (/metrics, /health, /ready) port base+200+N-1.
         #[arg(long, default_value_t = 7070)]
         base_port: u16,
     },
@@ -104,6 +106,9 @@ enum Command {
         /// add, remove and transfer are refused without one; status needs none on an open port.
         #[arg(long, default_value = "")]
         token: String,
+        /// Print the result as one JSON document.
+        #[arg(long)]
+        json: bool,
         #[command(subcommand)]
         action: AdminAction,
     },
@@ -247,7 +252,8 @@ enum DlqAction {
 
 #[derive(Subcommand, Debug)]
 enum AdminAction {
-    /// Role, term, commit index and members of the node answering.
+    /// One row per member (id, address, role, term, commit/applied, lag, reachable): asks every
+    /// member given and every member their answers name.
     Status,
     /// Add a node (started with cluster.join = true): learner first, voter once caught up.
     Add {
@@ -304,7 +310,7 @@ async fn main() -> ExitCode {
             })
             .await
         }
-        Command::Admin { addr, token, action } => admin(addr, token, action, tls).await,
+        Command::Admin { addr, token, json, action } => admin(addr, token, json, action, tls).await,
         Command::Publish {
             addr,
             topic,
@@ -403,7 +409,30 @@ fn init_tracing(level: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| level.parse::<tracing_subscriber::EnvFilter>().unwrap_or_else(|_| "info".into()));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colour codes only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// How long a leader stopped by a signal waits for another voter to take over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// On SIGINT/SIGTERM: a leader hands over first (so the cluster need not wait an election
+/// timeout), then the server shuts down gracefully.
+async fn stop_on_signal(node: ClusterNode, stop: ShutdownHandle) {
+    if rt::terminate_signal().await.is_ok() {
+        tracing::info!("signal received: shutting down");
+        match node.hand_over_leadership(HANDOVER_TIMEOUT).await {
+            Ok(Some(to)) => tracing::info!(to, "leadership handed over"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "leadership not handed over; stopping anyway"),
+        }
+        stop.shutdown();
+    }
 }
 
 async fn serve(
@@ -448,12 +477,7 @@ async fn serve(
     }
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
-    rt::spawn(async move {
-        if rt::terminate_signal().await.is_ok() {
-            tracing::info!("signal received: shutting down");
-            stop.shutdown();
-        }
-    });
+    rt::spawn(stop_on_signal(node.clone(), stop));
     // SIGHUP re-reads the configuration and applies the pipeline's topic table (the only part
     // that changes without a restart); a bad file is reported and changes nothing.
     let reload_node = node.clone();
@@ -472,7 +496,12 @@ async fn serve(
         }
     });
     let result = server.run().await;
-    eprint!("{}", metrics.render_prometheus());
+    // The same page as `GET /metrics` (ingest, Raft, peers; the pipeline's only while it led).
+    eprint!(
+        "{}{}",
+        metrics.render_prometheus(),
+        eventstreamcore::service::EventService::render_metrics(&node)
+    );
     result
 }
 
@@ -573,11 +602,22 @@ async fn bench(
 async fn admin(
     addrs: Vec<SocketAddr>,
     token: String,
+    json: bool,
     action: AdminAction,
     tls: Option<eventstreamcore::tls::ClientTls>,
 ) -> Result<(), String> {
     let req = match action {
-        AdminAction::Status => AdminRequest::Status,
+        AdminAction::Status => {
+            let rows = cmd::status::collect(&addrs, &token, tls.as_ref()).await;
+            match json {
+                true => println!("{}", cmd::status::json(&rows)),
+                false => print!("{}", cmd::status::table(&rows)),
+            }
+            return match rows.iter().any(|r| r.answer.is_ok()) {
+                true => Ok(()),
+                false => Err("no member answered".into()),
+            };
+        }
         AdminAction::Add { id, raft_addr, client_addr } => {
             AdminRequest::AddNode { id, raft_addr, client_addr }
         }
@@ -587,89 +627,16 @@ async fn admin(
     let mut client = ClusterClient::new(addrs, "esc-admin", token);
     client.tls = tls;
     let text = client.admin(req).await.map_err(|e| e.to_string())?;
-    println!("{}", text.trim_end());
+    match json {
+        true => println!("{}", serde_json::json!({ "result": text.trim_end() })),
+        false => println!("{}", text.trim_end()),
+    }
     Ok(())
 }
 
-/// Writes one config per member, starts `esc serve` for each, prints the addresses, and stops
-/// them all on Ctrl-C / SIGTERM. Not on the simulated path: it manages real processes and files.
-#[allow(clippy::disallowed_methods)]
+/// Starts a local cluster of `esc serve` processes (see `cmd::cluster`).
 async fn local_cluster(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String> {
-    if !(1..=9).contains(&nodes) {
-        return Err("--nodes must be between 1 and 9".into());
-    }
-    if u32::from(base_port) + 100 + nodes as u32 > u32::from(u16::MAX) {
-        return Err("--base-port too high".into());
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let secret_path = dir.join("secret");
-    let secret = match std::fs::read_to_string(&secret_path) {
-        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
-        _ => {
-            let s = format!("{:032x}", rt::node_rng().random::<u128>());
-            std::fs::write(&secret_path, &s).map_err(|e| format!("{}: {e}", secret_path.display()))?;
-            s
-        }
-    };
-    let members: Vec<MemberConfig> = (1..=nodes)
-        .map(|id| MemberConfig {
-            id,
-            raft_addr: format!("127.0.0.1:{}", base_port + 100 + (id - 1) as u16),
-            client_addr: format!("127.0.0.1:{}", base_port + (id - 1) as u16),
-        })
-        .collect();
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut children = Vec::new();
-    for m in &members {
-        let mut c = Config::default();
-        c.node.id = m.id;
-        c.node.name = format!("esc-{}", m.id);
-        c.ingest.listen = m.client_addr.parse().map_err(|e| format!("{e}"))?;
-        c.cluster.raft_listen = m.raft_addr.parse().map_err(|e| format!("{e}"))?;
-        c.cluster.data_dir = dir.join(format!("node{}", m.id));
-        c.cluster.members = members.clone();
-        c.cluster.secret = secret.clone();
-        c.cluster.cluster_id = "esc-local".into();
-        let text = toml::to_string(&c).map_err(|e| e.to_string())?;
-        let path = dir.join(format!("node{}.toml", m.id));
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let log = std::fs::File::create(dir.join(format!("node{}.log", m.id))).map_err(|e| e.to_string())?;
-        let child = std::process::Command::new(&exe)
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start node {}: {e}", m.id))?;
-        let pid_path = dir.join(format!("node{}.pid", m.id));
-        std::fs::write(&pid_path, format!("{}\n", child.id()))
-            .map_err(|e| format!("{}: {e}", pid_path.display()))?;
-        children.push((m.id, child));
-    }
-    for m in &members {
-        println!(
-            "node {} client {} raft {} config {}/node{}.toml",
-            m.id,
-            m.client_addr,
-            m.raft_addr,
-            dir.display(),
-            m.id
-        );
-    }
-    let all: Vec<&str> = members.iter().map(|m| m.client_addr.as_str()).collect();
-    println!("publish: esc publish --addr {} --topic demo hello", all.join(","));
-    println!("logs in {0}/node*.log, process ids in {0}/node*.pid; Ctrl-C stops the cluster", dir.display());
-    let _ = rt::terminate_signal().await;
-    for (id, child) in &mut children {
-        // SIGTERM lets each node finish in-flight requests and stop cleanly.
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        match child.wait() {
-            Ok(st) => eprintln!("node {id} exited: {st}"),
-            Err(e) => eprintln!("node {id}: {e}"),
-        }
-    }
-    Ok(())
+    cmd::cluster::run(nodes, dir, base_port).await
 }
 
 type BenchMember = (ClusterNode, ShutdownHandle, rt::JoinHandle<Result<(), String>>);

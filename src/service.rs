@@ -122,6 +122,12 @@ pub trait EventService: Send + Sync + 'static {
         String::new()
     }
 
+    /// Whether this member should receive traffic (`GET /ready`): `Err` says why not. The default
+    /// (a node without a cluster) is always ready.
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// This node's id (reported to clients in HELLO).
     fn node_id(&self) -> u64;
 }

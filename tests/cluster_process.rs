@@ -257,7 +257,7 @@ fn free_base_port(n: u16) -> u16 {
     for attempt in 0..200u16 {
         let base = 20_000 + (std::process::id() as u16 % 300) * 100 + attempt * 7 % 5_000;
         let ok = (0..n)
-            .flat_map(|i| [base + i, base + 100 + i])
+            .flat_map(|i| [base + i, base + 100 + i, base + 200 + i])
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if ok {
             return base;
@@ -316,7 +316,9 @@ fn the_readme_flow_local_cluster_publish_kill_a_node_read_everything_back() {
     let out = publish(1);
     assert!(out.contains("5 stored, 0 duplicate, 0 rejected"), "{out}");
     let (ok, status, _) = esc(&["admin", "--addr", &all, "status"]);
-    assert!(ok && status.contains("member 3 voter"), "{status}");
+    assert!(ok && status.starts_with("ID "), "{status}");
+    assert_eq!(status.lines().filter(|l| l.ends_with(" yes")).count(), 3, "one row per member:\n{status}");
+    assert_eq!(status.lines().filter(|l| l.contains(" Leader ")).count(), 1, "{status}");
 
     // Kill node 1 outright; the other two keep serving.
     let pid = std::fs::read_to_string(dir.join("node1.pid")).unwrap();
@@ -325,6 +327,15 @@ fn the_readme_flow_local_cluster_publish_kill_a_node_read_everything_back() {
     let out = publish(6);
     assert!(out.contains("5 stored"), "{out}");
     let rest = addrs[1..].join(",");
+    // Asked only the two live members, status still lists node 1 (named by the others), unreachable.
+    let (ok, status, err) = esc(&["admin", "--json", "--addr", &rest, "status"]);
+    assert!(ok, "{status}{err}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{status}");
+    assert_eq!(members[0]["id"], 1, "{status}");
+    assert_eq!(members[0]["reachable"], false, "{status}");
+    assert!(members[1..].iter().all(|m| m["reachable"] == true), "{status}");
     let (ok, out, err) = esc(&["tail", "--addr", &rest, "--topic", "demo", "--linearizable", "--to-end"]);
     assert!(ok, "{out}{err}");
     for s in 1..=10 {

@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use super::auth::Roles;
-use super::convert::{admin_command, error_frame};
+use super::convert::{admin_command, check_admin, error_frame};
 use super::{InflightGuard, Shared};
 use crate::config::{IngestConfig, Role};
 use crate::event::{Event, validate_topic};
@@ -672,6 +672,11 @@ impl<S: EventService> Conn<S> {
                 ReadOptions { linearizable, wait_ms: wait_ms.min(MAX_READ_WAIT_MS) },
             ),
             Request::Admin(a) => {
+                if let Err(e) = check_admin(&a) {
+                    self.shared.metrics.acked_errors.inc();
+                    self.pending.push_back(ready_reply(request_id, Response::Error(e)));
+                    return;
+                }
                 let fut = self.shared.service.admin(admin_command(a));
                 self.pending.push_back(Box::pin(async move {
                     let resp = match fut.await {

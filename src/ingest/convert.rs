@@ -31,6 +31,21 @@ pub fn error_frame(e: &ServiceError) -> ErrorFrame {
 }
 
 /// The domain command an admin request asks for.
+/// Refuses an ADMIN add whose addresses cannot be dialled (empty, or not `host:port`): such a
+/// learner could never be reached.
+pub fn check_admin(req: &AdminRequest) -> Result<(), ErrorFrame> {
+    let AdminRequest::AddNode { raft_addr, client_addr, .. } = req else { return Ok(()) };
+    let host_port =
+        |a: &str| a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if host_port(raft_addr) && host_port(client_addr) {
+        return Ok(());
+    }
+    let msg = format!(
+        "ADMIN add needs a raft address and a client address as host:port (got raft {raft_addr:?}, client {client_addr:?})"
+    );
+    Err(ErrorFrame::new(ErrorCode::Malformed, msg))
+}
+
 pub fn admin_command(req: AdminRequest) -> AdminCommand {
     match req {
         AdminRequest::Status => AdminCommand::Status,
@@ -77,5 +92,18 @@ mod tests {
             AdminCommand::TransferLeader { id: 3 }
         );
         assert_eq!(admin_command(AdminRequest::Status), AdminCommand::Status);
+    }
+
+    #[test]
+    fn admin_add_needs_dialable_addresses() {
+        let add =
+            |r: &str, c: &str| AdminRequest::AddNode { id: 4, raft_addr: r.into(), client_addr: c.into() };
+        assert_eq!(check_admin(&add("127.0.0.1:7173", "node4.local:7073")), Ok(()));
+        for (r, c) in [("", ""), ("127.0.0.1:7173", ""), ("127.0.0.1", "127.0.0.1:7073"), (":7173", "h:1")] {
+            let e = check_admin(&add(r, c)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Malformed);
+            assert!(e.message.contains("host:port"), "{e:?}");
+        }
+        assert_eq!(check_admin(&AdminRequest::Status), Ok(()));
     }
 }

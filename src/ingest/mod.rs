@@ -128,16 +128,7 @@ impl<S: EventService> IngestServer<S> {
     pub async fn run(self) {
         let IngestServer { listener, udp, metrics_listener, shared, shutdown } = self;
         if let Some(l) = metrics_listener {
-            let page = shared.clone();
-            let render: http::RenderMetrics =
-                Arc::new(move || page.metrics.render_prometheus() + &page.service.render_metrics());
-            rt::spawn(http::serve_metrics(
-                l,
-                render,
-                shutdown.clone(),
-                shared.config.metrics_max_connections,
-                shared.metrics.clone(),
-            ));
+            spawn_metrics(l, &shared, &shutdown);
         }
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "ingest listening");
         if !shared.auth.has_credentials() {
@@ -243,6 +234,22 @@ fn refuse<S: EventService>(shared: &Arc<Shared<S>>, stream: rt::net::TcpStream, 
         })
         .await;
     });
+}
+
+/// Serves `/metrics`, `/health` and `/ready` on the metrics listener until shutdown.
+fn spawn_metrics<S: EventService>(l: TcpListener, shared: &Arc<Shared<S>>, shutdown: &Arc<Latch>) {
+    let (page, ready) = (shared.clone(), shared.clone());
+    let pages = http::Pages {
+        metrics: Arc::new(move || page.metrics.render_prometheus() + &page.service.render_metrics()),
+        ready: Arc::new(move || ready.service.readiness()),
+    };
+    rt::spawn(http::serve_metrics(
+        l,
+        pages,
+        shutdown.clone(),
+        shared.config.metrics_max_connections,
+        shared.metrics.clone(),
+    ));
 }
 
 async fn accept_one<S: EventService>(

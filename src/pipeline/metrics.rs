@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::metrics::{Counter, LatencyHistogram};
+use crate::metrics::{Counter, LatencyHistogram, write_family, write_summary};
 
 use super::control::Health;
 use super::dlq::DlqReason;
@@ -84,8 +84,21 @@ impl PipelineMetrics {
     /// Prometheus text; `depths` are the current queue depths per class.
     pub fn render_prometheus(&self, depths: [usize; 3], health: Health) -> String {
         let mut out = String::new();
-        for name in ["submitted", "processed", "failed", "duplicates"] {
-            let _ = writeln!(out, "# TYPE esc_pipeline_{name}_total counter");
+        self.render_classes(&mut out, depths);
+        self.render_singles(&mut out, health);
+        out
+    }
+
+    /// The per-class families: counts, drops by reason, queue depths, latency summaries.
+    fn render_classes(&self, out: &mut String, depths: [usize; 3]) {
+        for (name, help) in [
+            ("submitted", "events that entered a class"),
+            ("processed", "events handled successfully"),
+            ("failed", "events the handler refused or whose retries ran out (dead-lettered)"),
+            ("duplicates", "events whose idempotency key was already handled"),
+        ] {
+            let family = format!("esc_pipeline_{name}_total");
+            write_family(out, &family, "counter", help);
             for c in Class::ALL {
                 let m = self.class(c);
                 let v = match name {
@@ -94,10 +107,15 @@ impl PipelineMetrics {
                     "failed" => m.failed.get(),
                     _ => m.duplicates.get(),
                 };
-                let _ = writeln!(out, "esc_pipeline_{name}_total{{class=\"{c}\"}} {v}");
+                let _ = writeln!(out, "{family}{{class=\"{c}\"}} {v}");
             }
         }
-        let _ = writeln!(out, "# TYPE esc_pipeline_dropped_total counter");
+        write_family(
+            out,
+            "esc_pipeline_dropped_total",
+            "counter",
+            "events dead-lettered by policy, by reason",
+        );
         for c in Class::ALL {
             for r in DlqReason::ALL {
                 let _ = writeln!(
@@ -107,51 +125,112 @@ impl PipelineMetrics {
                 );
             }
         }
-        let _ = writeln!(out, "# TYPE esc_pipeline_queue_depth gauge");
+        write_family(out, "esc_pipeline_queue_depth", "gauge", "events queued in each class now");
         for c in Class::ALL {
             let _ = writeln!(out, "esc_pipeline_queue_depth{{class=\"{c}\"}} {}", depths[c.idx()]);
         }
-        for (name, pick) in [
-            ("dequeue", (|m: &ClassMetrics| &m.dequeue_latency_us) as fn(&ClassMetrics) -> &LatencyHistogram),
-            ("end_to_end", |m: &ClassMetrics| &m.end_to_end_latency_us),
+        for (name, help, pick) in [
+            (
+                "dequeue",
+                "enqueue to dequeue, microseconds",
+                (|m: &ClassMetrics| &m.dequeue_latency_us) as fn(&ClassMetrics) -> &LatencyHistogram,
+            ),
+            ("end_to_end", "commit timestamp to handled, microseconds", |m: &ClassMetrics| {
+                &m.end_to_end_latency_us
+            }),
         ] {
-            let _ = writeln!(out, "# TYPE esc_pipeline_{name}_latency_us summary");
+            let family = format!("esc_pipeline_{name}_latency_us");
+            write_family(out, &family, "summary", help);
             for c in Class::ALL {
-                let (n, p50, p99, max) = pick(self.class(c)).summary();
-                for (q, v) in [("0.5", p50), ("0.99", p99), ("1", max)] {
-                    let _ =
-                        writeln!(out, "esc_pipeline_{name}_latency_us{{class=\"{c}\",quantile=\"{q}\"}} {v}");
-                }
-                let _ = writeln!(out, "esc_pipeline_{name}_latency_us_count{{class=\"{c}\"}} {n}");
+                write_summary(out, &family, &format!("class=\"{c}\""), pick(self.class(c)));
             }
         }
-        let singles: [(&str, &Counter); 17] = [
-            ("esc_pipeline_already_processed_total", &self.already_processed),
-            ("esc_pipeline_abandoned_total", &self.abandoned),
-            ("esc_pipeline_downgraded_total", &self.downgraded),
-            ("esc_pipeline_retries_total", &self.retries),
-            ("esc_pipeline_batch_flush_size_total", &self.batch_flush_size),
-            ("esc_pipeline_batch_flush_timer_total", &self.batch_flush_timer),
-            ("esc_pipeline_batch_flush_shutdown_total", &self.batch_flush_shutdown),
-            ("esc_pipeline_alerts_total", &self.alerts),
-            ("esc_pipeline_dlq_written_total", &self.dlq_written),
-            ("esc_pipeline_dlq_overflow_total", &self.dlq_overflow),
-            ("esc_pipeline_dlq_errors_total", &self.dlq_errors),
-            ("esc_pipeline_redriven_total", &self.redriven),
-            ("esc_pipeline_refused_shed_total", &self.refused_shed),
-            ("esc_pipeline_refused_backoff_total", &self.refused_backoff),
-            ("esc_pipeline_refused_emergency_total", &self.refused_emergency),
-            ("esc_pipeline_refused_timeout_total", &self.refused_timeout),
-            ("esc_pipeline_refused_shutdown_total", &self.refused_shutdown),
-        ];
-        for (name, c) in singles {
-            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", c.get());
+    }
+
+    /// The families without a class label.
+    fn render_singles(&self, out: &mut String, health: Health) {
+        for (name, help, c) in self.singles() {
+            write_family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", c.get());
         }
-        let _ = writeln!(out, "# TYPE esc_pipeline_transitions_total counter");
+        write_family(
+            out,
+            "esc_pipeline_transitions_total",
+            "counter",
+            "control-loop transitions into each level",
+        );
         for h in Health::ALL {
             let _ = writeln!(out, "esc_pipeline_transitions_total{{to=\"{h}\"}} {}", self.transitions_to(h));
         }
-        let _ = writeln!(out, "# TYPE esc_pipeline_health gauge\nesc_pipeline_health {}", health as u8);
-        out
+        write_family(
+            out,
+            "esc_pipeline_health",
+            "gauge",
+            "control-loop level: 0 healthy, 1 degraded, 2 critical, 3 emergency",
+        );
+        let _ = writeln!(out, "esc_pipeline_health {}", health as u8);
+    }
+
+    /// The counters without a label: (name, help, counter).
+    fn singles(&self) -> [(&'static str, &'static str, &Counter); 17] {
+        [
+            (
+                "esc_pipeline_already_processed_total",
+                "events below the checkpoint position, skipped",
+                &self.already_processed,
+            ),
+            (
+                "esc_pipeline_abandoned_total",
+                "events left to the next leader after an abort",
+                &self.abandoned,
+            ),
+            (
+                "esc_pipeline_downgraded_total",
+                "HIGH events downgraded to MEDIUM under load",
+                &self.downgraded,
+            ),
+            ("esc_pipeline_retries_total", "handler retries", &self.retries),
+            (
+                "esc_pipeline_batch_flush_size_total",
+                "batches flushed because they were full",
+                &self.batch_flush_size,
+            ),
+            (
+                "esc_pipeline_batch_flush_timer_total",
+                "batches flushed by their timer",
+                &self.batch_flush_timer,
+            ),
+            (
+                "esc_pipeline_batch_flush_shutdown_total",
+                "batches flushed at shutdown",
+                &self.batch_flush_shutdown,
+            ),
+            ("esc_pipeline_alerts_total", "alerts published", &self.alerts),
+            ("esc_pipeline_dlq_written_total", "entries written to the dead-letter queue", &self.dlq_written),
+            (
+                "esc_pipeline_dlq_overflow_total",
+                "dead-letter entries lost: the queue was full",
+                &self.dlq_overflow,
+            ),
+            ("esc_pipeline_dlq_errors_total", "dead-letter queue write errors", &self.dlq_errors),
+            (
+                "esc_pipeline_redriven_total",
+                "dead-lettered events moved back into the pipeline",
+                &self.redriven,
+            ),
+            ("esc_pipeline_refused_shed_total", "publishes refused: batch class shed", &self.refused_shed),
+            ("esc_pipeline_refused_backoff_total", "publishes refused: back-off", &self.refused_backoff),
+            ("esc_pipeline_refused_emergency_total", "publishes refused: emergency", &self.refused_emergency),
+            (
+                "esc_pipeline_refused_timeout_total",
+                "publishes refused: transactional admission timed out",
+                &self.refused_timeout,
+            ),
+            (
+                "esc_pipeline_refused_shutdown_total",
+                "publishes refused: shutting down",
+                &self.refused_shutdown,
+            ),
+        ]
     }
 }

@@ -133,11 +133,29 @@ pub struct FileDisk {
     dir: std::fs::File,
 }
 
+/// Open options for files only their owner may read or write (mode 0600 when created): the log
+/// holds every event and the cluster's state.
+fn owner_only() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o
+}
+
+/// Creates `root` and its missing parents, owner-only (0700) where it creates them.
+fn owner_only_dir(root: &Path) -> io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(root)
+}
+
 impl FileDisk {
-    /// Opens (creating if needed) the directory `root`.
+    /// Opens (creating if needed, owner-only) the directory `root`.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, DiskError> {
         let root = root.as_ref().to_path_buf();
-        std::fs::create_dir_all(&root).map_err(|source| DiskError::Io {
+        owner_only_dir(&root).map_err(|source| DiskError::Io {
             op: "create_dir",
             path: root.display().to_string(),
             source,
@@ -158,8 +176,7 @@ impl FileDisk {
         let mut disk = Self::open(root)?;
         let path = disk.root.join("LOCK");
         let io = |source| DiskError::Io { op: "lock", path: path.display().to_string(), source };
-        let file =
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+        let file = owner_only().create(true).truncate(false).write(true).open(&path).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -247,7 +264,7 @@ impl Disk for FileDisk {
         if !handles.contains_key(name) {
             let path = self.path(name);
             let f = self
-                .opening(|| std::fs::OpenOptions::new().create(true).append(true).open(&path))
+                .opening(|| owner_only().create(true).append(true).open(&path))
                 .map_err(|e| self.io("append", name, e))?;
             handles.insert(name.to_string(), f);
         }
@@ -259,7 +276,9 @@ impl Disk for FileDisk {
         check_name("write", name)?;
         self.forget(name);
         let path = self.path(name);
-        let mut f = self.opening(|| std::fs::File::create(&path)).map_err(|e| self.io("write", name, e))?;
+        let mut f = self
+            .opening(|| owner_only().create(true).truncate(true).write(true).open(&path))
+            .map_err(|e| self.io("write", name, e))?;
         f.write_all(data).map_err(|e| self.io("write", name, e))
     }
 
@@ -647,6 +666,27 @@ impl Disk for SimDisk {
 mod tests {
     use super::*;
     use crate::rt::rng::rng_from_seed;
+
+    #[cfg(unix)]
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a real temp dir
+    fn file_disk_creates_owner_only_files_and_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("esc-disk-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let root = base.join("data");
+        let d = FileDisk::open_exclusive(&root).unwrap();
+        d.append("wal", b"abc").unwrap();
+        d.write_atomic("state", b"v1").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for f in ["wal", "state", "LOCK"] {
+            assert_eq!(mode(&root.join(f)), 0o600, "{f}");
+        }
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&base), 0o700);
+        drop(d);
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn unsynced_append_is_lost_on_power_failure() {

@@ -8,7 +8,7 @@
 //! 0   4  magic "ESCP"
 //! 4   1  version (1)
 //! 5   1  kind
-//! 6   2  flags (0, reserved)
+//! 6   2  flags (0; reserved: a frame with any bit set is refused `malformed`)
 //! 8   4  body length N (u32 BE)
 //! 12  8  request id (u64 BE, echoed in the reply)
 //! 20  N  body
@@ -270,6 +270,9 @@ pub enum FrameError {
     /// Unknown version; the frame was skipped.
     #[error("unsupported protocol version {version} (this server speaks {VERSION})")]
     BadVersion { request_id: u64, version: u8 },
+    /// Reserved header flag bits set; the frame was skipped.
+    #[error("reserved header flag bits 0x{flags:04x} set (send 0)")]
+    ReservedFlags { request_id: u64, flags: u16 },
 }
 
 impl FrameError {
@@ -278,7 +281,8 @@ impl FrameError {
         match *self {
             FrameError::TooLarge { request_id, .. }
             | FrameError::BadChecksum { request_id }
-            | FrameError::BadVersion { request_id, .. } => request_id,
+            | FrameError::BadVersion { request_id, .. }
+            | FrameError::ReservedFlags { request_id, .. } => request_id,
         }
     }
 
@@ -291,7 +295,7 @@ impl FrameError {
     pub fn to_error_frame(&self) -> ErrorFrame {
         let code = match self {
             FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-            FrameError::BadChecksum { .. } => ErrorCode::Malformed,
+            FrameError::BadChecksum { .. } | FrameError::ReservedFlags { .. } => ErrorCode::Malformed,
             FrameError::BadVersion { .. } => ErrorCode::Unsupported,
         };
         ErrorFrame::new(code, self.to_string())
@@ -317,13 +321,19 @@ pub enum BodyError {
     WrongDirection(u8),
     #[error("count {count} of {what} cannot fit in the body")]
     BadCount { what: &'static str, count: usize },
+    #[error("unknown admin op {0}")]
+    UnknownAdminOp(u8),
+    #[error("reserved bits 0x{bits:02x} set in {what} (send 0)")]
+    ReservedBits { what: &'static str, bits: u8 },
 }
 
 impl BodyError {
     /// The error reply for this problem.
     pub fn to_error_frame(&self) -> ErrorFrame {
         let code = match self {
-            BodyError::UnknownKind(_) | BodyError::WrongDirection(_) => ErrorCode::Unsupported,
+            BodyError::UnknownKind(_) | BodyError::WrongDirection(_) | BodyError::UnknownAdminOp(_) => {
+                ErrorCode::Unsupported
+            }
             _ => ErrorCode::Malformed,
         };
         ErrorFrame::new(code, self.to_string())
@@ -372,6 +382,10 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<RawFr
     }
     if version != VERSION {
         return Err(FrameError::BadVersion { request_id, version });
+    }
+    let flags = u16::from_be_bytes([frame[6], frame[7]]);
+    if flags != 0 {
+        return Err(FrameError::ReservedFlags { request_id, flags });
     }
     Ok(Some(RawFrame { kind, request_id, body: frame.slice(HEADER_LEN..size - 4) }))
 }
@@ -503,6 +517,9 @@ fn read_event(r: &mut Reader) -> Result<Event, BodyError> {
     let p = r.u8("priority")?;
     let priority = Priority::from_u8(p).ok_or(BodyError::BadPriority(p))?;
     let flags = r.u8("event flags")?;
+    if flags & !KEY_PRESENT != 0 {
+        return Err(BodyError::ReservedBits { what: "event flags", bits: flags & !KEY_PRESENT });
+    }
     let topic = r.str16("topic")?;
     let key = if flags & KEY_PRESENT != 0 { Some(r.bytes32("key")?) } else { None };
     let n = r.count("headers", 2 + 4, false)?;
@@ -677,13 +694,18 @@ impl Request {
                 max_events: r.u32("max events")?,
             },
             Kind::Ping => Request::Ping,
-            Kind::Read => Request::Read {
-                topic: r.str16("topic")?,
-                offset: r.u64("offset")?,
-                max_events: r.u32("max events")?,
-                linearizable: r.u8("read flags")? & READ_LINEARIZABLE != 0,
-                wait_ms: r.u32("wait")?,
-            },
+            Kind::Read => {
+                let (topic, offset, max_events) = (r.str16("topic")?, r.u64("offset")?, r.u32("max events")?);
+                let flags = r.u8("read flags")?;
+                if flags & !READ_LINEARIZABLE != 0 {
+                    return Err(BodyError::ReservedBits {
+                        what: "read flags",
+                        bits: flags & !READ_LINEARIZABLE,
+                    });
+                }
+                let linearizable = flags & READ_LINEARIZABLE != 0;
+                Request::Read { topic, offset, max_events, linearizable, wait_ms: r.u32("wait")? }
+            }
             Kind::Admin => {
                 let op = r.u8("admin op")?;
                 let id = r.u64("node id")?;
@@ -694,7 +716,7 @@ impl Request {
                     ADMIN_ADD => AdminRequest::AddNode { id, raft_addr, client_addr },
                     ADMIN_REMOVE => AdminRequest::RemoveNode { id },
                     ADMIN_TRANSFER => AdminRequest::TransferLeader { id },
-                    _ => return Err(BodyError::Truncated("admin op")),
+                    other => return Err(BodyError::UnknownAdminOp(other)),
                 })
             }
             _ => return Err(BodyError::WrongDirection(frame.kind)),

@@ -143,4 +143,6 @@ impl ReplyDecoder {
 }
 
 #[cfg(test)]
+mod strict_tests;
+#[cfg(test)]
 mod tests;

@@ -102,6 +102,7 @@ impl Driver {
             Cmd::Checkpoint { .. } => {}
             Cmd::Read { reply } => drop(reply.send(Err(err.clone()))),
             Cmd::Admin { reply, .. } => drop(reply.send(Err(err.clone()))),
+            Cmd::HandOver { reply } => drop(reply.send(Err(err.clone()))),
         }
     }
 
@@ -180,6 +181,7 @@ impl Driver {
                 }
             }
             Cmd::Admin { req, reply } => self.admin_request(req, reply, now),
+            Cmd::HandOver { reply } => self.hand_over(reply),
         }
     }
 

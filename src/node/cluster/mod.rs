@@ -47,6 +47,7 @@ mod addresses;
 mod admin;
 mod apply;
 mod driver;
+mod handover;
 mod leader;
 
 use addresses::*;
@@ -218,6 +219,10 @@ enum Cmd {
     Admin {
         req: AdminCommand,
         reply: Reply<String>,
+    },
+    /// Hand leadership to the most caught-up voter (before a planned stop).
+    HandOver {
+        reply: Reply<Option<NodeId>>,
     },
 }
 
@@ -584,9 +589,31 @@ impl EventService for ClusterNode {
         out
     }
 
+    fn readiness(&self) -> Result<(), String> {
+        readiness(&self.status())
+    }
+
     fn node_id(&self) -> u64 {
         self.shared.id
     }
+}
+
+/// Ready for traffic: a member (voter or learner) that knows a leader and has applied everything
+/// it knows is committed, with working storage.
+fn readiness(st: &ClusterStatus) -> Result<(), String> {
+    if let Some(why) = &st.failed {
+        return Err(format!("storage failed: {why}"));
+    }
+    if !st.voters.contains(&st.id) && !st.learners.contains(&st.id) {
+        return Err(format!("node {} is not a member of the cluster (yet)", st.id));
+    }
+    if st.leader.is_none() {
+        return Err(format!("no leader known (term {})", st.term));
+    }
+    if st.applied < st.commit {
+        return Err(format!("applied index {} behind commit index {}", st.applied, st.commit));
+    }
+    Ok(())
 }
 
 struct PendingPublish {
@@ -639,4 +666,37 @@ struct Driver {
 
 fn unavailable(reason: impl Into<String>) -> ServiceError {
     ServiceError::Unavailable { retry_after_ms: UNAVAILABLE_RETRY_MS, reason: reason.into() }
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_as_a_caught_up_member_with_a_leader() {
+        let ok = ClusterStatus {
+            id: 2,
+            role: Role::Follower,
+            term: 3,
+            leader: Some(1),
+            leader_client_addr: None,
+            commit: 10,
+            applied: 10,
+            last_index: 10,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            failed: None,
+        };
+        assert_eq!(readiness(&ok), Ok(()));
+        let learner = ClusterStatus { voters: vec![1, 3], learners: vec![2], ..ok.clone() };
+        assert_eq!(readiness(&learner), Ok(()));
+        let why = |s: ClusterStatus| readiness(&s).unwrap_err();
+        assert!(why(ClusterStatus { leader: None, ..ok.clone() }).contains("no leader known"));
+        assert!(
+            why(ClusterStatus { applied: 9, ..ok.clone() })
+                .contains("applied index 9 behind commit index 10")
+        );
+        assert!(why(ClusterStatus { voters: vec![1, 3], ..ok.clone() }).contains("not a member"));
+        assert!(why(ClusterStatus { failed: Some("disk full".into()), ..ok }).contains("disk full"));
+    }
 }
