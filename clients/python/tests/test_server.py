@@ -11,7 +11,7 @@ import time
 import unittest
 import uuid
 
-from eventstreamcore import Client, Connection, Event, Malformed, Priority, Unauthorized
+from eventstreamcore import Client, Connection, Event, Malformed, Priority, Unauthorized, Unsupported
 from eventstreamcore import protocol as p
 
 ADDR = os.environ.get("ESC_ADDR", "")
@@ -169,10 +169,12 @@ class DocumentedBehaviour(unittest.TestCase):
         page = self.one(lambda rid: p.fetch(rid, topic(), 3, 10))
         self.assertEqual((page.events, page.next_offset, page.end_offset), ([], 3, 0), "unknown topic")
 
-    def test_admin_needs_every_field_and_an_unknown_op_is_malformed(self):
+    def test_admin_needs_every_field_and_an_unknown_op_is_unsupported(self):
         short = self.one(lambda rid: p.encode_frame(p.ADMIN, rid, struct.pack(">BQ", 0, 0)))
         self.assertIsInstance(short, Malformed)
-        self.assertIsInstance(self.one(lambda rid: p.admin(rid, 42)), Malformed)
+        unknown = self.one(lambda rid: p.admin(rid, 42))
+        self.assertIsInstance(unknown, Unsupported)
+        self.assertIn("unknown admin op 42", str(unknown))
         self.assertIn("role", self.one(lambda rid: p.admin(rid, p.ADMIN_STATUS)))
 
     def test_a_resent_key_on_another_topic_names_the_original(self):
@@ -182,13 +184,16 @@ class DocumentedBehaviour(unittest.TestCase):
         self.assertEqual((again.topic, again.offset, again.duplicate), (t1, first.offset, True))
         self.assertEqual(self.one(lambda rid: p.fetch(rid, t2, 0, 10)).end_offset, 0)
 
-    def test_reserved_frame_flags_are_ignored(self):
+    def test_reserved_frame_flags_are_refused(self):
         def flagged(rid):
             f = bytearray(p.ping(rid))
             f[6:8] = b"\xff\xff"
             return bytes(f[:20]) + struct.pack(">I", p.crc32c(bytes(f[4:20])))
 
-        self.assertIsNone(self.one(flagged), "PONG")
+        refused = self.one(flagged)
+        self.assertIsInstance(refused, Malformed)
+        self.assertIn("reserved header flag bits", str(refused))
+        self.assertIsNone(self.one(p.ping), "the connection goes on: PONG")
 
 
 if __name__ == "__main__":
