@@ -34,6 +34,7 @@
 
 mod recovery;
 mod segment;
+mod set;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,7 @@ use crate::event::{Event, StoredEvent};
 use crate::rt::{Disk, DiskError};
 
 use segment::{SegIndex, Segment, encode_record, walk};
+pub use set::{MetaDecodeError, STORE_META_VERSION, StoreMeta, TOPIC_FILE_PREFIX, TopicMeta, TopicSet};
 
 /// Sizes of a topic store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,17 +344,26 @@ impl TopicStore {
         Ok(segment::Scan { end: next, len, index, stop: None })
     }
 
-    /// Deletes the segments whose records are all below `offset` (never the active one) and makes
-    /// `offset` (at most the end) the first offset a read may ask for.
+    /// Makes `offset` (at most the end) the first offset a read may ask for. Files are deleted
+    /// later, by [`Self::delete_trimmed`], once a snapshot recording the new first offset is
+    /// durable: until then a restart may go back to an older snapshot that still needs them.
     pub fn trim_before(&mut self, offset: u64) -> Result<(), StoreError> {
         self.check_live()?;
         let offset = offset.min(self.end_offset());
         self.first = self.first.max(offset);
+        Ok(())
+    }
+
+    /// Deletes the segments whose records are all below the first offset (never the active one).
+    /// Durable with the next sync.
+    pub fn delete_trimmed(&mut self) -> Result<(), StoreError> {
+        self.check_live()?;
         let last = self.segments.keys().next_back().copied();
+        let first = self.first;
         let gone: Vec<u64> = self
             .segments
             .values()
-            .filter(|s| s.end <= offset && Some(s.base) != last)
+            .filter(|s| s.end <= first && Some(s.base) != last)
             .map(|s| s.base)
             .collect();
         for base in gone {
@@ -422,6 +433,29 @@ impl TopicStore {
             self.read_segment(seg, &mut next, &mut out, &mut bytes, (max_events, max_bytes))?;
         }
         Ok(out)
+    }
+
+    /// Every event from `offset` to the end, read a page at a time (for checkers and tools that
+    /// walk a whole topic; memory stays one page).
+    pub fn iter_from(&self, offset: u64) -> impl Iterator<Item = Result<StoredEvent, StoreError>> + '_ {
+        const PAGE: usize = 1024;
+        let mut next = offset;
+        let mut page = std::collections::VecDeque::new();
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if page.is_empty() && !failed {
+                match self.read(next, PAGE, usize::MAX) {
+                    Ok(events) => page.extend(events),
+                    Err(e) => {
+                        failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            let e: StoredEvent = page.pop_front()?;
+            next = e.offset + 1;
+            Some(Ok(e))
+        })
     }
 
     fn read_segment(

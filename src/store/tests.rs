@@ -60,6 +60,20 @@ fn appends_roll_into_segments_and_reads_seek_to_any_offset() {
 }
 
 #[test]
+fn iter_from_walks_every_segment_a_page_at_a_time() {
+    let d = SimDisk::new();
+    let mut s = open(&d, StoreConfig { segment_bytes: 20_000, ..small() }, 0).unwrap();
+    fill(&mut s, 2500, 1);
+    let got: Vec<u64> = s.iter_from(7).map(|e| e.unwrap().offset).collect();
+    assert_eq!(got, (7..2500).collect::<Vec<_>>());
+    assert_eq!(s.iter_from(2500).count(), 0);
+    s.trim_before(10).unwrap();
+    let mut it = s.iter_from(3);
+    assert!(matches!(it.next(), Some(Err(StoreError::OutOfRange { .. }))));
+    assert!(it.next().is_none());
+}
+
+#[test]
 fn a_record_larger_than_a_segment_gets_one_of_its_own() {
     let d = SimDisk::new();
     let mut s = open(&d, small(), 0).unwrap();
@@ -183,12 +197,15 @@ fn trim_deletes_whole_segments_below_and_reads_below_are_out_of_range() {
     let bytes = s.bytes();
     s.trim_before(segs[2].base + 1).unwrap();
     assert_eq!(s.first_offset(), segs[2].base + 1);
+    assert_eq!(s.segments(), segs, "files stay until the trim is in a durable snapshot");
+    s.delete_trimmed().unwrap();
     assert_eq!(s.segments()[0], segs[2], "the segment holding the new first offset stays");
     assert!(s.bytes() < bytes);
     assert!(matches!(s.read(segs[2].base, 1, 1), Err(StoreError::OutOfRange { .. })));
     assert_eq!(offsets(&s, segs[2].base + 1)[0], segs[2].base + 1);
     // Trimming everything keeps the active segment; appends go on from the end.
     s.trim_before(u64::MAX).unwrap();
+    s.delete_trimmed().unwrap();
     assert_eq!((s.first_offset(), s.segments().len()), (40, 1));
     fill(&mut s, 1, 20);
     assert_eq!(offsets(&s, 40), vec![40]);
@@ -285,6 +302,7 @@ enum Op {
     Read(u64, usize, usize),
     Truncate(u64),
     Trim(u64),
+    DeleteTrimmed,
     PowerFail(Option<u64>),
     Reopen,
 }
@@ -297,6 +315,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u64..80, 1usize..20, 0usize..400).prop_map(|(o, n, b)| Op::Read(o, n, b)),
         1 => (0u64..80).prop_map(Op::Truncate),
         1 => (0u64..80).prop_map(Op::Trim),
+        1 => Just(Op::DeleteTrimmed),
         2 => prop::option::of(any::<u64>()).prop_map(Op::PowerFail),
         1 => Just(Op::Reopen),
     ]
@@ -366,6 +385,7 @@ impl Model {
                 s.trim_before(o).unwrap();
                 self.first = self.first.max(o.min(self.events.len() as u64));
             }
+            Op::DeleteTrimmed => s.delete_trimmed().unwrap(),
             Op::PowerFail(tear) => {
                 d.power_fail(tear.map(rng_from_seed).as_mut());
                 self.reopen(d, s, cfg);
@@ -381,7 +401,7 @@ impl Model {
         assert!(end >= self.synced && end <= self.events.len() as u64, "end {end} synced {}", self.synced);
         self.events.truncate(end as usize);
         self.synced = end;
-        // Trims not yet durable may bring old segments back: the replicated first offset is reapplied.
+        // The first offset is replicated state the caller reapplies (old segments may be back).
         assert!(s.first_offset() <= self.first.min(end));
         s.trim_before(self.first).unwrap();
         self.first = self.first.min(end);
