@@ -32,6 +32,17 @@
 //! (a torn or lost unsynced tail) is cut, with the later segments; anything bad below it is
 //! refused as [`StoreError::Corrupt`] with the file and byte offset.
 
+//!
+//! # Status (issue 13)
+//!
+//! Built and tested on its own; `EventLogState` still keeps topics in RAM. Wiring it in: apply
+//! appends each batch's events per topic through [`TopicSet::append`]; before the driver records a
+//! snapshot at index I it calls [`TopicSet::sync_all`] and puts [`TopicSet::metadata`] (plus the
+//! dedup window, checkpoint and address book) in the snapshot instead of the events, and calls
+//! [`TopicSet::delete_trimmed`] once that snapshot is saved; a restart opens the set with the
+//! snapshot's metadata ([`TopicSet::open`] cuts back to it), then the WAL after I is replayed. A
+//! follower that installs a snapshot still needs the segment bytes from the leader (step 3).
+
 mod recovery;
 mod segment;
 mod set;
