@@ -19,6 +19,7 @@ pub mod record;
 pub mod rt;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod wal;

@@ -1,7 +1,7 @@
 //! One framing for records: `[u32 length][u32 CRC32C][payload]`, both little-endian, the
 //! checksum covering the length bytes and the payload (so a damaged length is caught, not
-//! followed). The write-ahead log (`wal/`) and the dead-letter queue (`pipeline/dlq.rs`) write it
-//! to files, where [`read_at`] tells a torn tail from corruption; the peer transport
+//! followed). The write-ahead log (`wal/`), the topic segments (`store/`) and the dead-letter
+//! queue (`pipeline/dlq.rs`) write it to files, where [`read_at`] tells a torn tail from corruption; the peer transport
 //! (`transport/frame.rs`) sends it on connections, reading with [`header_at`] and [`checksum`]
 //! and bounding lengths with [`try_append_with`].
 //!

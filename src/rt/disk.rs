@@ -72,6 +72,14 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn read(&self, name: &str) -> Result<Vec<u8>, DiskError>;
     /// Size of a file, or `None` if it does not exist.
     fn size(&self, name: &str) -> Result<Option<u64>, DiskError>;
+    /// Reads up to `len` bytes of a file from byte `offset` (fewer at its end). The default reads
+    /// the whole file; implementations read just the range.
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        let data = self.read(name)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let end = start.saturating_add(len).min(data.len());
+        Ok(data[start..end].to_vec())
+    }
     /// Appends to a file, creating it if needed. Not durable until `sync` (and `sync_dir` for a new file).
     fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError>;
     /// Replaces a file's contents, creating it if needed. Not durable until `sync` (+ `sync_dir`).
@@ -247,6 +255,26 @@ impl Disk for FileDisk {
         check_name("read", name)?;
         let path = self.path(name);
         self.opening(|| std::fs::read(&path)).map_err(|e| self.io("read", name, e))
+    }
+
+    #[cfg(unix)]
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        use std::os::unix::fs::FileExt;
+        check_name("read", name)?;
+        let path = self.path(name);
+        let f = self.opening(|| std::fs::File::open(&path)).map_err(|e| self.io("read", name, e))?;
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            match f.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io("read", name, e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
     }
 
     fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
@@ -565,6 +593,14 @@ impl Disk for SimDisk {
         Ok(st.files[&id].current.clone())
     }
 
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        check_name("read", name)?;
+        let st = self.lock();
+        let data = &st.files[&st.id("read", name)?].current;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        Ok(data[start..start.saturating_add(len).min(data.len())].to_vec())
+    }
+
     fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
         check_name("size", name)?;
         let st = self.lock();
@@ -696,6 +732,8 @@ mod tests {
         d.sync_dir().unwrap();
         d.append("wal", b"def").unwrap();
         assert_eq!(d.read("wal").unwrap(), b"abcdef");
+        assert_eq!(d.read_range("wal", 2, 3).unwrap(), b"cde");
+        assert_eq!(d.read_range("wal", 5, 3).unwrap(), b"f");
         d.power_fail(None);
         assert_eq!(d.read("wal").unwrap(), b"abc");
     }
@@ -828,6 +866,9 @@ mod tests {
         d.write_atomic("hard", b"state").unwrap();
         assert_eq!(d.read("wal-1").unwrap(), b"abcd");
         assert_eq!(d.size("wal-1").unwrap(), Some(4));
+        assert_eq!(d.read_range("wal-1", 1, 2).unwrap(), b"bc");
+        assert_eq!(d.read_range("wal-1", 3, 10).unwrap(), b"d");
+        assert_eq!(d.read_range("wal-1", 9, 10).unwrap(), b"");
         d.truncate("wal-1", 1).unwrap();
         d.append("wal-1", b"Z").unwrap();
         assert_eq!(d.read("wal-1").unwrap(), b"aZ");
