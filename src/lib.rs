@@ -22,3 +22,4 @@ pub mod service;
 pub mod transport;
 pub mod wal;
 pub mod wire;
+pub mod zoo;

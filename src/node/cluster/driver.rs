@@ -224,7 +224,9 @@ impl Driver {
                 self.addrs.note_conf_entry(e);
             }
             self.storage.append(&entries)?;
-            self.storage.sync()?;
+            if !(crate::planted!(AckBeforeDurable) && self.raft.role() != Role::Leader) {
+                self.storage.sync()?;
+            }
         }
         if let Some(hs) = hard_state {
             self.storage.set_hard_state(hs)?;
