@@ -204,6 +204,7 @@ mod tests {
 
     #[cfg(madsim)]
     #[test]
+    #[allow(clippy::disallowed_methods)] // a real thread stands for another seed's thread
     fn planting_is_per_thread_and_undone_by_the_guard() {
         {
             let _g = plant(Some(Bug::Figure8Commit));
