@@ -13,6 +13,7 @@ use eventstreamcore_sim::zoo::{home_scenario, run_row};
 const CHEAP: &[(Bug, u64)] = &[
     (Bug::AckSlotsMixedUp, 3),
     (Bug::DedupNotInSnapshot, 6),
+    (Bug::VoteNotPersisted, 6),
     (Bug::VoteWithoutLogCheck, 40),
     (Bug::FollowerLocalRead, 20),
     (Bug::AckBeforeDurable, 20),

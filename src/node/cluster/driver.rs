@@ -277,6 +277,7 @@ impl Driver {
             o.round(&RoundView {
                 node: self.id,
                 term: self.raft.term(),
+                vote: self.raft.vote(),
                 role: self.raft.role(),
                 leader: self.raft.leader_id(),
                 commit: self.raft.commit_index(),
