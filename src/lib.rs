@@ -24,3 +24,4 @@ pub mod tls;
 pub mod transport;
 pub mod wal;
 pub mod wire;
+pub mod zoo;

@@ -19,3 +19,5 @@ pub mod scenarios;
 pub mod shrink;
 #[cfg(madsim)]
 pub mod storm;
+#[cfg(madsim)]
+pub mod zoo;

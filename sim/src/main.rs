@@ -19,6 +19,7 @@ mod sim_main {
     use std::sync::Mutex;
 
     use clap::{Parser, Subcommand};
+    use eventstreamcore::zoo::Bug;
     use eventstreamcore_sim::runner::{self, SeedResult};
     use eventstreamcore_sim::scenarios::{self, Mutant, Options};
     use eventstreamcore_sim::shrink;
@@ -52,9 +53,34 @@ mod sim_main {
             /// Deliberately break the server (proves the checkers catch it).
             #[arg(long, value_parser = ["ack-before-store", "lying-fsync", "stale-reads"])]
             mutant: Option<String>,
+            /// Switch on one planted bug of the zoo (`esc-sim zoo --list` names them).
+            #[arg(long, value_parser = bug_name)]
+            bug: Option<Bug>,
             /// Largest clock drift a member gets, in percent (default 5; the cluster scenarios).
             #[arg(long, value_parser = drift_pct)]
             max_drift_pct: Option<f64>,
+        },
+        /// Measure the testbed: a clean sweep (must not fail), then the same seeds with each
+        /// planted bug switched on in turn; prints a table of what was caught, how soon, by what.
+        Zoo {
+            /// Seeds per bug (and for the clean run).
+            #[arg(long, default_value_t = 100)]
+            seeds: u64,
+            /// First seed.
+            #[arg(long, default_value_t = 0)]
+            start: u64,
+            /// Worker threads (default: all cores).
+            #[arg(long)]
+            jobs: Option<usize>,
+            /// Only these bugs (repeatable; default: all).
+            #[arg(long, value_parser = bug_name)]
+            bug: Vec<Bug>,
+            /// Skip the clean run.
+            #[arg(long)]
+            no_clean: bool,
+            /// List the planted bugs and exit.
+            #[arg(long)]
+            list: bool,
         },
         /// Run one seed with tracing output and print its report.
         Replay {
@@ -73,6 +99,9 @@ mod sim_main {
             log: String,
             #[arg(long, value_parser = ["ack-before-store", "lying-fsync", "stale-reads"])]
             mutant: Option<String>,
+            /// Switch on one planted bug of the zoo.
+            #[arg(long, value_parser = bug_name)]
+            bug: Option<Bug>,
             /// Draw the run as an SVG here: a row per member over simulated time with role and
             /// term, partitions, crashes, pauses, disk faults, clock steps and commits.
             #[arg(long, value_name = "OUT.svg")]
@@ -124,6 +153,13 @@ mod sim_main {
         o.mutant = mutant.as_deref().and_then(Mutant::from_name);
         o.max_drift_ppm = max_drift_pct.map(|p| (p * 10_000.0).round() as i64);
         o
+    }
+
+    fn bug_name(s: &str) -> Result<Bug, String> {
+        Bug::from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+            format!("`{s}`: not a planted bug; one of {}", names.join(", "))
+        })
     }
 
     fn drift_pct(s: &str) -> Result<f64, String> {
@@ -195,7 +231,21 @@ mod sim_main {
                 }
                 ExitCode::SUCCESS
             }
-            Command::Sweep { scenario, seeds, start, jobs, mutant, max_drift_pct } => {
+            Command::Zoo { seeds, start, jobs, bug, no_clean, list } => {
+                if list {
+                    for b in Bug::ALL {
+                        println!(
+                            "{:<32} {:<10} {}",
+                            b.name(),
+                            b.area(),
+                            eventstreamcore_sim::zoo::home_scenario(*b)
+                        );
+                    }
+                    return ExitCode::SUCCESS;
+                }
+                zoo_command(seeds, start, jobs.unwrap_or_else(runner::default_jobs), bug, no_clean)
+            }
+            Command::Sweep { scenario, seeds, start, jobs, mutant, bug, max_drift_pct } => {
                 if let Err(c) = check_scenario(&scenario) {
                     return c;
                 }
@@ -213,7 +263,7 @@ mod sim_main {
                     &scenario,
                     start..start + seeds,
                     jobs,
-                    || options(&mutant, max_drift_pct),
+                    || Options { bug, ..options(&mutant, max_drift_pct) },
                     |r: &SeedResult| {
                         if r.failed() {
                             let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,7 +290,7 @@ mod sim_main {
                     ExitCode::FAILURE
                 }
             }
-            Command::Replay { scenario, seed, plan, log, mutant, timeline, max_drift_pct } => {
+            Command::Replay { scenario, seed, plan, log, mutant, bug, timeline, max_drift_pct } => {
                 let given = match plan.as_deref().map(read_plan_file).transpose() {
                     Ok(g) => g,
                     Err(e) => {
@@ -265,6 +315,7 @@ mod sim_main {
                     return ExitCode::from(2);
                 }
                 let mut opts = options(&mutant, max_drift_pct);
+                opts.bug = bug;
                 opts.plan = given.map(|g| g.plan);
                 let filter = std::env::var("RUST_LOG").unwrap_or(log);
                 let _ = tracing_subscriber::fmt()
@@ -369,5 +420,58 @@ mod sim_main {
                 }
             }
         }
+    }
+
+    /// `esc-sim zoo`: the clean runs, then one row per bug; prints the table and the verdict.
+    /// Fails if a clean run failed or a bug went uncaught.
+    #[allow(clippy::disallowed_methods)] // wall time of the whole zoo, outside the simulation
+    fn zoo_command(seeds: u64, start: u64, jobs: usize, bugs: Vec<Bug>, no_clean: bool) -> ExitCode {
+        use eventstreamcore_sim::zoo::{self, ZooRow};
+        let bugs = if bugs.is_empty() { Bug::ALL.to_vec() } else { bugs };
+        let mut scenarios_used: Vec<&'static str> = bugs.iter().map(|b| zoo::home_scenario(*b)).collect();
+        scenarios_used.sort_unstable();
+        scenarios_used.dedup();
+        let mut plan: Vec<(Option<Bug>, &'static str)> = Vec::new();
+        if !no_clean {
+            plan.extend(scenarios_used.iter().map(|s| (None, *s)));
+        }
+        plan.extend(bugs.iter().map(|b| (Some(*b), zoo::home_scenario(*b))));
+        let started = std::time::Instant::now();
+        let mut rows: Vec<ZooRow> = Vec::new();
+        for (bug, scenario) in plan {
+            let name = bug.map_or("clean", |b| b.name());
+            let done = std::sync::atomic::AtomicU64::new(0);
+            let row = zoo::run_row(bug, scenario, start..start + seeds, jobs, |_| {
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if n.is_multiple_of(50) {
+                    eprintln!("  {name} ({scenario}): {n}/{seeds}");
+                }
+            });
+            eprintln!(
+                "{name} ({scenario}): {} of {seeds} seeds failed in {:.1}s{}",
+                row.failing.len(),
+                row.wall.as_secs_f64(),
+                row.seeds_to_first(start).map_or(String::new(), |n| format!(", first after {n}")),
+            );
+            if row.bug.is_none()
+                && let Some(r) = &row.first_report
+            {
+                eprintln!("{r}");
+            }
+            rows.push(row);
+        }
+        println!("{}", zoo::table(&rows, start));
+        println!("{}", zoo::verdict(&rows, start));
+        let total: u64 = rows.iter().map(|r| r.seeds).sum();
+        let wall = started.elapsed().as_secs_f64();
+        println!(
+            "{total} runs in {wall:.0}s on {jobs} threads ({:.2} runs/s); seeds {start}..{}",
+            total as f64 / wall.max(1e-9),
+            start + seeds
+        );
+        println!("replay a failure: cargo sim -- replay --scenario <SCENARIO> --seed <SEED> --bug <BUG>");
+        let clean_failed = rows.iter().any(|r| r.bug.is_none() && r.caught());
+        let missed = rows.iter().any(|r| r.bug.is_some() && !r.caught());
+        if clean_failed || missed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
     }
 }

@@ -121,6 +121,8 @@ struct Inner {
     role_changes: Vec<RoleChange>,
     commits: Vec<(u64, NodeId, Index)>,
     last_commit: BTreeMap<NodeId, Index>,
+    /// Per member: the term and vote at the end of its last round (durable by then).
+    hard: BTreeMap<NodeId, (Term, Option<NodeId>)>,
     /// Per member: entries applied one by one, snapshots installed, restarts.
     applied_count: BTreeMap<NodeId, u64>,
     snapshots: BTreeMap<NodeId, u64>,
@@ -248,6 +250,11 @@ impl RaftWatch {
         s
     }
 
+    /// Member `node` was wiped to be added back as a new member: it starts with no term or vote.
+    pub fn member_wiped(&self, node: NodeId) {
+        self.lock().hard.remove(&node);
+    }
+
     fn observe(&self, v: &RoundView<'_>) {
         let at_ms = (self.now_ms)();
         let mut g = self.lock();
@@ -324,6 +331,7 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
             v.node, v.term
         ));
     }
+    check_hard_state(inner, v)?;
     if v.first_round || v.snapshot.is_some() {
         // The member's state now comes from its disk or a snapshot: its chain continues from there.
         inner.chains.remove(&v.node);
@@ -368,6 +376,30 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
         inner.checker.check(&[tail]).map_err(|x| x.to_string())?;
     }
     Ok(())
+}
+
+/// A member's term and vote survive its crash (Raft's persistent state, Figure 2): a round ends
+/// only after its hard state is durable, so a restarted member comes back with at least the term
+/// it had, and within that term the same vote. (A member wiped and added back is a new member:
+/// [`RaftWatch::member_wiped`] forgets what it had.)
+fn check_hard_state(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
+    let now = (v.term, v.vote);
+    let before = inner.hard.insert(v.node, now);
+    match before {
+        Some((term, _)) if v.term < term => Err(format!(
+            "hard state: n{} is at term {} after being at term {term}{}: its term was not durable",
+            v.node,
+            v.term,
+            if v.first_round { " before its restart" } else { "" }
+        )),
+        Some((term, Some(vote))) if v.term == term && v.vote != Some(vote) => Err(format!(
+            "hard state: n{} voted for n{vote} in term {term} and now has vote {:?} in the same term{}: its vote was not durable",
+            v.node,
+            v.vote,
+            if v.first_round { " after a restart" } else { "" }
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One entry `node` applied: it follows the node's previous one, matches what any other member
@@ -442,6 +474,7 @@ mod tests {
         RoundView {
             node,
             term,
+            vote: (role == Role::Leader).then_some(node),
             role,
             leader: (role == Role::Leader).then_some(node),
             commit,
@@ -589,5 +622,34 @@ mod tests {
         assert_eq!(w.violation(), None, "a restart may come back with a lower commit index");
         w.round(&round(1, 1, Role::Follower, 0, &log, &[], false));
         assert!(w.violation().expect("a violation").what.contains("moved back"));
+    }
+
+    #[test]
+    fn a_term_or_vote_lost_across_a_restart_fails() {
+        let log = [e(1, 1, b"a")];
+        // The vote survives: fine; a higher term may bring another vote.
+        let w = RaftWatch::new(|| 0);
+        w.round(&RoundView { vote: Some(2), ..round(1, 1, Role::Follower, 0, &log, &[], false) });
+        w.round(&RoundView { vote: Some(2), ..round(1, 1, Role::Follower, 0, &log, &[], true) });
+        w.round(&RoundView { vote: Some(3), ..round(1, 2, Role::Follower, 0, &log, &[], false) });
+        assert_eq!(w.violation(), None);
+        // The vote is gone after a restart in the same term.
+        let w = RaftWatch::new(|| 0);
+        w.round(&RoundView { vote: Some(2), ..round(1, 1, Role::Follower, 0, &log, &[], false) });
+        w.round(&RoundView { vote: None, ..round(1, 1, Role::Follower, 0, &log, &[], true) });
+        let v = w.violation().expect("a lost vote is reported");
+        assert!(v.what.contains("its vote was not durable"), "{}", v.what);
+        // The term went back.
+        let w = RaftWatch::new(|| 0);
+        w.round(&RoundView { vote: None, ..round(1, 3, Role::Follower, 0, &log, &[], false) });
+        w.round(&RoundView { vote: None, ..round(1, 2, Role::Follower, 0, &log, &[], true) });
+        let v = w.violation().expect("a term moving back is reported");
+        assert!(v.what.contains("its term was not durable"), "{}", v.what);
+        // A member wiped and added back starts over.
+        let w = RaftWatch::new(|| 0);
+        w.round(&RoundView { vote: Some(2), ..round(1, 3, Role::Follower, 0, &log, &[], false) });
+        w.member_wiped(1);
+        w.round(&RoundView { vote: None, ..round(1, 3, Role::Follower, 0, &[], &[], true) });
+        assert_eq!(w.violation(), None);
     }
 }

@@ -32,6 +32,8 @@ pub struct SeedResult {
     pub simulated: Duration,
     /// The mutant the run used (the replay line repeats it).
     pub mutant: Option<Mutant>,
+    /// The planted bug the run used (the replay line repeats it).
+    pub bug: Option<eventstreamcore::zoo::Bug>,
     /// The plan (TOML) the run was given instead of the seed's own ([`Options::plan`]).
     pub plan_override: Option<String>,
     /// The file that plan came from, if any (set by whoever read it; the replay line names it).
@@ -76,6 +78,9 @@ impl SeedResult {
         let mut line = replay_command(&self.scenario, self.seed);
         if let Some(m) = self.mutant {
             line.push_str(&format!(" --mutant {}", m.name()));
+        }
+        if let Some(b) = self.bug {
+            line.push_str(&format!(" --bug {}", b.name()));
         }
         if self.plan_override.is_some() {
             match &self.plan_file {
@@ -142,6 +147,7 @@ async fn dispatch(scenario: &str, opts: Options) -> RunReport {
 pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
     assert!(scenarios::find(scenario).is_some(), "unknown scenario `{scenario}`");
     if opts.mutant.is_none()
+        && opts.bug.is_none()
         && std::env::var_os("MADSIM_TEST_CHECK_DETERMINISM").is_some()
         && let Err(e) = check_determinism_with(scenario, seed, opts.plan.clone())
     {
@@ -153,18 +159,20 @@ pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
             wall: Duration::ZERO,
             simulated: Duration::ZERO,
             mutant: None,
+            bug: None,
             plan_override: opts.plan,
             plan_file: None,
         };
     }
     let plan_slot = opts.plan_slot.clone();
-    let (mutant, plan_override) = (opts.mutant, opts.plan.clone());
+    let (mutant, bug, plan_override) = (opts.mutant, opts.bug, opts.plan.clone());
     let name = scenario.to_string();
     let started = Instant::now();
     let joined = std::thread::Builder::new()
         .name(format!("sim-{scenario}-{seed}"))
         .stack_size(16 * 1024 * 1024)
         .spawn(move || {
+            let _planted = eventstreamcore::zoo::plant(bug);
             let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
             rt.set_time_limit(TIME_LIMIT);
             rt.block_on(async move {
@@ -185,6 +193,7 @@ pub fn run_seed(scenario: &str, seed: u64, opts: Options) -> SeedResult {
         wall: started.elapsed(),
         simulated,
         mutant,
+        bug,
         plan_override,
         plan_file: None,
     }
@@ -510,6 +519,7 @@ pub fn load_seed_files(dir: &Path) -> Result<Vec<(PathBuf, SeedFile)>, String> {
 pub fn default_options() -> Options {
     Options {
         mutant: None,
+        bug: None,
         plan_slot: Arc::new(Mutex::new(None)),
         plan: None,
         max_drift_ppm: None,

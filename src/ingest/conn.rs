@@ -820,17 +820,23 @@ impl<S: EventService> Conn<S> {
                             let items = slots
                                 .into_iter()
                                 .map(|s| match s {
-                                    Slot::Batch(i) => match appended.get(i) {
-                                        Some(a) => AckItem::Stored {
-                                            topic: a.topic.to_string(),
-                                            offset: a.offset,
-                                            duplicate: a.duplicate,
-                                        },
-                                        None => AckItem::Rejected(ErrorFrame::new(
-                                            ErrorCode::Internal,
-                                            "service returned fewer results than events",
-                                        )),
-                                    },
+                                    Slot::Batch(i) => {
+                                        match appended.get(if crate::planted!(AckSlotsMixedUp) {
+                                            appended.len().saturating_sub(i + 1)
+                                        } else {
+                                            i
+                                        }) {
+                                            Some(a) => AckItem::Stored {
+                                                topic: a.topic.to_string(),
+                                                offset: a.offset,
+                                                duplicate: a.duplicate,
+                                            },
+                                            None => AckItem::Rejected(ErrorFrame::new(
+                                                ErrorCode::Internal,
+                                                "service returned fewer results than events",
+                                            )),
+                                        }
+                                    }
                                     Slot::Rejected(e) => AckItem::Rejected(e),
                                 })
                                 .collect();

@@ -580,7 +580,8 @@ impl Raft {
         let can_vote = self.vote == Some(m.from)
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && m.term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let granted = can_vote
+            && (crate::planted!(VoteWithoutLogCheck) || self.log.is_up_to_date(last_index, last_term));
         trace!(node = self.id, term = self.term, from = m.from, pre_vote, granted, "vote request");
         if granted {
             if !pre_vote {
@@ -625,7 +626,9 @@ impl Raft {
                     self.become_follower(m.term, leader);
                 }
             }
-        } else if m.term < self.term {
+        } else if m.term < self.term
+            && !(crate::planted!(StaleTermAppendAccepted) && matches!(m.body, Body::Append { .. }))
+        {
             match m.body {
                 Body::Append { .. } | Body::Heartbeat { .. }
                     if self.cfg.check_quorum || self.cfg.pre_vote =>
@@ -742,7 +745,11 @@ impl Raft {
                         self.membership.push(e.index, ce.conf);
                     }
                 }
-                self.log.commit_to(commit.min(last_new));
+                self.log.commit_to(if crate::planted!(ApplyBeforeCommit) {
+                    last_new
+                } else {
+                    commit.min(last_new)
+                });
                 self.send(from, self.term, Body::AppendResponse { index: last_new, reject: None });
             }
             None => {
@@ -756,7 +763,7 @@ impl Raft {
 
     fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool) {
         let index = meta.index;
-        if index <= self.log.committed() {
+        if index <= self.log.committed() && !crate::planted!(SnapshotMovesCommitBack) {
             self.receiver = None;
             let committed = self.log.committed();
             self.send(
@@ -995,7 +1002,9 @@ impl Raft {
         let mci = quorum::committed_value(&self.membership.current().voters, |id| {
             progress.get(&id).map_or(0, |p| p.matched)
         });
-        if mci <= self.log.committed() || self.log.term(mci) != Some(self.term) {
+        if mci <= self.log.committed()
+            || (self.log.term(mci) != Some(self.term) && !crate::planted!(Figure8Commit))
+        {
             return false;
         }
         self.log.commit_to(mci);
@@ -1168,7 +1177,9 @@ impl Raft {
             .progress
             .iter()
             .filter(|(id, _)| **id != self.id)
-            .map(|(&id, p)| (id, p.matched.min(commit)))
+            .map(|(&id, p)| {
+                (id, if crate::planted!(HeartbeatCommitBeyondMatch) { commit } else { p.matched.min(commit) })
+            })
             .collect();
         for (to, commit) in peers {
             self.send(to, self.term, Body::Heartbeat { commit, round });
@@ -1228,7 +1239,7 @@ impl Raft {
         self.assert_idle();
         self.check_leader()?;
         let commit = self.log.committed();
-        if commit < self.term_start {
+        if commit < self.term_start && !crate::planted!(ConfChangeBeforeTermCommit) {
             return Err(ProposeError::FirstCommitPending);
         }
         let pending = self.membership.last_change_index();
@@ -1290,6 +1301,10 @@ impl Raft {
                 self.handle_read(ctx, self.id);
                 Ok(())
             }
+            _ if crate::planted!(FollowerLocalRead) => {
+                self.read_states.push(ReadState { ctx, index: self.log.committed() });
+                Ok(())
+            }
             _ => match self.leader {
                 Some(leader) => {
                     self.send(leader, self.term, Body::ReadIndex { ctx });
@@ -1307,8 +1322,8 @@ impl Raft {
             return;
         }
         let lease = self.cfg.lease_ticks().filter(|_| !self.lease_revoked && self.transferee.is_none());
-        if let Some(lease_ticks) = lease
-            && self.read_only.lease_valid(self.ticks, lease_ticks)
+        if crate::planted!(ReadIndexWithoutQuorum)
+            || lease.is_some_and(|lease_ticks| self.read_only.lease_valid(self.ticks, lease_ticks))
         {
             self.answer_read(ctx, from, commit);
             return;

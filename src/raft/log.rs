@@ -135,6 +135,10 @@ impl RaftLog {
         let last_new = prev_index + entries.len() as Index;
         let conflict = entries.iter().position(|e| !self.match_term(e.index, e.term));
         let Some(pos) = conflict else {
+            if crate::planted!(TruncateOnStaleAppend) && last_new < self.last_index() {
+                self.truncate_from(last_new + 1);
+                return Some((last_new, Some(last_new + 1)));
+            }
             return Some((last_new, None));
         };
         let at = entries[pos].index;

@@ -375,7 +375,9 @@ impl RaftStorage {
             old.vote,
             hs.vote
         );
-        if hs.term != self.written_hard_state.term || hs.vote != self.written_hard_state.vote {
+        if (hs.term != self.written_hard_state.term && !crate::planted!(TermNotPersisted))
+            || hs.vote != self.written_hard_state.vote
+        {
             self.mutate(|s| s.write_hard_state(hs))?;
         }
         self.hard_state = hs;
@@ -531,7 +533,11 @@ impl RaftStorage {
         if self.active_dirty
             && let Some(seg) = self.segments.last()
         {
-            self.disk.sync(&seg.name)?;
+            if let Err(e) = self.disk.sync(&seg.name)
+                && !crate::planted!(FsyncErrorIgnored)
+            {
+                return Err(e.into());
+            }
             self.stats.fsyncs += 1;
         }
         self.active_dirty = false;
@@ -556,7 +562,8 @@ impl RaftStorage {
     }
 
     fn write_hard_state(&mut self, hs: HardState) -> Result<(), StorageError> {
-        self.write_atomic(HARD_STATE_FILE, &encode_hard_state(&hs))?;
+        let hs_on_disk = if crate::planted!(VoteNotPersisted) { HardState { vote: None, ..hs } } else { hs };
+        self.write_atomic(HARD_STATE_FILE, &encode_hard_state(&hs_on_disk))?;
         self.written_hard_state = hs;
         Ok(())
     }

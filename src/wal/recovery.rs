@@ -142,7 +142,9 @@ impl Recovery<'_> {
                         BadKind::Hard => false,
                     };
                 let what = format!("{name} byte {}: {}", bad.offset, bad.reason);
-                if torn {
+                if torn && crate::planted!(TornTailKept) {
+                    segments.last_mut().expect("pushed above").bytes = data.len() as u64;
+                } else if torn {
                     let n = data.len() - bad.offset;
                     cut = Some((k, Some(bad.offset as u64), format!("{what} (torn tail of {n} bytes)")));
                 } else {

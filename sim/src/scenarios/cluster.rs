@@ -731,6 +731,9 @@ async fn member_main(env: MemberEnv) {
     }
     *clock_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock.clone());
     let join = joining.load(std::sync::atomic::Ordering::SeqCst);
+    if join && disk.list("").is_ok_and(|files| files.is_empty()) {
+        watch.member_wiped(i as u64 + 1); // a new member: its old term and vote are gone by design
+    }
     let mut config = Config::default();
     config.node.id = i as u64 + 1;
     config.node.name = format!("sim-{}", i + 1);

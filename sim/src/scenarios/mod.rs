@@ -14,6 +14,8 @@ use crate::check::CheckFailure;
 pub struct Options {
     /// Deliberately break the server, to prove the checkers catch it.
     pub mutant: Option<Mutant>,
+    /// A bug of the zoo to switch on in the server for this run (see `eventstreamcore::zoo`).
+    pub bug: Option<eventstreamcore::zoo::Bug>,
     /// Where the run writes its readable plan as soon as it is drawn (survives a panic).
     pub plan_slot: PlanSlot,
     /// Run this plan (TOML, the scenario's `Plan` serialized) instead of the one the seed draws;

@@ -11,6 +11,9 @@ impl Driver {
             let result = match e.kind {
                 EntryKind::Normal => match Command::decode(e.data.clone()) {
                     Ok(Command::Publish { stamped_ms, events }) => {
+                        if crate::planted!(DedupExpiryLocalClock) {
+                            state.expire_dedup_at(self.clock.wall_unix_ms());
+                        }
                         let appended = state.apply_batch(events, stamped_ms);
                         if self.pipeline.is_some() {
                             // Newly stored events (not duplicates) go to the leader's pipeline.

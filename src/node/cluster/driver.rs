@@ -226,7 +226,9 @@ impl Driver {
                 self.addrs.note_conf_entry(e);
             }
             self.storage.append(&entries)?;
-            self.storage.sync()?;
+            if !(crate::planted!(AckBeforeDurable) && self.raft.role() != Role::Leader) {
+                self.storage.sync()?;
+            }
         }
         if let Some(hs) = hard_state {
             self.storage.set_hard_state(hs)?;
@@ -277,6 +279,7 @@ impl Driver {
             o.round(&RoundView {
                 node: self.id,
                 term: self.raft.term(),
+                vote: self.raft.vote(),
                 role: self.raft.role(),
                 leader: self.raft.leader_id(),
                 commit: self.raft.commit_index(),

@@ -89,6 +89,8 @@ pub trait RaftObserver: Send + Sync + std::fmt::Debug {
 pub struct RoundView<'a> {
     pub node: NodeId,
     pub term: Term,
+    /// The vote cast in `term` (persisted before the round's messages went out).
+    pub vote: Option<NodeId>,
     pub role: Role,
     pub leader: Option<NodeId>,
     pub commit: Index,
