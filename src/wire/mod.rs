@@ -143,4 +143,6 @@ impl ReplyDecoder {
 }
 
 #[cfg(test)]
+mod consumer_tests;
+#[cfg(test)]
 mod tests;
