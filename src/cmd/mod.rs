@@ -1,6 +1,7 @@
 //! The client-side subcommands of `esc` (publish, fetch, tail, dlq) and how they read input and
 //! print output; `main.rs` holds the argument definitions and the server-side commands.
 
+pub mod consumers;
 pub mod dlq;
 pub mod output;
 pub mod payload;
