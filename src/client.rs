@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
+use crate::consumers::{ConsumerPosition, OffsetCommit};
 use crate::event::{Event, Priority, StoredEvent};
 use crate::rt::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use crate::rt::{self, net::TcpStream};
@@ -281,6 +282,32 @@ impl Client {
         }
     }
 
+    /// Records consumer `name`'s position on `topic` (the next offset it has not handled);
+    /// returns the position now recorded, once committed. `reset` lets it move back.
+    pub async fn commit(
+        &mut self,
+        name: &str,
+        topic: &str,
+        offset: u64,
+        reset: bool,
+    ) -> Result<u64, ClientError> {
+        let c = OffsetCommit { name: name.into(), topic: topic.into(), offset, reset };
+        match self.call(&Request::Commit(c)).await? {
+            Response::Committed { offset, .. } => Ok(offset),
+            Response::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Named consumers (`name` empty: all) with their committed positions, as the server knows them.
+    pub async fn consumers(&mut self, name: &str) -> Result<Vec<ConsumerPosition>, ClientError> {
+        match self.call(&Request::Consumers { name: name.into() }).await? {
+            Response::ConsumerList(list) => Ok(list),
+            Response::Error(e) => Err(ClientError::Server(e)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
     /// Round trip.
     pub async fn ping(&mut self) -> Result<(), ClientError> {
         match self.call(&Request::Ping).await? {
@@ -475,6 +502,29 @@ impl ClusterClient {
     /// An admin request, sent to the leader (status: to whichever member answers).
     pub async fn admin(&mut self, req: AdminRequest) -> Result<String, ClientError> {
         with_retry!(self, c => c.admin(req.clone()))
+    }
+
+    /// Commits a consumer position through the leader (see [`Client::commit`]); a retry is safe:
+    /// a position never moves back, so committing the same offset twice changes nothing.
+    pub async fn commit(
+        &mut self,
+        name: &str,
+        topic: &str,
+        offset: u64,
+        reset: bool,
+    ) -> Result<u64, ClientError> {
+        with_retry!(self, c => c.commit(name, topic, offset, reset))
+    }
+
+    /// Named consumers from whichever member answers (see [`Client::consumers`]).
+    pub async fn consumers(&mut self, name: &str) -> Result<Vec<ConsumerPosition>, ClientError> {
+        with_retry!(self, c => c.consumers(name))
+    }
+
+    /// The committed position of consumer `name` on `topic`, if it ever committed one.
+    pub async fn committed(&mut self, name: &str, topic: &str) -> Result<Option<u64>, ClientError> {
+        let list = self.consumers(name).await?;
+        Ok(list.iter().find(|p| p.topic == topic).map(|p| p.committed))
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod consumers;
 pub mod event;
 pub mod fdlimit;
 pub mod ingest;

@@ -96,6 +96,27 @@ enum Command {
         /// One JSON object per event (JSON Lines).
         #[arg(long)]
         json: bool,
+        /// A named consumer: start at its committed position (else at --from) and commit what
+        /// was printed every --commit-every events and at exit (at-least-once).
+        #[arg(long)]
+        consumer: Option<String>,
+        /// With --consumer: commit after this many events.
+        #[arg(long, default_value_t = 100, requires = "consumer")]
+        commit_every: u64,
+    },
+    /// List named consumers with their topic, committed offset, end offset and lag.
+    Consumers {
+        /// Cluster members (comma-separated); any member that answers lists them.
+        #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
+        addr: Vec<SocketAddr>,
+        /// Only the consumer with this name.
+        #[arg(long)]
+        consumer: Option<String>,
+        #[arg(long, default_value = "")]
+        token: String,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Cluster administration: status, add, remove, transfer.
     Admin {
@@ -295,7 +316,22 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, set, listen, repair } => serve(config, set, listen, repair).await,
         Command::Cluster { nodes, dir, base_port } => local_cluster(nodes, dir, base_port).await,
-        Command::Tail { addr, topic, from, linearizable, count, to_end, token, timeout, json } => {
+        Command::Consumers { addr, consumer, token, json } => {
+            cmd::consumers::list(addr, token, consumer, json).await
+        }
+        Command::Tail {
+            addr,
+            topic,
+            from,
+            linearizable,
+            count,
+            to_end,
+            token,
+            timeout,
+            json,
+            consumer,
+            commit_every,
+        } => {
             cmd::read::tail(cmd::read::TailOpts {
                 addrs: addr,
                 topic,
@@ -307,6 +343,8 @@ async fn main() -> ExitCode {
                 timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
                 json,
                 tls,
+                consumer,
+                commit_every,
             })
             .await
         }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use crate::consumers::{ConsumerError, ConsumerPosition, OffsetCommit};
 use crate::event::{Event, Priority, StoredEvent};
 use crate::rt::NodeClock;
 
@@ -30,6 +31,9 @@ pub enum ServiceError {
     Unsupported(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A consumer commit was refused (bad name or topic, past the end, too many consumers).
+    #[error("{0}")]
+    Consumer(#[from] ConsumerError),
 }
 
 /// Where one published event ended up.
@@ -115,6 +119,23 @@ pub trait EventService: Send + Sync + 'static {
     ) -> impl Future<Output = Result<String, ServiceError>> + Send + 'static + use<Self> {
         let _ = cmd;
         std::future::ready(Err(ServiceError::Unsupported("this node is not part of a cluster".into())))
+    }
+
+    /// Records a named consumer's position once it is committed (durable on a majority);
+    /// resolves to the position now recorded. A node without consumers does not support it.
+    fn commit_offset(
+        &self,
+        commit: OffsetCommit,
+    ) -> impl Future<Output = Result<u64, ServiceError>> + Send + 'static + use<Self> {
+        let _ = commit;
+        std::future::ready(Err(ServiceError::Unsupported("this node keeps no consumer positions".into())))
+    }
+
+    /// Named consumers (all, or those called `name`) with their committed positions, as this
+    /// node has applied them.
+    fn consumers(&self, name: Option<String>) -> Result<Vec<ConsumerPosition>, ServiceError> {
+        let _ = name;
+        Err(ServiceError::Unsupported("this node keeps no consumer positions".into()))
     }
 
     /// The service's own metrics in the Prometheus text format (appended to `GET /metrics`).

@@ -41,6 +41,8 @@ pub enum EntryClass {
     Publish(usize),
     /// A pipeline checkpoint.
     Checkpoint,
+    /// A named consumer's committed position.
+    CommitOffset,
     /// A new leader's empty entry.
     Noop,
     /// A membership change.
@@ -57,6 +59,7 @@ impl EntryClass {
             EntryKind::Normal => match Command::decode(e.data.clone()) {
                 Ok(Command::Publish { events, .. }) => EntryClass::Publish(events.len()),
                 Ok(Command::Checkpoint { .. }) => EntryClass::Checkpoint,
+                Ok(Command::CommitOffset(_)) => EntryClass::CommitOffset,
                 Err(_) => EntryClass::Undecodable,
             },
         }
@@ -66,6 +69,7 @@ impl EntryClass {
         match self {
             EntryClass::Publish(_) => "publish",
             EntryClass::Checkpoint => "checkpoint",
+            EntryClass::CommitOffset => "commit_offset",
             EntryClass::Noop => "noop",
             EntryClass::ConfChange => "conf",
             EntryClass::Undecodable => "undecodable",

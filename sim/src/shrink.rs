@@ -67,6 +67,7 @@ pub fn size(plan: &Plan) -> u64 {
             + plan.batches
             + plan.storm_clients
             + plan.peer_storm_clients
+            + plan.durable_consumers
             + drifting) as u64
         + durations
 }
@@ -188,6 +189,15 @@ pub fn stage_candidates(stage: Stage, plan: &Plan) -> Vec<Candidate> {
                     push(
                         format!("peer-storm clients {cur} → {v}"),
                         Plan { peer_storm_clients: v, ..plan.clone() },
+                    );
+                }
+            }
+            let cur = plan.durable_consumers;
+            for v in [0, cur / 2] {
+                if v < cur {
+                    push(
+                        format!("durable consumers {cur} → {v}"),
+                        Plan { durable_consumers: v, ..plan.clone() },
                     );
                 }
             }
@@ -507,6 +517,7 @@ mod tests {
             snapshot_entries: 64,
             peer_storm_clients: 0,
             linearizable_reader: true,
+            durable_consumers: 0,
         }
     }
 

@@ -2,6 +2,7 @@
 //! print output; `main.rs` holds the argument definitions and the server-side commands.
 
 pub mod cluster;
+pub mod consumers;
 pub mod dlq;
 pub mod output;
 pub mod payload;

@@ -7,6 +7,7 @@ use eventstreamcore::client::{ClientError, ClusterClient, Subscription};
 use eventstreamcore::rt;
 use serde_json::json;
 
+use super::consumers::Committer;
 use super::output::{event_json, event_line};
 
 fn cannot(addrs: &[SocketAddr], e: ClientError) -> String {
@@ -74,14 +75,45 @@ pub struct TailOpts {
     pub json: bool,
     /// `--tls-ca`: connect over TLS.
     pub tls: Option<eventstreamcore::tls::ClientTls>,
+    /// A named consumer: resume at its committed position and commit what was printed.
+    pub consumer: Option<String>,
+    /// Commit after this many events (with `consumer`).
+    pub commit_every: u64,
 }
 
 /// Follows a topic, printing events as they are committed.
 pub async fn tail(o: TailOpts) -> Result<(), String> {
+    if let Some(name) = &o.consumer {
+        eventstreamcore::consumers::validate_name(name).map_err(|e| e.to_string())?;
+    }
+    let mut committer = o.consumer.clone().map(|name| {
+        let mut c = ClusterClient::new(o.addrs.clone(), "esc-tail-commit", o.token.clone());
+        c.tls = o.tls.clone();
+        c.max_attempts = (4 * o.addrs.len() as u32).max(10);
+        Committer::new(c, name, o.topic.clone(), o.commit_every)
+    });
+    let from = match &mut committer {
+        Some(c) => c.resume_at(o.from).await?,
+        None => o.from,
+    };
+    let outcome = follow(&o, from, &mut committer).await;
+    // At exit (count reached, end reached, a signal, or an error): commit what was printed.
+    let committed = match &mut committer {
+        Some(c) => c.commit().await,
+        None => Ok(()),
+    };
+    outcome.and(committed)
+}
+
+async fn follow(o: &TailOpts, from: u64, committer: &mut Option<Committer>) -> Result<(), String> {
     let mut client = ClusterClient::new(o.addrs.clone(), "esc-tail", o.token.clone());
     client.tls = o.tls.clone();
     client.max_attempts = u32::MAX;
-    let mut sub = Subscription::new(client, o.topic.clone(), o.from, o.linearizable);
+    let mut sub = Subscription::new(client, o.topic.clone(), from, o.linearizable);
+    // Ctrl-C / SIGTERM end a consumer's tail cleanly (its position is committed on the way out).
+    let mut stop = std::pin::pin!(async {
+        if o.consumer.is_some() { rt::terminate_signal().await } else { std::future::pending().await }
+    });
     if o.to_end {
         sub.wait_ms = 0;
     }
@@ -90,7 +122,14 @@ pub async fn tail(o: TailOpts) -> Result<(), String> {
     loop {
         let at = sub.next_offset();
         let batch = sub.next_batch(1000);
-        let (events, end) = match o.timeout {
+        let batch = async {
+            rt::select! {
+                biased;
+                _ = &mut stop => Ok(None),
+                r = batch => r.map(Some),
+            }
+        };
+        let Some((events, end)) = match o.timeout {
             Some(limit) => rt::time::timeout(limit + poll, batch).await.map_err(|_| {
                 let why = if o.linearizable {
                     "a linearizable read needs a leader: is a majority of the cluster up?"
@@ -107,7 +146,10 @@ pub async fn tail(o: TailOpts) -> Result<(), String> {
             })?,
             None => batch.await,
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
         for s in &events {
             if o.json {
                 println!("{}", event_json(s));
@@ -115,6 +157,9 @@ pub async fn tail(o: TailOpts) -> Result<(), String> {
                 println!("{}", event_line(s));
             }
             seen += 1;
+            if let Some(c) = committer.as_mut() {
+                c.delivered(s.offset).await;
+            }
             if o.count.is_some_and(|c| seen >= c) {
                 return Ok(());
             }

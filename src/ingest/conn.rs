@@ -554,6 +554,13 @@ impl<S: EventService> Conn<S> {
                 m.acked_frames.inc();
                 self.handle_query(request_id, req);
             }
+            Inbound::Request {
+                request_id,
+                request: req @ (Request::Commit(_) | Request::Consumers { .. }),
+            } => {
+                m.acked_frames.inc();
+                self.handle_consumer(request_id, req);
+            }
             Inbound::BadRequest { request_id, error } => {
                 m.acked_frames.inc();
                 m.acked_errors.inc();
@@ -709,6 +716,45 @@ impl<S: EventService> Conn<S> {
             Done { replies: vec![(request_id, resp)], hold: None, reads: 1 }
         }));
         self.reads_pending += 1;
+    }
+
+    /// Queues the answer to a COMMIT (once committed) or CONSUMERS request; both need the
+    /// consume role, and a commit a topic this server allows.
+    fn handle_consumer(&mut self, request_id: u64, req: Request) {
+        let refused = match &req {
+            Request::Commit(c) if !self.shared.config.topic_allowed(&c.topic) => Some(ErrorFrame::new(
+                ErrorCode::UnknownTopic,
+                format!("topic `{}` is not allowed on this server", c.topic),
+            )),
+            _ => None,
+        };
+        if let Some(err) = self.denied(Some(Role::Consume)).or(refused) {
+            self.shared.metrics.acked_errors.inc();
+            self.pending.push_back(ready_reply(request_id, Response::Error(err)));
+            return;
+        }
+        let service = &self.shared.service;
+        match req {
+            Request::Commit(c) => {
+                let (name, topic) = (c.name.clone(), c.topic.clone());
+                let fut = service.commit_offset(c);
+                self.pending.push_back(Box::pin(async move {
+                    let resp = match fut.await {
+                        Ok(offset) => Response::Committed { name, topic, offset },
+                        Err(e) => Response::Error(error_frame(&e)),
+                    };
+                    vec![(request_id, resp)].into()
+                }));
+            }
+            Request::Consumers { name } => {
+                let resp = match service.consumers((!name.is_empty()).then_some(name)) {
+                    Ok(list) => Response::ConsumerList(list),
+                    Err(e) => Response::Error(error_frame(&e)),
+                };
+                self.pending.push_back(ready_reply(request_id, resp));
+            }
+            _ => unreachable!("only consumer requests are passed here"),
+        }
     }
 
     /// Why this connection may not make a request needing `need` (`None`: only a login when

@@ -26,6 +26,7 @@ pub fn error_frame(e: &ServiceError) -> ErrorFrame {
         }
         ServiceError::Unsupported(_) => f.code = ErrorCode::Unsupported,
         ServiceError::Internal(_) => {}
+        ServiceError::Consumer(_) => f.code = ErrorCode::InvalidCommit,
     }
     f
 }

@@ -4,11 +4,13 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::consumers::OffsetCommit;
 use crate::event::Event;
 use crate::event::codec::{CodecError, decode_events, encode_events, get_str16, put_str16};
 
 const TAG_PUBLISH: u8 = 1;
 const TAG_CHECKPOINT: u8 = 2;
+const TAG_COMMIT_OFFSET: u8 = 5;
 
 /// A replicated state-machine command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +20,8 @@ pub enum Command {
     /// The leader's event pipeline got this far: per topic the next unhandled offset, and the
     /// idempotency keys whose transactional effects happened since the last checkpoint.
     Checkpoint { positions: Vec<(String, u64)>, handled: Vec<(u64, u64)> },
+    /// A named consumer's position (see `node/consumers.rs`; never moves back unless `reset`).
+    CommitOffset(OffsetCommit),
 }
 
 /// A Raft entry that does not decode as a [`Command`] (written by a newer or broken node).
@@ -60,6 +64,7 @@ impl Command {
                 }
                 out.freeze()
             }
+            Command::CommitOffset(c) => super::consumers::encode_commit(TAG_COMMIT_OFFSET, c),
         }
     }
 
@@ -96,6 +101,9 @@ impl Command {
                 let handled = (0..k).map(|_| (data.get_u64(), data.get_u64())).collect();
                 Ok(Command::Checkpoint { positions, handled })
             }
+            TAG_COMMIT_OFFSET => super::consumers::decode_commit(data)
+                .map(Command::CommitOffset)
+                .ok_or(CommandError::Truncated),
             t => Err(CommandError::UnknownTag(t)),
         }
     }
@@ -122,9 +130,18 @@ mod tests {
             handled: vec![(1, 2)],
         };
         assert_eq!(Command::decode(cp.encode()).unwrap(), cp);
-        let bytes = cp.encode();
-        for cut in 1..bytes.len() {
-            assert!(Command::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+        let commit = Command::CommitOffset(OffsetCommit {
+            name: "c".into(),
+            topic: "t/1".into(),
+            offset: 9,
+            reset: true,
+        });
+        assert_eq!(Command::decode(commit.encode()).unwrap(), commit);
+        assert_eq!(commit.encode()[0], 5, "consumers own command tag 5");
+        for bytes in [cp.encode(), commit.encode()] {
+            for cut in 1..bytes.len() {
+                assert!(Command::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::consumers::{ConsumerPosition, OffsetCommit};
 use crate::event::Event;
 use crate::rt::NodeClock;
 
@@ -48,6 +49,17 @@ impl EventService for LocalNode {
         max: usize,
     ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
         std::future::ready(Ok(self.state().fetch(&topic, offset, max)))
+    }
+
+    fn commit_offset(
+        &self,
+        commit: OffsetCommit,
+    ) -> impl Future<Output = Result<u64, ServiceError>> + Send + 'static + use<> {
+        std::future::ready(self.state().commit_offset(&commit).map_err(ServiceError::Consumer))
+    }
+
+    fn consumers(&self, name: Option<String>) -> Result<Vec<ConsumerPosition>, ServiceError> {
+        Ok(self.state().consumers(name.as_deref()))
     }
 
     fn node_id(&self) -> u64 {

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod command;
+pub mod consumers;
 pub mod dedup;
 pub mod local;
 pub mod state;

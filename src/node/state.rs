@@ -10,7 +10,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::event::codec::{decode_events, encode_events, get_str16, put_str16};
 use crate::event::{Event, StoredEvent};
 
+use super::consumers::ConsumerTable;
 use super::dedup::{DedupConfig, DedupWindow};
+use crate::consumers::{ConsumerError, ConsumerPosition, OffsetCommit};
 use crate::service::{Appended, FetchReply};
 
 #[derive(Debug, Clone, Default)]
@@ -31,6 +33,8 @@ pub struct EventLogState {
     events_stored: u64,
     /// How far the leader's event pipeline has got, as recorded in the log (see [`Self::apply_checkpoint`]).
     progress: ProcessingProgress,
+    /// Named consumers' committed positions (`node/consumers.rs`).
+    consumers: ConsumerTable,
 }
 
 /// The event pipeline's replicated checkpoint: per topic the offset below which every event was
@@ -85,6 +89,7 @@ impl EventLogState {
             batches_applied: 0,
             events_stored: 0,
             progress: ProcessingProgress::default(),
+            consumers: ConsumerTable::default(),
         }
     }
 
@@ -129,6 +134,18 @@ impl EventLogState {
     /// Records the pipeline's checkpoint (positions never move back; keys are added).
     pub fn apply_checkpoint(&mut self, positions: &[(String, u64)], keys: &[(u64, u64)]) {
         self.progress.apply(positions, keys);
+    }
+
+    /// Records a named consumer's position (see [`ConsumerTable::commit`]); the topic's end is
+    /// this replica's, which every replica shares at this point of the log.
+    pub fn commit_offset(&mut self, c: &OffsetCommit) -> Result<u64, ConsumerError> {
+        let end = self.topics.get(&c.topic).map_or(0, |t| t.events.len() as u64);
+        self.consumers.commit(c, end)
+    }
+
+    /// Named consumers (all, or those called `name`) with their topic's end offset.
+    pub fn consumers(&self, name: Option<&str>) -> Vec<ConsumerPosition> {
+        self.consumers.list(name, |t| self.topics.get(t).map_or(0, |l| l.events.len() as u64))
     }
 
     /// The pipeline's replicated checkpoint.
@@ -247,6 +264,7 @@ impl EventLogState {
             out.put_u64(*p);
             out.put_u64(*q);
         }
+        self.consumers.encode(&mut out);
         out.freeze()
     }
 
@@ -336,6 +354,7 @@ impl EventLogState {
         }
         let keys: Vec<(u64, u64)> = (0..nkeys).map(|_| (b.get_u64(), b.get_u64())).collect();
         st.progress.apply(&positions, &keys);
+        st.consumers = ConsumerTable::decode(&mut b).map_err(SnapshotDecodeError)?;
         if b.has_remaining() {
             return Err(SnapshotDecodeError(format!("{} trailing bytes", b.remaining())));
         }
@@ -488,6 +507,32 @@ mod tests {
         let mut bad = snap.to_vec();
         bad[0] ^= 1;
         assert!(EventLogState::decode_snapshot(cfg, Bytes::from(bad)).is_err());
+    }
+
+    #[test]
+    fn consumer_positions_survive_a_snapshot_and_follow_the_topic_end() {
+        let commit =
+            |name: &str, offset, reset| OffsetCommit { name: name.into(), topic: "a".into(), offset, reset };
+        let mut s = EventLogState::new(DedupConfig::default());
+        assert!(matches!(
+            s.commit_offset(&commit("w", 1, false)),
+            Err(ConsumerError::PastEnd { end: 0, .. })
+        ));
+        s.apply_batch(vec![ev("a", 1, 1), ev("a", 1, 2), ev("a", 1, 3)], 10);
+        assert_eq!(s.commit_offset(&commit("w", 2, false)), Ok(2));
+        assert_eq!(s.commit_offset(&commit("w", 1, false)), Ok(2), "never moves back");
+        assert_eq!(s.commit_offset(&commit("r", 3, false)), Ok(3));
+        let snap = s.encode_snapshot();
+        let r = EventLogState::decode_snapshot(DedupConfig::default(), snap.clone()).unwrap();
+        assert_eq!(r.consumers(None), s.consumers(None));
+        let w = &r.consumers(Some("w"))[0];
+        assert_eq!((w.committed, w.end_offset, w.lag()), (2, 3, 1));
+        for cut in 0..snap.len() {
+            assert!(
+                EventLogState::decode_snapshot(DedupConfig::default(), snap.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

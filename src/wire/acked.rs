@@ -17,6 +17,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::consumers::{ConsumerPosition, OffsetCommit};
 use crate::event::{Event, Header, Priority, StoredEvent};
 
 /// First four bytes of every acknowledged-protocol frame.
@@ -42,11 +43,15 @@ pub enum Kind {
     Ping = 0x04,
     Read = 0x05,
     Admin = 0x06,
+    Commit = 0x0C,
+    Consumers = 0x0D,
     HelloOk = 0x81,
     Ack = 0x82,
     Fetched = 0x83,
     Pong = 0x84,
     AdminOk = 0x86,
+    Committed = 0x8C,
+    ConsumerList = 0x8D,
     Error = 0xFF,
 }
 
@@ -60,6 +65,10 @@ impl Kind {
             0x04 => Kind::Ping,
             0x05 => Kind::Read,
             0x06 => Kind::Admin,
+            0x0C => Kind::Commit,
+            0x0D => Kind::Consumers,
+            0x8C => Kind::Committed,
+            0x8D => Kind::ConsumerList,
             0x81 => Kind::HelloOk,
             0x82 => Kind::Ack,
             0x83 => Kind::Fetched,
@@ -97,6 +106,9 @@ pub enum ErrorCode {
     /// The client is authenticated (or anonymous) but its credential lacks the role the request
     /// needs (publish, consume or admin). Not retryable with the same credential.
     Forbidden = 10,
+    /// A COMMIT the server refuses: a bad consumer name or topic, an offset past the topic's
+    /// end, or a new consumer when the cluster already has the most it keeps.
+    InvalidCommit = 12,
 }
 
 impl ErrorCode {
@@ -113,6 +125,7 @@ impl ErrorCode {
             8 => ErrorCode::Unsupported,
             9 => ErrorCode::Unavailable,
             10 => ErrorCode::Forbidden,
+            12 => ErrorCode::InvalidCommit,
             _ => return None,
         })
     }
@@ -130,6 +143,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidCommit => "invalid_commit",
         }
     }
 
@@ -165,6 +179,10 @@ pub enum Request {
     Read { topic: String, offset: u64, max_events: u32, linearizable: bool, wait_ms: u32 },
     /// A cluster administration request, answered with [`Response::AdminOk`].
     Admin(AdminRequest),
+    /// Records a named consumer's position, answered with [`Response::Committed`] once committed.
+    Commit(OffsetCommit),
+    /// Lists named consumers (`name` empty: all), answered with [`Response::ConsumerList`].
+    Consumers { name: String },
 }
 
 /// Cluster administration.
@@ -185,6 +203,7 @@ const ADMIN_ADD: u8 = 1;
 const ADMIN_REMOVE: u8 = 2;
 const ADMIN_TRANSFER: u8 = 3;
 const READ_LINEARIZABLE: u8 = 0x01;
+const COMMIT_RESET: u8 = 0x01;
 
 /// The outcome of one event of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +266,14 @@ pub enum Response {
     Pong,
     /// An admin request succeeded; human-readable outcome.
     AdminOk(String),
+    /// A commit is durable; `offset` is the position now recorded (a lower one leaves it as it was).
+    Committed {
+        name: String,
+        topic: String,
+        offset: u64,
+    },
+    /// Named consumers with their committed positions and their topic's end.
+    ConsumerList(Vec<ConsumerPosition>),
     Error(ErrorFrame),
 }
 
@@ -325,6 +352,8 @@ pub enum BodyError {
     UnknownAdminOp(u8),
     #[error("reserved bits 0x{bits:02x} set in {what} (send 0)")]
     ReservedBits { what: &'static str, bits: u8 },
+    #[error("reserved flag bits set (flags 0x{0:02x})")]
+    ReservedFlags(u8),
 }
 
 impl BodyError {
@@ -627,6 +656,8 @@ impl Request {
             Request::Ping => Kind::Ping,
             Request::Read { .. } => Kind::Read,
             Request::Admin(_) => Kind::Admin,
+            Request::Commit(_) => Kind::Commit,
+            Request::Consumers { .. } => Kind::Consumers,
         }
     }
 
@@ -671,6 +702,13 @@ impl Request {
                 put_str16(out, raft);
                 put_str16(out, client);
             }
+            Request::Commit(c) => {
+                put_str16(out, &c.name);
+                put_str16(out, &c.topic);
+                out.put_u64(c.offset);
+                out.put_u8(if c.reset { COMMIT_RESET } else { 0 });
+            }
+            Request::Consumers { name } => put_str16(out, name),
         });
     }
 
@@ -719,6 +757,15 @@ impl Request {
                     other => return Err(BodyError::UnknownAdminOp(other)),
                 })
             }
+            Kind::Commit => {
+                let (name, topic, offset) = (r.str16("consumer name")?, r.str16("topic")?, r.u64("offset")?);
+                let flags = r.u8("commit flags")?;
+                if flags & !COMMIT_RESET != 0 {
+                    return Err(BodyError::ReservedFlags(flags));
+                }
+                Request::Commit(OffsetCommit { name, topic, offset, reset: flags & COMMIT_RESET != 0 })
+            }
+            Kind::Consumers => Request::Consumers { name: r.str16("consumer name")? },
             _ => return Err(BodyError::WrongDirection(frame.kind)),
         };
         r.finish()?;
@@ -741,6 +788,8 @@ impl Response {
             Response::Fetched { .. } => Kind::Fetched,
             Response::Pong => Kind::Pong,
             Response::AdminOk(_) => Kind::AdminOk,
+            Response::Committed { .. } => Kind::Committed,
+            Response::ConsumerList(_) => Kind::ConsumerList,
             Response::Error(_) => Kind::Error,
         }
     }
@@ -782,6 +831,20 @@ impl Response {
             }
             Response::Pong => {}
             Response::AdminOk(text) => put_bytes32(out, text.as_bytes()),
+            Response::Committed { name, topic, offset } => {
+                put_str16(out, name);
+                put_str16(out, topic);
+                out.put_u64(*offset);
+            }
+            Response::ConsumerList(list) => {
+                out.put_u32(u32::try_from(list.len()).expect("consumer count fits in u32"));
+                for c in list {
+                    put_str16(out, &c.name);
+                    put_str16(out, &c.topic);
+                    out.put_u64(c.committed);
+                    out.put_u64(c.end_offset);
+                }
+            }
             Response::Error(e) => put_error(out, e),
         });
     }
@@ -832,6 +895,21 @@ impl Response {
                 Response::AdminOk(
                     String::from_utf8(b.to_vec()).map_err(|_| BodyError::BadUtf8("admin reply"))?,
                 )
+            }
+            Kind::Committed => Response::Committed {
+                name: r.str16("consumer name")?,
+                topic: r.str16("topic")?,
+                offset: r.u64("offset")?,
+            },
+            Kind::ConsumerList => {
+                let n = r.count("consumers", 2 + 2 + 8 + 8, true)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (name, topic) = (r.str16("consumer name")?, r.str16("topic")?);
+                    let (committed, end_offset) = (r.u64("committed offset")?, r.u64("end offset")?);
+                    list.push(ConsumerPosition { name, topic, committed, end_offset });
+                }
+                Response::ConsumerList(list)
             }
             Kind::Error => Response::Error(read_error(&mut r)?),
             _ => return Err(BodyError::WrongDirection(frame.kind)),

@@ -143,6 +143,8 @@ impl ReplyDecoder {
 }
 
 #[cfg(test)]
+mod consumer_tests;
+#[cfg(test)]
 mod strict_tests;
 #[cfg(test)]
 mod tests;

@@ -7,12 +7,13 @@
             print(ev.offset, ev.payload)
 """
 
-from .client import Client, Tail
+from .client import Client, Consumer, Tail
 from .connection import Connection, parse_address
 from .errors import (
     ConnectionLost,
     EscError,
     Internal,
+    InvalidCommit,
     Malformed,
     NotLeader,
     Overloaded,
@@ -25,7 +26,7 @@ from .errors import (
     UnknownTopic,
     Unsupported,
 )
-from .protocol import Ack, Event, Fetched, Priority, ServerInfo, StoredEvent
+from .protocol import Ack, ConsumerPosition, Event, Fetched, Priority, ServerInfo, StoredEvent
 
 __version__ = "0.1.0"
 
@@ -33,11 +34,14 @@ __all__ = [
     "Ack",
     "Client",
     "Connection",
+    "Consumer",
+    "ConsumerPosition",
     "ConnectionLost",
     "EscError",
     "Event",
     "Fetched",
     "Internal",
+    "InvalidCommit",
     "Malformed",
     "NotLeader",
     "Overloaded",

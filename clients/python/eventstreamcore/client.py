@@ -270,6 +270,56 @@ class Client:
         committed (long-poll READs). With ``stop_at_end`` it stops at the topic's end instead."""
         return Tail(self, topic, offset, linearizable, wait_ms, max_events, stop_at_end)
 
+    # -- durable consumers ---------------------------------------------------------------
+
+    def commit(self, name: str, topic: str, offset: int, reset: bool = False) -> int:
+        """Records consumer ``name``'s position on ``topic`` (the next offset it has not handled)
+        once it is committed; returns the position now recorded. Positions never move back
+        unless ``reset``; a commit past the topic's end raises :class:`InvalidCommit`.
+        Retrying is safe (committing the same offset twice changes nothing)."""
+
+        def op(c: Connection) -> int:
+            reply = c.call(lambda rid: p.commit(rid, name, topic, offset, reset))
+            if not isinstance(reply, p.Committed):
+                c.close()
+                raise ProtocolError("COMMIT was not answered with COMMITTED")
+            return reply.offset
+
+        return self._with_retry(op)
+
+    def consumers(self, name: str = "") -> List[p.ConsumerPosition]:
+        """Named consumers (``name`` empty: all) with committed offset, topic end and lag, as
+        the member that answers knows them."""
+
+        def op(c: Connection) -> List[p.ConsumerPosition]:
+            reply = c.call(lambda rid: p.consumers(rid, name))
+            if not isinstance(reply, list):
+                c.close()
+                raise ProtocolError("CONSUMERS was not answered with CONSUMER_LIST")
+            return reply
+
+        return self._with_retry(op)
+
+    def committed(self, name: str, topic: str) -> Optional[int]:
+        """Consumer ``name``'s committed position on ``topic``, or None if it never committed."""
+        for c in self.consumers(name):
+            if c.topic == topic:
+                return c.committed
+        return None
+
+    def consume(
+        self,
+        name: str,
+        topic: str,
+        commit_every: int = 100,
+        from_offset: int = 0,
+        wait_ms: int = 10_000,
+        stop_at_end: bool = False,
+    ) -> "Consumer":
+        """A durable :class:`Consumer` called ``name`` on ``topic``: resumes at its committed
+        position (``from_offset`` if it has none) and commits as it goes (at-least-once)."""
+        return Consumer(self, name, topic, commit_every, from_offset, wait_ms, stop_at_end)
+
     # -- administration ------------------------------------------------------------------
 
     def _admin(self, op: int, node: int = 0, raft_addr: str = "", client_addr: str = "") -> str:
@@ -343,6 +393,73 @@ class Tail:
             elif self.stop_at_end:
                 raise StopIteration
         return self._page.popleft()
+
+
+class Consumer:
+    """Iterator of a named consumer's events. An event counts as handled once the next one is
+    asked for; every ``commit_every`` handled events the position is committed, and again when
+    the iteration ends at the topic's end or the consumer is closed (``with`` block exited
+    without an exception: the last event counts as handled too). A crash loses at most the
+    events since the last commit, which the next incarnation gets again (at-least-once)."""
+
+    def __init__(
+        self, client: Client, name: str, topic: str, commit_every: int, from_offset: int, wait_ms: int, stop_at_end: bool
+    ) -> None:
+        if commit_every < 1:
+            raise ValueError("commit_every must be at least 1")
+        self.client = client
+        self.name = name
+        self.topic = topic
+        self.commit_every = commit_every
+        committed = client.committed(name, topic)
+        #: Where this incarnation started: the committed position, or ``from_offset``.
+        self.start_offset = from_offset if committed is None else committed
+        self._tail = Tail(client, topic, self.start_offset, False, wait_ms, 1000, stop_at_end)
+        self._last: Optional[int] = None  # offset of the last event yielded
+        self._handled: Optional[int] = None  # one past the last handled event
+        self._since = 0
+
+    def __iter__(self) -> Iterator[p.StoredEvent]:
+        return self
+
+    def __next__(self) -> p.StoredEvent:
+        if self._last is not None:
+            self._handled, self._last = self._last + 1, None
+            self._since += 1
+            if self._since >= self.commit_every:
+                self._commit(self._handled)
+        try:
+            ev = next(self._tail)
+        except StopIteration:
+            self._commit(self._handled)
+            raise
+        self._last = ev.offset
+        return ev
+
+    def _commit(self, upto: Optional[int]) -> None:
+        if upto is not None and self._since > 0:
+            self.client.commit(self.name, self.topic, upto)
+            self._since = 0
+
+    def commit(self) -> None:
+        """Commits every event yielded so far (the last one included) now."""
+        if self._last is not None:
+            self._handled, self._last = self._last + 1, None
+            self._since += 1
+        self._commit(self._handled)
+
+    def close(self) -> None:
+        """Commits everything yielded (see :meth:`commit`)."""
+        self.commit()
+
+    def __enter__(self) -> "Consumer":
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._commit(self._handled)
 
 
 def _b(v: Union[bytes, str]) -> bytes:

@@ -12,6 +12,7 @@ UNAUTHORIZED = 6
 INTERNAL = 7
 UNSUPPORTED = 8
 UNAVAILABLE = 9
+INVALID_COMMIT = 12
 
 CODE_NAMES: Dict[int, str] = {
     MALFORMED: "malformed",
@@ -23,6 +24,7 @@ CODE_NAMES: Dict[int, str] = {
     INTERNAL: "internal",
     UNSUPPORTED: "unsupported",
     UNAVAILABLE: "unavailable",
+    INVALID_COMMIT: "invalid_commit",
 }
 
 
@@ -113,6 +115,11 @@ class Unavailable(ServerError):
     """Code 9: the cluster could not commit; the outcome is unknown, retry with the same keys."""
 
 
+class InvalidCommit(ServerError):
+    """Code 12: a COMMIT refused: bad consumer name or topic, an offset past the topic's end, or
+    a new consumer when the cluster keeps the most it can. Not retryable as it stands."""
+
+
 _BY_CODE: Dict[int, Type[ServerError]] = {
     MALFORMED: Malformed,
     TOO_LARGE: TooLarge,
@@ -123,6 +130,7 @@ _BY_CODE: Dict[int, Type[ServerError]] = {
     INTERNAL: Internal,
     UNSUPPORTED: Unsupported,
     UNAVAILABLE: Unavailable,
+    INVALID_COMMIT: InvalidCommit,
 }
 
 

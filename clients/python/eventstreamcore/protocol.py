@@ -20,8 +20,11 @@ MAX_FRAME = 1 << 30
 
 # Request kinds.
 HELLO, PUBLISH, FETCH, PING, READ, ADMIN = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
+COMMIT, CONSUMERS = 0x0C, 0x0D
 # Reply kinds.
 HELLO_OK, ACK, FETCHED, PONG, ADMIN_OK, ERROR = 0x81, 0x82, 0x83, 0x84, 0x86, 0xFF
+COMMITTED, CONSUMER_LIST = 0x8C, 0x8D
+COMMIT_RESET = 0x01
 
 ADMIN_STATUS, ADMIN_ADD, ADMIN_REMOVE, ADMIN_TRANSFER = 0, 1, 2, 3
 READ_LINEARIZABLE = 0x01
@@ -138,7 +141,31 @@ class ServerInfo:
     max_frame_bytes: int
 
 
-Reply = Union[ServerInfo, List[Ack], Fetched, str, None, ServerError]
+@dataclass
+class Committed:
+    """A COMMIT is durable: ``offset`` is the position now recorded (a lower offset than the
+    recorded one leaves it unchanged, unless the commit was a reset)."""
+
+    name: str
+    topic: str
+    offset: int
+
+
+@dataclass
+class ConsumerPosition:
+    """A named consumer: the next offset it has not handled (``committed``) and its topic's end."""
+
+    name: str
+    topic: str
+    committed: int
+    end_offset: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end_offset - self.committed)
+
+
+Reply = Union[ServerInfo, List[Ack], Fetched, str, None, ServerError, Committed, List[ConsumerPosition]]
 
 
 # --- encoding -----------------------------------------------------------------------------
@@ -210,6 +237,18 @@ def admin(request_id: int, op: int, node: int = 0, raft_addr: str = "", client_a
     """ADMIN: every op carries all four fields (the addresses are empty except for op 1)."""
     body = struct.pack(">BQ", op, node) + _str16(raft_addr, "raft address") + _str16(client_addr, "client address")
     return encode_frame(ADMIN, request_id, body)
+
+
+def commit(request_id: int, name: str, topic: str, offset: int, reset: bool = False) -> bytes:
+    """COMMIT: consumer ``name``'s position on ``topic`` (the next offset it has not handled)."""
+    body = _str16(name, "consumer name") + _str16(topic, "topic")
+    body += struct.pack(">QB", offset, COMMIT_RESET if reset else 0)
+    return encode_frame(COMMIT, request_id, body)
+
+
+def consumers(request_id: int, name: str = "") -> bytes:
+    """CONSUMERS: the consumers called ``name`` (empty: all)."""
+    return encode_frame(CONSUMERS, request_id, _str16(name, "consumer name"))
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -325,6 +364,13 @@ def decode_reply(head: bytes, body: bytes, trailer: bytes) -> Tuple[int, Reply]:
             out = r.bytes32("admin text").decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError("admin reply is not valid UTF-8") from None
+    elif kind == COMMITTED:
+        out = Committed(r.str16("consumer name"), r.str16("topic"), r.u64("offset"))
+    elif kind == CONSUMER_LIST:
+        out = [
+            ConsumerPosition(r.str16("consumer name"), r.str16("topic"), r.u64("committed"), r.u64("end offset"))
+            for _ in range(r.u32("consumer count"))
+        ]
     elif kind == ERROR:
         out = _error(r)
     else:

@@ -197,6 +197,10 @@ pub struct Plan {
     /// as it always did.
     #[serde(default)]
     pub linearizable_reader: bool,
+    /// Named consumers that crash and resume from their committed position (see
+    /// `scenarios/durable.rs`). Drawn from a stream of their own; a plan without it runs none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub durable_consumers: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -314,6 +318,7 @@ impl Plan {
             peer_storm_clients: 0,
             // Derived, not drawn: the random stream stays as it was.
             linearizable_reader: true,
+            durable_consumers: 0,
         }
     }
 
@@ -322,8 +327,16 @@ impl Plan {
         self.peer_storm_clients = if rng.random_bool(0.35) { rng.random_range(2..=4) } else { 0 };
     }
 
+    /// Draws the durable consumers (1–3) from `rng`, a stream of their own.
+    fn draw_durable_consumers(&mut self, rng: &mut NodeRng) {
+        self.durable_consumers = rng.random_range(1..=3);
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
+        if self.durable_consumers > 50 {
+            return Err(format!("durable_consumers = {} (at most 50)", self.durable_consumers));
+        }
         if !(1..=9).contains(&self.nodes) {
             return Err(format!("nodes = {} (1 to 9 members)", self.nodes));
         }
@@ -391,9 +404,11 @@ impl Plan {
                     format!(" at {:.1}s for {:.1}s", self.storm_at_ms as f64 / 1000.0, ms as f64 / 1000.0)
                 }
             },
-            match self.peer_storm_clients {
-                0 => String::new(),
-                n => format!(", {n} peer-storm clients"),
+            match (self.peer_storm_clients, self.durable_consumers) {
+                (0, 0) => String::new(),
+                (n, 0) => format!(", {n} peer-storm clients"),
+                (0, d) => format!(", {d} durable consumers"),
+                (n, d) => format!(", {n} peer-storm clients, {d} durable consumers"),
             },
             self.drift_ppm
         );
@@ -790,9 +805,12 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     // other draw of the run (and the golden runs) stays what it was.
     let mut peer_rng = rng.clone();
     peer_rng.set_stream(PEER_STORM_STREAM);
+    let mut durable_rng = rng.clone();
+    durable_rng.set_stream(super::durable::DURABLE_STREAM);
     let max_drift = opts.max_drift_ppm.unwrap_or(DEFAULT_MAX_DRIFT_PPM);
     let mut plan = Plan::generate(&mut rng, shape, max_drift);
     plan.draw_peer_storm(&mut peer_rng);
+    plan.draw_durable_consumers(&mut durable_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -866,6 +884,27 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             force_linearizable: none_linearizable && c == 0,
         };
         consumers.push(node.spawn(async move { consumer(c, addrs, history, crng, how).await }));
+    }
+    let durable_traces = super::durable::Traces::default();
+    for d in 0..plan.durable_consumers {
+        let node = handle
+            .create_node()
+            .name(format!("durable-consumer-{d}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 5, 0, d as u8 + 1)))
+            .build();
+        let (mut addrs, mut drng) = (addrs.clone(), rt::rng::split(&mut durable_rng));
+        addrs.shuffle(&mut drng);
+        let how = super::durable::DurableRun {
+            name: format!("durable-{d}"),
+            topic: TOPICS[d % TOPICS.len()],
+            until: t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10),
+        };
+        let (traces, history) = (durable_traces.clone(), history.clone());
+        consumers.push(node.spawn(async move {
+            if let Err(e) = super::durable::durable_consumer(addrs, how, drng, traces).await {
+                history.violation(e);
+            }
+        }));
     }
 
     let storm_stats = Arc::new(Mutex::new(StormStats::default()));
@@ -1111,7 +1150,8 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     let converged = converged_states.is_some();
     let states = converged_states.unwrap_or_default();
     let data = history.snapshot();
-    let failure = judge(&watch, liveness_failed, converged, &slots, &data, &states, &plan);
+    let failure = judge(&watch, liveness_failed, converged, &slots, &data, &states, &plan)
+        .or_else(|| super::durable::check(&durable_traces, &states).err());
     let mut d = eventstreamcore::node::state::Fnv64::default();
     for (id, s) in &states {
         d.write_u64(*id);
@@ -1132,6 +1172,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         watch.rounds(),
         data.counters,
     );
+    let summary = if plan.durable_consumers > 0 {
+        format!("{summary}\n{}", super::durable::describe(&durable_traces))
+    } else {
+        summary
+    };
     let disk = disk_tally(&slots);
     let summary = format!(
         "{summary}\ndisks: {} power failures, {} torn writes, {} injected failures",

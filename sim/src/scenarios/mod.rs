@@ -2,6 +2,7 @@
 //! seed replays the same run bit for bit.
 
 pub mod cluster;
+pub mod durable;
 pub mod ingest;
 pub mod pipeline;
 

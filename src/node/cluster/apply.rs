@@ -26,6 +26,12 @@ impl Driver {
                         }
                         Ok(appended)
                     }
+                    Ok(Command::CommitOffset(c)) => state
+                        .commit_offset(&c)
+                        .map(|next| {
+                            vec![Appended { topic: c.topic.as_str().into(), offset: next, duplicate: false }]
+                        })
+                        .map_err(ServiceError::Consumer),
                     Ok(Command::Checkpoint { positions, handled }) => {
                         state.apply_checkpoint(&positions, &handled);
                         Err(unavailable("superseded by a pipeline checkpoint"))

@@ -101,6 +101,7 @@ impl Driver {
             Cmd::Publish { reply, .. } => drop(reply.send(Err(err.clone()))),
             Cmd::Checkpoint { .. } => {}
             Cmd::Read { reply } => drop(reply.send(Err(err.clone()))),
+            Cmd::Commit { reply, .. } => drop(reply.send(Err(err.clone()))),
             Cmd::Admin { reply, .. } => drop(reply.send(Err(err.clone()))),
             Cmd::HandOver { reply } => drop(reply.send(Err(err.clone()))),
         }
@@ -182,6 +183,7 @@ impl Driver {
             }
             Cmd::Admin { req, reply } => self.admin_request(req, reply, now),
             Cmd::HandOver { reply } => self.hand_over(reply),
+            Cmd::Commit { commit, reply } => self.propose_commit(commit, reply, now),
         }
     }
 

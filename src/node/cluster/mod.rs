@@ -28,6 +28,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::command::Command;
 use super::{DedupConfig, EventLogState};
 use crate::config::ClusterConfig;
+use crate::consumers::{ConsumerPosition, OffsetCommit};
 use crate::event::Event;
 use crate::event::codec::{get_str16, put_str16};
 use crate::raft::{
@@ -46,6 +47,7 @@ use crate::wal::{RaftStorage, StorageError, StorageOptions};
 mod addresses;
 mod admin;
 mod apply;
+mod consumers;
 mod driver;
 mod handover;
 mod leader;
@@ -217,6 +219,11 @@ enum Cmd {
     },
     Read {
         reply: Reply<()>,
+    },
+    /// A consumer position to commit (answered like a publish, with the recorded position).
+    Commit {
+        commit: OffsetCommit,
+        reply: Reply<Vec<Appended>>,
     },
     Admin {
         req: AdminCommand,
@@ -546,6 +553,17 @@ impl EventService for ClusterNode {
         self.call(Cmd::Admin { req, reply }, rx)
     }
 
+    fn commit_offset(
+        &self,
+        commit: OffsetCommit,
+    ) -> impl Future<Output = Result<u64, ServiceError>> + Send + 'static + use<> {
+        self.commit(commit)
+    }
+
+    fn consumers(&self, name: Option<String>) -> Result<Vec<ConsumerPosition>, ServiceError> {
+        Ok(self.state().consumers(name.as_deref()))
+    }
+
     fn render_metrics(&self) -> String {
         let st = self.status();
         let mut out = String::new();
@@ -588,6 +606,7 @@ impl EventService for ClusterNode {
         if let Some(p) = lock(&self.shared.pipeline).as_ref() {
             out.push_str(&p.render_metrics());
         }
+        out.push_str(&super::consumers::render_lag(&self.state().consumers(None)));
         out
     }
 
