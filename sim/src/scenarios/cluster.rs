@@ -55,6 +55,9 @@ const CLIENT_PORT: u16 = 7070;
 const RAFT_PORT: u16 = 7170;
 /// The ChaCha stream the peer storm draws from (the run's other draws use stream 0).
 const PEER_STORM_STREAM: u64 = 0x7065_6572;
+/// The ChaCha stream the fault layers of #15 (crashes inside disk operations, …) draw from, so
+/// the faults a seed drew before them stay what they were.
+const FAULT_LAYERS_STREAM: u64 = 0x6c61_7972;
 /// Faults happen within this window after the start; then the network heals.
 const FAULT_WINDOW: Duration = Duration::from_secs(12);
 /// After healing, a leader must commit a new write within this long.
@@ -101,6 +104,11 @@ pub enum Fault {
     /// Membership change under faults: remove a member (through the leader), wipe its disk, and
     /// after `down_ms` add it back as a new, empty learner that catches up and becomes a voter.
     Rejoin { node: usize, down_ms: u64 },
+    /// Power fails inside a disk operation: the member's WAL disk lets `after_ops` more
+    /// operations through, then the power goes in the middle of the next one (an interrupted
+    /// append or write may land in part, torn); the member dies there and restarts after
+    /// `down_ms`. Disarmed at the end of the fault window if it never struck.
+    DiskCrash { node: usize, after_ops: u64, down_ms: u64 },
 }
 
 /// How an injected disk fault shows.
@@ -325,6 +333,20 @@ impl Plan {
         self.peer_storm_clients = if rng.random_bool(0.35) { rng.random_range(2..=4) } else { 0 };
     }
 
+    /// Draws the fault layers' faults (half the seeds get one or two crashes inside disk
+    /// operations) from `rng`, a stream of its own, and adds them to the plan in time order.
+    fn draw_fault_layers(&mut self, rng: &mut NodeRng) {
+        if rng.random_bool(0.5) {
+            for _ in 0..rng.random_range(1..=2) {
+                let at_ms = rng.random_range(500..self.fault_window_ms);
+                let node = rng.random_range(0..self.nodes);
+                let (after_ops, down_ms) = (rng.random_range(0..60), rng.random_range(100..2_000));
+                self.faults.push(Step { at_ms, fault: Fault::DiskCrash { node, after_ops, down_ms } });
+            }
+        }
+        self.faults.sort_by_key(|f| f.at_ms);
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=9).contains(&self.nodes) {
@@ -359,7 +381,8 @@ impl Plan {
                 | Fault::Pause { node, .. }
                 | Fault::StepClock { node, .. }
                 | Fault::Disk { node, .. }
-                | Fault::Rejoin { node, .. } => ok(node),
+                | Fault::Rejoin { node, .. }
+                | Fault::DiskCrash { node, .. } => ok(node),
                 Fault::Bridge { bridge, side } => ok(bridge) && side.iter().all(ok),
                 Fault::PacketLoss { pct, .. } => *pct <= 100,
                 Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
@@ -659,6 +682,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng)
     let max_drift = opts.max_drift_ppm.unwrap_or(DEFAULT_MAX_DRIFT_PPM);
     let mut plan = Plan::generate(rng, shape, max_drift);
     plan.draw_peer_storm(&mut peer_rng);
+    let mut layers_rng = rng.clone();
+    layers_rng.set_stream(FAULT_LAYERS_STREAM);
+    plan.draw_fault_layers(&mut layers_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {

@@ -44,6 +44,9 @@ pub(super) struct FaultInjector<'a> {
     rejoins: Vec<madsim::task::JoinHandle<()>>,
     /// One membership change at a time (single-server changes).
     rejoin_busy: Arc<AtomicBool>,
+    /// A member whose disk has a crash armed is not removed for a membership change until then
+    /// (wiping its disk would run into the crash).
+    armed_until: Vec<rt::time::Instant>,
 }
 
 /// What the injector is given (the rest it makes itself).
@@ -74,6 +77,7 @@ impl<'a> FaultInjector<'a> {
             admin_node,
             rejoins: Vec::new(),
             rejoin_busy: Arc::new(AtomicBool::new(false)),
+            armed_until: vec![t0; plan.nodes],
             handle,
             net,
             ids,
@@ -154,6 +158,7 @@ impl<'a> FaultInjector<'a> {
             }
             Fault::Disk { node, error, down_ms } => self.disk_fault(*node, *error, *down_ms),
             Fault::Rejoin { node, down_ms } => self.rejoin(*node, *down_ms),
+            Fault::DiskCrash { node, after_ops, down_ms } => self.disk_crash(*node, *after_ops, *down_ms),
             Fault::Pause { node, ms } => {
                 self.handle.pause(self.ids[*node]);
                 let label = format!("paused {:.1} s", *ms as f64 / 1000.0);
@@ -263,8 +268,45 @@ impl<'a> FaultInjector<'a> {
         });
     }
 
+    /// Arms a power failure inside one of the member's next disk operations; when it strikes,
+    /// the member is killed there (its disks power-fail, the interrupted write torn) and
+    /// restarted after `down_ms`. Other crashes and disk faults skip the member while it is armed.
+    fn disk_crash(&mut self, node: usize, after_ops: u64, down_ms: u64) {
+        if rt::time::now() < self.down_until[node] {
+            self.history.count("disk_crash_while_down_skipped");
+            return;
+        }
+        self.down_until[node] = self.fault_end;
+        self.armed_until[node] = self.fault_end;
+        let slot = self.slots[node].handles();
+        let latch = slot.disk.arm_crash(after_ops);
+        self.log.mark(Some(node), format!("power fail armed: {after_ops} disk ops on"));
+        let (h, id, history, log) =
+            (self.handle.clone(), self.ids[node], self.history.clone(), self.log.clone());
+        let (mut trng, give_up) = (rt::rng::split(&mut self.tear_rng), self.fault_end);
+        madsim::task::spawn(async move {
+            rt::select! {
+                biased;
+                _ = latch.wait() => {}
+                _ = rt::time::sleep_until(give_up) => {
+                    if !slot.disk.disarm_crash() {
+                        history.count("disk_crash_never_struck");
+                        return;
+                    }
+                }
+            }
+            history.count("crashes_inside_disk_ops");
+            log.span(node, down_ms, SpanKind::Down, "power fail inside a disk operation");
+            crash(&h, id, &slot, &mut trng, Duration::from_millis(down_ms));
+        });
+    }
+
     /// Starts a membership change: remove the member, wipe it, add it back after `down_ms`.
     fn rejoin(&mut self, node: usize, down_ms: u64) {
+        if rt::time::now() < self.armed_until[node] {
+            self.history.count("rejoin_skipped_disk_crash_armed");
+            return;
+        }
         if self.rejoin_busy.swap(true, Ordering::SeqCst) {
             self.history.count("rejoin_skipped_busy");
             return;

@@ -161,11 +161,7 @@ pub(super) fn judge(
 pub(super) fn disk_tally(slots: &[MemberSlot]) -> eventstreamcore::rt::disk::SimDiskStats {
     let mut t = eventstreamcore::rt::disk::SimDiskStats::default();
     for s in slots.iter().flat_map(|s| [s.disk.stats(), s.dlq.stats()]) {
-        t.writes += s.writes;
-        t.syncs += s.syncs;
-        t.power_failures += s.power_failures;
-        t.torn_writes += s.torn_writes;
-        t.injected_failures += s.injected_failures;
+        t.add(&s);
     }
     t
 }
@@ -254,8 +250,12 @@ pub(super) fn summarize(
         data.counters,
     );
     let summary = format!(
-        "{summary}\ndisks: {} power failures, {} torn writes, {} injected failures",
-        disk.power_failures, disk.torn_writes, disk.injected_failures
+        "{summary}\ndisks: {} power failures, {} torn writes, {} injected failures, {} crashes inside disk operations, {} repaired tails",
+        disk.power_failures,
+        disk.torn_writes,
+        disk.injected_failures,
+        disk.crashes_in_ops,
+        disk.repaired_tails
     );
     let summary = if plan.storm_clients > 0 {
         format!("{summary}\n{}", storms.storm_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
