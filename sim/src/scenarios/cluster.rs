@@ -2,7 +2,7 @@
 //! `ClusterNode` + `IngestServer` members on simulated TCP and `SimDisk`s, under a seeded fault
 //! plan — partitions (isolate a member or whoever leads, random halves, a bridge member, one-way
 //! links), packet loss and latency spikes, crashes with `power_fail()` (unsynced writes lost, the
-//! last one possibly torn) and restarts, disk write/fsync failures and full disks, pauses, clock
+//! last one possibly torn) and restarts, power failures inside a disk operation (`disk_crash`), disk write/fsync failures and full disks, pauses, clock
 //! drift and steps, membership changes (remove, wipe, add back), storms of hostile TCP
 //! clients, and in some seeds a peer-port storm (garbage, wrong secrets, replayed handshakes, an
 //! insider's impossible terms and indexes; [`crate::peer_storm`]) — while producers publish with idempotency keys through `ClusterClient` (redirects,
@@ -558,6 +558,12 @@ async fn member_main(env: MemberEnv) {
     if drift != 0 {
         clock.set_drift_ppm(drift);
     }
+    // A machine's clock does not reset when its process restarts: the new incarnation's wall
+    // clock goes on from the old one's reading (its steps and the drift it accumulated kept;
+    // differences under a millisecond are rounding, not state).
+    if let Some(old) = clock_slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        continue_clock(old, &clock);
+    }
     *clock_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock.clone());
     let join = joining.load(std::sync::atomic::Ordering::SeqCst);
     let mut config = Config::default();
@@ -602,6 +608,15 @@ async fn member_main(env: MemberEnv) {
         Err(e) => panic!("member {} cannot start: {e}", i + 1),
     };
     let _ = server.run().await;
+}
+
+/// Sets `new`'s wall clock to go on from `old`'s reading (a restarted process on the same
+/// machine); a difference under a millisecond is rounding and left alone.
+fn continue_clock(old: &NodeClock, new: &NodeClock) {
+    let delta = i128::from(old.wall_unix_ns()) - i128::from(new.wall_unix_ns());
+    if delta.abs() >= 1_000_000 {
+        new.step_wall(delta);
+    }
 }
 
 /// The token of the simulated operator's admin credential (membership changes need one).
@@ -1016,6 +1031,19 @@ async fn consumer(c: usize, addrs: Vec<SocketAddr>, history: History, mut rng: N
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_restarted_member_keeps_its_clock_steps() {
+        let old = NodeClock::new();
+        old.step_wall(3_000_000_000);
+        let fresh = NodeClock::new();
+        let gap = |a: &NodeClock, b: &NodeClock| {
+            (i128::from(a.wall_unix_ns()) - i128::from(b.wall_unix_ns())).abs()
+        };
+        assert!(gap(&old, &fresh) >= 2_999_000_000, "a fresh clock forgets the step");
+        continue_clock(&old, &fresh);
+        assert!(gap(&old, &fresh) < 1_000_000, "the new incarnation goes on from the old reading");
+    }
 
     #[test]
     fn plans_round_trip_through_toml_and_validate() {
