@@ -67,6 +67,7 @@ fn every_fault_kind_happens() {
             "CrashMany {",
             "Disk {",
             "Rejoin {",
+            "DiskCrash {",
             "Pause {",
             "StepClock {",
             "storm:",
@@ -76,15 +77,46 @@ fn every_fault_kind_happens() {
                 seen.insert(kind);
             }
         }
-        for counter in ["\"crashes\"", "\"disk_faults\"", "\"members_added_back\"", "\"leader_isolated\""] {
+        for counter in [
+            "\"crashes\"",
+            "\"disk_faults\"",
+            "\"members_added_back\"",
+            "\"leader_isolated\"",
+            "\"crashes_inside_disk_ops\"",
+        ] {
             if summary.contains(counter) {
                 seen.insert(counter);
             }
         }
     }
-    assert_eq!(seen.len(), 19, "fault kinds seen in 60 seeds: {seen:?}");
+    assert_eq!(seen.len(), 21, "fault kinds seen in 60 seeds: {seen:?}");
     // The disks' power failures are counted (the sweep summary sums them, with the torn writes).
     assert!(power_failures > 0, "no power failure counted in 60 seeds ({torn} torn writes)");
+}
+
+/// Issue 15: the power fails inside a disk operation of a member (between two writes of a round,
+/// or in the middle of one, which then lands in part): the member dies there, its recovery cuts
+/// the torn tail, and the run's checkers pass (no acked event lost, replicas equal).
+#[test]
+fn a_power_failure_inside_a_disk_operation_tears_the_wal_and_recovery_repairs_it() {
+    let (mut struck, mut torn, mut repaired) = (0, 0, 0);
+    for after_ops in [0, 1, 2, 3, 5, 8, 13, 21] {
+        let plan = format!(
+            "nodes = 3\ndrift_ppm = [0, 0, 0]\nproducers = 4\nbatches = 20\nconsumers = 1\nthink_ms = 300\n\
+             faults = [{{ at_ms = 1500, kind = \"disk_crash\", node = {}, after_ops = {after_ops}, down_ms = 800 }}]\n",
+            after_ops % 3
+        );
+        let opts = eventstreamcore_sim::scenarios::Options { plan: Some(plan), ..default_options() };
+        let r = runner::run_seed("cluster", after_ops, opts);
+        assert!(!r.failed(), "{}", r.failure_report());
+        let o = r.outcome.expect("passed");
+        assert!(o.summary.contains("crashes inside disk operations"), "{}", o.summary);
+        struck += o.disk.crashes_in_ops;
+        torn += o.disk.torn_writes;
+        repaired += o.disk.repaired_tails;
+    }
+    assert_eq!(struck, 8, "every armed crash strikes inside a disk operation of its member");
+    assert!(torn > 0 && repaired > 0, "{torn} torn writes, {repaired} repaired tails in 8 runs");
 }
 
 /// Issue 11: a peer-port storm — garbage, wrong secrets, replayed handshakes, and an insider's

@@ -305,8 +305,12 @@ impl SweepReport {
             self.failures.len()
         ) + &if self.disk.power_failures > 0 {
             format!(
-                "; disks: {} power failures, {} torn writes, {} injected failures",
-                self.disk.power_failures, self.disk.torn_writes, self.disk.injected_failures
+                "; disks: {} power failures, {} torn writes, {} repaired tails, {} crashes inside disk operations, {} injected failures",
+                self.disk.power_failures,
+                self.disk.torn_writes,
+                self.disk.repaired_tails,
+                self.disk.crashes_in_ops,
+                self.disk.injected_failures
             )
         } else {
             String::new()
@@ -341,12 +345,7 @@ pub fn sweep(
                     sim_ns.fetch_add(r.simulated.as_nanos() as u64, Ordering::Relaxed);
                     on_done(&r);
                     if let Ok(report) = &r.outcome {
-                        let mut t = disk.lock().unwrap_or_else(|e| e.into_inner());
-                        t.writes += report.disk.writes;
-                        t.syncs += report.disk.syncs;
-                        t.power_failures += report.disk.power_failures;
-                        t.torn_writes += report.disk.torn_writes;
-                        t.injected_failures += report.disk.injected_failures;
+                        disk.lock().unwrap_or_else(|e| e.into_inner()).add(&report.disk);
                     }
                     if r.failed() {
                         failures.lock().unwrap_or_else(|e| e.into_inner()).push(r);

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 
+use super::latch::Latch;
 use super::rng::NodeRng;
 
 /// What went wrong on the disk, with the operation and file it happened to.
@@ -424,6 +425,13 @@ struct SimState {
     fail_syncs: u32,
     capacity: Option<u64>,
     stats: SimDiskStats,
+    /// A power failure armed to strike at the operation after this many more (see
+    /// [`SimDisk::arm_crash`]), and the latch it sets when it strikes.
+    crash_in: Option<(u64, Arc<Latch>)>,
+    /// Power was lost inside an operation: every later operation fails until `power_fail`.
+    crashed: bool,
+    /// Files whose last power failure left a torn write in them (a shortening truncate repairs it).
+    torn_files: std::collections::BTreeSet<FileId>,
 }
 
 /// Counters of what a [`SimDisk`] has seen (for tests and the simulator's timeline).
@@ -434,6 +442,23 @@ pub struct SimDiskStats {
     pub power_failures: u64,
     pub torn_writes: u64,
     pub injected_failures: u64,
+    /// Power failures that struck inside a disk operation (between two writes or mid-write).
+    pub crashes_in_ops: u64,
+    /// Torn tails cut off again by a truncate after the power failure (recovery repaired them).
+    pub repaired_tails: u64,
+}
+
+impl SimDiskStats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &SimDiskStats) {
+        self.writes += other.writes;
+        self.syncs += other.syncs;
+        self.power_failures += other.power_failures;
+        self.torn_writes += other.torn_writes;
+        self.injected_failures += other.injected_failures;
+        self.crashes_in_ops += other.crashes_in_ops;
+        self.repaired_tails += other.repaired_tails;
+    }
 }
 
 /// An in-memory disk with explicit durability. Clones share one disk, so the simulator keeps a
@@ -478,12 +503,39 @@ impl SimDisk {
                 f.current[lw.offset..end].copy_from_slice(&lw.data[..k]);
                 f.durable = f.current.clone();
                 st.stats.torn_writes += 1;
+                st.torn_files.insert(lw.file);
             }
         }
         st.last_write = None;
         st.fail_writes = 0;
         st.fail_syncs = 0;
+        st.crash_in = None;
+        st.crashed = false;
         gc(&mut st);
+    }
+
+    /// Arms a power failure inside a later operation: the `after_ops`-th mutating operation from
+    /// now (append, write, truncate, sync, rename, remove, sync_dir; 0 = the next one) fails, and
+    /// so does every one after it, as if the machine lost power in the middle of it; the returned
+    /// latch is set at that moment. An interrupted append or write becomes the write that
+    /// [`SimDisk::power_fail`] tears (a prefix of it may land). The simulator then kills the
+    /// member and calls `power_fail`, which also disarms. Reads keep working meanwhile.
+    pub fn arm_crash(&self, after_ops: u64) -> Arc<Latch> {
+        let latch = Arc::new(Latch::new());
+        self.lock().crash_in = Some((after_ops, latch.clone()));
+        latch
+    }
+
+    /// Disarms a crash that has not struck; true if it had struck already.
+    pub fn disarm_crash(&self) -> bool {
+        let mut st = self.lock();
+        st.crash_in = None;
+        st.crashed
+    }
+
+    /// True once an armed crash struck (until the next `power_fail`).
+    pub fn crashed(&self) -> bool {
+        self.lock().crashed
     }
 
     /// Injects a fault (see [`DiskFault`]).
@@ -541,7 +593,37 @@ fn injected(op: &'static str, name: &str) -> DiskError {
     DiskError::Io { op, path: name.to_string(), source: io::Error::other("injected I/O error") }
 }
 
+fn power_lost(op: &'static str, name: &str) -> DiskError {
+    DiskError::Io { op, path: name.to_string(), source: io::Error::other("power lost (simulated crash)") }
+}
+
 impl SimState {
+    /// Where an armed crash strikes: fails this operation (and every later one) once the count
+    /// runs out. `interrupted` is the write this operation would make, torn by the power failure.
+    fn crash_point(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        interrupted: Option<(usize, &[u8])>,
+    ) -> Result<(), DiskError> {
+        if self.crashed {
+            return Err(power_lost(op, name));
+        }
+        let Some((left, _)) = &mut self.crash_in else { return Ok(()) };
+        if *left > 0 {
+            *left -= 1;
+            return Ok(());
+        }
+        let (_, latch) = self.crash_in.take().expect("armed above");
+        self.crashed = true;
+        self.stats.crashes_in_ops += 1;
+        if let (Some((offset, data)), Some(id)) = (interrupted, self.names.get(name)) {
+            self.last_write = Some(LastWrite { file: *id, offset, data: data.to_vec() });
+        }
+        latch.set();
+        Err(power_lost(op, name))
+    }
+
     fn before_write(&mut self, op: &'static str, name: &str, growth: u64) -> Result<(), DiskError> {
         if self.fail_writes > 0 {
             self.fail_writes -= 1;
@@ -610,6 +692,8 @@ impl Disk for SimDisk {
     fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         check_name("append", name)?;
         let mut st = self.lock();
+        let end = st.names.get(name).map_or(0, |id| st.files[id].current.len());
+        st.crash_point("append", name, Some((end, data)))?;
         st.before_write("append", name, data.len() as u64)?;
         let id = st.create(name);
         let f = st.files.get_mut(&id).expect("created above");
@@ -622,6 +706,7 @@ impl Disk for SimDisk {
     fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         check_name("write", name)?;
         let mut st = self.lock();
+        st.crash_point("write", name, Some((0, data)))?;
         let old = st.names.get(name).map(|id| st.files[id].current.len() as u64).unwrap_or(0);
         st.before_write("write", name, (data.len() as u64).saturating_sub(old))?;
         let id = st.create(name);
@@ -635,6 +720,7 @@ impl Disk for SimDisk {
     fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
         check_name("truncate", name)?;
         let mut st = self.lock();
+        st.crash_point("truncate", name, None)?;
         st.before_write("truncate", name, 0)?;
         let id = st.id("truncate", name)?;
         let f = st.files.get_mut(&id).expect("named file exists");
@@ -642,6 +728,9 @@ impl Disk for SimDisk {
         if len < f.current.len() {
             f.current.truncate(len);
             f.appended_only &= len >= f.durable.len();
+            if st.torn_files.remove(&id) {
+                st.stats.repaired_tails += 1;
+            }
         }
         Ok(())
     }
@@ -649,6 +738,7 @@ impl Disk for SimDisk {
     fn sync(&self, name: &str) -> Result<(), DiskError> {
         check_name("sync", name)?;
         let mut st = self.lock();
+        st.crash_point("fsync", name, None)?;
         let id = st.id("fsync", name)?;
         st.before_sync("fsync", name)?;
         let f = st.files.get_mut(&id).expect("named file exists");
@@ -669,6 +759,7 @@ impl Disk for SimDisk {
         check_name("rename", from)?;
         check_name("rename", to)?;
         let mut st = self.lock();
+        st.crash_point("rename", from, None)?;
         let id = st.id("rename", from)?;
         st.names.remove(from);
         st.names.insert(to.to_string(), id);
@@ -679,6 +770,7 @@ impl Disk for SimDisk {
     fn remove(&self, name: &str) -> Result<(), DiskError> {
         check_name("remove", name)?;
         let mut st = self.lock();
+        st.crash_point("remove", name, None)?;
         st.names.remove(name);
         gc(&mut st);
         Ok(())
@@ -691,6 +783,7 @@ impl Disk for SimDisk {
 
     fn sync_dir(&self) -> Result<(), DiskError> {
         let mut st = self.lock();
+        st.crash_point("fsync_dir", "", None)?;
         st.before_sync("fsync_dir", "")?;
         st.durable_names = st.names.clone();
         gc(&mut st);
@@ -831,6 +924,63 @@ mod tests {
         d.clear_faults();
         d.append("f", b"!").unwrap();
         assert_eq!(d.stats().injected_failures, 3);
+    }
+
+    #[test]
+    fn an_armed_crash_strikes_inside_the_kth_operation_and_fails_every_later_one() {
+        let d = SimDisk::new();
+        d.append("wal", b"head").unwrap();
+        d.sync("wal").unwrap();
+        d.sync_dir().unwrap();
+        let latch = d.arm_crash(1);
+        d.append("wal", b"one").unwrap();
+        assert!(!latch.is_set() && !d.crashed());
+        // The second operation (a sync) is where the power goes: it and everything after fail.
+        assert!(d.sync("wal").is_err());
+        assert!(latch.is_set() && d.crashed());
+        assert!(d.append("wal", b"two").is_err());
+        assert!(d.write_atomic("state", b"x").is_err());
+        assert_eq!(d.read("wal").unwrap(), b"headone", "reads still see what the process wrote");
+        d.power_fail(None);
+        assert_eq!(d.read("wal").unwrap(), b"head", "the unsynced append died with the power");
+        assert!(!d.crashed());
+        d.append("wal", b"!").unwrap();
+        assert_eq!(d.stats().crashes_in_ops, 1);
+    }
+
+    #[test]
+    fn a_crash_inside_an_append_tears_that_append_and_recovery_repairs_it() {
+        let mut torn = 0;
+        for seed in 0..32 {
+            let d = SimDisk::new();
+            d.append("wal", b"head").unwrap();
+            d.sync("wal").unwrap();
+            d.sync_dir().unwrap();
+            d.arm_crash(0);
+            assert!(d.append("wal", b"0123456789").is_err());
+            d.power_fail(Some(&mut rng_from_seed(seed)));
+            let got = d.read("wal").unwrap();
+            assert!(got.starts_with(b"head") && got.len() < 14);
+            assert_eq!(&got[4..], &b"0123456789"[..got.len() - 4], "a prefix of the interrupted write");
+            if got.len() > 4 {
+                torn += 1;
+                d.truncate("wal", 4).unwrap();
+                assert_eq!(d.stats().repaired_tails, 1);
+            }
+        }
+        assert!(torn > 0, "some seed must leave part of the interrupted append");
+    }
+
+    #[test]
+    fn a_crash_that_never_struck_is_disarmed() {
+        let d = SimDisk::new();
+        d.arm_crash(5);
+        d.append("f", b"a").unwrap();
+        assert!(!d.disarm_crash());
+        for _ in 0..10 {
+            d.append("f", b"a").unwrap();
+        }
+        assert_eq!(d.stats().crashes_in_ops, 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `ClusterNode` + `IngestServer` members on simulated TCP and `SimDisk`s, under a seeded fault
 //! plan — partitions (isolate a member or whoever leads, random halves, a bridge member, one-way
 //! links), packet loss and latency spikes, crashes with `power_fail()` (unsynced writes lost, the
-//! last one possibly torn) and restarts, disk write/fsync failures and full disks, pauses, clock
+//! last one possibly torn) and restarts, power failures inside a disk operation (`disk_crash`), disk write/fsync failures and full disks, pauses, clock
 //! drift and steps, membership changes (remove, wipe, add back), storms of hostile TCP
 //! clients, and in some seeds a peer-port storm (garbage, wrong secrets, replayed handshakes, an
 //! insider's impossible terms and indexes; [`crate::peer_storm`]) — while producers publish with idempotency keys through `ClusterClient` (redirects,
@@ -29,29 +29,35 @@ use eventstreamcore::config::{
     ClientCredential, ClusterConfig, Config, IngestConfig, MemberConfig, Role as ClientRole,
 };
 use eventstreamcore::event::{Event, Priority};
-use eventstreamcore::node::{ClusterNode, EventLogState};
+use eventstreamcore::node::ClusterNode;
 use eventstreamcore::pipeline::PipelineConfig;
-use eventstreamcore::raft::Role;
-use eventstreamcore::rt::{self, Disk, DiskError, DiskFault, NodeClock, NodeRng, SimDisk};
+use eventstreamcore::rt::{self, Disk, DiskError, NodeClock, NodeRng, SimDisk};
 use eventstreamcore::server::{Disks, Seams, Server, ServerError};
-use eventstreamcore::service::EventService;
-use eventstreamcore::wire::AdminRequest;
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::{Mutant, Options, RunReport};
-use crate::check;
-use crate::history::{History, HistoryData, ReadRecord};
+use crate::history::{History, ReadRecord};
 use crate::peer_storm::{PeerStormConfig, PeerStormStats, PeerTarget, spawn_peer_storm};
 use crate::raft_watch::RaftWatch;
 use crate::storm::{StormConfig, StormStats};
-use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
+
+mod faults;
+mod judge;
+
+use faults::{FaultInjector, FaultLog, InjectorParts};
+use judge::{
+    await_convergence, await_tasks, check_liveness, disk_tally, finish_timeline, judge, run_digest, summarize,
+};
 
 const TOPICS: &[&str] = &["orders", "payment", "sensor/temperature"];
 const CLIENT_PORT: u16 = 7070;
 const RAFT_PORT: u16 = 7170;
 /// The ChaCha stream the peer storm draws from (the run's other draws use stream 0).
 const PEER_STORM_STREAM: u64 = 0x7065_6572;
+/// The ChaCha stream the fault layers of #15 (crashes inside disk operations, …) draw from, so
+/// the faults a seed drew before them stay what they were.
+const FAULT_LAYERS_STREAM: u64 = 0x6c61_7972;
 /// Faults happen within this window after the start; then the network heals.
 const FAULT_WINDOW: Duration = Duration::from_secs(12);
 /// After healing, a leader must commit a new write within this long.
@@ -98,6 +104,11 @@ pub enum Fault {
     /// Membership change under faults: remove a member (through the leader), wipe its disk, and
     /// after `down_ms` add it back as a new, empty learner that catches up and becomes a voter.
     Rejoin { node: usize, down_ms: u64 },
+    /// Power fails inside a disk operation: the member's WAL disk lets `after_ops` more
+    /// operations through, then the power goes in the middle of the next one (an interrupted
+    /// append or write may land in part, torn); the member dies there and restarts after
+    /// `down_ms`. Disarmed at the end of the fault window if it never struck.
+    DiskCrash { node: usize, after_ops: u64, down_ms: u64 },
 }
 
 /// How an injected disk fault shows.
@@ -332,6 +343,20 @@ impl Plan {
         self.durable_consumers = rng.random_range(1..=3);
     }
 
+    /// Draws the fault layers' faults (half the seeds get one or two crashes inside disk
+    /// operations) from `rng`, a stream of its own, and adds them to the plan in time order.
+    fn draw_fault_layers(&mut self, rng: &mut NodeRng) {
+        if rng.random_bool(0.5) {
+            for _ in 0..rng.random_range(1..=2) {
+                let at_ms = rng.random_range(500..self.fault_window_ms);
+                let node = rng.random_range(0..self.nodes);
+                let (after_ops, down_ms) = (rng.random_range(0..60), rng.random_range(100..2_000));
+                self.faults.push(Step { at_ms, fault: Fault::DiskCrash { node, after_ops, down_ms } });
+            }
+        }
+        self.faults.sort_by_key(|f| f.at_ms);
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
         if self.durable_consumers > 50 {
@@ -369,7 +394,8 @@ impl Plan {
                 | Fault::Pause { node, .. }
                 | Fault::StepClock { node, .. }
                 | Fault::Disk { node, .. }
-                | Fault::Rejoin { node, .. } => ok(node),
+                | Fault::Rejoin { node, .. }
+                | Fault::DiskCrash { node, .. } => ok(node),
                 Fault::Bridge { bridge, side } => ok(bridge) && side.iter().all(ok),
                 Fault::PacketLoss { pct, .. } => *pct <= 100,
                 Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
@@ -477,203 +503,6 @@ struct MemberSlot {
     clock: Arc<Mutex<Option<NodeClock>>>,
 }
 
-/// A network fault open until the next heal: (node, or `None` for a band; since; label).
-type OpenFault = (Option<usize>, Ms, String);
-
-/// Draws the faults on the run's timeline (when one is recorded): spans with their ends, network
-/// conditions as bands, clock steps and membership changes as marks.
-#[derive(Clone)]
-struct FaultLog {
-    rec: Option<Recorder>,
-    start: rt::time::Instant,
-    /// Isolations and partitions open until the next heal: (node or band, from, label).
-    open: Arc<Mutex<Vec<OpenFault>>>,
-}
-
-impl FaultLog {
-    fn now(&self) -> Ms {
-        (rt::time::now() - self.start).as_millis() as Ms
-    }
-
-    fn span(&self, node: usize, ms: u64, kind: SpanKind, label: impl Into<String>) {
-        if let Some(r) = &self.rec {
-            let from = self.now();
-            r.record(TimelineEvent::Span { node, from, to: Some(from + ms), kind, label: label.into() });
-        }
-    }
-
-    fn band(&self, ms: u64, label: impl Into<String>) {
-        if let Some(r) = &self.rec {
-            let from = self.now();
-            r.record(TimelineEvent::NetSpan { from, to: Some(from + ms), label: label.into() });
-        }
-    }
-
-    fn mark(&self, node: Option<usize>, label: impl Into<String>) {
-        if let Some(r) = &self.rec {
-            r.record(TimelineEvent::Mark { at: self.now(), node, label: label.into() });
-        }
-    }
-
-    /// A network fault that lasts until the next heal: on one node's row, or as a band.
-    fn until_heal(&self, node: Option<usize>, label: impl Into<String>) {
-        if self.rec.is_some() {
-            self.open.lock().unwrap_or_else(|e| e.into_inner()).push((node, self.now(), label.into()));
-        }
-    }
-
-    fn heal(&self) {
-        let Some(r) = &self.rec else { return };
-        let to = Some(self.now());
-        for (node, from, label) in self.open.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            r.record(match node {
-                Some(node) => TimelineEvent::Span { node, from, to, kind: SpanKind::Isolated, label },
-                None => TimelineEvent::NetSpan { from, to, label },
-            });
-        }
-    }
-}
-
-/// What tasks outside the fault loop need of a member (disks and its current incarnation).
-#[derive(Clone)]
-struct MemberHandles {
-    disk: Arc<SimDisk>,
-    disk_faulty: Arc<std::sync::atomic::AtomicBool>,
-    dlq: Arc<SimDisk>,
-    node: Arc<Mutex<Option<ClusterNode>>>,
-    joining: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl MemberSlot {
-    fn handles(&self) -> MemberHandles {
-        MemberHandles {
-            disk: self.disk.clone(),
-            disk_faulty: self.disk_faulty.clone(),
-            dlq: self.dlq.clone(),
-            node: self.node.clone(),
-            joining: self.joining.clone(),
-        }
-    }
-}
-
-/// The member that leads in the highest term right now, if any.
-fn current_leader(slots: &[MemberSlot]) -> Option<usize> {
-    slots
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            s.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|n| (i, n.status()))
-        })
-        .filter(|(_, st)| st.role == Role::Leader && st.failed.is_none())
-        .max_by_key(|(_, st)| st.term)
-        .map(|(i, _)| i)
-}
-
-/// Restores the simulator's default network after `after`, unless another network fault was
-/// applied meanwhile (it restores in turn).
-fn restore_net_later(
-    net: &Arc<madsim::net::NetSim>,
-    epoch: &Arc<std::sync::atomic::AtomicU64>,
-    after: Duration,
-) {
-    let mine = epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-    let (net, epoch) = (net.clone(), epoch.clone());
-    madsim::task::spawn(async move {
-        rt::time::sleep(after).await;
-        if epoch.load(std::sync::atomic::Ordering::SeqCst) == mine {
-            net.update_config(|c| *c = madsim::net::Config::default());
-        }
-    });
-}
-
-/// A membership change under faults: remove a member, wipe it, add it back empty.
-struct Rejoin {
-    handle: madsim::runtime::Handle,
-    id: madsim::task::NodeId,
-    member: usize,
-    slot: MemberHandles,
-    addrs: Vec<SocketAddr>,
-    down: Duration,
-    history: History,
-    busy: Arc<std::sync::atomic::AtomicBool>,
-    give_up: rt::time::Instant,
-    log: FaultLog,
-}
-
-impl Rejoin {
-    async fn run(self) {
-        let node_id = self.member as u64 + 1;
-        let mut client = ClusterClient::new(self.addrs.clone(), "admin", SIM_ADMIN_TOKEN);
-        client.timeout = Duration::from_secs(3);
-        client.backoff = Duration::from_millis(100);
-        client.max_attempts = 10;
-        if !self.admin(&mut client, AdminRequest::RemoveNode { id: node_id }).await {
-            self.history.count("rejoin_remove_gave_up");
-            self.busy.store(false, std::sync::atomic::Ordering::SeqCst);
-            return;
-        }
-        self.history.count("members_removed");
-        let removed_at = self.log.now();
-        self.log.mark(Some(self.member), "removed, wiped");
-        // The old incarnation and everything it stored are gone: it comes back as a new member.
-        self.handle.kill(self.id);
-        *self.slot.node.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        wipe(&self.slot.disk);
-        wipe(&self.slot.dlq);
-        self.slot.joining.store(true, std::sync::atomic::Ordering::SeqCst);
-        rt::time::sleep(self.down).await;
-        self.handle.kill(self.id);
-        self.handle.restart(self.id);
-        let add = AdminRequest::AddNode {
-            id: node_id,
-            raft_addr: SocketAddr::new(IpAddr::V4(member_ip(self.member)), RAFT_PORT).to_string(),
-            client_addr: client_addr(self.member).to_string(),
-        };
-        let added = self.admin(&mut client, add).await;
-        if let Some(r) = &self.log.rec {
-            let (from, to) = (removed_at, Some(self.log.now()));
-            let label = "removed from the cluster".to_string();
-            r.record(TimelineEvent::Span { node: self.member, from, to, kind: SpanKind::Removed, label });
-        }
-        if added {
-            self.log.mark(Some(self.member), "added back");
-            self.history.count("members_added_back");
-        } else {
-            self.history.violation(format!(
-                "membership: node {node_id} could not be added back after its removal (gave up at the deadline)"
-            ));
-        }
-        self.busy.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Retries an admin request until it succeeds or the deadline passes.
-    async fn admin(&self, client: &mut ClusterClient, req: AdminRequest) -> bool {
-        loop {
-            match client.admin(req.clone()).await {
-                Ok(_) => return true,
-                Err(_) if rt::time::now() >= self.give_up => return false,
-                Err(_) => {
-                    self.history.count("admin_retry_rounds");
-                    rt::time::sleep(Duration::from_millis(300)).await;
-                }
-            }
-        }
-    }
-}
-
-/// "n1, n3" for member indexes.
-fn names(side: &[usize]) -> String {
-    side.iter().map(|n| format!("n{}", n + 1)).collect::<Vec<_>>().join(", ")
-}
-
-/// Deletes every file of a simulated disk, durably.
-fn wipe(disk: &SimDisk) {
-    for name in disk.list("").unwrap_or_default() {
-        let _ = disk.remove(&name);
-    }
-    let _ = disk.sync_dir();
-}
-
 /// The pipeline as members run it in the scenario: the defaults, with a fast control loop so
 /// checkpoints are recorded often.
 fn pipeline_config() -> PipelineConfig {
@@ -744,6 +573,12 @@ async fn member_main(env: MemberEnv) {
     if drift != 0 {
         clock.set_drift_ppm(drift);
     }
+    // A machine's clock does not reset when its process restarts: the new incarnation's wall
+    // clock goes on from the old one's reading (its steps and the drift it accumulated kept;
+    // differences under a millisecond are rounding, not state).
+    if let Some(old) = clock_slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        continue_clock(old, &clock);
+    }
     *clock_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock.clone());
     let join = joining.load(std::sync::atomic::Ordering::SeqCst);
     if join && disk.list("").is_ok_and(|files| files.is_empty()) {
@@ -793,6 +628,15 @@ async fn member_main(env: MemberEnv) {
     let _ = server.run().await;
 }
 
+/// Sets `new`'s wall clock to go on from `old`'s reading (a restarted process on the same
+/// machine); a difference under a millisecond is rounding and left alone.
+fn continue_clock(old: &NodeClock, new: &NodeClock) {
+    let delta = i128::from(old.wall_unix_ns()) - i128::from(new.wall_unix_ns());
+    if delta.abs() >= 1_000_000 {
+        new.step_wall(delta);
+    }
+}
+
 /// The token of the simulated operator's admin credential (membership changes need one).
 const SIM_ADMIN_TOKEN: &str = "sim-admin-token";
 
@@ -801,33 +645,10 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     let handle = madsim::runtime::Handle::current();
     let net = madsim::net::NetSim::current();
     let mut rng = rt::node_rng();
-    // The peer storm draws from another stream of the same key: `rng` is not advanced, so every
-    // other draw of the run (and the golden runs) stays what it was.
-    let mut peer_rng = rng.clone();
-    peer_rng.set_stream(PEER_STORM_STREAM);
-    let mut durable_rng = rng.clone();
-    durable_rng.set_stream(super::durable::DURABLE_STREAM);
-    let max_drift = opts.max_drift_ppm.unwrap_or(DEFAULT_MAX_DRIFT_PPM);
-    let mut plan = Plan::generate(&mut rng, shape, max_drift);
-    plan.draw_peer_storm(&mut peer_rng);
-    plan.draw_durable_consumers(&mut durable_rng);
-    if let Some(text) = &opts.plan {
-        // The seed still draws its plan first, so the rest of the run sees the same random stream.
-        plan = match toml::from_str(text) {
-            Ok(p) => p,
-            Err(e) => panic!("the given plan is not a valid `cluster` plan: {e}"),
-        };
-        plan.validate().unwrap_or_else(|e| panic!("the given plan is not usable: {e}"));
-    }
-    let description = plan.describe();
-    *opts.plan_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(description.clone());
-    let log = FaultLog { rec: opts.timeline.clone(), start: rt::time::now(), open: Arc::default() };
-    if let Some(r) = &log.rec {
-        r.set_nodes((0..plan.nodes).map(|i| format!("n{}", i + 1)).collect());
-        for (node, ppm) in plan.drift_ppm.iter().enumerate() {
-            r.record(TimelineEvent::Drift { node, ppm: *ppm });
-        }
-    }
+    let (plan, mut peer_rng, mut durable_rng) = draw_plan(&opts, shape, &mut rng);
+    *opts.plan_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan.describe());
+
+    let log = FaultLog::start(opts.timeline.clone(), &plan);
     *opts.plan_toml_slot.lock().unwrap_or_else(|e| e.into_inner()) = toml::to_string(&plan).ok();
     let history = History::new();
     let start = rt::time::now();
@@ -842,6 +663,100 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
 
     // --- clients ---------------------------------------------------------------------------------
     let t0 = rt::time::now();
+    let producers = spawn_producers(&handle, &plan, &addrs, &history, &mut rng, t0);
+    let mut consumers = spawn_consumers(&handle, &plan, &addrs, &history, &mut rng, t0, opts.mutant);
+    let durable_traces = super::durable::Traces::default();
+    consumers.extend(spawn_durable_consumers(
+        &handle,
+        &plan,
+        &addrs,
+        &history,
+        &mut durable_rng,
+        t0,
+        &durable_traces,
+    ));
+
+    let mut storms = Storms::spawn(&handle, &plan, &addrs, &history, &mut rng, &mut peer_rng);
+
+    // --- faults ----------------------------------------------------------------------------------
+    let parts = InjectorParts {
+        handle: handle.clone(),
+        net: net.clone(),
+        ids: &ids,
+        slots: &slots,
+        addrs: &addrs,
+        history: history.clone(),
+        log: log.clone(),
+        t0,
+    };
+    FaultInjector::new(parts, &plan, &mut rng).run(&plan, opts.mutant).await;
+
+    // --- liveness: a leader commits a new write within the bound --------------------------------
+    let (liveness_failed, liveness_ms) = check_liveness(&handle, &history, &addrs).await;
+
+    await_tasks(producers, &history, "producer").await;
+    await_tasks(consumers, &history, "consumer").await;
+    await_tasks(std::mem::take(&mut storms.storm), &history, "storm client").await;
+    await_tasks(std::mem::take(&mut storms.peer_storm), &history, "peer storm client").await;
+
+    // --- convergence -----------------------------------------------------------------------------
+    let converged_states = await_convergence(&slots).await;
+    let converged = converged_states.is_some();
+    let states = converged_states.unwrap_or_default();
+    let data = history.snapshot();
+    let failure = judge(&watch, liveness_failed, converged, &slots, &data, &states, &plan)
+        .or_else(|| super::durable::check(&durable_traces, &states).err());
+    let digest = run_digest(&states, &data, &watch, (rt::time::now() - start).as_millis() as u64);
+    let disk = disk_tally(&slots);
+    let summary = summarize(&states, &data, &watch, liveness_ms, &disk, &plan, &storms);
+    let summary = if plan.durable_consumers > 0 {
+        format!("{summary}\n{}", super::durable::describe(&durable_traces))
+    } else {
+        summary
+    };
+    for id in &ids {
+        handle.kill(*id);
+    }
+    finish_timeline(opts.timeline.as_ref(), &plan, failure.as_ref(), start);
+    RunReport { digest, summary, failure, raft_log: Some(watch.summary()), disk }
+}
+
+/// Draws the run's plan (and the peer storm's stream), or takes the one the options give: the
+/// seed still draws its plan first, so the rest of the run sees the same random stream.
+fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng, NodeRng) {
+    // The peer storm draws from another stream of the same key: `rng` is not advanced, so every
+    // other draw of the run (and the golden runs) stays what it was.
+    let mut peer_rng = rng.clone();
+    peer_rng.set_stream(PEER_STORM_STREAM);
+    let mut durable_rng = rng.clone();
+    durable_rng.set_stream(super::durable::DURABLE_STREAM);
+    let max_drift = opts.max_drift_ppm.unwrap_or(DEFAULT_MAX_DRIFT_PPM);
+    let mut plan = Plan::generate(rng, shape, max_drift);
+    plan.draw_peer_storm(&mut peer_rng);
+    let mut layers_rng = rng.clone();
+    layers_rng.set_stream(FAULT_LAYERS_STREAM);
+    plan.draw_fault_layers(&mut layers_rng);
+    plan.draw_durable_consumers(&mut durable_rng);
+    if let Some(text) = &opts.plan {
+        // The seed still draws its plan first, so the rest of the run sees the same random stream.
+        plan = match toml::from_str(text) {
+            Ok(p) => p,
+            Err(e) => panic!("the given plan is not a valid `cluster` plan: {e}"),
+        };
+        plan.validate().unwrap_or_else(|e| panic!("the given plan is not usable: {e}"));
+    }
+    (plan, peer_rng, durable_rng)
+}
+
+/// Starts the producers, each on a node of its own with its own RNG and member order.
+fn spawn_producers(
+    handle: &madsim::runtime::Handle,
+    plan: &Plan,
+    addrs: &[SocketAddr],
+    history: &History,
+    rng: &mut NodeRng,
+    t0: rt::time::Instant,
+) -> Vec<madsim::task::JoinHandle<()>> {
     let mut producers = Vec::new();
     for p in 0..plan.producers {
         let node = handle
@@ -849,20 +764,67 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             .name(format!("producer-{p}"))
             .ip(IpAddr::V4(Ipv4Addr::new(10, 1, 0, p as u8 + 1)))
             .build();
-        let (history, mut addrs) = (history.clone(), addrs.clone());
+        let (history, mut addrs) = (history.clone(), addrs.to_vec());
         let timing = ProducerTiming {
             batches: plan.batches,
             think_ms: plan.think_ms,
             deadline: t0 + Duration::from_millis(plan.deadline_ms),
         };
-        let mut prng = rt::rng::split(&mut rng);
+        let mut prng = rt::rng::split(rng);
         addrs.shuffle(&mut prng);
         producers.push(node.spawn(async move { producer(p as u64 + 1, addrs, timing, history, prng).await }));
     }
+    producers
+}
+
+/// Starts the named consumers that crash and resume (see `scenarios/durable.rs`).
+fn spawn_durable_consumers(
+    handle: &madsim::runtime::Handle,
+    plan: &Plan,
+    addrs: &[SocketAddr],
+    history: &History,
+    durable_rng: &mut NodeRng,
+    t0: rt::time::Instant,
+    durable_traces: &super::durable::Traces,
+) -> Vec<madsim::task::JoinHandle<()>> {
+    let mut consumers = Vec::new();
+    for d in 0..plan.durable_consumers {
+        let node = handle
+            .create_node()
+            .name(format!("durable-consumer-{d}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 5, 0, d as u8 + 1)))
+            .build();
+        let (mut addrs, mut drng) = (addrs.to_vec(), rt::rng::split(durable_rng));
+        addrs.shuffle(&mut drng);
+        let how = super::durable::DurableRun {
+            name: format!("durable-{d}"),
+            topic: TOPICS[d % TOPICS.len()],
+            until: t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10),
+        };
+        let (traces, history) = (durable_traces.clone(), history.clone());
+        consumers.push(node.spawn(async move {
+            if let Err(e) = super::durable::durable_consumer(addrs, how, drng, traces).await {
+                history.violation(e);
+            }
+        }));
+    }
+    consumers
+}
+
+/// Starts the consumers, each on a node of its own; one reads linearizably if none drew it.
+fn spawn_consumers(
+    handle: &madsim::runtime::Handle,
+    plan: &Plan,
+    addrs: &[SocketAddr],
+    history: &History,
+    rng: &mut NodeRng,
+    t0: rt::time::Instant,
+    mutant: Option<Mutant>,
+) -> Vec<madsim::task::JoinHandle<()>> {
     let mut consumers = Vec::new();
     let consumer_rngs: Vec<(Vec<SocketAddr>, NodeRng)> = (0..plan.consumers)
         .map(|_| {
-            let (mut addrs, mut crng) = (addrs.clone(), rt::rng::split(&mut rng));
+            let (mut addrs, mut crng) = (addrs.to_vec(), rt::rng::split(rng));
             addrs.shuffle(&mut crng);
             (addrs, crng)
         })
@@ -880,332 +842,79 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         let history = history.clone();
         let how = ConsumerRun {
             until: t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10),
-            stale_reads: opts.mutant == Some(Mutant::StaleReads),
+            stale_reads: mutant == Some(Mutant::StaleReads),
             force_linearizable: none_linearizable && c == 0,
         };
         consumers.push(node.spawn(async move { consumer(c, addrs, history, crng, how).await }));
     }
-    let durable_traces = super::durable::Traces::default();
-    for d in 0..plan.durable_consumers {
-        let node = handle
-            .create_node()
-            .name(format!("durable-consumer-{d}"))
-            .ip(IpAddr::V4(Ipv4Addr::new(10, 5, 0, d as u8 + 1)))
-            .build();
-        let (mut addrs, mut drng) = (addrs.clone(), rt::rng::split(&mut durable_rng));
-        addrs.shuffle(&mut drng);
-        let how = super::durable::DurableRun {
-            name: format!("durable-{d}"),
-            topic: TOPICS[d % TOPICS.len()],
-            until: t0 + Duration::from_millis(plan.deadline_ms) - Duration::from_secs(10),
+    consumers
+}
+
+/// The hostile clients of a run (client-port storm and peer-port storm), and what they saw.
+struct Storms {
+    storm: Vec<madsim::task::JoinHandle<()>>,
+    storm_stats: Arc<Mutex<StormStats>>,
+    peer_storm: Vec<madsim::task::JoinHandle<()>>,
+    peer_stats: Arc<Mutex<PeerStormStats>>,
+}
+
+impl Storms {
+    /// Starts the plan's storms (the client storm now or at its time, the peer storm now).
+    fn spawn(
+        handle: &madsim::runtime::Handle,
+        plan: &Plan,
+        addrs: &[SocketAddr],
+        history: &History,
+        rng: &mut NodeRng,
+        peer_rng: &mut NodeRng,
+    ) -> Storms {
+        let storm_stats = Arc::new(Mutex::new(StormStats::default()));
+        let storm_config = StormConfig {
+            clients: plan.storm_clients,
+            kinds: Vec::new(),
+            duration: Duration::from_millis(
+                plan.storm_ms.unwrap_or(plan.fault_window_ms.saturating_sub(plan.storm_at_ms)),
+            ),
         };
-        let (traces, history) = (durable_traces.clone(), history.clone());
-        consumers.push(node.spawn(async move {
-            if let Err(e) = super::durable::durable_consumer(addrs, how, drng, traces).await {
-                history.violation(e);
-            }
-        }));
-    }
-
-    let storm_stats = Arc::new(Mutex::new(StormStats::default()));
-    let storm_config = StormConfig {
-        clients: plan.storm_clients,
-        kinds: Vec::new(),
-        duration: Duration::from_millis(
-            plan.storm_ms.unwrap_or(plan.fault_window_ms.saturating_sub(plan.storm_at_ms)),
-        ),
-    };
-    let storm_ip = Ipv4Addr::new(10, 9, 0, 1);
-    let storm = if plan.storm_at_ms == 0 {
-        storm_config.spawn(&handle, storm_ip, &addrs, &mut rng, history.clone(), storm_stats.clone())
-    } else {
-        // A burst later in the run: the clients are made when it starts.
-        let (h, addrs, history, stats) =
-            (handle.clone(), addrs.clone(), history.clone(), storm_stats.clone());
-        let mut srng = rt::rng::split(&mut rng);
-        let at = Duration::from_millis(plan.storm_at_ms);
-        vec![madsim::task::spawn(async move {
-            rt::time::sleep(at).await;
-            for c in storm_config.spawn(&h, storm_ip, &addrs, &mut srng, history, stats) {
-                let _ = c.await;
-            }
-        })]
-    };
-
-    let peer_stats = Arc::new(Mutex::new(PeerStormStats::default()));
-    let peer_storm = if plan.peer_storm_clients > 0 {
-        let base = cluster_config(plan.nodes, 0, false, plan.snapshot_entries);
-        let cfg = PeerStormConfig {
-            clients: plan.peer_storm_clients,
-            cluster_id: base.cluster_id,
-            secret: base.secret,
-            duration: Duration::from_millis(plan.fault_window_ms.min(10_000)),
+        let storm_ip = Ipv4Addr::new(10, 9, 0, 1);
+        let storm = if plan.storm_at_ms == 0 {
+            storm_config.spawn(handle, storm_ip, addrs, rng, history.clone(), storm_stats.clone())
+        } else {
+            // A burst later in the run: the clients are made when it starts.
+            let (h, addrs, history, stats) =
+                (handle.clone(), addrs.to_vec(), history.clone(), storm_stats.clone());
+            let mut srng = rt::rng::split(rng);
+            let at = Duration::from_millis(plan.storm_at_ms);
+            vec![madsim::task::spawn(async move {
+                rt::time::sleep(at).await;
+                for c in storm_config.spawn(&h, storm_ip, &addrs, &mut srng, history, stats) {
+                    let _ = c.await;
+                }
+            })]
         };
-        let targets: Vec<PeerTarget> = (0..plan.nodes)
-            .map(|i| PeerTarget {
-                node_id: i as u64 + 1,
-                addr: SocketAddr::new(IpAddr::V4(member_ip(i)), RAFT_PORT),
-            })
-            .collect();
-        let ip = Ipv4Addr::new(10, 8, 0, 1);
-        spawn_peer_storm(&handle, ip, &cfg, &targets, &mut peer_rng, history.clone(), peer_stats.clone())
-    } else {
-        Vec::new()
-    };
 
-    // --- faults ----------------------------------------------------------------------------------
-    let mut tear_rng = rt::rng::split(&mut rng);
-    let mut down_until = vec![t0; plan.nodes];
-    let fault_end = t0 + Duration::from_millis(plan.fault_window_ms);
-    // Network conditions (loss, latency) are global in the simulator: each one restores the
-    // defaults when it ends unless a later one replaced it meanwhile.
-    let net_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let admin_node = handle.create_node().name("admin").ip(IpAddr::V4(Ipv4Addr::new(10, 4, 0, 1))).build();
-    let mut rejoins = Vec::new();
-    let rejoin_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for Step { at_ms, fault } in &plan.faults {
-        rt::time::sleep_until(t0 + Duration::from_millis(*at_ms)).await;
-        match fault {
-            Fault::Isolate { node } => {
-                net.clog_node(ids[*node]);
-                log.until_heal(Some(*node), "isolated");
-            }
-            Fault::IsolateLeader => match current_leader(&slots) {
-                Some(l) => {
-                    net.clog_node(ids[l]);
-                    log.until_heal(Some(l), "leader isolated");
-                    history.count("leader_isolated");
-                }
-                None => history.count("isolate_leader_without_leader"),
-            },
-            Fault::Split { side } => {
-                for a in 0..plan.nodes {
-                    for b in 0..plan.nodes {
-                        if side.contains(&a) != side.contains(&b) {
-                            net.clog_link(ids[a], ids[b]);
-                        }
-                    }
-                }
-                log.until_heal(None, format!("split {} | rest", names(side)));
-            }
-            Fault::Bridge { bridge, side } => {
-                for a in (0..plan.nodes).filter(|n| n != bridge) {
-                    for b in (0..plan.nodes).filter(|n| n != bridge) {
-                        if side.contains(&a) != side.contains(&b) {
-                            net.clog_link(ids[a], ids[b]);
-                        }
-                    }
-                }
-                log.until_heal(None, format!("bridge n{}: {} | rest", bridge + 1, names(side)));
-            }
-            Fault::OneWay { from, to } => {
-                net.clog_link(ids[*from], ids[*to]);
-                log.until_heal(None, format!("n{} → n{} cut", from + 1, to + 1));
-            }
-            Fault::Heal => {
-                heal(&net, &ids);
-                log.heal();
-            }
-            Fault::PacketLoss { pct, ms } => {
-                log.band(*ms, format!("{pct}% packet loss"));
-                net.update_config(|c| c.packet_loss_rate = f64::from(*pct) / 100.0);
-                restore_net_later(&net, &net_epoch, Duration::from_millis(*ms));
-            }
-            Fault::Slow { min_ms, max_ms, ms } => {
-                let range = Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms);
-                net.update_config(|c| c.send_latency = range);
-                log.band(*ms, format!("latency {min_ms}–{max_ms} ms"));
-                restore_net_later(&net, &net_epoch, Duration::from_millis(*ms));
-            }
-            Fault::Crash { node, down_ms } => {
-                if rt::time::now() < down_until[*node] {
-                    history.count("crash_while_down_skipped");
-                    continue;
-                }
-                down_until[*node] = rt::time::now() + Duration::from_millis(*down_ms);
-                crash(
-                    &handle,
-                    ids[*node],
-                    &slots[*node].handles(),
-                    &mut tear_rng,
-                    Duration::from_millis(*down_ms),
-                );
-                log.span(*node, *down_ms, SpanKind::Down, "crash, power fail");
-                history.count("crashes");
-            }
-            Fault::CrashMany { nodes, down_ms } => {
-                for node in nodes {
-                    if rt::time::now() < down_until[*node] {
-                        continue;
-                    }
-                    down_until[*node] = rt::time::now() + Duration::from_millis(*down_ms);
-                    crash(
-                        &handle,
-                        ids[*node],
-                        &slots[*node].handles(),
-                        &mut tear_rng,
-                        Duration::from_millis(*down_ms),
-                    );
-                    log.span(*node, *down_ms, SpanKind::Down, "power cut (several members)");
-                    history.count("crashes");
-                }
-            }
-            Fault::Disk { node, error, down_ms } => {
-                if rt::time::now() < down_until[*node] {
-                    continue;
-                }
-                let down = Duration::from_millis(*down_ms);
-                down_until[*node] = rt::time::now() + down;
-                let disk = &slots[*node].disk;
-                slots[*node].disk_faulty.store(true, std::sync::atomic::Ordering::SeqCst);
-                disk.inject(match error {
-                    DiskErrorKind::Write => DiskFault::FailWrites(u32::MAX),
-                    DiskErrorKind::Fsync => DiskFault::FailSyncs(u32::MAX),
-                    DiskErrorKind::Full => DiskFault::Capacity(disk.used_bytes()),
-                });
-                history.count("disk_faults");
-                log.span(*node, *down_ms, SpanKind::DiskFault, format!("disk: {error:?}"));
-                // The member notices at its next write and stops replicating (serving reads);
-                // then an operator power-cycles it with the disk fixed.
-                let (h, id, slot, mut trng) =
-                    (handle.clone(), ids[*node], slots[*node].handles(), rt::rng::split(&mut tear_rng));
-                madsim::task::spawn(async move {
-                    rt::time::sleep(down).await;
-                    slot.disk.clear_faults();
-                    slot.disk_faulty.store(false, std::sync::atomic::Ordering::SeqCst);
-                    crash(&h, id, &slot, &mut trng, Duration::from_millis(100));
-                });
-            }
-            Fault::Rejoin { node, down_ms } => {
-                if rejoin_busy.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    // One membership change at a time (single-server changes).
-                    history.count("rejoin_skipped_busy");
-                    continue;
-                }
-                down_until[*node] = fault_end + Duration::from_secs(5);
-                let job = Rejoin {
-                    handle: handle.clone(),
-                    id: ids[*node],
-                    member: *node,
-                    slot: slots[*node].handles(),
-                    addrs: addrs.clone(),
-                    down: Duration::from_millis(*down_ms),
-                    history: history.clone(),
-                    busy: rejoin_busy.clone(),
-                    log: log.clone(),
-                    give_up: fault_end + Duration::from_secs(30),
-                };
-                rejoins.push(admin_node.spawn(job.run()));
-            }
-            Fault::Pause { node, ms } => {
-                handle.pause(ids[*node]);
-                log.span(*node, *ms, SpanKind::Paused, format!("paused {:.1} s", *ms as f64 / 1000.0));
-                let (h, id, ms) = (handle.clone(), ids[*node], *ms);
-                madsim::task::spawn(async move {
-                    rt::time::sleep(Duration::from_millis(ms)).await;
-                    h.resume(id);
-                });
-            }
-            Fault::StepClock { node, ms } => {
-                if let Some(c) = slots[*node].clock.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    c.step_wall(i128::from(*ms) * 1_000_000);
-                }
-                log.mark(Some(*node), format!("clock {:+.1} s", *ms as f64 / 1000.0));
-            }
-        }
+        let peer_stats = Arc::new(Mutex::new(PeerStormStats::default()));
+        let peer_storm = if plan.peer_storm_clients > 0 {
+            let base = cluster_config(plan.nodes, 0, false, plan.snapshot_entries);
+            let cfg = PeerStormConfig {
+                clients: plan.peer_storm_clients,
+                cluster_id: base.cluster_id,
+                secret: base.secret,
+                duration: Duration::from_millis(plan.fault_window_ms.min(10_000)),
+            };
+            let targets: Vec<PeerTarget> = (0..plan.nodes)
+                .map(|i| PeerTarget {
+                    node_id: i as u64 + 1,
+                    addr: SocketAddr::new(IpAddr::V4(member_ip(i)), RAFT_PORT),
+                })
+                .collect();
+            let ip = Ipv4Addr::new(10, 8, 0, 1);
+            spawn_peer_storm(handle, ip, &cfg, &targets, peer_rng, history.clone(), peer_stats.clone())
+        } else {
+            Vec::new()
+        };
+        Storms { storm, storm_stats, peer_storm, peer_stats }
     }
-    rt::time::sleep_until(fault_end).await;
-    heal(&net, &ids);
-    log.heal();
-    log.mark(None, "faults end: heal");
-    net_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    net.update_config(|c| *c = madsim::net::Config::default());
-    match opts.mutant {
-        Some(Mutant::LostQuorum) => ids.iter().for_each(|id| net.clog_node(*id)),
-        Some(Mutant::StrandedMember) => net.clog_node(ids[plan.nodes - 1]),
-        _ => {}
-    }
-    // Crashed members come back within 3 s, paused ones within 2 s.
-    rt::time::sleep(Duration::from_secs(3)).await;
-    for id in &ids {
-        handle.resume(*id);
-    }
-    // Members removed for a membership change are added back (the admin retries through faults).
-    for r in rejoins {
-        if r.await.is_err() {
-            history.violation("rejoin task failed");
-        }
-    }
-
-    // --- liveness: a leader commits a new write within the bound --------------------------------
-    let (liveness_failed, liveness_ms) = check_liveness(&handle, &history, &addrs).await;
-
-    await_tasks(producers, &history, "producer").await;
-    await_tasks(consumers, &history, "consumer").await;
-    await_tasks(storm, &history, "storm client").await;
-    await_tasks(peer_storm, &history, "peer storm client").await;
-
-    // --- convergence -----------------------------------------------------------------------------
-    let converged_states = await_convergence(&slots).await;
-    let converged = converged_states.is_some();
-    let states = converged_states.unwrap_or_default();
-    let data = history.snapshot();
-    let failure = judge(&watch, liveness_failed, converged, &slots, &data, &states, &plan)
-        .or_else(|| super::durable::check(&durable_traces, &states).err());
-    let mut d = eventstreamcore::node::state::Fnv64::default();
-    for (id, s) in &states {
-        d.write_u64(*id);
-        d.write_u64(s.digest());
-    }
-    d.write_u64(data.acks.len() as u64);
-    for (k, v) in &data.counters {
-        d.write(k.as_bytes());
-        d.write_u64(*v);
-    }
-    digest_the_run(&mut d, &data, &watch, (rt::time::now() - start).as_millis() as u64);
-    let stored = states.first().map_or(0, |s| s.1.events_stored());
-    let summary = format!(
-        "{description}\nresult: {stored} events stored, {} acks ({} duplicate), {} consumed, liveness {liveness_ms} ms after healing; {} Raft rounds checked; counters {:?}",
-        data.acks.len(),
-        data.acks.iter().filter(|a| a.duplicate).count(),
-        data.consumed.len(),
-        watch.rounds(),
-        data.counters,
-    );
-    let summary = if plan.durable_consumers > 0 {
-        format!("{summary}\n{}", super::durable::describe(&durable_traces))
-    } else {
-        summary
-    };
-    let disk = disk_tally(&slots);
-    let summary = format!(
-        "{summary}\ndisks: {} power failures, {} torn writes, {} injected failures",
-        disk.power_failures, disk.torn_writes, disk.injected_failures
-    );
-    let summary = if plan.storm_clients > 0 {
-        format!("{summary}\n{}", storm_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
-    } else {
-        summary
-    };
-    let summary = if plan.peer_storm_clients > 0 {
-        format!("{summary}\n{}", peer_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
-    } else {
-        summary
-    };
-    for id in &ids {
-        handle.kill(*id);
-    }
-    if let Some(r) = &opts.timeline {
-        let base = r.snapshot().title;
-        r.set_title(format!(
-            "{base} — {} members, {} faults — {}",
-            plan.nodes,
-            plan.faults.len(),
-            failure.as_ref().map_or("passed".to_string(), |f| format!("FAILED: {}", f.checker))
-        ));
-        r.finish((rt::time::now() - start).as_millis() as Ms);
-    }
-    RunReport { digest: d.finish(), summary, failure, raft_log: Some(watch.summary()), disk }
 }
 
 /// Creates the members' simulated nodes, each with its own disks and slots the run observes.
@@ -1253,228 +962,6 @@ fn start_members(
         slots.push(slot);
     }
     (slots, ids)
-}
-
-/// Whether the healed cluster commits a new write within [`LIVENESS_BOUND`] (the failure, also
-/// recorded as a violation), and how long it took in ms.
-async fn check_liveness(
-    handle: &madsim::runtime::Handle,
-    history: &History,
-    addrs: &[SocketAddr],
-) -> (Option<String>, u128) {
-    let healed = rt::time::now();
-    let live_node = handle.create_node().name("liveness").ip(IpAddr::V4(Ipv4Addr::new(10, 3, 0, 1))).build();
-    let (lh, laddrs) = (history.clone(), addrs.to_vec());
-    let live = live_node
-        .spawn(async move {
-            let mut c = ClusterClient::new(laddrs, "liveness", "");
-            c.timeout = Duration::from_secs(2);
-            c.backoff = Duration::from_millis(100);
-            c.max_attempts = 1_000;
-            let mut e = Event::new("liveness", Priority::High, "ping");
-            e.producer_id = 999_999;
-            e.sequence = 1;
-            lh.published(&e);
-            rt::time::timeout(LIVENESS_BOUND, c.publish(vec![e.clone()]))
-                .await
-                .map(|r| r.map(|items| (items, e)))
-        })
-        .await;
-    let liveness_failed = match live {
-        Ok(Ok(Ok((items, e)))) => {
-            history.record_acks("liveness", &[e], &items);
-            None
-        }
-        Ok(Ok(Err(e))) => Some(format!("liveness: the healed cluster refused a write: {e}")),
-        Ok(Err(_)) => Some(format!("liveness: no write committed within {LIVENESS_BOUND:?} of healing")),
-        Err(_) => Some("liveness client task failed".to_string()),
-    };
-    if let Some(l) = &liveness_failed {
-        history.violation(l.clone());
-    }
-    let liveness_ms = (rt::time::now() - healed).as_millis();
-    (liveness_failed, liveness_ms)
-}
-
-/// Waits for every task, recording a violation for each that failed.
-async fn await_tasks<T, E>(tasks: Vec<impl Future<Output = Result<T, E>>>, history: &History, what: &str) {
-    for t in tasks {
-        if t.await.is_err() {
-            history.violation(format!("{what} task failed"));
-        }
-    }
-}
-
-/// Waits (up to 20 s) for the members to converge: every member applied the leader's commit
-/// index and the leader's pipeline processed every topic to its end. Their states, if they did.
-async fn await_convergence(slots: &[MemberSlot]) -> Option<Vec<(u64, EventLogState)>> {
-    for _ in 0..200 {
-        let nodes: Vec<Option<ClusterNode>> =
-            slots.iter().map(|s| s.node.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
-        if nodes.iter().all(Option::is_some) {
-            let nodes: Vec<ClusterNode> = nodes.into_iter().flatten().collect();
-            let st: Vec<_> = nodes.iter().map(|n| n.status()).collect();
-            let leader_commit = st.iter().filter(|s| s.role == Role::Leader).map(|s| s.commit).max();
-            let leader = nodes.iter().zip(&st).find(|(_, s)| s.role == Role::Leader).map(|(n, _)| n);
-            // Quiescent: every member applied everything, and the leader's pipeline has handled
-            // and checkpointed every topic to its end (it resumed after whatever failovers).
-            let processed = leader.is_some_and(|l| {
-                let state = l.state();
-                state.topics().all(|t| {
-                    state.processing().positions.get(t).copied().unwrap_or(0)
-                        == state.topic_log(t).len() as u64
-                })
-            });
-            if let Some(lc) = leader_commit
-                && st.iter().all(|s| s.applied == lc)
-                && processed
-            {
-                return Some(nodes.iter().map(|n| (n.node_id(), n.state().clone())).collect());
-            }
-        }
-        rt::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
-}
-
-/// The run's verdict, first failure first: a Raft invariant broken, no liveness, no
-/// convergence, then the checkers over the history and the converged logs.
-fn judge(
-    watch: &RaftWatch,
-    liveness_failed: Option<String>,
-    converged: bool,
-    slots: &[MemberSlot],
-    data: &HistoryData,
-    states: &[(u64, EventLogState)],
-    plan: &Plan,
-) -> Option<check::CheckFailure> {
-    if let Some(v) = watch.violation() {
-        Some(check::CheckFailure {
-            checker: "raft_invariants",
-            detail: format!(
-                "at {:.3}s on n{}: {}\nthe rounds before it (all members):\n  {}",
-                v.at_ms as f64 / 1000.0,
-                v.node,
-                v.what,
-                v.excerpt.join("\n  ")
-            ),
-        })
-    } else if let Some(l) = liveness_failed {
-        Some(check::CheckFailure { checker: "liveness", detail: l })
-    } else if !converged {
-        let st: Vec<String> = slots
-            .iter()
-            .map(|s| match s.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                Some(n) => format!("{:?}", n.status()),
-                None => "down".into(),
-            })
-            .collect();
-        Some(check::CheckFailure {
-            checker: "replicas_converge",
-            detail: format!(
-                "no convergence (every member applied the leader's commit index, the leader's pipeline \
-             processed every topic to its end) 20 s after healing: {st:?}"
-            ),
-        })
-    } else {
-        check::check_cluster_run(data, states, min_acks(plan)).err().map(|mut f| {
-            if let Some((_, log)) = states.first() {
-                let excerpt = check::history_excerpt(data, log, &f.detail);
-                if !excerpt.is_empty() {
-                    f.detail =
-                        format!("{}\nhistory excerpt (the log of node {}):{excerpt}", f.detail, states[0].0);
-                }
-            }
-            f
-        })
-    }
-}
-
-/// What the members' disks (WAL and DLQ) saw, summed.
-fn disk_tally(slots: &[MemberSlot]) -> eventstreamcore::rt::disk::SimDiskStats {
-    let mut t = eventstreamcore::rt::disk::SimDiskStats::default();
-    for s in slots.iter().flat_map(|s| [s.disk.stats(), s.dlq.stats()]) {
-        t.writes += s.writes;
-        t.syncs += s.syncs;
-        t.power_failures += s.power_failures;
-        t.torn_writes += s.torn_writes;
-        t.injected_failures += s.injected_failures;
-    }
-    t
-}
-
-/// Adds to the run's digest what two runs of one seed must also agree on: every ack in the order
-/// received, each member's roles and terms as they changed (and when), the leader of each term,
-/// the committed Raft log, and the simulated time at the end.
-fn digest_the_run(
-    d: &mut eventstreamcore::node::state::Fnv64,
-    data: &crate::history::HistoryData,
-    watch: &RaftWatch,
-    end_ms: u64,
-) {
-    for a in &data.acks {
-        d.write(a.client.as_bytes());
-        d.write_u64(a.producer);
-        d.write_u64(a.sequence);
-        d.write(a.topic.as_bytes());
-        d.write_u64(a.offset);
-        d.write(&[u8::from(a.duplicate)]);
-    }
-    for c in watch.role_changes() {
-        d.write_u64(c.at_ms);
-        d.write_u64(c.node);
-        d.write(&[c.role as u8]);
-        d.write_u64(c.term);
-    }
-    for (term, node) in watch.leaders() {
-        d.write_u64(term);
-        d.write_u64(node);
-    }
-    for (index, e) in watch.committed() {
-        d.write_u64(index);
-        d.write_u64(e.term);
-        d.write_u64(e.digest);
-    }
-    d.write_u64(end_ms);
-}
-
-/// The fewest acked events a run must carry: one per producer (each publishes 5 or more batches
-/// over tens of seconds; a run below this checked next to nothing).
-fn min_acks(plan: &Plan) -> usize {
-    plan.producers
-}
-
-/// Kills a member, loses its unsynced writes (tearing the last one) and restarts it after `down`.
-fn crash(
-    handle: &madsim::runtime::Handle,
-    id: madsim::task::NodeId,
-    slot: &MemberHandles,
-    tear_rng: &mut NodeRng,
-    down: Duration,
-) {
-    handle.kill(id);
-    *slot.node.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    slot.disk.power_fail(Some(tear_rng));
-    slot.dlq.power_fail(Some(tear_rng));
-    let h = handle.clone();
-    madsim::task::spawn(async move {
-        rt::time::sleep(down).await;
-        // madsim's restart does not reset the node's sockets; a kill does. If the node was
-        // crashed and restarted again meanwhile, this is one more (clean) process restart.
-        h.kill(id);
-        h.restart(id);
-    });
-}
-
-fn heal(net: &madsim::net::NetSim, ids: &[madsim::task::NodeId]) {
-    for &a in ids {
-        net.unclog_node(a);
-        for &b in ids {
-            if a != b {
-                net.unclog_link(a, b);
-            }
-        }
-    }
 }
 
 /// Publishes `batches` frames of 1–4 keyed events, one at a time, each retried with the same keys
@@ -1615,6 +1102,19 @@ async fn consumer(c: usize, addrs: Vec<SocketAddr>, history: History, mut rng: N
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_restarted_member_keeps_its_clock_steps() {
+        let old = NodeClock::new();
+        old.step_wall(3_000_000_000);
+        let fresh = NodeClock::new();
+        let gap = |a: &NodeClock, b: &NodeClock| {
+            (i128::from(a.wall_unix_ns()) - i128::from(b.wall_unix_ns())).abs()
+        };
+        assert!(gap(&old, &fresh) >= 2_999_000_000, "a fresh clock forgets the step");
+        continue_clock(&old, &fresh);
+        assert!(gap(&old, &fresh) < 1_000_000, "the new incarnation goes on from the old reading");
+    }
 
     #[test]
     fn plans_round_trip_through_toml_and_validate() {
