@@ -30,6 +30,10 @@ pub enum ServiceError {
     Unsupported(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A read below the first retained offset, or a publish into a full `discard = "new"` topic
+    /// (the message says which; a read's says "first available is N").
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 /// Where one published event ended up.
@@ -72,6 +76,8 @@ pub enum AdminCommand {
     RemoveNode { id: u64 },
     /// Hand leadership to another voter.
     TransferLeader { id: u64 },
+    /// Topics with their sizes, offsets and retention settings, as JSON.
+    Topics,
 }
 
 /// What ingest needs from a node: order and store events, read them back.

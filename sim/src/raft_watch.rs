@@ -41,6 +41,8 @@ pub enum EntryClass {
     Publish(usize),
     /// A pipeline checkpoint.
     Checkpoint,
+    /// Topic settings or a retention trim.
+    Retention,
     /// A new leader's empty entry.
     Noop,
     /// A membership change.
@@ -57,6 +59,7 @@ impl EntryClass {
             EntryKind::Normal => match Command::decode(e.data.clone()) {
                 Ok(Command::Publish { events, .. }) => EntryClass::Publish(events.len()),
                 Ok(Command::Checkpoint { .. }) => EntryClass::Checkpoint,
+                Ok(Command::TopicSettings(_) | Command::Trim { .. }) => EntryClass::Retention,
                 Err(_) => EntryClass::Undecodable,
             },
         }
@@ -66,6 +69,7 @@ impl EntryClass {
         match self {
             EntryClass::Publish(_) => "publish",
             EntryClass::Checkpoint => "checkpoint",
+            EntryClass::Retention => "retention",
             EntryClass::Noop => "noop",
             EntryClass::ConfChange => "conf",
             EntryClass::Undecodable => "undecodable",

@@ -97,6 +97,10 @@ pub enum ErrorCode {
     /// The client is authenticated (or anonymous) but its credential lacks the role the request
     /// needs (publish, consume or admin). Not retryable with the same credential.
     Forbidden = 10,
+    /// Out of range: a FETCH/READ below the topic's first retained offset (the message ends
+    /// "first available is N"), or a PUBLISH into a full topic whose discard policy is "new".
+    /// Not retryable as is.
+    OutOfRange = 11,
 }
 
 impl ErrorCode {
@@ -113,6 +117,7 @@ impl ErrorCode {
             8 => ErrorCode::Unsupported,
             9 => ErrorCode::Unavailable,
             10 => ErrorCode::Forbidden,
+            11 => ErrorCode::OutOfRange,
             _ => return None,
         })
     }
@@ -130,6 +135,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::OutOfRange => "out_of_range",
         }
     }
 
@@ -178,12 +184,16 @@ pub enum AdminRequest {
     RemoveNode { id: u64 },
     /// Hands leadership to another voter.
     TransferLeader { id: u64 },
+    /// Lists topics (events, bytes, first/end offset, retention) as a JSON document; needs the
+    /// consume role.
+    Topics,
 }
 
 const ADMIN_STATUS: u8 = 0;
 const ADMIN_ADD: u8 = 1;
 const ADMIN_REMOVE: u8 = 2;
 const ADMIN_TRANSFER: u8 = 3;
+const ADMIN_TOPICS: u8 = 4;
 const READ_LINEARIZABLE: u8 = 0x01;
 
 /// The outcome of one event of a publish.
@@ -648,6 +658,7 @@ impl Request {
                     }
                     AdminRequest::RemoveNode { id } => (ADMIN_REMOVE, *id, "", ""),
                     AdminRequest::TransferLeader { id } => (ADMIN_TRANSFER, *id, "", ""),
+                    AdminRequest::Topics => (ADMIN_TOPICS, 0, "", ""),
                 };
                 out.put_u8(op);
                 out.put_u64(id);
@@ -694,6 +705,7 @@ impl Request {
                     ADMIN_ADD => AdminRequest::AddNode { id, raft_addr, client_addr },
                     ADMIN_REMOVE => AdminRequest::RemoveNode { id },
                     ADMIN_TRANSFER => AdminRequest::TransferLeader { id },
+                    ADMIN_TOPICS => AdminRequest::Topics,
                     _ => return Err(BodyError::Truncated("admin op")),
                 })
             }

@@ -126,7 +126,8 @@ impl Driver {
         // Resume: everything committed after the replicated checkpoint.
         let mut resumed = 0;
         for topic in state.topics().map(str::to_string).collect::<Vec<_>>() {
-            let from = progress.positions.get(&topic).copied().unwrap_or(0) as usize;
+            let from = progress.positions.get(&topic).copied().unwrap_or(0);
+            let from = from.saturating_sub(state.first_offset(&topic)) as usize;
             let log = state.topic_log(&topic);
             for chunk in log.get(from..).unwrap_or(&[]).chunks(1024) {
                 resumed += chunk.len();
