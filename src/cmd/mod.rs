@@ -6,3 +6,4 @@ pub mod output;
 pub mod payload;
 pub mod publish;
 pub mod read;
+pub mod topics;

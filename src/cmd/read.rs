@@ -85,7 +85,7 @@ pub async fn tail(o: TailOpts) -> Result<(), String> {
     loop {
         let at = sub.next_offset();
         let batch = sub.next_batch(1000);
-        let (events, end) = match o.timeout {
+        let result = match o.timeout {
             Some(limit) => rt::time::timeout(limit + poll, batch).await.map_err(|_| {
                 let why = if o.linearizable {
                     "a linearizable read needs a leader: is a majority of the cluster up?"
@@ -101,8 +101,24 @@ pub async fn tail(o: TailOpts) -> Result<(), String> {
                 )
             })?,
             None => batch.await,
-        }
-        .map_err(|e| e.to_string())?;
+        };
+        let (events, end) = match result {
+            Ok(r) => r,
+            // Retention removed the events here: continue at the first one still held (a
+            // `--from` below it starts there; a consumer that fell behind is told what it lost).
+            Err(e) if e.first_available().is_some_and(|f| f > at) => {
+                let first = e.first_available().unwrap_or(at);
+                if at != o.from || seen > 0 {
+                    eprintln!(
+                        "events {at}..{first} of `{}` were removed by retention; continuing at {first}",
+                        o.topic
+                    );
+                }
+                sub.seek(first);
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         for s in &events {
             if o.json {
                 println!("{}", event_json(s));
