@@ -52,6 +52,8 @@ const CLIENT_PORT: u16 = 7070;
 const RAFT_PORT: u16 = 7170;
 /// The ChaCha stream the peer storm draws from (the run's other draws use stream 0).
 const PEER_STORM_STREAM: u64 = 0x7065_6572;
+/// The random stream retention limits are drawn from (so plans without them stay as they were).
+const RETENTION_STREAM: u64 = 0x7265_7465;
 /// Faults happen within this window after the start; then the network heals.
 const FAULT_WINDOW: Duration = Duration::from_secs(12);
 /// After healing, a leader must commit a new write within this long.
@@ -197,6 +199,10 @@ pub struct Plan {
     /// as it always did.
     #[serde(default)]
     pub linearizable_reader: bool,
+    /// Retention: every topic keeps at most this many events (`[topics.default] max_events`),
+    /// so trims by the leader happen under every fault. Drawn from a stream of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_max_events: Option<u64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -314,7 +320,13 @@ impl Plan {
             peer_storm_clients: 0,
             // Derived, not drawn: the random stream stays as it was.
             linearizable_reader: true,
+            retention_max_events: None,
         }
+    }
+
+    /// Draws small retention limits for some seeds from `rng`, a stream of its own.
+    fn draw_retention(&mut self, rng: &mut NodeRng) {
+        self.retention_max_events = rng.random_bool(0.4).then(|| rng.random_range(5..=40));
     }
 
     /// Draws the peer storm (some seeds get 2–4 clients) from `rng`, a stream of its own.
@@ -699,6 +711,7 @@ struct MemberEnv {
     i: usize,
     nodes: usize,
     snapshot_entries: u64,
+    retention_max_events: Option<u64>,
     drift: i64,
     disk: Arc<dyn Disk>,
     dlq: Arc<dyn Disk>,
@@ -716,6 +729,7 @@ async fn member_main(env: MemberEnv) {
         i,
         nodes,
         snapshot_entries,
+        retention_max_events,
         drift,
         disk,
         dlq,
@@ -736,6 +750,10 @@ async fn member_main(env: MemberEnv) {
     config.node.name = format!("sim-{}", i + 1);
     config.cluster = cluster_config(nodes, i, join, snapshot_entries);
     config.pipeline = pipeline_config();
+    if let Some(max) = retention_max_events {
+        let limits = eventstreamcore::node::TopicConfig { max_events: Some(max), ..Default::default() };
+        config.topics.insert("default".into(), limits);
+    }
     config.ingest = IngestConfig {
         listen: client_addr(i),
         idle_timeout_ms: 60_000,
@@ -790,6 +808,9 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     let max_drift = opts.max_drift_ppm.unwrap_or(DEFAULT_MAX_DRIFT_PPM);
     let mut plan = Plan::generate(&mut rng, shape, max_drift);
     plan.draw_peer_storm(&mut peer_rng);
+    let mut retention_rng = rng.clone();
+    retention_rng.set_stream(RETENTION_STREAM);
+    plan.draw_retention(&mut retention_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -1186,6 +1207,7 @@ fn start_members(
             i,
             nodes: plan.nodes,
             snapshot_entries: plan.snapshot_entries,
+            retention_max_events: plan.retention_max_events,
             drift: plan.drift_ppm[i],
             disk,
             dlq: slot.dlq.clone(),
@@ -1272,10 +1294,9 @@ async fn await_convergence(slots: &[MemberSlot]) -> Option<Vec<(u64, EventLogSta
             // and checkpointed every topic to its end (it resumed after whatever failovers).
             let processed = leader.is_some_and(|l| {
                 let state = l.state();
-                state.topics().all(|t| {
-                    state.processing().positions.get(t).copied().unwrap_or(0)
-                        == state.topic_log(t).len() as u64
-                })
+                state
+                    .topics()
+                    .all(|t| state.processing().positions.get(t).copied().unwrap_or(0) == state.end_offset(t))
             });
             if let Some(lc) = leader_commit
                 && st.iter().all(|s| s.applied == lc)
@@ -1329,16 +1350,21 @@ fn judge(
             ),
         })
     } else {
-        check::check_cluster_run(data, states, min_acks(plan)).err().map(|mut f| {
-            if let Some((_, log)) = states.first() {
-                let excerpt = check::history_excerpt(data, log, &f.detail);
-                if !excerpt.is_empty() {
-                    f.detail =
-                        format!("{}\nhistory excerpt (the log of node {}):{excerpt}", f.detail, states[0].0);
+        check::check_cluster_run(data, states, min_acks(plan))
+            .and_then(|()| check::retention_within_policy(data, states, plan.retention_max_events))
+            .err()
+            .map(|mut f| {
+                if let Some((_, log)) = states.first() {
+                    let excerpt = check::history_excerpt(data, log, &f.detail);
+                    if !excerpt.is_empty() {
+                        f.detail = format!(
+                            "{}\nhistory excerpt (the log of node {}):{excerpt}",
+                            f.detail, states[0].0
+                        );
+                    }
                 }
-            }
-            f
-        })
+                f
+            })
     }
 }
 
@@ -1557,6 +1583,13 @@ async fn consumer(c: usize, addrs: Vec<SocketAddr>, history: History, mut rng: N
                     history.consumed(topic, s.offset, &s.event);
                     offset += 1;
                 }
+            }
+            // Retention removed what this consumer was about to read: an explicit answer, the
+            // only gap a consumer may see (the checker verifies the policy allowed it).
+            Err(e) if e.first_available().is_some_and(|f| f > offset) => {
+                let first = e.first_available().unwrap_or(offset);
+                history.retention_skip(topic, offset, first);
+                offset = first;
             }
             Err(_) => history.count("consumer_retry_rounds"),
         }
