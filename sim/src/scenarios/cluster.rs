@@ -1165,6 +1165,14 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     } else {
         summary
     };
+    let summary = match (plan.retention_max_events, states.first()) {
+        (Some(max), Some((_, s))) => format!(
+            "{summary}\nretention: max_events {max}; removed {} of {stored} events; {} out-of-range answers",
+            s.topics().map(|t| s.first_offset(t)).sum::<u64>(),
+            data.retention_skips.len()
+        ),
+        _ => summary,
+    };
     for id in &ids {
         handle.kill(*id);
     }
