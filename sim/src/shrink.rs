@@ -507,6 +507,7 @@ mod tests {
             snapshot_entries: 64,
             peer_storm_clients: 0,
             linearizable_reader: true,
+            retention_max_events: None,
         }
     }
 
