@@ -43,3 +43,13 @@ fn drawn_plans_include_retention_and_pass() {
     }
     assert!(with_retention > 0, "no seed of 12 drew retention limits that trimmed anything");
 }
+
+/// Seeds that once failed to converge: a new leader's pipeline waited at its checkpoint position
+/// for events retention had already removed (it now resumes at the first retained offset).
+#[test]
+fn a_new_leader_pipeline_resumes_past_trimmed_events() {
+    for seed in [257, 260, 379, 399, 426, 1366] {
+        let r = runner::run_seed("cluster", seed, default_options());
+        assert!(!r.failed(), "{}", r.failure_report());
+    }
+}
