@@ -38,6 +38,19 @@ pub enum ClientError {
     Inconsistent(String),
 }
 
+impl ClientError {
+    /// For an "out of range" answer to a read below the first retained offset: the first
+    /// offset the topic still holds (the error message ends "first available is N").
+    pub fn first_available(&self) -> Option<u64> {
+        let ClientError::Server(f) = self else { return None };
+        if f.code != wire::ErrorCode::OutOfRange {
+            return None;
+        }
+        let (_, tail) = f.message.rsplit_once("first available is ")?;
+        tail.trim().parse().ok()
+    }
+}
+
 /// An error frame as a person reads it: the code name, the message, and the retry hint and
 /// leader when the message does not already say them (servers often put the code name and
 /// "retry after" into the message text, which read twice as "unavailable: unavailable: …").
@@ -551,6 +564,11 @@ impl Subscription {
         self.next_offset
     }
 
+    /// Continues from `offset` (e.g. the first retained offset after an out-of-range answer).
+    pub fn seek(&mut self, offset: u64) {
+        self.next_offset = offset;
+    }
+
     /// The next events (at least one, unless the wait ran out: then empty), and the topic's end
     /// offset as the answering member knows it.
     pub async fn next_batch(&mut self, max: u32) -> Result<(Vec<StoredEvent>, u64), ClientError> {
@@ -590,5 +608,16 @@ mod tests {
         let mut e = ErrorFrame::new(ErrorCode::NotLeader, "not the leader");
         e.leader = "10.0.0.1:7070".into();
         assert_eq!(describe(&e), "not_leader: not the leader (leader at 10.0.0.1:7070)");
+    }
+
+    #[test]
+    fn an_out_of_range_read_says_the_first_available_offset() {
+        let msg = "offset 0 of topic `a` is out of range, first available is 1200";
+        let e = ClientError::Server(ErrorFrame::new(ErrorCode::OutOfRange, msg));
+        assert_eq!(e.first_available(), Some(1200));
+        assert_eq!(e.to_string(), format!("out_of_range: {msg}"));
+        let full = ClientError::Server(ErrorFrame::new(ErrorCode::OutOfRange, "topic `a` is full"));
+        assert_eq!(full.first_available(), None);
+        assert_eq!(ClientError::Server(ErrorFrame::new(ErrorCode::Internal, msg)).first_available(), None);
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::node::DedupConfig;
+use crate::node::{DedupConfig, TopicConfig, TopicSettings};
 use crate::pipeline::PipelineConfig;
 use crate::wire::acked::MAX_FRAME_LIMIT;
 
@@ -24,6 +24,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub log: LogConfig,
     pub pipeline: PipelineConfig,
+    /// Per-topic retention: `[topics.default]`, `[topics."orders"]`, `[topics."audit.*"]`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub topics: std::collections::BTreeMap<String, TopicConfig>,
 }
 
 /// Identity of this node.
@@ -362,6 +365,9 @@ impl Config {
         if let Err((key, message)) = self.pipeline.validate() {
             return invalid(key, message);
         }
+        if let Err((section, why)) = TopicSettings::from_config(&self.topics) {
+            return invalid("topics", format!("[topics.\"{section}\"]: {why}"));
+        }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return invalid("log.level", e.to_string());
         }
@@ -455,6 +461,12 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The retention settings of the `[topics]` sections (validated by [`Self::validate`]; a bad
+    /// section, impossible after validation, gives the defaults).
+    pub fn topic_settings(&self) -> TopicSettings {
+        TopicSettings::from_config(&self.topics).unwrap_or_default()
     }
 
     /// The defaults as TOML (what `esc config defaults` prints).
@@ -597,6 +609,29 @@ mod tests {
         let err = Config::load(Some(&dir.join("missing.toml")), vec![], &[]).unwrap_err().to_string();
         assert!(err.contains("missing.toml"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn topic_sections_parse_and_bad_ones_are_refused_with_their_line() {
+        let text = "[topics.default]\nmax_events = 100\n\n[topics.\"orders\"]\nmax_bytes = 4096\n\
+                    discard = \"new\"\n\n[topics.\"audit.*\"]\nmax_age_ms = \"7d\"\n";
+        let s = Config::from_toml(text).unwrap().topic_settings();
+        assert_eq!(s.default.max_events, Some(100));
+        assert_eq!(s.limits_for("orders").max_bytes, Some(4096));
+        assert_eq!(s.limits_for("orders").discard, crate::node::Discard::New);
+        assert_eq!(s.limits_for("audit.login").max_age_ms, Some(7 * 86_400_000));
+        assert_eq!(s.limits_for("other"), &s.default);
+        let err =
+            Config::from_toml("[topics.\"orders\"]\nmax_bytes = 5\nmax_evnts = 3\n").unwrap_err().to_string();
+        assert!(err.contains("max_evnts") && err.contains("line 3"), "{err}");
+        let err = Config::from_toml("[topics.x]\nmax_age_ms = \"3 weeks\"\n").unwrap_err().to_string();
+        assert!(err.contains("topics") && err.contains("unknown unit"), "{err}");
+        let err = Config::from_toml("[topics.x]\ndiscard = \"oldest\"\n").unwrap_err().to_string();
+        assert!(err.contains("oldest"), "{err}");
+        let err = Config::from_toml("[topics.\"a*b\"]\nmax_events = 1\n").unwrap_err().to_string();
+        assert!(err.contains("only allowed at the end"), "{err}");
+        let err = Config::from_toml("[topics.x]\nmax_events = 0\n").unwrap_err().to_string();
+        assert!(err.contains("at least 1"), "{err}");
     }
 
     #[test]

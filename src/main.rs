@@ -236,6 +236,17 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// List topics with their events, bytes, first/end offset and retention settings.
+    Topics {
+        /// Cluster members (comma-separated); the member that answers reports its applied state.
+        #[arg(long, default_value = "127.0.0.1:7070", value_delimiter = ',')]
+        addr: Vec<SocketAddr>,
+        #[arg(long, default_value = "")]
+        token: String,
+        /// Print the server's JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the dead-letter queue of a server (kept in `<data_dir>/dlq`), or ask for it to be redriven.
     Dlq {
         #[command(subcommand)]
@@ -349,6 +360,7 @@ async fn main() -> ExitCode {
             .await
         }
         Command::Admin { addr, token, json, action } => admin(addr, token, json, action, tls).await,
+        Command::Topics { addr, token, json } => cmd::topics::list(addr, token, json).await,
         Command::Publish {
             addr,
             topic,
@@ -516,8 +528,9 @@ async fn serve(
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
     rt::spawn(stop_on_signal(node.clone(), stop));
-    // SIGHUP re-reads the configuration and applies the pipeline's topic table (the only part
-    // that changes without a restart); a bad file is reported and changes nothing.
+    // SIGHUP re-reads the configuration and applies the pipeline's topic table and the [topics]
+    // retention settings (the only parts that change without a restart); a bad file is reported
+    // and changes nothing.
     let reload_node = node.clone();
     rt::spawn(async move {
         let mut hups = rt::Hangups::new();
@@ -526,6 +539,8 @@ async fn serve(
             match Config::load(file.as_deref(), std::env::vars(), &set) {
                 Ok(c) => {
                     let n = c.pipeline.topics.len();
+                    // Retention settings: proposed by this member while it leads.
+                    reload_node.set_topic_settings(c.topic_settings());
                     reload_node.reload_routes(c.pipeline.topics, c.pipeline.default_priority);
                     tracing::info!(entries = n, "SIGHUP: pipeline topic table reloaded");
                 }

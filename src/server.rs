@@ -112,6 +112,7 @@ impl Server {
         let (node, task) = ClusterNode::start(opts, log_disk, clock.clone(), rng)
             .await
             .map_err(|source| ServerError::Node { id, dir: data_dir, source })?;
+        node.set_topic_settings(config.topic_settings());
         if let Some(f) = on_node {
             f(&node);
         }

@@ -34,6 +34,10 @@ pub enum ServiceError {
     /// A consumer commit was refused (bad name or topic, past the end, too many consumers).
     #[error("{0}")]
     Consumer(#[from] ConsumerError),
+    /// A read below the first retained offset, or a publish into a full `discard = "new"` topic
+    /// (the message says which; a read's says "first available is N").
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 /// Where one published event ended up.
@@ -76,6 +80,8 @@ pub enum AdminCommand {
     RemoveNode { id: u64 },
     /// Hand leadership to another voter.
     TransferLeader { id: u64 },
+    /// Topics with their sizes, offsets and retention settings, as JSON.
+    Topics,
 }
 
 /// What ingest needs from a node: order and store events, read them back.

@@ -54,6 +54,7 @@ fn a_seed_file_with_a_plan_replays_that_plan() {
         peer_storm_clients: 0,
         linearizable_reader: true,
         durable_consumers: 0,
+        retention_max_events: None,
     };
     let dir = std::env::temp_dir().join(format!("esc-sim-seeds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

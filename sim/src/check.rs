@@ -28,6 +28,10 @@ fn fail(checker: &'static str, detail: String) -> Result<(), CheckFailure> {
 pub trait LogView {
     fn topics(&self) -> Vec<String>;
     fn topic_log(&self, topic: &str) -> Vec<StoredEvent>;
+    /// The first offset `topic_log` holds (retention removed what is below it).
+    fn first_offset(&self, _topic: &str) -> u64 {
+        0
+    }
 }
 
 impl LogView for eventstreamcore::node::EventLogState {
@@ -36,6 +40,9 @@ impl LogView for eventstreamcore::node::EventLogState {
     }
     fn topic_log(&self, topic: &str) -> Vec<StoredEvent> {
         eventstreamcore::node::EventLogState::topic_log(self, topic).to_vec()
+    }
+    fn first_offset(&self, topic: &str) -> u64 {
+        eventstreamcore::node::EventLogState::first_offset(self, topic)
     }
 }
 
@@ -59,11 +66,12 @@ pub fn no_client_violations(h: &HistoryData) -> Result<(), CheckFailure> {
     Ok(())
 }
 
-/// Offsets in every topic log are dense and start at 0.
+/// Offsets in every topic log are dense from the topic's first offset (0 without retention).
 pub fn offsets_dense(log: &dyn LogView) -> Result<(), CheckFailure> {
     for t in log.topics() {
+        let first = log.first_offset(&t);
         for (i, s) in log.topic_log(&t).iter().enumerate() {
-            if s.offset != i as u64 {
+            if s.offset != first + i as u64 {
                 return fail("offsets_dense", format!("topic {t}: position {i} holds offset {}", s.offset));
             }
         }
@@ -78,7 +86,9 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
     // Where each key is stored (first copy) and how many copies exist.
     let mut copies: BTreeMap<(u64, u64), Vec<(String, u64)>> = BTreeMap::new();
     let mut logs = BTreeMap::new();
+    let mut firsts = BTreeMap::new();
     for t in log.topics() {
+        firsts.insert(t.clone(), log.first_offset(&t));
         let events = log.topic_log(&t);
         for s in &events {
             if let Some(k) = s.event.idempotency_key() {
@@ -104,7 +114,12 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
             );
         }
         acked_at.insert(key, (a.topic.clone(), a.offset));
-        ack_matches_log(h, &logs, a, key)?;
+        // Below the first offset retention removed it ([`retention_within_policy`] checks it may).
+        let first = firsts.get(&a.topic).copied().unwrap_or(0);
+        let removed = a.offset < first;
+        if !removed {
+            ack_matches_log(h, &logs, a, key, first)?;
+        }
         if !a.duplicate && !fresh_acks.insert(key) {
             return fail(
                 C,
@@ -115,7 +130,7 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
             );
         }
         let n = copies.get(&key).map_or(0, Vec::len);
-        if n != 1 {
+        if n != 1 && !removed {
             return fail(
                 C,
                 format!("acked key {key:?} appears {n} times in the log: {:?}", copies.get(&key)),
@@ -131,9 +146,10 @@ fn ack_matches_log(
     logs: &BTreeMap<String, Vec<StoredEvent>>,
     a: &AckRecord,
     key: (u64, u64),
+    first: u64,
 ) -> Result<(), CheckFailure> {
     const C: &str = "acked_exactly_once";
-    let Some(stored) = logs.get(&a.topic).and_then(|l| l.get(a.offset as usize)) else {
+    let Some(stored) = logs.get(&a.topic).and_then(|l| l.get((a.offset - first) as usize)) else {
         return fail(
             C,
             format!(
@@ -253,10 +269,15 @@ pub fn check_ingest_run(h: &HistoryData, log: &dyn LogView, min_acks: usize) -> 
 /// Every event a consumer read is in the final log at the offset it was read at (a consumer never
 /// sees an event that is later rolled back).
 pub fn consumed_events_committed(h: &HistoryData, log: &dyn LogView) -> Result<(), CheckFailure> {
-    let mut logs: BTreeMap<String, Vec<StoredEvent>> = BTreeMap::new();
+    let mut logs: BTreeMap<String, (u64, Vec<StoredEvent>)> = BTreeMap::new();
     for c in &h.consumed {
-        let l = logs.entry(c.topic.clone()).or_insert_with(|| log.topic_log(&c.topic));
-        let at = l.get(c.offset as usize);
+        let (first, l) = logs
+            .entry(c.topic.clone())
+            .or_insert_with(|| (log.first_offset(&c.topic), log.topic_log(&c.topic)));
+        if c.offset < *first {
+            continue; // read, then removed by retention
+        }
+        let at = l.get((c.offset - *first) as usize);
         let found = at.and_then(|s| s.event.idempotency_key());
         if found != Some((c.producer, c.sequence)) {
             return fail(
@@ -525,6 +546,44 @@ pub fn history_excerpt(h: &HistoryData, log: &dyn LogView, detail: &str) -> Stri
         }
     }
     out
+}
+
+/// Retention removed nothing the policy (at most `max_events` per topic; `None`: keep all) did not
+/// allow: on every replica each topic's first offset is at most `end - max_events`, and every
+/// "out of range" answer a consumer moved past pointed at such a first offset.
+pub fn retention_within_policy(
+    h: &HistoryData,
+    replicas: &[(u64, eventstreamcore::node::EventLogState)],
+    max_events: Option<u64>,
+) -> Result<(), CheckFailure> {
+    const C: &str = "retention_within_policy";
+    let allowed = |end: u64| max_events.map_or(0, |m| end.saturating_sub(m));
+    for (id, state) in replicas {
+        for t in eventstreamcore::node::EventLogState::topics(state) {
+            let (first, end) = (state.first_offset(t), state.end_offset(t));
+            if first > allowed(end) {
+                return fail(
+                    C,
+                    format!(
+                        "node {id}: {t} starts at {first} of {end}, but the policy keeps {max_events:?} events"
+                    ),
+                );
+            }
+        }
+    }
+    let Some((_, state)) = replicas.first() else { return Ok(()) };
+    for (t, asked, first) in &h.retention_skips {
+        let end = state.end_offset(t);
+        if asked >= first || *first > allowed(end) {
+            return fail(
+                C,
+                format!(
+                    "a consumer asking for {t}@{asked} was told the first available is {first} (the topic ends at                      {end}, the policy keeps {max_events:?} events)"
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs every checker of the cluster scenario on every replica, first failure wins.
@@ -835,6 +894,49 @@ mod tests {
         assert!(x.contains("log of t around offset 2 (2 events):"), "{x}");
         assert!(x.contains("t@0 = key Some((1, 1))"), "{x}");
         assert_eq!(history_excerpt(&h.snapshot(), &log, "nothing named here"), "");
+    }
+
+    /// A replica whose topic `t` held events 0..10 and then lost those below `trim_to`.
+    fn trimmed(trim_to: u64) -> eventstreamcore::node::EventLogState {
+        let mut st = eventstreamcore::node::EventLogState::new(Default::default());
+        for seq in 0..10 {
+            st.apply_publish(vec![stored(0, 1, seq, "x").event], 1).unwrap();
+        }
+        st.apply_trim("t", trim_to);
+        st
+    }
+
+    #[test]
+    fn retention_beyond_the_policy_fails() {
+        let h = History::new();
+        let ok = [(1, trimmed(6))];
+        retention_within_policy(&h.snapshot(), &ok, Some(4)).unwrap();
+        offsets_dense(&ok[0].1).unwrap();
+        // One event too many removed, or any removed without a policy.
+        let err = retention_within_policy(&h.snapshot(), &[(1, trimmed(7))], Some(4)).unwrap_err();
+        assert_eq!(err.checker, "retention_within_policy");
+        assert!(retention_within_policy(&h.snapshot(), &ok, None).is_err());
+        // An out-of-range answer pointing past what the policy allows removing.
+        h.retention_skip("t", 2, 6);
+        retention_within_policy(&h.snapshot(), &ok, Some(4)).unwrap();
+        h.retention_skip("t", 2, 8);
+        assert!(retention_within_policy(&h.snapshot(), &ok, Some(4)).is_err());
+    }
+
+    #[test]
+    fn an_acked_event_missing_above_the_first_offset_still_fails() {
+        let h = History::new();
+        for seq in 0..10 {
+            publish(&h, 1, seq, "x");
+            h.acked(ack(1, seq, seq));
+        }
+        // Below the first offset retention removed them: fine.
+        acked_events_stored_exactly_once(&h.snapshot(), &trimmed(6)).unwrap();
+        // An ack pointing past the end of a trimmed log is still caught.
+        h.acked(ack(1, 10, 10));
+        publish(&h, 1, 10, "x");
+        let err = acked_events_stored_exactly_once(&h.snapshot(), &trimmed(6)).unwrap_err();
+        assert!(err.detail.contains("no such offset"), "{err}");
     }
 
     #[test]

@@ -129,6 +129,8 @@ pub struct HistoryData {
     pub ack_times: Vec<u64>,
     /// Completed reads.
     pub reads: Vec<ReadRecord>,
+    /// Explicit "out of range" answers consumers moved past: (topic, asked offset, first available).
+    pub retention_skips: Vec<(String, u64, u64)>,
 }
 
 impl History {
@@ -226,6 +228,11 @@ impl History {
             payload_digest: payload_digest(&e.payload),
         };
         self.with(|h| h.consumed.push(rec));
+    }
+
+    /// Records an "out of range" answer: `topic` no longer holds `asked`, its first event is at `first`.
+    pub fn retention_skip(&self, topic: &str, asked: u64, first: u64) {
+        self.with(|h| h.retention_skips.push((topic.to_string(), asked, first)));
     }
 
     /// Records a broken expectation.

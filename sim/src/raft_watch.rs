@@ -43,6 +43,8 @@ pub enum EntryClass {
     Checkpoint,
     /// A named consumer's committed position.
     CommitOffset,
+    /// Topic settings or a retention trim.
+    Retention,
     /// A new leader's empty entry.
     Noop,
     /// A membership change.
@@ -60,6 +62,7 @@ impl EntryClass {
                 Ok(Command::Publish { events, .. }) => EntryClass::Publish(events.len()),
                 Ok(Command::Checkpoint { .. }) => EntryClass::Checkpoint,
                 Ok(Command::CommitOffset(_)) => EntryClass::CommitOffset,
+                Ok(Command::TopicSettings(_) | Command::Trim { .. }) => EntryClass::Retention,
                 Err(_) => EntryClass::Undecodable,
             },
         }
@@ -70,6 +73,7 @@ impl EntryClass {
             EntryClass::Publish(_) => "publish",
             EntryClass::Checkpoint => "checkpoint",
             EntryClass::CommitOffset => "commit_offset",
+            EntryClass::Retention => "retention",
             EntryClass::Noop => "noop",
             EntryClass::ConfChange => "conf",
             EntryClass::Undecodable => "undecodable",

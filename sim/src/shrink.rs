@@ -518,6 +518,7 @@ mod tests {
             peer_storm_clients: 0,
             linearizable_reader: true,
             durable_consumers: 0,
+            retention_max_events: None,
         }
     }
 

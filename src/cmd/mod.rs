@@ -10,3 +10,4 @@ pub mod publish;
 pub mod read;
 pub mod status;
 pub mod tls;
+pub mod topics;

@@ -129,7 +129,7 @@ async fn follow(o: &TailOpts, from: u64, committer: &mut Option<Committer>) -> R
                 r = batch => r.map(Some),
             }
         };
-        let Some((events, end)) = match o.timeout {
+        let result = match o.timeout {
             Some(limit) => rt::time::timeout(limit + poll, batch).await.map_err(|_| {
                 let why = if o.linearizable {
                     "a linearizable read needs a leader: is a majority of the cluster up?"
@@ -145,10 +145,24 @@ async fn follow(o: &TailOpts, from: u64, committer: &mut Option<Committer>) -> R
                 )
             })?,
             None => batch.await,
-        }
-        .map_err(|e| e.to_string())?
-        else {
-            return Ok(());
+        };
+        let (events, end) = match result {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()), // stopped by a signal
+            // Retention removed the events here: continue at the first one still held (a
+            // `--from` below it starts there; a consumer that fell behind is told what it lost).
+            Err(e) if e.first_available().is_some_and(|f| f > at) => {
+                let first = e.first_available().unwrap_or(at);
+                if at != from || seen > 0 {
+                    eprintln!(
+                        "events {at}..{first} of `{}` were removed by retention; continuing at {first}",
+                        o.topic
+                    );
+                }
+                sub.seek(first);
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
         };
         for s in &events {
             if o.json {

@@ -660,6 +660,7 @@ impl<S: EventService> Conn<S> {
     fn handle_query(&mut self, request_id: u64, req: Request) {
         let need = match &req {
             Request::Admin(AdminRequest::Status) => None,
+            Request::Admin(AdminRequest::Topics) => Some(Role::Consume),
             Request::Admin(_) => Some(Role::Admin),
             _ => Some(Role::Consume),
         };

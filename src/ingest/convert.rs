@@ -27,6 +27,7 @@ pub fn error_frame(e: &ServiceError) -> ErrorFrame {
         ServiceError::Unsupported(_) => f.code = ErrorCode::Unsupported,
         ServiceError::Internal(_) => {}
         ServiceError::Consumer(_) => f.code = ErrorCode::InvalidCommit,
+        ServiceError::OutOfRange(_) => f.code = ErrorCode::OutOfRange,
     }
     f
 }
@@ -55,6 +56,7 @@ pub fn admin_command(req: AdminRequest) -> AdminCommand {
         }
         AdminRequest::RemoveNode { id } => AdminCommand::RemoveNode { id },
         AdminRequest::TransferLeader { id } => AdminCommand::TransferLeader { id },
+        AdminRequest::Topics => AdminCommand::Topics,
     }
 }
 
@@ -71,6 +73,7 @@ mod tests {
             (ServiceError::Unavailable { retry_after_ms: 9, reason: "x".into() }, ErrorCode::Unavailable, 9),
             (ServiceError::Unsupported("x".into()), ErrorCode::Unsupported, 0),
             (ServiceError::Internal("x".into()), ErrorCode::Internal, 0),
+            (ServiceError::OutOfRange("x".into()), ErrorCode::OutOfRange, 0),
         ];
         for (e, code, retry) in cases {
             let f = error_frame(&e);
@@ -93,6 +96,7 @@ mod tests {
             AdminCommand::TransferLeader { id: 3 }
         );
         assert_eq!(admin_command(AdminRequest::Status), AdminCommand::Status);
+        assert_eq!(admin_command(AdminRequest::Topics), AdminCommand::Topics);
     }
 
     #[test]

@@ -7,10 +7,13 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::consumers::OffsetCommit;
 use crate::event::Event;
 use crate::event::codec::{CodecError, decode_events, encode_events, get_str16, put_str16};
+use crate::node::state::retention::TopicSettings;
 
 const TAG_PUBLISH: u8 = 1;
 const TAG_CHECKPOINT: u8 = 2;
 const TAG_COMMIT_OFFSET: u8 = 5;
+const TAG_TOPIC_SETTINGS: u8 = 3;
+const TAG_TRIM: u8 = 4;
 
 /// A replicated state-machine command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,10 @@ pub enum Command {
     Checkpoint { positions: Vec<(String, u64)>, handled: Vec<(u64, u64)> },
     /// A named consumer's position (see `node/consumers.rs`; never moves back unless `reset`).
     CommitOffset(OffsetCommit),
+    /// The leader's configured per-topic retention settings, replacing the replicated ones.
+    TopicSettings(TopicSettings),
+    /// Retention: drop the events of `topic` below offset `before`.
+    Trim { topic: String, before: u64 },
 }
 
 /// A Raft entry that does not decode as a [`Command`] (written by a newer or broken node).
@@ -35,6 +42,8 @@ pub enum CommandError {
     Truncated,
     #[error("bad publish body: {0}")]
     Body(#[from] CodecError),
+    #[error("bad topic settings: {0}")]
+    Settings(String),
 }
 
 impl Command {
@@ -65,6 +74,19 @@ impl Command {
                 out.freeze()
             }
             Command::CommitOffset(c) => super::consumers::encode_commit(TAG_COMMIT_OFFSET, c),
+            Command::TopicSettings(settings) => {
+                let mut out = BytesMut::with_capacity(64);
+                out.put_u8(TAG_TOPIC_SETTINGS);
+                settings.encode(&mut out);
+                out.freeze()
+            }
+            Command::Trim { topic, before } => {
+                let mut out = BytesMut::with_capacity(16 + topic.len());
+                out.put_u8(TAG_TRIM);
+                put_str16(&mut out, topic);
+                out.put_u64(*before);
+                out.freeze()
+            }
         }
     }
 
@@ -104,6 +126,20 @@ impl Command {
             TAG_COMMIT_OFFSET => super::consumers::decode_commit(data)
                 .map(Command::CommitOffset)
                 .ok_or(CommandError::Truncated),
+            TAG_TOPIC_SETTINGS => {
+                let settings = TopicSettings::decode(&mut data).map_err(CommandError::Settings)?;
+                if data.has_remaining() {
+                    return Err(CommandError::Settings(format!("{} trailing bytes", data.remaining())));
+                }
+                Ok(Command::TopicSettings(settings))
+            }
+            TAG_TRIM => {
+                let topic = get_str16(&mut data, "topic").map_err(|_| CommandError::Truncated)?;
+                if data.remaining() != 8 {
+                    return Err(CommandError::Truncated);
+                }
+                Ok(Command::Trim { topic, before: data.get_u64() })
+            }
             t => Err(CommandError::UnknownTag(t)),
         }
     }
@@ -141,6 +177,22 @@ mod tests {
         for bytes in [cp.encode(), commit.encode()] {
             for cut in 1..bytes.len() {
                 assert!(Command::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+            }
+        }
+        let mut settings = TopicSettings::default();
+        settings.default.max_events = Some(10);
+        let rule = crate::node::TopicLimits {
+            max_bytes: Some(1 << 20),
+            max_age_ms: Some(60_000),
+            max_events: None,
+            discard: crate::node::Discard::New,
+        };
+        settings.rules.insert("audit.*".into(), rule);
+        for c in [Command::TopicSettings(settings), Command::Trim { topic: "orders".into(), before: 42 }] {
+            assert_eq!(Command::decode(c.encode()).unwrap(), c);
+            let bytes = c.encode();
+            for cut in 1..bytes.len() {
+                assert!(Command::decode(bytes.slice(..cut)).is_err(), "cut at {cut} of {c:?}");
             }
         }
     }

@@ -39,7 +39,8 @@ impl EventService for LocalNode {
         events: Vec<Event>,
     ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static + use<> {
         let stamp = self.clock.wall_unix_ms();
-        std::future::ready(Ok(self.state().apply_batch(events, stamp)))
+        let r = self.state().apply_publish(events, stamp);
+        std::future::ready(r.map_err(|e| ServiceError::OutOfRange(e.to_string())))
     }
 
     fn fetch(
@@ -48,7 +49,8 @@ impl EventService for LocalNode {
         offset: u64,
         max: usize,
     ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
-        std::future::ready(Ok(self.state().fetch(&topic, offset, max)))
+        let r = self.state().read(&topic, offset, max);
+        std::future::ready(r.map_err(|e| ServiceError::OutOfRange(e.to_string())))
     }
 
     fn commit_offset(

@@ -13,3 +13,6 @@ pub use cluster::{ClusterError, ClusterNode, ClusterOptions, ClusterTask, RaftOb
 pub use dedup::{DedupConfig, DedupWindow};
 pub use local::LocalNode;
 pub use state::EventLogState;
+pub use state::retention::{
+    Discard, OutOfRange, TopicConfig, TopicFull, TopicLimits, TopicSettings, TopicSummary,
+};

@@ -15,10 +15,18 @@ use super::dedup::{DedupConfig, DedupWindow};
 use crate::consumers::{ConsumerError, ConsumerPosition, OffsetCommit};
 use crate::service::{Appended, FetchReply};
 
+#[path = "retention.rs"]
+pub mod retention;
+use retention::TopicSettings;
+
 #[derive(Debug, Clone, Default)]
 struct TopicLog {
     name: Arc<str>,
     events: Vec<StoredEvent>,
+    /// Offset of `events[0]`: everything below was removed by retention.
+    first: u64,
+    /// Sum of [`retention::event_bytes`] over `events`.
+    bytes: u64,
 }
 
 /// Per-topic logs plus the dedup window.
@@ -35,6 +43,8 @@ pub struct EventLogState {
     progress: ProcessingProgress,
     /// Named consumers' committed positions (`node/consumers.rs`).
     consumers: ConsumerTable,
+    /// Replicated per-topic retention settings.
+    settings: TopicSettings,
 }
 
 /// The event pipeline's replicated checkpoint: per topic the offset below which every event was
@@ -90,6 +100,7 @@ impl EventLogState {
             events_stored: 0,
             progress: ProcessingProgress::default(),
             consumers: ConsumerTable::default(),
+            settings: TopicSettings::default(),
         }
     }
 
@@ -112,9 +123,10 @@ impl EventLogState {
             let log = self
                 .topics
                 .entry(event.topic.clone())
-                .or_insert_with(|| TopicLog { name: Arc::from(event.topic.as_str()), events: Vec::new() });
-            let offset = log.events.len() as u64;
+                .or_insert_with(|| TopicLog { name: Arc::from(event.topic.as_str()), ..TopicLog::default() });
+            let offset = log.first + log.events.len() as u64;
             let topic = log.name.clone();
+            log.bytes += retention::event_bytes(&event);
             log.events.push(StoredEvent { offset, timestamp_ms: now, event });
             self.events_stored += 1;
             if let Some((producer, seq)) = key {
@@ -139,13 +151,13 @@ impl EventLogState {
     /// Records a named consumer's position (see [`ConsumerTable::commit`]); the topic's end is
     /// this replica's, which every replica shares at this point of the log.
     pub fn commit_offset(&mut self, c: &OffsetCommit) -> Result<u64, ConsumerError> {
-        let end = self.topics.get(&c.topic).map_or(0, |t| t.events.len() as u64);
+        let end = self.end_offset(&c.topic);
         self.consumers.commit(c, end)
     }
 
     /// Named consumers (all, or those called `name`) with their topic's end offset.
     pub fn consumers(&self, name: Option<&str>) -> Vec<ConsumerPosition> {
-        self.consumers.list(name, |t| self.topics.get(t).map_or(0, |l| l.events.len() as u64))
+        self.consumers.list(name, |t| self.end_offset(t))
     }
 
     /// The pipeline's replicated checkpoint.
@@ -158,12 +170,13 @@ impl EventLogState {
         let Some(log) = self.topics.get(topic) else {
             return FetchReply { events: Vec::new(), next_offset: offset, end_offset: 0 };
         };
-        let end = log.events.len() as u64;
-        let start = offset.min(end) as usize;
+        // Below the first retained offset reads from there ([`Self::read`] refuses it instead).
+        let end = log.first + log.events.len() as u64;
+        let start = (offset.clamp(log.first, end) - log.first) as usize;
         let stop = start.saturating_add(max).min(log.events.len());
         let events = log.events[start..stop].to_vec();
         // A consumer ahead of the end keeps its position and waits for the topic to catch up.
-        FetchReply { next_offset: (stop as u64).max(offset), end_offset: end, events }
+        FetchReply { next_offset: (log.first + stop as u64).max(offset), end_offset: end, events }
     }
 
     /// Names of all topics, sorted.
@@ -171,7 +184,7 @@ impl EventLogState {
         self.topics.keys().map(String::as_str)
     }
 
-    /// The whole log of one topic.
+    /// The retained log of one topic (from its first offset).
     pub fn topic_log(&self, topic: &str) -> &[StoredEvent] {
         self.topics.get(topic).map_or(&[], |t| &t.events)
     }
@@ -265,6 +278,7 @@ impl EventLogState {
             out.put_u64(*q);
         }
         self.consumers.encode(&mut out);
+        retention::encode_block(self, &mut out);
         out.freeze()
     }
 
@@ -288,7 +302,6 @@ impl EventLogState {
         st.batches_applied = b.get_u64();
         st.events_stored = b.get_u64();
         let ntopics = b.get_u32();
-        let mut stored = 0u64;
         for _ in 0..ntopics {
             let name = get_str(&mut b)?;
             need(&b, 8, "event count")?;
@@ -314,11 +327,8 @@ impl EventLogState {
                 .enumerate()
                 .map(|(i, (event, timestamp_ms))| StoredEvent { offset: i as u64, timestamp_ms, event })
                 .collect();
-            stored += n;
-            st.topics.insert(name, TopicLog { name: log_name, events });
-        }
-        if stored != st.events_stored {
-            return Err(err("event counter does not match the logs"));
+            let bytes = events.iter().map(|s| retention::event_bytes(&s.event)).sum();
+            st.topics.insert(name, TopicLog { name: log_name, events, first: 0, bytes });
         }
         need(&b, 8, "dedup count")?;
         let nkeys = b.get_u64();
@@ -355,6 +365,7 @@ impl EventLogState {
         let keys: Vec<(u64, u64)> = (0..nkeys).map(|_| (b.get_u64(), b.get_u64())).collect();
         st.progress.apply(&positions, &keys);
         st.consumers = ConsumerTable::decode(&mut b).map_err(SnapshotDecodeError)?;
+        retention::decode_block(&mut st, &mut b)?;
         if b.has_remaining() {
             return Err(SnapshotDecodeError(format!("{} trailing bytes", b.remaining())));
         }

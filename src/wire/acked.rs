@@ -106,6 +106,10 @@ pub enum ErrorCode {
     /// The client is authenticated (or anonymous) but its credential lacks the role the request
     /// needs (publish, consume or admin). Not retryable with the same credential.
     Forbidden = 10,
+    /// Out of range: a FETCH/READ below the topic's first retained offset (the message ends
+    /// "first available is N"), or a PUBLISH into a full topic whose discard policy is "new".
+    /// Not retryable as is.
+    OutOfRange = 11,
     /// A COMMIT the server refuses: a bad consumer name or topic, an offset past the topic's
     /// end, or a new consumer when the cluster already has the most it keeps.
     InvalidCommit = 12,
@@ -125,6 +129,7 @@ impl ErrorCode {
             8 => ErrorCode::Unsupported,
             9 => ErrorCode::Unavailable,
             10 => ErrorCode::Forbidden,
+            11 => ErrorCode::OutOfRange,
             12 => ErrorCode::InvalidCommit,
             _ => return None,
         })
@@ -143,6 +148,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::OutOfRange => "out_of_range",
             ErrorCode::InvalidCommit => "invalid_commit",
         }
     }
@@ -196,12 +202,16 @@ pub enum AdminRequest {
     RemoveNode { id: u64 },
     /// Hands leadership to another voter.
     TransferLeader { id: u64 },
+    /// Lists topics (events, bytes, first/end offset, retention) as a JSON document; needs the
+    /// consume role.
+    Topics,
 }
 
 const ADMIN_STATUS: u8 = 0;
 const ADMIN_ADD: u8 = 1;
 const ADMIN_REMOVE: u8 = 2;
 const ADMIN_TRANSFER: u8 = 3;
+const ADMIN_TOPICS: u8 = 4;
 const READ_LINEARIZABLE: u8 = 0x01;
 const COMMIT_RESET: u8 = 0x01;
 
@@ -696,6 +706,7 @@ impl Request {
                     }
                     AdminRequest::RemoveNode { id } => (ADMIN_REMOVE, *id, "", ""),
                     AdminRequest::TransferLeader { id } => (ADMIN_TRANSFER, *id, "", ""),
+                    AdminRequest::Topics => (ADMIN_TOPICS, 0, "", ""),
                 };
                 out.put_u8(op);
                 out.put_u64(id);
@@ -754,6 +765,7 @@ impl Request {
                     ADMIN_ADD => AdminRequest::AddNode { id, raft_addr, client_addr },
                     ADMIN_REMOVE => AdminRequest::RemoveNode { id },
                     ADMIN_TRANSFER => AdminRequest::TransferLeader { id },
+                    ADMIN_TOPICS => AdminRequest::Topics,
                     other => return Err(BodyError::UnknownAdminOp(other)),
                 })
             }

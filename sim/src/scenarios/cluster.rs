@@ -58,6 +58,8 @@ const PEER_STORM_STREAM: u64 = 0x7065_6572;
 /// The ChaCha stream the fault layers of #15 (crashes inside disk operations, …) draw from, so
 /// the faults a seed drew before them stay what they were.
 const FAULT_LAYERS_STREAM: u64 = 0x6c61_7972;
+/// The random stream retention limits are drawn from (so plans without them stay as they were).
+const RETENTION_STREAM: u64 = 0x7265_7465;
 /// Faults happen within this window after the start; then the network heals.
 const FAULT_WINDOW: Duration = Duration::from_secs(12);
 /// After healing, a leader must commit a new write within this long.
@@ -212,6 +214,10 @@ pub struct Plan {
     /// `scenarios/durable.rs`). Drawn from a stream of their own; a plan without it runs none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub durable_consumers: usize,
+    /// Retention: every topic keeps at most this many events (`[topics.default] max_events`),
+    /// so trims by the leader happen under every fault. Drawn from a stream of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_max_events: Option<u64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -330,7 +336,13 @@ impl Plan {
             // Derived, not drawn: the random stream stays as it was.
             linearizable_reader: true,
             durable_consumers: 0,
+            retention_max_events: None,
         }
+    }
+
+    /// Draws small retention limits for some seeds from `rng`, a stream of its own.
+    fn draw_retention(&mut self, rng: &mut NodeRng) {
+        self.retention_max_events = rng.random_bool(0.4).then(|| rng.random_range(5..=40));
     }
 
     /// Draws the peer storm (some seeds get 2–4 clients) from `rng`, a stream of its own.
@@ -543,6 +555,7 @@ struct MemberEnv {
     i: usize,
     nodes: usize,
     snapshot_entries: u64,
+    retention_max_events: Option<u64>,
     drift: i64,
     disk: Arc<dyn Disk>,
     dlq: Arc<dyn Disk>,
@@ -560,6 +573,7 @@ async fn member_main(env: MemberEnv) {
         i,
         nodes,
         snapshot_entries,
+        retention_max_events,
         drift,
         disk,
         dlq,
@@ -589,6 +603,10 @@ async fn member_main(env: MemberEnv) {
     config.node.name = format!("sim-{}", i + 1);
     config.cluster = cluster_config(nodes, i, join, snapshot_entries);
     config.pipeline = pipeline_config();
+    if let Some(max) = retention_max_events {
+        let limits = eventstreamcore::node::TopicConfig { max_events: Some(max), ..Default::default() };
+        config.topics.insert("default".into(), limits);
+    }
     config.ingest = IngestConfig {
         listen: client_addr(i),
         idle_timeout_ms: 60_000,
@@ -737,6 +755,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     layers_rng.set_stream(FAULT_LAYERS_STREAM);
     plan.draw_fault_layers(&mut layers_rng);
     plan.draw_durable_consumers(&mut durable_rng);
+    let mut retention_rng = rng.clone();
+    retention_rng.set_stream(RETENTION_STREAM);
+    plan.draw_retention(&mut retention_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -943,6 +964,7 @@ fn start_members(
             i,
             nodes: plan.nodes,
             snapshot_entries: plan.snapshot_entries,
+            retention_max_events: plan.retention_max_events,
             drift: plan.drift_ppm[i],
             disk,
             dlq: slot.dlq.clone(),
@@ -1092,6 +1114,13 @@ async fn consumer(c: usize, addrs: Vec<SocketAddr>, history: History, mut rng: N
                     history.consumed(topic, s.offset, &s.event);
                     offset += 1;
                 }
+            }
+            // Retention removed what this consumer was about to read: an explicit answer, the
+            // only gap a consumer may see (the checker verifies the policy allowed it).
+            Err(e) if e.first_available().is_some_and(|f| f > offset) => {
+                let first = e.first_available().unwrap_or(offset);
+                history.retention_skip(topic, offset, first);
+                offset = first;
             }
             Err(_) => history.count("consumer_retry_rounds"),
         }

@@ -32,6 +32,7 @@ impl Driver {
         let deadline = now + ADMIN_TIMEOUT;
         match req {
             AdminCommand::Status => unreachable!("answered above"),
+            AdminCommand::Topics => unreachable!("answered by ClusterNode::admin from the applied state"),
             AdminCommand::AddNode { id, raft_addr, client_addr } => {
                 if id == 0 {
                     let _ = reply.send(Err(ServiceError::Unsupported("node id 0 is reserved".into())));

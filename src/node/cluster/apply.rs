@@ -9,39 +9,7 @@ impl Driver {
         let mut state = lock(&self.shared.state);
         for e in entries {
             let result = match e.kind {
-                EntryKind::Normal => match Command::decode(e.data.clone()) {
-                    Ok(Command::Publish { stamped_ms, events }) => {
-                        if crate::planted!(DedupExpiryLocalClock) {
-                            state.expire_dedup_at(self.clock.wall_unix_ms());
-                        }
-                        let appended = state.apply_batch(events, stamped_ms);
-                        if self.pipeline.is_some() {
-                            // Newly stored events (not duplicates) go to the leader's pipeline.
-                            let fresh: Vec<crate::event::StoredEvent> = appended
-                                .iter()
-                                .filter(|a| !a.duplicate)
-                                .filter_map(|a| state.topic_log(&a.topic).get(a.offset as usize).cloned())
-                                .collect();
-                            to_process.push((e.index, fresh));
-                        }
-                        Ok(appended)
-                    }
-                    Ok(Command::CommitOffset(c)) => state
-                        .commit_offset(&c)
-                        .map(|next| {
-                            vec![Appended { topic: c.topic.as_str().into(), offset: next, duplicate: false }]
-                        })
-                        .map_err(ServiceError::Consumer),
-                    Ok(Command::Checkpoint { positions, handled }) => {
-                        state.apply_checkpoint(&positions, &handled);
-                        Err(unavailable("superseded by a pipeline checkpoint"))
-                    }
-                    Err(err) => {
-                        // Every replica skips it the same way, so the replicas stay equal.
-                        tracing::error!(node = self.id, index = e.index, error = %err, "undecodable entry skipped");
-                        Err(ServiceError::Internal(format!("entry {} could not be applied: {err}", e.index)))
-                    }
-                },
+                EntryKind::Normal => self.apply_command(&mut state, &e, &mut to_process),
                 EntryKind::Noop => Err(unavailable("superseded by a new leader")),
                 EntryKind::ConfChange => {
                     if let Ok(ce) = ConfEntry::decode(&e.data) {
@@ -80,6 +48,57 @@ impl Driver {
             }
         }
         self.shared.applied.notify_waiters();
+    }
+
+    /// One committed command: its effect on the state machine and the answer to its proposer.
+    fn apply_command(
+        &self,
+        state: &mut EventLogState,
+        e: &Entry,
+        to_process: &mut Vec<(Index, Vec<crate::event::StoredEvent>)>,
+    ) -> Result<Vec<Appended>, ServiceError> {
+        match Command::decode(e.data.clone()) {
+            Ok(Command::Publish { stamped_ms, events }) => {
+                if crate::planted!(DedupExpiryLocalClock) {
+                    state.expire_dedup_at(self.clock.wall_unix_ms());
+                }
+                // A full `discard = "new"` topic refuses the batch here, the same on every replica.
+                let appended = state
+                    .apply_publish(events, stamped_ms)
+                    .map_err(|full| ServiceError::OutOfRange(full.to_string()))?;
+                if self.pipeline.is_some() {
+                    // Newly stored events (not duplicates) go to the leader's pipeline.
+                    let fresh: Vec<crate::event::StoredEvent> = appended
+                        .iter()
+                        .filter(|a| !a.duplicate)
+                        .filter_map(|a| state.stored_event(&a.topic, a.offset).cloned())
+                        .collect();
+                    to_process.push((e.index, fresh));
+                }
+                Ok(appended)
+            }
+            Ok(Command::CommitOffset(c)) => state
+                .commit_offset(&c)
+                .map(|next| vec![Appended { topic: c.topic.as_str().into(), offset: next, duplicate: false }])
+                .map_err(ServiceError::Consumer),
+            Ok(Command::Checkpoint { positions, handled }) => {
+                state.apply_checkpoint(&positions, &handled);
+                Err(unavailable("superseded by a pipeline checkpoint"))
+            }
+            Ok(Command::TopicSettings(settings)) => {
+                state.apply_topic_settings(settings);
+                Err(unavailable("superseded by topic settings"))
+            }
+            Ok(Command::Trim { topic, before }) => {
+                state.apply_trim(&topic, before);
+                Err(unavailable("superseded by a retention trim"))
+            }
+            Err(err) => {
+                // Every replica skips it the same way, so the replicas stay equal.
+                tracing::error!(node = self.id, index = e.index, error = %err, "undecodable entry skipped");
+                Err(ServiceError::Internal(format!("entry {} could not be applied: {err}", e.index)))
+            }
+        }
     }
 
     pub(super) fn install(&mut self, snap: &Snapshot) {

@@ -207,6 +207,7 @@ impl Driver {
             }
         }
         self.advance_admin(now);
+        self.retention_duty();
     }
 
     /// One Ready, in the order the core requires.

@@ -98,11 +98,23 @@ impl Driver {
         }
         let state = lock(&self.shared.state);
         let progress = state.processing();
+        // Retention may have removed events the last pipeline had not handled: they are gone for
+        // good, so the position moves to the first held offset (and is recorded at the first flush).
+        let mut positions = progress.positions.clone();
+        let mut skipped = BTreeMap::new();
+        for t in state.topics() {
+            let (p, first) = (positions.entry(t.to_string()).or_default(), state.first_offset(t));
+            if *p < first {
+                *p = first;
+                skipped.insert(t.to_string(), first);
+            }
+        }
         let checkpoint = Arc::new(ClusterCheckpoint {
             cmds: self.shared.cmds.clone(),
             inner: Mutex::new(CheckpointState {
-                positions: progress.positions.clone(),
+                positions,
                 handled: progress.handled_keys().collect(),
+                dirty_positions: skipped,
                 ..CheckpointState::default()
             }),
         });
@@ -126,7 +138,8 @@ impl Driver {
         // Resume: everything committed after the replicated checkpoint.
         let mut resumed = 0;
         for topic in state.topics().map(str::to_string).collect::<Vec<_>>() {
-            let from = progress.positions.get(&topic).copied().unwrap_or(0) as usize;
+            let from = progress.positions.get(&topic).copied().unwrap_or(0);
+            let from = from.saturating_sub(state.first_offset(&topic)) as usize;
             let log = state.topic_log(&topic);
             for chunk in log.get(from..).unwrap_or(&[]).chunks(1024) {
                 resumed += chunk.len();

@@ -51,6 +51,7 @@ mod consumers;
 mod driver;
 mod handover;
 mod leader;
+mod retention;
 
 use addresses::*;
 use admin::*;
@@ -250,6 +251,8 @@ struct Shared {
     pipeline: Mutex<Option<Arc<dyn Processing>>>,
     /// A topic table loaded after start (SIGHUP), used by every pipeline this member starts.
     routes: Mutex<Option<Routes>>,
+    /// Topic settings from this member's config; proposed while it leads.
+    topic_config: Mutex<Option<crate::node::TopicSettings>>,
 }
 
 /// A member of the replicated log; implements [`EventService`]. Clones share the member.
@@ -372,6 +375,7 @@ impl ClusterNode {
             stop: Latch::new(),
             pipeline: Mutex::new(None),
             routes: Mutex::new(None),
+            topic_config: Mutex::new(None),
         });
         let tick = Duration::from_millis(cfg.tick_ms);
         let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
@@ -400,6 +404,7 @@ impl ClusterNode {
             leader_since: None,
             observer: opts.observer.clone(),
             observed: false,
+            retention: Default::default(),
         };
         driver.sync_peers();
         driver.publish_status();
@@ -506,7 +511,8 @@ impl EventService for ClusterNode {
         offset: u64,
         max: usize,
     ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
-        std::future::ready(Ok(self.state().fetch(&topic, offset, max)))
+        let r = self.state().read(&topic, offset, max);
+        std::future::ready(r.map_err(|e| ServiceError::OutOfRange(e.to_string())))
     }
 
     fn read(
@@ -530,7 +536,9 @@ impl EventService for ClusterNode {
                 let mut notified = std::pin::pin!(shared.applied.notified());
                 // Register before looking, so an apply between the look and the wait is not missed.
                 notified.as_mut().enable();
-                let r = lock(&shared.state).fetch(&topic, offset, max);
+                let r = lock(&shared.state)
+                    .read(&topic, offset, max)
+                    .map_err(|e| ServiceError::OutOfRange(e.to_string()))?;
                 let now = rt::time::now();
                 if !r.events.is_empty() || now >= deadline || shared.stop.is_set() {
                     return Ok(r);
@@ -549,8 +557,12 @@ impl EventService for ClusterNode {
         &self,
         req: AdminCommand,
     ) -> impl Future<Output = Result<String, ServiceError>> + Send + 'static + use<> {
+        if let AdminCommand::Topics = req {
+            // Read-only, from this member's applied state: no need to go through the driver.
+            return futures_util::future::Either::Left(std::future::ready(Ok(self.state().topics_json())));
+        }
         let (reply, rx) = oneshot::channel();
-        self.call(Cmd::Admin { req, reply }, rx)
+        futures_util::future::Either::Right(self.call(Cmd::Admin { req, reply }, rx))
     }
 
     fn commit_offset(
@@ -683,6 +695,8 @@ struct Driver {
     observer: Option<Arc<dyn RaftObserver>>,
     /// The observer has seen a round of this incarnation.
     observed: bool,
+    /// Topic settings and trims this leader proposed.
+    retention: retention::RetentionDuty,
 }
 
 fn unavailable(reason: impl Into<String>) -> ServiceError {

@@ -87,10 +87,9 @@ pub(super) async fn await_convergence(slots: &[MemberSlot]) -> Option<Vec<(u64, 
             // and checkpointed every topic to its end (it resumed after whatever failovers).
             let processed = leader.is_some_and(|l| {
                 let state = l.state();
-                state.topics().all(|t| {
-                    state.processing().positions.get(t).copied().unwrap_or(0)
-                        == state.topic_log(t).len() as u64
-                })
+                state
+                    .topics()
+                    .all(|t| state.processing().positions.get(t).copied().unwrap_or(0) == state.end_offset(t))
             });
             if let Some(lc) = leader_commit
                 && st.iter().all(|s| s.applied == lc)
@@ -144,16 +143,21 @@ pub(super) fn judge(
             ),
         })
     } else {
-        check::check_cluster_run(data, states, min_acks(plan)).err().map(|mut f| {
-            if let Some((_, log)) = states.first() {
-                let excerpt = check::history_excerpt(data, log, &f.detail);
-                if !excerpt.is_empty() {
-                    f.detail =
-                        format!("{}\nhistory excerpt (the log of node {}):{excerpt}", f.detail, states[0].0);
+        check::check_cluster_run(data, states, min_acks(plan))
+            .and_then(|()| check::retention_within_policy(data, states, plan.retention_max_events))
+            .err()
+            .map(|mut f| {
+                if let Some((_, log)) = states.first() {
+                    let excerpt = check::history_excerpt(data, log, &f.detail);
+                    if !excerpt.is_empty() {
+                        f.detail = format!(
+                            "{}\nhistory excerpt (the log of node {}):{excerpt}",
+                            f.detail, states[0].0
+                        );
+                    }
                 }
-            }
-            f
-        })
+                f
+            })
     }
 }
 
@@ -262,10 +266,18 @@ pub(super) fn summarize(
     } else {
         summary
     };
-    if plan.peer_storm_clients > 0 {
+    let summary = if plan.peer_storm_clients > 0 {
         format!("{summary}\n{}", storms.peer_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
     } else {
         summary
+    };
+    match (plan.retention_max_events, states.first()) {
+        (Some(max), Some((_, s))) => format!(
+            "{summary}\nretention: max_events {max}; removed {} of {stored} events; {} out-of-range answers",
+            s.topics().map(|t| s.first_offset(t)).sum::<u64>(),
+            data.retention_skips.len()
+        ),
+        _ => summary,
     }
 }
 
