@@ -10,6 +10,8 @@ pub mod client;
 pub mod config;
 pub mod event;
 pub mod fdlimit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
 pub mod node;

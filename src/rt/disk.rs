@@ -89,6 +89,13 @@ pub trait Disk: Send + Sync + fmt::Debug {
     /// Makes creations, renames and removals durable (fsync of the directory).
     fn sync_dir(&self) -> Result<(), DiskError>;
 
+    /// Reads `len` bytes of a file from `offset` (fewer if the file ends first).
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        let data = self.read(name)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        Ok(data[start..data.len().min(start.saturating_add(len))].to_vec())
+    }
+
     /// Writes a whole file atomically and durably: write a temporary, fsync it, rename it over
     /// `name`, fsync the directory. After a crash the file holds either the old or the new bytes.
     fn write_atomic(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
@@ -230,6 +237,17 @@ impl Disk for FileDisk {
         check_name("read", name)?;
         let path = self.path(name);
         self.opening(|| std::fs::read(&path)).map_err(|e| self.io("read", name, e))
+    }
+
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        use std::io::{Read, Seek, SeekFrom};
+        check_name("read", name)?;
+        let path = self.path(name);
+        let mut f = self.opening(|| std::fs::File::open(&path)).map_err(|e| self.io("read", name, e))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| self.io("read", name, e))?;
+        let mut out = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut out).map_err(|e| self.io("read", name, e))?;
+        Ok(out)
     }
 
     fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {

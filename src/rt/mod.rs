@@ -25,7 +25,8 @@ pub use tokio::task::JoinHandle;
 /// Asynchronous I/O traits and helpers. Use [`io::split`], not `into_split`.
 pub mod io {
     pub use tokio::io::{
-        AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadHalf, WriteHalf, split,
+        AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf, ReadHalf,
+        WriteHalf, split,
     };
 }
 
