@@ -298,7 +298,6 @@ impl EventLogState {
         }
         need(&b, 8, "dedup count")?;
         let nkeys = b.get_u64();
-        let mut prev_stamp = 0;
         for _ in 0..nkeys {
             need(&b, 32, "dedup entry")?;
             let (producer, seq, offset, stamped) = (b.get_u64(), b.get_u64(), b.get_u64(), b.get_u64());
@@ -308,12 +307,9 @@ impl EventLogState {
                 .get(&topic)
                 .map(|t| t.name.clone())
                 .ok_or_else(|| err("dedup key of unknown topic"))?;
-            // The window is written oldest first; a stamp going back would trip its assertion.
-            if stamped > st.last_stamp_ms || stamped < prev_stamp || st.dedup.lookup(producer, seq).is_some()
-            {
+            if stamped > st.last_stamp_ms || !st.dedup.can_record(producer, seq, stamped) {
                 return Err(err("dedup entry out of order"));
             }
-            prev_stamp = stamped;
             st.dedup.record(producer, seq, name, offset, stamped);
         }
         need(&b, 4, "checkpoint positions")?;

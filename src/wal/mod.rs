@@ -638,7 +638,7 @@ impl RaftStorage {
             let seg = self.segments.last_mut().expect("a segment was ensured above");
             self.disk.append(&seg.name, &buf)?;
             #[cfg(debug_assertions)]
-            verify_appended(self.disk.as_ref(), seg, &buf)?;
+            verify_appended(self.disk.as_ref(), seg, &buf);
             seg.bytes += buf.len() as u64;
             seg.last = entries[pos - 1].index;
             self.active_dirty = true;
