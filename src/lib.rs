@@ -11,6 +11,8 @@ pub mod config;
 pub mod consumers;
 pub mod event;
 pub mod fdlimit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
 pub mod node;

@@ -65,6 +65,12 @@ impl DedupWindow {
             .map(|e| DedupHit { topic: e.topic.clone(), offset: e.offset })
     }
 
+    /// True if [`record`](Self::record) may take this key: not remembered yet, and not stamped
+    /// before the last one. Decoders check what they read with this before recording it.
+    pub fn can_record(&self, producer: u64, sequence: u64, stamped_ms: u64) -> bool {
+        stamped_ms >= self.last_stamp_ms && self.lookup(producer, sequence).is_none()
+    }
+
     /// Remembers a newly stored key. `stamped_ms` must not go backwards (the state machine clamps).
     pub fn record(&mut self, producer: u64, sequence: u64, topic: Arc<str>, offset: u64, stamped_ms: u64) {
         debug_assert!(stamped_ms >= self.last_stamp_ms, "replicated time went backwards");

@@ -341,7 +341,7 @@ impl EventLogState {
                 .get(&topic)
                 .map(|t| t.name.clone())
                 .ok_or_else(|| err("dedup key of unknown topic"))?;
-            if stamped > st.last_stamp_ms || st.dedup.lookup(producer, seq).is_some() {
+            if stamped > st.last_stamp_ms || !st.dedup.can_record(producer, seq, stamped) {
                 return Err(err("dedup entry out of order"));
             }
             if crate::planted!(DedupNotInSnapshot) {
@@ -518,6 +518,21 @@ mod tests {
         let mut bad = snap.to_vec();
         bad[0] ^= 1;
         assert!(EventLogState::decode_snapshot(cfg, Bytes::from(bad)).is_err());
+    }
+
+    /// Found by the `state_decode` fuzz target: dedup entries whose stamps go back (each within
+    /// the snapshot's last stamp) reached the window's "time went backwards" assertion.
+    #[test]
+    fn dedup_stamps_going_back_in_a_snapshot_are_refused() {
+        let mut s = EventLogState::new(DedupConfig::default());
+        s.apply_batch(vec![ev("a", 1, 1)], 0x1111);
+        s.apply_batch(vec![ev("a", 1, 2)], 0x2222);
+        let mut bad = s.encode_snapshot().to_vec();
+        let second = 0x2222u64.to_be_bytes();
+        let at = bad.windows(8).rposition(|w| w == second).expect("the second dedup stamp");
+        bad[at..at + 8].copy_from_slice(&0x1000u64.to_be_bytes());
+        let e = EventLogState::decode_snapshot(DedupConfig::default(), Bytes::from(bad)).err();
+        assert_eq!(e.map(|e| e.0), Some("dedup entry out of order".to_string()));
     }
 
     #[test]

@@ -575,7 +575,19 @@ impl RaftStorage {
 
     /// Removes the persisted entries from `index` on, durably, before anything overwrites them.
     fn truncate_from(&mut self, index: Index) -> Result<(), StorageError> {
-        debug_assert!(index > self.first_index() - 1 && index <= self.last_index);
+        assert!(
+            index >= self.first_index() && index <= self.last_index,
+            "truncate from {index} outside the log {}..={}",
+            self.first_index(),
+            self.last_index
+        );
+        // Raft never overwrites a committed entry, and the commit index known here trails the
+        // core's (the driver sets the hard state after appending): our bug, never input to refuse.
+        assert!(
+            index > self.hard_state.commit,
+            "truncate from {index} would drop committed entries (commit index {})",
+            self.hard_state.commit
+        );
         self.stats.truncations += 1;
         // Newest first, each removal durable: a crash never leaves a hole before a later segment.
         while let Some(seg) = self.segments.last()
@@ -632,6 +644,8 @@ impl RaftStorage {
             }
             let seg = self.segments.last_mut().expect("a segment was ensured above");
             self.disk.append(&seg.name, &buf)?;
+            #[cfg(debug_assertions)]
+            verify_appended(self.disk.as_ref(), seg, &buf);
             seg.bytes += buf.len() as u64;
             seg.last = entries[pos - 1].index;
             self.active_dirty = true;

@@ -165,3 +165,35 @@ pub(super) fn offset_of(disk: &dyn Disk, seg: &Segment, index: Index) -> Result<
         (None, None) => Err(corrupt(&seg.name, data.len(), format!("entry {index} is missing"))),
     }
 }
+
+/// Debug builds, after each append: re-reads the bytes just appended to `seg` (which still has
+/// its size and last index from before) and checks, with the recovery scanner, that they are
+/// whole records with valid checksums holding the entries that follow `seg.last`, and that the
+/// file ends where the segment's bookkeeping says. A mismatch is our bug (a wrong offset after a
+/// truncation, an encoder that does not round-trip), so it asserts. A failed read (say, no file
+/// descriptor left) skips the check: a debug-only check never changes what an append returns.
+#[cfg(debug_assertions)]
+pub(super) fn verify_appended(disk: &dyn Disk, seg: &Segment, written: &[u8]) {
+    let (Ok(Some(size)), Ok(back)) =
+        (disk.size(&seg.name), disk.read_range(&seg.name, seg.bytes, written.len()))
+    else {
+        return;
+    };
+    let want = seg.bytes + written.len() as u64;
+    assert_eq!(
+        size, want,
+        "{}: {size} bytes after an append, the segment's bookkeeping says {want}",
+        seg.name
+    );
+    assert!(back == written, "{}: the bytes appended at {} do not read back", seg.name, seg.bytes);
+    let (end, bad) = scan_records(&back, seg.last + 1, |_, _| true);
+    if let Some(bad) = bad {
+        panic!(
+            "{}: record appended at byte {} does not scan: {}",
+            seg.name,
+            seg.bytes + bad.offset as u64,
+            bad.reason
+        );
+    }
+    assert_eq!(end, back.len(), "{}: appended records end early", seg.name);
+}

@@ -694,7 +694,10 @@ fn run(ops: Vec<(Op, Option<u8>)>) -> Result<(), TestCaseError> {
         d.arm(crash_at);
         let result: Result<(), StorageError> = match op {
             Op::Append { back, n } => {
-                let back = u64::from(back).min(m.current.len() as u64);
+                // Like Raft, overwrite only entries above the commit index: the storage asserts
+                // that a conflict never truncates committed entries.
+                let uncommitted = m.last().saturating_sub(m.hs.commit);
+                let back = u64::from(back).min(m.current.len() as u64).min(uncommitted);
                 let start = m.last() + 1 - back;
                 let es: Vec<Entry> = (0..u64::from(n))
                     .map(|k| {
@@ -1007,4 +1010,114 @@ fn file_disk_round_trip() {
     assert_eq!(st.stats().segments, segs);
     drop(st);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_conflict_above_the_commit_index_truncates() {
+    let d = SimDisk::new();
+    let (mut st, _) = open(&d, small(200));
+    st.append(&ents(1..=10, 1)).unwrap();
+    st.set_hard_state(HardState { term: 2, vote: None, commit: 5 }).unwrap();
+    st.append(&ents(6..=8, 2)).unwrap();
+    assert_eq!(st.last_index(), 8);
+}
+
+#[test]
+#[should_panic(expected = "would drop committed entries")]
+fn truncating_committed_entries_is_a_bug_that_panics() {
+    let d = SimDisk::new();
+    let (mut st, _) = open(&d, small(200));
+    st.append(&ents(1..=10, 1)).unwrap();
+    st.set_hard_state(HardState { term: 2, vote: None, commit: 5 }).unwrap();
+    let _ = st.append(&ents(5..=6, 2));
+}
+
+/// A disk whose appends misbehave without an error: the debug re-read must catch it.
+#[derive(Debug)]
+struct SilentlyBadAppends {
+    inner: SimDisk,
+    /// Drop the append (else: flip its last byte).
+    drop: bool,
+}
+
+impl Disk for SilentlyBadAppends {
+    fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
+        self.inner.read(name)
+    }
+    fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
+        self.inner.size(name)
+    }
+    fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        if self.drop {
+            return self.inner.append(name, &[]);
+        }
+        let mut bad = data.to_vec();
+        if let Some(b) = bad.last_mut() {
+            *b ^= 0x20;
+        }
+        self.inner.append(name, &bad)
+    }
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.inner.write(name, data)
+    }
+    fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
+        self.inner.truncate(name, len)
+    }
+    fn sync(&self, name: &str) -> Result<(), DiskError> {
+        self.inner.sync(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> Result<(), DiskError> {
+        self.inner.remove(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
+        self.inner.list(prefix)
+    }
+    fn sync_dir(&self) -> Result<(), DiskError> {
+        self.inner.sync_dir()
+    }
+}
+
+fn append_through(drop: bool) {
+    let disk = SilentlyBadAppends { inner: SimDisk::new(), drop };
+    let (mut st, _) = RaftStorage::open(Arc::new(disk), small(1 << 20)).unwrap();
+    let _ = st.append(&ents(1..=3, 1));
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "the segment's bookkeeping says")]
+fn debug_builds_catch_an_append_that_did_not_land() {
+    append_through(true);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "do not read back")]
+fn debug_builds_catch_appended_bytes_that_read_back_differently() {
+    append_through(false);
+}
+
+#[test]
+fn read_range_reads_a_slice_or_less() {
+    let d = SimDisk::new();
+    d.write("f", b"0123456789").unwrap();
+    assert_eq!(d.read_range("f", 3, 4).unwrap(), b"3456");
+    assert_eq!(d.read_range("f", 8, 4).unwrap(), b"89");
+    assert_eq!(d.read_range("f", 20, 4).unwrap(), b"");
+    #[cfg(not(madsim))]
+    {
+        #[allow(clippy::disallowed_methods)]
+        let dir = std::env::temp_dir().join(format!("esc-read-range-{}", std::process::id()));
+        let fd = crate::rt::FileDisk::open(&dir).unwrap();
+        fd.write("f", b"0123456789").unwrap();
+        assert_eq!(fd.read_range("f", 3, 4).unwrap(), b"3456");
+        assert_eq!(fd.read_range("f", 8, 4).unwrap(), b"89");
+        assert_eq!(fd.read_range("f", 20, 4).unwrap(), b"");
+        drop(fd);
+        #[allow(clippy::disallowed_methods)]
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
