@@ -381,21 +381,9 @@ async fn main() -> ExitCode {
             message,
         } => {
             let format = cmd::payload::Format { whole, hex };
-            let payloads = match (file, message) {
-                (Some(_), _) if count.is_some() => {
-                    Err("--count repeats MESSAGE; with --file each payload is sent once".into())
-                }
-                (Some(path), _) => cmd::payload::read_file(&path, format),
-                (None, Some(m)) if hex => {
-                    cmd::payload::hex(m.as_bytes()).map(|p| vec![p; count.unwrap_or(1) as usize])
-                }
-                (None, Some(m)) => Ok(vec![m.into_bytes(); count.unwrap_or(1) as usize]),
-                (None, None) => Err("give MESSAGE or --file".into()),
-            };
-            let headers: Result<Vec<_>, String> = headers.iter().map(|h| cmd::payload::header(h)).collect();
-            match (payloads, headers) {
-                (Err(e), _) | (_, Err(e)) => Err(e),
-                (Ok(payloads), Ok(headers)) => {
+            match publish_input(file, message, count, format, &headers) {
+                Err(e) => Err(e),
+                Ok((payloads, headers)) => {
                     let opts = cmd::publish::PublishOpts {
                         addr,
                         topic,
@@ -436,6 +424,11 @@ async fn main() -> ExitCode {
         }
         Command::Config { action: ConfigAction::Check { file, set } } => config_check(file, set),
     };
+    exit_code(result)
+}
+
+/// The process's exit status for a command's result; an error is printed first.
+fn exit_code(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -443,6 +436,33 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One `--header NAME=VALUE` of `esc publish`, parsed.
+type Header = (String, Vec<u8>);
+
+/// The payloads and headers `esc publish` sends: MESSAGE `count` times (hex-decoded under
+/// `--hex`) or each payload of `--file` once, and every `--header NAME=VALUE` parsed.
+fn publish_input(
+    file: Option<PathBuf>,
+    message: Option<String>,
+    count: Option<u64>,
+    format: cmd::payload::Format,
+    headers: &[String],
+) -> Result<(Vec<Vec<u8>>, Vec<Header>), String> {
+    let payloads = match (file, message) {
+        (Some(_), _) if count.is_some() => {
+            Err("--count repeats MESSAGE; with --file each payload is sent once".into())
+        }
+        (Some(path), _) => cmd::payload::read_file(&path, format),
+        (None, Some(m)) if format.hex => {
+            cmd::payload::hex(m.as_bytes()).map(|p| vec![p; count.unwrap_or(1) as usize])
+        }
+        (None, Some(m)) => Ok(vec![m.into_bytes(); count.unwrap_or(1) as usize]),
+        (None, None) => Err("give MESSAGE or --file".into()),
+    }?;
+    let headers = headers.iter().map(|h| cmd::payload::header(h)).collect::<Result<Vec<_>, String>>()?;
+    Ok((payloads, headers))
 }
 
 /// `esc config check`: validates a file with overrides and prints the effective configuration.
@@ -485,6 +505,28 @@ async fn stop_on_signal(node: ClusterNode, stop: ShutdownHandle) {
     }
 }
 
+/// Prints the lines scripts wait for (listening addresses, node id, data directory), in one
+/// write: a reader that stops after the first line must not make a later print fail.
+fn print_banner(server: &Server, config: &Config) {
+    let node = server.node();
+    let mut banner = format!("esc listening on {}\n", server.client_addr());
+    let raft = match node.raft_addr() {
+        Some(a) => format!("raft on {a}"),
+        None => "raft port closed (no cluster.secret)".to_string(),
+    };
+    banner += &format!("esc node {} {raft} data in {}\n", config.node.id, config.cluster.data_dir.display());
+    if let Some(udp) = server.udp_addr() {
+        banner += &format!("esc udp legacy ingest on {udp}\n");
+    }
+    if let Some(m) = server.metrics_addr() {
+        banner += &format!("esc metrics on http://{m}/metrics\n");
+    }
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes());
+    let _ = out.flush();
+}
+
 async fn serve(
     file: Option<PathBuf>,
     mut set: Vec<String>,
@@ -501,30 +543,9 @@ async fn serve(
         tracing::warn!("{warning}");
     }
     tracing::info!(?fds, "file descriptor limit checked against the connection limits");
-    let data_dir = &config.cluster.data_dir;
     let server = Server::start(&config, Seams::production(repair)).await.map_err(|e| e.to_string())?;
     let node = server.node().clone();
-    let addr = server.client_addr();
-    // The lines scripts wait for, in one write (a reader that stops after the first line must
-    // not make a later print fail).
-    let mut banner = format!("esc listening on {addr}\n");
-    let raft = match node.raft_addr() {
-        Some(a) => format!("raft on {a}"),
-        None => "raft port closed (no cluster.secret)".to_string(),
-    };
-    banner += &format!("esc node {} {raft} data in {}\n", config.node.id, data_dir.display());
-    if let Some(udp) = server.udp_addr() {
-        banner += &format!("esc udp legacy ingest on {udp}\n");
-    }
-    if let Some(m) = server.metrics_addr() {
-        banner += &format!("esc metrics on http://{m}/metrics\n");
-    }
-    {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(banner.as_bytes());
-        let _ = out.flush();
-    }
+    print_banner(&server, &config);
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
     rt::spawn(stop_on_signal(node.clone(), stop));

@@ -198,33 +198,37 @@ mod sim_main {
         Ok(())
     }
 
+    /// `esc-sim plan`: prints the fault plan `seed` of `scenario` draws, as a seed file with
+    /// `note`.
+    fn print_plan(scenario: String, seed: u64, note: &str) -> ExitCode {
+        if let Err(c) = check_scenario(&scenario) {
+            return c;
+        }
+        if !shrink::shrinkable(&scenario) {
+            eprintln!("{}", shrink::ShrinkError::NotShrinkable(scenario));
+            return ExitCode::from(2);
+        }
+        let opts = runner::default_options();
+        let slot = opts.plan_toml_slot.clone();
+        let r = runner::run_seed(&scenario, seed, opts);
+        let drawn = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match drawn.as_deref().map(|t| shrink::parse_plan(&scenario, t)) {
+            Some(Ok(plan)) => {
+                print!("{}", shrink::seed_file_text(&scenario, seed, note, &plan));
+                eprintln!("(the seed {})", if r.failed() { "fails" } else { "passes" });
+                ExitCode::SUCCESS
+            }
+            _ => {
+                eprintln!("seed {seed} of `{scenario}` drew no plan");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
         match cli.command {
-            Command::Plan { scenario, seed, note } => {
-                if let Err(c) = check_scenario(&scenario) {
-                    return c;
-                }
-                if !shrink::shrinkable(&scenario) {
-                    eprintln!("{}", shrink::ShrinkError::NotShrinkable(scenario));
-                    return ExitCode::from(2);
-                }
-                let opts = runner::default_options();
-                let slot = opts.plan_toml_slot.clone();
-                let r = runner::run_seed(&scenario, seed, opts);
-                let drawn = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                match drawn.as_deref().map(|t| shrink::parse_plan(&scenario, t)) {
-                    Some(Ok(plan)) => {
-                        print!("{}", shrink::seed_file_text(&scenario, seed, &note, &plan));
-                        eprintln!("(the seed {})", if r.failed() { "fails" } else { "passes" });
-                        ExitCode::SUCCESS
-                    }
-                    _ => {
-                        eprintln!("seed {seed} of `{scenario}` drew no plan");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
+            Command::Plan { scenario, seed, note } => print_plan(scenario, seed, &note),
             Command::List => {
                 for s in scenarios::SCENARIOS {
                     println!("{:<10} {}", s.name, s.about);

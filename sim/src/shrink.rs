@@ -154,28 +154,7 @@ pub fn stage_candidates(stage: Stage, plan: &Plan) -> Vec<Candidate> {
         }
     };
     match stage {
-        Stage::RemoveFaults => {
-            // ddmin: drop halves, then quarters, … then single faults.
-            let n = plan.faults.len();
-            let mut chunk = n.div_ceil(2);
-            while chunk >= 1 && n > 0 {
-                for start in (0..n).step_by(chunk) {
-                    let end = (start + chunk).min(n);
-                    let mut p = plan.clone();
-                    p.faults.drain(start..end);
-                    let what = if end - start == 1 {
-                        format!("removed fault #{start} ({:?})", plan.faults[start].fault)
-                    } else {
-                        format!("removed faults #{start}..#{}", end - 1)
-                    };
-                    push(what, p);
-                }
-                if chunk == 1 {
-                    break;
-                }
-                chunk = chunk.div_ceil(2);
-            }
-        }
+        Stage::RemoveFaults => fault_removals(plan, &mut push),
         Stage::Storm => {
             let cur = plan.storm_clients;
             for v in [0, cur / 2] {
@@ -262,6 +241,30 @@ pub fn stage_candidates(stage: Stage, plan: &Plan) -> Vec<Candidate> {
         }
     }
     out
+}
+
+/// The fault-removal candidates, ddmin style: `plan` without each half of its faults, then each
+/// quarter, … then each single fault, in that order.
+fn fault_removals(plan: &Plan, push: &mut impl FnMut(String, Plan)) {
+    let n = plan.faults.len();
+    let mut chunk = n.div_ceil(2);
+    while chunk >= 1 && n > 0 {
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let mut p = plan.clone();
+            p.faults.drain(start..end);
+            let what = if end - start == 1 {
+                format!("removed fault #{start} ({:?})", plan.faults[start].fault)
+            } else {
+                format!("removed faults #{start}..#{}", end - 1)
+            };
+            push(what, p);
+        }
+        if chunk == 1 {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
+    }
 }
 
 /// Why a seed could not be shrunk.

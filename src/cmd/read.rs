@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use eventstreamcore::client::{ClientError, ClusterClient, Subscription};
+use eventstreamcore::event::StoredEvent;
 use eventstreamcore::rt;
 use serde_json::json;
 
@@ -105,6 +106,31 @@ pub async fn tail(o: TailOpts) -> Result<(), String> {
     outcome.and(committed)
 }
 
+/// Prints one event of a tail, as JSON under `--json`, else as a line.
+fn print_event(o: &TailOpts, s: &StoredEvent) {
+    if o.json {
+        println!("{}", event_json(s));
+    } else {
+        println!("{}", event_line(s));
+    }
+}
+
+/// The error a tail gives when no member served the read at `at` within `limit`.
+fn gave_up(o: &TailOpts, limit: Duration, at: u64) -> String {
+    let why = if o.linearizable {
+        "a linearizable read needs a leader: is a majority of the cluster up?"
+    } else {
+        "are the members up?"
+    };
+    format!(
+        "gave up after {} s: no member of {:?} served a read of `{}` at offset {} ({why})",
+        limit.as_secs(),
+        o.addrs,
+        o.topic,
+        at
+    )
+}
+
 async fn follow(o: &TailOpts, from: u64, committer: &mut Option<Committer>) -> Result<(), String> {
     let mut client = ClusterClient::new(o.addrs.clone(), "esc-tail", o.token.clone());
     client.tls = o.tls.clone();
@@ -130,20 +156,7 @@ async fn follow(o: &TailOpts, from: u64, committer: &mut Option<Committer>) -> R
             }
         };
         let result = match o.timeout {
-            Some(limit) => rt::time::timeout(limit + poll, batch).await.map_err(|_| {
-                let why = if o.linearizable {
-                    "a linearizable read needs a leader: is a majority of the cluster up?"
-                } else {
-                    "are the members up?"
-                };
-                format!(
-                    "gave up after {} s: no member of {:?} served a read of `{}` at offset {} ({why})",
-                    limit.as_secs(),
-                    o.addrs,
-                    o.topic,
-                    at
-                )
-            })?,
+            Some(limit) => rt::time::timeout(limit + poll, batch).await.map_err(|_| gave_up(o, limit, at))?,
             None => batch.await,
         };
         let (events, end) = match result {
@@ -165,11 +178,7 @@ async fn follow(o: &TailOpts, from: u64, committer: &mut Option<Committer>) -> R
             Err(e) => return Err(e.to_string()),
         };
         for s in &events {
-            if o.json {
-                println!("{}", event_json(s));
-            } else {
-                println!("{}", event_line(s));
-            }
+            print_event(o, s);
             seen += 1;
             if let Some(c) = committer.as_mut() {
                 c.delivered(s.offset).await;

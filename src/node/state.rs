@@ -320,15 +320,8 @@ impl EventLogState {
             if events.len() as u64 != n {
                 return Err(err("timestamp and event counts differ"));
             }
-            let log_name: Arc<str> = Arc::from(name.as_str());
-            let events: Vec<StoredEvent> = events
-                .into_iter()
-                .zip(stamps)
-                .enumerate()
-                .map(|(i, (event, timestamp_ms))| StoredEvent { offset: i as u64, timestamp_ms, event })
-                .collect();
-            let bytes = events.iter().map(|s| retention::event_bytes(&s.event)).sum();
-            st.topics.insert(name, TopicLog { name: log_name, events, first: 0, bytes });
+            let log = snapshot_topic_log(&name, events, stamps);
+            st.topics.insert(name, log);
         }
         need(&b, 8, "dedup count")?;
         let nkeys = b.get_u64();
@@ -371,6 +364,18 @@ impl EventLogState {
         }
         Ok(st)
     }
+}
+
+/// A topic's log rebuilt from a snapshot: its events at offsets 0.. with their stamps.
+fn snapshot_topic_log(name: &str, events: Vec<Event>, stamps: Vec<u64>) -> TopicLog {
+    let events: Vec<StoredEvent> = events
+        .into_iter()
+        .zip(stamps)
+        .enumerate()
+        .map(|(i, (event, timestamp_ms))| StoredEvent { offset: i as u64, timestamp_ms, event })
+        .collect();
+    let bytes = events.iter().map(|s| retention::event_bytes(&s.event)).sum();
+    TopicLog { name: Arc::from(name), events, first: 0, bytes }
 }
 
 fn get_str(b: &mut Bytes) -> Result<String, SnapshotDecodeError> {

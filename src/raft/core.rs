@@ -649,12 +649,7 @@ impl Raft {
                 self.handle_vote(&m, pre_vote, last_index, last_term);
             }
             Body::VoteResponse { pre_vote, granted } => {
-                let expected_term = if pre_vote { self.term + 1 } else { self.term };
-                let expected_role = if pre_vote { Role::PreCandidate } else { Role::Candidate };
-                if self.role == expected_role && (m.term == expected_term || !granted) {
-                    self.votes.insert(m.from, granted);
-                    self.poll();
-                }
+                self.handle_vote_response(m.from, m.term, pre_vote, granted)
             }
             Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. } => {
                 if self.role == Role::Leader {
@@ -705,6 +700,16 @@ impl Raft {
             }
         }
         Ok(())
+    }
+
+    /// Counts a (pre-)vote answer if it belongs to the campaign this node is running.
+    fn handle_vote_response(&mut self, from: NodeId, term: Term, pre_vote: bool, granted: bool) {
+        let expected_term = if pre_vote { self.term + 1 } else { self.term };
+        let expected_role = if pre_vote { Role::PreCandidate } else { Role::Candidate };
+        if self.role == expected_role && (term == expected_term || !granted) {
+            self.votes.insert(from, granted);
+            self.poll();
+        }
     }
 
     fn handle_append(

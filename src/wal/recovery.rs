@@ -156,27 +156,7 @@ impl Recovery<'_> {
         }
 
         if let Some((k, offset, why)) = cut {
-            // Drop every segment after the cut, newest first (each removal durable), then
-            // truncate the cut one.
-            let first_dropped = if offset.is_some() { k + 1 } else { k };
-            let mut dropped = Vec::new();
-            for (_, name) in names[first_dropped..].iter().rev() {
-                self.disk.remove(name)?;
-                self.sync_dir()?;
-                dropped.push(name.clone());
-            }
-            if let Some(offset) = offset {
-                let seg = segments.last().expect("the cut segment was kept");
-                self.disk.truncate(&seg.name, offset)?;
-                self.disk.sync(&seg.name)?;
-                self.stats.fsyncs += 1;
-            }
-            let mut note = format!("truncated the log at {why}");
-            if !dropped.is_empty() {
-                dropped.reverse();
-                note.push_str(&format!("; removed the later segments {}", dropped.join(", ")));
-            }
-            self.note(note);
+            self.cut_log(&names, &segments, k, offset, &why)?;
         }
 
         // An empty last segment (cut at its start, or created but never written) is dropped, and
@@ -200,6 +180,39 @@ impl Recovery<'_> {
             self.sync_dir()?;
         }
         Ok((segments, entries))
+    }
+
+    /// Cuts the log at segment `k` of `names`: drops every segment after it, newest first (each
+    /// removal durable), then truncates segment `k` at `offset` (the last of `segments`), or drops
+    /// it too when `offset` is `None`; notes `why`.
+    fn cut_log(
+        &mut self,
+        names: &[(Index, String)],
+        segments: &[Segment],
+        k: usize,
+        offset: Option<u64>,
+        why: &str,
+    ) -> Result<(), StorageError> {
+        let first_dropped = if offset.is_some() { k + 1 } else { k };
+        let mut dropped = Vec::new();
+        for (_, name) in names[first_dropped..].iter().rev() {
+            self.disk.remove(name)?;
+            self.sync_dir()?;
+            dropped.push(name.clone());
+        }
+        if let Some(offset) = offset {
+            let seg = segments.last().expect("the cut segment was kept");
+            self.disk.truncate(&seg.name, offset)?;
+            self.disk.sync(&seg.name)?;
+            self.stats.fsyncs += 1;
+        }
+        let mut note = format!("truncated the log at {why}");
+        if !dropped.is_empty() {
+            dropped.reverse();
+            note.push_str(&format!("; removed the later segments {}", dropped.join(", ")));
+        }
+        self.note(note);
+        Ok(())
     }
 
     /// Refuses to start on corruption unless repairing, in which case the caller cuts the log.

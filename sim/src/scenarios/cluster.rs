@@ -567,6 +567,41 @@ struct MemberEnv {
     watch: Arc<RaftWatch>,
 }
 
+/// Member `i`'s configuration: its cluster view (`join`: it joins a running cluster), the sim
+/// pipeline, the retention limit if any, and an ingest listener with one admin credential.
+fn member_config(
+    i: usize,
+    nodes: usize,
+    join: bool,
+    snapshot_entries: u64,
+    retention_max_events: Option<u64>,
+) -> Config {
+    let mut config = Config::default();
+    config.node.id = i as u64 + 1;
+    config.node.name = format!("sim-{}", i + 1);
+    config.cluster = cluster_config(nodes, i, join, snapshot_entries);
+    config.pipeline = pipeline_config();
+    if let Some(max) = retention_max_events {
+        let limits = eventstreamcore::node::TopicConfig { max_events: Some(max), ..Default::default() };
+        config.topics.insert("default".into(), limits);
+    }
+    config.ingest = IngestConfig {
+        listen: client_addr(i),
+        idle_timeout_ms: 60_000,
+        read_timeout_ms: 10_000,
+        write_timeout_ms: 10_000,
+        // Membership changes need an admin credential; producers and consumers stay anonymous.
+        clients: vec![ClientCredential {
+            name: "sim-admin".into(),
+            token: SIM_ADMIN_TOKEN.into(),
+            roles: vec![ClientRole::Admin],
+        }],
+        anonymous_roles: Some(vec![ClientRole::Publish, ClientRole::Consume]),
+        ..IngestConfig::default()
+    };
+    config
+}
+
 /// Starts (or restarts) a member: recovers from its disk, serves clients until killed.
 async fn member_main(env: MemberEnv) {
     let MemberEnv {
@@ -598,29 +633,7 @@ async fn member_main(env: MemberEnv) {
     if join && disk.list("").is_ok_and(|files| files.is_empty()) {
         watch.member_wiped(i as u64 + 1); // a new member: its old term and vote are gone by design
     }
-    let mut config = Config::default();
-    config.node.id = i as u64 + 1;
-    config.node.name = format!("sim-{}", i + 1);
-    config.cluster = cluster_config(nodes, i, join, snapshot_entries);
-    config.pipeline = pipeline_config();
-    if let Some(max) = retention_max_events {
-        let limits = eventstreamcore::node::TopicConfig { max_events: Some(max), ..Default::default() };
-        config.topics.insert("default".into(), limits);
-    }
-    config.ingest = IngestConfig {
-        listen: client_addr(i),
-        idle_timeout_ms: 60_000,
-        read_timeout_ms: 10_000,
-        write_timeout_ms: 10_000,
-        // Membership changes need an admin credential; producers and consumers stay anonymous.
-        clients: vec![ClientCredential {
-            name: "sim-admin".into(),
-            token: SIM_ADMIN_TOKEN.into(),
-            roles: vec![ClientRole::Admin],
-        }],
-        anonymous_roles: Some(vec![ClientRole::Publish, ClientRole::Consume]),
-        ..IngestConfig::default()
-    };
+    let config = member_config(i, nodes, join, snapshot_entries, retention_max_events);
     // The production assembly, with simulated seams: power-fail disks, this member's drifting
     // clock, the per-round Raft watch.
     let seams = Seams {
@@ -670,10 +683,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     *opts.plan_toml_slot.lock().unwrap_or_else(|e| e.into_inner()) = toml::to_string(&plan).ok();
     let history = History::new();
     let start = rt::time::now();
-    let watch = Arc::new(
-        RaftWatch::new(move || (rt::time::now() - start).as_millis() as u64)
-            .with_timeline(opts.timeline.clone()),
-    );
+    let watch = new_watch(&opts, start);
 
     // --- members ---------------------------------------------------------------------------------
     let (slots, ids) = start_members(&handle, &plan, &opts, &watch);
@@ -714,8 +724,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
 
     await_tasks(producers, &history, "producer").await;
     await_tasks(consumers, &history, "consumer").await;
-    await_tasks(std::mem::take(&mut storms.storm), &history, "storm client").await;
-    await_tasks(std::mem::take(&mut storms.peer_storm), &history, "peer storm client").await;
+    storms.await_clients(&history).await;
 
     // --- convergence -----------------------------------------------------------------------------
     let converged_states = await_convergence(&slots).await;
@@ -727,16 +736,34 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     let digest = run_digest(&states, &data, &watch, (rt::time::now() - start).as_millis() as u64);
     let disk = disk_tally(&slots);
     let summary = summarize(&states, &data, &watch, liveness_ms, &disk, &plan, &storms);
-    let summary = if plan.durable_consumers > 0 {
-        format!("{summary}\n{}", super::durable::describe(&durable_traces))
-    } else {
-        summary
-    };
-    for id in &ids {
-        handle.kill(*id);
-    }
+    let summary = with_durable_summary(summary, &plan, &durable_traces);
+    kill_members(&handle, &ids);
     finish_timeline(opts.timeline.as_ref(), &plan, failure.as_ref(), start);
     RunReport { digest, summary, failure, raft_log: Some(watch.summary()), disk }
+}
+
+/// The run's Raft watch, its clock in milliseconds since `start`.
+fn new_watch(opts: &Options, start: rt::time::Instant) -> Arc<RaftWatch> {
+    Arc::new(
+        RaftWatch::new(move || (rt::time::now() - start).as_millis() as u64)
+            .with_timeline(opts.timeline.clone()),
+    )
+}
+
+/// `summary` followed by the durable consumers' account, when the plan had any.
+fn with_durable_summary(summary: String, plan: &Plan, traces: &super::durable::Traces) -> String {
+    if plan.durable_consumers > 0 {
+        format!("{summary}\n{}", super::durable::describe(traces))
+    } else {
+        summary
+    }
+}
+
+/// Ends every member of the run.
+fn kill_members(handle: &madsim::runtime::Handle, ids: &[madsim::task::NodeId]) {
+    for id in ids {
+        handle.kill(*id);
+    }
 }
 
 /// Draws the run's plan (and the peer storm's stream), or takes the one the options give: the
@@ -880,6 +907,12 @@ struct Storms {
 }
 
 impl Storms {
+    /// Waits for the storm and peer-storm clients to end (each counted into `history`).
+    async fn await_clients(&mut self, history: &History) {
+        await_tasks(std::mem::take(&mut self.storm), history, "storm client").await;
+        await_tasks(std::mem::take(&mut self.peer_storm), history, "peer storm client").await;
+    }
+
     /// Starts the plan's storms (the client storm now or at its time, the peer storm now).
     fn spawn(
         handle: &madsim::runtime::Handle,

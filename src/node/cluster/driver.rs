@@ -246,21 +246,9 @@ impl Driver {
         if !committed_entries.is_empty() {
             self.apply(committed_entries);
         }
-        for rs in read_states {
-            if let Some(r) = self.reads.iter_mut().find(|r| r.ctx == rs.ctx) {
-                r.index = Some(rs.index);
-            }
-        }
+        self.note_read_states(read_states);
         self.raft.advance();
-        let applied = self.raft.applied();
-        let mut i = 0;
-        while i < self.reads.len() {
-            if self.reads[i].index.is_some_and(|ix| ix <= applied) {
-                let _ = self.reads.swap_remove(i).reply.send(Ok(()));
-            } else {
-                i += 1;
-            }
-        }
+        self.answer_applied_reads();
         self.manage_pipeline(soft_state.is_some());
         // Changes that just applied are answered before a step-down fails the rest (removing the
         // leader itself commits and then steps it down in the same round).
@@ -298,6 +286,28 @@ impl Driver {
             self.observed = true;
         }
         Ok(())
+    }
+
+    /// Records the read index Raft confirmed for each waiting linearizable read.
+    fn note_read_states(&mut self, read_states: Vec<crate::raft::ReadState>) {
+        for rs in read_states {
+            if let Some(r) = self.reads.iter_mut().find(|r| r.ctx == rs.ctx) {
+                r.index = Some(rs.index);
+            }
+        }
+    }
+
+    /// Answers every waiting read whose read index the state machine has applied.
+    fn answer_applied_reads(&mut self) {
+        let applied = self.raft.applied();
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].index.is_some_and(|ix| ix <= applied) {
+                let _ = self.reads.swap_remove(i).reply.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
     }
 
     pub(super) fn publish_status(&self) {

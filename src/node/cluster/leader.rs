@@ -85,11 +85,7 @@ impl Driver {
             self.leader_since = leading.then(|| self.raft.last_index());
         }
         if !leading {
-            if let Some(p) = self.pipeline.take() {
-                *lock(&self.shared.pipeline) = None;
-                let left = p.abort();
-                tracing::info!(node = self.id, left, "pipeline stopped: no longer leader");
-            }
+            self.stop_pipeline();
             return;
         }
         let Some(setup) = &self.pipeline_setup else { return };
@@ -150,5 +146,14 @@ impl Driver {
         tracing::info!(node = self.id, resumed, "pipeline started on the leader");
         *lock(&self.shared.pipeline) = Some(pipeline.clone());
         self.pipeline = Some(pipeline);
+    }
+
+    /// Stops this member's pipeline, if one runs: it no longer leads.
+    fn stop_pipeline(&mut self) {
+        if let Some(p) = self.pipeline.take() {
+            *lock(&self.shared.pipeline) = None;
+            let left = p.abort();
+            tracing::info!(node = self.id, left, "pipeline stopped: no longer leader");
+        }
     }
 }
