@@ -373,6 +373,7 @@ impl Plan {
                 ));
             }
         }
+        crate::plans::check_fault_order(self)?;
         Ok(())
     }
 
@@ -923,6 +924,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     let rejoin_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for Step { at_ms, fault } in &plan.faults {
         rt::time::sleep_until(t0 + Duration::from_millis(*at_ms)).await;
+        tracing::info!(at_ms, kind = fault.kind(), members = %fault.member_names(), "fault injected: {fault:?} (plan numbering: node = 0 is n1)");
         match fault {
             Fault::Isolate { node } => {
                 net.clog_node(ids[*node]);
@@ -930,6 +932,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
             }
             Fault::IsolateLeader => match current_leader(&slots) {
                 Some(l) => {
+                    tracing::info!(member = %format!("n{}", l + 1), "fault injected: the leader is isolated");
                     net.clog_node(ids[l]);
                     log.until_heal(Some(l), "leader isolated");
                     history.count("leader_isolated");
