@@ -223,3 +223,19 @@ fn ctrl_c_stops_a_sweep_with_a_partial_summary() {
     assert!(t.contains("of 100000 seeds ran; partial summary:"), "{t}");
     assert!(t.contains("scenario pipeline: "), "{t}");
 }
+
+#[test]
+fn the_readmes_shrink_example_fails_so_it_has_something_to_shrink() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let line = readme.lines().find(|l| l.starts_with("cargo sim -- shrink ")).expect("a shrink example");
+    let words: Vec<&str> = line.split('#').next().unwrap().split_whitespace().collect();
+    let arg = |name: &str| words.iter().position(|w| *w == name).map(|i| words[i + 1]);
+    let seed = arg("--seed").expect("the example names a seed");
+    let mut args = vec!["replay", "--scenario", arg("--scenario").unwrap_or("cluster"), "--seed", seed];
+    args.extend(["--log", "off"]);
+    if let Some(m) = arg("--mutant") {
+        args.extend(["--mutant", m]);
+    }
+    let o = esc_sim(&args);
+    assert_eq!(o.status.code(), Some(1), "`{line}` must name a failing seed: {}", text(&o));
+}
