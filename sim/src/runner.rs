@@ -97,6 +97,14 @@ impl SeedResult {
             self.failure().unwrap_or_default(),
             self.replay_line(),
         );
+        if crate::shrink::shrinkable(&self.scenario) {
+            // The plan's members are 0-based; the failure and the logs name them n1…nN.
+            s = s.replacen(
+                "\nfailure:",
+                "\nmembers:  0-based in the plan: node 0 is n1 in the failure and the logs\nfailure:",
+                1,
+            );
+        }
         if let (Some(plan), None) = (&self.plan_override, &self.plan_file) {
             s.push_str("<FILE> (the plan this run was given):\n");
             s.push_str(plan);

@@ -238,4 +238,5 @@ fn the_readmes_shrink_example_fails_so_it_has_something_to_shrink() {
     }
     let o = esc_sim(&args);
     assert_eq!(o.status.code(), Some(1), "`{line}` must name a failing seed: {}", text(&o));
+    assert!(text(&o).contains("members:  0-based in the plan: node 0 is n1"), "{}", text(&o));
 }
