@@ -12,6 +12,8 @@ pub mod raft_watch;
 pub mod timeline;
 
 #[cfg(madsim)]
+pub mod plans;
+#[cfg(madsim)]
 pub mod runner;
 #[cfg(madsim)]
 pub mod scenarios;

@@ -187,6 +187,9 @@ mod sim_main {
         let f: runner::SeedFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let plan =
             f.plan_toml().ok_or_else(|| format!("{}: a seed file without a [plan]", path.display()))?;
+        // Check the plan in the file's own text, so an error names the line the user edited.
+        eventstreamcore_sim::plans::parse_seed_file_plan(&f.scenario, &text)
+            .map_err(|e| format!("{}: [plan]: {e}", path.display()))?;
         Ok(PlanFile { scenario: Some(f.scenario), seed: Some(f.seed), plan })
     }
 
@@ -225,6 +228,32 @@ mod sim_main {
         }
     }
 
+    /// A flag set by Ctrl-C (SIGINT): the sweep then starts no new seed, lets the running ones
+    /// finish and prints a partial summary; a second Ctrl-C quits at once.
+    /// Without the handler (registration failed) Ctrl-C kills the process as before.
+    fn ctrl_c_flag() -> &'static std::sync::atomic::AtomicBool {
+        static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        fn on_sigint() {
+            // A second Ctrl-C quits at once (exit code 130, as a shell reports SIGINT).
+            if STOP.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(130) }
+            }
+        }
+        // SAFETY: the action only swaps an atomic and may call _exit, both async-signal-safe.
+        let _ = unsafe { signal_hook_registry::register(libc::SIGINT, on_sigint) };
+        &STOP
+    }
+
+    /// Refuses `--mutant` for a scenario it does nothing in.
+    fn check_mutant(scenario: &str, mutant: &Option<String>) -> Result<(), ExitCode> {
+        let m = mutant.as_deref().and_then(Mutant::from_name);
+        eventstreamcore_sim::plans::check_mutant(scenario, m).map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        })
+    }
+
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
         match cli.command {
@@ -250,20 +279,22 @@ mod sim_main {
                 zoo_command(seeds, start, jobs.unwrap_or_else(runner::default_jobs), bug, no_clean)
             }
             Command::Sweep { scenario, seeds, start, jobs, mutant, bug, max_drift_pct } => {
-                if let Err(c) = check_scenario(&scenario) {
+                if let Err(c) = check_scenario(&scenario).and_then(|()| check_mutant(&scenario, &mutant)) {
                     return c;
                 }
                 let jobs = jobs.unwrap_or_else(runner::default_jobs);
                 let bar = indicatif::ProgressBar::new(seeds);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
-                        "{elapsed_precise} [{bar:40}] {pos}/{len} seeds ({per_sec}) {msg}",
+                        "{elapsed_precise} [{bar:40}] {pos}/{len} seeds ({per_sec}, ETA {eta}) {msg}",
                     )
                     .expect("valid template")
                     .progress_chars("=> "),
                 );
+                bar.set_message("0 failed");
                 let failed = Mutex::new(0u64);
-                let report = runner::sweep(
+                let stop = ctrl_c_flag();
+                let report = runner::sweep_until(
                     &scenario,
                     start..start + seeds,
                     jobs,
@@ -281,8 +312,12 @@ mod sim_main {
                         }
                         bar.inc(1);
                     },
+                    stop,
                 );
                 bar.finish();
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    println!("interrupted (Ctrl-C): {} of {seeds} seeds ran; partial summary:", report.seeds);
+                }
                 println!("{}", report.summary());
                 if report.failures.is_empty() {
                     ExitCode::SUCCESS
@@ -305,7 +340,7 @@ mod sim_main {
                 let scenario = scenario
                     .or_else(|| given.as_ref().and_then(|g| g.scenario.clone()))
                     .unwrap_or_else(|| "ingest".into());
-                if let Err(c) = check_scenario(&scenario) {
+                if let Err(c) = check_scenario(&scenario).and_then(|()| check_mutant(&scenario, &mutant)) {
                     return c;
                 }
                 let Some(seed) = seed.or_else(|| given.as_ref().and_then(|g| g.seed)) else {
@@ -363,7 +398,7 @@ mod sim_main {
                 }
             }
             Command::Shrink { scenario, seed, mutant, max_runs, out } => {
-                if let Err(c) = check_scenario(&scenario) {
+                if let Err(c) = check_scenario(&scenario).and_then(|()| check_mutant(&scenario, &mutant)) {
                     return c;
                 }
                 if !shrink::shrinkable(&scenario) {

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,6 +102,14 @@ impl SeedResult {
             self.failure().unwrap_or_default(),
             self.replay_line(),
         );
+        if crate::shrink::shrinkable(&self.scenario) {
+            // The plan's members are 0-based; the failure and the logs name them n1…nN.
+            s = s.replacen(
+                "\nfailure:",
+                "\nmembers:  0-based in the plan: node 0 is n1 in the failure and the logs\nfailure:",
+                1,
+            );
+        }
         if let (Some(plan), None) = (&self.plan_override, &self.plan_file) {
             s.push_str("<FILE> (the plan this run was given):\n");
             s.push_str(plan);
@@ -326,6 +334,20 @@ pub fn sweep(
     opts: impl Fn() -> Options + Sync,
     on_done: impl Fn(&SeedResult) + Sync,
 ) -> SweepReport {
+    sweep_until(scenario, seeds, jobs, opts, on_done, &AtomicBool::new(false))
+}
+
+/// [`sweep`] that starts no new seed once `stop` is set (Ctrl-C): the seeds already running
+/// finish, and the report covers the seeds that ran (`seeds` counts them).
+pub fn sweep_until(
+    scenario: &str,
+    seeds: Range<u64>,
+    jobs: usize,
+    opts: impl Fn() -> Options + Sync,
+    on_done: impl Fn(&SeedResult) + Sync,
+    stop: &AtomicBool,
+) -> SweepReport {
+    let ran = AtomicU64::new(0);
     let started = Instant::now();
     let next = AtomicU64::new(seeds.start);
     let failures = Mutex::new(Vec::new());
@@ -336,11 +358,15 @@ pub fn sweep(
         for _ in 0..jobs.max(1) {
             s.spawn(|| {
                 loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let seed = next.fetch_add(1, Ordering::Relaxed);
                     if seed >= seeds.end {
                         break;
                     }
                     let r = run_seed(scenario, seed, opts());
+                    ran.fetch_add(1, Ordering::Relaxed);
                     busy_ns.fetch_add(r.wall.as_nanos() as u64, Ordering::Relaxed);
                     sim_ns.fetch_add(r.simulated.as_nanos() as u64, Ordering::Relaxed);
                     on_done(&r);
@@ -358,7 +384,7 @@ pub fn sweep(
     failures.sort_by_key(|r| r.seed);
     SweepReport {
         scenario: scenario.to_string(),
-        seeds: seeds.end.saturating_sub(seeds.start),
+        seeds: ran.load(Ordering::Relaxed),
         failures,
         wall: started.elapsed(),
         busy: Duration::from_nanos(busy_ns.load(Ordering::Relaxed)),
@@ -505,8 +531,8 @@ pub fn load_seed_files(dir: &Path) -> Result<Vec<(PathBuf, SeedFile)>, String> {
         if scenarios::find(&f.scenario).is_none() {
             return Err(format!("{}: unknown scenario `{}`", p.display(), f.scenario));
         }
-        if let Some(plan) = f.plan_toml() {
-            crate::shrink::parse_plan(&f.scenario, &plan)
+        if f.plan.is_some() {
+            crate::plans::parse_seed_file_plan(&f.scenario, &text)
                 .map_err(|e| format!("{}: [plan]: {e}", p.display()))?;
         }
         out.push((p, f));
@@ -524,5 +550,32 @@ pub fn default_options() -> Options {
         max_drift_ppm: None,
         timeline: None,
         plan_toml_slot: Arc::new(Mutex::new(None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_sweep_starts_no_new_seed_and_reports_the_seeds_that_ran() {
+        let stop = AtomicBool::new(false);
+        let done = AtomicU64::new(0);
+        // Ctrl-C during the first seed: it finishes, no other starts.
+        let report = sweep_until(
+            "pipeline",
+            0..50,
+            1,
+            default_options,
+            |_| {
+                done.fetch_add(1, Ordering::Relaxed);
+                stop.store(true, Ordering::Relaxed);
+            },
+            &stop,
+        );
+        assert_eq!(done.load(Ordering::Relaxed), 1);
+        assert_eq!(report.seeds, 1, "{}", report.summary());
+        let report = sweep_until("pipeline", 0..50, 2, default_options, |_| {}, &stop);
+        assert_eq!(report.seeds, 0);
     }
 }

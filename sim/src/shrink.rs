@@ -369,7 +369,8 @@ pub fn seed_file_text(scenario: &str, seed: u64, note: &str, plan: &Plan) -> Str
         note: &'a str,
         plan: &'a Plan,
     }
-    toml::to_string(&Out { scenario, seed, note, plan }).expect("a seed file serializes")
+    let text = toml::to_string(&Out { scenario, seed, note, plan }).expect("a seed file serializes");
+    crate::plans::with_numbering_note(&text)
 }
 
 /// Writes `text` to `path`, refusing to overwrite an existing file.

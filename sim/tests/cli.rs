@@ -131,3 +131,112 @@ fn a_sweep_prints_its_summary_and_fails_on_a_failure() {
     assert!(text(&o).contains("failing seeds:"), "{}", text(&o));
     assert!(text(&o).contains("replay:   cargo sim -- replay --scenario cluster --seed"), "{}", text(&o));
 }
+
+/// A seed file whose `[plan]` a person edited: `faults` is the last key, written by hand.
+fn hand_edited_seed_file(faults: &str) -> String {
+    let o = esc_sim(&["plan", "--scenario", "cluster", "--seed", "8", "--note", "by hand"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let file = String::from_utf8_lossy(&o.stdout).to_string();
+    let head = file.split("[[plan.faults]]").next().expect("the plan part").to_string();
+    format!("{head}faults = [\n{faults}]\n")
+}
+
+#[test]
+fn a_hand_edited_plan_with_faults_out_of_time_order_is_refused() {
+    let dir = temp_dir("order");
+    let file = hand_edited_seed_file(
+        "    { at_ms = 5000, kind = \"crash\", node = 1, down_ms = 800 },\n    { at_ms = 2000, kind = \"isolate\", node = 0 },\n",
+    );
+    let path = dir.join("order.toml");
+    std::fs::write(&path, &file).unwrap();
+    let o = esc_sim(&["replay", "--plan", path.to_str().unwrap(), "--log", "off"]);
+    assert_eq!(o.status.code(), Some(2), "must refuse, not run the isolate late: {}", text(&o));
+    assert!(text(&o).contains("fault 2 (isolate at_ms = 2000) is listed after fault 1"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_typo_in_a_plan_is_reported_at_its_line() {
+    let dir = temp_dir("typo");
+    let file = hand_edited_seed_file("    { at_ms = 2000, kind = \"isolate\", nod = 0 },\n");
+    let line = file.lines().position(|l| l.contains("nod = 0")).expect("the typo") + 1;
+    let path = dir.join("typo.toml");
+    std::fs::write(&path, &file).unwrap();
+    let o = esc_sim(&["replay", "--plan", path.to_str().unwrap(), "--log", "off"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains(&format!("line {line}")), "line {line}: {}", text(&o));
+    assert!(text(&o).contains("nod = 0"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_mutant_that_does_not_apply_to_the_scenario_is_refused() {
+    let o = esc_sim(&["sweep", "--scenario", "ingest", "--seeds", "3", "--mutant", "stale-reads"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--mutant stale-reads does not apply to scenario `ingest`"), "{}", text(&o));
+    let o = esc_sim(&["replay", "--scenario", "cluster", "--seed", "1", "--mutant", "ack-before-store"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = esc_sim(&["shrink", "--scenario", "cluster", "--seed", "1", "--mutant", "ack-before-store"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn replay_logs_every_fault_injection() {
+    let o = esc_sim(&["plan", "--scenario", "cluster", "--seed", "8"]);
+    let plan = String::from_utf8_lossy(&o.stdout).to_string();
+    let faults = plan.matches("[[plan.faults]]").count();
+    assert!(faults > 0, "seed 8 draws faults: {plan}");
+    assert!(plan.contains("node = 0 is n1"), "the plan says how members are numbered: {plan}");
+    let o = esc_sim(&[
+        "replay",
+        "--scenario",
+        "cluster",
+        "--seed",
+        "8",
+        "--log",
+        "warn,eventstreamcore_sim=info",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert_eq!(
+        t.matches("fault injected: ").count() - t.matches("the leader is isolated").count(),
+        faults,
+        "{t}"
+    );
+    assert!(t.contains("kind=") && t.contains("members="), "{t}");
+}
+
+#[test]
+fn ctrl_c_stops_a_sweep_with_a_partial_summary() {
+    let child = Command::new(env!("CARGO_BIN_EXE_esc-sim"))
+        .args(["sweep", "--scenario", "pipeline", "--seeds", "100000", "--jobs", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run esc-sim");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(kill.success());
+    let o = child.wait_with_output().expect("the sweep stops");
+    let t = text(&o);
+    assert!(t.contains("interrupted (Ctrl-C): "), "{t}");
+    assert!(t.contains("of 100000 seeds ran; partial summary:"), "{t}");
+    assert!(t.contains("scenario pipeline: "), "{t}");
+}
+
+#[test]
+fn the_readmes_shrink_example_fails_so_it_has_something_to_shrink() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let line = readme.lines().find(|l| l.starts_with("cargo sim -- shrink ")).expect("a shrink example");
+    let words: Vec<&str> = line.split('#').next().unwrap().split_whitespace().collect();
+    let arg = |name: &str| words.iter().position(|w| *w == name).map(|i| words[i + 1]);
+    let seed = arg("--seed").expect("the example names a seed");
+    let mut args = vec!["replay", "--scenario", arg("--scenario").unwrap_or("cluster"), "--seed", seed];
+    args.extend(["--log", "off"]);
+    if let Some(m) = arg("--mutant") {
+        args.extend(["--mutant", m]);
+    }
+    let o = esc_sim(&args);
+    assert_eq!(o.status.code(), Some(1), "`{line}` must name a failing seed: {}", text(&o));
+    assert!(text(&o).contains("members:  0-based in the plan: node 0 is n1"), "{}", text(&o));
+}

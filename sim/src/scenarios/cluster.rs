@@ -424,6 +424,7 @@ impl Plan {
                 ));
             }
         }
+        crate::plans::check_fault_order(self)?;
         Ok(())
     }
 

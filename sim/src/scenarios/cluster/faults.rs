@@ -95,6 +95,7 @@ impl<'a> FaultInjector<'a> {
     pub async fn run(mut self, plan: &Plan, mutant: Option<Mutant>) {
         for Step { at_ms, fault } in &plan.faults {
             rt::time::sleep_until(self.t0 + Duration::from_millis(*at_ms)).await;
+            tracing::info!(at_ms, kind = fault.kind(), members = %fault.member_names(), "fault injected: {fault:?} (plan numbering: node = 0 is n1)");
             self.apply(fault);
         }
         rt::time::sleep_until(self.fault_end).await;
@@ -189,6 +190,7 @@ impl<'a> FaultInjector<'a> {
             }
             Fault::IsolateLeader => match current_leader(self.slots) {
                 Some(l) => {
+                    tracing::info!(member = %format!("n{}", l + 1), "fault injected: the leader is isolated");
                     net.clog_node(ids[l]);
                     log.until_heal(Some(l), "leader isolated");
                     self.history.count("leader_isolated");
