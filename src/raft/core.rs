@@ -289,6 +289,16 @@ impl Raft {
         self.membership.current()
     }
 
+    /// The latest configuration once the change that made it is committed, or `Err(index)` of
+    /// that change while it is not. An uncommitted change can still be undone, and a leader
+    /// elected under the previous configuration (e.g. the member being removed) still needs that
+    /// configuration's quorum: answering "not a member" from it lets an operator wipe a node whose
+    /// copy of committed entries is still needed.
+    pub fn committed_conf_state(&self) -> Result<&ConfState, Index> {
+        let change = self.membership.last_change_index();
+        if change > self.log.committed() { Err(change) } else { Ok(self.membership.current()) }
+    }
+
     /// The latest snapshot this node holds, if any.
     pub fn latest_snapshot(&self) -> Option<&Snapshot> {
         self.latest_snapshot.as_ref()

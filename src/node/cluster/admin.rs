@@ -45,7 +45,10 @@ impl Driver {
                     return;
                 }
                 let addr = Addr { raft: raft_addr, client: client_addr };
-                let conf = self.raft.conf_state();
+                let conf = match self.settled_conf() {
+                    Ok(conf) => conf,
+                    Err(e) => return drop(reply.send(Err(e))),
+                };
                 if conf.voters.contains(&id) {
                     let _ = reply.send(Ok(format!("node {id} is already a voter")));
                     return;
@@ -66,7 +69,11 @@ impl Driver {
                 self.admin.push(PendingAdmin { node: id, addr: Some(addr), stage, deadline, reply });
             }
             AdminCommand::RemoveNode { id } => {
-                if !self.raft.conf_state().contains(id) {
+                let conf = match self.settled_conf() {
+                    Ok(conf) => conf,
+                    Err(e) => return drop(reply.send(Err(e))),
+                };
+                if !conf.contains(id) {
                     let _ = reply.send(Ok(format!("node {id} is not a member")));
                     return;
                 }
@@ -87,6 +94,15 @@ impl Driver {
                 Err(e) => drop(reply.send(Err(self.propose_error(e)))),
             },
         }
+    }
+
+    /// The configuration to answer "already a voter" / "not a member" from: the committed one.
+    /// While a change is uncommitted, answers "unavailable, retry" instead (a retried removal
+    /// reaching a leader that holds the removal uncommitted must not report it done).
+    fn settled_conf(&self) -> Result<&ConfState, ServiceError> {
+        self.raft.committed_conf_state().map_err(|index| {
+            unavailable(format!("the membership change at index {index} is not committed yet; retry"))
+        })
     }
 
     pub(super) fn advance_admin(&mut self, now: Duration) {

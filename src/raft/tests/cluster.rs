@@ -326,6 +326,47 @@ fn membership_add_and_remove_under_partitions() {
     assert!(c.propose_and_commit(&b"4 voters"[..], 300).is_some());
 }
 
+/// Seed 147678067149 of the sim's `cluster` scenario: a leader proposed its own removal, which
+/// reached only one of the two others; re-elected under the old configuration, it answered the
+/// operator's retried removal "not a member" from the uncommitted configuration. The operator
+/// wiped it, and the lagging member won an election with the wiped member's vote, without
+/// entries the old leader and the other member had committed. The committed configuration is
+/// the one to answer such questions from.
+#[test]
+fn an_uncommitted_removal_is_not_reported_as_done() {
+    let mut c = cluster(3, 7);
+    let l = c.wait_for_leader(200).unwrap();
+    c.propose_and_commit(&b"base"[..], 100).unwrap();
+    let rest = others(&c, l);
+    let (b, lagging) = (rest[0], rest[1]);
+    c.partition(&[&[l, b], &[lagging]]);
+    for i in 0..3 {
+        c.propose(l, data(i)).unwrap();
+    }
+    c.run_ticks(3);
+    let cc = ConfChange { kind: ConfChangeKind::Remove, node: l, context: Bytes::new() };
+    let index = c.raft_mut(l).propose_conf_change(cc).unwrap();
+    c.process(l);
+    c.run_ticks(3);
+    assert!(c.raft(b).term_at(index).is_some(), "the removal reached b");
+    assert!(c.raft(l).commit_index() >= index - 1, "the entries before it are committed by l and b");
+    for node in [l, b] {
+        let raft = c.raft(node);
+        assert!(raft.commit_index() < index, "the new configuration {{b, lagging}} needs lagging");
+        // What the admin used to answer "node l is not a member" from:
+        assert!(!raft.conf_state().contains(l));
+        assert!(
+            matches!(raft.committed_conf_state(), Err(i) if i == index),
+            "n{node}: the removal is not settled while uncommitted: {:?}",
+            raft.committed_conf_state()
+        );
+    }
+    c.heal();
+    assert!(c.run_until(400, |c| c.raft(b).commit_index() >= index), "the removal commits once healed");
+    let conf = c.raft(b).committed_conf_state().expect("committed now").clone();
+    assert!(!conf.contains(l) && conf.voters.contains(&lagging));
+}
+
 #[test]
 fn leadership_transfer_under_load() {
     let mut c = cluster(3, 13);
