@@ -34,65 +34,72 @@ impl Driver {
             AdminCommand::Status => unreachable!("answered above"),
             AdminCommand::Topics => unreachable!("answered by ClusterNode::admin from the applied state"),
             AdminCommand::AddNode { id, raft_addr, client_addr } => {
-                if id == 0 {
-                    let _ = reply.send(Err(ServiceError::Unsupported("node id 0 is reserved".into())));
-                    return;
-                }
-                if self.transport.is_none() {
-                    let msg = "this node does not listen for peers because cluster.secret is empty: set \
-                               cluster.secret (the same on every member) and restart it, then add members";
-                    let _ = reply.send(Err(ServiceError::Unsupported(msg.into())));
-                    return;
-                }
-                let addr = Addr { raft: raft_addr, client: client_addr };
-                let conf = match self.settled_conf() {
-                    Ok(conf) => conf,
-                    Err(e) => return drop(reply.send(Err(e))),
-                };
-                if conf.voters.contains(&id) {
-                    let _ = reply.send(Ok(format!("node {id} is already a voter")));
-                    return;
-                }
-                let stage = if conf.learners.contains(&id) {
-                    AdminStage::Promote
-                } else {
-                    let cc =
-                        ConfChange { kind: ConfChangeKind::AddLearner, node: id, context: addr.to_context() };
-                    match self.raft.propose_conf_change(cc) {
-                        Ok(index) => AdminStage::Learner(index),
-                        Err(e) => {
-                            let _ = reply.send(Err(self.propose_error(e)));
-                            return;
-                        }
-                    }
-                };
-                self.admin.push(PendingAdmin { node: id, addr: Some(addr), stage, deadline, reply });
+                self.admin_add(id, Addr { raft: raft_addr, client: client_addr }, reply, deadline)
             }
-            AdminCommand::RemoveNode { id } => {
-                let conf = match self.settled_conf() {
-                    Ok(conf) => conf,
-                    Err(e) => return drop(reply.send(Err(e))),
-                };
-                if !conf.contains(id) {
-                    let _ = reply.send(Ok(format!("node {id} is not a member")));
-                    return;
-                }
-                let cc = ConfChange { kind: ConfChangeKind::Remove, node: id, context: Bytes::new() };
-                match self.raft.propose_conf_change(cc) {
-                    Ok(index) => self.admin.push(PendingAdmin {
-                        node: id,
-                        addr: None,
-                        stage: AdminStage::Applying(index),
-                        deadline,
-                        reply,
-                    }),
-                    Err(e) => drop(reply.send(Err(self.propose_error(e)))),
-                }
-            }
+            AdminCommand::RemoveNode { id } => self.admin_remove(id, reply, deadline),
             AdminCommand::TransferLeader { id } => match self.raft.transfer_leader(id) {
                 Ok(()) => drop(reply.send(Ok(format!("leadership transfer to node {id} started")))),
                 Err(e) => drop(reply.send(Err(self.propose_error(e)))),
             },
+        }
+    }
+
+    /// ADMIN add: a learner first (promoted once caught up); "already a voter" only from the
+    /// committed configuration.
+    fn admin_add(&mut self, id: u64, addr: Addr, reply: Reply<String>, deadline: Duration) {
+        if id == 0 {
+            let _ = reply.send(Err(ServiceError::Unsupported("node id 0 is reserved".into())));
+            return;
+        }
+        if self.transport.is_none() {
+            let msg = "this node does not listen for peers because cluster.secret is empty: set \
+                       cluster.secret (the same on every member) and restart it, then add members";
+            let _ = reply.send(Err(ServiceError::Unsupported(msg.into())));
+            return;
+        }
+        let conf = match self.settled_conf() {
+            Ok(conf) => conf,
+            Err(e) => return drop(reply.send(Err(e))),
+        };
+        if conf.voters.contains(&id) {
+            let _ = reply.send(Ok(format!("node {id} is already a voter")));
+            return;
+        }
+        let stage = if conf.learners.contains(&id) {
+            AdminStage::Promote
+        } else {
+            let cc = ConfChange { kind: ConfChangeKind::AddLearner, node: id, context: addr.to_context() };
+            match self.raft.propose_conf_change(cc) {
+                Ok(index) => AdminStage::Learner(index),
+                Err(e) => {
+                    let _ = reply.send(Err(self.propose_error(e)));
+                    return;
+                }
+            }
+        };
+        self.admin.push(PendingAdmin { node: id, addr: Some(addr), stage, deadline, reply });
+    }
+
+    /// ADMIN remove: "not a member" only from the committed configuration.
+    fn admin_remove(&mut self, id: u64, reply: Reply<String>, deadline: Duration) {
+        let conf = match self.settled_conf() {
+            Ok(conf) => conf,
+            Err(e) => return drop(reply.send(Err(e))),
+        };
+        if !conf.contains(id) {
+            let _ = reply.send(Ok(format!("node {id} is not a member")));
+            return;
+        }
+        let cc = ConfChange { kind: ConfChangeKind::Remove, node: id, context: Bytes::new() };
+        match self.raft.propose_conf_change(cc) {
+            Ok(index) => self.admin.push(PendingAdmin {
+                node: id,
+                addr: None,
+                stage: AdminStage::Applying(index),
+                deadline,
+                reply,
+            }),
+            Err(e) => drop(reply.send(Err(self.propose_error(e)))),
         }
     }
 
