@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventstreamcore::client::{Client, ClusterClient};
-use eventstreamcore::config::{Config, MemberConfig};
+use eventstreamcore::config::Config;
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::wire::{AckItem, AdminRequest};
 
@@ -49,30 +49,18 @@ fn start(config: &Path, extra: &[&str]) -> Proc {
 
 /// Writes one config per member and returns (configs, client addresses).
 fn cluster_configs(dir: &Path, n: u64) -> (Vec<PathBuf>, Vec<SocketAddr>) {
-    let members: Vec<MemberConfig> = (1..=n)
-        .map(|id| MemberConfig {
-            id,
-            raft_addr: format!("127.0.0.1:{}", free_port()),
-            client_addr: format!("127.0.0.1:{}", free_port()),
-        })
-        .collect();
     let mut paths = Vec::new();
-    for m in &members {
-        let mut c = Config::default();
-        c.node.id = m.id;
-        c.ingest.listen = m.client_addr.parse().unwrap();
-        c.cluster.raft_listen = m.raft_addr.parse().unwrap();
-        c.cluster.data_dir = dir.join(format!("node{}", m.id));
-        c.cluster.members = members.clone();
-        c.cluster.secret = "test-secret".into();
+    let mut addrs = Vec::new();
+    for mut c in common::member_configs(dir, n, "test-secret") {
         c.cluster.tick_ms = 20;
         c.cluster.snapshot_entries = 200;
         c.cluster.commit_timeout_ms = 2_000;
-        let p = dir.join(format!("node{}.toml", m.id));
+        let p = dir.join(format!("node{}.toml", c.node.id));
         std::fs::write(&p, toml::to_string(&c).unwrap()).unwrap();
         paths.push(p);
+        addrs.push(c.ingest.listen);
     }
-    (paths, members.iter().map(|m| m.client_addr.parse().unwrap()).collect())
+    (paths, addrs)
 }
 
 /// The member that reports itself leader, if any.

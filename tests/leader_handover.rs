@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ESC, free_port, temp_dir};
+use common::{ESC, temp_dir};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -16,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eventstreamcore::client::{Client, ClusterClient};
-use eventstreamcore::config::{Config, MemberConfig};
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::wire::{AckItem, AdminRequest};
 
@@ -50,30 +49,18 @@ fn start(config: &Path, log: &Path) -> Proc {
 }
 
 fn configs(dir: &Path) -> (Vec<PathBuf>, Vec<SocketAddr>) {
-    let members: Vec<MemberConfig> = (1..=3)
-        .map(|id| MemberConfig {
-            id,
-            raft_addr: format!("127.0.0.1:{}", free_port()),
-            client_addr: format!("127.0.0.1:{}", free_port()),
-        })
-        .collect();
     let mut paths = Vec::new();
-    for m in &members {
-        let mut c = Config::default();
-        c.node.id = m.id;
-        c.ingest.listen = m.client_addr.parse().unwrap();
-        c.cluster.raft_listen = m.raft_addr.parse().unwrap();
-        c.cluster.data_dir = dir.join(format!("node{}", m.id));
-        c.cluster.members = members.clone();
-        c.cluster.secret = "test-secret-handover".into();
+    let mut addrs = Vec::new();
+    for mut c in common::member_configs(dir, 3, "test-secret-handover") {
         c.cluster.tick_ms = TICK_MS;
         c.cluster.election_ticks = ELECTION_TICKS;
         c.cluster.heartbeat_ticks = 5;
-        let p = dir.join(format!("node{}.toml", m.id));
+        let p = dir.join(format!("node{}.toml", c.node.id));
         std::fs::write(&p, toml::to_string(&c).unwrap()).unwrap();
         paths.push(p);
+        addrs.push(c.ingest.listen);
     }
-    (paths, members.iter().map(|m| m.client_addr.parse().unwrap()).collect())
+    (paths, addrs)
 }
 
 /// (index, term) of the member that reports itself leader, among `which`.

@@ -160,33 +160,18 @@ fn bad_certificate_files_stop_the_server_at_start_naming_the_file() {
 /// elects a leader and replicates an acknowledged event to every member over TLS peer links.
 #[tokio::test]
 async fn a_three_member_cluster_replicates_over_tls_peer_links() {
-    use eventstreamcore::config::{Config, MemberConfig};
     use eventstreamcore::tls::PeerTlsFiles;
     let dir = temp_dir("tls-peers");
     let pki = make_pki(&dir);
-    let members: Vec<MemberConfig> = (1..=3)
-        .map(|id| MemberConfig {
-            id,
-            raft_addr: format!("127.0.0.1:{}", common::free_port()),
-            client_addr: format!("127.0.0.1:{}", common::free_port()),
-        })
-        .collect();
     let mut procs = Vec::new();
-    for m in &members {
-        let mut c = Config::default();
-        c.node.id = m.id;
-        c.ingest.listen = m.client_addr.parse().unwrap();
-        c.cluster.raft_listen = m.raft_addr.parse().unwrap();
-        c.cluster.data_dir = dir.join(format!("node{}", m.id));
-        c.cluster.members = members.clone();
-        c.cluster.secret = "tls-cluster-secret-0123456789".into();
+    for mut c in common::member_configs(&dir, 3, "tls-cluster-secret-0123456789") {
         c.cluster.tick_ms = 20;
         c.cluster.tls = Some(PeerTlsFiles {
             cert_file: pki.cert.clone(),
             key_file: pki.key.clone(),
             ca_file: pki.ca.clone(),
         });
-        let path = dir.join(format!("node{}.toml", m.id));
+        let path = dir.join(format!("node{}.toml", c.node.id));
         std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
         procs.push(start_esc(&["serve", "--config", path.to_str().unwrap()]));
     }
@@ -216,28 +201,13 @@ async fn a_three_member_cluster_replicates_over_tls_peer_links() {
 /// a majority and serve, the third never receives anything (with plain peer links it would).
 #[tokio::test]
 async fn a_member_with_a_certificate_from_another_ca_is_refused_by_its_peers() {
-    use eventstreamcore::config::{Config, MemberConfig};
     use eventstreamcore::tls::PeerTlsFiles;
     let dir = temp_dir("tls-peers-bad");
     let good = make_pki(&dir);
     let bad = make_pki(&temp_dir("tls-peers-bad-other"));
-    let members: Vec<MemberConfig> = (1..=3)
-        .map(|id| MemberConfig {
-            id,
-            raft_addr: format!("127.0.0.1:{}", common::free_port()),
-            client_addr: format!("127.0.0.1:{}", common::free_port()),
-        })
-        .collect();
     let mut procs = Vec::new();
-    for m in &members {
-        let pki = if m.id == 3 { &bad } else { &good };
-        let mut c = Config::default();
-        c.node.id = m.id;
-        c.ingest.listen = m.client_addr.parse().unwrap();
-        c.cluster.raft_listen = m.raft_addr.parse().unwrap();
-        c.cluster.data_dir = dir.join(format!("node{}", m.id));
-        c.cluster.members = members.clone();
-        c.cluster.secret = "tls-cluster-secret-0123456789".into();
+    for mut c in common::member_configs(&dir, 3, "tls-cluster-secret-0123456789") {
+        let pki = if c.node.id == 3 { &bad } else { &good };
         c.cluster.tick_ms = 20;
         // Member 3 trusts the good CA (so it could dial) but presents a certificate from another.
         c.cluster.tls = Some(PeerTlsFiles {
@@ -245,7 +215,7 @@ async fn a_member_with_a_certificate_from_another_ca_is_refused_by_its_peers() {
             key_file: pki.key.clone(),
             ca_file: good.ca.clone(),
         });
-        let path = dir.join(format!("node{}.toml", m.id));
+        let path = dir.join(format!("node{}.toml", c.node.id));
         std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
         procs.push(start_esc(&["serve", "--config", path.to_str().unwrap()]));
     }

@@ -67,3 +67,29 @@ pub fn start_esc(args: &[&str]) -> EscServer {
     };
     EscServer { child, addr }
 }
+
+/// The configs of an `n`-member cluster on free loopback ports (ids 1..=n, data under `dir`,
+/// every member listed, the given secret); the caller adds its own timings, then writes them.
+pub fn member_configs(dir: &std::path::Path, n: u64, secret: &str) -> Vec<eventstreamcore::config::Config> {
+    use eventstreamcore::config::{Config, MemberConfig};
+    let members: Vec<MemberConfig> = (1..=n)
+        .map(|id| MemberConfig {
+            id,
+            raft_addr: format!("127.0.0.1:{}", free_port()),
+            client_addr: format!("127.0.0.1:{}", free_port()),
+        })
+        .collect();
+    members
+        .iter()
+        .map(|m| {
+            let mut c = Config::default();
+            c.node.id = m.id;
+            c.ingest.listen = m.client_addr.parse().unwrap();
+            c.cluster.raft_listen = m.raft_addr.parse().unwrap();
+            c.cluster.data_dir = dir.join(format!("node{}", m.id));
+            c.cluster.members = members.clone();
+            c.cluster.secret = secret.into();
+            c
+        })
+        .collect()
+}
