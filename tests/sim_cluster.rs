@@ -152,11 +152,13 @@ fn a_peer_port_storm_changes_nothing() {
     assert_eq!(violations, 0, "{line}");
 }
 
-/// `--timeline`: a run records each member's roles and terms, its commits and the faults.
+/// `--timeline`: a run records each member's roles and terms, its commits, the faults and the
+/// storms (a lane each, with their clients).
 #[test]
 fn a_run_draws_its_timeline() {
     use eventstreamcore_sim::timeline::{Event, Recorder, RoleMark, SpanKind};
     let plan = "nodes = 3\nproducers = 2\nbatches = 4\nconsumers = 1\ndrift_ppm = [0, 30000, 0]\n\
+                storm_clients = 7\nstorm_at_ms = 1000\nstorm_ms = 3000\npeer_storm_clients = 2\n\
                 faults = [{ at_ms = 2000, kind = \"crash\", node = 1, down_ms = 1000 }, \
                 { at_ms = 4000, kind = \"packet_loss\", pct = 10, ms = 1000 }, \
                 { at_ms = 5000, kind = \"isolate\", node = 2 }]\n";
@@ -187,8 +189,68 @@ fn a_run_draws_its_timeline() {
     assert!(has(&|e| matches!(e, Event::Span { node: 2, kind: SpanKind::Isolated, from: 5000, .. })));
     assert!(has(&|e| matches!(e, Event::NetSpan { label, .. } if label == "10% packet loss")));
     assert!(has(&|e| matches!(e, Event::Drift { node: 1, ppm: 30000 })));
+    let storm =
+        "7 clients: 2 connect_flood, 1 half_frame, 1 malformed, 1 slow_reader, 1 vanisher, 1 timeout_retrier";
+    assert!(has(&|e| matches!(
+        e,
+        Event::Phase { lane, from: 1000, to: Some(4000), label } if lane == "client storm" && label == storm
+    )));
+    assert!(has(&|e| matches!(
+        e,
+        Event::Phase { lane, from: 0, label, .. } if lane == "peer storm" && label == "2 clients: 1 insider, 1 wrong_secret"
+    )));
+    assert!(!has(&|e| matches!(e, Event::Failure { .. })), "a passing run marks no failure");
     let svg = t.to_svg();
     assert!(svg.contains("leader, term"), "the picture shows leaders and terms");
+    assert!(svg.contains(r#"data-lane="client storm""#), "the storm has its lane");
+}
+
+/// The failing checker is marked on the timeline where it detected the failure: the liveness
+/// check when it gave up, the convergence check when it stopped waiting; a verdict over the
+/// whole history at the end of the run, naming the event it concerns, and at that event's time.
+#[test]
+fn the_timeline_marks_where_a_checker_failed() {
+    use eventstreamcore_sim::scenarios::Mutant;
+    use eventstreamcore_sim::timeline::{Event, Recorder};
+    let plan = "nodes = 3\nproducers = 3\nbatches = 5\nconsumers = 1\ndrift_ppm = [0, 0, 0]\n";
+    let failures = |mutant, seed, plan: Option<&str>| {
+        let rec = Recorder::new("t", vec![]);
+        let opts = eventstreamcore_sim::scenarios::Options {
+            plan: plan.map(Into::into),
+            mutant: Some(mutant),
+            timeline: Some(rec.clone()),
+            ..default_options()
+        };
+        let r = runner::run_seed("cluster", seed, opts);
+        assert!(r.failed(), "the mutant must fail seed {seed}");
+        let t = rec.snapshot();
+        let marks: Vec<(u64, String)> = t
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Failure { at, label, .. } => Some((*at, label.clone())),
+                _ => None,
+            })
+            .collect();
+        (marks, t.end)
+    };
+    let (lost, end) = failures(Mutant::LostQuorum, 4, Some(plan));
+    let [(at, label)] = &lost[..] else { panic!("one liveness mark: {lost:?}") };
+    assert!(label.starts_with("✗ liveness:"), "{label}");
+    // The liveness client gives up 20 s after healing, before the convergence wait ends the run.
+    assert!(*at >= 20_000 && *at < end, "at {at} of {end}");
+    let (stranded, end) = failures(Mutant::StrandedMember, 4, Some(plan));
+    let [(at, label)] = &stranded[..] else { panic!("one convergence mark: {stranded:?}") };
+    assert!(label.starts_with("✗ replicas_converge"), "{label}");
+    assert!(*at <= end && *at > 20_000, "at {at} of {end}");
+    // Seed 1234 with stale reads fails at the end (the README's shrink example): the mark names
+    // the read, and a second mark sits at the time that read began.
+    let (stale, end) = failures(Mutant::StaleReads, 1234, None);
+    let [(at_end, judged), (at, concerns)] = &stale[..] else { panic!("two marks: {stale:?}") };
+    assert_eq!(*at_end, end, "{judged}");
+    assert!(judged.contains("(judged at the end; operation "), "{judged}");
+    assert!(concerns.starts_with("✗ linearizable_reads: operation "), "{concerns}");
+    assert!(*at < end, "the read began before the end: {at} of {end}");
 }
 
 #[test]

@@ -496,16 +496,7 @@ fn read_page_matches(r: &ReadRecord, key_at: &BTreeMap<(&str, u64), (u64, u64)>)
 /// the log around that offset. Empty if the detail names neither.
 pub fn history_excerpt(h: &HistoryData, log: &dyn LogView, detail: &str) -> String {
     let mut out = String::new();
-    let mut keys: BTreeSet<(u64, u64)> = BTreeSet::new();
-    let mut rest = detail;
-    while let Some(i) = rest.find('(') {
-        rest = &rest[i + 1..];
-        let inner = rest.split(')').next().unwrap_or_default();
-        let mut nums = inner.split(',').map(|n| n.trim().parse::<u64>());
-        if let (Some(Ok(p)), Some(Ok(q)), None) = (nums.next(), nums.next(), nums.next()) {
-            keys.insert((p, q));
-        }
-    }
+    let keys: BTreeSet<(u64, u64)> = keys_named(detail).into_iter().collect();
     for (p, q) in keys.iter().take(3) {
         out.push_str(&format!("\n  producer {p} around sequence {q}:"));
         let near = |s: u64| s + 3 >= *q && s <= q + 3;
@@ -529,15 +520,7 @@ pub fn history_excerpt(h: &HistoryData, log: &dyn LogView, detail: &str) -> Stri
             out.push_str(&format!("\n    seq {} → {}: {acks}", key.1, publ.topic));
         }
     }
-    let mut places: BTreeSet<(String, u64)> = BTreeSet::new();
-    for word in detail.split([' ', ',', ':', ';']) {
-        if let Some((t, o)) = word.rsplit_once('@')
-            && let Ok(o) = o.parse::<u64>()
-            && !t.is_empty()
-        {
-            places.insert((t.to_string(), o));
-        }
-    }
+    let places: BTreeSet<(String, u64)> = places_named(detail).into_iter().collect();
     for (t, o) in places.iter().take(3) {
         let events = log.topic_log(t);
         out.push_str(&format!("\n  log of {t} around offset {o} ({} events):", events.len()));
@@ -546,6 +529,69 @@ pub fn history_excerpt(h: &HistoryData, log: &dyn LogView, detail: &str) -> Stri
         }
     }
     out
+}
+
+/// The idempotency keys `(producer, sequence)` a failure's detail names, in the order named.
+fn keys_named(detail: &str) -> Vec<(u64, u64)> {
+    let mut keys = Vec::new();
+    let mut rest = detail;
+    while let Some(i) = rest.find('(') {
+        rest = &rest[i + 1..];
+        let inner = rest.split(')').next().unwrap_or_default();
+        let mut nums = inner.split(',').map(|n| n.trim().parse::<u64>());
+        if let (Some(Ok(p)), Some(Ok(q)), None) = (nums.next(), nums.next(), nums.next())
+            && !keys.contains(&(p, q))
+        {
+            keys.push((p, q));
+        }
+    }
+    keys
+}
+
+/// The `topic@offset` places a failure's detail names, in the order named.
+fn places_named(detail: &str) -> Vec<(String, u64)> {
+    let mut places = Vec::new();
+    for word in detail.split([' ', ',', ':', ';']) {
+        if let Some((t, o)) = word.rsplit_once('@')
+            && let Ok(o) = o.parse::<u64>()
+            && !t.is_empty()
+            && !places.iter().any(|(pt, po)| pt == t && *po == o)
+        {
+            places.push((t.to_string(), o));
+        }
+    }
+    places
+}
+
+/// For a verdict judged at the end of a run, when the event its failure names happened (ms
+/// since the start of a [`crate::history::History::timed`] history) and what that event is: the
+/// read that began at the first `operation N` the detail names, else the first ack (or the
+/// publish) of the first key `(producer, sequence)` it names, else the ack at the first
+/// `topic@offset` it names. None if it names none of them or the history is not timed.
+pub fn failure_time(h: &HistoryData, detail: &str) -> Option<(u64, String)> {
+    let op = detail
+        .split("operation ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse::<u64>().ok()));
+    if let Some(op) = op
+        && let Some(ms) = h.op_ms.get(&op)
+    {
+        return Some((*ms, format!("operation {op}")));
+    }
+    let ack_ms = |f: &dyn Fn(&AckRecord) -> bool| {
+        h.acks.iter().zip(&h.ack_times).find(|(a, _)| f(a)).and_then(|(_, t)| h.op_ms.get(t)).copied()
+    };
+    for key in keys_named(detail) {
+        if let Some(ms) = ack_ms(&|a| (a.producer, a.sequence) == key) {
+            return Some((ms, format!("key {key:?} first acked")));
+        }
+        if let Some(ms) = h.published_ms.get(&key) {
+            return Some((*ms, format!("key {key:?} published")));
+        }
+    }
+    places_named(detail).into_iter().find_map(|(topic, offset)| {
+        ack_ms(&|a| a.topic == topic && a.offset == offset).map(|ms| (ms, format!("{topic}@{offset} acked")))
+    })
 }
 
 /// Retention removed nothing the policy (at most `max_events` per topic; `None`: keep all) did not
@@ -960,6 +1006,26 @@ mod tests {
         assert_eq!((dx.topic_logs, dx.checkpoint_positions), (dy.topic_logs, dy.checkpoint_positions));
         let f = replicas_same_state(&[(1, dx), (2, dy)]).unwrap_err();
         assert!(f.detail.contains("snapshot encoding"), "{}", f.detail);
+    }
+
+    #[test]
+    fn failure_time_finds_the_event_a_failure_names() {
+        let h = History::new();
+        publish(&h, 1, 7, "x");
+        h.acked(ack(1, 6, 0));
+        h.acked(ack(1, 7, 1));
+        let mut d = h.snapshot();
+        assert_eq!(failure_time(&d, "acked key (1, 7) appears 2 times"), None, "an untimed history");
+        d.op_ms = [(1, 100), (2, 250), (3, 400)].into();
+        d.published_ms = [((1, 9), 50)].into();
+        let at = |detail: &str| failure_time(&d, detail);
+        assert_eq!(at("acked key (1, 7) appears 2 times"), Some((250, "key (1, 7) first acked".into())));
+        assert_eq!(at("key (1, 9) was never acked"), Some((50, "key (1, 9) published".into())));
+        assert_eq!(at("node 2: t@0: holds another payload"), Some((100, "t@0 acked".into())));
+        let read =
+            "c: a linearizable read of t (started at operation 3) reported the topic ending at offset 0";
+        assert_eq!(at(read), Some((400, "operation 3".into())));
+        assert_eq!(at("only 2 events acked; a run must carry at least 3"), None);
     }
 
     #[test]

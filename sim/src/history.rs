@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use eventstreamcore::event::{Event, Header, Priority};
 use eventstreamcore::node::state::Fnv64;
+use eventstreamcore::rt;
 use eventstreamcore::wire::AckItem;
 
 /// Digest of an event's payload, as consumers record it (a consumer keeps no copy of what it read).
@@ -103,6 +104,9 @@ pub struct ReadRecord {
 #[derive(Debug, Clone, Default)]
 pub struct History {
     inner: Arc<Mutex<HistoryData>>,
+    /// Set by [`History::timed`]: operations and publishes are also stamped with the simulated
+    /// time since then (for the timeline's failure marks; never part of a digest).
+    start: Option<rt::time::Instant>,
 }
 
 /// The recorded data.
@@ -131,12 +135,37 @@ pub struct HistoryData {
     pub reads: Vec<ReadRecord>,
     /// Explicit "out of range" answers consumers moved past: (topic, asked offset, first available).
     pub retention_skips: Vec<(String, u64, u64)>,
+    /// In a [`History::timed`] history: the simulated ms (since the start) of each operation, by
+    /// its position in `clock` (acks, read starts and ends).
+    pub op_ms: BTreeMap<u64, u64>,
+    /// In a [`History::timed`] history: when each key was first published (ms since the start).
+    pub published_ms: BTreeMap<(u64, u64), u64>,
+}
+
+impl HistoryData {
+    /// Advances the operation clock, stamping the new operation with `ms` when timed.
+    fn tick(&mut self, ms: Option<u64>) {
+        self.clock += 1;
+        if let Some(ms) = ms {
+            self.op_ms.insert(self.clock, ms);
+        }
+    }
 }
 
 impl History {
     /// An empty history.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty history that also stamps operations and publishes with the simulated time
+    /// since `start` (call only inside the runtime that `start` comes from).
+    pub fn timed(start: rt::time::Instant) -> Self {
+        Self { start: Some(start), ..Self::default() }
+    }
+
+    fn now_ms(&self) -> Option<u64> {
+        self.start.map(|s| (rt::time::now() - s).as_millis() as u64)
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HistoryData) -> T) -> T {
@@ -147,7 +176,11 @@ impl History {
     /// Records a keyed event about to be sent.
     pub fn published(&self, e: &Event) {
         let (producer, sequence) = (e.producer_id, e.sequence);
+        let ms = self.now_ms();
         self.with(|h| {
+            if let Some(ms) = ms {
+                h.published_ms.entry((producer, sequence)).or_insert(ms);
+            }
             let new = Published::of(e);
             let old = h.published.insert((producer, sequence), new.clone());
             if let Some(old) = old
@@ -161,8 +194,9 @@ impl History {
 
     /// Records an ack.
     pub fn acked(&self, rec: AckRecord) {
+        let ms = self.now_ms();
         self.with(|h| {
-            h.clock += 1;
+            h.tick(ms);
             h.acks.push(rec);
             h.ack_times.push(h.clock);
         });
@@ -198,16 +232,18 @@ impl History {
     /// Marks the start of a read; pass the result to [`History::read_done`]. Every ack recorded
     /// before this call completed before the read began.
     pub fn read_started(&self) -> u64 {
+        let ms = self.now_ms();
         self.with(|h| {
-            h.clock += 1;
+            h.tick(ms);
             h.clock
         })
     }
 
     /// Records a completed read (its `completed` position is set here).
     pub fn read_done(&self, mut rec: ReadRecord) {
+        let ms = self.now_ms();
         self.with(|h| {
-            h.clock += 1;
+            h.tick(ms);
             rec.completed = h.clock;
             h.reads.push(rec);
         });

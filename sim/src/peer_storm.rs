@@ -41,6 +41,16 @@ pub enum PeerStormKind {
 }
 
 impl PeerStormKind {
+    /// Its name on the timeline.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerStormKind::Garbage => "garbage",
+            PeerStormKind::WrongSecret => "wrong_secret",
+            PeerStormKind::Replay => "replay",
+            PeerStormKind::Insider => "insider",
+        }
+    }
+
     /// Every kind, in the order clients are assigned them.
     pub const ALL: [PeerStormKind; 4] =
         [PeerStormKind::Insider, PeerStormKind::WrongSecret, PeerStormKind::Replay, PeerStormKind::Garbage];

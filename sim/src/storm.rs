@@ -77,6 +77,18 @@ pub enum StormKind {
 }
 
 impl StormKind {
+    /// Its name in plans and on the timeline.
+    pub fn name(self) -> &'static str {
+        match self {
+            StormKind::ConnectFlood => "connect_flood",
+            StormKind::HalfFrame => "half_frame",
+            StormKind::Malformed => "malformed",
+            StormKind::SlowReader => "slow_reader",
+            StormKind::Vanisher => "vanisher",
+            StormKind::TimeoutRetrier => "timeout_retrier",
+        }
+    }
+
     /// Every kind.
     pub const ALL: [StormKind; 6] = [
         StormKind::ConnectFlood,

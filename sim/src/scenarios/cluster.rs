@@ -47,7 +47,8 @@ mod judge;
 
 use faults::{FaultInjector, FaultLog, InjectorParts};
 use judge::{
-    await_convergence, await_tasks, check_liveness, disk_tally, finish_timeline, judge, run_digest, summarize,
+    VerdictTimes, await_convergence, await_tasks, check_liveness, disk_tally, failure_marks, finish_timeline,
+    judge, run_digest, summarize,
 };
 
 const TOPICS: &[&str] = &["orders", "payment", "sensor/temperature"];
@@ -369,6 +370,16 @@ impl Plan {
         self.faults.sort_by_key(|f| f.at_ms);
     }
 
+    /// How long the client storm runs from `storm_at_ms`.
+    pub(crate) fn storm_duration_ms(&self) -> u64 {
+        self.storm_ms.unwrap_or(self.fault_window_ms.saturating_sub(self.storm_at_ms))
+    }
+
+    /// How long the peer-port storm runs from the start.
+    pub(crate) fn peer_storm_duration_ms(&self) -> u64 {
+        self.fault_window_ms.min(10_000)
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
         if self.durable_consumers > 50 {
@@ -682,8 +693,8 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
 
     let log = FaultLog::start(opts.timeline.clone(), &plan);
     *opts.plan_toml_slot.lock().unwrap_or_else(|e| e.into_inner()) = toml::to_string(&plan).ok();
-    let history = History::new();
     let start = rt::time::now();
+    let history = History::timed(start);
     let watch = new_watch(&opts, start);
 
     // --- members ---------------------------------------------------------------------------------
@@ -692,18 +703,8 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
 
     // --- clients ---------------------------------------------------------------------------------
     let t0 = rt::time::now();
-    let producers = spawn_producers(&handle, &plan, &addrs, &history, &mut rng, t0);
-    let mut consumers = spawn_consumers(&handle, &plan, &addrs, &history, &mut rng, t0, opts.mutant);
-    let durable_traces = super::durable::Traces::default();
-    consumers.extend(spawn_durable_consumers(
-        &handle,
-        &plan,
-        &addrs,
-        &history,
-        &mut durable_rng,
-        t0,
-        &durable_traces,
-    ));
+    let (producers, consumers, durable_traces) =
+        spawn_clients(&handle, &plan, &addrs, &history, [&mut rng, &mut durable_rng], t0, opts.mutant);
 
     let mut storms = Storms::spawn(&handle, &plan, &addrs, &history, &mut rng, &mut peer_rng);
 
@@ -722,6 +723,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
 
     // --- liveness: a leader commits a new write within the bound --------------------------------
     let (liveness_failed, liveness_ms) = check_liveness(&handle, &history, &addrs).await;
+    let mut times = VerdictTimes { liveness: ms_since(start), converged: 0 };
 
     await_tasks(producers, &history, "producer").await;
     await_tasks(consumers, &history, "consumer").await;
@@ -729,18 +731,47 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
 
     // --- convergence -----------------------------------------------------------------------------
     let converged_states = await_convergence(&slots).await;
+    times.converged = ms_since(start);
     let converged = converged_states.is_some();
     let states = converged_states.unwrap_or_default();
     let data = history.snapshot();
     let failure = judge(&watch, liveness_failed, converged, &slots, &data, &states, &plan)
         .or_else(|| super::durable::check(&durable_traces, &states).err());
-    let digest = run_digest(&states, &data, &watch, (rt::time::now() - start).as_millis() as u64);
+    let end = ms_since(start);
+    let digest = run_digest(&states, &data, &watch, end);
     let disk = disk_tally(&slots);
     let summary = summarize(&states, &data, &watch, liveness_ms, &disk, &plan, &storms);
     let summary = with_durable_summary(summary, &plan, &durable_traces);
     kill_members(&handle, &ids);
-    finish_timeline(opts.timeline.as_ref(), &plan, failure.as_ref(), start);
+    let marks = failure.as_ref().map(|f| (f, failure_marks(f, &watch, &data, times, end)));
+    finish_timeline(opts.timeline.as_ref(), &plan, marks, start);
     RunReport { digest, summary, failure, raft_log: Some(watch.summary()), disk }
+}
+
+/// The task handles of a run's clients.
+type ClientTasks = Vec<madsim::task::JoinHandle<()>>;
+
+/// Starts the producers and consumers (drawing from `rng`), then the durable consumers (drawing
+/// from `durable_rng`), in that order.
+fn spawn_clients(
+    handle: &madsim::runtime::Handle,
+    plan: &Plan,
+    addrs: &[SocketAddr],
+    history: &History,
+    [rng, durable_rng]: [&mut NodeRng; 2],
+    t0: rt::time::Instant,
+    mutant: Option<Mutant>,
+) -> (ClientTasks, ClientTasks, super::durable::Traces) {
+    let producers = spawn_producers(handle, plan, addrs, history, rng, t0);
+    let mut consumers = spawn_consumers(handle, plan, addrs, history, rng, t0, mutant);
+    let durable_traces = super::durable::Traces::default();
+    consumers.extend(spawn_durable_consumers(handle, plan, addrs, history, durable_rng, t0, &durable_traces));
+    (producers, consumers, durable_traces)
+}
+
+/// Simulated milliseconds since `start`.
+fn ms_since(start: rt::time::Instant) -> u64 {
+    (rt::time::now() - start).as_millis() as u64
 }
 
 /// The run's Raft watch, its clock in milliseconds since `start`.
@@ -927,9 +958,7 @@ impl Storms {
         let storm_config = StormConfig {
             clients: plan.storm_clients,
             kinds: Vec::new(),
-            duration: Duration::from_millis(
-                plan.storm_ms.unwrap_or(plan.fault_window_ms.saturating_sub(plan.storm_at_ms)),
-            ),
+            duration: Duration::from_millis(plan.storm_duration_ms()),
         };
         let storm_ip = Ipv4Addr::new(10, 9, 0, 1);
         let storm = if plan.storm_at_ms == 0 {
@@ -955,7 +984,7 @@ impl Storms {
                 clients: plan.peer_storm_clients,
                 cluster_id: base.cluster_id,
                 secret: base.secret,
-                duration: Duration::from_millis(plan.fault_window_ms.min(10_000)),
+                duration: Duration::from_millis(plan.peer_storm_duration_ms()),
             };
             let targets: Vec<PeerTarget> = (0..plan.nodes)
                 .map(|i| PeerTarget {

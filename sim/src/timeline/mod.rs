@@ -117,14 +117,24 @@ pub enum Event {
     Mark { at: Ms, node: Option<usize>, label: String },
     /// A clock drift for the whole run (ppm), shown in the row header.
     Drift { node: usize, ppm: i64 },
+    /// A checker failed: at the simulated time it detected the failure (on one node, or
+    /// cluster-wide), or, for a verdict judged at the end of the run, at the time of the event the
+    /// failure names. Drawn as a red line through every row with its label on top.
+    Failure { at: Ms, node: Option<usize>, label: String },
+    /// A phase of something that is not a member (a client storm, the peer-port storm) from
+    /// `from` to `to` (None = until the end), drawn as a bar in its own lane below the members.
+    Phase { lane: String, from: Ms, to: Option<Ms>, label: String },
 }
 
 impl Event {
     /// When the event happens or starts (drift: 0).
     pub fn at(&self) -> Ms {
         match self {
-            Event::Role { at, .. } | Event::Commit { at, .. } | Event::Mark { at, .. } => *at,
-            Event::Span { from, .. } | Event::NetSpan { from, .. } => *from,
+            Event::Role { at, .. }
+            | Event::Commit { at, .. }
+            | Event::Mark { at, .. }
+            | Event::Failure { at, .. } => *at,
+            Event::Span { from, .. } | Event::NetSpan { from, .. } | Event::Phase { from, .. } => *from,
             Event::Drift { .. } => 0,
         }
     }
@@ -136,15 +146,17 @@ impl Event {
             | Event::Commit { node, .. }
             | Event::Span { node, .. }
             | Event::Drift { node, .. } => Some(*node),
-            Event::Mark { node, .. } => *node,
-            Event::NetSpan { .. } => None,
+            Event::Mark { node, .. } | Event::Failure { node, .. } => *node,
+            Event::NetSpan { .. } | Event::Phase { .. } => None,
         }
     }
 
     /// The latest time the event mentions.
     fn latest(&self) -> Ms {
         match self {
-            Event::Span { from, to, .. } | Event::NetSpan { from, to, .. } => to.unwrap_or(*from).max(*from),
+            Event::Span { from, to, .. }
+            | Event::NetSpan { from, to, .. }
+            | Event::Phase { from, to, .. } => to.unwrap_or(*from).max(*from),
             e => e.at(),
         }
     }
@@ -179,6 +191,10 @@ const CHAR_W: f64 = 6.2;
 const CHAR_W_SMALL: f64 = 5.6;
 const MARK_COLOUR: &str = "#c2185b";
 const NET_COLOUR: &str = "#7b1fa2";
+const FAIL_COLOUR: &str = "#d50000";
+const PHASE_COLOUR: &str = "#6d4c41";
+/// Height of a phase lane (storms) below the member rows.
+const PHASE_H: f64 = 22.0;
 
 impl Timeline {
     /// An empty timeline with its title and row names.
@@ -194,7 +210,7 @@ impl Timeline {
     /// Closes every open span (`to: None`) at `end` and records the end time.
     pub fn finish(&mut self, end: Ms) {
         for e in &mut self.events {
-            if let Event::Span { to, .. } | Event::NetSpan { to, .. } = e
+            if let Event::Span { to, .. } | Event::NetSpan { to, .. } | Event::Phase { to, .. } = e
                 && to.is_none()
             {
                 *to = Some(end);
@@ -215,6 +231,19 @@ impl Timeline {
 
     fn node_name(&self, node: usize) -> String {
         self.nodes.get(node).cloned().unwrap_or_else(|| format!("node{node}"))
+    }
+
+    /// The names of the phase lanes, in the order they first appear.
+    fn phase_lanes(&self) -> Vec<&str> {
+        let mut lanes: Vec<&str> = Vec::new();
+        for e in &self.events {
+            if let Event::Phase { lane, .. } = e
+                && !lanes.contains(&lane.as_str())
+            {
+                lanes.push(lane);
+            }
+        }
+        lanes
     }
 
     /// Indices of the events sorted by time (stable: recording order breaks ties).
@@ -653,6 +682,54 @@ mod tests {
             assert!(x + text_w(label, CHAR_W_SMALL) <= WIDTH, "{label} at x={x}");
         }
         assert_well_formed(&svg);
+    }
+
+    /// A run with a client storm, a peer storm and two failure marks (one on a member).
+    fn failed_run() -> Timeline {
+        let mut t = Timeline::new("cluster seed 7 · FAILED", names(3));
+        t.push(Event::Role { at: 0, node: 0, role: RoleMark::Leader, term: 1 });
+        t.push(Event::Phase {
+            lane: "client storm".into(),
+            from: 2_000,
+            to: Some(12_000),
+            label: "7 clients: 2 connect_flood, 1 half_frame".into(),
+        });
+        t.push(Event::Phase { lane: "peer storm".into(), from: 0, to: None, label: "3 clients".into() });
+        t.push(Event::Failure { at: 8_168, node: Some(1), label: "✗ raft_invariants on n2".into() });
+        t.push(Event::Failure { at: 19_000, node: None, label: "✗ liveness".into() });
+        t.finish(20_000);
+        t
+    }
+
+    #[test]
+    fn svg_marks_failed_checkers_and_draws_storm_lanes() {
+        let svg = failed_run().to_svg();
+        assert_well_formed(&svg);
+        assert_eq!(svg.matches(r#"<g class="failure">"#).count(), 2, "one red line per failure");
+        assert!(svg.contains(">✗ raft_invariants on n2</text>"), "the checker's name is written");
+        assert!(svg.contains("✗ raft_invariants on n2 (at 8.168 s)"), "with its time in the tooltip");
+        assert_eq!(svg.matches("<circle ").count(), 1, "a dot on the member the failure concerns");
+        assert!(svg.contains("checker failed</text>"), "legend");
+        assert_eq!(svg.matches(r#"<g class="phase-lane""#).count(), 2, "a lane per storm");
+        assert!(svg.contains(r#"data-lane="client storm""#) && svg.contains(r#"data-lane="peer storm""#));
+        assert!(svg.contains("client storm: 7 clients: 2 connect_flood, 1 half_frame (2.000 s – 12.000 s)"));
+        assert!(
+            svg.contains(">7 clients: 2 connect_flood, 1 half_frame</text>"),
+            "a wide bar shows its label"
+        );
+        assert!(svg.contains("peer storm: 3 clients (0.000 s – 20.000 s)"), "finish closes phases");
+        // The lanes lie below the member rows and above the axis.
+        let run = failed_run();
+        let l = layout::Layout::new(&run);
+        assert!(l.phase_top(0) > l.row_top(2) + ROW_H && l.axis_y > l.phase_top(1) + PHASE_H);
+    }
+
+    #[test]
+    fn text_lists_failures_and_storm_phases() {
+        let text = failed_run().to_text();
+        assert!(text.contains("8.168 s  n2     FAILED ✗ raft_invariants on n2"), "{text}");
+        assert!(text.contains("19.000 s  *      FAILED ✗ liveness"), "{text}");
+        assert!(text.contains("2.000 s  *      client storm until 12.000 s (10.000 s): 7 clients"), "{text}");
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use super::layout::Layout;
 use super::{
-    CHAR_W, CHAR_W_SMALL, Event, HALO, LANE_H, MARK_COLOUR, MAX_COMMIT_POINTS, Ms, NET_COLOUR, RIGHT_MARGIN,
-    ROW_H, RoleMark, SpanKind, Timeline, WIDTH, colon, esc, f1, fmt_drift, fmt_time, label_x, range, text_w,
-    thin_steps, tick_label,
+    CHAR_W, CHAR_W_SMALL, Event, FAIL_COLOUR, HALO, LANE_H, MARK_COLOUR, MAX_COMMIT_POINTS, Ms, NET_COLOUR,
+    PHASE_COLOUR, PHASE_H, RIGHT_MARGIN, ROW_H, RoleMark, SpanKind, Timeline, WIDTH, colon, esc, f1,
+    fmt_drift, fmt_time, label_x, range, text_w, thin_steps, tick_label,
 };
 
 impl Timeline {
@@ -39,9 +39,13 @@ impl Timeline {
         for r in 0..svg.l.rows {
             svg.row(r);
         }
+        for k in 0..svg.l.phase_lanes.len() {
+            svg.phase_lane(k);
+        }
         svg.grid();
         svg.net_bands();
         svg.cluster_marks();
+        svg.failures();
         svg.axis();
         let height = svg.legend();
         svg.document(height)
@@ -292,6 +296,89 @@ impl Svg<'_> {
         self.body.push_str("</g>\n</g>\n");
     }
 
+    /// A phase lane below the member rows (e.g. the client storm): its name, a bar per phase.
+    fn phase_lane(&mut self, k: usize) {
+        let l = &self.l;
+        let (lane, top) = (l.phase_lanes[k], l.phase_top(k));
+        let _ = writeln!(
+            self.body,
+            r##"<g class="phase-lane" data-lane="{}"><rect x="{}" y="{}" width="{}" height="{PHASE_H}" fill="#fafafa" stroke="#ccc" stroke-width="0.5"/><text x="10" y="{}" font-size="11" fill="{PHASE_COLOUR}">{}</text>"##,
+            esc(lane),
+            f1(l.x0),
+            f1(top),
+            f1(l.x1 - l.x0),
+            f1(top + 15.0),
+            esc(lane)
+        );
+        for e in &self.tl.events {
+            let Event::Phase { lane: name, from, to, label } = e else { continue };
+            if name != lane {
+                continue;
+            }
+            let (a, b) = (l.xs(*from), l.xs(to.unwrap_or(l.horizon)));
+            let w = (b - a).max(2.0);
+            let _ = write!(
+                self.body,
+                r#"<rect class="phase" x="{}" y="{}" width="{}" height="{}" fill="{PHASE_COLOUR}" fill-opacity="0.3" stroke="{PHASE_COLOUR}" stroke-width="0.8"><title>{}{} ({})</title></rect>"#,
+                f1(a),
+                f1(top + 2.0),
+                f1(w),
+                f1(PHASE_H - 4.0),
+                esc(lane),
+                esc(&colon(label)),
+                range(*from, *to)
+            );
+            if text_w(label, CHAR_W_SMALL) + 6.0 <= w {
+                let _ = write!(
+                    self.body,
+                    r##"<text x="{}" y="{}" font-size="10" fill="#111"{HALO}>{}</text>"##,
+                    f1(a + 3.0),
+                    f1(top + 15.0),
+                    esc(label)
+                );
+            }
+            self.body.push('\n');
+        }
+        self.body.push_str("</g>\n");
+    }
+
+    /// Checker failures: a red line through every row (a dot on the member it concerns), the
+    /// label on top.
+    fn failures(&mut self) {
+        let l = &self.l;
+        for (k, &(at, node, label)) in l.fails.iter().enumerate() {
+            let x = l.xs(at);
+            let lane_y = l.fail_top + l.fail_lanes[k] as f64 * LANE_H;
+            let _ = write!(
+                self.body,
+                r#"<g class="failure"><title>{} (at {})</title><line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="{FAIL_COLOUR}" stroke-width="2"/><polygon points="{},{} {},{} {},{}" fill="{FAIL_COLOUR}"/><text x="{}" y="{}" font-size="10" fill="{FAIL_COLOUR}">{}</text>"#,
+                esc(label),
+                fmt_time(at),
+                f1(lane_y + LANE_H - 2.0),
+                f1(l.plot_bottom),
+                f1(x - 5.0),
+                f1(lane_y + 2.0),
+                f1(x + 5.0),
+                f1(lane_y + 2.0),
+                f1(x),
+                f1(lane_y + LANE_H - 2.0),
+                f1(label_x(x + 7.0, label)),
+                f1(lane_y + LANE_H - 3.0),
+                esc(label),
+                x = f1(x)
+            );
+            if let Some(n) = node.filter(|n| *n < l.rows) {
+                let _ = write!(
+                    self.body,
+                    r##"<circle cx="{}" cy="{}" r="5" fill="{FAIL_COLOUR}" stroke="#fff"/>"##,
+                    f1(x),
+                    f1(l.row_top(n) + ROW_H / 2.0)
+                );
+            }
+            self.body.push_str("</g>\n");
+        }
+    }
+
     /// Faint grid over the rows.
     fn grid(&mut self) {
         let l = &self.l;
@@ -419,6 +506,18 @@ impl Svg<'_> {
         }
         if self.tl.events.iter().any(|e| matches!(e, Event::Mark { .. })) {
             legend.push((format!(r#"<polygon points="3,0 13,0 8,9" fill="{MARK_COLOUR}"/>"#), "event"));
+        }
+        if !l.phase_lanes.is_empty() {
+            legend.push((
+                format!(r#"<rect width="16" height="10" fill="{PHASE_COLOUR}" fill-opacity="0.3"/>"#),
+                "storm clients",
+            ));
+        }
+        if !l.fails.is_empty() {
+            legend.push((
+                format!(r#"<polygon points="3,0 13,0 8,9" fill="{FAIL_COLOUR}"/>"#),
+                "checker failed",
+            ));
         }
         let mut lx = l.x0;
         let mut ly = l.axis_y + 34.0;

@@ -50,6 +50,10 @@ impl Timeline {
                 }
                 Event::Mark { label, .. } => format!("mark: {label}"),
                 Event::Drift { ppm, .. } => format!("clock drift {} ({ppm:+} ppm)", fmt_drift(*ppm)),
+                Event::Failure { label, .. } => format!("FAILED {label}"),
+                Event::Phase { lane, from, to, label } => {
+                    format!("{lane} {}{}", until(*from, *to), colon(label))
+                }
                 Event::Commit { .. } => unreachable!("folded above"),
             };
             line(&mut out, e.at(), &who, &what);

@@ -18,7 +18,9 @@ use super::{
     DiskErrorKind, Fault, MemberSlot, Plan, RAFT_PORT, SIM_ADMIN_TOKEN, Step, client_addr, member_ip,
 };
 use crate::history::History;
+use crate::peer_storm::PeerStormKind;
 use crate::scenarios::Mutant;
+use crate::storm::StormKind;
 use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
 
 /// Plays a plan's faults against the members (see the module doc).
@@ -353,6 +355,9 @@ impl FaultLog {
             for (node, ppm) in plan.drift_ppm.iter().enumerate() {
                 r.record(TimelineEvent::Drift { node, ppm: *ppm });
             }
+            for phase in storm_phases(plan) {
+                r.record(phase);
+            }
         }
         log
     }
@@ -398,6 +403,43 @@ impl FaultLog {
             });
         }
     }
+}
+
+/// The plan's storms as timeline lanes: the client storm and the peer-port storm, each from
+/// when it starts to when its clients stop starting work, with how many clients of each kind
+/// (assigned round-robin, as the storms do).
+pub(super) fn storm_phases(plan: &Plan) -> Vec<TimelineEvent> {
+    fn counts(n: usize, kinds: &[&str]) -> String {
+        let each: Vec<String> = kinds
+            .iter()
+            .enumerate()
+            .filter_map(|(k, name)| {
+                let c = n / kinds.len() + usize::from(k < n % kinds.len());
+                (c > 0).then(|| format!("{c} {name}"))
+            })
+            .collect();
+        format!("{n} clients: {}", each.join(", "))
+    }
+    let mut phases = Vec::new();
+    if plan.storm_clients > 0 {
+        let kinds: Vec<&str> = StormKind::ALL.iter().map(|k| k.name()).collect();
+        phases.push(TimelineEvent::Phase {
+            lane: "client storm".into(),
+            from: plan.storm_at_ms,
+            to: Some(plan.storm_at_ms + plan.storm_duration_ms()),
+            label: counts(plan.storm_clients, &kinds),
+        });
+    }
+    if plan.peer_storm_clients > 0 {
+        let kinds: Vec<&str> = PeerStormKind::ALL.iter().map(|k| k.name()).collect();
+        phases.push(TimelineEvent::Phase {
+            lane: "peer storm".into(),
+            from: 0,
+            to: Some(plan.peer_storm_duration_ms()),
+            label: counts(plan.peer_storm_clients, &kinds),
+        });
+    }
+    phases
 }
 
 /// What tasks outside the fault loop need of a member (disks and its current incarnation).

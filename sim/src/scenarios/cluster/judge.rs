@@ -16,7 +16,7 @@ use super::{LIVENESS_BOUND, MemberSlot, Plan, Storms};
 use crate::check;
 use crate::history::{History, HistoryData};
 use crate::raft_watch::RaftWatch;
-use crate::timeline::{Ms, Recorder};
+use crate::timeline::{Event as TimelineEvent, Ms, Recorder};
 
 /// Whether the healed cluster commits a new write within [`LIVENESS_BOUND`] (the failure, also
 /// recorded as a violation), and how long it took in ms.
@@ -281,11 +281,20 @@ pub(super) fn summarize(
     }
 }
 
-/// Titles the run's timeline (when one is recorded) with its verdict and closes it.
+/// When the run reached the verdicts judged before the end (ms since the start): the liveness
+/// check ended, the wait for convergence ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct VerdictTimes {
+    pub liveness: Ms,
+    pub converged: Ms,
+}
+
+/// Titles the run's timeline (when one is recorded) with its verdict, marks the failure and
+/// closes it.
 pub(super) fn finish_timeline(
     timeline: Option<&Recorder>,
     plan: &Plan,
-    failure: Option<&check::CheckFailure>,
+    failure: Option<(&check::CheckFailure, Vec<TimelineEvent>)>,
     start: rt::time::Instant,
 ) {
     if let Some(r) = timeline {
@@ -294,8 +303,48 @@ pub(super) fn finish_timeline(
             "{base} — {} members, {} faults — {}",
             plan.nodes,
             plan.faults.len(),
-            failure.map_or("passed".to_string(), |f| format!("FAILED: {}", f.checker))
+            failure.as_ref().map_or("passed".to_string(), |(f, _)| format!("FAILED: {}", f.checker))
         ));
+        for mark in failure.into_iter().flat_map(|(_, marks)| marks) {
+            r.record(mark);
+        }
         r.finish((rt::time::now() - start).as_millis() as Ms);
+    }
+}
+
+/// Where a failure goes on the timeline: where its checker detected it (the round and member
+/// of a broken Raft invariant, the end of the liveness or the convergence wait), or, for a
+/// verdict over the whole history, the end of the run naming the event the failure concerns,
+/// plus a mark at that event's time (see [`check::failure_time`]).
+pub(super) fn failure_marks(
+    f: &check::CheckFailure,
+    watch: &RaftWatch,
+    data: &HistoryData,
+    times: VerdictTimes,
+    end: Ms,
+) -> Vec<TimelineEvent> {
+    let mark = |at, node, label: String| TimelineEvent::Failure { at, node, label };
+    let secs = |ms: Ms| format!("{}.{:03} s", ms / 1000, ms % 1000);
+    match (f.checker, watch.violation()) {
+        ("raft_invariants", Some(v)) => vec![mark(
+            v.at_ms,
+            usize::try_from(v.node).ok().and_then(|n| n.checked_sub(1)),
+            format!("✗ raft_invariants on n{}: {}", v.node, v.what),
+        )],
+        ("liveness", _) => vec![mark(
+            times.liveness,
+            None,
+            format!("✗ liveness: no write committed within {} s of healing", LIVENESS_BOUND.as_secs()),
+        )],
+        ("replicas_converge", _) => {
+            vec![mark(times.converged, None, "✗ replicas_converge: no convergence after healing".into())]
+        }
+        (checker, _) => match check::failure_time(data, &f.detail) {
+            Some((at, what)) => vec![
+                mark(end, None, format!("✗ {checker} (judged at the end; {what} at {})", secs(at))),
+                mark(at, None, format!("✗ {checker}: {what}")),
+            ],
+            None => vec![mark(end, None, format!("✗ {checker} (judged at the end)"))],
+        },
     }
 }
