@@ -90,8 +90,8 @@ const MAX_FN_LINES: usize = 70;
 
 /// (file, function, its ceiling in lines). The debt, largest first.
 const LONG_FNS: &[(&str, &str, usize)] = &[
-    ("sim/src/main.rs", "main", 208),
     ("sim/src/scenarios/ingest.rs", "client_main", 173),
+    ("sim/src/main.rs", "main", 156),
     ("sim/src/scenarios/pipeline.rs", "check", 133),
     ("sim/src/scenarios/ingest.rs", "run", 131),
     ("src/node/cluster/mod.rs", "start", 125),

@@ -36,3 +36,30 @@ fn every_scenario_passes_madsims_determinism_check() {
         });
     }
 }
+
+/// A seed's digest does not depend on what ran before it in the process or on which worker
+/// thread: a sweep on one thread (each seed after all the earlier ones) and one on three threads
+/// give every seed the same digest, and so does each seed run alone first in a fresh runtime. The
+/// digests are printed (`digest SEED HEX`, as `cargo sim -- sweep --digests` prints them), so the
+/// test binary's can be compared with esc-sim's.
+#[test]
+fn a_seeds_digest_does_not_depend_on_the_thread_or_what_ran_before() {
+    use std::sync::Mutex;
+    let digests = |jobs| {
+        let all = Mutex::new(Vec::new());
+        runner::sweep("cluster", 0..12, jobs, default_options, |r| {
+            all.lock().unwrap().push((r.seed, r.digest()));
+        });
+        let mut all = all.into_inner().unwrap();
+        all.sort_unstable();
+        all
+    };
+    let one = digests(1);
+    assert_eq!(one, digests(3), "the same seeds on one thread and on three");
+    assert!(one.iter().all(|(_, d)| d.is_some()), "every seed passes: {one:?}");
+    for (seed, d) in &one {
+        println!("digest {seed} {:016x}", d.unwrap_or_default());
+    }
+    let alone = runner::run_seed("cluster", 7, default_options());
+    assert_eq!(alone.digest(), one[7].1, "seed 7 alone");
+}

@@ -18,7 +18,7 @@ mod sim_main {
     use std::process::ExitCode;
     use std::sync::Mutex;
 
-    use clap::{Parser, Subcommand};
+    use clap::{Args, Parser, Subcommand};
     use eventstreamcore::zoo::Bug;
     use eventstreamcore_sim::runner::{self, SeedResult};
     use eventstreamcore_sim::scenarios::{self, Mutant, Options};
@@ -35,31 +35,39 @@ mod sim_main {
         command: Command,
     }
 
+    /// `esc-sim sweep`'s arguments.
+    #[derive(Args, Debug)]
+    struct SweepArgs {
+        #[arg(long, default_value = "ingest")]
+        scenario: String,
+        /// How many seeds.
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        /// First seed.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Deliberately break the server (proves the checkers catch it).
+        #[arg(long, value_parser = ["ack-before-store", "lying-fsync", "stale-reads"])]
+        mutant: Option<String>,
+        /// Switch on one planted bug of the zoo (`esc-sim zoo --list` names them).
+        #[arg(long, value_parser = bug_name)]
+        bug: Option<Bug>,
+        /// Largest clock drift a member gets, in percent (default 5; the cluster scenarios).
+        #[arg(long, value_parser = drift_pct)]
+        max_drift_pct: Option<f64>,
+        /// Also print every seed's run digest (`digest SEED HEX`, in seed order; a failed seed
+        /// prints `failed`): two builds, or two sweeps with other `--jobs`, must print the same lines.
+        #[arg(long)]
+        digests: bool,
+    }
+
     #[derive(Subcommand, Debug)]
     enum Command {
         /// Run many seeds and report failures.
-        Sweep {
-            #[arg(long, default_value = "ingest")]
-            scenario: String,
-            /// How many seeds.
-            #[arg(long, default_value_t = 1000)]
-            seeds: u64,
-            /// First seed.
-            #[arg(long, default_value_t = 0)]
-            start: u64,
-            /// Worker threads (default: all cores).
-            #[arg(long)]
-            jobs: Option<usize>,
-            /// Deliberately break the server (proves the checkers catch it).
-            #[arg(long, value_parser = ["ack-before-store", "lying-fsync", "stale-reads"])]
-            mutant: Option<String>,
-            /// Switch on one planted bug of the zoo (`esc-sim zoo --list` names them).
-            #[arg(long, value_parser = bug_name)]
-            bug: Option<Bug>,
-            /// Largest clock drift a member gets, in percent (default 5; the cluster scenarios).
-            #[arg(long, value_parser = drift_pct)]
-            max_drift_pct: Option<f64>,
-        },
+        Sweep(SweepArgs),
         /// Measure the testbed: a clean sweep (must not fail), then the same seeds with each
         /// planted bug switched on in turn; prints a table of what was caught, how soon, by what.
         Zoo {
@@ -231,6 +239,75 @@ mod sim_main {
     /// A flag set by Ctrl-C (SIGINT): the sweep then starts no new seed, lets the running ones
     /// finish and prints a partial summary; a second Ctrl-C quits at once.
     /// Without the handler (registration failed) Ctrl-C kills the process as before.
+    /// `esc-sim sweep`: the seeds in parallel behind a progress bar (failures and ETA), each
+    /// failure's report as it comes, then the summary (partial after Ctrl-C).
+    fn sweep_command(args: SweepArgs) -> ExitCode {
+        let SweepArgs { scenario, seeds, start, jobs, mutant, bug, max_drift_pct, digests } = args;
+        if let Err(c) = check_scenario(&scenario).and_then(|()| check_mutant(&scenario, &mutant)) {
+            return c;
+        }
+        let jobs = jobs.unwrap_or_else(runner::default_jobs);
+        let bar = progress_bar(seeds);
+        let failed = Mutex::new(0u64);
+        let all_digests = Mutex::new(Vec::new());
+        let stop = ctrl_c_flag();
+        let report = runner::sweep_until(
+            &scenario,
+            start..start + seeds,
+            jobs,
+            || Options { bug, ..options(&mutant, max_drift_pct) },
+            |r: &SeedResult| {
+                if r.failed() {
+                    let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
+                    *f += 1;
+                    bar.set_message(format!("{} failed", *f));
+                    if bar.is_hidden() {
+                        eprintln!("{}", r.failure_report());
+                    } else {
+                        bar.println(r.failure_report());
+                    }
+                }
+                if digests {
+                    all_digests.lock().unwrap_or_else(|e| e.into_inner()).push((r.seed, r.digest()));
+                }
+                bar.inc(1);
+            },
+            stop,
+        );
+        bar.finish();
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            println!("interrupted (Ctrl-C): {} of {seeds} seeds ran; partial summary:", report.seeds);
+        }
+        println!("{}", report.summary());
+        if digests {
+            let mut all = all_digests.into_inner().unwrap_or_else(|e| e.into_inner());
+            all.sort_unstable();
+            for (seed, digest) in all {
+                println!("digest {seed} {}", digest.map_or("failed".to_string(), |d| format!("{d:016x}")));
+            }
+        }
+        if report.failures.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            println!("failing seeds: {:?}", report.failures.iter().map(|r| r.seed).collect::<Vec<_>>());
+            ExitCode::FAILURE
+        }
+    }
+
+    /// The sweep's progress bar: elapsed, seeds done, rate, ETA and (as its message) failures.
+    fn progress_bar(seeds: u64) -> indicatif::ProgressBar {
+        let bar = indicatif::ProgressBar::new(seeds);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} seeds ({per_sec}, ETA {eta}) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message("0 failed");
+        bar
+    }
+
     fn ctrl_c_flag() -> &'static std::sync::atomic::AtomicBool {
         static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         fn on_sigint() {
@@ -278,57 +355,7 @@ mod sim_main {
                 }
                 zoo_command(seeds, start, jobs.unwrap_or_else(runner::default_jobs), bug, no_clean)
             }
-            Command::Sweep { scenario, seeds, start, jobs, mutant, bug, max_drift_pct } => {
-                if let Err(c) = check_scenario(&scenario).and_then(|()| check_mutant(&scenario, &mutant)) {
-                    return c;
-                }
-                let jobs = jobs.unwrap_or_else(runner::default_jobs);
-                let bar = indicatif::ProgressBar::new(seeds);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{elapsed_precise} [{bar:40}] {pos}/{len} seeds ({per_sec}, ETA {eta}) {msg}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
-                bar.set_message("0 failed");
-                let failed = Mutex::new(0u64);
-                let stop = ctrl_c_flag();
-                let report = runner::sweep_until(
-                    &scenario,
-                    start..start + seeds,
-                    jobs,
-                    || Options { bug, ..options(&mutant, max_drift_pct) },
-                    |r: &SeedResult| {
-                        if r.failed() {
-                            let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
-                            *f += 1;
-                            bar.set_message(format!("{} failed", *f));
-                            if bar.is_hidden() {
-                                eprintln!("{}", r.failure_report());
-                            } else {
-                                bar.println(r.failure_report());
-                            }
-                        }
-                        bar.inc(1);
-                    },
-                    stop,
-                );
-                bar.finish();
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    println!("interrupted (Ctrl-C): {} of {seeds} seeds ran; partial summary:", report.seeds);
-                }
-                println!("{}", report.summary());
-                if report.failures.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    println!(
-                        "failing seeds: {:?}",
-                        report.failures.iter().map(|r| r.seed).collect::<Vec<_>>()
-                    );
-                    ExitCode::FAILURE
-                }
-            }
+            Command::Sweep(args) => sweep_command(args),
             Command::Replay { scenario, seed, plan, log, mutant, bug, timeline, max_drift_pct } => {
                 let given = match plan.as_deref().map(read_plan_file).transpose() {
                     Ok(g) => g,
