@@ -248,8 +248,8 @@ fn the_timeline_marks_where_a_checker_failed() {
     let (stale, end) = failures(Mutant::StaleReads, 1234, None);
     let [(at_end, judged), (at, concerns)] = &stale[..] else { panic!("two marks: {stale:?}") };
     assert_eq!(*at_end, end, "{judged}");
-    assert!(judged.contains("(judged at the end; operation "), "{judged}");
-    assert!(concerns.starts_with("✗ linearizable_reads: operation "), "{concerns}");
+    assert!(judged.contains("(judged at the end; the read started at operation "), "{judged}");
+    assert!(concerns.starts_with("✗ linearizable_reads: the read started at operation "), "{concerns}");
     assert!(*at < end, "the read began before the end: {at} of {end}");
 }
 

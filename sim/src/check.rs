@@ -576,7 +576,7 @@ pub fn failure_time(h: &HistoryData, detail: &str) -> Option<(u64, String)> {
     if let Some(op) = op
         && let Some(ms) = h.op_ms.get(&op)
     {
-        return Some((*ms, format!("operation {op}")));
+        return Some((*ms, format!("the read started at operation {op}")));
     }
     let ack_ms = |f: &dyn Fn(&AckRecord) -> bool| {
         h.acks.iter().zip(&h.ack_times).find(|(a, _)| f(a)).and_then(|(_, t)| h.op_ms.get(t)).copied()
@@ -1024,7 +1024,7 @@ mod tests {
         assert_eq!(at("node 2: t@0: holds another payload"), Some((100, "t@0 acked".into())));
         let read =
             "c: a linearizable read of t (started at operation 3) reported the topic ending at offset 0";
-        assert_eq!(at(read), Some((400, "operation 3".into())));
+        assert_eq!(at(read), Some((400, "the read started at operation 3".into())));
         assert_eq!(at("only 2 events acked; a run must carry at least 3"), None);
     }
 

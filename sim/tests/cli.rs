@@ -132,6 +132,54 @@ fn a_sweep_prints_its_summary_and_fails_on_a_failure() {
     assert!(text(&o).contains("replay:   cargo sim -- replay --scenario cluster --seed"), "{}", text(&o));
 }
 
+/// `--digests`: every seed's digest, in seed order, the same whatever the worker threads.
+#[test]
+fn a_sweep_prints_the_same_digests_on_any_number_of_threads() {
+    let digests = |jobs: &str| {
+        let o = esc_sim(&["sweep", "--scenario", "cluster", "--seeds", "6", "--jobs", jobs, "--digests"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("digest "))
+            .map(Into::into)
+            .collect();
+        lines
+    };
+    let one = digests("1");
+    assert_eq!(one.len(), 6, "{one:?}");
+    for (seed, line) in one.iter().enumerate() {
+        let [_, s, hex] = line.split(' ').collect::<Vec<_>>()[..] else { panic!("{line}") };
+        assert_eq!(s, seed.to_string(), "{line}");
+        assert!(hex.len() == 16 && u64::from_str_radix(hex, 16).is_ok(), "{line}");
+    }
+    assert_eq!(one, digests("3"));
+}
+
+/// A failing replay's timeline marks the checker that failed (README: seed 1234 with stale reads).
+#[test]
+fn a_failing_replays_timeline_marks_the_checker() {
+    let dir = temp_dir("failed-timeline");
+    let svg = dir.join("run.svg");
+    let o = esc_sim(&[
+        "replay",
+        "--scenario",
+        "cluster",
+        "--seed",
+        "1234",
+        "--mutant",
+        "stale-reads",
+        "--log",
+        "off",
+        "--timeline",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let picture = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(picture.contains(r#"<g class="failure">"#), "a red line where the checker failed");
+    assert!(picture.contains(">✗ linearizable_reads"), "named after the checker");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A seed file whose `[plan]` a person edited: `faults` is the last key, written by hand.
 fn hand_edited_seed_file(faults: &str) -> String {
     let o = esc_sim(&["plan", "--scenario", "cluster", "--seed", "8", "--note", "by hand"]);
