@@ -26,6 +26,63 @@ pub struct BenchConfig {
     pub topic: String,
     pub legacy: bool,
     pub token: String,
+    /// Print a progress line every this many acked events (0: none; acked mode only).
+    pub report_every: u64,
+    /// Called for each progress line; returns extra text (e.g. the server's RSS).
+    pub probe: Option<Probe>,
+}
+
+/// Extra text for each progress line (the command line's `--server-pid` reads the server's RSS).
+#[derive(Clone)]
+pub struct Probe(pub std::sync::Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
+/// Per-interval figures for the progress lines of a long run: events acked, the interval's start
+/// and its worst frame latency.
+#[derive(Debug)]
+struct Progress {
+    every: u64,
+    acked: std::sync::atomic::AtomicU64,
+    max_us: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<(rt::time::Instant, u64)>,
+}
+
+impl Progress {
+    fn new(every: u64) -> Self {
+        Progress {
+            every,
+            acked: Default::default(),
+            max_us: Default::default(),
+            last: std::sync::Mutex::new((rt::time::now(), 0)),
+        }
+    }
+
+    /// Counts `n` acked events answered after `us` µs; prints a line when a multiple of `every` is crossed.
+    fn record(&self, n: u64, us: u64, probe: Option<&Probe>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.every == 0 {
+            return;
+        }
+        self.max_us.fetch_max(us, Relaxed);
+        let before = self.acked.fetch_add(n, Relaxed);
+        let after = before + n;
+        if before / self.every == after / self.every {
+            return;
+        }
+        let now = rt::time::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = now.duration_since(last.0).as_secs_f64().max(1e-9);
+        let rate = (after - last.1) as f64 / secs;
+        let max_ms = self.max_us.swap(0, Relaxed) as f64 / 1000.0;
+        let extra = probe.map(|p| (p.0)()).unwrap_or_default();
+        println!("{:>12} events acked: {rate:>9.0} events/s, max ack latency {max_ms:.1} ms{extra}", after);
+        *last = (now, after);
+    }
 }
 
 /// What was measured.
@@ -72,13 +129,15 @@ impl BenchReport {
 pub async fn run(cfg: BenchConfig) -> Result<BenchReport, ClientError> {
     let per_conn = cfg.events / cfg.connections.max(1) as u64;
     let hist = std::sync::Arc::new(LatencyHistogram::default());
+    let progress = std::sync::Arc::new(Progress::new(if cfg.legacy { 0 } else { cfg.report_every }));
     let started = rt::time::now();
     let mut tasks = Vec::new();
     for c in 0..cfg.connections.max(1) {
         let cfg = cfg.clone();
         let hist = hist.clone();
+        let progress = progress.clone();
         let n = if c == 0 { cfg.events - per_conn * (cfg.connections.max(1) as u64 - 1) } else { per_conn };
-        tasks.push(rt::spawn(async move { one_connection(&cfg, c as u64 + 1, n, &hist).await }));
+        tasks.push(rt::spawn(async move { one_connection(&cfg, c as u64 + 1, n, &hist, &progress).await }));
     }
     let mut acked = 0;
     for t in tasks {
@@ -100,6 +159,7 @@ async fn one_connection(
     conn: u64,
     events: u64,
     hist: &LatencyHistogram,
+    progress: &Progress,
 ) -> Result<u64, ClientError> {
     let mut client = Client::connect(cfg.addr).await?;
     let payload = vec![b'x'; cfg.payload_bytes];
@@ -146,10 +206,12 @@ async fn one_connection(
         if got != want {
             return Err(ClientError::OutOfOrder { want, got });
         }
-        hist.record(at.elapsed().as_micros() as u64);
+        let us = at.elapsed().as_micros() as u64;
+        hist.record(us);
         match resp {
             Response::Ack(items) => {
-                acked += items.iter().filter(|i| matches!(i, AckItem::Stored { .. })).count() as u64
+                acked += items.iter().filter(|i| matches!(i, AckItem::Stored { .. })).count() as u64;
+                progress.record(items.len() as u64, us, cfg.probe.as_ref());
             }
             Response::Error(e) => return Err(ClientError::Server(e)),
             other => return Err(ClientError::Unexpected(Box::new(other))),

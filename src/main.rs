@@ -230,6 +230,12 @@ enum Command {
         /// Raft cluster of N members on loopback with their logs in a temp dir (fsync, replication).
         #[arg(long, default_value_t = 0)]
         cluster: u64,
+        /// Print a progress line (events/s and worst ack latency of the interval) every N acked events.
+        #[arg(long, default_value_t = 0)]
+        report_every: u64,
+        /// With --report-every: add this process's resident memory (VmRSS) to each line.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Show or check configuration.
     Config {
@@ -409,8 +415,21 @@ async fn main() -> ExitCode {
         Command::Fetch { addr, topic, from, max, token, json } => {
             cmd::read::fetch(addr, topic, from, max, token, json, tls).await
         }
-        Command::Bench { addr, connections, events, batch, pipeline, payload, legacy, token, cluster } => {
-            bench(addr, connections, events, batch, pipeline, payload, legacy, token, cluster).await
+        Command::Bench {
+            addr,
+            connections,
+            events,
+            batch,
+            pipeline,
+            payload,
+            legacy,
+            token,
+            cluster,
+            report_every,
+            server_pid,
+        } => {
+            let progress = (report_every, server_pid.map(rss_probe));
+            bench(addr, connections, events, batch, pipeline, payload, legacy, token, cluster, progress).await
         }
         Command::Dlq { action: DlqAction::List { data_dir, reason, json } } => {
             cmd::dlq::list(&data_dir, reason, json)
@@ -590,6 +609,7 @@ async fn bench(
     legacy: bool,
     token: String,
     cluster: u64,
+    (report_every, probe): (u64, Option<eventstreamcore::bench::Probe>),
 ) -> Result<(), String> {
     let mut local = None;
     let mut members = Vec::new();
@@ -628,6 +648,8 @@ async fn bench(
         topic: "bench".to_string(),
         legacy,
         token,
+        report_every,
+        probe,
     };
     let report = eventstreamcore::bench::run(cfg.clone()).await.map_err(|e| e.to_string())?;
     println!("{}", report.render(&cfg));
@@ -711,6 +733,22 @@ async fn admin(
 /// Starts a local cluster of `esc serve` processes (see `cmd::cluster`).
 async fn local_cluster(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String> {
     cmd::cluster::run(nodes, dir, base_port).await
+}
+
+/// `, server RSS <n> MB` for the progress lines of `esc bench --server-pid`.
+#[allow(clippy::disallowed_methods)] // reads /proc of a real process; the bench never runs simulated
+fn rss_probe(pid: u32) -> eventstreamcore::bench::Probe {
+    eventstreamcore::bench::Probe(std::sync::Arc::new(move || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+        match kb {
+            Some(kb) => format!(", server RSS {} MB", kb / 1024),
+            None => format!(", server RSS unknown (pid {pid})"),
+        }
+    }))
 }
 
 type BenchMember = (ClusterNode, ShutdownHandle, rt::JoinHandle<Result<(), String>>);

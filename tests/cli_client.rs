@@ -159,3 +159,18 @@ fn bench_cluster_reports_every_member_caught_up() {
     assert!(out.contains("events stored per member [3000, 3000, 3000]"), "{out}");
     assert!(!out.contains("applied so far"), "{out}");
 }
+
+#[test]
+fn bench_prints_a_progress_line_per_interval_with_the_servers_rss() {
+    let pid = std::process::id().to_string();
+    let args = ["bench", "--events", "3000", "--batch", "10", "--report-every", "1000", "--server-pid", &pid];
+    let (ok, out, err) = esc(&args);
+    assert!(ok, "{out}{err}");
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("events acked:")).collect();
+    assert_eq!(lines.len(), 3, "one line per 1000 acked events: {out}");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.trim_start().starts_with(&format!("{}", (i + 1) * 1000)), "{l}");
+        assert!(l.contains("events/s, max ack latency") && l.contains("server RSS"), "{l}");
+        assert!(!l.contains("unknown"), "this test process's RSS is readable: {l}");
+    }
+}
