@@ -322,6 +322,16 @@ impl SweepReport {
             )
         } else {
             String::new()
+        } + &if self.disk.rot_injected > 0 {
+            format!(
+                "; bit rot: {} injected, {} detected (starts refused), {} members wiped and re-added, {} cut off as torn tails",
+                self.disk.rot_injected,
+                self.disk.rot_detected,
+                self.disk.wiped_for_rot,
+                self.disk.rot_cut_off
+            )
+        } else {
+            String::new()
         }
     }
 }

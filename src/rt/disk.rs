@@ -432,6 +432,8 @@ struct SimState {
     crashed: bool,
     /// Files whose last power failure left a torn write in them (a shortening truncate repairs it).
     torn_files: std::collections::BTreeSet<FileId>,
+    /// Bytes [`SimDisk::rot`] flipped (file, offset), until a write replaces or a truncate cuts them.
+    rotted: std::collections::BTreeSet<(FileId, usize)>,
 }
 
 /// Counters of what a [`SimDisk`] has seen (for tests and the simulator's timeline).
@@ -446,6 +448,15 @@ pub struct SimDiskStats {
     pub crashes_in_ops: u64,
     /// Torn tails cut off again by a truncate after the power failure (recovery repaired them).
     pub repaired_tails: u64,
+    /// Bits flipped in synced data at rest ([`SimDisk::rot`]).
+    pub rot_injected: u64,
+    /// Starts refused because recovery found corrupt data (counted by the simulator that starts
+    /// the node: [`SimDisk::count_rot_detected`]).
+    pub rot_detected: u64,
+    /// Members wiped (and re-added) because their data rotted ([`SimDisk::count_wiped_for_rot`]).
+    pub wiped_for_rot: u64,
+    /// Truncates that cut rotted bytes off (recovery took the rot for a torn tail: not detected).
+    pub rot_cut_off: u64,
 }
 
 impl SimDiskStats {
@@ -458,6 +469,10 @@ impl SimDiskStats {
         self.injected_failures += other.injected_failures;
         self.crashes_in_ops += other.crashes_in_ops;
         self.repaired_tails += other.repaired_tails;
+        self.rot_injected += other.rot_injected;
+        self.rot_detected += other.rot_detected;
+        self.wiped_for_rot += other.wiped_for_rot;
+        self.rot_cut_off += other.rot_cut_off;
     }
 }
 
@@ -580,6 +595,52 @@ impl SimDisk {
             *b ^= 0xFF;
         }
         Ok(())
+    }
+}
+
+/// Where [`SimDisk::rot`] flipped a bit: the file (its synced name), the byte and the bit mask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rot {
+    pub file: String,
+    pub offset: usize,
+    pub mask: u8,
+}
+
+impl SimDisk {
+    /// Bit rot at rest: flips one bit of one byte of a synced file whose synced name starts with
+    /// one of `prefixes` (file and byte drawn from `rng`), in what survives a power failure; reads
+    /// see it too where they still read those same bytes (the file was only appended to since its
+    /// last sync). `None` if no such file holds synced bytes.
+    pub fn rot(&self, prefixes: &[&str], rng: &mut NodeRng) -> Option<Rot> {
+        let mut st = self.lock();
+        let files: Vec<(String, FileId)> = st
+            .durable_names
+            .iter()
+            .filter(|(n, id)| prefixes.iter().any(|p| n.starts_with(p)) && !st.files[*id].durable.is_empty())
+            .map(|(n, id)| (n.clone(), *id))
+            .collect();
+        let (file, id) = files.get(rng.random_range(0..files.len().max(1)))?.clone();
+        let f = st.files.get_mut(&id).expect("a synced name refers to a file");
+        let (offset, mask) = (rng.random_range(0..f.durable.len()), 1u8 << rng.random_range(0..8));
+        f.durable[offset] ^= mask;
+        if f.appended_only
+            && let Some(b) = f.current.get_mut(offset)
+        {
+            *b ^= mask;
+        }
+        st.stats.rot_injected += 1;
+        st.rotted.insert((id, offset));
+        Some(Rot { file, offset, mask })
+    }
+
+    /// Counts a start refused because recovery found corrupt data on this disk.
+    pub fn count_rot_detected(&self) {
+        self.lock().stats.rot_detected += 1;
+    }
+
+    /// Counts a wipe of this disk because its data rotted.
+    pub fn count_wiped_for_rot(&self) {
+        self.lock().stats.wiped_for_rot += 1;
     }
 }
 
@@ -713,6 +774,7 @@ impl Disk for SimDisk {
         let f = st.files.get_mut(&id).expect("created above");
         f.current = data.to_vec();
         f.appended_only = false;
+        st.rotted.retain(|(file, _)| *file != id);
         st.last_write = Some(LastWrite { file: id, offset: 0, data: data.to_vec() });
         Ok(())
     }
@@ -730,6 +792,11 @@ impl Disk for SimDisk {
             f.appended_only &= len >= f.durable.len();
             if st.torn_files.remove(&id) {
                 st.stats.repaired_tails += 1;
+            }
+            let cut: Vec<(FileId, usize)> = st.rotted.range((id, len)..=(id, usize::MAX)).copied().collect();
+            if !cut.is_empty() {
+                st.stats.rot_cut_off += 1;
+                cut.iter().for_each(|k| _ = st.rotted.remove(k));
             }
         }
         Ok(())
@@ -981,6 +1048,35 @@ mod tests {
             d.append("f", b"a").unwrap();
         }
         assert_eq!(d.stats().crashes_in_ops, 0);
+    }
+
+    #[test]
+    fn rot_flips_one_bit_of_a_synced_file_with_the_prefix_and_survives_power_failure() {
+        let d = SimDisk::new();
+        let mut rng = rng_from_seed(7);
+        assert_eq!(d.rot(&["wal-"], &mut rng), None, "nothing synced yet");
+        d.append("wal-1", b"synced bytes").unwrap();
+        d.append("other", b"never touched").unwrap();
+        d.sync("wal-1").unwrap();
+        d.sync("other").unwrap();
+        d.sync_dir().unwrap();
+        d.append("wal-1", b" and unsynced ones").unwrap();
+        for _ in 0..20 {
+            let before = d.read("wal-1").unwrap();
+            let rot = d.rot(&["wal-"], &mut rng).expect("wal-1 holds synced bytes");
+            assert_eq!(rot.file, "wal-1");
+            assert!(rot.offset < b"synced bytes".len(), "only synced bytes rot: {rot:?}");
+            assert_eq!(rot.mask.count_ones(), 1);
+            let after = d.read("wal-1").unwrap();
+            let diff: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
+            assert_eq!(diff, vec![rot.offset], "reads see the flipped bit, and only it");
+        }
+        d.power_fail(None);
+        assert_eq!(d.read("other").unwrap(), b"never touched");
+        assert_ne!(&d.read("wal-1").unwrap()[..], b"synced bytes", "rot is durable");
+        assert_eq!(d.stats().rot_injected, 20);
+        d.truncate("wal-1", 0).unwrap();
+        assert_eq!(d.stats().rot_cut_off, 1, "a truncate that cuts rotted bytes off is counted");
     }
 
     #[test]

@@ -58,6 +58,8 @@ const PEER_STORM_STREAM: u64 = 0x7065_6572;
 /// The ChaCha stream the fault layers of #15 (crashes inside disk operations, …) draw from, so
 /// the faults a seed drew before them stay what they were.
 const FAULT_LAYERS_STREAM: u64 = 0x6c61_7972;
+/// The ChaCha stream bit rot at rest is drawn from (so every other draw stays what it was).
+const BIT_ROT_STREAM: u64 = 0x726f_7421;
 /// The random stream retention limits are drawn from (so plans without them stay as they were).
 const RETENTION_STREAM: u64 = 0x7265_7465;
 /// Faults happen within this window after the start; then the network heals.
@@ -111,6 +113,11 @@ pub enum Fault {
     /// append or write may land in part, torn); the member dies there and restarts after
     /// `down_ms`. Disarmed at the end of the fault window if it never struck.
     DiskCrash { node: usize, after_ops: u64, down_ms: u64 },
+    /// Bit rot at rest: one bit flips in a synced file of the member's log disk (a WAL segment,
+    /// the snapshot, the hard state, a topic segment); an operator reboots the member
+    /// `restart_ms` later. Recovery must detect it (CRC) and refuse to start; the simulator then
+    /// removes, wipes and re-adds the member (see TESTBED.md). One member at a time.
+    BitRot { node: usize, restart_ms: u64 },
 }
 
 /// How an injected disk fault shows.
@@ -369,6 +376,17 @@ impl Plan {
         self.faults.sort_by_key(|f| f.at_ms);
     }
 
+    /// Draws bit rot at rest (a third of the seeds get one) from `rng`, a stream of its own, and
+    /// adds it to the plan in time order.
+    fn draw_bit_rot(&mut self, rng: &mut NodeRng) {
+        if rng.random_bool(0.33) {
+            let at_ms = rng.random_range(2_000..self.fault_window_ms.max(2_001));
+            let (node, restart_ms) = (rng.random_range(0..self.nodes), rng.random_range(100..3_000));
+            self.faults.push(Step { at_ms, fault: Fault::BitRot { node, restart_ms } });
+            self.faults.sort_by_key(|f| f.at_ms);
+        }
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
         if self.durable_consumers > 50 {
@@ -407,7 +425,8 @@ impl Plan {
                 | Fault::StepClock { node, .. }
                 | Fault::Disk { node, .. }
                 | Fault::Rejoin { node, .. }
-                | Fault::DiskCrash { node, .. } => ok(node),
+                | Fault::DiskCrash { node, .. }
+                | Fault::BitRot { node, .. } => ok(node),
                 Fault::Bridge { bridge, side } => ok(bridge) && side.iter().all(ok),
                 Fault::PacketLoss { pct, .. } => *pct <= 100,
                 Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
@@ -509,6 +528,8 @@ struct MemberSlot {
     /// Start the next incarnation as a joining node (empty configuration; it is added back).
     joining: Arc<std::sync::atomic::AtomicBool>,
     disk_faulty: Arc<std::sync::atomic::AtomicBool>,
+    /// The member's last start was refused: recovery found corrupt data (bit rot) on its disk.
+    refused_corrupt: Arc<std::sync::atomic::AtomicBool>,
     disk: Arc<SimDisk>,
     /// The member's dead-letter queue (it loses unsynced writes in a power failure too).
     dlq: Arc<SimDisk>,
@@ -565,6 +586,8 @@ struct MemberEnv {
     joining: Arc<std::sync::atomic::AtomicBool>,
     /// A disk fault is injected right now (a start that fails on it is expected).
     disk_faulty: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when a start is refused because recovery found corrupt data.
+    refused_corrupt: Arc<std::sync::atomic::AtomicBool>,
     watch: Arc<RaftWatch>,
 }
 
@@ -617,6 +640,7 @@ async fn member_main(env: MemberEnv) {
         clock_slot,
         joining,
         disk_faulty,
+        refused_corrupt,
         watch,
     } = env;
     let clock = NodeClock::new();
@@ -655,9 +679,29 @@ async fn member_main(env: MemberEnv) {
             tracing::warn!(member = i + 1, error = %e, "member cannot start on a failing disk; it stays down");
             return;
         }
+        // Recovery found bytes its checksums reject (bit rot): like the real process, it refuses
+        // to start; the operator (the simulator) wipes it and adds it back.
+        Err(e) if is_corrupt(&e) => {
+            tracing::warn!(member = i + 1, error = %e, "member refuses to start on corrupt data; it stays down");
+            refused_corrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
         Err(e) => panic!("member {} cannot start: {e}", i + 1),
     };
     let _ = server.run().await;
+}
+
+/// True if a start failed because recovery found corrupt data on the member's disk.
+fn is_corrupt(e: &ServerError) -> bool {
+    use eventstreamcore::node::ClusterError;
+    matches!(
+        e,
+        ServerError::Node {
+            source: ClusterError::Storage(eventstreamcore::wal::StorageError::Corrupt { .. })
+                | ClusterError::Snapshot(_),
+            ..
+        }
+    )
 }
 
 /// Sets `new`'s wall clock to go on from `old`'s reading (a restarted process on the same
@@ -783,6 +827,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     layers_rng.set_stream(FAULT_LAYERS_STREAM);
     plan.draw_fault_layers(&mut layers_rng);
     plan.draw_durable_consumers(&mut durable_rng);
+    let mut rot_rng = rng.clone();
+    rot_rng.set_stream(BIT_ROT_STREAM);
+    plan.draw_bit_rot(&mut rot_rng);
     let mut retention_rng = rng.clone();
     retention_rng.set_stream(RETENTION_STREAM);
     plan.draw_retention(&mut retention_rng);
@@ -985,6 +1032,7 @@ fn start_members(
         let slot = MemberSlot {
             joining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             disk_faulty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            refused_corrupt: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             disk: Arc::new(SimDisk::new()),
             dlq: Arc::new(SimDisk::new()),
             node: Arc::new(Mutex::new(None)),
@@ -1006,6 +1054,7 @@ fn start_members(
             clock_slot: slot.clock.clone(),
             joining: slot.joining.clone(),
             disk_faulty: slot.disk_faulty.clone(),
+            refused_corrupt: slot.refused_corrupt.clone(),
             watch: watch.clone(),
         };
         let h = handle
