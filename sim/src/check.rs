@@ -279,7 +279,9 @@ pub fn consumed_events_committed(h: &HistoryData, log: &dyn LogView) -> Result<(
         }
         let at = l.get((c.offset - *first) as usize);
         let found = at.and_then(|s| s.event.idempotency_key());
-        if found != Some((c.producer, c.sequence)) {
+        let read =
+            (c.producer != eventstreamcore::event::ANONYMOUS_PRODUCER).then_some((c.producer, c.sequence));
+        if at.is_none() || found != read {
             return fail(
                 "consumed_committed",
                 format!(

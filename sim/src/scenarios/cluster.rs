@@ -44,6 +44,8 @@ use crate::storm::{StormConfig, StormStats};
 
 mod faults;
 mod judge;
+mod latency;
+mod legacy;
 
 use faults::{FaultInjector, FaultLog, InjectorParts};
 use judge::{
@@ -60,6 +62,10 @@ const PEER_STORM_STREAM: u64 = 0x7065_6572;
 const FAULT_LAYERS_STREAM: u64 = 0x6c61_7972;
 /// The ChaCha stream bit rot at rest is drawn from (so every other draw stays what it was).
 const BIT_ROT_STREAM: u64 = 0x726f_7421;
+/// The ChaCha stream the members' disk latencies are drawn from.
+const DISK_LATENCY_STREAM: u64 = 0x6c61_7465;
+/// The ChaCha stream the legacy-protocol clients are drawn from.
+const LEGACY_STREAM: u64 = 0x6c65_6761;
 /// The random stream retention limits are drawn from (so plans without them stay as they were).
 const RETENTION_STREAM: u64 = 0x7265_7465;
 /// Faults happen within this window after the start; then the network heals.
@@ -225,6 +231,14 @@ pub struct Plan {
     /// so trims by the leader happen under every fault. Drawn from a stream of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_max_events: Option<u64>,
+    /// What each member's log disk costs in simulated time (one per member, or none: instant
+    /// disks, as every plan before it). Drawn from a stream of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disk_latency: Vec<latency::MemberDiskLatency>,
+    /// Legacy-protocol clients (fire-and-forget frames, no key, no reply) sending to members they
+    /// draw until the consumers stop. Drawn from a stream of their own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub legacy_clients: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -344,6 +358,8 @@ impl Plan {
             linearizable_reader: true,
             durable_consumers: 0,
             retention_max_events: None,
+            disk_latency: Vec::new(),
+            legacy_clients: 0,
         }
     }
 
@@ -389,6 +405,9 @@ impl Plan {
 
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
+        if self.legacy_clients > 50 {
+            return Err(format!("legacy_clients = {} (at most 50)", self.legacy_clients));
+        }
         if self.durable_consumers > 50 {
             return Err(format!("durable_consumers = {} (at most 50)", self.durable_consumers));
         }
@@ -405,6 +424,13 @@ impl Plan {
             return Err(format!(
                 "deadline_ms = {} must leave 10 s after the fault window ({} ms)",
                 self.deadline_ms, self.fault_window_ms
+            ));
+        }
+        if !self.disk_latency.is_empty() && self.disk_latency.len() != self.nodes {
+            return Err(format!(
+                "disk_latency has {} entries for {} nodes (one per member, or none)",
+                self.disk_latency.len(),
+                self.nodes
             ));
         }
         if self.drift_ppm.len() != self.nodes {
@@ -474,6 +500,9 @@ impl Plan {
             let _ = write!(s, " {:.1}s {:?};", f.at_ms as f64 / 1000.0, f.fault);
         }
         s.push_str(" heal at end of window");
+        if self.legacy_clients > 0 {
+            let _ = write!(s, "; {} legacy-protocol clients", self.legacy_clients);
+        }
         s
     }
 }
@@ -520,6 +549,9 @@ impl Disk for LyingDisk {
     }
     fn sync_dir(&self) -> Result<(), DiskError> {
         Ok(())
+    }
+    fn take_latency(&self) -> Duration {
+        self.0.take_latency()
     }
 }
 
@@ -748,6 +780,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         t0,
         &durable_traces,
     ));
+    consumers.extend(legacy::spawn(&handle, &plan, &addrs, &history, &rng, t0));
 
     let mut storms = Storms::spawn(&handle, &plan, &addrs, &history, &mut rng, &mut peer_rng);
 
@@ -830,6 +863,12 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     let mut rot_rng = rng.clone();
     rot_rng.set_stream(BIT_ROT_STREAM);
     plan.draw_bit_rot(&mut rot_rng);
+    let mut latency_rng = rng.clone();
+    latency_rng.set_stream(DISK_LATENCY_STREAM);
+    plan.disk_latency = latency::draw(&mut latency_rng, plan.nodes);
+    let mut legacy_rng = rng.clone();
+    legacy_rng.set_stream(LEGACY_STREAM);
+    plan.legacy_clients = if legacy_rng.random_bool(0.4) { legacy_rng.random_range(1..=3) } else { 0 };
     let mut retention_rng = rng.clone();
     retention_rng.set_stream(RETENTION_STREAM);
     plan.draw_retention(&mut retention_rng);
@@ -1038,6 +1077,9 @@ fn start_members(
             node: Arc::new(Mutex::new(None)),
             clock: Arc::new(Mutex::new(None)),
         };
+        if let Some(l) = plan.disk_latency.get(i) {
+            l.apply(&slot.disk);
+        }
         let disk: Arc<dyn Disk> = match opts.mutant {
             Some(Mutant::LyingFsync) => Arc::new(LyingDisk(slot.disk.clone())),
             _ => slot.disk.clone(),
