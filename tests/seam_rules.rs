@@ -106,7 +106,6 @@ const LONG_FNS: &[(&str, &str, usize)] = &[
     ("src/main.rs", "bench", 92),
     ("src/node/state.rs", "decode_snapshot", 87),
     ("sim/src/scenarios/ingest.rs", "malformed", 87),
-    ("src/node/cluster/driver.rs", "round", 85),
     ("src/raft/core.rs", "handle_snapshot", 84),
     ("src/transport/mod.rs", "run_peer", 82),
     ("src/raft/core.rs", "new", 82),

@@ -55,6 +55,8 @@ fn a_seed_file_with_a_plan_replays_that_plan() {
         linearizable_reader: true,
         durable_consumers: 0,
         retention_max_events: None,
+        disk_latency: Vec::new(),
+        legacy_clients: 0,
     };
     let dir = std::env::temp_dir().join(format!("esc-sim-seeds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

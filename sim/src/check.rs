@@ -279,7 +279,9 @@ pub fn consumed_events_committed(h: &HistoryData, log: &dyn LogView) -> Result<(
         }
         let at = l.get((c.offset - *first) as usize);
         let found = at.and_then(|s| s.event.idempotency_key());
-        if found != Some((c.producer, c.sequence)) {
+        let read =
+            (c.producer != eventstreamcore::event::ANONYMOUS_PRODUCER).then_some((c.producer, c.sequence));
+        if at.is_none() || found != read {
             return fail(
                 "consumed_committed",
                 format!(
@@ -293,6 +295,34 @@ pub fn consumed_events_committed(h: &HistoryData, log: &dyn LogView) -> Result<(
                 "consumed_committed",
                 format!(
                     "a consumer read ({}, {}) at {}:{} with a payload other than the one stored there",
+                    c.producer, c.sequence, c.topic, c.offset
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every event a consumer received carries a payload a client published under that key (or,
+/// for anonymous legacy events, one sent on that topic) — checked against what was sent, not the
+/// final log, so corrupt bytes served by a member fail even if every replica holds them.
+pub fn consumed_payloads_published(h: &HistoryData) -> Result<(), CheckFailure> {
+    const C: &str = "consumed_published";
+    let legacy: BTreeSet<(&str, u64)> =
+        h.legacy_sent.keys().map(|(t, p)| (t.as_str(), payload_digest(p))).collect();
+    for c in &h.consumed {
+        let ok = match h.published.get(&(c.producer, c.sequence)) {
+            Some(p) => payload_digest(&p.payload) == c.payload_digest && p.topic == c.topic,
+            None => {
+                c.producer == eventstreamcore::event::ANONYMOUS_PRODUCER
+                    && legacy.contains(&(c.topic.as_str(), c.payload_digest))
+            }
+        };
+        if !ok {
+            return fail(
+                C,
+                format!(
+                    "a consumer received ({}, {}) at {}:{} with a payload no client published there",
                     c.producer, c.sequence, c.topic, c.offset
                 ),
             );
@@ -640,6 +670,7 @@ pub fn check_cluster_run(
 ) -> Result<(), CheckFailure> {
     no_client_violations(h)?;
     minimum_workload(h, min_acks)?;
+    consumed_payloads_published(h)?;
     linearizable_reads(h)?;
     for (id, state) in replicas {
         let in_node = |mut f: CheckFailure| {
@@ -797,6 +828,25 @@ mod tests {
         h.consumed("t", 0, &stored(0, 1, 1, "corrupt").event);
         let f = consumed_events_committed(&h.snapshot(), &log).unwrap_err();
         assert!(f.detail.contains("payload other than"), "{}", f.detail);
+    }
+
+    #[test]
+    fn a_consumed_payload_nobody_published_fails_even_if_the_log_holds_it() {
+        let (h, _) = good();
+        assert!(consumed_payloads_published(&h.snapshot()).is_ok());
+        h.consumed("t", 0, &stored(0, 1, 1, "a").event);
+        assert!(consumed_payloads_published(&h.snapshot()).is_ok(), "the published payload");
+        // A replica serving rotten bytes under a real key: every log may agree, the send did not.
+        h.consumed("t", 0, &stored(0, 1, 1, "rotten").event);
+        let f = consumed_payloads_published(&h.snapshot()).unwrap_err();
+        assert_eq!(f.checker, "consumed_published");
+        let (h, _) = good();
+        h.consumed("t", 5, &stored(5, 0, 0, "never sent").event);
+        assert!(consumed_payloads_published(&h.snapshot()).is_err(), "an anonymous event never sent");
+        let (h2, _) = good();
+        h2.legacy_sent("t", b"sent");
+        h2.consumed("t", 5, &stored(5, 0, 0, "sent").event);
+        assert!(consumed_payloads_published(&h2.snapshot()).is_ok(), "a legacy event that was sent");
     }
 
     #[test]

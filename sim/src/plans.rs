@@ -76,6 +76,7 @@ impl Fault {
             Fault::Disk { .. } => "disk",
             Fault::Rejoin { .. } => "rejoin",
             Fault::DiskCrash { .. } => "disk_crash",
+            Fault::BitRot { .. } => "bit_rot",
         }
     }
 
@@ -88,7 +89,8 @@ impl Fault {
             | Fault::StepClock { node, .. }
             | Fault::Disk { node, .. }
             | Fault::Rejoin { node, .. }
-            | Fault::DiskCrash { node, .. } => vec![*node],
+            | Fault::DiskCrash { node, .. }
+            | Fault::BitRot { node, .. } => vec![*node],
             Fault::Split { side } => side.clone(),
             Fault::CrashMany { nodes, .. } => nodes.clone(),
             Fault::OneWay { from, to } => vec![*from, *to],

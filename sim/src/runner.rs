@@ -322,6 +322,27 @@ impl SweepReport {
             )
         } else {
             String::new()
+        } + &if self.disk.syncs > 0 {
+            format!(
+                "; {} disk writes, {} fsyncs ({:.0} bytes appended per fsync), {:.0} s simulated disk time, {} latency spikes",
+                self.disk.writes,
+                self.disk.syncs,
+                self.disk.appended_bytes as f64 / self.disk.syncs as f64,
+                self.disk.busy_us as f64 / 1e6,
+                self.disk.latency_spikes
+            )
+        } else {
+            String::new()
+        } + &if self.disk.rot_injected > 0 {
+            format!(
+                "; bit rot: {} injected, {} detected (starts refused), {} members wiped and re-added, {} cut off as torn tails",
+                self.disk.rot_injected,
+                self.disk.rot_detected,
+                self.disk.wiped_for_rot,
+                self.disk.rot_cut_off
+            )
+        } else {
+            String::new()
         }
     }
 }

@@ -68,6 +68,8 @@ pub fn size(plan: &Plan) -> u64 {
             + plan.storm_clients
             + plan.peer_storm_clients
             + plan.durable_consumers
+            + plan.legacy_clients
+            + usize::from(!plan.disk_latency.is_empty())
             + drifting) as u64
         + durations
 }
@@ -156,6 +158,7 @@ pub fn stage_candidates(stage: Stage, plan: &Plan) -> Vec<Candidate> {
     match stage {
         Stage::RemoveFaults => fault_removals(plan, &mut push),
         Stage::Storm => {
+            legacy_and_latency_removals(plan, &mut push);
             let cur = plan.storm_clients;
             for v in [0, cur / 2] {
                 if v < cur {
@@ -241,6 +244,19 @@ pub fn stage_candidates(stage: Stage, plan: &Plan) -> Vec<Candidate> {
         }
     }
     out
+}
+
+/// Candidates without the legacy clients (or with half), and on instant disks.
+fn legacy_and_latency_removals(plan: &Plan, push: &mut impl FnMut(String, Plan)) {
+    let cur = plan.legacy_clients;
+    for v in [0, cur / 2] {
+        if v < cur {
+            push(format!("legacy clients {cur} → {v}"), Plan { legacy_clients: v, ..plan.clone() });
+        }
+    }
+    if !plan.disk_latency.is_empty() {
+        push("instant disks".into(), Plan { disk_latency: Vec::new(), ..plan.clone() });
+    }
 }
 
 /// The fault-removal candidates, ddmin style: `plan` without each half of its faults, then each
@@ -523,6 +539,8 @@ mod tests {
             linearizable_reader: true,
             durable_consumers: 0,
             retention_max_events: None,
+            disk_latency: Vec::new(),
+            legacy_clients: 0,
         }
     }
 

@@ -98,6 +98,13 @@ pub trait Disk: Send + Sync + fmt::Debug {
     /// Makes creations, renames and removals durable (fsync of the directory).
     fn sync_dir(&self) -> Result<(), DiskError>;
 
+    /// The simulated time the operations since the last call cost, which the caller awaits (a
+    /// simulated disk's operations otherwise take no time). Zero for a real disk: its operations
+    /// took their time when they ran.
+    fn take_latency(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Writes a whole file atomically and durably: write a temporary, fsync it, rename it over
     /// `name`, fsync the directory. After a crash the file holds either the old or the new bytes.
     fn write_atomic(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
@@ -393,6 +400,19 @@ pub enum DiskFault {
 
 type FileId = u64;
 
+/// How long a [`SimDisk`]'s operations take in simulated time ([`SimDisk::set_latency`]): a base
+/// per write and per fsync, and now and then a spike (a busy device, a cloud volume's hiccup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DiskLatency {
+    /// Each append, write or truncate, in microseconds.
+    pub write_us: u64,
+    /// Each fsync of a file or the directory, in microseconds.
+    pub fsync_us: u64,
+    /// This many operations per thousand take `spike_us` longer.
+    pub spike_per_mille: u32,
+    pub spike_us: u64,
+}
+
 #[derive(Debug, Default, Clone)]
 struct SimFile {
     /// What survives a power failure.
@@ -432,6 +452,12 @@ struct SimState {
     crashed: bool,
     /// Files whose last power failure left a torn write in them (a shortening truncate repairs it).
     torn_files: std::collections::BTreeSet<FileId>,
+    /// Bytes [`SimDisk::rot`] flipped (file, offset), until a write replaces or a truncate cuts them.
+    rotted: std::collections::BTreeSet<(FileId, usize)>,
+    /// What operations cost, and the stream spikes are drawn from.
+    latency: Option<(DiskLatency, NodeRng)>,
+    /// Simulated time operations cost that no one has waited out yet ([`Disk::take_latency`]).
+    owed_us: u64,
 }
 
 /// Counters of what a [`SimDisk`] has seen (for tests and the simulator's timeline).
@@ -446,6 +472,21 @@ pub struct SimDiskStats {
     pub crashes_in_ops: u64,
     /// Torn tails cut off again by a truncate after the power failure (recovery repaired them).
     pub repaired_tails: u64,
+    /// Bits flipped in synced data at rest ([`SimDisk::rot`]).
+    pub rot_injected: u64,
+    /// Starts refused because recovery found corrupt data (counted by the simulator that starts
+    /// the node: [`SimDisk::count_rot_detected`]).
+    pub rot_detected: u64,
+    /// Members wiped (and re-added) because their data rotted ([`SimDisk::count_wiped_for_rot`]).
+    pub wiped_for_rot: u64,
+    /// Truncates that cut rotted bytes off (recovery took the rot for a torn tail: not detected).
+    pub rot_cut_off: u64,
+    /// Simulated time the operations cost ([`SimDisk::set_latency`]), in microseconds.
+    pub busy_us: u64,
+    /// Operations that took a latency spike.
+    pub latency_spikes: u64,
+    /// Bytes appended (bytes per fsync shows how much each fsync covered: group commit).
+    pub appended_bytes: u64,
 }
 
 impl SimDiskStats {
@@ -458,6 +499,13 @@ impl SimDiskStats {
         self.injected_failures += other.injected_failures;
         self.crashes_in_ops += other.crashes_in_ops;
         self.repaired_tails += other.repaired_tails;
+        self.rot_injected += other.rot_injected;
+        self.rot_detected += other.rot_detected;
+        self.wiped_for_rot += other.wiped_for_rot;
+        self.rot_cut_off += other.rot_cut_off;
+        self.busy_us += other.busy_us;
+        self.latency_spikes += other.latency_spikes;
+        self.appended_bytes += other.appended_bytes;
     }
 }
 
@@ -583,6 +631,58 @@ impl SimDisk {
     }
 }
 
+/// Where [`SimDisk::rot`] flipped a bit: the file (its synced name), the byte and the bit mask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rot {
+    pub file: String,
+    pub offset: usize,
+    pub mask: u8,
+}
+
+impl SimDisk {
+    /// Bit rot at rest: flips one bit of one byte of a synced file whose synced name starts with
+    /// one of `prefixes` (file and byte drawn from `rng`), in what survives a power failure; reads
+    /// see it too where they still read those same bytes (the file was only appended to since its
+    /// last sync). `None` if no such file holds synced bytes.
+    pub fn rot(&self, prefixes: &[&str], rng: &mut NodeRng) -> Option<Rot> {
+        let mut st = self.lock();
+        let files: Vec<(String, FileId)> = st
+            .durable_names
+            .iter()
+            .filter(|(n, id)| prefixes.iter().any(|p| n.starts_with(p)) && !st.files[*id].durable.is_empty())
+            .map(|(n, id)| (n.clone(), *id))
+            .collect();
+        let (file, id) = files.get(rng.random_range(0..files.len().max(1)))?.clone();
+        let f = st.files.get_mut(&id).expect("a synced name refers to a file");
+        let (offset, mask) = (rng.random_range(0..f.durable.len()), 1u8 << rng.random_range(0..8));
+        f.durable[offset] ^= mask;
+        if f.appended_only
+            && let Some(b) = f.current.get_mut(offset)
+        {
+            *b ^= mask;
+        }
+        st.stats.rot_injected += 1;
+        st.rotted.insert((id, offset));
+        Some(Rot { file, offset, mask })
+    }
+
+    /// From now on operations cost simulated time as `latency` says, spikes drawn from `rng`;
+    /// whoever drives the disk awaits it ([`Disk::take_latency`]).
+    pub fn set_latency(&self, latency: DiskLatency, rng: NodeRng) {
+        self.lock().latency = Some((latency, rng));
+    }
+
+    /// Counts a start refused because recovery found corrupt data on this disk.
+    pub fn count_rot_detected(&self) {
+        self.lock().stats.rot_detected += 1;
+    }
+
+    /// Counts a wipe of this disk because its data rotted.
+    pub fn count_wiped_for_rot(&self) {
+        self.lock().stats.wiped_for_rot += 1;
+    }
+}
+
 fn gc(st: &mut SimState) {
     let live: std::collections::BTreeSet<FileId> =
         st.names.values().chain(st.durable_names.values()).copied().collect();
@@ -638,7 +738,20 @@ impl SimState {
             }
         }
         self.stats.writes += 1;
+        self.charge(false);
         Ok(())
+    }
+
+    /// Adds what one write (or fsync) costs to the time owed.
+    fn charge(&mut self, fsync: bool) {
+        let Some((l, rng)) = &mut self.latency else { return };
+        let mut us = if fsync { l.fsync_us } else { l.write_us };
+        if l.spike_per_mille > 0 && rng.random_range(0..1000) < l.spike_per_mille {
+            us += l.spike_us;
+            self.stats.latency_spikes += 1;
+        }
+        self.owed_us += us;
+        self.stats.busy_us += us;
     }
 
     fn before_sync(&mut self, op: &'static str, name: &str) -> Result<(), DiskError> {
@@ -648,6 +761,7 @@ impl SimState {
             return Err(injected(op, name));
         }
         self.stats.syncs += 1;
+        self.charge(true);
         Ok(())
     }
 
@@ -699,6 +813,7 @@ impl Disk for SimDisk {
         let f = st.files.get_mut(&id).expect("created above");
         let offset = f.current.len();
         f.current.extend_from_slice(data);
+        st.stats.appended_bytes += data.len() as u64;
         st.last_write = Some(LastWrite { file: id, offset, data: data.to_vec() });
         Ok(())
     }
@@ -713,6 +828,7 @@ impl Disk for SimDisk {
         let f = st.files.get_mut(&id).expect("created above");
         f.current = data.to_vec();
         f.appended_only = false;
+        st.rotted.retain(|(file, _)| *file != id);
         st.last_write = Some(LastWrite { file: id, offset: 0, data: data.to_vec() });
         Ok(())
     }
@@ -730,6 +846,11 @@ impl Disk for SimDisk {
             f.appended_only &= len >= f.durable.len();
             if st.torn_files.remove(&id) {
                 st.stats.repaired_tails += 1;
+            }
+            let cut: Vec<(FileId, usize)> = st.rotted.range((id, len)..=(id, usize::MAX)).copied().collect();
+            if !cut.is_empty() {
+                st.stats.rot_cut_off += 1;
+                cut.iter().for_each(|k| _ = st.rotted.remove(k));
             }
         }
         Ok(())
@@ -774,6 +895,10 @@ impl Disk for SimDisk {
         st.names.remove(name);
         gc(&mut st);
         Ok(())
+    }
+
+    fn take_latency(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(std::mem::take(&mut self.lock().owed_us))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
@@ -981,6 +1106,60 @@ mod tests {
             d.append("f", b"a").unwrap();
         }
         assert_eq!(d.stats().crashes_in_ops, 0);
+    }
+
+    #[test]
+    fn operations_cost_the_simulated_time_the_latency_says_and_spikes_come_from_the_seed() {
+        let d = SimDisk::new();
+        d.append("f", b"x").unwrap();
+        assert_eq!(d.take_latency(), std::time::Duration::ZERO, "no latency set: no time");
+        let l = DiskLatency { write_us: 10, fsync_us: 1_000, spike_per_mille: 500, spike_us: 50_000 };
+        d.set_latency(l, rng_from_seed(3));
+        d.append("f", b"x").unwrap();
+        d.sync("f").unwrap();
+        d.sync_dir().unwrap();
+        let st = d.stats();
+        let want = 10 + 2 * 1_000 + st.latency_spikes * 50_000;
+        assert_eq!(d.take_latency(), std::time::Duration::from_micros(want));
+        assert_eq!(d.take_latency(), std::time::Duration::ZERO, "taken once");
+        assert_eq!(st.busy_us, want);
+        let spikes = |seed| {
+            let d = SimDisk::new();
+            d.set_latency(l, rng_from_seed(seed));
+            (0..200).for_each(|_| d.append("f", b"x").unwrap());
+            d.stats().latency_spikes
+        };
+        assert_eq!(spikes(9), spikes(9), "the same seed, the same spikes");
+        assert!((50..150).contains(&spikes(9)), "about half of 200: {}", spikes(9));
+    }
+
+    #[test]
+    fn rot_flips_one_bit_of_a_synced_file_with_the_prefix_and_survives_power_failure() {
+        let d = SimDisk::new();
+        let mut rng = rng_from_seed(7);
+        assert_eq!(d.rot(&["wal-"], &mut rng), None, "nothing synced yet");
+        d.append("wal-1", b"synced bytes").unwrap();
+        d.append("other", b"never touched").unwrap();
+        d.sync("wal-1").unwrap();
+        d.sync("other").unwrap();
+        d.sync_dir().unwrap();
+        d.append("wal-1", b" and unsynced ones").unwrap();
+        for _ in 0..20 {
+            let before = d.read("wal-1").unwrap();
+            let rot = d.rot(&["wal-"], &mut rng).expect("wal-1 holds synced bytes");
+            assert_eq!(rot.file, "wal-1");
+            assert!(rot.offset < b"synced bytes".len(), "only synced bytes rot: {rot:?}");
+            assert_eq!(rot.mask.count_ones(), 1);
+            let after = d.read("wal-1").unwrap();
+            let diff: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
+            assert_eq!(diff, vec![rot.offset], "reads see the flipped bit, and only it");
+        }
+        d.power_fail(None);
+        assert_eq!(d.read("other").unwrap(), b"never touched");
+        assert_ne!(&d.read("wal-1").unwrap()[..], b"synced bytes", "rot is durable");
+        assert_eq!(d.stats().rot_injected, 20);
+        d.truncate("wal-1", 0).unwrap();
+        assert_eq!(d.stats().rot_cut_off, 1, "a truncate that cuts rotted bytes off is counted");
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod net;
 pub mod rng;
 
 pub use clock::NodeClock;
-pub use disk::{Disk, DiskError, DiskFault, FileDisk, SimDisk};
+pub use disk::{Disk, DiskError, DiskFault, DiskLatency, FileDisk, SimDisk};
 pub use rng::{NodeRng, node_rng, rng_from_seed};
 
 /// `select!` — every use must start with `biased;` (docs/design.md, rule 3).

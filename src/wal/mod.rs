@@ -504,6 +504,12 @@ impl RaftStorage {
         self.poisoned
     }
 
+    /// The simulated time the disk operations since the last call cost ([`Disk::take_latency`];
+    /// zero on a real disk), for the driver to wait out.
+    pub fn take_disk_latency(&self) -> std::time::Duration {
+        self.disk.take_latency()
+    }
+
     // ---- internals -------------------------------------------------------------------------
 
     fn check_writable(&self) -> Result<(), StorageError> {

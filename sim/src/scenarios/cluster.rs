@@ -44,6 +44,8 @@ use crate::storm::{StormConfig, StormStats};
 
 mod faults;
 mod judge;
+mod latency;
+mod legacy;
 
 use faults::{FaultInjector, FaultLog, InjectorParts};
 use judge::{
@@ -59,6 +61,12 @@ const PEER_STORM_STREAM: u64 = 0x7065_6572;
 /// The ChaCha stream the fault layers of #15 (crashes inside disk operations, …) draw from, so
 /// the faults a seed drew before them stay what they were.
 const FAULT_LAYERS_STREAM: u64 = 0x6c61_7972;
+/// The ChaCha stream bit rot at rest is drawn from (so every other draw stays what it was).
+const BIT_ROT_STREAM: u64 = 0x726f_7421;
+/// The ChaCha stream the members' disk latencies are drawn from.
+const DISK_LATENCY_STREAM: u64 = 0x6c61_7465;
+/// The ChaCha stream the legacy-protocol clients are drawn from.
+const LEGACY_STREAM: u64 = 0x6c65_6761;
 /// The random stream retention limits are drawn from (so plans without them stay as they were).
 const RETENTION_STREAM: u64 = 0x7265_7465;
 /// Faults happen within this window after the start; then the network heals.
@@ -112,6 +120,11 @@ pub enum Fault {
     /// append or write may land in part, torn); the member dies there and restarts after
     /// `down_ms`. Disarmed at the end of the fault window if it never struck.
     DiskCrash { node: usize, after_ops: u64, down_ms: u64 },
+    /// Bit rot at rest: one bit flips in a synced file of the member's log disk (a WAL segment,
+    /// the snapshot, the hard state, a topic segment); an operator reboots the member
+    /// `restart_ms` later. Recovery must detect it (CRC) and refuse to start; the simulator then
+    /// removes, wipes and re-adds the member (see TESTBED.md). One member at a time.
+    BitRot { node: usize, restart_ms: u64 },
 }
 
 /// How an injected disk fault shows.
@@ -219,6 +232,14 @@ pub struct Plan {
     /// so trims by the leader happen under every fault. Drawn from a stream of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_max_events: Option<u64>,
+    /// What each member's log disk costs in simulated time (one per member, or none: instant
+    /// disks, as every plan before it). Drawn from a stream of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disk_latency: Vec<latency::MemberDiskLatency>,
+    /// Legacy-protocol clients (fire-and-forget frames, no key, no reply) sending to members they
+    /// draw until the consumers stop. Drawn from a stream of their own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub legacy_clients: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -338,6 +359,8 @@ impl Plan {
             linearizable_reader: true,
             durable_consumers: 0,
             retention_max_events: None,
+            disk_latency: Vec::new(),
+            legacy_clients: 0,
         }
     }
 
@@ -380,8 +403,22 @@ impl Plan {
         self.fault_window_ms.min(10_000)
     }
 
+    /// Draws bit rot at rest (a third of the seeds get one) from `rng`, a stream of its own, and
+    /// adds it to the plan in time order.
+    fn draw_bit_rot(&mut self, rng: &mut NodeRng) {
+        if rng.random_bool(0.33) {
+            let at_ms = rng.random_range(2_000..self.fault_window_ms.max(2_001));
+            let (node, restart_ms) = (rng.random_range(0..self.nodes), rng.random_range(100..3_000));
+            self.faults.push(Step { at_ms, fault: Fault::BitRot { node, restart_ms } });
+            self.faults.sort_by_key(|f| f.at_ms);
+        }
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
+        if self.legacy_clients > 50 {
+            return Err(format!("legacy_clients = {} (at most 50)", self.legacy_clients));
+        }
         if self.durable_consumers > 50 {
             return Err(format!("durable_consumers = {} (at most 50)", self.durable_consumers));
         }
@@ -398,6 +435,13 @@ impl Plan {
             return Err(format!(
                 "deadline_ms = {} must leave 10 s after the fault window ({} ms)",
                 self.deadline_ms, self.fault_window_ms
+            ));
+        }
+        if !self.disk_latency.is_empty() && self.disk_latency.len() != self.nodes {
+            return Err(format!(
+                "disk_latency has {} entries for {} nodes (one per member, or none)",
+                self.disk_latency.len(),
+                self.nodes
             ));
         }
         if self.drift_ppm.len() != self.nodes {
@@ -418,7 +462,8 @@ impl Plan {
                 | Fault::StepClock { node, .. }
                 | Fault::Disk { node, .. }
                 | Fault::Rejoin { node, .. }
-                | Fault::DiskCrash { node, .. } => ok(node),
+                | Fault::DiskCrash { node, .. }
+                | Fault::BitRot { node, .. } => ok(node),
                 Fault::Bridge { bridge, side } => ok(bridge) && side.iter().all(ok),
                 Fault::PacketLoss { pct, .. } => *pct <= 100,
                 Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
@@ -466,6 +511,9 @@ impl Plan {
             let _ = write!(s, " {:.1}s {:?};", f.at_ms as f64 / 1000.0, f.fault);
         }
         s.push_str(" heal at end of window");
+        if self.legacy_clients > 0 {
+            let _ = write!(s, "; {} legacy-protocol clients", self.legacy_clients);
+        }
         s
     }
 }
@@ -513,6 +561,9 @@ impl Disk for LyingDisk {
     fn sync_dir(&self) -> Result<(), DiskError> {
         Ok(())
     }
+    fn take_latency(&self) -> Duration {
+        self.0.take_latency()
+    }
 }
 
 /// What the scenario keeps of a member across restarts.
@@ -520,6 +571,8 @@ struct MemberSlot {
     /// Start the next incarnation as a joining node (empty configuration; it is added back).
     joining: Arc<std::sync::atomic::AtomicBool>,
     disk_faulty: Arc<std::sync::atomic::AtomicBool>,
+    /// The member's last start was refused: recovery found corrupt data (bit rot) on its disk.
+    refused_corrupt: Arc<std::sync::atomic::AtomicBool>,
     disk: Arc<SimDisk>,
     /// The member's dead-letter queue (it loses unsynced writes in a power failure too).
     dlq: Arc<SimDisk>,
@@ -576,6 +629,8 @@ struct MemberEnv {
     joining: Arc<std::sync::atomic::AtomicBool>,
     /// A disk fault is injected right now (a start that fails on it is expected).
     disk_faulty: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when a start is refused because recovery found corrupt data.
+    refused_corrupt: Arc<std::sync::atomic::AtomicBool>,
     watch: Arc<RaftWatch>,
 }
 
@@ -628,6 +683,7 @@ async fn member_main(env: MemberEnv) {
         clock_slot,
         joining,
         disk_faulty,
+        refused_corrupt,
         watch,
     } = env;
     let clock = NodeClock::new();
@@ -666,9 +722,29 @@ async fn member_main(env: MemberEnv) {
             tracing::warn!(member = i + 1, error = %e, "member cannot start on a failing disk; it stays down");
             return;
         }
+        // Recovery found bytes its checksums reject (bit rot): like the real process, it refuses
+        // to start; the operator (the simulator) wipes it and adds it back.
+        Err(e) if is_corrupt(&e) => {
+            tracing::warn!(member = i + 1, error = %e, "member refuses to start on corrupt data; it stays down");
+            refused_corrupt.store(true, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
         Err(e) => panic!("member {} cannot start: {e}", i + 1),
     };
     let _ = server.run().await;
+}
+
+/// True if a start failed because recovery found corrupt data on the member's disk.
+fn is_corrupt(e: &ServerError) -> bool {
+    use eventstreamcore::node::ClusterError;
+    matches!(
+        e,
+        ServerError::Node {
+            source: ClusterError::Storage(eventstreamcore::wal::StorageError::Corrupt { .. })
+                | ClusterError::Snapshot(_),
+            ..
+        }
+    )
 }
 
 /// Sets `new`'s wall clock to go on from `old`'s reading (a restarted process on the same
@@ -703,8 +779,9 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
 
     // --- clients ---------------------------------------------------------------------------------
     let t0 = rt::time::now();
-    let (producers, consumers, durable_traces) =
+    let (producers, mut consumers, durable_traces) =
         spawn_clients(&handle, &plan, &addrs, &history, [&mut rng, &mut durable_rng], t0, opts.mutant);
+    consumers.extend(legacy::spawn(&handle, &plan, &addrs, &history, &rng, t0));
 
     let mut storms = Storms::spawn(&handle, &plan, &addrs, &history, &mut rng, &mut peer_rng);
 
@@ -814,6 +891,15 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     layers_rng.set_stream(FAULT_LAYERS_STREAM);
     plan.draw_fault_layers(&mut layers_rng);
     plan.draw_durable_consumers(&mut durable_rng);
+    let mut rot_rng = rng.clone();
+    rot_rng.set_stream(BIT_ROT_STREAM);
+    plan.draw_bit_rot(&mut rot_rng);
+    let mut latency_rng = rng.clone();
+    latency_rng.set_stream(DISK_LATENCY_STREAM);
+    plan.disk_latency = latency::draw(&mut latency_rng, plan.nodes);
+    let mut legacy_rng = rng.clone();
+    legacy_rng.set_stream(LEGACY_STREAM);
+    plan.legacy_clients = if legacy_rng.random_bool(0.4) { legacy_rng.random_range(1..=3) } else { 0 };
     let mut retention_rng = rng.clone();
     retention_rng.set_stream(RETENTION_STREAM);
     plan.draw_retention(&mut retention_rng);
@@ -1014,11 +1100,15 @@ fn start_members(
         let slot = MemberSlot {
             joining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             disk_faulty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            refused_corrupt: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             disk: Arc::new(SimDisk::new()),
             dlq: Arc::new(SimDisk::new()),
             node: Arc::new(Mutex::new(None)),
             clock: Arc::new(Mutex::new(None)),
         };
+        if let Some(l) = plan.disk_latency.get(i) {
+            l.apply(&slot.disk);
+        }
         let disk: Arc<dyn Disk> = match opts.mutant {
             Some(Mutant::LyingFsync) => Arc::new(LyingDisk(slot.disk.clone())),
             _ => slot.disk.clone(),
@@ -1035,6 +1125,7 @@ fn start_members(
             clock_slot: slot.clock.clone(),
             joining: slot.joining.clone(),
             disk_faulty: slot.disk_faulty.clone(),
+            refused_corrupt: slot.refused_corrupt.clone(),
             watch: watch.clone(),
         };
         let h = handle

@@ -45,7 +45,7 @@ impl Driver {
             // wait for the next tick or message.
             let mut failed = None;
             for _ in 0..8 {
-                if let Err(e) = self.round() {
+                if let Err(e) = self.round().await {
                     failed = Some(e);
                     break;
                 }
@@ -211,7 +211,7 @@ impl Driver {
     }
 
     /// One Ready, in the order the core requires.
-    pub(super) fn round(&mut self) -> Result<(), StorageError> {
+    pub(super) async fn round(&mut self) -> Result<(), StorageError> {
         if !self.raft.has_ready() {
             return Ok(());
         }
@@ -220,22 +220,7 @@ impl Driver {
         let installed = snapshot.as_ref().map(|s| (s.meta.index, s.meta.term));
         let log_changed = installed.is_some() || !entries.is_empty();
         let appended_from = entries.first().map(|e| e.index);
-        if let Some(snap) = snapshot {
-            self.storage.install_snapshot(&snap)?;
-            self.install(&snap);
-        }
-        if !entries.is_empty() {
-            for e in &entries {
-                self.addrs.note_conf_entry(e);
-            }
-            self.storage.append(&entries)?;
-            if !(crate::planted!(AckBeforeDurable) && self.raft.role() != Role::Leader) {
-                self.storage.sync()?;
-            }
-        }
-        if let Some(hs) = hard_state {
-            self.storage.set_hard_state(hs)?;
-        }
+        self.persist(snapshot, &entries, hard_state).await?;
         self.sync_peers();
         for m in messages {
             if let Some(t) = &self.transport {
@@ -286,6 +271,47 @@ impl Driver {
             self.observed = true;
         }
         Ok(())
+    }
+
+    /// Makes a Ready's snapshot, entries and hard state durable, in the order the core requires,
+    /// waiting out the simulated time the disk takes (none on a real disk): the write before its
+    /// fsync (a power failure meanwhile tears it), the fsync before anything is sent or acked.
+    async fn persist(
+        &mut self,
+        snapshot: Option<crate::raft::Snapshot>,
+        entries: &[crate::raft::Entry],
+        hard_state: Option<crate::raft::HardState>,
+    ) -> Result<(), StorageError> {
+        if let Some(snap) = snapshot {
+            self.storage.install_snapshot(&snap)?;
+            self.install(&snap);
+        }
+        if !entries.is_empty() {
+            for e in entries {
+                self.addrs.note_conf_entry(e);
+            }
+            self.storage.append(entries)?;
+            self.disk_time().await;
+            if !(crate::planted!(AckBeforeDurable) && self.raft.role() != Role::Leader) {
+                self.storage.sync()?;
+            }
+        }
+        if let Some(hs) = hard_state {
+            self.storage.set_hard_state(hs)?;
+        }
+        self.disk_time().await;
+        Ok(())
+    }
+
+    /// Waits out the simulated time the disk operations since the last wait cost (a real disk
+    /// took its time already: nothing to wait).
+    fn disk_time(&self) -> impl Future<Output = ()> + Send + use<> {
+        let t = self.storage.take_disk_latency();
+        async move {
+            if !t.is_zero() {
+                rt::time::sleep(t).await;
+            }
+        }
     }
 
     /// Records the read index Raft confirmed for each waiting linearizable read.

@@ -23,6 +23,8 @@ use crate::scenarios::Mutant;
 use crate::storm::StormKind;
 use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
 
+mod bitrot;
+
 /// Plays a plan's faults against the members (see the module doc).
 pub(super) struct FaultInjector<'a> {
     pub handle: madsim::runtime::Handle,
@@ -162,6 +164,7 @@ impl<'a> FaultInjector<'a> {
             Fault::Disk { node, error, down_ms } => self.disk_fault(*node, *error, *down_ms),
             Fault::Rejoin { node, down_ms } => self.rejoin(*node, *down_ms),
             Fault::DiskCrash { node, after_ops, down_ms } => self.disk_crash(*node, *after_ops, *down_ms),
+            Fault::BitRot { node, restart_ms } => self.bit_rot(*node, *restart_ms),
             Fault::Pause { node, ms } => {
                 self.handle.pause(self.ids[*node]);
                 let label = format!("paused {:.1} s", *ms as f64 / 1000.0);
@@ -447,6 +450,7 @@ pub(super) fn storm_phases(plan: &Plan) -> Vec<TimelineEvent> {
 struct MemberHandles {
     disk: Arc<SimDisk>,
     disk_faulty: Arc<AtomicBool>,
+    refused_corrupt: Arc<AtomicBool>,
     dlq: Arc<SimDisk>,
     node: Arc<Mutex<Option<ClusterNode>>>,
     joining: Arc<AtomicBool>,
@@ -457,6 +461,7 @@ impl MemberSlot {
         MemberHandles {
             disk: self.disk.clone(),
             disk_faulty: self.disk_faulty.clone(),
+            refused_corrupt: self.refused_corrupt.clone(),
             dlq: self.dlq.clone(),
             node: self.node.clone(),
             joining: self.joining.clone(),

@@ -260,7 +260,24 @@ pub(super) fn summarize(
         disk.injected_failures,
         disk.crashes_in_ops,
         disk.repaired_tails
-    );
+    ) + &if disk.busy_us > 0 {
+        format!(
+            "; {} writes, {} fsyncs, {:.1} s simulated disk time, {} latency spikes",
+            disk.writes,
+            disk.syncs,
+            disk.busy_us as f64 / 1e6,
+            disk.latency_spikes
+        )
+    } else {
+        String::new()
+    } + &if disk.rot_injected > 0 {
+        format!(
+            "; bit rot: {} injected, {} detected, {} members wiped, {} cut off as torn tails",
+            disk.rot_injected, disk.rot_detected, disk.wiped_for_rot, disk.rot_cut_off
+        )
+    } else {
+        String::new()
+    };
     let summary = if plan.storm_clients > 0 {
         format!("{summary}\n{}", storms.storm_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
     } else {

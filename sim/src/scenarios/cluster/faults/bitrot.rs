@@ -1,0 +1,107 @@
+//! Bit rot at rest (issue 15): one bit flips in a synced file of one member's log disk — a WAL
+//! segment, the snapshot, the hard state, a topic segment — while it runs. A running member never
+//! reads those bytes back (its log and state are in memory), so the rot shows when an operator
+//! reboots it: recovery's checksums must reject the file and the member refuse to start. The
+//! operator then does what the refusal message asks: removes the member, wipes its disk and adds
+//! it back empty, to catch up from the others (the existing membership change, [`Rejoin`]).
+//!
+//! One member at a time: the fault takes the same "one membership change at a time" token as
+//! `rejoin`, and other crashes and disk faults leave the member alone until the run heals.
+
+use super::*;
+
+/// The files of a member's log disk that rot, by prefix: WAL segments, the snapshot (and a
+/// snapshot install in progress), the hard state, and topic segments (`topic-`).
+const ROT_PREFIXES: &[&str] = &["wal-", "snapshot", "hardstate", "topic-"];
+
+/// How long after its reboot a member has to start or refuse.
+const OUTCOME_WITHIN: Duration = Duration::from_secs(5);
+
+impl FaultInjector<'_> {
+    /// Rots one bit of a synced file of `node` now and reboots it `restart_ms` later; if it then
+    /// refuses to start on corrupt data, it is removed, wiped and added back.
+    pub(super) fn bit_rot(&mut self, node: usize, restart_ms: u64) {
+        let now = rt::time::now();
+        if now < self.down_until[node] || now < self.armed_until[node] {
+            self.history.count("bit_rot_skipped_member_busy");
+            return;
+        }
+        if self.rejoin_busy.swap(true, Ordering::SeqCst) {
+            self.history.count("bit_rot_skipped_busy");
+            return;
+        }
+        let mut rng = rt::rng::split(&mut self.tear_rng);
+        let slot = self.slots[node].handles();
+        let Some(rot) = slot.disk.rot(ROT_PREFIXES, &mut rng) else {
+            self.history.count("bit_rot_nothing_synced");
+            self.rejoin_busy.store(false, Ordering::SeqCst);
+            return;
+        };
+        tracing::info!(member = node + 1, file = %rot.file, offset = rot.offset, "bit rot injected");
+        self.history.count("bit_rot_injected");
+        self.log.mark(Some(node), format!("bit rot: {} byte {}", rot.file, rot.offset));
+        self.down_until[node] = self.fault_end + Duration::from_secs(5);
+        let rejoin = Rejoin {
+            handle: self.handle.clone(),
+            id: self.ids[node],
+            member: node,
+            slot,
+            addrs: self.addrs.to_vec(),
+            down: Duration::from_millis(200),
+            history: self.history.clone(),
+            busy: self.rejoin_busy.clone(),
+            log: self.log.clone(),
+            give_up: self.fault_end + Duration::from_secs(30),
+        };
+        let job = RotRecovery { rejoin, restart: Duration::from_millis(restart_ms), rng };
+        self.rejoins.push(self.admin_node.spawn(job.run()));
+    }
+}
+
+/// Reboots a member whose disk rotted and, if it refuses to start, wipes and re-adds it.
+struct RotRecovery {
+    rejoin: Rejoin,
+    restart: Duration,
+    rng: NodeRng,
+}
+
+impl RotRecovery {
+    async fn run(mut self) {
+        rt::time::sleep(self.restart).await;
+        let r = &self.rejoin;
+        r.log.span(r.member, 100, SpanKind::Down, "rebooted by the operator");
+        crash(&r.handle, r.id, &r.slot, &mut self.rng, Duration::from_millis(100));
+        if !self.refused().await {
+            // Recovery read nothing rotten: the file was replaced or removed since (a new hard
+            // state or snapshot, a compacted segment), or the bytes were cut as a torn tail.
+            self.rejoin.history.count("bit_rot_start_not_refused");
+            self.rejoin.busy.store(false, Ordering::SeqCst);
+            return;
+        }
+        let r = &self.rejoin;
+        r.slot.disk.count_rot_detected();
+        r.history.count("bit_rot_detected");
+        r.log.mark(Some(r.member), "refused to start: corrupt data");
+        r.slot.disk.count_wiped_for_rot();
+        r.history.count("members_wiped_for_bit_rot");
+        self.rejoin.run().await;
+    }
+
+    /// Waits for the rebooted member to start (false) or refuse to start on corrupt data (true).
+    async fn refused(&self) -> bool {
+        let slot = &self.rejoin.slot;
+        let deadline = rt::time::now() + self.restart.max(Duration::from_millis(100)) + OUTCOME_WITHIN;
+        // The restart comes 100 ms after the crash; until then the old incarnation is gone.
+        rt::time::sleep(Duration::from_millis(100)).await;
+        loop {
+            if slot.refused_corrupt.swap(false, Ordering::SeqCst) {
+                return true;
+            }
+            let started = slot.node.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+            if started || rt::time::now() >= deadline {
+                return false;
+            }
+            rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
