@@ -650,7 +650,10 @@ fn storage_metrics(shared: &Shared) -> String {
         "esc_storage_fd_exhaustion_total",
         "storage writes that found no free file descriptor (nothing written; retried without a restart)",
     );
-    let mut out = format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", shared.fd_exhaustion.load(Relaxed));
+    let mut out = format!(
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+        shared.fd_exhaustion.load(Relaxed)
+    );
     let (name, help) = ("esc_storage_stalled", "1 while a round waits un-persisted for file descriptors");
     let v = u64::from(shared.storage_stalled.load(Relaxed));
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
