@@ -76,7 +76,9 @@ impl Driver {
                 self.storage.append(&b.ready.entries)?;
                 b.entries_appended = true;
             }
-            if !b.entries_synced && !(crate::planted!(AckBeforeDurable) && self.raft.role() != Role::Leader) {
+            // (The planted bug acks on a follower before its entries are durable.)
+            let skip_sync = crate::planted!(AckBeforeDurable) && self.raft.role() != Role::Leader;
+            if !b.entries_synced && !skip_sync {
                 self.storage.sync()?;
             }
             b.entries_synced = true;
