@@ -248,12 +248,7 @@ pub fn check_determinism_with(scenario: &str, seed: u64, plan: Option<String>) -
     });
     let scenario = scenario.to_string();
     std::thread::spawn(move || match scenario.as_str() {
-        "ingest" => checked(
-            seed,
-            with_plan,
-            || ingest(determinism_options()),
-            || ingest(Options::default()),
-        ),
+        "ingest" => checked(seed, with_plan, || ingest(determinism_options()), || ingest(Options::default())),
         "cluster" => checked(
             seed,
             with_plan,

@@ -383,8 +383,8 @@ impl RaftStorage {
     /// `entries` without the prefix an append interrupted by descriptor exhaustion already wrote:
     /// the entry it wrote last is there with the same index and term, so (log matching) the
     /// entries before it are the same too.
-    fn skip_interrupted<'a>(&mut self, entries: &'a [Entry]) -> &'a [Entry] {
-        let Some((index, term)) = self.interrupted_append.take() else { return entries };
+    fn skip_interrupted<'a>(&self, entries: &'a [Entry]) -> &'a [Entry] {
+        let Some((index, term)) = self.interrupted_append else { return entries };
         match entries.iter().position(|e| e.index == index && e.term == term) {
             Some(k) if index == self.last_index => &entries[k + 1..],
             _ => entries,
@@ -550,8 +550,8 @@ impl RaftStorage {
 
     /// Runs a mutation; a failure in it poisons the storage (the disk state is unknown), unless
     /// only an open failed for want of descriptors (nothing written; the state is consistent).
+    /// A mutation that succeeds ends any interrupted append (the log may have changed since).
     fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, StorageError>) -> Result<T, StorageError> {
-        self.interrupted_append = None;
         let r = f(self);
         match &r {
             Err(e) if e.is_fd_exhaustion() => {
@@ -561,7 +561,7 @@ impl RaftStorage {
                 tracing::warn!(error = %e, "raft storage write failed; poisoned until restart");
                 self.poisoned = true;
             }
-            Ok(_) => {}
+            Ok(_) => self.interrupted_append = None,
         }
         r
     }
@@ -702,7 +702,8 @@ impl RaftStorage {
 
     /// An append could not open its file (out of descriptors; nothing of that chunk written):
     /// keeps the entries `written` before it, forgets the segment it was starting (`rolled`; its
-    /// file was never created) and remembers where a retry of the same append resumes.
+    /// file was never created) and remembers where a retry of the same append resumes (an
+    /// earlier interruption's mark stays if this attempt wrote nothing).
     fn stopped_before(&mut self, written: &[Entry], rolled: bool) {
         if rolled {
             self.segments.pop();

@@ -1138,10 +1138,16 @@ fn an_append_whose_segment_roll_finds_no_descriptor_is_not_poisoned_and_a_retry_
     let kept = st.last_index();
     assert!((2..30).contains(&kept), "the entries before the roll stay written: {kept}");
     assert_eq!(segments(&d).len(), before, "no segment file was created");
-    // The driver retries the very same batch: it goes on from where it stopped, nothing doubled.
+    // A retry that again finds no descriptor writes nothing more and loses nothing.
+    d.inject(DiskFault::TooManyOpenFiles(1));
+    assert!(st.append(&batch).unwrap_err().is_fd_exhaustion());
+    assert_eq!(st.last_index(), kept);
+    // The driver retries the very same batch: it goes on from where it stopped, nothing doubled
+    // and nothing truncated and rewritten.
     st.append(&batch).unwrap();
     st.sync().unwrap();
     assert_eq!(st.last_index(), 30);
+    assert_eq!(st.stats().truncations, 0);
     assert!(segments(&d).len() > before);
     drop(st);
     d.power_fail(None);

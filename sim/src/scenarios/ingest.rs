@@ -26,8 +26,8 @@ use rand::seq::IndexedRandom;
 
 use super::{Options, RunReport};
 use crate::check;
-use crate::plans::MutantNotApplicable;
 use crate::history::History;
+use crate::plans::MutantNotApplicable;
 use crate::storm::Reaction;
 
 const TOPICS: &[&str] = &["sensor/temperature", "sensor/pressure", "payment", "audit", "orders"];
