@@ -325,8 +325,7 @@ impl RaftStorage {
             hard_state.commit = last_index;
         }
 
-        let mut stats = rec.stats;
-        let repaired = rec.notes;
+        let (mut stats, repaired) = (rec.stats, rec.notes);
         stats.segments = segments.len();
         stats.log_bytes = segments.iter().map(|s| s.bytes).sum();
         let storage = RaftStorage {

@@ -10,15 +10,7 @@ impl Driver {
             rt::select! {
                 biased;
                 _ = self.shared.stop.wait() => break Ok(()),
-                _ = self.clock.sleep_until(self.next_tick) => {
-                    self.next_tick = self.clock.mono() + self.tick;
-                    if self.is_stalled() {
-                        self.expire_waiting();
-                    } else {
-                        self.raft.tick();
-                        self.on_tick();
-                    }
-                }
+                _ = self.clock.sleep_until(self.next_tick) => self.on_timer(),
                 m = next_peer_message(&mut self.inbox) => match m {
                     Some(m) => self.step(m),
                     None => break Ok(()),
@@ -28,24 +20,7 @@ impl Driver {
                     None => break Ok(()),
                 },
             }
-            // Take everything else that is already here, so one round (one fsync) covers it.
-            for _ in 0..4096 {
-                match self.inbox.as_mut().and_then(Inbox::try_recv) {
-                    Some(m) => self.step(m),
-                    None => break,
-                }
-            }
-            for _ in 0..4096 {
-                match self.cmds.try_recv() {
-                    Ok(c) => self.handle(c),
-                    Err(_) => break,
-                }
-            }
-            for id in self.transport.as_ref().map(PeerTransport::take_unreachable).unwrap_or_default() {
-                if !self.is_stalled() {
-                    self.raft.report_unreachable(id);
-                }
-            }
+            self.take_queued();
             // `advance()` can make more ready at once — a single member commits its own entry only
             // once the round that made it durable has advanced — so go round again rather than
             // wait for the next tick or message.
@@ -87,6 +62,39 @@ impl Driver {
         }
         self.shared.applied.notify_waiters();
         tracing::info!(node = self.id, "raft driver stopped");
+    }
+
+    /// The tick timer fired: drive the core's logical clock, or, while a round waits for file
+    /// descriptors, only expire waiting requests.
+    fn on_timer(&mut self) {
+        self.next_tick = self.clock.mono() + self.tick;
+        if self.is_stalled() {
+            self.expire_waiting();
+        } else {
+            self.raft.tick();
+            self.on_tick();
+        }
+    }
+
+    /// Takes everything else that is already here, so one round (one fsync) covers it.
+    fn take_queued(&mut self) {
+        for _ in 0..4096 {
+            match self.inbox.as_mut().and_then(Inbox::try_recv) {
+                Some(m) => self.step(m),
+                None => break,
+            }
+        }
+        for _ in 0..4096 {
+            match self.cmds.try_recv() {
+                Ok(c) => self.handle(c),
+                Err(_) => break,
+            }
+        }
+        for id in self.transport.as_ref().map(PeerTransport::take_unreachable).unwrap_or_default() {
+            if !self.is_stalled() {
+                self.raft.report_unreachable(id);
+            }
+        }
     }
 
     pub(super) fn stop(&mut self, err: ServiceError) {

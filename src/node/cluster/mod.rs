@@ -185,6 +185,23 @@ async fn open_peer_transport(
     Ok(Some(bound))
 }
 
+/// What a member reports before its driver's first round.
+fn initial_status(id: NodeId, raft: &Raft) -> ClusterStatus {
+    ClusterStatus {
+        id,
+        role: raft.role(),
+        term: raft.term(),
+        leader: raft.leader_id(),
+        leader_client_addr: None,
+        commit: raft.commit_index(),
+        applied: raft.applied(),
+        last_index: raft.last_index(),
+        voters: raft.conf_state().voters.iter().copied().collect(),
+        learners: raft.conf_state().learners.iter().copied().collect(),
+        failed: None,
+    }
+}
+
 /// Secrets shorter than this start with a warning: guessing online costs one connection a try.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -356,19 +373,7 @@ impl ClusterNode {
         };
 
         let (tx, rx) = mpsc::unbounded_channel();
-        let status = ClusterStatus {
-            id,
-            role: raft.role(),
-            term: raft.term(),
-            leader: raft.leader_id(),
-            leader_client_addr: None,
-            commit: raft.commit_index(),
-            applied: raft.applied(),
-            last_index: raft.last_index(),
-            voters: raft.conf_state().voters.iter().copied().collect(),
-            learners: raft.conf_state().learners.iter().copied().collect(),
-            failed: None,
-        };
+        let status = initial_status(id, &raft);
         let shared = Arc::new(Shared {
             id,
             raft_addr: transport.as_ref().map(PeerTransport::local_addr),
