@@ -367,6 +367,7 @@ impl Client {
 macro_rules! with_retry {
     ($self:ident, $c:ident => $call:expr) => {{
         let mut attempt = 0;
+        $self.redirects = 0;
         loop {
             attempt += 1;
             let r = match $self.conn().await {
@@ -403,6 +404,29 @@ pub struct ClusterClient {
     pub backoff: Duration,
     /// Per-request timeout of each connection.
     pub timeout: Duration,
+    /// Longest pause between two redirects of one request (see [`redirect_pause`]).
+    pub max_redirect_pause: Duration,
+    /// "Not leader" redirects in a row in the current request.
+    redirects: u32,
+    /// Jitter for redirect pauses; drawn from the runtime only once a pause is needed, so a
+    /// client that is never bounced draws nothing.
+    rng: Option<rt::NodeRng>,
+}
+
+/// First pause between two redirects in a row; doubled per further redirect.
+const FIRST_REDIRECT_PAUSE: Duration = Duration::from_millis(10);
+
+/// The pause before following the `n`-th "not leader" redirect in a row of one request: none for
+/// the first (the common single hop), then 10 ms doubling up to `max`, each drawn uniformly from
+/// its upper half, so members that disagree about the leader (an election in progress, a stale
+/// view) do not bounce a client in a tight loop and clients bounced together spread out.
+pub fn redirect_pause(n: u32, max: Duration, rng: &mut impl rand::Rng) -> Duration {
+    if n <= 1 || max.is_zero() {
+        return Duration::ZERO;
+    }
+    let ceiling = FIRST_REDIRECT_PAUSE.saturating_mul(1 << (n - 2).min(16)).min(max);
+    let ceiling_us = ceiling.as_micros() as u64;
+    Duration::from_micros(rng.random_range(ceiling_us / 2..=ceiling_us))
 }
 
 impl ClusterClient {
@@ -419,6 +443,9 @@ impl ClusterClient {
             max_attempts: 30,
             backoff: Duration::from_millis(200),
             timeout: Duration::from_secs(30),
+            max_redirect_pause: Duration::from_millis(200),
+            redirects: 0,
+            rng: None,
         }
     }
 
@@ -459,7 +486,13 @@ impl ClusterClient {
                     self.addrs.iter().position(|a| *a == l)
                 }) {
                     self.next = i;
-                    Duration::ZERO
+                    self.redirects += 1;
+                    if self.redirects > 1 {
+                        let rng = self.rng.get_or_insert_with(rt::node_rng);
+                        redirect_pause(self.redirects, self.max_redirect_pause, rng)
+                    } else {
+                        Duration::ZERO
+                    }
                 } else {
                     self.backoff
                 }
@@ -608,6 +641,28 @@ mod tests {
         let mut e = ErrorFrame::new(ErrorCode::NotLeader, "not the leader");
         e.leader = "10.0.0.1:7070".into();
         assert_eq!(describe(&e), "not_leader: not the leader (leader at 10.0.0.1:7070)");
+    }
+
+    #[test]
+    fn redirects_in_a_row_pause_longer_with_jitter_up_to_a_bound() {
+        let max = Duration::from_millis(200);
+        let mut rng = crate::rt::rng_from_seed(7);
+        assert_eq!(redirect_pause(1, max, &mut rng), Duration::ZERO, "the first hop is at once");
+        for (n, ceiling_ms) in [(2, 10), (3, 20), (4, 40), (5, 80), (6, 160), (7, 200), (30, 200)] {
+            let ceiling = Duration::from_millis(ceiling_ms);
+            for _ in 0..50 {
+                let p = redirect_pause(n, max, &mut rng);
+                assert!(
+                    p >= ceiling / 2 && p <= ceiling,
+                    "redirect {n}: {p:?} outside {:?}..={ceiling:?}",
+                    ceiling / 2
+                );
+            }
+        }
+        let draws: std::collections::BTreeSet<Duration> =
+            (0..20).map(|_| redirect_pause(6, max, &mut rng)).collect();
+        assert!(draws.len() > 10, "jittered: {draws:?}");
+        assert_eq!(redirect_pause(5, Duration::ZERO, &mut rng), Duration::ZERO, "a zero bound turns it off");
     }
 
     #[test]

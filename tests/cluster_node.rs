@@ -30,6 +30,7 @@ struct TestCluster {
     nodes: Vec<Member>,
     secret: String,
     pipeline: Option<Arc<PipelineSetup>>,
+    segment_bytes: u64,
 }
 
 impl TestCluster {
@@ -42,7 +43,7 @@ impl TestCluster {
             })
             .collect();
         let nodes = (1..=n).map(|id| Member { id, disk: Arc::new(SimDisk::new()), node: None }).collect();
-        TestCluster { members, nodes, secret: "s3cret".into(), pipeline: None }
+        TestCluster { members, nodes, secret: "s3cret".into(), pipeline: None, segment_bytes: 8 << 20 }
     }
 
     fn cluster_config(&self, id: u64) -> ClusterConfig {
@@ -56,6 +57,7 @@ impl TestCluster {
             heartbeat_ticks: 2,
             snapshot_entries: 50,
             commit_timeout_ms: 3_000,
+            segment_bytes: self.segment_bytes,
             ..ClusterConfig::default()
         }
     }
@@ -161,6 +163,7 @@ async fn single_node_acks_after_commit_and_recovers_from_disk() {
 #[tokio::test]
 async fn three_nodes_replicate_redirect_and_fail_over_without_duplicates() {
     let mut c = TestCluster::new(3);
+    c.segment_bytes = 4096;
     c.start_all().await;
     let l = c.leader().await;
     let follower = (1..=3).find(|&i| i != l).unwrap();
@@ -222,6 +225,7 @@ async fn long_poll_read_wakes_on_commit() {
 #[tokio::test]
 async fn membership_add_a_joining_node_then_remove_the_leader() {
     let mut c = TestCluster::new(3);
+    c.segment_bytes = 4096;
     c.start_all().await;
     let l = c.leader().await;
     for s in 1..=30 {
@@ -389,6 +393,7 @@ async fn absurd_terms_and_indexes_from_an_authenticated_peer_change_nothing() {
     use tokio::io::AsyncWriteExt;
 
     let mut c = TestCluster::new(3);
+    c.segment_bytes = 4096;
     c.start_all().await;
     let l = c.leader().await;
     for s in 1..=5 {
@@ -500,5 +505,111 @@ async fn without_a_secret_a_single_member_does_not_listen_and_a_multi_member_one
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("a member with peers started without a secret"),
         }
+    }
+}
+
+/// An event big enough that a few of them fill a 4 KiB WAL segment.
+fn big(seq: u64) -> Event {
+    let mut e = keyed("t", 7, seq);
+    e.payload = bytes::Bytes::from(vec![b'p'; 1_000]);
+    e
+}
+
+/// Publishes `seq` until the server takes it (it may answer "overloaded, retry" meanwhile).
+async fn publish_until_taken(node: &ClusterNode, seq: u64) -> eventstreamcore::service::Appended {
+    for _ in 0..500 {
+        match node.publish(vec![big(seq)]).await {
+            Ok(mut a) => return a.remove(0),
+            Err(ServiceError::Overloaded { .. } | ServiceError::Unavailable { .. }) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("publish {seq}: {e:?}"),
+        }
+    }
+    panic!("publish {seq} never taken");
+}
+
+fn metric(node: &ClusterNode, name: &str) -> u64 {
+    let text = node.render_metrics();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{text}"));
+    line[name.len() + 1..].parse().unwrap()
+}
+
+#[tokio::test]
+async fn out_of_descriptors_at_a_wal_segment_roll_waits_and_resumes_without_a_restart() {
+    use eventstreamcore::rt::DiskFault;
+    let mut c = TestCluster::new(1);
+    c.segment_bytes = 4096; // every few events the WAL opens a new file
+    c.start_all().await;
+    c.leader().await;
+    let disk = c.nodes[0].disk.clone();
+    let node = c.node(1).clone();
+    for s in 1..=3 {
+        node.publish(vec![big(s)]).await.unwrap();
+    }
+    disk.inject(DiskFault::TooManyOpenFiles(u32::MAX));
+    // Publish until one's round cannot open the next segment: it waits, un-persisted, un-acked.
+    let mut stalled = None;
+    for s in 4..=40 {
+        let n = node.clone();
+        let p = tokio::spawn(async move { n.publish(vec![big(s)]).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !p.is_finished() {
+            stalled = Some((s, p));
+            break;
+        }
+        p.await.unwrap().expect("published before any roll was needed");
+    }
+    let (stuck, pending) = stalled.expect("a segment roll was needed");
+    // Every request meanwhile is told to retry (not `internal`), and nothing is marked failed.
+    let err = node.publish(vec![big(1_000)]).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Overloaded { .. }), "{err:?}");
+    assert!(node.status().failed.is_none());
+    assert!(node.readiness().unwrap_err().contains("file descriptors"));
+    assert_eq!(metric(&node, "esc_storage_stalled"), 1);
+    let tries = metric(&node, "esc_storage_fd_exhaustion_total");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(metric(&node, "esc_storage_fd_exhaustion_total") > tries, "the round is retried");
+    // Descriptors free up: the waiting round is persisted and its publish acked, no restart.
+    disk.clear_faults();
+    let first = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap().unwrap();
+    assert_eq!(first[0].offset, stuck - 1);
+    assert_eq!(metric(&node, "esc_storage_stalled"), 0);
+    assert!(node.readiness().is_ok());
+    for s in stuck + 1..=stuck + 20 {
+        assert_eq!(publish_until_taken(&node, s).await.offset, s - 1);
+    }
+    // Every acked event survives a power failure, once each.
+    let acked = stuck + 20;
+    c.stop(1, true).await;
+    c.start(1).await;
+    c.leader().await;
+    let log = c.node(1).state().topic_log("t").to_vec();
+    assert_eq!(log.len() as u64, acked);
+    assert!(log.iter().enumerate().all(|(i, e)| e.event.sequence == i as u64 + 1), "in order, once each");
+    c.stop(1, false).await;
+}
+
+#[tokio::test]
+async fn a_follower_out_of_descriptors_catches_up_once_they_free() {
+    use eventstreamcore::rt::DiskFault;
+    let mut c = TestCluster::new(3);
+    c.segment_bytes = 4096;
+    c.start_all().await;
+    let l = c.leader().await;
+    let f = if l == 1 { 2 } else { 1 };
+    c.nodes[(f - 1) as usize].disk.inject(DiskFault::TooManyOpenFiles(u32::MAX));
+    // Hard state and segment files cannot be opened on the follower: the other two commit.
+    for s in 1..=30 {
+        c.node(l).publish(vec![big(s)]).await.unwrap();
+    }
+    assert!(metric(c.node(f), "esc_storage_fd_exhaustion_total") > 0, "the follower had to wait");
+    assert!(c.node(f).status().failed.is_none(), "a stalled follower is not failed");
+    c.nodes[(f - 1) as usize].disk.clear_faults();
+    let digest = c.converged().await;
+    assert_eq!(c.node(f).state().topic_log("t").len(), 30);
+    assert_eq!(c.node(l).state().digest(), digest);
+    for id in 1..=3 {
+        c.stop(id, false).await;
     }
 }

@@ -52,11 +52,18 @@ fn unittest(pattern: &str, env: &[(&str, String)]) {
     assert!(!report.contains("Ran 0 tests"), "no Python test ran:\n{report}");
 }
 
+/// Retention for the topics the Python suite's retention test publishes to.
+const RETENTION: &str = "[topics.\"pyret-*\"]\nmax_events = 3\n";
+
 #[test]
 fn python_client_suite_against_one_server() {
     let data = temp_dir("py-one");
+    let config = data.join("retention.toml");
+    std::fs::write(&config, RETENTION).expect("write config");
     let s = start(&[
         "serve",
+        "--config",
+        config.to_str().expect("utf-8 path"),
         "--listen",
         "127.0.0.1:0",
         "--set",

@@ -110,7 +110,6 @@ const LONG_FNS: &[(&str, &str, usize)] = &[
     ("src/transport/mod.rs", "run_peer", 82),
     ("src/raft/core.rs", "new", 82),
     ("src/transport/mod.rs", "pump", 78),
-    ("src/node/cluster/driver.rs", "run", 78),
     ("src/wal/mod.rs", "open", 72),
     ("src/raft/codec.rs", "encode", 72),
     ("src/pipeline/mod.rs", "enqueue", 71),

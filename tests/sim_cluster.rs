@@ -480,3 +480,52 @@ fn an_idle_single_member_acks_without_waiting_for_a_tick() {
         .unwrap();
     });
 }
+
+/// Members that run out of file descriptors (every open fails, nothing is written) wait with
+/// their round un-persisted and go on by themselves once the fault ends: every checker passes
+/// and no member was restarted or marked failed.
+#[test]
+fn members_out_of_file_descriptors_wait_and_go_on_without_a_restart() {
+    use eventstreamcore_sim::scenarios::cluster::{DiskErrorKind, Fault, Plan, Step};
+    // Every member at once, and the leader cut off meanwhile: the election that follows needs
+    // hard-state writes that cannot open their file until the fault ends.
+    let mut faults: Vec<Step> = (0..3)
+        .map(|node| Step {
+            at_ms: 1_000,
+            fault: Fault::Disk { node, error: DiskErrorKind::Descriptors, down_ms: 2_500 },
+        })
+        .collect();
+    faults.push(Step { at_ms: 1_200, fault: Fault::IsolateLeader });
+    faults.push(Step { at_ms: 2_000, fault: Fault::Heal });
+    let plan = Plan {
+        nodes: 3,
+        producers: 3,
+        batches: 8,
+        consumers: 1,
+        drift_ppm: vec![0, 0, 0],
+        faults,
+        fault_window_ms: 12_000,
+        deadline_ms: 40_000,
+        think_ms: 100,
+        storm_clients: 0,
+        storm_at_ms: 0,
+        storm_ms: None,
+        snapshot_entries: 8,
+        peer_storm_clients: 0,
+        linearizable_reader: true,
+        durable_consumers: 0,
+        retention_max_events: None,
+    };
+    let mut opts = default_options();
+    opts.plan = Some(toml::to_string(&plan).unwrap());
+    let r = runner::run_seed("cluster", 11, opts);
+    assert_eq!(r.plan, Some(plan.describe()), "ran this plan");
+    assert!(!r.failed(), "{}", r.failure_report());
+    let report = r.outcome.as_ref().unwrap();
+    assert!(
+        report.disk.injected_failures > 0,
+        "no open ever failed: the fault tested nothing\n{}",
+        report.summary
+    );
+    assert_eq!(report.disk.power_failures, 0, "no member was power-cycled\n{}", report.summary);
+}

@@ -63,3 +63,25 @@ fn a_server_that_acks_before_storing_is_caught_and_the_seed_replays_alone() {
     let good = runner::run_seed("ingest", first.seed, default_options());
     assert!(!good.failed(), "{}", good.failure_report());
 }
+
+#[test]
+fn a_mutant_that_does_not_apply_is_refused_by_the_scenario_library_not_run() {
+    use eventstreamcore_sim::scenarios::ingest;
+    for m in [Mutant::StaleReads, Mutant::LyingFsync, Mutant::LostQuorum, Mutant::StrandedMember] {
+        let opts = || {
+            let mut o = default_options();
+            o.mutant = Some(m);
+            o
+        };
+        // The library itself answers with a typed error (before it would have run as a pass).
+        let refused = madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default())
+            .block_on(ingest::run(opts()))
+            .expect_err("a mutant that does nothing here must be refused");
+        assert_eq!((refused.mutant, refused.scenario.as_str()), (m, "ingest"));
+        assert!(refused.fits.iter().all(|s| s.starts_with("cluster")), "{refused}");
+        // Through the runner the seed is a failure naming why, never a silent pass.
+        let r = runner::run_seed("ingest", 1, opts());
+        assert!(r.failed(), "{m:?} ran as a pass");
+        assert!(r.failure_report().contains("does not apply to scenario `ingest`"), "{}", r.failure_report());
+    }
+}

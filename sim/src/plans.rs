@@ -125,21 +125,32 @@ impl Mutant {
     }
 }
 
-/// Refuses a mutant that does nothing in `scenario` (a sweep would report 0 failures and prove
-/// nothing).
-pub fn check_mutant(scenario: &str, mutant: Option<Mutant>) -> Result<(), String> {
+/// A mutant given to a scenario it does nothing in: a sweep would report 0 failures and prove
+/// nothing, so the CLI and the scenario library both refuse it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--mutant {} does not apply to scenario `{scenario}` (it breaks: {})", mutant.name(), fits.join(", "))]
+pub struct MutantNotApplicable {
+    pub mutant: Mutant,
+    pub scenario: String,
+    /// The scenarios it does break.
+    pub fits: Vec<&'static str>,
+}
+
+/// Refuses a mutant that does nothing in `scenario` (typed).
+pub fn mutant_applies(scenario: &str, mutant: Option<Mutant>) -> Result<(), MutantNotApplicable> {
     match mutant {
-        Some(m) if !m.applies_to(scenario) => {
-            let fits: Vec<&str> =
-                crate::scenarios::SCENARIOS.iter().map(|s| s.name).filter(|s| m.applies_to(s)).collect();
-            Err(format!(
-                "--mutant {} does not apply to scenario `{scenario}` (it breaks: {})",
-                m.name(),
-                fits.join(", ")
-            ))
-        }
+        Some(m) if !m.applies_to(scenario) => Err(MutantNotApplicable {
+            mutant: m,
+            scenario: scenario.to_string(),
+            fits: crate::scenarios::SCENARIOS.iter().map(|s| s.name).filter(|s| m.applies_to(s)).collect(),
+        }),
         _ => Ok(()),
     }
+}
+
+/// [`mutant_applies`] as the CLI prints it.
+pub fn check_mutant(scenario: &str, mutant: Option<Mutant>) -> Result<(), String> {
+    mutant_applies(scenario, mutant).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

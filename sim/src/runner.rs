@@ -136,9 +136,15 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The ingest scenario; a mutant it refuses is a panic here, reported as the run's failure
+/// (the CLI refuses it before any run, naming the scenarios it applies to).
+async fn ingest(opts: Options) -> RunReport {
+    scenarios::ingest::run(opts).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
 async fn dispatch(scenario: &str, opts: Options) -> RunReport {
     match scenario {
-        "ingest" => scenarios::ingest::run(opts).await,
+        "ingest" => ingest(opts).await,
         "cluster" => scenarios::cluster::run(opts, scenarios::cluster::Shape::MIXED).await,
         "cluster3" => scenarios::cluster::run(opts, scenarios::cluster::Shape::THREE).await,
         "cluster5" => scenarios::cluster::run(opts, scenarios::cluster::Shape::FIVE).await,
@@ -242,12 +248,7 @@ pub fn check_determinism_with(scenario: &str, seed: u64, plan: Option<String>) -
     });
     let scenario = scenario.to_string();
     std::thread::spawn(move || match scenario.as_str() {
-        "ingest" => checked(
-            seed,
-            with_plan,
-            || scenarios::ingest::run(determinism_options()),
-            || scenarios::ingest::run(Options::default()),
-        ),
+        "ingest" => checked(seed, with_plan, || ingest(determinism_options()), || ingest(Options::default())),
         "cluster" => checked(
             seed,
             with_plan,

@@ -396,6 +396,10 @@ pub enum DiskFault {
     FailSyncs(u32),
     /// The disk holds at most this many bytes in total; writes beyond fail with `NoSpace`.
     Capacity(u64),
+    /// The next `n` operations that open a new descriptor on a real disk — an append that creates
+    /// its file, and every `write` (so every `write_atomic`) — fail with
+    /// [`DiskError::TooManyOpenFiles`] and change nothing, as when the process is out of descriptors.
+    TooManyOpenFiles(u32),
 }
 
 type FileId = u64;
@@ -443,6 +447,7 @@ struct SimState {
     last_write: Option<LastWrite>,
     fail_writes: u32,
     fail_syncs: u32,
+    fail_opens: u32,
     capacity: Option<u64>,
     stats: SimDiskStats,
     /// A power failure armed to strike at the operation after this many more (see
@@ -557,6 +562,7 @@ impl SimDisk {
         st.last_write = None;
         st.fail_writes = 0;
         st.fail_syncs = 0;
+        st.fail_opens = 0;
         st.crash_in = None;
         st.crashed = false;
         gc(&mut st);
@@ -593,6 +599,7 @@ impl SimDisk {
             DiskFault::FailWrites(n) => st.fail_writes = n,
             DiskFault::FailSyncs(n) => st.fail_syncs = n,
             DiskFault::Capacity(c) => st.capacity = Some(c),
+            DiskFault::TooManyOpenFiles(n) => st.fail_opens = n,
         }
     }
 
@@ -601,6 +608,7 @@ impl SimDisk {
         let mut st = self.lock();
         st.fail_writes = 0;
         st.fail_syncs = 0;
+        st.fail_opens = 0;
         st.capacity = None;
     }
 
@@ -754,6 +762,16 @@ impl SimState {
         self.stats.busy_us += us;
     }
 
+    /// An injected [`DiskFault::TooManyOpenFiles`] for an operation that opens a descriptor.
+    fn before_open(&mut self, op: &'static str, name: &str) -> Result<(), DiskError> {
+        if self.fail_opens > 0 {
+            self.fail_opens -= 1;
+            self.stats.injected_failures += 1;
+            return Err(DiskError::TooManyOpenFiles { op, path: name.to_string() });
+        }
+        Ok(())
+    }
+
     fn before_sync(&mut self, op: &'static str, name: &str) -> Result<(), DiskError> {
         if self.fail_syncs > 0 {
             self.fail_syncs -= 1;
@@ -808,6 +826,9 @@ impl Disk for SimDisk {
         let mut st = self.lock();
         let end = st.names.get(name).map_or(0, |id| st.files[id].current.len());
         st.crash_point("append", name, Some((end, data)))?;
+        if !st.names.contains_key(name) {
+            st.before_open("append", name)?;
+        }
         st.before_write("append", name, data.len() as u64)?;
         let id = st.create(name);
         let f = st.files.get_mut(&id).expect("created above");
@@ -822,6 +843,7 @@ impl Disk for SimDisk {
         check_name("write", name)?;
         let mut st = self.lock();
         st.crash_point("write", name, Some((0, data)))?;
+        st.before_open("write", name)?;
         let old = st.names.get(name).map(|id| st.files[id].current.len() as u64).unwrap_or(0);
         st.before_write("write", name, (data.len() as u64).saturating_sub(old))?;
         let id = st.create(name);
@@ -1049,6 +1071,24 @@ mod tests {
         d.clear_faults();
         d.append("f", b"!").unwrap();
         assert_eq!(d.stats().injected_failures, 3);
+    }
+
+    #[test]
+    fn injected_descriptor_exhaustion_fails_only_opens_and_creates_nothing() {
+        let d = SimDisk::new();
+        d.append("old", b"a").unwrap();
+        d.write_atomic("state", b"v1").unwrap();
+        d.inject(DiskFault::TooManyOpenFiles(2));
+        d.append("old", b"b").unwrap(); // an open file needs no new descriptor
+        assert!(d.append("new", b"x").unwrap_err().is_fd_exhaustion());
+        assert!(d.write_atomic("state", b"v2").unwrap_err().is_fd_exhaustion());
+        assert_eq!(d.size("new").unwrap(), None, "the failed open created nothing");
+        assert_eq!(d.read("state").unwrap(), b"v1");
+        assert_eq!(d.list("state").unwrap(), vec!["state".to_string()], "no temporary left");
+        d.append("new", b"x").unwrap();
+        d.write_atomic("state", b"v2").unwrap();
+        assert_eq!(d.read("old").unwrap(), b"ab");
+        assert_eq!(d.stats().injected_failures, 2);
     }
 
     #[test]

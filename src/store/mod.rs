@@ -22,7 +22,10 @@
 //! snapshot is recorded the caller makes the data it covers durable with
 //! [`TopicStore::sync_through`]; [`TopicStore::truncate_to`] and a segment roll's predecessor are
 //! made durable at once. After a failed write or fsync the store is poisoned (like the WAL): every
-//! later mutation fails until the node restarts and recovers from disk.
+//! later mutation fails until the node restarts and recovers from disk. Not when only an open
+//! failed because the process is out of descriptors ([`StoreError::is_fd_exhaustion`]): nothing
+//! was written, the store stays usable, and [`TopicStore::append`] has stored exactly the events
+//! below [`TopicStore::end_offset`] — the caller appends the rest once descriptors free.
 //!
 //! # Recovery
 //!
@@ -97,6 +100,14 @@ pub enum StoreError {
     TooLarge(usize),
     #[error("topic store {0} is poisoned by an earlier write or fsync failure; restart to recover from disk")]
     Poisoned(String),
+}
+
+impl StoreError {
+    /// True if an open failed because the process is out of file descriptors: nothing was
+    /// written, the store is not poisoned, and the call may be retried once some free.
+    pub fn is_fd_exhaustion(&self) -> bool {
+        matches!(self, StoreError::Disk(e) if e.is_fd_exhaustion())
+    }
 }
 
 /// One segment as a snapshot records it.
@@ -178,11 +189,14 @@ impl TopicStore {
         Ok(())
     }
 
-    /// Runs a disk mutation; a failure poisons the store.
+    /// Runs a disk mutation; a failure poisons the store, unless only an open failed for want of
+    /// descriptors (nothing written).
     fn mutate<T>(&mut self, op: impl FnOnce(&Self) -> Result<T, DiskError>) -> Result<T, StoreError> {
         self.check_live()?;
         op(self).map_err(|e| {
-            self.poisoned = true;
+            if !e.is_fd_exhaustion() {
+                self.poisoned = true;
+            }
             StoreError::Disk(e)
         })
     }
@@ -222,8 +236,15 @@ impl TopicStore {
             self.segments.insert(base, Segment::new(&self.prefix, base));
             self.dir_dirty = true;
         }
-        let name = self.segments.values().next_back().expect("a segment").name.clone();
-        self.mutate(|s| s.disk.append(&name, buf))?;
+        let (name, empty) =
+            self.segments.values().next_back().map(|s| (s.name.clone(), s.len == 0)).expect("a segment");
+        if let Err(e) = self.mutate(|s| s.disk.append(&name, buf)) {
+            if e.is_fd_exhaustion() && empty {
+                // Its file could not be created: forget it (the next write starts it again).
+                self.segments.pop_last();
+            }
+            return Err(e);
+        }
         let interval = self.cfg.index_interval_bytes;
         let seg = self.segments.values_mut().next_back().expect("a segment");
         let (start_len, rel) = (seg.len, seg.end - seg.base);

@@ -272,6 +272,33 @@ fn a_failed_write_poisons_the_store() {
 }
 
 #[test]
+fn a_segment_roll_out_of_descriptors_does_not_poison_and_the_rest_appends_later() {
+    let d = SimDisk::new();
+    let mut s = open(&d, small(), 0).unwrap();
+    fill(&mut s, 2, 20);
+    let files = d.list(P).unwrap().len();
+    // Enough events to roll: the new segment's file cannot be created.
+    let evs: Vec<Event> = (2..40).map(|i| ev(i, 20)).collect();
+    d.inject(crate::rt::DiskFault::TooManyOpenFiles(1));
+    let err = s.append(evs.iter().map(|e| (e.sequence * 10, e))).unwrap_err();
+    assert!(err.is_fd_exhaustion(), "{err}");
+    // Not poisoned; what was written before the roll is stored, nothing else.
+    let end = s.end_offset();
+    assert!((3..40).contains(&end), "stored up to the roll: {end}");
+    assert_eq!(offsets(&s, 0), (0..end).collect::<Vec<_>>());
+    assert_eq!(d.list(P).unwrap().len(), files, "no file was created");
+    // Descriptors free: the caller appends the rest, and it all survives a reopen.
+    let rest = &evs[(end - 2) as usize..];
+    assert_eq!(s.append(rest.iter().map(|e| (e.sequence * 10, e))).unwrap(), 40);
+    s.sync().unwrap();
+    drop(s);
+    d.power_fail(None);
+    let r = open(&d, small(), 40).unwrap();
+    assert_eq!(offsets(&r, 0), (0..40).collect::<Vec<_>>());
+    assert!(r.read(0, 100, usize::MAX).unwrap().iter().all(|e| e.event.sequence == e.offset));
+}
+
+#[test]
 fn bad_settings_are_refused() {
     let d = SimDisk::new();
     let bad = StoreConfig { segment_bytes: 0, ..small() };

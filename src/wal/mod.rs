@@ -40,6 +40,10 @@
 //!   returns is durable even after a process crash that left data only in the page cache.
 //! * After any failed write or fsync the storage is poisoned (fsyncgate): every later mutation
 //!   returns [`StorageError::Poisoned`]; the node must restart and recover from what is on disk.
+//! * Except when the process is out of file descriptors ([`StorageError::is_fd_exhaustion`]):
+//!   then only an open failed, nothing was written or lost, and the storage is not poisoned.
+//!   Calling the same operation again with the same arguments is safe and goes on from where it
+//!   stopped (an append that wrote part of its entries before a segment roll failed skips them).
 //!
 //! # Recovery
 //!
@@ -189,6 +193,14 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// True if an open failed because the process is out of file descriptors: nothing was
+    /// written, the storage is not poisoned, and the same call may be retried once some free.
+    pub fn is_fd_exhaustion(&self) -> bool {
+        matches!(self, StorageError::Disk(e) if e.is_fd_exhaustion())
+    }
+}
+
 fn corrupt_message(file: &str, offset: u64, reason: &str) -> String {
     if is_segment_name(file) {
         format!("{file} is corrupt at byte {offset}: {reason}; start with --repair to truncate the log there")
@@ -247,6 +259,9 @@ pub struct RaftStorage {
     /// Segments were created since the last directory fsync.
     dir_dirty: bool,
     poisoned: bool,
+    /// The last entry (index, term) written by an append that stopped for want of file
+    /// descriptors: a retry of that append skips the entries up to it (already written).
+    interrupted_append: Option<(Index, u64)>,
     stats: StorageStats,
 }
 
@@ -310,8 +325,7 @@ impl RaftStorage {
             hard_state.commit = last_index;
         }
 
-        let mut stats = rec.stats;
-        let repaired = rec.notes;
+        let (mut stats, repaired) = (rec.stats, rec.notes);
         stats.segments = segments.len();
         stats.log_bytes = segments.iter().map(|s| s.bytes).sum();
         let storage = RaftStorage {
@@ -325,6 +339,7 @@ impl RaftStorage {
             active_dirty: false,
             dir_dirty: false,
             poisoned: false,
+            interrupted_append: None,
             stats,
         };
         tracing::debug!(
@@ -354,12 +369,25 @@ impl RaftStorage {
         if let Some(e) = entries.iter().find(|e| e.data.len() > MAX_ENTRY_DATA) {
             return Err(StorageError::EntryTooLarge { index: e.index, bytes: e.data.len() });
         }
+        let entries = self.skip_interrupted(entries);
+        let Some(head) = entries.first() else { return Ok(()) };
         self.mutate(|s| {
             if head.index <= s.last_index {
                 s.truncate_from(head.index)?;
             }
             s.write_records(entries)
         })
+    }
+
+    /// `entries` without the prefix an append interrupted by descriptor exhaustion already wrote:
+    /// the entry it wrote last is there with the same index and term, so (log matching) the
+    /// entries before it are the same too.
+    fn skip_interrupted<'a>(&self, entries: &'a [Entry]) -> &'a [Entry] {
+        let Some((index, term)) = self.interrupted_append else { return entries };
+        match entries.iter().position(|e| e.index == index && e.term == term) {
+            Some(k) if index == self.last_index => &entries[k + 1..],
+            _ => entries,
+        }
     }
 
     /// Sets the hard state: durable on return if the term or vote changed; a commit-only change
@@ -525,12 +553,20 @@ impl RaftStorage {
         }
     }
 
-    /// Runs a mutation; any failure in it poisons the storage (the disk state is unknown).
+    /// Runs a mutation; a failure in it poisons the storage (the disk state is unknown), unless
+    /// only an open failed for want of descriptors (nothing written; the state is consistent).
+    /// A mutation that succeeds ends any interrupted append (the log may have changed since).
     fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, StorageError>) -> Result<T, StorageError> {
         let r = f(self);
-        if let Err(e) = &r {
-            tracing::warn!(error = %e, "raft storage write failed; poisoned until restart");
-            self.poisoned = true;
+        match &r {
+            Err(e) if e.is_fd_exhaustion() => {
+                tracing::debug!(error = %e, "raft storage out of file descriptors; nothing written, retry")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "raft storage write failed; poisoned until restart");
+                self.poisoned = true;
+            }
+            Ok(_) => self.interrupted_append = None,
         }
         r
     }
@@ -641,6 +677,7 @@ impl RaftStorage {
             }
             let seg_bytes = self.segments.last().map_or(0, |s| s.bytes);
             buf.clear();
+            let chunk = pos;
             loop {
                 encode_record(&entries[pos], &mut buf);
                 pos += 1;
@@ -649,7 +686,12 @@ impl RaftStorage {
                 }
             }
             let seg = self.segments.last_mut().expect("a segment was ensured above");
-            self.disk.append(&seg.name, &buf)?;
+            if let Err(e) = self.disk.append(&seg.name, &buf) {
+                if e.is_fd_exhaustion() {
+                    self.stopped_before(&entries[..chunk], roll);
+                }
+                return Err(e.into());
+            }
             #[cfg(debug_assertions)]
             verify_appended(self.disk.as_ref(), seg, &buf);
             seg.bytes += buf.len() as u64;
@@ -661,6 +703,22 @@ impl RaftStorage {
         self.last_index = entries[entries.len() - 1].index;
         self.update_segment_stats();
         Ok(())
+    }
+
+    /// An append could not open its file (out of descriptors; nothing of that chunk written):
+    /// keeps the entries `written` before it, forgets the segment it was starting (`rolled`; its
+    /// file was never created) and remembers where a retry of the same append resumes (an
+    /// earlier interruption's mark stays if this attempt wrote nothing).
+    fn stopped_before(&mut self, written: &[Entry], rolled: bool) {
+        if rolled {
+            self.segments.pop();
+        }
+        if let Some(last) = written.last() {
+            self.stats.entries_appended += written.len() as u64;
+            self.last_index = last.index;
+            self.interrupted_append = Some((last.index, last.term));
+        }
+        self.update_segment_stats();
     }
 }
 

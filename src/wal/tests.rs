@@ -1121,3 +1121,82 @@ fn read_range_reads_a_slice_or_less() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn an_append_whose_segment_roll_finds_no_descriptor_is_not_poisoned_and_a_retry_completes_it() {
+    let d = SimDisk::new();
+    let (mut st, _) = open(&d, small(150));
+    st.append(&ents(1..=2, 1)).unwrap();
+    st.sync().unwrap();
+    let before = segments(&d).len();
+    // This batch fills the active segment and needs new ones: the first roll cannot open its file.
+    let batch = ents(3..=30, 1);
+    d.inject(DiskFault::TooManyOpenFiles(1));
+    let err = st.append(&batch).unwrap_err();
+    assert!(err.is_fd_exhaustion(), "{err}");
+    assert!(!st.is_poisoned(), "nothing was written to the file that could not be opened");
+    let kept = st.last_index();
+    assert!((2..30).contains(&kept), "the entries before the roll stay written: {kept}");
+    assert_eq!(segments(&d).len(), before, "no segment file was created");
+    // A retry that again finds no descriptor writes nothing more and loses nothing.
+    d.inject(DiskFault::TooManyOpenFiles(1));
+    assert!(st.append(&batch).unwrap_err().is_fd_exhaustion());
+    assert_eq!(st.last_index(), kept);
+    // The driver retries the very same batch: it goes on from where it stopped, nothing doubled
+    // and nothing truncated and rewritten.
+    st.append(&batch).unwrap();
+    st.sync().unwrap();
+    assert_eq!(st.last_index(), 30);
+    assert_eq!(st.stats().truncations, 0);
+    assert!(segments(&d).len() > before);
+    drop(st);
+    d.power_fail(None);
+    let (st, rec) = open(&d, small(150));
+    assert_eq!(rec.entries, [ents(1..=2, 1), batch].concat(), "every entry once, in order");
+    assert_eq!(st.last_index(), 30);
+}
+
+#[test]
+fn a_hard_state_or_snapshot_write_without_a_descriptor_changes_nothing_and_can_be_retried() {
+    let d = SimDisk::new();
+    let (mut st, _) = open(&d, small(1 << 20));
+    st.append(&ents(1..=10, 1)).unwrap();
+    st.sync().unwrap();
+    let hs = HardState { term: 4, vote: Some(2), commit: 8 };
+    d.inject(DiskFault::TooManyOpenFiles(1));
+    assert!(st.set_hard_state(hs).unwrap_err().is_fd_exhaustion());
+    assert_eq!(st.hard_state(), HardState::default(), "not taken until it is durable");
+    d.inject(DiskFault::TooManyOpenFiles(1));
+    assert!(st.save_snapshot(&snap(8, 1)).unwrap_err().is_fd_exhaustion());
+    assert_eq!(st.snapshot_meta(), None);
+    d.inject(DiskFault::TooManyOpenFiles(1));
+    assert!(st.install_snapshot(&snap(20, 2)).unwrap_err().is_fd_exhaustion());
+    assert_eq!((st.snapshot_meta(), st.last_index()), (None, 10), "the log was not replaced");
+    assert!(!st.is_poisoned());
+    st.set_hard_state(hs).unwrap();
+    st.save_snapshot(&snap(8, 1)).unwrap();
+    drop(st);
+    d.power_fail(None);
+    let (_, rec) = open(&d, small(1 << 20));
+    assert_eq!(rec.hard_state, hs);
+    assert_eq!(rec.snapshot.map(|s| s.meta.index), Some(8));
+    assert_eq!(rec.entries.last().map(|e| e.index), Some(10));
+}
+
+#[test]
+fn a_retried_append_that_conflicts_with_what_the_interrupted_one_wrote_still_truncates() {
+    let d = SimDisk::new();
+    let (mut st, _) = open(&d, small(150));
+    st.append(&ents(1..=2, 1)).unwrap();
+    d.inject(DiskFault::TooManyOpenFiles(1));
+    assert!(st.append(&ents(3..=30, 1)).unwrap_err().is_fd_exhaustion());
+    let kept = st.last_index();
+    // A new leader's entries replace the ones written before the interruption.
+    st.append(&ents(3..=5, 2)).unwrap();
+    st.sync().unwrap();
+    assert_eq!(st.last_index(), 5);
+    drop(st);
+    d.power_fail(None);
+    let (_, rec) = open(&d, small(150));
+    assert_eq!(rec.entries, [ents(1..=2, 1), ents(3..=5, 2)].concat(), "had kept up to {kept}");
+}

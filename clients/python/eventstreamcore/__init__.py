@@ -12,10 +12,12 @@ from .connection import Connection, parse_address
 from .errors import (
     ConnectionLost,
     EscError,
+    Forbidden,
     Internal,
     InvalidCommit,
     Malformed,
     NotLeader,
+    OutOfRange,
     Overloaded,
     ProtocolError,
     RequestTimeout,
@@ -26,7 +28,7 @@ from .errors import (
     UnknownTopic,
     Unsupported,
 )
-from .protocol import Ack, ConsumerPosition, Event, Fetched, Priority, ServerInfo, StoredEvent
+from .protocol import Ack, ConsumerPosition, Event, Fetched, Priority, ServerInfo, StoredEvent, TopicInfo
 
 __version__ = "0.1.0"
 
@@ -40,10 +42,12 @@ __all__ = [
     "EscError",
     "Event",
     "Fetched",
+    "Forbidden",
     "Internal",
     "InvalidCommit",
     "Malformed",
     "NotLeader",
+    "OutOfRange",
     "Overloaded",
     "Priority",
     "ProtocolError",
@@ -53,6 +57,7 @@ __all__ = [
     "StoredEvent",
     "Tail",
     "TooLarge",
+    "TopicInfo",
     "Unauthorized",
     "Unavailable",
     "UnknownTopic",

@@ -15,6 +15,7 @@ from .errors import (
     UNAVAILABLE,
     ConnectionLost,
     EscError,
+    OutOfRange,
     ProtocolError,
     ServerError,
 )
@@ -267,7 +268,9 @@ class Client:
         stop_at_end: bool = False,
     ) -> "Tail":
         """An iterator over the events of ``topic`` from ``offset``, following new ones as they are
-        committed (long-poll READs). With ``stop_at_end`` it stops at the topic's end instead."""
+        committed (long-poll READs). With ``stop_at_end`` it stops at the topic's end instead.
+        An ``offset`` below what retention kept starts at the first retained event (``Tail.skipped``
+        says what was gone); events removed later, while it follows, raise :class:`OutOfRange`."""
         return Tail(self, topic, offset, linearizable, wait_ms, max_events, stop_at_end)
 
     # -- durable consumers ---------------------------------------------------------------
@@ -346,6 +349,11 @@ class Client:
         """Removes a node (the leader included)."""
         return self._admin(p.ADMIN_REMOVE, node_id)
 
+    def topics(self) -> List[p.TopicInfo]:
+        """Every topic the answering member holds, sorted by name (ADMIN op 4, the data of
+        ``esc topics``): retained events and bytes, first and end offsets, retention limits."""
+        return p.decode_topics(self._admin(p.ADMIN_TOPICS))
+
     def transfer_leader(self, node_id: int) -> str:
         """Hands leadership to another voter."""
         return self._admin(p.ADMIN_TRANSFER, node_id)
@@ -374,6 +382,9 @@ class Tail:
         self.stop_at_end = stop_at_end
         self._page: "deque[p.StoredEvent]" = deque()
         self._polled = False
+        self._yielded = False
+        #: ``(requested, first retained)`` when the start offset was below retention, else None.
+        self.skipped: Optional[Tuple[int, int]] = None
 
     def __iter__(self) -> Iterator[p.StoredEvent]:
         return self
@@ -382,7 +393,15 @@ class Tail:
         while not self._page:
             if self.stop_at_end and self.next_offset >= self.end_offset and self._polled:
                 raise StopIteration
-            page = self.client.read(self.topic, self.next_offset, self.max_events, self.linearizable, self.wait_ms)
+            try:
+                page = self.client.read(self.topic, self.next_offset, self.max_events, self.linearizable, self.wait_ms)
+            except OutOfRange as e:
+                first = e.first_available
+                if self._yielded or first is None or first <= self.next_offset:
+                    raise  # a gap while following is never skipped silently
+                self.skipped = (self.next_offset, first)
+                self.next_offset = first
+                continue
             self._polled = True
             if page.events and page.events[0].offset != self.next_offset:
                 raise ProtocolError("asked for offset %d, got %d" % (self.next_offset, page.events[0].offset))
@@ -392,6 +411,7 @@ class Tail:
                 self.next_offset = max(page.next_offset, self._page[-1].offset + 1)
             elif self.stop_at_end:
                 raise StopIteration
+        self._yielded = True
         return self._page.popleft()
 
 

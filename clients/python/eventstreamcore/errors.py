@@ -1,5 +1,6 @@
 """Typed exceptions: every server error carries its protocol code (docs/protocol.md, "Error body")."""
 
+import re
 from typing import Dict, Optional, Type
 
 #: Protocol error codes by name.
@@ -12,6 +13,8 @@ UNAUTHORIZED = 6
 INTERNAL = 7
 UNSUPPORTED = 8
 UNAVAILABLE = 9
+FORBIDDEN = 10
+OUT_OF_RANGE = 11
 INVALID_COMMIT = 12
 
 CODE_NAMES: Dict[int, str] = {
@@ -24,6 +27,8 @@ CODE_NAMES: Dict[int, str] = {
     INTERNAL: "internal",
     UNSUPPORTED: "unsupported",
     UNAVAILABLE: "unavailable",
+    FORBIDDEN: "forbidden",
+    OUT_OF_RANGE: "out_of_range",
     INVALID_COMMIT: "invalid_commit",
 }
 
@@ -115,6 +120,27 @@ class Unavailable(ServerError):
     """Code 9: the cluster could not commit; the outcome is unknown, retry with the same keys."""
 
 
+class Forbidden(ServerError):
+    """Code 10: logged in (or anonymous), but the credential lacks the role the request needs."""
+
+
+_FIRST_AVAILABLE = re.compile(r"first available is (\d+)\s*$")
+
+
+class OutOfRange(ServerError):
+    """Code 11: a FETCH or READ below the topic's first retained offset (retention removed those
+    events), or a PUBLISH into a full topic whose ``discard`` policy is ``"new"``. Not retryable
+    as it stands.
+
+    For a read, ``first_available`` is the first offset the topic still holds (read from there);
+    it is None for a refused publish."""
+
+    @property
+    def first_available(self) -> Optional[int]:
+        m = _FIRST_AVAILABLE.search(self.message)
+        return int(m.group(1)) if m else None
+
+
 class InvalidCommit(ServerError):
     """Code 12: a COMMIT refused: bad consumer name or topic, an offset past the topic's end, or
     a new consumer when the cluster keeps the most it can. Not retryable as it stands."""
@@ -130,6 +156,8 @@ _BY_CODE: Dict[int, Type[ServerError]] = {
     INTERNAL: Internal,
     UNSUPPORTED: Unsupported,
     UNAVAILABLE: Unavailable,
+    FORBIDDEN: Forbidden,
+    OUT_OF_RANGE: OutOfRange,
     INVALID_COMMIT: InvalidCommit,
 }
 

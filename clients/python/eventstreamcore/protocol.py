@@ -4,9 +4,10 @@ Pure functions over bytes: no sockets here. All integers are big-endian.
 """
 
 import enum
+import json
 import struct
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import ProtocolError, ServerError, server_error
 
@@ -26,7 +27,7 @@ HELLO_OK, ACK, FETCHED, PONG, ADMIN_OK, ERROR = 0x81, 0x82, 0x83, 0x84, 0x86, 0x
 COMMITTED, CONSUMER_LIST = 0x8C, 0x8D
 COMMIT_RESET = 0x01
 
-ADMIN_STATUS, ADMIN_ADD, ADMIN_REMOVE, ADMIN_TRANSFER = 0, 1, 2, 3
+ADMIN_STATUS, ADMIN_ADD, ADMIN_REMOVE, ADMIN_TRANSFER, ADMIN_TOPICS = 0, 1, 2, 3, 4
 READ_LINEARIZABLE = 0x01
 EVENT_HAS_KEY = 0x01
 #: Longest long-poll wait the server honours (longer waits are clamped to it).
@@ -163,6 +164,39 @@ class ConsumerPosition:
     @property
     def lag(self) -> int:
         return max(0, self.end_offset - self.committed)
+
+
+@dataclass
+class TopicInfo:
+    """One topic as ADMIN op 4 (TOPICS) reports it: ``events`` retained, ``bytes`` their size,
+    offsets ``first_offset .. end_offset``, and the retention limits that apply (``max_bytes``,
+    ``max_age_ms``, ``max_events``: None = unlimited; ``discard``: ``"old"`` or ``"new"``)."""
+
+    topic: str
+    events: int
+    bytes: int
+    first_offset: int
+    end_offset: int
+    retention: Dict[str, Any] = field(default_factory=dict)
+
+
+def decode_topics(text: str) -> List[TopicInfo]:
+    """The TOPICS JSON document (docs/protocol.md, "Topics") as a list sorted by topic."""
+    try:
+        doc = json.loads(text)
+        return [
+            TopicInfo(
+                str(t["topic"]),
+                int(t["events"]),
+                int(t["bytes"]),
+                int(t["first_offset"]),
+                int(t["end_offset"]),
+                dict(t.get("retention") or {}),
+            )
+            for t in doc["topics"]
+        ]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ProtocolError("TOPICS answer is not the documented JSON document: %s" % e) from e
 
 
 Reply = Union[ServerInfo, List[Ack], Fetched, str, None, ServerError, Committed, List[ConsumerPosition]]

@@ -11,7 +11,7 @@ import time
 import unittest
 import uuid
 
-from eventstreamcore import Client, Connection, Event, Malformed, Priority, Unauthorized, Unsupported
+from eventstreamcore import Client, Connection, Event, Malformed, OutOfRange, Priority, Unauthorized, Unsupported
 from eventstreamcore import protocol as p
 
 ADDR = os.environ.get("ESC_ADDR", "")
@@ -54,6 +54,27 @@ class AgainstServer(unittest.TestCase):
                 buf = buf[24 + length :]
                 codes.append(reply.code)
             self.assertEqual(codes, [6, 6, 6])
+
+    def test_topics_report_retention_and_a_tail_from_0_starts_at_the_first_retained_event(self):
+        # The harness configures [topics."pyret-*"] max_events = 3.
+        t = "pyret-" + uuid.uuid4().hex[:8]
+        for i in range(8):
+            self.c.publish(t, b"m%d" % i)
+        deadline = time.monotonic() + 20
+        while True:  # the leader proposes the trim on its tick
+            info = [x for x in self.c.topics() if x.topic == t]
+            if info and info[0].first_offset == 5:
+                break
+            self.assertLess(time.monotonic(), deadline, "not trimmed: %r" % info)
+            time.sleep(0.05)
+        self.assertEqual((info[0].events, info[0].end_offset, info[0].retention["max_events"]), (3, 8, 3))
+        self.assertEqual(info[0].retention["discard"], "old")
+        with self.assertRaises(OutOfRange) as cm:
+            self.c.fetch(t, 0, 10)
+        self.assertEqual(cm.exception.first_available, 5)
+        tail = self.c.tail(t, 0, stop_at_end=True)
+        self.assertEqual([e.payload for e in tail], [b"m5", b"m6", b"m7"])
+        self.assertEqual(tail.skipped, (0, 5))
 
     def test_publish_and_read_back_binary_payload_key_headers_and_priority(self):
         t = topic()

@@ -137,6 +137,10 @@ pub enum DiskErrorKind {
     Fsync,
     /// The disk is full: writes fail with "no space".
     Full,
+    /// The process is out of file descriptors: opening a file fails and nothing is written. The
+    /// member's storage waits (clients are told to retry) and goes on by itself once the fault
+    /// ends — no power cycle. Only in hand-written plans (plans drawn from a seed never pick it).
+    Descriptors,
 }
 
 /// The shape of a scenario variant: `cluster` (3 or 5 members, a few clients, ~45 simulated

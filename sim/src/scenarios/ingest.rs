@@ -24,9 +24,10 @@ use eventstreamcore::wire::{AckItem, ErrorCode, Request, legacy};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-use super::{Mutant, Options, RunReport};
+use super::{Options, RunReport};
 use crate::check;
 use crate::history::History;
+use crate::plans::MutantNotApplicable;
 use crate::storm::Reaction;
 
 const TOPICS: &[&str] = &["sensor/temperature", "sensor/pressure", "payment", "audit", "orders"];
@@ -247,8 +248,10 @@ struct Ctx {
     max_frame: usize,
 }
 
-/// Runs the scenario inside the current simulator runtime.
-pub async fn run(opts: Options) -> RunReport {
+/// Runs the scenario inside the current simulator runtime. A mutant that does nothing here
+/// (only `ack-before-store` breaks this single server) is refused before anything runs.
+pub async fn run(opts: Options) -> Result<RunReport, MutantNotApplicable> {
+    crate::plans::mutant_applies("ingest", opts.mutant)?;
     let handle = madsim::runtime::Handle::current();
     let mut rng = rt::node_rng();
     let plan = Plan::generate(&mut rng);
@@ -263,15 +266,13 @@ pub async fn run(opts: Options) -> RunReport {
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     let config = plan.config.clone();
     let service_rng = Arc::new(Mutex::new(rt::rng::split(&mut rng)));
-    // The cluster-only mutants that break the network, not the server, leave this scenario as is.
-    let mutant = opts.mutant.filter(|m| !matches!(m, Mutant::LostQuorum | Mutant::StrandedMember));
-    let server_task = match (mutant, plan.service_delay_ms) {
+    let server_task = match (opts.mutant, plan.service_delay_ms) {
         (None, None) => start_server(&server_node, config, node.clone(), stop_tx),
         (None, Some(max_delay_ms)) => {
             let delayed = DelayedNode { inner: node.clone(), rng: service_rng, max_delay_ms };
             start_server(&server_node, config, delayed, stop_tx)
         }
-        // The lying-fsync and stale-reads mutants concern clusters; here they act as ack-before-store.
+        // Ack-before-store, the one mutant that applies here (checked above).
         (Some(_), _) => {
             let faulty = FaultyNode { inner: node.clone(), rng: service_rng };
             start_server(&server_node, config, faulty, stop_tx)
@@ -377,7 +378,7 @@ pub async fn run(opts: Options) -> RunReport {
         data.legacy_sent.values().sum::<u64>(),
         data.counters,
     );
-    RunReport { digest: d.finish(), summary, failure, raft_log: None, disk: Default::default() }
+    Ok(RunReport { digest: d.finish(), summary, failure, raft_log: None, disk: Default::default() })
 }
 
 /// After shutdown nothing leaked (connections, capacity), and the server timed out only the

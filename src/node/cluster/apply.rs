@@ -127,10 +127,13 @@ impl Driver {
         if applied < self.last_snapshot + self.snapshot_entries {
             return Ok(());
         }
-        let data = encode_snapshot_data(&self.addrs.committed(), &lock(&self.shared.state));
-        if let Err(e) = self.raft.snapshot(applied, data) {
-            tracing::warn!(node = self.id, error = %e, "snapshot refused");
-            return Ok(());
+        // The core may hold it already: taken when an earlier save found no file descriptor.
+        if self.raft.latest_snapshot().map(|s| s.meta.index) != Some(applied) {
+            let data = encode_snapshot_data(&self.addrs.committed(), &lock(&self.shared.state));
+            if let Err(e) = self.raft.snapshot(applied, data) {
+                tracing::warn!(node = self.id, error = %e, "snapshot refused");
+                return Ok(());
+            }
         }
         if let Some(snap) = self.raft.latest_snapshot() {
             self.storage.save_snapshot(snap)?;

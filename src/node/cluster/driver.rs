@@ -10,11 +10,7 @@ impl Driver {
             rt::select! {
                 biased;
                 _ = self.shared.stop.wait() => break Ok(()),
-                _ = self.clock.sleep_until(self.next_tick) => {
-                    self.raft.tick();
-                    self.next_tick = self.clock.mono() + self.tick;
-                    self.on_tick();
-                }
+                _ = self.clock.sleep_until(self.next_tick) => self.on_timer(),
                 m = next_peer_message(&mut self.inbox) => match m {
                     Some(m) => self.step(m),
                     None => break Ok(()),
@@ -24,22 +20,7 @@ impl Driver {
                     None => break Ok(()),
                 },
             }
-            // Take everything else that is already here, so one round (one fsync) covers it.
-            for _ in 0..4096 {
-                match self.inbox.as_mut().and_then(Inbox::try_recv) {
-                    Some(m) => self.step(m),
-                    None => break,
-                }
-            }
-            for _ in 0..4096 {
-                match self.cmds.try_recv() {
-                    Ok(c) => self.handle(c),
-                    Err(_) => break,
-                }
-            }
-            for id in self.transport.as_ref().map(PeerTransport::take_unreachable).unwrap_or_default() {
-                self.raft.report_unreachable(id);
-            }
+            self.take_queued();
             // `advance()` can make more ready at once — a single member commits its own entry only
             // once the round that made it durable has advanced — so go round again rather than
             // wait for the next tick or message.
@@ -51,7 +32,7 @@ impl Driver {
                 }
                 // Under load new requests are already queued and the next iteration comes at once
                 // (and batches more into one fsync); go round again only when nothing else would.
-                if !self.raft.has_ready() || !self.cmds.is_empty() {
+                if !self.raft.has_ready() || !self.cmds.is_empty() || self.is_stalled() {
                     break;
                 }
             }
@@ -83,6 +64,39 @@ impl Driver {
         tracing::info!(node = self.id, "raft driver stopped");
     }
 
+    /// The tick timer fired: drive the core's logical clock, or, while a round waits for file
+    /// descriptors, only expire waiting requests.
+    fn on_timer(&mut self) {
+        self.next_tick = self.clock.mono() + self.tick;
+        if self.is_stalled() {
+            self.expire_waiting();
+        } else {
+            self.raft.tick();
+            self.on_tick();
+        }
+    }
+
+    /// Takes everything else that is already here, so one round (one fsync) covers it.
+    fn take_queued(&mut self) {
+        for _ in 0..4096 {
+            match self.inbox.as_mut().and_then(Inbox::try_recv) {
+                Some(m) => self.step(m),
+                None => break,
+            }
+        }
+        for _ in 0..4096 {
+            match self.cmds.try_recv() {
+                Ok(c) => self.handle(c),
+                Err(_) => break,
+            }
+        }
+        for id in self.transport.as_ref().map(PeerTransport::take_unreachable).unwrap_or_default() {
+            if !self.is_stalled() {
+                self.raft.report_unreachable(id);
+            }
+        }
+    }
+
     pub(super) fn stop(&mut self, err: ServiceError) {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(err.clone()));
@@ -108,6 +122,12 @@ impl Driver {
     }
 
     pub(super) fn step(&mut self, m: crate::raft::Message) {
+        if self.is_stalled() {
+            // The core waits for its last round to be persisted; the peer re-sends (Raft
+            // tolerates lost messages).
+            tracing::trace!(node = self.id, from = m.from, "message dropped: storage waits for descriptors");
+            return;
+        }
         if self.addrs.revive(m.from) {
             // A removed node is talking again: it was added back, or it does not know yet that
             // it is out. Either way the answer must be able to reach it.
@@ -136,6 +156,10 @@ impl Driver {
     }
 
     pub(super) fn handle(&mut self, c: Cmd) {
+        if self.is_stalled() {
+            self.refuse(c, &self.stalled_error());
+            return;
+        }
         let now = self.clock.mono();
         match c {
             Cmd::Checkpoint { positions, handled } => {
@@ -189,6 +213,13 @@ impl Driver {
 
     /// Timeouts and membership progress, once per tick.
     pub(super) fn on_tick(&mut self) {
+        self.expire_waiting();
+        self.advance_admin(self.clock.mono());
+        self.retention_duty();
+    }
+
+    /// Answers the publishes and reads that waited past their deadline.
+    pub(super) fn expire_waiting(&mut self) {
         let now = self.clock.mono();
         let expired: Vec<Index> =
             self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(&i, _)| i).collect();
@@ -206,21 +237,21 @@ impl Driver {
                 i += 1;
             }
         }
-        self.advance_admin(now);
-        self.retention_duty();
     }
 
     /// One Ready, in the order the core requires.
     pub(super) async fn round(&mut self) -> Result<(), StorageError> {
-        if !self.raft.has_ready() {
+        let Some(mut batch) = self.next_batch() else { return Ok(()) };
+        if let Err(e) = self.persist(&mut batch).await {
+            if !e.is_fd_exhaustion() {
+                return Err(e);
+            }
+            self.stall(batch, &e);
             return Ok(());
         }
-        let Ready { hard_state, entries, snapshot, messages, committed_entries, read_states, soft_state } =
-            self.raft.ready();
-        let installed = snapshot.as_ref().map(|s| (s.meta.index, s.meta.term));
-        let log_changed = installed.is_some() || !entries.is_empty();
-        let appended_from = entries.first().map(|e| e.index);
-        self.persist(snapshot, &entries, hard_state).await?;
+        self.unstall();
+        let persist::Batch { ready, installed, log_changed, appended_from, .. } = batch;
+        let Ready { messages, committed_entries, read_states, soft_state, .. } = ready;
         self.sync_peers();
         for m in messages {
             if let Some(t) = &self.transport {
@@ -249,7 +280,7 @@ impl Driver {
                 let _ = a.reply.send(Err(err.clone()));
             }
         }
-        self.maybe_snapshot()?;
+        self.snapshot_if_due()?;
         self.publish_status();
         if let Some(o) = &self.observer {
             o.round(&RoundView {
@@ -273,39 +304,9 @@ impl Driver {
         Ok(())
     }
 
-    /// Makes a Ready's snapshot, entries and hard state durable, in the order the core requires,
-    /// waiting out the simulated time the disk takes (none on a real disk): the write before its
-    /// fsync (a power failure meanwhile tears it), the fsync before anything is sent or acked.
-    async fn persist(
-        &mut self,
-        snapshot: Option<crate::raft::Snapshot>,
-        entries: &[crate::raft::Entry],
-        hard_state: Option<crate::raft::HardState>,
-    ) -> Result<(), StorageError> {
-        if let Some(snap) = snapshot {
-            self.storage.install_snapshot(&snap)?;
-            self.install(&snap);
-        }
-        if !entries.is_empty() {
-            for e in entries {
-                self.addrs.note_conf_entry(e);
-            }
-            self.storage.append(entries)?;
-            self.disk_time().await;
-            if !(crate::planted!(AckBeforeDurable) && self.raft.role() != Role::Leader) {
-                self.storage.sync()?;
-            }
-        }
-        if let Some(hs) = hard_state {
-            self.storage.set_hard_state(hs)?;
-        }
-        self.disk_time().await;
-        Ok(())
-    }
-
     /// Waits out the simulated time the disk operations since the last wait cost (a real disk
     /// took its time already: nothing to wait).
-    fn disk_time(&self) -> impl Future<Output = ()> + Send + use<> {
+    pub(super) fn disk_time(&self) -> impl Future<Output = ()> + Send + use<> {
         let t = self.storage.take_disk_latency();
         async move {
             if !t.is_zero() {

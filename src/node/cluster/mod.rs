@@ -51,6 +51,7 @@ mod consumers;
 mod driver;
 mod handover;
 mod leader;
+mod persist;
 mod retention;
 
 use addresses::*;
@@ -184,6 +185,23 @@ async fn open_peer_transport(
     Ok(Some(bound))
 }
 
+/// What a member reports before its driver's first round.
+fn initial_status(id: NodeId, raft: &Raft) -> ClusterStatus {
+    ClusterStatus {
+        id,
+        role: raft.role(),
+        term: raft.term(),
+        leader: raft.leader_id(),
+        leader_client_addr: None,
+        commit: raft.commit_index(),
+        applied: raft.applied(),
+        last_index: raft.last_index(),
+        voters: raft.conf_state().voters.iter().copied().collect(),
+        learners: raft.conf_state().learners.iter().copied().collect(),
+        failed: None,
+    }
+}
+
 /// Secrets shorter than this start with a warning: guessing online costs one connection a try.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -253,6 +271,10 @@ struct Shared {
     routes: Mutex<Option<Routes>>,
     /// Topic settings from this member's config; proposed while it leads.
     topic_config: Mutex<Option<crate::node::TopicSettings>>,
+    /// Storage writes that found no free file descriptor (each retried, no restart).
+    fd_exhaustion: std::sync::atomic::AtomicU64,
+    /// A round waits un-persisted for file descriptors (clients are told to retry).
+    storage_stalled: std::sync::atomic::AtomicBool,
 }
 
 /// A member of the replicated log; implements [`EventService`]. Clones share the member.
@@ -351,19 +373,7 @@ impl ClusterNode {
         };
 
         let (tx, rx) = mpsc::unbounded_channel();
-        let status = ClusterStatus {
-            id,
-            role: raft.role(),
-            term: raft.term(),
-            leader: raft.leader_id(),
-            leader_client_addr: None,
-            commit: raft.commit_index(),
-            applied: raft.applied(),
-            last_index: raft.last_index(),
-            voters: raft.conf_state().voters.iter().copied().collect(),
-            learners: raft.conf_state().learners.iter().copied().collect(),
-            failed: None,
-        };
+        let status = initial_status(id, &raft);
         let shared = Arc::new(Shared {
             id,
             raft_addr: transport.as_ref().map(PeerTransport::local_addr),
@@ -376,6 +386,8 @@ impl ClusterNode {
             pipeline: Mutex::new(None),
             routes: Mutex::new(None),
             topic_config: Mutex::new(None),
+            fd_exhaustion: Default::default(),
+            storage_stalled: Default::default(),
         });
         let tick = Duration::from_millis(cfg.tick_ms);
         let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
@@ -405,6 +417,7 @@ impl ClusterNode {
             observer: opts.observer.clone(),
             observed: false,
             retention: Default::default(),
+            stalled: None,
         };
         driver.sync_peers();
         driver.publish_status();
@@ -594,6 +607,7 @@ impl EventService for ClusterNode {
         ] {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
         }
+        out.push_str(&storage_metrics(&self.shared));
         if let Some(r) = &self.shared.peer_stats {
             let s = r.stats();
             for (name, help, v) in [
@@ -623,12 +637,32 @@ impl EventService for ClusterNode {
     }
 
     fn readiness(&self) -> Result<(), String> {
+        if self.shared.storage_stalled.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("storage is waiting for free file descriptors".into());
+        }
         readiness(&self.status())
     }
 
     fn node_id(&self) -> u64 {
         self.shared.id
     }
+}
+
+/// The storage's exhaustion counter and stall gauge, for `/metrics`.
+fn storage_metrics(shared: &Shared) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (name, help) = (
+        "esc_storage_fd_exhaustion_total",
+        "storage writes that found no free file descriptor (nothing written; retried without a restart)",
+    );
+    let mut out = format!(
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+        shared.fd_exhaustion.load(Relaxed)
+    );
+    let (name, help) = ("esc_storage_stalled", "1 while a round waits un-persisted for file descriptors");
+    let v = u64::from(shared.storage_stalled.load(Relaxed));
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+    out
 }
 
 /// Ready for traffic: a member (voter or learner) that knows a leader and has applied everything
@@ -697,6 +731,8 @@ struct Driver {
     observed: bool,
     /// Topic settings and trims this leader proposed.
     retention: retention::RetentionDuty,
+    /// A round whose persistence waits for file descriptors (the core is not driven meanwhile).
+    stalled: Option<persist::Stalled>,
 }
 
 fn unavailable(reason: impl Into<String>) -> ServiceError {

@@ -250,12 +250,16 @@ impl<'a> FaultInjector<'a> {
         }
         let down = Duration::from_millis(down_ms);
         self.down_until[node] = rt::time::now() + down;
+        if error == DiskErrorKind::Descriptors {
+            return self.descriptor_exhaustion(node, down);
+        }
         let disk = &self.slots[node].disk;
         self.slots[node].disk_faulty.store(true, Ordering::SeqCst);
         disk.inject(match error {
             DiskErrorKind::Write => DiskFault::FailWrites(u32::MAX),
             DiskErrorKind::Fsync => DiskFault::FailSyncs(u32::MAX),
             DiskErrorKind::Full => DiskFault::Capacity(disk.used_bytes()),
+            DiskErrorKind::Descriptors => unreachable!("handled above"),
         });
         self.history.count("disk_faults");
         self.log.span(node, down_ms, SpanKind::DiskFault, format!("disk: {error:?}"));
@@ -272,6 +276,19 @@ impl<'a> FaultInjector<'a> {
             slot.disk.clear_faults();
             slot.disk_faulty.store(false, Ordering::SeqCst);
             crash(&h, id, &slot, &mut trng, Duration::from_millis(100));
+        });
+    }
+
+    /// The member runs out of file descriptors for `down`: every open fails (nothing written),
+    /// its storage waits and retries, and it goes on by itself once they free — no restart.
+    fn descriptor_exhaustion(&mut self, node: usize, down: Duration) {
+        let disk = self.slots[node].disk.clone();
+        disk.inject(DiskFault::TooManyOpenFiles(u32::MAX));
+        self.history.count("disk_faults");
+        self.log.span(node, down.as_millis() as u64, SpanKind::DiskFault, "disk: out of descriptors");
+        madsim::task::spawn(async move {
+            rt::time::sleep(down).await;
+            disk.clear_faults();
         });
     }
 
