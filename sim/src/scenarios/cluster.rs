@@ -46,6 +46,7 @@ mod faults;
 mod judge;
 
 use faults::{FaultInjector, FaultLog, InjectorParts};
+pub use judge::describe_links;
 use judge::{
     await_convergence, await_tasks, check_liveness, disk_tally, finish_timeline, judge, run_digest, summarize,
 };
@@ -58,6 +59,8 @@ const PEER_STORM_STREAM: u64 = 0x7065_6572;
 /// The ChaCha stream the fault layers of #15 (crashes inside disk operations, …) draw from, so
 /// the faults a seed drew before them stay what they were.
 const FAULT_LAYERS_STREAM: u64 = 0x6c61_7972;
+/// The stream lossy and stalled peer links are drawn from (plans without them stay as they were).
+const LOSSY_LINKS_STREAM: u64 = 0x6c6f_7373;
 /// The random stream retention limits are drawn from (so plans without them stay as they were).
 const RETENTION_STREAM: u64 = 0x7265_7465;
 /// Faults happen within this window after the start; then the network heals.
@@ -111,6 +114,28 @@ pub enum Fault {
     /// append or write may land in part, torn); the member dies there and restarts after
     /// `down_ms`. Disarmed at the end of the fault window if it never struck.
     DiskCrash { node: usize, after_ops: u64, down_ms: u64 },
+    /// Lossy peer links (the fault layer under the peer transport): for `ms`, each Raft frame
+    /// from a member of `from` to another member of `to` is lost (`drop_pct` %), delivered twice
+    /// with the copy up to `max_delay_ms` late (`dup_pct`), held back up to `max_delay_ms` so
+    /// later frames overtake it (`delay_pct`), or resets its connection (`reset_pct`).
+    LossyLinks {
+        from: Vec<usize>,
+        to: Vec<usize>,
+        ms: u64,
+        drop_pct: u32,
+        dup_pct: u32,
+        delay_pct: u32,
+        max_delay_ms: u64,
+        reset_pct: u32,
+    },
+    /// Writes from `from` to `to` block for `ms` (a peer that stopped reading): beyond the
+    /// transport's write timeout (2 s) the batch is lost and the connection redialled.
+    StallLink { from: usize, to: usize, ms: u64 },
+    /// Whoever leads at that moment loses every peer link, both ways, for `ms` (its clients
+    /// still reach it: a partition of the peer network only), and freezes for the first
+    /// `pause_ms` of it (a long GC pause), so the others elect a new leader and commit while it
+    /// still believes it leads.
+    CutLeaderPeers { ms: u64, pause_ms: u64 },
 }
 
 /// How an injected disk fault shows.
@@ -276,6 +301,34 @@ fn draw_fault(rng: &mut NodeRng, nodes: usize, node: usize) -> Fault {
     }
 }
 
+/// One lossy-links fault: one directed link, both directions of a pair, one member's outbound
+/// links, or every link.
+fn draw_lossy_link(rng: &mut NodeRng, nodes: usize) -> Fault {
+    let a = rng.random_range(0..nodes);
+    let b = (a + rng.random_range(1..nodes.max(2))) % nodes;
+    let all: Vec<usize> = (0..nodes).collect();
+    let (from, to) = match rng.random_range(0..4) {
+        0 => (vec![a], vec![b]),
+        1 => {
+            let mut pair = vec![a, b];
+            pair.sort_unstable();
+            (pair.clone(), pair)
+        }
+        2 => (vec![a], all),
+        _ => (all.clone(), all),
+    };
+    Fault::LossyLinks {
+        from,
+        to,
+        ms: rng.random_range(500..5_000),
+        drop_pct: rng.random_range(0..=30),
+        dup_pct: rng.random_range(0..=30),
+        delay_pct: rng.random_range(0..=40),
+        max_delay_ms: rng.random_range(20..=1_500),
+        reset_pct: rng.random_range(0..=2),
+    }
+}
+
 impl Plan {
     /// Draws a plan.
     pub fn generate(rng: &mut NodeRng, shape: Shape, max_drift_ppm: i64) -> Plan {
@@ -369,6 +422,32 @@ impl Plan {
         self.faults.sort_by_key(|f| f.at_ms);
     }
 
+    /// Draws lossy and stalled peer links (the fault layer under the peer transport) for some
+    /// seeds from `rng`, a stream of its own, and adds them to the plan in time order.
+    fn draw_lossy_links(&mut self, rng: &mut NodeRng) {
+        if rng.random_bool(0.5) {
+            for _ in 0..rng.random_range(1..=4) {
+                let at_ms = rng.random_range(500..self.fault_window_ms);
+                let fault = draw_lossy_link(rng, self.nodes);
+                self.faults.push(Step { at_ms, fault });
+            }
+        }
+        if rng.random_bool(0.3) {
+            let at_ms = rng.random_range(1_000..self.fault_window_ms);
+            let pause_ms = rng.random_range(500..2_000);
+            let fault = Fault::CutLeaderPeers { ms: pause_ms + rng.random_range(500..2_000), pause_ms };
+            self.faults.push(Step { at_ms, fault });
+        }
+        if rng.random_bool(0.2) {
+            let at_ms = rng.random_range(500..self.fault_window_ms);
+            let from = rng.random_range(0..self.nodes);
+            let to = (from + rng.random_range(1..self.nodes.max(2))) % self.nodes;
+            let fault = Fault::StallLink { from, to, ms: rng.random_range(500..4_000) };
+            self.faults.push(Step { at_ms, fault });
+        }
+        self.faults.sort_by_key(|f| f.at_ms);
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
         if self.durable_consumers > 50 {
@@ -412,10 +491,14 @@ impl Plan {
                 Fault::PacketLoss { pct, .. } => *pct <= 100,
                 Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
                 Fault::IsolateLeader => true,
+                Fault::CutLeaderPeers { ms, pause_ms } => pause_ms <= ms,
                 Fault::Split { side } => side.iter().all(ok),
                 Fault::CrashMany { nodes, .. } => nodes.iter().all(ok),
-                Fault::OneWay { from, to } => ok(from) && ok(to),
+                Fault::OneWay { from, to } | Fault::StallLink { from, to, .. } => ok(from) && ok(to),
                 Fault::Heal => true,
+                Fault::LossyLinks { from, to, drop_pct, dup_pct, delay_pct, reset_pct, .. } => {
+                    from.iter().chain(to).all(ok) && drop_pct + dup_pct + delay_pct + reset_pct <= 100
+                }
             };
             if !in_range {
                 return Err(format!(
@@ -718,7 +801,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         log: log.clone(),
         t0,
     };
-    FaultInjector::new(parts, &plan, &mut rng).run(&plan, opts.mutant).await;
+    let links = FaultInjector::new(parts, &plan, &mut rng).run(&plan, opts.mutant).await;
 
     // --- liveness: a leader commits a new write within the bound --------------------------------
     let (liveness_failed, liveness_ms) = check_liveness(&handle, &history, &addrs).await;
@@ -736,11 +819,11 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         .or_else(|| super::durable::check(&durable_traces, &states).err());
     let digest = run_digest(&states, &data, &watch, (rt::time::now() - start).as_millis() as u64);
     let disk = disk_tally(&slots);
-    let summary = summarize(&states, &data, &watch, liveness_ms, &disk, &plan, &storms);
+    let summary = summarize(&states, &data, &watch, liveness_ms, (&disk, &links), &plan, &storms);
     let summary = with_durable_summary(summary, &plan, &durable_traces);
     kill_members(&handle, &ids);
     finish_timeline(opts.timeline.as_ref(), &plan, failure.as_ref(), start);
-    RunReport { digest, summary, failure, raft_log: Some(watch.summary()), disk }
+    RunReport { digest, summary, failure, raft_log: Some(watch.summary()), disk, links }
 }
 
 /// The run's Raft watch, its clock in milliseconds since `start`.
@@ -782,6 +865,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     let mut layers_rng = rng.clone();
     layers_rng.set_stream(FAULT_LAYERS_STREAM);
     plan.draw_fault_layers(&mut layers_rng);
+    let mut lossy_rng = rng.clone();
+    lossy_rng.set_stream(LOSSY_LINKS_STREAM);
+    plan.draw_lossy_links(&mut lossy_rng);
     plan.draw_durable_consumers(&mut durable_rng);
     let mut retention_rng = rng.clone();
     retention_rng.set_stream(RETENTION_STREAM);

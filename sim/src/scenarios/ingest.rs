@@ -377,7 +377,7 @@ pub async fn run(opts: Options) -> RunReport {
         data.legacy_sent.values().sum::<u64>(),
         data.counters,
     );
-    RunReport { digest: d.finish(), summary, failure, raft_log: None, disk: Default::default() }
+    RunReport::plain(d.finish(), summary, failure)
 }
 
 /// After shutdown nothing leaked (connections, capacity), and the server timed out only the
