@@ -432,10 +432,13 @@ impl Plan {
                 self.faults.push(Step { at_ms, fault });
             }
         }
-        if rng.random_bool(0.3) {
-            let at_ms = rng.random_range(1_000..self.fault_window_ms);
-            let pause_ms = rng.random_range(500..2_000);
-            let fault = Fault::CutLeaderPeers { ms: pause_ms + rng.random_range(500..2_000), pause_ms };
+        // A deposed leader answering: frozen long enough that its stuck clients time out (3 s)
+        // and fail over to the new leader, which acks their writes, then still cut off for a
+        // while after it resumes (it believes it leads until its check-quorum runs).
+        if rng.random_bool(0.3) && self.fault_window_ms > 6_000 {
+            let at_ms = rng.random_range(1_000..self.fault_window_ms - 5_000);
+            let pause_ms = rng.random_range(1_500..3_000);
+            let fault = Fault::CutLeaderPeers { ms: pause_ms + rng.random_range(1_000..2_500), pause_ms };
             self.faults.push(Step { at_ms, fault });
         }
         if rng.random_bool(0.2) {
