@@ -46,10 +46,12 @@ fn sweep_cluster5_seeds() {
 fn every_fault_kind_happens() {
     let mut seen = std::collections::BTreeSet::new();
     let (mut power_failures, mut torn) = (0, 0);
+    let mut links = eventstreamcore::transport::lossy::LinkStats::default();
     for seed in 0..60 {
         let r = runner::run_seed("cluster", seed, default_options());
         assert!(!r.failed(), "{}", r.failure_report());
         if let Ok(o) = &r.outcome {
+            links.add(&o.links);
             power_failures += o.disk.power_failures;
             torn += o.disk.torn_writes;
             assert!(o.summary.contains(&format!("{} torn writes", o.disk.torn_writes)), "{}", o.summary);
@@ -69,6 +71,9 @@ fn every_fault_kind_happens() {
             "Rejoin {",
             "DiskCrash {",
             "BitRot {",
+            "LossyLinks {",
+            "StallLink {",
+            "CutLeaderPeers {",
             "Pause {",
             "StepClock {",
             "storm:",
@@ -91,7 +96,12 @@ fn every_fault_kind_happens() {
             }
         }
     }
-    assert_eq!(seen.len(), 23, "fault kinds seen in 60 seeds: {seen:?}");
+    assert_eq!(seen.len(), 26, "fault kinds seen in 60 seeds: {seen:?}");
+    // The fault layer under the peer transport really drops, duplicates, delays and resets.
+    assert!(
+        links.dropped > 0 && links.duplicated > 0 && links.delayed > 0 && links.resets > 0,
+        "lossy links did nothing in 60 seeds: {links:?}"
+    );
     // The disks' power failures are counted (the sweep summary sums them, with the torn writes).
     assert!(power_failures > 0, "no power failure counted in 60 seeds ({torn} torn writes)");
 }
@@ -515,6 +525,8 @@ fn members_out_of_file_descriptors_wait_and_go_on_without_a_restart() {
         linearizable_reader: true,
         durable_consumers: 0,
         retention_max_events: None,
+        disk_latency: Vec::new(),
+        legacy_clients: 0,
     };
     let mut opts = default_options();
     opts.plan = Some(toml::to_string(&plan).unwrap());

@@ -77,6 +77,9 @@ impl Fault {
             Fault::Rejoin { .. } => "rejoin",
             Fault::DiskCrash { .. } => "disk_crash",
             Fault::BitRot { .. } => "bit_rot",
+            Fault::LossyLinks { .. } => "lossy_links",
+            Fault::StallLink { .. } => "stall_link",
+            Fault::CutLeaderPeers { .. } => "cut_leader_peers",
         }
     }
 
@@ -93,9 +96,18 @@ impl Fault {
             | Fault::BitRot { node, .. } => vec![*node],
             Fault::Split { side } => side.clone(),
             Fault::CrashMany { nodes, .. } => nodes.clone(),
-            Fault::OneWay { from, to } => vec![*from, *to],
+            Fault::OneWay { from, to } | Fault::StallLink { from, to, .. } => vec![*from, *to],
+            Fault::LossyLinks { from, to, .. } => {
+                let mut m = from.clone();
+                m.extend(to.iter().filter(|n| !from.contains(n)));
+                m
+            }
             Fault::Bridge { bridge, side } => std::iter::once(*bridge).chain(side.iter().copied()).collect(),
-            Fault::Heal | Fault::IsolateLeader | Fault::PacketLoss { .. } | Fault::Slow { .. } => vec![],
+            Fault::Heal
+            | Fault::IsolateLeader
+            | Fault::CutLeaderPeers { .. }
+            | Fault::PacketLoss { .. }
+            | Fault::Slow { .. } => vec![],
         }
     }
 
@@ -104,7 +116,7 @@ impl Fault {
         let m = self.members();
         if m.is_empty() {
             return match self {
-                Fault::IsolateLeader => "the leader".into(),
+                Fault::IsolateLeader | Fault::CutLeaderPeers { .. } => "the leader".into(),
                 _ => "all".into(),
             };
         }

@@ -144,6 +144,48 @@ struct Inner {
     chain_at: BTreeMap<Index, u64>,
     recent: VecDeque<String>,
     rounds: u64,
+    /// Per member: the highest committed index its log held (with the committed entry's term)
+    /// at the end of a round; see [`check_kept_committed`].
+    held: BTreeMap<NodeId, Index>,
+    /// Per member: its log at the end of its last round, as elections see it.
+    shapes: BTreeMap<NodeId, LogShape>,
+    /// Per leader: the highest commit index checked by [`check_commit_is_safe`].
+    safe_commit: BTreeMap<NodeId, Index>,
+}
+
+/// A member's log as the election rule sees it: its last entry and where each term's run of
+/// entries starts (entries before `first` are compacted into its snapshot).
+#[derive(Debug, Clone, Default)]
+struct LogShape {
+    first: Index,
+    last: Index,
+    runs: Vec<(Index, Term)>,
+}
+
+impl LogShape {
+    fn of(v: &RoundView<'_>) -> LogShape {
+        let mut runs: Vec<(Index, Term)> = Vec::new();
+        for e in v.entries {
+            if runs.last().is_none_or(|&(_, t)| t != e.term) {
+                runs.push((e.index, e.term));
+            }
+        }
+        LogShape { first: v.first_index, last: v.entries.last().map_or(0, |e| e.index), runs }
+    }
+
+    /// (last term, last index), what a vote compares; `None` for an empty log (unknown).
+    fn up_to_date(&self) -> Option<(Term, Index)> {
+        self.runs.last().map(|&(_, t)| (t, self.last))
+    }
+
+    /// The log holds `term` at `index` (or compacted it: then it holds the committed entry).
+    fn holds(&self, index: Index, term: Term) -> bool {
+        if index < self.first {
+            return true;
+        }
+        index <= self.last
+            && self.runs.iter().rev().find(|(start, _)| *start <= index).is_some_and(|r| r.1 == term)
+    }
 }
 
 /// The observer the simulated members share (one per run).
@@ -260,7 +302,10 @@ impl RaftWatch {
 
     /// Member `node` was wiped to be added back as a new member: it starts with no term or vote.
     pub fn member_wiped(&self, node: NodeId) {
-        self.lock().hard.remove(&node);
+        let mut g = self.lock();
+        g.hard.remove(&node);
+        g.held.remove(&node);
+        g.shapes.remove(&node);
     }
 
     fn observe(&self, v: &RoundView<'_>) {
@@ -347,6 +392,9 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
     for e in v.applied_entries {
         check_applied(inner, v.node, e)?;
     }
+    check_kept_committed(inner, v)?;
+    inner.shapes.insert(v.node, LogShape::of(v));
+    check_commit_is_safe(inner, v)?;
     // The member's own chain where it has one; otherwise (it has applied nothing one by one since it
     // started from its disk or a snapshot) the chain recorded at that index, which is all there is.
     let digest = match inner.chains.get(&v.node) {
@@ -408,6 +456,82 @@ fn check_hard_state(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> 
         )),
         _ => Ok(()),
     }
+}
+
+/// A member never loses a committed entry its log held. A round ends with its log durable, a
+/// committed entry is one the leader counted on, and Raft only ever removes entries that conflict
+/// with the leader's, which a committed one never does: a member that held committed entry `i`
+/// holds it in every later round (in its log, or compacted into its snapshot) unless it was wiped
+/// and added back as a new member. Log matching makes checking the highest such entry enough.
+fn check_kept_committed(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
+    let last = (v.first_index + v.entries.len() as Index).saturating_sub(1);
+    let term_at = |i: Index| -> Option<Term> {
+        let k = usize::try_from(i.checked_sub(v.first_index)?).ok()?;
+        v.entries.get(k).map(|e| e.term)
+    };
+    if let Some(&held) = inner.held.get(&v.node)
+        && held >= v.first_index
+        && let Some(c) = inner.committed.get(&held)
+        && term_at(held) != Some(c.term)
+    {
+        return Err(format!(
+            "committed entry lost: n{} held committed entry {held} (term {}) and no longer has it \
+             (its log is now {}..={last}{}): a committed entry was removed from a member's log",
+            v.node,
+            c.term,
+            v.first_index,
+            if v.first_round { ", after a restart" } else { "" }
+        ));
+    }
+    let Some((&top, c)) = inner.committed.range(..=last).next_back() else { return Ok(()) };
+    if top >= v.first_index && term_at(top) == Some(c.term) {
+        inner.held.insert(v.node, top);
+    }
+    Ok(())
+}
+
+/// A leader's commit is safe (Raft §5.4, Figure 8): once an entry is committed, no member whose
+/// log lacks it can win an election. When a leader's commit index advances, every member
+/// lacking the entry there must be less up to date (last term, last index) than a majority of
+/// the members it would need votes from; the members' last reported logs decide (the ones that
+/// acknowledged the entry reported it before they did). Committing an earlier term's entry by
+/// counting replicas breaks exactly this: a member with a later term's entry at that index can
+/// still win and overwrite it.
+fn check_commit_is_safe(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
+    if v.role != Role::Leader || inner.safe_commit.get(&v.node).is_some_and(|&c| c >= v.commit) {
+        return Ok(());
+    }
+    inner.safe_commit.insert(v.node, v.commit);
+    let Some(term) = v
+        .commit
+        .checked_sub(v.first_index)
+        .and_then(|k| v.entries.get(usize::try_from(k).ok()?))
+        .map(|e| e.term)
+    else {
+        return Ok(());
+    };
+    let known: Vec<(NodeId, (Term, Index))> =
+        inner.shapes.iter().filter_map(|(n, s)| Some((*n, s.up_to_date()?))).collect();
+    for (x, x_last) in &known {
+        if inner.shapes[x].holds(v.commit, term) {
+            continue;
+        }
+        let voters: Vec<NodeId> = known.iter().filter(|(_, last)| last <= x_last).map(|(n, _)| *n).collect();
+        if voters.len() * 2 > known.len() {
+            return Err(format!(
+                "unsafe commit (Figure 8): n{} committed index {} (term {term}) in term {}, but n{x} lacks \
+                 that entry and its log (last term {}, index {}) is at least as up to date as {voters:?}'s, \
+                 a majority of {} members: it can win an election and overwrite a committed entry",
+                v.node,
+                v.commit,
+                v.term,
+                x_last.0,
+                x_last.1,
+                known.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One entry `node` applied: it follows the node's previous one, matches what any other member
@@ -619,6 +743,46 @@ mod tests {
         w.round(&round(1, 1, Role::Follower, 2, &full, &[], true));
         w.round(&round(2, 2, Role::Leader, 1, &short, &[], true));
         assert!(w.violation().expect("a violation").what.contains("lacks committed entry 2"));
+    }
+
+    #[test]
+    fn a_member_dropping_a_committed_entry_it_held_fails_but_a_wiped_one_may() {
+        let w = RaftWatch::new(|| 0);
+        let full = [e(1, 1, b"a"), e(2, 1, b"b"), e(3, 1, b"c")];
+        let short = [e(1, 1, b"a")];
+        // n1 leads and applies 1..=2 (committed); n2 holds them (commit not known yet).
+        w.round(&round(1, 1, Role::Leader, 2, &full, &full[..2], true));
+        w.round(&round(2, 1, Role::Follower, 0, &full, &[], true));
+        assert_eq!(w.violation(), None);
+        // n2 cuts its log behind a stale append: entry 3 was never committed, but 2 was.
+        w.round(&round(2, 1, Role::Follower, 0, &full[..2], &[], false));
+        assert_eq!(w.violation(), None, "an uncommitted entry may go");
+        w.member_wiped(2);
+        w.round(&round(2, 1, Role::Follower, 0, &[], &[], true));
+        assert_eq!(w.violation(), None, "a wiped member starts empty");
+        w.round(&round(2, 1, Role::Follower, 0, &full[..2], &[], false));
+        w.round(&round(2, 1, Role::Follower, 0, &short, &[], false));
+        let v = w.violation().expect("a violation");
+        assert!(v.what.contains("committed entry lost: n2 held committed entry 2"), "{}", v.what);
+    }
+
+    #[test]
+    fn committing_an_earlier_terms_entry_that_a_more_up_to_date_member_lacks_fails() {
+        // Figure 8: n3 holds term 3's entry at index 2; n1 (leading in term 4) and n2 hold
+        // term 2's. Committing index 2 with n1's noop (term 4) on a majority is safe…
+        let (a, old2, new2, noop) = (e(1, 1, b"a"), e(2, 2, b"b"), e(2, 3, b"x"), e(3, 4, b""));
+        let w = RaftWatch::new(|| 0);
+        w.round(&round(3, 4, Role::Follower, 1, &[a.clone(), new2.clone()], &[], true));
+        w.round(&round(2, 4, Role::Follower, 1, &[a.clone(), old2.clone(), noop.clone()], &[], true));
+        w.round(&round(1, 4, Role::Leader, 3, &[a.clone(), old2.clone(), noop.clone()], &[], true));
+        assert_eq!(w.violation(), None, "{:?}", w.violation());
+        // …committing index 2 by counting n1 and n2 alone is not: n3 can still win.
+        let w = RaftWatch::new(|| 0);
+        w.round(&round(3, 4, Role::Follower, 1, &[a.clone(), new2], &[], true));
+        w.round(&round(2, 4, Role::Follower, 1, &[a.clone(), old2.clone()], &[], true));
+        w.round(&round(1, 4, Role::Leader, 2, &[a, old2, noop], &[], true));
+        let v = w.violation().expect("a violation");
+        assert!(v.what.contains("unsafe commit (Figure 8): n1 committed index 2 (term 2)"), "{}", v.what);
     }
 
     #[test]

@@ -292,6 +292,9 @@ pub struct SweepReport {
     pub simulated: Duration,
     /// What the seeds' simulated disks saw, summed (power failures, torn writes…).
     pub disk: eventstreamcore::rt::disk::SimDiskStats,
+    /// What the lossy peer links did, summed (drops, duplicates, delays, resets, stalls, and the
+    /// transport's write timeouts and full queues).
+    pub links: eventstreamcore::transport::lossy::LinkStats,
 }
 
 impl SweepReport {
@@ -344,6 +347,10 @@ impl SweepReport {
             )
         } else {
             String::new()
+        } + &if self.links.windows > 0 {
+            format!("; {}", crate::scenarios::cluster::describe_links(&self.links))
+        } else {
+            String::new()
         }
     }
 }
@@ -376,6 +383,7 @@ pub fn sweep_until(
     let busy_ns = AtomicU64::new(0);
     let sim_ns = AtomicU64::new(0);
     let disk = Mutex::new(eventstreamcore::rt::disk::SimDiskStats::default());
+    let links = Mutex::new(eventstreamcore::transport::lossy::LinkStats::default());
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| {
@@ -394,6 +402,7 @@ pub fn sweep_until(
                     on_done(&r);
                     if let Ok(report) = &r.outcome {
                         disk.lock().unwrap_or_else(|e| e.into_inner()).add(&report.disk);
+                        links.lock().unwrap_or_else(|e| e.into_inner()).add(&report.links);
                     }
                     if r.failed() {
                         failures.lock().unwrap_or_else(|e| e.into_inner()).push(r);
@@ -412,6 +421,7 @@ pub fn sweep_until(
         busy: Duration::from_nanos(busy_ns.load(Ordering::Relaxed)),
         simulated: Duration::from_nanos(sim_ns.load(Ordering::Relaxed)),
         disk: disk.into_inner().unwrap_or_else(|e| e.into_inner()),
+        links: links.into_inner().unwrap_or_else(|e| e.into_inner()),
     }
 }
 

@@ -77,7 +77,10 @@ pub fn size(plan: &Plan) -> u64 {
 fn duration_bits(fault: &Fault) -> u64 {
     let ms = match fault {
         Fault::Crash { down_ms, .. } | Fault::CrashMany { down_ms, .. } => *down_ms,
-        Fault::Pause { ms, .. } => *ms,
+        Fault::Pause { ms, .. }
+        | Fault::LossyLinks { ms, .. }
+        | Fault::StallLink { ms, .. }
+        | Fault::CutLeaderPeers { ms, .. } => *ms,
         Fault::StepClock { ms, .. } => ms.unsigned_abs(),
         _ => 0,
     };
@@ -88,7 +91,11 @@ fn duration_bits(fault: &Fault) -> u64 {
 fn halve_duration(fault: &Fault) -> Option<Fault> {
     let mut f = fault.clone();
     let changed = match &mut f {
-        Fault::Crash { down_ms: ms, .. } | Fault::CrashMany { down_ms: ms, .. } | Fault::Pause { ms, .. } => {
+        Fault::Crash { down_ms: ms, .. }
+        | Fault::CrashMany { down_ms: ms, .. }
+        | Fault::Pause { ms, .. }
+        | Fault::LossyLinks { ms, .. }
+        | Fault::StallLink { ms, .. } => {
             let ok = *ms >= 2 * MIN_DURATION_MS;
             if ok {
                 *ms /= 2;

@@ -22,6 +22,9 @@ pub use tokio::select;
 /// Spawns a task on the current runtime (the current simulated node under madsim).
 pub use tokio::spawn;
 pub use tokio::task::JoinHandle;
+/// `#[rt::test]`: an async unit test on the runtime (the simulator under madsim).
+#[cfg(test)]
+pub use tokio::test;
 
 /// Asynchronous I/O traits and helpers. Use [`io::split`], not `into_split`.
 pub mod io {

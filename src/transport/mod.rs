@@ -27,6 +27,8 @@
 
 pub mod frame;
 pub mod handshake;
+#[cfg(madsim)]
+pub mod lossy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -452,7 +454,16 @@ impl PeerTransport {
     pub fn send(&self, msg: Message) {
         let shared = self.shared();
         let queued = match lock(&shared.peers).get(&msg.to) {
-            Some(p) if !shared.shutdown.is_set() => p.tx.try_send(msg).is_ok(),
+            Some(p) if !shared.shutdown.is_set() => match p.tx.try_send(msg) {
+                Ok(()) => true,
+                Err(_full_or_closed) => {
+                    #[cfg(madsim)]
+                    if matches!(_full_or_closed, mpsc::error::TrySendError::Full(_)) {
+                        lossy::note_queue_full();
+                    }
+                    false
+                }
+            },
             _ => false,
         };
         if !queued {
@@ -662,30 +673,13 @@ async fn pump(
                 None => return PumpEnd::Stopped,
             },
         };
-        buf.clear();
-        let mut batch = 0u64;
-        let mut next = Some(first);
-        while let Some(m) = next {
-            match encode_frame(&m, cfg.max_frame_bytes, buf) {
-                Ok(_) => batch += 1,
-                Err(len) => {
-                    bump(&c.dropped, 1);
-                    tracing::warn!(
-                        node = shared.id(),
-                        peer,
-                        kind = m.body.name(),
-                        len,
-                        max = cfg.max_frame_bytes,
-                        "message too large for a frame; dropped"
-                    );
-                }
-            }
-            next = if batch < cfg.queue_per_peer as u64 { rx.try_recv().ok() } else { None };
-        }
+        let batch = encode_batch(shared, peer, first, rx, buf);
         if batch == 0 {
             continue;
         }
         let write = async {
+            #[cfg(madsim)]
+            lossy::stall(shared.id(), peer).await;
             stream.write_all(buf).await?;
             stream.flush().await
         };
@@ -706,10 +700,45 @@ async fn pump(
             None => {
                 bump(&c.dropped, batch);
                 bump(&c.write_timeouts, 1);
+                #[cfg(madsim)]
+                lossy::note_write_timeout();
                 return PumpEnd::Broken(format!("write not flushed within {} ms", cfg.write_timeout_ms));
             }
         }
     }
+}
+
+/// Encodes `first` and whatever else is queued (at most `queue_per_peer` messages) into `buf` as
+/// frames; a message too large for a frame is dropped and counted. How many were encoded.
+fn encode_batch(
+    shared: &Shared,
+    peer: NodeId,
+    first: Message,
+    rx: &mut mpsc::Receiver<Message>,
+    buf: &mut Vec<u8>,
+) -> u64 {
+    let cfg = &shared.cfg;
+    buf.clear();
+    let mut batch = 0u64;
+    let mut next = Some(first);
+    while let Some(m) = next {
+        match encode_frame(&m, cfg.max_frame_bytes, buf) {
+            Ok(_) => batch += 1,
+            Err(len) => {
+                bump(&shared.counters.dropped, 1);
+                tracing::warn!(
+                    node = shared.id(),
+                    peer,
+                    kind = m.body.name(),
+                    len,
+                    max = cfg.max_frame_bytes,
+                    "message too large for a frame; dropped"
+                );
+            }
+        }
+        next = if batch < cfg.queue_per_peer as u64 { rx.try_recv().ok() } else { None };
+    }
+    batch
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -839,40 +868,8 @@ async fn serve_inbound(
                 }
             };
             buf.advance(used);
-            if let Err(reason) = msg.check_bounds() {
-                // Only a peer that knows the secret gets here: a forgery or a broken node. Close.
-                bump(&c.invalid_messages, 1);
-                tracing::warn!(
-                    node,
-                    peer,
-                    %remote,
-                    term = msg.term,
-                    kind = msg.body.name(),
-                    reason,
-                    "impossible peer message refused; closing its connection"
-                );
+            if !deliver(&shared, peer, remote, &stop, &inbox, msg).await {
                 return;
-            }
-            if msg.from != peer || msg.to != node {
-                bump(&c.rejected, 1);
-                tracing::debug!(
-                    node,
-                    peer,
-                    from = msg.from,
-                    to = msg.to,
-                    "misaddressed peer message dropped"
-                );
-                continue;
-            }
-            rt::select! {
-                biased;
-                _ = shared.stopped(&stop) => return,
-                r = inbox.send(msg) => {
-                    if r.is_err() {
-                        return; // the inbox is gone
-                    }
-                    bump(&c.received, 1);
-                }
             }
         }
         buf.reserve(READ_CHUNK);
@@ -897,6 +894,100 @@ async fn serve_inbound(
             }
         }
     }
+}
+
+/// Checks one message read from `peer` and hands it to the inbox; false when the connection
+/// must close (an impossible message, the inbox gone, the connection stopped).
+async fn deliver(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    remote: SocketAddr,
+    stop: &Latch,
+    inbox: &mpsc::Sender<Message>,
+    msg: Message,
+) -> bool {
+    let (node, c) = (shared.id(), &shared.counters);
+    if let Err(reason) = msg.check_bounds() {
+        // Only a peer that knows the secret gets here: a forgery or a broken node. Close.
+        bump(&c.invalid_messages, 1);
+        tracing::warn!(
+            node,
+            peer,
+            %remote,
+            term = msg.term,
+            kind = msg.body.name(),
+            reason,
+            "impossible peer message refused; closing its connection"
+        );
+        return false;
+    }
+    if msg.from != peer || msg.to != node {
+        bump(&c.rejected, 1);
+        tracing::debug!(node, peer, from = msg.from, to = msg.to, "misaddressed peer message dropped");
+        return true;
+    }
+    #[cfg(madsim)]
+    let msg = match lossy_fate(shared, peer, inbox, msg) {
+        Ok(Some(msg)) => msg,
+        Ok(None) => return true,
+        Err(Reset) => return false,
+    };
+    rt::select! {
+        biased;
+        _ = shared.stopped(stop) => false,
+        r = inbox.send(msg) => {
+            if r.is_ok() {
+                bump(&c.received, 1);
+            }
+            r.is_ok() // else the inbox is gone
+        }
+    }
+}
+
+/// The simulated fault layer closes the connection.
+#[cfg(madsim)]
+struct Reset;
+
+/// The simulated fault layer's say on a message read from `peer` ([`lossy::fate`]): the message
+/// to deliver now, if any. A delayed message or a duplicate's copy reaches the inbox later, from
+/// a task of its own; a reset closes the connection (the message is lost).
+#[cfg(madsim)]
+fn lossy_fate(
+    shared: &Arc<Shared>,
+    peer: NodeId,
+    inbox: &mpsc::Sender<Message>,
+    msg: Message,
+) -> Result<Option<Message>, Reset> {
+    let later = |msg: Message, after: Duration| {
+        let (shared2, inbox) = (shared.clone(), inbox.clone());
+        spawn_tracked(shared, async move {
+            rt::select! {
+                biased;
+                _ = shared2.shutdown.wait() => {}
+                _ = rt::time::sleep(after) => {
+                    if inbox.send(msg).await.is_ok() {
+                        bump(&shared2.counters.received, 1);
+                    }
+                }
+            }
+        });
+    };
+    Ok(match lossy::fate(peer, shared.id()) {
+        lossy::Fate::Deliver => Some(msg),
+        lossy::Fate::Drop => None,
+        lossy::Fate::Duplicate(after) => {
+            later(msg.clone(), after);
+            Some(msg)
+        }
+        lossy::Fate::Delay(after) => {
+            later(msg, after);
+            None
+        }
+        lossy::Fate::Reset => {
+            tracing::debug!(node = shared.id(), peer, "simulated connection reset");
+            return Err(Reset);
+        }
+    })
 }
 
 fn bad_frame(shared: &Shared, peer: NodeId, remote: SocketAddr, e: &FrameError) {

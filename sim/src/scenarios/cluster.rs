@@ -48,6 +48,7 @@ mod latency;
 mod legacy;
 
 use faults::{FaultInjector, FaultLog, InjectorParts};
+pub use judge::describe_links;
 use judge::{
     VerdictTimes, await_convergence, await_tasks, check_liveness, disk_tally, failure_marks, finish_timeline,
     judge, run_digest, summarize,
@@ -67,6 +68,8 @@ const BIT_ROT_STREAM: u64 = 0x726f_7421;
 const DISK_LATENCY_STREAM: u64 = 0x6c61_7465;
 /// The ChaCha stream the legacy-protocol clients are drawn from.
 const LEGACY_STREAM: u64 = 0x6c65_6761;
+/// The stream lossy and stalled peer links are drawn from (plans without them stay as they were).
+const LOSSY_LINKS_STREAM: u64 = 0x6c6f_7373;
 /// The random stream retention limits are drawn from (so plans without them stay as they were).
 const RETENTION_STREAM: u64 = 0x7265_7465;
 /// Faults happen within this window after the start; then the network heals.
@@ -125,6 +128,28 @@ pub enum Fault {
     /// `restart_ms` later. Recovery must detect it (CRC) and refuse to start; the simulator then
     /// removes, wipes and re-adds the member (see TESTBED.md). One member at a time.
     BitRot { node: usize, restart_ms: u64 },
+    /// Lossy peer links (the fault layer under the peer transport): for `ms`, each Raft frame
+    /// from a member of `from` to another member of `to` is lost (`drop_pct` %), delivered twice
+    /// with the copy up to `max_delay_ms` late (`dup_pct`), held back up to `max_delay_ms` so
+    /// later frames overtake it (`delay_pct`), or resets its connection (`reset_pct`).
+    LossyLinks {
+        from: Vec<usize>,
+        to: Vec<usize>,
+        ms: u64,
+        drop_pct: u32,
+        dup_pct: u32,
+        delay_pct: u32,
+        max_delay_ms: u64,
+        reset_pct: u32,
+    },
+    /// Writes from `from` to `to` block for `ms` (a peer that stopped reading): beyond the
+    /// transport's write timeout (2 s) the batch is lost and the connection redialled.
+    StallLink { from: usize, to: usize, ms: u64 },
+    /// Whoever leads at that moment loses every peer link, both ways, for `ms` (its clients
+    /// still reach it: a partition of the peer network only), and freezes for the first
+    /// `pause_ms` of it (a long GC pause), so the others elect a new leader and commit while it
+    /// still believes it leads.
+    CutLeaderPeers { ms: u64, pause_ms: u64 },
 }
 
 /// How an injected disk fault shows.
@@ -302,6 +327,34 @@ fn draw_fault(rng: &mut NodeRng, nodes: usize, node: usize) -> Fault {
     }
 }
 
+/// One lossy-links fault: one directed link, both directions of a pair, one member's outbound
+/// links, or every link.
+fn draw_lossy_link(rng: &mut NodeRng, nodes: usize) -> Fault {
+    let a = rng.random_range(0..nodes);
+    let b = (a + rng.random_range(1..nodes.max(2))) % nodes;
+    let all: Vec<usize> = (0..nodes).collect();
+    let (from, to) = match rng.random_range(0..4) {
+        0 => (vec![a], vec![b]),
+        1 => {
+            let mut pair = vec![a, b];
+            pair.sort_unstable();
+            (pair.clone(), pair)
+        }
+        2 => (vec![a], all),
+        _ => (all.clone(), all),
+    };
+    Fault::LossyLinks {
+        from,
+        to,
+        ms: rng.random_range(500..5_000),
+        drop_pct: rng.random_range(0..=30),
+        dup_pct: rng.random_range(0..=30),
+        delay_pct: rng.random_range(0..=40),
+        max_delay_ms: rng.random_range(20..=1_500),
+        reset_pct: rng.random_range(0..=2),
+    }
+}
+
 impl Plan {
     /// Draws a plan.
     pub fn generate(rng: &mut NodeRng, shape: Shape, max_drift_ppm: i64) -> Plan {
@@ -418,6 +471,35 @@ impl Plan {
         }
     }
 
+    /// Draws lossy and stalled peer links (the fault layer under the peer transport) for some
+    /// seeds from `rng`, a stream of its own, and adds them to the plan in time order.
+    fn draw_lossy_links(&mut self, rng: &mut NodeRng) {
+        if rng.random_bool(0.5) {
+            for _ in 0..rng.random_range(1..=4) {
+                let at_ms = rng.random_range(500..self.fault_window_ms);
+                let fault = draw_lossy_link(rng, self.nodes);
+                self.faults.push(Step { at_ms, fault });
+            }
+        }
+        // A deposed leader answering: frozen long enough that its stuck clients time out (3 s)
+        // and fail over to the new leader, which acks their writes, then still cut off for a
+        // while after it resumes (it believes it leads until its check-quorum runs).
+        if rng.random_bool(0.3) && self.fault_window_ms > 6_000 {
+            let at_ms = rng.random_range(1_000..self.fault_window_ms - 5_000);
+            let pause_ms = rng.random_range(1_500..3_000);
+            let fault = Fault::CutLeaderPeers { ms: pause_ms + rng.random_range(1_000..2_500), pause_ms };
+            self.faults.push(Step { at_ms, fault });
+        }
+        if rng.random_bool(0.2) {
+            let at_ms = rng.random_range(500..self.fault_window_ms);
+            let from = rng.random_range(0..self.nodes);
+            let to = (from + rng.random_range(1..self.nodes.max(2))) % self.nodes;
+            let fault = Fault::StallLink { from, to, ms: rng.random_range(500..4_000) };
+            self.faults.push(Step { at_ms, fault });
+        }
+        self.faults.sort_by_key(|f| f.at_ms);
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
         if self.legacy_clients > 50 {
@@ -472,10 +554,14 @@ impl Plan {
                 Fault::PacketLoss { pct, .. } => *pct <= 100,
                 Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
                 Fault::IsolateLeader => true,
+                Fault::CutLeaderPeers { ms, pause_ms } => pause_ms <= ms,
                 Fault::Split { side } => side.iter().all(ok),
                 Fault::CrashMany { nodes, .. } => nodes.iter().all(ok),
-                Fault::OneWay { from, to } => ok(from) && ok(to),
+                Fault::OneWay { from, to } | Fault::StallLink { from, to, .. } => ok(from) && ok(to),
                 Fault::Heal => true,
+                Fault::LossyLinks { from, to, drop_pct, dup_pct, delay_pct, reset_pct, .. } => {
+                    from.iter().chain(to).all(ok) && drop_pct + dup_pct + delay_pct + reset_pct <= 100
+                }
             };
             if !in_range {
                 return Err(format!(
@@ -800,7 +886,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         log: log.clone(),
         t0,
     };
-    FaultInjector::new(parts, &plan, &mut rng).run(&plan, opts.mutant).await;
+    let links = FaultInjector::new(parts, &plan, &mut rng).run(&plan, opts.mutant).await;
 
     // --- liveness: a leader commits a new write within the bound --------------------------------
     let (liveness_failed, liveness_ms) = check_liveness(&handle, &history, &addrs).await;
@@ -821,12 +907,12 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     let end = ms_since(start);
     let digest = run_digest(&states, &data, &watch, end);
     let disk = disk_tally(&slots);
-    let summary = summarize(&states, &data, &watch, liveness_ms, &disk, &plan, &storms);
+    let summary = summarize(&states, &data, &watch, liveness_ms, (&disk, &links), &plan, &storms);
     let summary = with_durable_summary(summary, &plan, &durable_traces);
     kill_members(&handle, &ids);
     let marks = failure.as_ref().map(|f| (f, failure_marks(f, &watch, &data, times, end)));
     finish_timeline(opts.timeline.as_ref(), &plan, marks, start);
-    RunReport { digest, summary, failure, raft_log: Some(watch.summary()), disk }
+    RunReport { digest, summary, failure, raft_log: Some(watch.summary()), disk, links }
 }
 
 /// The task handles of a run's clients.
@@ -894,6 +980,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     let mut layers_rng = rng.clone();
     layers_rng.set_stream(FAULT_LAYERS_STREAM);
     plan.draw_fault_layers(&mut layers_rng);
+    let mut lossy_rng = rng.clone();
+    lossy_rng.set_stream(LOSSY_LINKS_STREAM);
+    plan.draw_lossy_links(&mut lossy_rng);
     plan.draw_durable_consumers(&mut durable_rng);
     let mut rot_rng = rng.clone();
     rot_rng.set_stream(BIT_ROT_STREAM);

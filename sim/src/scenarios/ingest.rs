@@ -378,7 +378,7 @@ pub async fn run(opts: Options) -> Result<RunReport, MutantNotApplicable> {
         data.legacy_sent.values().sum::<u64>(),
         data.counters,
     );
-    Ok(RunReport { digest: d.finish(), summary, failure, raft_log: None, disk: Default::default() })
+    Ok(RunReport::plain(d.finish(), summary, failure))
 }
 
 /// After shutdown nothing leaked (connections, capacity), and the server timed out only the

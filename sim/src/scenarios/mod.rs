@@ -97,6 +97,23 @@ pub struct RunReport {
     /// What the run's simulated disks saw, summed over members (power failures, torn writes…);
     /// zero for scenarios without power failures.
     pub disk: eventstreamcore::rt::disk::SimDiskStats,
+    /// What the fault layer under the peer transport did (drops, duplicates, delays, resets,
+    /// stalls) and the transport's write timeouts and full queues; zero without lossy links.
+    pub links: eventstreamcore::transport::lossy::LinkStats,
+}
+
+impl RunReport {
+    /// The report of a scenario without Raft, power failures or peer links.
+    pub fn plain(digest: u64, summary: String, failure: Option<CheckFailure>) -> RunReport {
+        RunReport {
+            digest,
+            summary,
+            failure,
+            raft_log: None,
+            disk: Default::default(),
+            links: Default::default(),
+        }
+    }
 }
 
 /// A scenario's name and one-line description.

@@ -343,7 +343,7 @@ pub async fn run(opts: Options) -> RunReport {
         m.refused_emergency.get(),
         m.refused_timeout.get(),
     );
-    RunReport { digest: d.finish(), summary, failure, raft_log: None, disk: Default::default() }
+    RunReport::plain(d.finish(), summary, failure)
 }
 
 fn fail(checker: &'static str, detail: String) -> Result<(), CheckFailure> {

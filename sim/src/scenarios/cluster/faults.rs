@@ -12,6 +12,7 @@ use eventstreamcore::client::ClusterClient;
 use eventstreamcore::node::ClusterNode;
 use eventstreamcore::raft::Role;
 use eventstreamcore::rt::{self, Disk, DiskFault, NodeRng, SimDisk};
+use eventstreamcore::transport::lossy::{self, InstallGuard, LinkFaults, LinkSpec, LinkStats};
 use eventstreamcore::wire::AdminRequest;
 
 use super::{
@@ -51,7 +52,13 @@ pub(super) struct FaultInjector<'a> {
     /// A member whose disk has a crash armed is not removed for a membership change until then
     /// (wiping its disk would run into the crash).
     armed_until: Vec<rt::time::Instant>,
+    /// The fault layer under the peer transport, installed for the run while the injector lives.
+    links: Arc<LinkFaults>,
+    _links_installed: InstallGuard,
 }
+
+/// The stream the lossy links' per-frame choices are drawn from.
+const LINK_FRAMES_STREAM: u64 = 0x6672_616d;
 
 /// What the injector is given (the rest it makes itself).
 pub(super) struct InjectorParts<'a> {
@@ -71,6 +78,11 @@ impl<'a> FaultInjector<'a> {
     pub fn new(parts: InjectorParts<'a>, plan: &Plan, rng: &mut NodeRng) -> Self {
         let InjectorParts { handle, net, ids, slots, addrs, history, log, t0 } = parts;
         let tear_rng = rt::rng::split(rng);
+        // Another stream of the same key: `rng` is not advanced, so runs without lossy links
+        // draw what they always drew.
+        let mut frames_rng = rng.clone();
+        frames_rng.set_stream(LINK_FRAMES_STREAM);
+        let links = LinkFaults::new(frames_rng);
         let admin_node =
             handle.create_node().name("admin").ip(IpAddr::V4(Ipv4Addr::new(10, 4, 0, 1))).build();
         FaultInjector {
@@ -82,6 +94,8 @@ impl<'a> FaultInjector<'a> {
             rejoins: Vec::new(),
             rejoin_busy: Arc::new(AtomicBool::new(false)),
             armed_until: vec![t0; plan.nodes],
+            _links_installed: lossy::install(links.clone()),
+            links,
             handle,
             net,
             ids,
@@ -95,8 +109,8 @@ impl<'a> FaultInjector<'a> {
 
     /// Plays every fault at its time, heals when the window ends (or, for the liveness and
     /// convergence mutants, breaks the network for good), waits for crashed and paused members
-    /// to come back and for removed members to be added back.
-    pub async fn run(mut self, plan: &Plan, mutant: Option<Mutant>) {
+    /// to come back and for removed members to be added back. What the lossy links did.
+    pub async fn run(mut self, plan: &Plan, mutant: Option<Mutant>) -> LinkStats {
         for Step { at_ms, fault } in &plan.faults {
             rt::time::sleep_until(self.t0 + Duration::from_millis(*at_ms)).await;
             tracing::info!(at_ms, kind = fault.kind(), members = %fault.member_names(), "fault injected: {fault:?} (plan numbering: node = 0 is n1)");
@@ -104,6 +118,7 @@ impl<'a> FaultInjector<'a> {
         }
         rt::time::sleep_until(self.fault_end).await;
         heal(&self.net, self.ids);
+        self.links.heal();
         self.log.heal();
         self.log.mark(None, "faults end: heal");
         self.net_epoch.fetch_add(1, Ordering::SeqCst);
@@ -119,11 +134,12 @@ impl<'a> FaultInjector<'a> {
             self.handle.resume(*id);
         }
         // Members removed for a membership change are added back (the admin retries through faults).
-        for r in self.rejoins {
+        for r in std::mem::take(&mut self.rejoins) {
             if r.await.is_err() {
                 self.history.violation("rejoin task failed");
             }
         }
+        self.links.stats()
     }
 
     /// Applies one fault now.
@@ -175,6 +191,8 @@ impl<'a> FaultInjector<'a> {
                     h.resume(id);
                 });
             }
+            Fault::LossyLinks { .. } | Fault::StallLink { .. } => self.lossy_links(fault),
+            Fault::CutLeaderPeers { ms, pause_ms } => self.cut_leader_peers(*ms, *pause_ms),
             Fault::StepClock { node, ms } => {
                 if let Some(c) = self.slots[*node].clock.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                     c.step_wall(i128::from(*ms) * 1_000_000);
@@ -232,6 +250,64 @@ impl<'a> FaultInjector<'a> {
             }
             _ => unreachable!("partition() is given network cuts only"),
         }
+    }
+
+    /// Opens a lossy or stalled window on peer links (closed at the latest when the faults end).
+    fn lossy_links(&mut self, fault: &Fault) {
+        let left = self.fault_end.saturating_duration_since(rt::time::now());
+        let id = |n: &usize| *n as u64 + 1;
+        match fault {
+            Fault::LossyLinks { from, to, ms, drop_pct, dup_pct, delay_pct, max_delay_ms, reset_pct } => {
+                let spec = LinkSpec {
+                    drop_pct: *drop_pct,
+                    dup_pct: *dup_pct,
+                    delay_pct: *delay_pct,
+                    max_delay_ms: *max_delay_ms,
+                    reset_pct: *reset_pct,
+                };
+                let window = Duration::from_millis(*ms).min(left);
+                for a in from {
+                    for b in to.iter().filter(|b| *b != a) {
+                        self.links.lossy(id(a), id(b), spec, window);
+                    }
+                }
+                let label = format!(
+                    "{} → {} lossy: drop {drop_pct}%, dup {dup_pct}%, delay {delay_pct}% ≤{max_delay_ms} ms, reset {reset_pct}%",
+                    names(from),
+                    names(to)
+                );
+                self.log.band(window.as_millis() as u64, label);
+                self.history.count("lossy_link_windows");
+            }
+            Fault::StallLink { from, to, ms } => {
+                let window = Duration::from_millis(*ms).min(left);
+                self.links.stall(id(from), id(to), window);
+                self.log.band(window.as_millis() as u64, format!("n{} → n{} writes stall", from + 1, to + 1));
+                self.history.count("stalled_links");
+            }
+            _ => unreachable!("lossy_links() is given link faults only"),
+        }
+    }
+
+    /// Cuts whoever leads now from every peer (both ways) for `ms`, its clients still reaching
+    /// it, and pauses it for the first `pause_ms`.
+    fn cut_leader_peers(&mut self, ms: u64, pause_ms: u64) {
+        let Some(l) = current_leader(self.slots) else {
+            self.history.count("cut_leader_peers_without_leader");
+            return;
+        };
+        let window = Duration::from_millis(ms).min(self.fault_end.saturating_duration_since(rt::time::now()));
+        let cut = LinkSpec { drop_pct: 100, ..LinkSpec::default() };
+        let leader = l as u64 + 1;
+        for other in (1..=self.ids.len() as u64).filter(|&o| o != leader) {
+            self.links.lossy(leader, other, cut, window);
+            self.links.lossy(other, leader, cut, window);
+        }
+        tracing::info!(member = %format!("n{leader}"), "fault injected: the leader is cut from its peers");
+        let label = format!("leader cut from peers {:.1} s", window.as_secs_f64());
+        self.log.span(l, window.as_millis() as u64, SpanKind::Isolated, label);
+        self.history.count("leader_peers_cut");
+        self.apply(&Fault::Pause { node: l, ms: pause_ms });
     }
 
     /// Power-fails a member now and restarts it after `down_ms`.

@@ -11,6 +11,7 @@ use eventstreamcore::node::{ClusterNode, EventLogState};
 use eventstreamcore::raft::Role;
 use eventstreamcore::rt;
 use eventstreamcore::service::EventService;
+use eventstreamcore::transport::lossy::LinkStats;
 
 use super::{LIVENESS_BOUND, MemberSlot, Plan, Storms};
 use crate::check;
@@ -239,7 +240,7 @@ pub(super) fn summarize(
     data: &HistoryData,
     watch: &RaftWatch,
     liveness_ms: u128,
-    disk: &eventstreamcore::rt::disk::SimDiskStats,
+    (disk, links): (&eventstreamcore::rt::disk::SimDiskStats, &LinkStats),
     plan: &Plan,
     storms: &Storms,
 ) -> String {
@@ -278,6 +279,7 @@ pub(super) fn summarize(
     } else {
         String::new()
     };
+    let summary = if links.windows > 0 { format!("{summary}\n{}", describe_links(links)) } else { summary };
     let summary = if plan.storm_clients > 0 {
         format!("{summary}\n{}", storms.storm_stats.lock().unwrap_or_else(|e| e.into_inner()).describe())
     } else {
@@ -304,6 +306,21 @@ pub(super) fn summarize(
 pub(super) struct VerdictTimes {
     pub liveness: Ms,
     pub converged: Ms,
+}
+
+/// What the lossy peer links did, in one line (the sweep summary sums the same counters).
+pub fn describe_links(l: &LinkStats) -> String {
+    format!(
+        "peer links: {} lossy/stalled windows, {} frames dropped, {} duplicated, {} delayed, {} connection resets, {} stalled writes; transport: {} write timeouts, {} messages dropped on a full queue",
+        l.windows,
+        l.dropped,
+        l.duplicated,
+        l.delayed,
+        l.resets,
+        l.stalled_writes,
+        l.write_timeouts,
+        l.queue_full
+    )
 }
 
 /// Titles the run's timeline (when one is recorded) with its verdict, marks the failure and
