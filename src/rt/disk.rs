@@ -651,13 +651,17 @@ impl SimDisk {
     /// Bit rot at rest: flips one bit of one byte of a synced file whose synced name starts with
     /// one of `prefixes` (file and byte drawn from `rng`), in what survives a power failure; reads
     /// see it too where they still read those same bytes (the file was only appended to since its
-    /// last sync). `None` if no such file holds synced bytes.
-    pub fn rot(&self, prefixes: &[&str], rng: &mut NodeRng) -> Option<Rot> {
+    /// last sync). The newest (greatest-named) file of each prefix in `spare_newest` is left alone.
+    /// `None` if no such file holds synced bytes.
+    pub fn rot(&self, prefixes: &[&str], spare_newest: &[&str], rng: &mut NodeRng) -> Option<Rot> {
         let mut st = self.lock();
+        let newest = |p: &&str| st.durable_names.keys().filter(|n| n.starts_with(p)).max().cloned();
+        let spared: Vec<String> = spare_newest.iter().filter_map(newest).collect();
         let files: Vec<(String, FileId)> = st
             .durable_names
             .iter()
             .filter(|(n, id)| prefixes.iter().any(|p| n.starts_with(p)) && !st.files[*id].durable.is_empty())
+            .filter(|(n, _)| !spared.contains(n))
             .map(|(n, id)| (n.clone(), *id))
             .collect();
         let (file, id) = files.get(rng.random_range(0..files.len().max(1)))?.clone();
@@ -1177,7 +1181,7 @@ mod tests {
     fn rot_flips_one_bit_of_a_synced_file_with_the_prefix_and_survives_power_failure() {
         let d = SimDisk::new();
         let mut rng = rng_from_seed(7);
-        assert_eq!(d.rot(&["wal-"], &mut rng), None, "nothing synced yet");
+        assert_eq!(d.rot(&["wal-"], &[], &mut rng), None, "nothing synced yet");
         d.append("wal-1", b"synced bytes").unwrap();
         d.append("other", b"never touched").unwrap();
         d.sync("wal-1").unwrap();
@@ -1186,7 +1190,7 @@ mod tests {
         d.append("wal-1", b" and unsynced ones").unwrap();
         for _ in 0..20 {
             let before = d.read("wal-1").unwrap();
-            let rot = d.rot(&["wal-"], &mut rng).expect("wal-1 holds synced bytes");
+            let rot = d.rot(&["wal-"], &[], &mut rng).expect("wal-1 holds synced bytes");
             assert_eq!(rot.file, "wal-1");
             assert!(rot.offset < b"synced bytes".len(), "only synced bytes rot: {rot:?}");
             assert_eq!(rot.mask.count_ones(), 1);

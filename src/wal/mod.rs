@@ -287,7 +287,7 @@ impl RaftStorage {
         let written_hard_state = rec.read_hard_state()?;
         let snapshot = rec.read_snapshot()?;
         let snap_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
-        let (segments, entries) = rec.read_log(snap_index)?;
+        let (segments, entries) = rec.read_log(snap_index, written_hard_state.commit)?;
         let last_index = entries.last().map_or(snap_index, |e| e.index);
         let snap_term = snapshot.as_ref().map_or(0, |s| s.meta.term);
         check_terms_never_decrease(&segments, &entries, snap_term)?;

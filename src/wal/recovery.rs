@@ -83,8 +83,14 @@ impl Recovery<'_> {
     }
 
     /// Reads the log after the snapshot at `snap`, repairing what it may; returns the segments
-    /// kept and the entries after the snapshot. Everything returned is durable.
-    pub(super) fn read_log(&mut self, snap: Index) -> Result<(Vec<Segment>, Vec<Entry>), StorageError> {
+    /// kept and the entries after the snapshot. Everything returned is durable. Entries up to
+    /// `synced_through` (the written hard state's commit index) were durable before that hard state
+    /// was written, so a bad record among them is corruption (bit rot), never a torn tail.
+    pub(super) fn read_log(
+        &mut self,
+        snap: Index,
+        synced_through: Index,
+    ) -> Result<(Vec<Segment>, Vec<Entry>), StorageError> {
         let names = self.segment_names()?;
         let mut segments: Vec<Segment> = Vec::new();
         let mut entries = Vec::new();
@@ -133,14 +139,7 @@ impl Recovery<'_> {
             let next_index = seg.last + 1;
             segments.push(seg);
             if let Some(bad) = bad {
-                let torn = is_last
-                    && match bad.kind {
-                        BadKind::Zero => true,
-                        BadKind::Partial | BadKind::Checksum => {
-                            !valid_record_after(&data, bad.offset + 1, next_index)
-                        }
-                        BadKind::Hard => false,
-                    };
+                let torn = is_last && is_torn_tail(&data, &bad, next_index, synced_through);
                 let what = format!("{name} byte {}: {}", bad.offset, bad.reason);
                 if torn && crate::planted!(TornTailKept) {
                     segments.last_mut().expect("pushed above").bytes = data.len() as u64;
@@ -223,5 +222,22 @@ impl Recovery<'_> {
         reason: &str,
     ) -> Result<(), StorageError> {
         if self.opts.repair { Ok(()) } else { Err(corrupt(file, offset, reason)) }
+    }
+}
+
+/// Whether a bad record in the last segment, at the position of entry `next_index`, is the torn
+/// tail of an unsynced write (cut) rather than corruption (refused). Not when the entry was synced
+/// (`next_index <= synced_through`: the hard state that says so was written after its fsync) —
+/// found by the simulator: bit rot in the last record of a member's log looked torn and silently
+/// removed a committed entry (seed 508). Otherwise a zeroed or partial record, or a bad checksum
+/// with no valid record after it, is torn.
+fn is_torn_tail(data: &[u8], bad: &BadRecord, next_index: Index, synced_through: Index) -> bool {
+    if next_index <= synced_through {
+        return false;
+    }
+    match bad.kind {
+        BadKind::Zero => true,
+        BadKind::Partial | BadKind::Checksum => !valid_record_after(data, bad.offset + 1, next_index),
+        BadKind::Hard => false,
     }
 }

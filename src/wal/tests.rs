@@ -176,6 +176,35 @@ fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
 }
 
 #[test]
+fn a_bad_last_record_the_hard_state_says_was_committed_is_corruption_not_a_torn_tail() {
+    // Bit rot in the last record looks exactly like a torn write; but the hard state's commit
+    // index was written after that record's fsync, so the record was durable: refuse, never cut
+    // (cutting silently removed a committed entry in the simulator, seed 508).
+    let name = segment_name(1);
+    for (commit, refused) in [(6, true), (5, false)] {
+        let d = SimDisk::new();
+        let (mut st, _) = open(&d, small(1 << 20));
+        st.append(&ents(1..=6, 1)).unwrap();
+        st.sync().unwrap();
+        st.set_hard_state(HardState { term: 1, vote: Some(1), commit }).unwrap();
+        st.flush_hard_state().unwrap();
+        drop(st);
+        let size = d.size(&name).unwrap().unwrap() as usize;
+        d.corrupt(&name, size - 1).unwrap();
+        if refused {
+            match open_err(&d, small(1 << 20)) {
+                StorageError::Corrupt { file, .. } => assert_eq!(file, name),
+                other => panic!("expected Corrupt, got {other:?}"),
+            }
+        } else {
+            let (_, rec) = open(&d, small(1 << 20));
+            assert_eq!(rec.entries, ents(1..=5, 1), "an uncommitted bad tail is a torn write: cut");
+            assert!(rec.repaired.iter().any(|n| n.contains("torn")), "{:?}", rec.repaired);
+        }
+    }
+}
+
+#[test]
 fn a_flipped_byte_mid_segment_is_refused_and_repair_truncates_there() {
     let all = ents(1..=10, 1);
     let offs = offsets(&all);
