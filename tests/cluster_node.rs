@@ -71,6 +71,8 @@ impl TestCluster {
             repair: false,
             pipeline: self.pipeline.clone().map(|p| p as Arc<dyn eventstreamcore::service::StartProcessing>),
             observer: None,
+            store: Default::default(),
+            read_max_bytes: 1 << 20,
         };
         let disk: Arc<dyn Disk> = m.disk.clone();
         let started = ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(id)).await.unwrap();
@@ -241,6 +243,8 @@ async fn membership_add_a_joining_node_then_remove_the_leader() {
         repair: false,
         pipeline: None,
         observer: None,
+        store: Default::default(),
+        read_max_bytes: 1 << 20,
     };
     let (n4, t4) = ClusterNode::start(opts, disk4, NodeClock::new(), rng_from_seed(4)).await.unwrap();
     assert!(n4.status().voters.is_empty(), "a joining node knows no configuration");
@@ -491,6 +495,8 @@ async fn without_a_secret_a_single_member_does_not_listen_and_a_multi_member_one
             repair: false,
             pipeline: None,
             observer: None,
+            store: Default::default(),
+            read_max_bytes: 1 << 20,
         };
         let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
         match ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(2)).await {

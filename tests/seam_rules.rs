@@ -104,7 +104,6 @@ const LONG_FNS: &[(&str, &str, usize)] = &[
     ("sim/src/shrink.rs", "shrink", 95),
     ("sim/src/scenarios/pipeline.rs", "run", 93),
     ("src/main.rs", "bench", 92),
-    ("src/node/state.rs", "decode_snapshot", 87),
     ("sim/src/scenarios/ingest.rs", "malformed", 87),
     ("src/node/cluster/driver.rs", "round", 85),
     ("src/raft/core.rs", "handle_snapshot", 84),

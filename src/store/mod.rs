@@ -35,13 +35,14 @@
 //!
 //! # Status (issue 13)
 //!
-//! Built and tested on its own; `EventLogState` still keeps topics in RAM. Wiring it in: apply
-//! appends each batch's events per topic through [`TopicSet::append`]; before the driver records a
-//! snapshot at index I it calls [`TopicSet::sync_all`] and puts [`TopicSet::metadata`] (plus the
-//! dedup window, checkpoint and address book) in the snapshot instead of the events, and calls
-//! [`TopicSet::delete_trimmed`] once that snapshot is saved; a restart opens the set with the
-//! snapshot's metadata ([`TopicSet::open`] cuts back to it), then the WAL after I is replayed. A
-//! follower that installs a snapshot still needs the segment bytes from the leader (step 3).
+//! Wired in: `EventLogState` (src/node/state.rs) keeps its topics in a [`TopicSet`] on the
+//! member's disk (next to the WAL; an in-memory `SimDisk` for a `LocalNode`, tests and fuzzing);
+//! apply appends each batch's events per topic through [`TopicSet::append`], fetches read the
+//! files with the event and byte caps, retention trims call [`TopicStore::trim_before`]; a
+//! topic-file failure on apply stops the member like a WAL failure. The Raft snapshot (format 3)
+//! holds [`TopicSet::metadata`] plus, for now, a raw copy of the retained segment files
+//! ([`TopicSet::retained_files`]); a restart or an install writes them back
+//! ([`TopicSet::replace_files`]) and opens the set at that metadata.
 
 mod recovery;
 mod segment;

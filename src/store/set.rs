@@ -195,6 +195,65 @@ impl TopicSet {
         self.topics.values_mut().try_for_each(|(_, s)| s.delete_trimmed())
     }
 
+    /// The files holding the records `meta` retains (segments with a record at or past the
+    /// topic's first offset, and each topic's last), each with the length it had when `meta`
+    /// was taken.
+    pub fn retained_files(meta: &StoreMeta) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for t in &meta.topics {
+            // The last segment is kept even when trimmed whole: it holds the end offset.
+            let last = t.segments.last().map(|s| s.base);
+            for s in t.segments.iter().filter(|s| (s.end > t.first || Some(s.base) == last) && s.bytes > 0) {
+                out.push((super::segment::segment_name(&prefix(t.id), s.base), s.bytes));
+            }
+        }
+        out
+    }
+
+    /// The first `len` bytes of one of this set's files (see [`Self::retained_files`]).
+    pub fn read_file(&self, name: &str, len: u64) -> Result<Vec<u8>, StoreError> {
+        let len = usize::try_from(len).map_err(|_| StoreError::Config(format!("{name}: {len} bytes")))?;
+        let bytes = self.disk.read_range(name, 0, len)?;
+        if bytes.len() != len {
+            return Err(StoreError::Missing {
+                prefix: name.to_string(),
+                end: bytes.len() as u64,
+                synced: len as u64,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Replaces every topic file on `disk` by `files` (names must be topic segment names),
+    /// durably: what a member installing a snapshot that carries its data does before
+    /// [`Self::open`] with that snapshot's metadata.
+    pub fn replace_files(disk: &dyn Disk, files: &[(String, Bytes)]) -> Result<(), StoreError> {
+        for name in disk.list(TOPIC_FILE_PREFIX)? {
+            disk.remove(&name)?;
+        }
+        for (name, bytes) in files {
+            if file_id(name).is_none() || !name.ends_with(super::segment::SUFFIX) {
+                return Err(StoreError::Config(format!("{name:?} is not a topic segment name")));
+            }
+            disk.write(name, bytes)?;
+            disk.sync(name)?;
+        }
+        disk.sync_dir()?;
+        Ok(())
+    }
+
+    /// A copy of every topic's files on a fresh in-memory disk, opened at the current metadata
+    /// (for checkers and tests: O(data)).
+    pub fn copy_to_memory(&self) -> Result<TopicSet, StoreError> {
+        let disk = crate::rt::SimDisk::new();
+        for name in self.disk.list(TOPIC_FILE_PREFIX)? {
+            disk.write(&name, &self.disk.read(&name)?)?;
+            disk.sync(&name)?;
+        }
+        disk.sync_dir()?;
+        TopicSet::open(Arc::new(disk), self.cfg, Some(&self.metadata()))
+    }
+
     /// What a snapshot records: O(topics + segments), reads no file.
     pub fn metadata(&self) -> StoreMeta {
         let topics = self

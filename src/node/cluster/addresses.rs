@@ -155,8 +155,11 @@ impl AddressBook {
 }
 
 /// Snapshot payload: the address book of the applied configuration, then the event-log state.
-pub(super) fn encode_snapshot_data(addrs: &BTreeMap<NodeId, Addr>, state: &EventLogState) -> Bytes {
-    let body = state.encode_snapshot();
+pub(super) fn encode_snapshot_data(
+    addrs: &BTreeMap<NodeId, Addr>,
+    state: &EventLogState,
+) -> Result<Bytes, StoreError> {
+    let body = state.encode_snapshot(true)?;
     let mut out = BytesMut::with_capacity(body.len() + 64 * addrs.len() + 4);
     out.put_u32(addrs.len() as u32);
     for (id, a) in addrs {
@@ -166,12 +169,16 @@ pub(super) fn encode_snapshot_data(addrs: &BTreeMap<NodeId, Addr>, state: &Event
         }
     }
     out.put_slice(&body);
-    out.freeze()
+    Ok(out.freeze())
 }
 
+/// Reads a snapshot's address book and state; the state's topic files are brought to the
+/// snapshot on `disk` (written from the snapshot if it carries them).
 pub(super) fn decode_snapshot_data(
     dedup: DedupConfig,
     mut b: Bytes,
+    disk: &Arc<dyn Disk>,
+    cfg: StoreConfig,
 ) -> Result<(BTreeMap<NodeId, Addr>, EventLogState), String> {
     let short = || "truncated address book".to_string();
     if b.remaining() < 4 {
@@ -191,7 +198,13 @@ pub(super) fn decode_snapshot_data(
         let [raft, client] = parts;
         book.insert(id, Addr { raft, client });
     }
-    let state = EventLogState::decode_snapshot(dedup, b).map_err(|e| e.to_string())?;
+    let state = EventLogState::decode_snapshot_with(dedup, b, |meta, files| {
+        if let Some(files) = files {
+            TopicSet::replace_files(disk.as_ref(), &files)?;
+        }
+        TopicSet::open(disk.clone(), cfg, Some(meta))
+    })
+    .map_err(|e| e.to_string())?;
     Ok((book, state))
 }
 

@@ -211,7 +211,7 @@ impl Driver {
     }
 
     /// One Ready, in the order the core requires.
-    pub(super) fn round(&mut self) -> Result<(), StorageError> {
+    pub(super) fn round(&mut self) -> Result<(), RoundError> {
         if !self.raft.has_ready() {
             return Ok(());
         }
@@ -222,7 +222,7 @@ impl Driver {
         let appended_from = entries.first().map(|e| e.index);
         if let Some(snap) = snapshot {
             self.storage.install_snapshot(&snap)?;
-            self.install(&snap);
+            self.install(&snap)?;
         }
         if !entries.is_empty() {
             for e in &entries {
@@ -244,7 +244,7 @@ impl Driver {
         }
         let observed_entries = if self.observer.is_some() { committed_entries.clone() } else { Vec::new() };
         if !committed_entries.is_empty() {
-            self.apply(committed_entries);
+            self.apply(committed_entries)?;
         }
         self.note_read_states(read_states);
         self.raft.advance();
