@@ -308,9 +308,20 @@ impl EventLogState {
         self.end_offset(topic) - self.first_offset(topic)
     }
 
-    /// The topic files (their metadata, or to sync them).
+    /// The topic files.
     pub fn store(&self) -> &TopicSet {
         &self.store
+    }
+
+    /// Makes everything appended to the topic files durable (before a snapshot is recorded).
+    pub fn sync_topics(&mut self) -> Result<(), StoreError> {
+        self.store.sync_all()
+    }
+
+    /// Deletes topic segments wholly below the first retained offsets: call once a snapshot
+    /// recording those offsets is durable.
+    pub fn delete_trimmed_topics(&mut self) -> Result<(), StoreError> {
+        self.store.delete_trimmed()
     }
 
     /// A copy of this state whose topic files are copied to a fresh in-memory disk (O(data): for
@@ -452,6 +463,40 @@ impl EventLogState {
         let mut h = Fnv64::default();
         h.write(&out);
         h.finish()
+    }
+
+    /// A snapshot without files (`encode_snapshot(false)`) turned into one that carries them,
+    /// read from `store` at the lengths the snapshot's metadata records (the files only grow
+    /// past them until the next snapshot). A snapshot that carries its files is returned as is.
+    pub fn snapshot_with_files(&self, snapshot: Bytes) -> Result<Bytes, SnapshotDecodeError> {
+        let bad = |e: String| SnapshotDecodeError(e);
+        let mut b = snapshot.clone();
+        if b.remaining() < 5 + 24 || &b[..4] != SNAPSHOT_MAGIC || b[4] != SNAPSHOT_VERSION {
+            return Err(bad("not a snapshot of this format".into()));
+        }
+        b.advance(5 + 24);
+        let meta = StoreMeta::decode(&mut b).map_err(|e| bad(e.to_string()))?;
+        if !b.has_remaining() {
+            return Err(bad("truncated at the files flag".into()));
+        }
+        if b[0] == 1 {
+            return Ok(snapshot);
+        }
+        let head = snapshot.len() - b.remaining();
+        b.advance(1);
+        let mut out = BytesMut::with_capacity(snapshot.len() + 64);
+        out.put_slice(&snapshot[..head]);
+        out.put_u8(1);
+        let files = TopicSet::retained_files(&meta);
+        out.put_u32(files.len() as u32);
+        for (name, len) in files {
+            let bytes = self.store.read_file(&name, len).map_err(|e| bad(format!("topic files: {e}")))?;
+            put_str16(&mut out, &name);
+            out.put_u64(bytes.len() as u64);
+            out.put_slice(&bytes);
+        }
+        out.put_slice(&b);
+        Ok(out.freeze())
     }
 
     /// Rebuilds a state from [`encode_snapshot`](Self::encode_snapshot)'s bytes with its topic

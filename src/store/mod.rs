@@ -39,10 +39,21 @@
 //! member's disk (next to the WAL; an in-memory `SimDisk` for a `LocalNode`, tests and fuzzing);
 //! apply appends each batch's events per topic through [`TopicSet::append`], fetches read the
 //! files with the event and byte caps, retention trims call [`TopicStore::trim_before`]; a
-//! topic-file failure on apply stops the member like a WAL failure. The Raft snapshot (format 3)
-//! holds [`TopicSet::metadata`] plus, for now, a raw copy of the retained segment files
-//! ([`TopicSet::retained_files`]); a restart or an install writes them back
-//! ([`TopicSet::replace_files`]) and opens the set at that metadata.
+//! topic-file failure on apply stops the member like a WAL failure.
+//!
+//! Snapshots (format 3) are metadata: before the driver records one at index I it calls
+//! [`TopicSet::sync_all`] and saves [`TopicSet::metadata`] with the dedup window, checkpoint,
+//! consumers, retention and address book; once saved, [`TopicSet::delete_trimmed`]. A restart
+//! opens the set at that metadata ([`TopicSet::open`] cuts back to it) and replays the WAL.
+//!
+//! Gap (step 3, catch-up by streaming, not done): a follower that needs a snapshot gets the
+//! metadata plus a raw copy of the retained segment files ([`TopicSet::retained_files`]). The
+//! leader's Raft core holds the saved snapshot as "partial"; when a follower needs it the driver
+//! reads the files once into memory (O(retained data) bytes, until the next snapshot) and the
+//! core sends that in its usual chunks; the follower writes them back
+//! ([`TopicSet::replace_files`]) and saves the whole snapshot as its installed one. Correct and
+//! crash-safe (a restart re-installs the saved snapshot), but not bounded in memory: streaming
+//! the segments in bounded, resumable chunks replaces this.
 
 mod recovery;
 mod segment;

@@ -126,19 +126,30 @@ impl Driver {
         Ok(())
     }
 
+    /// Every `snapshot_entries` applied entries: makes the topic files durable, records a
+    /// snapshot of metadata only (nothing here grows with the stored data), then deletes the
+    /// topic segments it no longer needs and compacts the log.
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), RoundError> {
         let applied = self.raft.applied();
         if applied < self.last_snapshot + self.snapshot_entries {
             return Ok(());
         }
-        let data = encode_snapshot_data(&self.addrs.committed(), &lock(&self.shared.state))?;
+        let data = {
+            let mut state = lock(&self.shared.state);
+            state.sync_topics()?;
+            encode_snapshot_data(&self.addrs.committed(), &state, false)?
+        };
         if let Err(e) = self.raft.snapshot(applied, data) {
             tracing::warn!(node = self.id, error = %e, "snapshot refused");
             return Ok(());
         }
+        // A follower that needs it gets the files too (see `serve_snapshot_wanted`).
+        self.raft.set_snapshot_partial();
         if let Some(snap) = self.raft.latest_snapshot() {
             self.storage.save_snapshot(snap)?;
         }
+        // Durable with the next sync; a restart before it finds the files and cuts them back.
+        lock(&self.shared.state).delete_trimmed_topics()?;
         self.last_snapshot = applied;
         let keep = applied.saturating_sub(self.snapshot_keep_entries);
         if keep > self.raft.first_index() {
@@ -150,5 +161,24 @@ impl Driver {
         }
         tracing::info!(node = self.id, index = applied, "snapshot saved");
         Ok(())
+    }
+
+    /// A follower needs the latest snapshot, saved as metadata only: fills in the topic files
+    /// (read at the lengths it records) so the core can send it. O(data), once per request.
+    pub(super) fn serve_snapshot_wanted(&mut self) {
+        let Some(index) = self.raft.take_snapshot_wanted() else { return };
+        let Some(partial) = self.raft.latest_snapshot().map(|s| s.data.clone()) else { return };
+        match snapshot_data_with_files(&partial, &lock(&self.shared.state)) {
+            Ok(data) => {
+                let bytes = data.len();
+                if self.raft.fill_snapshot(index, data) {
+                    tracing::info!(node = self.id, index, bytes, "snapshot with topic files ready to send");
+                }
+            }
+            // Asked again at the next attempt to send it.
+            Err(e) => {
+                tracing::warn!(node = self.id, index, error = %e, "cannot add the topic files to a snapshot")
+            }
+        }
     }
 }

@@ -37,9 +37,7 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            for id in self.transport.as_ref().map(PeerTransport::take_unreachable).unwrap_or_default() {
-                self.raft.report_unreachable(id);
-            }
+            self.between_rounds();
             // `advance()` can make more ready at once — a single member commits its own entry only
             // once the round that made it durable has advanced — so go round again rather than
             // wait for the next tick or message.
@@ -81,6 +79,14 @@ impl Driver {
         }
         self.shared.applied.notify_waiters();
         tracing::info!(node = self.id, "raft driver stopped");
+    }
+
+    /// Tells the core which peers were unreachable, and fills in a snapshot a follower waits for.
+    fn between_rounds(&mut self) {
+        for id in self.transport.as_ref().map(PeerTransport::take_unreachable).unwrap_or_default() {
+            self.raft.report_unreachable(id);
+        }
+        self.serve_snapshot_wanted();
     }
 
     pub(super) fn stop(&mut self, err: ServiceError) {

@@ -349,7 +349,9 @@ impl ClusterNode {
         rcfg.election_tick = cfg.election_ticks;
         rcfg.heartbeat_tick = cfg.heartbeat_ticks;
         let raft_rng = rt::rng::split(&mut rng);
-        let raft = Raft::new(rcfg, restored, raft_rng)?;
+        let mut raft = Raft::new(rcfg, restored, raft_rng)?;
+        // A saved snapshot holds the topic files' metadata; they are added when one is sent.
+        raft.set_snapshot_partial();
         let (transport, inbox) = match open_peer_transport(&cfg, id, &raft, clock.clone(), rng).await? {
             Some((transport, inbox)) => {
                 // The configured address may be port 0; tell peers the real one.
