@@ -306,6 +306,39 @@ fn a_resumed_install_never_pulls_again_what_is_durable() {
     assert_eq!(dst.metadata().next_id, target.next_id);
 }
 
+#[test]
+fn a_member_behind_serves_what_it_has_and_a_topic_under_another_id_is_pulled_again() {
+    let mut full = set_on(&SimDisk::new(), 300);
+    fill(&mut full, "a", 30);
+    let target = full.metadata();
+    let mut behind = set_on(&SimDisk::new(), 300);
+    fill(&mut behind, "a", 10);
+    let d = SimDisk::new();
+    let mut dst = set_on(&d, 200);
+    fill(&mut dst, "zz", 1); // id 0, which the target gives to "a"
+    fill(&mut dst, "a", 4); // id 1 here: its files cannot stand for the target's "a"
+    let mut plan = CatchUp::new(&mut dst, &target).unwrap();
+    assert_eq!(dst.get("a").unwrap().end_offset(), 0);
+    assert!(d.list("topic-00000001-").unwrap().is_empty());
+    let mut not_available = 0;
+    while let Some(req) = plan.next_request(1, 100) {
+        match result(serve_records(&behind, &request(req)).unwrap()) {
+            r @ RecordsResult::NotAvailable { .. } => {
+                assert!(plan.on_records(&mut dst, r).unwrap_err().is_refusal());
+                not_available += 1;
+                break;
+            }
+            r => plan.on_records(&mut dst, r).unwrap(),
+        }
+    }
+    assert_eq!((not_available, dst.get("a").unwrap().end_offset()), (1, 10), "took what it had");
+    while let Some(req) = plan.next_request(2, 100) {
+        plan.on_records(&mut dst, result(serve_records(&full, &request(req)).unwrap())).unwrap();
+    }
+    assert_eq!(contents(&dst), contents(&full));
+    assert_eq!(dst.metadata().topics[0].id, 0);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append(u8, u8),
@@ -341,6 +374,9 @@ enum Fate {
     Corrupt(u16),
     /// The member loses power after this answer was appended (torn write if `Some`).
     Crash(Option<u64>),
+    /// Before this answer is delivered, retention trims the source's topic `t{0}` below `{1}`
+    /// (a later log entry: the follower replays it after the catch-up).
+    SourceTrim(u8, u8),
 }
 
 fn fate() -> impl Strategy<Value = Fate> {
@@ -351,6 +387,7 @@ fn fate() -> impl Strategy<Value = Fate> {
         2 => Just(Fate::Delay),
         2 => any::<u16>().prop_map(Fate::Corrupt),
         2 => prop::option::of(any::<u64>()).prop_map(Fate::Crash),
+        1 => (0u8..3, 0u8..80).prop_map(|(t, o)| Fate::SourceTrim(t, o)),
     ]
 }
 
@@ -374,7 +411,8 @@ proptest! {
 
     /// A follower with an older state (a prefix of the source's history) and another segment
     /// size catches up to the source's metadata through serve_records, whatever happens to the
-    /// answers and however often it loses power: it ends with identical contents, every chunk
+    /// answers, however often it loses power and however far the source's retention trims
+    /// meanwhile: after replaying those trims it ends with identical contents, every chunk
     /// within its byte budget, and a corrupted chunk never lands.
     #[test]
     fn catch_up_converges_through_loss_duplication_reordering_corruption_and_crashes(
@@ -395,6 +433,7 @@ proptest! {
         let target = src.metadata();
         let mut plan = CatchUp::new(&mut dst, &target).unwrap();
         let mut held: VecDeque<RecordsResult> = VecDeque::new();
+        let mut replay: Vec<Op> = Vec::new();
         let mut fates = fates.into_iter();
         let mut steps = 0;
         while let Some(req) = plan.next_request(steps, max_bytes) {
@@ -424,6 +463,13 @@ proptest! {
                     d.power_fail(tear.map(rng_from_seed).as_mut());
                     (dst, plan) = TopicSet::open_partial(Arc::new(d.clone()), cfg(170), &target).unwrap();
                 }
+                Fate::SourceTrim(t, o) => {
+                    let trim = Op::Trim(t, o);
+                    apply(&mut src, &trim);
+                    src.delete_trimmed().unwrap();
+                    replay.push(trim);
+                    deliver(&mut plan, &mut dst, r);
+                }
             }
             if held.len() > 1 || (held.len() == 1 && steps % 3 == 0) {
                 let late = held.pop_front().unwrap();
@@ -431,10 +477,11 @@ proptest! {
             }
         }
         dst.sync_all().unwrap();
+        // The log after the snapshot is replayed: the source's later retention, then nothing else.
+        replay.iter().for_each(|op| apply(&mut dst, op));
         prop_assert_eq!(contents(&dst), contents(&src));
-        let (m, t) = (dst.metadata(), target);
-        prop_assert_eq!(m.next_id, t.next_id);
         let ids = |m: &StoreMeta| m.topics.iter().map(|t| (t.name.clone(), t.id, t.first, t.end)).collect::<Vec<_>>();
-        prop_assert_eq!(ids(&m), ids(&t));
+        prop_assert_eq!(dst.metadata().next_id, target.next_id);
+        prop_assert_eq!(ids(&dst.metadata()), ids(&src.metadata()));
     }
 }
