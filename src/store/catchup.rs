@@ -194,10 +194,13 @@ impl CatchUp {
     }
 }
 
-/// A target with a topic whose first offset is past its end cannot be planned for.
+/// A target (from a peer's snapshot) that no honest member records: a topic whose first offset
+/// is past its end, an id not below `next_id`, two topics with one name or one id.
 fn check_target(target: &StoreMeta) -> Result<(), StoreError> {
+    let (mut names, mut ids) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
     for t in &target.topics {
-        if t.first > t.end || t.id >= target.next_id {
+        let unique = names.insert(t.name.as_str()) && ids.insert(t.id);
+        if t.first > t.end || t.id >= target.next_id || !unique {
             return Err(StoreError::Config(format!("catch-up target topic {:?} is inconsistent", t.name)));
         }
     }

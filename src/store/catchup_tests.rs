@@ -198,6 +198,20 @@ fn the_planner_makes_the_local_set_a_prefix_of_the_target() {
     assert_eq!((topic.as_str(), offset, up_to, max_bytes), ("a", 0, 5, MAX_RECORDS_BYTES));
     assert!(!plan.is_done());
 
+    // A target no honest member records is refused before anything changes.
+    for break_it in [
+        |m: &mut StoreMeta| m.topics[1].id = m.topics[0].id,
+        |m: &mut StoreMeta| m.topics[1].name = m.topics[0].name.clone(),
+        |m: &mut StoreMeta| m.topics[0].first = m.topics[0].end + 1,
+        |m: &mut StoreMeta| m.next_id = 2,
+    ] {
+        let mut bad = target.clone();
+        break_it(&mut bad);
+        let err = CatchUp::new(&mut set_on(&SimDisk::new(), 200), &bad).unwrap_err();
+        assert!(matches!(err, StoreError::Config(_)), "{err}");
+        assert!(TopicSet::open_partial(Arc::new(SimDisk::new()), cfg(200), &bad).is_err());
+    }
+
     // A local log longer than the target is cut back to it.
     let mut ahead = set_on(&SimDisk::new(), 200);
     fill(&mut ahead, "a", 9);

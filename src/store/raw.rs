@@ -108,7 +108,11 @@ impl TopicStore {
     pub fn reset_to(&mut self, first: u64) -> Result<(), StoreError> {
         self.check_live()?;
         while let Some((_, seg)) = self.segments.pop_last() {
-            self.mutate(|s| s.disk.remove(&seg.name))?;
+            // A segment just rolled to has no file until its first write.
+            self.mutate(|s| match s.disk.remove(&seg.name) {
+                Err(e) if e.is_not_found() => Ok(()),
+                done => done,
+            })?;
         }
         for name in self.disk.list(&self.prefix)? {
             if segment::parse_segment_name(&self.prefix, &name).is_some() {
