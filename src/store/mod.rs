@@ -41,9 +41,7 @@
 //! dedup window, checkpoint and address book) in the snapshot instead of the events, and calls
 //! [`TopicSet::delete_trimmed`] once that snapshot is saved; a restart opens the set with the
 //! snapshot's metadata ([`TopicSet::open`] cuts back to it), then the WAL after I is replayed. A
-//! follower that installs a snapshot pulls the records it lacks with a [`CatchUp`] (see
-//! `catchup.rs`: [`TopicSet::open_partial`], [`serve_records`]); the driver still has to route
-//! the `RecordsRequest`/`Records` messages.
+//! follower that installs a snapshot still needs the segment bytes from the leader (step 3).
 
 mod catchup;
 #[cfg(test)]
