@@ -300,7 +300,7 @@ mod seeds {
 
     use super::*;
     use crate::event::{Event, Header, Priority};
-    use crate::raft::message::{Body, RejectHint};
+    use crate::raft::message::{Body, RecordsResult, RejectHint};
     use crate::raft::types::{Snapshot, SnapshotMeta};
     use crate::transport::frame::encode_frame;
     use crate::wire::{AdminRequest, Request, Response};
@@ -436,6 +436,34 @@ mod seeds {
                 &[msg(2, 2, Body::TimeoutNow), msg(2, 2, Body::ReadIndexResponse { ctx: 1, index: 3 })],
             ),
             frames(40, &won),
+            frames(0, &records(msg)),
+        ]
+    }
+
+    /// Catch-up traffic: a request and each kind of answer (the chunk holds two real records).
+    fn records(msg: impl Fn(u64, u64, Body) -> Message) -> Vec<Message> {
+        let mut bytes = Vec::new();
+        for offset in [4u64, 5] {
+            crate::record::append_with(&mut bytes, |b| {
+                b.extend_from_slice(&offset.to_be_bytes());
+                b.extend_from_slice(&[0; 9]);
+            });
+        }
+        let topic = || "orders".to_string();
+        let result = RecordsResult::Chunk { topic: topic(), from: 4, next: 6, bytes: Bytes::from(bytes) };
+        vec![
+            msg(
+                2,
+                3,
+                Body::RecordsRequest { req_id: 1, topic: topic(), offset: 4, up_to: 9, max_bytes: 4096 },
+            ),
+            msg(2, 3, Body::Records { req_id: 1, result }),
+            msg(
+                2,
+                3,
+                Body::Records { req_id: 2, result: RecordsResult::FirstOffset { topic: topic(), first: 7 } },
+            ),
+            msg(2, 3, Body::Records { req_id: 3, result: RecordsResult::NotAvailable { topic: topic() } }),
         ]
     }
 

@@ -629,6 +629,11 @@ impl Raft {
             return Err(RaftError::InvalidSender(m.from));
         }
         m.check_bounds().map_err(|reason| RaftError::Malformed { from: m.from, reason })?;
+        if m.body.is_records() {
+            // Catch-up traffic is the driver's; its term says nothing about elections.
+            trace!(node = self.id, from = m.from, kind = m.body.name(), "records message ignored");
+            return Ok(());
+        }
         if m.term > self.term {
             if let Body::Vote { transfer, .. } = m.body {
                 let lease = self.cfg.check_quorum && self.election_elapsed < self.cfg.election_tick;
@@ -672,30 +677,7 @@ impl Raft {
                 self.handle_vote_response(m.from, m.term, pre_vote, granted)
             }
             Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. } => {
-                if self.role == Role::Leader {
-                    return Err(RaftError::Malformed {
-                        from: m.from,
-                        reason: "second leader in the same term",
-                    });
-                }
-                if self.role != Role::Follower {
-                    self.become_follower(self.term, Some(m.from));
-                }
-                self.leader = Some(m.from);
-                self.election_elapsed = 0;
-                match m.body {
-                    Body::Append { prev_index, prev_term, entries, commit } => {
-                        self.handle_append(m.from, prev_index, prev_term, entries, commit)?;
-                    }
-                    Body::Heartbeat { commit, round } => {
-                        self.log.commit_to(commit.min(self.log.last_index()));
-                        self.send(m.from, self.term, Body::HeartbeatResponse { round });
-                    }
-                    Body::Snapshot { meta, offset, data, done } => {
-                        self.handle_snapshot(m.from, meta, offset, data, done)
-                    }
-                    _ => unreachable!("matched above"),
-                }
+                self.step_from_leader(m)?
             }
             Body::AppendResponse { index, reject } => self.handle_append_response(m.from, index, reject),
             Body::HeartbeatResponse { round } => self.handle_heartbeat_response(m.from, round),
@@ -718,6 +700,33 @@ impl Raft {
                     self.read_states.push(ReadState { ctx, index });
                 }
             }
+            Body::RecordsRequest { .. } | Body::Records { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// An append, heartbeat or snapshot chunk of the current term (from its leader).
+    fn step_from_leader(&mut self, m: Message) -> Result<(), RaftError> {
+        if self.role == Role::Leader {
+            return Err(RaftError::Malformed { from: m.from, reason: "second leader in the same term" });
+        }
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(m.from));
+        }
+        self.leader = Some(m.from);
+        self.election_elapsed = 0;
+        match m.body {
+            Body::Append { prev_index, prev_term, entries, commit } => {
+                self.handle_append(m.from, prev_index, prev_term, entries, commit)?;
+            }
+            Body::Heartbeat { commit, round } => {
+                self.log.commit_to(commit.min(self.log.last_index()));
+                self.send(m.from, self.term, Body::HeartbeatResponse { round });
+            }
+            Body::Snapshot { meta, offset, data, done } => {
+                self.handle_snapshot(m.from, meta, offset, data, done)
+            }
+            _ => unreachable!("only leader messages are passed here"),
         }
         Ok(())
     }

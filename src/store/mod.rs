@@ -55,6 +55,10 @@
 //! crash-safe (a restart re-installs the saved snapshot), but not bounded in memory: streaming
 //! the segments in bounded, resumable chunks replaces this.
 
+mod catchup;
+#[cfg(test)]
+mod catchup_tests;
+mod raw;
 mod recovery;
 mod segment;
 mod set;
@@ -67,6 +71,8 @@ use std::sync::Arc;
 use crate::event::{Event, StoredEvent};
 use crate::rt::{Disk, DiskError};
 
+pub use catchup::{CatchUp, MAX_RECORDS_BYTES, RawChunk, serve_records};
+pub use raw::check_records;
 use segment::{SegIndex, Segment, encode_record, walk};
 pub use set::{MetaDecodeError, STORE_META_VERSION, StoreMeta, TOPIC_FILE_PREFIX, TopicMeta, TopicSet};
 
@@ -109,6 +115,17 @@ pub enum StoreError {
     TooLarge(usize),
     #[error("topic store {0} is poisoned by an earlier write or fsync failure; restart to recover from disk")]
     Poisoned(String),
+    /// Records from a peer (catch-up) that do not check out or are not the ones asked for;
+    /// nothing was written: ask again, or another member.
+    #[error("records for {prefix} refused: {reason}")]
+    Refused { prefix: String, reason: String },
+}
+
+impl StoreError {
+    /// True when only the records offered were refused (the store is unchanged and usable).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, StoreError::Refused { .. })
+    }
 }
 
 /// One segment as a snapshot records it.

@@ -24,12 +24,12 @@ pub const TOPIC_FILE_PREFIX: &str = "topic-";
 /// The layout [`StoreMeta::encode`] writes.
 pub const STORE_META_VERSION: u8 = 1;
 
-fn prefix(id: u32) -> String {
+pub(super) fn prefix(id: u32) -> String {
     format!("{TOPIC_FILE_PREFIX}{id:08x}-")
 }
 
 /// The topic number in a topic file's name.
-fn file_id(name: &str) -> Option<u32> {
+pub(super) fn file_id(name: &str) -> Option<u32> {
     let hex = name.strip_prefix(TOPIC_FILE_PREFIX)?.get(..8)?;
     if name.as_bytes().get(TOPIC_FILE_PREFIX.len() + 8) != Some(&b'-') {
         return None;
@@ -119,10 +119,10 @@ impl StoreMeta {
 /// Every topic log of a member.
 #[derive(Debug)]
 pub struct TopicSet {
-    disk: Arc<dyn Disk>,
-    cfg: StoreConfig,
-    topics: BTreeMap<String, (u32, TopicStore)>,
-    next_id: u32,
+    pub(super) disk: Arc<dyn Disk>,
+    pub(super) cfg: StoreConfig,
+    pub(super) topics: BTreeMap<String, (u32, TopicStore)>,
+    pub(super) next_id: u32,
 }
 
 impl TopicSet {
