@@ -52,8 +52,13 @@
 //! reads the files once into memory (O(retained data) bytes, until the next snapshot) and the
 //! core sends that in its usual chunks; the follower writes them back
 //! ([`TopicSet::replace_files`]) and saves the whole snapshot as its installed one. Correct and
-//! crash-safe (a restart re-installs the saved snapshot), but not bounded in memory: streaming
-//! the segments in bounded, resumable chunks replaces this.
+//! crash-safe (a restart re-installs the saved snapshot), but not bounded in memory. The pieces
+//! that replace it are merged but not yet routed by the driver (`store/catchup.rs`: `CatchUp`,
+//! `serve_records`, `TopicSet::open_partial`, the `RecordsRequest`/`Records` peer messages):
+//! the driver still has to install a metadata-only snapshot by pausing apply, pulling the
+//! records in bounded chunks from a member that has them, answering reads `unavailable`
+//! meanwhile, resuming after a crash with `open_partial`, and counting installs, resumed
+//! installs and bytes pulled in metrics and in the sim sweep summary.
 
 mod catchup;
 #[cfg(test)]
