@@ -235,6 +235,9 @@ pub struct ClusterConfig {
     pub commit_timeout_ms: u64,
     /// Size at which a write-ahead-log segment is closed and a new one started.
     pub segment_bytes: u64,
+    /// Size at which a topic segment file is closed and a new one started (retention deletes
+    /// whole segments).
+    pub topic_segment_bytes: u64,
     /// `[cluster.tls]`: TLS on the peer port under the SPAKE2 handshake (absent = plain TCP).
     /// Every member needs it, with certificates from one CA. See docs/security.md.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -257,6 +260,7 @@ impl Default for ClusterConfig {
             snapshot_keep_entries: 1_000,
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
+            topic_segment_bytes: 64 << 20,
             tls: None,
         }
     }
@@ -435,6 +439,9 @@ impl Config {
         }
         if c.segment_bytes < 4096 {
             return invalid("cluster.segment_bytes", "must be at least 4096");
+        }
+        if c.topic_segment_bytes < 4096 || c.topic_segment_bytes > crate::store::MAX_SEGMENT_BYTES {
+            return invalid("cluster.topic_segment_bytes", "must be 4096 ..= 2 GiB");
         }
         if c.cluster_id.is_empty() {
             return invalid("cluster.cluster_id", "must not be empty");

@@ -656,7 +656,7 @@ async fn bench(
     if !members.is_empty() {
         // Followers apply a moment after the leader acked: wait (bounded) until they have caught up.
         let stored_per_member =
-            || -> Vec<usize> { members.iter().map(|m| m.0.state().topic_log("bench").len()).collect() };
+            || -> Vec<u64> { members.iter().map(|m| m.0.state().event_count("bench")).collect() };
         let mut stored = stored_per_member();
         for _ in 0..500 {
             if stored.iter().all(|&n| n == stored[0]) {
@@ -671,7 +671,7 @@ async fn bench(
             " (applied so far; followers still catching up)"
         };
         println!("cluster of {}: events stored per member {stored:?}{caught_up}", members.len());
-        let max = stored.iter().copied().max().unwrap_or(0) as u64;
+        let max = stored.iter().copied().max().unwrap_or(0);
         for (_, stop, run) in members {
             // `run` stops the member's node once its listener has shut down.
             stop.shutdown();
@@ -682,7 +682,7 @@ async fn bench(
         }
     }
     if let Some((node, stop, task)) = local {
-        let stored = node.state().topic_log("bench").len() as u64;
+        let stored = node.state().event_count("bench");
         println!("server stored {stored} events");
         stop.shutdown();
         let _ = task.await;

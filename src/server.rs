@@ -107,6 +107,8 @@ impl Server {
             repair,
             pipeline,
             observer,
+            store: ClusterOptions::store_config(&config.cluster),
+            read_max_bytes: config.ingest.max_fetch_bytes,
         };
         let id = config.node.id;
         let (node, task) = ClusterNode::start(opts, log_disk, clock.clone(), rng)

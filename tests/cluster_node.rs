@@ -31,6 +31,8 @@ struct TestCluster {
     secret: String,
     pipeline: Option<Arc<PipelineSetup>>,
     segment_bytes: u64,
+    /// `cluster.snapshot_keep_entries` (the default unless a test needs compaction).
+    keep_entries: u64,
 }
 
 impl TestCluster {
@@ -43,7 +45,15 @@ impl TestCluster {
             })
             .collect();
         let nodes = (1..=n).map(|id| Member { id, disk: Arc::new(SimDisk::new()), node: None }).collect();
-        TestCluster { members, nodes, secret: "s3cret".into(), pipeline: None, segment_bytes: 8 << 20 }
+        let keep_entries = ClusterConfig::default().snapshot_keep_entries;
+        TestCluster {
+            members,
+            nodes,
+            secret: "s3cret".into(),
+            pipeline: None,
+            segment_bytes: 8 << 20,
+            keep_entries,
+        }
     }
 
     fn cluster_config(&self, id: u64) -> ClusterConfig {
@@ -56,6 +66,7 @@ impl TestCluster {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_entries: 50,
+            snapshot_keep_entries: self.keep_entries,
             commit_timeout_ms: 3_000,
             segment_bytes: self.segment_bytes,
             ..ClusterConfig::default()
@@ -73,6 +84,8 @@ impl TestCluster {
             repair: false,
             pipeline: self.pipeline.clone().map(|p| p as Arc<dyn eventstreamcore::service::StartProcessing>),
             observer: None,
+            store: Default::default(),
+            read_max_bytes: 1 << 20,
         };
         let disk: Arc<dyn Disk> = m.disk.clone();
         let started = ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(id)).await.unwrap();
@@ -245,6 +258,8 @@ async fn membership_add_a_joining_node_then_remove_the_leader() {
         repair: false,
         pipeline: None,
         observer: None,
+        store: Default::default(),
+        read_max_bytes: 1 << 20,
     };
     let (n4, t4) = ClusterNode::start(opts, disk4, NodeClock::new(), rng_from_seed(4)).await.unwrap();
     assert!(n4.status().voters.is_empty(), "a joining node knows no configuration");
@@ -276,6 +291,31 @@ async fn membership_add_a_joining_node_then_remove_the_leader() {
     assert!(status.contains("member 4 voter") && !status.contains(&format!("member {l} ")), "{status}");
     n4.shutdown();
     t4.wait().await;
+    for id in 1..=3 {
+        c.stop(id, false).await;
+    }
+}
+
+#[tokio::test]
+async fn a_follower_behind_the_compacted_log_installs_a_snapshot_with_the_topic_files() {
+    let mut c = TestCluster::new(3);
+    c.keep_entries = 5;
+    c.start_all().await;
+    let l = c.leader().await;
+    let lagger = (1..=3).find(|&i| i != l).unwrap();
+    c.stop(lagger, false).await;
+    for s in 1..=150 {
+        c.node(l).publish(vec![keyed("t", 6, s)]).await.unwrap();
+    }
+    // Saved snapshots are metadata only: no event payload is in them.
+    let saved = c.nodes[(l - 1) as usize].disk.read("snapshot").unwrap();
+    assert!(!saved.windows(5).any(|w| w == b"6:140"), "the saved snapshot holds events");
+    c.start(lagger).await;
+    let digest = c.converged().await;
+    let n = c.node(lagger);
+    assert_eq!(n.state().digest(), digest);
+    assert_eq!(n.state().event_count("t"), 150);
+    assert!(n.state().store().metadata().topics[0].segments.iter().all(|s| s.bytes > 0));
     for id in 1..=3 {
         c.stop(id, false).await;
     }
@@ -496,6 +536,8 @@ async fn without_a_secret_a_single_member_does_not_listen_and_a_multi_member_one
             repair: false,
             pipeline: None,
             observer: None,
+            store: Default::default(),
+            read_max_bytes: 1 << 20,
         };
         let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
         match ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(2)).await {

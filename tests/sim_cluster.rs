@@ -464,6 +464,8 @@ fn an_idle_single_member_acks_without_waiting_for_a_tick() {
                 repair: false,
                 pipeline: None,
                 observer: None,
+                store: Default::default(),
+                read_max_bytes: 1 << 20,
             };
             let (node, task) =
                 ClusterNode::start(opts, Arc::new(SimDisk::new()), NodeClock::new(), rt::node_rng())

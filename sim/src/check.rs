@@ -392,12 +392,10 @@ impl StateDigests {
             positions.write(t.as_bytes());
             positions.write_u64(*p);
         }
-        let mut snapshot = eventstreamcore::node::state::Fnv64::default();
-        snapshot.write(&state.encode_snapshot());
         StateDigests {
             topic_logs: state.digest(),
             checkpoint_positions: positions.finish(),
-            snapshot: snapshot.finish(),
+            snapshot: state.snapshot_digest(),
         }
     }
 }
@@ -998,7 +996,7 @@ mod tests {
         for seq in 0..10 {
             st.apply_publish(vec![stored(0, 1, seq, "x").event], 1).unwrap();
         }
-        st.apply_trim("t", trim_to);
+        st.apply_trim("t", trim_to).unwrap();
         st
     }
 
@@ -1048,8 +1046,8 @@ mod tests {
         // From real states: the same log and checkpoint positions, but one replica remembers a
         // handled key the other does not — only the snapshot encoding tells them apart.
         let mut x = eventstreamcore::node::EventLogState::new(eventstreamcore::node::DedupConfig::default());
-        x.apply_batch(vec![stored(0, 1, 1, "a").event], 5);
-        let mut y = x.clone();
+        x.apply_batch(vec![stored(0, 1, 1, "a").event], 5).unwrap();
+        let mut y = x.try_clone().unwrap();
         x.apply_checkpoint(&[("t".into(), 1)], &[]);
         y.apply_checkpoint(&[("t".into(), 1)], &[(1, 1)]);
         let (dx, dy) = (StateDigests::of(&x), StateDigests::of(&y));

@@ -40,7 +40,7 @@ impl EventService for LocalNode {
     ) -> impl Future<Output = Result<Vec<Appended>, ServiceError>> + Send + 'static + use<> {
         let stamp = self.clock.wall_unix_ms();
         let r = self.state().apply_publish(events, stamp);
-        std::future::ready(r.map_err(|e| ServiceError::OutOfRange(e.to_string())))
+        std::future::ready(r.map_err(ServiceError::from))
     }
 
     fn fetch(
@@ -50,7 +50,7 @@ impl EventService for LocalNode {
         max: usize,
     ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
         let r = self.state().read(&topic, offset, max);
-        std::future::ready(r.map_err(|e| ServiceError::OutOfRange(e.to_string())))
+        std::future::ready(r.map_err(ServiceError::from))
     }
 
     fn commit_offset(

@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::{EventLogState, SnapshotDecodeError, get_str};
+use super::{ApplyError, EventLogState, ReadError, SnapshotDecodeError, get_str};
 use crate::event::codec::{get_str16, put_str16};
 use crate::event::{Event, StoredEvent};
 use crate::service::{Appended, FetchReply};
+use crate::store::{StoreError, TopicStore};
 
 /// What a full topic does with a new event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,9 +237,30 @@ pub struct TopicSummary {
 impl EventLogState {
     /// Applies a publish: refused as a whole (state unchanged) if it would overfill a
     /// `discard = "new"` topic, otherwise [`apply_batch`](Self::apply_batch).
-    pub fn apply_publish(&mut self, events: Vec<Event>, stamped_ms: u64) -> Result<Vec<Appended>, TopicFull> {
+    pub fn apply_publish(
+        &mut self,
+        events: Vec<Event>,
+        stamped_ms: u64,
+    ) -> Result<Vec<Appended>, ApplyError> {
+        self.apply_publish_keeping(events, stamped_ms, None)
+    }
+
+    /// [`Self::apply_publish`], pushing the newly stored events (not duplicates) to `fresh`
+    /// (the leader's pipeline processes them).
+    pub fn apply_publish_keeping(
+        &mut self,
+        events: Vec<Event>,
+        stamped_ms: u64,
+        fresh: Option<&mut Vec<StoredEvent>>,
+    ) -> Result<Vec<Appended>, ApplyError> {
+        self.check_room(&events)?;
+        Ok(self.apply_batch_keeping(events, stamped_ms, fresh)?)
+    }
+
+    /// Refuses a publish that would overfill a `discard = "new"` topic.
+    fn check_room(&self, events: &[Event]) -> Result<(), TopicFull> {
         let mut adding: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-        for e in &events {
+        for e in events {
             let limits = self.settings.limits_for(&e.topic);
             let known = e.idempotency_key().is_some_and(|(p, s)| self.dedup.lookup(p, s).is_some());
             if limits.discard != Discard::New || known {
@@ -250,8 +272,7 @@ impl EventLogState {
         }
         for (topic, (n, bytes)) in adding {
             let limits = *self.settings.limits_for(topic);
-            let (held, held_bytes) =
-                self.topics.get(topic).map_or((0, 0), |t| (t.events.len() as u64, t.bytes));
+            let (held, held_bytes) = (self.event_count(topic), self.topics.get(topic).map_or(0, |t| t.bytes));
             let full = |max: Option<u64>, have: u64, add: u64, what: &str| {
                 max.filter(|m| have + add > *m).map(|m| format!("{what} {have} + {add} > max {m}"))
             };
@@ -264,7 +285,7 @@ impl EventLogState {
                 return Err(TopicFull { topic: topic.to_string(), reason });
             }
         }
-        Ok(self.apply_batch(events, stamped_ms))
+        Ok(())
     }
 
     /// Replaces the replicated topic settings.
@@ -272,23 +293,30 @@ impl EventLogState {
         self.settings = settings;
     }
 
-    /// Drops the events of `topic` below `before` (clamped to what is held): the same on every replica.
-    pub fn apply_trim(&mut self, topic: &str, before: u64) {
-        let Some(log) = self.topics.get_mut(topic) else { return };
-        let end = log.first + log.events.len() as u64;
+    /// Drops the events of `topic` below `before` (clamped to what is held): the same on every
+    /// replica. Reads the dropped events once (their sizes leave the byte count); the files go
+    /// once a snapshot recording the new first offset is durable.
+    pub fn apply_trim(&mut self, topic: &str, before: u64) -> Result<(), StoreError> {
+        let (first, end) = (self.first_offset(topic), self.end_offset(topic));
         let before = before.min(end);
-        if before <= log.first {
-            return;
+        if before <= first {
+            return Ok(());
         }
-        let n = (before - log.first) as usize;
-        let dropped: u64 = log.events.drain(..n).map(|s| event_bytes(&s.event)).sum();
-        log.bytes -= dropped;
-        log.first = before;
-        debug_assert_eq!(
-            log.events.first().map_or(before, |s| s.offset),
-            before,
-            "first offset is the first held event"
-        );
+        let mut dropped = 0;
+        for e in self.events_from(topic, first) {
+            let e = e?;
+            if e.offset >= before {
+                break;
+            }
+            dropped += event_bytes(&e.event);
+        }
+        if let Some(store) = self.store.get_mut(topic) {
+            store.trim_before(before)?;
+        }
+        if let Some(info) = self.topics.get_mut(topic) {
+            info.bytes = info.bytes.saturating_sub(dropped);
+        }
+        Ok(())
     }
 
     /// The replicated topic settings.
@@ -298,74 +326,80 @@ impl EventLogState {
 
     /// The first retained offset of `topic` (0 for an unknown topic).
     pub fn first_offset(&self, topic: &str) -> u64 {
-        self.topics.get(topic).map_or(0, |t| t.first)
+        self.store.get(topic).map_or(0, TopicStore::first_offset)
     }
 
     /// One past the last offset of `topic`.
     pub fn end_offset(&self, topic: &str) -> u64 {
-        self.topics.get(topic).map_or(0, |t| t.first + t.events.len() as u64)
+        self.store.get(topic).map_or(0, TopicStore::end_offset)
     }
 
-    /// The stored event at `offset`, if it is held.
-    pub fn stored_event(&self, topic: &str, offset: u64) -> Option<&StoredEvent> {
-        let log = self.topics.get(topic)?;
-        log.events.get(usize::try_from(offset.checked_sub(log.first)?).ok()?)
+    /// The stored event at `offset`, if it is held (read from the files).
+    pub fn stored_event(&self, topic: &str, offset: u64) -> Result<Option<StoredEvent>, StoreError> {
+        let Some(store) = self.store.get(topic) else { return Ok(None) };
+        if offset < store.first_offset() {
+            return Ok(None);
+        }
+        Ok(store.read(offset, 1, usize::MAX)?.into_iter().next())
     }
 
     /// A fetch that refuses an offset below the first retained one.
-    pub fn read(&self, topic: &str, offset: u64, max: usize) -> Result<FetchReply, OutOfRange> {
+    pub fn read(&self, topic: &str, offset: u64, max: usize) -> Result<FetchReply, ReadError> {
         let first = self.first_offset(topic);
         if offset < first {
-            return Err(OutOfRange { topic: topic.to_string(), offset, first });
+            return Err(OutOfRange { topic: topic.to_string(), offset, first }.into());
         }
-        Ok(self.fetch(topic, offset, max))
+        Ok(self.fetch(topic, offset, max)?)
     }
 
     /// Per topic the first offset to keep, where the settings say events must go (only topics
     /// whose first offset would move). Age is judged against the latest time stamped into the
-    /// log, never a local clock. The leader proposes these as `Trim` commands.
-    pub fn trims_due(&self) -> Vec<(String, u64)> {
+    /// log, never a local clock. The leader proposes these as `Trim` commands. Reads only the
+    /// events that are due to go (and the first one that stays).
+    pub fn trims_due(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut out = Vec::new();
-        for (name, log) in &self.topics {
+        for (name, info) in &self.topics {
             let limits = self.settings.limits_for(name);
-            let end = log.first + log.events.len() as u64;
-            let mut before = log.first;
-            if let Some(age) = limits.max_age_ms {
-                let oldest_kept = self.last_stamp_ms.saturating_sub(age);
-                let expired = log.events.partition_point(|s| s.timestamp_ms < oldest_kept);
-                before = before.max(log.first + expired as u64);
+            let (first, end) = (self.first_offset(name), self.end_offset(name));
+            let mut before = first;
+            if limits.discard == Discard::Old
+                && let Some(max) = limits.max_events
+            {
+                before = before.max(end.saturating_sub(max));
             }
-            if limits.discard == Discard::Old {
-                if let Some(max) = limits.max_events {
-                    before = before.max(end.saturating_sub(max));
-                }
-                if let Some(max) = limits.max_bytes {
-                    let mut over = log.bytes.saturating_sub(max);
-                    let mut i = 0;
-                    while over > 0 && i < log.events.len() {
-                        over = over.saturating_sub(event_bytes(&log.events[i].event));
-                        i += 1;
+            let oldest_kept = limits.max_age_ms.map(|age| self.last_stamp_ms.saturating_sub(age));
+            let mut over = limits
+                .max_bytes
+                .filter(|_| limits.discard == Discard::Old)
+                .map_or(0, |m| info.bytes.saturating_sub(m));
+            if over > 0 || oldest_kept.is_some() {
+                for e in self.events_from(name, first) {
+                    let e = e?;
+                    let expired = oldest_kept.is_some_and(|k| e.timestamp_ms < k);
+                    if over == 0 && !expired {
+                        break;
                     }
-                    before = before.max(log.first + i as u64);
+                    over = over.saturating_sub(event_bytes(&e.event));
+                    before = before.max(e.offset + 1);
                 }
             }
-            if before > log.first {
+            if before > first {
                 out.push((name.clone(), before));
             }
         }
-        out
+        Ok(out)
     }
 
     /// Every topic with its size, offsets and retention settings, sorted by name.
     pub fn topic_summaries(&self) -> Vec<TopicSummary> {
         self.topics
             .iter()
-            .map(|(name, log)| TopicSummary {
+            .map(|(name, info)| TopicSummary {
                 topic: name.clone(),
-                events: log.events.len() as u64,
-                bytes: log.bytes,
-                first_offset: log.first,
-                end_offset: log.first + log.events.len() as u64,
+                events: self.event_count(name),
+                bytes: info.bytes,
+                first_offset: self.first_offset(name),
+                end_offset: self.end_offset(name),
                 retention: *self.settings.limits_for(name),
             })
             .collect()
@@ -377,18 +411,19 @@ impl EventLogState {
     }
 }
 
-/// Appends the retention block (settings, then per topic its first offset) at the end of a snapshot.
+/// Appends the retention block (settings, then per topic its retained bytes) at the end of a
+/// snapshot (first offsets are in the topic files' metadata).
 pub(super) fn encode_block(st: &EventLogState, out: &mut BytesMut) {
     st.settings.encode(out);
     out.put_u32(st.topics.len() as u32);
-    for (name, log) in &st.topics {
+    for (name, info) in &st.topics {
         put_str16(out, name);
-        out.put_u64(log.first);
+        out.put_u64(info.bytes);
     }
 }
 
-/// Reads the retention block and renumbers the restored topics from their first offsets. The
-/// block is required: a snapshot cut before it would silently forget what retention removed.
+/// Reads the retention block. It is required: a snapshot cut before it would silently forget
+/// what retention counts.
 pub(super) fn decode_block(st: &mut EventLogState, b: &mut Bytes) -> Result<(), SnapshotDecodeError> {
     let bad = |e: String| SnapshotDecodeError(format!("retention block: {e}"));
     st.settings = TopicSettings::decode(b).map_err(bad)?;
@@ -399,20 +434,13 @@ pub(super) fn decode_block(st: &mut EventLogState, b: &mut Bytes) -> Result<(), 
     for _ in 0..n {
         let name = get_str(b)?;
         if b.remaining() < 8 {
-            return Err(bad("truncated first offset".into()));
+            return Err(bad("truncated byte count".into()));
         }
-        let first = b.get_u64();
-        let log =
-            st.topics.get_mut(&name).ok_or_else(|| bad(format!("first offset of unknown topic `{name}`")))?;
-        if first.checked_add(log.events.len() as u64).is_none() {
-            return Err(bad(format!("first offset {first} of `{name}` overflows")));
-        }
-        log.first = first;
-        for (i, s) in log.events.iter_mut().enumerate() {
-            s.offset = first + i as u64;
-        }
+        let bytes = b.get_u64();
+        let info = st.topics.get_mut(&name).ok_or_else(|| bad(format!("bytes of unknown topic `{name}`")))?;
+        info.bytes = bytes;
     }
-    let stored: u64 = st.topics.values().map(|t| t.first + t.events.len() as u64).sum();
+    let stored: u64 = st.topics.keys().map(|t| st.end_offset(t)).sum();
     if stored != st.events_stored {
         return Err(SnapshotDecodeError("event counter does not match the logs".into()));
     }
@@ -464,18 +492,18 @@ mod tests {
     #[test]
     fn trims_follow_max_events_and_drop_below_before_everywhere() {
         let mut s = filled("a", 10);
-        assert!(s.trims_due().is_empty(), "no settings: nothing to trim");
+        assert!(s.trims_due().unwrap().is_empty(), "no settings: nothing to trim");
         s.apply_topic_settings(settings(events(4), &[]));
-        assert_eq!(s.trims_due(), vec![("a".to_string(), 6)]);
-        s.apply_trim("a", 6);
+        assert_eq!(s.trims_due().unwrap(), vec![("a".to_string(), 6)]);
+        s.apply_trim("a", 6).unwrap();
         assert_eq!((s.first_offset("a"), s.end_offset("a")), (6, 10));
-        assert!(s.trims_due().is_empty());
+        assert!(s.trims_due().unwrap().is_empty());
         // Offsets keep counting from the end; a trim past the end is clamped.
         let a = s.apply_publish(vec![ev("a", 99)], 2000).unwrap();
         assert_eq!(a[0].offset, 10);
-        assert_eq!(s.stored_event("a", 10).unwrap().event.sequence, 99);
-        assert!(s.stored_event("a", 5).is_none());
-        s.apply_trim("a", 1000);
+        assert_eq!(s.stored_event("a", 10).unwrap().unwrap().event.sequence, 99);
+        assert!(s.stored_event("a", 5).unwrap().is_none());
+        s.apply_trim("a", 1000).unwrap();
         assert_eq!((s.first_offset("a"), s.end_offset("a")), (11, 11));
         assert_eq!(s.topic_summaries()[0].bytes, 0);
     }
@@ -483,8 +511,8 @@ mod tests {
     #[test]
     fn reads_below_the_first_offset_are_out_of_range() {
         let mut s = filled("a", 5);
-        s.apply_trim("a", 3);
-        let e = s.read("a", 1, 10).unwrap_err();
+        s.apply_trim("a", 3).unwrap();
+        let Err(ReadError::OutOfRange(e)) = s.read("a", 1, 10) else { panic!("not out of range") };
         assert_eq!(e.first, 3);
         assert!(e.to_string().ends_with("first available is 3"), "{e}");
         let r = s.read("a", 3, 10).unwrap();
@@ -499,13 +527,13 @@ mod tests {
         let mut s = filled("a", 10); // stamped 1000..=1009
         s.apply_topic_settings(settings(TopicLimits { max_age_ms: Some(5), ..TopicLimits::default() }, &[]));
         // The newest stamp is 1009: events stamped before 1004 are older than 5 ms.
-        assert_eq!(s.trims_due(), vec![("a".to_string(), 4)]);
+        assert_eq!(s.trims_due().unwrap(), vec![("a".to_string(), 4)]);
         let per_event = event_bytes(&ev("a", 0));
         s.apply_topic_settings(settings(
             TopicLimits { max_bytes: Some(3 * per_event), ..TopicLimits::default() },
             &[],
         ));
-        assert_eq!(s.trims_due(), vec![("a".to_string(), 7)]);
+        assert_eq!(s.trims_due().unwrap(), vec![("a".to_string(), 7)]);
     }
 
     #[test]
@@ -513,9 +541,12 @@ mod tests {
         let mut s = filled("a", 3);
         let full = TopicLimits { max_events: Some(4), discard: Discard::New, ..TopicLimits::default() };
         s.apply_topic_settings(settings(TopicLimits::default(), &[("a", full)]));
-        assert!(s.trims_due().is_empty(), "discard=new never trims by count");
+        assert!(s.trims_due().unwrap().is_empty(), "discard=new never trims by count");
         let before = s.digest();
-        let err = s.apply_publish(vec![ev("b", 50), ev("a", 51), ev("a", 52)], 5000).unwrap_err();
+        let Err(ApplyError::Full(err)) = s.apply_publish(vec![ev("b", 50), ev("a", 51), ev("a", 52)], 5000)
+        else {
+            panic!("not refused as full")
+        };
         assert_eq!(err.topic, "a");
         assert!(err.to_string().contains("discard policy is \"new\""), "{err}");
         assert_eq!(s.digest(), before, "a refused batch changes nothing");
@@ -533,15 +564,15 @@ mod tests {
             events(3),
             &[("b*", TopicLimits { discard: Discard::New, ..events(9) })],
         ));
-        s.apply_trim("a", 4);
-        s.apply_trim("b", 1);
-        let snap = s.encode_snapshot();
+        s.apply_trim("a", 4).unwrap();
+        s.apply_trim("b", 1).unwrap();
+        let snap = s.encode_snapshot(true).unwrap();
         let r = EventLogState::decode_snapshot(DedupConfig::default(), snap.clone()).unwrap();
         assert_eq!(r.topic_settings(), s.topic_settings());
         assert_eq!(r.topic_summaries(), s.topic_summaries());
         assert_eq!(r.digest(), s.digest());
         assert_eq!(r.read("a", 4, 10).unwrap().events[0].event.sequence, 4);
-        assert_eq!(r.read("a", 3, 10).unwrap_err().first, 4);
+        assert!(matches!(r.read("a", 3, 10), Err(ReadError::OutOfRange(OutOfRange { first: 4, .. }))));
         for cut in 0..snap.len() {
             if let Ok(t) = EventLogState::decode_snapshot(DedupConfig::default(), snap.slice(..cut)) {
                 panic!("cut at {cut} decoded: {:?}", t.topic_summaries());
@@ -552,7 +583,7 @@ mod tests {
     #[test]
     fn a_snapshot_without_the_block_is_refused() {
         let s = filled("a", 3);
-        let snap = s.encode_snapshot();
+        let snap = s.encode_snapshot(true).unwrap();
         let mut block = BytesMut::new();
         encode_block(&s, &mut block);
         let cut = snap.slice(..snap.len() - block.len());
@@ -564,7 +595,7 @@ mod tests {
     fn topics_json_lists_sizes_offsets_and_retention() {
         let mut s = filled("a", 4);
         s.apply_topic_settings(settings(events(2), &[]));
-        s.apply_trim("a", 2);
+        s.apply_trim("a", 2).unwrap();
         let v: serde_json::Value = serde_json::from_str(&s.topics_json()).unwrap();
         let t = &v["topics"][0];
         assert_eq!(t["topic"], "a");

@@ -7,32 +7,50 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::event::codec::{decode_events, encode_events, get_str16, put_str16};
+use crate::event::codec::{get_str16, put_str16};
 use crate::event::{Event, StoredEvent};
+use crate::rt::SimDisk;
+use crate::store::{StoreConfig, StoreError, StoreMeta, TopicSet};
 
 use super::consumers::ConsumerTable;
 use super::dedup::{DedupConfig, DedupWindow};
 use crate::consumers::{ConsumerError, ConsumerPosition, OffsetCommit};
-use crate::service::{Appended, FetchReply};
+use crate::service::{Appended, FetchReply, ServiceError};
 
 #[path = "retention.rs"]
 pub mod retention;
-use retention::TopicSettings;
+use retention::{OutOfRange, TopicFull, TopicSettings};
 
-#[derive(Debug, Clone, Default)]
-struct TopicLog {
+/// Default bound on the record bytes one fetch reads.
+pub const DEFAULT_READ_MAX_BYTES: usize = 1 << 20;
+
+/// A topic set on a fresh in-memory disk.
+fn memory_store() -> TopicSet {
+    // Opening an empty in-memory disk reads nothing and cannot fail.
+    TopicSet::open(Arc::new(SimDisk::new()), memory_store_config(), None)
+        .expect("an empty in-memory topic set opens")
+}
+
+/// Segment sizes of in-memory topic sets.
+fn memory_store_config() -> StoreConfig {
+    StoreConfig { segment_bytes: 8 << 20, ..StoreConfig::default() }
+}
+
+/// What the state keeps in memory about a topic besides its files: O(1) per topic.
+#[derive(Debug, Clone)]
+struct TopicInfo {
     name: Arc<str>,
-    events: Vec<StoredEvent>,
-    /// Offset of `events[0]`: everything below was removed by retention.
-    first: u64,
-    /// Sum of [`retention::event_bytes`] over `events`.
+    /// Sum of [`retention::event_bytes`] over the retained events (from the first offset).
     bytes: u64,
 }
 
-/// Per-topic logs plus the dedup window.
-#[derive(Debug, Clone)]
+/// Per-topic logs (in a [`TopicSet`] on the member's disk) plus the dedup window.
+#[derive(Debug)]
 pub struct EventLogState {
-    topics: BTreeMap<String, TopicLog>,
+    store: TopicSet,
+    topics: BTreeMap<String, TopicInfo>,
+    /// Most record bytes one fetch reads (at least one event is returned).
+    read_max_bytes: usize,
     dedup: DedupWindow,
     /// Replicated time never goes backwards: a batch stamped earlier than its predecessor (a
     /// leader whose wall clock stepped back) is treated as stamped at the predecessor's time.
@@ -45,6 +63,44 @@ pub struct EventLogState {
     consumers: ConsumerTable,
     /// Replicated per-topic retention settings.
     settings: TopicSettings,
+}
+
+/// A read that could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    OutOfRange(#[from] OutOfRange),
+    #[error("reading the topic files failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<ReadError> for ServiceError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::OutOfRange(e) => ServiceError::OutOfRange(e.to_string()),
+            ReadError::Store(e) => ServiceError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A publish that could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Refused by a full `discard = "new"` topic (the same on every replica; state unchanged).
+    #[error(transparent)]
+    Full(#[from] TopicFull),
+    /// The topic files could not be written: fatal for the member (the store is poisoned).
+    #[error("writing the topic files failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<ApplyError> for ServiceError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Full(e) => ServiceError::OutOfRange(e.to_string()),
+            ApplyError::Store(e) => ServiceError::Internal(e.to_string()),
+        }
+    }
 }
 
 /// The event pipeline's replicated checkpoint: per topic the offset below which every event was
@@ -90,10 +146,18 @@ impl ProcessingProgress {
 }
 
 impl EventLogState {
-    /// An empty log.
+    /// An empty log whose topic files live on a fresh in-memory disk (a [`LocalNode`](super::LocalNode),
+    /// tests, fuzzing): the same code path as a member's files, without durability.
     pub fn new(dedup: DedupConfig) -> Self {
+        Self::with_store(dedup, memory_store())
+    }
+
+    /// An empty log over `store` (its topics must be empty: a fresh set).
+    pub fn with_store(dedup: DedupConfig, store: TopicSet) -> Self {
         EventLogState {
+            store,
             topics: BTreeMap::new(),
+            read_max_bytes: DEFAULT_READ_MAX_BYTES,
             dedup: DedupWindow::new(dedup),
             last_stamp_ms: 0,
             batches_applied: 0,
@@ -104,15 +168,33 @@ impl EventLogState {
         }
     }
 
+    /// Bounds the record bytes one fetch reads (at least one event is always returned).
+    pub fn set_read_max_bytes(&mut self, max: usize) {
+        self.read_max_bytes = max.max(1);
+    }
+
     /// Applies one ordered batch stamped at `stamped_ms`: each event is either found in the
-    /// dedup window (its original offset is returned) or appended to its topic.
-    pub fn apply_batch(&mut self, events: Vec<Event>, stamped_ms: u64) -> Vec<Appended> {
+    /// dedup window (its original offset is returned) or appended to its topic's files (written,
+    /// not fsynced: the Raft log is the durability point).
+    pub fn apply_batch(&mut self, events: Vec<Event>, stamped_ms: u64) -> Result<Vec<Appended>, StoreError> {
+        self.apply_batch_keeping(events, stamped_ms, None)
+    }
+
+    /// [`Self::apply_batch`], pushing the newly stored events (not duplicates) to `fresh`.
+    fn apply_batch_keeping(
+        &mut self,
+        events: Vec<Event>,
+        stamped_ms: u64,
+        fresh: Option<&mut Vec<StoredEvent>>,
+    ) -> Result<Vec<Appended>, StoreError> {
         let now = stamped_ms.max(self.last_stamp_ms);
         self.last_stamp_ms = now;
         self.dedup.expire(now);
         self.batches_applied += 1;
         let mut out = Vec::with_capacity(events.len());
-        for event in events {
+        // Per topic, the events to append, in order.
+        let mut adds: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
+        for (i, event) in events.iter().enumerate() {
             let key = event.idempotency_key();
             if let Some((producer, seq)) = key
                 && let Some(hit) = self.dedup.lookup(producer, seq)
@@ -120,21 +202,31 @@ impl EventLogState {
                 out.push(Appended { topic: hit.topic, offset: hit.offset, duplicate: true });
                 continue;
             }
-            let log = self
+            let end = self.end_offset(&event.topic);
+            let info = self
                 .topics
                 .entry(event.topic.clone())
-                .or_insert_with(|| TopicLog { name: Arc::from(event.topic.as_str()), ..TopicLog::default() });
-            let offset = log.first + log.events.len() as u64;
-            let topic = log.name.clone();
-            log.bytes += retention::event_bytes(&event);
-            log.events.push(StoredEvent { offset, timestamp_ms: now, event });
+                .or_insert_with(|| TopicInfo { name: Arc::from(event.topic.as_str()), bytes: 0 });
+            let topic = info.name.clone();
+            info.bytes += retention::event_bytes(event);
+            let pending = adds.entry(topic.clone()).or_default();
+            let offset = end + pending.len() as u64;
+            pending.push(i);
             self.events_stored += 1;
             if let Some((producer, seq)) = key {
                 self.dedup.record(producer, seq, topic.clone(), offset, now);
             }
             out.push(Appended { topic, offset, duplicate: false });
         }
-        out
+        for (topic, idx) in &adds {
+            self.store.append(topic, idx.iter().map(|&i| (now, &events[i])))?;
+        }
+        if let Some(fresh) = fresh {
+            // `out` has one answer per event, in order.
+            let stored = events.into_iter().zip(&out).filter(|(_, a)| !a.duplicate);
+            fresh.extend(stored.map(|(event, a)| StoredEvent { offset: a.offset, timestamp_ms: now, event }));
+        }
+        Ok(out)
     }
 
     /// Forgets dedup keys by a time that is not the replicated one (only the bug zoo's
@@ -166,17 +258,17 @@ impl EventLogState {
     }
 
     /// Up to `max` events of `topic` from `offset` (an unknown topic reads as empty).
-    pub fn fetch(&self, topic: &str, offset: u64, max: usize) -> FetchReply {
-        let Some(log) = self.topics.get(topic) else {
-            return FetchReply { events: Vec::new(), next_offset: offset, end_offset: 0 };
+    pub fn fetch(&self, topic: &str, offset: u64, max: usize) -> Result<FetchReply, StoreError> {
+        let Some(log) = self.store.get(topic) else {
+            return Ok(FetchReply { events: Vec::new(), next_offset: offset, end_offset: 0 });
         };
         // Below the first retained offset reads from there ([`Self::read`] refuses it instead).
-        let end = log.first + log.events.len() as u64;
-        let start = (offset.clamp(log.first, end) - log.first) as usize;
-        let stop = start.saturating_add(max).min(log.events.len());
-        let events = log.events[start..stop].to_vec();
+        let (first, end) = (log.first_offset(), log.end_offset());
+        let start = offset.clamp(first, end);
+        let events = if max == 0 { Vec::new() } else { log.read(start, max, self.read_max_bytes)? };
+        let stop = start + events.len() as u64;
         // A consumer ahead of the end keeps its position and waits for the topic to catch up.
-        FetchReply { next_offset: (log.first + stop as u64).max(offset), end_offset: end, events }
+        Ok(FetchReply { next_offset: stop.max(offset), end_offset: end, events })
     }
 
     /// Names of all topics, sorted.
@@ -184,9 +276,69 @@ impl EventLogState {
         self.topics.keys().map(String::as_str)
     }
 
-    /// The retained log of one topic (from its first offset).
-    pub fn topic_log(&self, topic: &str) -> &[StoredEvent] {
-        self.topics.get(topic).map_or(&[], |t| &t.events)
+    /// The retained events of `topic` from `offset` (at least its first offset), read from the
+    /// files a page at a time.
+    pub fn events_from(
+        &self,
+        topic: &str,
+        offset: u64,
+    ) -> impl Iterator<Item = Result<StoredEvent, StoreError>> + '_ {
+        self.store.get(topic).into_iter().flat_map(move |t| t.iter_from(offset.max(t.first_offset())))
+    }
+
+    /// The whole retained log of one topic, read from the files (O(topic): for checkers, tests
+    /// and tools). A read error is logged and ends the list early — a checker comparing it then
+    /// sees the data as missing.
+    pub fn topic_log(&self, topic: &str) -> Vec<StoredEvent> {
+        let mut out = Vec::new();
+        for e in self.events_from(topic, 0) {
+            match e {
+                Ok(e) => out.push(e),
+                Err(err) => {
+                    tracing::error!(topic, error = %err, "cannot read a topic log");
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Events retained in `topic` (end offset minus first offset).
+    pub fn event_count(&self, topic: &str) -> u64 {
+        self.end_offset(topic) - self.first_offset(topic)
+    }
+
+    /// The topic files.
+    pub fn store(&self) -> &TopicSet {
+        &self.store
+    }
+
+    /// Makes everything appended to the topic files durable (before a snapshot is recorded).
+    pub fn sync_topics(&mut self) -> Result<(), StoreError> {
+        self.store.sync_all()
+    }
+
+    /// Deletes topic segments wholly below the first retained offsets: call once a snapshot
+    /// recording those offsets is durable.
+    pub fn delete_trimmed_topics(&mut self) -> Result<(), StoreError> {
+        self.store.delete_trimmed()
+    }
+
+    /// A copy of this state whose topic files are copied to a fresh in-memory disk (O(data): for
+    /// checkers and tests that keep a state after its member moved on).
+    pub fn try_clone(&self) -> Result<Self, StoreError> {
+        Ok(EventLogState {
+            store: self.store.copy_to_memory()?,
+            topics: self.topics.clone(),
+            read_max_bytes: self.read_max_bytes,
+            dedup: self.dedup.clone(),
+            last_stamp_ms: self.last_stamp_ms,
+            batches_applied: self.batches_applied,
+            events_stored: self.events_stored,
+            progress: self.progress.clone(),
+            consumers: self.consumers.clone(),
+            settings: self.settings.clone(),
+        })
     }
 
     /// Events stored so far (duplicates excluded).
@@ -213,9 +365,9 @@ impl EventLogState {
     /// hold the same log; used by determinism and convergence checks.
     pub fn digest(&self) -> u64 {
         let mut h = Fnv64::default();
-        for (name, log) in &self.topics {
+        for name in self.topics.keys() {
             h.write(name.as_bytes());
-            for s in &log.events {
+            for s in self.topic_log(name) {
                 h.write_u64(s.offset);
                 h.write_u64(s.timestamp_ms);
                 h.write_u64(s.event.producer_id);
@@ -229,35 +381,48 @@ impl EventLogState {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"ESCS";
-const SNAPSHOT_VERSION: u8 = 2;
+/// Format 3: topic data lives in files; the snapshot holds their metadata (and, when it is sent
+/// to a member that lacks them, the files themselves). Format 2 held every event.
+pub const SNAPSHOT_VERSION: u8 = 3;
 
 /// A state snapshot that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad event-log snapshot: {0}")]
 pub struct SnapshotDecodeError(pub String);
 
+/// The topic files a snapshot carries (name, bytes), when it carries them.
+pub type SnapshotFiles = Vec<(String, Bytes)>;
+
 impl EventLogState {
-    /// Serialises the whole state (topic logs, dedup window, counters) for a Raft snapshot.
-    pub fn encode_snapshot(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(64 + self.events_stored as usize * 48);
+    /// Serialises the state for a Raft snapshot: counters, the topic files' metadata, the dedup
+    /// window, checkpoint, consumers and retention. With `with_files` the retained topic files
+    /// are copied in too (O(data)); without, nothing read grows with the stored data.
+    pub fn encode_snapshot(&self, with_files: bool) -> Result<Bytes, StoreError> {
+        let meta = self.store.metadata();
+        let mut out = BytesMut::with_capacity(256);
         out.put_slice(SNAPSHOT_MAGIC);
         out.put_u8(SNAPSHOT_VERSION);
         out.put_u64(self.last_stamp_ms);
         out.put_u64(self.batches_applied);
         out.put_u64(self.events_stored);
-        out.put_u32(self.topics.len() as u32);
-        for (name, log) in &self.topics {
-            put_str16(&mut out, name);
-            out.put_u64(log.events.len() as u64);
-            for s in &log.events {
-                out.put_u64(s.timestamp_ms);
+        meta.encode(&mut out);
+        out.put_u8(u8::from(with_files));
+        if with_files {
+            let files = TopicSet::retained_files(&meta);
+            out.put_u32(files.len() as u32);
+            for (name, len) in files {
+                let bytes = self.store.read_file(&name, len)?;
+                put_str16(&mut out, &name);
+                out.put_u64(bytes.len() as u64);
+                out.put_slice(&bytes);
             }
-            let mut block = BytesMut::new();
-            let events: Vec<Event> = log.events.iter().map(|s| s.event.clone()).collect();
-            encode_events(&mut block, &events);
-            out.put_u64(block.len() as u64);
-            out.put_slice(&block);
         }
+        self.encode_tail(&mut out);
+        Ok(out.freeze())
+    }
+
+    /// The part of a snapshot after the topic files: dedup, checkpoint, consumers, retention.
+    fn encode_tail(&self, out: &mut BytesMut) {
         let live: Vec<_> = self.dedup.live_entries().collect();
         out.put_u64(live.len() as u64);
         for (producer, seq, topic, offset, stamped) in live {
@@ -265,11 +430,11 @@ impl EventLogState {
             out.put_u64(seq);
             out.put_u64(offset);
             out.put_u64(stamped);
-            put_str16(&mut out, topic);
+            put_str16(out, topic);
         }
         out.put_u32(self.progress.positions.len() as u32);
         for (topic, next) in &self.progress.positions {
-            put_str16(&mut out, topic);
+            put_str16(out, topic);
             out.put_u64(*next);
         }
         out.put_u64(self.progress.order.len() as u64);
@@ -277,105 +442,192 @@ impl EventLogState {
             out.put_u64(*p);
             out.put_u64(*q);
         }
-        self.consumers.encode(&mut out);
-        retention::encode_block(self, &mut out);
-        out.freeze()
+        self.consumers.encode(out);
+        retention::encode_block(self, out);
     }
 
-    /// Rebuilds a state from [`encode_snapshot`](Self::encode_snapshot)'s bytes. Never panics.
-    pub fn decode_snapshot(dedup: DedupConfig, mut b: Bytes) -> Result<Self, SnapshotDecodeError> {
-        let err = |what: &str| SnapshotDecodeError(what.to_string());
+    /// A digest of everything a snapshot records except where the files physically lie (segment
+    /// boundaries, which depend on when each replica took its snapshots): counters, per topic its
+    /// first and end offsets, and the rest. Equal on replicas that hold the same state.
+    pub fn snapshot_digest(&self) -> u64 {
+        let mut out = BytesMut::new();
+        out.put_u64(self.last_stamp_ms);
+        out.put_u64(self.batches_applied);
+        out.put_u64(self.events_stored);
+        for name in self.topics.keys() {
+            put_str16(&mut out, name);
+            out.put_u64(self.first_offset(name));
+            out.put_u64(self.end_offset(name));
+        }
+        self.encode_tail(&mut out);
+        let mut h = Fnv64::default();
+        h.write(&out);
+        h.finish()
+    }
+
+    /// A snapshot without files (`encode_snapshot(false)`) turned into one that carries them,
+    /// read from `store` at the lengths the snapshot's metadata records (the files only grow
+    /// past them until the next snapshot). A snapshot that carries its files is returned as is.
+    pub fn snapshot_with_files(&self, snapshot: Bytes) -> Result<Bytes, SnapshotDecodeError> {
+        let bad = |e: String| SnapshotDecodeError(e);
+        let mut b = snapshot.clone();
+        if b.remaining() < 5 + 24 || &b[..4] != SNAPSHOT_MAGIC || b[4] != SNAPSHOT_VERSION {
+            return Err(bad("not a snapshot of this format".into()));
+        }
+        b.advance(5 + 24);
+        let meta = StoreMeta::decode(&mut b).map_err(|e| bad(e.to_string()))?;
+        if !b.has_remaining() {
+            return Err(bad("truncated at the files flag".into()));
+        }
+        if b[0] == 1 {
+            return Ok(snapshot);
+        }
+        let head = snapshot.len() - b.remaining();
+        b.advance(1);
+        let mut out = BytesMut::with_capacity(snapshot.len() + 64);
+        out.put_slice(&snapshot[..head]);
+        out.put_u8(1);
+        let files = TopicSet::retained_files(&meta);
+        out.put_u32(files.len() as u32);
+        for (name, len) in files {
+            let bytes = self.store.read_file(&name, len).map_err(|e| bad(format!("topic files: {e}")))?;
+            put_str16(&mut out, &name);
+            out.put_u64(bytes.len() as u64);
+            out.put_slice(&bytes);
+        }
+        out.put_slice(&b);
+        Ok(out.freeze())
+    }
+
+    /// Rebuilds a state from [`encode_snapshot`](Self::encode_snapshot)'s bytes with its topic
+    /// files on a fresh in-memory disk (the snapshot must carry them). Never panics.
+    pub fn decode_snapshot(dedup: DedupConfig, b: Bytes) -> Result<Self, SnapshotDecodeError> {
+        Self::decode_snapshot_with(dedup, b, |meta, files| {
+            let disk = SimDisk::new();
+            TopicSet::replace_files(&disk, files.as_deref().unwrap_or_default())?;
+            TopicSet::open(Arc::new(disk), memory_store_config(), Some(meta))
+        })
+    }
+
+    /// Rebuilds a state from a snapshot; `open` brings the topic files to the snapshot's
+    /// metadata (writing the files the snapshot carries, if any) and opens them. Never panics.
+    pub fn decode_snapshot_with(
+        dedup: DedupConfig,
+        mut b: Bytes,
+        open: impl FnOnce(&StoreMeta, Option<SnapshotFiles>) -> Result<TopicSet, StoreError>,
+    ) -> Result<Self, SnapshotDecodeError> {
         let need = |b: &Bytes, n: usize, what: &str| {
             if b.remaining() < n { Err(SnapshotDecodeError(format!("truncated at {what}"))) } else { Ok(()) }
         };
-        need(&b, 5 + 24 + 4, "header")?;
+        need(&b, 5, "header")?;
         if &b[..4] != SNAPSHOT_MAGIC {
-            return Err(err("wrong magic"));
+            return Err(SnapshotDecodeError("wrong magic".into()));
         }
         b.advance(4);
         let v = b.get_u8();
         if v != SNAPSHOT_VERSION {
-            return Err(SnapshotDecodeError(format!("unsupported version {v}")));
+            return Err(SnapshotDecodeError(format!(
+                "snapshot format {v} is not this build's format {SNAPSHOT_VERSION}{}",
+                if v == 2 {
+                    " (format 2 kept every event in the snapshot; this build keeps topic data in \
+                     files): move the old data directory away and start empty, or run the old build"
+                } else {
+                    ""
+                }
+            )));
         }
-        let mut st = EventLogState::new(dedup);
-        st.last_stamp_ms = b.get_u64();
-        st.batches_applied = b.get_u64();
-        st.events_stored = b.get_u64();
-        let ntopics = b.get_u32();
-        for _ in 0..ntopics {
-            let name = get_str(&mut b)?;
-            need(&b, 8, "event count")?;
-            let n = b.get_u64();
-            if n.saturating_mul(8) > b.remaining() as u64 {
-                return Err(err("event count larger than the snapshot"));
-            }
-            let stamps: Vec<u64> = (0..n).map(|_| b.get_u64()).collect();
-            need(&b, 8, "events block")?;
-            let len = b.get_u64();
-            if len > b.remaining() as u64 {
-                return Err(err("events block larger than the snapshot"));
-            }
-            let events =
-                decode_events(b.split_to(len as usize)).map_err(|e| SnapshotDecodeError(e.to_string()))?;
-            if events.len() as u64 != n {
-                return Err(err("timestamp and event counts differ"));
-            }
-            let log = snapshot_topic_log(&name, events, stamps);
-            st.topics.insert(name, log);
+        need(&b, 24, "counters")?;
+        let (last_stamp_ms, batches_applied, events_stored) = (b.get_u64(), b.get_u64(), b.get_u64());
+        let meta = StoreMeta::decode(&mut b).map_err(|e| SnapshotDecodeError(e.to_string()))?;
+        let files = decode_files(&mut b)?;
+        let store = open(&meta, files).map_err(|e| SnapshotDecodeError(format!("topic files: {e}")))?;
+        let mut st = EventLogState::with_store(dedup, store);
+        (st.last_stamp_ms, st.batches_applied, st.events_stored) =
+            (last_stamp_ms, batches_applied, events_stored);
+        for t in &meta.topics {
+            st.topics.insert(t.name.clone(), TopicInfo { name: Arc::from(t.name.as_str()), bytes: 0 });
         }
-        need(&b, 8, "dedup count")?;
+        st.decode_rest(&mut b)?;
+        Ok(st)
+    }
+
+    /// The part of a snapshot after the topic files: dedup, checkpoint, consumers, retention.
+    fn decode_rest(&mut self, b: &mut Bytes) -> Result<(), SnapshotDecodeError> {
+        let err = |what: &str| SnapshotDecodeError(what.to_string());
+        let need = |b: &Bytes, n: usize, what: &str| {
+            if b.remaining() < n { Err(SnapshotDecodeError(format!("truncated at {what}"))) } else { Ok(()) }
+        };
+        need(b, 8, "dedup count")?;
         let nkeys = b.get_u64();
         for _ in 0..nkeys {
-            need(&b, 32, "dedup entry")?;
+            need(b, 32, "dedup entry")?;
             let (producer, seq, offset, stamped) = (b.get_u64(), b.get_u64(), b.get_u64(), b.get_u64());
-            let topic = get_str(&mut b)?;
-            let name = st
+            let topic = get_str(b)?;
+            let name = self
                 .topics
                 .get(&topic)
                 .map(|t| t.name.clone())
                 .ok_or_else(|| err("dedup key of unknown topic"))?;
-            if stamped > st.last_stamp_ms || !st.dedup.can_record(producer, seq, stamped) {
+            if stamped > self.last_stamp_ms || !self.dedup.can_record(producer, seq, stamped) {
                 return Err(err("dedup entry out of order"));
             }
             if crate::planted!(DedupNotInSnapshot) {
                 continue;
             }
-            st.dedup.record(producer, seq, name, offset, stamped);
+            self.dedup.record(producer, seq, name, offset, stamped);
         }
-        need(&b, 4, "checkpoint positions")?;
+        need(b, 4, "checkpoint positions")?;
         let npos = b.get_u32();
         let mut positions = Vec::new();
         for _ in 0..npos {
-            let topic = get_str(&mut b)?;
-            need(&b, 8, "checkpoint position")?;
+            let topic = get_str(b)?;
+            need(b, 8, "checkpoint position")?;
             positions.push((topic, b.get_u64()));
         }
-        need(&b, 8, "handled keys")?;
+        need(b, 8, "handled keys")?;
         let nkeys = b.get_u64();
         if nkeys.saturating_mul(16) > b.remaining() as u64 {
             return Err(err("handled-key count larger than the snapshot"));
         }
         let keys: Vec<(u64, u64)> = (0..nkeys).map(|_| (b.get_u64(), b.get_u64())).collect();
-        st.progress.apply(&positions, &keys);
-        st.consumers = ConsumerTable::decode(&mut b).map_err(SnapshotDecodeError)?;
-        retention::decode_block(&mut st, &mut b)?;
+        self.progress.apply(&positions, &keys);
+        self.consumers = ConsumerTable::decode(b).map_err(SnapshotDecodeError)?;
+        retention::decode_block(self, b)?;
         if b.has_remaining() {
             return Err(SnapshotDecodeError(format!("{} trailing bytes", b.remaining())));
         }
-        Ok(st)
+        Ok(())
     }
 }
 
-/// A topic's log rebuilt from a snapshot: its events at offsets 0.. with their stamps.
-fn snapshot_topic_log(name: &str, events: Vec<Event>, stamps: Vec<u64>) -> TopicLog {
-    let events: Vec<StoredEvent> = events
-        .into_iter()
-        .zip(stamps)
-        .enumerate()
-        .map(|(i, (event, timestamp_ms))| StoredEvent { offset: i as u64, timestamp_ms, event })
-        .collect();
-    let bytes = events.iter().map(|s| retention::event_bytes(&s.event)).sum();
-    TopicLog { name: Arc::from(name), events, first: 0, bytes }
+/// The topic files a snapshot carries, if its flag says it carries them.
+fn decode_files(b: &mut Bytes) -> Result<Option<SnapshotFiles>, SnapshotDecodeError> {
+    let bad = |what: &str| SnapshotDecodeError(format!("topic files: {what}"));
+    if !b.has_remaining() {
+        return Err(bad("truncated flag"));
+    }
+    match b.get_u8() {
+        0 => return Ok(None),
+        1 => {}
+        f => return Err(bad(&format!("unknown flag {f}"))),
+    }
+    if b.remaining() < 4 {
+        return Err(bad("truncated count"));
+    }
+    let n = b.get_u32();
+    let mut files = Vec::new();
+    for _ in 0..n {
+        let name = get_str(b)?;
+        if b.remaining() < 8 {
+            return Err(bad("truncated length"));
+        }
+        let len = b.get_u64();
+        if len > b.remaining() as u64 {
+            return Err(bad("file longer than the snapshot"));
+        }
+        files.push((name, b.split_to(len as usize)));
+    }
+    Ok(Some(files))
 }
 
 fn get_str(b: &mut Bytes) -> Result<String, SnapshotDecodeError> {
@@ -420,6 +672,12 @@ mod tests {
     use super::*;
     use crate::event::Priority;
 
+    impl EventLogState {
+        fn fetch_ok(&self, topic: &str, offset: u64, max: usize) -> FetchReply {
+            self.fetch(topic, offset, max).unwrap()
+        }
+    }
+
     fn ev(topic: &str, producer: u64, seq: u64) -> Event {
         let mut e = Event::new(topic, Priority::Medium, format!("{producer}:{seq}"));
         e.producer_id = producer;
@@ -430,20 +688,20 @@ mod tests {
     #[test]
     fn offsets_are_dense_per_topic() {
         let mut s = EventLogState::new(DedupConfig::default());
-        let r = s.apply_batch(vec![ev("a", 1, 1), ev("b", 1, 2), ev("a", 1, 3)], 10);
+        let r = s.apply_batch(vec![ev("a", 1, 1), ev("b", 1, 2), ev("a", 1, 3)], 10).unwrap();
         assert_eq!(
             r.iter().map(|a| (&*a.topic, a.offset)).collect::<Vec<_>>(),
             vec![("a", 0), ("b", 0), ("a", 1)]
         );
-        assert_eq!(s.fetch("a", 0, 10).events.len(), 2);
-        assert_eq!(s.fetch("a", 1, 10).events[0].event.sequence, 3);
+        assert_eq!(s.fetch_ok("a", 0, 10).events.len(), 2);
+        assert_eq!(s.fetch_ok("a", 1, 10).events[0].event.sequence, 3);
     }
 
     #[test]
     fn a_retry_gets_its_original_offset_and_no_second_copy() {
         let mut s = EventLogState::new(DedupConfig::default());
-        s.apply_batch(vec![ev("a", 1, 1), ev("a", 1, 2)], 10);
-        let r = s.apply_batch(vec![ev("a", 1, 2), ev("a", 1, 3)], 20);
+        s.apply_batch(vec![ev("a", 1, 1), ev("a", 1, 2)], 10).unwrap();
+        let r = s.apply_batch(vec![ev("a", 1, 2), ev("a", 1, 3)], 20).unwrap();
         assert_eq!(r[0], Appended { topic: "a".into(), offset: 1, duplicate: true });
         assert_eq!(r[1], Appended { topic: "a".into(), offset: 2, duplicate: false });
         assert_eq!(s.topic_log("a").len(), 3);
@@ -452,7 +710,7 @@ mod tests {
     #[test]
     fn duplicates_inside_one_batch_are_caught() {
         let mut s = EventLogState::new(DedupConfig::default());
-        let r = s.apply_batch(vec![ev("a", 1, 1), ev("a", 1, 1)], 10);
+        let r = s.apply_batch(vec![ev("a", 1, 1), ev("a", 1, 1)], 10).unwrap();
         assert!(!r[0].duplicate && r[1].duplicate);
         assert_eq!(s.topic_log("a").len(), 1);
     }
@@ -460,15 +718,16 @@ mod tests {
     #[test]
     fn anonymous_events_are_never_deduplicated() {
         let mut s = EventLogState::new(DedupConfig::default());
-        s.apply_batch(vec![Event::new("a", Priority::Low, "x"), Event::new("a", Priority::Low, "x")], 1);
+        s.apply_batch(vec![Event::new("a", Priority::Low, "x"), Event::new("a", Priority::Low, "x")], 1)
+            .unwrap();
         assert_eq!(s.topic_log("a").len(), 2);
     }
 
     #[test]
     fn replicated_time_never_goes_backwards() {
         let mut s = EventLogState::new(DedupConfig::default());
-        s.apply_batch(vec![ev("a", 1, 1)], 1000);
-        s.apply_batch(vec![ev("a", 1, 2)], 400); // leader clock stepped back
+        s.apply_batch(vec![ev("a", 1, 1)], 1000).unwrap();
+        s.apply_batch(vec![ev("a", 1, 2)], 400).unwrap(); // leader clock stepped back
         let log = s.topic_log("a");
         assert_eq!(log[1].timestamp_ms, 1000);
     }
@@ -477,33 +736,33 @@ mod tests {
     fn expiry_follows_stamped_time() {
         let cfg = DedupConfig { window_ms: 100, ..DedupConfig::default() };
         let mut s = EventLogState::new(cfg);
-        s.apply_batch(vec![ev("a", 1, 1)], 1000);
-        assert!(s.apply_batch(vec![ev("a", 1, 1)], 1100)[0].duplicate);
+        s.apply_batch(vec![ev("a", 1, 1)], 1000).unwrap();
+        assert!(s.apply_batch(vec![ev("a", 1, 1)], 1100).unwrap()[0].duplicate);
         // Past the window the key is forgotten: a very late retry is stored again (documented).
-        assert!(!s.apply_batch(vec![ev("a", 1, 1)], 1201)[0].duplicate);
+        assert!(!s.apply_batch(vec![ev("a", 1, 1)], 1201).unwrap()[0].duplicate);
     }
 
     #[test]
     fn fetch_bounds() {
         let mut s = EventLogState::new(DedupConfig::default());
-        s.apply_batch((0..5).map(|i| ev("a", 1, i)).collect(), 1);
-        let f = s.fetch("a", 3, 10);
+        s.apply_batch((0..5).map(|i| ev("a", 1, i)).collect(), 1).unwrap();
+        let f = s.fetch_ok("a", 3, 10);
         assert_eq!((f.events.len(), f.next_offset, f.end_offset), (2, 5, 5));
-        let f = s.fetch("a", 9, 10);
+        let f = s.fetch_ok("a", 9, 10);
         assert_eq!((f.events.len(), f.next_offset, f.end_offset), (0, 9, 5));
-        let f = s.fetch("nope", 2, 10);
+        let f = s.fetch_ok("nope", 2, 10);
         assert_eq!((f.events.len(), f.next_offset, f.end_offset), (0, 2, 0));
-        assert_eq!(s.fetch("a", 0, 2).events.len(), 2);
+        assert_eq!(s.fetch_ok("a", 0, 2).events.len(), 2);
     }
 
     #[test]
     fn snapshot_round_trips_logs_and_dedup() {
         let cfg = DedupConfig { window_ms: 1000, max_keys_per_producer: 100, max_keys: 1000 };
         let mut s = EventLogState::new(cfg);
-        s.apply_batch(vec![ev("a", 1, 1), ev("b", 1, 2), ev("a", 0, 0)], 100);
-        s.apply_batch(vec![ev("a", 2, 1)], 90);
+        s.apply_batch(vec![ev("a", 1, 1), ev("b", 1, 2), ev("a", 0, 0)], 100).unwrap();
+        s.apply_batch(vec![ev("a", 2, 1)], 90).unwrap();
         s.apply_checkpoint(&[("a".into(), 2)], &[(1, 1), (2, 1)]);
-        let snap = s.encode_snapshot();
+        let snap = s.encode_snapshot(true).unwrap();
         let mut r = EventLogState::decode_snapshot(cfg, snap.clone()).unwrap();
         assert_eq!(r.digest(), s.digest());
         assert_eq!(r.events_stored(), 4);
@@ -512,9 +771,9 @@ mod tests {
         assert_eq!(r.processing(), s.processing());
         assert!(r.processing().is_handled((2, 1)) && r.processing().positions["a"] == 2);
         // The restored window still catches a retry, and time stays monotonic.
-        let a = r.apply_batch(vec![ev("b", 1, 2)], 50);
+        let a = r.apply_batch(vec![ev("b", 1, 2)], 50).unwrap();
         assert_eq!((a[0].offset, a[0].duplicate), (0, true));
-        assert_eq!(s.apply_batch(vec![ev("b", 1, 2)], 50), a);
+        assert_eq!(s.apply_batch(vec![ev("b", 1, 2)], 50).unwrap(), a);
         assert_eq!(r.digest(), s.digest());
         // Corrupt or truncated snapshots are errors, never panics.
         for cut in 0..snap.len() {
@@ -530,9 +789,9 @@ mod tests {
     #[test]
     fn dedup_stamps_going_back_in_a_snapshot_are_refused() {
         let mut s = EventLogState::new(DedupConfig::default());
-        s.apply_batch(vec![ev("a", 1, 1)], 0x1111);
-        s.apply_batch(vec![ev("a", 1, 2)], 0x2222);
-        let mut bad = s.encode_snapshot().to_vec();
+        s.apply_batch(vec![ev("a", 1, 1)], 0x1111).unwrap();
+        s.apply_batch(vec![ev("a", 1, 2)], 0x2222).unwrap();
+        let mut bad = s.encode_snapshot(true).unwrap().to_vec();
         let second = 0x2222u64.to_be_bytes();
         let at = bad.windows(8).rposition(|w| w == second).expect("the second dedup stamp");
         bad[at..at + 8].copy_from_slice(&0x1000u64.to_be_bytes());
@@ -549,11 +808,11 @@ mod tests {
             s.commit_offset(&commit("w", 1, false)),
             Err(ConsumerError::PastEnd { end: 0, .. })
         ));
-        s.apply_batch(vec![ev("a", 1, 1), ev("a", 1, 2), ev("a", 1, 3)], 10);
+        s.apply_batch(vec![ev("a", 1, 1), ev("a", 1, 2), ev("a", 1, 3)], 10).unwrap();
         assert_eq!(s.commit_offset(&commit("w", 2, false)), Ok(2));
         assert_eq!(s.commit_offset(&commit("w", 1, false)), Ok(2), "never moves back");
         assert_eq!(s.commit_offset(&commit("r", 3, false)), Ok(3));
-        let snap = s.encode_snapshot();
+        let snap = s.encode_snapshot(true).unwrap();
         let r = EventLogState::decode_snapshot(DedupConfig::default(), snap.clone()).unwrap();
         assert_eq!(r.consumers(None), s.consumers(None));
         let w = &r.consumers(Some("w"))[0];
@@ -570,10 +829,10 @@ mod tests {
     fn digest_changes_with_content() {
         let mut a = EventLogState::new(DedupConfig::default());
         let mut b = EventLogState::new(DedupConfig::default());
-        a.apply_batch(vec![ev("a", 1, 1)], 1);
-        b.apply_batch(vec![ev("a", 1, 1)], 1);
+        a.apply_batch(vec![ev("a", 1, 1)], 1).unwrap();
+        b.apply_batch(vec![ev("a", 1, 1)], 1).unwrap();
         assert_eq!(a.digest(), b.digest());
-        b.apply_batch(vec![ev("a", 1, 2)], 1);
+        b.apply_batch(vec![ev("a", 1, 2)], 1).unwrap();
         assert_ne!(a.digest(), b.digest());
     }
 }

@@ -8,10 +8,11 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use super::message::{Body, Message, RejectHint};
+use super::message::{Body, MAX_RECORDS_BYTES, Message, RecordsResult, RejectHint};
 use super::types::{
     ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, NodeId, SnapshotMeta,
 };
+use crate::event::MAX_TOPIC_LEN;
 
 /// Why bytes could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +42,9 @@ pub enum DecodeError {
     /// Bytes were left over after a complete value.
     #[error("{0} trailing bytes")]
     TrailingBytes(usize),
+    /// A field breaks its bound (too long, above its cap, not UTF-8).
+    #[error("{0}")]
+    OutOfBounds(&'static str),
 }
 
 // --------------------------------------------------------------------------------------------
@@ -134,6 +138,17 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
         Ok(Bytes::copy_from_slice(head))
+    }
+
+    /// A topic name: UTF-8, 1..=[`MAX_TOPIC_LEN`] bytes.
+    fn topic(&mut self) -> Result<String, DecodeError> {
+        let n = self.len(1)?;
+        if n == 0 || n > MAX_TOPIC_LEN {
+            return Err(DecodeError::OutOfBounds("topic name empty or too long"));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        String::from_utf8(head.to_vec()).map_err(|_| DecodeError::OutOfBounds("topic name not UTF-8"))
     }
 
     fn ids(&mut self) -> Result<BTreeSet<NodeId>, DecodeError> {
@@ -305,6 +320,77 @@ const T_SNAPSHOT_RESP: u8 = 8;
 const T_TIMEOUT_NOW: u8 = 9;
 const T_READ_INDEX: u8 = 10;
 const T_READ_INDEX_RESP: u8 = 11;
+const T_RECORDS_REQ: u8 = 12;
+const T_RECORDS: u8 = 13;
+
+const R_CHUNK: u8 = 0;
+const R_FIRST_OFFSET: u8 = 1;
+const R_NOT_AVAILABLE: u8 = 2;
+
+fn put_reject(buf: &mut Vec<u8>, reject: Option<&RejectHint>) {
+    match reject {
+        None => buf.push(0),
+        Some(h) => {
+            buf.push(1);
+            put_opt(buf, h.conflict_term);
+            put_u64(buf, h.conflict_index);
+        }
+    }
+}
+
+fn put_records_request(buf: &mut Vec<u8>, req_id: u64, topic: &str, range: (u64, u64), max_bytes: u32) {
+    buf.push(T_RECORDS_REQ);
+    put_u64(buf, req_id);
+    put_bytes(buf, topic.as_bytes());
+    put_u64(buf, range.0);
+    put_u64(buf, range.1);
+    put_u64(buf, u64::from(max_bytes));
+}
+
+fn put_records(buf: &mut Vec<u8>, req_id: u64, result: &RecordsResult) {
+    buf.push(T_RECORDS);
+    put_u64(buf, req_id);
+    match result {
+        RecordsResult::Chunk { topic, from, next, bytes } => {
+            buf.push(R_CHUNK);
+            put_bytes(buf, topic.as_bytes());
+            put_u64(buf, *from);
+            put_u64(buf, *next);
+            put_bytes(buf, bytes);
+        }
+        RecordsResult::FirstOffset { topic, first } => {
+            buf.push(R_FIRST_OFFSET);
+            put_bytes(buf, topic.as_bytes());
+            put_u64(buf, *first);
+        }
+        RecordsResult::NotAvailable { topic } => {
+            buf.push(R_NOT_AVAILABLE);
+            put_bytes(buf, topic.as_bytes());
+        }
+    }
+}
+
+fn read_records_request(r: &mut Reader<'_>) -> Result<Body, DecodeError> {
+    let req_id = r.u64()?;
+    let topic = r.topic()?;
+    let (offset, up_to) = (r.u64()?, r.u64()?);
+    let max_bytes = r.u64()?;
+    if max_bytes > u64::from(MAX_RECORDS_BYTES) {
+        return Err(DecodeError::OutOfBounds("records request max_bytes above the cap"));
+    }
+    Ok(Body::RecordsRequest { req_id, topic, offset, up_to, max_bytes: max_bytes as u32 })
+}
+
+fn read_records_result(r: &mut Reader<'_>) -> Result<RecordsResult, DecodeError> {
+    Ok(match r.u8()? {
+        R_CHUNK => {
+            RecordsResult::Chunk { topic: r.topic()?, from: r.u64()?, next: r.u64()?, bytes: r.bytes()? }
+        }
+        R_FIRST_OFFSET => RecordsResult::FirstOffset { topic: r.topic()?, first: r.u64()? },
+        R_NOT_AVAILABLE => RecordsResult::NotAvailable { topic: r.topic()? },
+        tag => return Err(DecodeError::InvalidTag { what: "records result", tag }),
+    })
+}
 
 impl Message {
     /// Appends the binary form of this message to `buf`.
@@ -336,14 +422,7 @@ impl Message {
             Body::AppendResponse { index, reject } => {
                 buf.push(T_APPEND_RESP);
                 put_u64(buf, *index);
-                match reject {
-                    None => buf.push(0),
-                    Some(h) => {
-                        buf.push(1);
-                        put_opt(buf, h.conflict_term);
-                        put_u64(buf, h.conflict_index);
-                    }
-                }
+                put_reject(buf, reject.as_ref());
             }
             Body::Heartbeat { commit, round } => {
                 buf.push(T_HEARTBEAT);
@@ -378,6 +457,10 @@ impl Message {
                 put_u64(buf, *ctx);
                 put_u64(buf, *index);
             }
+            Body::RecordsRequest { req_id, topic, offset, up_to, max_bytes } => {
+                put_records_request(buf, *req_id, topic, (*offset, *up_to), *max_bytes)
+            }
+            Body::Records { req_id, result } => put_records(buf, *req_id, result),
         }
     }
 
@@ -432,6 +515,8 @@ impl Message {
             T_TIMEOUT_NOW => Body::TimeoutNow,
             T_READ_INDEX => Body::ReadIndex { ctx: r.u64()? },
             T_READ_INDEX_RESP => Body::ReadIndexResponse { ctx: r.u64()?, index: r.u64()? },
+            T_RECORDS_REQ => read_records_request(&mut r)?,
+            T_RECORDS => Body::Records { req_id: r.u64()?, result: read_records_result(&mut r)? },
             tag => {
                 return Err(DecodeError::InvalidTag { what: "message", tag });
             }

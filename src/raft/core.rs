@@ -89,6 +89,14 @@ struct SnapshotReceiver {
     buf: Vec<u8>,
 }
 
+/// The latest snapshot's data is not the whole state (the application fills it in with
+/// [`Raft::fill_snapshot`] when a follower needs it), and the index a follower waits for.
+#[derive(Debug, Default)]
+struct PartialSnapshot {
+    partial: bool,
+    wanted: Option<Index>,
+}
+
 /// One Raft node's consensus core.
 pub struct Raft {
     id: NodeId,
@@ -120,6 +128,8 @@ pub struct Raft {
     receiver: Option<SnapshotReceiver>,
     /// The latest snapshot this node has (sent to lagging followers).
     latest_snapshot: Option<Snapshot>,
+    /// Whether the latest snapshot's data is partial, and a follower waits for it.
+    partial_snapshot: PartialSnapshot,
     /// A snapshot received from the leader, not yet handed to the driver.
     snapshot_to_install: Option<Snapshot>,
     prev_hard: HardState,
@@ -187,7 +197,6 @@ impl Raft {
             return Err(InitError::Restore("applied index is beyond the commit index"));
         }
         log.restore_persisted(kept, commit, applied);
-        let fresh_start = cfg.lease_ticks().is_some();
         let mut raft = Raft {
             id: cfg.id,
             rng,
@@ -206,12 +215,13 @@ impl Raft {
             term_start: 0,
             transferee: None,
             lease_revoked: false,
-            fresh_start,
+            fresh_start: cfg.lease_ticks().is_some(),
             read_only: ReadOnly::default(),
             msgs: Vec::new(),
             read_states: Vec::new(),
             receiver: None,
             latest_snapshot: snapshot,
+            partial_snapshot: PartialSnapshot::default(),
             snapshot_to_install: None,
             prev_hard: HardState { term: hard_state.term, vote: hard_state.vote, commit },
             prev_soft: SoftState { leader: None, role: Role::Follower },
@@ -619,6 +629,11 @@ impl Raft {
             return Err(RaftError::InvalidSender(m.from));
         }
         m.check_bounds().map_err(|reason| RaftError::Malformed { from: m.from, reason })?;
+        if m.body.is_records() {
+            // Catch-up traffic is the driver's; its term says nothing about elections.
+            trace!(node = self.id, from = m.from, kind = m.body.name(), "records message ignored");
+            return Ok(());
+        }
         if m.term > self.term {
             if let Body::Vote { transfer, .. } = m.body {
                 let lease = self.cfg.check_quorum && self.election_elapsed < self.cfg.election_tick;
@@ -662,30 +677,7 @@ impl Raft {
                 self.handle_vote_response(m.from, m.term, pre_vote, granted)
             }
             Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. } => {
-                if self.role == Role::Leader {
-                    return Err(RaftError::Malformed {
-                        from: m.from,
-                        reason: "second leader in the same term",
-                    });
-                }
-                if self.role != Role::Follower {
-                    self.become_follower(self.term, Some(m.from));
-                }
-                self.leader = Some(m.from);
-                self.election_elapsed = 0;
-                match m.body {
-                    Body::Append { prev_index, prev_term, entries, commit } => {
-                        self.handle_append(m.from, prev_index, prev_term, entries, commit)?;
-                    }
-                    Body::Heartbeat { commit, round } => {
-                        self.log.commit_to(commit.min(self.log.last_index()));
-                        self.send(m.from, self.term, Body::HeartbeatResponse { round });
-                    }
-                    Body::Snapshot { meta, offset, data, done } => {
-                        self.handle_snapshot(m.from, meta, offset, data, done)
-                    }
-                    _ => unreachable!("matched above"),
-                }
+                self.step_from_leader(m)?
             }
             Body::AppendResponse { index, reject } => self.handle_append_response(m.from, index, reject),
             Body::HeartbeatResponse { round } => self.handle_heartbeat_response(m.from, round),
@@ -708,6 +700,33 @@ impl Raft {
                     self.read_states.push(ReadState { ctx, index });
                 }
             }
+            Body::RecordsRequest { .. } | Body::Records { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// An append, heartbeat or snapshot chunk of the current term (from its leader).
+    fn step_from_leader(&mut self, m: Message) -> Result<(), RaftError> {
+        if self.role == Role::Leader {
+            return Err(RaftError::Malformed { from: m.from, reason: "second leader in the same term" });
+        }
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(m.from));
+        }
+        self.leader = Some(m.from);
+        self.election_elapsed = 0;
+        match m.body {
+            Body::Append { prev_index, prev_term, entries, commit } => {
+                self.handle_append(m.from, prev_index, prev_term, entries, commit)?;
+            }
+            Body::Heartbeat { commit, round } => {
+                self.log.commit_to(commit.min(self.log.last_index()));
+                self.send(m.from, self.term, Body::HeartbeatResponse { round });
+            }
+            Body::Snapshot { meta, offset, data, done } => {
+                self.handle_snapshot(m.from, meta, offset, data, done)
+            }
+            _ => unreachable!("only leader messages are passed here"),
         }
         Ok(())
     }
@@ -874,6 +893,7 @@ impl Raft {
         self.membership = Membership::new(meta.index, meta.conf_state.clone());
         let index = meta.index;
         self.latest_snapshot = Some(snapshot.clone());
+        self.partial_snapshot.partial = false;
         self.snapshot_to_install = Some(snapshot);
         index
     }
@@ -1172,6 +1192,11 @@ impl Raft {
         if pr.snapshot_chunk_sent {
             return;
         }
+        if self.partial_snapshot.partial {
+            // Sent once the application filled in the whole state.
+            self.partial_snapshot.wanted = Some(snap.meta.index);
+            return;
+        }
         let len = snap.data.len() as u64;
         let start = pr.snapshot_offset.min(len);
         let end = len.min(start + self.cfg.snapshot_chunk_bytes as u64);
@@ -1420,7 +1445,46 @@ impl Raft {
         };
         let conf_state = self.membership.at(index).clone();
         self.latest_snapshot = Some(Snapshot { meta: SnapshotMeta { index, term, conf_state }, data });
+        self.partial_snapshot.partial = false;
         Ok(())
+    }
+
+    /// Marks the latest snapshot's data as partial (what the application saved, e.g. metadata
+    /// naming data kept elsewhere): before sending it to a follower the core asks for the whole
+    /// state ([`Raft::take_snapshot_wanted`]) and waits for [`Raft::fill_snapshot`].
+    pub fn set_snapshot_partial(&mut self) {
+        self.partial_snapshot.partial = self.latest_snapshot.is_some();
+    }
+
+    /// The index of the partial latest snapshot a follower is waiting for, once per request.
+    pub fn take_snapshot_wanted(&mut self) -> Option<Index> {
+        let wanted = self.partial_snapshot.wanted.take()?;
+        let latest = self.latest_snapshot.as_ref().map(|s| s.meta.index);
+        (self.partial_snapshot.partial && latest == Some(wanted)).then_some(wanted)
+    }
+
+    /// The whole state of the latest snapshot (at `index`, which must still be the latest):
+    /// replaces its partial data and sends the first chunk to every follower waiting for it.
+    /// Returns false (and changes nothing) if a newer snapshot replaced it.
+    pub fn fill_snapshot(&mut self, index: Index, data: Bytes) -> bool {
+        self.assert_idle();
+        match &mut self.latest_snapshot {
+            Some(s) if s.meta.index == index && self.partial_snapshot.partial => s.data = data,
+            _ => return false,
+        }
+        self.partial_snapshot.partial = false;
+        let waiting: Vec<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| p.state == ProgressState::Snapshot && p.pending_snapshot == index)
+            .map(|(id, _)| *id)
+            .collect();
+        if self.role == Role::Leader {
+            for to in waiting {
+                self.send_snapshot_chunk(to);
+            }
+        }
+        true
     }
 
     /// Drops log entries up to `index`, which the latest snapshot must cover. Keeping a tail after

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::event::MAX_TOPIC_LEN;
+
 use super::types::{Entry, Index, MAX_INDEX, MAX_SNAPSHOT_BYTES, MAX_TERM, NodeId, SnapshotMeta, Term};
 
 /// One message between two nodes.
@@ -116,6 +118,58 @@ pub enum Body {
         /// Serve the read once applied reaches this index.
         index: Index,
     },
+    /// Catch-up (not Raft: the core ignores it, the driver serves it): the stored records of
+    /// `topic` from `offset`, before `up_to`, at most `max_bytes` of them unless one is bigger.
+    RecordsRequest {
+        /// The asker's id for this request, echoed back.
+        req_id: u64,
+        /// Topic name (at most [`MAX_TOPIC_LEN`] bytes).
+        topic: String,
+        /// First offset wanted.
+        offset: u64,
+        /// Offsets from here on are not wanted (`offset < up_to`).
+        up_to: u64,
+        /// Byte budget of the answer, at most [`MAX_RECORDS_BYTES`].
+        max_bytes: u32,
+    },
+    /// Answer to [`Body::RecordsRequest`] (not Raft: the core ignores it).
+    Records {
+        /// The request's `req_id`.
+        req_id: u64,
+        /// The records, or why there are none.
+        result: RecordsResult,
+    },
+}
+
+/// Largest `max_bytes` a [`Body::RecordsRequest`] may ask for.
+pub const MAX_RECORDS_BYTES: u32 = 1 << 20;
+
+/// What a member answers to a [`Body::RecordsRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordsResult {
+    /// Whole framed records ([`crate::record`]) of offsets `from..next` (`from < next`).
+    Chunk {
+        /// Topic name.
+        topic: String,
+        /// Offset of the first record.
+        from: u64,
+        /// Offset after the last record.
+        next: u64,
+        /// The records, as stored.
+        bytes: Bytes,
+    },
+    /// The offset asked for is below the first the member retains: it now starts at `first`.
+    FirstOffset {
+        /// Topic name.
+        topic: String,
+        /// The member's first retained offset.
+        first: u64,
+    },
+    /// The member has no records there (no such topic, or its log ends at or before the offset).
+    NotAvailable {
+        /// Topic name.
+        topic: String,
+    },
 }
 
 impl Body {
@@ -135,7 +189,14 @@ impl Body {
             Body::TimeoutNow => "TimeoutNow",
             Body::ReadIndex { .. } => "ReadIndex",
             Body::ReadIndexResponse { .. } => "ReadIndexResponse",
+            Body::RecordsRequest { .. } => "RecordsRequest",
+            Body::Records { .. } => "Records",
         }
+    }
+
+    /// True for the catch-up messages, which carry records, not consensus: the core ignores them.
+    pub fn is_records(&self) -> bool {
+        matches!(self, Body::RecordsRequest { .. } | Body::Records { .. })
     }
 
     /// True for the messages only a leader sends (they name the sender as the term's leader).
@@ -148,7 +209,8 @@ impl Message {
     /// Checks what no honest node can send, whatever its state: ids 0, a term above [`MAX_TERM`],
     /// an index above [`MAX_INDEX`], a log term newer than the sender's term, entries that do not
     /// follow `prev_index` one by one with non-decreasing terms, a snapshot chunk ending past
-    /// [`MAX_SNAPSHOT_BYTES`]. The transport refuses such a
+    /// [`MAX_SNAPSHOT_BYTES`], a records request past its byte cap or a chunk with fewer bytes
+    /// than its records need. The transport refuses such a
     /// message before the core sees it, and [`crate::raft::Raft::step`] checks again.
     pub fn check_bounds(&self) -> Result<(), &'static str> {
         if self.from == 0 || self.to == 0 {
@@ -184,6 +246,19 @@ impl Message {
                 index_ok(*snapshot_index) && index_ok(*last_index)
             }
             Body::ReadIndexResponse { index, .. } => index_ok(*index),
+            Body::RecordsRequest { topic, offset, up_to, max_bytes, .. } => {
+                topic_ok(topic) && offset < up_to && *max_bytes > 0 && *max_bytes <= MAX_RECORDS_BYTES
+            }
+            Body::Records { result, .. } => match result {
+                RecordsResult::Chunk { topic, from, next, bytes } => {
+                    let n = next.checked_sub(*from).filter(|&n| n > 0);
+                    let fits = n.is_some_and(|n| n.saturating_mul(MIN_RECORD_BYTES) <= bytes.len() as u64);
+                    topic_ok(topic) && fits
+                }
+                RecordsResult::FirstOffset { topic, .. } | RecordsResult::NotAvailable { topic } => {
+                    topic_ok(topic)
+                }
+            },
             Body::VoteResponse { .. }
             | Body::HeartbeatResponse { .. }
             | Body::TimeoutNow
@@ -191,6 +266,14 @@ impl Message {
         };
         if ok { Ok(()) } else { Err("index beyond the ceiling or log term newer than the sender's term") }
     }
+}
+
+/// Bytes of the smallest stored record (header, offset, timestamp): a chunk of `n` records holds
+/// at least `n` times this.
+const MIN_RECORD_BYTES: u64 = 24;
+
+fn topic_ok(topic: &str) -> bool {
+    !topic.is_empty() && topic.len() <= MAX_TOPIC_LEN
 }
 
 /// Entries must follow `prev_index` one by one, with terms from `prev_term` up to `term`.
@@ -281,6 +364,34 @@ mod tests {
             msg(3, snap(5, 2, vec![0, 2])),
             msg(3, Body::ReadIndexResponse { ctx: 1, index: u64::MAX }),
             Message { from: 0, to: 1, term: 1, body: Body::TimeoutNow },
+        ];
+        for m in bad {
+            assert!(m.check_bounds().is_err(), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn records_messages_out_of_bounds_are_refused() {
+        let req = |topic: &str, offset, up_to, max_bytes| {
+            msg(3, Body::RecordsRequest { req_id: 1, topic: topic.into(), offset, up_to, max_bytes })
+        };
+        let chunk = |from, next, len: usize| {
+            let bytes = Bytes::from(vec![0u8; len]);
+            let result = RecordsResult::Chunk { topic: "t".into(), from, next, bytes };
+            msg(3, Body::Records { req_id: 1, result })
+        };
+        assert_eq!(req("t", 0, 1, MAX_RECORDS_BYTES).check_bounds(), Ok(()));
+        assert_eq!(chunk(5, 7, 48).check_bounds(), Ok(()));
+        let bad = [
+            req("t", 0, 1, MAX_RECORDS_BYTES + 1),
+            req("t", 0, 1, 0),
+            req("t", 4, 4, 10),
+            req("", 0, 1, 10),
+            req(&"x".repeat(MAX_TOPIC_LEN + 1), 0, 1, 10),
+            chunk(5, 5, 48),
+            chunk(7, 5, 48),
+            chunk(5, 7, 47),
+            chunk(0, u64::MAX, 1 << 20),
         ];
         for m in bad {
             assert!(m.check_bounds().is_err(), "{m:?}");

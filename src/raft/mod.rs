@@ -83,7 +83,7 @@ pub use codec::DecodeError;
 pub use config::{ConfigError, RaftConfig, ReadOnlyOption};
 pub use core::{Raft, Ready, Status};
 pub use error::{InitError, ProposeError, RaftError, SnapshotError};
-pub use message::{Body, Message, RejectHint};
+pub use message::{Body, MAX_RECORDS_BYTES, Message, RecordsResult, RejectHint};
 pub use progress::{Progress, ProgressState};
 pub use types::{
     ConfChange, ConfChangeKind, ConfEntry, ConfState, Entry, EntryKind, HardState, Index, MAX_INDEX,

@@ -24,12 +24,12 @@ pub const TOPIC_FILE_PREFIX: &str = "topic-";
 /// The layout [`StoreMeta::encode`] writes.
 pub const STORE_META_VERSION: u8 = 1;
 
-fn prefix(id: u32) -> String {
+pub(super) fn prefix(id: u32) -> String {
     format!("{TOPIC_FILE_PREFIX}{id:08x}-")
 }
 
 /// The topic number in a topic file's name.
-fn file_id(name: &str) -> Option<u32> {
+pub(super) fn file_id(name: &str) -> Option<u32> {
     let hex = name.strip_prefix(TOPIC_FILE_PREFIX)?.get(..8)?;
     if name.as_bytes().get(TOPIC_FILE_PREFIX.len() + 8) != Some(&b'-') {
         return None;
@@ -119,10 +119,10 @@ impl StoreMeta {
 /// Every topic log of a member.
 #[derive(Debug)]
 pub struct TopicSet {
-    disk: Arc<dyn Disk>,
-    cfg: StoreConfig,
-    topics: BTreeMap<String, (u32, TopicStore)>,
-    next_id: u32,
+    pub(super) disk: Arc<dyn Disk>,
+    pub(super) cfg: StoreConfig,
+    pub(super) topics: BTreeMap<String, (u32, TopicStore)>,
+    pub(super) next_id: u32,
 }
 
 impl TopicSet {
@@ -193,6 +193,65 @@ impl TopicSet {
     /// [`Self::metadata`] is durable (a restart then never needs them).
     pub fn delete_trimmed(&mut self) -> Result<(), StoreError> {
         self.topics.values_mut().try_for_each(|(_, s)| s.delete_trimmed())
+    }
+
+    /// The files holding the records `meta` retains (segments with a record at or past the
+    /// topic's first offset, and each topic's last), each with the length it had when `meta`
+    /// was taken.
+    pub fn retained_files(meta: &StoreMeta) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for t in &meta.topics {
+            // The last segment is kept even when trimmed whole: it holds the end offset.
+            let last = t.segments.last().map(|s| s.base);
+            for s in t.segments.iter().filter(|s| (s.end > t.first || Some(s.base) == last) && s.bytes > 0) {
+                out.push((super::segment::segment_name(&prefix(t.id), s.base), s.bytes));
+            }
+        }
+        out
+    }
+
+    /// The first `len` bytes of one of this set's files (see [`Self::retained_files`]).
+    pub fn read_file(&self, name: &str, len: u64) -> Result<Vec<u8>, StoreError> {
+        let len = usize::try_from(len).map_err(|_| StoreError::Config(format!("{name}: {len} bytes")))?;
+        let bytes = self.disk.read_range(name, 0, len)?;
+        if bytes.len() != len {
+            return Err(StoreError::Missing {
+                prefix: name.to_string(),
+                end: bytes.len() as u64,
+                synced: len as u64,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Replaces every topic file on `disk` by `files` (names must be topic segment names),
+    /// durably: what a member installing a snapshot that carries its data does before
+    /// [`Self::open`] with that snapshot's metadata.
+    pub fn replace_files(disk: &dyn Disk, files: &[(String, Bytes)]) -> Result<(), StoreError> {
+        for name in disk.list(TOPIC_FILE_PREFIX)? {
+            disk.remove(&name)?;
+        }
+        for (name, bytes) in files {
+            if file_id(name).is_none() || !name.ends_with(super::segment::SUFFIX) {
+                return Err(StoreError::Config(format!("{name:?} is not a topic segment name")));
+            }
+            disk.write(name, bytes)?;
+            disk.sync(name)?;
+        }
+        disk.sync_dir()?;
+        Ok(())
+    }
+
+    /// A copy of every topic's files on a fresh in-memory disk, opened at the current metadata
+    /// (for checkers and tests: O(data)).
+    pub fn copy_to_memory(&self) -> Result<TopicSet, StoreError> {
+        let disk = crate::rt::SimDisk::new();
+        for name in self.disk.list(TOPIC_FILE_PREFIX)? {
+            disk.write(&name, &self.disk.read(&name)?)?;
+            disk.sync(&name)?;
+        }
+        disk.sync_dir()?;
+        TopicSet::open(Arc::new(disk), self.cfg, Some(&self.metadata()))
     }
 
     /// What a snapshot records: O(topics + segments), reads no file.

@@ -354,7 +354,7 @@ pub async fn run(opts: Options) -> Result<RunReport, MutantNotApplicable> {
 
     // --- check -------------------------------------------------------------------------------
     let data = history.snapshot();
-    let state = node.state().clone();
+    let state = node.state().try_clone().expect("a member's topic files copy to memory");
     let failure = check::check_ingest_run(&data, &state, MIN_ACKS).err().map(|mut f| {
         let excerpt = check::history_excerpt(&data, &state, &f.detail);
         if !excerpt.is_empty() {

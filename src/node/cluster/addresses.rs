@@ -155,8 +155,12 @@ impl AddressBook {
 }
 
 /// Snapshot payload: the address book of the applied configuration, then the event-log state.
-pub(super) fn encode_snapshot_data(addrs: &BTreeMap<NodeId, Addr>, state: &EventLogState) -> Bytes {
-    let body = state.encode_snapshot();
+pub(super) fn encode_snapshot_data(
+    addrs: &BTreeMap<NodeId, Addr>,
+    state: &EventLogState,
+    with_files: bool,
+) -> Result<Bytes, StoreError> {
+    let body = state.encode_snapshot(with_files)?;
     let mut out = BytesMut::with_capacity(body.len() + 64 * addrs.len() + 4);
     out.put_u32(addrs.len() as u32);
     for (id, a) in addrs {
@@ -166,13 +170,30 @@ pub(super) fn encode_snapshot_data(addrs: &BTreeMap<NodeId, Addr>, state: &Event
         }
     }
     out.put_slice(&body);
-    out.freeze()
+    Ok(out.freeze())
 }
 
+/// Reads a snapshot's address book and state; the state's topic files are brought to the
+/// snapshot on `disk` (written from the snapshot if it carries them).
 pub(super) fn decode_snapshot_data(
     dedup: DedupConfig,
     mut b: Bytes,
+    disk: &Arc<dyn Disk>,
+    cfg: StoreConfig,
 ) -> Result<(BTreeMap<NodeId, Addr>, EventLogState), String> {
+    let book = decode_address_book(&mut b)?;
+    let state = EventLogState::decode_snapshot_with(dedup, b, |meta, files| {
+        if let Some(files) = files {
+            TopicSet::replace_files(disk.as_ref(), &files)?;
+        }
+        TopicSet::open(disk.clone(), cfg, Some(meta))
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((book, state))
+}
+
+/// Reads the address book at the front of snapshot data.
+fn decode_address_book(b: &mut Bytes) -> Result<BTreeMap<NodeId, Addr>, String> {
     let short = || "truncated address book".to_string();
     if b.remaining() < 4 {
         return Err(short());
@@ -186,13 +207,25 @@ pub(super) fn decode_snapshot_data(
         let id = b.get_u64();
         let mut parts = [String::new(), String::new()];
         for p in &mut parts {
-            *p = get_str16(&mut b, "address").map_err(|e| format!("address book: {e}"))?;
+            *p = get_str16(b, "address").map_err(|e| format!("address book: {e}"))?;
         }
         let [raft, client] = parts;
         book.insert(id, Addr { raft, client });
     }
-    let state = EventLogState::decode_snapshot(dedup, b).map_err(|e| e.to_string())?;
-    Ok((book, state))
+    Ok(book)
+}
+
+/// Snapshot data (address book, then state) whose state does not carry its topic files turned
+/// into one that does (what a follower installing it needs).
+pub(super) fn snapshot_data_with_files(data: &Bytes, state: &EventLogState) -> Result<Bytes, String> {
+    let mut b = data.clone();
+    decode_address_book(&mut b)?;
+    let head = data.len() - b.remaining();
+    let body = state.snapshot_with_files(b).map_err(|e| e.to_string())?;
+    let mut out = BytesMut::with_capacity(head + body.len());
+    out.put_slice(&data[..head]);
+    out.put_slice(&body);
+    Ok(out.freeze())
 }
 
 impl Driver {

@@ -4,12 +4,14 @@
 use super::*;
 
 impl Driver {
-    pub(super) fn apply(&mut self, entries: Vec<Entry>) {
+    /// Applies committed entries. A topic-file failure is fatal for the member (like a WAL
+    /// failure): the store is poisoned and the entries from here are applied again after a restart.
+    pub(super) fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
         let mut to_process: Vec<(Index, Vec<crate::event::StoredEvent>)> = Vec::new();
         let mut state = lock(&self.shared.state);
         for e in entries {
             let result = match e.kind {
-                EntryKind::Normal => self.apply_command(&mut state, &e, &mut to_process),
+                EntryKind::Normal => self.apply_command(&mut state, &e, &mut to_process)?,
                 EntryKind::Noop => Err(unavailable("superseded by a new leader")),
                 EntryKind::ConfChange => {
                     if let Ok(ce) = ConfEntry::decode(&e.data) {
@@ -48,6 +50,7 @@ impl Driver {
             }
         }
         self.shared.applied.notify_waiters();
+        Ok(())
     }
 
     /// One committed command: its effect on the state machine and the answer to its proposer.
@@ -56,26 +59,26 @@ impl Driver {
         state: &mut EventLogState,
         e: &Entry,
         to_process: &mut Vec<(Index, Vec<crate::event::StoredEvent>)>,
-    ) -> Result<Vec<Appended>, ServiceError> {
-        match Command::decode(e.data.clone()) {
+    ) -> Result<Result<Vec<Appended>, ServiceError>, StoreError> {
+        Ok(match Command::decode(e.data.clone()) {
             Ok(Command::Publish { stamped_ms, events }) => {
                 if crate::planted!(DedupExpiryLocalClock) {
                     state.expire_dedup_at(self.clock.wall_unix_ms());
                 }
+                // Newly stored events (not duplicates) go to the leader's pipeline.
+                let mut fresh = Vec::new();
+                let keep = self.pipeline.is_some().then_some(&mut fresh);
                 // A full `discard = "new"` topic refuses the batch here, the same on every replica.
-                let appended = state
-                    .apply_publish(events, stamped_ms)
-                    .map_err(|full| ServiceError::OutOfRange(full.to_string()))?;
-                if self.pipeline.is_some() {
-                    // Newly stored events (not duplicates) go to the leader's pipeline.
-                    let fresh: Vec<crate::event::StoredEvent> = appended
-                        .iter()
-                        .filter(|a| !a.duplicate)
-                        .filter_map(|a| state.stored_event(&a.topic, a.offset).cloned())
-                        .collect();
-                    to_process.push((e.index, fresh));
+                match state.apply_publish_keeping(events, stamped_ms, keep) {
+                    Ok(appended) => {
+                        if self.pipeline.is_some() {
+                            to_process.push((e.index, fresh));
+                        }
+                        Ok(appended)
+                    }
+                    Err(ApplyError::Full(full)) => Err(ServiceError::OutOfRange(full.to_string())),
+                    Err(ApplyError::Store(err)) => return Err(err),
                 }
-                Ok(appended)
             }
             Ok(Command::CommitOffset(c)) => state
                 .commit_offset(&c)
@@ -90,7 +93,7 @@ impl Driver {
                 Err(unavailable("superseded by topic settings"))
             }
             Ok(Command::Trim { topic, before }) => {
-                state.apply_trim(&topic, before);
+                state.apply_trim(&topic, before)?;
                 Err(unavailable("superseded by a retention trim"))
             }
             Err(err) => {
@@ -98,46 +101,58 @@ impl Driver {
                 tracing::error!(node = self.id, index = e.index, error = %err, "undecodable entry skipped");
                 Err(ServiceError::Internal(format!("entry {} could not be applied: {err}", e.index)))
             }
-        }
+        })
     }
 
-    pub(super) fn install(&mut self, snap: &Snapshot) {
+    /// Replaces the state by a leader's snapshot (its topic files written to this member's
+    /// disk). A snapshot that cannot be installed stops the member: its files are already
+    /// being replaced, and a restart installs the saved snapshot again.
+    pub(super) fn install(&mut self, snap: &Snapshot) -> Result<(), RoundError> {
         let dedup = lock(&self.shared.state).dedup_config();
-        match decode_snapshot_data(dedup, snap.data.clone()) {
-            Ok((book, state)) => {
-                self.addrs.install(book);
-                *lock(&self.shared.state) = state;
-                self.last_snapshot = snap.meta.index;
-                tracing::info!(node = self.id, index = snap.meta.index, "installed snapshot from the leader");
-            }
-            Err(e) => {
-                // The leader's own state machine produced it; a decode failure is a bug or a
-                // version skew. Keep the old state rather than serving a broken one.
-                tracing::error!(node = self.id, error = %e, "cannot decode the leader's snapshot");
-            }
-        }
+        let (book, state) = decode_snapshot_data(dedup, snap.data.clone(), &self.disk, self.store_cfg)
+            .map_err(|e| {
+                // The leader's own state machine produced it: a bug or a version skew.
+                tracing::error!(node = self.id, error = %e, "cannot install the leader's snapshot");
+                RoundError::Snapshot(e)
+            })?;
+        self.addrs.install(book);
+        *lock(&self.shared.state) = state;
+        self.last_snapshot = snap.meta.index;
+        tracing::info!(node = self.id, index = snap.meta.index, "installed snapshot from the leader");
         // Nothing proposed here before the snapshot can still be answered from this node's log.
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(self.not_leader()));
         }
+        Ok(())
     }
 
-    pub(super) fn maybe_snapshot(&mut self) -> Result<(), StorageError> {
+    /// Every `snapshot_entries` applied entries: makes the topic files durable, records a
+    /// snapshot of metadata only (nothing here grows with the stored data), then deletes the
+    /// topic segments it no longer needs and compacts the log.
+    pub(super) fn maybe_snapshot(&mut self) -> Result<(), RoundError> {
         let applied = self.raft.applied();
         if applied < self.last_snapshot + self.snapshot_entries {
             return Ok(());
         }
         // The core may hold it already: taken when an earlier save found no file descriptor.
         if self.raft.latest_snapshot().map(|s| s.meta.index) != Some(applied) {
-            let data = encode_snapshot_data(&self.addrs.committed(), &lock(&self.shared.state));
+            let data = {
+                let mut state = lock(&self.shared.state);
+                state.sync_topics()?;
+                encode_snapshot_data(&self.addrs.committed(), &state, false)?
+            };
             if let Err(e) = self.raft.snapshot(applied, data) {
                 tracing::warn!(node = self.id, error = %e, "snapshot refused");
                 return Ok(());
             }
         }
+        // A follower that needs it gets the files too (see `serve_snapshot_wanted`).
+        self.raft.set_snapshot_partial();
         if let Some(snap) = self.raft.latest_snapshot() {
             self.storage.save_snapshot(snap)?;
         }
+        // Durable with the next sync; a restart before it finds the files and cuts them back.
+        lock(&self.shared.state).delete_trimmed_topics()?;
         self.last_snapshot = applied;
         let keep = applied.saturating_sub(self.snapshot_keep_entries);
         if keep > self.raft.first_index() {
@@ -149,5 +164,24 @@ impl Driver {
         }
         tracing::info!(node = self.id, index = applied, "snapshot saved");
         Ok(())
+    }
+
+    /// A follower needs the latest snapshot, saved as metadata only: fills in the topic files
+    /// (read at the lengths it records) so the core can send it. O(data), once per request.
+    pub(super) fn serve_snapshot_wanted(&mut self) {
+        let Some(index) = self.raft.take_snapshot_wanted() else { return };
+        let Some(partial) = self.raft.latest_snapshot().map(|s| s.data.clone()) else { return };
+        match snapshot_data_with_files(&partial, &lock(&self.shared.state)) {
+            Ok(data) => {
+                let bytes = data.len();
+                if self.raft.fill_snapshot(index, data) {
+                    tracing::info!(node = self.id, index, bytes, "snapshot with topic files ready to send");
+                }
+            }
+            // Asked again at the next attempt to send it.
+            Err(e) => {
+                tracing::warn!(node = self.id, index, error = %e, "cannot add the topic files to a snapshot")
+            }
+        }
     }
 }

@@ -95,6 +95,9 @@ impl Driver {
                 self.raft.report_unreachable(id);
             }
         }
+        if !self.is_stalled() {
+            self.serve_snapshot_wanted();
+        }
     }
 
     pub(super) fn stop(&mut self, err: ServiceError) {
@@ -240,7 +243,7 @@ impl Driver {
     }
 
     /// One Ready, in the order the core requires.
-    pub(super) async fn round(&mut self) -> Result<(), StorageError> {
+    pub(super) async fn round(&mut self) -> Result<(), RoundError> {
         let Some(mut batch) = self.next_batch() else { return Ok(()) };
         if let Err(e) = self.persist(&mut batch).await {
             if !e.is_fd_exhaustion() {
@@ -260,7 +263,7 @@ impl Driver {
         }
         let observed_entries = if self.observer.is_some() { committed_entries.clone() } else { Vec::new() };
         if !committed_entries.is_empty() {
-            self.apply(committed_entries);
+            self.apply(committed_entries)?;
         }
         self.note_read_states(read_states);
         self.raft.advance();

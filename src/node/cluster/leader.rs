@@ -132,20 +132,41 @@ impl Driver {
             }
         };
         // Resume: everything committed after the replicated checkpoint.
-        let mut resumed = 0;
-        for topic in state.topics().map(str::to_string).collect::<Vec<_>>() {
-            let from = progress.positions.get(&topic).copied().unwrap_or(0);
-            let from = from.saturating_sub(state.first_offset(&topic)) as usize;
-            let log = state.topic_log(&topic);
-            for chunk in log.get(from..).unwrap_or(&[]).chunks(1024) {
-                resumed += chunk.len();
-                pipeline.submit(chunk.to_vec());
-            }
-        }
+        let resumed = self.resume(&state, &pipeline);
         drop(state);
         tracing::info!(node = self.id, resumed, "pipeline started on the leader");
         *lock(&self.shared.pipeline) = Some(pipeline.clone());
         self.pipeline = Some(pipeline);
+    }
+
+    /// Submits every event stored after the replicated checkpoint to a new pipeline, read from
+    /// the files a chunk at a time; returns how many.
+    fn resume(&self, state: &EventLogState, pipeline: &Arc<dyn Processing>) -> usize {
+        let progress = state.processing();
+        let mut resumed = 0;
+        for topic in state.topics().map(str::to_string).collect::<Vec<_>>() {
+            let from = progress.positions.get(&topic).copied().unwrap_or(0);
+            let mut chunk = Vec::with_capacity(1024);
+            for e in state.events_from(&topic, from) {
+                match e {
+                    Ok(e) => chunk.push(e),
+                    Err(err) => {
+                        // The events stay stored; the next leader (or a restart) resumes them.
+                        tracing::error!(node = self.id, topic, error = %err, "cannot read events to resume");
+                        break;
+                    }
+                }
+                if chunk.len() == 1024 {
+                    resumed += chunk.len();
+                    pipeline.submit(std::mem::take(&mut chunk));
+                }
+            }
+            if !chunk.is_empty() {
+                resumed += chunk.len();
+                pipeline.submit(chunk);
+            }
+        }
+        resumed
     }
 
     /// Stops this member's pipeline, if one runs: it no longer leads.

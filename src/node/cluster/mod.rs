@@ -26,6 +26,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::command::Command;
+use super::state::ApplyError;
 use super::{DedupConfig, EventLogState};
 use crate::config::ClusterConfig;
 use crate::consumers::{ConsumerPosition, OffsetCommit};
@@ -41,6 +42,7 @@ use crate::service::{
     AdminCommand, Admission, Appended, Checkpoint, EventService, EventSink, FetchReply, Processing,
     ProcessingContext, ReadOptions, Routes, ServiceError, StartProcessing,
 };
+use crate::store::{StoreConfig, StoreError, TopicSet};
 use crate::transport::{Inbox, PeerTransport, StatsReader, TransportConfig};
 use crate::wal::{RaftStorage, StorageError, StorageOptions};
 
@@ -78,6 +80,18 @@ pub struct ClusterOptions {
     /// Sees the Raft state after every driver round (the simulator's invariant checkers); `None`
     /// in production.
     pub observer: Option<Arc<dyn RaftObserver>>,
+    /// Sizes of the topic files (on the member's disk, next to the WAL); see
+    /// [`ClusterOptions::store_config`].
+    pub store: StoreConfig,
+    /// Most record bytes one fetch reads.
+    pub read_max_bytes: usize,
+}
+
+impl ClusterOptions {
+    /// The topic store sizes `cluster` asks for.
+    pub fn store_config(cluster: &ClusterConfig) -> StoreConfig {
+        StoreConfig { segment_bytes: cluster.topic_segment_bytes, ..StoreConfig::default() }
+    }
 }
 
 /// Watches a member's Raft state after every round of its driver. It runs on the driver task, so
@@ -121,6 +135,8 @@ pub enum ClusterError {
     Storage(#[from] StorageError),
     #[error("the snapshot in the data directory cannot be read: {0}")]
     Snapshot(String),
+    #[error("the topic files in the data directory cannot be opened: {0}")]
+    Topics(#[from] StoreError),
     #[error("raft: {0}")]
     Raft(#[from] InitError),
     #[error("cannot listen for peers on {addr}: {source}")]
@@ -318,7 +334,7 @@ impl ClusterNode {
         let cfg = opts.cluster.clone();
         let id = opts.node_id;
         let storage_opts = StorageOptions { segment_bytes: cfg.segment_bytes, repair: opts.repair };
-        let (storage, recovered) = RaftStorage::open(disk, storage_opts)?;
+        let (storage, recovered) = RaftStorage::open(disk.clone(), storage_opts)?;
         for note in &recovered.repaired {
             tracing::warn!(node = id, "recovery: {note}");
         }
@@ -327,13 +343,8 @@ impl ClusterNode {
             addrs.insert(m.id, Addr { raft: m.raft_addr.clone(), client: m.client_addr.clone() });
         }
         addrs.insert(id, Addr { raft: cfg.raft_listen.to_string(), client: opts.client_addr.clone() });
-        let mut state = EventLogState::new(opts.dedup);
-        if let Some(snap) = &recovered.snapshot {
-            let (book, st) =
-                decode_snapshot_data(opts.dedup, snap.data.clone()).map_err(ClusterError::Snapshot)?;
-            addrs.extend(book);
-            state = st;
-        }
+        let store_cfg = opts.store;
+        let state = recover_state(&opts, &disk, recovered.snapshot.as_ref(), &mut addrs)?;
         // Addresses of members added after the snapshot are in the configuration entries.
         for e in &recovered.entries {
             note_conf_entry(&mut addrs, e);
@@ -360,7 +371,9 @@ impl ClusterNode {
         rcfg.election_tick = cfg.election_ticks;
         rcfg.heartbeat_tick = cfg.heartbeat_ticks;
         let raft_rng = rt::rng::split(&mut rng);
-        let raft = Raft::new(rcfg, restored, raft_rng)?;
+        let mut raft = Raft::new(rcfg, restored, raft_rng)?;
+        // A saved snapshot holds the topic files' metadata; they are added when one is sent.
+        raft.set_snapshot_partial();
         let (transport, inbox) = match open_peer_transport(&cfg, id, &raft, clock.clone(), rng).await? {
             Some((transport, inbox)) => {
                 // The configured address may be port 0; tell peers the real one.
@@ -418,6 +431,8 @@ impl ClusterNode {
             observed: false,
             retention: Default::default(),
             stalled: None,
+            disk,
+            store_cfg,
         };
         driver.sync_peers();
         driver.publish_status();
@@ -525,7 +540,7 @@ impl EventService for ClusterNode {
         max: usize,
     ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
         let r = self.state().read(&topic, offset, max);
-        std::future::ready(r.map_err(|e| ServiceError::OutOfRange(e.to_string())))
+        std::future::ready(r.map_err(ServiceError::from))
     }
 
     fn read(
@@ -549,9 +564,7 @@ impl EventService for ClusterNode {
                 let mut notified = std::pin::pin!(shared.applied.notified());
                 // Register before looking, so an apply between the look and the wait is not missed.
                 notified.as_mut().enable();
-                let r = lock(&shared.state)
-                    .read(&topic, offset, max)
-                    .map_err(|e| ServiceError::OutOfRange(e.to_string()))?;
+                let r = lock(&shared.state).read(&topic, offset, max).map_err(ServiceError::from)?;
                 let now = rt::time::now();
                 if !r.events.is_empty() || now >= deadline || shared.stop.is_set() {
                     return Ok(r);
@@ -733,6 +746,54 @@ struct Driver {
     retention: retention::RetentionDuty,
     /// A round whose persistence waits for file descriptors (the core is not driven meanwhile).
     stalled: Option<persist::Stalled>,
+    /// The member's disk (the WAL's and the topic files').
+    disk: Arc<dyn Disk>,
+    store_cfg: StoreConfig,
+}
+
+/// Why a member stopped replicating: its WAL or its topic files failed, or a snapshot could not
+/// be installed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RoundError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("topic files: {0}")]
+    Topics(#[from] StoreError),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+impl RoundError {
+    /// Only opening a file failed for want of descriptors: nothing was written, retry later.
+    pub(super) fn is_fd_exhaustion(&self) -> bool {
+        match self {
+            RoundError::Storage(e) => e.is_fd_exhaustion(),
+            RoundError::Topics(StoreError::Disk(e)) => e.is_fd_exhaustion(),
+            _ => false,
+        }
+    }
+}
+
+/// The state at the last snapshot (its topic files cut back to it), or empty; the WAL after it
+/// is applied again by the driver.
+fn recover_state(
+    opts: &ClusterOptions,
+    disk: &Arc<dyn Disk>,
+    snapshot: Option<&Snapshot>,
+    addrs: &mut BTreeMap<NodeId, Addr>,
+) -> Result<EventLogState, ClusterError> {
+    let mut state = match snapshot {
+        Some(snap) => {
+            let (book, st) = decode_snapshot_data(opts.dedup, snap.data.clone(), disk, opts.store)
+                .map_err(ClusterError::Snapshot)?;
+            addrs.extend(book);
+            st
+        }
+        // No snapshot: the WAL from its start rebuilds every topic.
+        None => EventLogState::with_store(opts.dedup, TopicSet::open(disk.clone(), opts.store, None)?),
+    };
+    state.set_read_max_bytes(opts.read_max_bytes);
+    Ok(state)
 }
 
 fn unavailable(reason: impl Into<String>) -> ServiceError {

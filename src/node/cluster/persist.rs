@@ -64,11 +64,11 @@ impl Driver {
     /// entries (one fsync), the hard state. Each step is done once, so a retry resumes. Waits out
     /// the simulated time the disk takes (none on a real disk): the write before its fsync (a
     /// power failure meanwhile tears it), the fsync before anything is sent or acked.
-    pub(super) async fn persist(&mut self, b: &mut Batch) -> Result<(), StorageError> {
+    pub(super) async fn persist(&mut self, b: &mut Batch) -> Result<(), RoundError> {
         if let Some(snap) = &b.ready.snapshot {
             self.storage.install_snapshot(snap)?;
             let snap = b.ready.snapshot.take().expect("checked above");
-            self.install(&snap);
+            self.install(&snap)?;
         }
         if !b.ready.entries.is_empty() {
             if !b.entries_appended {
@@ -95,7 +95,7 @@ impl Driver {
     }
 
     /// Persisting `batch` found no free descriptor: keep it and retry after a backoff.
-    pub(super) fn stall(&mut self, batch: Batch, e: &StorageError) {
+    pub(super) fn stall(&mut self, batch: Batch, e: &RoundError) {
         let now = self.clock.mono();
         self.shared.fd_exhaustion.fetch_add(1, Ordering::Relaxed);
         self.shared.storage_stalled.store(true, Ordering::Relaxed);
@@ -141,7 +141,7 @@ impl Driver {
 
     /// Saves a snapshot if one is due; one that finds no descriptor is tried again later (the
     /// log still holds everything it covers).
-    pub(super) fn snapshot_if_due(&mut self) -> Result<(), StorageError> {
+    pub(super) fn snapshot_if_due(&mut self) -> Result<(), RoundError> {
         match self.maybe_snapshot() {
             Err(e) if e.is_fd_exhaustion() => {
                 self.shared.fd_exhaustion.fetch_add(1, Ordering::Relaxed);

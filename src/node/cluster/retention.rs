@@ -41,7 +41,12 @@ impl Driver {
         let (differs, due) = {
             let state = lock(&self.shared.state);
             let differs = configured.filter(|c| c != state.topic_settings());
-            (differs, state.trims_due())
+            // A read failure only delays trims (a proposal, not state): retried next time.
+            let due = state.trims_due().unwrap_or_else(|e| {
+                tracing::warn!(node = self.id, error = %e, "cannot read the topics to find retention trims");
+                Vec::new()
+            });
+            (differs, due)
         };
         if let Some(settings) = differs
             && self.retention.settings_at.is_none()

@@ -66,6 +66,25 @@ fn arb_body() -> impl Strategy<Value = Body> {
         Just(Body::TimeoutNow),
         any::<u64>().prop_map(|ctx| Body::ReadIndex { ctx }),
         (any::<u64>(), any::<u64>()).prop_map(|(ctx, index)| Body::ReadIndexResponse { ctx, index }),
+        (any::<u64>(), "[a-zü/]{1,12}", any::<u64>(), any::<u64>(), 0..=MAX_RECORDS_BYTES).prop_map(
+            |(req_id, topic, offset, up_to, max_bytes)| Body::RecordsRequest {
+                req_id,
+                topic,
+                offset,
+                up_to,
+                max_bytes
+            }
+        ),
+        (any::<u64>(), arb_records_result()).prop_map(|(req_id, result)| Body::Records { req_id, result }),
+    ]
+}
+
+fn arb_records_result() -> impl Strategy<Value = RecordsResult> {
+    prop_oneof![
+        ("[a-z]{1,9}", any::<u64>(), any::<u64>(), arb_bytes())
+            .prop_map(|(topic, from, next, bytes)| RecordsResult::Chunk { topic, from, next, bytes }),
+        ("[a-z]{1,9}", any::<u64>()).prop_map(|(topic, first)| RecordsResult::FirstOffset { topic, first }),
+        "[a-z]{1,9}".prop_map(|topic| RecordsResult::NotAvailable { topic }),
     ]
 }
 
@@ -143,6 +162,41 @@ fn huge_lengths_are_refused_without_allocating() {
         Message::decode(&[1, 2, 3, 99]),
         Err(DecodeError::InvalidTag { what: "message", tag: 99 })
     ));
+}
+
+#[test]
+fn records_fields_out_of_bounds_are_refused_at_decode() {
+    let encode = |topic: &str, max_bytes: u32| {
+        let body = Body::RecordsRequest { req_id: 1, topic: topic.into(), offset: 0, up_to: 9, max_bytes };
+        let mut buf = Vec::new();
+        Message { from: 1, to: 2, term: 3, body }.encode(&mut buf);
+        buf
+    };
+    assert!(Message::decode(&encode("t", MAX_RECORDS_BYTES)).is_ok());
+    let refused = |buf: &[u8]| matches!(Message::decode(buf), Err(DecodeError::OutOfBounds(_)));
+    assert!(refused(&encode("t", MAX_RECORDS_BYTES + 1)), "max_bytes above the cap");
+    assert!(refused(&encode("", 10)), "empty topic");
+    assert!(refused(&encode(&"x".repeat(crate::event::MAX_TOPIC_LEN + 1), 10)), "topic too long");
+    assert!(Message::decode(&encode(&"x".repeat(crate::event::MAX_TOPIC_LEN), 10)).is_ok());
+    let mut bad_utf8 = encode("ab", 10);
+    let at = bad_utf8.iter().position(|&b| b == b'a').unwrap();
+    bad_utf8[at] = 0xff;
+    assert!(refused(&bad_utf8), "topic not UTF-8");
+}
+
+#[test]
+fn the_core_ignores_records_messages_whatever_their_term() {
+    let mut r = new_raft(1, &[1, 2, 3], RaftConfig::new(1));
+    let _ = drain(&mut r);
+    let before = r.status();
+    let req = Body::RecordsRequest { req_id: 1, topic: "t".into(), offset: 0, up_to: 5, max_bytes: 10 };
+    let reply = Body::Records { req_id: 1, result: RecordsResult::NotAvailable { topic: "t".into() } };
+    for body in [req, reply] {
+        assert_eq!(r.step(Message { from: 2, to: 1, term: before.term + 5, body }), Ok(()));
+        assert_eq!(r.status(), before, "a records message never moves the term or role");
+        let rd = drain(&mut r);
+        assert!(rd.messages.is_empty() && rd.hard_state.is_none(), "{rd:?}");
+    }
 }
 
 #[test]

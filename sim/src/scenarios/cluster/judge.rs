@@ -96,7 +96,9 @@ pub(super) async fn await_convergence(slots: &[MemberSlot]) -> Option<Vec<(u64, 
                 && st.iter().all(|s| s.applied == lc)
                 && processed
             {
-                return Some(nodes.iter().map(|n| (n.node_id(), n.state().clone())).collect());
+                // A copy a checker can keep; a member whose files cannot be read did not converge.
+                let copies = nodes.iter().map(|n| n.state().try_clone().map(|s| (n.node_id(), s)));
+                return copies.collect::<Result<Vec<_>, _>>().ok();
             }
         }
         rt::time::sleep(Duration::from_millis(100)).await;

@@ -1,0 +1,207 @@
+//! Topic data in files on a member's disk (issue 13): a failed topic-file write stops the member
+//! the way a WAL failure does and a restart recovers from disk; an old data directory is refused
+//! with a message naming its format.
+#![cfg(not(madsim))]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use eventstreamcore::config::ClusterConfig;
+use eventstreamcore::event::{Event, Priority};
+use eventstreamcore::node::{ClusterNode, ClusterOptions, ClusterTask, DedupConfig};
+use eventstreamcore::rt::{Disk, DiskError, NodeClock, SimDisk, rng_from_seed};
+use eventstreamcore::service::{EventService, ServiceError};
+
+/// A disk whose topic-file writes fail while `fail` is set (the WAL's keep working).
+#[derive(Debug)]
+struct TopicFaults {
+    inner: SimDisk,
+    fail: AtomicBool,
+}
+
+impl TopicFaults {
+    fn check(&self, name: &str) -> Result<(), DiskError> {
+        if self.fail.load(Ordering::SeqCst) && name.starts_with("topic-") {
+            return Err(DiskError::Io {
+                op: "append",
+                path: name.to_string(),
+                source: std::io::Error::other("injected topic-file failure"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Disk for TopicFaults {
+    fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
+        self.inner.read(name)
+    }
+    fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
+        self.inner.size(name)
+    }
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        self.inner.read_range(name, offset, len)
+    }
+    fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.check(name)?;
+        self.inner.append(name, data)
+    }
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.check(name)?;
+        self.inner.write(name, data)
+    }
+    fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
+        self.inner.truncate(name, len)
+    }
+    fn sync(&self, name: &str) -> Result<(), DiskError> {
+        self.inner.sync(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> Result<(), DiskError> {
+        self.inner.remove(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
+        self.inner.list(prefix)
+    }
+    fn sync_dir(&self) -> Result<(), DiskError> {
+        self.inner.sync_dir()
+    }
+}
+
+fn opts(snapshot_entries: u64) -> ClusterOptions {
+    ClusterOptions {
+        node_id: 1,
+        cluster: ClusterConfig {
+            raft_listen: "127.0.0.1:0".parse().unwrap(),
+            tick_ms: 10,
+            snapshot_entries,
+            snapshot_keep_entries: 2,
+            topic_segment_bytes: 4096,
+            ..ClusterConfig::default()
+        },
+        dedup: DedupConfig::default(),
+        client_addr: "127.0.0.1:1".into(),
+        repair: false,
+        pipeline: None,
+        observer: None,
+        store: eventstreamcore::store::StoreConfig { segment_bytes: 4096, ..Default::default() },
+        read_max_bytes: 1 << 20,
+    }
+}
+
+fn keyed(seq: u64) -> Event {
+    let mut e = Event::new("t", Priority::Medium, vec![b'x'; 100]);
+    e.producer_id = 9;
+    e.sequence = seq;
+    e
+}
+
+async fn start(disk: Arc<dyn Disk>, snapshot_entries: u64) -> (ClusterNode, ClusterTask) {
+    let (node, task) =
+        ClusterNode::start(opts(snapshot_entries), disk, NodeClock::new(), rng_from_seed(1)).await.unwrap();
+    for _ in 0..500 {
+        if node.status().role == eventstreamcore::raft::Role::Leader {
+            return (node, task);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("a single member elects itself");
+}
+
+#[tokio::test]
+async fn a_failed_topic_write_stops_the_member_and_a_restart_recovers_from_disk() {
+    let disk = Arc::new(TopicFaults { inner: SimDisk::new(), fail: AtomicBool::new(false) });
+    let (node, task) = start(disk.clone(), 10_000).await;
+    for s in 0..5 {
+        node.publish(vec![keyed(s)]).await.unwrap();
+    }
+    disk.fail.store(true, Ordering::SeqCst);
+    // The entry is durable in the WAL, but applying it cannot write the topic file.
+    let err = node.publish(vec![keyed(5)]).await.unwrap_err();
+    match &err {
+        ServiceError::Internal(why) => assert!(why.contains("topic files"), "{why}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(node.status().failed.is_some(), "the member stopped replicating");
+    let again = node.publish(vec![keyed(6)]).await.unwrap_err();
+    assert!(matches!(again, ServiceError::Internal(_)), "{again:?}");
+    node.shutdown();
+    task.wait().await;
+    // Restart: the committed entry is applied from the WAL; its retry is a duplicate.
+    disk.fail.store(false, Ordering::SeqCst);
+    let (node, task) = start(disk.clone(), 10_000).await;
+    let a = node.publish(vec![keyed(5)]).await.unwrap();
+    assert_eq!((a[0].offset, a[0].duplicate), (5, true));
+    assert_eq!(node.state().event_count("t"), 6);
+    node.shutdown();
+    task.wait().await;
+}
+
+#[tokio::test]
+async fn reads_come_from_the_files_with_the_byte_cap() {
+    let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+    let (node, task) = start(disk.clone(), 10_000).await;
+    for s in 0..100 {
+        node.publish(vec![keyed(s)]).await.unwrap();
+    }
+    assert!(disk.list("topic-").unwrap().len() > 1, "100 events of ~140 bytes roll 4 KiB segments");
+    {
+        let mut st = node.state();
+        st.set_read_max_bytes(1000);
+        let page = st.read("t", 10, 1000).unwrap();
+        assert!((5..=8).contains(&page.events.len()), "about 1000 bytes: {}", page.events.len());
+        assert_eq!(page.events[0].offset, 10);
+        assert_eq!(page.next_offset, 10 + page.events.len() as u64);
+    }
+    node.shutdown();
+    task.wait().await;
+}
+
+#[tokio::test]
+async fn a_data_dir_of_the_previous_snapshot_format_is_refused_naming_it() {
+    use eventstreamcore::raft::{ConfState, Snapshot, SnapshotMeta};
+    use eventstreamcore::wal::{RaftStorage, StorageOptions};
+    let disk = Arc::new(SimDisk::new());
+    let (mut storage, _) =
+        RaftStorage::open(disk.clone(), StorageOptions { segment_bytes: 8 << 20, repair: false }).unwrap();
+    // Format 2: an empty address book, then "ESCS", version 2 and a body this build cannot read.
+    let mut data = vec![0, 0, 0, 0];
+    data.extend_from_slice(b"ESCS\x02");
+    data.extend_from_slice(&[0; 40]);
+    let meta = SnapshotMeta { index: 5, term: 1, conf_state: ConfState::with_voters([1]) };
+    storage.save_snapshot(&Snapshot { meta, data: data.into() }).unwrap();
+    drop(storage);
+    let err = ClusterNode::start(opts(10_000), disk, NodeClock::new(), rng_from_seed(1)).await.err();
+    let msg = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("snapshot format 2") && msg.contains("format 3"), "{msg}");
+}
+
+#[tokio::test]
+async fn snapshots_hold_metadata_and_a_restart_reopens_the_files_at_them() {
+    let disk = Arc::new(SimDisk::new());
+    let (node, task) = start(disk.clone(), 20).await;
+    let mut saved = 0;
+    for s in 0..200 {
+        node.publish(vec![keyed(s)]).await.unwrap();
+        if s % 50 == 49 {
+            // Snapshots are taken (every 20 entries) and hold no event: no payload bytes in them.
+            let snap = disk.read("snapshot").unwrap();
+            assert!(!snap.windows(100).any(|w| w.iter().all(|&b| b == b'x')), "a snapshot holds events");
+            saved += 1;
+        }
+    }
+    assert_eq!(saved, 4);
+    let before = node.state().digest();
+    node.shutdown();
+    task.wait().await;
+    // A power failure drops what was not synced; the WAL after the snapshot is replayed.
+    disk.power_fail(None);
+    let (node, task) = start(disk.clone(), 20).await;
+    assert_eq!(node.state().digest(), before);
+    let a = node.publish(vec![keyed(200)]).await.unwrap();
+    assert_eq!(a[0].offset, 200);
+    node.shutdown();
+    task.wait().await;
+}
