@@ -640,9 +640,13 @@ async fn a_follower_out_of_descriptors_catches_up_once_they_free() {
     c.start_all().await;
     let l = c.leader().await;
     let f = if l == 1 { 2 } else { 1 };
+    // The follower's topic file exists first: a topic file that cannot be opened while applying
+    // still stops the member until a restart (the known gap, src/store/mod.rs); the WAL waits.
+    c.node(l).publish(vec![big(1)]).await.unwrap();
+    c.converged().await;
     c.nodes[(f - 1) as usize].disk.inject(DiskFault::TooManyOpenFiles(u32::MAX));
     // Hard state and segment files cannot be opened on the follower: the other two commit.
-    for s in 1..=30 {
+    for s in 2..=30 {
         c.node(l).publish(vec![big(s)]).await.unwrap();
     }
     assert!(metric(c.node(f), "esc_storage_fd_exhaustion_total") > 0, "the follower had to wait");

@@ -42,7 +42,10 @@
 //! member's disk (next to the WAL; an in-memory `SimDisk` for a `LocalNode`, tests and fuzzing);
 //! apply appends each batch's events per topic through [`TopicSet::append`], fetches read the
 //! files with the event and byte caps, retention trims call [`TopicStore::trim_before`]; a
-//! topic-file failure on apply stops the member like a WAL failure.
+//! topic-file failure on apply stops the member like a WAL failure. Gap (issue 11): that
+//! includes a topic file that cannot be *opened* for want of descriptors (a new topic, a segment
+//! roll) — the WAL waits and retries such a failure without a restart, apply does not yet (it
+//! would need an apply that resumes mid-batch); the member needs a restart.
 //!
 //! Snapshots (format 3) are metadata: before the driver records one at index I it calls
 //! [`TopicSet::sync_all`] and saves [`TopicSet::metadata`] with the dedup window, checkpoint,
