@@ -23,7 +23,11 @@ impl Drop for Proc {
 }
 
 fn free_base_port(n: u16) -> u16 {
-    for attempt in 0..200u16 {
+    // Each call in this process starts elsewhere: two tests running at once would otherwise both
+    // find the same range free before either cluster binds it.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let first = CALLS.fetch_add(50, std::sync::atomic::Ordering::Relaxed);
+    for attempt in first..first + 200 {
         let base = 30_000 + (std::process::id() as u16 % 250) * 100 + attempt * 13 % 5_000;
         let ok = (0..n)
             .flat_map(|i| [base + i, base + 100 + i, base + 200 + i])
