@@ -205,38 +205,7 @@ enum Command {
         json: bool,
     },
     /// Measure publish throughput and ack latency (starts an in-process server if --addr is not given).
-    Bench {
-        /// A running server; default: start one in-process on loopback.
-        #[arg(long)]
-        addr: Option<SocketAddr>,
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        #[arg(long, default_value_t = 200_000)]
-        events: u64,
-        /// Events per acked publish frame.
-        #[arg(long, default_value_t = 100)]
-        batch: usize,
-        /// Frames in flight per connection.
-        #[arg(long, default_value_t = 8)]
-        pipeline: usize,
-        #[arg(long, default_value_t = 128)]
-        payload: usize,
-        /// Send legacy frames instead of acked publishes.
-        #[arg(long)]
-        legacy: bool,
-        #[arg(long, default_value = "")]
-        token: String,
-        /// In-process server: 0 = the in-memory single node (ingest path only); N = a durable
-        /// Raft cluster of N members on loopback with their logs in a temp dir (fsync, replication).
-        #[arg(long, default_value_t = 0)]
-        cluster: u64,
-        /// Print a progress line (events/s and worst ack latency of the interval) every N acked events.
-        #[arg(long, default_value_t = 0)]
-        report_every: u64,
-        /// With --report-every: add this process's resident memory (VmRSS) to each line.
-        #[arg(long)]
-        server_pid: Option<u32>,
-    },
+    Bench(BenchArgs),
     /// Show or check configuration.
     Config {
         #[command(subcommand)]
@@ -415,22 +384,7 @@ async fn main() -> ExitCode {
         Command::Fetch { addr, topic, from, max, token, json } => {
             cmd::read::fetch(addr, topic, from, max, token, json, tls).await
         }
-        Command::Bench {
-            addr,
-            connections,
-            events,
-            batch,
-            pipeline,
-            payload,
-            legacy,
-            token,
-            cluster,
-            report_every,
-            server_pid,
-        } => {
-            let progress = (report_every, server_pid.map(rss_probe));
-            bench(addr, connections, events, batch, pipeline, payload, legacy, token, cluster, progress).await
-        }
+        Command::Bench(args) => bench(args).await,
         Command::Dlq { action: DlqAction::List { data_dir, reason, json } } => {
             cmd::dlq::list(&data_dir, reason, json)
         }
@@ -598,19 +552,9 @@ async fn serve(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn bench(
-    addr: Option<SocketAddr>,
-    connections: usize,
-    events: u64,
-    batch: usize,
-    pipeline: usize,
-    payload: usize,
-    legacy: bool,
-    token: String,
-    cluster: u64,
-    (report_every, probe): (u64, Option<eventstreamcore::bench::Probe>),
-) -> Result<(), String> {
+async fn bench(args: BenchArgs) -> Result<(), String> {
+    let BenchArgs { addr, connections, events, batch, pipeline, payload, legacy, token, cluster, .. } = args;
+    let (report_every, probe) = (args.report_every, args.server_pid.map(rss_probe));
     let mut local = None;
     let mut members = Vec::new();
     let addr = match addr {
@@ -654,22 +598,7 @@ async fn bench(
     let report = eventstreamcore::bench::run(cfg.clone()).await.map_err(|e| e.to_string())?;
     println!("{}", report.render(&cfg));
     if !members.is_empty() {
-        // Followers apply a moment after the leader acked: wait (bounded) until they have caught up.
-        let stored_per_member =
-            || -> Vec<u64> { members.iter().map(|m| m.0.state().event_count("bench")).collect() };
-        let mut stored = stored_per_member();
-        for _ in 0..500 {
-            if stored.iter().all(|&n| n == stored[0]) {
-                break;
-            }
-            rt::time::sleep(Duration::from_millis(20)).await;
-            stored = stored_per_member();
-        }
-        let caught_up = if stored.iter().all(|&n| n == stored[0]) {
-            ""
-        } else {
-            " (applied so far; followers still catching up)"
-        };
+        let (stored, caught_up) = stored_per_member(&members).await;
         println!("cluster of {}: events stored per member {stored:?}{caught_up}", members.len());
         let max = stored.iter().copied().max().unwrap_or(0);
         for (_, stop, run) in members {
@@ -693,6 +622,24 @@ async fn bench(
         return Err(format!("expected {events} acks, got {}", report.acked));
     }
     Ok(())
+}
+
+/// Events each bench member stored, once they agree (bounded wait: followers apply a moment after
+/// the leader acked), and a note if they did not catch up.
+async fn stored_per_member(members: &[BenchMember]) -> (Vec<u64>, &'static str) {
+    let count = || -> Vec<u64> { members.iter().map(|m| m.0.state().event_count("bench")).collect() };
+    let mut stored = count();
+    for _ in 0..500 {
+        if stored.iter().all(|&n| n == stored[0]) {
+            return (stored, "");
+        }
+        rt::time::sleep(Duration::from_millis(20)).await;
+        stored = count();
+    }
+    match stored.iter().all(|&n| n == stored[0]) {
+        true => (stored, ""),
+        false => (stored, " (applied so far; followers still catching up)"),
+    }
 }
 
 async fn admin(
@@ -733,6 +680,41 @@ async fn admin(
 /// Starts a local cluster of `esc serve` processes (see `cmd::cluster`).
 async fn local_cluster(nodes: u64, dir: PathBuf, base_port: u16) -> Result<(), String> {
     cmd::cluster::run(nodes, dir, base_port).await
+}
+
+/// `esc bench` options.
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// A running server; default: start one in-process on loopback.
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    #[arg(long, default_value_t = 200_000)]
+    pub events: u64,
+    /// Events per acked publish frame.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Frames in flight per connection.
+    #[arg(long, default_value_t = 8)]
+    pub pipeline: usize,
+    #[arg(long, default_value_t = 128)]
+    pub payload: usize,
+    /// Send legacy frames instead of acked publishes.
+    #[arg(long)]
+    pub legacy: bool,
+    #[arg(long, default_value = "")]
+    pub token: String,
+    /// In-process server: 0 = the in-memory single node (ingest path only); N = a durable
+    /// Raft cluster of N members on loopback with their logs in a temp dir (fsync, replication).
+    #[arg(long, default_value_t = 0)]
+    pub cluster: u64,
+    /// Print a progress line (events/s and worst ack latency of the interval) every N acked events.
+    #[arg(long, default_value_t = 0)]
+    pub report_every: u64,
+    /// With --report-every: add this process's resident memory (VmRSS) to each line.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// `, server RSS <n> MB` for the progress lines of `esc bench --server-pid`.

@@ -533,44 +533,48 @@ impl Plan {
         if self.drift_ppm.len() != self.nodes {
             return Err(format!("drift_ppm has {} values for {} nodes", self.drift_ppm.len(), self.nodes));
         }
-        let ok = |n: &usize| *n < self.nodes;
-        for f in &self.faults {
-            if f.at_ms >= self.fault_window_ms {
-                return Err(format!(
-                    "fault at {} ms is after the fault window ({} ms)",
-                    f.at_ms, self.fault_window_ms
-                ));
-            }
-            let in_range = match &f.fault {
-                Fault::Isolate { node }
-                | Fault::Crash { node, .. }
-                | Fault::Pause { node, .. }
-                | Fault::StepClock { node, .. }
-                | Fault::Disk { node, .. }
-                | Fault::Rejoin { node, .. }
-                | Fault::DiskCrash { node, .. }
-                | Fault::BitRot { node, .. } => ok(node),
-                Fault::Bridge { bridge, side } => ok(bridge) && side.iter().all(ok),
-                Fault::PacketLoss { pct, .. } => *pct <= 100,
-                Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
-                Fault::IsolateLeader => true,
-                Fault::CutLeaderPeers { ms, pause_ms } => pause_ms <= ms,
-                Fault::Split { side } => side.iter().all(ok),
-                Fault::CrashMany { nodes, .. } => nodes.iter().all(ok),
-                Fault::OneWay { from, to } | Fault::StallLink { from, to, .. } => ok(from) && ok(to),
-                Fault::Heal => true,
-                Fault::LossyLinks { from, to, drop_pct, dup_pct, delay_pct, reset_pct, .. } => {
-                    from.iter().chain(to).all(ok) && drop_pct + dup_pct + delay_pct + reset_pct <= 100
-                }
-            };
-            if !in_range {
-                return Err(format!(
-                    "{:?} names a member outside 0..{} (or has an empty range)",
-                    f.fault, self.nodes
-                ));
-            }
-        }
+        self.faults.iter().try_for_each(|f| self.validate_fault(f))?;
         crate::plans::check_fault_order(self)?;
+        Ok(())
+    }
+
+    /// Checks one fault of a plan read from outside: inside the fault window, members in range.
+    fn validate_fault(&self, f: &Step) -> Result<(), String> {
+        let ok = |n: &usize| *n < self.nodes;
+        if f.at_ms >= self.fault_window_ms {
+            return Err(format!(
+                "fault at {} ms is after the fault window ({} ms)",
+                f.at_ms, self.fault_window_ms
+            ));
+        }
+        let in_range = match &f.fault {
+            Fault::Isolate { node }
+            | Fault::Crash { node, .. }
+            | Fault::Pause { node, .. }
+            | Fault::StepClock { node, .. }
+            | Fault::Disk { node, .. }
+            | Fault::Rejoin { node, .. }
+            | Fault::DiskCrash { node, .. }
+            | Fault::BitRot { node, .. } => ok(node),
+            Fault::Bridge { bridge, side } => ok(bridge) && side.iter().all(ok),
+            Fault::PacketLoss { pct, .. } => *pct <= 100,
+            Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
+            Fault::IsolateLeader => true,
+            Fault::CutLeaderPeers { ms, pause_ms } => pause_ms <= ms,
+            Fault::Split { side } => side.iter().all(ok),
+            Fault::CrashMany { nodes, .. } => nodes.iter().all(ok),
+            Fault::OneWay { from, to } | Fault::StallLink { from, to, .. } => ok(from) && ok(to),
+            Fault::Heal => true,
+            Fault::LossyLinks { from, to, drop_pct, dup_pct, delay_pct, reset_pct, .. } => {
+                from.iter().chain(to).all(ok) && drop_pct + dup_pct + delay_pct + reset_pct <= 100
+            }
+        };
+        if !in_range {
+            return Err(format!(
+                "{:?} names a member outside 0..{} (or has an empty range)",
+                f.fault, self.nodes
+            ));
+        }
         Ok(())
     }
 
