@@ -221,6 +221,17 @@ impl TopicSet {
                 synced: len as u64,
             });
         }
+        // Never ship rotted bytes to a follower: every record's checksum and offset is checked
+        // (the simulator found a leader sending a segment with a flipped bit, which then stopped
+        // the follower that installed it).
+        let base = name.strip_suffix(".seg").and_then(|n| n.get(n.len().saturating_sub(20)..));
+        if let Some(base) = base.and_then(|d| d.parse::<u64>().ok()) {
+            super::check_records(&bytes, base).map_err(|reason| StoreError::Corrupt {
+                file: name.to_string(),
+                offset: 0,
+                reason,
+            })?;
+        }
         Ok(bytes)
     }
 
