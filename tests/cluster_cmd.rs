@@ -22,23 +22,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_base_port(n: u16) -> u16 {
-    // Each call in this process starts elsewhere: two tests running at once would otherwise both
-    // find the same range free before either cluster binds it.
-    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let first = CALLS.fetch_add(50, std::sync::atomic::Ordering::Relaxed);
-    for attempt in first..first + 200 {
-        let base = 30_000 + (std::process::id() as u16 % 250) * 100 + attempt * 13 % 5_000;
-        let ok = (0..n)
-            .flat_map(|i| [base + i, base + 100 + i, base + 200 + i])
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if ok {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
 fn cluster(dir: &Path, base: u16) -> Proc {
     Proc(
         Command::new(ESC)
@@ -61,7 +44,7 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn a_member_that_cannot_listen_is_reported_at_once_with_its_error() {
     let dir = temp_dir("cluster-port-in-use");
-    let base = free_base_port(3);
+    let base = common::free_base_port(30_000, 3);
     let _squatter = std::net::TcpListener::bind(("127.0.0.1", base + 1)).unwrap();
     let started = Instant::now();
     let mut c = cluster(&dir, base);
@@ -91,7 +74,7 @@ fn files_are_owner_only_logs_plain_and_a_member_restarts_on_request() {
     let dir = temp_dir("cluster-restart");
     // An older esc left the secret world-readable: it is closed too.
     std::fs::write(dir.join("secret"), "0123456789abcdef0123456789abcdef").unwrap();
-    let base = free_base_port(3);
+    let base = common::free_base_port(30_000, 3);
     let mut c = cluster(&dir, base);
     let mut out = BufReader::new(c.0.stdout.take().unwrap()).lines();
     let mut printed = Vec::new();

@@ -240,24 +240,10 @@ async fn a_corrupt_log_refuses_to_start_with_file_and_offset_and_repair_recovers
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A base port whose client ports (base..base+n) and Raft ports (base+100..) are all free now.
-fn free_base_port(n: u16) -> u16 {
-    for attempt in 0..200u16 {
-        let base = 20_000 + (std::process::id() as u16 % 300) * 100 + attempt * 7 % 5_000;
-        let ok = (0..n)
-            .flat_map(|i| [base + i, base + 100 + i, base + 200 + i])
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if ok {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
 #[test]
 fn the_readme_flow_local_cluster_publish_kill_a_node_read_everything_back() {
     let dir = temp_dir("readme");
-    let base = free_base_port(3);
+    let base = common::free_base_port(20_000, 3);
     let mut cluster = Proc {
         child: Command::new(ESC)
             .args(["cluster", "--nodes", "3", "--base-port", &base.to_string(), "--dir"])

@@ -12,6 +12,24 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A base port from `lo` up whose client ports (base..base+n), Raft ports (base+100..) and
+/// metrics ports (base+200..) are all free now. Each call in a process starts at another range:
+/// tests running at once would otherwise find the same range free before either cluster binds it.
+pub fn free_base_port(lo: u16, n: u16) -> u16 {
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let first = CALLS.fetch_add(50, std::sync::atomic::Ordering::Relaxed);
+    for attempt in first..first + 200 {
+        let base = lo + (std::process::id() as u16 % 250) * 100 + attempt * 13 % 5_000;
+        let ok = (0..n)
+            .flat_map(|i| [base + i, base + 100 + i, base + 200 + i])
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
 /// A fresh, empty directory under the system temp dir, unique to this process and call.
 pub fn temp_dir(what: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
