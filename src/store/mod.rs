@@ -66,6 +66,7 @@
 //! meanwhile, resuming after a crash with `open_partial`, and counting installs, resumed
 //! installs and bytes pulled in metrics and in the sim sweep summary.
 
+mod append;
 mod catchup;
 #[cfg(test)]
 mod catchup_tests;
@@ -79,12 +80,12 @@ mod tests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::event::{Event, StoredEvent};
+use crate::event::StoredEvent;
 use crate::rt::{Disk, DiskError};
 
 pub use catchup::{CatchUp, MAX_RECORDS_BYTES, RawChunk, serve_records};
 pub use raw::check_records;
-use segment::{SegIndex, Segment, encode_record, walk};
+use segment::{SegIndex, Segment, walk};
 pub use set::{MetaDecodeError, STORE_META_VERSION, StoreMeta, TOPIC_FILE_PREFIX, TopicMeta, TopicSet};
 
 /// Sizes of a topic store.
@@ -126,6 +127,16 @@ pub enum StoreError {
     TooLarge(usize),
     #[error("topic store {0} is poisoned by an earlier write or fsync failure; restart to recover from disk")]
     Poisoned(String),
+    /// The process ran out of descriptors after an append had begun writing (only a disk that
+    /// reopens files on its own can do this): the batch is half-written, the store poisoned.
+    #[error(
+        "topic store {prefix}: out of file descriptors in the middle of an append; restart to recover from disk: {source}"
+    )]
+    HalfWritten {
+        prefix: String,
+        #[source]
+        source: DiskError,
+    },
     /// Records from a peer (catch-up) that do not check out or are not the ones asked for;
     /// nothing was written: ask again, or another member.
     #[error("records for {prefix} refused: {reason}")]
@@ -238,68 +249,6 @@ impl TopicStore {
         })
     }
 
-    /// Appends events, each with the timestamp its batch was stamped with, at offsets from
-    /// [`Self::end_offset`]; returns the new end. Written, not fsynced.
-    pub fn append<'a>(
-        &mut self,
-        events: impl IntoIterator<Item = (u64, &'a Event)>,
-    ) -> Result<u64, StoreError> {
-        self.check_live()?;
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        for (offset, (stamp, event)) in (self.end_offset()..).zip(events) {
-            let start = buf.len();
-            encode_record(&mut buf, offset, stamp, event).map_err(StoreError::TooLarge)?;
-            let before = self.segments.values().next_back().map_or(0, |s| s.len) + start as u64;
-            if before > 0 && before + (buf.len() - start) as u64 > self.cfg.segment_bytes {
-                let rec = buf.split_off(start);
-                self.write_active(&buf)?;
-                self.roll()?;
-                buf = rec;
-            }
-        }
-        self.write_active(&buf)?;
-        self.buf = buf;
-        Ok(self.end_offset())
-    }
-
-    /// Writes whole records to the active segment (creating it if there is none).
-    fn write_active(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        if self.segments.is_empty() {
-            let base = self.first;
-            self.segments.insert(base, Segment::new(&self.prefix, base));
-            self.dir_dirty = true;
-        }
-        let (name, empty) =
-            self.segments.values().next_back().map(|s| (s.name.clone(), s.len == 0)).expect("a segment");
-        if let Err(e) = self.mutate(|s| s.disk.append(&name, buf)) {
-            if e.is_fd_exhaustion() && empty {
-                // Its file could not be created: forget it (the next write starts it again).
-                self.segments.pop_last();
-            }
-            return Err(e);
-        }
-        let interval = self.cfg.index_interval_bytes;
-        let seg = self.segments.values_mut().next_back().expect("a segment");
-        let (start_len, rel) = (seg.len, seg.end - seg.base);
-        let index = seg.index_mut().get_or_insert_with(SegIndex::default);
-        let (mut off, mut n) = (0, 0);
-        while let Some((len, _)) = crate::record::header_at(buf, off) {
-            let payload = &buf[off + crate::record::HEADER..off + crate::record::HEADER + len as usize];
-            index.note(rel + n, start_len + off as u64, payload, interval);
-            off += crate::record::HEADER + len as usize;
-            n += 1;
-        }
-        index.crc = crc32c::crc32c_append(index.crc, buf);
-        seg.end += n;
-        seg.len += buf.len() as u64;
-        self.cache_tail(start_len, buf);
-        Ok(())
-    }
-
     fn cache_tail(&mut self, at: u64, buf: &[u8]) {
         let cap = self.cfg.read_cache_bytes;
         let base = self.segments.values().next_back().expect("a segment").base;
@@ -316,16 +265,6 @@ impl TopicStore {
             t.bytes.drain(..drop);
             t.pos += drop as u64;
         }
-    }
-
-    /// Seals the active segment (fsynced, so sealed segments are always whole on disk) and starts
-    /// a new one at the end offset.
-    fn roll(&mut self) -> Result<(), StoreError> {
-        let end = self.end_offset();
-        self.sync_through(end)?;
-        self.segments.insert(end, Segment::new(&self.prefix, end));
-        self.dir_dirty = true;
-        Ok(())
     }
 
     /// Makes every offset below `offset` durable (fsyncs the segments holding unsynced ones, and
