@@ -400,10 +400,6 @@ pub enum DiskFault {
     /// its file, and every `write` (so every `write_atomic`) — fail with
     /// [`DiskError::TooManyOpenFiles`] and change nothing, as when the process is out of descriptors.
     TooManyOpenFiles(u32),
-    /// As [`DiskFault::TooManyOpenFiles`], but opens of files whose name starts with the prefix
-    /// succeed (the simulator spares topic files: apply cannot yet wait for descriptors, see
-    /// `src/store/mod.rs`).
-    TooManyOpenFilesExcept(u32, &'static str),
 }
 
 type FileId = u64;
@@ -452,8 +448,6 @@ struct SimState {
     fail_writes: u32,
     fail_syncs: u32,
     fail_opens: u32,
-    /// Opens of names with this prefix are spared by `fail_opens`.
-    fail_opens_spare: Option<&'static str>,
     capacity: Option<u64>,
     stats: SimDiskStats,
     /// A power failure armed to strike at the operation after this many more (see
@@ -605,8 +599,7 @@ impl SimDisk {
             DiskFault::FailWrites(n) => st.fail_writes = n,
             DiskFault::FailSyncs(n) => st.fail_syncs = n,
             DiskFault::Capacity(c) => st.capacity = Some(c),
-            DiskFault::TooManyOpenFiles(n) => (st.fail_opens, st.fail_opens_spare) = (n, None),
-            DiskFault::TooManyOpenFilesExcept(n, p) => (st.fail_opens, st.fail_opens_spare) = (n, Some(p)),
+            DiskFault::TooManyOpenFiles(n) => st.fail_opens = n,
         }
     }
 
@@ -775,7 +768,7 @@ impl SimState {
 
     /// An injected [`DiskFault::TooManyOpenFiles`] for an operation that opens a descriptor.
     fn before_open(&mut self, op: &'static str, name: &str) -> Result<(), DiskError> {
-        if self.fail_opens > 0 && !self.fail_opens_spare.is_some_and(|p| name.starts_with(p)) {
+        if self.fail_opens > 0 {
             self.fail_opens -= 1;
             self.stats.injected_failures += 1;
             return Err(DiskError::TooManyOpenFiles { op, path: name.to_string() });
