@@ -23,9 +23,11 @@
 //! [`TopicStore::sync_through`]; [`TopicStore::truncate_to`] and a segment roll's predecessor are
 //! made durable at once. After a failed write or fsync the store is poisoned (like the WAL): every
 //! later mutation fails until the node restarts and recovers from disk. Not when only an open
-//! failed because the process is out of descriptors ([`StoreError::is_fd_exhaustion`]): nothing
-//! was written, the store stays usable, and [`TopicStore::append`] has stored exactly the events
-//! below [`TopicStore::end_offset`] — the caller appends the rest once descriptors free.
+//! failed because the process is out of descriptors ([`StoreError::is_fd_exhaustion`]): an append
+//! opens every file it will write (the active segment, each segment a roll starts) before it
+//! writes anything (`append.rs`), so such a failure leaves the store exactly as it was — nothing
+//! of the batch stored, no file left behind — and the caller retries the same append once
+//! descriptors free. [`TopicSet::append_all`] does the same across the topics of one batch.
 //!
 //! # Recovery
 //!
@@ -42,10 +44,11 @@
 //! member's disk (next to the WAL; an in-memory `SimDisk` for a `LocalNode`, tests and fuzzing);
 //! apply appends each batch's events per topic through [`TopicSet::append`], fetches read the
 //! files with the event and byte caps, retention trims call [`TopicStore::trim_before`]; a
-//! topic-file failure on apply stops the member like a WAL failure. Gap (issue 11): that
-//! includes a topic file that cannot be *opened* for want of descriptors (a new topic, a segment
-//! roll) — the WAL waits and retries such a failure without a restart, apply does not yet (it
-//! would need an apply that resumes mid-batch); the member needs a restart.
+//! topic-file write or fsync failure on apply stops the member like a WAL failure. A topic file
+//! that cannot be *opened* for want of descriptors (a new topic, a segment roll) does not (issue
+//! 11): the batch changed nothing (`EventLogState` plans it before it changes anything), the
+//! driver stops applying before that entry and retries it with the WAL's backoff
+//! (`node/cluster/apply.rs`, `persist.rs`), no restart needed.
 //!
 //! Snapshots (format 3) are metadata: before the driver records one at index I it calls
 //! [`TopicSet::sync_all`] and saves [`TopicSet::metadata`] with the dedup window, checkpoint,
