@@ -98,6 +98,11 @@ pub trait Disk: Send + Sync + fmt::Debug {
     /// Makes creations, renames and removals durable (fsync of the directory).
     fn sync_dir(&self) -> Result<(), DiskError>;
 
+    /// Gives back any descriptor kept open for `name` (a file that will not be appended to for a
+    /// while, such as a sealed segment); the next operation on it opens it again. Nothing else
+    /// changes. The default keeps nothing open, so has nothing to give back.
+    fn close(&self, _name: &str) {}
+
     /// The simulated time the operations since the last call cost, which the caller awaits (a
     /// simulated disk's operations otherwise take no time). Zero for a real disk: its operations
     /// took their time when they ran.
@@ -380,6 +385,10 @@ impl Disk for FileDisk {
 
     fn sync_dir(&self) -> Result<(), DiskError> {
         self.dir.sync_all().map_err(|e| self.io("fsync_dir", "", e))
+    }
+
+    fn close(&self, name: &str) {
+        self.forget(name);
     }
 }
 

@@ -190,11 +190,16 @@ impl TopicStore {
         Ok(())
     }
 
-    /// Seals the active segment (fsynced, so sealed segments are always whole on disk) and starts
-    /// a new one at the end offset (its file was created by [`Self::prepare`]).
+    /// Seals the active segment (fsynced, so sealed segments are always whole on disk; its
+    /// descriptor given back, so a topic holds one for its active segment only) and starts a new
+    /// one at the end offset (its file was created by [`Self::prepare`]).
     fn roll(&mut self) -> Result<(), StoreError> {
         let end = self.end_offset();
+        let sealed = self.segments.values().next_back().map(|s| s.name.clone());
         self.sync_through(end)?;
+        if let Some(name) = sealed {
+            self.disk.close(&name);
+        }
         self.segments.insert(end, Segment::new(&self.prefix, end));
         self.dir_dirty = true;
         Ok(())
