@@ -9,8 +9,8 @@ use crate::config::Config;
 /// snapshots, the DLQ, the data-directory lock, listeners, stdio and the runtime.
 pub const RESERVED_FDS: u64 = 64;
 
-/// Descriptors per other cluster member (one connection each way).
-pub const FDS_PER_PEER: u64 = 2;
+/// Inbound peer connections the peer port serves at once (strangers' handshakes included).
+pub const PEER_INBOUND_FDS: u64 = crate::transport::MAX_INBOUND_CONNECTIONS as u64;
 
 /// What the configuration needs, part by part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +27,12 @@ impl FdBudget {
         if i.metrics_listen.is_some() {
             parts.push(("ingest.metrics_max_connections", i.metrics_max_connections as u64));
         }
-        let peers = config.cluster.members.len().saturating_sub(1) as u64;
-        if peers > 0 {
-            parts.push(("peer connections (2 per other member)", FDS_PER_PEER * peers));
+        // With a secret the peer port listens: anyone who reaches it holds an inbound connection
+        // until its handshake times out, so every inbound slot counts, plus one outbound
+        // connection per other member.
+        if !config.cluster.secret.is_empty() {
+            let peers = config.cluster.members.len().saturating_sub(1) as u64;
+            parts.push(("peer port (256 inbound + 1 outbound per other member)", PEER_INBOUND_FDS + peers));
         }
         parts.push(("reserved for WAL, snapshots, DLQ, listeners", RESERVED_FDS));
         FdBudget { parts }
@@ -169,6 +172,9 @@ mod tests {
         if metrics {
             c.ingest.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
         }
+        if members > 0 {
+            c.cluster.secret = "s".into();
+        }
         for id in 1..=members as u64 {
             c.cluster.members.push(crate::config::MemberConfig {
                 id,
@@ -182,7 +188,7 @@ mod tests {
     #[test]
     fn every_listener_and_the_reserve_count() {
         let b = budget(1_000, true, 3);
-        assert_eq!(b.total(), 1_000 + 64 + 4 + RESERVED_FDS);
+        assert_eq!(b.total(), 1_000 + 64 + 256 + 2 + RESERVED_FDS);
         assert_eq!(budget(1_000, false, 0).total(), 1_000 + RESERVED_FDS);
     }
 

@@ -493,6 +493,50 @@ fn an_idle_single_member_acks_without_waiting_for_a_tick() {
     });
 }
 
+/// Two of three members run out of file descriptors while the producers' first batches create
+/// their topics: applying an entry that needs a new topic file stops before it (nothing of it
+/// applied), waits, and goes on from that entry once the fault ends — no restart, every checker
+/// passes. (Seed 11 of this plan: `esc-sim replay --plan` logs "applying stops before the next
+/// entry" on n1 and n2 for `topic-00000002-…`.)
+#[test]
+fn members_out_of_descriptors_for_new_topic_files_wait_to_apply_without_a_restart() {
+    use eventstreamcore_sim::scenarios::cluster::{DiskErrorKind, Fault, Plan, Step};
+    let faults: Vec<Step> = (0..2)
+        .map(|node| Step {
+            at_ms: 900,
+            fault: Fault::Disk { node, error: DiskErrorKind::Descriptors, down_ms: 4_000 },
+        })
+        .collect();
+    let plan = Plan {
+        nodes: 3,
+        producers: 3,
+        batches: 8,
+        consumers: 1,
+        drift_ppm: vec![0, 0, 0],
+        faults,
+        fault_window_ms: 12_000,
+        deadline_ms: 40_000,
+        think_ms: 100,
+        storm_clients: 0,
+        storm_at_ms: 0,
+        storm_ms: None,
+        snapshot_entries: 8,
+        peer_storm_clients: 0,
+        linearizable_reader: true,
+        durable_consumers: 0,
+        retention_max_events: None,
+        disk_latency: Vec::new(),
+        legacy_clients: 0,
+    };
+    let mut opts = default_options();
+    opts.plan = Some(toml::to_string(&plan).unwrap());
+    let r = runner::run_seed("cluster", 11, opts);
+    assert!(!r.failed(), "{}", r.failure_report());
+    let report = r.outcome.as_ref().unwrap();
+    assert!(report.disk.injected_failures > 0, "no open ever failed\n{}", report.summary);
+    assert_eq!(report.disk.power_failures, 0, "no member was power-cycled\n{}", report.summary);
+}
+
 /// Members that run out of file descriptors (every open fails, nothing is written) wait with
 /// their round un-persisted and go on by themselves once the fault ends: every checker passes
 /// and no member was restarted or marked failed.

@@ -65,6 +65,17 @@ impl DedupWindow {
             .map(|e| DedupHit { topic: e.topic.clone(), offset: e.offset })
     }
 
+    /// [`lookup`](Self::lookup) as it will answer once [`expire`](Self::expire)d at `now_ms`
+    /// (stamps never go backwards, so expiry drops exactly the keys stamped more than the window
+    /// before `now_ms`).
+    pub fn lookup_at(&self, producer: u64, sequence: u64, now_ms: u64) -> Option<DedupHit> {
+        self.producers
+            .get(&producer)
+            .and_then(|m| m.get(&sequence))
+            .filter(|e| e.stamped_ms.saturating_add(self.config.window_ms) >= now_ms)
+            .map(|e| DedupHit { topic: e.topic.clone(), offset: e.offset })
+    }
+
     /// True if [`record`](Self::record) may take this key: not remembered yet, and not stamped
     /// before the last one. Decoders check what they read with this before recording it.
     pub fn can_record(&self, producer: u64, sequence: u64, stamped_ms: u64) -> bool {

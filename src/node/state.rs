@@ -181,6 +181,12 @@ impl EventLogState {
     }
 
     /// [`Self::apply_batch`], pushing the newly stored events (not duplicates) to `fresh`.
+    ///
+    /// All or nothing when the process is out of file descriptors: where each event goes is
+    /// decided first without changing anything, then every file is opened and written
+    /// ([`TopicSet::append_all`]), and only then is the batch recorded here. A store error that
+    /// [`StoreError::is_fd_exhaustion`] left this state exactly as it was, and the same batch may
+    /// be applied again once descriptors free (the driver does: `node/cluster/apply.rs`).
     fn apply_batch_keeping(
         &mut self,
         events: Vec<Event>,
@@ -188,45 +194,72 @@ impl EventLogState {
         fresh: Option<&mut Vec<StoredEvent>>,
     ) -> Result<Vec<Appended>, StoreError> {
         let now = stamped_ms.max(self.last_stamp_ms);
-        self.last_stamp_ms = now;
-        self.dedup.expire(now);
-        self.batches_applied += 1;
-        let mut out = Vec::with_capacity(events.len());
-        // Per topic, the events to append, in order.
-        let mut adds: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
-        for (i, event) in events.iter().enumerate() {
-            let key = event.idempotency_key();
-            if let Some((producer, seq)) = key
-                && let Some(hit) = self.dedup.lookup(producer, seq)
-            {
-                out.push(Appended { topic: hit.topic, offset: hit.offset, duplicate: true });
-                continue;
-            }
-            let end = self.end_offset(&event.topic);
-            let info = self
-                .topics
-                .entry(event.topic.clone())
-                .or_insert_with(|| TopicInfo { name: Arc::from(event.topic.as_str()), bytes: 0 });
-            let topic = info.name.clone();
-            info.bytes += retention::event_bytes(event);
-            let pending = adds.entry(topic.clone()).or_default();
-            let offset = end + pending.len() as u64;
-            pending.push(i);
-            self.events_stored += 1;
-            if let Some((producer, seq)) = key {
-                self.dedup.record(producer, seq, topic.clone(), offset, now);
-            }
-            out.push(Appended { topic, offset, duplicate: false });
-        }
-        for (topic, idx) in &adds {
-            self.store.append(topic, idx.iter().map(|&i| (now, &events[i])))?;
-        }
+        let (out, adds) = self.plan_batch(&events, now);
+        let appends: Vec<(&str, Vec<(u64, &Event)>)> =
+            adds.iter().map(|(t, idx)| (&**t, idx.iter().map(|&i| (now, &events[i])).collect())).collect();
+        self.store.append_all(&appends)?;
+        drop(appends);
+        self.record_batch(&events, &out, now);
         if let Some(fresh) = fresh {
             // `out` has one answer per event, in order.
             let stored = events.into_iter().zip(&out).filter(|(_, a)| !a.duplicate);
             fresh.extend(stored.map(|(event, a)| StoredEvent { offset: a.offset, timestamp_ms: now, event }));
         }
         Ok(out)
+    }
+
+    /// Where each event of a batch stamped `now` goes, changing nothing: per event its answer
+    /// (a duplicate gets its original offset, from the dedup window or earlier in the batch),
+    /// and per topic the indexes of the events to store, in order.
+    fn plan_batch(&self, events: &[Event], now: u64) -> (Vec<Appended>, BTreeMap<Arc<str>, Vec<usize>>) {
+        let mut out = Vec::with_capacity(events.len());
+        let mut adds: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
+        let mut in_batch: BTreeMap<(u64, u64), (Arc<str>, u64)> = BTreeMap::new();
+        for (i, event) in events.iter().enumerate() {
+            let key = event.idempotency_key();
+            let hit = key.and_then(|(producer, seq)| {
+                in_batch
+                    .get(&(producer, seq))
+                    .cloned()
+                    .or_else(|| self.dedup.lookup_at(producer, seq, now).map(|h| (h.topic, h.offset)))
+            });
+            if let Some((topic, offset)) = hit {
+                out.push(Appended { topic, offset, duplicate: true });
+                continue;
+            }
+            let topic = match (adds.get_key_value(event.topic.as_str()), self.topics.get(&event.topic)) {
+                (Some((t, _)), _) => t.clone(),
+                (None, Some(info)) => info.name.clone(),
+                (None, None) => Arc::from(event.topic.as_str()),
+            };
+            let pending = adds.entry(topic.clone()).or_default();
+            let offset = self.end_offset(&topic) + pending.len() as u64;
+            pending.push(i);
+            if let Some(k) = key {
+                in_batch.insert(k, (topic.clone(), offset));
+            }
+            out.push(Appended { topic, offset, duplicate: false });
+        }
+        (out, adds)
+    }
+
+    /// Records a batch whose events [`Self::plan_batch`] placed and the store holds: replicated
+    /// time, dedup keys, sizes and counters.
+    fn record_batch(&mut self, events: &[Event], out: &[Appended], now: u64) {
+        self.last_stamp_ms = now;
+        self.dedup.expire(now);
+        self.batches_applied += 1;
+        for (event, a) in events.iter().zip(out).filter(|(_, a)| !a.duplicate) {
+            let info = self
+                .topics
+                .entry(event.topic.clone())
+                .or_insert_with(|| TopicInfo { name: a.topic.clone(), bytes: 0 });
+            info.bytes += retention::event_bytes(event);
+            self.events_stored += 1;
+            if let Some((producer, seq)) = event.idempotency_key() {
+                self.dedup.record(producer, seq, a.topic.clone(), a.offset, now);
+            }
+        }
     }
 
     /// Forgets dedup keys by a time that is not the replicated one (only the bug zoo's
@@ -713,6 +746,43 @@ mod tests {
         let r = s.apply_batch(vec![ev("a", 1, 1), ev("a", 1, 1)], 10).unwrap();
         assert!(!r[0].duplicate && r[1].duplicate);
         assert_eq!(s.topic_log("a").len(), 1);
+    }
+
+    #[test]
+    fn a_batch_whose_files_cannot_be_opened_changes_nothing_and_applies_whole_later() {
+        use crate::rt::DiskFault;
+        let d = SimDisk::new();
+        let on =
+            |disk: &SimDisk| TopicSet::open(Arc::new(disk.clone()), memory_store_config(), None).unwrap();
+        let mut s = EventLogState::with_store(DedupConfig::default(), on(&d));
+        let mut twin = EventLogState::with_store(DedupConfig::default(), on(&SimDisk::new()));
+        for st in [&mut s, &mut twin] {
+            st.apply_batch(vec![ev("a", 1, 1)], 10).unwrap();
+        }
+        // "a" has its file; the new topic "b" needs one. A duplicate inside the batch and one of
+        // an earlier batch, so the dedup window would show a half-applied batch.
+        let batch = vec![ev("a", 1, 2), ev("b", 1, 3), ev("a", 1, 2), ev("a", 1, 1), ev("b", 2, 1)];
+        let seen = |st: &EventLogState| {
+            (
+                st.digest(),
+                st.encode_snapshot(false).unwrap(),
+                st.events_stored(),
+                st.batches_applied(),
+                st.dedup_len(),
+            )
+        };
+        let before = seen(&s);
+        d.inject(DiskFault::TooManyOpenFiles(u32::MAX));
+        let err = s.apply_batch(batch.clone(), 20).unwrap_err();
+        assert!(err.is_fd_exhaustion(), "{err}");
+        assert_eq!(seen(&s), before, "nothing of the batch applied");
+        assert_eq!(crate::rt::Disk::list(&d, "").unwrap().len(), 1, "no file left behind");
+        // Descriptors free: the same batch applies as if it had never failed.
+        d.clear_faults();
+        let got = s.apply_batch(batch.clone(), 20).unwrap();
+        assert_eq!(got, twin.apply_batch(batch, 20).unwrap());
+        assert_eq!(seen(&s), seen(&twin));
+        assert_eq!(s.topic_log("a").len(), 2);
     }
 
     #[test]

@@ -1565,6 +1565,24 @@ impl Raft {
             self.maybe_commit();
         }
     }
+
+    /// [`Self::advance`] when the driver applied the committed entries it was handed only up to
+    /// `applied` (it stopped before the next one and will apply it again): the entries after
+    /// `applied` are handed out again by the next [`Self::ready`].
+    pub fn advance_applied_to(&mut self, applied: Index) {
+        let Some(done) = self.in_flight.as_mut() else {
+            panic!("advance_applied_to() without a preceding ready()");
+        };
+        assert!(
+            applied >= self.log.applied() && applied <= done.applying,
+            "applied {applied} outside what was handed out ({}..={})",
+            self.log.applied(),
+            done.applying
+        );
+        done.applying = applied;
+        self.advance();
+        self.log.hand_back_after(applied);
+    }
 }
 
 #[cfg(test)]
@@ -1603,6 +1621,44 @@ mod tests {
         assert_eq!(r.vote(), None);
         r.set_vote(3);
         assert_eq!(r.vote(), Some(3));
+    }
+
+    #[test]
+    fn entries_not_applied_after_a_partial_apply_are_handed_out_again() {
+        let mut r = Raft::new(RaftConfig::new(1), RestoredState::bootstrap([1]), crate::rt::rng_from_seed(1))
+            .unwrap();
+        for _ in 0..1000 {
+            if r.role() == Role::Leader {
+                break;
+            }
+            r.tick();
+            if r.has_ready() {
+                r.ready();
+                r.advance();
+            }
+        }
+        for p in 0..3u8 {
+            r.propose(Bytes::from(vec![p])).unwrap();
+        }
+        let rd = loop {
+            assert!(r.has_ready());
+            let rd = r.ready();
+            if rd.committed_entries.iter().any(|e| e.data[..] == [2]) {
+                break rd;
+            }
+            r.advance();
+        };
+        let handed: Vec<Index> = rd.committed_entries.iter().map(|e| e.index).collect();
+        let stop = handed.len() - 2;
+        // Applying stopped at the second-to-last entry: applied is the one before it.
+        r.advance_applied_to(handed[stop] - 1);
+        assert_eq!(r.applied(), handed[stop] - 1);
+        assert!(r.has_ready());
+        let again: Vec<Index> = r.ready().committed_entries.iter().map(|e| e.index).collect();
+        assert_eq!(again, handed[stop..]);
+        r.advance();
+        assert_eq!(r.applied(), *handed.last().unwrap());
+        assert!(r.ready().committed_entries.is_empty());
     }
 
     #[test]

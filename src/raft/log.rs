@@ -231,6 +231,13 @@ impl RaftLog {
         self.applied = index;
     }
 
+    /// The driver stopped applying at `index` (its applied index): the committed entries after
+    /// it are to be handed out again.
+    pub fn hand_back_after(&mut self, index: Index) {
+        assert_eq!(index, self.applied, "entries are handed back only after the applied index");
+        self.applying = index;
+    }
+
     /// Drops entries up to `index` (which must be applied); keeps `index`'s term.
     pub fn compact(&mut self, index: Index) {
         assert!(index <= self.applied, "compacting unapplied entries (to {index}, applied {})", self.applied);

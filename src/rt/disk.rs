@@ -98,6 +98,11 @@ pub trait Disk: Send + Sync + fmt::Debug {
     /// Makes creations, renames and removals durable (fsync of the directory).
     fn sync_dir(&self) -> Result<(), DiskError>;
 
+    /// Gives back any descriptor kept open for `name` (a file that will not be appended to for a
+    /// while, such as a sealed segment); the next operation on it opens it again. Nothing else
+    /// changes. The default keeps nothing open, so has nothing to give back.
+    fn close(&self, _name: &str) {}
+
     /// The simulated time the operations since the last call cost, which the caller awaits (a
     /// simulated disk's operations otherwise take no time). Zero for a real disk: its operations
     /// took their time when they ran.
@@ -381,6 +386,10 @@ impl Disk for FileDisk {
     fn sync_dir(&self) -> Result<(), DiskError> {
         self.dir.sync_all().map_err(|e| self.io("fsync_dir", "", e))
     }
+
+    fn close(&self, name: &str) {
+        self.forget(name);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,10 +409,6 @@ pub enum DiskFault {
     /// its file, and every `write` (so every `write_atomic`) — fail with
     /// [`DiskError::TooManyOpenFiles`] and change nothing, as when the process is out of descriptors.
     TooManyOpenFiles(u32),
-    /// As [`DiskFault::TooManyOpenFiles`], but opens of files whose name starts with the prefix
-    /// succeed (the simulator spares topic files: apply cannot yet wait for descriptors, see
-    /// `src/store/mod.rs`).
-    TooManyOpenFilesExcept(u32, &'static str),
 }
 
 type FileId = u64;
@@ -452,8 +457,6 @@ struct SimState {
     fail_writes: u32,
     fail_syncs: u32,
     fail_opens: u32,
-    /// Opens of names with this prefix are spared by `fail_opens`.
-    fail_opens_spare: Option<&'static str>,
     capacity: Option<u64>,
     stats: SimDiskStats,
     /// A power failure armed to strike at the operation after this many more (see
@@ -605,8 +608,7 @@ impl SimDisk {
             DiskFault::FailWrites(n) => st.fail_writes = n,
             DiskFault::FailSyncs(n) => st.fail_syncs = n,
             DiskFault::Capacity(c) => st.capacity = Some(c),
-            DiskFault::TooManyOpenFiles(n) => (st.fail_opens, st.fail_opens_spare) = (n, None),
-            DiskFault::TooManyOpenFilesExcept(n, p) => (st.fail_opens, st.fail_opens_spare) = (n, Some(p)),
+            DiskFault::TooManyOpenFiles(n) => st.fail_opens = n,
         }
     }
 
@@ -775,7 +777,7 @@ impl SimState {
 
     /// An injected [`DiskFault::TooManyOpenFiles`] for an operation that opens a descriptor.
     fn before_open(&mut self, op: &'static str, name: &str) -> Result<(), DiskError> {
-        if self.fail_opens > 0 && !self.fail_opens_spare.is_some_and(|p| name.starts_with(p)) {
+        if self.fail_opens > 0 {
             self.fail_opens -= 1;
             self.stats.injected_failures += 1;
             return Err(DiskError::TooManyOpenFiles { op, path: name.to_string() });

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::Priority;
+use crate::event::{Event, Priority};
 use crate::raft::message::{Body, Message, RecordsResult};
 use crate::rt::SimDisk;
 use crate::rt::rng::rng_from_seed;

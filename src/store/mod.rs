@@ -23,9 +23,11 @@
 //! [`TopicStore::sync_through`]; [`TopicStore::truncate_to`] and a segment roll's predecessor are
 //! made durable at once. After a failed write or fsync the store is poisoned (like the WAL): every
 //! later mutation fails until the node restarts and recovers from disk. Not when only an open
-//! failed because the process is out of descriptors ([`StoreError::is_fd_exhaustion`]): nothing
-//! was written, the store stays usable, and [`TopicStore::append`] has stored exactly the events
-//! below [`TopicStore::end_offset`] — the caller appends the rest once descriptors free.
+//! failed because the process is out of descriptors ([`StoreError::is_fd_exhaustion`]): an append
+//! opens every file it will write (the active segment, each segment a roll starts) before it
+//! writes anything (`append.rs`), so such a failure leaves the store exactly as it was — nothing
+//! of the batch stored, no file left behind — and the caller retries the same append once
+//! descriptors free. [`TopicSet::append_all`] does the same across the topics of one batch.
 //!
 //! # Recovery
 //!
@@ -42,10 +44,11 @@
 //! member's disk (next to the WAL; an in-memory `SimDisk` for a `LocalNode`, tests and fuzzing);
 //! apply appends each batch's events per topic through [`TopicSet::append`], fetches read the
 //! files with the event and byte caps, retention trims call [`TopicStore::trim_before`]; a
-//! topic-file failure on apply stops the member like a WAL failure. Gap (issue 11): that
-//! includes a topic file that cannot be *opened* for want of descriptors (a new topic, a segment
-//! roll) — the WAL waits and retries such a failure without a restart, apply does not yet (it
-//! would need an apply that resumes mid-batch); the member needs a restart.
+//! topic-file write or fsync failure on apply stops the member like a WAL failure. A topic file
+//! that cannot be *opened* for want of descriptors (a new topic, a segment roll) does not (issue
+//! 11): the batch changed nothing (`EventLogState` plans it before it changes anything), the
+//! driver stops applying before that entry and retries it with the WAL's backoff
+//! (`node/cluster/apply.rs`, `persist.rs`), no restart needed.
 //!
 //! Snapshots (format 3) are metadata: before the driver records one at index I it calls
 //! [`TopicSet::sync_all`] and saves [`TopicSet::metadata`] with the dedup window, checkpoint,
@@ -66,6 +69,7 @@
 //! meanwhile, resuming after a crash with `open_partial`, and counting installs, resumed
 //! installs and bytes pulled in metrics and in the sim sweep summary.
 
+mod append;
 mod catchup;
 #[cfg(test)]
 mod catchup_tests;
@@ -79,12 +83,12 @@ mod tests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::event::{Event, StoredEvent};
+use crate::event::StoredEvent;
 use crate::rt::{Disk, DiskError};
 
 pub use catchup::{CatchUp, MAX_RECORDS_BYTES, RawChunk, serve_records};
 pub use raw::check_records;
-use segment::{SegIndex, Segment, encode_record, walk};
+use segment::{SegIndex, Segment, walk};
 pub use set::{MetaDecodeError, STORE_META_VERSION, StoreMeta, TOPIC_FILE_PREFIX, TopicMeta, TopicSet};
 
 /// Sizes of a topic store.
@@ -126,6 +130,16 @@ pub enum StoreError {
     TooLarge(usize),
     #[error("topic store {0} is poisoned by an earlier write or fsync failure; restart to recover from disk")]
     Poisoned(String),
+    /// The process ran out of descriptors after an append had begun writing (only a disk that
+    /// reopens files on its own can do this): the batch is half-written, the store poisoned.
+    #[error(
+        "topic store {prefix}: out of file descriptors in the middle of an append; restart to recover from disk: {source}"
+    )]
+    HalfWritten {
+        prefix: String,
+        #[source]
+        source: DiskError,
+    },
     /// Records from a peer (catch-up) that do not check out or are not the ones asked for;
     /// nothing was written: ask again, or another member.
     #[error("records for {prefix} refused: {reason}")]
@@ -238,68 +252,6 @@ impl TopicStore {
         })
     }
 
-    /// Appends events, each with the timestamp its batch was stamped with, at offsets from
-    /// [`Self::end_offset`]; returns the new end. Written, not fsynced.
-    pub fn append<'a>(
-        &mut self,
-        events: impl IntoIterator<Item = (u64, &'a Event)>,
-    ) -> Result<u64, StoreError> {
-        self.check_live()?;
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        for (offset, (stamp, event)) in (self.end_offset()..).zip(events) {
-            let start = buf.len();
-            encode_record(&mut buf, offset, stamp, event).map_err(StoreError::TooLarge)?;
-            let before = self.segments.values().next_back().map_or(0, |s| s.len) + start as u64;
-            if before > 0 && before + (buf.len() - start) as u64 > self.cfg.segment_bytes {
-                let rec = buf.split_off(start);
-                self.write_active(&buf)?;
-                self.roll()?;
-                buf = rec;
-            }
-        }
-        self.write_active(&buf)?;
-        self.buf = buf;
-        Ok(self.end_offset())
-    }
-
-    /// Writes whole records to the active segment (creating it if there is none).
-    fn write_active(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        if self.segments.is_empty() {
-            let base = self.first;
-            self.segments.insert(base, Segment::new(&self.prefix, base));
-            self.dir_dirty = true;
-        }
-        let (name, empty) =
-            self.segments.values().next_back().map(|s| (s.name.clone(), s.len == 0)).expect("a segment");
-        if let Err(e) = self.mutate(|s| s.disk.append(&name, buf)) {
-            if e.is_fd_exhaustion() && empty {
-                // Its file could not be created: forget it (the next write starts it again).
-                self.segments.pop_last();
-            }
-            return Err(e);
-        }
-        let interval = self.cfg.index_interval_bytes;
-        let seg = self.segments.values_mut().next_back().expect("a segment");
-        let (start_len, rel) = (seg.len, seg.end - seg.base);
-        let index = seg.index_mut().get_or_insert_with(SegIndex::default);
-        let (mut off, mut n) = (0, 0);
-        while let Some((len, _)) = crate::record::header_at(buf, off) {
-            let payload = &buf[off + crate::record::HEADER..off + crate::record::HEADER + len as usize];
-            index.note(rel + n, start_len + off as u64, payload, interval);
-            off += crate::record::HEADER + len as usize;
-            n += 1;
-        }
-        index.crc = crc32c::crc32c_append(index.crc, buf);
-        seg.end += n;
-        seg.len += buf.len() as u64;
-        self.cache_tail(start_len, buf);
-        Ok(())
-    }
-
     fn cache_tail(&mut self, at: u64, buf: &[u8]) {
         let cap = self.cfg.read_cache_bytes;
         let base = self.segments.values().next_back().expect("a segment").base;
@@ -316,16 +268,6 @@ impl TopicStore {
             t.bytes.drain(..drop);
             t.pos += drop as u64;
         }
-    }
-
-    /// Seals the active segment (fsynced, so sealed segments are always whole on disk) and starts
-    /// a new one at the end offset.
-    fn roll(&mut self) -> Result<(), StoreError> {
-        let end = self.end_offset();
-        self.sync_through(end)?;
-        self.segments.insert(end, Segment::new(&self.prefix, end));
-        self.dir_dirty = true;
-        Ok(())
     }
 
     /// Makes every offset below `offset` durable (fsyncs the segments holding unsynced ones, and

@@ -78,7 +78,8 @@ impl TopicStore {
     /// Appends framed records (as [`Self::read_raw`] gives them) that must start at
     /// [`Self::end_offset`] and run on one by one, each checksummed; nothing is written unless all
     /// check out ([`StoreError::Refused`]). Written through the normal segment roll (this store's
-    /// own `segment_bytes`), not fsynced. Returns the new end.
+    /// own `segment_bytes`), not fsynced, all or nothing when out of descriptors (as
+    /// [`Self::append`]). Returns the new end.
     pub fn append_raw(&mut self, from: u64, bytes: &[u8]) -> Result<u64, StoreError> {
         self.check_live()?;
         let end = self.end_offset();
@@ -86,19 +87,18 @@ impl TopicStore {
             return Err(self.refused(format!("records start at offset {from} but the log ends at {end}")));
         }
         let next = check_records(bytes, from).map_err(|why| self.refused(why))?;
-        let (mut start, mut off) = (0usize, 0usize);
-        while let Some((len, _)) = record::header_at(bytes, off) {
-            let after = off + record::HEADER + len as usize;
-            let active = self.segments.values().next_back().map_or(0, |s| s.len);
-            let before = active + (off - start) as u64;
-            if before > 0 && before + (after - off) as u64 > self.cfg.segment_bytes {
-                self.write_active(&bytes[start..off])?;
-                self.roll()?;
-                start = off;
-            }
-            off = after;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        let (mut rolls, mut plan, mut off) = (Vec::new(), self.roll_plan(), 0usize);
+        for offset in from.. {
+            let Some((len, _)) = record::header_at(bytes, off) else { break };
+            let size = record::HEADER + len as usize;
+            plan.add(off, size as u64, offset, &mut rolls);
+            off += size;
         }
-        self.write_active(&bytes[start..])?;
+        let p = self.prepare_encoded(buf, rolls)?;
+        self.write_prepared(p)?;
         debug_assert_eq!(self.end_offset(), next, "checked records all landed");
         Ok(self.end_offset())
     }

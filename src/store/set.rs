@@ -15,7 +15,6 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{SegmentMeta, StoreConfig, StoreError, TopicStore};
-use crate::event::Event;
 use crate::event::codec::{get_str16, put_str16};
 use crate::rt::Disk;
 
@@ -153,22 +152,6 @@ impl TopicSet {
         Ok(TopicSet { disk, cfg, topics, next_id: meta.next_id })
     }
 
-    /// Appends events to `topic` (created on first use); returns the topic's new end offset.
-    pub fn append<'a>(
-        &mut self,
-        topic: &str,
-        events: impl IntoIterator<Item = (u64, &'a Event)>,
-    ) -> Result<u64, StoreError> {
-        if !self.topics.contains_key(topic) {
-            let id = self.next_id;
-            let next = id.checked_add(1).ok_or_else(|| StoreError::Config("more than 2^32 topics".into()))?;
-            let store = TopicStore::open(self.disk.clone(), &prefix(id), self.cfg, 0)?;
-            self.topics.insert(topic.to_string(), (id, store));
-            self.next_id = next;
-        }
-        self.topics.get_mut(topic).expect("inserted above").1.append(events)
-    }
-
     /// The log of `topic`, if it exists.
     pub fn get(&self, topic: &str) -> Option<&TopicStore> {
         self.topics.get(topic).map(|(_, s)| s)
@@ -285,7 +268,7 @@ impl TopicSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Priority;
+    use crate::event::{Event, Priority};
     use crate::rt::SimDisk;
     use crate::rt::rng::rng_from_seed;
     use proptest::prelude::*;
@@ -362,6 +345,29 @@ mod tests {
         assert_eq!(contents(&r), before);
         assert!(d.list("topic-00000001-").unwrap().is_empty(), "files of a topic created later are gone");
         assert_eq!(r.metadata().next_id, 1);
+    }
+
+    #[test]
+    fn a_batch_over_several_topics_out_of_descriptors_changes_none_of_them() {
+        let d = SimDisk::new();
+        let mut s = TopicSet::open(Arc::new(d.clone()), cfg(), None).unwrap();
+        s.append("a", [(0, &ev("a", 0))]).unwrap();
+        let (before, files) = (contents(&s), d.list("").unwrap());
+        // "a" has its file; the new topics "b" and "c" need one each, and only one can be made.
+        s.disk = Arc::new(crate::store::tests::CreatesLeft::new(&d, 1));
+        let (a, b, c) = (ev("a", 1), ev("b", 2), ev("c", 3));
+        let batch = [("a", vec![(1, &a)]), ("b", vec![(1, &b)]), ("c", vec![(1, &c)])];
+        let err = s.append_all(&batch).unwrap_err();
+        assert!(err.is_fd_exhaustion(), "{err}");
+        assert_eq!(contents(&s), before, "no topic changed");
+        assert_eq!(d.list("").unwrap(), files, "no file left behind");
+        assert_eq!(s.metadata().next_id, 1, "no topic numbered");
+        // Descriptors free: the same batch goes in whole, the new topics numbered in order.
+        s.disk = Arc::new(d.clone());
+        s.append_all(&batch).unwrap();
+        let ids: Vec<(String, u32)> = s.metadata().topics.iter().map(|t| (t.name.clone(), t.id)).collect();
+        assert_eq!(ids, [("a".into(), 0), ("b".into(), 1), ("c".into(), 2)]);
+        assert_eq!(s.get("a").unwrap().end_offset(), 2);
     }
 
     #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::Priority;
+use crate::event::{Event, Priority};
 use crate::rt::SimDisk;
 use crate::rt::rng::rng_from_seed;
 
@@ -272,30 +272,84 @@ fn a_failed_write_poisons_the_store() {
 }
 
 #[test]
-fn a_segment_roll_out_of_descriptors_does_not_poison_and_the_rest_appends_later() {
+fn a_segment_roll_out_of_descriptors_stores_nothing_and_the_same_append_succeeds_later() {
     let d = SimDisk::new();
     let mut s = open(&d, small(), 0).unwrap();
     fill(&mut s, 2, 20);
-    let files = d.list(P).unwrap().len();
-    // Enough events to roll: the new segment's file cannot be created.
+    let files = d.list(P).unwrap();
+    // Enough events to roll three times: the second new segment's file cannot be created.
     let evs: Vec<Event> = (2..40).map(|i| ev(i, 20)).collect();
-    d.inject(crate::rt::DiskFault::TooManyOpenFiles(1));
+    s.disk = Arc::new(CreatesLeft::new(&d, 1));
     let err = s.append(evs.iter().map(|e| (e.sequence * 10, e))).unwrap_err();
     assert!(err.is_fd_exhaustion(), "{err}");
-    // Not poisoned; what was written before the roll is stored, nothing else.
-    let end = s.end_offset();
-    assert!((3..40).contains(&end), "stored up to the roll: {end}");
-    assert_eq!(offsets(&s, 0), (0..end).collect::<Vec<_>>());
-    assert_eq!(d.list(P).unwrap().len(), files, "no file was created");
-    // Descriptors free: the caller appends the rest, and it all survives a reopen.
-    let rest = &evs[(end - 2) as usize..];
-    assert_eq!(s.append(rest.iter().map(|e| (e.sequence * 10, e))).unwrap(), 40);
+    // Not poisoned, and nothing of the batch is stored or left on disk.
+    assert_eq!(s.end_offset(), 2);
+    assert_eq!(offsets(&s, 0), vec![0, 1]);
+    assert_eq!(d.list(P).unwrap(), files, "no file was created");
+    // Descriptors free: the same append succeeds, and it all survives a power failure.
+    s.disk = Arc::new(d.clone());
+    assert_eq!(s.append(evs.iter().map(|e| (e.sequence * 10, e))).unwrap(), 40);
+    assert!(d.list(P).unwrap().len() > files.len() + 1, "it rolled more than once");
     s.sync().unwrap();
     drop(s);
     d.power_fail(None);
     let r = open(&d, small(), 40).unwrap();
     assert_eq!(offsets(&r, 0), (0..40).collect::<Vec<_>>());
     assert!(r.read(0, 100, usize::MAX).unwrap().iter().all(|e| e.event.sequence == e.offset));
+}
+
+/// A disk on which only `left` more files can be created (later creations fail as when the
+/// process is out of descriptors).
+#[derive(Debug)]
+pub(super) struct CreatesLeft {
+    inner: SimDisk,
+    left: std::sync::Mutex<u32>,
+}
+
+impl CreatesLeft {
+    pub(super) fn new(inner: &SimDisk, left: u32) -> Self {
+        CreatesLeft { inner: inner.clone(), left: std::sync::Mutex::new(left) }
+    }
+}
+
+impl Disk for CreatesLeft {
+    fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
+        self.inner.read(name)
+    }
+    fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
+        self.inner.size(name)
+    }
+    fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        if self.inner.size(name)?.is_none() {
+            let mut left = self.left.lock().unwrap();
+            if *left == 0 {
+                return Err(DiskError::TooManyOpenFiles { op: "append", path: name.into() });
+            }
+            *left -= 1;
+        }
+        self.inner.append(name, data)
+    }
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.inner.write(name, data)
+    }
+    fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
+        self.inner.truncate(name, len)
+    }
+    fn sync(&self, name: &str) -> Result<(), DiskError> {
+        self.inner.sync(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> Result<(), DiskError> {
+        self.inner.remove(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
+        self.inner.list(prefix)
+    }
+    fn sync_dir(&self) -> Result<(), DiskError> {
+        self.inner.sync_dir()
+    }
 }
 
 #[test]

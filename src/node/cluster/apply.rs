@@ -3,15 +3,75 @@
 
 use super::*;
 
+/// Applying stopped before the entry at `index` because a topic file could not be opened for
+/// want of descriptors; that entry changed nothing and is applied again after a backoff.
+pub(super) struct ApplyStop {
+    pub(super) index: Index,
+    pub(super) error: StoreError,
+}
+
+/// An applied entry's answer to its proposer: index, term, result.
+type Answer = (Index, Term, Result<Vec<Appended>, ServiceError>);
+
 impl Driver {
-    /// Applies committed entries. A topic-file failure is fatal for the member (like a WAL
-    /// failure): the store is poisoned and the entries from here are applied again after a restart.
-    pub(super) fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
+    /// Applies committed entries in order, answering their proposers.
+    ///
+    /// An entry whose topic files cannot be opened for want of descriptors stops applying there
+    /// ([`ApplyStop`]): the state machine is left exactly as after the entry before it
+    /// (`EventLogState` appends all or nothing in that case, `store/append.rs`), and the driver
+    /// hands that entry to apply again once its backoff is over — never skipped, never applied
+    /// twice. This is safe to retry because nothing was written: an open that fails with
+    /// EMFILE/ENFILE has no file to leave half-written and no page cache to lose. Every other
+    /// topic-file failure (a write, an fsync) is fatal for the member, as for the WAL: after a
+    /// failed fsync the kernel may have dropped the dirty pages and reports success the next
+    /// time (fsyncgate), so such data is never retried blindly — the store is poisoned and the
+    /// entries from here are applied again from the WAL after a restart.
+    pub(super) fn apply(&mut self, entries: Vec<Entry>) -> Result<Option<ApplyStop>, StoreError> {
         let mut to_process: Vec<(Index, Vec<crate::event::StoredEvent>)> = Vec::new();
+        let (answers, stop) = self.apply_entries(entries, &mut to_process)?;
+        for (index, term, result) in answers {
+            let Some(mut p) = self.pending.remove(&index) else { continue };
+            // Another leader's entry at this index means ours was truncated.
+            let ours = p.term == term;
+            if let (true, Some(adm)) = (ours, p.admission.take())
+                && let Some(pos) = to_process.iter().position(|(i, _)| *i == index)
+                && let Some(pipeline) = &self.pipeline
+            {
+                let (_, events) = to_process.swap_remove(pos);
+                pipeline.submit_admitted(events, adm);
+            }
+            let out = if ours { result } else { Err(unavailable("superseded by a new leader")) };
+            let _ = p.reply.send(out);
+        }
+        if let Some(pipeline) = &self.pipeline {
+            for (_, events) in to_process {
+                if !events.is_empty() {
+                    pipeline.submit(events);
+                }
+            }
+        }
+        self.shared.applied.notify_waiters();
+        Ok(stop)
+    }
+
+    /// The state-machine side of [`Self::apply`]: each entry's effect and answer, up to an entry
+    /// that cannot open its files.
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        to_process: &mut Vec<(Index, Vec<crate::event::StoredEvent>)>,
+    ) -> Result<(Vec<Answer>, Option<ApplyStop>), StoreError> {
+        let mut answers = Vec::with_capacity(entries.len());
         let mut state = lock(&self.shared.state);
         for e in entries {
             let result = match e.kind {
-                EntryKind::Normal => self.apply_command(&mut state, &e, &mut to_process)?,
+                EntryKind::Normal => match self.apply_command(&mut state, &e, to_process) {
+                    Ok(result) => result,
+                    Err(error) if error.is_fd_exhaustion() => {
+                        return Ok((answers, Some(ApplyStop { index: e.index, error })));
+                    }
+                    Err(error) => return Err(error),
+                },
                 EntryKind::Noop => Err(unavailable("superseded by a new leader")),
                 EntryKind::ConfChange => {
                     if let Ok(ce) = ConfEntry::decode(&e.data) {
@@ -27,30 +87,9 @@ impl Driver {
                     Err(unavailable("superseded by a membership change"))
                 }
             };
-            if let Some(mut p) = self.pending.remove(&e.index) {
-                // Another leader's entry at this index means ours was truncated.
-                let ours = p.term == e.term;
-                if let (true, Some(adm)) = (ours, p.admission.take())
-                    && let Some(pos) = to_process.iter().position(|(i, _)| *i == e.index)
-                    && let Some(pipeline) = &self.pipeline
-                {
-                    let (_, events) = to_process.swap_remove(pos);
-                    pipeline.submit_admitted(events, adm);
-                }
-                let out = if ours { result } else { Err(unavailable("superseded by a new leader")) };
-                let _ = p.reply.send(out);
-            }
+            answers.push((e.index, e.term, result));
         }
-        drop(state);
-        if let Some(pipeline) = &self.pipeline {
-            for (_, events) in to_process {
-                if !events.is_empty() {
-                    pipeline.submit(events);
-                }
-            }
-        }
-        self.shared.applied.notify_waiters();
-        Ok(())
+        Ok((answers, None))
     }
 
     /// One committed command: its effect on the state machine and the answer to its proposer.

@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// What the observer is told about a round besides the core's state.
+struct RoundFacts<'a> {
+    log_changed: bool,
+    appended_from: Option<Index>,
+    applied_entries: &'a [Entry],
+    installed: Option<(Index, Term)>,
+}
+
 impl Driver {
     pub(super) async fn run(mut self) {
         tracing::info!(node = self.id, "raft driver started");
@@ -252,7 +260,6 @@ impl Driver {
             self.stall(batch, &e);
             return Ok(());
         }
-        self.unstall();
         let persist::Batch { ready, installed, log_changed, appended_from, .. } = batch;
         let Ready { messages, committed_entries, read_states, soft_state, .. } = ready;
         self.sync_peers();
@@ -261,12 +268,21 @@ impl Driver {
                 t.send(m);
             }
         }
-        let observed_entries = if self.observer.is_some() { committed_entries.clone() } else { Vec::new() };
-        if !committed_entries.is_empty() {
-            self.apply(committed_entries)?;
-        }
+        let mut observed_entries =
+            if self.observer.is_some() { committed_entries.clone() } else { Vec::new() };
+        let stop = if committed_entries.is_empty() { None } else { self.apply(committed_entries)? };
         self.note_read_states(read_states);
-        self.raft.advance();
+        match &stop {
+            None => {
+                self.raft.advance();
+                self.unstall();
+            }
+            Some(stop) => {
+                self.raft.advance_applied_to(stop.index - 1);
+                observed_entries.retain(|e| e.index < stop.index);
+                self.stall_apply(stop.index, &stop.error);
+            }
+        }
         self.answer_applied_reads();
         self.manage_pipeline(soft_state.is_some());
         // Changes that just applied are answered before a step-down fails the rest (removing the
@@ -285,26 +301,35 @@ impl Driver {
         }
         self.snapshot_if_due()?;
         self.publish_status();
-        if let Some(o) = &self.observer {
-            o.round(&RoundView {
-                node: self.id,
-                term: self.raft.term(),
-                vote: self.raft.vote(),
-                role: self.raft.role(),
-                leader: self.raft.leader_id(),
-                commit: self.raft.commit_index(),
-                applied: self.raft.applied(),
-                first_index: self.raft.first_index(),
-                entries: self.raft.entries(),
-                log_changed: log_changed || !self.observed,
-                appended_from,
-                applied_entries: &observed_entries,
-                snapshot: installed,
-                first_round: !self.observed,
-            });
-            self.observed = true;
-        }
+        self.observe(RoundFacts {
+            log_changed,
+            appended_from,
+            applied_entries: &observed_entries,
+            installed,
+        });
         Ok(())
+    }
+
+    /// Shows the observer (the simulator's checkers) the round just done.
+    fn observe(&mut self, f: RoundFacts<'_>) {
+        let Some(o) = &self.observer else { return };
+        o.round(&RoundView {
+            node: self.id,
+            term: self.raft.term(),
+            vote: self.raft.vote(),
+            role: self.raft.role(),
+            leader: self.raft.leader_id(),
+            commit: self.raft.commit_index(),
+            applied: self.raft.applied(),
+            first_index: self.raft.first_index(),
+            entries: self.raft.entries(),
+            log_changed: f.log_changed || !self.observed,
+            appended_from: f.appended_from,
+            applied_entries: f.applied_entries,
+            snapshot: f.installed,
+            first_round: !self.observed,
+        });
+        self.observed = true;
     }
 
     /// Waits out the simulated time the disk operations since the last wait cost (a real disk

@@ -289,7 +289,7 @@ struct Shared {
     topic_config: Mutex<Option<crate::node::TopicSettings>>,
     /// Storage writes that found no free file descriptor (each retried, no restart).
     fd_exhaustion: std::sync::atomic::AtomicU64,
-    /// A round waits un-persisted for file descriptors (clients are told to retry).
+    /// A round waits un-persisted, or applying waits, for file descriptors (clients are told to retry).
     storage_stalled: std::sync::atomic::AtomicBool,
 }
 
@@ -666,13 +666,16 @@ fn storage_metrics(shared: &Shared) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let (name, help) = (
         "esc_storage_fd_exhaustion_total",
-        "storage writes that found no free file descriptor (nothing written; retried without a restart)",
+        "storage writes (WAL or topic files) that found no free file descriptor (nothing written; retried without a restart)",
     );
     let mut out = format!(
         "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
         shared.fd_exhaustion.load(Relaxed)
     );
-    let (name, help) = ("esc_storage_stalled", "1 while a round waits un-persisted for file descriptors");
+    let (name, help) = (
+        "esc_storage_stalled",
+        "1 while a round waits un-persisted, or applying waits, for file descriptors",
+    );
     let v = u64::from(shared.storage_stalled.load(Relaxed));
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
     out

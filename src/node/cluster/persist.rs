@@ -7,6 +7,11 @@
 //! are told "overloaded, retry"), and retries the same persistence with a backoff. Nothing that
 //! depends on the unpersisted state is sent before it is durable: persist-before-send holds.
 //! Any other storage error stays fatal (fsyncgate).
+//!
+//! Applying waits the same way: when a committed entry's topic files cannot be opened, applying
+//! stops before it (`apply.rs`, [`ApplyStop`](super::apply::ApplyStop)), the core is told only
+//! the entries before it were applied, and once the backoff is over its next `Ready` hands that
+//! entry out again.
 
 use std::sync::atomic::Ordering;
 
@@ -28,9 +33,10 @@ pub(super) struct Batch {
     pub(super) appended_from: Option<Index>,
 }
 
-/// Persistence stopped for want of descriptors; the batch waits for its retry.
+/// Persistence or applying stopped for want of descriptors and waits for its retry.
 pub(super) struct Stalled {
-    /// `None` only while a retry is being attempted.
+    /// The batch to persist again; `None` while a retry is being attempted, or when applying
+    /// stopped (the core hands out the entries not applied again).
     batch: Option<Batch>,
     retry_at: Duration,
     backoff: Duration,
@@ -44,7 +50,13 @@ impl Driver {
     pub(super) fn next_batch(&mut self) -> Option<Batch> {
         let now = self.clock.mono();
         if let Some(s) = &mut self.stalled {
-            return if now >= s.retry_at { s.batch.take() } else { None };
+            if now < s.retry_at {
+                return None;
+            }
+            if let Some(b) = s.batch.take() {
+                return Some(b);
+            }
+            // Applying waits: the core's next `Ready` hands out the entry it stopped at.
         }
         if !self.raft.has_ready() {
             return None;
@@ -96,6 +108,17 @@ impl Driver {
 
     /// Persisting `batch` found no free descriptor: keep it and retry after a backoff.
     pub(super) fn stall(&mut self, batch: Batch, e: &RoundError) {
+        self.stall_for(Some(batch), e, "the round is kept un-persisted");
+    }
+
+    /// Applying stopped before the entry at `index` (it changed nothing): the entries from it are
+    /// applied after a backoff.
+    pub(super) fn stall_apply(&mut self, index: Index, e: &StoreError) {
+        self.stall_for(None, e, "applying stops before the next entry");
+        tracing::debug!(node = self.id, index, "applying waits for file descriptors");
+    }
+
+    fn stall_for(&mut self, batch: Option<Batch>, e: &dyn std::fmt::Display, what: &str) {
         let now = self.clock.mono();
         self.shared.fd_exhaustion.fetch_add(1, Ordering::Relaxed);
         self.shared.storage_stalled.store(true, Ordering::Relaxed);
@@ -103,18 +126,18 @@ impl Driver {
             tracing::warn!(
                 node = self.id,
                 error = %e,
-                "out of file descriptors: the round is kept un-persisted and retried; clients are told to retry"
+                "out of file descriptors: {what} and retried; clients are told to retry"
             );
             Stalled { batch: None, retry_at: now, backoff: FIRST_BACKOFF / 2, attempts: 0, since: now }
         });
         s.attempts += 1;
         s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
         s.retry_at = now + s.backoff;
-        s.batch = Some(batch);
+        s.batch = batch;
         tracing::debug!(node = self.id, attempts = s.attempts, error = %e, "still out of file descriptors");
     }
 
-    /// The stalled batch is durable now: drive the core again.
+    /// The stalled batch is durable and applied now: drive the core again.
     pub(super) fn unstall(&mut self) {
         if let Some(s) = self.stalled.take() {
             self.shared.storage_stalled.store(false, Ordering::Relaxed);
