@@ -1086,11 +1086,16 @@ impl Raft {
             while self.send_append(to, false) {
                 sent = true;
             }
-            let needs_commit = self
-                .progress
-                .get(&to)
-                .is_some_and(|p| p.sent_commit < self.log.committed() && p.state != ProgressState::Snapshot);
-            if !sent && needs_commit {
+            let (committed, last) = (self.log.committed(), self.log.last_index());
+            // A lagging follower in probe always has a probe out: when the last one was lost (a
+            // heartbeat answer unpaused it) and there is no entry to carry, an empty append
+            // probes again — else a learner added after the last entry waits for the next write.
+            let needs_empty = self.progress.get(&to).is_some_and(|p| match p.state {
+                ProgressState::Snapshot => false,
+                ProgressState::Probe => p.sent_commit < committed || p.matched < last,
+                ProgressState::Replicate => p.sent_commit < committed,
+            });
+            if !sent && needs_empty {
                 self.send_append(to, true);
             }
         }

@@ -447,6 +447,99 @@ fn test_6_a_node_added_back_is_not_credited_with_its_previous_membership_log() {
     assert_eq!(l.progress(2).map(|p| p.matched), Some(4));
 }
 
+/// A leader whose log is compacted behind a snapshot of `state`, with learner 4 just added (its
+/// first probes went out and are returned here, undelivered), and an empty learner 4.
+fn leader_adding_a_learner_behind_a_snapshot(state: &'static [u8]) -> (Raft, Raft, Vec<Message>) {
+    let cfg = RaftConfig { snapshot_chunk_bytes: 4, ..plain_config(1) };
+    let mut l = make_leader(1, &V3, cfg);
+    let t = l.term();
+    for _ in 0..5 {
+        l.propose(Bytes::from_static(b"x")).unwrap();
+    }
+    drain(&mut l);
+    l.step(msg(2, 1, t, Body::AppendResponse { index: l.last_index(), reject: None })).unwrap();
+    drain(&mut l);
+    l.snapshot(l.applied(), Bytes::from_static(state)).unwrap();
+    l.compact(l.applied()).unwrap();
+    let add = l.propose_conf_change(cc(ConfChangeKind::AddLearner, 4)).unwrap();
+    let mut sent = msgs(&mut l);
+    l.step(msg(2, 1, t, Body::AppendResponse { index: add, reject: None })).unwrap();
+    sent.extend(msgs(&mut l));
+    assert_eq!(l.commit_index(), add);
+    let learner = Raft::new(plain_config(4), RestoredState::joining(), crate::rt::rng_from_seed(4)).unwrap();
+    (l, learner, sent.into_iter().filter(|m| m.to == 4).collect())
+}
+
+/// Ticks leader `l` up to `ticks` times, carrying messages between it and learner `f` except
+/// those `lose` picks (everything to other nodes is lost too); returns the ticks it took until
+/// `f` installed a snapshot, if it did.
+fn ticks_until_installed(
+    l: &mut Raft,
+    f: &mut Raft,
+    ticks: u32,
+    mut lose: impl FnMut(&Message) -> bool,
+) -> Option<u32> {
+    for tick in 1..=ticks {
+        l.tick();
+        let mut to_leader = Vec::new();
+        for m in msgs(l).into_iter().filter(|m| m.to == 4 && !lose(m)) {
+            f.step(m).unwrap();
+            let rd = drain(f);
+            to_leader.extend(rd.messages);
+            if rd.snapshot.is_some() {
+                return Some(tick);
+            }
+        }
+        for m in to_leader.into_iter().filter(|m| !lose(m)) {
+            l.step(m).unwrap();
+        }
+    }
+    None
+}
+
+#[test]
+fn test_6_a_learner_whose_probes_are_lost_is_probed_again_and_gets_the_snapshot() {
+    // Found by sim seed 578593639392: a node removed and added back as a learner had its probes
+    // (empty appends: the leader has no entry past the AddLearner) lost on a lossy link.
+    // Heartbeats got through and unpaused the probe, but the leader sent another empty append
+    // only when its commit index had moved, so the learner waited for the next client write —
+    // five minutes — for the snapshot it needed.
+    let (mut l, mut f, first_probes) = leader_adding_a_learner_behind_a_snapshot(b"the whole state");
+    assert!(
+        has(&first_probes, |m| matches!(m.body, Body::Append { .. })),
+        "the learner was probed: {first_probes:?}"
+    );
+    let hb = plain_config(1).heartbeat_tick;
+    // The probe the next commit index brings is lost too; after that nothing is lost.
+    let mut lost = false;
+    let lose = |m: &Message| matches!(m.body, Body::Append { .. }) && !std::mem::replace(&mut lost, true);
+    let took = ticks_until_installed(&mut l, &mut f, 20 * hb, lose);
+    // Probed again within a heartbeat round trip of the loss, then one tick per 4-byte chunk.
+    let chunks = "the whole state".len().div_ceil(4) as u32;
+    assert!(took.is_some_and(|t| t <= 3 * hb + chunks), "probed again at once: {took:?}");
+    assert_eq!(f.latest_snapshot().map(|s| s.data.as_ref()), Some(&b"the whole state"[..]));
+}
+
+#[test]
+fn test_7_a_lost_snapshot_chunk_is_sent_again_within_a_heartbeat_round_trip() {
+    let (mut l, mut f, _lost) = leader_adding_a_learner_behind_a_snapshot(b"the whole state");
+    let hb = plain_config(1).heartbeat_tick;
+    // Every first copy of a chunk (and of its answer) is lost; each resend gets through.
+    let mut seen = std::collections::BTreeSet::new();
+    let lose = |m: &Message| match &m.body {
+        Body::Snapshot { offset, .. } => seen.insert(("chunk", *offset)),
+        Body::SnapshotResponse { next_offset, .. } => seen.insert(("answer", *next_offset)),
+        _ => false,
+    };
+    let chunks = "the whole state".len().div_ceil(4) as u32;
+    let took = ticks_until_installed(&mut l, &mut f, 40 * hb, lose);
+    assert!(
+        took.is_some_and(|t| t <= 2 * hb * (2 * chunks + 1)),
+        "each loss costs at most a heartbeat round trip: {took:?}"
+    );
+    assert_eq!(f.latest_snapshot().map(|s| s.data.as_ref()), Some(&b"the whole state"[..]));
+}
+
 #[test]
 fn test_6_add_and_promote_a_new_node_in_a_cluster() {
     let mut c = cluster(3, 31);

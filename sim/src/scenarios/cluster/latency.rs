@@ -20,7 +20,33 @@ pub struct MemberDiskLatency {
     pub spike_per_mille: u32,
     pub spike_ms: u64,
     /// Seeds the stream spikes are drawn from (plans are data: the run replays from them).
+    #[serde(with = "toml_u64")]
     pub seed: u64,
+}
+
+/// A full-range `u64` in a TOML plan: TOML integers stop at `i64::MAX`, so a larger value is
+/// written as a decimal string (half of all drawn seeds; a seed file holding one as an integer
+/// could be printed but not read back). Either form is read.
+mod toml_u64 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        if i64::try_from(*v).is_ok() { s.serialize_u64(*v) } else { s.serialize_str(&v.to_string()) }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Int(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Int(v) => Ok(v),
+            Repr::Text(t) => t.parse().map_err(|_| D::Error::custom(format!("not a u64: {t:?}"))),
+        }
+    }
 }
 
 impl MemberDiskLatency {
@@ -59,5 +85,26 @@ pub fn draw(rng: &mut NodeRng, nodes: usize) -> Vec<MemberDiskLatency> {
         (0..nodes).map(|_| MemberDiskLatency::draw(rng)).collect()
     } else {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Plan {
+        disk_latency: Vec<MemberDiskLatency>,
+    }
+
+    #[test]
+    fn seeds_beyond_the_toml_integer_range_round_trip() {
+        let disk =
+            |seed| MemberDiskLatency { write_us: 1, fsync_us: 2, spike_per_mille: 3, spike_ms: 4, seed };
+        let plan = Plan { disk_latency: vec![disk(u64::MAX), disk(i64::MAX as u64), disk(0)] };
+        let text = toml::to_string(&plan).unwrap();
+        assert_eq!(toml::from_str::<Plan>(&text).unwrap(), plan, "{text}");
+        assert!(text.contains("seed = \"18446744073709551615\""), "{text}");
+        assert!(text.contains("seed = 9223372036854775807"), "small seeds stay integers: {text}");
     }
 }
