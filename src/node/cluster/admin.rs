@@ -9,6 +9,32 @@ pub(super) enum AdminStage {
     Promote,
     /// Waiting for the change at this index to apply.
     Applying(Index),
+    /// An answer read from the committed configuration ("already a voter", "not a member"),
+    /// held until the ReadIndex round `ctx` confirms this member still leads (`index` is known
+    /// then): a deposed leader that has not noticed yet would answer from a stale configuration
+    /// (seed 844681447073: "already a voter" for a member the new leader had removed, so the
+    /// operator never added it back).
+    Confirming { ctx: u64, index: Option<Index>, settled: Settled },
+}
+
+/// What the committed configuration said when the request arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Settled {
+    /// The node is a voter: nothing to add.
+    Voter,
+    /// The node is not a member: nothing to remove.
+    NotMember,
+}
+
+impl Settled {
+    /// The answer if `conf` still says so.
+    fn answer(self, conf: &ConfState, node: NodeId) -> Option<String> {
+        match self {
+            Settled::Voter if conf.voters.contains(&node) => Some(format!("node {node} is already a voter")),
+            Settled::NotMember if !conf.contains(node) => Some(format!("node {node} is not a member")),
+            _ => None,
+        }
+    }
 }
 
 pub(super) struct PendingAdmin {
@@ -62,8 +88,7 @@ impl Driver {
             Err(e) => return drop(reply.send(Err(e))),
         };
         if conf.voters.contains(&id) {
-            let _ = reply.send(Ok(format!("node {id} is already a voter")));
-            return;
+            return self.confirm_settled(id, Settled::Voter, reply, deadline);
         }
         let stage = if conf.learners.contains(&id) {
             AdminStage::Promote
@@ -87,8 +112,7 @@ impl Driver {
             Err(e) => return drop(reply.send(Err(e))),
         };
         if !conf.contains(id) {
-            let _ = reply.send(Ok(format!("node {id} is not a member")));
-            return;
+            return self.confirm_settled(id, Settled::NotMember, reply, deadline);
         }
         let cc = ConfChange { kind: ConfChangeKind::Remove, node: id, context: Bytes::new() };
         match self.raft.propose_conf_change(cc) {
@@ -100,6 +124,34 @@ impl Driver {
                 reply,
             }),
             Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+        }
+    }
+
+    /// Answers "already a voter" / "not a member" once a ReadIndex round confirms this member
+    /// still leads (see [`AdminStage::Confirming`]).
+    fn confirm_settled(&mut self, node: NodeId, settled: Settled, reply: Reply<String>, deadline: Duration) {
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        match self.raft.read_index(ctx) {
+            Ok(()) => self.admin.push(PendingAdmin {
+                node,
+                addr: None,
+                stage: AdminStage::Confirming { ctx, index: None, settled },
+                deadline,
+                reply,
+            }),
+            Err(e) => drop(reply.send(Err(self.propose_error(e)))),
+        }
+    }
+
+    /// Records a confirmed ReadIndex round of a held membership answer (if `ctx` is one).
+    pub(super) fn note_admin_read(&mut self, ctx: u64, confirmed: Index) {
+        for a in &mut self.admin {
+            if let AdminStage::Confirming { ctx: c, index, .. } = &mut a.stage
+                && *c == ctx
+            {
+                *index = Some(confirmed);
+            }
         }
     }
 
@@ -135,6 +187,12 @@ impl Driver {
                     ) => {}
                     Err(e) => done = Some(Err(unavailable(e.to_string()))),
                 }
+            }
+            if let AdminStage::Confirming { index: Some(_), settled, .. } = a.stage {
+                // Still the leader, so its committed configuration is the cluster's (at least
+                // as new as when the request arrived).
+                let answer = self.raft.committed_conf_state().ok().and_then(|c| settled.answer(c, a.node));
+                done = Some(answer.ok_or_else(|| unavailable("the membership changed meanwhile; retry")));
             }
             if let AdminStage::Applying(index) = a.stage
                 && applied >= index

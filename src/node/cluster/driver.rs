@@ -348,6 +348,8 @@ impl Driver {
         for rs in read_states {
             if let Some(r) = self.reads.iter_mut().find(|r| r.ctx == rs.ctx) {
                 r.index = Some(rs.index);
+            } else {
+                self.note_admin_read(rs.ctx, rs.index);
             }
         }
     }

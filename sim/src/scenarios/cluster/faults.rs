@@ -653,7 +653,10 @@ impl Rejoin {
     async fn admin(&self, client: &mut ClusterClient, req: AdminRequest) -> bool {
         loop {
             match client.admin(req.clone()).await {
-                Ok(_) => return true,
+                Ok(answer) => {
+                    tracing::info!(?req, %answer, "membership change answered");
+                    return true;
+                }
                 Err(_) if rt::time::now() >= self.give_up => return false,
                 Err(_) => {
                     self.history.count("admin_retry_rounds");
