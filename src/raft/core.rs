@@ -98,6 +98,8 @@ struct PartialSnapshot {
     /// This node's installed snapshot lacks data the driver still pulls: committed entries are
     /// not handed out for applying and this node does not campaign (it still appends and votes).
     catching_up: bool,
+    /// Installing a snapshot from the leader sets `catching_up`.
+    catch_up_on_install: bool,
 }
 
 /// One Raft node's consensus core.
@@ -900,6 +902,7 @@ impl Raft {
         let index = meta.index;
         self.latest_snapshot = Some(snapshot.clone());
         self.partial_snapshot.partial = false;
+        self.partial_snapshot.catching_up |= self.partial_snapshot.catch_up_on_install;
         self.snapshot_to_install = Some(snapshot);
         index
     }
@@ -1501,6 +1504,13 @@ impl Raft {
         self.partial_snapshot.catching_up = on;
     }
 
+    /// From now on, installing a snapshot received from the leader also sets the catching-up mode
+    /// ([`Raft::set_catching_up`]), so that nothing after it is applied before the driver has
+    /// the snapshot's data and clears the mode.
+    pub fn set_catch_up_on_install(&mut self, on: bool) {
+        self.partial_snapshot.catch_up_on_install = on;
+    }
+
     /// See [`Raft::set_catching_up`].
     pub fn is_catching_up(&self) -> bool {
         self.partial_snapshot.catching_up
@@ -1556,14 +1566,19 @@ impl Raft {
             entries: self.log.unstable_entries().to_vec(),
             snapshot: self.snapshot_to_install.take(),
             messages: std::mem::take(&mut self.msgs),
-            committed_entries: if self.partial_snapshot.catching_up { Vec::new() } else { self.log.next_committed().to_vec() },
+            committed_entries: if self.partial_snapshot.catching_up {
+                Vec::new()
+            } else {
+                self.log.next_committed().to_vec()
+            },
             read_states: std::mem::take(&mut self.read_states),
             soft_state: (soft != self.prev_soft).then_some(soft),
         };
         self.prev_hard = hard;
         self.prev_soft = soft;
         let last_entry = self.log.take_unstable();
-        let applying = if self.partial_snapshot.catching_up { self.log.applied() } else { self.log.take_committed() };
+        let applying =
+            if self.partial_snapshot.catching_up { self.log.applied() } else { self.log.take_committed() };
         self.in_flight = Some(InFlight { last_entry, applying });
         rd
     }

@@ -880,3 +880,22 @@ fn test_a_catching_up_follower_appends_and_votes_but_neither_applies_nor_campaig
     tick_until_campaign(&mut f, 100);
     assert_ne!(f.role(), Role::Follower, "and it campaigns again");
 }
+
+#[test]
+fn test_installing_a_snapshot_holds_back_what_follows_until_its_data_is_complete() {
+    let mut f = new_raft(2, &V3, plain_config(2));
+    f.set_catch_up_on_install(true);
+    let meta = SnapshotMeta { index: 5, term: 1, conf_state: ConfState::with_voters(V3) };
+    f.step(msg(1, 2, 1, Body::Snapshot { meta, offset: 0, data: Bytes::from_static(b"s"), done: true }))
+        .unwrap();
+    // Entries after it arrive and commit before the driver took the snapshot's Ready.
+    let entries = vec![ent(6, 1), ent(7, 1)];
+    f.step(msg(1, 2, 1, Body::Append { prev_index: 5, prev_term: 1, entries, commit: 7 })).unwrap();
+    assert!(f.is_catching_up());
+    let rd = drain(&mut f);
+    assert!(rd.snapshot.is_some());
+    assert!(rd.committed_entries.is_empty(), "nothing after the snapshot is applied yet");
+    assert_eq!((f.commit_index(), f.applied()), (7, 5));
+    f.set_catching_up(false);
+    assert_eq!(drain(&mut f).committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![6, 7]);
+}
