@@ -3,7 +3,7 @@
 //!
 //! A snapshot records only the topic files' metadata. A member that installs one from the leader
 //! opens its topic files as they are ([`TopicSet::open_partial`]) and, while data is missing,
-//! pulls it in chunks of at most [`CHUNK_BYTES`] by [`Body::RecordsRequest`]: one request in
+//! pulls it in chunks of at most `cluster.catchup_chunk_bytes` by [`Body::RecordsRequest`]: one request in
 //! flight, to the leader first, to the next member after a refusal or [`REQUEST_TIMEOUT`] (lossy
 //! links drop frames). Meanwhile the core holds back applying and campaigning
 //! ([`Raft::set_catching_up`]; it still appends, acks and votes) and fetches are answered
@@ -23,8 +23,6 @@ use crate::store::{CatchUp, serve_records};
 
 /// The file naming the snapshot whose data is being pulled (its index, as one record).
 const MARKER: &str = "catchup.target";
-/// Most record bytes asked for per request.
-pub(super) const CHUNK_BYTES: u32 = 1 << 20;
 /// An unanswered request is asked again, of the next member, after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -188,7 +186,9 @@ impl Driver {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(self.not_leader()));
         }
-        self.catchup = Some(Install::new(snap.meta.index, plan, false));
+        // Request ids run on across installs, so an answer to an older one is never taken.
+        let next_req_id = self.catchup.as_ref().map_or(1, |i| i.next_req_id);
+        self.catchup = Some(Install { next_req_id, ..Install::new(snap.meta.index, plan, false) });
         self.shared.catchup.active.store(true, Ordering::Relaxed);
         self.continue_catch_up();
         Ok(())
@@ -228,7 +228,7 @@ impl Driver {
         let Some(&to) = sources.get(inst.turn % sources.len().max(1)) else { return };
         let req_id = inst.next_req_id;
         inst.next_req_id += 1;
-        let Some(body) = inst.plan.next_request(req_id, CHUNK_BYTES) else { return };
+        let Some(body) = inst.plan.next_request(req_id, self.catchup_chunk_bytes) else { return };
         inst.asked = Some(Asked { req_id, to, deadline: now + REQUEST_TIMEOUT });
         if let Some(t) = &self.transport {
             t.send(Message { from: self.id, to, term: self.raft.term(), body });

@@ -438,6 +438,7 @@ impl ClusterNode {
             disk,
             store_cfg,
             catchup: resume,
+            catchup_chunk_bytes: cfg.catchup_chunk_bytes,
         };
         driver.sync_peers();
         driver.publish_status();
@@ -760,6 +761,7 @@ struct Driver {
     store_cfg: StoreConfig,
     /// The install whose topic data is being pulled (see `catchup.rs`).
     catchup: Option<catchup::Install>,
+    catchup_chunk_bytes: u32,
 }
 
 /// Why a member stopped replicating: its WAL or its topic files failed, or a snapshot could not
