@@ -238,3 +238,31 @@ async fn a_crash_in_the_middle_resumes_without_pulling_again_what_is_durable() {
     assert!(after.bytes > 0);
     c.stop_all().await;
 }
+
+#[tokio::test]
+async fn retention_moving_the_source_mid_pull_restarts_that_topic_at_its_new_first_offset() {
+    use eventstreamcore::node::{TopicLimits, TopicSettings};
+    let mut c = TestCluster::new(3);
+    for id in 1..=3 {
+        c.start(id).await;
+    }
+    let l = c.leader().await;
+    let lagger = (1..=3).find(|&i| i != l).unwrap();
+    c.stop(lagger, false).await;
+    c.fill(l, 200, 1_000).await;
+    c.wipe(lagger);
+    c.start(lagger).await;
+    wait_counters(c.node(lagger), |k| k.chunks >= 20).await;
+    // Keep only the last 500 events: the leader trims while the member is pulling from offset ~100.
+    let keep = TopicLimits { max_events: Some(500), ..TopicLimits::default() };
+    c.node(l).set_topic_settings(TopicSettings { default: keep, ..TopicSettings::default() });
+    let digest = c.converged().await;
+    let n = c.node(lagger);
+    let got = n.catch_up_counters();
+    assert!(got.restarts >= 1, "{got:?}: the pull never restarted at the newer first offset");
+    assert_eq!((got.completed, got.catching_up), (1, false), "{got:?}");
+    assert_eq!(n.state().digest(), digest);
+    assert_eq!(n.state().first_offset("t"), c.node(l).state().first_offset("t"));
+    assert_eq!(n.state().first_offset("t"), 3_500);
+    c.stop_all().await;
+}

@@ -34,6 +34,7 @@ pub(super) struct CatchUpStats {
     completed: Counter,
     bytes: Counter,
     chunks: Counter,
+    restarts: Counter,
     active: AtomicBool,
 }
 
@@ -50,6 +51,8 @@ pub struct CatchUpCounters {
     pub bytes: u64,
     /// Chunks pulled.
     pub chunks: u64,
+    /// Topic pulls restarted at a source's newer first offset (retention moved it meanwhile).
+    pub restarts: u64,
     /// Pulling now.
     pub catching_up: bool,
 }
@@ -271,10 +274,11 @@ impl Driver {
             return;
         }
         let asked = inst.asked.take();
-        let (bytes, chunks) = (inst.plan.bytes(), inst.plan.chunks());
+        let (bytes, chunks, restarts) = (inst.plan.bytes(), inst.plan.chunks(), inst.plan.restarts());
         let r = inst.plan.on_records(lock(&self.shared.state).store_mut(), result);
         self.shared.catchup.bytes.add(inst.plan.bytes() - bytes);
         self.shared.catchup.chunks.add(inst.plan.chunks() - chunks);
+        self.shared.catchup.restarts.add(inst.plan.restarts() - restarts);
         match r {
             Ok(()) => {}
             Err(e) if e.is_refusal() => {
@@ -342,6 +346,7 @@ impl ClusterNode {
             completed: s.completed.get(),
             bytes: s.bytes.get(),
             chunks: s.chunks.get(),
+            restarts: s.restarts.get(),
             catching_up: s.active.load(Ordering::Relaxed),
         }
     }
@@ -364,6 +369,11 @@ pub(super) fn render(s: &CatchUpStats) -> String {
         ("esc_catchup_completed_total", "snapshot installs whose topic data is complete", s.completed.get()),
         ("esc_catchup_bytes_total", "topic record bytes pulled for snapshot installs", s.bytes.get()),
         ("esc_catchup_chunks_total", "record chunks pulled for snapshot installs", s.chunks.get()),
+        (
+            "esc_catchup_restarts_total",
+            "topic pulls restarted at a newer first offset (retention moved it meanwhile)",
+            s.restarts.get(),
+        ),
     ] {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
     }
