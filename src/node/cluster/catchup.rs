@@ -57,10 +57,25 @@ pub struct CatchUpCounters {
     pub catching_up: bool,
 }
 
+impl CatchUpCounters {
+    /// Adds another member's (or incarnation's) counters; `catching_up` if either is.
+    pub fn add(&mut self, o: &CatchUpCounters) {
+        self.installs += o.installs;
+        self.resumed += o.resumed;
+        self.completed += o.completed;
+        self.bytes += o.bytes;
+        self.chunks += o.chunks;
+        self.restarts += o.restarts;
+        self.catching_up |= o.catching_up;
+    }
+}
+
 /// An install whose topic data is being pulled.
 pub(super) struct Install {
     index: Index,
     plan: CatchUp,
+    /// Each topic's first offset as the snapshot records it.
+    firsts: BTreeMap<String, u64>,
     /// When this incarnation sent its first request.
     started: Option<Duration>,
     asked: Option<Asked>,
@@ -80,8 +95,18 @@ struct Asked {
 }
 
 impl Install {
-    fn new(index: Index, plan: CatchUp, resumed: bool) -> Self {
-        Install { index, plan, started: None, asked: None, next_req_id: 1, turn: 0, resumed, failed: None }
+    fn new(index: Index, (plan, firsts): (CatchUp, BTreeMap<String, u64>), resumed: bool) -> Self {
+        Install {
+            index,
+            plan,
+            firsts,
+            started: None,
+            asked: None,
+            next_req_id: 1,
+            turn: 0,
+            resumed,
+            failed: None,
+        }
     }
 }
 
@@ -124,13 +149,13 @@ fn decode_partial(
     data: Bytes,
     disk: &Arc<dyn Disk>,
     cfg: StoreConfig,
-) -> Result<(BTreeMap<NodeId, Addr>, EventLogState, CatchUp), String> {
+) -> Result<(BTreeMap<NodeId, Addr>, EventLogState, (CatchUp, BTreeMap<String, u64>)), String> {
     let mut b = data;
     let book = decode_address_book(&mut b)?;
     let mut plan = None;
     let state = EventLogState::decode_snapshot_with(dedup, b, |meta, _files| {
         let (set, p) = TopicSet::open_partial(disk.clone(), cfg, meta)?;
-        plan = Some(p);
+        plan = Some((p, meta.topics.iter().map(|t| (t.name.clone(), t.first)).collect()));
         Ok(set)
     })
     .map_err(|e| e.to_string())?;
@@ -299,7 +324,8 @@ impl Driver {
     /// Every pulled record is durable: the marker goes and applying resumes.
     fn finish_catch_up(&mut self) {
         let Some(mut inst) = self.catchup.take() else { return };
-        let done = lock(&self.shared.state).sync_topics().and_then(|()| clear_marker(&self.disk));
+        let done = complete_state(&mut lock(&self.shared.state), &inst.firsts)
+            .and_then(|()| clear_marker(&self.disk));
         if let Err(e) = done {
             tracing::error!(node = self.id, error = %e, "cannot make pulled records durable");
             inst.failed = Some(e);
@@ -334,6 +360,18 @@ impl Driver {
             None => Ok(()),
         }
     }
+}
+
+/// Makes the pulled records durable, and counts again the bytes of each topic that a source's
+/// retention made start later than the snapshot says.
+fn complete_state(state: &mut EventLogState, firsts: &BTreeMap<String, u64>) -> Result<(), StoreError> {
+    state.sync_topics()?;
+    for (topic, first) in firsts {
+        if state.first_offset(topic) > *first {
+            state.recount_bytes(topic)?;
+        }
+    }
+    Ok(())
 }
 
 impl ClusterNode {
