@@ -182,13 +182,17 @@ pub(super) fn decode_snapshot_data(
     cfg: StoreConfig,
 ) -> Result<(BTreeMap<NodeId, Addr>, EventLogState), String> {
     let book = decode_address_book(&mut b)?;
-    let state = EventLogState::decode_snapshot_with(dedup, b, |meta, files| {
+    let mut firsts = BTreeMap::new();
+    let mut state = EventLogState::decode_snapshot_with(dedup, b, |meta, files| {
         if let Some(files) = files {
             TopicSet::replace_files(disk.as_ref(), &files)?;
         }
+        firsts = meta.topics.iter().map(|t| (t.name.clone(), t.first)).collect();
         TopicSet::open(disk.clone(), cfg, Some(meta))
     })
     .map_err(|e| e.to_string())?;
+    // A completed install may have restarted a topic later than this snapshot records.
+    super::catchup::recount_restarted(&mut state, &firsts).map_err(|e| e.to_string())?;
     Ok((book, state))
 }
 

@@ -366,6 +366,15 @@ impl Driver {
 /// retention made start later than the snapshot says.
 fn complete_state(state: &mut EventLogState, firsts: &BTreeMap<String, u64>) -> Result<(), StoreError> {
     state.sync_topics()?;
+    recount_restarted(state, firsts)
+}
+
+/// Counts again the bytes of each topic held from later than the snapshot's first offset
+/// (`firsts`): a pull restarted there, and the snapshot's count still holds what it skipped.
+pub(super) fn recount_restarted(
+    state: &mut EventLogState,
+    firsts: &BTreeMap<String, u64>,
+) -> Result<(), StoreError> {
     for (topic, first) in firsts {
         if state.first_offset(topic) > *first {
             state.recount_bytes(topic)?;
