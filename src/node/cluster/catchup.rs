@@ -23,6 +23,11 @@ use crate::store::{CatchUp, serve_records};
 
 /// The file naming the snapshot whose data is being pulled (its index, as one record).
 const MARKER: &str = "catchup.target";
+/// Where each member listens, as a snapshot records it.
+type Book = BTreeMap<NodeId, Addr>;
+/// The pull to do, and each topic's first offset as the snapshot records it.
+type Pull = (CatchUp, BTreeMap<String, u64>);
+
 /// An unanswered request is asked again, of the next member, after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -36,6 +41,13 @@ pub(super) struct CatchUpStats {
     chunks: Counter,
     restarts: Counter,
     active: AtomicBool,
+}
+
+impl CatchUpStats {
+    /// Counters at start: `active` if an interrupted install resumes (reads are refused at once).
+    pub(super) fn new(active: bool) -> Self {
+        CatchUpStats { active: AtomicBool::new(active), ..CatchUpStats::default() }
+    }
 }
 
 /// What a member's snapshot installs did so far.
@@ -95,7 +107,7 @@ struct Asked {
 }
 
 impl Install {
-    fn new(index: Index, (plan, firsts): (CatchUp, BTreeMap<String, u64>), resumed: bool) -> Self {
+    fn new(index: Index, (plan, firsts): Pull, resumed: bool) -> Self {
         Install {
             index,
             plan,
@@ -149,7 +161,7 @@ fn decode_partial(
     data: Bytes,
     disk: &Arc<dyn Disk>,
     cfg: StoreConfig,
-) -> Result<(BTreeMap<NodeId, Addr>, EventLogState, (CatchUp, BTreeMap<String, u64>)), String> {
+) -> Result<(Book, EventLogState, Pull), String> {
     let mut b = data;
     let book = decode_address_book(&mut b)?;
     let mut plan = None;
@@ -169,7 +181,7 @@ pub(super) fn recover(
     opts: &ClusterOptions,
     disk: &Arc<dyn Disk>,
     snap: &Snapshot,
-) -> Result<(BTreeMap<NodeId, Addr>, EventLogState, Option<Install>), ClusterError> {
+) -> Result<(Book, EventLogState, Option<Install>), ClusterError> {
     match read_marker(disk)? {
         Some(index) if index == snap.meta.index => {
             let (book, state, plan) = decode_partial(opts.dedup, snap.data.clone(), disk, opts.store)

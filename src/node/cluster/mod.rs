@@ -404,7 +404,7 @@ impl ClusterNode {
             topic_config: Mutex::new(None),
             fd_exhaustion: Default::default(),
             storage_stalled: Default::default(),
-            catchup: Default::default(),
+            catchup: catchup::CatchUpStats::new(resume.is_some()),
         });
         let tick = Duration::from_millis(cfg.tick_ms);
         let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
