@@ -238,6 +238,9 @@ pub struct ClusterConfig {
     /// Size at which a topic segment file is closed and a new one started (retention deletes
     /// whole segments).
     pub topic_segment_bytes: u64,
+    /// Most record bytes a member installing a snapshot asks for per request when it pulls the
+    /// topic data it lacks (4096 ..= 1 MiB).
+    pub catchup_chunk_bytes: u32,
     /// `[cluster.tls]`: TLS on the peer port under the SPAKE2 handshake (absent = plain TCP).
     /// Every member needs it, with certificates from one CA. See docs/security.md.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,6 +264,7 @@ impl Default for ClusterConfig {
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
             topic_segment_bytes: 64 << 20,
+            catchup_chunk_bytes: crate::store::MAX_RECORDS_BYTES,
             tls: None,
         }
     }
@@ -442,6 +446,9 @@ impl Config {
         }
         if c.topic_segment_bytes < 4096 || c.topic_segment_bytes > crate::store::MAX_SEGMENT_BYTES {
             return invalid("cluster.topic_segment_bytes", "must be 4096 ..= 2 GiB");
+        }
+        if c.catchup_chunk_bytes < 4096 || c.catchup_chunk_bytes > crate::store::MAX_RECORDS_BYTES {
+            return invalid("cluster.catchup_chunk_bytes", "must be 4096 ..= 1 MiB");
         }
         if c.cluster_id.is_empty() {
             return invalid("cluster.cluster_id", "must not be empty");

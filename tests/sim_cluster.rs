@@ -573,6 +573,8 @@ fn members_out_of_file_descriptors_wait_and_go_on_without_a_restart() {
         retention_max_events: None,
         disk_latency: Vec::new(),
         legacy_clients: 0,
+        topic_segment_bytes: None,
+        catchup_chunk_bytes: None,
     };
     let mut opts = default_options();
     opts.plan = Some(toml::to_string(&plan).unwrap());
@@ -586,4 +588,23 @@ fn members_out_of_file_descriptors_wait_and_go_on_without_a_restart() {
         report.summary
     );
     assert_eq!(report.disk.power_failures, 0, "no member was power-cycled\n{}", report.summary);
+}
+
+/// Members catch up by snapshot in a small sweep: installs happen and pull their topic data by
+/// records (the plans keep only a short log tail behind each snapshot).
+#[test]
+fn a_small_sweep_installs_snapshots_and_pulls_their_data() {
+    let mut installs = eventstreamcore::node::CatchUpCounters::default();
+    for seed in 0..16 {
+        let r = runner::run_seed("cluster", seed, default_options());
+        assert!(!r.failed(), "{}", r.failure_report());
+        if let Ok(o) = &r.outcome {
+            installs.add(&o.installs);
+            assert!(o.summary.contains("snapshot installs: "), "{}", o.summary);
+        }
+    }
+    let line = eventstreamcore_sim::scenarios::cluster::describe_installs(&installs);
+    println!("{line}");
+    assert!(installs.installs > 0 && installs.completed > 0, "{line}");
+    assert!(installs.chunks > 0 && installs.bytes > 0, "no install pulled any records: {line}");
 }

@@ -9,16 +9,22 @@
 #![cfg(madsim)]
 
 use eventstreamcore_sim::runner::{self, default_options};
-use eventstreamcore_sim::scenarios::Options;
+use eventstreamcore_sim::scenarios::{Options, RunReport};
 
 /// Runs one golden script and snapshots its committed log summary.
 fn golden(name: &str, seed: u64, plan: &str) {
+    golden_with(name, seed, plan, |_| String::new());
+}
+
+/// [`golden`], with `more` of the run's report appended to the snapshot.
+fn golden_with(name: &str, seed: u64, plan: &str, more: impl Fn(&RunReport) -> String) {
     let opts = Options { plan: Some(plan.to_string()), ..default_options() };
     let r = runner::run_seed("cluster", seed, opts);
     assert!(!r.failed(), "{}", r.failure_report());
     let report = r.outcome.expect("passed");
+    let extra = more(&report);
     let log = report.raft_log.expect("the cluster scenario summarizes its Raft log");
-    insta::assert_snapshot!(name, format!("plan: {}\n{log}", r.plan.unwrap_or_default()));
+    insta::assert_snapshot!(name, format!("plan: {}\n{log}{extra}", r.plan.unwrap_or_default()));
 }
 
 const CLIENTS: &str = "producers = 3\nbatches = 6\nconsumers = 1\nthink_ms = 300\n";
@@ -66,4 +72,18 @@ fn golden_power_cut_of_every_member() {
          faults = [{{ at_ms = 4000, kind = \"crash_many\", nodes = [0, 1, 2, 3, 4], down_ms = 800 }}, {{ at_ms = 8000, kind = \"slow\", min_ms = 50, max_ms = 200, ms = 2000 }}]\n"
     );
     golden("power_cut_of_every_member", 5, &plan);
+}
+
+#[test]
+fn golden_catch_up_by_snapshot() {
+    // Small snapshots, topic segments and catch-up chunks: the member that is down while the
+    // others commit and compact comes back behind the log and installs a snapshot, then pulls
+    // its topic records in chunks before it applies anything after it.
+    let plan = "nodes = 3\ndrift_ppm = [0, 0, 0]\nproducers = 3\nbatches = 10\nconsumers = 1\nthink_ms = 300\n\
+         snapshot_entries = 16\ntopic_segment_bytes = 4096\ncatchup_chunk_bytes = 4096\n\
+         faults = [{ at_ms = 1500, kind = \"crash\", node = 2, down_ms = 6000 }]\n";
+    golden_with("catch_up_by_snapshot", 6, plan, |r| {
+        assert!(r.installs.chunks > 1, "the install pulled its records in chunks: {:?}", r.installs);
+        format!("{}\n", eventstreamcore_sim::scenarios::cluster::describe_installs(&r.installs))
+    });
 }

@@ -295,6 +295,8 @@ pub struct SweepReport {
     /// What the lossy peer links did, summed (drops, duplicates, delays, resets, stalls, and the
     /// transport's write timeouts and full queues).
     pub links: eventstreamcore::transport::lossy::LinkStats,
+    /// Snapshot installs and the pull of their topic data, summed over the seeds.
+    pub installs: eventstreamcore::node::CatchUpCounters,
 }
 
 impl SweepReport {
@@ -347,6 +349,10 @@ impl SweepReport {
             )
         } else {
             String::new()
+        } + &if self.installs.installs > 0 {
+            format!("; {}", crate::scenarios::cluster::describe_installs(&self.installs))
+        } else {
+            String::new()
         } + &if self.links.windows > 0 {
             format!("; {}", crate::scenarios::cluster::describe_links(&self.links))
         } else {
@@ -384,6 +390,7 @@ pub fn sweep_until(
     let sim_ns = AtomicU64::new(0);
     let disk = Mutex::new(eventstreamcore::rt::disk::SimDiskStats::default());
     let links = Mutex::new(eventstreamcore::transport::lossy::LinkStats::default());
+    let installs = Mutex::new(eventstreamcore::node::CatchUpCounters::default());
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| {
@@ -403,6 +410,7 @@ pub fn sweep_until(
                     if let Ok(report) = &r.outcome {
                         disk.lock().unwrap_or_else(|e| e.into_inner()).add(&report.disk);
                         links.lock().unwrap_or_else(|e| e.into_inner()).add(&report.links);
+                        installs.lock().unwrap_or_else(|e| e.into_inner()).add(&report.installs);
                     }
                     if r.failed() {
                         failures.lock().unwrap_or_else(|e| e.into_inner()).push(r);
@@ -422,6 +430,7 @@ pub fn sweep_until(
         simulated: Duration::from_nanos(sim_ns.load(Ordering::Relaxed)),
         disk: disk.into_inner().unwrap_or_else(|e| e.into_inner()),
         links: links.into_inner().unwrap_or_else(|e| e.into_inner()),
+        installs: installs.into_inner().unwrap_or_else(|e| e.into_inner()),
     }
 }
 

@@ -548,6 +548,8 @@ mod tests {
             retention_max_events: None,
             disk_latency: Vec::new(),
             legacy_clients: 0,
+            topic_segment_bytes: None,
+            catchup_chunk_bytes: None,
         }
     }
 

@@ -9,7 +9,9 @@ pub mod dedup;
 pub mod local;
 pub mod state;
 
-pub use cluster::{ClusterError, ClusterNode, ClusterOptions, ClusterTask, RaftObserver, RoundView};
+pub use cluster::{
+    CatchUpCounters, ClusterError, ClusterNode, ClusterOptions, ClusterTask, RaftObserver, RoundView,
+};
 pub use dedup::{DedupConfig, DedupWindow};
 pub use local::LocalNode;
 pub use state::EventLogState;

@@ -346,6 +346,11 @@ impl EventLogState {
         &self.store
     }
 
+    /// The topic files, to write into (a snapshot install pulling records).
+    pub fn store_mut(&mut self) -> &mut TopicSet {
+        &mut self.store
+    }
+
     /// Makes everything appended to the topic files durable (before a snapshot is recorded).
     pub fn sync_topics(&mut self) -> Result<(), StoreError> {
         self.store.sync_all()
@@ -581,6 +586,10 @@ impl EventLogState {
             st.topics.insert(t.name.clone(), TopicInfo { name: Arc::from(t.name.as_str()), bytes: 0 });
         }
         st.decode_rest(&mut b)?;
+        // Against the metadata, not the files: an install may still be pulling them.
+        if meta.topics.iter().map(|t| t.end).sum::<u64>() != st.events_stored {
+            return Err(SnapshotDecodeError("event counter does not match the logs".into()));
+        }
         Ok(st)
     }
 

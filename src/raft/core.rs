@@ -95,6 +95,11 @@ struct SnapshotReceiver {
 struct PartialSnapshot {
     partial: bool,
     wanted: Option<Index>,
+    /// This node's installed snapshot lacks data the driver still pulls: committed entries are
+    /// not handed out for applying and this node does not campaign (it still appends and votes).
+    catching_up: bool,
+    /// Installing a snapshot from the leader sets `catching_up`.
+    catch_up_on_install: bool,
 }
 
 /// One Raft node's consensus core.
@@ -358,6 +363,9 @@ impl Raft {
     /// still be needed to commit it (its log may be the only up-to-date one), so it keeps
     /// campaigning; its own vote does not count.
     fn can_campaign(&self) -> bool {
+        if self.partial_snapshot.catching_up {
+            return false;
+        }
         if self.promotable() {
             return true;
         }
@@ -894,6 +902,7 @@ impl Raft {
         let index = meta.index;
         self.latest_snapshot = Some(snapshot.clone());
         self.partial_snapshot.partial = false;
+        self.partial_snapshot.catching_up |= self.partial_snapshot.catch_up_on_install;
         self.snapshot_to_install = Some(snapshot);
         index
     }
@@ -1492,6 +1501,26 @@ impl Raft {
         true
     }
 
+    /// While set, the state machine lacks part of an installed snapshot's data (the driver pulls
+    /// it): committed entries are held back (applying resumes where it stopped once cleared) and
+    /// this node neither campaigns nor answers `TimeoutNow`. It still appends, acks and votes.
+    pub fn set_catching_up(&mut self, on: bool) {
+        self.assert_idle();
+        self.partial_snapshot.catching_up = on;
+    }
+
+    /// From now on, installing a snapshot received from the leader also sets the catching-up mode
+    /// ([`Raft::set_catching_up`]), so that nothing after it is applied before the driver has
+    /// the snapshot's data and clears the mode.
+    pub fn set_catch_up_on_install(&mut self, on: bool) {
+        self.partial_snapshot.catch_up_on_install = on;
+    }
+
+    /// See [`Raft::set_catching_up`].
+    pub fn is_catching_up(&self) -> bool {
+        self.partial_snapshot.catching_up
+    }
+
     /// Drops log entries up to `index`, which the latest snapshot must cover. Keeping a tail after
     /// the snapshot lets slightly lagging followers catch up without one.
     pub fn compact(&mut self, index: Index) -> Result<(), SnapshotError> {
@@ -1519,7 +1548,7 @@ impl Raft {
             || !self.read_states.is_empty()
             || self.snapshot_to_install.is_some()
             || !self.log.unstable_entries().is_empty()
-            || !self.log.next_committed().is_empty()
+            || (!self.partial_snapshot.catching_up && !self.log.next_committed().is_empty())
             || self.hard_state() != self.prev_hard
             || self.soft_state() != self.prev_soft
     }
@@ -1542,14 +1571,19 @@ impl Raft {
             entries: self.log.unstable_entries().to_vec(),
             snapshot: self.snapshot_to_install.take(),
             messages: std::mem::take(&mut self.msgs),
-            committed_entries: self.log.next_committed().to_vec(),
+            committed_entries: if self.partial_snapshot.catching_up {
+                Vec::new()
+            } else {
+                self.log.next_committed().to_vec()
+            },
             read_states: std::mem::take(&mut self.read_states),
             soft_state: (soft != self.prev_soft).then_some(soft),
         };
         self.prev_hard = hard;
         self.prev_soft = soft;
         let last_entry = self.log.take_unstable();
-        let applying = self.log.take_committed();
+        let applying =
+            if self.partial_snapshot.catching_up { self.log.applied() } else { self.log.take_committed() };
         self.in_flight = Some(InFlight { last_entry, applying });
         rd
     }

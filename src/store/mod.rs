@@ -55,19 +55,13 @@
 //! consumers, retention and address book; once saved, [`TopicSet::delete_trimmed`]. A restart
 //! opens the set at that metadata ([`TopicSet::open`] cuts back to it) and replays the WAL.
 //!
-//! Gap (step 3, catch-up by streaming, not done): a follower that needs a snapshot gets the
-//! metadata plus a raw copy of the retained segment files ([`TopicSet::retained_files`]). The
-//! leader's Raft core holds the saved snapshot as "partial"; when a follower needs it the driver
-//! reads the files once into memory (O(retained data) bytes, until the next snapshot) and the
-//! core sends that in its usual chunks; the follower writes them back
-//! ([`TopicSet::replace_files`]) and saves the whole snapshot as its installed one. Correct and
-//! crash-safe (a restart re-installs the saved snapshot), but not bounded in memory. The pieces
-//! that replace it are merged but not yet routed by the driver (`store/catchup.rs`: `CatchUp`,
-//! `serve_records`, `TopicSet::open_partial`, the `RecordsRequest`/`Records` peer messages):
-//! the driver still has to install a metadata-only snapshot by pausing apply, pulling the
-//! records in bounded chunks from a member that has them, answering reads `unavailable`
-//! meanwhile, resuming after a crash with `open_partial`, and counting installs, resumed
-//! installs and bytes pulled in metrics and in the sim sweep summary.
+//! Catch-up by streaming: a follower that needs a snapshot gets the metadata only; before it
+//! saves it, it writes a marker (`catchup.target`), opens what it holds with
+//! [`TopicSet::open_partial`] and pulls the records it lacks in bounded chunks
+//! (`RecordsRequest`/`Records`, [`serve_records`] on the serving member), with apply held back
+//! and reads answered `unavailable`; it syncs, removes the marker and resumes applying. A restart
+//! that finds the marker resumes the pull without pulling again what is durable
+//! (`src/node/cluster/catchup.rs`).
 
 mod append;
 mod catchup;

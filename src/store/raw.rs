@@ -119,6 +119,14 @@ impl TopicStore {
                 self.mutate(|s| s.disk.remove(&name))?;
             }
         }
+        if first > 0 {
+            // An empty segment names where the log now starts, so a restart finds it there even
+            // if nothing is appended before it.
+            let seg = segment::Segment::new(&self.prefix, first);
+            self.mutate(|s| s.disk.write(&seg.name, &[]))?;
+            self.mutate(|s| s.disk.sync(&seg.name))?;
+            self.segments.insert(first, seg);
+        }
         self.mutate(|s| s.disk.sync_dir())?;
         (self.first, self.synced, self.dir_dirty) = (first, first, false);
         self.tail = TailCache::default();

@@ -29,7 +29,7 @@ use eventstreamcore::config::{
     ClientCredential, ClusterConfig, Config, IngestConfig, MemberConfig, Role as ClientRole,
 };
 use eventstreamcore::event::{Event, Priority};
-use eventstreamcore::node::ClusterNode;
+use eventstreamcore::node::{CatchUpCounters, ClusterNode};
 use eventstreamcore::pipeline::PipelineConfig;
 use eventstreamcore::rt::{self, Disk, DiskError, NodeClock, NodeRng, SimDisk};
 use eventstreamcore::server::{Disks, Seams, Server, ServerError};
@@ -72,6 +72,8 @@ const LEGACY_STREAM: u64 = 0x6c65_6761;
 const LOSSY_LINKS_STREAM: u64 = 0x6c6f_7373;
 /// The random stream retention limits are drawn from (so plans without them stay as they were).
 const RETENTION_STREAM: u64 = 0x7265_7465;
+/// The random stream small topic files (segment size, catch-up chunk) are drawn from.
+const TOPIC_FILES_STREAM: u64 = 0x7365_676d;
 /// Faults happen within this window after the start; then the network heals.
 const FAULT_WINDOW: Duration = Duration::from_secs(12);
 /// After healing, a leader must commit a new write within this long.
@@ -269,6 +271,14 @@ pub struct Plan {
     /// draw until the consumers stop. Drawn from a stream of their own.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub legacy_clients: usize,
+    /// Topic segment files this small (bytes; `None`: the default), so segment rolls, deletion
+    /// by retention and snapshot installs across many segments happen under every fault. Drawn
+    /// from a stream of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_segment_bytes: Option<u64>,
+    /// Record bytes a member installing a snapshot asks for per request (`None`: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup_chunk_bytes: Option<u32>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -418,6 +428,17 @@ impl Plan {
             retention_max_events: None,
             disk_latency: Vec::new(),
             legacy_clients: 0,
+            topic_segment_bytes: None,
+            catchup_chunk_bytes: None,
+        }
+    }
+
+    /// Draws small topic segments (4–64 KiB) and catch-up chunks (4–16 KiB) for some seeds from
+    /// `rng`, a stream of its own.
+    fn draw_topic_files(&mut self, rng: &mut NodeRng) {
+        if rng.random_bool(0.5) {
+            self.topic_segment_bytes = Some(rng.random_range(4..=64) << 10);
+            self.catchup_chunk_bytes = Some(rng.random_range(4..=16) << 10);
         }
     }
 
@@ -605,6 +626,12 @@ impl Plan {
             let _ = write!(s, " {:.1}s {:?};", f.at_ms as f64 / 1000.0, f.fault);
         }
         s.push_str(" heal at end of window");
+        if let Some(b) = self.topic_segment_bytes {
+            let _ = write!(s, "; topic segments of {} KiB", b >> 10);
+        }
+        if let Some(b) = self.catchup_chunk_bytes {
+            let _ = write!(s, ", catch-up chunks of {} KiB", b >> 10);
+        }
         if self.legacy_clients > 0 {
             let _ = write!(s, "; {} legacy-protocol clients", self.legacy_clients);
         }
@@ -672,6 +699,8 @@ struct MemberSlot {
     dlq: Arc<SimDisk>,
     node: Arc<Mutex<Option<ClusterNode>>>,
     clock: Arc<Mutex<Option<NodeClock>>>,
+    /// Snapshot installs of the member's incarnations before the one in `node`.
+    installs: Arc<Mutex<CatchUpCounters>>,
 }
 
 /// The pipeline as members run it in the scenario: the defaults, with a fast control loop so
@@ -715,6 +744,10 @@ struct MemberEnv {
     nodes: usize,
     snapshot_entries: u64,
     retention_max_events: Option<u64>,
+    /// The plan's topic segment size and catch-up chunk, if small.
+    topic_files: (Option<u64>, Option<u32>),
+    /// The snapshot installs of the member's earlier incarnations.
+    installs: Arc<Mutex<CatchUpCounters>>,
     drift: i64,
     disk: Arc<dyn Disk>,
     dlq: Arc<dyn Disk>,
@@ -735,12 +768,18 @@ fn member_config(
     nodes: usize,
     join: bool,
     snapshot_entries: u64,
-    retention_max_events: Option<u64>,
+    (retention_max_events, topic_files): (Option<u64>, (Option<u64>, Option<u32>)),
 ) -> Config {
     let mut config = Config::default();
     config.node.id = i as u64 + 1;
     config.node.name = format!("sim-{}", i + 1);
     config.cluster = cluster_config(nodes, i, join, snapshot_entries);
+    if let Some(b) = topic_files.0 {
+        config.cluster.topic_segment_bytes = b;
+    }
+    if let Some(b) = topic_files.1 {
+        config.cluster.catchup_chunk_bytes = b;
+    }
     config.pipeline = pipeline_config();
     if let Some(max) = retention_max_events {
         let limits = eventstreamcore::node::TopicConfig { max_events: Some(max), ..Default::default() };
@@ -770,6 +809,8 @@ async fn member_main(env: MemberEnv) {
         nodes,
         snapshot_entries,
         retention_max_events,
+        topic_files,
+        installs,
         drift,
         disk,
         dlq,
@@ -795,7 +836,7 @@ async fn member_main(env: MemberEnv) {
     if join && disk.list("").is_ok_and(|files| files.is_empty()) {
         watch.member_wiped(i as u64 + 1); // a new member: its old term and vote are gone by design
     }
-    let config = member_config(i, nodes, join, snapshot_entries, retention_max_events);
+    let config = member_config(i, nodes, join, snapshot_entries, (retention_max_events, topic_files));
     // The production assembly, with simulated seams: power-fail disks, this member's drifting
     // clock, the per-round Raft watch.
     let seams = Seams {
@@ -805,7 +846,10 @@ async fn member_main(env: MemberEnv) {
         observer: Some(watch),
         repair: false,
         on_node: Some(Box::new(move |node: &ClusterNode| {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(node.clone());
+            let old = slot.lock().unwrap_or_else(|e| e.into_inner()).replace(node.clone());
+            if let Some(old) = old {
+                installs.lock().unwrap_or_else(|e| e.into_inner()).add(&old.catch_up_counters());
+            }
         })),
     };
     let server = match Server::start(&config, seams).await {
@@ -911,12 +955,34 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     let end = ms_since(start);
     let digest = run_digest(&states, &data, &watch, end);
     let disk = disk_tally(&slots);
+    let installs = install_tally(&slots);
     let summary = summarize(&states, &data, &watch, liveness_ms, (&disk, &links), &plan, &storms);
+    let summary = format!("{summary}\n{}", describe_installs(&installs));
     let summary = with_durable_summary(summary, &plan, &durable_traces);
     kill_members(&handle, &ids);
     let marks = failure.as_ref().map(|f| (f, failure_marks(f, &watch, &data, times, end)));
     finish_timeline(opts.timeline.as_ref(), &plan, marks, start);
-    RunReport { digest, summary, failure, raft_log: Some(watch.summary()), disk, links }
+    RunReport { digest, summary, failure, raft_log: Some(watch.summary()), disk, links, installs }
+}
+
+/// The snapshot installs of every member's every incarnation.
+fn install_tally(slots: &[MemberSlot]) -> CatchUpCounters {
+    let mut sum = CatchUpCounters::default();
+    for s in slots {
+        sum.add(&s.installs.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(n) = s.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            sum.add(&n.catch_up_counters());
+        }
+    }
+    sum
+}
+
+/// One line on the snapshot installs of a run or a sweep.
+pub fn describe_installs(c: &CatchUpCounters) -> String {
+    format!(
+        "snapshot installs: {} ({} interrupted and resumed, {} completed); {} record bytes pulled in {} chunks, {} topic pulls restarted by retention",
+        c.installs, c.resumed, c.completed, c.bytes, c.chunks, c.restarts
+    )
 }
 
 /// The task handles of a run's clients.
@@ -1000,6 +1066,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     let mut retention_rng = rng.clone();
     retention_rng.set_stream(RETENTION_STREAM);
     plan.draw_retention(&mut retention_rng);
+    let mut files_rng = rng.clone();
+    files_rng.set_stream(TOPIC_FILES_STREAM);
+    plan.draw_topic_files(&mut files_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -1202,6 +1271,7 @@ fn start_members(
             dlq: Arc::new(SimDisk::new()),
             node: Arc::new(Mutex::new(None)),
             clock: Arc::new(Mutex::new(None)),
+            installs: Default::default(),
         };
         if let Some(l) = plan.disk_latency.get(i) {
             l.apply(&slot.disk);
@@ -1215,6 +1285,8 @@ fn start_members(
             nodes: plan.nodes,
             snapshot_entries: plan.snapshot_entries,
             retention_max_events: plan.retention_max_events,
+            topic_files: (plan.topic_segment_bytes, plan.catchup_chunk_bytes),
+            installs: slot.installs.clone(),
             drift: plan.drift_ppm[i],
             disk,
             dlq: slot.dlq.clone(),

@@ -100,6 +100,8 @@ pub struct RunReport {
     /// What the fault layer under the peer transport did (drops, duplicates, delays, resets,
     /// stalls) and the transport's write timeouts and full queues; zero without lossy links.
     pub links: eventstreamcore::transport::lossy::LinkStats,
+    /// Snapshot installs and the pull of their topic data, summed over members and incarnations.
+    pub installs: eventstreamcore::node::CatchUpCounters,
 }
 
 impl RunReport {
@@ -112,6 +114,7 @@ impl RunReport {
             raft_log: None,
             disk: Default::default(),
             links: Default::default(),
+            installs: Default::default(),
         }
     }
 }

@@ -182,18 +182,22 @@ pub(super) fn decode_snapshot_data(
     cfg: StoreConfig,
 ) -> Result<(BTreeMap<NodeId, Addr>, EventLogState), String> {
     let book = decode_address_book(&mut b)?;
-    let state = EventLogState::decode_snapshot_with(dedup, b, |meta, files| {
+    let mut firsts = BTreeMap::new();
+    let mut state = EventLogState::decode_snapshot_with(dedup, b, |meta, files| {
         if let Some(files) = files {
             TopicSet::replace_files(disk.as_ref(), &files)?;
         }
+        firsts = meta.topics.iter().map(|t| (t.name.clone(), t.first)).collect();
         TopicSet::open(disk.clone(), cfg, Some(meta))
     })
     .map_err(|e| e.to_string())?;
+    // A completed install may have restarted a topic later than this snapshot records.
+    super::catchup::recount_restarted(&mut state, &firsts).map_err(|e| e.to_string())?;
     Ok((book, state))
 }
 
 /// Reads the address book at the front of snapshot data.
-fn decode_address_book(b: &mut Bytes) -> Result<BTreeMap<NodeId, Addr>, String> {
+pub(super) fn decode_address_book(b: &mut Bytes) -> Result<BTreeMap<NodeId, Addr>, String> {
     let short = || "truncated address book".to_string();
     if b.remaining() < 4 {
         return Err(short());
@@ -213,19 +217,6 @@ fn decode_address_book(b: &mut Bytes) -> Result<BTreeMap<NodeId, Addr>, String> 
         book.insert(id, Addr { raft, client });
     }
     Ok(book)
-}
-
-/// Snapshot data (address book, then state) whose state does not carry its topic files turned
-/// into one that does (what a follower installing it needs).
-pub(super) fn snapshot_data_with_files(data: &Bytes, state: &EventLogState) -> Result<Bytes, String> {
-    let mut b = data.clone();
-    decode_address_book(&mut b)?;
-    let head = data.len() - b.remaining();
-    let body = state.snapshot_with_files(b).map_err(|e| e.to_string())?;
-    let mut out = BytesMut::with_capacity(head + body.len());
-    out.put_slice(&data[..head]);
-    out.put_slice(&body);
-    Ok(out.freeze())
 }
 
 impl Driver {

@@ -1,5 +1,5 @@
-//! Applying committed entries to the state machine (and answering their proposers), installing
-//! a leader's snapshot, taking snapshots and compacting.
+//! Applying committed entries to the state machine (and answering their proposers), taking
+//! snapshots and compacting (a leader's snapshot is installed in `catchup.rs`).
 
 use super::*;
 
@@ -143,28 +143,6 @@ impl Driver {
         })
     }
 
-    /// Replaces the state by a leader's snapshot (its topic files written to this member's
-    /// disk). A snapshot that cannot be installed stops the member: its files are already
-    /// being replaced, and a restart installs the saved snapshot again.
-    pub(super) fn install(&mut self, snap: &Snapshot) -> Result<(), RoundError> {
-        let dedup = lock(&self.shared.state).dedup_config();
-        let (book, state) = decode_snapshot_data(dedup, snap.data.clone(), &self.disk, self.store_cfg)
-            .map_err(|e| {
-                // The leader's own state machine produced it: a bug or a version skew.
-                tracing::error!(node = self.id, error = %e, "cannot install the leader's snapshot");
-                RoundError::Snapshot(e)
-            })?;
-        self.addrs.install(book);
-        *lock(&self.shared.state) = state;
-        self.last_snapshot = snap.meta.index;
-        tracing::info!(node = self.id, index = snap.meta.index, "installed snapshot from the leader");
-        // Nothing proposed here before the snapshot can still be answered from this node's log.
-        for (_, p) in std::mem::take(&mut self.pending) {
-            let _ = p.reply.send(Err(self.not_leader()));
-        }
-        Ok(())
-    }
-
     /// Every `snapshot_entries` applied entries: makes the topic files durable, records a
     /// snapshot of metadata only (nothing here grows with the stored data), then deletes the
     /// topic segments it no longer needs and compacts the log.
@@ -185,8 +163,6 @@ impl Driver {
                 return Ok(());
             }
         }
-        // A follower that needs it gets the files too (see `serve_snapshot_wanted`).
-        self.raft.set_snapshot_partial();
         if let Some(snap) = self.raft.latest_snapshot() {
             self.storage.save_snapshot(snap)?;
         }
@@ -203,24 +179,5 @@ impl Driver {
         }
         tracing::info!(node = self.id, index = applied, "snapshot saved");
         Ok(())
-    }
-
-    /// A follower needs the latest snapshot, saved as metadata only: fills in the topic files
-    /// (read at the lengths it records) so the core can send it. O(data), once per request.
-    pub(super) fn serve_snapshot_wanted(&mut self) {
-        let Some(index) = self.raft.take_snapshot_wanted() else { return };
-        let Some(partial) = self.raft.latest_snapshot().map(|s| s.data.clone()) else { return };
-        match snapshot_data_with_files(&partial, &lock(&self.shared.state)) {
-            Ok(data) => {
-                let bytes = data.len();
-                if self.raft.fill_snapshot(index, data) {
-                    tracing::info!(node = self.id, index, bytes, "snapshot with topic files ready to send");
-                }
-            }
-            // Asked again at the next attempt to send it.
-            Err(e) => {
-                tracing::warn!(node = self.id, index, error = %e, "cannot add the topic files to a snapshot")
-            }
-        }
     }
 }

@@ -103,9 +103,6 @@ impl Driver {
                 self.raft.report_unreachable(id);
             }
         }
-        if !self.is_stalled() {
-            self.serve_snapshot_wanted();
-        }
     }
 
     pub(super) fn stop(&mut self, err: ServiceError) {
@@ -144,6 +141,9 @@ impl Driver {
             // it is out. Either way the answer must be able to reach it.
             tracing::info!(node = self.id, peer = m.from, "a removed node talks again; dialling it");
             self.sync_peers();
+        }
+        if m.body.is_records() {
+            return self.step_records(m);
         }
         if let Err(e) = self.raft.step(m) {
             tracing::debug!(node = self.id, error = %e, "message ignored");
@@ -227,6 +227,8 @@ impl Driver {
         self.expire_waiting();
         self.advance_admin(self.clock.mono());
         self.retention_duty();
+        self.continue_catch_up();
+        self.release_core();
     }
 
     /// Answers the publishes and reads that waited past their deadline.
@@ -252,6 +254,7 @@ impl Driver {
 
     /// One Ready, in the order the core requires.
     pub(super) async fn round(&mut self) -> Result<(), RoundError> {
+        self.catch_up_failure()?;
         let Some(mut batch) = self.next_batch() else { return Ok(()) };
         if let Err(e) = self.persist(&mut batch).await {
             if !e.is_fd_exhaustion() {
@@ -283,6 +286,7 @@ impl Driver {
                 self.stall_apply(stop.index, &stop.error);
             }
         }
+        self.release_core();
         self.answer_applied_reads();
         self.manage_pipeline(soft_state.is_some());
         // Changes that just applied are answered before a step-down fails the rest (removing the

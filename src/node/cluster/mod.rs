@@ -49,6 +49,7 @@ use crate::wal::{RaftStorage, StorageError, StorageOptions};
 mod addresses;
 mod admin;
 mod apply;
+mod catchup;
 mod consumers;
 mod driver;
 mod handover;
@@ -58,6 +59,7 @@ mod retention;
 
 use addresses::*;
 use admin::*;
+pub use catchup::CatchUpCounters;
 
 /// How long an admin change (add / remove a node) may take before it is reported as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -291,6 +293,8 @@ struct Shared {
     fd_exhaustion: std::sync::atomic::AtomicU64,
     /// A round waits un-persisted, or applying waits, for file descriptors (clients are told to retry).
     storage_stalled: std::sync::atomic::AtomicBool,
+    /// Snapshot installs and the pull of their topic data.
+    catchup: catchup::CatchUpStats,
 }
 
 /// A member of the replicated log; implements [`EventService`]. Clones share the member.
@@ -344,7 +348,7 @@ impl ClusterNode {
         }
         addrs.insert(id, Addr { raft: cfg.raft_listen.to_string(), client: opts.client_addr.clone() });
         let store_cfg = opts.store;
-        let state = recover_state(&opts, &disk, recovered.snapshot.as_ref(), &mut addrs)?;
+        let (state, resume) = recover_state(&opts, &disk, recovered.snapshot.as_ref(), &mut addrs)?;
         // Addresses of members added after the snapshot are in the configuration entries.
         for e in &recovered.entries {
             note_conf_entry(&mut addrs, e);
@@ -372,8 +376,7 @@ impl ClusterNode {
         rcfg.heartbeat_tick = cfg.heartbeat_ticks;
         let raft_rng = rt::rng::split(&mut rng);
         let mut raft = Raft::new(rcfg, restored, raft_rng)?;
-        // A saved snapshot holds the topic files' metadata; they are added when one is sent.
-        raft.set_snapshot_partial();
+        catchup::prepare(&mut raft, &resume);
         let (transport, inbox) = match open_peer_transport(&cfg, id, &raft, clock.clone(), rng).await? {
             Some((transport, inbox)) => {
                 // The configured address may be port 0; tell peers the real one.
@@ -401,6 +404,7 @@ impl ClusterNode {
             topic_config: Mutex::new(None),
             fd_exhaustion: Default::default(),
             storage_stalled: Default::default(),
+            catchup: catchup::CatchUpStats::new(resume.is_some()),
         });
         let tick = Duration::from_millis(cfg.tick_ms);
         let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
@@ -433,6 +437,8 @@ impl ClusterNode {
             stalled: None,
             disk,
             store_cfg,
+            catchup: resume,
+            catchup_chunk_bytes: cfg.catchup_chunk_bytes,
         };
         driver.sync_peers();
         driver.publish_status();
@@ -539,8 +545,8 @@ impl EventService for ClusterNode {
         offset: u64,
         max: usize,
     ) -> impl Future<Output = Result<FetchReply, ServiceError>> + Send + 'static + use<> {
-        let r = self.state().read(&topic, offset, max);
-        std::future::ready(r.map_err(ServiceError::from))
+        let r = self.refuse_while_catching_up().and_then(|()| Ok(self.state().read(&topic, offset, max)?));
+        std::future::ready(r)
     }
 
     fn read(
@@ -555,10 +561,12 @@ impl EventService for ClusterNode {
             self.call(Cmd::Read { reply }, rx)
         });
         let shared = self.shared.clone();
+        let this = self.clone();
         async move {
             if let Some(confirm) = confirm {
                 confirm.await?;
             }
+            this.refuse_while_catching_up()?;
             let deadline = rt::time::now() + Duration::from_millis(u64::from(opts.wait_ms));
             loop {
                 let mut notified = std::pin::pin!(shared.applied.notified());
@@ -585,7 +593,8 @@ impl EventService for ClusterNode {
     ) -> impl Future<Output = Result<String, ServiceError>> + Send + 'static + use<> {
         if let AdminCommand::Topics = req {
             // Read-only, from this member's applied state: no need to go through the driver.
-            return futures_util::future::Either::Left(std::future::ready(Ok(self.state().topics_json())));
+            let r = self.refuse_while_catching_up().map(|()| self.state().topics_json());
+            return futures_util::future::Either::Left(std::future::ready(r));
         }
         let (reply, rx) = oneshot::channel();
         futures_util::future::Either::Right(self.call(Cmd::Admin { req, reply }, rx))
@@ -621,6 +630,7 @@ impl EventService for ClusterNode {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
         }
         out.push_str(&storage_metrics(&self.shared));
+        out.push_str(&catchup::render(&self.shared.catchup));
         if let Some(r) = &self.shared.peer_stats {
             let s = r.stats();
             for (name, help, v) in [
@@ -752,6 +762,9 @@ struct Driver {
     /// The member's disk (the WAL's and the topic files').
     disk: Arc<dyn Disk>,
     store_cfg: StoreConfig,
+    /// The install whose topic data is being pulled (see `catchup.rs`).
+    catchup: Option<catchup::Install>,
+    catchup_chunk_bytes: u32,
 }
 
 /// Why a member stopped replicating: its WAL or its topic files failed, or a snapshot could not
@@ -778,25 +791,27 @@ impl RoundError {
 }
 
 /// The state at the last snapshot (its topic files cut back to it), or empty; the WAL after it
-/// is applied again by the driver.
+/// is applied again by the driver. With the install of that snapshot to go on with, if a restart
+/// interrupted the pull of its topic data.
 fn recover_state(
     opts: &ClusterOptions,
     disk: &Arc<dyn Disk>,
     snapshot: Option<&Snapshot>,
     addrs: &mut BTreeMap<NodeId, Addr>,
-) -> Result<EventLogState, ClusterError> {
-    let mut state = match snapshot {
+) -> Result<(EventLogState, Option<catchup::Install>), ClusterError> {
+    let (mut state, resume) = match snapshot {
         Some(snap) => {
-            let (book, st) = decode_snapshot_data(opts.dedup, snap.data.clone(), disk, opts.store)
-                .map_err(ClusterError::Snapshot)?;
+            let (book, st, resume) = catchup::recover(opts, disk, snap)?;
             addrs.extend(book);
-            st
+            (st, resume)
         }
         // No snapshot: the WAL from its start rebuilds every topic.
-        None => EventLogState::with_store(opts.dedup, TopicSet::open(disk.clone(), opts.store, None)?),
+        None => {
+            (EventLogState::with_store(opts.dedup, TopicSet::open(disk.clone(), opts.store, None)?), None)
+        }
     };
     state.set_read_max_bytes(opts.read_max_bytes);
-    Ok(state)
+    Ok((state, resume))
 }
 
 fn unavailable(reason: impl Into<String>) -> ServiceError {

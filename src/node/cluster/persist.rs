@@ -78,6 +78,8 @@ impl Driver {
     /// power failure meanwhile tears it), the fsync before anything is sent or acked.
     pub(super) async fn persist(&mut self, b: &mut Batch) -> Result<(), RoundError> {
         if let Some(snap) = &b.ready.snapshot {
+            // Before the snapshot is saved: a restart must know its topic data may be incomplete.
+            catchup::mark(&self.disk, snap.meta.index)?;
             self.storage.install_snapshot(snap)?;
             let snap = b.ready.snapshot.take().expect("checked above");
             self.install(&snap)?;

@@ -940,3 +940,55 @@ fn test_report_unreachable_stops_pipelining_to_a_follower() {
     l.report_unreachable(2);
     assert_eq!(l.progress(2).unwrap().state, ProgressState::Probe);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Catching up the data of an installed snapshot
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn test_a_catching_up_follower_appends_and_votes_but_neither_applies_nor_campaigns() {
+    let mut f = new_raft(1, &V3, RaftConfig { pre_vote: false, ..RaftConfig::new(1) });
+    f.set_catching_up(true);
+    let entries = vec![ent(1, 1), ent(2, 1)];
+    f.step(msg(2, 1, 1, Body::Append { prev_index: 0, prev_term: 0, entries, commit: 2 })).unwrap();
+    let rd = drain(&mut f);
+    assert_eq!(rd.entries.len(), 2, "entries are still appended");
+    assert!(rd.committed_entries.is_empty(), "nothing is handed out for applying");
+    assert!(has(&rd.messages, |m| matches!(m.body, Body::AppendResponse { reject: None, .. })));
+    assert_eq!((f.commit_index(), f.applied()), (2, 0));
+    // It never campaigns, not even when told to (TimeoutNow), but still grants a vote.
+    for _ in 0..100 {
+        f.tick();
+    }
+    f.step(msg(2, 1, 1, Body::TimeoutNow)).unwrap();
+    assert_eq!(f.role(), Role::Follower);
+    let vote = Body::Vote { pre_vote: false, last_index: 2, last_term: 1, transfer: false };
+    f.step(msg(3, 1, 2, vote)).unwrap();
+    assert!(has(&msgs(&mut f), |m| matches!(m.body, Body::VoteResponse { granted: true, .. })));
+    // Once caught up, applying resumes where it stopped.
+    f.set_catching_up(false);
+    let rd = drain(&mut f);
+    assert_eq!(rd.committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(f.applied(), 2);
+    tick_until_campaign(&mut f, 100);
+    assert_ne!(f.role(), Role::Follower, "and it campaigns again");
+}
+
+#[test]
+fn test_installing_a_snapshot_holds_back_what_follows_until_its_data_is_complete() {
+    let mut f = new_raft(2, &V3, plain_config(2));
+    f.set_catch_up_on_install(true);
+    let meta = SnapshotMeta { index: 5, term: 1, conf_state: ConfState::with_voters(V3) };
+    f.step(msg(1, 2, 1, Body::Snapshot { meta, offset: 0, data: Bytes::from_static(b"s"), done: true }))
+        .unwrap();
+    // Entries after it arrive and commit before the driver took the snapshot's Ready.
+    let entries = vec![ent(6, 1), ent(7, 1)];
+    f.step(msg(1, 2, 1, Body::Append { prev_index: 5, prev_term: 1, entries, commit: 7 })).unwrap();
+    assert!(f.is_catching_up());
+    let rd = drain(&mut f);
+    assert!(rd.snapshot.is_some());
+    assert!(rd.committed_entries.is_empty(), "nothing after the snapshot is applied yet");
+    assert_eq!((f.commit_index(), f.applied()), (7, 5));
+    f.set_catching_up(false);
+    assert_eq!(drain(&mut f).committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![6, 7]);
+}
