@@ -23,6 +23,19 @@ struct Entry {
     id: u64,
 }
 
+/// `len` keys of one producer, `first_seq + i` stored at `first_offset + i` of `topic`, all
+/// stamped `stamped_ms` (see [`DedupWindow::live_runs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupRun<'a> {
+    pub producer: u64,
+    pub first_seq: u64,
+    pub first_offset: u64,
+    pub stamped_ms: u64,
+    /// At least 1, at most `u32::MAX`.
+    pub len: u64,
+    pub topic: &'a Arc<str>,
+}
+
 /// Stale `order` items tolerated beyond twice the live keys before the queue is compacted.
 const ORDER_SLACK: usize = 1024;
 
@@ -167,6 +180,28 @@ impl DedupWindow {
         })
     }
 
+    /// The remembered keys as runs, oldest first: consecutive keys of one producer with
+    /// consecutive sequences and offsets, one topic and one stamp (a pipelined producer's
+    /// batch) make one run. Recording each run's keys in this order rebuilds this window.
+    pub fn live_runs(&self) -> Vec<DedupRun<'_>> {
+        let mut runs: Vec<DedupRun<'_>> = Vec::new();
+        for (producer, seq, topic, offset, stamped_ms) in self.live_entries() {
+            if let Some(r) = runs.last_mut()
+                && r.producer == producer
+                && r.stamped_ms == stamped_ms
+                && r.first_seq.checked_add(r.len) == Some(seq)
+                && r.first_offset.checked_add(r.len) == Some(offset)
+                && (Arc::ptr_eq(r.topic, topic) || r.topic == topic)
+                && r.len < u64::from(u32::MAX)
+            {
+                r.len += 1;
+                continue;
+            }
+            runs.push(DedupRun { producer, first_seq: seq, first_offset: offset, stamped_ms, len: 1, topic });
+        }
+        runs
+    }
+
     /// The configuration.
     pub fn config(&self) -> DedupConfig {
         self.config
@@ -296,5 +331,36 @@ mod tests {
         d.expire(1011);
         assert!(d.is_empty(), "{:?}", d.live_entries().collect::<Vec<_>>());
         assert_eq!(d.order.len(), 0);
+    }
+
+    /// A pipelined producer's keys are written as a few runs, not key by key (a snapshot wrote
+    /// ~47 bytes per remembered key: 18 MB at 400 K keys, rewritten at every snapshot).
+    #[test]
+    fn consecutive_keys_of_a_producer_make_one_run() {
+        let mut d = w(u64::MAX / 2, 100, 1000);
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        for s in 0..10 {
+            d.record(1, s, a.clone(), 100 + s, 5);
+        }
+        d.record(2, 0, a.clone(), 110, 5); // another producer breaks the run
+        d.record(1, 10, a.clone(), 111, 5); // offset gap: a new run
+        d.record(1, 11, a.clone(), 112, 6); // new stamp: a new run
+        d.record(1, 12, b.clone(), 113, 6); // other topic: a new run
+        let runs: Vec<_> = d
+            .live_runs()
+            .iter()
+            .map(|r| (r.producer, r.first_seq, r.first_offset, r.stamped_ms, r.len))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![
+                (1, 0, 100, 5, 10),
+                (2, 0, 110, 5, 1),
+                (1, 10, 111, 5, 1),
+                (1, 11, 112, 6, 1),
+                (1, 12, 113, 6, 1)
+            ]
+        );
+        assert_eq!(d.live_runs().iter().map(|r| r.len).sum::<u64>(), d.len() as u64);
     }
 }

@@ -47,7 +47,7 @@
 //! roll) — the WAL waits and retries such a failure without a restart, apply does not yet (it
 //! would need an apply that resumes mid-batch); the member needs a restart.
 //!
-//! Snapshots (format 3) are metadata: before the driver records one at index I it calls
+//! Snapshots (format 4) are metadata: before the driver records one at index I it calls
 //! [`TopicSet::sync_all`] and saves [`TopicSet::metadata`] with the dedup window, checkpoint,
 //! consumers, retention and address book; once saved, [`TopicSet::delete_trimmed`]. A restart
 //! opens the set at that metadata ([`TopicSet::open`] cuts back to it) and replays the WAL.
