@@ -230,6 +230,10 @@ pub struct ClusterConfig {
     /// Entries kept in the log behind a snapshot, so a slightly lagging follower catches up by
     /// appends instead of receiving the whole snapshot.
     pub snapshot_keep_entries: u64,
+    /// Also take a snapshot once the entries applied since the last one hold this many bytes:
+    /// the Raft log kept in memory between snapshots stays near this size whatever the entries
+    /// carry (`snapshot_entries` alone lets it grow with the batch size).
+    pub snapshot_log_bytes: u64,
     /// A publish not committed within this long is answered "unavailable, retry" (safe to retry
     /// with the same idempotency key).
     pub commit_timeout_ms: u64,
@@ -261,6 +265,7 @@ impl Default for ClusterConfig {
             heartbeat_ticks: 2,
             snapshot_entries: 20_000,
             snapshot_keep_entries: 1_000,
+            snapshot_log_bytes: 32 << 20,
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
             topic_segment_bytes: 64 << 20,
@@ -432,6 +437,7 @@ impl Config {
         for (key, v) in [
             ("cluster.tick_ms", c.tick_ms),
             ("cluster.snapshot_entries", c.snapshot_entries),
+            ("cluster.snapshot_log_bytes", c.snapshot_log_bytes),
             ("cluster.commit_timeout_ms", c.commit_timeout_ms),
         ] {
             if v == 0 {

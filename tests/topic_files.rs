@@ -99,8 +99,11 @@ fn keyed(seq: u64) -> Event {
 }
 
 async fn start(disk: Arc<dyn Disk>, snapshot_entries: u64) -> (ClusterNode, ClusterTask) {
-    let (node, task) =
-        ClusterNode::start(opts(snapshot_entries), disk, NodeClock::new(), rng_from_seed(1)).await.unwrap();
+    start_with(disk, opts(snapshot_entries)).await
+}
+
+async fn start_with(disk: Arc<dyn Disk>, opts: ClusterOptions) -> (ClusterNode, ClusterTask) {
+    let (node, task) = ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(1)).await.unwrap();
     for _ in 0..500 {
         if node.status().role == eventstreamcore::raft::Role::Leader {
             return (node, task);
@@ -135,6 +138,28 @@ async fn a_failed_topic_write_stops_the_member_and_a_restart_recovers_from_disk(
     let a = node.publish(vec![keyed(5)]).await.unwrap();
     assert_eq!((a[0].offset, a[0].duplicate), (5, true));
     assert_eq!(node.state().event_count("t"), 6);
+    node.shutdown();
+    task.wait().await;
+}
+
+/// Entries carrying many events must not pile up in memory until `snapshot_entries` of them
+/// were applied: a snapshot (and a compaction) comes once they hold `snapshot_log_bytes`.
+#[tokio::test]
+async fn a_snapshot_is_taken_once_the_entries_since_the_last_hold_snapshot_log_bytes() {
+    let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+    let mut o = opts(1_000_000);
+    o.cluster.snapshot_log_bytes = 4096;
+    let (node, task) = start_with(disk.clone(), o).await;
+    assert!(disk.size("snapshot").unwrap().is_none(), "no snapshot before anything was applied");
+    for s in 0..10 {
+        node.publish((0..10).map(|i| keyed(s * 10 + i)).collect()).await.unwrap();
+    }
+    // 10 entries of 10 events of ~150 bytes: ~15 KiB of log, three or more snapshots by bytes.
+    assert!(disk.size("snapshot").unwrap().is_some(), "a snapshot by log bytes");
+    node.shutdown();
+    task.wait().await;
+    let (node, task) = start_with(disk.clone(), opts(1_000_000)).await;
+    assert_eq!(node.state().event_count("t"), 100, "restarted from the snapshot and the log after it");
     node.shutdown();
     task.wait().await;
 }
@@ -175,7 +200,7 @@ async fn a_data_dir_of_the_previous_snapshot_format_is_refused_naming_it() {
     drop(storage);
     let err = ClusterNode::start(opts(10_000), disk, NodeClock::new(), rng_from_seed(1)).await.err();
     let msg = err.map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("snapshot format 2") && msg.contains("format 3"), "{msg}");
+    assert!(msg.contains("snapshot format 2") && msg.contains("format 4"), "{msg}");
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@
 //! driver stops applying before that entry and retries it with the WAL's backoff
 //! (`node/cluster/apply.rs`, `persist.rs`), no restart needed.
 //!
-//! Snapshots (format 3) are metadata: before the driver records one at index I it calls
+//! Snapshots (format 4) are metadata: before the driver records one at index I it calls
 //! [`TopicSet::sync_all`] and saves [`TopicSet::metadata`] with the dedup window, checkpoint,
 //! consumers, retention and address book; once saved, [`TopicSet::delete_trimmed`]. A restart
 //! opens the set at that metadata ([`TopicSet::open`] cuts back to it) and replays the WAL.

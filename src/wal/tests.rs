@@ -339,9 +339,13 @@ fn compaction_removes_files_and_restart_still_works() {
     assert!(!st.is_poisoned(), "a refused call changes nothing");
     drop(st);
     d.power_fail(None);
+    assert_eq!(segments(&d), before, "compaction does not fsync the directory");
     let (mut st, rec) = open(&d, small(150));
     assert_eq!(rec.snapshot, Some(snap(25, 1)));
     assert_eq!(rec.entries, ents(26..=40, 1));
+    // The removals were not fsynced: the power failure brought the files back, covered by the
+    // durable snapshot, and recovery removed them again.
+    assert_eq!(segments(&d), after);
     st.append(&ents(41..=45, 1)).unwrap();
     st.sync().unwrap();
     // Compacting everything (the active segment included) and appending again.

@@ -64,6 +64,7 @@ impl Driver {
         let mut answers = Vec::with_capacity(entries.len());
         let mut state = lock(&self.shared.state);
         for e in entries {
+            self.log_bytes_since_snapshot += e.data.len() as u64;
             let result = match e.kind {
                 EntryKind::Normal => match self.apply_command(&mut state, &e, to_process) {
                     Ok(result) => result,
@@ -143,32 +144,66 @@ impl Driver {
         })
     }
 
-    /// Every `snapshot_entries` applied entries: makes the topic files durable, records a
-    /// snapshot of metadata only (nothing here grows with the stored data), then deletes the
-    /// topic segments it no longer needs and compacts the log.
+    /// Every `snapshot_entries` applied entries, or once those hold `snapshot_log_bytes`: makes
+    /// the topic files durable, records a snapshot of metadata only (nothing here grows with the
+    /// stored data), then deletes the topic segments it no longer needs and compacts the log.
+    /// Logs how long each step took (`esc serve` at info level shows it).
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), RoundError> {
         let applied = self.raft.applied();
-        if applied < self.last_snapshot + self.snapshot_entries {
+        if !snapshot_due(
+            applied.saturating_sub(self.last_snapshot),
+            self.log_bytes_since_snapshot,
+            self.snapshot_entries,
+            self.snapshot_log_bytes,
+        ) {
             return Ok(());
         }
+        let t0 = self.clock.mono();
         // The core may hold it already: taken when an earlier save found no file descriptor.
-        if self.raft.latest_snapshot().map(|s| s.meta.index) != Some(applied) {
-            let data = {
-                let mut state = lock(&self.shared.state);
-                state.sync_topics()?;
-                encode_snapshot_data(&self.addrs.committed(), &state, false)?
-            };
+        let (sync, encode) = if self.raft.latest_snapshot().map(|s| s.meta.index) != Some(applied) {
+            let mut state = lock(&self.shared.state);
+            state.sync_topics()?;
+            let sync = self.clock.mono();
+            let data = encode_snapshot_data(&self.addrs.committed(), &state, false)?;
+            drop(state);
+            let encode = self.clock.mono();
             if let Err(e) = self.raft.snapshot(applied, data) {
                 tracing::warn!(node = self.id, error = %e, "snapshot refused");
                 return Ok(());
             }
-        }
+            (sync, encode)
+        } else {
+            (t0, t0)
+        };
+        let mut bytes = 0;
         if let Some(snap) = self.raft.latest_snapshot() {
+            bytes = snap.data.len();
             self.storage.save_snapshot(snap)?;
         }
+        let save = self.clock.mono();
         // Durable with the next sync; a restart before it finds the files and cuts them back.
         lock(&self.shared.state).delete_trimmed_topics()?;
         self.last_snapshot = applied;
+        self.log_bytes_since_snapshot = 0;
+        let delete = self.clock.mono();
+        self.compact_log(applied)?;
+        let ms = |a: Duration, b: Duration| b.saturating_sub(a).as_millis() as u64;
+        tracing::info!(
+            node = self.id,
+            index = applied,
+            bytes,
+            sync_ms = ms(t0, sync),
+            encode_ms = ms(sync, encode),
+            save_ms = ms(encode, save),
+            delete_ms = ms(save, delete),
+            compact_ms = ms(delete, self.clock.mono()),
+            "snapshot saved"
+        );
+        Ok(())
+    }
+
+    /// Drops the log up to `snapshot_keep_entries` behind the snapshot at `applied`.
+    fn compact_log(&mut self, applied: Index) -> Result<(), RoundError> {
         let keep = applied.saturating_sub(self.snapshot_keep_entries);
         if keep > self.raft.first_index() {
             if let Err(e) = self.raft.compact(keep) {
@@ -177,7 +212,25 @@ impl Driver {
                 self.storage.compact(keep)?;
             }
         }
-        tracing::info!(node = self.id, index = applied, "snapshot saved");
         Ok(())
+    }
+}
+
+/// A snapshot is due once this many entries, or bytes of entries, were applied since the last.
+fn snapshot_due(entries: u64, bytes: u64, every_entries: u64, every_bytes: u64) -> bool {
+    entries >= every_entries || (entries > 0 && bytes >= every_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_due;
+
+    #[test]
+    fn a_snapshot_is_due_by_entries_or_by_bytes() {
+        assert!(!snapshot_due(0, 0, 100, 1000));
+        assert!(!snapshot_due(99, 999, 100, 1000));
+        assert!(snapshot_due(100, 0, 100, 1000), "by count");
+        assert!(snapshot_due(3, 1000, 100, 1000), "a few big entries");
+        assert!(!snapshot_due(0, 5000, 100, 1000), "nothing applied since: nothing to snapshot");
     }
 }

@@ -220,6 +220,7 @@ impl Driver {
         self.addrs.install(book);
         *lock(&self.shared.state) = state;
         self.last_snapshot = snap.meta.index;
+        self.log_bytes_since_snapshot = 0;
         self.shared.catchup.installs.inc();
         tracing::info!(node = self.id, index = snap.meta.index, "installed snapshot from the leader");
         // Nothing proposed here before the snapshot can still be answered from this node's log.
