@@ -238,6 +238,11 @@ pub struct ClusterConfig {
     /// Size at which a topic segment file is closed and a new one started (retention deletes
     /// whole segments).
     pub topic_segment_bytes: u64,
+    /// Most entries in one append message to a follower (smaller: a lagging follower catches
+    /// up in more, smaller steps).
+    pub max_entries_per_append: u64,
+    /// Messages queued for one peer before further ones are dropped (Raft retransmits them).
+    pub peer_queue: u64,
     /// `[cluster.tls]`: TLS on the peer port under the SPAKE2 handshake (absent = plain TCP).
     /// Every member needs it, with certificates from one CA. See docs/security.md.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,6 +266,8 @@ impl Default for ClusterConfig {
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
             topic_segment_bytes: 64 << 20,
+            max_entries_per_append: 1024,
+            peer_queue: 1024,
             tls: None,
         }
     }
@@ -429,6 +436,8 @@ impl Config {
             ("cluster.tick_ms", c.tick_ms),
             ("cluster.snapshot_entries", c.snapshot_entries),
             ("cluster.commit_timeout_ms", c.commit_timeout_ms),
+            ("cluster.max_entries_per_append", c.max_entries_per_append),
+            ("cluster.peer_queue", c.peer_queue),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1");

@@ -548,6 +548,7 @@ mod tests {
             retention_max_events: None,
             disk_latency: Vec::new(),
             legacy_clients: 0,
+            max_entries_per_append: None,
         }
     }
 

@@ -70,6 +70,8 @@ const DISK_LATENCY_STREAM: u64 = 0x6c61_7465;
 const LEGACY_STREAM: u64 = 0x6c65_6761;
 /// The stream lossy and stalled peer links are drawn from (plans without them stay as they were).
 const LOSSY_LINKS_STREAM: u64 = 0x6c6f_7373;
+/// The stream the leader-change faults for the zoo's consensus bugs are drawn from.
+const CONSENSUS_FAULTS_STREAM: u64 = 0x636f_6e73;
 /// The random stream retention limits are drawn from (so plans without them stay as they were).
 const RETENTION_STREAM: u64 = 0x7265_7465;
 /// Faults happen within this window after the start; then the network heals.
@@ -150,6 +152,18 @@ pub enum Fault {
     /// `pause_ms` of it (a long GC pause), so the others elect a new leader and commit while it
     /// still believes it leads.
     CutLeaderPeers { ms: u64, pause_ms: u64 },
+    /// Figure 8's sequence: whoever leads is cut from its peers for `cut_ms` while its clients
+    /// still reach it (it appends a tail nobody else has); meanwhile and for `hold_ms` after, what
+    /// any other member sends as a leader is lost, so a member elected meanwhile holds its term's
+    /// first entry alone (as if it crashed right after its election); the old leader, back, can
+    /// win again and replicate its old tail (in steps of `max_entries_per_append`).
+    StaleLeaderReturns { cut_ms: u64, hold_ms: u64 },
+    /// A membership change aimed at a fresh leader: whoever leads is cut from its peers for
+    /// `cut_ms`, links among the others hold frames back up to `delay_ms`, and the moment another
+    /// member wins an election the operator removes the old leader through it (the request
+    /// arrives before the new leader's first entry commits), wipes it, and adds it back after
+    /// `down_ms`.
+    ChangeAfterElection { cut_ms: u64, delay_ms: u64, down_ms: u64 },
 }
 
 /// How an injected disk fault shows.
@@ -269,6 +283,11 @@ pub struct Plan {
     /// draw until the consumers stop. Drawn from a stream of their own.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub legacy_clients: usize,
+    /// `cluster.max_entries_per_append` on every member (`None`: the default, 1,024). Small in
+    /// plans that draw `stale_leader_returns`: a returning leader then replicates its old tail in
+    /// steps, so a majority holds an earlier term's entry before its own (Figure 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries_per_append: Option<u64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -418,6 +437,7 @@ impl Plan {
             retention_max_events: None,
             disk_latency: Vec::new(),
             legacy_clients: 0,
+            max_entries_per_append: None,
         }
     }
 
@@ -500,6 +520,32 @@ impl Plan {
         self.faults.sort_by_key(|f| f.at_ms);
     }
 
+    /// Draws the leader-change sequences (`stale_leader_returns` in a quarter of the seeds, with
+    /// appends of 1–3 entries; `change_after_election` in a fifth) from `rng`, a stream of its
+    /// own, and adds them to the plan in time order.
+    fn draw_consensus_faults(&mut self, rng: &mut NodeRng) {
+        let window = self.fault_window_ms;
+        if rng.random_bool(0.25) && window > 6_000 {
+            let at_ms = rng.random_range(1_000..window - 4_000);
+            let fault = Fault::StaleLeaderReturns {
+                cut_ms: rng.random_range(1_500..3_000),
+                hold_ms: rng.random_range(1_500..4_000),
+            };
+            self.faults.push(Step { at_ms, fault });
+            self.max_entries_per_append = Some(rng.random_range(1..=3));
+        }
+        if rng.random_bool(0.2) && window > 6_000 {
+            let at_ms = rng.random_range(1_000..window - 4_000);
+            let fault = Fault::ChangeAfterElection {
+                cut_ms: rng.random_range(1_500..3_000),
+                delay_ms: rng.random_range(50..=250),
+                down_ms: rng.random_range(200..2_000),
+            };
+            self.faults.push(Step { at_ms, fault });
+        }
+        self.faults.sort_by_key(|f| f.at_ms);
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
         if self.legacy_clients > 50 {
@@ -529,6 +575,9 @@ impl Plan {
                 self.disk_latency.len(),
                 self.nodes
             ));
+        }
+        if self.max_entries_per_append == Some(0) {
+            return Err("max_entries_per_append must be at least 1".into());
         }
         if self.drift_ppm.len() != self.nodes {
             return Err(format!("drift_ppm has {} values for {} nodes", self.drift_ppm.len(), self.nodes));
@@ -561,6 +610,8 @@ impl Plan {
             Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
             Fault::IsolateLeader => true,
             Fault::CutLeaderPeers { ms, pause_ms } => pause_ms <= ms,
+            Fault::StaleLeaderReturns { .. } => true,
+            Fault::ChangeAfterElection { delay_ms, .. } => *delay_ms >= 1,
             Fault::Split { side } => side.iter().all(ok),
             Fault::CrashMany { nodes, .. } => nodes.iter().all(ok),
             Fault::OneWay { from, to } | Fault::StallLink { from, to, .. } => ok(from) && ok(to),
@@ -715,6 +766,7 @@ struct MemberEnv {
     nodes: usize,
     snapshot_entries: u64,
     retention_max_events: Option<u64>,
+    max_entries_per_append: Option<u64>,
     drift: i64,
     disk: Arc<dyn Disk>,
     dlq: Arc<dyn Disk>,
@@ -770,6 +822,7 @@ async fn member_main(env: MemberEnv) {
         nodes,
         snapshot_entries,
         retention_max_events,
+        max_entries_per_append,
         drift,
         disk,
         dlq,
@@ -795,7 +848,10 @@ async fn member_main(env: MemberEnv) {
     if join && disk.list("").is_ok_and(|files| files.is_empty()) {
         watch.member_wiped(i as u64 + 1); // a new member: its old term and vote are gone by design
     }
-    let config = member_config(i, nodes, join, snapshot_entries, retention_max_events);
+    let mut config = member_config(i, nodes, join, snapshot_entries, retention_max_events);
+    if let Some(n) = max_entries_per_append {
+        config.cluster.max_entries_per_append = n;
+    }
     // The production assembly, with simulated seams: power-fail disks, this member's drifting
     // clock, the per-round Raft watch.
     let seams = Seams {
@@ -1000,6 +1056,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     let mut retention_rng = rng.clone();
     retention_rng.set_stream(RETENTION_STREAM);
     plan.draw_retention(&mut retention_rng);
+    let mut consensus_rng = rng.clone();
+    consensus_rng.set_stream(CONSENSUS_FAULTS_STREAM);
+    plan.draw_consensus_faults(&mut consensus_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -1215,6 +1274,7 @@ fn start_members(
             nodes: plan.nodes,
             snapshot_entries: plan.snapshot_entries,
             retention_max_events: plan.retention_max_events,
+            max_entries_per_append: plan.max_entries_per_append,
             drift: plan.drift_ppm[i],
             disk,
             dlq: slot.dlq.clone(),
