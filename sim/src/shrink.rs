@@ -549,6 +549,7 @@ mod tests {
             disk_latency: Vec::new(),
             legacy_clients: 0,
             max_entries_per_append: None,
+            dedup_window_ms: None,
         }
     }
 

@@ -395,7 +395,7 @@ mod tests {
         );
         rt::time::sleep(s(1)).await;
         assert!((0..50).all(|_| fate_of(2, 3, Sender::Candidate) == Fate::Deliver), "the candidates' too");
-        assert_eq!(t.stats().dropped, 150);
+        assert_eq!(t.stats().dropped, 100);
     }
 
     #[crate::rt::test]

@@ -70,6 +70,8 @@ const DISK_LATENCY_STREAM: u64 = 0x6c61_7465;
 const LEGACY_STREAM: u64 = 0x6c65_6761;
 /// The stream lossy and stalled peer links are drawn from (plans without them stay as they were).
 const LOSSY_LINKS_STREAM: u64 = 0x6c6f_7373;
+/// The stream short dedup windows (and the clock steps against them) are drawn from.
+const SHORT_DEDUP_STREAM: u64 = 0x6464_7570;
 /// The stream the leader-change faults for the zoo's consensus bugs are drawn from.
 const CONSENSUS_FAULTS_STREAM: u64 = 0x636f_6e73;
 /// The random stream retention limits are drawn from (so plans without them stay as they were).
@@ -288,6 +290,11 @@ pub struct Plan {
     /// steps, so a majority holds an earlier term's entry before its own (Figure 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_entries_per_append: Option<u64>,
+    /// `dedup.window_ms` on every member (`None`: 10 minutes, longer than any run). Seconds in
+    /// some plans, against clock steps larger than it: a retry after the window (by the
+    /// leader-stamped times) is stored again, and the checkers allow exactly that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window_ms: Option<u64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -438,6 +445,7 @@ impl Plan {
             disk_latency: Vec::new(),
             legacy_clients: 0,
             max_entries_per_append: None,
+            dedup_window_ms: None,
         }
     }
 
@@ -546,6 +554,22 @@ impl Plan {
         self.faults.sort_by_key(|f| f.at_ms);
     }
 
+    /// Draws a short dedup window (1–5 s, a third of the seeds) from `rng`, a stream of its own,
+    /// with a clock step on one member larger than the window, either way.
+    fn draw_short_dedup_window(&mut self, rng: &mut NodeRng) {
+        if !rng.random_bool(0.33) {
+            return;
+        }
+        let window = rng.random_range(1_000..=5_000u64);
+        self.dedup_window_ms = Some(window);
+        let at_ms = rng.random_range(500..self.fault_window_ms);
+        let node = rng.random_range(0..self.nodes);
+        let size = rng.random_range(window..=3 * window) as i64;
+        let ms = if rng.random_bool(0.5) { size } else { -size };
+        self.faults.push(Step { at_ms, fault: Fault::StepClock { node, ms } });
+        self.faults.sort_by_key(|f| f.at_ms);
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
         if self.legacy_clients > 50 {
@@ -575,6 +599,9 @@ impl Plan {
                 self.disk_latency.len(),
                 self.nodes
             ));
+        }
+        if self.dedup_window_ms == Some(0) {
+            return Err("dedup_window_ms must be at least 1".into());
         }
         if self.max_entries_per_append == Some(0) {
             return Err("max_entries_per_append must be at least 1".into());
@@ -767,6 +794,7 @@ struct MemberEnv {
     snapshot_entries: u64,
     retention_max_events: Option<u64>,
     max_entries_per_append: Option<u64>,
+    dedup_window_ms: Option<u64>,
     drift: i64,
     disk: Arc<dyn Disk>,
     dlq: Arc<dyn Disk>,
@@ -823,6 +851,7 @@ async fn member_main(env: MemberEnv) {
         snapshot_entries,
         retention_max_events,
         max_entries_per_append,
+        dedup_window_ms,
         drift,
         disk,
         dlq,
@@ -851,6 +880,9 @@ async fn member_main(env: MemberEnv) {
     let mut config = member_config(i, nodes, join, snapshot_entries, retention_max_events);
     if let Some(n) = max_entries_per_append {
         config.cluster.max_entries_per_append = n;
+    }
+    if let Some(ms) = dedup_window_ms {
+        config.dedup.window_ms = ms;
     }
     // The production assembly, with simulated seams: power-fail disks, this member's drifting
     // clock, the per-round Raft watch.
@@ -921,6 +953,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     *opts.plan_toml_slot.lock().unwrap_or_else(|e| e.into_inner()) = toml::to_string(&plan).ok();
     let start = rt::time::now();
     let history = History::timed(start);
+    history.dedup_window(plan.dedup_window_ms);
     let watch = new_watch(&opts, start);
 
     // --- members ---------------------------------------------------------------------------------
@@ -1059,6 +1092,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     let mut consensus_rng = rng.clone();
     consensus_rng.set_stream(CONSENSUS_FAULTS_STREAM);
     plan.draw_consensus_faults(&mut consensus_rng);
+    let mut dedup_rng = rng.clone();
+    dedup_rng.set_stream(SHORT_DEDUP_STREAM);
+    plan.draw_short_dedup_window(&mut dedup_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -1275,6 +1311,7 @@ fn start_members(
             snapshot_entries: plan.snapshot_entries,
             retention_max_events: plan.retention_max_events,
             max_entries_per_append: plan.max_entries_per_append,
+            dedup_window_ms: plan.dedup_window_ms,
             drift: plan.drift_ppm[i],
             disk,
             dlq: slot.dlq.clone(),
