@@ -99,7 +99,6 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
         }
         logs.insert(t, events);
     }
-    let mut acked_at: BTreeMap<(u64, u64), (String, u64)> = BTreeMap::new();
     // Keys acked with the duplicate flag clear: the one ack of the write that stored it.
     let mut fresh_acks = BTreeSet::new();
     // With a short dedup window, a key stored again after the window (by its copies' stamps)
@@ -112,9 +111,10 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
     for a in &h.acks {
         let key = (a.producer, a.sequence);
         let place = (a.topic.clone(), a.offset);
-        let new_place = places.entry(key).or_default().insert(place.clone());
-        if let Some(prev) = acked_at.get(&key)
-            && *prev != place
+        let at = places.entry(key).or_default();
+        let new_place = at.insert(place.clone());
+        if let Some(prev) = at.iter().find(|p| **p != place)
+            && new_place
             && !restored_after_window(&key)
         {
             return fail(
@@ -125,7 +125,6 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
                 ),
             );
         }
-        acked_at.insert(key, (a.topic.clone(), a.offset));
         // Below the first offset retention removed it ([`retention_within_policy`] checks it may).
         let first = firsts.get(&a.topic).copied().unwrap_or(0);
         let removed = a.offset < first;
@@ -267,9 +266,15 @@ pub fn per_producer_order(h: &HistoryData, log: &dyn LogView) -> Result<(), Chec
         let mut seen = BTreeSet::new();
         for s in log.topic_log(&t) {
             if let Some((p, seq)) = s.event.idempotency_key() {
-                // A batch retried after a short dedup window is stored again after later ones
-                // (`no_phantom_events` judges whether that copy may exist).
-                let again = !seen.insert((p, seq)) && h.dedup_window_ms.is_some();
+                // A batch retried after a short dedup window is stored again after later ones:
+                // a second copy, or one whose key was acked elsewhere (its first copy may be
+                // trimmed by retention). `no_phantom_events` judges whether a copy may exist.
+                let acked_elsewhere = || {
+                    h.acks.iter().any(|a| {
+                        (a.producer, a.sequence) == (p, seq) && (a.topic != t || a.offset != s.offset)
+                    })
+                };
+                let again = h.dedup_window_ms.is_some() && (!seen.insert((p, seq)) || acked_elsewhere());
                 if h.unordered_producers.contains(&p) || again {
                     continue;
                 }

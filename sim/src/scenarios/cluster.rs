@@ -878,12 +878,7 @@ async fn member_main(env: MemberEnv) {
         watch.member_wiped(i as u64 + 1); // a new member: its old term and vote are gone by design
     }
     let mut config = member_config(i, nodes, join, snapshot_entries, retention_max_events);
-    if let Some(n) = max_entries_per_append {
-        config.cluster.max_entries_per_append = n;
-    }
-    if let Some(ms) = dedup_window_ms {
-        config.dedup.window_ms = ms;
-    }
+    tune(&mut config, max_entries_per_append, dedup_window_ms);
     // The production assembly, with simulated seams: power-fail disks, this member's drifting
     // clock, the per-round Raft watch.
     let seams = Seams {
@@ -914,6 +909,16 @@ async fn member_main(env: MemberEnv) {
         Err(e) => panic!("member {} cannot start: {e}", i + 1),
     };
     let _ = server.run().await;
+}
+
+/// The plan's settings beyond the defaults: append size, dedup window.
+fn tune(config: &mut Config, max_entries_per_append: Option<u64>, dedup_window_ms: Option<u64>) {
+    if let Some(n) = max_entries_per_append {
+        config.cluster.max_entries_per_append = n;
+    }
+    if let Some(ms) = dedup_window_ms {
+        config.dedup.window_ms = ms;
+    }
 }
 
 /// True if a start failed because recovery found corrupt data on the member's disk.
