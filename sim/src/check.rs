@@ -131,7 +131,7 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
         if !removed {
             ack_matches_log(h, &logs, a, key, first)?;
         }
-        if !a.duplicate && !fresh_acks.insert(key) && !(new_place && restored_after_window(&key)) {
+        if !a.duplicate && !fresh_acks.insert(key) && (!new_place || !restored_after_window(&key)) {
             return fail(
                 C,
                 format!(
