@@ -245,6 +245,11 @@ pub struct ClusterConfig {
     /// Most record bytes a member installing a snapshot asks for per request when it pulls the
     /// topic data it lacks (4096 ..= 1 MiB).
     pub catchup_chunk_bytes: u32,
+    /// Most entries in one append message to a follower (smaller: a lagging follower catches
+    /// up in more, smaller steps).
+    pub max_entries_per_append: u64,
+    /// Messages queued for one peer before further ones are dropped (Raft retransmits them).
+    pub peer_queue: u64,
     /// `[cluster.tls]`: TLS on the peer port under the SPAKE2 handshake (absent = plain TCP).
     /// Every member needs it, with certificates from one CA. See docs/security.md.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -270,6 +275,8 @@ impl Default for ClusterConfig {
             segment_bytes: 8 << 20,
             topic_segment_bytes: 64 << 20,
             catchup_chunk_bytes: crate::store::MAX_RECORDS_BYTES,
+            max_entries_per_append: 1024,
+            peer_queue: 1024,
             tls: None,
         }
     }
@@ -439,6 +446,8 @@ impl Config {
             ("cluster.snapshot_entries", c.snapshot_entries),
             ("cluster.snapshot_log_bytes", c.snapshot_log_bytes),
             ("cluster.commit_timeout_ms", c.commit_timeout_ms),
+            ("cluster.max_entries_per_append", c.max_entries_per_append),
+            ("cluster.peer_queue", c.peer_queue),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1");

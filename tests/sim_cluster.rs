@@ -575,6 +575,8 @@ fn members_out_of_file_descriptors_wait_and_go_on_without_a_restart() {
         legacy_clients: 0,
         topic_segment_bytes: None,
         catchup_chunk_bytes: None,
+        max_entries_per_append: None,
+        dedup_window_ms: None,
     };
     let mut opts = default_options();
     opts.plan = Some(toml::to_string(&plan).unwrap());

@@ -59,6 +59,8 @@ fn a_seed_file_with_a_plan_replays_that_plan() {
         legacy_clients: 0,
         topic_segment_bytes: None,
         catchup_chunk_bytes: None,
+        max_entries_per_append: None,
+        dedup_window_ms: None,
     };
     let dir = std::env::temp_dir().join(format!("esc-sim-seeds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -18,6 +18,11 @@ const CHEAP: &[(Bug, u64)] = &[
     (Bug::FollowerLocalRead, 20),
     (Bug::AckBeforeDurable, 20),
     (Bug::CheckpointAheadOfWork, 12),
+    // Caught since the leader-change faults and short dedup windows (TESTBED.md, "The zoo on
+    // the final code").
+    (Bug::ConfChangeBeforeTermCommit, 20),
+    (Bug::Figure8Commit, 12),
+    (Bug::DedupExpiryLocalClock, 8),
 ];
 
 #[test]

@@ -85,6 +85,7 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
     const C: &str = "acked_exactly_once";
     // Where each key is stored (first copy) and how many copies exist.
     let mut copies: BTreeMap<(u64, u64), Vec<(String, u64)>> = BTreeMap::new();
+    let mut stamps: BTreeMap<(u64, u64), Vec<u64>> = BTreeMap::new();
     let mut logs = BTreeMap::new();
     let mut firsts = BTreeMap::new();
     for t in log.topics() {
@@ -93,17 +94,28 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
         for s in &events {
             if let Some(k) = s.event.idempotency_key() {
                 copies.entry(k).or_default().push((t.clone(), s.offset));
+                stamps.entry(k).or_default().push(s.timestamp_ms);
             }
         }
         logs.insert(t, events);
     }
-    let mut acked_at: BTreeMap<(u64, u64), (String, u64)> = BTreeMap::new();
     // Keys acked with the duplicate flag clear: the one ack of the write that stored it.
     let mut fresh_acks = BTreeSet::new();
+    // With a short dedup window, a key stored again after the window (by its copies' stamps)
+    // is acked at each copy, as new each time.
+    let restored_after_window = |key: &(u64, u64)| {
+        h.dedup_window_ms.is_some()
+            && copies_expired_apart(stamps.get(key).map_or(&[][..], Vec::as_slice), h.dedup_window_ms)
+    };
+    let mut places: BTreeMap<(u64, u64), BTreeSet<(String, u64)>> = BTreeMap::new();
     for a in &h.acks {
         let key = (a.producer, a.sequence);
-        if let Some(prev) = acked_at.get(&key)
-            && *prev != (a.topic.clone(), a.offset)
+        let place = (a.topic.clone(), a.offset);
+        let at = places.entry(key).or_default();
+        let new_place = at.insert(place.clone());
+        if let Some(prev) = at.iter().find(|p| **p != place)
+            && new_place
+            && !restored_after_window(&key)
         {
             return fail(
                 C,
@@ -113,14 +125,13 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
                 ),
             );
         }
-        acked_at.insert(key, (a.topic.clone(), a.offset));
         // Below the first offset retention removed it ([`retention_within_policy`] checks it may).
         let first = firsts.get(&a.topic).copied().unwrap_or(0);
         let removed = a.offset < first;
         if !removed {
             ack_matches_log(h, &logs, a, key, first)?;
         }
-        if !a.duplicate && !fresh_acks.insert(key) {
+        if !a.duplicate && !fresh_acks.insert(key) && (!new_place || !restored_after_window(&key)) {
             return fail(
                 C,
                 format!(
@@ -130,7 +141,7 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
             );
         }
         let n = copies.get(&key).map_or(0, Vec::len);
-        if n != 1 && !removed {
+        if n != 1 && !removed && !(n > 1 && restored_after_window(&key)) {
             return fail(
                 C,
                 format!("acked key {key:?} appears {n} times in the log: {:?}", copies.get(&key)),
@@ -138,6 +149,16 @@ pub fn acked_events_stored_exactly_once(h: &HistoryData, log: &dyn LogView) -> R
         }
     }
     Ok(())
+}
+
+/// True if the copies of one key, stamped `stamps` (in log order), are each stored after the
+/// dedup `window` had passed since the previous one: what correct dedup does with a retry that
+/// comes late. Without a window (the default 10 minutes) at most one copy is allowed.
+pub fn copies_expired_apart(stamps: &[u64], window: Option<u64>) -> bool {
+    match window {
+        None => stamps.len() <= 1,
+        Some(w) => stamps.windows(2).all(|p| p[1] > p[0].saturating_add(w)),
+    }
 }
 
 /// The event an ack points at is in the log with the acked key and the content published with it.
@@ -183,7 +204,8 @@ fn ack_matches_log(
 pub fn nothing_unpublished_stored(h: &HistoryData, log: &dyn LogView) -> Result<(), CheckFailure> {
     const C: &str = "no_phantom_events";
     let mut legacy_left = h.legacy_sent.clone();
-    let mut seen = BTreeSet::new();
+    // Each key's last copy's stamp.
+    let mut seen: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     for t in log.topics() {
         for s in log.topic_log(&t) {
             match s.event.idempotency_key() {
@@ -200,8 +222,18 @@ pub fn nothing_unpublished_stored(h: &HistoryData, log: &dyn LogView) -> Result<
                             ),
                         );
                     }
-                    if !seen.insert(key) {
-                        return fail(C, format!("{t}@{}: key {key:?} stored twice", s.offset));
+                    if let Some(prev) = seen.insert(key, s.timestamp_ms)
+                        && !copies_expired_apart(&[prev, s.timestamp_ms], h.dedup_window_ms)
+                    {
+                        return fail(
+                            C,
+                            format!(
+                                "{t}@{}: key {key:?} stored twice (stamped {prev} and {} ms; dedup window {})",
+                                s.offset,
+                                s.timestamp_ms,
+                                h.dedup_window_ms.map_or("10 min".into(), |w| format!("{w} ms"))
+                            ),
+                        );
                     }
                 }
                 None => {
@@ -231,9 +263,19 @@ pub fn nothing_unpublished_stored(h: &HistoryData, log: &dyn LogView) -> Result<
 pub fn per_producer_order(h: &HistoryData, log: &dyn LogView) -> Result<(), CheckFailure> {
     for t in log.topics() {
         let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
         for s in log.topic_log(&t) {
             if let Some((p, seq)) = s.event.idempotency_key() {
-                if h.unordered_producers.contains(&p) {
+                // A batch retried after a short dedup window is stored again after later ones:
+                // a second copy, or one whose key was acked elsewhere (its first copy may be
+                // trimmed by retention). `no_phantom_events` judges whether a copy may exist.
+                let acked_elsewhere = || {
+                    h.acks.iter().any(|a| {
+                        (a.producer, a.sequence) == (p, seq) && (a.topic != t || a.offset != s.offset)
+                    })
+                };
+                let again = h.dedup_window_ms.is_some() && (!seen.insert((p, seq)) || acked_elsewhere());
+                if h.unordered_producers.contains(&p) || again {
                     continue;
                 }
                 if let Some(&(prev_seq, prev_off)) = last.get(&p)
@@ -871,6 +913,31 @@ mod tests {
         h.acked(ack(1, 1, 0));
         let f = acked_events_stored_exactly_once(&h.snapshot(), &log).unwrap_err();
         assert!(f.detail.contains("acked twice as newly stored"), "{}", f.detail);
+    }
+
+    #[test]
+    fn a_retried_key_stored_again_passes_only_after_a_short_dedup_window() {
+        // Key (1, 1) stored at 1,000 ms and again, after a late retry, at `again` ms.
+        let run = |window: Option<u64>, again: u64| {
+            let (h, mut log) = good();
+            h.dedup_window(window);
+            let mut second = stored(3, 1, 1, "a");
+            second.timestamp_ms = again;
+            let t = log.get_mut("t").unwrap();
+            t[0].timestamp_ms = 1_000;
+            t[2].timestamp_ms = 1_000;
+            t.push(second);
+            h.acked(ack(1, 1, 3));
+            let d = h.snapshot();
+            (acked_events_stored_exactly_once(&d, &log), nothing_unpublished_stored(&d, &log))
+        };
+        let (acked, phantom) = run(Some(2_000), 3_001);
+        assert!(acked.is_ok() && phantom.is_ok(), "after the window: {acked:?} {phantom:?}");
+        let (acked, phantom) = run(Some(2_000), 3_000);
+        assert!(acked.is_err(), "exactly at the window edge the key is still remembered");
+        assert!(phantom.unwrap_err().detail.contains("stored twice"));
+        let (acked, phantom) = run(None, 900_000);
+        assert!(acked.is_err() && phantom.is_err(), "without a short window a second copy always fails");
     }
 
     #[test]

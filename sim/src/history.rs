@@ -140,6 +140,10 @@ pub struct HistoryData {
     pub op_ms: BTreeMap<u64, u64>,
     /// In a [`History::timed`] history: when each key was first published (ms since the start).
     pub published_ms: BTreeMap<(u64, u64), u64>,
+    /// The members' dedup window when a plan made it short (`None`: the default 10 minutes,
+    /// which no run outlasts). With one, a retried key may be stored again once the window
+    /// passed by the leader-stamped times (see `check::copies_expired_apart`).
+    pub dedup_window_ms: Option<u64>,
 }
 
 impl HistoryData {
@@ -274,6 +278,11 @@ impl History {
     /// Records a broken expectation.
     pub fn violation(&self, what: impl Into<String>) {
         self.with(|h| h.violations.push(what.into()));
+    }
+
+    /// The members' dedup window is this short (a retried key may be stored again after it).
+    pub fn dedup_window(&self, ms: Option<u64>) {
+        self.with(|h| h.dedup_window_ms = ms);
     }
 
     /// Marks a producer as exempt from the per-producer order check.

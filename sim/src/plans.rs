@@ -80,6 +80,8 @@ impl Fault {
             Fault::LossyLinks { .. } => "lossy_links",
             Fault::StallLink { .. } => "stall_link",
             Fault::CutLeaderPeers { .. } => "cut_leader_peers",
+            Fault::StaleLeaderReturns { .. } => "stale_leader_returns",
+            Fault::ChangeAfterElection { .. } => "change_after_election",
         }
     }
 
@@ -106,6 +108,8 @@ impl Fault {
             Fault::Heal
             | Fault::IsolateLeader
             | Fault::CutLeaderPeers { .. }
+            | Fault::StaleLeaderReturns { .. }
+            | Fault::ChangeAfterElection { .. }
             | Fault::PacketLoss { .. }
             | Fault::Slow { .. } => vec![],
         }
@@ -116,7 +120,10 @@ impl Fault {
         let m = self.members();
         if m.is_empty() {
             return match self {
-                Fault::IsolateLeader | Fault::CutLeaderPeers { .. } => "the leader".into(),
+                Fault::IsolateLeader
+                | Fault::CutLeaderPeers { .. }
+                | Fault::StaleLeaderReturns { .. }
+                | Fault::ChangeAfterElection { .. } => "the leader".into(),
                 _ => "all".into(),
             };
         }

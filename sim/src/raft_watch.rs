@@ -395,6 +395,7 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
     check_kept_committed(inner, v)?;
     inner.shapes.insert(v.node, LogShape::of(v));
     check_commit_is_safe(inner, v)?;
+    check_conf_change_after_term_commit(v)?;
     // The member's own chain where it has one; otherwise (it has applied nothing one by one since it
     // started from its disk or a snapshot) the chain recorded at that index, which is all there is.
     let digest = match inner.chains.get(&v.node) {
@@ -488,6 +489,38 @@ fn check_kept_committed(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), Stri
         inner.held.insert(v.node, top);
     }
     Ok(())
+}
+
+/// A leader proposes a membership change only once it has committed an entry of its own term
+/// (Ongaro's single-server change bug, fixed in 2015): before that, the previous leader's change
+/// may still sit uncommitted on a minority, and two successive single-server changes from
+/// different bases can have majorities that do not overlap. Checked when a leader's round appends
+/// a configuration entry of its term: the entry at its commit index must be of that term.
+fn check_conf_change_after_term_commit(v: &RoundView<'_>) -> Result<(), String> {
+    let Some(from) = v.appended_from.filter(|_| v.role == Role::Leader) else { return Ok(()) };
+    let skip = usize::try_from(from.saturating_sub(v.first_index)).unwrap_or(usize::MAX);
+    let Some(change) =
+        v.entries.iter().skip(skip).find(|e| e.kind == EntryKind::ConfChange && e.term == v.term)
+    else {
+        return Ok(());
+    };
+    let committed_term = v
+        .commit
+        .checked_sub(v.first_index)
+        .and_then(|k| v.entries.get(usize::try_from(k).ok()?))
+        .map(|e| e.term);
+    match committed_term {
+        // Compacted (committed long ago) or of this term: fine.
+        None => Ok(()),
+        Some(t) if t == v.term => Ok(()),
+        Some(t) => Err(format!(
+            "membership change too early: n{} leading in term {} appended a configuration change at \
+             index {} while its commit index {} is an entry of term {t}: a leader must commit an entry \
+             of its own term before changing membership (a change of the previous leader may still \
+             sit on a minority)",
+            v.node, v.term, change.index, v.commit
+        )),
+    }
 }
 
 /// A leader's commit is safe (Raft §5.4, Figure 8): once an entry is committed, no member whose
@@ -783,6 +816,27 @@ mod tests {
         w.round(&round(1, 4, Role::Leader, 2, &[a, old2, noop], &[], true));
         let v = w.violation().expect("a violation");
         assert!(v.what.contains("unsafe commit (Figure 8): n1 committed index 2 (term 2)"), "{}", v.what);
+    }
+
+    #[test]
+    fn a_membership_change_before_the_leaders_first_commit_fails() {
+        let cc =
+            |index, term| Entry { term, index, kind: EntryKind::ConfChange, data: Bytes::from_static(b"") };
+        let (a, noop) = (e(1, 1, b"a"), Entry { kind: EntryKind::Noop, ..e(2, 2, b"") });
+        let log = [a.clone(), noop.clone(), cc(3, 2)];
+        // Proposed after the noop (term 2) committed: fine.
+        let w = RaftWatch::new(|| 0);
+        w.round(&RoundView { appended_from: Some(3), ..round(1, 2, Role::Leader, 2, &log, &[], true) });
+        assert_eq!(w.violation(), None, "{:?}", w.violation());
+        // Proposed while the commit index is still term 1's entry: too early.
+        let w = RaftWatch::new(|| 0);
+        w.round(&RoundView { appended_from: Some(2), ..round(1, 2, Role::Leader, 1, &log, &[], true) });
+        let v = w.violation().expect("a violation");
+        assert!(v.what.contains("membership change too early: n1 leading in term 2"), "{}", v.what);
+        // A follower appending the same entries is not proposing anything.
+        let w = RaftWatch::new(|| 0);
+        w.round(&RoundView { appended_from: Some(2), ..round(2, 2, Role::Follower, 1, &log, &[], true) });
+        assert_eq!(w.violation(), None, "{:?}", w.violation());
     }
 
     #[test]

@@ -550,6 +550,8 @@ mod tests {
             legacy_clients: 0,
             topic_segment_bytes: None,
             catchup_chunk_bytes: None,
+            max_entries_per_append: None,
+            dedup_window_ms: None,
         }
     }
 

@@ -98,8 +98,32 @@ struct Link {
 /// The fault windows of a run, per directed link `(from, to)`.
 pub struct LinkFaults {
     links: Mutex<BTreeMap<(NodeId, NodeId), Link>>,
+    /// While open: what members but one send as leaders or candidates is lost
+    /// ([`LinkFaults::mute_except`]).
+    muted: Mutex<Option<Mute>>,
     rng: Mutex<NodeRng>,
     counters: Counters,
+}
+
+/// A mute window: what members other than `keep` send as leaders (until `leaders_until`) or as
+/// candidates (from `candidates_from` to `candidates_until`) is lost.
+#[derive(Debug, Clone, Copy)]
+struct Mute {
+    keep: NodeId,
+    leaders_until: rt::time::Instant,
+    candidates_from: rt::time::Instant,
+    candidates_until: rt::time::Instant,
+}
+
+/// Who sends a message, as a mute window sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// A leader: appends, heartbeats, snapshot chunks, transfers.
+    Leader,
+    /// A candidate: vote and pre-vote requests.
+    Candidate,
+    /// Anything else (answers, reads, catch-up records).
+    Other,
 }
 
 /// What becomes of a frame read from a peer.
@@ -122,7 +146,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl LinkFaults {
     /// An empty table (every link clean) drawing per-frame choices from `rng`.
     pub fn new(rng: NodeRng) -> Arc<LinkFaults> {
-        Arc::new(LinkFaults { links: Mutex::default(), rng: Mutex::new(rng), counters: Counters::default() })
+        Arc::new(LinkFaults {
+            links: Mutex::default(),
+            muted: Mutex::default(),
+            rng: Mutex::new(rng),
+            counters: Counters::default(),
+        })
     }
 
     /// Frames from `from` to `to` fare as `spec` says for `window`.
@@ -144,9 +173,44 @@ impl LinkFaults {
         self.counters.windows.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// For `leaders`, what a leader sends (appends, heartbeats, snapshot chunks, transfers) is
+    /// lost unless it comes from `keep`: a member elected meanwhile holds its term's first entry
+    /// alone, as if it had crashed right after its election. Between `candidates.0` and
+    /// `candidates.1` from now, vote requests from members but `keep` are lost too, so only
+    /// `keep` can win an election (the fault `stale_leader_returns` uses both). Answers, reads
+    /// and catch-up records pass.
+    pub fn mute_except(&self, keep: NodeId, leaders: Duration, candidates: (Duration, Duration)) {
+        let now = rt::time::now();
+        *lock(&self.muted) = Some(Mute {
+            keep,
+            leaders_until: now + leaders,
+            candidates_from: now + candidates.0,
+            candidates_until: now + candidates.1,
+        });
+        self.counters.windows.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Closes every window (the network heals).
     pub fn heal(&self) {
         lock(&self.links).clear();
+        *lock(&self.muted) = None;
+    }
+
+    /// True if a message `from` sent as `sender` is lost to the mute window now.
+    fn muted(&self, from: NodeId, sender: Sender) -> bool {
+        let now = rt::time::now();
+        let muted = lock(&self.muted).is_some_and(|m| {
+            from != m.keep
+                && match sender {
+                    Sender::Leader => now < m.leaders_until,
+                    Sender::Candidate => m.candidates_from <= now && now < m.candidates_until,
+                    Sender::Other => false,
+                }
+        });
+        if muted {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        muted
     }
 
     /// The counters so far.
@@ -237,6 +301,15 @@ pub fn fate(from: NodeId, to: NodeId) -> Fate {
     active().map_or(Fate::Deliver, |f| f.fate(from, to))
 }
 
+/// [`fate`] of a message `from → to` sent as `sender` (a mute window may drop it).
+pub fn fate_of(from: NodeId, to: NodeId, sender: Sender) -> Fate {
+    match active() {
+        Some(f) if f.muted(from, sender) => Fate::Drop,
+        Some(f) => f.fate(from, to),
+        None => Fate::Deliver,
+    }
+}
+
 /// Blocks a write `from → to` while that link is stalled.
 pub async fn stall(from: NodeId, to: NodeId) {
     let until = active().and_then(|f| f.stalled_until(from, to));
@@ -291,6 +364,38 @@ mod tests {
         }));
         rt::time::sleep(Duration::from_secs(1)).await;
         assert!((0..100).all(|_| fate(1, 2) == Fate::Deliver), "the window closed");
+    }
+
+    #[crate::rt::test]
+    async fn a_mute_window_drops_leader_traffic_of_all_but_one_member_then_closes() {
+        let t = table();
+        let _g = install(t.clone());
+        let s = Duration::from_secs;
+        t.mute_except(1, s(2), (s(1), s(3)));
+        assert!(
+            (0..50).all(|_| fate_of(2, 3, Sender::Leader) == Fate::Drop),
+            "another member's appends are lost"
+        );
+        assert!((0..50).all(|_| fate_of(2, 3, Sender::Candidate) == Fate::Deliver), "votes pass at first");
+        assert!((0..50).all(|_| fate_of(2, 3, Sender::Other) == Fate::Deliver), "answers pass");
+        assert!(
+            (0..50).all(|_| fate_of(1, 2, Sender::Leader) == Fate::Deliver),
+            "the kept member's appends pass"
+        );
+        rt::time::sleep(s(1)).await;
+        assert!((0..50).all(|_| fate_of(2, 3, Sender::Candidate) == Fate::Drop), "then votes are lost");
+        assert!(
+            (0..50).all(|_| fate_of(1, 3, Sender::Candidate) == Fate::Deliver),
+            "except the kept member's"
+        );
+        rt::time::sleep(s(1)).await;
+        assert!(
+            (0..50).all(|_| fate_of(2, 3, Sender::Leader) == Fate::Deliver),
+            "the leaders' window closed"
+        );
+        rt::time::sleep(s(1)).await;
+        assert!((0..50).all(|_| fate_of(2, 3, Sender::Candidate) == Fate::Deliver), "the candidates' too");
+        assert_eq!(t.stats().dropped, 100);
     }
 
     #[crate::rt::test]

@@ -972,7 +972,13 @@ fn lossy_fate(
             }
         });
     };
-    Ok(match lossy::fate(peer, shared.id()) {
+    use crate::raft::message::Body as B;
+    let sender = match msg.body {
+        B::Append { .. } | B::Heartbeat { .. } | B::Snapshot { .. } | B::TimeoutNow => lossy::Sender::Leader,
+        B::Vote { .. } => lossy::Sender::Candidate,
+        _ => lossy::Sender::Other,
+    };
+    Ok(match lossy::fate_of(peer, shared.id(), sender) {
         lossy::Fate::Deliver => Some(msg),
         lossy::Fate::Drop => None,
         lossy::Fate::Duplicate(after) => {

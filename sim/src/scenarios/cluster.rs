@@ -70,6 +70,10 @@ const DISK_LATENCY_STREAM: u64 = 0x6c61_7465;
 const LEGACY_STREAM: u64 = 0x6c65_6761;
 /// The stream lossy and stalled peer links are drawn from (plans without them stay as they were).
 const LOSSY_LINKS_STREAM: u64 = 0x6c6f_7373;
+/// The stream short dedup windows (and the clock steps against them) are drawn from.
+const SHORT_DEDUP_STREAM: u64 = 0x6464_7570;
+/// The stream the leader-change faults for the zoo's consensus bugs are drawn from.
+const CONSENSUS_FAULTS_STREAM: u64 = 0x636f_6e73;
 /// The random stream retention limits are drawn from (so plans without them stay as they were).
 const RETENTION_STREAM: u64 = 0x7265_7465;
 /// The random stream small topic files (segment size, catch-up chunk) are drawn from.
@@ -152,6 +156,18 @@ pub enum Fault {
     /// `pause_ms` of it (a long GC pause), so the others elect a new leader and commit while it
     /// still believes it leads.
     CutLeaderPeers { ms: u64, pause_ms: u64 },
+    /// Figure 8's sequence: whoever leads is cut from its peers for `cut_ms` while its clients
+    /// still reach it (it appends a tail nobody else has); meanwhile and for `hold_ms` after, what
+    /// any other member sends as a leader is lost, so a member elected meanwhile holds its term's
+    /// first entry alone (as if it crashed right after its election); the old leader, back, can
+    /// win again and replicate its old tail (in steps of `max_entries_per_append`).
+    StaleLeaderReturns { cut_ms: u64, hold_ms: u64 },
+    /// A membership change aimed at a fresh leader: whoever leads is cut from its peers for
+    /// `cut_ms`, links among the others hold frames back up to `delay_ms`, and the moment another
+    /// member wins an election the operator removes the old leader through it (the request
+    /// arrives before the new leader's first entry commits), wipes it, and adds it back after
+    /// `down_ms`.
+    ChangeAfterElection { cut_ms: u64, delay_ms: u64, down_ms: u64 },
 }
 
 /// How an injected disk fault shows.
@@ -279,6 +295,16 @@ pub struct Plan {
     /// Record bytes a member installing a snapshot asks for per request (`None`: the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catchup_chunk_bytes: Option<u32>,
+    /// `cluster.max_entries_per_append` on every member (`None`: the default, 1,024). Small in
+    /// plans that draw `stale_leader_returns`: a returning leader then replicates its old tail in
+    /// steps, so a majority holds an earlier term's entry before its own (Figure 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_entries_per_append: Option<u64>,
+    /// `dedup.window_ms` on every member (`None`: 10 minutes, longer than any run). Seconds in
+    /// some plans, against clock steps larger than it: a retry after the window (by the
+    /// leader-stamped times) is stored again, and the checkers allow exactly that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window_ms: Option<u64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -430,6 +456,8 @@ impl Plan {
             legacy_clients: 0,
             topic_segment_bytes: None,
             catchup_chunk_bytes: None,
+            max_entries_per_append: None,
+            dedup_window_ms: None,
         }
     }
 
@@ -521,6 +549,48 @@ impl Plan {
         self.faults.sort_by_key(|f| f.at_ms);
     }
 
+    /// Draws the leader-change sequences (`stale_leader_returns` in a quarter of the seeds, with
+    /// appends of 1–3 entries; `change_after_election` in a fifth) from `rng`, a stream of its
+    /// own, and adds them to the plan in time order.
+    fn draw_consensus_faults(&mut self, rng: &mut NodeRng) {
+        let window = self.fault_window_ms;
+        if rng.random_bool(0.25) && window > 6_000 {
+            let at_ms = rng.random_range(1_000..window - 4_000);
+            let fault = Fault::StaleLeaderReturns {
+                cut_ms: rng.random_range(1_500..3_000),
+                hold_ms: rng.random_range(1_500..4_000),
+            };
+            self.faults.push(Step { at_ms, fault });
+            self.max_entries_per_append = Some(rng.random_range(1..=3));
+        }
+        if rng.random_bool(0.2) && window > 6_000 {
+            let at_ms = rng.random_range(1_000..window - 4_000);
+            let fault = Fault::ChangeAfterElection {
+                cut_ms: rng.random_range(1_500..3_000),
+                delay_ms: rng.random_range(50..=250),
+                down_ms: rng.random_range(200..2_000),
+            };
+            self.faults.push(Step { at_ms, fault });
+        }
+        self.faults.sort_by_key(|f| f.at_ms);
+    }
+
+    /// Draws a short dedup window (1–5 s, a third of the seeds) from `rng`, a stream of its own,
+    /// with a clock step on one member larger than the window, either way.
+    fn draw_short_dedup_window(&mut self, rng: &mut NodeRng) {
+        if !rng.random_bool(0.33) {
+            return;
+        }
+        let window = rng.random_range(1_000..=5_000u64);
+        self.dedup_window_ms = Some(window);
+        let at_ms = rng.random_range(500..self.fault_window_ms);
+        let node = rng.random_range(0..self.nodes);
+        let size = rng.random_range(window..=3 * window) as i64;
+        let ms = if rng.random_bool(0.5) { size } else { -size };
+        self.faults.push(Step { at_ms, fault: Fault::StepClock { node, ms } });
+        self.faults.sort_by_key(|f| f.at_ms);
+    }
+
     /// Checks a plan read from outside (node indexes in range, faults inside the fault window).
     pub fn validate(&self) -> Result<(), String> {
         if self.legacy_clients > 50 {
@@ -550,6 +620,12 @@ impl Plan {
                 self.disk_latency.len(),
                 self.nodes
             ));
+        }
+        if self.dedup_window_ms == Some(0) {
+            return Err("dedup_window_ms must be at least 1".into());
+        }
+        if self.max_entries_per_append == Some(0) {
+            return Err("max_entries_per_append must be at least 1".into());
         }
         if self.drift_ppm.len() != self.nodes {
             return Err(format!("drift_ppm has {} values for {} nodes", self.drift_ppm.len(), self.nodes));
@@ -582,6 +658,8 @@ impl Plan {
             Fault::Slow { min_ms, max_ms, .. } => min_ms < max_ms,
             Fault::IsolateLeader => true,
             Fault::CutLeaderPeers { ms, pause_ms } => pause_ms <= ms,
+            Fault::StaleLeaderReturns { .. } => true,
+            Fault::ChangeAfterElection { delay_ms, .. } => *delay_ms >= 1,
             Fault::Split { side } => side.iter().all(ok),
             Fault::CrashMany { nodes, .. } => nodes.iter().all(ok),
             Fault::OneWay { from, to } | Fault::StallLink { from, to, .. } => ok(from) && ok(to),
@@ -748,6 +826,8 @@ struct MemberEnv {
     topic_files: (Option<u64>, Option<u32>),
     /// The snapshot installs of the member's earlier incarnations.
     installs: Arc<Mutex<CatchUpCounters>>,
+    max_entries_per_append: Option<u64>,
+    dedup_window_ms: Option<u64>,
     drift: i64,
     disk: Arc<dyn Disk>,
     dlq: Arc<dyn Disk>,
@@ -811,6 +891,8 @@ async fn member_main(env: MemberEnv) {
         retention_max_events,
         topic_files,
         installs,
+        max_entries_per_append,
+        dedup_window_ms,
         drift,
         disk,
         dlq,
@@ -836,7 +918,8 @@ async fn member_main(env: MemberEnv) {
     if join && disk.list("").is_ok_and(|files| files.is_empty()) {
         watch.member_wiped(i as u64 + 1); // a new member: its old term and vote are gone by design
     }
-    let config = member_config(i, nodes, join, snapshot_entries, (retention_max_events, topic_files));
+    let mut config = member_config(i, nodes, join, snapshot_entries, (retention_max_events, topic_files));
+    tune(&mut config, max_entries_per_append, dedup_window_ms);
     // The production assembly, with simulated seams: power-fail disks, this member's drifting
     // clock, the per-round Raft watch.
     let seams = Seams {
@@ -870,6 +953,16 @@ async fn member_main(env: MemberEnv) {
         Err(e) => panic!("member {} cannot start: {e}", i + 1),
     };
     let _ = server.run().await;
+}
+
+/// The plan's settings beyond the defaults: append size, dedup window.
+fn tune(config: &mut Config, max_entries_per_append: Option<u64>, dedup_window_ms: Option<u64>) {
+    if let Some(n) = max_entries_per_append {
+        config.cluster.max_entries_per_append = n;
+    }
+    if let Some(ms) = dedup_window_ms {
+        config.dedup.window_ms = ms;
+    }
 }
 
 /// True if a start failed because recovery found corrupt data on the member's disk.
@@ -909,6 +1002,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
     *opts.plan_toml_slot.lock().unwrap_or_else(|e| e.into_inner()) = toml::to_string(&plan).ok();
     let start = rt::time::now();
     let history = History::timed(start);
+    history.dedup_window(plan.dedup_window_ms);
     let watch = new_watch(&opts, start);
 
     // --- members ---------------------------------------------------------------------------------
@@ -1069,6 +1163,12 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     let mut files_rng = rng.clone();
     files_rng.set_stream(TOPIC_FILES_STREAM);
     plan.draw_topic_files(&mut files_rng);
+    let mut consensus_rng = rng.clone();
+    consensus_rng.set_stream(CONSENSUS_FAULTS_STREAM);
+    plan.draw_consensus_faults(&mut consensus_rng);
+    let mut dedup_rng = rng.clone();
+    dedup_rng.set_stream(SHORT_DEDUP_STREAM);
+    plan.draw_short_dedup_window(&mut dedup_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -1287,6 +1387,8 @@ fn start_members(
             retention_max_events: plan.retention_max_events,
             topic_files: (plan.topic_segment_bytes, plan.catchup_chunk_bytes),
             installs: slot.installs.clone(),
+            max_entries_per_append: plan.max_entries_per_append,
+            dedup_window_ms: plan.dedup_window_ms,
             drift: plan.drift_ppm[i],
             disk,
             dlq: slot.dlq.clone(),

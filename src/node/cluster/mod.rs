@@ -196,6 +196,7 @@ async fn open_peer_transport(
         );
     }
     let mut tcfg = TransportConfig::new(id, cfg.cluster_id.clone(), cfg.secret.clone());
+    tcfg.queue_per_peer = usize::try_from(cfg.peer_queue).unwrap_or(usize::MAX);
     tcfg.tls = cfg.tls.as_ref().map(crate::tls::PeerTls::load).transpose()?;
     let bound = PeerTransport::bind(tcfg, cfg.raft_listen, clock, rng)
         .await
@@ -374,6 +375,7 @@ impl ClusterNode {
         let mut rcfg = RaftConfig::new(id);
         rcfg.election_tick = cfg.election_ticks;
         rcfg.heartbeat_tick = cfg.heartbeat_ticks;
+        rcfg.max_entries_per_append = usize::try_from(cfg.max_entries_per_append).unwrap_or(usize::MAX);
         let raft_rng = rt::rng::split(&mut rng);
         let mut raft = Raft::new(rcfg, restored, raft_rng)?;
         catchup::prepare(&mut raft, &resume);

@@ -25,6 +25,7 @@ use crate::storm::StormKind;
 use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
 
 mod bitrot;
+mod takeover;
 
 /// Plays a plan's faults against the members (see the module doc).
 pub(super) struct FaultInjector<'a> {
@@ -193,6 +194,10 @@ impl<'a> FaultInjector<'a> {
             }
             Fault::LossyLinks { .. } | Fault::StallLink { .. } => self.lossy_links(fault),
             Fault::CutLeaderPeers { ms, pause_ms } => self.cut_leader_peers(*ms, *pause_ms),
+            Fault::StaleLeaderReturns { cut_ms, hold_ms } => self.stale_leader_returns(*cut_ms, *hold_ms),
+            Fault::ChangeAfterElection { cut_ms, delay_ms, down_ms } => {
+                self.change_after_election(*cut_ms, *delay_ms, *down_ms)
+            }
             Fault::StepClock { node, ms } => {
                 if let Some(c) = self.slots[*node].clock.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                     c.step_wall(i128::from(*ms) * 1_000_000);
