@@ -527,6 +527,10 @@ fn members_out_of_descriptors_for_new_topic_files_wait_to_apply_without_a_restar
         retention_max_events: None,
         disk_latency: Vec::new(),
         legacy_clients: 0,
+        topic_segment_bytes: None,
+        catchup_chunk_bytes: None,
+        max_entries_per_append: None,
+        dedup_window_ms: None,
     };
     let mut opts = default_options();
     opts.plan = Some(toml::to_string(&plan).unwrap());

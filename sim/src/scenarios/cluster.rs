@@ -830,6 +830,8 @@ struct MemberEnv {
     dedup_window_ms: Option<u64>,
     drift: i64,
     disk: Arc<dyn Disk>,
+    /// The simulated disk under `disk` (to tell a start cut short by a power failure).
+    sim_disk: Arc<SimDisk>,
     dlq: Arc<dyn Disk>,
     slot: Arc<Mutex<Option<ClusterNode>>>,
     clock_slot: Arc<Mutex<Option<NodeClock>>>,
@@ -883,6 +885,21 @@ fn member_config(
 }
 
 /// Starts (or restarts) a member: recovers from its disk, serves clients until killed.
+/// The clock of a member's new incarnation. A machine's clock does not reset when its process
+/// restarts: the new incarnation's wall clock goes on from the old one's reading (its steps and
+/// the drift it accumulated kept; differences under a millisecond are rounding, not state).
+fn member_clock(drift: i64, clock_slot: &Mutex<Option<NodeClock>>) -> NodeClock {
+    let clock = NodeClock::new();
+    if drift != 0 {
+        clock.set_drift_ppm(drift);
+    }
+    if let Some(old) = clock_slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        continue_clock(old, &clock);
+    }
+    *clock_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock.clone());
+    clock
+}
+
 async fn member_main(env: MemberEnv) {
     let MemberEnv {
         i,
@@ -895,6 +912,7 @@ async fn member_main(env: MemberEnv) {
         dedup_window_ms,
         drift,
         disk,
+        sim_disk,
         dlq,
         slot,
         clock_slot,
@@ -903,17 +921,7 @@ async fn member_main(env: MemberEnv) {
         refused_corrupt,
         watch,
     } = env;
-    let clock = NodeClock::new();
-    if drift != 0 {
-        clock.set_drift_ppm(drift);
-    }
-    // A machine's clock does not reset when its process restarts: the new incarnation's wall
-    // clock goes on from the old one's reading (its steps and the drift it accumulated kept;
-    // differences under a millisecond are rounding, not state).
-    if let Some(old) = clock_slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        continue_clock(old, &clock);
-    }
-    *clock_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock.clone());
+    let clock = member_clock(drift, &clock_slot);
     let join = joining.load(std::sync::atomic::Ordering::SeqCst);
     if join && disk.list("").is_ok_and(|files| files.is_empty()) {
         watch.member_wiped(i as u64 + 1); // a new member: its old term and vote are gone by design
@@ -937,20 +945,7 @@ async fn member_main(env: MemberEnv) {
     };
     let server = match Server::start(&config, seams).await {
         Ok(s) => s,
-        // An operator restarted it while its disk still fails (a disk fault's own restart
-        // comes later): like the real process, it exits with the error.
-        Err(e @ ServerError::Node { .. }) if disk_faulty.load(std::sync::atomic::Ordering::SeqCst) => {
-            tracing::warn!(member = i + 1, error = %e, "member cannot start on a failing disk; it stays down");
-            return;
-        }
-        // Recovery found bytes its checksums reject (bit rot): like the real process, it refuses
-        // to start; the operator (the simulator) wipes it and adds it back.
-        Err(e) if is_corrupt(&e) => {
-            tracing::warn!(member = i + 1, error = %e, "member refuses to start on corrupt data; it stays down");
-            refused_corrupt.store(true, std::sync::atomic::Ordering::SeqCst);
-            return;
-        }
-        Err(e) => panic!("member {} cannot start: {e}", i + 1),
+        Err(e) => return start_failed(i, &e, &sim_disk, &disk_faulty, &refused_corrupt),
     };
     let _ = server.run().await;
 }
@@ -962,6 +957,38 @@ fn tune(config: &mut Config, max_entries_per_append: Option<u64>, dedup_window_m
     }
     if let Some(ms) = dedup_window_ms {
         config.dedup.window_ms = ms;
+    }
+}
+
+/// A member's start failed: like the real process, it exits with the error, and the fault that
+/// caused it (if any) restarts it. Any other failure is a bug.
+fn start_failed(
+    i: usize,
+    e: &ServerError,
+    disk: &SimDisk,
+    disk_faulty: &std::sync::atomic::AtomicBool,
+    refused_corrupt: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    // An armed power failure struck inside recovery's own disk operations (a recovery that
+    // deletes or syncs): the process died there; the crash fault restarts it.
+    if disk.crashed() {
+        tracing::warn!(member = i + 1, error = %e, "member lost power while starting");
+        return;
+    }
+    match e {
+        // An operator restarted it while its disk still fails (a disk fault's own restart
+        // comes later).
+        ServerError::Node { .. } if disk_faulty.load(SeqCst) => {
+            tracing::warn!(member = i + 1, error = %e, "member cannot start on a failing disk; it stays down");
+        }
+        // Recovery found bytes its checksums reject (bit rot): it refuses to start; the operator
+        // (the simulator) wipes it and adds it back.
+        e if is_corrupt(e) => {
+            tracing::warn!(member = i + 1, error = %e, "member refuses to start on corrupt data; it stays down");
+            refused_corrupt.store(true, SeqCst);
+        }
+        e => panic!("member {} cannot start: {e}", i + 1),
     }
 }
 
@@ -1391,6 +1418,7 @@ fn start_members(
             dedup_window_ms: plan.dedup_window_ms,
             drift: plan.drift_ppm[i],
             disk,
+            sim_disk: slot.disk.clone(),
             dlq: slot.dlq.clone(),
             slot: slot.node.clone(),
             clock_slot: slot.clock.clone(),
