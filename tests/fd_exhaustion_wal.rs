@@ -15,10 +15,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::fd::{self, open_fds, set_fd_limit};
 use common::{start_esc, temp_dir};
-use eventstreamcore::client::{Client, ClientError};
+use eventstreamcore::client::Client;
 use eventstreamcore::event::{Event, Priority};
-use eventstreamcore::wire::{AckItem, ErrorCode};
+use eventstreamcore::wire::ErrorCode;
 
 const PRODUCER: u64 = 77;
 
@@ -29,42 +30,14 @@ fn event(seq: u64) -> Event {
     e
 }
 
-fn open_fds(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64
-}
-
-/// Lowers the running process's soft and hard descriptor limit.
-fn set_fd_limit(pid: u32, limit: u64) {
-    let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-    // SAFETY: prlimit reads the struct we pass; the old limit is not asked for.
-    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
-/// The outcome of publishing `seq` once: its offset, or the error code.
+/// Publishing event `seq` once (see [`fd::publish_once`]).
 async fn publish_once(client: &mut Client, seq: u64) -> Result<(u64, bool), ErrorCode> {
-    match client.publish(vec![event(seq)]).await {
-        Ok(acks) => match &acks[..] {
-            [AckItem::Stored { offset, duplicate, .. }] => Ok((*offset, *duplicate)),
-            other => panic!("publish {seq}: {other:?}"),
-        },
-        Err(ClientError::Server(e)) => Err(e.code),
-        Err(e) => panic!("publish {seq}: {e}"),
-    }
+    fd::publish_once(client, event(seq)).await
 }
 
-/// Publishes `seq` until it is taken, while the server answers "retry".
+/// Publishing event `seq` until it is taken (see [`fd::publish_retrying`]).
 async fn publish_retrying(client: &mut Client, seq: u64) -> (u64, bool) {
-    for _ in 0..400 {
-        match publish_once(client, seq).await {
-            Ok(r) => return r,
-            Err(ErrorCode::Overloaded | ErrorCode::Unavailable) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(code) => panic!("publish {seq}: {code:?}"),
-        }
-    }
-    panic!("publish {seq} never taken");
+    fd::publish_retrying(client, &event(seq)).await
 }
 
 #[tokio::test]

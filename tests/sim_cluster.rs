@@ -493,21 +493,12 @@ fn an_idle_single_member_acks_without_waiting_for_a_tick() {
     });
 }
 
-/// Two of three members run out of file descriptors while the producers' first batches create
-/// their topics: applying an entry that needs a new topic file stops before it (nothing of it
-/// applied), waits, and goes on from that entry once the fault ends — no restart, every checker
-/// passes. (Seed 11 of this plan: `esc-sim replay --plan` logs "applying stops before the next
-/// entry" on n1 and n2 for `topic-00000002-…`.)
-#[test]
-fn members_out_of_descriptors_for_new_topic_files_wait_to_apply_without_a_restart() {
-    use eventstreamcore_sim::scenarios::cluster::{DiskErrorKind, Fault, Plan, Step};
-    let faults: Vec<Step> = (0..2)
-        .map(|node| Step {
-            at_ms: 900,
-            fault: Fault::Disk { node, error: DiskErrorKind::Descriptors, down_ms: 4_000 },
-        })
-        .collect();
-    let plan = Plan {
+/// The three-member plan of the descriptor tests: small, snapshots every 8 entries, a reader.
+fn descriptor_plan(
+    faults: Vec<eventstreamcore_sim::scenarios::cluster::Step>,
+) -> eventstreamcore_sim::scenarios::cluster::Plan {
+    use eventstreamcore_sim::scenarios::cluster::Plan;
+    Plan {
         nodes: 3,
         producers: 3,
         batches: 8,
@@ -531,7 +522,24 @@ fn members_out_of_descriptors_for_new_topic_files_wait_to_apply_without_a_restar
         catchup_chunk_bytes: None,
         max_entries_per_append: None,
         dedup_window_ms: None,
-    };
+    }
+}
+
+/// Two of three members run out of file descriptors while the producers' first batches create
+/// their topics: applying an entry that needs a new topic file stops before it (nothing of it
+/// applied), waits, and goes on from that entry once the fault ends — no restart, every checker
+/// passes. (Seed 11 of this plan: `esc-sim replay --plan` logs "applying stops before the next
+/// entry" on n1 and n2 for `topic-00000002-…`.)
+#[test]
+fn members_out_of_descriptors_for_new_topic_files_wait_to_apply_without_a_restart() {
+    use eventstreamcore_sim::scenarios::cluster::{DiskErrorKind, Fault, Step};
+    let faults: Vec<Step> = (0..2)
+        .map(|node| Step {
+            at_ms: 900,
+            fault: Fault::Disk { node, error: DiskErrorKind::Descriptors, down_ms: 4_000 },
+        })
+        .collect();
+    let plan = descriptor_plan(faults);
     let mut opts = default_options();
     opts.plan = Some(toml::to_string(&plan).unwrap());
     let r = runner::run_seed("cluster", 11, opts);
@@ -546,7 +554,7 @@ fn members_out_of_descriptors_for_new_topic_files_wait_to_apply_without_a_restar
 /// and no member was restarted or marked failed.
 #[test]
 fn members_out_of_file_descriptors_wait_and_go_on_without_a_restart() {
-    use eventstreamcore_sim::scenarios::cluster::{DiskErrorKind, Fault, Plan, Step};
+    use eventstreamcore_sim::scenarios::cluster::{DiskErrorKind, Fault, Step};
     // Every member at once, and the leader cut off meanwhile: the election that follows needs
     // hard-state writes that cannot open their file until the fault ends.
     let mut faults: Vec<Step> = (0..3)
@@ -557,31 +565,7 @@ fn members_out_of_file_descriptors_wait_and_go_on_without_a_restart() {
         .collect();
     faults.push(Step { at_ms: 1_200, fault: Fault::IsolateLeader });
     faults.push(Step { at_ms: 2_000, fault: Fault::Heal });
-    let plan = Plan {
-        nodes: 3,
-        producers: 3,
-        batches: 8,
-        consumers: 1,
-        drift_ppm: vec![0, 0, 0],
-        faults,
-        fault_window_ms: 12_000,
-        deadline_ms: 40_000,
-        think_ms: 100,
-        storm_clients: 0,
-        storm_at_ms: 0,
-        storm_ms: None,
-        snapshot_entries: 8,
-        peer_storm_clients: 0,
-        linearizable_reader: true,
-        durable_consumers: 0,
-        retention_max_events: None,
-        disk_latency: Vec::new(),
-        legacy_clients: 0,
-        topic_segment_bytes: None,
-        catchup_chunk_bytes: None,
-        max_entries_per_append: None,
-        dedup_window_ms: None,
-    };
+    let plan = descriptor_plan(faults);
     let mut opts = default_options();
     opts.plan = Some(toml::to_string(&plan).unwrap());
     let r = runner::run_seed("cluster", 11, opts);
