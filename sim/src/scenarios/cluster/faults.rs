@@ -407,6 +407,22 @@ impl<'a> FaultInjector<'a> {
         });
     }
 
+    /// The job that removes member `node`, wipes it and adds it back after `down_ms`.
+    fn rejoin_job(&self, node: usize, down_ms: u64) -> Rejoin {
+        Rejoin {
+            handle: self.handle.clone(),
+            id: self.ids[node],
+            member: node,
+            slot: self.slots[node].handles(),
+            addrs: self.addrs.to_vec(),
+            down: Duration::from_millis(down_ms),
+            history: self.history.clone(),
+            busy: self.rejoin_busy.clone(),
+            log: self.log.clone(),
+            give_up: self.fault_end + Duration::from_secs(30),
+        }
+    }
+
     /// Starts a membership change: remove the member, wipe it, add it back after `down_ms`.
     fn rejoin(&mut self, node: usize, down_ms: u64) {
         if rt::time::now() < self.armed_until[node] {
@@ -418,18 +434,7 @@ impl<'a> FaultInjector<'a> {
             return;
         }
         self.down_until[node] = self.fault_end + Duration::from_secs(5);
-        let job = Rejoin {
-            handle: self.handle.clone(),
-            id: self.ids[node],
-            member: node,
-            slot: self.slots[node].handles(),
-            addrs: self.addrs.to_vec(),
-            down: Duration::from_millis(down_ms),
-            history: self.history.clone(),
-            busy: self.rejoin_busy.clone(),
-            log: self.log.clone(),
-            give_up: self.fault_end + Duration::from_secs(30),
-        };
+        let job = self.rejoin_job(node, down_ms);
         self.rejoins.push(self.admin_node.spawn(job.run()));
     }
 }

@@ -94,18 +94,7 @@ impl FaultInjector<'_> {
             "leader cut; removed through its successor",
         );
         self.history.count("change_after_election");
-        let rejoin = Rejoin {
-            handle: self.handle.clone(),
-            id: self.ids[l],
-            member: l,
-            slot: self.slots[l].handles(),
-            addrs: self.addrs.to_vec(),
-            down: Duration::from_millis(down_ms),
-            history: self.history.clone(),
-            busy: self.rejoin_busy.clone(),
-            log: self.log.clone(),
-            give_up: self.fault_end + Duration::from_secs(30),
-        };
+        let rejoin = self.rejoin_job(l, down_ms);
         let nodes: Vec<_> = self.slots.iter().map(|s| s.node.clone()).collect();
         let wait_until = rt::time::now() + cut + Duration::from_secs(2);
         let job = FreshLeaderChange { rejoin, old_term, nodes, wait_until };
