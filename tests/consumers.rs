@@ -91,6 +91,8 @@ fn a_killed_consumer_resumes_from_its_committed_position_with_no_gap() {
     assert_eq!(got, (130..190).collect::<Vec<_>>());
     child.kill().unwrap();
     child.wait().unwrap();
+    // It may have printed (and committed) more than the 60 read above before the kill landed.
+    let printed_end = seen.last().map_or(190, |last| last + 1);
 
     // Third incarnation: resumes at the committed position — at least the commit after the 40th
     // event (the one after the 60th may still have been in flight at the kill), never past what
@@ -102,7 +104,7 @@ fn a_killed_consumer_resumes_from_its_committed_position_with_no_gap() {
         .nth(1)
         .and_then(|r| r.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no resume line: {err}"));
-    assert!((170..=190).contains(&resumed), "resumed at {resumed}");
+    assert!((170..=printed_end).contains(&resumed), "resumed at {resumed}, printed up to {printed_end}");
     assert_eq!(offsets(&out), (resumed..250).collect::<Vec<_>>(), "a gap or a jump");
     assert_eq!(consumer(a, "w")["lag"].as_u64(), Some(0));
 }
