@@ -12,7 +12,7 @@
 //! `u8 priority`, `u8 flags` (bit 0: key present), `str16 topic`, [`bytes32 key`],
 //! `u16 header count`, per header `str16 name` + `bytes32 value`, then `bytes32 payload`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 
 use super::{Event, Header, Priority};
 
@@ -40,7 +40,7 @@ pub enum CodecError {
 }
 
 /// Appends `events` in layout v1.
-pub fn encode_events(out: &mut BytesMut, events: &[Event]) {
+pub fn encode_events(out: &mut impl BufMut, events: &[Event]) {
     out.put_u32(u32::try_from(events.len()).expect("event count fits in u32"));
     for e in events {
         put_event(out, e);
@@ -61,7 +61,7 @@ pub fn decode_events(buf: Bytes) -> Result<Vec<Event>, CodecError> {
 
 /// Appends a `u16` length and the string (cut at 65,535 bytes on a character boundary): the one
 /// short-string format of the replicated and stored formats.
-pub fn put_str16(out: &mut BytesMut, s: &str) {
+pub fn put_str16(out: &mut impl BufMut, s: &str) {
     let s = truncate_utf8(s, u16::MAX as usize);
     out.put_u16(s.len() as u16);
     out.put_slice(s.as_bytes());
@@ -86,12 +86,12 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn put_bytes32(out: &mut BytesMut, b: &[u8]) {
+fn put_bytes32(out: &mut impl BufMut, b: &[u8]) {
     out.put_u32(u32::try_from(b.len()).expect("bytes field fits in u32"));
     out.put_slice(b);
 }
 
-fn put_event(out: &mut BytesMut, e: &Event) {
+fn put_event(out: &mut impl BufMut, e: &Event) {
     out.put_u64(e.producer_id);
     out.put_u64(e.sequence);
     out.put_u8(e.priority.as_u8());
@@ -181,6 +181,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn sample() -> Vec<Event> {
         let mut a = Event::new("t/a", Priority::High, "hi");

@@ -250,11 +250,14 @@ impl EventLogState {
         self.dedup.expire(now);
         self.batches_applied += 1;
         for (event, a) in events.iter().zip(out).filter(|(_, a)| !a.duplicate) {
-            let info = self
-                .topics
-                .entry(event.topic.clone())
-                .or_insert_with(|| TopicInfo { name: a.topic.clone(), bytes: 0 });
-            info.bytes += retention::event_bytes(event);
+            // Looked up first: the topic's name is copied once, when the topic is new.
+            let bytes = retention::event_bytes(event);
+            match self.topics.get_mut(&event.topic) {
+                Some(info) => info.bytes += bytes,
+                None => {
+                    drop(self.topics.insert(event.topic.clone(), TopicInfo { name: a.topic.clone(), bytes }))
+                }
+            }
             self.events_stored += 1;
             if let Some((producer, seq)) = event.idempotency_key() {
                 self.dedup.record(producer, seq, a.topic.clone(), a.offset, now);

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::event::codec::{decode_events, encode_events};
 use crate::event::{Event, StoredEvent};
@@ -40,9 +40,8 @@ pub(super) fn encode_record(
     record::try_append_with(buf, u32::MAX as usize, |b| {
         b.extend_from_slice(&offset.to_be_bytes());
         b.extend_from_slice(&stamp_ms.to_be_bytes());
-        let mut block = BytesMut::new();
-        encode_events(&mut block, std::slice::from_ref(event));
-        b.put_slice(&block);
+        // Straight into the batch's buffer: no block allocated and copied per event.
+        encode_events(b, std::slice::from_ref(event));
     })
 }
 
@@ -225,6 +224,7 @@ pub(super) fn scan<E>(
 mod tests {
     use super::*;
     use crate::event::Priority;
+    use bytes::{BufMut, BytesMut};
 
     #[test]
     fn names_round_trip_and_other_files_are_ignored() {
@@ -247,6 +247,24 @@ mod tests {
         assert_eq!(record_head(payload), Some((5, 1234)));
         assert_eq!(decode_record(payload).unwrap(), StoredEvent { offset: 5, timestamp_ms: 1234, event: e });
         assert!(decode_record(&payload[..20]).is_err());
+    }
+
+    /// The record is the event block framed after offset and stamp, byte for byte what segments
+    /// written before the block was encoded in place hold (so those still read).
+    #[test]
+    fn a_record_is_offset_stamp_and_the_event_block_framed() {
+        let mut e = Event::new("orders", Priority::High, vec![3u8; 300]);
+        e.key = Some(b"k".to_vec().into());
+        e.headers.push(crate::event::Header { name: "h".into(), value: b"v".to_vec().into() });
+        let mut payload = BytesMut::new();
+        payload.put_u64(5);
+        payload.put_u64(1234);
+        encode_events(&mut payload, std::slice::from_ref(&e));
+        let mut expected = b"earlier records".to_vec();
+        record::append(&mut expected, &payload);
+        let mut buf = b"earlier records".to_vec();
+        assert_eq!(encode_record(&mut buf, 5, 1234, &e), Ok(payload.len()));
+        assert_eq!(buf, expected);
     }
 
     #[test]
