@@ -663,6 +663,62 @@ mod tests {
         assert!(err.contains("at least 1"), "{err}");
     }
 
+    /// The `section.key` names the documentation mentions (file names such as `node.toml` aside).
+    fn documented_keys(text: &str) -> Vec<String> {
+        const SECTIONS: [&str; 6] = ["node.", "ingest.", "dedup.", "cluster.", "log.", "pipeline."];
+        let key_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.';
+        let mut keys = Vec::new();
+        for (i, _) in text.char_indices() {
+            let before = text[..i].chars().next_back();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || "_./:-".contains(c)) {
+                continue;
+            }
+            let rest = &text[i..];
+            if SECTIONS.iter().any(|s| rest.starts_with(s)) {
+                let end = rest.find(|c| !key_char(c)).unwrap_or(rest.len());
+                let key = rest[..end].trim_end_matches('.');
+                let file = ["toml", "rs", "md", "log", "pid"].iter().any(|x| key.ends_with(&format!(".{x}")));
+                if key.contains('.') && !file {
+                    keys.push(key.to_string());
+                }
+            }
+        }
+        keys
+    }
+
+    /// Every setting the documentation names by `section.key` is one `esc serve` knows: a key
+    /// renamed or removed in the code fails here until the page says the new name.
+    #[test]
+    fn every_key_the_docs_name_exists() {
+        let docs = [
+            ("README.md", include_str!("../README.md")),
+            ("docs/operations.md", include_str!("../docs/operations.md")),
+            ("docs/security.md", include_str!("../docs/security.md")),
+            ("docs/protocol.md", include_str!("../docs/protocol.md")),
+            ("docs/design.md", include_str!("../docs/design.md")),
+        ];
+        let mut checked = 0;
+        for (page, text) in docs {
+            for key in documented_keys(text) {
+                // A value of the wrong type is refused too, but never as an unknown field.
+                let err = Config::load(None, vec![], &[format!("{key}=\"doc-check\"")]).err();
+                let msg = err.map(|e| e.to_string()).unwrap_or_default();
+                assert!(
+                    !msg.contains("unknown field"),
+                    "{page} names `{key}`, which is not a setting: {msg}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 40, "the scan found the documented keys ({checked})");
+        let err = Config::load(None, vec![], &["cluster.topic_segment_byts=1".into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "a misspelt key is caught: {err}");
+        assert_eq!(
+            documented_keys("see `cluster.segment_bytes`, node.toml and x.cluster.y"),
+            ["cluster.segment_bytes"]
+        );
+    }
+
     #[test]
     fn topic_patterns() {
         let mut i = IngestConfig::default();
