@@ -7,7 +7,8 @@
 # and its snapshot install is complete (its /metrics: esc_catchup_completed_total, esc_raft_applied_index);
 # MB/s = esc_catchup_bytes_total / that time. Then the same bytes by `cp -r` of the leader's data dir on
 # the same disk (warm: the leader just wrote them, nothing is dropped from the page cache), with and without
-# a `sync` of the copy. Every process it starts is stopped on exit; each wait has a deadline.
+# a `sync` of the copy. CHUNK=N sets cluster.catchup_chunk_bytes. Every process it starts is stopped on exit;
+# each wait has a deadline.
 set -u
 bin=$(realpath "$1"); n=$2; base=$3; batch=${4:-100}
 dir=$(mktemp -d); pids=(); token=catchup-bench-admin-token
@@ -38,6 +39,7 @@ secret = "catchup-bench-secret-0123456789abcdef"
 raft_listen = "127.0.0.1:$((base+99+i))"
 data_dir = "$dir/node$i"
 members = [ ${members%,} ]
+${CHUNK:+catchup_chunk_bytes = $CHUNK}
 EOF
 done
 serve() { "$bin" serve --config "$dir/node$1.toml" "${@:2}" >>"$dir/node$1.log" 2>&1 & pids+=($!); eval "pid$1=$!"; }
