@@ -132,8 +132,14 @@ pub enum Fault {
     /// Bit rot at rest: one bit flips in a synced file of the member's log disk (a WAL segment,
     /// the snapshot, the hard state, a topic segment); an operator reboots the member
     /// `restart_ms` later. Recovery must detect it (CRC) and refuse to start; the simulator then
-    /// removes, wipes and re-adds the member (see TESTBED.md). One member at a time.
-    BitRot { node: usize, restart_ms: u64 },
+    /// removes, wipes and re-adds the member (see TESTBED.md). One member at a time. `files`:
+    /// only files whose name starts with it (e.g. `"topic-"`; drawn plans leave it out: any).
+    BitRot {
+        node: usize,
+        restart_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        files: Option<String>,
+    },
     /// Lossy peer links (the fault layer under the peer transport): for `ms`, each Raft frame
     /// from a member of `from` to another member of `to` is lost (`drop_pct` %), delivered twice
     /// with the copy up to `max_delay_ms` late (`dup_pct`), held back up to `max_delay_ms` so
@@ -515,7 +521,7 @@ impl Plan {
         if rng.random_bool(0.33) {
             let at_ms = rng.random_range(2_000..self.fault_window_ms.max(2_001));
             let (node, restart_ms) = (rng.random_range(0..self.nodes), rng.random_range(100..3_000));
-            self.faults.push(Step { at_ms, fault: Fault::BitRot { node, restart_ms } });
+            self.faults.push(Step { at_ms, fault: Fault::BitRot { node, restart_ms, files: None } });
             self.faults.sort_by_key(|f| f.at_ms);
         }
     }

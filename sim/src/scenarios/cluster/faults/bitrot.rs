@@ -1,7 +1,8 @@
 //! Bit rot at rest (issue 15): one bit flips in a synced file of one member's log disk — a WAL
-//! segment, the snapshot, the hard state, a topic segment — while it runs. A running member never
-//! reads those bytes back (its log and state are in memory), so the rot shows when an operator
-//! reboots it: recovery's checksums must reject the file and the member refuse to start. The
+//! segment, the snapshot, the hard state, a topic segment — while it runs. A running member
+//! reads back only topic segments (to serve them), and refuses the rotted range when it does; the
+//! rest shows when an operator reboots it: recovery's checksums must reject the file and the
+//! member refuse to start. The
 //! operator then does what the refusal message asks: removes the member, wipes its disk and adds
 //! it back empty, to catch up from the others (the existing membership change, [`Rejoin`]).
 //!
@@ -11,13 +12,13 @@
 use super::*;
 
 /// The files of a member's log disk that rot, by prefix: WAL segments, the snapshot (and a
-/// snapshot install in progress), the hard state.
+/// snapshot install in progress), the hard state, topic segments.
 ///
-/// Topic segments (`topic-`) are left out for now: a member reads an old segment only when it
-/// serves it, so rot there is found late — a leader refuses to ship the segment (checked record by
-/// record) but keeps running, and its followers cannot catch up until an operator restores it.
-/// Seeds 345 and 1010 showed it; stopping the member on such a find is the fix left open.
-const ROT_PREFIXES: &[&str] = &["wal-", "snapshot", "hardstate"];
+/// Topic segments: every record has a CRC, so a running member never serves a rotted one (a read
+/// answers `unavailable` and the client asks another member; a leader refuses to ship it in a
+/// catch-up, seed 1010), and a start verifies every retained segment, so the operator's reboot
+/// is refused like a rotted WAL's (rot past the snapshot's point is cut and replayed instead).
+const ROT_PREFIXES: &[&str] = &["wal-", "snapshot", "hardstate", "topic-"];
 
 /// The newest WAL segment does not rot: a flipped bit in its last record (followed by no valid
 /// record) is indistinguishable from a torn unsynced write, so recovery cuts it and the member
@@ -31,8 +32,9 @@ const OUTCOME_WITHIN: Duration = Duration::from_secs(5);
 
 impl FaultInjector<'_> {
     /// Rots one bit of a synced file of `node` now and reboots it `restart_ms` later; if it then
-    /// refuses to start on corrupt data, it is removed, wiped and added back.
-    pub(super) fn bit_rot(&mut self, node: usize, restart_ms: u64) {
+    /// refuses to start on corrupt data, it is removed, wiped and added back. `files`: rot only
+    /// files whose name starts with it (any of [`ROT_PREFIXES`] when `None`).
+    pub(super) fn bit_rot(&mut self, node: usize, restart_ms: u64, files: Option<&str>) {
         let now = rt::time::now();
         if now < self.down_until[node] || now < self.armed_until[node] {
             self.history.count("bit_rot_skipped_member_busy");
@@ -44,7 +46,9 @@ impl FaultInjector<'_> {
         }
         let mut rng = rt::rng::split(&mut self.tear_rng);
         let slot = self.slots[node].handles();
-        let Some(rot) = slot.disk.rot(ROT_PREFIXES, SPARE_NEWEST, &mut rng) else {
+        let only: Vec<&str> = files.into_iter().collect();
+        let prefixes = if only.is_empty() { ROT_PREFIXES } else { &only[..] };
+        let Some(rot) = slot.disk.rot(prefixes, SPARE_NEWEST, &mut rng) else {
             self.history.count("bit_rot_nothing_synced");
             self.rejoin_busy.store(false, Ordering::SeqCst);
             return;
