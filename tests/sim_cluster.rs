@@ -155,6 +155,11 @@ fn bit_rot_runs(files: Option<&str>, extra: &str, first_ms: u64) -> (u64, u64, u
         if o.disk.rot_detected > 0 {
             assert!(o.summary.contains("\"members_added_back\": 1"), "{}", o.summary);
         }
+        if !files.is_empty() {
+            // Only topic segments rot here, and the summary says so.
+            let d = &o.disk;
+            assert_eq!((d.rot_in_topic_segments, d.topic_rot_detected), (d.rot_injected, d.rot_detected));
+        }
         injected += o.disk.rot_injected;
         detected += o.disk.rot_detected;
         wiped += o.disk.wiped_for_rot;

@@ -55,6 +55,11 @@ impl FaultInjector<'_> {
         };
         tracing::info!(member = node + 1, file = %rot.file, offset = rot.offset, "bit rot injected");
         self.history.count("bit_rot_injected");
+        let topic = rot.file.starts_with(eventstreamcore::store::TOPIC_FILE_PREFIX);
+        if topic {
+            slot.disk.count_topic_rot(false);
+            self.history.count("bit_rot_injected_in_topic_segments");
+        }
         self.log.mark(Some(node), format!("bit rot: {} byte {}", rot.file, rot.offset));
         self.down_until[node] = self.fault_end + Duration::from_secs(5);
         let rejoin = Rejoin {
@@ -69,7 +74,7 @@ impl FaultInjector<'_> {
             log: self.log.clone(),
             give_up: self.fault_end + Duration::from_secs(30),
         };
-        let job = RotRecovery { rejoin, restart: Duration::from_millis(restart_ms), rng };
+        let job = RotRecovery { rejoin, restart: Duration::from_millis(restart_ms), rng, topic };
         self.rejoins.push(self.admin_node.spawn(job.run()));
     }
 }
@@ -79,6 +84,8 @@ struct RotRecovery {
     rejoin: Rejoin,
     restart: Duration,
     rng: NodeRng,
+    /// The rot hit a topic segment.
+    topic: bool,
 }
 
 impl RotRecovery {
@@ -96,6 +103,9 @@ impl RotRecovery {
         }
         let r = &self.rejoin;
         r.slot.disk.count_rot_detected();
+        if self.topic {
+            r.slot.disk.count_topic_rot(true);
+        }
         r.history.count("bit_rot_detected");
         r.log.mark(Some(r.member), "refused to start: corrupt data");
         r.slot.disk.count_wiped_for_rot();
