@@ -102,6 +102,9 @@ fn every_fault_kind_happens() {
         links.dropped > 0 && links.duplicated > 0 && links.delayed > 0 && links.resets > 0,
         "lossy links did nothing in 60 seeds: {links:?}"
     );
+    // Issue 15: seeds that draw a small per-peer queue (`peer_queue`) fill it behind stalled and
+    // slow links, so the transport's full-queue path runs (Raft retransmits what it dropped).
+    assert!(links.queue_full > 0, "no message dropped on a full peer queue in 60 seeds: {links:?}");
     // The disks' power failures are counted (the sweep summary sums them, with the torn writes).
     assert!(power_failures > 0, "no power failure counted in 60 seeds ({torn} torn writes)");
 }
@@ -555,6 +558,7 @@ fn descriptor_plan(
         catchup_chunk_bytes: None,
         max_entries_per_append: None,
         dedup_window_ms: None,
+        peer_queue: None,
     }
 }
 
