@@ -20,11 +20,13 @@ use super::*;
 /// is refused like a rotted WAL's (rot past the snapshot's point is cut and replayed instead).
 const ROT_PREFIXES: &[&str] = &["wal-", "snapshot", "hardstate", "topic-"];
 
-/// The newest WAL segment does not rot: a flipped bit in its last record (followed by no valid
-/// record) is indistinguishable from a torn unsynced write, so recovery cuts it and the member
-/// silently loses a synced entry — a known limit of this WAL (no redundant headers; the hard
-/// state's commit index catches it only once a commit was flushed), found by seeds 508, 1328 and
-/// 1438 through the `committed entry lost` check; see TESTBED.md. Rot everywhere else is detected.
+/// The newest WAL segment does not rot: a flipped bit in its last write batch, past the written
+/// hard state's commit index and followed by no valid record, is indistinguishable from a torn
+/// unsynced write, so recovery cuts it and the member silently loses a synced entry it may have
+/// acked (seeds 508, 1328 and 1438, through the `committed entry lost` check). Nothing on disk
+/// vouches for that batch without a second fsync per round; the sound fix is in Raft (a member
+/// that cut a tail neither votes nor campaigns until it caught up past the cut). See TESTBED.md,
+/// "The newest WAL segment stays spared, and why". Rot everywhere else is detected.
 const SPARE_NEWEST: &[&str] = &["wal-"];
 
 /// How long after its reboot a member has to start or refuse.
