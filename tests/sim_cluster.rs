@@ -102,6 +102,9 @@ fn every_fault_kind_happens() {
         links.dropped > 0 && links.duplicated > 0 && links.delayed > 0 && links.resets > 0,
         "lossy links did nothing in 60 seeds: {links:?}"
     );
+    // Issue 15: seeds that draw a small per-peer queue (`peer_queue`) fill it behind stalled and
+    // slow links, so the transport's full-queue path runs (Raft retransmits what it dropped).
+    assert!(links.queue_full > 0, "no message dropped on a full peer queue in 60 seeds: {links:?}");
     // The disks' power failures are counted (the sweep summary sums them, with the torn writes).
     assert!(power_failures > 0, "no power failure counted in 60 seeds ({torn} torn writes)");
 }
@@ -131,33 +134,66 @@ fn a_power_failure_inside_a_disk_operation_tears_the_wal_and_recovery_repairs_it
     assert!(torn > 0 && repaired > 0, "{torn} torn writes, {repaired} repaired tails in 8 runs");
 }
 
-/// Issue 15, bit rot at rest: a bit flips in a synced file of one member (a WAL segment, the
-/// snapshot, the hard state); when the operator reboots it, recovery's checksums reject the file
-/// and the member refuses to start; the simulator removes, wipes and re-adds it, and the run's
-/// checkers pass (no consumer ever got a payload nobody published, no acked event lost).
-#[test]
-fn bit_rot_at_rest_is_detected_and_the_member_is_wiped_and_re_added() {
+/// Six runs with one bit rot each (`files`: only files with that prefix; `extra`: plan lines),
+/// each run's checkers passing; returns (injected, detected, wiped) summed.
+fn bit_rot_runs(files: Option<&str>, extra: &str, first_ms: u64) -> (u64, u64, u64) {
     let (mut injected, mut detected, mut wiped) = (0, 0, 0);
-    for (k, at_ms) in [2_500u64, 3_500, 4_500, 5_500, 6_500, 7_500].into_iter().enumerate() {
+    let files = files.map(|f| format!(", files = \"{f}\"")).unwrap_or_default();
+    for k in 0..6 {
+        let at_ms = first_ms + 1_000 * k;
         let plan = format!(
-            "nodes = 3\ndrift_ppm = [0, 0, 0]\nproducers = 4\nbatches = 20\nconsumers = 2\nthink_ms = 300\n\
-             faults = [{{ at_ms = {at_ms}, kind = \"bit_rot\", node = {}, restart_ms = 300 }}]\n",
+            "nodes = 3\ndrift_ppm = [0, 0, 0]\nproducers = 4\nbatches = 20\nconsumers = 2\nthink_ms = 300\n{extra}\
+             faults = [{{ at_ms = {at_ms}, kind = \"bit_rot\", node = {}, restart_ms = 300{files} }}]\n",
             k % 3
         );
         let opts = eventstreamcore_sim::scenarios::Options { plan: Some(plan), ..default_options() };
-        let r = runner::run_seed("cluster", k as u64, opts);
+        let r = runner::run_seed("cluster", k, opts);
         assert!(!r.failed(), "{}", r.failure_report());
         let o = r.outcome.expect("passed");
-        println!("{}", o.summary.lines().last().unwrap_or(""));
+        println!(
+            "rot at {at_ms} ms: {} detected; {}",
+            o.disk.rot_detected,
+            o.summary.lines().last().unwrap_or("")
+        );
         if o.disk.rot_detected > 0 {
             assert!(o.summary.contains("\"members_added_back\": 1"), "{}", o.summary);
+        }
+        if !files.is_empty() {
+            // Only topic segments rot here, and the summary says so.
+            let d = &o.disk;
+            assert_eq!((d.rot_in_topic_segments, d.topic_rot_detected), (d.rot_injected, d.rot_detected));
         }
         injected += o.disk.rot_injected;
         detected += o.disk.rot_detected;
         wiped += o.disk.wiped_for_rot;
     }
+    (injected, detected, wiped)
+}
+
+/// Issue 15, bit rot at rest: a bit flips in a synced file of one member (a WAL segment, the
+/// snapshot, the hard state, a topic segment); when the operator reboots it, recovery's checksums
+/// reject the file and the member refuses to start; the simulator removes, wipes and re-adds it,
+/// and the run's checkers pass (no consumer ever got a payload nobody published, no acked event
+/// lost).
+#[test]
+fn bit_rot_at_rest_is_detected_and_the_member_is_wiped_and_re_added() {
+    let (injected, detected, wiped) = bit_rot_runs(None, "", 2_500);
     assert_eq!(injected, 6, "every rot finds synced data to flip");
     assert!(detected >= 5, "{detected} of 6 rots detected at the reboot");
+    assert_eq!(wiped, detected, "every member that refused to start was wiped and re-added");
+}
+
+/// Issue 15, bit rot in topic segments (small ones, so most are sealed): until the reboot the
+/// member never serves the rotted record (a read answers `unavailable`, the consumer asks another
+/// member); at the reboot its start verifies every retained segment and refuses — before, a
+/// sealed segment was trusted by its length and the member started on it — and it is wiped and
+/// re-added. Rot past the last snapshot's point is cut and replayed from the Raft log instead.
+#[test]
+fn bit_rot_in_topic_segments_is_refused_at_the_reboot_and_the_member_re_added() {
+    let (injected, detected, wiped) =
+        bit_rot_runs(Some("topic-"), "topic_segment_bytes = 4096\nsnapshot_entries = 8\n", 4_000);
+    assert_eq!(injected, 6, "every rot finds a synced topic segment to flip");
+    assert!(detected >= 5, "{detected} of 6 topic rots detected at the reboot");
     assert_eq!(wiped, detected, "every member that refused to start was wiped and re-added");
 }
 
@@ -522,6 +558,7 @@ fn descriptor_plan(
         catchup_chunk_bytes: None,
         max_entries_per_append: None,
         dedup_window_ms: None,
+        peer_queue: None,
     }
 }
 

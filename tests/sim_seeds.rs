@@ -61,6 +61,7 @@ fn a_seed_file_with_a_plan_replays_that_plan() {
         catchup_chunk_bytes: None,
         max_entries_per_append: None,
         dedup_window_ms: None,
+        peer_queue: None,
     };
     let dir = std::env::temp_dir().join(format!("esc-sim-seeds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

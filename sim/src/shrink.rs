@@ -552,6 +552,7 @@ mod tests {
             catchup_chunk_bytes: None,
             max_entries_per_append: None,
             dedup_window_ms: None,
+            peer_queue: None,
         }
     }
 

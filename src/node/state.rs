@@ -74,10 +74,19 @@ pub enum ReadError {
     Store(#[from] StoreError),
 }
 
+/// How long a client is told to wait before asking another member for a range this one holds corrupt.
+const CORRUPT_RETRY_MS: u32 = 100;
+
 impl From<ReadError> for ServiceError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::OutOfRange(e) => ServiceError::OutOfRange(e.to_string()),
+            // Bad bytes in this member's files (bit rot): never served; another member may
+            // hold the range intact, so the client is told to ask elsewhere.
+            ReadError::Store(e @ StoreError::Corrupt { .. }) => ServiceError::Unavailable {
+                retry_after_ms: CORRUPT_RETRY_MS,
+                reason: format!("this member cannot serve that range, ask another: {e}"),
+            },
             ReadError::Store(e) => ServiceError::Internal(e.to_string()),
         }
     }
@@ -754,6 +763,24 @@ mod tests {
         e.producer_id = producer;
         e.sequence = seq;
         e
+    }
+
+    /// Issue 15: a read over a rotted topic record answers `unavailable` naming the file (the
+    /// client asks another member), never the bytes; the store counts it.
+    #[test]
+    fn a_read_over_a_rotted_record_is_unavailable_and_names_the_file() {
+        let d = crate::rt::SimDisk::new();
+        let cfg = StoreConfig { segment_bytes: 4096, index_interval_bytes: 64, read_cache_bytes: 0 };
+        let store = TopicSet::open(std::sync::Arc::new(d.clone()), cfg, None).unwrap();
+        let mut s = EventLogState::with_store(DedupConfig::default(), store);
+        s.apply_batch((0..10).map(|i| ev("a", 1, i)).collect(), 10).unwrap();
+        s.sync_topics().unwrap();
+        let file = crate::rt::Disk::list(&d, "topic-").unwrap().pop().unwrap();
+        d.corrupt(&file, 200).unwrap();
+        let err = ServiceError::from(s.read("a", 0, 100).unwrap_err());
+        let ServiceError::Unavailable { reason, .. } = &err else { panic!("{err:?}") };
+        assert!(reason.contains(&file) && reason.contains("corrupt"), "{reason}");
+        assert_eq!(s.store().corrupt_found(), 1);
     }
 
     #[test]

@@ -495,6 +495,10 @@ pub struct SimDiskStats {
     pub wiped_for_rot: u64,
     /// Truncates that cut rotted bytes off (recovery took the rot for a torn tail: not detected).
     pub rot_cut_off: u64,
+    /// Of `rot_injected`, the bits flipped in topic segments, and of those the starts refused
+    /// (counted by the simulator: [`SimDisk::count_topic_rot`]).
+    pub rot_in_topic_segments: u64,
+    pub topic_rot_detected: u64,
     /// Simulated time the operations cost ([`SimDisk::set_latency`]), in microseconds.
     pub busy_us: u64,
     /// Operations that took a latency spike.
@@ -517,6 +521,8 @@ impl SimDiskStats {
         self.rot_detected += other.rot_detected;
         self.wiped_for_rot += other.wiped_for_rot;
         self.rot_cut_off += other.rot_cut_off;
+        self.rot_in_topic_segments += other.rot_in_topic_segments;
+        self.topic_rot_detected += other.topic_rot_detected;
         self.busy_us += other.busy_us;
         self.latency_spikes += other.latency_spikes;
         self.appended_bytes += other.appended_bytes;
@@ -696,6 +702,16 @@ impl SimDisk {
     /// Counts a start refused because recovery found corrupt data on this disk.
     pub fn count_rot_detected(&self) {
         self.lock().stats.rot_detected += 1;
+    }
+
+    /// Counts a rot of a topic segment on this disk: injected, or (`detected`) refused at a start.
+    pub fn count_topic_rot(&self, detected: bool) {
+        let mut st = self.lock();
+        if detected {
+            st.stats.topic_rot_detected += 1;
+        } else {
+            st.stats.rot_in_topic_segments += 1;
+        }
     }
 
     /// Counts a wipe of this disk because its data rotted.

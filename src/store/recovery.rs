@@ -46,6 +46,7 @@ impl TopicStore {
             tail: TailCache::default(),
             poisoned: false,
             buf: Vec::new(),
+            corrupt_found: Default::default(),
         };
         store.recover_tail(synced)?;
         if store.end_offset() < synced {

@@ -64,6 +64,9 @@ const PEER_STORM_STREAM: u64 = 0x7065_6572;
 const FAULT_LAYERS_STREAM: u64 = 0x6c61_7972;
 /// The ChaCha stream bit rot at rest is drawn from (so every other draw stays what it was).
 const BIT_ROT_STREAM: u64 = 0x726f_7421;
+/// The ChaCha stream a small per-peer send queue is drawn from (issue 15: the transport's
+/// full-queue path), so every other draw of a seed stays what it was.
+const PEER_QUEUE_STREAM: u64 = 0x7071_7565;
 /// The ChaCha stream the members' disk latencies are drawn from.
 const DISK_LATENCY_STREAM: u64 = 0x6c61_7465;
 /// The ChaCha stream the legacy-protocol clients are drawn from.
@@ -132,8 +135,14 @@ pub enum Fault {
     /// Bit rot at rest: one bit flips in a synced file of the member's log disk (a WAL segment,
     /// the snapshot, the hard state, a topic segment); an operator reboots the member
     /// `restart_ms` later. Recovery must detect it (CRC) and refuse to start; the simulator then
-    /// removes, wipes and re-adds the member (see TESTBED.md). One member at a time.
-    BitRot { node: usize, restart_ms: u64 },
+    /// removes, wipes and re-adds the member (see TESTBED.md). One member at a time. `files`:
+    /// only files whose name starts with it (e.g. `"topic-"`; drawn plans leave it out: any).
+    BitRot {
+        node: usize,
+        restart_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        files: Option<String>,
+    },
     /// Lossy peer links (the fault layer under the peer transport): for `ms`, each Raft frame
     /// from a member of `from` to another member of `to` is lost (`drop_pct` %), delivered twice
     /// with the copy up to `max_delay_ms` late (`dup_pct`), held back up to `max_delay_ms` so
@@ -305,6 +314,11 @@ pub struct Plan {
     /// leader-stamped times) is stored again, and the checkers allow exactly that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_window_ms: Option<u64>,
+    /// `cluster.peer_queue` on every member (`None`: the default, 1,024 messages per peer). Small
+    /// (4–64) in some seeds, so a stalled or slow link fills it and the transport drops (Raft
+    /// retransmits). Drawn from a stream of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_queue: Option<u64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -458,6 +472,7 @@ impl Plan {
             catchup_chunk_bytes: None,
             max_entries_per_append: None,
             dedup_window_ms: None,
+            peer_queue: None,
         }
     }
 
@@ -515,7 +530,7 @@ impl Plan {
         if rng.random_bool(0.33) {
             let at_ms = rng.random_range(2_000..self.fault_window_ms.max(2_001));
             let (node, restart_ms) = (rng.random_range(0..self.nodes), rng.random_range(100..3_000));
-            self.faults.push(Step { at_ms, fault: Fault::BitRot { node, restart_ms } });
+            self.faults.push(Step { at_ms, fault: Fault::BitRot { node, restart_ms, files: None } });
             self.faults.sort_by_key(|f| f.at_ms);
         }
     }
@@ -575,6 +590,12 @@ impl Plan {
         self.faults.sort_by_key(|f| f.at_ms);
     }
 
+    /// Draws a small per-peer send queue (4–64 messages, 30 % of the seeds) from `rng`, a stream
+    /// of its own.
+    fn draw_peer_queue(&mut self, rng: &mut NodeRng) {
+        self.peer_queue = rng.random_bool(0.3).then(|| rng.random_range(4..=64));
+    }
+
     /// Draws a short dedup window (1–5 s, a third of the seeds) from `rng`, a stream of its own,
     /// with a clock step on one member larger than the window, either way.
     fn draw_short_dedup_window(&mut self, rng: &mut NodeRng) {
@@ -620,6 +641,9 @@ impl Plan {
                 self.disk_latency.len(),
                 self.nodes
             ));
+        }
+        if self.peer_queue == Some(0) {
+            return Err("peer_queue must be at least 1".into());
         }
         if self.dedup_window_ms == Some(0) {
             return Err("dedup_window_ms must be at least 1".into());
@@ -712,6 +736,9 @@ impl Plan {
         }
         if self.legacy_clients > 0 {
             let _ = write!(s, "; {} legacy-protocol clients", self.legacy_clients);
+        }
+        if let Some(n) = self.peer_queue {
+            let _ = write!(s, "; peer queues of {n} messages");
         }
         s
     }
@@ -828,6 +855,7 @@ struct MemberEnv {
     installs: Arc<Mutex<CatchUpCounters>>,
     max_entries_per_append: Option<u64>,
     dedup_window_ms: Option<u64>,
+    peer_queue: Option<u64>,
     drift: i64,
     disk: Arc<dyn Disk>,
     /// The simulated disk under `disk` (to tell a start cut short by a power failure).
@@ -910,6 +938,7 @@ async fn member_main(env: MemberEnv) {
         installs,
         max_entries_per_append,
         dedup_window_ms,
+        peer_queue,
         drift,
         disk,
         sim_disk,
@@ -927,7 +956,7 @@ async fn member_main(env: MemberEnv) {
         watch.member_wiped(i as u64 + 1); // a new member: its old term and vote are gone by design
     }
     let mut config = member_config(i, nodes, join, snapshot_entries, (retention_max_events, topic_files));
-    tune(&mut config, max_entries_per_append, dedup_window_ms);
+    tune(&mut config, max_entries_per_append, dedup_window_ms, peer_queue);
     // The production assembly, with simulated seams: power-fail disks, this member's drifting
     // clock, the per-round Raft watch.
     let seams = Seams {
@@ -951,7 +980,15 @@ async fn member_main(env: MemberEnv) {
 }
 
 /// The plan's settings beyond the defaults: append size, dedup window.
-fn tune(config: &mut Config, max_entries_per_append: Option<u64>, dedup_window_ms: Option<u64>) {
+fn tune(
+    config: &mut Config,
+    max_entries_per_append: Option<u64>,
+    dedup_window_ms: Option<u64>,
+    peer_queue: Option<u64>,
+) {
+    if let Some(n) = peer_queue {
+        config.cluster.peer_queue = n;
+    }
     if let Some(n) = max_entries_per_append {
         config.cluster.max_entries_per_append = n;
     }
@@ -1196,6 +1233,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     let mut dedup_rng = rng.clone();
     dedup_rng.set_stream(SHORT_DEDUP_STREAM);
     plan.draw_short_dedup_window(&mut dedup_rng);
+    let mut queue_rng = rng.clone();
+    queue_rng.set_stream(PEER_QUEUE_STREAM);
+    plan.draw_peer_queue(&mut queue_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {
@@ -1416,6 +1456,7 @@ fn start_members(
             installs: slot.installs.clone(),
             max_entries_per_append: plan.max_entries_per_append,
             dedup_window_ms: plan.dedup_window_ms,
+            peer_queue: plan.peer_queue,
             drift: plan.drift_ppm[i],
             disk,
             sim_disk: slot.disk.clone(),

@@ -692,6 +692,12 @@ fn storage_metrics(shared: &Shared) -> String {
     );
     let v = u64::from(shared.storage_stalled.load(Relaxed));
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+    let (name, help) = (
+        "esc_topic_corrupt_records_total",
+        "bad records (checksum, framing, offset) met reading the topic files: never served; see the error log for file and byte",
+    );
+    let v = lock(&shared.state).store().corrupt_found();
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
     out
 }
 

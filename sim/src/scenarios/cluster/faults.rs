@@ -181,7 +181,7 @@ impl<'a> FaultInjector<'a> {
             Fault::Disk { node, error, down_ms } => self.disk_fault(*node, *error, *down_ms),
             Fault::Rejoin { node, down_ms } => self.rejoin(*node, *down_ms),
             Fault::DiskCrash { node, after_ops, down_ms } => self.disk_crash(*node, *after_ops, *down_ms),
-            Fault::BitRot { node, restart_ms } => self.bit_rot(*node, *restart_ms),
+            Fault::BitRot { node, restart_ms, files } => self.bit_rot(*node, *restart_ms, files.as_deref()),
             Fault::Pause { node, ms } => {
                 self.handle.pause(self.ids[*node]);
                 let label = format!("paused {:.1} s", *ms as f64 / 1000.0);

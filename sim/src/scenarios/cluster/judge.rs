@@ -275,8 +275,12 @@ pub(super) fn summarize(
         String::new()
     } + &if disk.rot_injected > 0 {
         format!(
-            "; bit rot: {} injected, {} detected, {} members wiped, {} cut off as torn tails",
-            disk.rot_injected, disk.rot_detected, disk.wiped_for_rot, disk.rot_cut_off
+            "; bit rot: {} injected ({} in topic segments), {} detected, {} members wiped, {} cut off as torn tails",
+            disk.rot_injected,
+            disk.rot_in_topic_segments,
+            disk.rot_detected,
+            disk.wiped_for_rot,
+            disk.rot_cut_off
         )
     } else {
         String::new()
