@@ -242,6 +242,10 @@ pub struct ClusterConfig {
     /// Size at which a topic segment file is closed and a new one started (retention deletes
     /// whole segments).
     pub topic_segment_bytes: u64,
+    /// Whether a start reads every retained topic record and checks its CRC, refusing to start
+    /// on bit rot (off: a start opens segments at their recorded lengths, O(segments) whatever
+    /// the data size, and rot is found by the CRC of the read that meets it).
+    pub verify_topics_at_start: bool,
     /// Most record bytes a member installing a snapshot asks for per request when it pulls the
     /// topic data it lacks (4096 ..= 1 MiB).
     pub catchup_chunk_bytes: u32,
@@ -274,6 +278,7 @@ impl Default for ClusterConfig {
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
             topic_segment_bytes: 64 << 20,
+            verify_topics_at_start: false,
             catchup_chunk_bytes: crate::store::MAX_RECORDS_BYTES,
             max_entries_per_append: 1024,
             peer_queue: 1024,

@@ -770,7 +770,12 @@ mod tests {
     #[test]
     fn a_read_over_a_rotted_record_is_unavailable_and_names_the_file() {
         let d = crate::rt::SimDisk::new();
-        let cfg = StoreConfig { segment_bytes: 4096, index_interval_bytes: 64, read_cache_bytes: 0 };
+        let cfg = StoreConfig {
+            segment_bytes: 4096,
+            index_interval_bytes: 64,
+            read_cache_bytes: 0,
+            verify_on_open: true,
+        };
         let store = TopicSet::open(std::sync::Arc::new(d.clone()), cfg, None).unwrap();
         let mut s = EventLogState::with_store(DedupConfig::default(), store);
         s.apply_batch((0..10).map(|i| ev("a", 1, i)).collect(), 10).unwrap();

@@ -14,7 +14,7 @@ use crate::rt::SimDisk;
 use crate::rt::rng::rng_from_seed;
 
 fn cfg(segment_bytes: u64) -> StoreConfig {
-    StoreConfig { segment_bytes, index_interval_bytes: 64, read_cache_bytes: 96 }
+    StoreConfig { segment_bytes, index_interval_bytes: 64, read_cache_bytes: 96, verify_on_open: true }
 }
 
 fn ev(topic: &str, i: u64) -> Event {

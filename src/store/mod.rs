@@ -41,12 +41,13 @@
 //! Every record carries a CRC32C over its length and payload, so a flipped bit is never served:
 //! a read that meets a bad record fails with [`StoreError::Corrupt`] (file and byte), logged at
 //! `error` and counted ([`TopicStore::corrupt_found`]); the node answers such a read
-//! `unavailable`, and a client asks another member. [`TopicSet::open`] then verifies every
-//! retained segment, record by record ([`TopicStore::verify_retained`]), so a member whose
-//! synced topic data rotted refuses to start — the operator restores its data from a peer (in
-//! a cluster: remove, wipe, add back), as for a rotted WAL. Rot past the synced point is cut like
-//! a torn tail: the Raft log replays those records. Start-up reads every retained byte once (the
-//! work the first read of each segment did lazily before).
+//! `unavailable`, and a client asks another member. With [`StoreConfig::verify_on_open`]
+//! (`cluster.verify_topics_at_start`), [`TopicSet::open`] also verifies every retained segment,
+//! record by record ([`TopicStore::verify_retained`]), so a member whose synced topic data
+//! rotted refuses to start — the operator restores its data from a peer (in a cluster: remove,
+//! wipe, add back), as for a rotted WAL. That reads every retained byte at start, so it is off
+//! by default (a start stays O(segments)) and on in the simulator. Rot past the synced point is
+//! cut like a torn tail: the Raft log replays those records.
 
 //!
 //! # Status (issue 13)
@@ -105,11 +106,18 @@ pub struct StoreConfig {
     pub index_interval_bytes: u64,
     /// Newest bytes of the active segment kept in memory for readers (0: none).
     pub read_cache_bytes: usize,
+    /// [`TopicSet::open`] reads every retained record (bit rot refused at start; O(data)).
+    pub verify_on_open: bool,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { segment_bytes: 64 << 20, index_interval_bytes: 4096, read_cache_bytes: 1 << 20 }
+        StoreConfig {
+            segment_bytes: 64 << 20,
+            index_interval_bytes: 4096,
+            read_cache_bytes: 1 << 20,
+            verify_on_open: false,
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use crate::rt::rng::rng_from_seed;
 const P: &str = "topic-t-";
 
 fn small() -> StoreConfig {
-    StoreConfig { segment_bytes: 400, index_interval_bytes: 64, read_cache_bytes: 0 }
+    StoreConfig { segment_bytes: 400, index_interval_bytes: 64, read_cache_bytes: 0, verify_on_open: true }
 }
 
 fn ev(i: u64, size: usize) -> Event {
@@ -531,7 +531,7 @@ proptest! {
         cache in prop_oneof![Just(0usize), Just(150), Just(4096)],
         segment_bytes in 100u64..700,
     ) {
-        let cfg = StoreConfig { segment_bytes, index_interval_bytes: 50, read_cache_bytes: cache };
+        let cfg = StoreConfig { segment_bytes, index_interval_bytes: 50, read_cache_bytes: cache, verify_on_open: false };
         let d = SimDisk::new();
         let mut s = open(&d, cfg, 0).unwrap();
         let mut m = Model { events: Vec::new(), first: 0, synced: 0 };

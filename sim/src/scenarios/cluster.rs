@@ -884,6 +884,9 @@ fn member_config(
     config.node.id = i as u64 + 1;
     config.node.name = format!("sim-{}", i + 1);
     config.cluster = cluster_config(nodes, i, join, snapshot_entries);
+    // The operator's answer to bit rot in topic files (wipe and re-add) needs the member to
+    // refuse its start; members here hold little data, so the full read costs nothing.
+    config.cluster.verify_topics_at_start = true;
     if let Some(b) = topic_files.0 {
         config.cluster.topic_segment_bytes = b;
     }

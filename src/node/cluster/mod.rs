@@ -92,7 +92,11 @@ pub struct ClusterOptions {
 impl ClusterOptions {
     /// The topic store sizes `cluster` asks for.
     pub fn store_config(cluster: &ClusterConfig) -> StoreConfig {
-        StoreConfig { segment_bytes: cluster.topic_segment_bytes, ..StoreConfig::default() }
+        StoreConfig {
+            segment_bytes: cluster.topic_segment_bytes,
+            verify_on_open: cluster.verify_topics_at_start,
+            ..StoreConfig::default()
+        }
     }
 }
 
