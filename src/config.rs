@@ -230,6 +230,9 @@ pub struct ClusterConfig {
     /// Entries kept in the log behind a snapshot, so a slightly lagging follower catches up by
     /// appends instead of receiving the whole snapshot.
     pub snapshot_keep_entries: u64,
+    /// ... but no more of them than hold this many bytes: a few big entries (a pipelined batch
+    /// of long events) must not keep the log in memory far beyond `snapshot_log_bytes`.
+    pub snapshot_keep_bytes: u64,
     /// Also take a snapshot once the entries applied since the last one hold this many bytes:
     /// the Raft log kept in memory between snapshots stays near this size whatever the entries
     /// carry (`snapshot_entries` alone lets it grow with the batch size).
@@ -274,6 +277,7 @@ impl Default for ClusterConfig {
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
             topic_segment_bytes: 64 << 20,
+            snapshot_keep_bytes: 4 << 20,
             catchup_chunk_bytes: crate::store::MAX_RECORDS_BYTES,
             max_entries_per_append: 1024,
             peer_queue: 1024,

@@ -417,6 +417,7 @@ impl ClusterNode {
             commit_timeout: Duration::from_millis(cfg.commit_timeout_ms),
             snapshot_entries: cfg.snapshot_entries,
             snapshot_keep_entries: cfg.snapshot_keep_entries,
+            snapshot_keep_bytes: cfg.snapshot_keep_bytes,
             snapshot_log_bytes: cfg.snapshot_log_bytes,
             log_bytes_since_snapshot: 0,
             raft,
@@ -743,6 +744,7 @@ struct Driver {
     commit_timeout: Duration,
     snapshot_entries: u64,
     snapshot_keep_entries: u64,
+    snapshot_keep_bytes: u64,
     snapshot_log_bytes: u64,
     /// Bytes of the entries applied since the last snapshot (taken or installed).
     log_bytes_since_snapshot: u64,
