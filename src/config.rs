@@ -245,6 +245,10 @@ pub struct ClusterConfig {
     /// Size at which a topic segment file is closed and a new one started (retention deletes
     /// whole segments).
     pub topic_segment_bytes: u64,
+    /// Most topics this member holds: each keeps a file descriptor open (its active segment), so
+    /// they count in the descriptor budget checked at start. A publish that would create a topic
+    /// beyond it is refused (set the same on every member: it is checked when entries apply).
+    pub max_topics: u64,
     /// Most record bytes a member installing a snapshot asks for per request when it pulls the
     /// topic data it lacks (4096 ..= 1 MiB).
     pub catchup_chunk_bytes: u32,
@@ -273,11 +277,12 @@ impl Default for ClusterConfig {
             heartbeat_ticks: 2,
             snapshot_entries: 20_000,
             snapshot_keep_entries: 1_000,
+            snapshot_keep_bytes: 4 << 20,
             snapshot_log_bytes: 32 << 20,
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
             topic_segment_bytes: 64 << 20,
-            snapshot_keep_bytes: 4 << 20,
+            max_topics: 1_000,
             catchup_chunk_bytes: crate::store::MAX_RECORDS_BYTES,
             max_entries_per_append: 1024,
             peer_queue: 1024,
@@ -449,6 +454,7 @@ impl Config {
             ("cluster.tick_ms", c.tick_ms),
             ("cluster.snapshot_entries", c.snapshot_entries),
             ("cluster.snapshot_log_bytes", c.snapshot_log_bytes),
+            ("cluster.max_topics", c.max_topics),
             ("cluster.commit_timeout_ms", c.commit_timeout_ms),
             ("cluster.max_entries_per_append", c.max_entries_per_append),
             ("cluster.peer_queue", c.peer_queue),

@@ -371,11 +371,17 @@ fn serve_checks_its_fd_limit_against_its_connection_limits() {
     };
     // Hard limit below the need: refused, saying what to change.
     let (exited, ok, _, err) =
-        run_limited(&serve("ulimit -Sn 256 && ulimit -Hn 256"), Duration::from_secs(20));
+        run_limited(&serve("ulimit -Sn 256 && ulimit -Hn 1256"), Duration::from_secs(20));
     assert!(exited && !ok, "must refuse to start: {err}");
-    for want in
-        ["file descriptor limit too low", "1064", "ingest.max_connections", "ulimit -n 1064", "at most 192"]
-    {
+    // 1,000 connections + 1,000 topics (cluster.max_topics) + 64 reserved.
+    for want in [
+        "file descriptor limit too low",
+        "2064",
+        "ingest.max_connections",
+        "cluster.max_topics 1000",
+        "ulimit -n 2064",
+        "at most 192",
+    ] {
         assert!(err.contains(want), "{want:?} missing from: {err}");
     }
     // Only the soft limit low, the hard one high enough: raised, and the server starts.
@@ -397,7 +403,8 @@ fn serve_on_defaults_fits_its_connection_limit_under_a_low_hard_limit() {
     );
     let (exited, _, first, err) = run_limited(&cmd, Duration::from_secs(20));
     assert!(!exited && first.starts_with("esc listening on"), "must start: {first:?} {err}");
-    assert!(err.contains("lowered to 4032"), "the warning names the fitted limit: {err}");
+    // 4,096 less 1,000 topics (cluster.max_topics) and 64 reserved.
+    assert!(err.contains("lowered to 3032"), "the warning names the fitted limit: {err}");
 }
 
 fn credential(name: &str, token: &str, roles: &[Role]) -> ClientCredential {

@@ -214,6 +214,18 @@ pub struct TopicFull {
     pub reason: String,
 }
 
+/// A publish refused at apply: it would create a topic beyond `cluster.max_topics`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "topic `{topic}` would be a new topic, and this server holds {have} of at most {max} \
+     (cluster.max_topics): publish refused; publish to an existing topic or raise the limit"
+)]
+pub struct TooManyTopics {
+    pub topic: String,
+    pub have: usize,
+    pub max: usize,
+}
+
 /// A read below the first retained offset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("offset {offset} of topic `{topic}` is out of range, first available is {first}")]
@@ -254,7 +266,20 @@ impl EventLogState {
         fresh: Option<&mut Vec<StoredEvent>>,
     ) -> Result<Vec<Appended>, ApplyError> {
         self.check_room(&events)?;
+        self.check_topic_count(&events)?;
         Ok(self.apply_batch_keeping(events, stamped_ms, fresh)?)
+    }
+
+    /// Refuses a publish that would take the number of topics past [`Self::max_topics`].
+    fn check_topic_count(&self, events: &[Event]) -> Result<(), TooManyTopics> {
+        let have = self.topic_count();
+        let mut new: Vec<&str> = events.iter().map(|e| e.topic.as_str()).filter(|t| !self.has_topic(t)).collect();
+        new.sort_unstable();
+        new.dedup();
+        if new.is_empty() || have + new.len() <= self.max_topics() {
+            return Ok(());
+        }
+        Err(TooManyTopics { topic: new[0].to_string(), have, max: self.max_topics() })
     }
 
     /// Refuses a publish that would overfill a `discard = "new"` topic.
@@ -517,6 +542,29 @@ mod tests {
         s.apply_trim("a", 1000).unwrap();
         assert_eq!((s.first_offset("a"), s.end_offset("a")), (11, 11));
         assert_eq!(s.topic_summaries()[0].bytes, 0);
+    }
+
+    #[test]
+    fn a_publish_that_would_create_a_topic_beyond_max_topics_is_refused_whole() {
+        let mut s = filled("a", 2);
+        s.set_max_topics(2);
+        s.apply_publish(vec![ev("b", 10)], 2000).unwrap();
+        let digest = s.digest();
+        // A third topic, even mixed with events of existing ones: refused, nothing stored.
+        let Err(ApplyError::TooManyTopics(e)) = s.apply_publish(vec![ev("a", 11), ev("c", 12)], 2001) else {
+            panic!("a third topic was created")
+        };
+        assert_eq!((e.topic.as_str(), e.have, e.max), ("c", 2, 2));
+        assert!(e.to_string().contains("cluster.max_topics"), "{e}");
+        let refused = crate::service::ServiceError::from(ApplyError::TooManyTopics(e));
+        assert!(matches!(refused, crate::service::ServiceError::OutOfRange(_)));
+        assert_eq!(s.digest(), digest, "the refused publish changed nothing");
+        assert_eq!(s.topic_count(), 2);
+        // Existing topics go on taking events; retrying a stored event is still answered.
+        assert_eq!(s.apply_publish(vec![ev("a", 11), ev("b", 13)], 2002).unwrap()[0].offset, 2);
+        assert!(s.apply_publish(vec![ev("b", 10)], 2003).unwrap()[0].duplicate);
+        s.set_max_topics(3);
+        assert_eq!(s.apply_publish(vec![ev("c", 12)], 2004).unwrap()[0].offset, 0);
     }
 
     #[test]

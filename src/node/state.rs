@@ -51,6 +51,8 @@ pub struct EventLogState {
     topics: BTreeMap<String, TopicInfo>,
     /// Most record bytes one fetch reads (at least one event is returned).
     read_max_bytes: usize,
+    /// Most topics; a publish that would create one more is refused (see [`Self::set_max_topics`]).
+    max_topics: usize,
     dedup: DedupWindow,
     /// Replicated time never goes backwards: a batch stamped earlier than its predecessor (a
     /// leader whose wall clock stepped back) is treated as stamped at the predecessor's time.
@@ -89,6 +91,10 @@ pub enum ApplyError {
     /// Refused by a full `discard = "new"` topic (the same on every replica; state unchanged).
     #[error(transparent)]
     Full(#[from] TopicFull),
+    /// Refused: it would create a topic beyond `cluster.max_topics` (the same on every replica;
+    /// state unchanged).
+    #[error(transparent)]
+    TooManyTopics(#[from] retention::TooManyTopics),
     /// The topic files could not be written: fatal for the member (the store is poisoned).
     #[error("writing the topic files failed: {0}")]
     Store(#[from] StoreError),
@@ -98,6 +104,7 @@ impl From<ApplyError> for ServiceError {
     fn from(e: ApplyError) -> Self {
         match e {
             ApplyError::Full(e) => ServiceError::OutOfRange(e.to_string()),
+            ApplyError::TooManyTopics(e) => ServiceError::OutOfRange(e.to_string()),
             ApplyError::Store(e) => ServiceError::Internal(e.to_string()),
         }
     }
@@ -158,6 +165,7 @@ impl EventLogState {
             store,
             topics: BTreeMap::new(),
             read_max_bytes: DEFAULT_READ_MAX_BYTES,
+            max_topics: usize::MAX,
             dedup: DedupWindow::new(dedup),
             last_stamp_ms: 0,
             batches_applied: 0,
@@ -171,6 +179,19 @@ impl EventLogState {
     /// Bounds the record bytes one fetch reads (at least one event is always returned).
     pub fn set_read_max_bytes(&mut self, max: usize) {
         self.read_max_bytes = max.max(1);
+    }
+
+    /// Bounds the number of topics (`cluster.max_topics`): each holds a file descriptor for its
+    /// active segment, so the server's descriptor budget counts them. A publish that would create
+    /// a topic beyond it is refused whole, the same on every replica (configure the same limit
+    /// on every member); topics that exist take events as before.
+    pub fn set_max_topics(&mut self, max: usize) {
+        self.max_topics = max;
+    }
+
+    /// The bound [`Self::set_max_topics`] set.
+    pub fn max_topics(&self) -> usize {
+        self.max_topics
     }
 
     /// Applies one ordered batch stamped at `stamped_ms`: each event is either found in the
@@ -309,6 +330,16 @@ impl EventLogState {
         self.topics.keys().map(String::as_str)
     }
 
+    /// How many topics there are.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// True if `topic` exists (it has stored events, retained or not).
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+
     /// The retained events of `topic` from `offset` (at least its first offset), read from the
     /// files a page at a time.
     pub fn events_from(
@@ -369,6 +400,7 @@ impl EventLogState {
             store: self.store.copy_to_memory()?,
             topics: self.topics.clone(),
             read_max_bytes: self.read_max_bytes,
+            max_topics: self.max_topics,
             dedup: self.dedup.clone(),
             last_stamp_ms: self.last_stamp_ms,
             batches_applied: self.batches_applied,

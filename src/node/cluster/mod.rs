@@ -820,6 +820,7 @@ fn recover_state(
         }
     };
     state.set_read_max_bytes(opts.read_max_bytes);
+    state.set_max_topics(usize::try_from(opts.cluster.max_topics).unwrap_or(usize::MAX));
     Ok((state, resume))
 }
 
