@@ -136,7 +136,8 @@ impl TestCluster {
             read_max_bytes: 1 << 20,
         };
         let m = &mut self.nodes[(id - 1) as usize];
-        let disk: Arc<dyn Disk> = Arc::new(TopicFds { disk: m.disk.clone(), exhausted: m.no_topic_fds.clone() });
+        let disk: Arc<dyn Disk> =
+            Arc::new(TopicFds { disk: m.disk.clone(), exhausted: m.no_topic_fds.clone() });
         m.node = Some(ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(id)).await.unwrap());
     }
 

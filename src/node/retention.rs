@@ -273,7 +273,8 @@ impl EventLogState {
     /// Refuses a publish that would take the number of topics past [`Self::max_topics`].
     fn check_topic_count(&self, events: &[Event]) -> Result<(), TooManyTopics> {
         let have = self.topic_count();
-        let mut new: Vec<&str> = events.iter().map(|e| e.topic.as_str()).filter(|t| !self.has_topic(t)).collect();
+        let mut new: Vec<&str> =
+            events.iter().map(|e| e.topic.as_str()).filter(|t| !self.has_topic(t)).collect();
         new.sort_unstable();
         new.dedup();
         if new.is_empty() || have + new.len() <= self.max_topics() {
