@@ -246,8 +246,8 @@ pub struct ClusterConfig {
     /// whole segments).
     pub topic_segment_bytes: u64,
     /// Most topics this member holds: each keeps a file descriptor open (its active segment), so
-    /// they count in the descriptor budget checked at start. A publish that would create a topic
-    /// beyond it is refused (set the same on every member: it is checked when entries apply).
+    /// they count in the descriptor budget checked at start. The leader refuses a publish that
+    /// would create a topic beyond it (before proposing: applying never checks it).
     pub max_topics: u64,
     /// Most record bytes a member installing a snapshot asks for per request when it pulls the
     /// topic data it lacks (4096 ..= 1 MiB).

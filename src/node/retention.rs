@@ -266,12 +266,13 @@ impl EventLogState {
         fresh: Option<&mut Vec<StoredEvent>>,
     ) -> Result<Vec<Appended>, ApplyError> {
         self.check_room(&events)?;
-        self.check_topic_count(&events)?;
         Ok(self.apply_batch_keeping(events, stamped_ms, fresh)?)
     }
 
-    /// Refuses a publish that would take the number of topics past [`Self::max_topics`].
-    fn check_topic_count(&self, events: &[Event]) -> Result<(), TooManyTopics> {
+    /// Refuses a publish that would take the number of topics past [`Self::max_topics`]. The
+    /// leader asks before it proposes; applying never refuses for this (an entry applies the
+    /// same on every member and on every replay, whatever each member's limit).
+    pub fn check_new_topics(&self, events: &[Event]) -> Result<(), TooManyTopics> {
         let have = self.topic_count();
         let mut new: Vec<&str> =
             events.iter().map(|e| e.topic.as_str()).filter(|t| !self.has_topic(t)).collect();
@@ -549,23 +550,19 @@ mod tests {
     fn a_publish_that_would_create_a_topic_beyond_max_topics_is_refused_whole() {
         let mut s = filled("a", 2);
         s.set_max_topics(2);
+        assert_eq!(s.check_new_topics(&[ev("b", 10), ev("a", 3)]), Ok(()));
         s.apply_publish(vec![ev("b", 10)], 2000).unwrap();
-        let digest = s.digest();
-        // A third topic, even mixed with events of existing ones: refused, nothing stored.
-        let Err(ApplyError::TooManyTopics(e)) = s.apply_publish(vec![ev("a", 11), ev("c", 12)], 2001) else {
-            panic!("a third topic was created")
-        };
+        // A third topic, even mixed with events of existing ones (and twice): refused whole.
+        let e = s.check_new_topics(&[ev("a", 11), ev("c", 12), ev("c", 13)]).unwrap_err();
         assert_eq!((e.topic.as_str(), e.have, e.max), ("c", 2, 2));
         assert!(e.to_string().contains("cluster.max_topics"), "{e}");
-        let refused = crate::service::ServiceError::from(ApplyError::TooManyTopics(e));
-        assert!(matches!(refused, crate::service::ServiceError::OutOfRange(_)));
-        assert_eq!(s.digest(), digest, "the refused publish changed nothing");
-        assert_eq!(s.topic_count(), 2);
-        // Existing topics go on taking events; retrying a stored event is still answered.
-        assert_eq!(s.apply_publish(vec![ev("a", 11), ev("b", 13)], 2002).unwrap()[0].offset, 2);
-        assert!(s.apply_publish(vec![ev("b", 10)], 2003).unwrap()[0].duplicate);
-        s.set_max_topics(3);
+        // Existing topics go on taking events.
+        assert_eq!(s.check_new_topics(&[ev("a", 11), ev("b", 13)]), Ok(()));
+        // Applying never refuses for the limit: a replay with a lower limit stays the same.
+        s.set_max_topics(1);
         assert_eq!(s.apply_publish(vec![ev("c", 12)], 2004).unwrap()[0].offset, 0);
+        assert_eq!(s.topic_count(), 3);
+        assert!(s.check_new_topics(&[ev("d", 14)]).is_err());
     }
 
     #[test]

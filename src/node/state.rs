@@ -91,10 +91,6 @@ pub enum ApplyError {
     /// Refused by a full `discard = "new"` topic (the same on every replica; state unchanged).
     #[error(transparent)]
     Full(#[from] TopicFull),
-    /// Refused: it would create a topic beyond `cluster.max_topics` (the same on every replica;
-    /// state unchanged).
-    #[error(transparent)]
-    TooManyTopics(#[from] retention::TooManyTopics),
     /// The topic files could not be written: fatal for the member (the store is poisoned).
     #[error("writing the topic files failed: {0}")]
     Store(#[from] StoreError),
@@ -104,7 +100,6 @@ impl From<ApplyError> for ServiceError {
     fn from(e: ApplyError) -> Self {
         match e {
             ApplyError::Full(e) => ServiceError::OutOfRange(e.to_string()),
-            ApplyError::TooManyTopics(e) => ServiceError::OutOfRange(e.to_string()),
             ApplyError::Store(e) => ServiceError::Internal(e.to_string()),
         }
     }
@@ -182,9 +177,9 @@ impl EventLogState {
     }
 
     /// Bounds the number of topics (`cluster.max_topics`): each holds a file descriptor for its
-    /// active segment, so the server's descriptor budget counts them. A publish that would create
-    /// a topic beyond it is refused whole, the same on every replica (configure the same limit
-    /// on every member); topics that exist take events as before.
+    /// active segment, so the server's descriptor budget counts them. The leader refuses a
+    /// publish that would create a topic beyond it before proposing it
+    /// ([`Self::check_new_topics`]); topics that exist take events as before.
     pub fn set_max_topics(&mut self, max: usize) {
         self.max_topics = max;
     }

@@ -117,7 +117,7 @@ impl Driver {
                         Ok(appended)
                     }
                     Err(ApplyError::Store(err)) => return Err(err),
-                    // A full topic, or one topic too many: refused the same on every replica.
+                    // A full `discard = "new"` topic: refused the same on every replica.
                     Err(refused) => Err(ServiceError::from(refused)),
                 }
             }
