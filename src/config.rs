@@ -67,6 +67,9 @@ pub struct IngestConfig {
     pub max_inflight_per_connection: usize,
     /// Events being stored server-wide at once; beyond this publishes are refused as overloaded.
     pub max_inflight_events: usize,
+    /// ... and their bytes on the wire (TCP publishes; a batch larger than this still goes through
+    /// alone): what the events in flight hold in memory is about 2.5 times this at most.
+    pub max_inflight_bytes: usize,
     /// How long an overloaded client is told to wait.
     pub overload_retry_after_ms: u32,
     /// A connection with no bytes for this long is closed.
@@ -170,6 +173,7 @@ impl Default for IngestConfig {
             max_events_per_frame: 10_000,
             max_inflight_per_connection: 128,
             max_inflight_events: 200_000,
+            max_inflight_bytes: 64 << 20,
             overload_retry_after_ms: 100,
             idle_timeout_ms: 300_000,
             read_timeout_ms: 10_000,
@@ -411,6 +415,7 @@ impl Config {
             ("ingest.max_events_per_frame", i.max_events_per_frame),
             ("ingest.max_inflight_per_connection", i.max_inflight_per_connection),
             ("ingest.max_inflight_events", i.max_inflight_events),
+            ("ingest.max_inflight_bytes", i.max_inflight_bytes),
             ("ingest.max_fetch_events", i.max_fetch_events),
             ("ingest.max_fetch_bytes", i.max_fetch_bytes),
             ("ingest.metrics_max_connections", i.metrics_max_connections),

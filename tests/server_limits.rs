@@ -279,6 +279,42 @@ async fn a_client_that_never_reads_its_acks_is_closed_with_bounded_buffers() {
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 }
 
+/// `ingest.max_inflight_bytes`: events in flight are bounded in bytes as well as in count, so a
+/// publish beyond it is told "overloaded" at once instead of adding its events to memory.
+#[tokio::test]
+async fn events_in_flight_are_bounded_in_bytes_too() {
+    let _serial = MEMORY_TESTS.lock().await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let node = GatedNode { inner: LocalNode::new(1, NodeClock::new(), DedupConfig::default()), gate: rx };
+    let mut config = IngestConfig { listen: "127.0.0.1:0".parse().unwrap(), ..IngestConfig::default() };
+    config.max_inflight_bytes = 100_000;
+    let server = IngestServer::bind(config, node, NodeClock::new(), "test").await.unwrap();
+    let (addr, m, stop) = (server.local_addr(), server.metrics(), server.shutdown_handle());
+    let task = tokio::spawn(server.run());
+    let events = |seqs: std::ops::Range<u64>| seqs.map(|i| big("t", i, 10_000)).collect::<Vec<_>>();
+    // 8 events of 10 KB, held at the gate: 80 KB in flight.
+    let first = tokio::spawn(async move {
+        let mut c = Client::connect(addr).await.unwrap();
+        c.set_timeout(Duration::from_secs(10));
+        c.publish(events(0..8)).await
+    });
+    wait_until("the first publish is in flight", || m.inflight_events.get() == 8).await;
+    // 30 KB more would pass the 100 KB budget (8 events are far below the count budget).
+    let mut c = Client::connect(addr).await.unwrap();
+    c.set_timeout(Duration::from_secs(2));
+    match c.publish(events(8..11)).await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code, ErrorCode::Overloaded, "{e:?}"),
+        other => panic!("a publish past the byte budget got {other:?}"),
+    }
+    assert_eq!(m.inflight_events.get(), 8, "the refused events took no capacity");
+    // Once the first is answered its bytes are free again.
+    tx.send(true).unwrap();
+    assert_eq!(first.await.unwrap().unwrap().len(), 8);
+    assert_eq!(c.publish(events(8..11)).await.unwrap().len(), 3);
+    stop.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn the_metrics_port_has_a_connection_limit() {
     let _serial = MEMORY_TESTS.lock().await;
