@@ -67,6 +67,9 @@ pub struct IngestConfig {
     pub max_inflight_per_connection: usize,
     /// Events being stored server-wide at once; beyond this publishes are refused as overloaded.
     pub max_inflight_events: usize,
+    /// ... and their bytes on the wire (TCP publishes; a batch larger than this still goes through
+    /// alone): what the events in flight hold in memory is about 2.5 times this at most.
+    pub max_inflight_bytes: usize,
     /// How long an overloaded client is told to wait.
     pub overload_retry_after_ms: u32,
     /// A connection with no bytes for this long is closed.
@@ -170,6 +173,7 @@ impl Default for IngestConfig {
             max_events_per_frame: 10_000,
             max_inflight_per_connection: 128,
             max_inflight_events: 200_000,
+            max_inflight_bytes: 64 << 20,
             overload_retry_after_ms: 100,
             idle_timeout_ms: 300_000,
             read_timeout_ms: 10_000,
@@ -230,6 +234,9 @@ pub struct ClusterConfig {
     /// Entries kept in the log behind a snapshot, so a slightly lagging follower catches up by
     /// appends instead of receiving the whole snapshot.
     pub snapshot_keep_entries: u64,
+    /// ... but no more of them than hold this many bytes: a few big entries (a pipelined batch
+    /// of long events) must not keep the log in memory far beyond `snapshot_log_bytes`.
+    pub snapshot_keep_bytes: u64,
     /// Also take a snapshot once the entries applied since the last one hold this many bytes:
     /// the Raft log kept in memory between snapshots stays near this size whatever the entries
     /// carry (`snapshot_entries` alone lets it grow with the batch size).
@@ -246,6 +253,10 @@ pub struct ClusterConfig {
     /// on bit rot (off: a start opens segments at their recorded lengths, O(segments) whatever
     /// the data size, and rot is found by the CRC of the read that meets it).
     pub verify_topics_at_start: bool,
+    /// Most topics this member holds: each keeps a file descriptor open (its active segment), so
+    /// they count in the descriptor budget checked at start. The leader refuses a publish that
+    /// would create a topic beyond it (before proposing: applying never checks it).
+    pub max_topics: u64,
     /// Most record bytes a member installing a snapshot asks for per request when it pulls the
     /// topic data it lacks (4096 ..= 1 MiB).
     pub catchup_chunk_bytes: u32,
@@ -274,11 +285,13 @@ impl Default for ClusterConfig {
             heartbeat_ticks: 2,
             snapshot_entries: 20_000,
             snapshot_keep_entries: 1_000,
+            snapshot_keep_bytes: 4 << 20,
             snapshot_log_bytes: 32 << 20,
             commit_timeout_ms: 10_000,
             segment_bytes: 8 << 20,
             topic_segment_bytes: 64 << 20,
             verify_topics_at_start: false,
+            max_topics: 1_000,
             catchup_chunk_bytes: crate::store::MAX_RECORDS_BYTES,
             max_entries_per_append: 1024,
             peer_queue: 1024,
@@ -407,6 +420,7 @@ impl Config {
             ("ingest.max_events_per_frame", i.max_events_per_frame),
             ("ingest.max_inflight_per_connection", i.max_inflight_per_connection),
             ("ingest.max_inflight_events", i.max_inflight_events),
+            ("ingest.max_inflight_bytes", i.max_inflight_bytes),
             ("ingest.max_fetch_events", i.max_fetch_events),
             ("ingest.max_fetch_bytes", i.max_fetch_bytes),
             ("ingest.metrics_max_connections", i.metrics_max_connections),
@@ -450,6 +464,7 @@ impl Config {
             ("cluster.tick_ms", c.tick_ms),
             ("cluster.snapshot_entries", c.snapshot_entries),
             ("cluster.snapshot_log_bytes", c.snapshot_log_bytes),
+            ("cluster.max_topics", c.max_topics),
             ("cluster.commit_timeout_ms", c.commit_timeout_ms),
             ("cluster.max_entries_per_append", c.max_entries_per_append),
             ("cluster.peer_queue", c.peer_queue),

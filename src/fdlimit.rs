@@ -34,6 +34,8 @@ impl FdBudget {
             let peers = config.cluster.members.len().saturating_sub(1) as u64;
             parts.push(("peer port (256 inbound + 1 outbound per other member)", PEER_INBOUND_FDS + peers));
         }
+        // Each topic keeps its active segment open.
+        parts.push(("cluster.max_topics", config.cluster.max_topics));
         parts.push(("reserved for WAL, snapshots, DLQ, listeners", RESERVED_FDS));
         FdBudget { parts }
     }
@@ -64,7 +66,7 @@ pub enum FdCheck {
 #[error(
     "file descriptor limit too low: the config may need {needed} ({parts}) but the limit is {soft} \
      (hard {hard}); raise it (e.g. `ulimit -n {needed}`, or LimitNOFILE={needed} under systemd) or lower \
-     ingest.max_connections to at most {fits}"
+     ingest.max_connections to at most {fits} (or cluster.max_topics)"
 )]
 pub struct FdLimitError {
     pub needed: u64,
@@ -188,24 +190,27 @@ mod tests {
     #[test]
     fn every_listener_and_the_reserve_count() {
         let b = budget(1_000, true, 3);
-        assert_eq!(b.total(), 1_000 + 64 + 256 + 2 + RESERVED_FDS);
-        assert_eq!(budget(1_000, false, 0).total(), 1_000 + RESERVED_FDS);
+        let topics = Config::default().cluster.max_topics;
+        assert_eq!(b.total(), 1_000 + 64 + 256 + 2 + topics + RESERVED_FDS);
+        assert_eq!(budget(1_000, false, 0).total(), 1_000 + topics + RESERVED_FDS);
+        assert!(b.describe().contains("cluster.max_topics 1000"), "{}", b.describe());
     }
 
     #[test]
     fn enough_raise_or_refuse_with_what_to_change() {
         let b = budget(1_000, false, 0);
         assert_eq!(plan(&b, 4_096, 4_096), Ok(None));
-        assert_eq!(plan(&b, 256, 4_096), Ok(Some(1_064)));
-        let e = plan(&b, 256, 512).unwrap_err();
-        assert_eq!(e.fits, 512 - RESERVED_FDS);
+        assert_eq!(plan(&b, 256, 4_096), Ok(Some(2_064)));
+        let e = plan(&b, 256, 1_512).unwrap_err();
+        assert_eq!(e.fits, 1_512 - 1_000 - RESERVED_FDS);
         let msg = e.to_string();
         for want in [
-            "1064",
+            "2064",
             "ingest.max_connections 1000",
+            "cluster.max_topics 1000",
             "limit is 256",
-            "hard 512",
-            "ulimit -n 1064",
+            "hard 1512",
+            "ulimit -n 2064",
             "at most 448",
         ] {
             assert!(msg.contains(want), "{want} missing from: {msg}");

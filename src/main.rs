@@ -522,6 +522,14 @@ async fn serve(
     let stop = server.shutdown_handle();
     let metrics = server.metrics();
     rt::spawn(stop_on_signal(node.clone(), stop));
+    // What a burst freed (closed connections, a compacted log) goes back to the system within
+    // this long, instead of staying resident at its peak (`rt::mem`).
+    rt::spawn(async {
+        loop {
+            rt::time::sleep(Duration::from_secs(10)).await;
+            rt::mem::release_free_memory();
+        }
+    });
     // SIGHUP re-reads the configuration and applies the pipeline's topic table and the [topics]
     // retention settings (the only parts that change without a restart); a bad file is reported
     // and changes nothing.

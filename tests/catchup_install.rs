@@ -7,6 +7,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::node::cluster::ClusterStatus;
 use eventstreamcore::node::{CatchUpCounters, ClusterNode, ClusterOptions, ClusterTask, DedupConfig};
 use eventstreamcore::raft::Role;
-use eventstreamcore::rt::{Disk, NodeClock, SimDisk, rng_from_seed};
+use eventstreamcore::rt::{Disk, DiskError, NodeClock, SimDisk, rng_from_seed};
 use eventstreamcore::service::{EventService, ServiceError};
 use eventstreamcore::store::StoreConfig;
 
@@ -23,7 +24,68 @@ const CHUNK: u32 = 4096;
 
 struct Member {
     disk: Arc<SimDisk>,
+    /// While set, the member cannot open topic files ([`TopicFds`]).
+    no_topic_fds: Arc<AtomicBool>,
     node: Option<(ClusterNode, ClusterTask)>,
+}
+
+/// A member's disk on which, while `exhausted` is set, no topic file can be opened, as when the
+/// process is out of descriptors: creating one (an append to a new file, any whole-file write)
+/// fails with `TooManyOpenFiles` and changes nothing. The WAL's files are unaffected.
+#[derive(Debug)]
+struct TopicFds {
+    disk: Arc<SimDisk>,
+    exhausted: Arc<AtomicBool>,
+}
+
+impl TopicFds {
+    fn open(&self, op: &'static str, name: &str, creates: bool) -> Result<(), DiskError> {
+        if creates && name.starts_with("topic-") && self.exhausted.load(Ordering::SeqCst) {
+            return Err(DiskError::TooManyOpenFiles { op, path: name.into() });
+        }
+        Ok(())
+    }
+}
+
+impl Disk for TopicFds {
+    fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
+        self.disk.read(name)
+    }
+    fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
+        self.disk.size(name)
+    }
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        self.disk.read_range(name, offset, len)
+    }
+    fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.open("append", name, self.disk.size(name)?.is_none())?;
+        self.disk.append(name, data)
+    }
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.open("write", name, true)?;
+        self.disk.write(name, data)
+    }
+    fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
+        self.disk.truncate(name, len)
+    }
+    fn sync(&self, name: &str) -> Result<(), DiskError> {
+        self.disk.sync(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.disk.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> Result<(), DiskError> {
+        self.disk.remove(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
+        self.disk.list(prefix)
+    }
+    fn sync_dir(&self) -> Result<(), DiskError> {
+        self.disk.sync_dir()
+    }
+    fn take_latency(&self) -> Duration {
+        self.disk.take_latency()
+    }
 }
 
 struct TestCluster {
@@ -40,7 +102,9 @@ impl TestCluster {
                 client_addr: format!("127.0.0.1:{}", 18000 + id),
             })
             .collect();
-        let nodes = (1..=n).map(|_| Member { disk: Arc::new(SimDisk::new()), node: None }).collect();
+        let nodes = (1..=n)
+            .map(|_| Member { disk: Arc::new(SimDisk::new()), no_topic_fds: Arc::default(), node: None })
+            .collect();
         TestCluster { members, nodes }
     }
 
@@ -72,7 +136,8 @@ impl TestCluster {
             read_max_bytes: 1 << 20,
         };
         let m = &mut self.nodes[(id - 1) as usize];
-        let disk: Arc<dyn Disk> = m.disk.clone();
+        let disk: Arc<dyn Disk> =
+            Arc::new(TopicFds { disk: m.disk.clone(), exhausted: m.no_topic_fds.clone() });
         m.node = Some(ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(id)).await.unwrap());
     }
 
@@ -96,6 +161,11 @@ impl TestCluster {
     /// The member loses everything on its disk (a replaced machine with the same id).
     fn wipe(&mut self, id: u64) {
         self.nodes[(id - 1) as usize].disk = Arc::new(SimDisk::new());
+    }
+
+    /// Takes the member's descriptors for topic files away (`true`) or gives them back.
+    fn exhaust_topic_fds(&self, id: u64, on: bool) {
+        self.nodes[(id - 1) as usize].no_topic_fds.store(on, Ordering::SeqCst);
     }
 
     fn node(&self, id: u64) -> &ClusterNode {
@@ -269,5 +339,95 @@ async fn retention_moving_the_source_mid_pull_restarts_that_topic_at_its_new_fir
     assert_eq!(n.state().first_offset("t"), 3_500);
     // The byte count retention keeps is recounted over what the member holds: equal too.
     assert_eq!(n.state().snapshot_digest(), c.node(l).state().snapshot_digest());
+    c.stop_all().await;
+}
+
+fn metric(node: &ClusterNode, name: &str) -> u64 {
+    let text = node.render_metrics();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{text}"));
+    line[name.len() + 1..].parse().unwrap()
+}
+
+/// Waits until `node` says its storage waits for descriptors, and checks that it is not failed,
+/// not ready, and tries again.
+async fn assert_waits_for_descriptors(node: &ClusterNode) {
+    for _ in 0..500 {
+        if metric(node, "esc_storage_stalled") == 1 {
+            break;
+        }
+        assert!(node.status().failed.is_none(), "out of descriptors stopped the member: {:?}", node.status());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(node, "esc_storage_stalled"), 1, "never waited: {:?}", node.status());
+    assert!(node.readiness().unwrap_err().contains("file descriptors"));
+    let tries = metric(node, "esc_storage_fd_exhaustion_total");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(metric(node, "esc_storage_fd_exhaustion_total") > tries, "tried again");
+    assert!(node.status().failed.is_none(), "{:?}", node.status());
+}
+
+#[tokio::test]
+async fn out_of_descriptors_while_pulling_records_waits_and_resumes_without_a_restart() {
+    let mut c = TestCluster::new(3);
+    for id in 1..=3 {
+        c.start(id).await;
+    }
+    let l = c.leader().await;
+    let lagger = (1..=3).find(|&i| i != l).unwrap();
+    c.stop(lagger, false).await;
+    c.fill(l, 200, 1_000).await; // 4 MB in 16 KiB segments: a new topic file every 4 chunks
+    c.wipe(lagger);
+    c.start(lagger).await;
+    wait_counters(c.node(lagger), |k| k.chunks >= 20).await;
+    c.exhaust_topic_fds(lagger, true);
+    let n = c.node(lagger);
+    assert_waits_for_descriptors(n).await;
+    // The chunk that needs a new segment is asked for again and again; none is half-appended.
+    let stuck = n.catch_up_counters();
+    assert!(stuck.catching_up && stuck.completed == 0, "{stuck:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(n.catch_up_counters().chunks, stuck.chunks);
+    c.exhaust_topic_fds(lagger, false);
+    let digest = c.converged().await;
+    let n = c.node(lagger);
+    assert_eq!(n.state().digest(), digest);
+    assert_eq!(n.state().event_count("t"), 4_000);
+    let got = n.catch_up_counters();
+    assert_eq!((got.installs, got.completed, got.catching_up), (1, 1, false), "{got:?}");
+    assert_eq!(metric(n, "esc_storage_stalled"), 0);
+    assert!(n.readiness().is_ok(), "{:?}", n.readiness());
+    c.stop_all().await;
+}
+
+#[tokio::test]
+async fn out_of_descriptors_opening_an_installed_snapshots_topic_files_waits_and_installs_it() {
+    use eventstreamcore::node::{TopicLimits, TopicSettings};
+    let mut c = TestCluster::new(3);
+    for id in 1..=3 {
+        c.start(id).await;
+    }
+    let l = c.leader().await;
+    let lagger = (1..=3).find(|&i| i != l).unwrap();
+    c.stop(lagger, false).await;
+    // The snapshot's topic starts past 0, so installing it on an empty member writes the empty
+    // segment that names the start: a topic file to open.
+    let keep = TopicLimits { max_events: Some(500), ..TopicLimits::default() };
+    c.node(l).set_topic_settings(TopicSettings { default: keep, ..TopicSettings::default() });
+    c.fill(l, 100, 200).await;
+    c.wipe(lagger);
+    c.exhaust_topic_fds(lagger, true);
+    c.start(lagger).await;
+    let n = c.node(lagger);
+    assert_waits_for_descriptors(n).await;
+    assert_eq!(n.catch_up_counters().installs, 0, "the install waits before it changed anything");
+    c.exhaust_topic_fds(lagger, false);
+    let digest = c.converged().await;
+    let n = c.node(lagger);
+    assert_eq!(n.state().digest(), digest);
+    assert!(n.state().first_offset("t") > 0);
+    assert_eq!(n.state().first_offset("t"), c.node(l).state().first_offset("t"));
+    let got = n.catch_up_counters();
+    assert_eq!((got.installs, got.completed, got.catching_up), (1, 1, false), "{got:?}");
+    assert_eq!(metric(n, "esc_storage_stalled"), 0);
     c.stop_all().await;
 }

@@ -279,6 +279,42 @@ async fn a_client_that_never_reads_its_acks_is_closed_with_bounded_buffers() {
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 }
 
+/// `ingest.max_inflight_bytes`: events in flight are bounded in bytes as well as in count, so a
+/// publish beyond it is told "overloaded" at once instead of adding its events to memory.
+#[tokio::test]
+async fn events_in_flight_are_bounded_in_bytes_too() {
+    let _serial = MEMORY_TESTS.lock().await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let node = GatedNode { inner: LocalNode::new(1, NodeClock::new(), DedupConfig::default()), gate: rx };
+    let mut config = IngestConfig { listen: "127.0.0.1:0".parse().unwrap(), ..IngestConfig::default() };
+    config.max_inflight_bytes = 100_000;
+    let server = IngestServer::bind(config, node, NodeClock::new(), "test").await.unwrap();
+    let (addr, m, stop) = (server.local_addr(), server.metrics(), server.shutdown_handle());
+    let task = tokio::spawn(server.run());
+    let events = |seqs: std::ops::Range<u64>| seqs.map(|i| big("t", i, 10_000)).collect::<Vec<_>>();
+    // 8 events of 10 KB, held at the gate: 80 KB in flight.
+    let first = tokio::spawn(async move {
+        let mut c = Client::connect(addr).await.unwrap();
+        c.set_timeout(Duration::from_secs(10));
+        c.publish(events(0..8)).await
+    });
+    wait_until("the first publish is in flight", || m.inflight_events.get() == 8).await;
+    // 30 KB more would pass the 100 KB budget (8 events are far below the count budget).
+    let mut c = Client::connect(addr).await.unwrap();
+    c.set_timeout(Duration::from_secs(2));
+    match c.publish(events(8..11)).await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code, ErrorCode::Overloaded, "{e:?}"),
+        other => panic!("a publish past the byte budget got {other:?}"),
+    }
+    assert_eq!(m.inflight_events.get(), 8, "the refused events took no capacity");
+    // Once the first is answered its bytes are free again.
+    tx.send(true).unwrap();
+    assert_eq!(first.await.unwrap().unwrap().len(), 8);
+    assert_eq!(c.publish(events(8..11)).await.unwrap().len(), 3);
+    stop.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn the_metrics_port_has_a_connection_limit() {
     let _serial = MEMORY_TESTS.lock().await;
@@ -371,11 +407,17 @@ fn serve_checks_its_fd_limit_against_its_connection_limits() {
     };
     // Hard limit below the need: refused, saying what to change.
     let (exited, ok, _, err) =
-        run_limited(&serve("ulimit -Sn 256 && ulimit -Hn 256"), Duration::from_secs(20));
+        run_limited(&serve("ulimit -Sn 256 && ulimit -Hn 1256"), Duration::from_secs(20));
     assert!(exited && !ok, "must refuse to start: {err}");
-    for want in
-        ["file descriptor limit too low", "1064", "ingest.max_connections", "ulimit -n 1064", "at most 192"]
-    {
+    // 1,000 connections + 1,000 topics (cluster.max_topics) + 64 reserved.
+    for want in [
+        "file descriptor limit too low",
+        "2064",
+        "ingest.max_connections",
+        "cluster.max_topics 1000",
+        "ulimit -n 2064",
+        "at most 192",
+    ] {
         assert!(err.contains(want), "{want:?} missing from: {err}");
     }
     // Only the soft limit low, the hard one high enough: raised, and the server starts.
@@ -397,7 +439,8 @@ fn serve_on_defaults_fits_its_connection_limit_under_a_low_hard_limit() {
     );
     let (exited, _, first, err) = run_limited(&cmd, Duration::from_secs(20));
     assert!(!exited && first.starts_with("esc listening on"), "must start: {first:?} {err}");
-    assert!(err.contains("lowered to 4032"), "the warning names the fitted limit: {err}");
+    // 4,096 less 1,000 topics (cluster.max_topics) and 64 reserved.
+    assert!(err.contains("lowered to 3032"), "the warning names the fitted limit: {err}");
 }
 
 fn credential(name: &str, token: &str, roles: &[Role]) -> ClientCredential {

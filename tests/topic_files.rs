@@ -230,3 +230,36 @@ async fn snapshots_hold_metadata_and_a_restart_reopens_the_files_at_them() {
     node.shutdown();
     task.wait().await;
 }
+
+/// `cluster.max_topics`: the leader refuses a publish that would create one topic too many
+/// (nothing of it is stored), existing topics take events, and a restart with a lower limit
+/// replays the log the same (the limit is checked before proposing, never when applying).
+#[tokio::test]
+async fn a_publish_creating_a_topic_beyond_max_topics_is_refused_and_a_lower_limit_replays_the_same() {
+    let on = |topic: &str, seq: u64| Event { topic: topic.into(), ..keyed(seq) };
+    let disk: Arc<dyn Disk> = Arc::new(SimDisk::new());
+    let mut o = opts(10_000);
+    o.cluster.max_topics = 2;
+    let (node, task) = start_with(disk.clone(), o.clone()).await;
+    node.publish(vec![on("a", 0), on("b", 1)]).await.unwrap();
+    let err = node.publish(vec![on("a", 2), on("c", 3)]).await.unwrap_err();
+    match &err {
+        ServiceError::OutOfRange(why) => assert!(why.contains("cluster.max_topics"), "{why}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let counts = {
+        let st = node.state();
+        (st.event_count("a"), st.event_count("c"))
+    };
+    assert_eq!(counts, (1, 0), "refused whole");
+    assert_eq!(node.publish(vec![on("a", 2)]).await.unwrap()[0].offset, 1);
+    let digest = node.state().digest();
+    node.shutdown();
+    task.wait().await;
+    o.cluster.max_topics = 1;
+    let (node, task) = start_with(disk.clone(), o).await;
+    assert_eq!(node.state().digest(), digest, "the lower limit refuses nothing already in the log");
+    assert!(matches!(node.publish(vec![on("d", 4)]).await, Err(ServiceError::OutOfRange(_))));
+    node.shutdown();
+    task.wait().await;
+}

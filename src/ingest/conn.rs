@@ -196,8 +196,7 @@ pub(crate) async fn serve<S: EventService, IO: rt::io::AsyncRead + rt::io::Async
         } else {
             None
         };
-        let stalled_need = conn.stalled.as_ref().map_or(0, |b| b.events.len() as u32);
-        let inflight = conn.shared.inflight.clone();
+        let capacity = conn.stalled.as_ref().map(|b| conn.shared.acquire_capacity(&b.events));
         rt::select! {
             biased;
             _ = shutdown.wait(), if !shutting_down => {
@@ -210,11 +209,11 @@ pub(crate) async fn serve<S: EventService, IO: rt::io::AsyncRead + rt::io::Async
                     break reason;
                 }
             }
-            permit = inflight.acquire_many_owned(stalled_need), if conn.stalled.is_some() => {
+            permit = async { capacity?.await }, if conn.stalled.is_some() => {
                 let batch = conn.stalled.take().expect("guarded by the select condition");
                 match permit {
-                    Ok(permit) => conn.submit_with(batch, Some(permit)),
-                    Err(_) => break "server closed",
+                    Some(permit) => conn.submit_with(batch, Some(permit)),
+                    None => break "server closed",
                 }
             }
             // Re-check the budget now and then (it frees as other connections drain).
@@ -817,11 +816,10 @@ impl<S: EventService> Conn<S> {
             self.submit_with(batch, None);
             return;
         }
-        let need = u32::try_from(batch.events.len()).unwrap_or(u32::MAX);
-        match self.shared.inflight.clone().try_acquire_many_owned(need) {
-            Ok(permit) => self.submit_with(batch, Some(permit)),
-            Err(_) if batch.has_legacy => self.stalled = Some(batch),
-            Err(_) => {
+        match self.shared.try_capacity(&batch.events) {
+            Some(permit) => self.submit_with(batch, Some(permit)),
+            None if batch.has_legacy => self.stalled = Some(batch),
+            None => {
                 let m = &self.shared.metrics;
                 let mut err = ErrorFrame::new(ErrorCode::Overloaded, "server is at its in-flight limit");
                 err.retry_after_ms = self.shared.config.overload_retry_after_ms;
@@ -841,9 +839,10 @@ impl<S: EventService> Conn<S> {
 
     /// Submits a batch (holding its capacity permit, if it has events). The service fixes the
     /// batch's position in the log at this call, so batches are stored in stream order.
-    fn submit_with(&mut self, batch: Batch, permit: Option<OwnedSemaphorePermit>) {
+    fn submit_with(&mut self, batch: Batch, permit: Option<Capacity>) {
         let Batch { parts, events, after, .. } = batch;
-        let permit = permit.map(|p| InflightGuard::new(p, events.len(), self.shared.metrics.clone()));
+        let metrics = self.shared.metrics.clone();
+        let permit = permit.map(|(p, b)| InflightGuard::new(p, events.len(), metrics).with_bytes(b));
         let shared = self.shared.clone();
         let started = rt::time::now();
         let fut = if events.is_empty() { None } else { Some(shared.service.publish(events)) };
@@ -906,6 +905,38 @@ impl<S: EventService> Conn<S> {
             Done { replies, hold, reads: 0 }
         }));
         self.pending.extend(after);
+    }
+}
+
+/// A batch's share of the in-flight capacity: its events, and their bytes on the wire.
+type Capacity = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+impl<S> Shared<S> {
+    /// What `events` need of the two budgets: their count, and their bytes on the wire (capped
+    /// at the whole byte budget, so a lone batch larger than it still goes through when nothing
+    /// else is in flight).
+    fn capacity_need(&self, events: &[Event]) -> (u32, u32) {
+        let bytes: usize = events.iter().map(acked::event_wire_len).sum();
+        let bytes = bytes.min(self.config.max_inflight_bytes);
+        (u32::try_from(events.len()).unwrap_or(u32::MAX), u32::try_from(bytes).unwrap_or(u32::MAX))
+    }
+
+    /// Takes `events`' capacity now, if both budgets have it.
+    fn try_capacity(&self, events: &[Event]) -> Option<Capacity> {
+        let (n, bytes) = self.capacity_need(events);
+        let permit = self.inflight.clone().try_acquire_many_owned(n).ok()?;
+        Some((permit, self.inflight_bytes.clone().try_acquire_many_owned(bytes).ok()?))
+    }
+
+    /// Waits for `events`' capacity (a stalled batch of legacy frames); `None` once the server
+    /// closes.
+    fn acquire_capacity(&self, events: &[Event]) -> impl Future<Output = Option<Capacity>> + Send + 'static {
+        let (n, bytes) = self.capacity_need(events);
+        let (inflight, inflight_bytes) = (self.inflight.clone(), self.inflight_bytes.clone());
+        async move {
+            let permit = inflight.acquire_many_owned(n).await.ok()?;
+            Some((permit, inflight_bytes.acquire_many_owned(bytes).await.ok()?))
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub(crate) struct Shared<S> {
     pub clock: NodeClock,
     /// Permits = events that may be in the service at once.
     pub inflight: Arc<Semaphore>,
+    /// Permits = bytes (on the wire) of the events that may be in the service at once.
+    pub inflight_bytes: Arc<Semaphore>,
     pub server_name: String,
     pub conn_ids: AtomicU64,
     /// Credentials and roles.
@@ -88,6 +90,7 @@ impl<S: EventService> IngestServer<S> {
             auth,
             tls,
             inflight: Arc::new(Semaphore::new(config.max_inflight_events)),
+            inflight_bytes: Arc::new(Semaphore::new(config.max_inflight_bytes)),
             config,
             service,
             metrics: Arc::new(IngestMetrics::default()),
@@ -293,6 +296,8 @@ async fn accept_one<S: EventService>(
 /// Released however the holder ends (answered, connection dropped, node killed).
 pub(crate) struct InflightGuard {
     _permit: crate::rt::sync::OwnedSemaphorePermit,
+    /// The events' bytes, where they are counted (TCP publishes).
+    _bytes: Option<crate::rt::sync::OwnedSemaphorePermit>,
     events: i64,
     metrics: Arc<IngestMetrics>,
 }
@@ -305,7 +310,13 @@ impl InflightGuard {
     ) -> Self {
         let events = events as i64;
         metrics.inflight_events.add(events);
-        InflightGuard { _permit: permit, events, metrics }
+        InflightGuard { _permit: permit, _bytes: None, events, metrics }
+    }
+
+    /// Also holds the events' share of the byte budget.
+    pub(crate) fn with_bytes(mut self, bytes: crate::rt::sync::OwnedSemaphorePermit) -> Self {
+        self._bytes = Some(bytes);
+        self
     }
 }
 

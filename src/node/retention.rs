@@ -214,6 +214,18 @@ pub struct TopicFull {
     pub reason: String,
 }
 
+/// A publish refused at apply: it would create a topic beyond `cluster.max_topics`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "topic `{topic}` would be a new topic, and this server holds {have} of at most {max} \
+     (cluster.max_topics): publish refused; publish to an existing topic or raise the limit"
+)]
+pub struct TooManyTopics {
+    pub topic: String,
+    pub have: usize,
+    pub max: usize,
+}
+
 /// A read below the first retained offset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("offset {offset} of topic `{topic}` is out of range, first available is {first}")]
@@ -255,6 +267,21 @@ impl EventLogState {
     ) -> Result<Vec<Appended>, ApplyError> {
         self.check_room(&events)?;
         Ok(self.apply_batch_keeping(events, stamped_ms, fresh)?)
+    }
+
+    /// Refuses a publish that would take the number of topics past [`Self::max_topics`]. The
+    /// leader asks before it proposes; applying never refuses for this (an entry applies the
+    /// same on every member and on every replay, whatever each member's limit).
+    pub fn check_new_topics(&self, events: &[Event]) -> Result<(), TooManyTopics> {
+        let have = self.topic_count();
+        let mut new: Vec<&str> =
+            events.iter().map(|e| e.topic.as_str()).filter(|t| !self.has_topic(t)).collect();
+        new.sort_unstable();
+        new.dedup();
+        if new.is_empty() || have + new.len() <= self.max_topics() {
+            return Ok(());
+        }
+        Err(TooManyTopics { topic: new[0].to_string(), have, max: self.max_topics() })
     }
 
     /// Refuses a publish that would overfill a `discard = "new"` topic.
@@ -517,6 +544,25 @@ mod tests {
         s.apply_trim("a", 1000).unwrap();
         assert_eq!((s.first_offset("a"), s.end_offset("a")), (11, 11));
         assert_eq!(s.topic_summaries()[0].bytes, 0);
+    }
+
+    #[test]
+    fn a_publish_that_would_create_a_topic_beyond_max_topics_is_refused_whole() {
+        let mut s = filled("a", 2);
+        s.set_max_topics(2);
+        assert_eq!(s.check_new_topics(&[ev("b", 10), ev("a", 3)]), Ok(()));
+        s.apply_publish(vec![ev("b", 10)], 2000).unwrap();
+        // A third topic, even mixed with events of existing ones (and twice): refused whole.
+        let e = s.check_new_topics(&[ev("a", 11), ev("c", 12), ev("c", 13)]).unwrap_err();
+        assert_eq!((e.topic.as_str(), e.have, e.max), ("c", 2, 2));
+        assert!(e.to_string().contains("cluster.max_topics"), "{e}");
+        // Existing topics go on taking events.
+        assert_eq!(s.check_new_topics(&[ev("a", 11), ev("b", 13)]), Ok(()));
+        // Applying never refuses for the limit: a replay with a lower limit stays the same.
+        s.set_max_topics(1);
+        assert_eq!(s.apply_publish(vec![ev("c", 12)], 2004).unwrap()[0].offset, 0);
+        assert_eq!(s.topic_count(), 3);
+        assert!(s.check_new_topics(&[ev("d", 14)]).is_err());
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct EventLogState {
     topics: BTreeMap<String, TopicInfo>,
     /// Most record bytes one fetch reads (at least one event is returned).
     read_max_bytes: usize,
+    /// Most topics; a publish that would create one more is refused (see [`Self::set_max_topics`]).
+    max_topics: usize,
     dedup: DedupWindow,
     /// Replicated time never goes backwards: a batch stamped earlier than its predecessor (a
     /// leader whose wall clock stepped back) is treated as stamped at the predecessor's time.
@@ -167,6 +169,7 @@ impl EventLogState {
             store,
             topics: BTreeMap::new(),
             read_max_bytes: DEFAULT_READ_MAX_BYTES,
+            max_topics: usize::MAX,
             dedup: DedupWindow::new(dedup),
             last_stamp_ms: 0,
             batches_applied: 0,
@@ -180,6 +183,19 @@ impl EventLogState {
     /// Bounds the record bytes one fetch reads (at least one event is always returned).
     pub fn set_read_max_bytes(&mut self, max: usize) {
         self.read_max_bytes = max.max(1);
+    }
+
+    /// Bounds the number of topics (`cluster.max_topics`): each holds a file descriptor for its
+    /// active segment, so the server's descriptor budget counts them. The leader refuses a
+    /// publish that would create a topic beyond it before proposing it
+    /// ([`Self::check_new_topics`]); topics that exist take events as before.
+    pub fn set_max_topics(&mut self, max: usize) {
+        self.max_topics = max;
+    }
+
+    /// The bound [`Self::set_max_topics`] set.
+    pub fn max_topics(&self) -> usize {
+        self.max_topics
     }
 
     /// Applies one ordered batch stamped at `stamped_ms`: each event is either found in the
@@ -321,6 +337,16 @@ impl EventLogState {
         self.topics.keys().map(String::as_str)
     }
 
+    /// How many topics there are.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// True if `topic` exists (it has stored events, retained or not).
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+
     /// The retained events of `topic` from `offset` (at least its first offset), read from the
     /// files a page at a time.
     pub fn events_from(
@@ -381,6 +407,7 @@ impl EventLogState {
             store: self.store.copy_to_memory()?,
             topics: self.topics.clone(),
             read_max_bytes: self.read_max_bytes,
+            max_topics: self.max_topics,
             dedup: self.dedup.clone(),
             last_stamp_ms: self.last_stamp_ms,
             batches_applied: self.batches_applied,

@@ -176,9 +176,19 @@ impl Checkpoint for DiskCheckpoint {
 
 /// Per-topic completion tracking: offsets may finish out of order (different classes), the
 /// position only advances over a contiguous run of finished offsets.
-#[derive(Debug, Default)]
+///
+/// The finished offsets held ahead of a position are bounded ([`Progress::with_max_ahead`]): one
+/// offset that never finishes (a handler that hangs, an offset never submitted) would otherwise
+/// make the set grow with every later event. Past the bound the position skips the oldest
+/// unfinished offsets (logged with the count so far). Their events are not dropped:
+/// each still settles where it is (processed, or in the DLQ) if it ever does; only the
+/// checkpoint stops waiting for them, so a new leader after a failover would not handle them
+/// again (at-least-once gives way for those offsets alone, and the log says which).
+#[derive(Debug)]
 pub(crate) struct Progress {
     topics: BTreeMap<String, TopicProgress>,
+    max_ahead: usize,
+    skipped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -195,7 +205,20 @@ impl Progress {
                 .into_iter()
                 .map(|(t, next)| (t, TopicProgress { next, done: BTreeSet::new() }))
                 .collect(),
+            max_ahead: usize::MAX,
+            skipped: 0,
         }
+    }
+
+    /// Holds at most `max_ahead` finished offsets ahead of a topic's position (at least 1).
+    pub fn with_max_ahead(self, max_ahead: usize) -> Self {
+        Progress { max_ahead: max_ahead.max(1), ..self }
+    }
+
+    /// Offsets the position skipped unfinished so far (each skip is also logged, with this total).
+    #[cfg(test)]
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// False if `offset` of `topic` was already handled (below the position), so it is skipped.
@@ -215,6 +238,20 @@ impl Progress {
         }
         t.done.insert(offset);
         let before = t.next;
+        if t.done.len() > self.max_ahead
+            && let Some(&first) = t.done.first()
+        {
+            self.skipped += first - t.next;
+            tracing::warn!(
+                topic,
+                from = t.next,
+                to = first,
+                finished_ahead = t.done.len(),
+                skipped_total = self.skipped,
+                "pipeline position skips offsets that never finished"
+            );
+            t.next = first;
+        }
         while t.done.remove(&t.next) {
             t.next += 1;
         }
@@ -237,6 +274,27 @@ mod tests {
         assert_eq!(p.finish("t", 0), Some(2));
         assert_eq!(p.finish("t", 2), Some(4));
         assert!(!p.admit("t", 2), "already handled");
+    }
+
+    #[test]
+    fn an_offset_that_never_finishes_is_skipped_once_too_many_are_held_ahead_of_it() {
+        let mut p = Progress::new(BTreeMap::new()).with_max_ahead(3);
+        for o in 0..10 {
+            assert!(p.admit("t", o));
+        }
+        // Offset 0 hangs; 1..=3 finish and are held.
+        for o in 1..=3 {
+            assert_eq!(p.finish("t", o), None);
+        }
+        // The fourth held one is past the bound: the position skips 0 and runs over 1..=4.
+        assert_eq!(p.finish("t", 4), Some(5));
+        assert_eq!(p.skipped(), 1);
+        assert!(p.topics["t"].done.is_empty());
+        // The hung offset settling late changes nothing; later gaps are held again.
+        assert_eq!(p.finish("t", 0), None);
+        assert_eq!(p.finish("t", 7), None);
+        assert_eq!(p.finish("t", 5), Some(6));
+        assert!(p.topics["t"].done.len() <= 3);
     }
 
     #[test]

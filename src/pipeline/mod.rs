@@ -171,7 +171,10 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         cfg.validate().map_err(|(k, m)| PipelineError::Config(k, m))?;
         let dlq = Dlq::open(dlq_disk, cfg.dlq.max_entries)?;
-        let progress = Progress::new(opts.checkpoint.positions());
+        // An offset may wait behind every event the classes can hold; more held than twice that
+        // means one never finishes.
+        let held = cfg.realtime.capacity + cfg.transactional.capacity + cfg.batch.capacity;
+        let progress = Progress::new(opts.checkpoint.positions()).with_max_ahead(2 * held + 1024);
         let inner = Arc::new(Inner {
             routes: RwLock::new(RoutingTable::new(&cfg.topics, cfg.default_priority)),
             controller: Mutex::new(Controller::new(cfg.control.clone())),

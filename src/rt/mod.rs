@@ -10,6 +10,7 @@ pub mod clock;
 pub mod disk;
 pub mod fd_reserve;
 pub mod latch;
+pub mod mem;
 pub mod net;
 pub mod rng;
 

@@ -116,8 +116,9 @@ impl Driver {
                         }
                         Ok(appended)
                     }
-                    Err(ApplyError::Full(full)) => Err(ServiceError::OutOfRange(full.to_string())),
                     Err(ApplyError::Store(err)) => return Err(err),
+                    // A full `discard = "new"` topic: refused the same on every replica.
+                    Err(refused) => Err(ServiceError::from(refused)),
                 }
             }
             Ok(Command::CommitOffset(c)) => state
@@ -187,6 +188,8 @@ impl Driver {
         self.log_bytes_since_snapshot = 0;
         let delete = self.clock.mono();
         self.compact_log(applied)?;
+        // The compacted entries (tens of MB under load) go back to the system now.
+        rt::mem::release_free_memory();
         let ms = |a: Duration, b: Duration| b.saturating_sub(a).as_millis() as u64;
         tracing::info!(
             node = self.id,
@@ -202,9 +205,12 @@ impl Driver {
         Ok(())
     }
 
-    /// Drops the log up to `snapshot_keep_entries` behind the snapshot at `applied`.
+    /// Drops the log up to `snapshot_keep_entries` behind the snapshot at `applied`, or fewer
+    /// if those hold more than `snapshot_keep_bytes`: the log in memory stays within about
+    /// `snapshot_log_bytes` + `snapshot_keep_bytes` + one round, whatever an entry carries.
     fn compact_log(&mut self, applied: Index) -> Result<(), RoundError> {
-        let keep = applied.saturating_sub(self.snapshot_keep_entries);
+        let sizes = self.raft.entries().iter().map(|e| (e.index, e.data.len() as u64));
+        let keep = compaction_point(sizes, applied, self.snapshot_keep_entries, self.snapshot_keep_bytes);
         if keep > self.raft.first_index() {
             if let Err(e) = self.raft.compact(keep) {
                 tracing::warn!(node = self.id, error = %e, "compaction refused");
@@ -216,6 +222,29 @@ impl Driver {
     }
 }
 
+/// Where to compact the log behind a snapshot at `applied`: the entries after it are at most
+/// `keep_entries` and hold at most `keep_bytes` (`sizes`: each entry in memory, index and bytes).
+fn compaction_point(
+    sizes: impl DoubleEndedIterator<Item = (Index, u64)>,
+    applied: Index,
+    keep_entries: u64,
+    keep_bytes: u64,
+) -> Index {
+    let mut point = applied.saturating_sub(keep_entries);
+    let mut held = 0u64;
+    for (index, bytes) in sizes.rev().skip_while(|&(i, _)| i > applied) {
+        if index <= point {
+            break;
+        }
+        held = held.saturating_add(bytes);
+        if held > keep_bytes {
+            point = index;
+            break;
+        }
+    }
+    point
+}
+
 /// A snapshot is due once this many entries, or bytes of entries, were applied since the last.
 fn snapshot_due(entries: u64, bytes: u64, every_entries: u64, every_bytes: u64) -> bool {
     entries >= every_entries || (entries > 0 && bytes >= every_bytes)
@@ -223,7 +252,20 @@ fn snapshot_due(entries: u64, bytes: u64, every_entries: u64, every_bytes: u64) 
 
 #[cfg(test)]
 mod tests {
-    use super::snapshot_due;
+    use super::{compaction_point, snapshot_due};
+
+    #[test]
+    fn the_log_kept_behind_a_snapshot_is_bounded_in_entries_and_in_bytes() {
+        // Entries 1..=100 of 10 bytes, then 101..=110 of 1,000.
+        let sizes = || (1..=110u64).map(|i| (i, if i > 100 { 1_000 } else { 10 }));
+        assert_eq!(compaction_point(sizes(), 90, 20, 1 << 20), 70, "by entries: 20 kept");
+        assert_eq!(compaction_point(sizes(), 90, 20, 100), 80, "by bytes: 10 entries of 10 kept");
+        assert_eq!(compaction_point(sizes(), 110, 1_000, 2_500), 108, "two big entries kept, not 1,000");
+        assert_eq!(compaction_point(sizes(), 110, 1_000, 0), 110, "nothing kept");
+        assert_eq!(compaction_point(sizes(), 5, 1_000, 1 << 20), 0, "short log: nothing to drop");
+        // Entries after `applied` (not covered by the snapshot) are never counted.
+        assert_eq!(compaction_point(sizes(), 100, 1_000, 150), 85);
+    }
 
     #[test]
     fn a_snapshot_is_due_by_entries_or_by_bytes() {

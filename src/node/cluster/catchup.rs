@@ -13,6 +13,12 @@
 //!
 //! Any member answers requests from its own topic files ([`serve_records`]), one bounded chunk
 //! per request, except while it is catching up itself.
+//!
+//! Out of file descriptors (EMFILE/ENFILE) — opening the snapshot's topic files, a segment roll
+//! while appending a pulled chunk, the directory sync that completes the pull — is not fatal:
+//! a failed open wrote nothing, so the same step is tried again with the backoff of a stalled
+//! round (`persist.rs`), reported the same way (`/ready` fails, `esc_storage_stalled` is 1).
+//! The chunk whose append failed is asked for again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -97,6 +103,8 @@ pub(super) struct Install {
     resumed: bool,
     /// A topic file could not be written: the member stops at its next round.
     failed: Option<StoreError>,
+    /// Out of descriptors: the pull waits until then (see [`Driver::catch_up_waits`]).
+    waiting: Option<persist::FdWait>,
 }
 
 /// The request in flight.
@@ -118,6 +126,7 @@ impl Install {
             turn: 0,
             resumed,
             failed: None,
+            waiting: None,
         }
     }
 }
@@ -155,23 +164,35 @@ fn clear_marker(disk: &Arc<dyn Disk>) -> Result<(), StoreError> {
 }
 
 /// A snapshot's address book and state with its topic files opened as they are on `disk`, and
-/// the plan to pull what they lack.
+/// the plan to pull what they lack. Out of descriptors is [`RoundError::Topics`] (nothing
+/// written: try again), anything else [`RoundError::Snapshot`].
 fn decode_partial(
     dedup: DedupConfig,
     data: Bytes,
     disk: &Arc<dyn Disk>,
     cfg: StoreConfig,
-) -> Result<(Book, EventLogState, Pull), String> {
+) -> Result<(Book, EventLogState, Pull), RoundError> {
     let mut b = data;
-    let book = decode_address_book(&mut b)?;
-    let mut plan = None;
+    let book = decode_address_book(&mut b).map_err(RoundError::Snapshot)?;
+    let (mut plan, mut exhausted) = (None, None);
     let state = EventLogState::decode_snapshot_with(dedup, b, |meta, _files| {
-        let (set, p) = TopicSet::open_partial(disk.clone(), cfg, meta)?;
+        let (set, p) = TopicSet::open_partial(disk.clone(), cfg, meta).map_err(|e| {
+            if !e.is_fd_exhaustion() {
+                return e;
+            }
+            let why = StoreError::Config(e.to_string());
+            exhausted = Some(e);
+            why
+        })?;
         plan = Some((p, meta.topics.iter().map(|t| (t.name.clone(), t.first)).collect()));
         Ok(set)
-    })
-    .map_err(|e| e.to_string())?;
-    let plan = plan.ok_or("no topic metadata in the snapshot")?;
+    });
+    let state = match (state, exhausted) {
+        (Ok(state), _) => state,
+        (Err(_), Some(e)) => return Err(RoundError::Topics(e)),
+        (Err(e), None) => return Err(RoundError::Snapshot(e.to_string())),
+    };
+    let plan = plan.ok_or_else(|| RoundError::Snapshot("no topic metadata in the snapshot".into()))?;
     Ok((book, state, plan))
 }
 
@@ -185,7 +206,7 @@ pub(super) fn recover(
     match read_marker(disk)? {
         Some(index) if index == snap.meta.index => {
             let (book, state, plan) = decode_partial(opts.dedup, snap.data.clone(), disk, opts.store)
-                .map_err(ClusterError::Snapshot)?;
+                .map_err(|e| ClusterError::Snapshot(e.to_string()))?;
             tracing::info!(node = opts.node_id, index, "resuming the pull of a snapshot's topic data");
             return Ok((book, state, Some(Install::new(index, plan, true))));
         }
@@ -208,17 +229,22 @@ pub(super) fn prepare(raft: &mut Raft, resume: &Option<Install>) {
 impl Driver {
     /// Replaces the state by a leader's snapshot (saved already, after [`mark`]): the topic files
     /// are opened as they are and what they lack is pulled before anything after the snapshot is
-    /// applied. A snapshot that cannot be read stops the member; a restart resumes it.
+    /// applied. A snapshot that cannot be read stops the member; a restart resumes it. Out of
+    /// descriptors, nothing changed here: the caller keeps the round and tries again.
     pub(super) fn install(&mut self, snap: &Snapshot) -> Result<(), RoundError> {
         let dedup = lock(&self.shared.state).dedup_config();
-        let (book, state, plan) = decode_partial(dedup, snap.data.clone(), &self.disk, self.store_cfg)
-            .map_err(|e| {
-                // The leader's own state machine produced it: a bug or a version skew.
-                tracing::error!(node = self.id, error = %e, "cannot install the leader's snapshot");
-                RoundError::Snapshot(e)
+        let (book, mut state, plan) = decode_partial(dedup, snap.data.clone(), &self.disk, self.store_cfg)
+            .inspect_err(|e| {
+                if !e.is_fd_exhaustion() {
+                    // The leader's own state machine produced it: a bug or a version skew.
+                    tracing::error!(node = self.id, error = %e, "cannot install the leader's snapshot");
+                }
             })?;
         self.addrs.install(book);
-        *lock(&self.shared.state) = state;
+        let mut held = lock(&self.shared.state);
+        state.set_max_topics(held.max_topics());
+        *held = state;
+        drop(held);
         self.last_snapshot = snap.meta.index;
         self.log_bytes_since_snapshot = 0;
         self.shared.catchup.installs.inc();
@@ -241,7 +267,10 @@ impl Driver {
         let now = self.clock.mono();
         let Some(inst) = &mut self.catchup else { return };
         self.shared.catchup.active.store(true, Ordering::Relaxed);
-        if inst.failed.is_some() || inst.asked.as_ref().is_some_and(|a| a.deadline > now) {
+        if inst.failed.is_some()
+            || inst.asked.as_ref().is_some_and(|a| a.deadline > now)
+            || inst.waiting.as_ref().is_some_and(|w| w.retry_at() > now)
+        {
             return;
         }
         if let Some(a) = inst.asked.take() {
@@ -318,12 +347,14 @@ impl Driver {
         self.shared.catchup.chunks.add(inst.plan.chunks() - chunks);
         self.shared.catchup.restarts.add(inst.plan.restarts() - restarts);
         match r {
-            Ok(()) => {}
+            Ok(()) => self.catch_up_resumes(),
             Err(e) if e.is_refusal() => {
                 let peer = asked.map(|a| a.to);
                 tracing::debug!(node = self.id, peer, error = %e, "records answer refused; asking another member");
                 inst.turn += 1;
             }
+            // Nothing of the chunk was written: it is asked for again after the backoff.
+            Err(e) if e.is_fd_exhaustion() => return self.catch_up_waits(&e),
             Err(e) => {
                 tracing::error!(node = self.id, error = %e, "cannot write pulled records");
                 inst.failed = Some(e);
@@ -336,10 +367,25 @@ impl Driver {
 
     /// Every pulled record is durable: the marker goes and applying resumes.
     fn finish_catch_up(&mut self) {
-        let Some(mut inst) = self.catchup.take() else { return };
+        let Some(inst) = &self.catchup else { return };
         let done = complete_state(&mut lock(&self.shared.state), &inst.firsts)
             .and_then(|()| clear_marker(&self.disk));
+        self.catch_up_done(done);
+    }
+
+    /// The end of [`Self::finish_catch_up`]: the install is over, or waits for descriptors, or
+    /// failed.
+    fn catch_up_done(&mut self, done: Result<(), StoreError>) {
+        if done.is_ok() {
+            self.catch_up_resumes();
+        }
+        let Some(mut inst) = self.catchup.take() else { return };
         if let Err(e) = done {
+            if e.is_fd_exhaustion() {
+                // Syncing again is safe: only an open failed, no write or fsync.
+                self.catchup = Some(inst);
+                return self.catch_up_waits(&e);
+            }
             tracing::error!(node = self.id, error = %e, "cannot make pulled records durable");
             inst.failed = Some(e);
             self.catchup = Some(inst);
@@ -357,6 +403,42 @@ impl Driver {
             ms,
             "snapshot's topic data complete; applying resumes"
         );
+    }
+
+    /// Out of descriptors while pulling (nothing written): the same step is tried again after
+    /// the backoff of a stalled round, and `/ready` and `esc_storage_stalled` say so meanwhile.
+    fn catch_up_waits(&mut self, e: &StoreError) {
+        let now = self.clock.mono();
+        let Some(inst) = &mut self.catchup else { return };
+        let w = inst.waiting.get_or_insert_with(|| {
+            tracing::warn!(
+                node = self.id,
+                error = %e,
+                "out of file descriptors: the pull of the snapshot's records waits and is retried"
+            );
+            persist::FdWait::new(now)
+        });
+        w.failed(now);
+        self.shared.fd_exhaustion.fetch_add(1, Ordering::Relaxed);
+        self.shared.storage_stalled.store(true, Ordering::Relaxed);
+    }
+
+    /// A step of the pull went through: a wait for descriptors, if there was one, is over.
+    fn catch_up_resumes(&mut self) {
+        let Some(w) = self.catchup.as_mut().and_then(|i| i.waiting.take()) else { return };
+        self.shared.storage_stalled.store(self.is_stalled(), Ordering::Relaxed);
+        let (attempts, waited) = w.waited(self.clock.mono());
+        tracing::info!(
+            node = self.id,
+            attempts,
+            waited_ms = waited.as_millis() as u64,
+            "file descriptors free again: the pull of the snapshot's records goes on"
+        );
+    }
+
+    /// True while the pull of a snapshot's records waits for descriptors.
+    pub(super) fn catch_up_waiting(&self) -> bool {
+        self.catchup.as_ref().is_some_and(|i| i.waiting.is_some())
     }
 
     /// Lets the core apply again once the install is complete (call while it is idle).

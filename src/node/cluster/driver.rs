@@ -189,6 +189,11 @@ impl Driver {
                     let _ = reply.send(Ok(Vec::new()));
                     return;
                 }
+                // Checked here, not when applying: an entry must apply the same everywhere.
+                if let Err(e) = lock(&self.shared.state).check_new_topics(&events) {
+                    let _ = reply.send(Err(ServiceError::OutOfRange(e.to_string())));
+                    return;
+                }
                 // The leader stamps its time into the entry; replicas apply that, never their own clock.
                 let cmd = Command::Publish { stamped_ms: self.clock.wall_unix_ms(), events };
                 match self.raft.propose(cmd.encode()) {

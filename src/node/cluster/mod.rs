@@ -421,6 +421,7 @@ impl ClusterNode {
             commit_timeout: Duration::from_millis(cfg.commit_timeout_ms),
             snapshot_entries: cfg.snapshot_entries,
             snapshot_keep_entries: cfg.snapshot_keep_entries,
+            snapshot_keep_bytes: cfg.snapshot_keep_bytes,
             snapshot_log_bytes: cfg.snapshot_log_bytes,
             log_bytes_since_snapshot: 0,
             raft,
@@ -753,6 +754,7 @@ struct Driver {
     commit_timeout: Duration,
     snapshot_entries: u64,
     snapshot_keep_entries: u64,
+    snapshot_keep_bytes: u64,
     snapshot_log_bytes: u64,
     /// Bytes of the entries applied since the last snapshot (taken or installed).
     log_bytes_since_snapshot: u64,
@@ -828,6 +830,7 @@ fn recover_state(
         }
     };
     state.set_read_max_bytes(opts.read_max_bytes);
+    state.set_max_topics(usize::try_from(opts.cluster.max_topics).unwrap_or(usize::MAX));
     Ok((state, resume))
 }
 

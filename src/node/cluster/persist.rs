@@ -12,6 +12,9 @@
 //! stops before it (`apply.rs`, [`ApplyStop`](super::apply::ApplyStop)), the core is told only
 //! the entries before it were applied, and once the backoff is over its next `Ready` hands that
 //! entry out again.
+//!
+//! The pull of an installed snapshot's records waits the same way, with the same backoff
+//! ([`FdWait`], `catchup.rs`), while the core goes on.
 
 use std::sync::atomic::Ordering;
 
@@ -25,6 +28,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) struct Batch {
     /// Its snapshot is taken out once installed, its hard state once written.
     pub(super) ready: Ready,
+    /// Its snapshot is saved (marker and WAL); it is taken out once installed.
+    snapshot_saved: bool,
     entries_appended: bool,
     entries_synced: bool,
     /// The snapshot this batch installs: its last index and term.
@@ -42,6 +47,38 @@ pub(super) struct Stalled {
     backoff: Duration,
     attempts: u64,
     since: Duration,
+}
+
+/// A wait for file descriptors outside a round (the pull of a snapshot's records): the same
+/// backoff as a stalled round.
+pub(super) struct FdWait {
+    retry_at: Duration,
+    backoff: Duration,
+    attempts: u64,
+    since: Duration,
+}
+
+impl FdWait {
+    pub(super) fn new(now: Duration) -> Self {
+        FdWait { retry_at: now, backoff: FIRST_BACKOFF / 2, attempts: 0, since: now }
+    }
+
+    /// Another attempt found no descriptor: wait twice as long (up to [`MAX_BACKOFF`]).
+    pub(super) fn failed(&mut self, now: Duration) {
+        self.attempts += 1;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.retry_at = now + self.backoff;
+    }
+
+    /// When to try again.
+    pub(super) fn retry_at(&self) -> Duration {
+        self.retry_at
+    }
+
+    /// Attempts so far, and how long it has waited by `now`.
+    pub(super) fn waited(&self, now: Duration) -> (u64, Duration) {
+        (self.attempts, now.saturating_sub(self.since))
+    }
 }
 
 impl Driver {
@@ -66,6 +103,7 @@ impl Driver {
             installed: ready.snapshot.as_ref().map(|s| (s.meta.index, s.meta.term)),
             log_changed: ready.snapshot.is_some() || !ready.entries.is_empty(),
             appended_from: ready.entries.first().map(|e| e.index),
+            snapshot_saved: false,
             entries_appended: false,
             entries_synced: false,
             ready,
@@ -78,11 +116,15 @@ impl Driver {
     /// power failure meanwhile tears it), the fsync before anything is sent or acked.
     pub(super) async fn persist(&mut self, b: &mut Batch) -> Result<(), RoundError> {
         if let Some(snap) = &b.ready.snapshot {
-            // Before the snapshot is saved: a restart must know its topic data may be incomplete.
-            catchup::mark(&self.disk, snap.meta.index)?;
-            self.storage.install_snapshot(snap)?;
-            let snap = b.ready.snapshot.take().expect("checked above");
-            self.install(&snap)?;
+            if !b.snapshot_saved {
+                // Before the snapshot is saved: a restart must know its topic data may be incomplete.
+                catchup::mark(&self.disk, snap.meta.index)?;
+                self.storage.install_snapshot(snap)?;
+                b.snapshot_saved = true;
+            }
+            // Out of descriptors opening its topic files, it stays in the batch for the retry.
+            self.install(snap)?;
+            b.ready.snapshot = None;
         }
         if !b.ready.entries.is_empty() {
             if !b.entries_appended {
@@ -142,7 +184,7 @@ impl Driver {
     /// The stalled batch is durable and applied now: drive the core again.
     pub(super) fn unstall(&mut self) {
         if let Some(s) = self.stalled.take() {
-            self.shared.storage_stalled.store(false, Ordering::Relaxed);
+            self.shared.storage_stalled.store(self.catch_up_waiting(), Ordering::Relaxed);
             let waited = self.clock.mono().saturating_sub(s.since);
             tracing::info!(
                 node = self.id,
