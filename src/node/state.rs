@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::event::codec::{get_str16, put_str16};
 use crate::event::{Event, StoredEvent};
-use crate::rt::SimDisk;
+use crate::rt::{Disk, SimDisk};
 use crate::store::{StoreConfig, StoreError, StoreMeta, TopicSet};
 
 use super::consumers::ConsumerTable;
@@ -424,19 +424,27 @@ const SNAPSHOT_MAGIC: &[u8; 4] = b"ESCS";
 /// Format 3 wrote the dedup window key by key; format 2 held every event.
 pub const SNAPSHOT_VERSION: u8 = 4;
 
+/// Decodes `snap` onto a copy of `s`'s topic files (a snapshot does not carry them).
+#[cfg(test)]
+pub(crate) fn decode_on_copy(
+    s: &EventLogState,
+    dedup: DedupConfig,
+    snap: Bytes,
+) -> Result<EventLogState, SnapshotDecodeError> {
+    let disk = s.store().copy_files_to_memory().expect("an in-memory copy");
+    EventLogState::decode_snapshot_on(dedup, snap, Arc::new(disk))
+}
+
 /// A state snapshot that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad event-log snapshot: {0}")]
 pub struct SnapshotDecodeError(pub String);
 
-/// The topic files a snapshot carries (name, bytes), when it carries them.
-pub type SnapshotFiles = Vec<(String, Bytes)>;
-
 impl EventLogState {
     /// Serialises the state for a Raft snapshot: counters, the topic files' metadata, the dedup
-    /// window, checkpoint, consumers and retention. With `with_files` the retained topic files
-    /// are copied in too (O(data)); without, nothing read grows with the stored data.
-    pub fn encode_snapshot(&self, with_files: bool) -> Result<Bytes, StoreError> {
+    /// window, checkpoint, consumers and retention. Reads no topic file (a follower that lacks
+    /// the files pulls them by catch-up streaming).
+    pub fn encode_snapshot(&self) -> Bytes {
         let meta = self.store.metadata();
         let mut out = BytesMut::with_capacity(256);
         out.put_slice(SNAPSHOT_MAGIC);
@@ -445,19 +453,10 @@ impl EventLogState {
         out.put_u64(self.batches_applied);
         out.put_u64(self.events_stored);
         meta.encode(&mut out);
-        out.put_u8(u8::from(with_files));
-        if with_files {
-            let files = TopicSet::retained_files(&meta);
-            out.put_u32(files.len() as u32);
-            for (name, len) in files {
-                let bytes = self.store.read_file(&name, len)?;
-                put_str16(&mut out, &name);
-                out.put_u64(bytes.len() as u64);
-                out.put_slice(&bytes);
-            }
-        }
+        // Format 4's files flag: a snapshot never carries its files any more.
+        out.put_u8(0);
         self.encode_tail(&mut out);
-        Ok(out.freeze())
+        out.freeze()
     }
 
     /// The part of a snapshot after the topic files: dedup, checkpoint, consumers, retention.
@@ -505,56 +504,22 @@ impl EventLogState {
         h.finish()
     }
 
-    /// A snapshot without files (`encode_snapshot(false)`) turned into one that carries them,
-    /// read from `store` at the lengths the snapshot's metadata records (the files only grow
-    /// past them until the next snapshot). A snapshot that carries its files is returned as is.
-    pub fn snapshot_with_files(&self, snapshot: Bytes) -> Result<Bytes, SnapshotDecodeError> {
-        let bad = |e: String| SnapshotDecodeError(e);
-        let mut b = snapshot.clone();
-        if b.remaining() < 5 + 24 || &b[..4] != SNAPSHOT_MAGIC || b[4] != SNAPSHOT_VERSION {
-            return Err(bad("not a snapshot of this format".into()));
-        }
-        b.advance(5 + 24);
-        let meta = StoreMeta::decode(&mut b).map_err(|e| bad(e.to_string()))?;
-        if !b.has_remaining() {
-            return Err(bad("truncated at the files flag".into()));
-        }
-        if b[0] == 1 {
-            return Ok(snapshot);
-        }
-        let head = snapshot.len() - b.remaining();
-        b.advance(1);
-        let mut out = BytesMut::with_capacity(snapshot.len() + 64);
-        out.put_slice(&snapshot[..head]);
-        out.put_u8(1);
-        let files = TopicSet::retained_files(&meta);
-        out.put_u32(files.len() as u32);
-        for (name, len) in files {
-            let bytes = self.store.read_file(&name, len).map_err(|e| bad(format!("topic files: {e}")))?;
-            put_str16(&mut out, &name);
-            out.put_u64(bytes.len() as u64);
-            out.put_slice(&bytes);
-        }
-        out.put_slice(&b);
-        Ok(out.freeze())
-    }
-
-    /// Rebuilds a state from [`encode_snapshot`](Self::encode_snapshot)'s bytes with its topic
-    /// files on a fresh in-memory disk (the snapshot must carry them). Never panics.
-    pub fn decode_snapshot(dedup: DedupConfig, b: Bytes) -> Result<Self, SnapshotDecodeError> {
-        Self::decode_snapshot_with(dedup, b, |meta, files| {
-            let disk = SimDisk::new();
-            TopicSet::replace_files(&disk, files.as_deref().unwrap_or_default())?;
-            TopicSet::open(Arc::new(disk), memory_store_config(), Some(meta))
-        })
+    /// Rebuilds a state from [`encode_snapshot`](Self::encode_snapshot)'s bytes, opening its
+    /// topic files on `disk` at the snapshot's metadata (for tests and fuzzing). Never panics.
+    pub fn decode_snapshot_on(
+        dedup: DedupConfig,
+        b: Bytes,
+        disk: Arc<dyn Disk>,
+    ) -> Result<Self, SnapshotDecodeError> {
+        Self::decode_snapshot_with(dedup, b, |meta| TopicSet::open(disk, memory_store_config(), Some(meta)))
     }
 
     /// Rebuilds a state from a snapshot; `open` brings the topic files to the snapshot's
-    /// metadata (writing the files the snapshot carries, if any) and opens them. Never panics.
+    /// metadata and opens them. Never panics.
     pub fn decode_snapshot_with(
         dedup: DedupConfig,
         mut b: Bytes,
-        open: impl FnOnce(&StoreMeta, Option<SnapshotFiles>) -> Result<TopicSet, StoreError>,
+        open: impl FnOnce(&StoreMeta) -> Result<TopicSet, StoreError>,
     ) -> Result<Self, SnapshotDecodeError> {
         let need = |b: &Bytes, n: usize, what: &str| {
             if b.remaining() < n { Err(SnapshotDecodeError(format!("truncated at {what}"))) } else { Ok(()) }
@@ -584,8 +549,8 @@ impl EventLogState {
         need(&b, 24, "counters")?;
         let (last_stamp_ms, batches_applied, events_stored) = (b.get_u64(), b.get_u64(), b.get_u64());
         let meta = StoreMeta::decode(&mut b).map_err(|e| SnapshotDecodeError(e.to_string()))?;
-        let files = decode_files(&mut b)?;
-        let store = open(&meta, files).map_err(|e| SnapshotDecodeError(format!("topic files: {e}")))?;
+        decode_files_flag(&mut b)?;
+        let store = open(&meta).map_err(|e| SnapshotDecodeError(format!("topic files: {e}")))?;
         let mut st = EventLogState::with_store(dedup, store);
         (st.last_stamp_ms, st.batches_applied, st.events_stored) =
             (last_stamp_ms, batches_applied, events_stored);
@@ -668,34 +633,21 @@ impl EventLogState {
     }
 }
 
-/// The topic files a snapshot carries, if its flag says it carries them.
-fn decode_files(b: &mut Bytes) -> Result<Option<SnapshotFiles>, SnapshotDecodeError> {
+/// Format 4's files flag. Snapshots that carried their topic files (flag 1, sent to a member
+/// that lacked them before catch-up streaming) are refused: no build writes them any more.
+fn decode_files_flag(b: &mut Bytes) -> Result<(), SnapshotDecodeError> {
     let bad = |what: &str| SnapshotDecodeError(format!("topic files: {what}"));
     if !b.has_remaining() {
         return Err(bad("truncated flag"));
     }
     match b.get_u8() {
-        0 => return Ok(None),
-        1 => {}
-        f => return Err(bad(&format!("unknown flag {f}"))),
+        0 => Ok(()),
+        1 => Err(bad(
+            "this snapshot carries its topic files inline, which this build no longer reads (members \
+             now pull them by catch-up streaming): install it from a leader running this build",
+        )),
+        f => Err(bad(&format!("unknown flag {f}"))),
     }
-    if b.remaining() < 4 {
-        return Err(bad("truncated count"));
-    }
-    let n = b.get_u32();
-    let mut files = Vec::new();
-    for _ in 0..n {
-        let name = get_str(b)?;
-        if b.remaining() < 8 {
-            return Err(bad("truncated length"));
-        }
-        let len = b.get_u64();
-        if len > b.remaining() as u64 {
-            return Err(bad("file longer than the snapshot"));
-        }
-        files.push((name, b.split_to(len as usize)));
-    }
-    Ok(Some(files))
 }
 
 fn get_str(b: &mut Bytes) -> Result<String, SnapshotDecodeError> {
@@ -798,13 +750,7 @@ mod tests {
         // an earlier batch, so the dedup window would show a half-applied batch.
         let batch = vec![ev("a", 1, 2), ev("b", 1, 3), ev("a", 1, 2), ev("a", 1, 1), ev("b", 2, 1)];
         let seen = |st: &EventLogState| {
-            (
-                st.digest(),
-                st.encode_snapshot(false).unwrap(),
-                st.events_stored(),
-                st.batches_applied(),
-                st.dedup_len(),
-            )
+            (st.digest(), st.encode_snapshot(), st.events_stored(), st.batches_applied(), st.dedup_len())
         };
         let before = seen(&s);
         d.inject(DiskFault::TooManyOpenFiles(u32::MAX));
@@ -867,8 +813,8 @@ mod tests {
         s.apply_batch(vec![ev("a", 1, 1), ev("b", 1, 2), ev("a", 0, 0)], 100).unwrap();
         s.apply_batch(vec![ev("a", 2, 1)], 90).unwrap();
         s.apply_checkpoint(&[("a".into(), 2)], &[(1, 1), (2, 1)]);
-        let snap = s.encode_snapshot(true).unwrap();
-        let mut r = EventLogState::decode_snapshot(cfg, snap.clone()).unwrap();
+        let snap = s.encode_snapshot();
+        let mut r = decode_on_copy(&s, cfg, snap.clone()).unwrap();
         assert_eq!(r.digest(), s.digest());
         assert_eq!(r.events_stored(), 4);
         assert_eq!(r.batches_applied(), 2);
@@ -882,11 +828,11 @@ mod tests {
         assert_eq!(r.digest(), s.digest());
         // Corrupt or truncated snapshots are errors, never panics.
         for cut in 0..snap.len() {
-            assert!(EventLogState::decode_snapshot(cfg, snap.slice(..cut)).is_err(), "cut at {cut}");
+            assert!(decode_on_copy(&s, cfg, snap.slice(..cut)).is_err(), "cut at {cut}");
         }
         let mut bad = snap.to_vec();
         bad[0] ^= 1;
-        assert!(EventLogState::decode_snapshot(cfg, Bytes::from(bad)).is_err());
+        assert!(decode_on_copy(&s, cfg, Bytes::from(bad)).is_err());
     }
 
     /// A pipelined producer's window is written as runs: 10,000 remembered keys cost a few
@@ -905,19 +851,35 @@ mod tests {
         apply_all(&mut s, 10);
         let mut one_key = EventLogState::new(DedupConfig { max_keys: 1, ..cfg });
         apply_all(&mut one_key, 10);
-        let snap = s.encode_snapshot(true).unwrap();
-        let window_bytes = snap.len() - one_key.encode_snapshot(true).unwrap().len();
+        let snap = s.encode_snapshot();
+        let window_bytes = snap.len() - one_key.encode_snapshot().len();
         assert!(window_bytes < 2_000, "10,000 keys in 10 runs took {window_bytes} bytes");
-        let mut r = EventLogState::decode_snapshot(cfg, snap.clone()).unwrap();
+        let mut r = decode_on_copy(&s, cfg, snap.clone()).unwrap();
         assert_eq!((r.dedup_len(), r.digest()), (10_000, s.digest()));
         let again = r.apply_batch((0..10_000).map(|i| ev("a", 7, i)).collect(), 30).unwrap();
         assert!(again.iter().enumerate().all(|(i, a)| a.duplicate && a.offset == i as u64));
         // A member with a smaller per-producer cap keeps the highest keys, as if it had applied them.
         let small = DedupConfig { max_keys_per_producer: 50, ..cfg };
-        let r = EventLogState::decode_snapshot(small, snap).unwrap();
+        let r = decode_on_copy(&s, small, snap).unwrap();
         let mut direct = EventLogState::new(small);
         apply_all(&mut direct, 10);
         assert_eq!((r.dedup_len(), r.digest()), (50, direct.digest()));
+    }
+
+    /// Format 4 let a snapshot carry its topic files (flag 1); no build writes that any more, and
+    /// reading one is refused with a message saying so, not misread.
+    #[test]
+    fn a_snapshot_carrying_its_files_is_refused_with_a_clear_error() {
+        let mut s = EventLogState::new(DedupConfig::default());
+        s.apply_batch(vec![ev("a", 1, 1)], 10).unwrap();
+        let mut meta = BytesMut::new();
+        s.store().metadata().encode(&mut meta);
+        let mut snap = s.encode_snapshot().to_vec();
+        let flag = 5 + 24 + meta.len();
+        assert_eq!(snap[flag], 0, "the files flag follows the metadata");
+        snap[flag] = 1;
+        let e = decode_on_copy(&s, DedupConfig::default(), Bytes::from(snap)).err().map(|e| e.0);
+        assert!(e.as_deref().is_some_and(|e| e.contains("carries its topic files inline")), "{e:?}");
     }
 
     /// Found by the `state_decode` fuzz target: dedup entries whose stamps go back (each within
@@ -927,11 +889,11 @@ mod tests {
         let mut s = EventLogState::new(DedupConfig::default());
         s.apply_batch(vec![ev("a", 1, 1)], 0x1111).unwrap();
         s.apply_batch(vec![ev("a", 1, 2)], 0x2222).unwrap();
-        let mut bad = s.encode_snapshot(true).unwrap().to_vec();
+        let mut bad = s.encode_snapshot().to_vec();
         let second = 0x2222u64.to_be_bytes();
         let at = bad.windows(8).rposition(|w| w == second).expect("the second dedup stamp");
         bad[at..at + 8].copy_from_slice(&0x1000u64.to_be_bytes());
-        let e = EventLogState::decode_snapshot(DedupConfig::default(), Bytes::from(bad)).err();
+        let e = decode_on_copy(&s, DedupConfig::default(), Bytes::from(bad)).err();
         assert_eq!(e.map(|e| e.0), Some("dedup entry out of order".to_string()));
     }
 
@@ -948,16 +910,13 @@ mod tests {
         assert_eq!(s.commit_offset(&commit("w", 2, false)), Ok(2));
         assert_eq!(s.commit_offset(&commit("w", 1, false)), Ok(2), "never moves back");
         assert_eq!(s.commit_offset(&commit("r", 3, false)), Ok(3));
-        let snap = s.encode_snapshot(true).unwrap();
-        let r = EventLogState::decode_snapshot(DedupConfig::default(), snap.clone()).unwrap();
+        let snap = s.encode_snapshot();
+        let r = decode_on_copy(&s, DedupConfig::default(), snap.clone()).unwrap();
         assert_eq!(r.consumers(None), s.consumers(None));
         let w = &r.consumers(Some("w"))[0];
         assert_eq!((w.committed, w.end_offset, w.lag()), (2, 3, 1));
         for cut in 0..snap.len() {
-            assert!(
-                EventLogState::decode_snapshot(DedupConfig::default(), snap.slice(..cut)).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode_on_copy(&s, DedupConfig::default(), snap.slice(..cut)).is_err(), "cut at {cut}");
         }
     }
 

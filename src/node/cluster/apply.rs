@@ -164,7 +164,7 @@ impl Driver {
             let mut state = lock(&self.shared.state);
             state.sync_topics()?;
             let sync = self.clock.mono();
-            let data = encode_snapshot_data(&self.addrs.committed(), &state, false)?;
+            let data = encode_snapshot_data(&self.addrs.committed(), &state);
             drop(state);
             let encode = self.clock.mono();
             if let Err(e) = self.raft.snapshot(applied, data) {

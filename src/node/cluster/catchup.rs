@@ -165,7 +165,7 @@ fn decode_partial(
     let mut b = data;
     let book = decode_address_book(&mut b)?;
     let mut plan = None;
-    let state = EventLogState::decode_snapshot_with(dedup, b, |meta, _files| {
+    let state = EventLogState::decode_snapshot_with(dedup, b, |meta| {
         let (set, p) = TopicSet::open_partial(disk.clone(), cfg, meta)?;
         plan = Some((p, meta.topics.iter().map(|t| (t.name.clone(), t.first)).collect()));
         Ok(set)
