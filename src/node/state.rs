@@ -419,10 +419,13 @@ impl EventLogState {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"ESCS";
-/// Format 4: topic data lives in files; the snapshot holds their metadata (and, when it is sent
-/// to a member that lacks them, the files themselves) and the dedup window as runs of keys.
-/// Format 3 wrote the dedup window key by key; format 2 held every event.
-pub const SNAPSHOT_VERSION: u8 = 4;
+/// Format 5: topic data lives in files and the snapshot holds their metadata; the dedup window
+/// and the pipeline's handled keys are written as runs of keys. Format 4 (still read) wrote the
+/// handled keys key by key (3.2 MB of a 3.5 MB snapshot at 200 K keys) and had a files flag;
+/// format 3 wrote the dedup window key by key; format 2 held every event.
+pub const SNAPSHOT_VERSION: u8 = 5;
+/// The previous format, still read (see [`SNAPSHOT_VERSION`]).
+const SNAPSHOT_VERSION_4: u8 = 4;
 
 /// Decodes `snap` onto a copy of `s`'s topic files (a snapshot does not carry them).
 #[cfg(test)]
@@ -445,22 +448,35 @@ impl EventLogState {
     /// window, checkpoint, consumers and retention. Reads no topic file (a follower that lacks
     /// the files pulls them by catch-up streaming).
     pub fn encode_snapshot(&self) -> Bytes {
+        self.encode_snapshot_as(SNAPSHOT_VERSION)
+    }
+
+    /// A snapshot in `format` (5, or 4 for tests of reading old data directories).
+    fn encode_snapshot_as(&self, format: u8) -> Bytes {
         let meta = self.store.metadata();
         let mut out = BytesMut::with_capacity(256);
         out.put_slice(SNAPSHOT_MAGIC);
-        out.put_u8(SNAPSHOT_VERSION);
+        out.put_u8(format);
         out.put_u64(self.last_stamp_ms);
         out.put_u64(self.batches_applied);
         out.put_u64(self.events_stored);
         meta.encode(&mut out);
-        // Format 4's files flag: a snapshot never carries its files any more.
-        out.put_u8(0);
-        self.encode_tail(&mut out);
+        if format == SNAPSHOT_VERSION_4 {
+            // Format 4's files flag: no topic files inline.
+            out.put_u8(0);
+        }
+        self.encode_tail(&mut out, format);
         out.freeze()
     }
 
+    /// A format-4 snapshot (what the previous build wrote), for tests of reading it.
+    #[cfg(test)]
+    pub(crate) fn encode_snapshot_v4(&self) -> Bytes {
+        self.encode_snapshot_as(SNAPSHOT_VERSION_4)
+    }
+
     /// The part of a snapshot after the topic files: dedup, checkpoint, consumers, retention.
-    fn encode_tail(&self, out: &mut BytesMut) {
+    fn encode_tail(&self, out: &mut BytesMut, format: u8) {
         let runs = self.dedup.live_runs();
         out.put_u64(runs.len() as u64);
         for r in runs {
@@ -476,10 +492,20 @@ impl EventLogState {
             put_str16(out, topic);
             out.put_u64(*next);
         }
-        out.put_u64(self.progress.order.len() as u64);
-        for (p, q) in &self.progress.order {
-            out.put_u64(*p);
-            out.put_u64(*q);
+        if format == SNAPSHOT_VERSION_4 {
+            out.put_u64(self.progress.order.len() as u64);
+            for (p, q) in &self.progress.order {
+                out.put_u64(*p);
+                out.put_u64(*q);
+            }
+        } else {
+            let runs = handled_runs(&self.progress.order);
+            out.put_u64(runs.len() as u64);
+            for (producer, first_seq, len) in runs {
+                out.put_u64(producer);
+                out.put_u64(first_seq);
+                out.put_u32(len);
+            }
         }
         self.consumers.encode(out);
         retention::encode_block(self, out);
@@ -498,7 +524,7 @@ impl EventLogState {
             out.put_u64(self.first_offset(name));
             out.put_u64(self.end_offset(name));
         }
-        self.encode_tail(&mut out);
+        self.encode_tail(&mut out, SNAPSHOT_VERSION);
         let mut h = Fnv64::default();
         h.write(&out);
         h.finish()
@@ -530,7 +556,7 @@ impl EventLogState {
         }
         b.advance(4);
         let v = b.get_u8();
-        if v != SNAPSHOT_VERSION {
+        if v != SNAPSHOT_VERSION && v != SNAPSHOT_VERSION_4 {
             return Err(SnapshotDecodeError(format!(
                 "snapshot format {v} is not this build's format {SNAPSHOT_VERSION}{}",
                 match v {
@@ -549,7 +575,9 @@ impl EventLogState {
         need(&b, 24, "counters")?;
         let (last_stamp_ms, batches_applied, events_stored) = (b.get_u64(), b.get_u64(), b.get_u64());
         let meta = StoreMeta::decode(&mut b).map_err(|e| SnapshotDecodeError(e.to_string()))?;
-        decode_files_flag(&mut b)?;
+        if v == SNAPSHOT_VERSION_4 {
+            decode_files_flag(&mut b)?;
+        }
         let store = open(&meta).map_err(|e| SnapshotDecodeError(format!("topic files: {e}")))?;
         let mut st = EventLogState::with_store(dedup, store);
         (st.last_stamp_ms, st.batches_applied, st.events_stored) =
@@ -557,7 +585,7 @@ impl EventLogState {
         for t in &meta.topics {
             st.topics.insert(t.name.clone(), TopicInfo { name: Arc::from(t.name.as_str()), bytes: 0 });
         }
-        st.decode_rest(&mut b)?;
+        st.decode_rest(&mut b, v)?;
         // Against the metadata, not the files: an install may still be pulling them.
         if meta.topics.iter().map(|t| t.end).sum::<u64>() != st.events_stored {
             return Err(SnapshotDecodeError("event counter does not match the logs".into()));
@@ -603,8 +631,7 @@ impl EventLogState {
     }
 
     /// The part of a snapshot after the topic files: dedup, checkpoint, consumers, retention.
-    fn decode_rest(&mut self, b: &mut Bytes) -> Result<(), SnapshotDecodeError> {
-        let err = |what: &str| SnapshotDecodeError(what.to_string());
+    fn decode_rest(&mut self, b: &mut Bytes, format: u8) -> Result<(), SnapshotDecodeError> {
         let need = |b: &Bytes, n: usize, what: &str| {
             if b.remaining() < n { Err(SnapshotDecodeError(format!("truncated at {what}"))) } else { Ok(()) }
         };
@@ -617,12 +644,7 @@ impl EventLogState {
             need(b, 8, "checkpoint position")?;
             positions.push((topic, b.get_u64()));
         }
-        need(b, 8, "handled keys")?;
-        let nkeys = b.get_u64();
-        if nkeys.saturating_mul(16) > b.remaining() as u64 {
-            return Err(err("handled-key count larger than the snapshot"));
-        }
-        let keys: Vec<(u64, u64)> = (0..nkeys).map(|_| (b.get_u64(), b.get_u64())).collect();
+        let keys = if format == SNAPSHOT_VERSION_4 { decode_handled_v4(b)? } else { decode_handled_runs(b)? };
         self.progress.apply(&positions, &keys);
         self.consumers = ConsumerTable::decode(b).map_err(SnapshotDecodeError)?;
         retention::decode_block(self, b)?;
@@ -631,6 +653,67 @@ impl EventLogState {
         }
         Ok(())
     }
+}
+
+/// Consecutive handled keys of one producer with consecutive sequences, as (producer, first
+/// sequence, length), oldest first: a pipelined producer's keys make few runs.
+fn handled_runs(order: &std::collections::VecDeque<(u64, u64)>) -> Vec<(u64, u64, u32)> {
+    let mut runs: Vec<(u64, u64, u32)> = Vec::new();
+    for &(producer, seq) in order {
+        if let Some((p, first, len)) = runs.last_mut()
+            && *p == producer
+            && first.checked_add(u64::from(*len)) == Some(seq)
+            && *len < u32::MAX
+        {
+            *len += 1;
+            continue;
+        }
+        runs.push((producer, seq, 1));
+    }
+    runs
+}
+
+/// Format 5's handled keys: runs, of which only the newest [`MAX_HANDLED_KEYS`] keys are
+/// expanded (the rest would be forgotten as they are recorded), so a run's length cannot make
+/// decoding allocate more than that bound.
+fn decode_handled_runs(b: &mut Bytes) -> Result<Vec<(u64, u64)>, SnapshotDecodeError> {
+    let err = |what: &str| SnapshotDecodeError(what.to_string());
+    if b.remaining() < 8 {
+        return Err(err("truncated at handled-key runs"));
+    }
+    let nruns = b.get_u64();
+    if nruns.saturating_mul(20) > b.remaining() as u64 {
+        return Err(err("handled-key run count larger than the snapshot"));
+    }
+    let mut runs = Vec::with_capacity(nruns as usize);
+    for _ in 0..nruns {
+        let (producer, first, len) = (b.get_u64(), b.get_u64(), u64::from(b.get_u32()));
+        if len == 0 || first.checked_add(len - 1).is_none() {
+            return Err(err("handled-key run out of range"));
+        }
+        runs.push((producer, first, len));
+    }
+    let total = runs.iter().fold(0u64, |t, r| t.saturating_add(r.2));
+    let mut skip = total.saturating_sub(MAX_HANDLED_KEYS as u64);
+    let mut keys = Vec::with_capacity((total - skip) as usize);
+    for (producer, first, len) in runs {
+        let from = skip.min(len);
+        skip -= from;
+        keys.extend((from..len).map(|i| (producer, first + i)));
+    }
+    Ok(keys)
+}
+
+/// Format 4's handled keys, key by key.
+fn decode_handled_v4(b: &mut Bytes) -> Result<Vec<(u64, u64)>, SnapshotDecodeError> {
+    if b.remaining() < 8 {
+        return Err(SnapshotDecodeError("truncated at handled keys".into()));
+    }
+    let nkeys = b.get_u64();
+    if nkeys.saturating_mul(16) > b.remaining() as u64 {
+        return Err(SnapshotDecodeError("handled-key count larger than the snapshot".into()));
+    }
+    Ok((0..nkeys).map(|_| (b.get_u64(), b.get_u64())).collect())
 }
 
 /// Format 4's files flag. Snapshots that carried their topic files (flag 1, sent to a member
@@ -874,12 +957,69 @@ mod tests {
         s.apply_batch(vec![ev("a", 1, 1)], 10).unwrap();
         let mut meta = BytesMut::new();
         s.store().metadata().encode(&mut meta);
-        let mut snap = s.encode_snapshot().to_vec();
+        let mut snap = s.encode_snapshot_v4().to_vec();
         let flag = 5 + 24 + meta.len();
         assert_eq!(snap[flag], 0, "the files flag follows the metadata");
         snap[flag] = 1;
         let e = decode_on_copy(&s, DedupConfig::default(), Bytes::from(snap)).err().map(|e| e.0);
         assert!(e.as_deref().is_some_and(|e| e.contains("carries its topic files inline")), "{e:?}");
+    }
+
+    /// A state with the pipeline's full 200 K handled keys (four pipelined producers).
+    fn with_handled_keys() -> EventLogState {
+        let mut s = EventLogState::new(DedupConfig::default());
+        s.apply_batch(vec![ev("a", 1, 1), ev("a", 2, 1)], 10).unwrap();
+        // Each producer's keys arrive 50 at a time (an entry's worth), the producers interleaved.
+        for round in 0..1_000u64 {
+            for producer in 1..=4 {
+                let keys: Vec<(u64, u64)> = (0..50).map(|i| (producer, round * 50 + i)).collect();
+                s.apply_checkpoint(&[("a".into(), 2)], &keys);
+            }
+        }
+        // Older keys than the newest 200,000 are forgotten as they are recorded.
+        s.apply_checkpoint(&[], &[(9, 1)]);
+        assert_eq!(s.processing().handled_keys().count(), MAX_HANDLED_KEYS);
+        s
+    }
+
+    /// The pipeline's handled keys go into a snapshot as runs (format 5): 200,000 keys of four
+    /// interleaved pipelined producers cost 20 B per run, not 16 B per key (3.2 MB in format 4,
+    /// rewritten at every snapshot), and come back in the same order.
+    #[test]
+    fn handled_keys_are_small_in_a_snapshot_and_restored_in_order() {
+        let s = with_handled_keys();
+        let snap = s.encode_snapshot();
+        assert!(snap.len() < 100_000, "{} bytes", snap.len());
+        let v4 = s.encode_snapshot_v4();
+        assert!(v4.len() > 3_200_000, "{} bytes", v4.len());
+        for bytes in [snap, v4] {
+            let r = decode_on_copy(&s, DedupConfig::default(), bytes).unwrap();
+            assert_eq!(r.processing(), s.processing());
+            assert!(r.processing().handled_keys().eq(s.processing().handled_keys()));
+            assert_eq!(r.snapshot_digest(), s.snapshot_digest());
+        }
+    }
+
+    /// A pipelined producer's handled keys make one run; a run claiming more keys than the bound
+    /// expands only the newest `MAX_HANDLED_KEYS` (no allocation a snapshot's bytes choose), and
+    /// a run past the sequence space is refused.
+    #[test]
+    fn handled_key_runs_are_bounded_when_decoded() {
+        let order: std::collections::VecDeque<_> =
+            (5..105).map(|q| (7, q)).chain([(8, 1), (7, 105)]).collect();
+        assert_eq!(handled_runs(&order), vec![(7, 5, 100), (8, 1, 1), (7, 105, 1)]);
+        let run = |p: u64, q: u64, len: u32| {
+            let mut b = BytesMut::new();
+            b.put_u64(1);
+            (b.put_u64(p), b.put_u64(q), b.put_u32(len));
+            b.freeze()
+        };
+        let keys = decode_handled_runs(&mut run(3, 0, u32::MAX)).unwrap();
+        assert_eq!(keys.len(), MAX_HANDLED_KEYS);
+        assert_eq!(keys.last(), Some(&(3, u64::from(u32::MAX) - 1)));
+        assert!(decode_handled_runs(&mut run(3, u64::MAX, 2)).is_err());
+        assert!(decode_handled_runs(&mut run(3, 1, 0)).is_err());
+        assert_eq!(decode_handled_runs(&mut run(3, u64::MAX, 1)).unwrap(), vec![(3, u64::MAX)]);
     }
 
     /// Found by the `state_decode` fuzz target: dedup entries whose stamps go back (each within
