@@ -202,14 +202,18 @@ impl Driver {
         Ok(())
     }
 
-    /// Drops the log up to `snapshot_keep_entries` behind the snapshot at `applied`.
+    /// Drops the log up to `snapshot_keep_entries` behind the snapshot at `applied`; the freed
+    /// segment files are unlinked by a task off the round (see [`RaftStorage::compact_later`]).
     fn compact_log(&mut self, applied: Index) -> Result<(), RoundError> {
         let keep = applied.saturating_sub(self.snapshot_keep_entries);
         if keep > self.raft.first_index() {
             if let Err(e) = self.raft.compact(keep) {
                 tracing::warn!(node = self.id, error = %e, "compaction refused");
             } else {
-                self.storage.compact(keep)?;
+                let freed = self.storage.compact_later(keep)?;
+                if !freed.is_empty() {
+                    drop(crate::rt::spawn(async move { freed.run() }));
+                }
             }
         }
         Ok(())
