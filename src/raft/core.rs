@@ -356,6 +356,17 @@ impl Raft {
         self.membership.current().voters.contains(&self.id)
     }
 
+    /// The only voter of a committed configuration: no other node can win an election or hold a
+    /// lease in it (a leader that committed its own removal has stepped down), so this node
+    /// campaigns at its first tick instead of waiting an election timeout — a single member
+    /// serves again right after a restart (the wait was 0.5–1 s of it).
+    fn sole_committed_voter(&self) -> bool {
+        let voters = &self.membership.current().voters;
+        voters.len() == 1
+            && voters.contains(&self.id)
+            && self.membership.last_change_index() <= self.log.committed()
+    }
+
     /// Dissertation §4.2.2: a node removed by a configuration entry that is not committed yet may
     /// still be needed to commit it (its log may be the only up-to-date one), so it keeps
     /// campaigning; its own vote does not count.
@@ -489,7 +500,7 @@ impl Raft {
         }
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_timeout {
+        } else if self.election_elapsed >= self.randomized_timeout || self.sole_committed_voter() {
             if self.can_campaign() {
                 self.election_elapsed = 0;
                 self.hup(false);
@@ -1611,6 +1622,33 @@ mod tests {
         assert_eq!(r.vote(), None);
         r.set_vote(3);
         assert_eq!(r.vote(), Some(3));
+    }
+
+    /// A sole voter campaigns at its first tick (and wins at once); a member of a larger
+    /// configuration, or a sole voter whose configuration is not committed yet, waits its
+    /// randomized election timeout as before.
+    #[test]
+    fn a_sole_committed_voter_campaigns_at_its_first_tick() {
+        let new = |voters: &[NodeId]| {
+            Raft::new(
+                RaftConfig::new(1),
+                RestoredState::bootstrap(voters.iter().copied()),
+                crate::rt::rng_from_seed(1),
+            )
+            .unwrap()
+        };
+        let mut r = new(&[1]);
+        assert!(r.sole_committed_voter());
+        r.tick();
+        assert_eq!(r.role(), Role::Leader);
+        let mut r = new(&[1, 2, 3]);
+        assert!(!r.sole_committed_voter());
+        r.tick();
+        assert_eq!(r.role(), Role::Follower);
+        // A configuration entry making node 1 the sole voter, appended but not committed.
+        let mut r = new(&[1, 2]);
+        r.membership.push(1, ConfState::with_voters([1]));
+        assert!(!r.sole_committed_voter(), "not before the configuration is committed");
     }
 
     #[test]
