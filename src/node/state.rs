@@ -1011,7 +1011,9 @@ mod tests {
         let run = |p: u64, q: u64, len: u32| {
             let mut b = BytesMut::new();
             b.put_u64(1);
-            (b.put_u64(p), b.put_u64(q), b.put_u32(len));
+            b.put_u64(p);
+            b.put_u64(q);
+            b.put_u32(len);
             b.freeze()
         };
         let keys = decode_handled_runs(&mut run(3, 0, u32::MAX)).unwrap();
