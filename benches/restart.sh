@@ -3,7 +3,7 @@
 # embedded defaults, esc bench batch 1 x64 x4), stops the server (SIGTERM), then measures restart to
 # serving: from starting `BIN serve` again to the first acked publish (esc bench --events 1, retried
 # every 10 ms), twice. With EVERY the storing run prints a line per EVERY events (events/s, worst ack,
-# server RSS) and the server's "snapshot saved" lines are counted.
+# server RSS) and the server's "snapshot saved" lines are summed up (each step's mean/max ms, snapshot bytes).
 set -u
 bin=$1; n=$2; port=$3; dir=$(mktemp -d)
 serve() { $bin serve --listen 127.0.0.1:$port --set cluster.data_dir=$dir/data --set cluster.raft_listen=127.0.0.1:$((port+100)) >>$dir/serve.log 2>&1 & pid=$!; }
@@ -11,8 +11,8 @@ serve; sleep 1.5
 every=${4:-0}
 report=(); [ "$every" != 0 ] && report=(--report-every "$every" --server-pid "$pid")
 timeout ${BENCH_TIMEOUT:-3000} $bin bench --addr 127.0.0.1:$port --batch 1 --pipeline 64 --connections 4 --events $n "${report[@]}" 2>&1 | grep -E 'acked|latency'
-echo "snapshots saved: $(grep -c 'snapshot saved' $dir/serve.log); slowest steps (ms):" \
-  $(grep 'snapshot saved' $dir/serve.log | grep -o '[a-z]*_ms=[0-9]*' | sort -t= -k1,1 -k2,2n | awk -F= '{m[$1]=$2} END {for (k in m) printf "%s=%s ", k, m[k]}')
+echo "snapshots saved: $(grep -c 'snapshot saved' $dir/serve.log); per step (ms, and bytes) mean/max:" \
+  $(grep 'snapshot saved' $dir/serve.log | grep -o '[a-z_]*ms=[0-9]*\|bytes=[0-9]*' | awk -F= '{n[$1]++; s[$1]+=$2; if ($2>m[$1]) m[$1]=$2} END {for (k in n) printf "%s=%.0f/%d ", k, s[k]/n[k], m[k]}')
 kill -TERM $pid; wait $pid 2>/dev/null
 echo "data dir: $(du -sh $dir/data | cut -f1)"
 for round in 1 2; do

@@ -263,9 +263,11 @@ pub fn state_decode(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else { return };
     let bytes = Bytes::copy_from_slice(rest);
     if which % 2 == 0 {
-        if let Ok(state) = EventLogState::decode_snapshot(DedupConfig::default(), bytes) {
-            let bytes = state.encode_snapshot(true).expect("an in-memory topic set reads back");
-            let again = EventLogState::decode_snapshot(DedupConfig::default(), bytes);
+        let fresh = Arc::new(crate::rt::SimDisk::new());
+        if let Ok(state) = EventLogState::decode_snapshot_on(DedupConfig::default(), bytes, fresh) {
+            let bytes = state.encode_snapshot();
+            let files = state.store().copy_files_to_memory().expect("an in-memory topic set copies");
+            let again = EventLogState::decode_snapshot_on(DedupConfig::default(), bytes, Arc::new(files));
             assert!(again.is_ok(), "a decoded snapshot re-encodes to bytes that do not decode");
         }
     } else {
@@ -514,8 +516,8 @@ mod seeds {
         let checkpoint = Command::Checkpoint { positions: vec![("t".into(), 4)], handled: vec![(7, 3)] };
         let tagged = |tag: u8, b: Bytes| [&[tag][..], &b[..]].concat();
         vec![
-            tagged(0, state.encode_snapshot(true).expect("in memory")),
-            tagged(0, EventLogState::new(DedupConfig::default()).encode_snapshot(true).expect("in memory")),
+            tagged(0, state.encode_snapshot()),
+            tagged(0, EventLogState::new(DedupConfig::default()).encode_snapshot()),
             tagged(1, publish.encode()),
             tagged(1, checkpoint.encode()),
         ]

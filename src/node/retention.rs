@@ -623,15 +623,15 @@ mod tests {
         ));
         s.apply_trim("a", 4).unwrap();
         s.apply_trim("b", 1).unwrap();
-        let snap = s.encode_snapshot(true).unwrap();
-        let r = EventLogState::decode_snapshot(DedupConfig::default(), snap.clone()).unwrap();
+        let snap = s.encode_snapshot();
+        let r = crate::node::state::decode_on_copy(&s, DedupConfig::default(), snap.clone()).unwrap();
         assert_eq!(r.topic_settings(), s.topic_settings());
         assert_eq!(r.topic_summaries(), s.topic_summaries());
         assert_eq!(r.digest(), s.digest());
         assert_eq!(r.read("a", 4, 10).unwrap().events[0].event.sequence, 4);
         assert!(matches!(r.read("a", 3, 10), Err(ReadError::OutOfRange(OutOfRange { first: 4, .. }))));
         for cut in 0..snap.len() {
-            if let Ok(t) = EventLogState::decode_snapshot(DedupConfig::default(), snap.slice(..cut)) {
+            if let Ok(t) = crate::node::state::decode_on_copy(&s, DedupConfig::default(), snap.slice(..cut)) {
                 panic!("cut at {cut} decoded: {:?}", t.topic_summaries());
             }
         }
@@ -640,11 +640,11 @@ mod tests {
     #[test]
     fn a_snapshot_without_the_block_is_refused() {
         let s = filled("a", 3);
-        let snap = s.encode_snapshot(true).unwrap();
+        let snap = s.encode_snapshot();
         let mut block = BytesMut::new();
         encode_block(&s, &mut block);
         let cut = snap.slice(..snap.len() - block.len());
-        let err = EventLogState::decode_snapshot(DedupConfig::default(), cut).unwrap_err();
+        let err = crate::node::state::decode_on_copy(&s, DedupConfig::default(), cut).unwrap_err();
         assert!(err.to_string().contains("retention block"), "{err}");
     }
 

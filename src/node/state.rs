@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::event::codec::{get_str16, put_str16};
 use crate::event::{Event, StoredEvent};
-use crate::rt::SimDisk;
+use crate::rt::{Disk, SimDisk};
 use crate::store::{StoreConfig, StoreError, StoreMeta, TopicSet};
 
 use super::consumers::ConsumerTable;
@@ -458,49 +458,64 @@ impl EventLogState {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"ESCS";
-/// Format 4: topic data lives in files; the snapshot holds their metadata (and, when it is sent
-/// to a member that lacks them, the files themselves) and the dedup window as runs of keys.
-/// Format 3 wrote the dedup window key by key; format 2 held every event.
-pub const SNAPSHOT_VERSION: u8 = 4;
+/// Format 5: topic data lives in files and the snapshot holds their metadata; the dedup window
+/// and the pipeline's handled keys are written as runs of keys. Format 4 (still read) wrote the
+/// handled keys key by key (3.2 MB of a 3.5 MB snapshot at 200 K keys) and had a files flag;
+/// format 3 wrote the dedup window key by key; format 2 held every event.
+pub const SNAPSHOT_VERSION: u8 = 5;
+/// The previous format, still read (see [`SNAPSHOT_VERSION`]).
+const SNAPSHOT_VERSION_4: u8 = 4;
+
+/// Decodes `snap` onto a copy of `s`'s topic files (a snapshot does not carry them).
+#[cfg(test)]
+pub(crate) fn decode_on_copy(
+    s: &EventLogState,
+    dedup: DedupConfig,
+    snap: Bytes,
+) -> Result<EventLogState, SnapshotDecodeError> {
+    let disk = s.store().copy_files_to_memory().expect("an in-memory copy");
+    EventLogState::decode_snapshot_on(dedup, snap, Arc::new(disk))
+}
 
 /// A state snapshot that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad event-log snapshot: {0}")]
 pub struct SnapshotDecodeError(pub String);
 
-/// The topic files a snapshot carries (name, bytes), when it carries them.
-pub type SnapshotFiles = Vec<(String, Bytes)>;
-
 impl EventLogState {
     /// Serialises the state for a Raft snapshot: counters, the topic files' metadata, the dedup
-    /// window, checkpoint, consumers and retention. With `with_files` the retained topic files
-    /// are copied in too (O(data)); without, nothing read grows with the stored data.
-    pub fn encode_snapshot(&self, with_files: bool) -> Result<Bytes, StoreError> {
+    /// window, checkpoint, consumers and retention. Reads no topic file (a follower that lacks
+    /// the files pulls them by catch-up streaming).
+    pub fn encode_snapshot(&self) -> Bytes {
+        self.encode_snapshot_as(SNAPSHOT_VERSION)
+    }
+
+    /// A snapshot in `format` (5, or 4 for tests of reading old data directories).
+    fn encode_snapshot_as(&self, format: u8) -> Bytes {
         let meta = self.store.metadata();
         let mut out = BytesMut::with_capacity(256);
         out.put_slice(SNAPSHOT_MAGIC);
-        out.put_u8(SNAPSHOT_VERSION);
+        out.put_u8(format);
         out.put_u64(self.last_stamp_ms);
         out.put_u64(self.batches_applied);
         out.put_u64(self.events_stored);
         meta.encode(&mut out);
-        out.put_u8(u8::from(with_files));
-        if with_files {
-            let files = TopicSet::retained_files(&meta);
-            out.put_u32(files.len() as u32);
-            for (name, len) in files {
-                let bytes = self.store.read_file(&name, len)?;
-                put_str16(&mut out, &name);
-                out.put_u64(bytes.len() as u64);
-                out.put_slice(&bytes);
-            }
+        if format == SNAPSHOT_VERSION_4 {
+            // Format 4's files flag: no topic files inline.
+            out.put_u8(0);
         }
-        self.encode_tail(&mut out);
-        Ok(out.freeze())
+        self.encode_tail(&mut out, format);
+        out.freeze()
+    }
+
+    /// A format-4 snapshot (what the previous build wrote), for tests of reading it.
+    #[cfg(test)]
+    pub(crate) fn encode_snapshot_v4(&self) -> Bytes {
+        self.encode_snapshot_as(SNAPSHOT_VERSION_4)
     }
 
     /// The part of a snapshot after the topic files: dedup, checkpoint, consumers, retention.
-    fn encode_tail(&self, out: &mut BytesMut) {
+    fn encode_tail(&self, out: &mut BytesMut, format: u8) {
         let runs = self.dedup.live_runs();
         out.put_u64(runs.len() as u64);
         for r in runs {
@@ -516,10 +531,20 @@ impl EventLogState {
             put_str16(out, topic);
             out.put_u64(*next);
         }
-        out.put_u64(self.progress.order.len() as u64);
-        for (p, q) in &self.progress.order {
-            out.put_u64(*p);
-            out.put_u64(*q);
+        if format == SNAPSHOT_VERSION_4 {
+            out.put_u64(self.progress.order.len() as u64);
+            for (p, q) in &self.progress.order {
+                out.put_u64(*p);
+                out.put_u64(*q);
+            }
+        } else {
+            let runs = handled_runs(&self.progress.order);
+            out.put_u64(runs.len() as u64);
+            for (producer, first_seq, len) in runs {
+                out.put_u64(producer);
+                out.put_u64(first_seq);
+                out.put_u32(len);
+            }
         }
         self.consumers.encode(out);
         retention::encode_block(self, out);
@@ -538,62 +563,28 @@ impl EventLogState {
             out.put_u64(self.first_offset(name));
             out.put_u64(self.end_offset(name));
         }
-        self.encode_tail(&mut out);
+        self.encode_tail(&mut out, SNAPSHOT_VERSION);
         let mut h = Fnv64::default();
         h.write(&out);
         h.finish()
     }
 
-    /// A snapshot without files (`encode_snapshot(false)`) turned into one that carries them,
-    /// read from `store` at the lengths the snapshot's metadata records (the files only grow
-    /// past them until the next snapshot). A snapshot that carries its files is returned as is.
-    pub fn snapshot_with_files(&self, snapshot: Bytes) -> Result<Bytes, SnapshotDecodeError> {
-        let bad = |e: String| SnapshotDecodeError(e);
-        let mut b = snapshot.clone();
-        if b.remaining() < 5 + 24 || &b[..4] != SNAPSHOT_MAGIC || b[4] != SNAPSHOT_VERSION {
-            return Err(bad("not a snapshot of this format".into()));
-        }
-        b.advance(5 + 24);
-        let meta = StoreMeta::decode(&mut b).map_err(|e| bad(e.to_string()))?;
-        if !b.has_remaining() {
-            return Err(bad("truncated at the files flag".into()));
-        }
-        if b[0] == 1 {
-            return Ok(snapshot);
-        }
-        let head = snapshot.len() - b.remaining();
-        b.advance(1);
-        let mut out = BytesMut::with_capacity(snapshot.len() + 64);
-        out.put_slice(&snapshot[..head]);
-        out.put_u8(1);
-        let files = TopicSet::retained_files(&meta);
-        out.put_u32(files.len() as u32);
-        for (name, len) in files {
-            let bytes = self.store.read_file(&name, len).map_err(|e| bad(format!("topic files: {e}")))?;
-            put_str16(&mut out, &name);
-            out.put_u64(bytes.len() as u64);
-            out.put_slice(&bytes);
-        }
-        out.put_slice(&b);
-        Ok(out.freeze())
-    }
-
-    /// Rebuilds a state from [`encode_snapshot`](Self::encode_snapshot)'s bytes with its topic
-    /// files on a fresh in-memory disk (the snapshot must carry them). Never panics.
-    pub fn decode_snapshot(dedup: DedupConfig, b: Bytes) -> Result<Self, SnapshotDecodeError> {
-        Self::decode_snapshot_with(dedup, b, |meta, files| {
-            let disk = SimDisk::new();
-            TopicSet::replace_files(&disk, files.as_deref().unwrap_or_default())?;
-            TopicSet::open(Arc::new(disk), memory_store_config(), Some(meta))
-        })
+    /// Rebuilds a state from [`encode_snapshot`](Self::encode_snapshot)'s bytes, opening its
+    /// topic files on `disk` at the snapshot's metadata (for tests and fuzzing). Never panics.
+    pub fn decode_snapshot_on(
+        dedup: DedupConfig,
+        b: Bytes,
+        disk: Arc<dyn Disk>,
+    ) -> Result<Self, SnapshotDecodeError> {
+        Self::decode_snapshot_with(dedup, b, |meta| TopicSet::open(disk, memory_store_config(), Some(meta)))
     }
 
     /// Rebuilds a state from a snapshot; `open` brings the topic files to the snapshot's
-    /// metadata (writing the files the snapshot carries, if any) and opens them. Never panics.
+    /// metadata and opens them. Never panics.
     pub fn decode_snapshot_with(
         dedup: DedupConfig,
         mut b: Bytes,
-        open: impl FnOnce(&StoreMeta, Option<SnapshotFiles>) -> Result<TopicSet, StoreError>,
+        open: impl FnOnce(&StoreMeta) -> Result<TopicSet, StoreError>,
     ) -> Result<Self, SnapshotDecodeError> {
         let need = |b: &Bytes, n: usize, what: &str| {
             if b.remaining() < n { Err(SnapshotDecodeError(format!("truncated at {what}"))) } else { Ok(()) }
@@ -604,7 +595,7 @@ impl EventLogState {
         }
         b.advance(4);
         let v = b.get_u8();
-        if v != SNAPSHOT_VERSION {
+        if v != SNAPSHOT_VERSION && v != SNAPSHOT_VERSION_4 {
             return Err(SnapshotDecodeError(format!(
                 "snapshot format {v} is not this build's format {SNAPSHOT_VERSION}{}",
                 match v {
@@ -623,15 +614,17 @@ impl EventLogState {
         need(&b, 24, "counters")?;
         let (last_stamp_ms, batches_applied, events_stored) = (b.get_u64(), b.get_u64(), b.get_u64());
         let meta = StoreMeta::decode(&mut b).map_err(|e| SnapshotDecodeError(e.to_string()))?;
-        let files = decode_files(&mut b)?;
-        let store = open(&meta, files).map_err(|e| SnapshotDecodeError(format!("topic files: {e}")))?;
+        if v == SNAPSHOT_VERSION_4 {
+            decode_files_flag(&mut b)?;
+        }
+        let store = open(&meta).map_err(|e| SnapshotDecodeError(format!("topic files: {e}")))?;
         let mut st = EventLogState::with_store(dedup, store);
         (st.last_stamp_ms, st.batches_applied, st.events_stored) =
             (last_stamp_ms, batches_applied, events_stored);
         for t in &meta.topics {
             st.topics.insert(t.name.clone(), TopicInfo { name: Arc::from(t.name.as_str()), bytes: 0 });
         }
-        st.decode_rest(&mut b)?;
+        st.decode_rest(&mut b, v)?;
         // Against the metadata, not the files: an install may still be pulling them.
         if meta.topics.iter().map(|t| t.end).sum::<u64>() != st.events_stored {
             return Err(SnapshotDecodeError("event counter does not match the logs".into()));
@@ -677,8 +670,7 @@ impl EventLogState {
     }
 
     /// The part of a snapshot after the topic files: dedup, checkpoint, consumers, retention.
-    fn decode_rest(&mut self, b: &mut Bytes) -> Result<(), SnapshotDecodeError> {
-        let err = |what: &str| SnapshotDecodeError(what.to_string());
+    fn decode_rest(&mut self, b: &mut Bytes, format: u8) -> Result<(), SnapshotDecodeError> {
         let need = |b: &Bytes, n: usize, what: &str| {
             if b.remaining() < n { Err(SnapshotDecodeError(format!("truncated at {what}"))) } else { Ok(()) }
         };
@@ -691,12 +683,7 @@ impl EventLogState {
             need(b, 8, "checkpoint position")?;
             positions.push((topic, b.get_u64()));
         }
-        need(b, 8, "handled keys")?;
-        let nkeys = b.get_u64();
-        if nkeys.saturating_mul(16) > b.remaining() as u64 {
-            return Err(err("handled-key count larger than the snapshot"));
-        }
-        let keys: Vec<(u64, u64)> = (0..nkeys).map(|_| (b.get_u64(), b.get_u64())).collect();
+        let keys = if format == SNAPSHOT_VERSION_4 { decode_handled_v4(b)? } else { decode_handled_runs(b)? };
         self.progress.apply(&positions, &keys);
         self.consumers = ConsumerTable::decode(b).map_err(SnapshotDecodeError)?;
         retention::decode_block(self, b)?;
@@ -707,34 +694,82 @@ impl EventLogState {
     }
 }
 
-/// The topic files a snapshot carries, if its flag says it carries them.
-fn decode_files(b: &mut Bytes) -> Result<Option<SnapshotFiles>, SnapshotDecodeError> {
+/// Consecutive handled keys of one producer with consecutive sequences, as (producer, first
+/// sequence, length), oldest first: a pipelined producer's keys make few runs.
+fn handled_runs(order: &std::collections::VecDeque<(u64, u64)>) -> Vec<(u64, u64, u32)> {
+    let mut runs: Vec<(u64, u64, u32)> = Vec::new();
+    for &(producer, seq) in order {
+        if let Some((p, first, len)) = runs.last_mut()
+            && *p == producer
+            && first.checked_add(u64::from(*len)) == Some(seq)
+            && *len < u32::MAX
+        {
+            *len += 1;
+            continue;
+        }
+        runs.push((producer, seq, 1));
+    }
+    runs
+}
+
+/// Format 5's handled keys: runs, of which only the newest [`MAX_HANDLED_KEYS`] keys are
+/// expanded (the rest would be forgotten as they are recorded), so a run's length cannot make
+/// decoding allocate more than that bound.
+fn decode_handled_runs(b: &mut Bytes) -> Result<Vec<(u64, u64)>, SnapshotDecodeError> {
+    let err = |what: &str| SnapshotDecodeError(what.to_string());
+    if b.remaining() < 8 {
+        return Err(err("truncated at handled-key runs"));
+    }
+    let nruns = b.get_u64();
+    if nruns.saturating_mul(20) > b.remaining() as u64 {
+        return Err(err("handled-key run count larger than the snapshot"));
+    }
+    let mut runs = Vec::with_capacity(nruns as usize);
+    for _ in 0..nruns {
+        let (producer, first, len) = (b.get_u64(), b.get_u64(), u64::from(b.get_u32()));
+        if len == 0 || first.checked_add(len - 1).is_none() {
+            return Err(err("handled-key run out of range"));
+        }
+        runs.push((producer, first, len));
+    }
+    let total = runs.iter().fold(0u64, |t, r| t.saturating_add(r.2));
+    let mut skip = total.saturating_sub(MAX_HANDLED_KEYS as u64);
+    let mut keys = Vec::with_capacity((total - skip) as usize);
+    for (producer, first, len) in runs {
+        let from = skip.min(len);
+        skip -= from;
+        keys.extend((from..len).map(|i| (producer, first + i)));
+    }
+    Ok(keys)
+}
+
+/// Format 4's handled keys, key by key.
+fn decode_handled_v4(b: &mut Bytes) -> Result<Vec<(u64, u64)>, SnapshotDecodeError> {
+    if b.remaining() < 8 {
+        return Err(SnapshotDecodeError("truncated at handled keys".into()));
+    }
+    let nkeys = b.get_u64();
+    if nkeys.saturating_mul(16) > b.remaining() as u64 {
+        return Err(SnapshotDecodeError("handled-key count larger than the snapshot".into()));
+    }
+    Ok((0..nkeys).map(|_| (b.get_u64(), b.get_u64())).collect())
+}
+
+/// Format 4's files flag. Snapshots that carried their topic files (flag 1, sent to a member
+/// that lacked them before catch-up streaming) are refused: no build writes them any more.
+fn decode_files_flag(b: &mut Bytes) -> Result<(), SnapshotDecodeError> {
     let bad = |what: &str| SnapshotDecodeError(format!("topic files: {what}"));
     if !b.has_remaining() {
         return Err(bad("truncated flag"));
     }
     match b.get_u8() {
-        0 => return Ok(None),
-        1 => {}
-        f => return Err(bad(&format!("unknown flag {f}"))),
+        0 => Ok(()),
+        1 => Err(bad(
+            "this snapshot carries its topic files inline, which this build no longer reads (members \
+             now pull them by catch-up streaming): install it from a leader running this build",
+        )),
+        f => Err(bad(&format!("unknown flag {f}"))),
     }
-    if b.remaining() < 4 {
-        return Err(bad("truncated count"));
-    }
-    let n = b.get_u32();
-    let mut files = Vec::new();
-    for _ in 0..n {
-        let name = get_str(b)?;
-        if b.remaining() < 8 {
-            return Err(bad("truncated length"));
-        }
-        let len = b.get_u64();
-        if len > b.remaining() as u64 {
-            return Err(bad("file longer than the snapshot"));
-        }
-        files.push((name, b.split_to(len as usize)));
-    }
-    Ok(Some(files))
 }
 
 fn get_str(b: &mut Bytes) -> Result<String, SnapshotDecodeError> {
@@ -860,13 +895,7 @@ mod tests {
         // an earlier batch, so the dedup window would show a half-applied batch.
         let batch = vec![ev("a", 1, 2), ev("b", 1, 3), ev("a", 1, 2), ev("a", 1, 1), ev("b", 2, 1)];
         let seen = |st: &EventLogState| {
-            (
-                st.digest(),
-                st.encode_snapshot(false).unwrap(),
-                st.events_stored(),
-                st.batches_applied(),
-                st.dedup_len(),
-            )
+            (st.digest(), st.encode_snapshot(), st.events_stored(), st.batches_applied(), st.dedup_len())
         };
         let before = seen(&s);
         d.inject(DiskFault::TooManyOpenFiles(u32::MAX));
@@ -929,8 +958,8 @@ mod tests {
         s.apply_batch(vec![ev("a", 1, 1), ev("b", 1, 2), ev("a", 0, 0)], 100).unwrap();
         s.apply_batch(vec![ev("a", 2, 1)], 90).unwrap();
         s.apply_checkpoint(&[("a".into(), 2)], &[(1, 1), (2, 1)]);
-        let snap = s.encode_snapshot(true).unwrap();
-        let mut r = EventLogState::decode_snapshot(cfg, snap.clone()).unwrap();
+        let snap = s.encode_snapshot();
+        let mut r = decode_on_copy(&s, cfg, snap.clone()).unwrap();
         assert_eq!(r.digest(), s.digest());
         assert_eq!(r.events_stored(), 4);
         assert_eq!(r.batches_applied(), 2);
@@ -944,11 +973,11 @@ mod tests {
         assert_eq!(r.digest(), s.digest());
         // Corrupt or truncated snapshots are errors, never panics.
         for cut in 0..snap.len() {
-            assert!(EventLogState::decode_snapshot(cfg, snap.slice(..cut)).is_err(), "cut at {cut}");
+            assert!(decode_on_copy(&s, cfg, snap.slice(..cut)).is_err(), "cut at {cut}");
         }
         let mut bad = snap.to_vec();
         bad[0] ^= 1;
-        assert!(EventLogState::decode_snapshot(cfg, Bytes::from(bad)).is_err());
+        assert!(decode_on_copy(&s, cfg, Bytes::from(bad)).is_err());
     }
 
     /// A pipelined producer's window is written as runs: 10,000 remembered keys cost a few
@@ -967,19 +996,94 @@ mod tests {
         apply_all(&mut s, 10);
         let mut one_key = EventLogState::new(DedupConfig { max_keys: 1, ..cfg });
         apply_all(&mut one_key, 10);
-        let snap = s.encode_snapshot(true).unwrap();
-        let window_bytes = snap.len() - one_key.encode_snapshot(true).unwrap().len();
+        let snap = s.encode_snapshot();
+        let window_bytes = snap.len() - one_key.encode_snapshot().len();
         assert!(window_bytes < 2_000, "10,000 keys in 10 runs took {window_bytes} bytes");
-        let mut r = EventLogState::decode_snapshot(cfg, snap.clone()).unwrap();
+        let mut r = decode_on_copy(&s, cfg, snap.clone()).unwrap();
         assert_eq!((r.dedup_len(), r.digest()), (10_000, s.digest()));
         let again = r.apply_batch((0..10_000).map(|i| ev("a", 7, i)).collect(), 30).unwrap();
         assert!(again.iter().enumerate().all(|(i, a)| a.duplicate && a.offset == i as u64));
         // A member with a smaller per-producer cap keeps the highest keys, as if it had applied them.
         let small = DedupConfig { max_keys_per_producer: 50, ..cfg };
-        let r = EventLogState::decode_snapshot(small, snap).unwrap();
+        let r = decode_on_copy(&s, small, snap).unwrap();
         let mut direct = EventLogState::new(small);
         apply_all(&mut direct, 10);
         assert_eq!((r.dedup_len(), r.digest()), (50, direct.digest()));
+    }
+
+    /// Format 4 let a snapshot carry its topic files (flag 1); no build writes that any more, and
+    /// reading one is refused with a message saying so, not misread.
+    #[test]
+    fn a_snapshot_carrying_its_files_is_refused_with_a_clear_error() {
+        let mut s = EventLogState::new(DedupConfig::default());
+        s.apply_batch(vec![ev("a", 1, 1)], 10).unwrap();
+        let mut meta = BytesMut::new();
+        s.store().metadata().encode(&mut meta);
+        let mut snap = s.encode_snapshot_v4().to_vec();
+        let flag = 5 + 24 + meta.len();
+        assert_eq!(snap[flag], 0, "the files flag follows the metadata");
+        snap[flag] = 1;
+        let e = decode_on_copy(&s, DedupConfig::default(), Bytes::from(snap)).err().map(|e| e.0);
+        assert!(e.as_deref().is_some_and(|e| e.contains("carries its topic files inline")), "{e:?}");
+    }
+
+    /// A state with the pipeline's full 200 K handled keys (four pipelined producers).
+    fn with_handled_keys() -> EventLogState {
+        let mut s = EventLogState::new(DedupConfig::default());
+        s.apply_batch(vec![ev("a", 1, 1), ev("a", 2, 1)], 10).unwrap();
+        // Each producer's keys arrive 50 at a time (an entry's worth), the producers interleaved.
+        for round in 0..1_000u64 {
+            for producer in 1..=4 {
+                let keys: Vec<(u64, u64)> = (0..50).map(|i| (producer, round * 50 + i)).collect();
+                s.apply_checkpoint(&[("a".into(), 2)], &keys);
+            }
+        }
+        // Older keys than the newest 200,000 are forgotten as they are recorded.
+        s.apply_checkpoint(&[], &[(9, 1)]);
+        assert_eq!(s.processing().handled_keys().count(), MAX_HANDLED_KEYS);
+        s
+    }
+
+    /// The pipeline's handled keys go into a snapshot as runs (format 5): 200,000 keys of four
+    /// interleaved pipelined producers cost 20 B per run, not 16 B per key (3.2 MB in format 4,
+    /// rewritten at every snapshot), and come back in the same order.
+    #[test]
+    fn handled_keys_are_small_in_a_snapshot_and_restored_in_order() {
+        let s = with_handled_keys();
+        let snap = s.encode_snapshot();
+        assert!(snap.len() < 100_000, "{} bytes", snap.len());
+        let v4 = s.encode_snapshot_v4();
+        assert!(v4.len() > 3_200_000, "{} bytes", v4.len());
+        for bytes in [snap, v4] {
+            let r = decode_on_copy(&s, DedupConfig::default(), bytes).unwrap();
+            assert_eq!(r.processing(), s.processing());
+            assert!(r.processing().handled_keys().eq(s.processing().handled_keys()));
+            assert_eq!(r.snapshot_digest(), s.snapshot_digest());
+        }
+    }
+
+    /// A pipelined producer's handled keys make one run; a run claiming more keys than the bound
+    /// expands only the newest `MAX_HANDLED_KEYS` (no allocation a snapshot's bytes choose), and
+    /// a run past the sequence space is refused.
+    #[test]
+    fn handled_key_runs_are_bounded_when_decoded() {
+        let order: std::collections::VecDeque<_> =
+            (5..105).map(|q| (7, q)).chain([(8, 1), (7, 105)]).collect();
+        assert_eq!(handled_runs(&order), vec![(7, 5, 100), (8, 1, 1), (7, 105, 1)]);
+        let run = |p: u64, q: u64, len: u32| {
+            let mut b = BytesMut::new();
+            b.put_u64(1);
+            b.put_u64(p);
+            b.put_u64(q);
+            b.put_u32(len);
+            b.freeze()
+        };
+        let keys = decode_handled_runs(&mut run(3, 0, u32::MAX)).unwrap();
+        assert_eq!(keys.len(), MAX_HANDLED_KEYS);
+        assert_eq!(keys.last(), Some(&(3, u64::from(u32::MAX) - 1)));
+        assert!(decode_handled_runs(&mut run(3, u64::MAX, 2)).is_err());
+        assert!(decode_handled_runs(&mut run(3, 1, 0)).is_err());
+        assert_eq!(decode_handled_runs(&mut run(3, u64::MAX, 1)).unwrap(), vec![(3, u64::MAX)]);
     }
 
     /// Found by the `state_decode` fuzz target: dedup entries whose stamps go back (each within
@@ -989,11 +1093,11 @@ mod tests {
         let mut s = EventLogState::new(DedupConfig::default());
         s.apply_batch(vec![ev("a", 1, 1)], 0x1111).unwrap();
         s.apply_batch(vec![ev("a", 1, 2)], 0x2222).unwrap();
-        let mut bad = s.encode_snapshot(true).unwrap().to_vec();
+        let mut bad = s.encode_snapshot().to_vec();
         let second = 0x2222u64.to_be_bytes();
         let at = bad.windows(8).rposition(|w| w == second).expect("the second dedup stamp");
         bad[at..at + 8].copy_from_slice(&0x1000u64.to_be_bytes());
-        let e = EventLogState::decode_snapshot(DedupConfig::default(), Bytes::from(bad)).err();
+        let e = decode_on_copy(&s, DedupConfig::default(), Bytes::from(bad)).err();
         assert_eq!(e.map(|e| e.0), Some("dedup entry out of order".to_string()));
     }
 
@@ -1010,16 +1114,13 @@ mod tests {
         assert_eq!(s.commit_offset(&commit("w", 2, false)), Ok(2));
         assert_eq!(s.commit_offset(&commit("w", 1, false)), Ok(2), "never moves back");
         assert_eq!(s.commit_offset(&commit("r", 3, false)), Ok(3));
-        let snap = s.encode_snapshot(true).unwrap();
-        let r = EventLogState::decode_snapshot(DedupConfig::default(), snap.clone()).unwrap();
+        let snap = s.encode_snapshot();
+        let r = decode_on_copy(&s, DedupConfig::default(), snap.clone()).unwrap();
         assert_eq!(r.consumers(None), s.consumers(None));
         let w = &r.consumers(Some("w"))[0];
         assert_eq!((w.committed, w.end_offset, w.lag()), (2, 3, 1));
         for cut in 0..snap.len() {
-            assert!(
-                EventLogState::decode_snapshot(DedupConfig::default(), snap.slice(..cut)).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode_on_copy(&s, DedupConfig::default(), snap.slice(..cut)).is_err(), "cut at {cut}");
         }
     }
 

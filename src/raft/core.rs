@@ -89,12 +89,9 @@ struct SnapshotReceiver {
     buf: Vec<u8>,
 }
 
-/// The latest snapshot's data is not the whole state (the application fills it in with
-/// [`Raft::fill_snapshot`] when a follower needs it), and the index a follower waits for.
+/// Whether this node still pulls an installed snapshot's data (see [`Raft::set_catching_up`]).
 #[derive(Debug, Default)]
-struct PartialSnapshot {
-    partial: bool,
-    wanted: Option<Index>,
+struct CatchUp {
     /// This node's installed snapshot lacks data the driver still pulls: committed entries are
     /// not handed out for applying and this node does not campaign (it still appends and votes).
     catching_up: bool,
@@ -133,8 +130,8 @@ pub struct Raft {
     receiver: Option<SnapshotReceiver>,
     /// The latest snapshot this node has (sent to lagging followers).
     latest_snapshot: Option<Snapshot>,
-    /// Whether the latest snapshot's data is partial, and a follower waits for it.
-    partial_snapshot: PartialSnapshot,
+    /// Whether this node still pulls an installed snapshot's data.
+    catch_up: CatchUp,
     /// A snapshot received from the leader, not yet handed to the driver.
     snapshot_to_install: Option<Snapshot>,
     prev_hard: HardState,
@@ -226,7 +223,7 @@ impl Raft {
             read_states: Vec::new(),
             receiver: None,
             latest_snapshot: snapshot,
-            partial_snapshot: PartialSnapshot::default(),
+            catch_up: CatchUp::default(),
             snapshot_to_install: None,
             prev_hard: HardState { term: hard_state.term, vote: hard_state.vote, commit },
             prev_soft: SoftState { leader: None, role: Role::Follower },
@@ -359,11 +356,22 @@ impl Raft {
         self.membership.current().voters.contains(&self.id)
     }
 
+    /// The only voter of a committed configuration: no other node can win an election or hold a
+    /// lease in it (a leader that committed its own removal has stepped down), so this node
+    /// campaigns at its first tick instead of waiting an election timeout — a single member
+    /// serves again right after a restart (the wait was 0.5–1 s of it).
+    fn sole_committed_voter(&self) -> bool {
+        let voters = &self.membership.current().voters;
+        voters.len() == 1
+            && voters.contains(&self.id)
+            && self.membership.last_change_index() <= self.log.committed()
+    }
+
     /// Dissertation §4.2.2: a node removed by a configuration entry that is not committed yet may
     /// still be needed to commit it (its log may be the only up-to-date one), so it keeps
     /// campaigning; its own vote does not count.
     fn can_campaign(&self) -> bool {
-        if self.partial_snapshot.catching_up {
+        if self.catch_up.catching_up {
             return false;
         }
         if self.promotable() {
@@ -492,7 +500,7 @@ impl Raft {
         }
         if self.role == Role::Leader {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_timeout {
+        } else if self.election_elapsed >= self.randomized_timeout || self.sole_committed_voter() {
             if self.can_campaign() {
                 self.election_elapsed = 0;
                 self.hup(false);
@@ -901,8 +909,7 @@ impl Raft {
         self.membership = Membership::new(meta.index, meta.conf_state.clone());
         let index = meta.index;
         self.latest_snapshot = Some(snapshot.clone());
-        self.partial_snapshot.partial = false;
-        self.partial_snapshot.catching_up |= self.partial_snapshot.catch_up_on_install;
+        self.catch_up.catching_up |= self.catch_up.catch_up_on_install;
         self.snapshot_to_install = Some(snapshot);
         index
     }
@@ -1206,11 +1213,6 @@ impl Raft {
         if pr.snapshot_chunk_sent {
             return;
         }
-        if self.partial_snapshot.partial {
-            // Sent once the application filled in the whole state.
-            self.partial_snapshot.wanted = Some(snap.meta.index);
-            return;
-        }
         let len = snap.data.len() as u64;
         let start = pr.snapshot_offset.min(len);
         let end = len.min(start + self.cfg.snapshot_chunk_bytes as u64);
@@ -1459,46 +1461,7 @@ impl Raft {
         };
         let conf_state = self.membership.at(index).clone();
         self.latest_snapshot = Some(Snapshot { meta: SnapshotMeta { index, term, conf_state }, data });
-        self.partial_snapshot.partial = false;
         Ok(())
-    }
-
-    /// Marks the latest snapshot's data as partial (what the application saved, e.g. metadata
-    /// naming data kept elsewhere): before sending it to a follower the core asks for the whole
-    /// state ([`Raft::take_snapshot_wanted`]) and waits for [`Raft::fill_snapshot`].
-    pub fn set_snapshot_partial(&mut self) {
-        self.partial_snapshot.partial = self.latest_snapshot.is_some();
-    }
-
-    /// The index of the partial latest snapshot a follower is waiting for, once per request.
-    pub fn take_snapshot_wanted(&mut self) -> Option<Index> {
-        let wanted = self.partial_snapshot.wanted.take()?;
-        let latest = self.latest_snapshot.as_ref().map(|s| s.meta.index);
-        (self.partial_snapshot.partial && latest == Some(wanted)).then_some(wanted)
-    }
-
-    /// The whole state of the latest snapshot (at `index`, which must still be the latest):
-    /// replaces its partial data and sends the first chunk to every follower waiting for it.
-    /// Returns false (and changes nothing) if a newer snapshot replaced it.
-    pub fn fill_snapshot(&mut self, index: Index, data: Bytes) -> bool {
-        self.assert_idle();
-        match &mut self.latest_snapshot {
-            Some(s) if s.meta.index == index && self.partial_snapshot.partial => s.data = data,
-            _ => return false,
-        }
-        self.partial_snapshot.partial = false;
-        let waiting: Vec<NodeId> = self
-            .progress
-            .iter()
-            .filter(|(_, p)| p.state == ProgressState::Snapshot && p.pending_snapshot == index)
-            .map(|(id, _)| *id)
-            .collect();
-        if self.role == Role::Leader {
-            for to in waiting {
-                self.send_snapshot_chunk(to);
-            }
-        }
-        true
     }
 
     /// While set, the state machine lacks part of an installed snapshot's data (the driver pulls
@@ -1506,19 +1469,19 @@ impl Raft {
     /// this node neither campaigns nor answers `TimeoutNow`. It still appends, acks and votes.
     pub fn set_catching_up(&mut self, on: bool) {
         self.assert_idle();
-        self.partial_snapshot.catching_up = on;
+        self.catch_up.catching_up = on;
     }
 
     /// From now on, installing a snapshot received from the leader also sets the catching-up mode
     /// ([`Raft::set_catching_up`]), so that nothing after it is applied before the driver has
     /// the snapshot's data and clears the mode.
     pub fn set_catch_up_on_install(&mut self, on: bool) {
-        self.partial_snapshot.catch_up_on_install = on;
+        self.catch_up.catch_up_on_install = on;
     }
 
     /// See [`Raft::set_catching_up`].
     pub fn is_catching_up(&self) -> bool {
-        self.partial_snapshot.catching_up
+        self.catch_up.catching_up
     }
 
     /// Drops log entries up to `index`, which the latest snapshot must cover. Keeping a tail after
@@ -1548,7 +1511,7 @@ impl Raft {
             || !self.read_states.is_empty()
             || self.snapshot_to_install.is_some()
             || !self.log.unstable_entries().is_empty()
-            || (!self.partial_snapshot.catching_up && !self.log.next_committed().is_empty())
+            || (!self.catch_up.catching_up && !self.log.next_committed().is_empty())
             || self.hard_state() != self.prev_hard
             || self.soft_state() != self.prev_soft
     }
@@ -1571,7 +1534,7 @@ impl Raft {
             entries: self.log.unstable_entries().to_vec(),
             snapshot: self.snapshot_to_install.take(),
             messages: std::mem::take(&mut self.msgs),
-            committed_entries: if self.partial_snapshot.catching_up {
+            committed_entries: if self.catch_up.catching_up {
                 Vec::new()
             } else {
                 self.log.next_committed().to_vec()
@@ -1582,8 +1545,7 @@ impl Raft {
         self.prev_hard = hard;
         self.prev_soft = soft;
         let last_entry = self.log.take_unstable();
-        let applying =
-            if self.partial_snapshot.catching_up { self.log.applied() } else { self.log.take_committed() };
+        let applying = if self.catch_up.catching_up { self.log.applied() } else { self.log.take_committed() };
         self.in_flight = Some(InFlight { last_entry, applying });
         rd
     }
@@ -1660,6 +1622,33 @@ mod tests {
         assert_eq!(r.vote(), None);
         r.set_vote(3);
         assert_eq!(r.vote(), Some(3));
+    }
+
+    /// A sole voter campaigns at its first tick (and wins at once); a member of a larger
+    /// configuration, or a sole voter whose configuration is not committed yet, waits its
+    /// randomized election timeout as before.
+    #[test]
+    fn a_sole_committed_voter_campaigns_at_its_first_tick() {
+        let new = |voters: &[NodeId]| {
+            Raft::new(
+                RaftConfig::new(1),
+                RestoredState::bootstrap(voters.iter().copied()),
+                crate::rt::rng_from_seed(1),
+            )
+            .unwrap()
+        };
+        let mut r = new(&[1]);
+        assert!(r.sole_committed_voter());
+        r.tick();
+        assert_eq!(r.role(), Role::Leader);
+        let mut r = new(&[1, 2, 3]);
+        assert!(!r.sole_committed_voter());
+        r.tick();
+        assert_eq!(r.role(), Role::Follower);
+        // A configuration entry making node 1 the sole voter, appended but not committed.
+        let mut r = new(&[1, 2]);
+        r.membership.push(1, ConfState::with_voters([1]));
+        assert!(!r.sole_committed_voter(), "not before the configuration is committed");
     }
 
     #[test]

@@ -202,59 +202,21 @@ impl TopicSet {
         out
     }
 
-    /// The first `len` bytes of one of this set's files (see [`Self::retained_files`]).
-    pub fn read_file(&self, name: &str, len: u64) -> Result<Vec<u8>, StoreError> {
-        let len = usize::try_from(len).map_err(|_| StoreError::Config(format!("{name}: {len} bytes")))?;
-        let bytes = self.disk.read_range(name, 0, len)?;
-        if bytes.len() != len {
-            return Err(StoreError::Missing {
-                prefix: name.to_string(),
-                end: bytes.len() as u64,
-                synced: len as u64,
-            });
-        }
-        // Never ship rotted bytes to a follower: every record's checksum and offset is checked
-        // (the simulator found a leader sending a segment with a flipped bit, which then stopped
-        // the follower that installed it).
-        let base = name.strip_suffix(".seg").and_then(|n| n.get(n.len().saturating_sub(20)..));
-        if let Some(base) = base.and_then(|d| d.parse::<u64>().ok()) {
-            super::check_records(&bytes, base).map_err(|reason| StoreError::Corrupt {
-                file: name.to_string(),
-                offset: 0,
-                reason,
-            })?;
-        }
-        Ok(bytes)
-    }
-
-    /// Replaces every topic file on `disk` by `files` (names must be topic segment names),
-    /// durably: what a member installing a snapshot that carries its data does before
-    /// [`Self::open`] with that snapshot's metadata.
-    pub fn replace_files(disk: &dyn Disk, files: &[(String, Bytes)]) -> Result<(), StoreError> {
-        for name in disk.list(TOPIC_FILE_PREFIX)? {
-            disk.remove(&name)?;
-        }
-        for (name, bytes) in files {
-            if file_id(name).is_none() || !name.ends_with(super::segment::SUFFIX) {
-                return Err(StoreError::Config(format!("{name:?} is not a topic segment name")));
-            }
-            disk.write(name, bytes)?;
-            disk.sync(name)?;
-        }
-        disk.sync_dir()?;
-        Ok(())
-    }
-
     /// A copy of every topic's files on a fresh in-memory disk, opened at the current metadata
     /// (for checkers and tests: O(data)).
     pub fn copy_to_memory(&self) -> Result<TopicSet, StoreError> {
+        TopicSet::open(Arc::new(self.copy_files_to_memory()?), self.cfg, Some(&self.metadata()))
+    }
+
+    /// A copy of every topic file on a fresh in-memory disk (for tests and fuzzing: O(data)).
+    pub fn copy_files_to_memory(&self) -> Result<crate::rt::SimDisk, StoreError> {
         let disk = crate::rt::SimDisk::new();
         for name in self.disk.list(TOPIC_FILE_PREFIX)? {
             disk.write(&name, &self.disk.read(&name)?)?;
             disk.sync(&name)?;
         }
         disk.sync_dir()?;
-        TopicSet::open(Arc::new(disk), self.cfg, Some(&self.metadata()))
+        Ok(disk)
     }
 
     /// What a snapshot records: O(topics + segments), reads no file.

@@ -488,25 +488,29 @@ impl RaftStorage {
     /// sync, and a crash before it finds the files again, wholly covered by the durable snapshot,
     /// and recovery removes them.
     pub fn compact(&mut self, upto: Index) -> Result<(), StorageError> {
+        let freed = self.compact_later(upto)?;
+        self.mutate(|s| freed.names.iter().try_for_each(|name| Ok(s.disk.remove(name)?)))
+    }
+
+    /// [`RaftStorage::compact`] without the unlinks: the segments leave the log at once and the
+    /// returned [`FreedSegments`] unlinks them when run, e.g. in a task off the driver's round
+    /// (unlinking a 64 MiB segment took up to 160 ms under load). Crash-safe for the same reason
+    /// as the unsynced removals: a segment still on disk at a restart is wholly covered by the
+    /// durable snapshot, and recovery removes it. No later segment reuses a freed name (names
+    /// are first indexes, and the log only grows past `upto`).
+    pub fn compact_later(&mut self, upto: Index) -> Result<FreedSegments, StorageError> {
         self.check_writable()?;
         let snapshot = self.snapshot.as_ref().map_or(0, |m| m.index);
         if upto > snapshot {
             return Err(StorageError::CompactBeyondSnapshot { upto, snapshot });
         }
         let n = self.segments.iter().take_while(|seg| seg.last <= upto).count();
-        if n == 0 {
-            return Ok(());
+        if n == self.segments.len() {
+            self.active_dirty = false;
         }
-        self.mutate(|s| {
-            if n == s.segments.len() {
-                s.active_dirty = false;
-            }
-            for seg in s.segments.drain(..n).collect::<Vec<_>>() {
-                s.disk.remove(&seg.name)?;
-            }
-            s.update_segment_stats();
-            Ok(())
-        })
+        let names = self.segments.drain(..n).map(|seg| seg.name).collect();
+        self.update_segment_stats();
+        Ok(FreedSegments { disk: self.disk.clone(), names })
     }
 
     /// First index the log may hold: one past the snapshot (1 without one).
@@ -729,6 +733,31 @@ mod segment;
 mod state_files;
 #[cfg(test)]
 mod tests;
+
+/// Log segments [`RaftStorage::compact_later`] took out of the log, still to unlink.
+#[must_use = "the segments stay on disk until run"]
+pub struct FreedSegments {
+    disk: Arc<dyn Disk>,
+    names: Vec<String>,
+}
+
+impl FreedSegments {
+    /// True if there is nothing to unlink.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Unlinks the segments oldest first, stopping at the first failure (so the files left are
+    /// a contiguous run that recovery removes, covered by the snapshot).
+    pub fn run(self) {
+        for name in &self.names {
+            if let Err(e) = self.disk.remove(name) {
+                tracing::warn!(segment = %name, error = %e, "unlinking a compacted log segment failed; a restart removes it");
+                return;
+            }
+        }
+    }
+}
 
 use recovery::*;
 use segment::*;

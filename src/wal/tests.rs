@@ -361,6 +361,65 @@ fn compaction_removes_files_and_restart_still_works() {
     assert_eq!(rec.entries, ents(46..=47, 2));
 }
 
+/// `compact_later` takes the segments out of the log at once and leaves the unlinks to run
+/// later (off the driver's round): the log keeps working with the files still there, and a
+/// crash before, during (after any prefix of the unlinks) or after them converges to the same
+/// recovered log, with the covered files gone.
+#[test]
+fn deferred_compaction_unlinks_later_and_a_crash_at_any_point_converges() {
+    let build = |d: &SimDisk| {
+        let (mut st, _) = open(d, small(150));
+        st.append(&ents(1..=40, 1)).unwrap();
+        st.sync().unwrap();
+        st.save_snapshot(&snap(25, 1)).unwrap();
+        st
+    };
+    let reference = SimDisk::new();
+    let mut st = build(&reference);
+    st.compact(25).unwrap();
+    let compacted = segments(&reference);
+    let probe = SimDisk::new();
+    let freed = build(&probe).compact_later(25).unwrap();
+    let n = freed.names.len();
+    assert!(n >= 2, "several segments freed: {:?}", freed.names);
+    for done in 0..=n {
+        for power_fail in [false, true] {
+            let d = SimDisk::new();
+            let mut st = build(&d);
+            let before = segments(&d);
+            let mut freed = st.compact_later(25).unwrap();
+            assert_eq!(segments(&d), before, "nothing unlinked yet");
+            assert_eq!((st.first_index(), st.stats().segments), (26, compacted.len()));
+            // The log goes on while the files wait.
+            st.append(&ents(41..=42, 1)).unwrap();
+            st.sync().unwrap();
+            let (unlinked, left) = freed.names.split_at(done);
+            let (unlinked, left) = (unlinked.to_vec(), left.to_vec());
+            freed.names.truncate(done);
+            freed.run();
+            let on_disk = segments(&d);
+            assert!(
+                unlinked.iter().all(|u| !on_disk.contains(u)) && left.iter().all(|l| on_disk.contains(l))
+            );
+            drop(st);
+            if power_fail {
+                d.power_fail(None);
+            }
+            let (_, rec) = open(&d, small(150));
+            assert_eq!(rec.snapshot, Some(snap(25, 1)), "done {done}, power fail {power_fail}");
+            assert_eq!(rec.entries, ents(26..=42, 1), "done {done}, power fail {power_fail}");
+            assert!(
+                segments(&d)
+                    .iter()
+                    .all(|name| parse_segment_name(name).unwrap()
+                        >= parse_segment_name(&compacted[0]).unwrap()),
+                "covered segments removed: {:?}",
+                segments(&d)
+            );
+        }
+    }
+}
+
 #[test]
 fn restart_drops_segments_covered_by_the_snapshot() {
     let d = SimDisk::new();

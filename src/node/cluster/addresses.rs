@@ -155,12 +155,8 @@ impl AddressBook {
 }
 
 /// Snapshot payload: the address book of the applied configuration, then the event-log state.
-pub(super) fn encode_snapshot_data(
-    addrs: &BTreeMap<NodeId, Addr>,
-    state: &EventLogState,
-    with_files: bool,
-) -> Result<Bytes, StoreError> {
-    let body = state.encode_snapshot(with_files)?;
+pub(super) fn encode_snapshot_data(addrs: &BTreeMap<NodeId, Addr>, state: &EventLogState) -> Bytes {
+    let body = state.encode_snapshot();
     let mut out = BytesMut::with_capacity(body.len() + 64 * addrs.len() + 4);
     out.put_u32(addrs.len() as u32);
     for (id, a) in addrs {
@@ -170,11 +166,11 @@ pub(super) fn encode_snapshot_data(
         }
     }
     out.put_slice(&body);
-    Ok(out.freeze())
+    out.freeze()
 }
 
-/// Reads a snapshot's address book and state; the state's topic files are brought to the
-/// snapshot on `disk` (written from the snapshot if it carries them).
+/// Reads a snapshot's address book and state; the state's topic files on `disk` are brought to
+/// the snapshot.
 pub(super) fn decode_snapshot_data(
     dedup: DedupConfig,
     mut b: Bytes,
@@ -183,10 +179,7 @@ pub(super) fn decode_snapshot_data(
 ) -> Result<(BTreeMap<NodeId, Addr>, EventLogState), String> {
     let book = decode_address_book(&mut b)?;
     let mut firsts = BTreeMap::new();
-    let mut state = EventLogState::decode_snapshot_with(dedup, b, |meta, files| {
-        if let Some(files) = files {
-            TopicSet::replace_files(disk.as_ref(), &files)?;
-        }
+    let mut state = EventLogState::decode_snapshot_with(dedup, b, |meta| {
         firsts = meta.topics.iter().map(|t| (t.name.clone(), t.first)).collect();
         TopicSet::open(disk.clone(), cfg, Some(meta))
     })

@@ -165,7 +165,7 @@ impl Driver {
             let mut state = lock(&self.shared.state);
             state.sync_topics()?;
             let sync = self.clock.mono();
-            let data = encode_snapshot_data(&self.addrs.committed(), &state, false)?;
+            let data = encode_snapshot_data(&self.addrs.committed(), &state);
             drop(state);
             let encode = self.clock.mono();
             if let Err(e) = self.raft.snapshot(applied, data) {
@@ -207,7 +207,8 @@ impl Driver {
 
     /// Drops the log up to `snapshot_keep_entries` behind the snapshot at `applied`, or fewer
     /// if those hold more than `snapshot_keep_bytes`: the log in memory stays within about
-    /// `snapshot_log_bytes` + `snapshot_keep_bytes` + one round, whatever an entry carries.
+    /// `snapshot_log_bytes` + `snapshot_keep_bytes` + one round, whatever an entry carries. The
+    /// freed segment files are unlinked by a task off the round (see [`RaftStorage::compact_later`]).
     fn compact_log(&mut self, applied: Index) -> Result<(), RoundError> {
         let sizes = self.raft.entries().iter().map(|e| (e.index, e.data.len() as u64));
         let keep = compaction_point(sizes, applied, self.snapshot_keep_entries, self.snapshot_keep_bytes);
@@ -215,7 +216,10 @@ impl Driver {
             if let Err(e) = self.raft.compact(keep) {
                 tracing::warn!(node = self.id, error = %e, "compaction refused");
             } else {
-                self.storage.compact(keep)?;
+                let freed = self.storage.compact_later(keep)?;
+                if !freed.is_empty() {
+                    drop(crate::rt::spawn(async move { freed.run() }));
+                }
             }
         }
         Ok(())

@@ -175,7 +175,7 @@ fn decode_partial(
     let mut b = data;
     let book = decode_address_book(&mut b).map_err(RoundError::Snapshot)?;
     let (mut plan, mut exhausted) = (None, None);
-    let state = EventLogState::decode_snapshot_with(dedup, b, |meta, _files| {
+    let state = EventLogState::decode_snapshot_with(dedup, b, |meta| {
         let (set, p) = TopicSet::open_partial(disk.clone(), cfg, meta).map_err(|e| {
             if !e.is_fd_exhaustion() {
                 return e;
