@@ -60,6 +60,16 @@ pub enum Bug {
     CheckpointAheadOfWork,
     /// Ingest: the acks of a coalesced batch go to the wrong slots (offsets of other events).
     AckSlotsMixedUp,
+    /// Storage: a snapshot records the topic files' metadata without syncing their data first,
+    /// and the log behind it is compacted, so a power failure loses events the snapshot (and no
+    /// log entry any more) says are there.
+    SnapshotBeforeTopicSync,
+    /// Catch-up: a member marks a snapshot's catch-up complete (marker removed) before the
+    /// records it pulled are synced, so a power failure leaves a hole nothing will pull again.
+    CatchUpDoneBeforeSync,
+    /// Catch-up: the core is let apply again after the first pulled chunk, while the installed
+    /// snapshot's topic data is still missing, so applied events land where pulled ones belong.
+    ApplyDuringCatchUp,
 }
 
 impl Bug {
@@ -84,6 +94,9 @@ impl Bug {
         Bug::DedupExpiryLocalClock,
         Bug::CheckpointAheadOfWork,
         Bug::AckSlotsMixedUp,
+        Bug::SnapshotBeforeTopicSync,
+        Bug::CatchUpDoneBeforeSync,
+        Bug::ApplyDuringCatchUp,
     ];
 
     /// The name `--bug` takes (kebab case).
@@ -108,6 +121,9 @@ impl Bug {
             Bug::DedupExpiryLocalClock => "dedup-expiry-local-clock",
             Bug::CheckpointAheadOfWork => "checkpoint-ahead-of-work",
             Bug::AckSlotsMixedUp => "ack-slots-mixed-up",
+            Bug::SnapshotBeforeTopicSync => "snapshot-before-topic-sync",
+            Bug::CatchUpDoneBeforeSync => "catch-up-done-before-sync",
+            Bug::ApplyDuringCatchUp => "apply-during-catch-up",
         }
     }
 
@@ -119,9 +135,12 @@ impl Bug {
     /// Where the bug lives (for the zoo's table).
     pub fn area(self) -> &'static str {
         match self {
-            Bug::VoteNotPersisted | Bug::TermNotPersisted | Bug::TornTailKept | Bug::FsyncErrorIgnored => {
-                "storage"
-            }
+            Bug::VoteNotPersisted
+            | Bug::TermNotPersisted
+            | Bug::TornTailKept
+            | Bug::FsyncErrorIgnored
+            | Bug::SnapshotBeforeTopicSync => "storage",
+            Bug::CatchUpDoneBeforeSync | Bug::ApplyDuringCatchUp => "catch-up",
             Bug::AckBeforeDurable => "driver",
             Bug::DedupNotInSnapshot | Bug::DedupExpiryLocalClock => "dedup",
             Bug::ReadIndexWithoutQuorum | Bug::FollowerLocalRead => "reads",

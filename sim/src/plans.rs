@@ -82,6 +82,9 @@ impl Fault {
             Fault::CutLeaderPeers { .. } => "cut_leader_peers",
             Fault::StaleLeaderReturns { .. } => "stale_leader_returns",
             Fault::ChangeAfterElection { .. } => "change_after_election",
+            Fault::HeldLeaderFrames { .. } => "held_leader_frames",
+            Fault::StaleLeaderReads { .. } => "stale_leader_reads",
+            Fault::SnapshotCopiesLate { .. } => "snapshot_copies_late",
         }
     }
 
@@ -110,6 +113,9 @@ impl Fault {
             | Fault::CutLeaderPeers { .. }
             | Fault::StaleLeaderReturns { .. }
             | Fault::ChangeAfterElection { .. }
+            | Fault::HeldLeaderFrames { .. }
+            | Fault::StaleLeaderReads { .. }
+            | Fault::SnapshotCopiesLate { .. }
             | Fault::PacketLoss { .. }
             | Fault::Slow { .. } => vec![],
         }
@@ -123,7 +129,10 @@ impl Fault {
                 Fault::IsolateLeader
                 | Fault::CutLeaderPeers { .. }
                 | Fault::StaleLeaderReturns { .. }
-                | Fault::ChangeAfterElection { .. } => "the leader".into(),
+                | Fault::ChangeAfterElection { .. }
+                | Fault::HeldLeaderFrames { .. }
+                | Fault::StaleLeaderReads { .. } => "the leader".into(),
+                Fault::SnapshotCopiesLate { .. } => "a follower".into(),
                 _ => "all".into(),
             };
         }

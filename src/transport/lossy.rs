@@ -39,6 +39,9 @@ pub struct LinkSpec {
     pub delay_pct: u32,
     /// The longest a delayed or duplicated frame is held back.
     pub max_delay_ms: u64,
+    /// The shortest (0: any delay from 1 ms): a sender whose frames all arrive this late falls
+    /// silent to its peers while its old frames are still on the way.
+    pub min_delay_ms: u64,
     /// Frames on which the receiver resets the connection.
     pub reset_pct: u32,
 }
@@ -237,7 +240,9 @@ impl LinkFaults {
         };
         let mut rng = lock(&self.rng);
         let roll = rng.random_range(0..100u32);
-        let delay = Duration::from_millis(rng.random_range(1..=spec.max_delay_ms.max(1)));
+        // With no minimum this is the draw it always was (`1..=max`), so seeds replay.
+        let lo = spec.min_delay_ms.max(1);
+        let delay = Duration::from_millis(rng.random_range(lo..=spec.max_delay_ms.max(lo)));
         let c = &self.counters;
         let mut edge = spec.reset_pct;
         if roll < edge {
@@ -353,7 +358,14 @@ mod tests {
     async fn a_lossy_window_drops_duplicates_delays_and_resets_then_closes() {
         let t = table();
         let _g = install(t.clone());
-        let spec = LinkSpec { drop_pct: 20, dup_pct: 20, delay_pct: 20, max_delay_ms: 500, reset_pct: 5 };
+        let spec = LinkSpec {
+            drop_pct: 20,
+            dup_pct: 20,
+            delay_pct: 20,
+            max_delay_ms: 500,
+            reset_pct: 5,
+            ..LinkSpec::default()
+        };
         t.lossy(1, 2, spec, Duration::from_secs(1));
         let fates: Vec<Fate> = (0..1000).map(|_| fate(1, 2)).collect();
         let s = t.stats();
@@ -364,6 +376,19 @@ mod tests {
         }));
         rt::time::sleep(Duration::from_secs(1)).await;
         assert!((0..100).all(|_| fate(1, 2) == Fate::Deliver), "the window closed");
+    }
+
+    #[crate::rt::test]
+    async fn a_held_link_delivers_every_frame_no_sooner_than_its_minimum() {
+        let t = table();
+        let _g = install(t.clone());
+        let spec =
+            LinkSpec { delay_pct: 100, min_delay_ms: 1_500, max_delay_ms: 2_000, ..LinkSpec::default() };
+        t.lossy(1, 2, spec, Duration::from_secs(1));
+        assert!((0..200).all(|_| match fate(1, 2) {
+            Fate::Delay(d) => (Duration::from_millis(1_500)..=Duration::from_millis(2_000)).contains(&d),
+            _ => false,
+        }));
     }
 
     #[crate::rt::test]

@@ -81,6 +81,8 @@ const CONSENSUS_FAULTS_STREAM: u64 = 0x636f_6e73;
 const RETENTION_STREAM: u64 = 0x7265_7465;
 /// The random stream small topic files (segment size, catch-up chunk) are drawn from.
 const TOPIC_FILES_STREAM: u64 = 0x7365_676d;
+/// The stream the targeted faults for the zoo's rare catches are drawn from (`faults/rare.rs`).
+const RARE_CATCHES_STREAM: u64 = 0x7261_7265;
 /// Faults happen within this window after the start; then the network heals.
 const FAULT_WINDOW: Duration = Duration::from_secs(12);
 /// After healing, a leader must commit a new write within this long.
@@ -177,6 +179,22 @@ pub enum Fault {
     /// arrives before the new leader's first entry commits), wipes it, and adds it back after
     /// `down_ms`.
     ChangeAfterElection { cut_ms: u64, delay_ms: u64, down_ms: u64 },
+    /// A deposed leader's appends arriving in a newer term: for `ms`, every frame whoever leads
+    /// sends to its peers arrives `hold_ms` to `hold_ms + 1500` late, so the others hear nothing,
+    /// elect a new leader and commit in its term while the old leader's appends are on the way
+    /// (frames among them are reordered meanwhile, so commit news comes late). A client
+    /// publishes to the old leader meanwhile.
+    HeldLeaderFrames { ms: u64, hold_ms: u64 },
+    /// A deposed leader asked to read: whoever leads is cut from its peers for `ms` and frozen
+    /// for the first `pause_ms` (as `cut_leader_peers`), and once it resumes a client reads
+    /// every topic linearizably from it alone until the cut ends.
+    StaleLeaderReads { ms: u64, pause_ms: u64 },
+    /// Late copies of a snapshot: a follower is power-failed for `down_ms` (back, it is sent a
+    /// snapshot), and every frame sent to it until `ms` after it restarts arrives twice, the copy
+    /// up to `max_delay_ms` late, so a copy of the snapshot can arrive after its commit index
+    /// moved past it and its log was compacted past it. Plans that draw it snapshot every 8–16
+    /// entries.
+    SnapshotCopiesLate { down_ms: u64, ms: u64, max_delay_ms: u64 },
 }
 
 /// How an injected disk fault shows.
@@ -684,6 +702,9 @@ impl Plan {
             Fault::CutLeaderPeers { ms, pause_ms } => pause_ms <= ms,
             Fault::StaleLeaderReturns { .. } => true,
             Fault::ChangeAfterElection { delay_ms, .. } => *delay_ms >= 1,
+            Fault::HeldLeaderFrames { .. } => true,
+            Fault::StaleLeaderReads { ms, pause_ms } => pause_ms <= ms,
+            Fault::SnapshotCopiesLate { max_delay_ms, .. } => *max_delay_ms >= 1,
             Fault::Split { side } => side.iter().all(ok),
             Fault::CrashMany { nodes, .. } => nodes.iter().all(ok),
             Fault::OneWay { from, to } | Fault::StallLink { from, to, .. } => ok(from) && ok(to),
@@ -1239,6 +1260,9 @@ fn draw_plan(opts: &Options, shape: Shape, rng: &mut NodeRng) -> (Plan, NodeRng,
     let mut queue_rng = rng.clone();
     queue_rng.set_stream(PEER_QUEUE_STREAM);
     plan.draw_peer_queue(&mut queue_rng);
+    let mut rare_rng = rng.clone();
+    rare_rng.set_stream(RARE_CATCHES_STREAM);
+    plan.draw_rare_catches(&mut rare_rng);
     if let Some(text) = &opts.plan {
         // The seed still draws its plan first, so the rest of the run sees the same random stream.
         plan = match toml::from_str(text) {

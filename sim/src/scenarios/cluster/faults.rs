@@ -25,6 +25,7 @@ use crate::storm::StormKind;
 use crate::timeline::{Event as TimelineEvent, Ms, Recorder, SpanKind};
 
 mod bitrot;
+mod rare;
 mod takeover;
 
 /// Plays a plan's faults against the members (see the module doc).
@@ -198,6 +199,11 @@ impl<'a> FaultInjector<'a> {
             Fault::ChangeAfterElection { cut_ms, delay_ms, down_ms } => {
                 self.change_after_election(*cut_ms, *delay_ms, *down_ms)
             }
+            Fault::HeldLeaderFrames { ms, hold_ms } => self.held_leader_frames(*ms, *hold_ms),
+            Fault::StaleLeaderReads { ms, pause_ms } => self.stale_leader_reads(*ms, *pause_ms),
+            Fault::SnapshotCopiesLate { down_ms, ms, max_delay_ms } => {
+                self.snapshot_copies_late(*down_ms, *ms, *max_delay_ms)
+            }
             Fault::StepClock { node, ms } => {
                 if let Some(c) = self.slots[*node].clock.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                     c.step_wall(i128::from(*ms) * 1_000_000);
@@ -269,6 +275,7 @@ impl<'a> FaultInjector<'a> {
                     delay_pct: *delay_pct,
                     max_delay_ms: *max_delay_ms,
                     reset_pct: *reset_pct,
+                    ..LinkSpec::default()
                 };
                 let window = Duration::from_millis(*ms).min(left);
                 for a in from {
