@@ -1467,9 +1467,14 @@ impl Raft {
     /// While set, the state machine lacks part of an installed snapshot's data (the driver pulls
     /// it): committed entries are held back (applying resumes where it stopped once cleared) and
     /// this node neither campaigns nor answers `TimeoutNow`. It still appends, acks and votes.
+    ///
+    /// A snapshot installed since the driver last took a [`Ready`] keeps the mode on: the driver
+    /// finishing the pull of an older install must not let entries after the newer one apply
+    /// onto a state that lacks its data (seed 718: a late duplicate of a snapshot message).
     pub fn set_catching_up(&mut self, on: bool) {
         self.assert_idle();
-        self.catch_up.catching_up = on;
+        let newer_install = self.catch_up.catch_up_on_install && self.snapshot_to_install.is_some();
+        self.catch_up.catching_up = on || newer_install;
     }
 
     /// From now on, installing a snapshot received from the leader also sets the catching-up mode

@@ -992,3 +992,31 @@ fn test_installing_a_snapshot_holds_back_what_follows_until_its_data_is_complete
     f.set_catching_up(false);
     assert_eq!(drain(&mut f).committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![6, 7]);
 }
+
+/// Seed 718: the driver finished pulling an older install's data after the core had installed a
+/// newer snapshot but before the driver took it; clearing the mode then let the entries after
+/// the newer snapshot apply onto a state that lacked its data, and the member's topics diverged.
+#[test]
+fn test_a_newer_install_keeps_catching_up_when_an_older_pull_ends() {
+    let mut f = new_raft(2, &V3, plain_config(2));
+    f.set_catch_up_on_install(true);
+    let snap = |index| Body::Snapshot {
+        meta: SnapshotMeta { index, term: 1, conf_state: ConfState::with_voters(V3) },
+        offset: 0,
+        data: Bytes::from_static(b"s"),
+        done: true,
+    };
+    f.step(msg(1, 2, 1, snap(5))).unwrap();
+    assert!(drain(&mut f).snapshot.is_some(), "the driver took the first install");
+    f.step(msg(1, 2, 1, snap(9))).unwrap();
+    let entries = vec![ent(10, 1), ent(11, 1)];
+    f.step(msg(1, 2, 1, Body::Append { prev_index: 9, prev_term: 1, entries, commit: 11 })).unwrap();
+    // The pull of snapshot 5 ends now: the driver clears the mode.
+    f.set_catching_up(false);
+    assert!(f.is_catching_up(), "snapshot 9 still waits for its data");
+    let rd = drain(&mut f);
+    assert_eq!(rd.snapshot.map(|s| s.meta.index), Some(9));
+    assert!(rd.committed_entries.is_empty(), "nothing after snapshot 9 is applied yet");
+    f.set_catching_up(false);
+    assert_eq!(drain(&mut f).committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![10, 11]);
+}
