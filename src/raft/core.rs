@@ -1504,9 +1504,14 @@ impl Raft {
     /// While set, the state machine lacks part of an installed snapshot's data (the driver pulls
     /// it): committed entries are held back (applying resumes where it stopped once cleared) and
     /// this node neither campaigns nor answers `TimeoutNow`. It still appends, acks and votes.
+    ///
+    /// Clearing it while a snapshot received since waits to be handed out in a Ready keeps it set:
+    /// the mode is that snapshot's now (the driver finished an earlier install; clearing it here
+    /// let entries after the newer snapshot apply before its data was pulled).
     pub fn set_catching_up(&mut self, on: bool) {
         self.assert_idle();
-        self.partial_snapshot.catching_up = on;
+        let newer_install = self.snapshot_to_install.is_some() && self.partial_snapshot.catch_up_on_install;
+        self.partial_snapshot.catching_up = on || newer_install;
     }
 
     /// From now on, installing a snapshot received from the leader also sets the catching-up mode

@@ -992,3 +992,25 @@ fn test_installing_a_snapshot_holds_back_what_follows_until_its_data_is_complete
     f.set_catching_up(false);
     assert_eq!(drain(&mut f).committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![6, 7]);
 }
+
+#[test]
+fn test_finishing_an_earlier_install_does_not_release_a_newer_snapshot_not_yet_handed_out() {
+    // Seed 3000002558: the driver finished pulling the data of snapshot A and cleared the mode
+    // while the core already held snapshot B, not yet in a Ready; entries after B were applied
+    // before B's data was pulled, and the member lost one event.
+    let mut f = new_raft(2, &V3, plain_config(2));
+    f.set_catch_up_on_install(true);
+    f.set_catching_up(true); // an earlier install is under way
+    let meta = SnapshotMeta { index: 5, term: 1, conf_state: ConfState::with_voters(V3) };
+    f.step(msg(1, 2, 1, Body::Snapshot { meta, offset: 0, data: Bytes::from_static(b"s"), done: true }))
+        .unwrap();
+    let entries = vec![ent(6, 1), ent(7, 1)];
+    f.step(msg(1, 2, 1, Body::Append { prev_index: 5, prev_term: 1, entries, commit: 7 })).unwrap();
+    f.set_catching_up(false); // the earlier install is complete
+    assert!(f.is_catching_up(), "the newer snapshot's install holds the mode");
+    let rd = drain(&mut f);
+    assert!(rd.snapshot.is_some());
+    assert!(rd.committed_entries.is_empty(), "nothing after the newer snapshot is applied yet");
+    f.set_catching_up(false); // its data is complete
+    assert_eq!(drain(&mut f).committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![6, 7]);
+}
