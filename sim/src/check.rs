@@ -200,10 +200,12 @@ fn ack_matches_log(
     Ok(())
 }
 
-/// Nothing is stored that no client published; keyed events appear at most once.
+/// Nothing is stored that no client published, apart from what the pipeline derives from stored
+/// events (alerts: see [`crate::derived`]); keyed events appear at most once.
 pub fn nothing_unpublished_stored(h: &HistoryData, log: &dyn LogView) -> Result<(), CheckFailure> {
     const C: &str = "no_phantom_events";
     let mut legacy_left = h.legacy_sent.clone();
+    let mut derived = crate::derived::DerivedJudge::new(log);
     // Each key's last copy's stamp.
     let mut seen: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     for t in log.topics() {
@@ -233,6 +235,14 @@ pub fn nothing_unpublished_stored(h: &HistoryData, log: &dyn LogView) -> Result<
                                 s.timestamp_ms,
                                 h.dedup_window_ms.map_or("10 min".into(), |w| format!("{w} ms"))
                             ),
+                        );
+                    }
+                }
+                None if crate::derived::is_derived_topic(&t) => {
+                    if let Err(why) = derived.alert(&s) {
+                        return fail(
+                            C,
+                            format!("{t}@{}: a derived event nobody published: it {why}", s.offset),
                         );
                     }
                 }
@@ -838,6 +848,33 @@ mod tests {
         anon.event.producer_id = 0;
         log.get_mut("t").unwrap().push(anon); // sent once, stored twice
         assert!(nothing_unpublished_stored(&h.snapshot(), &log).is_err());
+    }
+
+    #[test]
+    fn an_alert_passes_only_if_the_pipeline_raises_it_for_a_stored_event() {
+        use eventstreamcore::pipeline::alerts::alert_event;
+        use eventstreamcore::pipeline::{ALERTS_TOPIC, Alert, AlertLevel};
+        let (h, mut log) = good();
+        let t = "sensor/temperature";
+        h.legacy_sent(t, b"x1"); // 'x' = 120: a critical alert
+        log.insert(
+            t.to_string(),
+            vec![StoredEvent { offset: 0, timestamp_ms: 0, event: Event::new(t, Priority::Low, "x1") }],
+        );
+        let raised = Alert {
+            level: AlertLevel::Critical,
+            topic: t.into(),
+            offset: 0,
+            message: "temperature 120 > 100".into(),
+        };
+        let at = |offset| StoredEvent { offset, timestamp_ms: 0, event: alert_event(&raised) };
+        // Raised twice (a new leader's pipeline handled the reading again): at least once is fine.
+        log.insert(ALERTS_TOPIC.to_string(), vec![at(0), at(1)]);
+        nothing_unpublished_stored(&h.snapshot(), &log).unwrap();
+        let mut forged = at(2);
+        forged.event.payload = "CRITICAL sensor/temperature@0: temperature 121 > 100".into();
+        log.get_mut(ALERTS_TOPIC).unwrap().push(forged);
+        assert_eq!(nothing_unpublished_stored(&h.snapshot(), &log).unwrap_err().checker, "no_phantom_events");
     }
 
     #[test]

@@ -247,9 +247,10 @@ pub(super) fn summarize(
     storms: &Storms,
 ) -> String {
     let stored = states.first().map_or(0, |s| s.1.events_stored());
+    let alerts = states.first().map_or(0, |s| s.1.topic_log(eventstreamcore::pipeline::ALERTS_TOPIC).len());
     let description = plan.describe();
     let summary = format!(
-        "{description}\nresult: {stored} events stored, {} acks ({} duplicate), {} consumed, liveness {liveness_ms} ms after healing; {} Raft rounds checked; counters {:?}",
+        "{description}\nresult: {stored} events stored ({alerts} alerts the pipeline derived), {} acks ({} duplicate), {} consumed, liveness {liveness_ms} ms after healing; {} Raft rounds checked; counters {:?}",
         data.acks.len(),
         data.acks.iter().filter(|a| a.duplicate).count(),
         data.consumed.len(),

@@ -59,10 +59,11 @@ async fn sender(
         if let Ok(Ok(mut client)) = rt::time::timeout(Duration::from_secs(2), Client::connect(addr)).await {
             for _ in 0..rng.random_range(1..=5) {
                 let topic = *TOPICS.choose(&mut rng).expect("non-empty");
-                // A digit first, like the producers' payloads: the pipeline reads the first byte
-                // of a `sensor/temperature` event as a reading, and a letter (≥ 101) would make it
-                // publish alerts to `_alerts`, which the checkers take for events nobody sent.
-                let payload = format!("{c}:legacy:{k}");
+                // The pipeline reads the first byte of a `sensor/temperature` event as a reading:
+                // every other payload starts with `x` (120, a critical alert), so the leader's
+                // pipeline publishes alerts to `_alerts`, which the checkers judge against the
+                // reading they name (`derived`); the rest start with a digit (no alert).
+                let payload = format!("{}{c}:legacy:{k}", if k % 2 == 1 { "x" } else { "" });
                 k += 1;
                 history.legacy_sent(topic, payload.as_bytes());
                 let p = Priority::from_u8(rng.random_range(0..=4)).expect("0..=4");
