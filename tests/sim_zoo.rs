@@ -25,9 +25,11 @@ const CHEAP: &[(Bug, u64)] = &[
     (Bug::DedupExpiryLocalClock, 45),
     // Caught since the targeted faults of `faults/rare.rs` (TESTBED.md, "What made the rare
     // three common").
-    (Bug::StaleTermAppendAccepted, 8),
+    // After the merges of 2026-12-06 (new plan streams) the first failures moved to seeds 11 and
+    // 34 (4 % and 7 % of 150 seeds): budgets about three times the expected first failure.
+    (Bug::StaleTermAppendAccepted, 40),
     (Bug::ReadIndexWithoutQuorum, 12),
-    (Bug::SnapshotMovesCommitBack, 24),
+    (Bug::SnapshotMovesCommitBack, 60),
     // Planted in the code new since the zoo was built (metadata snapshots, catch-up).
     (Bug::SnapshotBeforeTopicSync, 3),
     (Bug::CatchUpDoneBeforeSync, 18),

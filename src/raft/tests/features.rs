@@ -993,8 +993,8 @@ fn test_installing_a_snapshot_holds_back_what_follows_until_its_data_is_complete
     assert_eq!(drain(&mut f).committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![6, 7]);
 }
 
-/// Seeds 718 and 3000002558 (found the same day by two sweeps): the driver finished pulling an older install's data after the core had installed a
-/// newer snapshot but before the driver took it; clearing the mode then let the entries after
+/// Seeds 718 and 3000002558 (found the same day by two sweeps): the driver finished pulling an
+/// older install's data after the core had installed a newer snapshot but before the driver took it; clearing the mode then let the entries after
 /// the newer snapshot apply onto a state that lacked its data, and the member's topics diverged.
 #[test]
 fn test_a_newer_install_keeps_catching_up_when_an_older_pull_ends() {
