@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use eventstreamcore::config::{ClusterConfig, MemberConfig};
 use eventstreamcore::event::{Event, Priority};
+use eventstreamcore::node::cluster::ClusterError;
 use eventstreamcore::node::cluster::ClusterStatus;
 use eventstreamcore::node::{ClusterNode, ClusterOptions, ClusterTask, DedupConfig};
 use eventstreamcore::pipeline::PipelineSetup;
@@ -92,7 +93,20 @@ impl TestCluster {
             read_max_bytes: 1 << 20,
         };
         let disk: Arc<dyn Disk> = m.disk.clone();
-        let started = ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(id)).await.unwrap();
+        // The peer port was picked free earlier and released; another test's socket, or this
+        // member's previous listener still closing, may hold it for a moment (CI saw AddrInUse).
+        let mut attempts = 0;
+        let started = loop {
+            match ClusterNode::start(opts.clone(), disk.clone(), NodeClock::new(), rng_from_seed(id)).await {
+                Err(ClusterError::Listen { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse && attempts < 100 =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => break other.unwrap(),
+            }
+        };
         m.node = Some(started);
     }
 
