@@ -94,6 +94,18 @@ struct TestCluster {
 }
 
 impl TestCluster {
+    /// Three members started, then one follower stopped: (cluster, leader, that follower).
+    async fn with_a_stopped_follower() -> (TestCluster, u64, u64) {
+        let mut c = TestCluster::new(3);
+        for id in 1..=3 {
+            c.start(id).await;
+        }
+        let l = c.leader().await;
+        let lagger = (1..=3).find(|&i| i != l).unwrap();
+        c.stop(lagger, false).await;
+        (c, l, lagger)
+    }
+
     fn new(n: u64) -> TestCluster {
         let members = (1..=n)
             .map(|id| MemberConfig {
@@ -241,13 +253,7 @@ async fn wait_counters(node: &ClusterNode, done: impl Fn(&CatchUpCounters) -> bo
 
 #[tokio::test]
 async fn a_wiped_member_catches_up_by_records_in_bounded_chunks() {
-    let mut c = TestCluster::new(3);
-    for id in 1..=3 {
-        c.start(id).await;
-    }
-    let l = c.leader().await;
-    let lagger = (1..=3).find(|&i| i != l).unwrap();
-    c.stop(lagger, false).await;
+    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
     c.fill(l, 160, 250).await; // 3,200 events, about 0.9 MB, snapshots every 50 entries
     c.wipe(lagger);
     c.start(lagger).await;
@@ -268,13 +274,7 @@ async fn a_wiped_member_catches_up_by_records_in_bounded_chunks() {
 
 #[tokio::test]
 async fn a_crash_in_the_middle_resumes_without_pulling_again_what_is_durable() {
-    let mut c = TestCluster::new(3);
-    for id in 1..=3 {
-        c.start(id).await;
-    }
-    let l = c.leader().await;
-    let lagger = (1..=3).find(|&i| i != l).unwrap();
-    c.stop(lagger, false).await;
+    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
     c.fill(l, 200, 1_000).await; // 4,000 events, about 4 MB: a thousand chunks
     let total = topic_bytes(c.node(l));
     c.wipe(lagger);
@@ -315,13 +315,7 @@ async fn a_crash_in_the_middle_resumes_without_pulling_again_what_is_durable() {
 #[tokio::test]
 async fn retention_moving_the_source_mid_pull_restarts_that_topic_at_its_new_first_offset() {
     use eventstreamcore::node::{TopicLimits, TopicSettings};
-    let mut c = TestCluster::new(3);
-    for id in 1..=3 {
-        c.start(id).await;
-    }
-    let l = c.leader().await;
-    let lagger = (1..=3).find(|&i| i != l).unwrap();
-    c.stop(lagger, false).await;
+    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
     c.fill(l, 200, 1_000).await;
     c.wipe(lagger);
     c.start(lagger).await;
@@ -368,13 +362,7 @@ async fn assert_waits_for_descriptors(node: &ClusterNode) {
 
 #[tokio::test]
 async fn out_of_descriptors_while_pulling_records_waits_and_resumes_without_a_restart() {
-    let mut c = TestCluster::new(3);
-    for id in 1..=3 {
-        c.start(id).await;
-    }
-    let l = c.leader().await;
-    let lagger = (1..=3).find(|&i| i != l).unwrap();
-    c.stop(lagger, false).await;
+    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
     c.fill(l, 200, 1_000).await; // 4 MB in 16 KiB segments: a new topic file every 4 chunks
     c.wipe(lagger);
     c.start(lagger).await;
@@ -402,13 +390,7 @@ async fn out_of_descriptors_while_pulling_records_waits_and_resumes_without_a_re
 #[tokio::test]
 async fn out_of_descriptors_opening_an_installed_snapshots_topic_files_waits_and_installs_it() {
     use eventstreamcore::node::{TopicLimits, TopicSettings};
-    let mut c = TestCluster::new(3);
-    for id in 1..=3 {
-        c.start(id).await;
-    }
-    let l = c.leader().await;
-    let lagger = (1..=3).find(|&i| i != l).unwrap();
-    c.stop(lagger, false).await;
+    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
     // The snapshot's topic starts past 0, so installing it on an empty member writes the empty
     // segment that names the start: a topic file to open.
     let keep = TopicLimits { max_events: Some(500), ..TopicLimits::default() };
