@@ -100,6 +100,30 @@ pub struct ReadRecord {
     pub completed: u64,
 }
 
+impl ReadRecord {
+    /// The record of a page a client read: `read` = (topic, offset asked, most events),
+    /// `started` from [`History::read_started`].
+    pub fn of_page(
+        client: &str,
+        (topic, from, max): (&str, u64, u32),
+        linearizable: bool,
+        started: u64,
+        page: &eventstreamcore::client::Fetched,
+    ) -> ReadRecord {
+        ReadRecord {
+            client: client.to_string(),
+            topic: topic.to_string(),
+            linearizable,
+            started,
+            end_offset: page.end_offset,
+            from,
+            max: u64::from(max),
+            keys: page.events.iter().map(|s| s.event.idempotency_key()).collect(),
+            completed: 0,
+        }
+    }
+}
+
 /// The recorded history of a run. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
 pub struct History {

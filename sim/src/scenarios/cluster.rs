@@ -1613,17 +1613,14 @@ async fn consumer(c: usize, addrs: Vec<SocketAddr>, history: History, mut rng: N
         let ask_linearizable = linearizable && !how.stale_reads;
         match client.read(topic, offset, PAGE, ask_linearizable, 1_000).await {
             Ok(page) => {
-                history.read_done(ReadRecord {
-                    client: format!("consumer-{c}"),
-                    topic: topic.to_string(),
+                let read = (topic, offset, PAGE);
+                history.read_done(ReadRecord::of_page(
+                    &format!("consumer-{c}"),
+                    read,
                     linearizable,
                     started,
-                    end_offset: page.end_offset,
-                    from: offset,
-                    max: u64::from(PAGE),
-                    keys: page.events.iter().map(|s| s.event.idempotency_key()).collect(),
-                    completed: 0,
-                });
+                    &page,
+                ));
                 for s in &page.events {
                     if s.offset != offset {
                         history.violation(format!(

@@ -226,17 +226,10 @@ impl StaleReader {
             let started = self.history.read_started();
             let read = client.read(topic, offset, PAGE, true, 0);
             match rt::time::timeout(Duration::from_millis(300), read).await {
-                Ok(Ok(page)) => self.history.read_done(ReadRecord {
-                    client: self.name.clone(),
-                    topic: topic.to_string(),
-                    linearizable: true,
-                    started,
-                    end_offset: page.end_offset,
-                    from: offset,
-                    max: u64::from(PAGE),
-                    keys: page.events.iter().map(|s| s.event.idempotency_key()).collect(),
-                    completed: 0,
-                }),
+                Ok(Ok(page)) => {
+                    let read = (topic, offset, PAGE);
+                    self.history.read_done(ReadRecord::of_page(&self.name, read, true, started, &page))
+                }
                 Ok(Err(e)) if e.first_available().is_some_and(|f| f > offset) => {
                     offsets[t] = e.first_available().unwrap_or(offset);
                 }
