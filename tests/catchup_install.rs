@@ -6,231 +6,52 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use common::cluster::TestCluster;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventstreamcore::config::{ClusterConfig, MemberConfig};
+use eventstreamcore::config::ClusterConfig;
 use eventstreamcore::event::{Event, Priority};
-use eventstreamcore::node::cluster::ClusterStatus;
-use eventstreamcore::node::{CatchUpCounters, ClusterNode, ClusterOptions, ClusterTask, DedupConfig};
-use eventstreamcore::raft::Role;
-use eventstreamcore::rt::{Disk, DiskError, NodeClock, SimDisk, rng_from_seed};
+use eventstreamcore::node::{CatchUpCounters, ClusterNode};
 use eventstreamcore::service::{EventService, ServiceError};
 use eventstreamcore::store::StoreConfig;
 
 const CHUNK: u32 = 4096;
 
-struct Member {
-    disk: Arc<SimDisk>,
-    /// While set, the member cannot open topic files ([`TopicFds`]).
-    no_topic_fds: Arc<AtomicBool>,
-    node: Option<(ClusterNode, ClusterTask)>,
+/// Three members started, then one follower stopped: (cluster, leader, that follower).
+async fn with_a_stopped_follower() -> (TestCluster, u64, u64) {
+    let mut c = TestCluster::new(3);
+    c.secret = "s3cret-catch-up".into();
+    // The log behind a snapshot is short: a wiped member needs the snapshot.
+    c.keep_entries = 5;
+    c.store = StoreConfig { segment_bytes: 16 << 10, ..StoreConfig::default() };
+    c.tune = |cfg| {
+        cfg.topic_segment_bytes = 16 << 10;
+        cfg.catchup_chunk_bytes = CHUNK;
+        cfg.segment_bytes = ClusterConfig::default().segment_bytes;
+    };
+    c.start_all().await;
+    let l = c.leader().await;
+    let lagger = (1..=3).find(|&i| i != l).unwrap();
+    c.stop(lagger, false).await;
+    (c, l, lagger)
 }
 
-/// A member's disk on which, while `exhausted` is set, no topic file can be opened, as when the
-/// process is out of descriptors: creating one (an append to a new file, any whole-file write)
-/// fails with `TooManyOpenFiles` and changes nothing. The WAL's files are unaffected.
-#[derive(Debug)]
-struct TopicFds {
-    disk: Arc<SimDisk>,
-    exhausted: Arc<AtomicBool>,
-}
-
-impl TopicFds {
-    fn open(&self, op: &'static str, name: &str, creates: bool) -> Result<(), DiskError> {
-        if creates && name.starts_with("topic-") && self.exhausted.load(Ordering::SeqCst) {
-            return Err(DiskError::TooManyOpenFiles { op, path: name.into() });
-        }
-        Ok(())
-    }
-}
-
-impl Disk for TopicFds {
-    fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
-        self.disk.read(name)
-    }
-    fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
-        self.disk.size(name)
-    }
-    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
-        self.disk.read_range(name, offset, len)
-    }
-    fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
-        self.open("append", name, self.disk.size(name)?.is_none())?;
-        self.disk.append(name, data)
-    }
-    fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
-        self.open("write", name, true)?;
-        self.disk.write(name, data)
-    }
-    fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
-        self.disk.truncate(name, len)
-    }
-    fn sync(&self, name: &str) -> Result<(), DiskError> {
-        self.disk.sync(name)
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
-        self.disk.rename(from, to)
-    }
-    fn remove(&self, name: &str) -> Result<(), DiskError> {
-        self.disk.remove(name)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
-        self.disk.list(prefix)
-    }
-    fn sync_dir(&self) -> Result<(), DiskError> {
-        self.disk.sync_dir()
-    }
-    fn take_latency(&self) -> Duration {
-        self.disk.take_latency()
-    }
-}
-
-struct TestCluster {
-    members: Vec<MemberConfig>,
-    nodes: Vec<Member>,
-}
-
-impl TestCluster {
-    /// Three members started, then one follower stopped: (cluster, leader, that follower).
-    async fn with_a_stopped_follower() -> (TestCluster, u64, u64) {
-        let mut c = TestCluster::new(3);
-        for id in 1..=3 {
-            c.start(id).await;
-        }
-        let l = c.leader().await;
-        let lagger = (1..=3).find(|&i| i != l).unwrap();
-        c.stop(lagger, false).await;
-        (c, l, lagger)
-    }
-
-    fn new(n: u64) -> TestCluster {
-        let members = (1..=n)
-            .map(|id| MemberConfig {
-                id,
-                raft_addr: format!("127.0.0.1:{}", common::free_port()),
-                client_addr: format!("127.0.0.1:{}", 18000 + id),
+/// Publishes `batches` batches (one log entry each) of 20 events of `size` bytes to topic `t` on
+/// the leader.
+async fn fill(c: &TestCluster, leader: u64, batches: u64, size: usize) {
+    for b in 0..batches {
+        let events = (0..20)
+            .map(|i| {
+                let seq = b * 20 + i;
+                let mut e = Event::new("t", Priority::Medium, format!("{seq}"));
+                (e.producer_id, e.sequence) = (9, seq);
+                e.payload = Bytes::from(vec![b'a' + (seq % 26) as u8; size]);
+                e
             })
             .collect();
-        let nodes = (1..=n)
-            .map(|_| Member { disk: Arc::new(SimDisk::new()), no_topic_fds: Arc::default(), node: None })
-            .collect();
-        TestCluster { members, nodes }
-    }
-
-    async fn start(&mut self, id: u64) {
-        let cluster = ClusterConfig {
-            secret: "s3cret-catch-up".into(),
-            raft_listen: self.members[(id - 1) as usize].raft_addr.parse().unwrap(),
-            members: self.members.clone(),
-            tick_ms: 10,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
-            snapshot_entries: 50,
-            // The log behind a snapshot is short: a wiped member needs the snapshot.
-            snapshot_keep_entries: 5,
-            commit_timeout_ms: 3_000,
-            topic_segment_bytes: 16 << 10,
-            catchup_chunk_bytes: CHUNK,
-            ..ClusterConfig::default()
-        };
-        let opts = ClusterOptions {
-            node_id: id,
-            store: StoreConfig { segment_bytes: cluster.topic_segment_bytes, ..StoreConfig::default() },
-            cluster,
-            dedup: DedupConfig::default(),
-            client_addr: self.members[(id - 1) as usize].client_addr.clone(),
-            repair: false,
-            pipeline: None,
-            observer: None,
-            read_max_bytes: 1 << 20,
-        };
-        let m = &mut self.nodes[(id - 1) as usize];
-        let disk: Arc<dyn Disk> =
-            Arc::new(TopicFds { disk: m.disk.clone(), exhausted: m.no_topic_fds.clone() });
-        m.node = Some(ClusterNode::start(opts, disk, NodeClock::new(), rng_from_seed(id)).await.unwrap());
-    }
-
-    async fn stop(&mut self, id: u64, power_fail: bool) {
-        let m = &mut self.nodes[(id - 1) as usize];
-        if let Some((node, task)) = m.node.take() {
-            node.shutdown();
-            task.wait().await;
-        }
-        if power_fail {
-            m.disk.power_fail(None);
-        }
-    }
-
-    async fn stop_all(&mut self) {
-        for id in 1..=self.nodes.len() as u64 {
-            self.stop(id, false).await;
-        }
-    }
-
-    /// The member loses everything on its disk (a replaced machine with the same id).
-    fn wipe(&mut self, id: u64) {
-        self.nodes[(id - 1) as usize].disk = Arc::new(SimDisk::new());
-    }
-
-    /// Takes the member's descriptors for topic files away (`true`) or gives them back.
-    fn exhaust_topic_fds(&self, id: u64, on: bool) {
-        self.nodes[(id - 1) as usize].no_topic_fds.store(on, Ordering::SeqCst);
-    }
-
-    fn node(&self, id: u64) -> &ClusterNode {
-        &self.nodes[(id - 1) as usize].node.as_ref().expect("running").0
-    }
-
-    fn statuses(&self) -> Vec<ClusterStatus> {
-        self.nodes.iter().filter_map(|m| m.node.as_ref().map(|(n, _)| n.status())).collect()
-    }
-
-    async fn leader(&self) -> u64 {
-        for _ in 0..500 {
-            let st = self.statuses();
-            if let [l] = st.iter().filter(|s| s.role == Role::Leader).collect::<Vec<_>>()[..]
-                && l.commit >= 1
-                && l.applied == l.commit
-            {
-                return l.id;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no leader: {:?}", self.statuses());
-    }
-
-    async fn converged(&self) -> u64 {
-        for _ in 0..1000 {
-            let digests: Vec<u64> =
-                self.nodes.iter().filter_map(|m| m.node.as_ref().map(|(n, _)| n.state().digest())).collect();
-            let st = self.statuses();
-            if digests.windows(2).all(|w| w[0] == w[1]) && st.windows(2).all(|w| w[0].applied == w[1].applied)
-            {
-                return digests[0];
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("replicas did not converge: {:?}", self.statuses());
-    }
-
-    /// Publishes `batches` batches (one log entry each) of 20 events of `size` bytes to topic
-    /// `t` on the leader.
-    async fn fill(&self, leader: u64, batches: u64, size: usize) {
-        for b in 0..batches {
-            let events = (0..20)
-                .map(|i| {
-                    let seq = b * 20 + i;
-                    let mut e = Event::new("t", Priority::Medium, format!("{seq}"));
-                    (e.producer_id, e.sequence) = (9, seq);
-                    e.payload = Bytes::from(vec![b'a' + (seq % 26) as u8; size]);
-                    e
-                })
-                .collect();
-            self.node(leader).publish(events).await.unwrap();
-        }
+        c.node(leader).publish(events).await.unwrap();
     }
 }
 
@@ -253,8 +74,8 @@ async fn wait_counters(node: &ClusterNode, done: impl Fn(&CatchUpCounters) -> bo
 
 #[tokio::test]
 async fn a_wiped_member_catches_up_by_records_in_bounded_chunks() {
-    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
-    c.fill(l, 160, 250).await; // 3,200 events, about 0.9 MB, snapshots every 50 entries
+    let (mut c, l, lagger) = with_a_stopped_follower().await;
+    fill(&c, l, 160, 250).await; // 3,200 events, about 0.9 MB, snapshots every 50 entries
     c.wipe(lagger);
     c.start(lagger).await;
     let digest = c.converged().await;
@@ -274,8 +95,8 @@ async fn a_wiped_member_catches_up_by_records_in_bounded_chunks() {
 
 #[tokio::test]
 async fn a_crash_in_the_middle_resumes_without_pulling_again_what_is_durable() {
-    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
-    c.fill(l, 200, 1_000).await; // 4,000 events, about 4 MB: a thousand chunks
+    let (mut c, l, lagger) = with_a_stopped_follower().await;
+    fill(&c, l, 200, 1_000).await; // 4,000 events, about 4 MB: a thousand chunks
     let total = topic_bytes(c.node(l));
     c.wipe(lagger);
     c.start(lagger).await;
@@ -315,8 +136,8 @@ async fn a_crash_in_the_middle_resumes_without_pulling_again_what_is_durable() {
 #[tokio::test]
 async fn retention_moving_the_source_mid_pull_restarts_that_topic_at_its_new_first_offset() {
     use eventstreamcore::node::{TopicLimits, TopicSettings};
-    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
-    c.fill(l, 200, 1_000).await;
+    let (mut c, l, lagger) = with_a_stopped_follower().await;
+    fill(&c, l, 200, 1_000).await;
     c.wipe(lagger);
     c.start(lagger).await;
     wait_counters(c.node(lagger), |k| k.chunks >= 20).await;
@@ -362,8 +183,8 @@ async fn assert_waits_for_descriptors(node: &ClusterNode) {
 
 #[tokio::test]
 async fn out_of_descriptors_while_pulling_records_waits_and_resumes_without_a_restart() {
-    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
-    c.fill(l, 200, 1_000).await; // 4 MB in 16 KiB segments: a new topic file every 4 chunks
+    let (mut c, l, lagger) = with_a_stopped_follower().await;
+    fill(&c, l, 200, 1_000).await; // 4 MB in 16 KiB segments: a new topic file every 4 chunks
     c.wipe(lagger);
     c.start(lagger).await;
     wait_counters(c.node(lagger), |k| k.chunks >= 20).await;
@@ -390,12 +211,12 @@ async fn out_of_descriptors_while_pulling_records_waits_and_resumes_without_a_re
 #[tokio::test]
 async fn out_of_descriptors_opening_an_installed_snapshots_topic_files_waits_and_installs_it() {
     use eventstreamcore::node::{TopicLimits, TopicSettings};
-    let (mut c, l, lagger) = TestCluster::with_a_stopped_follower().await;
+    let (mut c, l, lagger) = with_a_stopped_follower().await;
     // The snapshot's topic starts past 0, so installing it on an empty member writes the empty
     // segment that names the start: a topic file to open.
     let keep = TopicLimits { max_events: Some(500), ..TopicLimits::default() };
     c.node(l).set_topic_settings(TopicSettings { default: keep, ..TopicSettings::default() });
-    c.fill(l, 100, 200).await;
+    fill(&c, l, 100, 200).await;
     c.wipe(lagger);
     c.exhaust_topic_fds(lagger, true);
     c.start(lagger).await;

@@ -5,166 +5,19 @@
 
 mod common;
 
+use common::cluster::TestCluster;
 use common::free_port;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventstreamcore::config::{ClusterConfig, MemberConfig};
 use eventstreamcore::event::{Event, Priority};
 use eventstreamcore::node::cluster::ClusterError;
-use eventstreamcore::node::cluster::ClusterStatus;
-use eventstreamcore::node::{ClusterNode, ClusterOptions, ClusterTask, DedupConfig};
+use eventstreamcore::node::{ClusterNode, ClusterOptions, DedupConfig};
 use eventstreamcore::pipeline::PipelineSetup;
-use eventstreamcore::raft::Role;
 use eventstreamcore::rt::{Disk, NodeClock, SimDisk, rng_from_seed};
 use eventstreamcore::service::{AdminCommand, EventService, ReadOptions, ServiceError};
 use eventstreamcore::store::StoreConfig;
-
-struct Member {
-    id: u64,
-    disk: Arc<SimDisk>,
-    node: Option<(ClusterNode, ClusterTask)>,
-}
-
-struct TestCluster {
-    members: Vec<MemberConfig>,
-    nodes: Vec<Member>,
-    secret: String,
-    pipeline: Option<Arc<PipelineSetup>>,
-    segment_bytes: u64,
-    /// The topic files' settings.
-    store: StoreConfig,
-    /// `cluster.snapshot_keep_entries` (the default unless a test needs compaction).
-    keep_entries: u64,
-}
-
-impl TestCluster {
-    fn new(n: u64) -> TestCluster {
-        let members: Vec<MemberConfig> = (1..=n)
-            .map(|id| MemberConfig {
-                id,
-                raft_addr: format!("127.0.0.1:{}", free_port()),
-                client_addr: format!("127.0.0.1:{}", 17000 + id),
-            })
-            .collect();
-        let nodes = (1..=n).map(|id| Member { id, disk: Arc::new(SimDisk::new()), node: None }).collect();
-        let keep_entries = ClusterConfig::default().snapshot_keep_entries;
-        TestCluster {
-            members,
-            nodes,
-            secret: "s3cret".into(),
-            pipeline: None,
-            segment_bytes: 8 << 20,
-            store: StoreConfig::default(),
-            keep_entries,
-        }
-    }
-
-    fn cluster_config(&self, id: u64) -> ClusterConfig {
-        let me = &self.members[(id - 1) as usize];
-        ClusterConfig {
-            secret: self.secret.clone(),
-            raft_listen: me.raft_addr.parse().unwrap(),
-            members: self.members.clone(),
-            tick_ms: 10,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
-            snapshot_entries: 50,
-            snapshot_keep_entries: self.keep_entries,
-            commit_timeout_ms: 3_000,
-            segment_bytes: self.segment_bytes,
-            ..ClusterConfig::default()
-        }
-    }
-
-    async fn start(&mut self, id: u64) {
-        let cfg = self.cluster_config(id);
-        let m = &mut self.nodes[(id - 1) as usize];
-        let opts = ClusterOptions {
-            node_id: id,
-            cluster: cfg,
-            dedup: DedupConfig::default(),
-            client_addr: self.members[(id - 1) as usize].client_addr.clone(),
-            repair: false,
-            pipeline: self.pipeline.clone().map(|p| p as Arc<dyn eventstreamcore::service::StartProcessing>),
-            observer: None,
-            store: self.store,
-            read_max_bytes: 1 << 20,
-        };
-        let disk: Arc<dyn Disk> = m.disk.clone();
-        // The peer port was picked free earlier and released; another test's socket, or this
-        // member's previous listener still closing, may hold it for a moment (CI saw AddrInUse).
-        let mut attempts = 0;
-        let started = loop {
-            match ClusterNode::start(opts.clone(), disk.clone(), NodeClock::new(), rng_from_seed(id)).await {
-                Err(ClusterError::Listen { source, .. })
-                    if source.kind() == std::io::ErrorKind::AddrInUse && attempts < 100 =>
-                {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                other => break other.unwrap(),
-            }
-        };
-        m.node = Some(started);
-    }
-
-    async fn start_all(&mut self) {
-        for id in 1..=self.nodes.len() as u64 {
-            self.start(id).await;
-        }
-    }
-
-    /// Stops a node; `power_fail` also drops what it had not synced.
-    async fn stop(&mut self, id: u64, power_fail: bool) {
-        let m = &mut self.nodes[(id - 1) as usize];
-        if let Some((node, task)) = m.node.take() {
-            node.shutdown();
-            task.wait().await;
-        }
-        if power_fail {
-            m.disk.power_fail(None);
-        }
-    }
-
-    fn node(&self, id: u64) -> &ClusterNode {
-        &self.nodes[(id - 1) as usize].node.as_ref().expect("node is running").0
-    }
-
-    fn statuses(&self) -> Vec<ClusterStatus> {
-        self.nodes.iter().filter_map(|m| m.node.as_ref().map(|(n, _)| n.status())).collect()
-    }
-
-    async fn leader(&self) -> u64 {
-        for _ in 0..500 {
-            let st = self.statuses();
-            let leaders: Vec<_> = st.iter().filter(|s| s.role == Role::Leader).collect();
-            if let [l] = leaders[..] {
-                // Ready once it committed an entry of its term (its no-op).
-                if l.commit >= 1 && l.applied == l.commit {
-                    return l.id;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no leader: {:?}", self.statuses());
-    }
-
-    async fn converged(&self) -> u64 {
-        for _ in 0..500 {
-            let digests: Vec<u64> =
-                self.nodes.iter().filter_map(|m| m.node.as_ref().map(|(n, _)| n.state().digest())).collect();
-            let st = self.statuses();
-            if digests.windows(2).all(|w| w[0] == w[1]) && st.windows(2).all(|w| w[0].applied == w[1].applied)
-            {
-                return digests[0];
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("replicas did not converge: {:?}", self.statuses());
-    }
-}
 
 fn keyed(topic: &str, producer: u64, seq: u64) -> Event {
     let mut e = Event::new(topic, Priority::Medium, format!("{producer}:{seq}"));
@@ -522,7 +375,6 @@ async fn absurd_terms_and_indexes_from_an_authenticated_peer_change_nothing() {
 /// closed and refuses to grow; a member that has (or would have) peers refuses to start.
 #[tokio::test]
 async fn without_a_secret_a_single_member_does_not_listen_and_a_multi_member_one_does_not_start() {
-    use eventstreamcore::node::cluster::ClusterError;
     let mut c = TestCluster::new(1);
     c.secret = String::new();
     c.start_all().await;

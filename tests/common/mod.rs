@@ -1,6 +1,8 @@
 //! Helpers shared by the tests that run the `esc` binary and real sockets.
 #![allow(dead_code, clippy::disallowed_methods)] // each test file uses some; real ports, files, processes
 
+#[cfg(not(madsim))]
+pub mod cluster;
 #[cfg(target_os = "linux")]
 pub mod fd;
 
