@@ -77,9 +77,12 @@ async fn a_wiped_member_catches_up_by_records_in_bounded_chunks() {
     let (mut c, l, lagger) = with_a_stopped_follower().await;
     fill(&c, l, 160, 250).await; // 3,200 events, about 0.9 MB, snapshots every 50 entries
     c.wipe(lagger);
+    c.read_max_bytes = 64 << 10;
     c.start(lagger).await;
     let digest = c.converged().await;
     let n = c.node(lagger);
+    // The installed state keeps this member's own fetch bound, not the default.
+    assert_eq!(n.state().read_max_bytes(), 64 << 10);
     assert_eq!(n.state().digest(), digest, "contents identical to the leader's");
     assert_eq!(n.state().event_count("t"), 3_200);
     let got = n.catch_up_counters();

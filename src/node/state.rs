@@ -185,6 +185,11 @@ impl EventLogState {
         self.read_max_bytes = max.max(1);
     }
 
+    /// The bound [`Self::set_read_max_bytes`] set.
+    pub fn read_max_bytes(&self) -> usize {
+        self.read_max_bytes
+    }
+
     /// Bounds the number of topics (`cluster.max_topics`): each holds a file descriptor for its
     /// active segment, so the server's descriptor budget counts them. The leader refuses a
     /// publish that would create a topic beyond it before proposing it
@@ -196,6 +201,13 @@ impl EventLogState {
     /// The bound [`Self::set_max_topics`] set.
     pub fn max_topics(&self) -> usize {
         self.max_topics
+    }
+
+    /// Takes this member's own limits (from its config, not replicated: the read bound and
+    /// the topic bound) from the state it replaces, as an installed snapshot does.
+    pub fn keep_local_limits(&mut self, replaced: &EventLogState) {
+        self.read_max_bytes = replaced.read_max_bytes;
+        self.max_topics = replaced.max_topics;
     }
 
     /// Applies one ordered batch stamped at `stamped_ms`: each event is either found in the

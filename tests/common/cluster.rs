@@ -35,6 +35,8 @@ pub struct TestCluster {
     pub keep_entries: u64,
     /// Applied last to every member's cluster config: a test's own settings.
     pub tune: fn(&mut ClusterConfig),
+    /// The bytes one fetch reads at most (`ingest.max_fetch_bytes`), for members started next.
+    pub read_max_bytes: usize,
 }
 
 impl TestCluster {
@@ -58,6 +60,7 @@ impl TestCluster {
             store: StoreConfig::default(),
             keep_entries: ClusterConfig::default().snapshot_keep_entries,
             tune: |_| {},
+            read_max_bytes: 1 << 20,
         }
     }
 
@@ -90,7 +93,7 @@ impl TestCluster {
             pipeline: self.pipeline.clone().map(|p| p as Arc<dyn eventstreamcore::service::StartProcessing>),
             observer: None,
             store: self.store,
-            read_max_bytes: 1 << 20,
+            read_max_bytes: self.read_max_bytes,
         };
         let m = &mut self.nodes[(id - 1) as usize];
         let disk: Arc<dyn Disk> =

@@ -245,7 +245,7 @@ impl Driver {
             })?;
         self.addrs.install(book);
         let mut held = lock(&self.shared.state);
-        state.set_max_topics(held.max_topics());
+        state.keep_local_limits(&held);
         *held = state;
         drop(held);
         self.last_snapshot = snap.meta.index;
