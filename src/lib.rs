@@ -9,6 +9,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod consumers;
+mod cursor;
 pub mod event;
 pub mod fdlimit;
 #[doc(hidden)]

@@ -12,7 +12,7 @@
 //! `u8 priority`, `u8 flags` (bit 0: key present), `str16 topic`, [`bytes32 key`],
 //! `u16 header count`, per header `str16 name` + `bytes32 value`, then `bytes32 payload`.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 
 use super::{Event, Header, Priority};
 
@@ -49,7 +49,7 @@ pub fn encode_events(out: &mut impl BufMut, events: &[Event]) {
 
 /// Parses what [`encode_events`] wrote, which must fill `buf` exactly.
 pub fn decode_events(buf: Bytes) -> Result<Vec<Event>, CodecError> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     let n = r.count("events", MIN_EVENT, true)?;
     let mut events = Vec::with_capacity(n);
     for _ in 0..n {
@@ -69,7 +69,7 @@ pub fn put_str16(out: &mut impl BufMut, s: &str) {
 
 /// Reads what [`put_str16`] wrote.
 pub fn get_str16(b: &mut Bytes, what: &'static str) -> Result<String, CodecError> {
-    let mut r = Reader { buf: std::mem::take(b) };
+    let mut r = Reader::new(std::mem::take(b));
     let s = r.str16(what);
     *b = r.buf;
     s
@@ -127,56 +127,8 @@ fn read_event(r: &mut Reader) -> Result<Event, CodecError> {
     Ok(Event { topic, priority, producer_id, sequence, key, headers, payload })
 }
 
-/// A cursor that never panics.
-struct Reader {
-    buf: Bytes,
-}
-
-impl Reader {
-    fn need(&self, n: usize, what: &'static str) -> Result<(), CodecError> {
-        if self.buf.remaining() < n { Err(CodecError::Truncated(what)) } else { Ok(()) }
-    }
-    fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        self.need(1, what)?;
-        Ok(self.buf.get_u8())
-    }
-    fn u16(&mut self, what: &'static str) -> Result<u16, CodecError> {
-        self.need(2, what)?;
-        Ok(self.buf.get_u16())
-    }
-    fn u32(&mut self, what: &'static str) -> Result<u32, CodecError> {
-        self.need(4, what)?;
-        Ok(self.buf.get_u32())
-    }
-    fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
-        self.need(8, what)?;
-        Ok(self.buf.get_u64())
-    }
-    fn bytes(&mut self, n: usize, what: &'static str) -> Result<Bytes, CodecError> {
-        self.need(n, what)?;
-        Ok(self.buf.split_to(n))
-    }
-    fn str16(&mut self, what: &'static str) -> Result<String, CodecError> {
-        let n = usize::from(self.u16(what)?);
-        let b = self.bytes(n, what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| CodecError::BadUtf8(what))
-    }
-    fn bytes32(&mut self, what: &'static str) -> Result<Bytes, CodecError> {
-        let n = self.u32(what)? as usize;
-        self.bytes(n, what)
-    }
-    /// Reads a count and checks that `count * min_each` bytes could follow.
-    fn count(&mut self, what: &'static str, min_each: usize, wide: bool) -> Result<usize, CodecError> {
-        let count = if wide { self.u32(what)? as usize } else { usize::from(self.u16(what)?) };
-        if count.saturating_mul(min_each) > self.buf.remaining() {
-            return Err(CodecError::BadCount { what, count });
-        }
-        Ok(count)
-    }
-    fn finish(self) -> Result<(), CodecError> {
-        if self.buf.has_remaining() { Err(CodecError::Trailing(self.buf.remaining())) } else { Ok(()) }
-    }
-}
+type Reader = crate::cursor::Reader<CodecError>;
+crate::cursor::cursor_error!(CodecError);
 
 #[cfg(test)]
 mod tests {

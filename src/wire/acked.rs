@@ -15,7 +15,7 @@
 //! 20+N 4 CRC32C (Castagnoli) of bytes 4 .. 20+N, u32 BE
 //! ```
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::consumers::{ConsumerPosition, OffsetCommit};
 use crate::event::{Event, Header, Priority, StoredEvent};
@@ -459,56 +459,8 @@ fn put_bytes32(out: &mut BytesMut, b: &[u8]) {
     out.put_slice(b);
 }
 
-/// A cursor over a body that never panics.
-struct Reader {
-    buf: Bytes,
-}
-
-impl Reader {
-    fn need(&self, n: usize, what: &'static str) -> Result<(), BodyError> {
-        if self.buf.remaining() < n { Err(BodyError::Truncated(what)) } else { Ok(()) }
-    }
-    fn u8(&mut self, what: &'static str) -> Result<u8, BodyError> {
-        self.need(1, what)?;
-        Ok(self.buf.get_u8())
-    }
-    fn u16(&mut self, what: &'static str) -> Result<u16, BodyError> {
-        self.need(2, what)?;
-        Ok(self.buf.get_u16())
-    }
-    fn u32(&mut self, what: &'static str) -> Result<u32, BodyError> {
-        self.need(4, what)?;
-        Ok(self.buf.get_u32())
-    }
-    fn u64(&mut self, what: &'static str) -> Result<u64, BodyError> {
-        self.need(8, what)?;
-        Ok(self.buf.get_u64())
-    }
-    fn bytes(&mut self, n: usize, what: &'static str) -> Result<Bytes, BodyError> {
-        self.need(n, what)?;
-        Ok(self.buf.split_to(n))
-    }
-    fn str16(&mut self, what: &'static str) -> Result<String, BodyError> {
-        let n = usize::from(self.u16(what)?);
-        let b = self.bytes(n, what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| BodyError::BadUtf8(what))
-    }
-    fn bytes32(&mut self, what: &'static str) -> Result<Bytes, BodyError> {
-        let n = self.u32(what)? as usize;
-        self.bytes(n, what)
-    }
-    /// Reads a count and checks that `count * min_each` bytes could follow.
-    fn count(&mut self, what: &'static str, min_each: usize, wide: bool) -> Result<usize, BodyError> {
-        let count = if wide { self.u32(what)? as usize } else { usize::from(self.u16(what)?) };
-        if count.saturating_mul(min_each) > self.buf.remaining() {
-            return Err(BodyError::BadCount { what, count });
-        }
-        Ok(count)
-    }
-    fn finish(self) -> Result<(), BodyError> {
-        if self.buf.has_remaining() { Err(BodyError::Trailing(self.buf.remaining())) } else { Ok(()) }
-    }
-}
+type Reader = crate::cursor::Reader<BodyError>;
+crate::cursor::cursor_error!(BodyError);
 
 const KEY_PRESENT: u8 = 0x01;
 /// Smallest encoded event: ids, priority, flags, empty topic, no headers, empty payload.
@@ -583,7 +535,7 @@ pub fn encode_events(out: &mut BytesMut, events: &[Event]) {
 
 /// Parses what [`encode_events`] wrote, which must fill `buf` exactly. Never panics.
 pub fn decode_events(buf: Bytes) -> Result<Vec<Event>, BodyError> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     let n = r.count("events", MIN_EVENT, true)?;
     let mut events = Vec::with_capacity(n);
     for _ in 0..n {
@@ -726,7 +678,7 @@ impl Request {
     /// Parses a request body.
     pub fn decode(frame: &RawFrame) -> Result<Request, BodyError> {
         let kind = Kind::from_u8(frame.kind).ok_or(BodyError::UnknownKind(frame.kind))?;
-        let mut r = Reader { buf: frame.body.clone() };
+        let mut r = Reader::new(frame.body.clone());
         let req = match kind {
             Kind::Hello => Request::Hello { client: r.str16("client")?, token: r.str16("token")? },
             Kind::Publish => {
@@ -864,7 +816,7 @@ impl Response {
     /// Parses a reply body.
     pub fn decode(frame: &RawFrame) -> Result<Response, BodyError> {
         let kind = Kind::from_u8(frame.kind).ok_or(BodyError::UnknownKind(frame.kind))?;
-        let mut r = Reader { buf: frame.body.clone() };
+        let mut r = Reader::new(frame.body.clone());
         let resp = match kind {
             Kind::HelloOk => Response::HelloOk {
                 server: r.str16("server")?,
