@@ -364,7 +364,9 @@ impl DedupWindow {
 
     /// Merges run `next` into `prev`, its neighbour, if they now make one run (the run between
     /// them was forgotten): the runs stay the longest possible. No further merge can follow:
-    /// what follows `next` did not continue it.
+    /// what follows `next` did not continue it. Two runs longer than `u32::MAX` together stay
+    /// two (the key-by-key window wrote the first full and the rest after it: a difference only
+    /// with over 4 G keys of one producer, which that window could not hold in memory).
     fn merge(&mut self, prev: usize, next: usize) {
         let n = &self.slots[next];
         let (producer, first, len) = (n.producer, n.first_seq, n.len);
