@@ -3,9 +3,28 @@
 //!
 //! Entries expire by *replicated* time — the timestamp the ordering node stamped into the batch —
 //! never by a local clock, so every replica expires the same entries at the same point.
+//!
+//! The keys are held as *runs*: keys recorded one after the other by one producer with
+//! consecutive sequences and offsets, one topic and one stamp (a pipelined producer's share of a
+//! batch) are one run. Every operation works on runs — recording extends the newest run or starts
+//! one, expiry drops whole runs from the oldest end, the caps trim a run at its front — so a
+//! snapshot writes the window by walking a list ([`DedupWindow::runs`]) and a restore inserts
+//! each run as it is ([`DedupWindow::restore_run`]), with no work per key. The runs are always
+//! the longest possible (two neighbours that could be one run are merged), so they depend only on
+//! which keys are remembered and in which order, never on how the window got there: every replica
+//! writes the same bytes for the same applied entries, whether it applied them or restored a
+//! snapshot (the same bytes the key-by-key window of format 5 wrote).
+//!
+//! Producers are found in a `BTreeMap`, not a hash map: producer ids come from clients, and a
+//! fixed-key hasher would let a client choose ids that collide (HashDoS); a random key would make
+//! the table's layout differ per process. With the few producers of a typical window the tree is
+//! one node, and it is never worse than logarithmic whatever ids a client picks.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+#[cfg(test)]
+mod tests;
 
 /// Where a key was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,17 +33,8 @@ pub struct DedupHit {
     pub offset: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    topic: Arc<str>,
-    offset: u64,
-    stamped_ms: u64,
-    /// Which `order` item is this entry's (a key evicted and recorded again gets a new one).
-    id: u64,
-}
-
 /// `len` keys of one producer, `first_seq + i` stored at `first_offset + i` of `topic`, all
-/// stamped `stamped_ms` (see [`DedupWindow::live_runs`]).
+/// stamped `stamped_ms` (see [`DedupWindow::runs`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DedupRun<'a> {
     pub producer: u64,
@@ -36,8 +46,16 @@ pub struct DedupRun<'a> {
     pub topic: &'a Arc<str>,
 }
 
-/// Stale `order` items tolerated beyond twice the live keys before the queue is compacted.
-const ORDER_SLACK: usize = 1024;
+/// A run read from a snapshot that cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("dedup run out of range")]
+    OutOfRange,
+    #[error("dedup entry out of order")]
+    OutOfOrder,
+    #[error("dedup run repeats a remembered key")]
+    Repeated,
+}
 
 /// Limits of a [`DedupWindow`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,19 +75,63 @@ impl Default for DedupConfig {
     }
 }
 
+/// No slot: the end of the run list.
+const NIL: usize = usize::MAX;
+
+/// A run in its slot, linked to its neighbours in recording order.
+#[derive(Debug, Clone)]
+struct Run {
+    producer: u64,
+    first_seq: u64,
+    first_offset: u64,
+    stamped_ms: u64,
+    /// At least 1 while the slot is in use.
+    len: u32,
+    topic: Arc<str>,
+    prev: usize,
+    next: usize,
+}
+
+impl Run {
+    /// True if the key `(producer, seq)`, stored at `offset` of `topic` and stamped `stamped_ms`,
+    /// would continue this run (room aside).
+    fn continued_by(&self, producer: u64, seq: u64, offset: u64, stamped_ms: u64, topic: &Arc<str>) -> bool {
+        let len = u64::from(self.len);
+        self.producer == producer
+            && self.stamped_ms == stamped_ms
+            && self.first_seq.checked_add(len) == Some(seq)
+            && self.first_offset.checked_add(len) == Some(offset)
+            && (Arc::ptr_eq(&self.topic, topic) || self.topic == *topic)
+    }
+
+    /// The last key's sequence.
+    fn last_seq(&self) -> u64 {
+        self.first_seq + (u64::from(self.len) - 1)
+    }
+}
+
+/// One producer's keys.
+#[derive(Debug, Clone, Default)]
+struct Producer {
+    keys: u64,
+    /// Its runs' slots by first sequence; the runs' sequence ranges never overlap.
+    runs: BTreeMap<u64, usize>,
+}
+
 /// The table of recently seen idempotency keys.
 #[derive(Debug, Clone)]
 pub struct DedupWindow {
     config: DedupConfig,
-    producers: HashMap<u64, BTreeMap<u64, Entry>>,
-    /// Insertion order for expiry: (producer, sequence, id). Items of keys evicted by a cap go
-    /// stale and are skipped; the queue is compacted so it never holds more than
-    /// `2 × len + ORDER_SLACK` items — its memory follows the keys remembered, not the events
-    /// published in the window.
-    order: VecDeque<(u64, u64, u64)>,
+    producers: BTreeMap<u64, Producer>,
+    /// The runs, in slots reused through `free`: the memory follows the most runs ever
+    /// remembered at once (at most `max_keys`), not the keys published.
+    slots: Vec<Run>,
+    free: Vec<usize>,
+    oldest: usize,
+    newest: usize,
+    runs: usize,
     len: usize,
     last_stamp_ms: u64,
-    next_id: u64,
 }
 
 impl DedupWindow {
@@ -77,140 +139,113 @@ impl DedupWindow {
     pub fn new(config: DedupConfig) -> Self {
         DedupWindow {
             config,
-            producers: HashMap::new(),
-            order: VecDeque::new(),
+            producers: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            oldest: NIL,
+            newest: NIL,
+            runs: 0,
             len: 0,
             last_stamp_ms: 0,
-            next_id: 0,
         }
+    }
+
+    /// The run holding `(producer, seq)` and the key's index in it.
+    fn find(&self, producer: u64, seq: u64) -> Option<(&Run, u64)> {
+        let (_, &slot) = self.producers.get(&producer)?.runs.range(..=seq).next_back()?;
+        let run = &self.slots[slot];
+        let i = seq - run.first_seq;
+        (i < u64::from(run.len)).then_some((run, i))
     }
 
     /// Where `(producer, sequence)` was stored, if it is still remembered.
     pub fn lookup(&self, producer: u64, sequence: u64) -> Option<DedupHit> {
-        self.producers
-            .get(&producer)
-            .and_then(|m| m.get(&sequence))
-            .map(|e| DedupHit { topic: e.topic.clone(), offset: e.offset })
+        let (run, i) = self.find(producer, sequence)?;
+        Some(DedupHit { topic: run.topic.clone(), offset: run.first_offset + i })
     }
 
     /// [`lookup`](Self::lookup) as it will answer once [`expire`](Self::expire)d at `now_ms`
     /// (stamps never go backwards, so expiry drops exactly the keys stamped more than the window
     /// before `now_ms`).
     pub fn lookup_at(&self, producer: u64, sequence: u64, now_ms: u64) -> Option<DedupHit> {
-        self.producers
-            .get(&producer)
-            .and_then(|m| m.get(&sequence))
-            .filter(|e| e.stamped_ms.saturating_add(self.config.window_ms) >= now_ms)
-            .map(|e| DedupHit { topic: e.topic.clone(), offset: e.offset })
-    }
-
-    /// True if [`record`](Self::record) may take this key: not remembered yet, and not stamped
-    /// before the last one. Decoders check what they read with this before recording it.
-    pub fn can_record(&self, producer: u64, sequence: u64, stamped_ms: u64) -> bool {
-        stamped_ms >= self.last_stamp_ms && self.lookup(producer, sequence).is_none()
+        let (run, i) = self.find(producer, sequence)?;
+        (run.stamped_ms.saturating_add(self.config.window_ms) >= now_ms)
+            .then(|| DedupHit { topic: run.topic.clone(), offset: run.first_offset + i })
     }
 
     /// Remembers a newly stored key. `stamped_ms` must not go backwards (the state machine clamps).
     pub fn record(&mut self, producer: u64, sequence: u64, topic: Arc<str>, offset: u64, stamped_ms: u64) {
         debug_assert!(stamped_ms >= self.last_stamp_ms, "replicated time went backwards");
+        debug_assert!(
+            self.find(producer, sequence).is_none(),
+            "a key is recorded once; duplicates are looked up first"
+        );
         self.last_stamp_ms = stamped_ms;
-        let id = self.next_id;
-        self.next_id += 1;
-        let entries = self.producers.entry(producer).or_default();
-        let old = entries.insert(sequence, Entry { topic, offset, stamped_ms, id });
-        debug_assert!(old.is_none(), "a key is recorded once; duplicates are looked up first");
-        self.len += 1;
-        self.order.push_back((producer, sequence, id));
-        if entries.len() > self.config.max_keys_per_producer
-            && let Some((&lowest, _)) = entries.iter().next()
+        self.append(producer, sequence, offset, stamped_ms, 1, topic);
+        self.apply_caps(producer);
+    }
+
+    /// Adds a run read from a snapshot (see [`runs`](Self::runs)) as the newest keys, then this
+    /// window's caps: a member with smaller caps than the writer's keeps each producer's highest
+    /// sequences, then the newest keys. O(log runs), whatever the run's length. Refuses what a
+    /// damaged snapshot could hold: an empty run or one past the sequence or offset space, a
+    /// stamp before the last one, a key already remembered.
+    pub fn restore_run(&mut self, run: &DedupRun<'_>) -> Result<(), RestoreError> {
+        let n = run.len;
+        if n == 0
+            || n > u64::from(u32::MAX)
+            || run.first_seq.checked_add(n - 1).is_none()
+            || run.first_offset.checked_add(n - 1).is_none()
         {
-            entries.remove(&lowest);
-            self.len -= 1;
+            return Err(RestoreError::OutOfRange);
         }
-        while self.len > self.config.max_keys {
-            if !self.pop_oldest() {
-                break;
-            }
+        if run.stamped_ms < self.last_stamp_ms {
+            return Err(RestoreError::OutOfOrder);
         }
-        self.drop_stale_items();
+        // The ranges are disjoint: only the last run starting at or below this one's last key
+        // can overlap it.
+        let last = run.first_seq + (n - 1);
+        if let Some(p) = self.producers.get(&run.producer)
+            && let Some((_, &slot)) = p.runs.range(..=last).next_back()
+            && self.slots[slot].last_seq() >= run.first_seq
+        {
+            return Err(RestoreError::Repeated);
+        }
+        self.last_stamp_ms = run.stamped_ms;
+        self.append(run.producer, run.first_seq, run.first_offset, run.stamped_ms, n, run.topic.clone());
+        self.apply_caps(run.producer);
+        Ok(())
     }
 
     /// Forgets keys stamped more than the window before `now_ms` (replicated time).
     pub fn expire(&mut self, now_ms: u64) {
-        while let Some(&(producer, seq, id)) = self.order.front() {
-            // Items are in stamp order, so the first live one decides; stale ones just go.
-            if let Some(e) = live(&self.producers, producer, seq, id)
-                && e.stamped_ms.saturating_add(self.config.window_ms) >= now_ms
-            {
-                break;
-            }
-            self.pop_oldest();
+        // Runs are in stamp order, so the first live one decides.
+        while let Some(run) = self.slots.get(self.oldest)
+            && run.stamped_ms.saturating_add(self.config.window_ms) < now_ms
+        {
+            let len = u64::from(run.len);
+            self.trim_front(self.oldest, len);
         }
     }
 
-    /// Pops stale items at the front (a producer's lowest keys, evicted by its cap, are usually
-    /// the oldest), and compacts the queue once stale items elsewhere outnumber the live keys.
-    fn drop_stale_items(&mut self) {
-        while let Some(&(producer, seq, id)) = self.order.front() {
-            if live(&self.producers, producer, seq, id).is_some() {
-                break;
-            }
-            self.order.pop_front();
-        }
-        if self.order.len() > 2 * self.len + ORDER_SLACK {
-            let producers = &self.producers;
-            self.order.retain(|&(producer, seq, id)| live(producers, producer, seq, id).is_some());
-            if self.order.capacity() > 4 * self.order.len() + ORDER_SLACK {
-                self.order.shrink_to(2 * self.order.len() + ORDER_SLACK);
-            }
-        }
-    }
-
-    fn pop_oldest(&mut self) -> bool {
-        let Some((producer, seq, id)) = self.order.pop_front() else {
-            return false;
-        };
-        if let Some(entries) = self.producers.get_mut(&producer) {
-            if entries.get(&seq).is_some_and(|e| e.id == id) {
-                entries.remove(&seq);
-                self.len -= 1;
-            }
-            if entries.is_empty() {
-                self.producers.remove(&producer);
-            }
-        }
-        true
-    }
-
-    /// Every remembered key as `(producer, sequence, topic, offset, stamped_ms)`, oldest first —
-    /// recording them in this order into an empty window rebuilds this one (for snapshots).
-    pub fn live_entries(&self) -> impl Iterator<Item = (u64, u64, &Arc<str>, u64, u64)> + '_ {
-        self.order.iter().filter_map(|&(producer, seq, id)| {
-            let e = live(&self.producers, producer, seq, id)?;
-            Some((producer, seq, &e.topic, e.offset, e.stamped_ms))
+    /// The remembered keys as runs, oldest first: keys recorded one after the other by one
+    /// producer, with consecutive sequences and offsets, one topic and one stamp, make one run
+    /// of at most `u32::MAX` keys. Restoring them in this order into an empty window rebuilds this
+    /// one. A walk over the runs: no per-key work.
+    pub fn runs(&self) -> impl Iterator<Item = DedupRun<'_>> + '_ {
+        let mut at = self.oldest;
+        std::iter::from_fn(move || {
+            let r = self.slots.get(at)?;
+            at = r.next;
+            Some(DedupRun {
+                producer: r.producer,
+                first_seq: r.first_seq,
+                first_offset: r.first_offset,
+                stamped_ms: r.stamped_ms,
+                len: u64::from(r.len),
+                topic: &r.topic,
+            })
         })
-    }
-
-    /// The remembered keys as runs, oldest first: consecutive keys of one producer with
-    /// consecutive sequences and offsets, one topic and one stamp (a pipelined producer's
-    /// batch) make one run. Recording each run's keys in this order rebuilds this window.
-    pub fn live_runs(&self) -> Vec<DedupRun<'_>> {
-        let mut runs: Vec<DedupRun<'_>> = Vec::new();
-        for (producer, seq, topic, offset, stamped_ms) in self.live_entries() {
-            if let Some(r) = runs.last_mut()
-                && r.producer == producer
-                && r.stamped_ms == stamped_ms
-                && r.first_seq.checked_add(r.len) == Some(seq)
-                && r.first_offset.checked_add(r.len) == Some(offset)
-                && (Arc::ptr_eq(r.topic, topic) || r.topic == topic)
-                && r.len < u64::from(u32::MAX)
-            {
-                r.len += 1;
-                continue;
-            }
-            runs.push(DedupRun { producer, first_seq: seq, first_offset: offset, stamped_ms, len: 1, topic });
-        }
-        runs
     }
 
     /// The configuration.
@@ -227,151 +262,166 @@ impl DedupWindow {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
 
-/// The entry an `order` item stands for, if that key is still remembered under that item.
-fn live(producers: &HashMap<u64, BTreeMap<u64, Entry>>, producer: u64, seq: u64, id: u64) -> Option<&Entry> {
-    producers.get(&producer)?.get(&seq).filter(|e| e.id == id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn w(window_ms: u64, per: usize, max: usize) -> DedupWindow {
-        DedupWindow::new(DedupConfig { window_ms, max_keys_per_producer: per, max_keys: max })
+    /// Runs currently remembered.
+    pub fn run_count(&self) -> usize {
+        self.runs
     }
 
-    #[test]
-    fn remembers_where_a_key_went() {
-        let mut d = w(1000, 10, 100);
-        d.record(7, 1, "a".into(), 5, 0);
-        assert_eq!(d.lookup(7, 1), Some(DedupHit { topic: "a".into(), offset: 5 }));
-        assert_eq!(d.lookup(7, 2), None);
-        assert_eq!(d.lookup(8, 1), None);
-    }
-
-    #[test]
-    fn expires_by_stamped_time_only() {
-        let mut d = w(1000, 10, 100);
-        d.record(1, 1, "a".into(), 0, 100);
-        d.record(1, 2, "a".into(), 1, 600);
-        d.expire(1100);
-        assert!(d.lookup(1, 1).is_some(), "exactly at the window edge it is still remembered");
-        d.expire(1101);
-        assert!(d.lookup(1, 1).is_none());
-        assert!(d.lookup(1, 2).is_some());
-        d.expire(5000);
-        assert!(d.is_empty());
-    }
-
-    #[test]
-    fn per_producer_cap_forgets_lowest_sequences() {
-        let mut d = w(u64::MAX / 2, 2, 100);
-        for s in 0..4 {
-            d.record(1, s, "a".into(), s, 0);
+    /// Adds `len` keys `seq..` stored at `offset..` as the newest, extending the newest run as
+    /// far as they continue it (the caller has checked the keys are new and in range).
+    fn append(
+        &mut self,
+        producer: u64,
+        mut seq: u64,
+        mut offset: u64,
+        stamped_ms: u64,
+        len: u64,
+        topic: Arc<str>,
+    ) {
+        self.producers.entry(producer).or_default().keys += len;
+        self.len += len as usize;
+        let mut left = len;
+        if let Some(run) = self.slots.get_mut(self.newest)
+            && run.continued_by(producer, seq, offset, stamped_ms, &topic)
+        {
+            let take = left.min(u64::from(u32::MAX - run.len));
+            run.len += take as u32;
+            left -= take;
+            if left > 0 {
+                (seq, offset) = (seq + take, offset + take);
+            }
         }
-        assert_eq!(d.len(), 2);
-        assert!(d.lookup(1, 0).is_none() && d.lookup(1, 1).is_none());
-        assert!(d.lookup(1, 3).is_some());
-        // Stale order entries of evicted keys are skipped without corrupting the count.
-        d.expire(u64::MAX);
-        assert_eq!(d.len(), 0);
+        while left > 0 {
+            let take = left.min(u64::from(u32::MAX));
+            let run = Run {
+                producer,
+                first_seq: seq,
+                first_offset: offset,
+                stamped_ms,
+                len: take as u32,
+                topic: topic.clone(),
+                prev: NIL,
+                next: NIL,
+            };
+            let slot = self.push_newest(run);
+            self.producers.entry(producer).or_default().runs.insert(seq, slot);
+            left -= take;
+            if left > 0 {
+                (seq, offset) = (seq + take, offset + take);
+            }
+        }
     }
 
-    #[test]
-    fn live_entries_rebuild_the_same_window() {
-        let mut d = w(1000, 2, 100);
-        for s in 0..4 {
-            d.record(1, s, "a".into(), s, s * 10);
+    /// Forgets `producer`'s lowest sequences beyond its cap, then the oldest keys beyond the
+    /// total cap.
+    fn apply_caps(&mut self, producer: u64) {
+        let keys = self.producers.get(&producer).map_or(0, |p| p.keys);
+        let mut over = keys.saturating_sub(self.config.max_keys_per_producer as u64);
+        while over > 0
+            && let Some(&slot) = self.producers.get(&producer).and_then(|p| p.runs.values().next())
+        {
+            let k = over.min(u64::from(self.slots[slot].len));
+            self.trim_front(slot, k);
+            over -= k;
         }
-        d.record(2, 0, "b".into(), 0, 50);
-        d.expire(1025);
-        let mut r = w(1000, 2, 100);
-        for (p, s, t, o, st) in d.live_entries() {
-            r.record(p, s, t.clone(), o, st);
+        let mut over = self.len.saturating_sub(self.config.max_keys) as u64;
+        while over > 0 && self.oldest != NIL {
+            let k = over.min(u64::from(self.slots[self.oldest].len));
+            self.trim_front(self.oldest, k);
+            over -= k;
         }
-        assert_eq!(r.len(), d.len());
-        assert_eq!(r.len(), 2, "keys 0,1 evicted by the per-producer cap, 2 expired");
-        for (p, s) in [(1, 3), (2, 0)] {
-            assert_eq!(r.lookup(p, s), d.lookup(p, s));
-        }
-        assert_eq!(r.lookup(1, 2), None);
     }
 
-    #[test]
-    fn global_cap_forgets_oldest() {
-        let mut d = w(u64::MAX / 2, 10, 3);
-        for p in 1..=5 {
-            d.record(p, 0, "a".into(), p, p);
+    /// Forgets the `k` lowest keys (at most its length) of the run in `slot`.
+    fn trim_front(&mut self, slot: usize, k: u64) {
+        let run = &mut self.slots[slot];
+        debug_assert!(k >= 1 && k <= u64::from(run.len), "a trim takes 1..=len keys");
+        let (producer, old_first) = (run.producer, run.first_seq);
+        run.len -= k as u32;
+        let emptied = run.len == 0;
+        if !emptied {
+            run.first_seq += k;
+            run.first_offset += k;
         }
-        assert_eq!(d.len(), 3);
-        assert!(d.lookup(1, 0).is_none() && d.lookup(2, 0).is_none());
-        assert!(d.lookup(5, 0).is_some());
+        let new_first = run.first_seq;
+        self.len -= k as usize;
+        let p = self.producers.get_mut(&producer).expect("a run's producer is listed");
+        p.keys -= k;
+        p.runs.remove(&old_first);
+        if !emptied {
+            p.runs.insert(new_first, slot);
+            return;
+        }
+        if p.keys == 0 {
+            self.producers.remove(&producer);
+        }
+        let (prev, next) = self.detach(slot);
+        if prev != NIL && next != NIL {
+            self.merge(prev, next);
+        }
     }
 
-    /// A producer's keys evicted by its cap must not pile up in the expiry queue for the whole
-    /// window (they did: 24 B per event published in the last 10 minutes, the server's RSS grew
-    /// with every event). Producer 1's key stays live at the front, so only compaction helps.
-    #[test]
-    fn expiry_queue_follows_the_live_keys_not_the_published_ones() {
-        let mut d = w(u64::MAX / 2, 10, 1_000_000);
-        d.record(1, 0, "a".into(), 0, 0);
-        for s in 0..100_000 {
-            d.record(2, s, "a".into(), s + 1, 1);
+    /// Merges run `next` into `prev`, its neighbour, if they now make one run (the run between
+    /// them was forgotten): the runs stay the longest possible. No further merge can follow:
+    /// what follows `next` did not continue it. Two runs longer than `u32::MAX` together stay
+    /// two (the key-by-key window wrote the first full and the rest after it: a difference only
+    /// with over 4 G keys of one producer, which that window could not hold in memory).
+    fn merge(&mut self, prev: usize, next: usize) {
+        let n = &self.slots[next];
+        let (producer, first, len) = (n.producer, n.first_seq, n.len);
+        let p = &self.slots[prev];
+        if u64::from(p.len) + u64::from(len) > u64::from(u32::MAX)
+            || !p.continued_by(producer, first, n.first_offset, n.stamped_ms, &n.topic)
+        {
+            return;
         }
-        assert_eq!(d.len(), 11);
-        assert!(d.order.len() <= 2 * d.len() + ORDER_SLACK, "{} items for {} keys", d.order.len(), d.len());
-        assert!(d.order.capacity() <= 4 * (2 * d.len() + ORDER_SLACK), "capacity {}", d.order.capacity());
-        let live: Vec<_> = d.live_entries().map(|(p, s, ..)| (p, s)).collect();
-        let want: Vec<_> = std::iter::once((1, 0)).chain((99_990..100_000).map(|s| (2, s))).collect();
-        assert_eq!(live, want, "oldest first, each once");
+        self.slots[prev].len += len;
+        self.producers.get_mut(&producer).expect("a run's producer is listed").runs.remove(&first);
+        self.detach(next);
     }
 
-    /// A key evicted by the cap and recorded again is one live key, listed once, expired once.
-    #[test]
-    fn a_key_recorded_again_after_eviction_is_listed_once() {
-        let mut d = w(1000, 1, 100);
-        d.record(1, 5, "a".into(), 0, 10);
-        d.record(1, 6, "a".into(), 1, 10); // evicts 5
-        d.record(1, 5, "a".into(), 2, 10); // 5 is lowest again: evicted at once
-        d.record(2, 1, "a".into(), 3, 10);
-        d.record(2, 0, "a".into(), 4, 20); // evicts 0 itself
-        assert_eq!(d.len(), 2);
-        assert_eq!(d.live_entries().count(), 2);
-        d.expire(1011);
-        assert!(d.is_empty(), "{:?}", d.live_entries().collect::<Vec<_>>());
-        assert_eq!(d.order.len(), 0);
+    /// Takes a slot for `run` and links it as the newest.
+    fn push_newest(&mut self, mut run: Run) -> usize {
+        (run.prev, run.next) = (self.newest, NIL);
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s] = run;
+                s
+            }
+            None => {
+                self.slots.push(run);
+                self.slots.len() - 1
+            }
+        };
+        match self.newest {
+            NIL => self.oldest = slot,
+            n => self.slots[n].next = slot,
+        }
+        self.newest = slot;
+        self.runs += 1;
+        slot
     }
 
-    /// A pipelined producer's keys are written as a few runs, not key by key (a snapshot wrote
-    /// ~47 bytes per remembered key: 18 MB at 400 K keys, rewritten at every snapshot).
-    #[test]
-    fn consecutive_keys_of_a_producer_make_one_run() {
-        let mut d = w(u64::MAX / 2, 100, 1000);
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        for s in 0..10 {
-            d.record(1, s, a.clone(), 100 + s, 5);
+    /// Unlinks the run in `slot` and frees the slot; returns its former neighbours.
+    fn detach(&mut self, slot: usize) -> (usize, usize) {
+        let (prev, next) = (self.slots[slot].prev, self.slots[slot].next);
+        match prev {
+            NIL => self.oldest = next,
+            p => self.slots[p].next = next,
         }
-        d.record(2, 0, a.clone(), 110, 5); // another producer breaks the run
-        d.record(1, 10, a.clone(), 111, 5); // offset gap: a new run
-        d.record(1, 11, a.clone(), 112, 6); // new stamp: a new run
-        d.record(1, 12, b.clone(), 113, 6); // other topic: a new run
-        let runs: Vec<_> = d
-            .live_runs()
-            .iter()
-            .map(|r| (r.producer, r.first_seq, r.first_offset, r.stamped_ms, r.len))
-            .collect();
-        assert_eq!(
-            runs,
-            vec![
-                (1, 0, 100, 5, 10),
-                (2, 0, 110, 5, 1),
-                (1, 10, 111, 5, 1),
-                (1, 11, 112, 6, 1),
-                (1, 12, 113, 6, 1)
-            ]
-        );
-        assert_eq!(d.live_runs().iter().map(|r| r.len).sum::<u64>(), d.len() as u64);
+        match next {
+            NIL => self.newest = prev,
+            n => self.slots[n].prev = prev,
+        }
+        self.slots[slot].len = 0;
+        self.runs -= 1;
+        if self.runs == 0 {
+            self.slots.clear();
+            self.free.clear();
+        } else {
+            self.free.push(slot);
+        }
+        (prev, next)
     }
 }

@@ -13,7 +13,7 @@ use crate::rt::{Disk, SimDisk};
 use crate::store::{StoreConfig, StoreError, StoreMeta, TopicSet};
 
 use super::consumers::ConsumerTable;
-use super::dedup::{DedupConfig, DedupWindow};
+use super::dedup::{DedupConfig, DedupRun, DedupWindow};
 use crate::consumers::{ConsumerError, ConsumerPosition, OffsetCommit};
 use crate::service::{Appended, FetchReply, ServiceError};
 
@@ -528,9 +528,9 @@ impl EventLogState {
 
     /// The part of a snapshot after the topic files: dedup, checkpoint, consumers, retention.
     fn encode_tail(&self, out: &mut BytesMut, format: u8) {
-        let runs = self.dedup.live_runs();
-        out.put_u64(runs.len() as u64);
-        for r in runs {
+        // O(runs): the window keeps its keys as runs (no work per key in the driver's round).
+        out.put_u64(self.dedup.run_count() as u64);
+        for r in self.dedup.runs() {
             out.put_u64(r.producer);
             out.put_u64(r.first_seq);
             out.put_u64(r.first_offset);
@@ -644,7 +644,9 @@ impl EventLogState {
         Ok(st)
     }
 
-    /// The dedup window: runs of keys (see [`DedupWindow::live_runs`]), oldest first.
+    /// The dedup window: runs of keys (see [`DedupWindow::runs`]), oldest first, each restored
+    /// whole (no work per key: a restart or install with 400 K remembered keys restores a few
+    /// thousand runs).
     fn decode_dedup(&mut self, b: &mut Bytes) -> Result<(), SnapshotDecodeError> {
         let err = |what: &str| SnapshotDecodeError(what.to_string());
         if b.remaining() < 8 {
@@ -655,7 +657,8 @@ impl EventLogState {
             if b.remaining() < 36 {
                 return Err(err("truncated at dedup run"));
             }
-            let (producer, seq, offset, stamped) = (b.get_u64(), b.get_u64(), b.get_u64(), b.get_u64());
+            let (producer, first_seq, first_offset, stamped_ms) =
+                (b.get_u64(), b.get_u64(), b.get_u64(), b.get_u64());
             let len = u64::from(b.get_u32());
             let topic = get_str(b)?;
             let name = self
@@ -663,20 +666,14 @@ impl EventLogState {
                 .get(&topic)
                 .map(|t| t.name.clone())
                 .ok_or_else(|| err("dedup key of unknown topic"))?;
-            if len == 0 || seq.checked_add(len).is_none() || offset.checked_add(len).is_none() {
-                return Err(err("dedup run out of range"));
+            if stamped_ms > self.last_stamp_ms {
+                return Err(err("dedup entry out of order"));
             }
             if crate::planted!(DedupNotInSnapshot) {
                 continue;
             }
-            // Keys below this member's per-producer cap would be forgotten as they are recorded.
-            let cap = self.dedup.config().max_keys_per_producer as u64;
-            for i in len.saturating_sub(cap)..len {
-                if stamped > self.last_stamp_ms || !self.dedup.can_record(producer, seq + i, stamped) {
-                    return Err(err("dedup entry out of order"));
-                }
-                self.dedup.record(producer, seq + i, name.clone(), offset + i, stamped);
-            }
+            let run = DedupRun { producer, first_seq, first_offset, stamped_ms, len, topic: &name };
+            self.dedup.restore_run(&run).map_err(|e| err(&e.to_string()))?;
         }
         Ok(())
     }
@@ -1111,6 +1108,18 @@ mod tests {
         bad[at..at + 8].copy_from_slice(&0x1000u64.to_be_bytes());
         let e = decode_on_copy(&s, DedupConfig::default(), Bytes::from(bad)).err();
         assert_eq!(e.map(|e| e.0), Some("dedup entry out of order".to_string()));
+    }
+
+    /// A client may use the last sequence number; the window's run holding it used to be refused
+    /// when the snapshot was read back ("dedup run out of range": `seq + len` overflowed), so a
+    /// member that had taken such a snapshot could not restart.
+    #[test]
+    fn the_last_sequence_number_survives_a_snapshot() {
+        let mut s = EventLogState::new(DedupConfig::default());
+        s.apply_batch(vec![ev("a", 1, u64::MAX - 1), ev("a", 1, u64::MAX)], 10).unwrap();
+        let r = decode_on_copy(&s, DedupConfig::default(), s.encode_snapshot()).unwrap();
+        assert_eq!(r.dedup_len(), 2);
+        assert_eq!(r.snapshot_digest(), s.snapshot_digest());
     }
 
     #[test]
