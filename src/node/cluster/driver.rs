@@ -49,7 +49,10 @@ impl Driver {
             }
         };
         match outcome {
-            Ok(()) => self.stop(ServiceError::ShuttingDown),
+            Ok(()) => {
+                self.stop(ServiceError::ShuttingDown);
+                self.snapshot_at_shutdown();
+            }
             Err(e) => {
                 let why = format!("node {} stopped replicating: storage failed: {e}; restart it", self.id);
                 tracing::error!(node = self.id, error = %e, "storage failed; the node stops replicating");
