@@ -337,3 +337,20 @@ async fn a_crash_during_or_after_the_shutdown_snapshot_converges() {
     }
     assert!(struck >= 8, "the crash struck inside the shutdown snapshot in {struck} of 16 runs");
 }
+
+/// Issue 13: a restarted single member campaigns at once rather than at its first tick (here a
+/// minute away): `start` waits at most 2.5 s for it to lead.
+#[tokio::test]
+async fn a_restarted_single_member_leads_without_waiting_for_a_tick() {
+    let disk = Arc::new(SimDisk::new());
+    let (node, task) = start(disk.clone(), 10_000).await;
+    node.publish(vec![keyed(0)]).await.unwrap();
+    node.shutdown();
+    task.wait().await;
+    let mut slow = opts(10_000);
+    slow.cluster.tick_ms = 60_000;
+    let (node, task) = start_with(disk.clone(), slow).await;
+    assert_eq!(node.publish(vec![keyed(1)]).await.unwrap()[0].offset, 1);
+    node.shutdown();
+    task.wait().await;
+}

@@ -36,6 +36,14 @@
 //! tail) is cut, with the later segments; anything bad below it is refused as
 //! [`StoreError::Corrupt`] with the file and byte offset.
 //!
+//! A restart at a snapshot ([`TopicSet::open`] with metadata) reads nothing (issue 13): the
+//! snapshot records the active segment's synced length and checksum, so that segment is cut to
+//! that length unread (what was written after the snapshot is replayed from the Raft log) and
+//! later segments are removed; its index and checksum resume from the record. The recorded
+//! front is scanned, and its checksum checked against the record, when a read first needs an
+//! offset in it. With [`StoreConfig::verify_on_open`], or when the files do not line up with
+//! the record, the open scans as above.
+//!
 //! # Bit rot (issue 15)
 //!
 //! Every record carries a CRC32C over its length and payload, so a flipped bit is never served:

@@ -1,5 +1,6 @@
 //! Opening a topic store: list its segments, scan the ones that may hold unsynced data, cut a
-//! torn or lost tail, refuse damage below the synced point.
+//! torn or lost tail, refuse damage below the synced point — or, at a snapshot that recorded the
+//! active segment's length and checksum, cut back to it without reading.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

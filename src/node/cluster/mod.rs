@@ -407,7 +407,8 @@ impl ClusterNode {
         let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
         let mut driver = Driver {
             id,
-            next_tick: clock.mono() + tick,
+            // A sole voter campaigns at its first tick: give it that tick now (issue 13).
+            next_tick: clock.mono() + if raft.is_sole_committed_voter() { Duration::ZERO } else { tick },
             tick,
             commit_timeout: Duration::from_millis(cfg.commit_timeout_ms),
             snapshot_entries: cfg.snapshot_entries,
