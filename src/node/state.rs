@@ -630,6 +630,7 @@ impl EventLogState {
             decode_files_flag(&mut b)?;
         }
         let store = open(&meta).map_err(|e| SnapshotDecodeError(format!("topic files: {e}")))?;
+        tracing::debug!(topics = meta.topics.len(), "restart: topic files opened at the snapshot");
         let mut st = EventLogState::with_store(dedup, store);
         (st.last_stamp_ms, st.batches_applied, st.events_stored) =
             (last_stamp_ms, batches_applied, events_stored);
@@ -637,6 +638,7 @@ impl EventLogState {
             st.topics.insert(t.name.clone(), TopicInfo { name: Arc::from(t.name.as_str()), bytes: 0 });
         }
         st.decode_rest(&mut b, v)?;
+        tracing::debug!(events = st.events_stored, "restart: dedup window, consumers and checkpoint decoded");
         // Against the metadata, not the files: an install may still be pulling them.
         if meta.topics.iter().map(|t| t.end).sum::<u64>() != st.events_stored {
             return Err(SnapshotDecodeError("event counter does not match the logs".into()));

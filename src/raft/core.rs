@@ -251,6 +251,12 @@ impl Raft {
         self.vote
     }
 
+    /// The only voter of a committed configuration: it campaigns at its first tick, so a driver
+    /// may give it that tick at once (a single member serves right after a restart).
+    pub fn is_sole_committed_voter(&self) -> bool {
+        self.sole_committed_voter()
+    }
+
     /// Current role.
     pub fn role(&self) -> Role {
         self.role

@@ -36,6 +36,14 @@
 //! tail) is cut, with the later segments; anything bad below it is refused as
 //! [`StoreError::Corrupt`] with the file and byte offset.
 //!
+//! A restart at a snapshot ([`TopicSet::open`] with metadata) reads nothing (issue 13): the
+//! snapshot records the active segment's synced length and checksum, so that segment is cut to
+//! that length unread (what was written after the snapshot is replayed from the Raft log) and
+//! later segments are removed; its index and checksum resume from the record. The recorded
+//! front is scanned, and its checksum checked against the record, when a read first needs an
+//! offset in it. With [`StoreConfig::verify_on_open`], or when the files do not line up with
+//! the record, the open scans as above.
+//!
 //! # Bit rot (issue 15)
 //!
 //! Every record carries a CRC32C over its length and payload, so a flipped bit is never served:
@@ -430,14 +438,22 @@ impl TopicStore {
 
     /// Byte position to start reading `offset` in `seg`, indexing the segment first if needed.
     fn seek(&self, seg: &Segment, offset: u64) -> Result<u64, StoreError> {
-        self.index_segment(seg)?;
-        Ok(seg.index().as_ref().expect("built above").seek(offset - seg.base))
+        let rel = offset - seg.base;
+        if seg.index().as_ref().is_none_or(|i| i.needs_fill(rel)) {
+            self.index_segment(seg)?;
+        }
+        Ok(seg.index().as_ref().expect("built above").seek(rel))
     }
 
-    /// Builds a segment's index if it has none, checking every record (checksum, offsets) on the
-    /// way: the segment's bytes are then known good.
+    /// Builds a segment's index if it has none (or indexes the front a restart did not read),
+    /// checking every record (checksum, offsets) on the way: the segment's bytes are then known
+    /// good.
     fn index_segment(&self, seg: &Segment) -> Result<(), StoreError> {
         let mut index = seg.index();
+        if let Some(front) = index.as_ref().and_then(|i| i.unindexed) {
+            let scanned = self.scan_front(seg, front)?;
+            index.as_mut().expect("checked above").fill(scanned);
+        }
         if index.is_none() {
             let fetch = |pos, len| self.bytes_at(seg, pos, len);
             let scan = segment::scan(fetch, seg.base, seg.len, self.cfg.index_interval_bytes)?;
@@ -452,6 +468,29 @@ impl TopicStore {
             *index = Some(scan.index);
         }
         Ok(())
+    }
+
+    /// Scans the front of the active segment a restart did not read: its records must run from
+    /// the segment's base to `front.rel` and end at byte `front.pos` with the checksum the
+    /// snapshot recorded.
+    fn scan_front(&self, seg: &Segment, front: segment::Unindexed) -> Result<SegIndex, StoreError> {
+        let fetch = |pos, len| self.bytes_at(seg, pos, len);
+        let scan = segment::scan(fetch, seg.base, front.pos, self.cfg.index_interval_bytes)?;
+        if let Some(stop) = scan.stop {
+            return Err(self.corrupt(&seg.name, stop.pos, &stop.reason));
+        }
+        if scan.end != seg.base + front.rel || scan.len != front.pos || scan.index.crc != front.crc {
+            let why = format!(
+                "records up to byte {} end at offset {} with checksum {:08x}; the snapshot recorded offset {} and {:08x}",
+                scan.len,
+                scan.end,
+                scan.index.crc,
+                seg.base + front.rel,
+                front.crc
+            );
+            return Err(self.corrupt(&seg.name, scan.len, &why));
+        }
+        Ok(scan.index)
     }
 
     /// Reads every retained segment not yet checked in this process (a sealed segment recovery

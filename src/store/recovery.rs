@@ -1,11 +1,12 @@
 //! Opening a topic store: list its segments, scan the ones that may hold unsynced data, cut a
-//! torn or lost tail, refuse damage below the synced point.
+//! torn or lost tail, refuse damage below the synced point — or, at a snapshot that recorded the
+//! active segment's length and checksum, cut back to it without reading.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::segment::{self, Segment};
-use super::{StoreConfig, StoreError, TailCache, TopicStore};
+use super::segment::{self, SegIndex, Segment, Unindexed};
+use super::{SegmentMeta, StoreConfig, StoreError, TailCache, TopicStore};
 use crate::rt::Disk;
 
 impl TopicStore {
@@ -19,6 +20,55 @@ impl TopicStore {
         synced: u64,
     ) -> Result<Self, StoreError> {
         check(prefix, &cfg)?;
+        let mut store = Self::listed(disk, prefix, cfg)?;
+        store.recover_tail(synced)?;
+        if store.end_offset() < synced {
+            return Err(StoreError::Missing { prefix: prefix.to_string(), end: store.end_offset(), synced });
+        }
+        store.synced = store.end_offset();
+        Ok(store)
+    }
+
+    /// Opens the topic log of `prefix` exactly as a snapshot recorded it (`end`, and `last`, its
+    /// active segment then, fsynced before the snapshot was recorded): what was written after it is
+    /// cut without being read — the Raft log replays it — and the recorded bytes are trusted by
+    /// their length and checksum, read (and checked) only when a read first needs them. `None`
+    /// when the files do not line up with the record or `cfg.verify_on_open` asks for every
+    /// record to be read: the caller then opens with [`TopicStore::open`], which scans.
+    pub(super) fn open_at_snapshot(
+        disk: Arc<dyn Disk>,
+        prefix: &str,
+        cfg: StoreConfig,
+        end: u64,
+        last: &SegmentMeta,
+    ) -> Result<Option<Self>, StoreError> {
+        check(prefix, &cfg)?;
+        let Some(crc) = last.crc.filter(|_| !cfg.verify_on_open && last.end == end && last.base <= end)
+        else {
+            return Ok(None);
+        };
+        let mut store = Self::listed(disk, prefix, cfg)?;
+        let file_len = match store.segments.get(&last.base) {
+            Some(seg) if seg.len >= last.bytes => seg.len,
+            _ => return Ok(None),
+        };
+        let front = Unindexed { rel: end - last.base, pos: last.bytes, crc };
+        let name = store.segments[&last.base].name.clone();
+        if file_len > last.bytes {
+            tracing::debug!(file = %name, cut = file_len - last.bytes, "cutting what was written after the snapshot");
+            store.mutate(|s| s.disk.truncate(&name, last.bytes))?;
+        }
+        store.mutate(|s| s.disk.sync(&name))?;
+        let seg = store.segments.get_mut(&last.base).expect("listed");
+        (seg.end, seg.len, seg.synced_len) = (end, last.bytes, last.bytes);
+        *seg.index_mut() = Some(SegIndex::resumed(front));
+        store.drop_after(last.base)?;
+        store.synced = store.end_offset();
+        Ok(Some(store))
+    }
+
+    /// The store of the segment files of `prefix` on `disk`, each trusted by its length, none read.
+    fn listed(disk: Arc<dyn Disk>, prefix: &str, cfg: StoreConfig) -> Result<Self, StoreError> {
         let mut segments = BTreeMap::new();
         for name in disk.list(prefix)? {
             if let Some(base) = segment::parse_segment_name(prefix, &name) {
@@ -35,7 +85,7 @@ impl TopicStore {
             segments.get_mut(&w[0]).expect("listed").end = w[1];
         }
         let first = bases.first().copied().unwrap_or(0);
-        let mut store = TopicStore {
+        Ok(TopicStore {
             disk,
             prefix: prefix.to_string(),
             cfg,
@@ -47,13 +97,7 @@ impl TopicStore {
             poisoned: false,
             buf: Vec::new(),
             corrupt_found: Default::default(),
-        };
-        store.recover_tail(synced)?;
-        if store.end_offset() < synced {
-            return Err(StoreError::Missing { prefix: prefix.to_string(), end: store.end_offset(), synced });
-        }
-        store.synced = store.end_offset();
-        Ok(store)
+        })
     }
 
     /// Scans from the segment that holds `synced` on; cuts at the first bad record or gap at or

@@ -82,9 +82,52 @@ pub(super) struct SegIndex {
     pub(super) last_stamp_ms: u64,
     /// Byte position of the last index entry.
     last_pos: u64,
+    /// Records below this point are not indexed yet (a restart trusted them by the snapshot).
+    pub(super) unindexed: Option<Unindexed>,
+}
+
+/// The front of a segment a restart did not read: records `base..base + rel` in bytes
+/// `0..pos`, whose checksum the snapshot recorded as `crc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Unindexed {
+    pub(super) rel: u64,
+    pub(super) pos: u64,
+    pub(super) crc: u32,
 }
 
 impl SegIndex {
+    /// The index of a segment whose first `front.pos` bytes are known only by the snapshot's
+    /// record of them: appends extend it, reads below `front` fill it first ([`Self::fill`]).
+    pub(super) fn resumed(front: Unindexed) -> Self {
+        if front.pos == 0 {
+            return SegIndex::default();
+        }
+        let rel = u32::try_from(front.rel).expect("segment holds fewer than 2^32 records");
+        let at = u32::try_from(front.pos).expect("segment smaller than 4 GiB");
+        SegIndex {
+            entries: vec![(rel, at)],
+            crc: front.crc,
+            last_stamp_ms: 0,
+            last_pos: front.pos,
+            unindexed: Some(front),
+        }
+    }
+
+    /// Whether reading offset `base + rel` needs the unread front indexed first.
+    pub(super) fn needs_fill(&self, rel: u64) -> bool {
+        self.unindexed.is_some_and(|u| rel < u.rel)
+    }
+
+    /// Takes a scan of the unread front (checked against what the snapshot recorded by the
+    /// caller) into this index.
+    pub(super) fn fill(&mut self, front: SegIndex) {
+        let mut entries = front.entries;
+        let last = entries.last().map(|e| e.0);
+        entries.extend(self.entries.iter().copied().filter(|e| last.is_none_or(|l| e.0 > l)));
+        self.entries = entries;
+        self.unindexed = None;
+    }
+
     /// Notes a record of offset `base + rel` at byte `pos` (the caller extends `crc`).
     pub(super) fn note(&mut self, rel: u64, pos: u64, payload: &[u8], interval: u64) {
         if self.entries.is_empty() || pos >= self.last_pos + interval {

@@ -49,7 +49,10 @@ impl Driver {
             }
         };
         match outcome {
-            Ok(()) => self.stop(ServiceError::ShuttingDown),
+            Ok(()) => {
+                self.stop(ServiceError::ShuttingDown);
+                self.snapshot_at_shutdown();
+            }
             Err(e) => {
                 let why = format!("node {} stopped replicating: storage failed: {e}; restart it", self.id);
                 tracing::error!(node = self.id, error = %e, "storage failed; the node stops replicating");
@@ -102,6 +105,25 @@ impl Driver {
             if !self.is_stalled() {
                 self.raft.report_unreachable(id);
             }
+        }
+    }
+
+    /// Logs (debug) once the entries the WAL held at start are applied again: the replay a
+    /// restart costs after the snapshot.
+    fn note_replayed(&mut self) {
+        if let Some((to, since)) = self.replay_to
+            && self.raft.applied() >= to
+        {
+            let ms = self.clock.mono().saturating_sub(since).as_millis() as u64;
+            let entries = to.saturating_sub(self.last_snapshot);
+            tracing::debug!(
+                node = self.id,
+                index = to,
+                entries,
+                ms,
+                "restart: the log after the snapshot is applied again"
+            );
+            self.replay_to = None;
         }
     }
 
@@ -292,6 +314,7 @@ impl Driver {
             }
         }
         self.release_core();
+        self.note_replayed();
         self.answer_applied_reads();
         self.manage_pipeline(soft_state.is_some());
         // Changes that just applied are answered before a step-down fails the rest (removing the

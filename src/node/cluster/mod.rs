@@ -44,7 +44,7 @@ use crate::service::{
 };
 use crate::store::{StoreConfig, StoreError, TopicSet};
 use crate::transport::{Inbox, PeerTransport, StatsReader, TransportConfig};
-use crate::wal::{RaftStorage, StorageError, StorageOptions};
+use crate::wal::{RaftStorage, Recovered, StorageError, StorageOptions};
 
 mod addresses;
 mod admin;
@@ -342,18 +342,8 @@ impl ClusterNode {
     ) -> Result<(ClusterNode, ClusterTask), ClusterError> {
         let cfg = opts.cluster.clone();
         let id = opts.node_id;
-        let storage_opts = StorageOptions { segment_bytes: cfg.segment_bytes, repair: opts.repair };
-        let (storage, recovered) = RaftStorage::open(disk.clone(), storage_opts)?;
-        for note in &recovered.repaired {
-            tracing::warn!(node = id, "recovery: {note}");
-        }
-        let mut addrs = BTreeMap::new();
-        for m in &cfg.members {
-            addrs.insert(m.id, Addr { raft: m.raft_addr.clone(), client: m.client_addr.clone() });
-        }
-        addrs.insert(id, Addr { raft: cfg.raft_listen.to_string(), client: opts.client_addr.clone() });
         let store_cfg = opts.store;
-        let (state, resume) = recover_state(&opts, &disk, recovered.snapshot.as_ref(), &mut addrs)?;
+        let (storage, recovered, state, resume, mut addrs) = recover(&opts, &disk, &clock)?;
         // Addresses of members added after the snapshot are in the configuration entries.
         for e in &recovered.entries {
             note_conf_entry(&mut addrs, e);
@@ -369,6 +359,7 @@ impl ClusterNode {
             ConfState::with_voters(cfg.members.iter().map(|m| m.id))
         };
         tracing::info!(node = id, fresh, entries = recovered.entries.len(), "recovered");
+        let replay_to = recovered.entries.last().map(|e| (e.index, clock.mono()));
         let restored = RestoredState {
             hard_state: recovered.hard_state,
             snapshot: recovered.snapshot,
@@ -416,7 +407,8 @@ impl ClusterNode {
         let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
         let mut driver = Driver {
             id,
-            next_tick: clock.mono() + tick,
+            // A sole voter campaigns at its first tick: give it that tick now (issue 13).
+            next_tick: clock.mono() + if raft.is_sole_committed_voter() { Duration::ZERO } else { tick },
             tick,
             commit_timeout: Duration::from_millis(cfg.commit_timeout_ms),
             snapshot_entries: cfg.snapshot_entries,
@@ -437,6 +429,7 @@ impl ClusterNode {
             next_read_ctx: 1,
             admin: Vec::new(),
             last_snapshot,
+            replay_to,
             pipeline_setup: opts.pipeline.clone(),
             pipeline: None,
             leader_since: None,
@@ -765,6 +758,8 @@ struct Driver {
     next_read_ctx: u64,
     admin: Vec<PendingAdmin>,
     last_snapshot: Index,
+    /// The last entry the WAL held at start, and when the driver started: logged once applied.
+    replay_to: Option<(Index, Duration)>,
     pipeline_setup: Option<Arc<dyn StartProcessing>>,
     /// The pipeline, while this member leads and has caught up.
     pipeline: Option<Arc<dyn Processing>>,
@@ -807,6 +802,41 @@ impl RoundError {
             _ => false,
         }
     }
+}
+
+/// What a start recovers from `disk`: the WAL, the state at its snapshot, the install to resume
+/// and the address book (configured members, then the snapshot's). Logs how long each part took.
+#[allow(clippy::type_complexity)]
+fn recover(
+    opts: &ClusterOptions,
+    disk: &Arc<dyn Disk>,
+    clock: &NodeClock,
+) -> Result<
+    (RaftStorage, Recovered, EventLogState, Option<catchup::Install>, BTreeMap<NodeId, Addr>),
+    ClusterError,
+> {
+    let (cfg, id, t0) = (&opts.cluster, opts.node_id, clock.mono());
+    let storage_opts = StorageOptions { segment_bytes: cfg.segment_bytes, repair: opts.repair };
+    let (storage, recovered) = RaftStorage::open(disk.clone(), storage_opts)?;
+    for note in &recovered.repaired {
+        tracing::warn!(node = id, "recovery: {note}");
+    }
+    let wal = clock.mono();
+    let mut addrs = BTreeMap::new();
+    for m in &cfg.members {
+        addrs.insert(m.id, Addr { raft: m.raft_addr.clone(), client: m.client_addr.clone() });
+    }
+    addrs.insert(id, Addr { raft: cfg.raft_listen.to_string(), client: opts.client_addr.clone() });
+    let (state, resume) = recover_state(opts, disk, recovered.snapshot.as_ref(), &mut addrs)?;
+    let ms = |a: Duration, b: Duration| b.saturating_sub(a).as_millis() as u64;
+    tracing::debug!(
+        node = id,
+        wal_ms = ms(t0, wal),
+        state_ms = ms(wal, clock.mono()),
+        snapshot = recovered.snapshot.as_ref().map_or(0, |s| s.meta.index),
+        "restart: WAL and state recovered"
+    );
+    Ok((storage, recovered, state, resume, addrs))
 }
 
 /// The state at the last snapshot (its topic files cut back to it), or empty; the WAL after it
