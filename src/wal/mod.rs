@@ -759,6 +759,7 @@ impl FreedSegments {
     }
 }
 
+pub use recovery::{UnvouchedTail, unvouched_tail};
 use recovery::*;
 use segment::*;
 use state_files::*;

@@ -10,6 +10,7 @@
 //! `rejoin`, and other crashes and disk faults leave the member alone until the run heals.
 
 use super::*;
+use eventstreamcore::wal;
 
 /// The files of a member's log disk that rot, by prefix: WAL segments, the snapshot (and a
 /// snapshot install in progress), the hard state, topic segments.
@@ -20,14 +21,18 @@ use super::*;
 /// is refused like a rotted WAL's (rot past the snapshot's point is cut and replayed instead).
 const ROT_PREFIXES: &[&str] = &["wal-", "snapshot", "hardstate", "topic-"];
 
-/// The newest WAL segment does not rot: a flipped bit in its last write batch, past the written
-/// hard state's commit index and followed by no valid record, is indistinguishable from a torn
-/// unsynced write, so recovery cuts it and the member silently loses a synced entry it may have
-/// acked (seeds 508, 1328 and 1438, through the `committed entry lost` check). Nothing on disk
-/// vouches for that batch without a second fsync per round; the sound fix is in Raft (a member
-/// that cut a tail neither votes nor campaigns until it caught up past the cut). See TESTBED.md,
-/// "The newest WAL segment stays spared, and why". Rot everywhere else is detected.
-const SPARE_NEWEST: &[&str] = &["wal-"];
+/// The newest WAL segment rots too, except its last record while that holds an entry past the
+/// written hard state's commit index ([`wal::unvouched_tail`]): a flipped bit there, followed by
+/// no valid record, is indistinguishable from a torn unsynced write, so recovery cuts it and the
+/// member silently loses a synced entry it may have acked (seeds 508, 1328 and 1438, through the
+/// `committed entry lost` check). Nothing on disk vouches for that record without a second fsync
+/// per round; the sound fix is in Raft (a member that cut a tail neither votes nor campaigns until
+/// it caught up past the cut). See TESTBED.md, "The newest WAL segment". Rot everywhere else in
+/// it (followed by a valid record, or at or below the vouched commit) is refused at the start.
+fn spare_unvouched(disk: &SimDisk) -> Option<wal::UnvouchedTail> {
+    // Read as the reboot's power failure leaves the disk: only synced bytes.
+    wal::unvouched_tail(&disk.durable_copy()).ok().flatten()
+}
 
 /// How long after its reboot a member has to start or refuse.
 const OUTCOME_WITHIN: Duration = Duration::from_secs(5);
@@ -50,7 +55,9 @@ impl FaultInjector<'_> {
         let slot = self.slots[node].handles();
         let only: Vec<&str> = files.into_iter().collect();
         let prefixes = if only.is_empty() { ROT_PREFIXES } else { &only[..] };
-        let Some(rot) = slot.disk.rot(prefixes, SPARE_NEWEST, &mut rng) else {
+        let newest = spare_unvouched(&slot.disk);
+        let spare: Vec<(String, u64)> = newest.iter().map(|t| (t.segment.clone(), t.from)).collect();
+        let Some(rot) = slot.disk.rot(prefixes, &spare, &mut rng) else {
             self.history.count("bit_rot_nothing_synced");
             self.rejoin_busy.store(false, Ordering::SeqCst);
             return;
@@ -61,6 +68,11 @@ impl FaultInjector<'_> {
         if topic {
             slot.disk.count_topic_rot(false);
             self.history.count("bit_rot_injected_in_topic_segments");
+        }
+        let newest_wal = newest.is_some_and(|t| t.segment == rot.file);
+        if newest_wal {
+            slot.disk.count_newest_wal_rot(false);
+            self.history.count("bit_rot_injected_in_the_newest_wal_segment");
         }
         self.log.mark(Some(node), format!("bit rot: {} byte {}", rot.file, rot.offset));
         self.down_until[node] = self.fault_end + Duration::from_secs(5);
@@ -76,7 +88,7 @@ impl FaultInjector<'_> {
             log: self.log.clone(),
             give_up: self.fault_end + Duration::from_secs(30),
         };
-        let job = RotRecovery { rejoin, restart: Duration::from_millis(restart_ms), rng, topic };
+        let job = RotRecovery { rejoin, restart: Duration::from_millis(restart_ms), rng, topic, newest_wal };
         self.rejoins.push(self.admin_node.spawn(job.run()));
     }
 }
@@ -88,6 +100,8 @@ struct RotRecovery {
     rng: NodeRng,
     /// The rot hit a topic segment.
     topic: bool,
+    /// The rot hit the newest WAL segment.
+    newest_wal: bool,
 }
 
 impl RotRecovery {
@@ -107,6 +121,9 @@ impl RotRecovery {
         r.slot.disk.count_rot_detected();
         if self.topic {
             r.slot.disk.count_topic_rot(true);
+        }
+        if self.newest_wal {
+            r.slot.disk.count_newest_wal_rot(true);
         }
         r.history.count("bit_rot_detected");
         r.log.mark(Some(r.member), "refused to start: corrupt data");
