@@ -503,6 +503,9 @@ pub struct SimDiskStats {
     /// refused (counted by the simulator: [`SimDisk::count_newest_wal_rot`]).
     pub rot_in_newest_wal_segment: u64,
     pub newest_wal_rot_detected: u64,
+    /// Of `rot_in_topic_segments`, those the member's background scrub found before its reboot,
+    /// without a read (counted by the simulator: [`SimDisk::count_topic_rot_scrubbed`]).
+    pub topic_rot_found_by_scrub: u64,
     /// Simulated time the operations cost ([`SimDisk::set_latency`]), in microseconds.
     pub busy_us: u64,
     /// Operations that took a latency spike.
@@ -529,6 +532,7 @@ impl SimDiskStats {
         self.topic_rot_detected += other.topic_rot_detected;
         self.rot_in_newest_wal_segment += other.rot_in_newest_wal_segment;
         self.newest_wal_rot_detected += other.newest_wal_rot_detected;
+        self.topic_rot_found_by_scrub += other.topic_rot_found_by_scrub;
         self.busy_us += other.busy_us;
         self.latency_spikes += other.latency_spikes;
         self.appended_bytes += other.appended_bytes;
@@ -651,7 +655,9 @@ impl SimDisk {
         let files = st
             .files
             .iter()
-            .map(|(id, f)| (*id, SimFile { durable: f.durable.clone(), current: f.durable.clone(), appended_only: true }))
+            .map(|(id, f)| {
+                (*id, SimFile { durable: f.durable.clone(), current: f.durable.clone(), appended_only: true })
+            })
             .collect();
         let copy = SimState {
             files,
@@ -750,6 +756,11 @@ impl SimDisk {
         } else {
             st.stats.rot_in_newest_wal_segment += 1;
         }
+    }
+
+    /// Counts a rot of a topic segment on this disk that the member's background scrub found.
+    pub fn count_topic_rot_scrubbed(&self) {
+        self.lock().stats.topic_rot_found_by_scrub += 1;
     }
 
     /// Counts a wipe of this disk because its data rotted.

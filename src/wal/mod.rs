@@ -759,7 +759,7 @@ impl FreedSegments {
     }
 }
 
-pub use recovery::{UnvouchedTail, unvouched_tail};
 use recovery::*;
+pub use recovery::{UnvouchedTail, unvouched_tail};
 use segment::*;
 use state_files::*;

@@ -1328,7 +1328,11 @@ fn rot_in_the_newest_segment_is_refused_except_in_its_unvouched_last_record() {
             match RaftStorage::open(Arc::new(d.clone()), small(1 << 20)) {
                 Err(StorageError::Corrupt { file, offset, .. }) => {
                     assert!((byte as u64) < tail.from, "commit {commit}, byte {byte}: refused in the tail");
-                    assert_eq!((file.as_str(), offset), (name.as_str(), record), "commit {commit}, byte {byte}");
+                    assert_eq!(
+                        (file.as_str(), offset),
+                        (name.as_str(), record),
+                        "commit {commit}, byte {byte}"
+                    );
                 }
                 Ok((_, rec)) => {
                     assert!(byte as u64 >= tail.from, "commit {commit}, byte {byte}: rot accepted");

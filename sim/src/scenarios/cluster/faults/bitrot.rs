@@ -88,7 +88,9 @@ impl FaultInjector<'_> {
             log: self.log.clone(),
             give_up: self.fault_end + Duration::from_secs(30),
         };
-        let job = RotRecovery { rejoin, restart: Duration::from_millis(restart_ms), rng, topic, newest_wal };
+        let scrubbed = scrub_errors(&rejoin.slot);
+        let restart = Duration::from_millis(restart_ms);
+        let job = RotRecovery { rejoin, restart, rng, topic, newest_wal, scrubbed };
         self.rejoins.push(self.admin_node.spawn(job.run()));
     }
 }
@@ -102,12 +104,26 @@ struct RotRecovery {
     topic: bool,
     /// The rot hit the newest WAL segment.
     newest_wal: bool,
+    /// The member's background scrub errors when the bit flipped.
+    scrubbed: Option<u64>,
+}
+
+/// The background scrub errors of the member in `slot` so far (`None`: it is not running).
+fn scrub_errors(slot: &MemberHandles) -> Option<u64> {
+    slot.node.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|n| n.scrub_counters().errors)
 }
 
 impl RotRecovery {
     async fn run(mut self) {
         rt::time::sleep(self.restart).await;
         let r = &self.rejoin;
+        // Found while the member ran, by the scrub alone (a read that meets rot is not counted
+        // there): before the operator's reboot.
+        if self.topic && self.scrubbed.zip(scrub_errors(&r.slot)).is_some_and(|(before, now)| now > before) {
+            r.slot.disk.count_topic_rot_scrubbed();
+            r.history.count("bit_rot_found_by_the_scrub");
+            r.log.mark(Some(r.member), "the background scrub found the rot");
+        }
         r.log.span(r.member, 100, SpanKind::Down, "rebooted by the operator");
         crash(&r.handle, r.id, &r.slot, &mut self.rng, Duration::from_millis(100));
         if !self.refused().await {
