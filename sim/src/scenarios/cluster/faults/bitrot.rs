@@ -31,7 +31,12 @@ const ROT_PREFIXES: &[&str] = &["wal-", "snapshot", "hardstate", "topic-"];
 /// it (followed by a valid record, or at or below the vouched commit) is refused at the start.
 fn spare_unvouched(disk: &SimDisk) -> Option<wal::UnvouchedTail> {
     // Read as the reboot's power failure leaves the disk: only synced bytes.
-    wal::unvouched_tail(&disk.durable_copy()).ok().flatten()
+    let durable = disk.durable_copy();
+    wal::unvouched_tail(&durable).unwrap_or_else(|_| {
+        // Unreadable (cannot happen with one rot at a time): spare the whole newest segment.
+        let newest = durable.list("wal-").ok()?.into_iter().max()?;
+        Some(wal::UnvouchedTail { segment: newest, from: 0 })
+    })
 }
 
 /// How long after its reboot a member has to start or refuse.
