@@ -253,6 +253,9 @@ pub struct ClusterConfig {
     /// on bit rot (off: a start opens segments at their recorded lengths, O(segments) whatever
     /// the data size, and rot is found by the CRC of the read that meets it).
     pub verify_topics_at_start: bool,
+    /// Bytes per second the background scrub reads of sealed topic segments, checking every
+    /// record's CRC so bit rot is found while the member runs (0: no scrub).
+    pub scrub_bytes_per_sec: u64,
     /// Most topics this member holds: each keeps a file descriptor open (its active segment), so
     /// they count in the descriptor budget checked at start. The leader refuses a publish that
     /// would create a topic beyond it (before proposing: applying never checks it).
@@ -291,6 +294,7 @@ impl Default for ClusterConfig {
             segment_bytes: 8 << 20,
             topic_segment_bytes: 64 << 20,
             verify_topics_at_start: false,
+            scrub_bytes_per_sec: 4 << 20,
             max_topics: 1_000,
             catchup_chunk_bytes: crate::store::MAX_RECORDS_BYTES,
             max_entries_per_append: 1024,

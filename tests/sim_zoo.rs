@@ -32,7 +32,10 @@ const CHEAP: &[(Bug, u64)] = &[
     (Bug::SnapshotMovesCommitBack, 60),
     // Planted in the code new since the zoo was built (metadata snapshots, catch-up).
     (Bug::SnapshotBeforeTopicSync, 3),
-    (Bug::CatchUpDoneBeforeSync, 18),
+    // 4.7 % of 300 seeds (first at 6) when budgeted at 18; with the background scrub's task in
+    // every member (branch rot16) the schedules reshuffled: 7/100, first at seed 19. About three
+    // times the expected first failure, as the others.
+    (Bug::CatchUpDoneBeforeSync, 45),
     (Bug::ApplyDuringCatchUp, 12),
 ];
 

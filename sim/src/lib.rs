@@ -5,6 +5,7 @@
 //! the runner need the simulator.
 
 pub mod check;
+pub mod commit_watch;
 pub mod derived;
 pub mod history;
 #[cfg(madsim)]

@@ -20,6 +20,7 @@ use eventstreamcore::node::{RaftObserver, RoundView};
 use eventstreamcore::raft::testkit::{Checker, NodeView};
 use eventstreamcore::raft::{Entry, EntryKind, Index, NodeId, Role, Term};
 
+use crate::commit_watch::{CommitHistory, CommitRound};
 use crate::timeline::{Event, Recorder, RoleMark};
 
 /// How many recent rounds a violation report shows.
@@ -151,6 +152,8 @@ struct Inner {
     shapes: BTreeMap<NodeId, LogShape>,
     /// Per leader: the highest commit index checked by [`check_commit_is_safe`].
     safe_commit: BTreeMap<NodeId, Index>,
+    /// Per member: the highest commit index of its incarnation ([`CommitHistory`]).
+    commit_history: CommitHistory,
 }
 
 /// A member's log as the election rule sees it: its last entry and where each term's run of
@@ -324,6 +327,7 @@ impl RaftWatch {
         g.hard.remove(&node);
         g.held.remove(&node);
         g.shapes.remove(&node);
+        g.commit_history.wiped(node);
     }
 
     fn observe(&self, v: &RoundView<'_>) {
@@ -403,6 +407,13 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
         ));
     }
     check_hard_state(inner, v)?;
+    let round = CommitRound {
+        node: v.node,
+        commit: v.commit,
+        first_round: v.first_round,
+        installed: v.snapshot.map(|(i, _)| i),
+    };
+    inner.commit_history.observe(round)?;
     if v.first_round || v.snapshot.is_some() {
         // The member's state now comes from its disk or a snapshot: its chain continues from there.
         inner.chains.remove(&v.node);

@@ -341,10 +341,13 @@ impl SweepReport {
             String::new()
         } + &if self.disk.rot_injected > 0 {
             format!(
-                "; bit rot: {} injected ({} in topic segments, {} of them detected), {} detected (starts refused), {} members wiped and re-added, {} cut off as torn tails",
+                "; bit rot: {} injected ({} in topic segments, {} of them detected, {} found by the scrub before the reboot; {} in the newest WAL segment, {} of them detected), {} detected (starts refused), {} members wiped and re-added, {} cut off as torn tails",
                 self.disk.rot_injected,
                 self.disk.rot_in_topic_segments,
                 self.disk.topic_rot_detected,
+                self.disk.topic_rot_found_by_scrub,
+                self.disk.rot_in_newest_wal_segment,
+                self.disk.newest_wal_rot_detected,
                 self.disk.rot_detected,
                 self.disk.wiped_for_rot,
                 self.disk.rot_cut_off

@@ -11,6 +11,7 @@ pub mod state;
 
 pub use cluster::{
     CatchUpCounters, ClusterError, ClusterNode, ClusterOptions, ClusterTask, RaftObserver, RoundView,
+    ScrubCounters,
 };
 pub use dedup::{DedupConfig, DedupWindow};
 pub use local::LocalNode;

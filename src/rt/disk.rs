@@ -499,6 +499,13 @@ pub struct SimDiskStats {
     /// (counted by the simulator: [`SimDisk::count_topic_rot`]).
     pub rot_in_topic_segments: u64,
     pub topic_rot_detected: u64,
+    /// Of `rot_injected`, the bits flipped in the newest WAL segment, and of those the starts
+    /// refused (counted by the simulator: [`SimDisk::count_newest_wal_rot`]).
+    pub rot_in_newest_wal_segment: u64,
+    pub newest_wal_rot_detected: u64,
+    /// Of `rot_in_topic_segments`, those the member's background scrub found before its reboot,
+    /// without a read (counted by the simulator: [`SimDisk::count_topic_rot_scrubbed`]).
+    pub topic_rot_found_by_scrub: u64,
     /// Simulated time the operations cost ([`SimDisk::set_latency`]), in microseconds.
     pub busy_us: u64,
     /// Operations that took a latency spike.
@@ -523,6 +530,9 @@ impl SimDiskStats {
         self.rot_cut_off += other.rot_cut_off;
         self.rot_in_topic_segments += other.rot_in_topic_segments;
         self.topic_rot_detected += other.topic_rot_detected;
+        self.rot_in_newest_wal_segment += other.rot_in_newest_wal_segment;
+        self.newest_wal_rot_detected += other.newest_wal_rot_detected;
+        self.topic_rot_found_by_scrub += other.topic_rot_found_by_scrub;
         self.busy_us += other.busy_us;
         self.latency_spikes += other.latency_spikes;
         self.appended_bytes += other.appended_bytes;
@@ -638,6 +648,27 @@ impl SimDisk {
         st.names.values().map(|id| st.files[id].current.len() as u64).sum()
     }
 
+    /// A separate disk holding what this one would after a power failure that tears nothing
+    /// (what is synced), for looking at without touching this one.
+    pub fn durable_copy(&self) -> SimDisk {
+        let st = self.lock();
+        let files = st
+            .files
+            .iter()
+            .map(|(id, f)| {
+                (*id, SimFile { durable: f.durable.clone(), current: f.durable.clone(), appended_only: true })
+            })
+            .collect();
+        let copy = SimState {
+            files,
+            names: st.durable_names.clone(),
+            durable_names: st.durable_names.clone(),
+            next_id: st.next_id,
+            ..SimState::default()
+        };
+        SimDisk { state: Arc::new(Mutex::new(copy)) }
+    }
+
     /// Flips one byte of a file, durably (for corruption tests).
     pub fn corrupt(&self, name: &str, offset: usize) -> Result<(), DiskError> {
         let mut st = self.lock();
@@ -666,22 +697,24 @@ impl SimDisk {
     /// Bit rot at rest: flips one bit of one byte of a synced file whose synced name starts with
     /// one of `prefixes` (file and byte drawn from `rng`), in what survives a power failure; reads
     /// see it too where they still read those same bytes (the file was only appended to since its
-    /// last sync). The newest (greatest-named) file of each prefix in `spare_newest` is left alone.
-    /// `None` if no such file holds synced bytes.
-    pub fn rot(&self, prefixes: &[&str], spare_newest: &[&str], rng: &mut NodeRng) -> Option<Rot> {
+    /// last sync). Each `(name, from)` of `spare` leaves that file's bytes at and after `from`
+    /// alone (all of it when `from` is 0). `None` if no such file holds synced bytes to rot.
+    pub fn rot(&self, prefixes: &[&str], spare: &[(String, u64)], rng: &mut NodeRng) -> Option<Rot> {
         let mut st = self.lock();
-        let newest = |p: &&str| st.durable_names.keys().filter(|n| n.starts_with(p)).max().cloned();
-        let spared: Vec<String> = spare_newest.iter().filter_map(newest).collect();
-        let files: Vec<(String, FileId)> = st
+        let rottable = |name: &str, len: usize| {
+            let from = spare.iter().find(|(n, _)| n == name).map_or(len as u64, |(_, from)| *from);
+            len.min(usize::try_from(from).unwrap_or(usize::MAX))
+        };
+        let files: Vec<(String, FileId, usize)> = st
             .durable_names
             .iter()
-            .filter(|(n, id)| prefixes.iter().any(|p| n.starts_with(p)) && !st.files[*id].durable.is_empty())
-            .filter(|(n, _)| !spared.contains(n))
-            .map(|(n, id)| (n.clone(), *id))
+            .filter(|(n, _)| prefixes.iter().any(|p| n.starts_with(p)))
+            .map(|(n, id)| (n.clone(), *id, rottable(n, st.files[id].durable.len())))
+            .filter(|(_, _, len)| *len > 0)
             .collect();
-        let (file, id) = files.get(rng.random_range(0..files.len().max(1)))?.clone();
+        let (file, id, len) = files.get(rng.random_range(0..files.len().max(1)))?.clone();
         let f = st.files.get_mut(&id).expect("a synced name refers to a file");
-        let (offset, mask) = (rng.random_range(0..f.durable.len()), 1u8 << rng.random_range(0..8));
+        let (offset, mask) = (rng.random_range(0..len), 1u8 << rng.random_range(0..8));
         f.durable[offset] ^= mask;
         if f.appended_only
             && let Some(b) = f.current.get_mut(offset)
@@ -712,6 +745,22 @@ impl SimDisk {
         } else {
             st.stats.rot_in_topic_segments += 1;
         }
+    }
+
+    /// Counts a rot of the newest WAL segment on this disk: injected, or (`detected`) refused at a
+    /// start.
+    pub fn count_newest_wal_rot(&self, detected: bool) {
+        let mut st = self.lock();
+        if detected {
+            st.stats.newest_wal_rot_detected += 1;
+        } else {
+            st.stats.rot_in_newest_wal_segment += 1;
+        }
+    }
+
+    /// Counts a rot of a topic segment on this disk that the member's background scrub found.
+    pub fn count_topic_rot_scrubbed(&self) {
+        self.lock().stats.topic_rot_found_by_scrub += 1;
     }
 
     /// Counts a wipe of this disk because its data rotted.
@@ -1229,6 +1278,27 @@ mod tests {
         assert_eq!(d.stats().rot_injected, 20);
         d.truncate("wal-1", 0).unwrap();
         assert_eq!(d.stats().rot_cut_off, 1, "a truncate that cuts rotted bytes off is counted");
+    }
+
+    #[test]
+    fn rot_spares_the_named_tail_and_the_durable_copy_holds_only_synced_bytes() {
+        let d = SimDisk::new();
+        let mut rng = rng_from_seed(11);
+        d.append("wal-1", b"0123456789").unwrap();
+        d.sync("wal-1").unwrap();
+        d.sync_dir().unwrap();
+        d.append("wal-1", b" unsynced").unwrap();
+        d.write("new", b"never synced").unwrap();
+        let copy = d.durable_copy();
+        assert_eq!(copy.read("wal-1").unwrap(), b"0123456789");
+        assert!(copy.read("new").unwrap_err().is_not_found(), "{:?}", copy.list(""));
+        let spare = [("wal-1".to_string(), 4)];
+        for _ in 0..40 {
+            let rot = d.rot(&["wal-"], &spare, &mut rng).expect("bytes 0..4 may rot");
+            assert!(rot.offset < 4, "bytes from 4 on are spared: {rot:?}");
+        }
+        assert_eq!(d.rot(&["wal-"], &[("wal-1".to_string(), 0)], &mut rng), None, "all spared");
+        assert_eq!(copy.stats().rot_injected, 0, "the copy is a separate disk");
     }
 
     #[test]

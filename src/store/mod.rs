@@ -89,6 +89,7 @@ mod catchup;
 mod catchup_tests;
 mod raw;
 mod recovery;
+mod scrub;
 mod segment;
 mod set;
 #[cfg(test)]
@@ -102,6 +103,7 @@ use crate::rt::{Disk, DiskError};
 
 pub use catchup::{CatchUp, MAX_RECORDS_BYTES, RawChunk, serve_records};
 pub use raw::check_records;
+pub use scrub::{ScrubFinding, ScrubTarget, scrub_segment};
 use segment::{SegIndex, Segment, walk};
 pub use set::{MetaDecodeError, STORE_META_VERSION, StoreMeta, TOPIC_FILE_PREFIX, TopicMeta, TopicSet};
 

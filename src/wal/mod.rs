@@ -760,5 +760,6 @@ impl FreedSegments {
 }
 
 use recovery::*;
+pub use recovery::{UnvouchedTail, unvouched_tail};
 use segment::*;
 use state_files::*;

@@ -241,3 +241,47 @@ fn is_torn_tail(data: &[u8], bad: &BadRecord, next_index: Index, synced_through:
         BadKind::Hard => false,
     }
 }
+
+/// The newest log segment on a disk, and where in it the bytes begin that recovery cannot tell
+/// from a torn write ([`unvouched_tail`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnvouchedTail {
+    /// The newest segment's file name.
+    pub segment: String,
+    /// Bytes at and after this offset are unvouched; the segment's length when none are.
+    pub from: u64,
+}
+
+/// Where recovery would take damage in the newest segment for a torn write and cut it instead of
+/// refusing to start: its last record, when that holds an entry past the written hard state's
+/// commit index. A bad record anywhere else is refused (a valid record follows it, or the hard
+/// state, written after its fsync, vouches for it); nothing on disk vouches for the last record
+/// of an uncommitted batch ("The trade-off" above). `None` without a segment. Read `disk` as a
+/// power failure would leave it (the simulator's bit-rot fault spares these bytes).
+pub fn unvouched_tail(disk: &dyn Disk) -> Result<Option<UnvouchedTail>, StorageError> {
+    let mut names: Vec<(Index, String)> = disk
+        .list(SEGMENT_PREFIX)?
+        .into_iter()
+        .filter_map(|n| parse_segment_name(&n).map(|i| (i, n)))
+        .collect();
+    names.sort();
+    let Some((first, segment)) = names.pop() else { return Ok(None) };
+    let commit = match disk.read(HARD_STATE_FILE) {
+        Ok(b) => decode_hard_state(HARD_STATE_FILE, &b)?.commit,
+        Err(e) if e.is_not_found() => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let data = disk.read(&segment)?;
+    let mut last: Option<(usize, Index)> = None;
+    let (end, _) = scan_records(&data, first, |off, e| {
+        last = Some((off, e.index));
+        true
+    });
+    let from = match last {
+        Some((off, index)) if index > commit => off as u64,
+        // No valid record: whatever bytes there are, recovery reads them as a torn tail.
+        None => 0,
+        Some(_) => end as u64,
+    };
+    Ok(Some(UnvouchedTail { segment, from: from.min(data.len() as u64) }))
+}

@@ -56,10 +56,12 @@ mod handover;
 mod leader;
 mod persist;
 mod retention;
+mod scrub;
 
 use addresses::*;
 use admin::*;
 pub use catchup::CatchUpCounters;
+pub use scrub::ScrubCounters;
 
 /// How long an admin change (add / remove a node) may take before it is reported as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -300,6 +302,8 @@ struct Shared {
     storage_stalled: std::sync::atomic::AtomicBool,
     /// Snapshot installs and the pull of their topic data.
     catchup: catchup::CatchUpStats,
+    /// What the background scrub of sealed topic segments read and found.
+    scrub: scrub::ScrubStats,
 }
 
 /// A member of the replicated log; implements [`EventService`]. Clones share the member.
@@ -330,6 +334,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Holders never panic half-way through an update that matters for safety (the state machine
     // only grows); a poisoned lock still holds the best data there is.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The configured members' addresses, and this member's own.
+fn member_addrs(cfg: &ClusterConfig, id: NodeId, client_addr: &str) -> BTreeMap<NodeId, Addr> {
+    let mut addrs = BTreeMap::new();
+    for m in &cfg.members {
+        addrs.insert(m.id, Addr { raft: m.raft_addr.clone(), client: m.client_addr.clone() });
+    }
+    addrs.insert(id, Addr { raft: cfg.raft_listen.to_string(), client: client_addr.to_string() });
+    addrs
 }
 
 impl ClusterNode {
@@ -402,6 +416,7 @@ impl ClusterNode {
             fd_exhaustion: Default::default(),
             storage_stalled: Default::default(),
             catchup: catchup::CatchUpStats::new(resume.is_some()),
+            scrub: Default::default(),
         });
         let tick = Duration::from_millis(cfg.tick_ms);
         let last_snapshot = raft.latest_snapshot().map_or(0, |s| s.meta.index);
@@ -445,6 +460,7 @@ impl ClusterNode {
         driver.sync_peers();
         driver.publish_status();
         let handle = rt::spawn(driver.run());
+        scrub::start(&shared, cfg.scrub_bytes_per_sec);
         Ok((ClusterNode { shared }, ClusterTask { handle }))
     }
 
@@ -696,6 +712,7 @@ fn storage_metrics(shared: &Shared) -> String {
     );
     let v = lock(&shared.state).store().corrupt_found();
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+    out.push_str(&shared.scrub.metrics());
     out
 }
 
@@ -822,11 +839,7 @@ fn recover(
         tracing::warn!(node = id, "recovery: {note}");
     }
     let wal = clock.mono();
-    let mut addrs = BTreeMap::new();
-    for m in &cfg.members {
-        addrs.insert(m.id, Addr { raft: m.raft_addr.clone(), client: m.client_addr.clone() });
-    }
-    addrs.insert(id, Addr { raft: cfg.raft_listen.to_string(), client: opts.client_addr.clone() });
+    let mut addrs = member_addrs(cfg, id, &opts.client_addr);
     let (state, resume) = recover_state(opts, disk, recovered.snapshot.as_ref(), &mut addrs)?;
     let ms = |a: Duration, b: Duration| b.saturating_sub(a).as_millis() as u64;
     tracing::debug!(
