@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod command;
 pub mod consumers;
 pub mod dedup;
+pub mod handled_keys;
 pub mod local;
 pub mod state;
 

@@ -14,6 +14,7 @@ use crate::store::{StoreConfig, StoreError, StoreMeta, TopicSet};
 
 use super::consumers::ConsumerTable;
 use super::dedup::{DedupConfig, DedupRun, DedupWindow};
+use super::handled_keys::HandledKeys;
 use crate::consumers::{ConsumerError, ConsumerPosition, OffsetCommit};
 use crate::service::{Appended, FetchReply, ServiceError};
 
@@ -120,8 +121,7 @@ impl From<ApplyError> for ServiceError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessingProgress {
     pub positions: BTreeMap<String, u64>,
-    handled: std::collections::BTreeSet<(u64, u64)>,
-    order: std::collections::VecDeque<(u64, u64)>,
+    handled: HandledKeys,
 }
 
 /// Handled idempotency keys remembered in the replicated checkpoint.
@@ -133,9 +133,14 @@ impl ProcessingProgress {
         self.handled.contains(&key)
     }
 
+    /// The remembered handled keys (a new leader's pipeline starts from a copy).
+    pub fn handled(&self) -> &HandledKeys {
+        &self.handled
+    }
+
     /// The remembered handled keys, oldest first.
     pub fn handled_keys(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.order.iter().copied()
+        self.handled.iter()
     }
 
     fn apply(&mut self, positions: &[(String, u64)], keys: &[(u64, u64)]) {
@@ -143,16 +148,12 @@ impl ProcessingProgress {
             let p = self.positions.entry(topic.clone()).or_default();
             *p = (*p).max(*next);
         }
+        // A whole entry's keys first, then the bound: a key of this entry that was the oldest
+        // stays remembered (every replica and every format before this one applied it so).
         for &k in keys {
-            if self.handled.insert(k) {
-                self.order.push_back(k);
-            }
+            self.handled.insert(k);
         }
-        while self.order.len() > MAX_HANDLED_KEYS {
-            if let Some(k) = self.order.pop_front() {
-                self.handled.remove(&k);
-            }
-        }
+        self.handled.forget_beyond_bound();
     }
 }
 
@@ -544,13 +545,13 @@ impl EventLogState {
             out.put_u64(*next);
         }
         if format == SNAPSHOT_VERSION_4 {
-            out.put_u64(self.progress.order.len() as u64);
-            for (p, q) in &self.progress.order {
-                out.put_u64(*p);
-                out.put_u64(*q);
+            out.put_u64(self.progress.handled.len() as u64);
+            for (p, q) in self.progress.handled.iter() {
+                out.put_u64(p);
+                out.put_u64(q);
             }
         } else {
-            let runs = handled_runs(&self.progress.order);
+            let runs = handled_runs(self.progress.handled.iter());
             out.put_u64(runs.len() as u64);
             for (producer, first_seq, len) in runs {
                 out.put_u64(producer);
@@ -707,9 +708,9 @@ impl EventLogState {
 
 /// Consecutive handled keys of one producer with consecutive sequences, as (producer, first
 /// sequence, length), oldest first: a pipelined producer's keys make few runs.
-fn handled_runs(order: &std::collections::VecDeque<(u64, u64)>) -> Vec<(u64, u64, u32)> {
+fn handled_runs(order: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64, u32)> {
     let mut runs: Vec<(u64, u64, u32)> = Vec::new();
-    for &(producer, seq) in order {
+    for (producer, seq) in order {
         if let Some((p, first, len)) = runs.last_mut()
             && *p == producer
             && first.checked_add(u64::from(*len)) == Some(seq)
@@ -1080,7 +1081,7 @@ mod tests {
     fn handled_key_runs_are_bounded_when_decoded() {
         let order: std::collections::VecDeque<_> =
             (5..105).map(|q| (7, q)).chain([(8, 1), (7, 105)]).collect();
-        assert_eq!(handled_runs(&order), vec![(7, 5, 100), (8, 1, 1), (7, 105, 1)]);
+        assert_eq!(handled_runs(order.iter().copied()), vec![(7, 5, 100), (8, 1, 1), (7, 105, 1)]);
         let run = |p: u64, q: u64, len: u32| {
             let mut b = BytesMut::new();
             b.put_u64(1);

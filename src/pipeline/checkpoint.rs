@@ -226,8 +226,14 @@ impl Progress {
     /// and submitted in another are all handled (a node enabling the pipeline on an existing log
     /// should seed the checkpoint, or the position waits for offsets never submitted).
     pub fn admit(&mut self, topic: &str, offset: u64) -> bool {
-        let t = self.topics.entry(topic.to_string()).or_default();
-        offset >= t.next && !t.done.contains(&offset)
+        // Looked up by `&str` first: the topic's name is copied once, not once per event.
+        match self.topics.get(topic) {
+            Some(t) => offset >= t.next && !t.done.contains(&offset),
+            None => {
+                self.topics.insert(topic.to_string(), TopicProgress::default());
+                true // a topic new to the checkpoint starts at offset 0, nothing done
+            }
+        }
     }
 
     /// Marks `offset` finished; returns the new position if it advanced.

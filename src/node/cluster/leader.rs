@@ -2,6 +2,7 @@
 //! entry, stopped when it no longer leads; its checkpoint is recorded in the replicated log.
 
 use super::*;
+use crate::node::handled_keys::HandledKeys;
 
 /// Publishes through this member for its processing stage (alerts become events). It holds the
 /// member weakly: the member owns the stage that owns this publisher, and a strong reference
@@ -23,46 +24,6 @@ impl EventSink for MemberPublisher {
     }
 }
 
-/// The newest [`MAX_HANDLED_KEYS`](crate::node::state::MAX_HANDLED_KEYS) handled idempotency
-/// keys, as many as the replicated checkpoint keeps (a new leader knows no more). Unbounded, this
-/// set held every key the pipeline ever handled: ~17 B per event, 270 MB of RSS by 16 M events.
-#[derive(Debug, Default)]
-pub(super) struct HandledKeys {
-    set: std::collections::HashSet<(u64, u64)>,
-    order: std::collections::VecDeque<(u64, u64)>,
-}
-
-impl HandledKeys {
-    /// Remembers `key`; false if it was remembered already. Forgets the oldest beyond the bound.
-    fn insert(&mut self, key: (u64, u64)) -> bool {
-        if !self.set.insert(key) {
-            return false;
-        }
-        self.order.push_back(key);
-        while self.order.len() > crate::node::state::MAX_HANDLED_KEYS {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
-    }
-
-    fn contains(&self, key: &(u64, u64)) -> bool {
-        self.set.contains(key)
-    }
-}
-
-impl FromIterator<(u64, u64)> for HandledKeys {
-    /// Oldest first, as [`ProcessingProgress::handled_keys`](crate::node::state::ProcessingProgress::handled_keys) lists them.
-    fn from_iter<I: IntoIterator<Item = (u64, u64)>>(keys: I) -> Self {
-        let mut h = HandledKeys::default();
-        for k in keys {
-            h.insert(k);
-        }
-        h
-    }
-}
-
 /// The pipeline's [`Checkpoint`] on a cluster member: kept in memory as the pipeline reports
 /// progress, and recorded in the replicated log (a [`Command::Checkpoint`] entry) at each flush —
 /// every control-loop tick and at shutdown — so the next leader resumes from there.
@@ -75,6 +36,8 @@ pub(super) struct ClusterCheckpoint {
 #[derive(Debug, Default)]
 pub(super) struct CheckpointState {
     pub(super) positions: BTreeMap<String, u64>,
+    /// The newest handled keys, as many as the replicated checkpoint keeps (a new leader knows
+    /// no more); unbounded, this set held every key the pipeline ever handled (270 MB by 16 M events).
     pub(super) handled: HandledKeys,
     pub(super) dirty_positions: BTreeMap<String, u64>,
     pub(super) new_keys: Vec<(u64, u64)>,
@@ -101,6 +64,7 @@ impl Checkpoint for ClusterCheckpoint {
     fn mark_handled(&self, key: (u64, u64)) {
         let mut st = lock(&self.inner);
         if st.handled.insert(key) {
+            st.handled.forget_beyond_bound();
             st.new_keys.push(key);
         }
     }
@@ -149,7 +113,7 @@ impl Driver {
             cmds: self.shared.cmds.clone(),
             inner: Mutex::new(CheckpointState {
                 positions,
-                handled: progress.handled_keys().collect(),
+                handled: progress.handled().clone(),
                 dirty_positions: skipped,
                 ..CheckpointState::default()
             }),
@@ -236,7 +200,7 @@ mod tests {
         }
         cp.mark_handled((1, n - 1)); // again: not a new key
         let st = lock(&cp.inner);
-        assert_eq!((st.handled.set.len(), st.handled.order.len()), (MAX_HANDLED_KEYS, MAX_HANDLED_KEYS));
+        assert_eq!(st.handled.len(), MAX_HANDLED_KEYS);
         assert_eq!(st.new_keys.len() as u64, n, "each new key is still recorded once in the log");
         drop(st);
         assert!(!cp.is_handled((1, 9)) && cp.is_handled((1, 10)) && cp.is_handled((1, n - 1)));

@@ -521,6 +521,13 @@ impl ClusterNode {
     }
 }
 
+/// A publish through the pipeline: admitted at once (its command already sent), or its events
+/// waiting for transactional room.
+enum Admitted<F> {
+    Now(F),
+    Waiting(Vec<Event>),
+}
+
 impl EventService for ClusterNode {
     fn publish(
         &self,
@@ -536,19 +543,20 @@ impl EventService for ClusterNode {
         // Admission into the pipeline comes first (it may shed or ask producers to back off).
         // Admitted at once, the batch keeps its place in call order; one that must wait for
         // transactional room is placed when admitted.
+        // The events move into the command (admitted now) or into the wait, never copied.
         let now = match pipeline.try_admit(&events) {
             Err(e) => Err(e),
             Ok(Some(adm)) => {
                 let (reply, rx) = oneshot::channel();
-                Ok(Some(self.call(Cmd::Publish { events: events.clone(), admission: Some(adm), reply }, rx)))
+                Ok(Admitted::Now(self.call(Cmd::Publish { events, admission: Some(adm), reply }, rx)))
             }
-            Ok(None) => Ok(None),
+            Ok(None) => Ok(Admitted::Waiting(events)),
         };
         let this = self.clone();
         futures_util::future::Either::Right(async move {
             match now? {
-                Some(fut) => fut.await,
-                None => {
+                Admitted::Now(fut) => fut.await,
+                Admitted::Waiting(events) => {
                     let adm = pipeline.admit(&events).await?;
                     let (reply, rx) = oneshot::channel();
                     this.call(Cmd::Publish { events, admission: Some(adm), reply }, rx).await
