@@ -2,9 +2,7 @@
 //! order they were first handled. The replicated checkpoint keeps one (every replica applies the
 //! same keys in the same order) and the leader's running pipeline keeps one.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-
-use foldhash::fast::FixedState;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::state::MAX_HANDLED_KEYS;
 
@@ -18,13 +16,16 @@ const WINDOW_WORD_BUDGET: u64 = 1 << 16;
 /// ones touched just before, where a hash set (SipHash before) took a cache miss on each, about
 /// 10 % of a member's samples at 30 K events/s. A key the windows cannot take within
 /// [`WINDOW_WORD_BUDGET`] (a sequence far from the producer's others) goes to a hash set, so
-/// the memory stays bounded whatever the keys; a key is in exactly one of the two.
+/// the memory stays bounded whatever the keys; a key is in exactly one of the two. Both are
+/// B-trees, not hash tables: the keys come from clients, and a fixed-seed hasher would let a
+/// client choose colliding keys (HashDoS); with the few producers of a window the producers'
+/// tree is one node.
 #[derive(Debug, Clone)]
 pub struct HandledKeys {
     order: VecDeque<(u64, u64)>,
-    windows: HashMap<u64, Window, FixedState>,
+    windows: BTreeMap<u64, Window>,
     window_words: u64,
-    scattered: HashSet<(u64, u64), FixedState>,
+    scattered: BTreeSet<(u64, u64)>,
 }
 
 /// One producer's remembered sequences `base..base + 64 * bits.len()`, a bit each; never empty
@@ -77,9 +78,9 @@ impl Default for HandledKeys {
     fn default() -> Self {
         HandledKeys {
             order: VecDeque::new(),
-            windows: HashMap::with_hasher(FixedState::with_seed(0)),
+            windows: BTreeMap::new(),
             window_words: 0,
-            scattered: HashSet::with_hasher(FixedState::with_seed(0)),
+            scattered: BTreeSet::new(),
         }
     }
 }
