@@ -904,7 +904,8 @@ mod tests {
         w.round(&round(1, 1, Role::Follower, 1, &log, &[], true));
         assert_eq!(w.violation(), None, "a restart may come back with a lower commit index");
         w.round(&round(1, 1, Role::Follower, 0, &log, &[], false));
-        assert!(w.violation().expect("a violation").what.contains("moved back"));
+        let v = w.violation().expect("a violation");
+        assert!(v.what.contains("commit index back from 1 to 0"), "{}", v.what);
     }
 
     #[test]
