@@ -679,6 +679,28 @@ impl SimDisk {
         st.names.values().map(|id| st.files[id].current.len() as u64).sum()
     }
 
+    /// What a power failure now would leave, as a new disk (this one is untouched): the synced
+    /// bytes of the files under their synced names. For checking that recovery would accept it.
+    pub fn durable_copy(&self) -> SimDisk {
+        let st = self.lock();
+        let files = st
+            .durable_names
+            .values()
+            .map(|id| {
+                let durable = st.files[id].durable.clone();
+                (*id, SimFile { current: durable.clone(), durable, appended_only: true, lost: Vec::new() })
+            })
+            .collect();
+        let copy = SimState {
+            files,
+            names: st.durable_names.clone(),
+            durable_names: st.durable_names.clone(),
+            next_id: st.next_id,
+            ..SimState::default()
+        };
+        SimDisk { state: Arc::new(Mutex::new(copy)) }
+    }
+
     /// Flips one byte of a file, durably (for corruption tests).
     pub fn corrupt(&self, name: &str, offset: usize) -> Result<(), DiskError> {
         let mut st = self.lock();
@@ -1233,6 +1255,22 @@ mod tests {
         d.power_fail(Some(&mut rng));
         assert_eq!(d.read("wal").unwrap(), b"ab");
         assert_eq!(d.stats().torn_writes, 0);
+    }
+
+    #[test]
+    fn a_durable_copy_holds_what_a_power_failure_would_leave_and_is_independent() {
+        let d = SimDisk::new();
+        d.append("wal", b"ab").unwrap();
+        d.sync("wal").unwrap();
+        d.sync_dir().unwrap();
+        d.append("wal", b"cd").unwrap();
+        d.append("new", b"x").unwrap();
+        d.sync("new").unwrap();
+        let copy = d.durable_copy();
+        assert_eq!(copy.read("wal").unwrap(), b"ab");
+        assert!(copy.read("new").is_err(), "its name was never made durable");
+        copy.append("wal", b"zz").unwrap();
+        assert_eq!(d.read("wal").unwrap(), b"abcd", "the original is untouched");
     }
 
     #[test]
