@@ -154,6 +154,9 @@ struct Inner {
     safe_commit: BTreeMap<NodeId, Index>,
     /// Per member: the highest commit index of its incarnation ([`CommitHistory`]).
     commit_history: CommitHistory,
+    /// Per member leading now: its term and commit index at the end of its last round as leader
+    /// ([`check_leader_commits_own_term`]).
+    leader_commit: BTreeMap<NodeId, (Term, Index)>,
 }
 
 /// A member's log as the election rule sees it: its last entry and where each term's run of
@@ -424,6 +427,7 @@ fn check_round(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
     check_kept_committed(inner, v)?;
     let shape = LogShape::of(v, inner.shapes.get(&v.node));
     inner.shapes.insert(v.node, shape);
+    check_leader_commits_own_term(inner, v)?;
     check_commit_is_safe(inner, v)?;
     check_conf_change_after_term_commit(v)?;
     // The member's own chain where it has one; otherwise (it has applied nothing one by one since it
@@ -549,6 +553,35 @@ fn check_conf_change_after_term_commit(v: &RoundView<'_>) -> Result<(), String> 
              of its own term before changing membership (a change of the previous leader may still \
              sit on a minority)",
             v.node, v.term, change.index, v.commit
+        )),
+    }
+}
+
+/// A leader moves its commit index only to an entry of its own term (Raft §5.4.2): counting
+/// replicas of an earlier term's entry proves nothing, since a member holding a later term's
+/// entry at that index may still win an election (Figure 8). Earlier entries become committed
+/// only with it. Checked whenever a leader's commit index advances within its term (its first
+/// round as leader carries the commit index it had as a follower); the rule itself, so a leader
+/// that breaks it fails even where the faults never bring the overwrite about.
+fn check_leader_commits_own_term(inner: &mut Inner, v: &RoundView<'_>) -> Result<(), String> {
+    if v.role != Role::Leader {
+        inner.leader_commit.remove(&v.node);
+        return Ok(());
+    }
+    let before = inner.leader_commit.insert(v.node, (v.term, v.commit));
+    let Some((term, from)) = before.filter(|&(t, c)| t == v.term && c < v.commit && !v.first_round) else {
+        return Ok(());
+    };
+    let at = v.commit.checked_sub(v.first_index).and_then(|k| v.entries.get(usize::try_from(k).ok()?));
+    match at {
+        // Compacted into the leader's snapshot: committed before.
+        None => Ok(()),
+        Some(e) if e.term == term => Ok(()),
+        Some(e) => Err(format!(
+            "commit of an earlier term's entry (Raft §5.4.2): n{} leading in term {term} moved its commit \
+             index from {from} to {}, an entry of term {}: a leader commits only entries of its own term \
+             by counting replicas",
+            v.node, v.commit, e.term
         )),
     }
 }
@@ -893,6 +926,29 @@ mod tests {
         // A follower appending the same entries is not proposing anything.
         let w = RaftWatch::new(|| 0);
         w.round(&RoundView { appended_from: Some(2), ..round(2, 2, Role::Follower, 1, &log, &[], true) });
+        assert_eq!(w.violation(), None, "{:?}", w.violation());
+    }
+
+    #[test]
+    fn a_leader_moving_its_commit_to_an_earlier_terms_entry_fails() {
+        let noop = Entry { kind: EntryKind::Noop, ..e(3, 2, b"") };
+        let log = [e(1, 1, b"a"), e(2, 1, b"b"), noop];
+        // Elected in term 2 with commit 1 (as a follower), then commits its noop: fine.
+        let w = RaftWatch::new(|| 0);
+        w.round(&round(1, 2, Role::Leader, 1, &log, &[], true));
+        w.round(&round(1, 2, Role::Leader, 3, &log, &[], false));
+        assert_eq!(w.violation(), None, "{:?}", w.violation());
+        // Commits term 1's entry 2 by counting replicas: the rule is broken.
+        let w = RaftWatch::new(|| 0);
+        w.round(&round(1, 2, Role::Leader, 1, &log, &[], true));
+        w.round(&round(1, 2, Role::Leader, 2, &log, &[], false));
+        let v = w.violation().expect("a violation");
+        assert!(v.what.contains("commit of an earlier term's entry"), "{}", v.what);
+        // A follower learning commit 2 from its leader is fine; so is a leader's first round.
+        let w = RaftWatch::new(|| 0);
+        w.round(&round(2, 2, Role::Follower, 1, &log, &[], true));
+        w.round(&round(2, 2, Role::Follower, 2, &log, &[], false));
+        w.round(&round(2, 3, Role::Leader, 2, &log, &[], false));
         assert_eq!(w.violation(), None, "{:?}", w.violation());
     }
 

@@ -328,6 +328,10 @@ impl SweepReport {
             )
         } else {
             String::new()
+        } + &if self.disk.dropped_on_fsync_error > 0 {
+            format!("; {} unsynced bytes dropped by failed fsyncs", self.disk.dropped_on_fsync_error)
+        } else {
+            String::new()
         } + &if self.disk.syncs > 0 {
             format!(
                 "; {} disk writes, {} fsyncs ({:.0} bytes appended per fsync), {:.0} s simulated disk time, {} latency spikes",

@@ -203,7 +203,8 @@ pub enum Fault {
 pub enum DiskErrorKind {
     /// Appends and writes fail with an I/O error.
     Write,
-    /// fsync fails (nothing becomes durable).
+    /// One fsync fails and drops the file's unsynced writes for good (Linux's page cache marks
+    /// them clean); later fsyncs succeed but never write them.
     Fsync,
     /// The disk is full: writes fail with "no space".
     Full,
@@ -519,7 +520,8 @@ impl Plan {
     }
 
     /// Draws the fault layers' faults (half the seeds get one or two crashes inside disk
-    /// operations) from `rng`, a stream of its own, and adds them to the plan in time order.
+    /// operations; a third one transient fsync error, drawn after them so they stay what they
+    /// were) from `rng`, a stream of its own, and adds them to the plan in time order.
     fn draw_fault_layers(&mut self, rng: &mut NodeRng) {
         if rng.random_bool(0.5) {
             for _ in 0..rng.random_range(1..=2) {
@@ -528,6 +530,16 @@ impl Plan {
                 let (after_ops, down_ms) = (rng.random_range(0..60), rng.random_range(100..2_000));
                 self.faults.push(Step { at_ms, fault: Fault::DiskCrash { node, after_ops, down_ms } });
             }
+        }
+        // One failed fsync while the member keeps running for a second or three before the
+        // operator power-cycles it: a member that goes on after it (fsyncgate) acks writes the
+        // failure dropped. Random faults seldom draw it (a third of their rare disk faults).
+        if rng.random_bool(1.0 / 3.0) {
+            let at_ms = rng.random_range(500..self.fault_window_ms.max(501));
+            let node = rng.random_range(0..self.nodes);
+            let down_ms = rng.random_range(1_000..3_000);
+            self.faults
+                .push(Step { at_ms, fault: Fault::Disk { node, error: DiskErrorKind::Fsync, down_ms } });
         }
         self.faults.sort_by_key(|f| f.at_ms);
     }

@@ -345,7 +345,9 @@ impl<'a> FaultInjector<'a> {
         self.slots[node].disk_faulty.store(true, Ordering::SeqCst);
         disk.inject(match error {
             DiskErrorKind::Write => DiskFault::FailWrites(u32::MAX),
-            DiskErrorKind::Fsync => DiskFault::FailSyncs(u32::MAX),
+            // One failed fsync, then the disk works again (a transient writeback error): the
+            // failure drops the unsynced writes (Linux), so only a member that stops is safe.
+            DiskErrorKind::Fsync => DiskFault::FailSyncs(1),
             DiskErrorKind::Full => DiskFault::Capacity(disk.used_bytes()),
             DiskErrorKind::Descriptors => unreachable!("handled above"),
         });

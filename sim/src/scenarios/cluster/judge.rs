@@ -146,7 +146,8 @@ pub(super) fn judge(
             ),
         })
     } else {
-        check::check_cluster_run(data, states, min_acks(plan))
+        check_logs_recover(slots)
+            .and_then(|()| check::check_cluster_run(data, states, min_acks(plan)))
             .and_then(|()| check::retention_within_policy(data, states, plan.retention_max_events))
             .err()
             .map(|mut f| {
@@ -162,6 +163,32 @@ pub(super) fn judge(
                 f
             })
     }
+}
+
+/// Every member's Raft log, as a power failure at the end of the run would leave it, is accepted
+/// by recovery. A member whose disk never had bit rot injected must never refuse its own writes:
+/// a torn tail kept as valid, or writes a failed fsync dropped, show here instead of only when a
+/// later restart happens to read them.
+pub(super) fn check_logs_recover(slots: &[MemberSlot]) -> Result<(), check::CheckFailure> {
+    use eventstreamcore::wal::{RaftStorage, StorageError, StorageOptions};
+    for (i, s) in slots.iter().enumerate() {
+        let copy = std::sync::Arc::new(s.disk.durable_copy());
+        let refused = match RaftStorage::open(copy, StorageOptions::default()) {
+            Ok(_) => continue,
+            Err(e @ StorageError::Corrupt { .. }) if s.disk.stats().rot_injected == 0 => e,
+            Err(StorageError::Corrupt { .. }) => continue, // bit rot was injected: the rot checks judge it
+            Err(e) => e,
+        };
+        return Err(check::CheckFailure {
+            checker: "logs_recover",
+            detail: format!(
+                "member {}'s Raft log, as a power failure now would leave it, is refused by recovery \
+                 (no bit rot was injected on its disk): {refused}",
+                i + 1
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// What the members' disks (WAL and DLQ) saw, summed.
