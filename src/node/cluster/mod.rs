@@ -56,6 +56,7 @@ mod handover;
 mod leader;
 mod persist;
 mod retention;
+mod snapshot;
 
 use addresses::*;
 use admin::*;
@@ -448,6 +449,7 @@ impl ClusterNode {
             store_cfg,
             catchup: resume,
             catchup_chunk_bytes: cfg.catchup_chunk_bytes,
+            snapshot_job: None,
         };
         driver.sync_peers();
         driver.publish_status();
@@ -784,6 +786,8 @@ struct Driver {
     /// The install whose topic data is being pulled (see `catchup.rs`).
     catchup: Option<catchup::Install>,
     catchup_chunk_bytes: u32,
+    /// The snapshot whose topic fsyncs and file write run in a task (`snapshot.rs`).
+    snapshot_job: Option<snapshot::SnapshotJob>,
 }
 
 /// Why a member stopped replicating: its WAL or its topic files failed, or a snapshot could not
