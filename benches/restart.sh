@@ -4,9 +4,10 @@
 # serving: from starting `BIN serve` again to the first acked publish (esc bench --events 1, retried
 # every 10 ms), twice. With EVERY the storing run prints a line per EVERY events (events/s, worst ack,
 # server RSS) and the server's "snapshot saved" lines are summed up (each step's mean/max ms, snapshot bytes).
+# SERVE_ARGS: more `esc serve` arguments, e.g. SERVE_ARGS="--config retention.toml".
 set -u
 bin=$1; n=$2; port=$3; dir=$(mktemp -d)
-serve() { $bin serve --listen 127.0.0.1:$port --set cluster.data_dir=$dir/data --set cluster.raft_listen=127.0.0.1:$((port+100)) >>$dir/serve.log 2>&1 & pid=$!; }
+serve() { $bin serve --listen 127.0.0.1:$port --set cluster.data_dir=$dir/data --set cluster.raft_listen=127.0.0.1:$((port+100)) ${SERVE_ARGS:-} >>$dir/serve.log 2>&1 & pid=$!; }
 serve; sleep 1.5
 every=${4:-0}
 report=(); [ "$every" != 0 ] && report=(--report-every "$every" --server-pid "$pid")

@@ -450,6 +450,7 @@ impl ClusterNode {
             catchup: resume,
             catchup_chunk_bytes: cfg.catchup_chunk_bytes,
             snapshot_job: None,
+            compact_due: None,
         };
         driver.sync_peers();
         driver.publish_status();
@@ -788,6 +789,8 @@ struct Driver {
     catchup_chunk_bytes: u32,
     /// The snapshot whose topic fsyncs and file write run in a task (`snapshot.rs`).
     snapshot_job: Option<snapshot::SnapshotJob>,
+    /// A snapshot recorded since the last round: the log is to be compacted behind it.
+    compact_due: Option<snapshot::SavedLine>,
 }
 
 /// Why a member stopped replicating: its WAL or its topic files failed, or a snapshot could not

@@ -33,6 +33,20 @@ pub(super) struct SnapshotJob {
     done: oneshot::Receiver<JobDone>,
 }
 
+/// A recorded snapshot, for the line logged once the log is compacted behind it.
+pub(super) struct SavedLine {
+    index: Index,
+    bytes: u64,
+    topic_files: usize,
+    sync_ms: u64,
+    encode_ms: u64,
+    save_ms: u64,
+    delete_ms: u64,
+    deleted_segments: usize,
+    /// Time the rounds spent on it before the compaction.
+    in_round: Duration,
+}
+
 /// What the task did.
 pub(super) struct JobDone {
     sync: TopicSync,
@@ -87,6 +101,7 @@ impl Driver {
     /// Every `snapshot_entries` applied entries, or once those hold `snapshot_log_bytes`: begins
     /// a snapshot (see the module docs); while one is in flight, takes its answer once there.
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), RoundError> {
+        self.compact_after_snapshot()?;
         if self.snapshot_job.is_some() {
             return self.poll_snapshot();
         }
@@ -176,7 +191,9 @@ impl Driver {
     }
 
     /// Records the snapshot the task made durable, or poisons what failed (`None`: the task
-    /// ended without an answer, which only a bug does).
+    /// ended without an answer, which only a bug does). The log is compacted behind it by the
+    /// next round ([`Self::compact_after_snapshot`]): this may run while the core waits between
+    /// `ready()` and `advance()` (a stalled round, an install), when it must not be driven.
     fn finish_snapshot(&mut self, job: SnapshotJob, done: Option<JobDone>) -> Result<(), RoundError> {
         let t0 = self.clock.mono();
         let Some(JobDone { sync, result, sync_ms, save_ms }) = done else {
@@ -196,24 +213,44 @@ impl Driver {
             drop(rt::spawn(async move { trimmed.run() }));
         }
         self.last_snapshot = index;
-        let delete = self.clock.mono();
-        self.compact_log(index)?;
+        let ms = |d: Duration| d.as_millis() as u64;
+        let line = SavedLine {
+            index,
+            bytes: job.bytes,
+            topic_files: sync.file_count(),
+            sync_ms,
+            encode_ms: job.encode_ms,
+            save_ms,
+            delete_ms: ms(self.clock.mono().saturating_sub(t0)),
+            deleted_segments: deleted,
+            in_round: job.in_round + self.clock.mono().saturating_sub(t0),
+        };
+        self.compact_due = Some(line);
+        Ok(())
+    }
+
+    /// Compacts the log behind the snapshot recorded since the last round, if any, and logs
+    /// how long each of its steps took (`esc serve` at info level shows it).
+    fn compact_after_snapshot(&mut self) -> Result<(), RoundError> {
+        let Some(line) = self.compact_due.take() else { return Ok(()) };
+        let t0 = self.clock.mono();
+        self.compact_log(line.index)?;
         // The compacted entries (tens of MB under load) go back to the system now.
         rt::mem::release_free_memory();
-        let now = self.clock.mono();
+        let compact = self.clock.mono().saturating_sub(t0);
         let ms = |d: Duration| d.as_millis() as u64;
         tracing::info!(
             node = self.id,
-            index,
-            bytes = job.bytes,
-            topic_files = sync.file_count(),
-            sync_ms,
-            encode_ms = job.encode_ms,
-            save_ms,
-            delete_ms = ms(delete.saturating_sub(t0)),
-            deleted_segments = deleted,
-            compact_ms = ms(now.saturating_sub(delete)),
-            in_round_ms = ms(job.in_round + now.saturating_sub(t0)),
+            index = line.index,
+            bytes = line.bytes,
+            topic_files = line.topic_files,
+            sync_ms = line.sync_ms,
+            encode_ms = line.encode_ms,
+            save_ms = line.save_ms,
+            delete_ms = line.delete_ms,
+            deleted_segments = line.deleted_segments,
+            compact_ms = ms(compact),
+            in_round_ms = ms(line.in_round + compact),
             "snapshot saved"
         );
         Ok(())
