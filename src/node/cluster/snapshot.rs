@@ -202,6 +202,7 @@ impl Driver {
         };
         self.check_job(&sync, result)?;
         self.storage.snapshot_written(&job.meta, job.bytes)?;
+        self.storage.flush_hard_state()?;
         let index = job.meta.index;
         let trimmed = {
             let mut state = lock(&self.shared.state);
