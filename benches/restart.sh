@@ -8,11 +8,12 @@
 # then replays the log after the last snapshot, as after a crash. FROM=DIR starts from a copy of the
 # data dir DIR (a stopped member's, e.g. kept with KEEP=DIR) and stores EVENTS more on top, so big
 # data is stored once and each binary under test only stops and restarts it.
+# SERVE_ARGS: more `esc serve` arguments, e.g. SERVE_ARGS="--config retention.toml".
 set -u
 bin=$1; n=$2; port=$3; dir=$(mktemp -d)
 sig=TERM; [ "${STOP:-term}" = kill ] && sig=KILL
 [ -n "${FROM:-}" ] && cp -a "$FROM" $dir/data
-serve() { $bin serve --listen 127.0.0.1:$port --set cluster.data_dir=$dir/data --set cluster.raft_listen=127.0.0.1:$((port+100)) >>$dir/serve.log 2>&1 & pid=$!; }
+serve() { $bin serve --listen 127.0.0.1:$port --set cluster.data_dir=$dir/data --set cluster.raft_listen=127.0.0.1:$((port+100)) ${SERVE_ARGS:-} >>$dir/serve.log 2>&1 & pid=$!; }
 serve; sleep 1.5
 every=${4:-0}
 report=(); [ "$every" != 0 ] && report=(--report-every "$every" --server-pid "$pid")

@@ -354,3 +354,171 @@ async fn a_restarted_single_member_leads_without_waiting_for_a_tick() {
     node.shutdown();
     task.wait().await;
 }
+
+/// A disk whose topic-file fsyncs wait while `gate` is closed, or fail while `fail` is set
+/// (counted in `failed`); everything else goes straight to the simulated disk.
+#[derive(Debug, Default)]
+struct TopicSyncs {
+    inner: SimDisk,
+    gate_closed: AtomicBool,
+    waiting: AtomicBool,
+    fail: AtomicBool,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl TopicSyncs {
+    #[allow(clippy::disallowed_methods)] // a test disk: holds its caller's thread, as a slow fsync does
+    fn before_sync(&self, name: &str) -> Result<(), DiskError> {
+        if !name.starts_with("topic-") {
+            return Ok(());
+        }
+        // Bounded, so that a failing test ends rather than holding a worker thread for ever.
+        for _ in 0..10_000 {
+            if !self.gate_closed.load(Ordering::SeqCst) {
+                break;
+            }
+            self.waiting.store(true, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(DiskError::Io {
+                op: "fsync",
+                path: name.to_string(),
+                source: std::io::Error::other("injected topic-file fsync failure"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Disk for TopicSyncs {
+    fn read(&self, name: &str) -> Result<Vec<u8>, DiskError> {
+        self.inner.read(name)
+    }
+    fn size(&self, name: &str) -> Result<Option<u64>, DiskError> {
+        self.inner.size(name)
+    }
+    fn read_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        self.inner.read_range(name, offset, len)
+    }
+    fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.inner.append(name, data)
+    }
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.inner.write(name, data)
+    }
+    fn truncate(&self, name: &str, len: u64) -> Result<(), DiskError> {
+        self.inner.truncate(name, len)
+    }
+    fn sync(&self, name: &str) -> Result<(), DiskError> {
+        self.before_sync(name)?;
+        self.inner.sync(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, name: &str) -> Result<(), DiskError> {
+        self.inner.remove(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, DiskError> {
+        self.inner.list(prefix)
+    }
+    fn sync_dir(&self) -> Result<(), DiskError> {
+        self.inner.sync_dir()
+    }
+}
+
+/// Options with topic segments too big to roll in these tests: the only topic fsyncs are a
+/// snapshot's.
+fn unrolled(snapshot_entries: u64) -> ClusterOptions {
+    let mut o = opts(snapshot_entries);
+    o.cluster.topic_segment_bytes = 1 << 20;
+    o.store.segment_bytes = 1 << 20;
+    o
+}
+
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Issue 13: a snapshot's topic fsyncs and file write run in a task off the driver's round.
+/// While they are held up, publishes are still applied and acked (on the old code the round
+/// itself waited: these publishes timed out), and the snapshot is not recorded before its topic
+/// data is durable; once they run it is, and a power failure after it loses nothing acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_are_acked_while_a_snapshots_topic_fsyncs_wait_and_the_snapshot_waits_for_them() {
+    let disk = Arc::new(TopicSyncs::default());
+    disk.gate_closed.store(true, Ordering::SeqCst);
+    let (node, task) = start_with(disk.clone(), unrolled(20)).await;
+    let acked_soon = |seq: u64| {
+        let publish = node.publish(vec![keyed(seq)]);
+        async move {
+            let acked = tokio::time::timeout(std::time::Duration::from_secs(5), publish).await;
+            assert!(matches!(acked, Ok(Ok(_))), "publish {seq} while the topic fsync waits: {acked:?}");
+        }
+    };
+    for seq in 0..25 {
+        acked_soon(seq).await;
+    }
+    until("the snapshot after 20 entries waits for its topic fsync", || disk.waiting.load(Ordering::SeqCst))
+        .await;
+    let mut seq = 25;
+    for _ in 0..60 {
+        acked_soon(seq).await;
+        seq += 1;
+    }
+    assert!(disk.inner.size("snapshot").unwrap().is_none(), "a snapshot recorded before its topic fsyncs");
+    disk.gate_closed.store(false, Ordering::SeqCst);
+    until("the snapshot is saved", || disk.inner.size("snapshot").unwrap().is_some()).await;
+    node.publish(vec![keyed(seq)]).await.unwrap();
+    let before = node.state().digest();
+    node.shutdown();
+    task.wait().await;
+    disk.inner.power_fail(None);
+    let (node, task) = start_with(disk.clone(), unrolled(20)).await;
+    assert_eq!(node.state().event_count("t"), seq + 1);
+    assert_eq!(node.state().digest(), before);
+    node.shutdown();
+    task.wait().await;
+}
+
+/// A failed topic fsync for a snapshot is never retried and pretended durable (fsyncgate): the
+/// snapshot is not recorded, the member stops replicating and says so, and a restart recovers
+/// every acked event from the WAL.
+#[tokio::test]
+async fn a_failed_topic_fsync_refuses_the_snapshot_and_stops_the_member() {
+    let disk = Arc::new(TopicSyncs::default());
+    disk.fail.store(true, Ordering::SeqCst);
+    let (node, task) = start_with(disk.clone(), unrolled(20)).await;
+    let mut acked = 0;
+    for seq in 0..200 {
+        match node.publish(vec![keyed(seq)]).await {
+            Ok(_) => acked += 1,
+            Err(ServiceError::Internal(why)) => {
+                assert!(why.contains("storage failed") && why.contains("fsync"), "{why}");
+                break;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!((10..40).contains(&acked), "the member stopped at its first snapshot (20 entries): {acked}");
+    let failed = node.status().failed.unwrap_or_default();
+    assert!(failed.contains("topic files"), "{failed}");
+    assert!(disk.inner.size("snapshot").unwrap().is_none(), "the snapshot was recorded");
+    assert_eq!(disk.failed.load(Ordering::SeqCst), 1, "the failed fsync was tried again");
+    node.shutdown();
+    task.wait().await;
+    disk.fail.store(false, Ordering::SeqCst);
+    disk.inner.power_fail(None);
+    let (node, task) = start_with(disk.clone(), unrolled(20)).await;
+    assert_eq!(node.state().event_count("t"), acked);
+    node.shutdown();
+    task.wait().await;
+}

@@ -70,9 +70,11 @@
 //! driver stops applying before that entry and retries it with the WAL's backoff
 //! (`node/cluster/apply.rs`, `persist.rs`), no restart needed.
 //!
-//! Snapshots (format 4) are metadata: before the driver records one at index I it calls
-//! [`TopicSet::sync_all`] and saves [`TopicSet::metadata`] with the dedup window, checkpoint,
-//! consumers, retention and address book; once saved, [`TopicSet::delete_trimmed`]. A restart
+//! Snapshots (format 4) are metadata: the driver takes [`TopicSet::metadata`] with the dedup
+//! window, checkpoint, consumers, retention and address book at index I, and lists the fsyncs it
+//! needs ([`TopicSet::begin_sync`]); a task off the round runs them and only then saves the
+//! snapshot; once saved, [`TopicSet::take_trimmed`] takes the segments it no longer needs, which
+//! a task unlinks (`sync.rs`). A restart
 //! opens the set at that metadata ([`TopicSet::open`] cuts back to it) and replays the WAL.
 //!
 //! Catch-up by streaming: a follower that needs a snapshot gets the metadata only; before it
@@ -92,6 +94,7 @@ mod recovery;
 mod scrub;
 mod segment;
 mod set;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -106,6 +109,7 @@ pub use raw::check_records;
 pub use scrub::{ScrubFinding, ScrubTarget, scrub_segment};
 use segment::{SegIndex, Segment, walk};
 pub use set::{MetaDecodeError, STORE_META_VERSION, StoreMeta, TOPIC_FILE_PREFIX, TopicMeta, TopicSet};
+pub use sync::{TopicSync, TrimmedSegments};
 
 /// Sizes of a topic store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

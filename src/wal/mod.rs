@@ -457,6 +457,41 @@ impl RaftStorage {
         self.flush_hard_state()
     }
 
+    /// [`RaftStorage::save_snapshot`] in two halves, so that the file is written off the
+    /// driver's round: this checks the snapshot may be saved and encodes it; the returned
+    /// [`SnapshotWrite`] writes it (temporary, fsync, rename, directory fsync) when run, e.g. in
+    /// a task; [`RaftStorage::snapshot_written`] then records it. Nothing else may write the
+    /// snapshot file meanwhile (the driver waits for the write before installing a leader's).
+    /// The commit index is not flushed with it: a restart takes the snapshot's index as
+    /// committed, and re-learns the rest from the leader.
+    pub fn snapshot_writer(&self, snap: &Snapshot) -> Result<SnapshotWrite, StorageError> {
+        self.check_writable()?;
+        self.check_not_behind(snap)?;
+        Ok(SnapshotWrite { disk: self.disk.clone(), bytes: encode_snapshot(snap) })
+    }
+
+    /// Records the snapshot of `meta` as saved, once its [`SnapshotWrite`] ran successfully.
+    /// After a failed write call [`RaftStorage::poison`] instead (the file's state is unknown).
+    pub fn snapshot_written(&mut self, meta: &SnapshotMeta, bytes: u64) -> Result<(), StorageError> {
+        self.check_writable()?;
+        if self.snapshot.as_ref().is_some_and(|m| meta.index < m.index) {
+            let current = self.snapshot.as_ref().map_or(0, |m| m.index);
+            return Err(StorageError::SnapshotBehind { index: meta.index, current });
+        }
+        self.snapshot = Some(meta.clone());
+        self.last_index = self.last_index.max(meta.index);
+        self.stats.fsyncs += 1;
+        self.stats.dir_fsyncs += 1;
+        self.stats.bytes_written += bytes;
+        Ok(())
+    }
+
+    /// Refuses every later write: a write done outside the storage (a [`SnapshotWrite`]) failed.
+    pub fn poison(&mut self) {
+        tracing::warn!("raft storage write failed; poisoned until restart");
+        self.poisoned = true;
+    }
+
     /// Installs a snapshot received from the leader, durably: it replaces the whole persisted log
     /// (the entries after it arrive by later appends).
     pub fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
@@ -733,6 +768,31 @@ mod segment;
 mod state_files;
 #[cfg(test)]
 mod tests;
+
+/// A snapshot file to write, from [`RaftStorage::snapshot_writer`].
+#[must_use = "the snapshot is saved only once this has run"]
+pub struct SnapshotWrite {
+    disk: Arc<dyn Disk>,
+    bytes: Vec<u8>,
+}
+
+impl SnapshotWrite {
+    /// Writes the snapshot file atomically and durably (after a crash it holds the old or the
+    /// new snapshot).
+    pub fn run(&self) -> Result<(), DiskError> {
+        self.disk.write_atomic(SNAPSHOT_FILE, &self.bytes)
+    }
+
+    /// Bytes of the file.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// Never true (a snapshot file has a header).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
 
 /// Log segments [`RaftStorage::compact_later`] took out of the log, still to unlink.
 #[must_use = "the segments stay on disk until run"]

@@ -1,5 +1,6 @@
-//! Applying committed entries to the state machine (and answering their proposers), taking
-//! snapshots and compacting (a leader's snapshot is installed in `catchup.rs`).
+//! Applying committed entries to the state machine (and answering their proposers), and
+//! compacting the log behind a snapshot (taken in `snapshot.rs`; a leader's is installed in
+//! `catchup.rs`).
 
 use super::*;
 
@@ -145,107 +146,11 @@ impl Driver {
         })
     }
 
-    /// Every `snapshot_entries` applied entries, or once those hold `snapshot_log_bytes`: makes
-    /// the topic files durable, records a snapshot of metadata only (nothing here grows with the
-    /// stored data), then deletes the topic segments it no longer needs and compacts the log.
-    /// Logs how long each step took (`esc serve` at info level shows it).
-    pub(super) fn maybe_snapshot(&mut self) -> Result<(), RoundError> {
-        let applied = self.raft.applied();
-        if !snapshot_due(
-            applied.saturating_sub(self.last_snapshot),
-            self.log_bytes_since_snapshot,
-            self.snapshot_entries,
-            self.snapshot_log_bytes,
-        ) {
-            return Ok(());
-        }
-        self.take_snapshot()
-    }
-
-    /// A clean stop records a snapshot of everything applied, so the next start replays nothing
-    /// after it (issue 13: the replay was most of a restart's time once the snapshot decoded).
-    /// It costs what any snapshot costs (metadata and the dedup window, never the stored data).
-    /// Not while applying waits for descriptors or a snapshot install pulls its data; a failure
-    /// only means the next start replays the log, as after a crash.
-    pub(super) fn snapshot_at_shutdown(&mut self) {
-        let applied = self.raft.applied();
-        if applied <= self.last_snapshot || self.is_stalled() || self.catchup.is_some() {
-            return;
-        }
-        let t0 = self.clock.mono();
-        match self.take_snapshot() {
-            Ok(()) => {
-                let ms = self.clock.mono().saturating_sub(t0).as_millis() as u64;
-                tracing::info!(
-                    node = self.id,
-                    index = applied,
-                    ms,
-                    "snapshot saved at shutdown: a restart replays nothing"
-                );
-            }
-            Err(e) => {
-                tracing::warn!(node = self.id, error = %e, "no snapshot at shutdown: a restart replays the log");
-            }
-        }
-    }
-
-    /// Makes the topic files durable, records a snapshot at the applied index, deletes the topic
-    /// segments it no longer needs and compacts the log; logs how long each step took.
-    fn take_snapshot(&mut self) -> Result<(), RoundError> {
-        let applied = self.raft.applied();
-        let t0 = self.clock.mono();
-        // The core may hold it already: taken when an earlier save found no file descriptor.
-        let (sync, encode) = if self.raft.latest_snapshot().map(|s| s.meta.index) != Some(applied) {
-            let mut state = lock(&self.shared.state);
-            if !crate::planted!(SnapshotBeforeTopicSync) {
-                state.sync_topics()?;
-            }
-            let sync = self.clock.mono();
-            let data = encode_snapshot_data(&self.addrs.committed(), &state);
-            drop(state);
-            let encode = self.clock.mono();
-            if let Err(e) = self.raft.snapshot(applied, data) {
-                tracing::warn!(node = self.id, error = %e, "snapshot refused");
-                return Ok(());
-            }
-            (sync, encode)
-        } else {
-            (t0, t0)
-        };
-        let mut bytes = 0;
-        if let Some(snap) = self.raft.latest_snapshot() {
-            bytes = snap.data.len();
-            self.storage.save_snapshot(snap)?;
-        }
-        let save = self.clock.mono();
-        // Durable with the next sync; a restart before it finds the files and cuts them back.
-        lock(&self.shared.state).delete_trimmed_topics()?;
-        self.last_snapshot = applied;
-        self.log_bytes_since_snapshot = 0;
-        let delete = self.clock.mono();
-        self.compact_log(applied)?;
-        // The compacted entries (tens of MB under load) go back to the system now.
-        rt::mem::release_free_memory();
-        let ms = |a: Duration, b: Duration| b.saturating_sub(a).as_millis() as u64;
-        tracing::info!(
-            node = self.id,
-            index = applied,
-            bytes,
-            sync_ms = ms(t0, sync),
-            encode_ms = ms(sync, encode),
-            save_ms = ms(encode, save),
-            delete_ms = ms(save, delete),
-            compact_ms = ms(delete, self.clock.mono()),
-            "snapshot saved"
-        );
-        Ok(())
-    }
-
     /// Drops the log up to `snapshot_keep_entries` behind the snapshot at `applied`, or fewer
     /// if those hold more than `snapshot_keep_bytes`: the log in memory stays within about
     /// `snapshot_log_bytes` + `snapshot_keep_bytes` + one round, whatever an entry carries. The
     /// freed segment files are unlinked by a task off the round (see [`RaftStorage::compact_later`]).
-    fn compact_log(&mut self, applied: Index) -> Result<(), RoundError> {
+    pub(super) fn compact_log(&mut self, applied: Index) -> Result<(), RoundError> {
         let sizes = self.raft.entries().iter().map(|e| (e.index, e.data.len() as u64));
         let keep = compaction_point(sizes, applied, self.snapshot_keep_entries, self.snapshot_keep_bytes);
         if keep > self.raft.first_index() {
@@ -286,7 +191,7 @@ fn compaction_point(
 }
 
 /// A snapshot is due once this many entries, or bytes of entries, were applied since the last.
-fn snapshot_due(entries: u64, bytes: u64, every_entries: u64, every_bytes: u64) -> bool {
+pub(super) fn snapshot_due(entries: u64, bytes: u64, every_entries: u64, every_bytes: u64) -> bool {
     entries >= every_entries || (entries > 0 && bytes >= every_bytes)
 }
 

@@ -18,6 +18,11 @@ impl Driver {
             rt::select! {
                 biased;
                 _ = self.shared.stop.wait() => break Ok(()),
+                done = snapshot::job_done(&mut self.snapshot_job) => {
+                    if let Err(e) = self.snapshot_done(done) {
+                        break Err(e);
+                    }
+                }
                 _ = self.clock.sleep_until(self.next_tick) => self.on_timer(),
                 m = next_peer_message(&mut self.inbox) => match m {
                     Some(m) => self.step(m),
@@ -48,10 +53,16 @@ impl Driver {
                 break Err(e);
             }
         };
+        // A snapshot in flight finishes before the driver stops: its task must not write the
+        // snapshot file after a restart in this process has opened the storage again.
+        let outcome = match (outcome, self.settle_snapshot().await) {
+            (Ok(()), Err(e)) if !e.is_fd_exhaustion() => Err(e),
+            (outcome, _) => outcome,
+        };
         match outcome {
             Ok(()) => {
                 self.stop(ServiceError::ShuttingDown);
-                self.snapshot_at_shutdown();
+                self.snapshot_at_shutdown().await;
             }
             Err(e) => {
                 let why = format!("node {} stopped replicating: storage failed: {e}; restart it", self.id);

@@ -57,6 +57,7 @@ mod leader;
 mod persist;
 mod retention;
 mod scrub;
+mod snapshot;
 
 use addresses::*;
 use admin::*;
@@ -456,6 +457,8 @@ impl ClusterNode {
             store_cfg,
             catchup: resume,
             catchup_chunk_bytes: cfg.catchup_chunk_bytes,
+            snapshot_job: None,
+            compact_due: None,
         };
         driver.sync_peers();
         driver.publish_status();
@@ -804,6 +807,10 @@ struct Driver {
     /// The install whose topic data is being pulled (see `catchup.rs`).
     catchup: Option<catchup::Install>,
     catchup_chunk_bytes: u32,
+    /// The snapshot whose topic fsyncs and file write run in a task (`snapshot.rs`).
+    snapshot_job: Option<snapshot::SnapshotJob>,
+    /// A snapshot recorded since the last round: the log is to be compacted behind it.
+    compact_due: Option<snapshot::SavedLine>,
 }
 
 /// Why a member stopped replicating: its WAL or its topic files failed, or a snapshot could not

@@ -117,6 +117,9 @@ impl Driver {
     pub(super) async fn persist(&mut self, b: &mut Batch) -> Result<(), RoundError> {
         if let Some(snap) = &b.ready.snapshot {
             if !b.snapshot_saved {
+                // Our own snapshot in flight writes the snapshot file and fsyncs topic files
+                // that the install rewrites: it finishes first.
+                self.settle_snapshot().await?;
                 // Before the snapshot is saved: a restart must know its topic data may be incomplete.
                 catchup::mark(&self.disk, snap.meta.index)?;
                 self.storage.install_snapshot(snap)?;
