@@ -34,22 +34,7 @@ impl Driver {
                 },
             }
             self.take_queued();
-            // `advance()` can make more ready at once — a single member commits its own entry only
-            // once the round that made it durable has advanced — so go round again rather than
-            // wait for the next tick or message.
-            let mut failed = None;
-            for _ in 0..8 {
-                if let Err(e) = self.round().await {
-                    failed = Some(e);
-                    break;
-                }
-                // Under load new requests are already queued and the next iteration comes at once
-                // (and batches more into one fsync); go round again only when nothing else would.
-                if !self.raft.has_ready() || !self.cmds.is_empty() || self.is_stalled() {
-                    break;
-                }
-            }
-            if let Some(e) = failed {
+            if let Err(e) = self.rounds().await {
                 break Err(e);
             }
         };
@@ -84,6 +69,21 @@ impl Driver {
         }
         self.shared.applied.notify_waiters();
         tracing::info!(node = self.id, "raft driver stopped");
+    }
+
+    /// Runs rounds while the core has more ready: `advance()` can make more ready at once — a
+    /// single member commits its own entry only once the round that made it durable has
+    /// advanced — so go round again rather than wait for the next tick or message.
+    async fn rounds(&mut self) -> Result<(), RoundError> {
+        for _ in 0..8 {
+            self.round().await?;
+            // Under load new requests are already queued and the next iteration comes at once
+            // (and batches more into one fsync); go round again only when nothing else would.
+            if !self.raft.has_ready() || !self.cmds.is_empty() || self.is_stalled() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The tick timer fired: drive the core's logical clock, or, while a round waits for file

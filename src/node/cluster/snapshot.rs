@@ -136,7 +136,12 @@ impl Driver {
         match taken {
             Ok(()) if self.last_snapshot == applied => {
                 let ms = self.clock.mono().saturating_sub(t0).as_millis() as u64;
-                tracing::info!(node = self.id, index = applied, ms, "snapshot saved at shutdown: a restart replays nothing");
+                tracing::info!(
+                    node = self.id,
+                    index = applied,
+                    ms,
+                    "snapshot saved at shutdown: a restart replays nothing"
+                );
             }
             Ok(()) => tracing::warn!(node = self.id, "no snapshot at shutdown: a restart replays the log"),
             Err(e) => {
