@@ -20,7 +20,7 @@ const WINDOW_WORD_BUDGET: u64 = 1 << 16;
 /// B-trees, not hash tables: the keys come from clients, and a fixed-seed hasher would let a
 /// client choose colliding keys (HashDoS); with the few producers of a window the producers'
 /// tree is one node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HandledKeys {
     order: VecDeque<(u64, u64)>,
     windows: BTreeMap<u64, Window>,
@@ -71,17 +71,6 @@ impl Window {
             dropped += 1;
         }
         dropped
-    }
-}
-
-impl Default for HandledKeys {
-    fn default() -> Self {
-        HandledKeys {
-            order: VecDeque::new(),
-            windows: BTreeMap::new(),
-            window_words: 0,
-            scattered: BTreeSet::new(),
-        }
     }
 }
 
