@@ -402,6 +402,9 @@ pub enum DiskFault {
     /// The next `n` appends/writes fail with an I/O error and change nothing.
     FailWrites(u32),
     /// The next `n` syncs (file or directory) fail with an I/O error and make nothing durable.
+    /// A failed file fsync also drops that file's unsynced writes for good, as Linux does (see
+    /// [`SimDisk`]): reads still see them, no later fsync makes them durable, and a power failure
+    /// loses them.
     FailSyncs(u32),
     /// The disk holds at most this many bytes in total; writes beyond fail with `NoSpace`.
     Capacity(u64),
@@ -435,6 +438,40 @@ struct SimFile {
     /// `durable` is a prefix of `current` (only appends since the last sync), so a sync copies
     /// just the new tail instead of the whole file.
     appended_only: bool,
+    /// Byte ranges of `current` whose write a failed fsync dropped (Linux marks the pages clean):
+    /// reads see them, but no later fsync writes them, so they hold what the disk held before
+    /// (zeros past its old end) until a power failure shows it. A rewrite of the bytes ends it.
+    lost: Vec<std::ops::Range<usize>>,
+}
+
+impl SimFile {
+    /// A failed fsync: every byte not yet durable is dropped from what a later fsync writes.
+    fn drop_unsynced(&mut self) -> u64 {
+        let from = if self.appended_only { self.durable.len() } else { 0 };
+        let range = from..self.current.len();
+        let n = range.len() as u64;
+        if n > 0 {
+            self.lost.push(range);
+        }
+        n
+    }
+
+    /// A successful fsync: `current` becomes durable, except the bytes a failed fsync dropped.
+    fn sync(&mut self) {
+        if self.lost.is_empty() && self.appended_only && self.durable.len() <= self.current.len() {
+            let from = self.durable.len();
+            self.durable.extend_from_slice(&self.current[from..]);
+        } else {
+            let mut next = self.current.clone();
+            for r in &self.lost {
+                for i in r.start..r.end.min(next.len()) {
+                    next[i] = self.durable.get(i).copied().unwrap_or(0);
+                }
+            }
+            self.durable = next;
+        }
+        self.appended_only = self.lost.is_empty();
+    }
 }
 
 /// The most recent write that is not yet durable, remembered so a power failure can tear it.
@@ -512,6 +549,8 @@ pub struct SimDiskStats {
     pub latency_spikes: u64,
     /// Bytes appended (bytes per fsync shows how much each fsync covered: group commit).
     pub appended_bytes: u64,
+    /// Unsynced bytes a failed fsync dropped for good (Linux's behaviour: [`DiskFault::FailSyncs`]).
+    pub dropped_on_fsync_error: u64,
 }
 
 impl SimDiskStats {
@@ -536,6 +575,7 @@ impl SimDiskStats {
         self.busy_us += other.busy_us;
         self.latency_spikes += other.latency_spikes;
         self.appended_bytes += other.appended_bytes;
+        self.dropped_on_fsync_error += other.dropped_on_fsync_error;
     }
 }
 
@@ -566,6 +606,7 @@ impl SimDisk {
         for f in st.files.values_mut() {
             f.current = f.durable.clone();
             f.appended_only = true;
+            f.lost.clear();
         }
         if let (Some(rng), Some(lw)) = (tear, st.last_write.take())
             && !lw.data.is_empty()
@@ -656,7 +697,7 @@ impl SimDisk {
             .files
             .iter()
             .map(|(id, f)| {
-                (*id, SimFile { durable: f.durable.clone(), current: f.durable.clone(), appended_only: true })
+                (*id, SimFile { durable: f.durable.clone(), current: f.durable.clone(), appended_only: true, lost: Vec::new() })
             })
             .collect();
         let copy = SimState {
@@ -861,6 +902,19 @@ impl SimState {
         Ok(())
     }
 
+    /// A failed fsync of file `id` drops its unsynced writes ([`SimFile::lost`]); the write a
+    /// power failure could tear is among them, so nothing of it lands either.
+    fn drop_unsynced(&mut self, id: FileId) {
+        let f = self.files.get_mut(&id).expect("named file exists");
+        let n = f.drop_unsynced();
+        if n > 0 {
+            self.stats.dropped_on_fsync_error += n;
+        }
+        if self.last_write.as_ref().is_some_and(|lw| lw.file == id) {
+            self.last_write = None;
+        }
+    }
+
     fn create(&mut self, name: &str) -> FileId {
         if let Some(id) = self.names.get(name) {
             return *id;
@@ -928,6 +982,7 @@ impl Disk for SimDisk {
         let f = st.files.get_mut(&id).expect("created above");
         f.current = data.to_vec();
         f.appended_only = false;
+        f.lost.clear();
         st.rotted.retain(|(file, _)| *file != id);
         st.last_write = Some(LastWrite { file: id, offset: 0, data: data.to_vec() });
         Ok(())
@@ -944,6 +999,10 @@ impl Disk for SimDisk {
         if len < f.current.len() {
             f.current.truncate(len);
             f.appended_only &= len >= f.durable.len();
+            f.lost.retain_mut(|r| {
+                r.end = r.end.min(len);
+                r.start < r.end
+            });
             if st.torn_files.remove(&id) {
                 st.stats.repaired_tails += 1;
             }
@@ -961,15 +1020,11 @@ impl Disk for SimDisk {
         let mut st = self.lock();
         st.crash_point("fsync", name, None)?;
         let id = st.id("fsync", name)?;
-        st.before_sync("fsync", name)?;
-        let f = st.files.get_mut(&id).expect("named file exists");
-        if f.appended_only && f.durable.len() <= f.current.len() {
-            let from = f.durable.len();
-            f.durable.extend_from_slice(&f.current[from..]);
-        } else {
-            f.durable = f.current.clone();
+        if let Err(e) = st.before_sync("fsync", name) {
+            st.drop_unsynced(id);
+            return Err(e);
         }
-        f.appended_only = true;
+        st.files.get_mut(&id).expect("named file exists").sync();
         if st.last_write.as_ref().is_some_and(|lw| lw.file == id) {
             st.last_write = None;
         }
@@ -1149,6 +1204,84 @@ mod tests {
         d.clear_faults();
         d.append("f", b"!").unwrap();
         assert_eq!(d.stats().injected_failures, 3);
+    }
+
+    #[test]
+    fn a_retried_fsync_after_a_failed_one_does_not_make_the_dropped_writes_durable() {
+        let d = SimDisk::new();
+        d.append("wal", b"ok").unwrap();
+        d.sync("wal").unwrap();
+        d.sync_dir().unwrap();
+        d.append("wal", b"lost").unwrap();
+        d.inject(DiskFault::FailSyncs(1));
+        assert!(d.sync("wal").is_err());
+        assert_eq!(d.read("wal").unwrap(), b"oklost", "the page cache still serves the dropped bytes");
+        d.sync("wal").unwrap(); // the retry "succeeds": the pages are clean, nothing is written
+        assert_eq!(d.stats().dropped_on_fsync_error, 4);
+        d.power_fail(None);
+        assert_eq!(d.read("wal").unwrap(), b"ok\0\0\0\0", "the retry made the size durable, not the bytes");
+    }
+
+    #[test]
+    fn writes_after_a_failed_fsync_become_durable_around_a_hole() {
+        let d = SimDisk::new();
+        d.append("wal", b"ab").unwrap();
+        d.sync_dir().unwrap();
+        d.inject(DiskFault::FailSyncs(1));
+        assert!(d.sync("wal").is_err());
+        d.append("wal", b"cd").unwrap();
+        d.sync("wal").unwrap();
+        d.append("wal", b"ef").unwrap();
+        d.sync("wal").unwrap();
+        d.power_fail(None);
+        assert_eq!(d.read("wal").unwrap(), b"\0\0cdef");
+        d.append("wal", b"g").unwrap();
+        d.sync("wal").unwrap();
+        d.power_fail(None);
+        assert_eq!(d.read("wal").unwrap(), b"\0\0cdefg", "a power failure ends the dropped state");
+    }
+
+    #[test]
+    fn rewriting_or_cutting_the_dropped_bytes_makes_the_file_durable_again() {
+        let d = SimDisk::new();
+        d.write_atomic("state", b"v1").unwrap();
+        d.write("state", b"v2").unwrap();
+        d.inject(DiskFault::FailSyncs(1));
+        assert!(d.sync("state").is_err());
+        d.sync("state").unwrap();
+        d.power_fail(None);
+        assert_eq!(d.read("state").unwrap(), b"v1", "a rewrite whose fsync failed never lands");
+        d.write("state", b"v3").unwrap();
+        d.sync("state").unwrap();
+        d.power_fail(None);
+        assert_eq!(d.read("state").unwrap(), b"v3");
+
+        d.append("wal", b"ab").unwrap();
+        d.sync("wal").unwrap();
+        d.sync_dir().unwrap();
+        d.append("wal", b"cd").unwrap();
+        d.inject(DiskFault::FailSyncs(1));
+        assert!(d.sync("wal").is_err());
+        d.truncate("wal", 2).unwrap(); // recovery cuts the unsynced tail and writes it again
+        d.append("wal", b"cd").unwrap();
+        d.sync("wal").unwrap();
+        d.power_fail(None);
+        assert_eq!(d.read("wal").unwrap(), b"abcd");
+    }
+
+    #[test]
+    fn a_failed_fsync_leaves_nothing_for_a_power_failure_to_tear() {
+        let mut rng = rng_from_seed(7);
+        let d = SimDisk::new();
+        d.append("wal", b"ab").unwrap();
+        d.sync("wal").unwrap();
+        d.sync_dir().unwrap();
+        d.append("wal", &[9; 64]).unwrap();
+        d.inject(DiskFault::FailSyncs(1));
+        assert!(d.sync("wal").is_err());
+        d.power_fail(Some(&mut rng));
+        assert_eq!(d.read("wal").unwrap(), b"ab");
+        assert_eq!(d.stats().torn_writes, 0);
     }
 
     #[test]
