@@ -104,6 +104,11 @@ pub enum DlqError {
     Disk(#[from] DiskError),
     #[error("dead-letter redrive request is malformed: {0}")]
     BadRequest(String),
+    /// A write failed and so did rewriting the log into a new file: the file's state is unknown.
+    #[error(
+        "dead-letter queue is poisoned by an earlier failed write or fsync; restart to recover from disk"
+    )]
+    Poisoned,
 }
 
 #[derive(Debug)]
@@ -113,6 +118,8 @@ struct State {
     overflow: u64,
     /// Entries being redriven: still stored, not handed out again.
     in_flight: std::collections::BTreeSet<u64>,
+    /// Set when a write failed and the rewrite that repairs it failed too ([`Dlq::write_log`]).
+    poisoned: bool,
 }
 
 /// A durable, bounded dead-letter queue. Clones share one queue.
@@ -164,7 +171,7 @@ impl Dlq {
         // Ids are unique among stored entries and increase; an id removed before the last
         // compaction may come back, never one still stored.
         let next_id = max_id.map_or(1, |m| m + 1);
-        let state = State { entries, next_id, overflow, in_flight: Default::default() };
+        let state = State { entries, next_id, overflow, in_flight: Default::default(), poisoned: false };
         Ok(Dlq { disk, max_entries, state: Arc::new(Mutex::new(state)) })
     }
 
@@ -207,12 +214,7 @@ impl Dlq {
             new.push(entry);
         }
         if !new.is_empty() {
-            let new_file = self.disk.size(DLQ_FILE)?.is_none();
-            self.disk.append(DLQ_FILE, &bytes)?;
-            self.disk.sync(DLQ_FILE)?;
-            if new_file {
-                self.disk.sync_dir()?;
-            }
+            self.write_log(&mut st, &bytes, |old| old.iter().chain(&new).flat_map(encode).collect())?;
             st.next_id += new.len() as u64;
             st.entries.extend(new);
         }
@@ -221,6 +223,46 @@ impl Dlq {
             self.disk.write_atomic(OVERFLOW_FILE, st.overflow.to_string().as_bytes())?;
         }
         Ok(out)
+    }
+
+    /// Appends `bytes` to the log and fsyncs it. A failed append or fsync is never retried on the
+    /// same file (fsyncgate): Linux marks the pages of a failed fsync clean, so a later fsync
+    /// "succeeds" without writing them, and appending after them leaves a hole of zeros or old
+    /// bytes in the middle of the log at the next power failure (truncating back and re-appending
+    /// would rely on the page cache of a file whose write-back just failed). Instead the log is
+    /// rewritten from memory into a new file: `whole(stored entries)` is what it must hold with
+    /// this write applied, put in place by [`Disk::write_atomic`] (a fresh file fsynced, renamed
+    /// over, directory fsynced), so nothing of the failed pages is relied on: they belong to the
+    /// old file, which the rename unlinks. The DLQ is bounded, so the rewrite is too. If the
+    /// rewrite fails as well, the DLQ is poisoned: every later write is refused with
+    /// [`DlqError::Poisoned`] until a restart re-reads the file.
+    fn write_log(
+        &self,
+        st: &mut State,
+        bytes: &[u8],
+        whole: impl FnOnce(&[DlqEntry]) -> Vec<u8>,
+    ) -> Result<(), DlqError> {
+        if st.poisoned {
+            return Err(DlqError::Poisoned);
+        }
+        let appended = self.disk.size(DLQ_FILE).and_then(|size| {
+            self.disk.append(DLQ_FILE, bytes)?;
+            self.disk.sync(DLQ_FILE)?;
+            if size.is_none() { self.disk.sync_dir() } else { Ok(()) }
+        });
+        let Err(e) = appended else { return Ok(()) };
+        tracing::warn!(%e, file = DLQ_FILE, "dlq: write failed; rewriting the log into a new file");
+        if let Err(again) = self.disk.write_atomic(DLQ_FILE, &whole(&st.entries)) {
+            st.poisoned = true;
+            tracing::error!(first = %e, %again, "dlq: the rewrite failed too; poisoned until restart");
+            return Err(again.into());
+        }
+        Ok(())
+    }
+
+    /// True once a failed write and a failed rewrite have poisoned the DLQ (until a restart).
+    pub fn is_poisoned(&self) -> bool {
+        self.lock().poisoned
     }
 
     /// Every entry, oldest first.
@@ -278,8 +320,9 @@ impl Dlq {
         for id in ids {
             bytes.extend_from_slice(&encode_tombstone(*id));
         }
-        self.disk.append(DLQ_FILE, &bytes)?;
-        self.disk.sync(DLQ_FILE)?;
+        self.write_log(&mut st, &bytes, |old| {
+            old.iter().filter(|e| !ids.contains(&e.id)).flat_map(encode).collect()
+        })?;
         st.entries.retain(|e| !ids.contains(&e.id));
         for id in ids {
             st.in_flight.remove(id);
@@ -699,6 +742,57 @@ mod tests {
         // A partial record (torn write) too.
         disk.append(DLQ_FILE, &[9, 0, 0, 0, 1]).unwrap();
         assert_eq!(Dlq::open(Arc::new(disk.clone()), 10).unwrap().len(), 1);
+    }
+
+    /// fsyncgate: a failed fsync drops the appended bytes (Linux marks the pages clean) and a
+    /// later fsync does not write them. Appending after them left a hole in the middle of the log,
+    /// and the open cut off every entry after it, though those were reported stored.
+    #[test]
+    fn a_failed_fsync_leaves_no_hole_and_every_stored_entry_survives_a_power_failure() {
+        use crate::rt::DiskFault;
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        let mut stored = Vec::new();
+        let mut push = |i: u64| {
+            if let Ok(Pushed::Stored(id)) = dlq.push(DlqReason::Invalid, format!("e{i}"), 5, ev(i)) {
+                stored.push((id, ev(i)));
+            }
+        };
+        push(1);
+        disk.inject(DiskFault::FailSyncs(1));
+        push(2);
+        push(3);
+        disk.inject(DiskFault::FailSyncs(1));
+        push(4);
+        push(5);
+        assert!(stored.len() >= 3, "{stored:?}");
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        let got: Vec<(u64, StoredEvent)> = again.entries().into_iter().map(|e| (e.id, e.event)).collect();
+        assert_eq!(got, stored, "exactly the entries reported stored, in order, with unique ids");
+    }
+
+    #[test]
+    fn a_failed_rewrite_poisons_the_dlq_until_a_restart() {
+        use crate::rt::DiskFault;
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        dlq.push(DlqReason::Invalid, String::new(), 5, ev(1)).unwrap();
+        // The append's fsync and the rewrite's fsync both fail.
+        disk.inject(DiskFault::FailSyncs(2));
+        assert!(matches!(dlq.push(DlqReason::Invalid, String::new(), 5, ev(2)), Err(DlqError::Disk(_))));
+        assert!(dlq.is_poisoned());
+        assert!(matches!(dlq.push(DlqReason::Invalid, String::new(), 5, ev(3)), Err(DlqError::Poisoned)));
+        assert!(matches!(dlq.finish_redrive(&[1]), Err(DlqError::Poisoned)));
+        assert_eq!(dlq.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![1]);
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert!(!again.is_poisoned());
+        assert_eq!(
+            again.entries().iter().map(|e| (e.id, e.event.clone())).collect::<Vec<_>>(),
+            vec![(1, ev(1))]
+        );
+        assert_eq!(again.push(DlqReason::Invalid, String::new(), 5, ev(4)).unwrap(), Pushed::Stored(2));
     }
 
     #[test]
