@@ -697,7 +697,15 @@ impl SimDisk {
             .files
             .iter()
             .map(|(id, f)| {
-                (*id, SimFile { durable: f.durable.clone(), current: f.durable.clone(), appended_only: true, lost: Vec::new() })
+                (
+                    *id,
+                    SimFile {
+                        durable: f.durable.clone(),
+                        current: f.durable.clone(),
+                        appended_only: true,
+                        lost: Vec::new(),
+                    },
+                )
             })
             .collect();
         let copy = SimState {
