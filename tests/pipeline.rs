@@ -841,6 +841,7 @@ async fn a_refused_dead_letter_holds_the_checkpoint_before_its_event() {
     assert!(h.p.dlq().is_poisoned());
     assert!(h.p.dlq().is_empty());
     assert_eq!(h.p.metrics().dlq_errors.get(), 1);
+    assert!(h.p.render_prometheus().contains("\nesc_pipeline_dlq_poisoned 1\n"));
     assert_eq!(
         h.p.positions().get("sensor/temperature").copied().unwrap_or(0),
         bad,

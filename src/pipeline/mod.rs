@@ -364,7 +364,13 @@ impl Pipeline {
 
     /// Prometheus text of the pipeline's metrics.
     pub fn render_prometheus(&self) -> String {
-        self.inner.metrics.render_prometheus(self.depths(), self.health())
+        let mut out = self.inner.metrics.render_prometheus(self.depths(), self.health());
+        let name = "esc_pipeline_dlq_poisoned";
+        out.push_str(&format!(
+            "# HELP {name} 1 if the dead-letter queue refuses writes after a failed write and rewrite (restart to recover)\n# TYPE {name} gauge\n{name} {}\n",
+            u8::from(self.inner.dlq.is_poisoned())
+        ));
+        out
     }
 
     /// Stops admitting, lets every processor drain its queue (batch windows flush), and waits for
