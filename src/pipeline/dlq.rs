@@ -146,8 +146,18 @@ impl Dlq {
             Err(e) if e.is_not_found() => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let (mut entries, removed, good_len) = decode_all(&bytes);
-        if good_len < bytes.len() {
+        let Decoded { mut entries, removed, good_len, skipped } = decode_all(&bytes);
+        if !skipped.is_empty() {
+            // Damage in the middle (bit rot, or a hole an older build's retried fsync left):
+            // the intact records after it are kept, the damaged ranges dropped, loudly, and the
+            // log is rewritten below into a new file without them.
+            tracing::error!(
+                file = DLQ_FILE,
+                ?skipped,
+                kept = entries.len(),
+                "dlq: damaged records in the middle of the log skipped; later records kept"
+            );
+        } else if good_len < bytes.len() {
             tracing::warn!(
                 file = DLQ_FILE,
                 kept = good_len,
@@ -158,8 +168,8 @@ impl Dlq {
             disk.sync(DLQ_FILE)?;
         }
         let max_id = entries.iter().map(|e| e.id).chain(removed.iter().copied()).max();
-        if !removed.is_empty() {
-            // Compact: drop redriven entries and their tombstones.
+        if !removed.is_empty() || !skipped.is_empty() {
+            // Compact: drop redriven entries and their tombstones (and any damaged range).
             entries.retain(|e| !removed.contains(&e.id));
             let bytes: Vec<u8> = entries.iter().flat_map(encode).collect();
             disk.write_atomic(DLQ_FILE, &bytes)?;
@@ -537,22 +547,50 @@ fn read_record(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     }
 }
 
-/// Decodes records until the end or the first torn/corrupt one; returns the entries, the ids of
-/// tombstones, and the good length.
-fn decode_all(bytes: &[u8]) -> (Vec<DlqEntry>, std::collections::BTreeSet<u64>, usize) {
-    let mut out = Vec::new();
-    let mut removed = std::collections::BTreeSet::new();
-    let mut pos = 0;
-    while let Some((body, next)) = read_record(bytes, pos) {
-        if body.len() == 9 && body[0] == TOMBSTONE {
-            removed.insert(u64::from_le_bytes(body[1..9].try_into().unwrap_or([0; 8])));
-        } else {
-            let Some(entry) = decode_body(body) else { break };
-            out.push(entry);
-        }
-        pos = next;
+/// What [`decode_all`] read from a log.
+struct Decoded {
+    entries: Vec<DlqEntry>,
+    /// Ids of tombstones.
+    removed: std::collections::BTreeSet<u64>,
+    /// Where the intact records end (the start of a torn or corrupt tail).
+    good_len: usize,
+    /// Damaged byte ranges with intact records after them.
+    skipped: Vec<std::ops::Range<usize>>,
+}
+
+/// One intact record at `pos`: an entry, or a tombstone's id.
+fn decode_at(bytes: &[u8], pos: usize) -> Option<(Result<DlqEntry, u64>, usize)> {
+    let (body, next) = read_record(bytes, pos)?;
+    if body.len() == 9 && body[0] == TOMBSTONE {
+        return Some((Err(u64::from_le_bytes(body[1..9].try_into().ok()?)), next));
     }
-    (out, removed, pos)
+    Some((Ok(decode_body(body)?), next))
+}
+
+/// Decodes every intact record. At a torn or corrupt one it looks for an intact record further
+/// on (each record is checksummed, so one found is real): none means a torn tail (`good_len`
+/// marks it); one means damage in the middle, skipped so the later records are not dropped.
+fn decode_all(bytes: &[u8]) -> Decoded {
+    let mut d =
+        Decoded { entries: Vec::new(), removed: Default::default(), good_len: 0, skipped: Vec::new() };
+    let mut pos = 0;
+    loop {
+        while let Some((rec, next)) = decode_at(bytes, pos) {
+            match rec {
+                Ok(entry) => d.entries.push(entry),
+                Err(id) => _ = d.removed.insert(id),
+            }
+            pos = next;
+        }
+        d.good_len = pos;
+        match (pos + 1..bytes.len()).find(|p| decode_at(bytes, *p).is_some()) {
+            Some(resume) => {
+                d.skipped.push(pos..resume);
+                pos = resume;
+            }
+            None => return d,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -793,6 +831,29 @@ mod tests {
             vec![(1, ev(1))]
         );
         assert_eq!(again.push(DlqReason::Invalid, String::new(), 5, ev(4)).unwrap(), Pushed::Stored(2));
+    }
+
+    /// A hole in the middle of the log (zeros where an older build's retried fsync wrote nothing)
+    /// drops only itself: the intact records after it are kept and the log is rewritten.
+    #[test]
+    fn a_damaged_middle_keeps_the_records_after_it() {
+        let disk = SimDisk::new();
+        let mut bytes = encode(&entry(1, ev(1)));
+        let hole = bytes.len();
+        bytes.extend(vec![0; encode(&entry(2, ev(2))).len()]);
+        bytes.extend(encode(&entry(3, ev(3))));
+        bytes.extend(encode_tombstone(1));
+        bytes.extend(encode(&entry(4, ev(4))));
+        bytes.extend([7, 0, 0]); // and a torn tail
+        disk.append(DLQ_FILE, &bytes).unwrap();
+        disk.sync(DLQ_FILE).unwrap();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(dlq.entries(), vec![entry(3, ev(3)), entry(4, ev(4))]);
+        assert!(disk.size(DLQ_FILE).unwrap().unwrap() > hole as u64);
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(again.entries(), vec![entry(3, ev(3)), entry(4, ev(4))]);
+        assert_eq!(again.push(DlqReason::Invalid, String::new(), 5, ev(5)).unwrap(), Pushed::Stored(5));
     }
 
     #[test]
