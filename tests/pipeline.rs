@@ -824,3 +824,27 @@ async fn dead_letters_of_one_submit_share_one_fsync() {
     h.p.resume(Class::Realtime);
     h.p.shutdown().await;
 }
+
+/// A DLQ that refuses a dead letter (its write and the rewrite repairing it both fail: poisoned)
+/// loses nothing acknowledged: the checkpoint does not advance past the event, so a restart
+/// handles it again, and the refusal is counted.
+#[tokio::test]
+async fn a_refused_dead_letter_holds_the_checkpoint_before_its_event() {
+    use eventstreamcore::rt::DiskFault;
+    let h = start(base_cfg());
+    h.disk.inject(DiskFault::FailSyncs(2));
+    let bad = h.submit("sensor/temperature", Priority::High, &[200]);
+    h.wait_for("the dead letter", |h| !h.fates.of("sensor/temperature", bad).is_empty()).await;
+    let ok = h.submit("sensor/temperature", Priority::High, &[20]);
+    h.p.shutdown().await;
+    assert_eq!(h.fates.of("sensor/temperature", ok), vec![Fate::Processed]);
+    assert!(h.p.dlq().is_poisoned());
+    assert!(h.p.dlq().is_empty());
+    assert_eq!(h.p.metrics().dlq_errors.get(), 1);
+    assert!(h.p.render_prometheus().contains("\nesc_pipeline_dlq_poisoned 1\n"));
+    assert_eq!(
+        h.p.positions().get("sensor/temperature").copied().unwrap_or(0),
+        bad,
+        "the checkpoint must not pass an event the DLQ refused"
+    );
+}

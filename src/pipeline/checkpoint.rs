@@ -70,6 +70,9 @@ pub struct DiskCheckpoint {
     mem: MemCheckpoint,
     /// Lines not yet appended.
     pending: Mutex<String>,
+    /// A write failed and rewriting the log failed too: the next flush rewrites it again instead
+    /// of appending (see [`Checkpoint::flush`]).
+    rewrite: std::sync::atomic::AtomicBool,
 }
 
 /// The checkpoint log file.
@@ -85,9 +88,12 @@ impl DiskCheckpoint {
             Err(e) => return Err(e),
         };
         let text = String::from_utf8_lossy(&bytes);
-        // Only whole lines count: a torn last line is dropped.
+        // Only whole lines count: a torn last line is dropped. A NUL ends a line too: a hole of
+        // zeros in the middle (what an older build's retried fsync left) would otherwise merge
+        // into the line after it and drop that line with it.
         let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
-        for line in complete.lines() {
+        let mut malformed = 0u64;
+        for line in complete.split(['\n', '\0']).filter(|l| !l.is_empty()) {
             let mut f = line.split(' ');
             match (f.next(), f.next(), f.next(), f.next()) {
                 (Some("P"), Some(next), Some(topic_hex), None) => {
@@ -100,10 +106,21 @@ impl DiskCheckpoint {
                         mem.mark_handled((p, q));
                     }
                 }
-                _ => tracing::warn!(line, "checkpoint: skipping a malformed record"),
+                _ => malformed += 1,
             }
         }
-        let cp = DiskCheckpoint { disk, mem, pending: Mutex::new(String::new()) };
+        if malformed > 0 {
+            tracing::error!(
+                malformed,
+                "checkpoint: skipped malformed records (their events are handled again)"
+            );
+        }
+        let cp = DiskCheckpoint {
+            disk,
+            mem,
+            pending: Mutex::new(String::new()),
+            rewrite: std::sync::atomic::AtomicBool::new(false),
+        };
         cp.compact()?;
         Ok(cp)
     }
@@ -156,20 +173,35 @@ impl Checkpoint for DiskCheckpoint {
         self.push(format!("K {} {}\n", key.0, key.1));
     }
 
+    /// Appends the pending lines and fsyncs them. A failed append or fsync is never retried on the
+    /// same file (fsyncgate): Linux marks the pages of a failed fsync clean, a later fsync does not
+    /// write them, and re-appending the lines after them left a hole mid-file at the next power
+    /// failure, merging lines the open then skipped. Instead the whole state is rewritten from
+    /// memory into a new file ([`DiskCheckpoint::compact`]: `write_atomic`, a fresh file fsynced,
+    /// renamed over, directory fsynced), which relies on nothing of the failed pages. Every
+    /// pending line's effect is in memory before the line is queued, so the rewrite covers it;
+    /// until a rewrite succeeds each flush tries one again (each on a fresh file), and the log
+    /// keeps only what was durable before, so a restart handles the rest again (at-least-once).
     fn flush(&self) {
+        use std::sync::atomic::Ordering;
         let lines = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        if lines.is_empty() {
-            return;
+        if !self.rewrite.load(Ordering::Acquire) {
+            if lines.is_empty() {
+                return;
+            }
+            let r = self
+                .disk
+                .append(CHECKPOINT_FILE, lines.as_bytes())
+                .and_then(|()| self.disk.sync(CHECKPOINT_FILE));
+            let Err(e) = r else { return };
+            tracing::warn!(%e, "checkpoint: flush failed; rewriting the log into a new file");
         }
-        let r = self
-            .disk
-            .append(CHECKPOINT_FILE, lines.as_bytes())
-            .and_then(|()| self.disk.sync(CHECKPOINT_FILE));
-        if let Err(e) = r {
-            tracing::error!(%e, "checkpoint: flush failed; the records are retried at the next flush");
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let newer = std::mem::take(&mut *p);
-            *p = lines + &newer;
+        match self.compact() {
+            Ok(()) => self.rewrite.store(false, Ordering::Release),
+            Err(e) => {
+                self.rewrite.store(true, Ordering::Release);
+                tracing::error!(%e, "checkpoint: rewrite failed; retried (into a new file) at the next flush");
+            }
         }
     }
 }
@@ -342,6 +374,59 @@ mod tests {
         disk.append(CHECKPOINT_FILE, b"K 9 ").unwrap();
         let torn = DiskCheckpoint::open(Arc::new(disk), 100).unwrap();
         assert_eq!(torn.positions()["sensor/a b"], 7);
+    }
+
+    /// fsyncgate: re-appending the lines of a failed flush after the bytes the failed fsync dropped
+    /// left a hole of zeros in the middle of the log, and the open skipped the line it merged into.
+    #[test]
+    fn a_failed_flush_is_not_retried_into_a_hole() {
+        use crate::rt::{DiskFault, SimDisk};
+        let disk = SimDisk::new();
+        let c = DiskCheckpoint::open(Arc::new(disk.clone()), 100).unwrap();
+        c.record_position("t", 1);
+        c.mark_handled((1, 1));
+        c.flush();
+        disk.inject(DiskFault::FailSyncs(1));
+        c.mark_handled((1, 2));
+        c.record_position("t", 2);
+        c.flush();
+        c.mark_handled((1, 3));
+        c.record_position("t", 3);
+        c.flush();
+        disk.power_fail(None);
+        let again = DiskCheckpoint::open(Arc::new(disk.clone()), 100).unwrap();
+        assert_eq!(again.positions()["t"], 3);
+        for k in 1..=3 {
+            assert!(again.is_handled((1, k)), "key {k} was flushed by the last flush");
+        }
+        // A write failing outright is not retried on the same file either.
+        disk.inject(DiskFault::FailWrites(1));
+        again.mark_handled((1, 4));
+        again.flush();
+        again.mark_handled((1, 5));
+        again.flush();
+        disk.power_fail(None);
+        let third = DiskCheckpoint::open(Arc::new(disk.clone()), 100).unwrap();
+        assert!((1..=5).all(|k| third.is_handled((1, k))));
+        // The append's fsync and the rewrite's both fail: the next flush rewrites, never appends.
+        disk.inject(DiskFault::FailSyncs(2));
+        third.mark_handled((1, 6));
+        third.flush();
+        third.mark_handled((1, 7));
+        third.flush();
+        disk.power_fail(None);
+        let fourth = DiskCheckpoint::open(Arc::new(disk), 100).unwrap();
+        assert!((1..=7).all(|k| fourth.is_handled((1, k))));
+    }
+
+    #[test]
+    fn a_hole_of_zeros_mid_file_drops_no_later_line() {
+        use crate::rt::SimDisk;
+        let disk = SimDisk::new();
+        disk.append(CHECKPOINT_FILE, b"K 1 1\n\0\0\0\0\0\0K 1 2\nP 4 74\n").unwrap();
+        let c = DiskCheckpoint::open(Arc::new(disk), 100).unwrap();
+        assert!(c.is_handled((1, 1)) && c.is_handled((1, 2)));
+        assert_eq!(c.positions()["t"], 4);
     }
 
     #[test]

@@ -104,6 +104,11 @@ pub enum DlqError {
     Disk(#[from] DiskError),
     #[error("dead-letter redrive request is malformed: {0}")]
     BadRequest(String),
+    /// A write failed and so did rewriting the log into a new file: the file's state is unknown.
+    #[error(
+        "dead-letter queue is poisoned by an earlier failed write or fsync; restart to recover from disk"
+    )]
+    Poisoned,
 }
 
 #[derive(Debug)]
@@ -113,6 +118,8 @@ struct State {
     overflow: u64,
     /// Entries being redriven: still stored, not handed out again.
     in_flight: std::collections::BTreeSet<u64>,
+    /// Set when a write failed and the rewrite that repairs it failed too ([`Dlq::write_log`]).
+    poisoned: bool,
 }
 
 /// A durable, bounded dead-letter queue. Clones share one queue.
@@ -139,8 +146,18 @@ impl Dlq {
             Err(e) if e.is_not_found() => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let (mut entries, removed, good_len) = decode_all(&bytes);
-        if good_len < bytes.len() {
+        let Decoded { mut entries, removed, good_len, skipped } = decode_all(&bytes);
+        if !skipped.is_empty() {
+            // Damage in the middle (bit rot, or a hole an older build's retried fsync left):
+            // the intact records after it are kept, the damaged ranges dropped, loudly, and the
+            // log is rewritten below into a new file without them.
+            tracing::error!(
+                file = DLQ_FILE,
+                ?skipped,
+                kept = entries.len(),
+                "dlq: damaged records in the middle of the log skipped; later records kept"
+            );
+        } else if good_len < bytes.len() {
             tracing::warn!(
                 file = DLQ_FILE,
                 kept = good_len,
@@ -151,8 +168,8 @@ impl Dlq {
             disk.sync(DLQ_FILE)?;
         }
         let max_id = entries.iter().map(|e| e.id).chain(removed.iter().copied()).max();
-        if !removed.is_empty() {
-            // Compact: drop redriven entries and their tombstones.
+        if !removed.is_empty() || !skipped.is_empty() {
+            // Compact: drop redriven entries and their tombstones (and any damaged range).
             entries.retain(|e| !removed.contains(&e.id));
             let bytes: Vec<u8> = entries.iter().flat_map(encode).collect();
             disk.write_atomic(DLQ_FILE, &bytes)?;
@@ -164,7 +181,7 @@ impl Dlq {
         // Ids are unique among stored entries and increase; an id removed before the last
         // compaction may come back, never one still stored.
         let next_id = max_id.map_or(1, |m| m + 1);
-        let state = State { entries, next_id, overflow, in_flight: Default::default() };
+        let state = State { entries, next_id, overflow, in_flight: Default::default(), poisoned: false };
         Ok(Dlq { disk, max_entries, state: Arc::new(Mutex::new(state)) })
     }
 
@@ -207,12 +224,7 @@ impl Dlq {
             new.push(entry);
         }
         if !new.is_empty() {
-            let new_file = self.disk.size(DLQ_FILE)?.is_none();
-            self.disk.append(DLQ_FILE, &bytes)?;
-            self.disk.sync(DLQ_FILE)?;
-            if new_file {
-                self.disk.sync_dir()?;
-            }
+            self.write_log(&mut st, &bytes, |old| old.iter().chain(&new).flat_map(encode).collect())?;
             st.next_id += new.len() as u64;
             st.entries.extend(new);
         }
@@ -221,6 +233,46 @@ impl Dlq {
             self.disk.write_atomic(OVERFLOW_FILE, st.overflow.to_string().as_bytes())?;
         }
         Ok(out)
+    }
+
+    /// Appends `bytes` to the log and fsyncs it. A failed append or fsync is never retried on the
+    /// same file (fsyncgate): Linux marks the pages of a failed fsync clean, so a later fsync
+    /// "succeeds" without writing them, and appending after them leaves a hole of zeros or old
+    /// bytes in the middle of the log at the next power failure (truncating back and re-appending
+    /// would rely on the page cache of a file whose write-back just failed). Instead the log is
+    /// rewritten from memory into a new file: `whole(stored entries)` is what it must hold with
+    /// this write applied, put in place by [`Disk::write_atomic`] (a fresh file fsynced, renamed
+    /// over, directory fsynced), so nothing of the failed pages is relied on: they belong to the
+    /// old file, which the rename unlinks. The DLQ is bounded, so the rewrite is too. If the
+    /// rewrite fails as well, the DLQ is poisoned: every later write is refused with
+    /// [`DlqError::Poisoned`] until a restart re-reads the file.
+    fn write_log(
+        &self,
+        st: &mut State,
+        bytes: &[u8],
+        whole: impl FnOnce(&[DlqEntry]) -> Vec<u8>,
+    ) -> Result<(), DlqError> {
+        if st.poisoned {
+            return Err(DlqError::Poisoned);
+        }
+        let appended = self.disk.size(DLQ_FILE).and_then(|size| {
+            self.disk.append(DLQ_FILE, bytes)?;
+            self.disk.sync(DLQ_FILE)?;
+            if size.is_none() { self.disk.sync_dir() } else { Ok(()) }
+        });
+        let Err(e) = appended else { return Ok(()) };
+        tracing::warn!(%e, file = DLQ_FILE, "dlq: write failed; rewriting the log into a new file");
+        if let Err(again) = self.disk.write_atomic(DLQ_FILE, &whole(&st.entries)) {
+            st.poisoned = true;
+            tracing::error!(first = %e, %again, "dlq: the rewrite failed too; poisoned until restart");
+            return Err(again.into());
+        }
+        Ok(())
+    }
+
+    /// True once a failed write and a failed rewrite have poisoned the DLQ (until a restart).
+    pub fn is_poisoned(&self) -> bool {
+        self.lock().poisoned
     }
 
     /// Every entry, oldest first.
@@ -278,8 +330,9 @@ impl Dlq {
         for id in ids {
             bytes.extend_from_slice(&encode_tombstone(*id));
         }
-        self.disk.append(DLQ_FILE, &bytes)?;
-        self.disk.sync(DLQ_FILE)?;
+        self.write_log(&mut st, &bytes, |old| {
+            old.iter().filter(|e| !ids.contains(&e.id)).flat_map(encode).collect()
+        })?;
         st.entries.retain(|e| !ids.contains(&e.id));
         for id in ids {
             st.in_flight.remove(id);
@@ -494,22 +547,50 @@ fn read_record(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     }
 }
 
-/// Decodes records until the end or the first torn/corrupt one; returns the entries, the ids of
-/// tombstones, and the good length.
-fn decode_all(bytes: &[u8]) -> (Vec<DlqEntry>, std::collections::BTreeSet<u64>, usize) {
-    let mut out = Vec::new();
-    let mut removed = std::collections::BTreeSet::new();
-    let mut pos = 0;
-    while let Some((body, next)) = read_record(bytes, pos) {
-        if body.len() == 9 && body[0] == TOMBSTONE {
-            removed.insert(u64::from_le_bytes(body[1..9].try_into().unwrap_or([0; 8])));
-        } else {
-            let Some(entry) = decode_body(body) else { break };
-            out.push(entry);
-        }
-        pos = next;
+/// What [`decode_all`] read from a log.
+struct Decoded {
+    entries: Vec<DlqEntry>,
+    /// Ids of tombstones.
+    removed: std::collections::BTreeSet<u64>,
+    /// Where the intact records end (the start of a torn or corrupt tail).
+    good_len: usize,
+    /// Damaged byte ranges with intact records after them.
+    skipped: Vec<std::ops::Range<usize>>,
+}
+
+/// One intact record at `pos`: an entry, or a tombstone's id.
+fn decode_at(bytes: &[u8], pos: usize) -> Option<(Result<DlqEntry, u64>, usize)> {
+    let (body, next) = read_record(bytes, pos)?;
+    if body.len() == 9 && body[0] == TOMBSTONE {
+        return Some((Err(u64::from_le_bytes(body[1..9].try_into().ok()?)), next));
     }
-    (out, removed, pos)
+    Some((Ok(decode_body(body)?), next))
+}
+
+/// Decodes every intact record. At a torn or corrupt one it looks for an intact record further
+/// on (each record is checksummed, so one found is real): none means a torn tail (`good_len`
+/// marks it); one means damage in the middle, skipped so the later records are not dropped.
+fn decode_all(bytes: &[u8]) -> Decoded {
+    let mut d =
+        Decoded { entries: Vec::new(), removed: Default::default(), good_len: 0, skipped: Vec::new() };
+    let mut pos = 0;
+    loop {
+        while let Some((rec, next)) = decode_at(bytes, pos) {
+            match rec {
+                Ok(entry) => d.entries.push(entry),
+                Err(id) => _ = d.removed.insert(id),
+            }
+            pos = next;
+        }
+        d.good_len = pos;
+        match (pos + 1..bytes.len()).find(|p| decode_at(bytes, *p).is_some()) {
+            Some(resume) => {
+                d.skipped.push(pos..resume);
+                pos = resume;
+            }
+            None => return d,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -699,6 +780,80 @@ mod tests {
         // A partial record (torn write) too.
         disk.append(DLQ_FILE, &[9, 0, 0, 0, 1]).unwrap();
         assert_eq!(Dlq::open(Arc::new(disk.clone()), 10).unwrap().len(), 1);
+    }
+
+    /// fsyncgate: a failed fsync drops the appended bytes (Linux marks the pages clean) and a
+    /// later fsync does not write them. Appending after them left a hole in the middle of the log,
+    /// and the open cut off every entry after it, though those were reported stored.
+    #[test]
+    fn a_failed_fsync_leaves_no_hole_and_every_stored_entry_survives_a_power_failure() {
+        use crate::rt::DiskFault;
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        let mut stored = Vec::new();
+        let mut push = |i: u64| {
+            if let Ok(Pushed::Stored(id)) = dlq.push(DlqReason::Invalid, format!("e{i}"), 5, ev(i)) {
+                stored.push((id, ev(i)));
+            }
+        };
+        push(1);
+        disk.inject(DiskFault::FailSyncs(1));
+        push(2);
+        push(3);
+        disk.inject(DiskFault::FailSyncs(1));
+        push(4);
+        push(5);
+        assert!(stored.len() >= 3, "{stored:?}");
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        let got: Vec<(u64, StoredEvent)> = again.entries().into_iter().map(|e| (e.id, e.event)).collect();
+        assert_eq!(got, stored, "exactly the entries reported stored, in order, with unique ids");
+    }
+
+    #[test]
+    fn a_failed_rewrite_poisons_the_dlq_until_a_restart() {
+        use crate::rt::DiskFault;
+        let disk = SimDisk::new();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        dlq.push(DlqReason::Invalid, String::new(), 5, ev(1)).unwrap();
+        // The append's fsync and the rewrite's fsync both fail.
+        disk.inject(DiskFault::FailSyncs(2));
+        assert!(matches!(dlq.push(DlqReason::Invalid, String::new(), 5, ev(2)), Err(DlqError::Disk(_))));
+        assert!(dlq.is_poisoned());
+        assert!(matches!(dlq.push(DlqReason::Invalid, String::new(), 5, ev(3)), Err(DlqError::Poisoned)));
+        assert!(matches!(dlq.finish_redrive(&[1]), Err(DlqError::Poisoned)));
+        assert_eq!(dlq.entries().iter().map(|e| e.id).collect::<Vec<_>>(), vec![1]);
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert!(!again.is_poisoned());
+        assert_eq!(
+            again.entries().iter().map(|e| (e.id, e.event.clone())).collect::<Vec<_>>(),
+            vec![(1, ev(1))]
+        );
+        assert_eq!(again.push(DlqReason::Invalid, String::new(), 5, ev(4)).unwrap(), Pushed::Stored(2));
+    }
+
+    /// A hole in the middle of the log (zeros where an older build's retried fsync wrote nothing)
+    /// drops only itself: the intact records after it are kept and the log is rewritten.
+    #[test]
+    fn a_damaged_middle_keeps_the_records_after_it() {
+        let disk = SimDisk::new();
+        let mut bytes = encode(&entry(1, ev(1)));
+        let hole = bytes.len();
+        bytes.extend(vec![0; encode(&entry(2, ev(2))).len()]);
+        bytes.extend(encode(&entry(3, ev(3))));
+        bytes.extend(encode_tombstone(1));
+        bytes.extend(encode(&entry(4, ev(4))));
+        bytes.extend([7, 0, 0]); // and a torn tail
+        disk.append(DLQ_FILE, &bytes).unwrap();
+        disk.sync(DLQ_FILE).unwrap();
+        let dlq = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(dlq.entries(), vec![entry(3, ev(3)), entry(4, ev(4))]);
+        assert!(disk.size(DLQ_FILE).unwrap().unwrap() > hole as u64);
+        disk.power_fail(None);
+        let again = Dlq::open(Arc::new(disk.clone()), 10).unwrap();
+        assert_eq!(again.entries(), vec![entry(3, ev(3)), entry(4, ev(4))]);
+        assert_eq!(again.push(DlqReason::Invalid, String::new(), 5, ev(5)).unwrap(), Pushed::Stored(5));
     }
 
     #[test]

@@ -364,7 +364,13 @@ impl Pipeline {
 
     /// Prometheus text of the pipeline's metrics.
     pub fn render_prometheus(&self) -> String {
-        self.inner.metrics.render_prometheus(self.depths(), self.health())
+        let mut out = self.inner.metrics.render_prometheus(self.depths(), self.health());
+        let name = "esc_pipeline_dlq_poisoned";
+        out.push_str(&format!(
+            "# HELP {name} 1 if the dead-letter queue refuses writes after a failed write and rewrite (restart to recover)\n# TYPE {name} gauge\n{name} {}\n",
+            u8::from(self.inner.dlq.is_poisoned())
+        ));
+        out
     }
 
     /// Stops admitting, lets every processor drain its queue (batch windows flush), and waits for
@@ -579,11 +585,65 @@ impl Inner {
     }
 
     /// Settles several events; their dead letters go to the DLQ in one write and one fsync, and
-    /// only then do they count as handled for the checkpoint.
+    /// only then do they count as handled for the checkpoint. If the DLQ refuses them (a disk
+    /// error, or poisoned), nothing acknowledged is lost: each such event stays in its topic log
+    /// and the checkpoint does not advance past it, so a restart handles it again (at-least-once),
+    /// and a redriven one keeps its DLQ entry.
     fn settle_all(&self, settled: Vec<Settle>) {
         if settled.is_empty() {
             return;
         }
+        let dlq_ok = self.dead_letter(&settled);
+        let unsettled = |s: &Settle| !dlq_ok && matches!(s.fate, Fate::DeadLettered(_));
+        let redriven: Vec<u64> =
+            settled.iter().filter(|s| !unsettled(s)).filter_map(|s| s.item.redrive).collect();
+        if !redriven.is_empty()
+            && let Err(e) = self.dlq.finish_redrive(&redriven)
+        {
+            // The entries stay in the DLQ and can be redriven again (at-least-once).
+            tracing::error!(entries = redriven.len(), %e, "dlq: could not remove redriven entries");
+        }
+        for s in settled {
+            let stays = unsettled(&s);
+            let (class, item, fate) = (s.class, &s.item, s.fate);
+            self.count_fate(class, item, fate);
+            if item.redrive.is_none() && !stays {
+                let topic = &item.event.event.topic;
+                let advanced =
+                    self.progress.lock().unwrap_or_else(|e| e.into_inner()).finish(topic, item.event.offset);
+                let advanced = if crate::planted!(CheckpointAheadOfWork) {
+                    Some(item.event.offset + 1)
+                } else {
+                    advanced
+                };
+                if let Some(next) = advanced {
+                    self.checkpoint.record_position(topic, next);
+                }
+            }
+        }
+    }
+
+    /// Counts a settled event and shows it to the observer.
+    fn count_fate(&self, class: Class, item: &Item, fate: Fate) {
+        let m = self.metrics.class(class);
+        match fate {
+            Fate::Processed => {
+                m.processed.inc();
+                let now = self.clock.wall_unix_ms();
+                m.end_to_end_latency_us
+                    .record(now.saturating_sub(item.event.timestamp_ms).saturating_mul(1000));
+            }
+            Fate::Duplicate => m.duplicates.inc(),
+            Fate::DeadLettered(DlqReason::Invalid | DlqReason::RetriesExhausted) => m.failed.inc(),
+            Fate::DeadLettered(reason) => m.dropped[reason.idx()].inc(),
+        }
+        if let Some(o) = &self.observer {
+            o.observe(class, &item.event, fate);
+        }
+    }
+
+    /// Writes the dead letters among `settled` to the DLQ; false if it refused them.
+    fn dead_letter(&self, settled: &[Settle]) -> bool {
         let at = self.clock.wall_unix_ms();
         let letters: Vec<(DlqReason, String, u64, StoredEvent)> = settled
             .iter()
@@ -605,48 +665,16 @@ impl Inner {
                 }
                 Err(e) => {
                     self.metrics.dlq_errors.add(n as u64);
-                    tracing::error!(entries = n, %e, "dlq write failed");
+                    tracing::error!(
+                        entries = n,
+                        %e,
+                        "dlq write failed; the events stay in their topic logs, the checkpoint holds before them"
+                    );
+                    return false;
                 }
             }
         }
-        let redriven: Vec<u64> = settled.iter().filter_map(|s| s.item.redrive).collect();
-        if !redriven.is_empty()
-            && let Err(e) = self.dlq.finish_redrive(&redriven)
-        {
-            // The entries stay in the DLQ and can be redriven again (at-least-once).
-            tracing::error!(entries = redriven.len(), %e, "dlq: could not remove redriven entries");
-        }
-        for s in settled {
-            let (class, item, fate) = (s.class, &s.item, s.fate);
-            let m = self.metrics.class(class);
-            match fate {
-                Fate::Processed => {
-                    m.processed.inc();
-                    let now = self.clock.wall_unix_ms();
-                    m.end_to_end_latency_us
-                        .record(now.saturating_sub(item.event.timestamp_ms).saturating_mul(1000));
-                }
-                Fate::Duplicate => m.duplicates.inc(),
-                Fate::DeadLettered(DlqReason::Invalid | DlqReason::RetriesExhausted) => m.failed.inc(),
-                Fate::DeadLettered(reason) => m.dropped[reason.idx()].inc(),
-            }
-            if let Some(o) = &self.observer {
-                o.observe(class, &item.event, fate);
-            }
-            if item.redrive.is_none() {
-                let topic = &item.event.event.topic;
-                let advanced =
-                    self.progress.lock().unwrap_or_else(|e| e.into_inner()).finish(topic, item.event.offset);
-                let advanced = if crate::planted!(CheckpointAheadOfWork) {
-                    Some(item.event.offset + 1)
-                } else {
-                    advanced
-                };
-                if let Some(next) = advanced {
-                    self.checkpoint.record_position(topic, next);
-                }
-            }
-        }
+        true
     }
 
     fn on_dequeue(&self, class: Class, item: &Item) {
