@@ -333,6 +333,15 @@ impl RaftWatch {
         g.commit_history.wiped(node);
     }
 
+    /// Member `node` was killed: its log is unknown until it reports a round again (with what
+    /// recovery found). A kill can land inside a round after the round's writes and messages but
+    /// before the watch saw it, so the last round seen may hold less than the member persisted
+    /// and acked; judging a commit against that stale log would be a false alarm (seed
+    /// 875366204207). Its term and vote are kept (they must survive the crash).
+    pub fn member_crashed(&self, node: NodeId) {
+        self.lock().shapes.remove(&node);
+    }
+
     fn observe(&self, v: &RoundView<'_>) {
         let at_ms = (self.now_ms)();
         let mut g = self.lock();
@@ -879,6 +888,28 @@ mod tests {
         w.round(&round(1, 4, Role::Leader, 2, &[a, old2, noop], &[], true));
         let v = w.violation().expect("a violation");
         assert!(v.what.contains("unsafe commit (Figure 8): n1 committed index 2 (term 2)"), "{}", v.what);
+    }
+
+    #[test]
+    fn a_crashed_members_last_seen_log_does_not_judge_a_commit() {
+        // Seed 875366204207: n2 was last seen holding 1..=1 when it was killed inside a round
+        // that had persisted and acked entry 2; n1 then committed 2 with that ack. Judged by the
+        // stale view, n2 and n3 (also at 1) look like a majority that can elect n2.
+        let (a, b) = (e(1, 1, b"a"), e(2, 1, b"b"));
+        let seen = |w: &RaftWatch| {
+            w.round(&round(2, 1, Role::Follower, 1, std::slice::from_ref(&a), &[], true));
+            w.round(&round(3, 1, Role::Follower, 1, std::slice::from_ref(&a), &[], true));
+        };
+        let w = RaftWatch::new(|| 0);
+        seen(&w);
+        w.member_crashed(2);
+        w.round(&round(1, 1, Role::Leader, 2, &[a.clone(), b.clone()], &[], true));
+        assert_eq!(w.violation(), None, "{:?}", w.violation());
+        // Without the crash the same views are a real Figure 8 hole.
+        let w = RaftWatch::new(|| 0);
+        seen(&w);
+        w.round(&round(1, 1, Role::Leader, 2, &[a, b], &[], true));
+        assert!(w.violation().expect("a violation").what.contains("unsafe commit (Figure 8)"));
     }
 
     #[test]

@@ -1127,6 +1127,7 @@ pub async fn run(opts: Options, shape: Shape) -> RunReport {
         history: history.clone(),
         log: log.clone(),
         t0,
+        watch: watch.clone(),
     };
     let links = FaultInjector::new(parts, &plan, &mut rng).run(&plan, opts.mutant).await;
 

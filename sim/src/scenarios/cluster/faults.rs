@@ -30,6 +30,9 @@ mod takeover;
 
 /// Plays a plan's faults against the members (see the module doc).
 pub(super) struct FaultInjector<'a> {
+    /// Told of each crash: a member killed inside a round may have persisted (and acked) more
+    /// than the last round the watch saw of it.
+    pub watch: Arc<crate::raft_watch::RaftWatch>,
     pub handle: madsim::runtime::Handle,
     pub net: Arc<madsim::net::NetSim>,
     pub ids: &'a [madsim::task::NodeId],
@@ -72,13 +75,14 @@ pub(super) struct InjectorParts<'a> {
     pub history: History,
     pub log: FaultLog,
     pub t0: rt::time::Instant,
+    pub watch: Arc<crate::raft_watch::RaftWatch>,
 }
 
 impl<'a> FaultInjector<'a> {
     /// An injector for `plan`; draws its tear stream from `rng` and creates the admin node (in
     /// that order, as the run always has).
     pub fn new(parts: InjectorParts<'a>, plan: &Plan, rng: &mut NodeRng) -> Self {
-        let InjectorParts { handle, net, ids, slots, addrs, history, log, t0 } = parts;
+        let InjectorParts { handle, net, ids, slots, addrs, history, log, t0, watch } = parts;
         let tear_rng = rt::rng::split(rng);
         // Another stream of the same key: `rng` is not advanced, so runs without lossy links
         // draw what they always drew.
@@ -106,6 +110,7 @@ impl<'a> FaultInjector<'a> {
             history,
             log,
             t0,
+            watch,
         }
     }
 
@@ -326,6 +331,7 @@ impl<'a> FaultInjector<'a> {
     fn crash_member(&mut self, node: usize, down_ms: u64, label: &str) {
         self.down_until[node] = rt::time::now() + Duration::from_millis(down_ms);
         let down = Duration::from_millis(down_ms);
+        self.watch.member_crashed(node as u64 + 1);
         crash(&self.handle, self.ids[node], &self.slots[node].handles(), &mut self.tear_rng, down);
         self.log.span(node, down_ms, SpanKind::Down, label);
         self.history.count("crashes");
@@ -396,8 +402,8 @@ impl<'a> FaultInjector<'a> {
         let slot = self.slots[node].handles();
         let latch = slot.disk.arm_crash(after_ops);
         self.log.mark(Some(node), format!("power fail armed: {after_ops} disk ops on"));
-        let (h, id, history, log) =
-            (self.handle.clone(), self.ids[node], self.history.clone(), self.log.clone());
+        let (h, id, history, log, watch) =
+            (self.handle.clone(), self.ids[node], self.history.clone(), self.log.clone(), self.watch.clone());
         let (mut trng, give_up) = (rt::rng::split(&mut self.tear_rng), self.fault_end);
         madsim::task::spawn(async move {
             rt::select! {
@@ -411,6 +417,7 @@ impl<'a> FaultInjector<'a> {
                 }
             }
             history.count("crashes_inside_disk_ops");
+            watch.member_crashed(node as u64 + 1);
             log.span(node, down_ms, SpanKind::Down, "power fail inside a disk operation");
             crash(&h, id, &slot, &mut trng, Duration::from_millis(down_ms));
         });
